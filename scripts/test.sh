@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests.
+# Installs what a fresh machine lacks (rustfmt/clippy components, cargo-nextest, redis-server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '== %s\n' "$*" >&2; }
+
+if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+      log "installing rust component ${component}"
+      rustup component add "${component}"
+    fi
+  done
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server (tests start their own instances)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+  fi
+fi
+
+runner=(cargo test)
+if cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked >/dev/null 2>&1; then
+  runner=(cargo nextest run --no-fail-fast)
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+log "tests: ${runner[*]}"
+"${runner[@]}" --all-targets

@@ -1,0 +1,280 @@
+//! Command-line parsing (clap) and dispatch. Flags are parsed once here and turned into
+//! a validated [`Config`]; nothing downstream re-validates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::ledger::{LedgerStore, Priority, SqliteLedger};
+use crate::model::{now_ts, HourWindow, HOUR};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "marketsync",
+    version,
+    about = "Keeps a local SQLite database in sync with rate-limited marketplace APIs",
+    after_help = "Without --config the embedded demo configuration is used (the demo against the bundled simulator)."
+)]
+pub struct Cli {
+    /// The TOML configuration file (see config/example.toml).
+    #[arg(long, global = true, env = "MARKETSYNC_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Overrides the configuration's data_dir (where the SQLite file lives).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGINT or SIGTERM (a second signal exits at once).
+    Run,
+    /// Serve the bundled marketplace simulator.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+        /// Seed of the deterministic data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Time a report takes to finish, e.g. 2s.
+        #[arg(long, default_value = "2s")]
+        latency: humantime::Duration,
+        #[arg(long, default_value_t = 25)]
+        asins: u32,
+        /// A JSON file with fault settings (see README: simulator faults).
+        #[arg(long, value_name = "FILE")]
+        faults: Option<PathBuf>,
+    },
+    /// Validate the configuration and exit non-zero on the first error.
+    CheckConfig,
+    /// Per account and stream: counts per state, last applied, next claimable, cooldown.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset one UTC day's hours of a stream to MISSING so they are fetched again.
+    FillDay {
+        account: String,
+        stream: String,
+        /// The UTC day, YYYY-MM-DD.
+        date: String,
+    },
+    /// Benchmarks (not tests): ledger throughput, apply throughput and memory.
+    Bench {
+        #[command(subcommand)]
+        which: crate::bench::BenchCommand,
+    },
+}
+
+/// Parses the arguments and runs the command; returns the process exit code.
+pub fn main() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run | Command::Sim { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
+    match cli.command {
+        Command::Run => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            runtime()?.block_on(run_daemon(config))?;
+            Ok(0)
+        }
+        Command::Sim {
+            listen,
+            seed,
+            latency,
+            asins,
+            ref faults,
+        } => {
+            let faults = match faults {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("{}: cannot read the faults file", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: invalid faults", path.display()))?
+                }
+                None => crate::sim::SimFaults::default(),
+            };
+            let config = crate::sim::SimConfig {
+                seed,
+                processing_latency: latency.into(),
+                asins_per_marketplace: asins,
+                faults,
+                ..crate::sim::SimConfig::default()
+            };
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("--listen: cannot listen on {listen}"))?;
+                info!(address = %listener.local_addr()?, "simulator listening");
+                let sim = crate::sim::Simulator::new(config);
+                crate::sim::serve(listener, sim, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+                anyhow::Ok(())
+            })?;
+            Ok(0)
+        }
+        Command::CheckConfig => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            let streams: usize = config.accounts.iter().map(|account| account.streams.len()).sum();
+            println!(
+                "{}: ok ({} accounts, {} streams, data in {})",
+                config.source_name,
+                config.accounts.len(),
+                streams,
+                config.data_dir.display()
+            );
+            Ok(0)
+        }
+        Command::Status { json } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            let ledger = open_ledger(&config)?;
+            let report = crate::status::collect(&config, &ledger, now_ts())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::status::render_table(&report));
+            }
+            Ok(0)
+        }
+        Command::FillDay {
+            ref account,
+            ref stream,
+            ref date,
+        } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            let window = fill_day_window(&config, account, stream, date)?;
+            let ledger = open_ledger(&config)?;
+            let reset = ledger.reset_window(account, stream, window, Priority::Manual, now_ts())?;
+            println!(
+                "{account}/{stream}: {reset} hours of {date} reset to MISSING; the daemon fetches them on its next run"
+            );
+            Ok(0)
+        }
+        Command::Bench { which } => crate::bench::run(which),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marketsync={default_level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `--config`, else the embedded demo; `--data-dir` overrides the data directory.
+pub fn load_config(path: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => {
+            info!("no --config given; using the embedded demo configuration");
+            Config::embedded_demo()?
+        }
+    };
+    if let Some(dir) = data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
+    Ok(SqliteLedger::open(&config.database_path())?)
+}
+
+/// Validates fill-day's arguments into the hours to reset (only complete hours).
+pub fn fill_day_window(config: &Config, account: &str, stream: &str, date: &str) -> anyhow::Result<HourWindow> {
+    let Some(account_config) = config.account(account) else {
+        let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
+        bail!(
+            "unknown account {account:?}; configured accounts: {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        );
+    };
+    let Some(stream_config) = account_config.stream(stream) else {
+        let known: Vec<&str> = account_config.streams.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "account {account} has no enabled stream {stream:?}; enabled streams: {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        );
+    };
+    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("invalid date {date:?}; use the form YYYY-MM-DD, e.g. 2025-12-09"))?;
+    let start = day
+        .and_hms_opt(0, 0, 0)
+        .map(|dt| dt.and_utc().timestamp())
+        .ok_or_else(|| anyhow::anyhow!("invalid date {date:?}"))?;
+    let complete_end = crate::sync::lookback_window(stream_config, now_ts()).end;
+    let end = (start + 24 * HOUR).min(complete_end);
+    if end <= start {
+        bail!("{date} has no complete hours yet; an hour is fetched once it is over plus the safety lag");
+    }
+    Ok(HourWindow::new(start, end))
+}
+
+/// Runs the daemon until the first SIGINT/SIGTERM; a second one exits at once.
+async fn run_daemon(config: Config) -> anyhow::Result<()> {
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = first_tx.send(());
+        wait_for_signal().await;
+        warn!("second signal: exiting now; the ledger resumes units in flight on the next start");
+        std::process::exit(130);
+    });
+    crate::daemon::run(config, async {
+        let _ = first_rx.await;
+    })
+    .await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

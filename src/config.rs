@@ -1,0 +1,595 @@
+//! Configuration: a TOML file parsed into raw structs, then validated once into [`Config`].
+//!
+//! Nothing downstream re-validates. Every error names the file, the key path and the fix,
+//! e.g. `config/demo.toml: accounts[1].streams.vendor_rt_sales.lookback: invalid duration
+//! "3 hourz"; use a form like 72h`. Unknown keys are errors. Secrets never live in the
+//! file: credentials are given as names of environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The configuration used when no `--config` is given: the demo against the embedded simulator.
+pub const EMBEDDED_DEMO: &str = include_str!("../config/demo.toml");
+
+/// Providers marketsync knows.
+pub const PROVIDERS: &[&str] = &["amazon", "ebay", "stockx", "keepa"];
+
+/// Streams each provider supports today.
+pub fn streams_of(provider: &str) -> &'static [&'static str] {
+    match provider {
+        "amazon" => &["vendor_rt_sales"],
+        _ => &[],
+    }
+}
+
+/// A configuration error: where it is and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub message: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the configuration came from, or `<embedded demo>`.
+    pub source_name: String,
+    /// Where the SQLite database and downloaded documents live.
+    pub data_dir: PathBuf,
+    /// The embedded simulator, when `[simulator] enabled = true`.
+    pub simulator: Option<SimulatorSettings>,
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulatorSettings {
+    pub listen: SocketAddr,
+    pub seed: u64,
+    pub processing_latency: Duration,
+    pub asins_per_marketplace: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub id: String,
+    pub provider: String,
+    pub marketplace: String,
+    pub endpoints: Endpoints,
+    /// `None` only for accounts served by the embedded simulator.
+    pub credentials: Option<CredentialEnv>,
+    pub streams: Vec<StreamConfig>,
+}
+
+/// Where an account's API calls go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoints {
+    /// The embedded simulator; its address is known only once it listens.
+    EmbeddedSimulator,
+    Explicit { api_base: String, token_url: String },
+}
+
+/// Names of the environment variables holding an account's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialEnv {
+    pub client_id_env: String,
+    pub client_secret_env: String,
+    pub refresh_token_env: String,
+}
+
+/// Which end of the lookback window claims start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOrder {
+    NewestFirst,
+    OldestFirst,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub name: String,
+    /// Rolling window kept filled with ledger rows.
+    pub lookback: Duration,
+    /// Most hours one report request covers.
+    pub chunk: Duration,
+    /// Time between runs of the stream.
+    pub interval: Duration,
+    /// An hour is seeded only once it is complete plus this lag.
+    pub safety_lag: Duration,
+    pub order: ClaimOrder,
+    /// Cooldown after a 429 when the provider gave no longer `Retry-After`.
+    pub quota_cooldown: Duration,
+    /// Failure backoff: `min(retry_max, retry_base * 2^(attempts-1)) * (1 + jitter)`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// First and largest pause between getReport polls.
+    pub poll_min: Duration,
+    pub poll_max: Duration,
+    /// A report not finished after this long fails its unit.
+    pub poll_timeout: Duration,
+    /// A document larger than this fails its unit instead of filling the disk.
+    pub max_document_bytes: u64,
+    pub daily_audit: bool,
+    pub weekly_audit: bool,
+}
+
+impl Config {
+    /// Loads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            source_name: source_name.clone(),
+            message: format!("cannot read the file: {err}; check the path given to --config"),
+        })?;
+        Config::parse(&text, &source_name)
+    }
+
+    /// The embedded demo configuration.
+    pub fn embedded_demo() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEMO, "<embedded demo>")
+    }
+
+    /// Parses and validates configuration text; `source_name` prefixes every error.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let deserializer = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let message = inner.message().trim_end_matches('\n').to_string();
+            let location = match inner.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                }
+                None => String::new(),
+            };
+            if path.is_empty() || path == "." {
+                error(format!("{message}{location}"))
+            } else {
+                error(format!("{path}: {message}{location}"))
+            }
+        })?;
+        let mut config = raw.validate().map_err(error)?;
+        config.source_name = source_name.to_string();
+        Ok(config)
+    }
+
+    /// The SQLite file inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("marketsync.db")
+    }
+
+    pub fn account(&self, id: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|account| account.id == id)
+    }
+}
+
+impl AccountConfig {
+    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|stream| stream.name == name)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<String>,
+    simulator: Option<RawSimulator>,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulator {
+    #[serde(default)]
+    enabled: bool,
+    listen: Option<String>,
+    seed: Option<u64>,
+    processing_latency: Option<String>,
+    asins_per_marketplace: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    provider: String,
+    marketplace: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    token_url: Option<String>,
+    credentials: Option<RawCredentials>,
+    #[serde(default)]
+    streams: BTreeMap<String, RawStream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    client_id_env: String,
+    client_secret_env: String,
+    refresh_token_env: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    enabled: Option<bool>,
+    lookback: Option<String>,
+    chunk: Option<String>,
+    interval: Option<String>,
+    safety_lag: Option<String>,
+    order: Option<String>,
+    quota_cooldown: Option<String>,
+    retry_base: Option<String>,
+    retry_max: Option<String>,
+    poll_min: Option<String>,
+    poll_max: Option<String>,
+    poll_timeout: Option<String>,
+    max_document_bytes: Option<u64>,
+    daily_audit: Option<bool>,
+    weekly_audit: Option<bool>,
+}
+
+/// Parses a humantime duration, naming the key and the fix on error.
+fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, String> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    humantime::parse_duration(text.trim())
+        .map_err(|_| format!("{key}: invalid duration {text:?}; use a form like 72h, 15m or 30s"))
+}
+
+fn whole_hours(key: &str, value: Duration) -> Result<Duration, String> {
+    if value.as_secs() == 0 || value.as_secs() % 3600 != 0 || value.subsec_nanos() != 0 {
+        return Err(format!(
+            "{key}: {} is not a whole number of hours; use a form like 6h",
+            humantime::format_duration(value)
+        ));
+    }
+    Ok(value)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+}
+
+fn default_endpoints(region: &str) -> Option<(&'static str, &'static str)> {
+    match region {
+        "na" => Some((
+            "https://sellingpartnerapi-na.amazon.com",
+            "https://api.amazon.com/auth/o2/token",
+        )),
+        "eu" => Some((
+            "https://sellingpartnerapi-eu.amazon.com",
+            "https://api.amazon.co.uk/auth/o2/token",
+        )),
+        "fe" => Some((
+            "https://sellingpartnerapi-fe.amazon.com",
+            "https://api.amazon.co.jp/auth/o2/token",
+        )),
+        _ => None,
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, String> {
+        let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "data".to_string()));
+        let simulator = match self.simulator {
+            Some(raw) if raw.enabled => Some(raw.validate()?),
+            _ => None,
+        };
+        let mut accounts = Vec::with_capacity(self.accounts.len());
+        for (index, raw) in self.accounts.into_iter().enumerate() {
+            let key = format!("accounts[{index}]");
+            let account = raw.validate(&key, simulator.is_some())?;
+            if accounts
+                .iter()
+                .any(|other: &AccountConfig| other.id == account.id)
+            {
+                return Err(format!(
+                    "{key}.id: duplicate account id {:?}; every account needs its own id",
+                    account.id
+                ));
+            }
+            accounts.push(account);
+        }
+        Ok(Config {
+            source_name: String::new(),
+            data_dir,
+            simulator,
+            accounts,
+        })
+    }
+}
+
+impl RawSimulator {
+    fn validate(self) -> Result<SimulatorSettings, String> {
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:0".to_string());
+        let listen = listen_text.parse().map_err(|_| {
+            format!("simulator.listen: invalid address {listen_text:?}; use a form like 127.0.0.1:4000")
+        })?;
+        let processing_latency = duration(
+            "simulator.processing_latency",
+            self.processing_latency.as_ref(),
+            Duration::from_secs(2),
+        )?;
+        let asins_per_marketplace = self.asins_per_marketplace.unwrap_or(25);
+        if asins_per_marketplace == 0 {
+            return Err("simulator.asins_per_marketplace: must be at least 1".to_string());
+        }
+        Ok(SimulatorSettings {
+            listen,
+            seed: self.seed.unwrap_or(42),
+            processing_latency,
+            asins_per_marketplace,
+        })
+    }
+}
+
+impl RawAccount {
+    fn validate(self, key: &str, simulator_enabled: bool) -> Result<AccountConfig, String> {
+        if !valid_id(&self.id) {
+            return Err(format!(
+                "{key}.id: invalid account id {:?}; use lowercase letters, digits, '-', '_' or '.' (at most 64)",
+                self.id
+            ));
+        }
+        if !PROVIDERS.contains(&self.provider.as_str()) {
+            return Err(format!(
+                "{key}.provider: unknown provider {:?}; expected one of {}",
+                self.provider,
+                PROVIDERS.join(", ")
+            ));
+        }
+        let supported = streams_of(&self.provider);
+        if supported.is_empty() {
+            return Err(format!(
+                "{key}.provider: provider {:?} is not supported by this version yet; use amazon",
+                self.provider
+            ));
+        }
+        let marketplace = match self.marketplace {
+            Some(marketplace) if !marketplace.trim().is_empty() => marketplace,
+            _ => {
+                return Err(format!(
+                    "{key}.marketplace: missing; give the marketplace id, e.g. ATVPDKIKX0DER for amazon.com"
+                ))
+            }
+        };
+        let region = self.region.unwrap_or_else(|| "na".to_string());
+        let Some((default_api, default_token)) = default_endpoints(&region) else {
+            return Err(format!(
+                "{key}.region: unknown region {region:?}; expected one of na, eu, fe"
+            ));
+        };
+        let explicit = self.endpoint.is_some() || self.token_url.is_some();
+        let endpoints = if simulator_enabled && !explicit {
+            Endpoints::EmbeddedSimulator
+        } else {
+            for (name, value) in [("endpoint", &self.endpoint), ("token_url", &self.token_url)] {
+                if let Some(url) = value {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(format!(
+                            "{key}.{name}: {url:?} is not an http(s) url; use a form like https://sellingpartnerapi-na.amazon.com"
+                        ));
+                    }
+                }
+            }
+            Endpoints::Explicit {
+                api_base: self
+                    .endpoint
+                    .unwrap_or_else(|| default_api.to_string())
+                    .trim_end_matches('/')
+                    .to_string(),
+                token_url: self.token_url.unwrap_or_else(|| default_token.to_string()),
+            }
+        };
+        let credentials = self.credentials.map(|raw| CredentialEnv {
+            client_id_env: raw.client_id_env,
+            client_secret_env: raw.client_secret_env,
+            refresh_token_env: raw.refresh_token_env,
+        });
+        if credentials.is_none() && endpoints != Endpoints::EmbeddedSimulator {
+            return Err(format!(
+                "{key}.credentials: missing; add [accounts.credentials] with client_id_env, client_secret_env and refresh_token_env naming environment variables"
+            ));
+        }
+        if let Some(credentials) = &credentials {
+            for (name, value) in [
+                ("client_id_env", &credentials.client_id_env),
+                ("client_secret_env", &credentials.client_secret_env),
+                ("refresh_token_env", &credentials.refresh_token_env),
+            ] {
+                let looks_like_env = !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if !looks_like_env {
+                    return Err(format!(
+                        "{key}.credentials.{name}: {:?} is not an environment variable name; give the NAME of a variable (like ACME_LWA_CLIENT_ID), never the secret itself",
+                        if value.len() > 12 { "<redacted>" } else { value.as_str() }
+                    ));
+                }
+            }
+        }
+        let mut streams = Vec::new();
+        for (name, raw) in self.streams {
+            let stream_key = format!("{key}.streams.{name}");
+            if !supported.contains(&name.as_str()) {
+                return Err(format!(
+                    "{stream_key}: unknown stream {name:?} for provider {}; expected one of {}",
+                    self.provider,
+                    supported.join(", ")
+                ));
+            }
+            if raw.enabled == Some(false) {
+                continue;
+            }
+            streams.push(raw.validate(&stream_key, name)?);
+        }
+        Ok(AccountConfig {
+            id: self.id,
+            provider: self.provider,
+            marketplace,
+            endpoints,
+            credentials,
+            streams,
+        })
+    }
+}
+
+impl RawStream {
+    fn validate(self, key: &str, name: String) -> Result<StreamConfig, String> {
+        let field = |field: &str| format!("{key}.{field}");
+        let lookback = whole_hours(
+            &field("lookback"),
+            duration(&field("lookback"), self.lookback.as_ref(), hours(72))?,
+        )?;
+        let chunk = whole_hours(
+            &field("chunk"),
+            duration(&field("chunk"), self.chunk.as_ref(), hours(6))?,
+        )?;
+        if chunk > hours(24 * 7) {
+            return Err(format!(
+                "{}: {} is longer than the 7 days one report may cover; use 24h or less",
+                field("chunk"),
+                humantime::format_duration(chunk)
+            ));
+        }
+        let interval = duration(
+            &field("interval"),
+            self.interval.as_ref(),
+            Duration::from_secs(15 * 60),
+        )?;
+        if interval < Duration::from_secs(1) {
+            return Err(format!("{}: must be at least 1s", field("interval")));
+        }
+        let safety_lag = duration(
+            &field("safety_lag"),
+            self.safety_lag.as_ref(),
+            Duration::from_secs(5 * 60),
+        )?;
+        let order = match self.order.as_deref() {
+            None | Some("newest_first") => ClaimOrder::NewestFirst,
+            Some("oldest_first") => ClaimOrder::OldestFirst,
+            Some(other) => {
+                return Err(format!(
+                    "{}: unknown order {other:?}; expected newest_first or oldest_first",
+                    field("order")
+                ))
+            }
+        };
+        let quota_cooldown = duration(
+            &field("quota_cooldown"),
+            self.quota_cooldown.as_ref(),
+            Duration::from_secs(30 * 60),
+        )?;
+        let retry_base = duration(
+            &field("retry_base"),
+            self.retry_base.as_ref(),
+            Duration::from_secs(60),
+        )?;
+        let retry_max = duration(&field("retry_max"), self.retry_max.as_ref(), hours(1))?;
+        if retry_max < retry_base {
+            return Err(format!(
+                "{}: must not be shorter than retry_base ({})",
+                field("retry_max"),
+                humantime::format_duration(retry_base)
+            ));
+        }
+        let poll_min = duration(
+            &field("poll_min"),
+            self.poll_min.as_ref(),
+            Duration::from_secs(2),
+        )?;
+        let poll_max = duration(
+            &field("poll_max"),
+            self.poll_max.as_ref(),
+            Duration::from_secs(60),
+        )?;
+        if poll_min.is_zero() || poll_max < poll_min {
+            return Err(format!(
+                "{}: poll_min must be above zero and poll_max at least poll_min",
+                field("poll_max")
+            ));
+        }
+        let poll_timeout = duration(
+            &field("poll_timeout"),
+            self.poll_timeout.as_ref(),
+            Duration::from_secs(30 * 60),
+        )?;
+        Ok(StreamConfig {
+            name,
+            lookback,
+            chunk,
+            interval,
+            safety_lag,
+            order,
+            quota_cooldown,
+            retry_base,
+            retry_max,
+            poll_min,
+            poll_max,
+            poll_timeout,
+            max_document_bytes: self.max_document_bytes.unwrap_or(512 * 1024 * 1024),
+            daily_audit: self.daily_audit.unwrap_or(true),
+            weekly_audit: self.weekly_audit.unwrap_or(false),
+        })
+    }
+}
+
+fn hours(count: u64) -> Duration {
+    Duration::from_secs(count * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_demo_is_valid() {
+        let config = Config::embedded_demo().unwrap();
+        assert!(config.simulator.is_some());
+        assert!(!config.accounts.is_empty());
+    }
+
+    #[test]
+    fn example_documents_every_key_and_is_valid() {
+        let text = include_str!("../config/example.toml");
+        let config = Config::parse(text, "config/example.toml").unwrap();
+        let stream = config.accounts[0].stream("vendor_rt_sales").unwrap();
+        assert_eq!(stream.lookback, hours(72));
+        assert_eq!(stream.chunk, hours(6));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let text = "[[accounts]]\nid = \"a\"\nprovider = \"ebya\"\nmarketplace = \"X\"\n";
+        let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "c.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa"
+        );
+        let text = "[simulator]\nenabled = true\n[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nlookback = \"3 hourz\"\n";
+        let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "c.toml: accounts[0].streams.vendor_rt_sales.lookback: invalid duration \"3 hourz\"; use a form like 72h, 15m or 30s"
+        );
+        let err = Config::parse("data_dri = \"x\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.starts_with("c.toml: data_dri: unknown field `data_dri`, expected one of `data_dir`"), "{err}");
+    }
+}

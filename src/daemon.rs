@@ -1,0 +1,245 @@
+//! `marketsync run`: opens the ledger, starts the embedded simulator when configured,
+//! and one runner task per (account, stream).
+//!
+//! Shutdown is "tell, then wait": a `CancellationToken` tells every runner to stop
+//! claiming; a `TaskTracker` shows when they have. Units in flight keep their report ids
+//! in the ledger, so the next start resumes polling instead of requesting again.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::{AccountConfig, Config, Endpoints};
+use crate::ledger::{LedgerStore, SqliteLedger};
+use crate::model::{format_ts, now_ts};
+use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+use crate::sim::{SimConfig, Simulator};
+use crate::sync::{blocking, owner_name, RunOutcome, StreamContext};
+
+/// How long runners get to finish their unit after shutdown is requested.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// A running daemon.
+pub struct Daemon {
+    /// Where the embedded simulator listens, when one was started.
+    pub simulator_addr: Option<SocketAddr>,
+    pub ledger: Arc<SqliteLedger>,
+    cancel: CancellationToken,
+    /// The stream runners; closed and awaited at shutdown.
+    tracker: TaskTracker,
+    /// Stops the simulator after the runners, so in-flight units can finish against it.
+    simulator_cancel: CancellationToken,
+    simulator_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Opens the ledger and starts every runner; returns once they are running.
+    pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
+        let database = config.database_path();
+        let ledger = {
+            let database = database.clone();
+            tokio::task::spawn_blocking(move || SqliteLedger::open(&database))
+                .await
+                .context("opening the ledger")??
+        };
+        let ledger = Arc::new(ledger);
+        info!(database = %database.display(), "ledger open");
+
+        let cancel = CancellationToken::new();
+        let simulator_cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let mut simulator_task = None;
+        let simulator_addr = match &config.simulator {
+            Some(settings) => {
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .with_context(|| format!("simulator.listen: cannot listen on {}", settings.listen))?;
+                let addr = listener.local_addr()?;
+                let sim = Simulator::new(SimConfig {
+                    seed: settings.seed,
+                    processing_latency: settings.processing_latency,
+                    asins_per_marketplace: settings.asins_per_marketplace,
+                    ..SimConfig::default()
+                });
+                let stop = simulator_cancel.clone();
+                simulator_task = Some(tokio::spawn(async move {
+                    if let Err(err) = crate::sim::serve(listener, sim, async move { stop.cancelled().await }).await {
+                        error!(error = %err, "embedded simulator stopped");
+                    }
+                }));
+                info!(address = %addr, "embedded simulator listening");
+                Some(addr)
+            }
+            None => None,
+        };
+
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("marketsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .context("building the http client")?;
+        let documents_dir = config.data_dir.join("documents");
+        let owner = owner_name("auto-sync");
+        let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
+
+        for account in &config.accounts {
+            let client = Arc::new(build_client(account, &http, simulator_addr)?);
+            let account_arc = Arc::new(account.clone());
+            for stream in &account.streams {
+                let context = StreamContext {
+                    account: Arc::clone(&account_arc),
+                    stream: stream.clone(),
+                    ledger: Arc::clone(&dyn_ledger),
+                    client: Arc::clone(&client),
+                    documents_dir: documents_dir.clone(),
+                    owner: owner.clone(),
+                    cancel: cancel.clone(),
+                };
+                tracker.spawn(run_stream(context));
+            }
+        }
+        info!(accounts = config.accounts.len(), owner = %owner, "daemon started");
+        Ok(Daemon {
+            simulator_addr,
+            ledger,
+            cancel,
+            tracker,
+            simulator_cancel,
+            simulator_task,
+        })
+    }
+
+    /// Tells every runner to stop and waits up to `grace` for them.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        info!(grace = %humantime::format_duration(grace), "shutting down: no new claims; waiting for units in flight");
+        self.cancel.cancel();
+        self.tracker.close();
+        // Runners first, then the simulator they may still be talking to.
+        let runners_done = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        self.simulator_cancel.cancel();
+        let all_done = match self.simulator_task {
+            Some(task) => tokio::time::timeout(Duration::from_secs(5), task).await.is_ok(),
+            None => true,
+        };
+        if runners_done && all_done {
+            info!("shutdown complete");
+        } else {
+            warn!("grace period over with work in flight; the ledger resumes it on the next start");
+        }
+        runners_done && all_done
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let daemon = Daemon::start(&config).await?;
+    shutdown.await;
+    daemon.shutdown(DEFAULT_GRACE).await;
+    Ok(())
+}
+
+fn build_client(
+    account: &AccountConfig,
+    http: &reqwest::Client,
+    simulator_addr: Option<SocketAddr>,
+) -> anyhow::Result<SpApiClient> {
+    let endpoints = match (&account.endpoints, simulator_addr) {
+        (Endpoints::EmbeddedSimulator, Some(addr)) => SpApiEndpoints {
+            api_base: format!("http://{addr}"),
+            lwa_token_url: format!("http://{addr}/auth/o2/token"),
+        },
+        (Endpoints::EmbeddedSimulator, None) => {
+            anyhow::bail!("account {}: uses the embedded simulator, which is not enabled", account.id)
+        }
+        (Endpoints::Explicit { api_base, token_url }, _) => SpApiEndpoints {
+            api_base: api_base.clone(),
+            lwa_token_url: token_url.clone(),
+        },
+    };
+    let credentials = match &account.credentials {
+        Some(names) => LwaCredentials {
+            client_id: read_env(&account.id, &names.client_id_env)?,
+            client_secret: read_env(&account.id, &names.client_secret_env)?,
+            refresh_token: read_env(&account.id, &names.refresh_token_env)?,
+        },
+        // The simulator accepts any credentials; the refresh token names the seller.
+        None => LwaCredentials {
+            client_id: "simulator-client".to_string(),
+            client_secret: "simulator-secret".to_string(),
+            refresh_token: format!("simulator-refresh-{}", account.id),
+        },
+    };
+    Ok(SpApiClient::new(http.clone(), endpoints, credentials))
+}
+
+fn read_env(account: &str, name: &str) -> anyhow::Result<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Ok(value),
+        _ => anyhow::bail!(
+            "account {account}: environment variable {name} is not set; export it before starting the daemon"
+        ),
+    }
+}
+
+/// One stream's loop: run, then wait for the interval, the cooldown's end or the next
+/// retry, whichever comes first; infrastructure errors back off without crashing.
+async fn run_stream(context: StreamContext) {
+    let interval = context.stream.interval;
+    let mut infra_failures: u32 = 0;
+    loop {
+        let wait = match context.run_once().await {
+            Ok(RunOutcome::Cancelled) => break,
+            Ok(RunOutcome::CoolingDown { until, reason }) => {
+                infra_failures = 0;
+                info!(account = %context.account.id, stream = %context.stream.name, reason = %reason, until = %format_ts(until), "cooling down");
+                Duration::from_secs((until - now_ts()).max(1) as u64)
+            }
+            Ok(RunOutcome::Finished { .. }) => {
+                infra_failures = 0;
+                next_wake(&context, interval).await
+            }
+            Err(err) => {
+                infra_failures = infra_failures.saturating_add(1);
+                let backoff = Duration::from_secs(1u64 << infra_failures.min(6));
+                error!(account = %context.account.id, stream = %context.stream.name, error = %err, retry_in = %humantime::format_duration(backoff), "run failed; retrying");
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = context.cancel.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The interval, or sooner when a failed hour becomes retryable or a new hour completes.
+async fn next_wake(context: &StreamContext, interval: Duration) -> Duration {
+    let now = now_ts();
+    let (account, stream) = (context.account.id.clone(), context.stream.name.clone());
+    let next_retry = blocking(&context.ledger, move |ledger| ledger.snapshot(&account, &stream, now))
+        .await
+        .ok()
+        .and_then(|snapshot| snapshot.next_retry_at);
+    let next_hour_complete =
+        crate::model::floor_hour(now - context.stream.safety_lag.as_secs() as i64) + 3600
+            + context.stream.safety_lag.as_secs() as i64;
+    let mut wake = now + interval.as_secs() as i64;
+    for candidate in [next_retry, Some(next_hour_complete)].into_iter().flatten() {
+        wake = wake.min(candidate.max(now + 1));
+    }
+    Duration::from_secs((wake - now).max(1) as u64).min(interval.max(Duration::from_secs(1)))
+}
+
+/// Where documents are kept, for tests and tools.
+pub fn documents_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("documents")
+}

@@ -1,0 +1,155 @@
+//! `marketsync status`: per account and stream, counts per state, last applied hour,
+//! next claimable hour and the cooldown, read straight from the ledger (the daemon need
+//! not be running). Rendered as an aligned table or as one JSON object.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::ledger::{account_scope, HourState, LedgerError, LedgerStore};
+use crate::model::format_ts;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub accounts: Vec<AccountStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountStatus {
+    pub id: String,
+    pub provider: String,
+    pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    /// Keys are the state names: MISSING, REQUESTED, DOWNLOADED, APPLIED, FAILED.
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
+    pub last_applied_hour: Option<String>,
+    pub next_claimable_hour: Option<String>,
+    /// When the earliest FAILED hour may be retried.
+    pub next_retry_at: Option<String>,
+    pub last_error: Option<String>,
+    pub cooldown: CooldownStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CooldownStatus {
+    /// `quota`, `lock_busy`, `auth` or `none`.
+    pub reason: String,
+    pub until_utc: Option<String>,
+}
+
+/// Reads the status of every configured account and stream.
+pub fn collect(config: &Config, ledger: &dyn LedgerStore, now: i64) -> Result<StatusReport, LedgerError> {
+    let mut accounts = Vec::with_capacity(config.accounts.len());
+    for account in &config.accounts {
+        let cooldown = ledger.active_cooldown(&account_scope(&account.provider, &account.id), now)?;
+        let mut streams = Vec::with_capacity(account.streams.len());
+        for stream in &account.streams {
+            let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
+            let counts = HourState::ALL
+                .iter()
+                .zip(snapshot.counts)
+                .map(|(state, count)| (state.as_str(), count))
+                .collect();
+            streams.push(StreamStatus {
+                name: stream.name.clone(),
+                counts,
+                last_applied_hour: snapshot.last_applied_hour.map(format_ts),
+                next_claimable_hour: snapshot.next_claimable_hour.map(format_ts),
+                next_retry_at: snapshot.next_retry_at.map(format_ts),
+                last_error: snapshot.last_error,
+                cooldown: match &cooldown {
+                    Some(cooldown) => CooldownStatus {
+                        reason: cooldown.reason.clone(),
+                        until_utc: Some(format_ts(cooldown.until_at)),
+                    },
+                    None => CooldownStatus {
+                        reason: "none".to_string(),
+                        until_utc: None,
+                    },
+                },
+            });
+        }
+        accounts.push(AccountStatus {
+            id: account.id.clone(),
+            provider: account.provider.clone(),
+            streams,
+        });
+    }
+    Ok(StatusReport { accounts })
+}
+
+/// An aligned, human-readable table.
+pub fn render_table(report: &StatusReport) -> String {
+    let header = [
+        "ACCOUNT", "STREAM", "MISSING", "REQUESTED", "DOWNLOADED", "APPLIED", "FAILED", "LAST APPLIED",
+        "NEXT CLAIMABLE", "COOLDOWN",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for account in &report.accounts {
+        if account.streams.is_empty() {
+            let mut row = vec![account.id.clone(), "(no streams enabled)".to_string()];
+            row.resize(header.len(), String::new());
+            rows.push(row);
+        }
+        for stream in &account.streams {
+            let mut row = vec![account.id.clone(), stream.name.clone()];
+            for state in HourState::ALL {
+                row.push(stream.counts.get(state.as_str()).copied().unwrap_or(0).to_string());
+            }
+            row.push(stream.last_applied_hour.clone().unwrap_or_else(|| "-".to_string()));
+            row.push(stream.next_claimable_hour.clone().unwrap_or_else(|| "-".to_string()));
+            row.push(match &stream.cooldown.until_utc {
+                Some(until) => format!("{} until {until}", stream.cooldown.reason),
+                None => "none".to_string(),
+            });
+            rows.push(row);
+        }
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(column, (cell, width))| {
+                if (2..7).contains(&column) {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    let errors: Vec<String> = report
+        .accounts
+        .iter()
+        .flat_map(|account| {
+            account.streams.iter().filter_map(move |stream| {
+                stream.last_error.as_ref().map(|error| {
+                    format!(
+                        "{}/{}: last error: {error} (retry at {})",
+                        account.id,
+                        stream.name,
+                        stream.next_retry_at.as_deref().unwrap_or("-")
+                    )
+                })
+            })
+        })
+        .collect();
+    if !errors.is_empty() {
+        out.push('\n');
+        for line in errors {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}

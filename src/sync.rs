@@ -1,0 +1,497 @@
+//! The windowed-stream runner: seed the lookback window, resume units in flight, then
+//! claim → createReport → poll getReport → getReportDocument → download → apply, one
+//! unit at a time per stream.
+//!
+//! Failure policy (seeds 000 and 001):
+//! - a `QuotaExceeded` from any call is a hard stop: a cooldown is persisted, the rest of
+//!   the run is abandoned and no attempt is consumed (a unit with a report id stays in
+//!   flight and resumes polling after the cooldown; one without goes back to MISSING);
+//! - any other error fails only its unit (backoff with jitter, capped) and the run goes on;
+//! - a document that does not validate fails its unit and nothing from it is applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{AccountConfig, StreamConfig};
+use crate::ledger::{account_scope, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority};
+use crate::model::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
+use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
+use crate::provider::ProviderError;
+use crate::report::{read_error_document, read_vendor_sales_document, ReportError};
+
+/// Everything one stream runner needs.
+#[derive(Clone)]
+pub struct StreamContext {
+    pub account: Arc<AccountConfig>,
+    pub stream: StreamConfig,
+    pub ledger: Arc<dyn LedgerStore>,
+    pub client: Arc<SpApiClient>,
+    /// Where downloaded documents wait between DOWNLOADED and APPLIED.
+    pub documents_dir: PathBuf,
+    /// `task:pid@host`, written to `claimed_by`.
+    pub owner: String,
+    pub cancel: CancellationToken,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Nothing left to claim; `applied` hours were applied and `failed` units failed.
+    Finished { applied: i64, failed: i64 },
+    /// A cooldown is running (found at the start, or started by a 429 in this run).
+    CoolingDown { until: i64, reason: String },
+    /// Shutdown was requested; units in flight keep their report ids.
+    Cancelled,
+}
+
+/// Errors that end a run: infrastructure, not the unit's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("blocking ledger task failed: {0}")]
+    Join(String),
+}
+
+/// How one unit ended.
+enum UnitEnd {
+    Applied(i64),
+    Failed,
+    Quota(Cooldown),
+    Cancelled,
+}
+
+/// Runs `work` against the ledger on the blocking pool, off the async worker threads.
+pub async fn blocking<T, F>(ledger: &Arc<dyn LedgerStore>, work: F) -> Result<T, SyncError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
+{
+    let ledger = Arc::clone(ledger);
+    tokio::task::spawn_blocking(move || work(ledger.as_ref()))
+        .await
+        .map_err(|err| SyncError::Join(err.to_string()))?
+        .map_err(SyncError::from)
+}
+
+/// The lookback window of complete hours at `now`: `[end - lookback, end)` where `end`
+/// is the start of the newest hour that is complete plus the safety lag.
+pub fn lookback_window(stream: &StreamConfig, now: i64) -> HourWindow {
+    let end = floor_hour(now - stream.safety_lag.as_secs() as i64);
+    HourWindow::new(end - stream.lookback.as_secs() as i64, end)
+}
+
+/// `min(max, base·2^n)·(1 + rand·0.2)` seconds after a unit's `n`-th failure.
+pub fn retry_delay(stream: &StreamConfig, attempts_before: i64) -> Duration {
+    let exponent = attempts_before.clamp(0, 30) as u32;
+    let base = stream.retry_base.as_secs_f64() * 2f64.powi(exponent as i32);
+    let capped = base.min(stream.retry_max.as_secs_f64());
+    let jitter = 1.0 + rand::thread_rng().gen_range(0.0..0.2);
+    Duration::from_secs_f64(capped * jitter)
+}
+
+impl StreamContext {
+    fn scope(&self) -> String {
+        account_scope(&self.account.provider, &self.account.id)
+    }
+
+    /// One run: seed, audits, resume in-flight units, then claim until nothing is left.
+    pub async fn run_once(&self) -> Result<RunOutcome, SyncError> {
+        let now = now_ts();
+        let scope = self.scope();
+        let cooldown = blocking(&self.ledger, move |ledger| ledger.active_cooldown(&scope, now)).await?;
+        if let Some(cooldown) = cooldown {
+            debug!(account = %self.account.id, stream = %self.stream.name, until = %format_ts(cooldown.until_at), "in cooldown; skipping provider calls this run");
+            return Ok(RunOutcome::CoolingDown {
+                until: cooldown.until_at,
+                reason: cooldown.reason,
+            });
+        }
+        self.seed_and_audit(now).await?;
+
+        let mut applied = 0i64;
+        let mut failed = 0i64;
+        let (account, stream) = (self.account.id.clone(), self.stream.name.clone());
+        let resumable = blocking(&self.ledger, move |ledger| ledger.in_flight(&account, &stream)).await?;
+        let mut queue: std::collections::VecDeque<Claim> = resumable.into();
+        if !queue.is_empty() {
+            info!(account = %self.account.id, stream = %self.stream.name, units = queue.len(), "resuming units in flight");
+        }
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(RunOutcome::Cancelled);
+            }
+            let claim = match queue.pop_front() {
+                Some(claim) => claim,
+                None => {
+                    let (account, stream, owner) =
+                        (self.account.id.clone(), self.stream.name.clone(), self.owner.clone());
+                    let max_hours = (self.stream.chunk.as_secs() as i64 / HOUR).max(1);
+                    let order = self.stream.order;
+                    let claimed = blocking(&self.ledger, move |ledger| {
+                        ledger.claim(&account, &stream, max_hours, order, &owner, now_ts())
+                    })
+                    .await?;
+                    match claimed {
+                        Some(claim) => claim,
+                        None => break,
+                    }
+                }
+            };
+            match self.process(claim).await? {
+                UnitEnd::Applied(hours) => applied += hours,
+                UnitEnd::Failed => failed += 1,
+                UnitEnd::Cancelled => return Ok(RunOutcome::Cancelled),
+                UnitEnd::Quota(cooldown) => {
+                    error!(
+                        account = %self.account.id,
+                        stream = %self.stream.name,
+                        until = %format_ts(cooldown.until_at),
+                        detail = cooldown.detail.as_deref().unwrap_or(""),
+                        "quota exceeded; aborting the remaining chunks of this run and cooling down"
+                    );
+                    let until = cooldown.until_at;
+                    blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown)).await?;
+                    return Ok(RunOutcome::CoolingDown {
+                        until,
+                        reason: "quota".to_string(),
+                    });
+                }
+            }
+        }
+        if applied > 0 || failed > 0 {
+            info!(account = %self.account.id, stream = %self.stream.name, applied_hours = applied, failed_units = failed, "run complete");
+        }
+        Ok(RunOutcome::Finished { applied, failed })
+    }
+
+    /// Keeps the lookback window seeded and schedules due audits (lower priority than
+    /// fresh hours). The first audit of a stream is due one period after it first ran.
+    async fn seed_and_audit(&self, now: i64) -> Result<(), SyncError> {
+        let window = lookback_window(&self.stream, now);
+        let (account, stream) = (self.account.id.clone(), self.stream.name.clone());
+        let audits = [
+            ("daily", self.stream.daily_audit, 24 * HOUR),
+            ("weekly", self.stream.weekly_audit, 7 * 24 * HOUR),
+        ];
+        let (seeded, audited) = blocking(&self.ledger, move |ledger| {
+            let seeded = ledger.seed(&account, &stream, window, now)?;
+            let mut audited = Vec::new();
+            for (kind, enabled, period) in audits {
+                if !enabled {
+                    continue;
+                }
+                match ledger.last_audit(&account, &stream, kind)? {
+                    None => ledger.record_audit(&account, &stream, kind, now)?,
+                    Some(last) if now - last >= period => {
+                        let audit_window = HourWindow::new((window.end - period).max(window.start), window.end);
+                        let reset = ledger.reset_window(&account, &stream, audit_window, Priority::Audit, now)?;
+                        ledger.record_audit(&account, &stream, kind, now)?;
+                        audited.push((kind, reset));
+                    }
+                    Some(_) => {}
+                }
+            }
+            // Rows older than the window and a week of audits serve nobody.
+            ledger.prune(&account, &stream, window.start - 8 * 24 * HOUR)?;
+            Ok((seeded, audited))
+        })
+        .await?;
+        if seeded > 0 {
+            debug!(account = %self.account.id, stream = %self.stream.name, hours = seeded, window = %window, "seeded missing hours");
+        }
+        for (kind, hours) in audited {
+            info!(account = %self.account.id, stream = %self.stream.name, kind, hours, "audit scheduled; hours will be re-requested at audit priority");
+        }
+        Ok(())
+    }
+
+    /// Drives one claim to APPLIED or FAILED, or stops it for quota or shutdown.
+    async fn process(&self, mut claim: Claim) -> Result<UnitEnd, SyncError> {
+        if claim.state == HourState::Downloaded {
+            return self.apply(claim).await;
+        }
+        if claim.report_id.is_none() {
+            match self
+                .client
+                .create_report(VENDOR_RT_SALES_REPORT, &self.account.marketplace, claim.window)
+                .await
+            {
+                Ok(report_id) => {
+                    let (stored, id) = (claim.clone(), report_id.clone());
+                    blocking(&self.ledger, move |ledger| ledger.set_report_id(&stored, &id, now_ts())).await?;
+                    info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report requested");
+                    claim.report_id = Some(report_id);
+                }
+                Err(err) if err.is_quota() => {
+                    let cooldown = self.quota_cooldown(&err);
+                    let released = claim.clone();
+                    blocking(&self.ledger, move |ledger| ledger.release(&released, "quota", now_ts())).await?;
+                    return Ok(UnitEnd::Quota(cooldown));
+                }
+                Err(err) => return self.fail(&claim, &err.to_string()).await,
+            }
+        }
+        let Some(report_id) = claim.report_id.clone() else {
+            return self.fail(&claim, "internal: claim has no report id").await;
+        };
+        let status = match self.poll(&report_id).await {
+            Poll::Finished(status) => status,
+            Poll::Error(err) if err.is_quota() => return Ok(UnitEnd::Quota(self.quota_cooldown(&err))),
+            Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
+            Poll::TimedOut(elapsed) => {
+                let message = format!(
+                    "report {report_id} not finished after {}",
+                    humantime::format_duration(elapsed)
+                );
+                return self.fail(&claim, &message).await;
+            }
+            Poll::Cancelled => return Ok(UnitEnd::Cancelled),
+        };
+        match status.processing_status {
+            ProcessingStatus::Cancelled => {
+                info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report cancelled: no data for the window; applying zero rows");
+                let applied_claim = claim.clone();
+                let applied = blocking(&self.ledger, move |ledger| {
+                    ledger.apply_sales(
+                        &applied_claim,
+                        &mut |_sink| Ok(crate::report::ReportSummary::default()),
+                        now_ts(),
+                    )
+                })
+                .await?;
+                Ok(UnitEnd::Applied(applied.hours))
+            }
+            ProcessingStatus::Fatal => {
+                let detail = match &status.report_document_id {
+                    Some(document_id) => match self.download(&claim, document_id).await {
+                        Ok((path, gzip)) => {
+                            let text = tokio::task::spawn_blocking(move || {
+                                let text = read_error_document(&path, gzip);
+                                let _ = std::fs::remove_file(&path);
+                                text
+                            })
+                            .await
+                            .map_err(|err| SyncError::Join(err.to_string()))?;
+                            match text {
+                                Ok(text) => text,
+                                Err(err) => format!("unreadable error document: {err}"),
+                            }
+                        }
+                        Err(err) if err.is_quota() => return Ok(UnitEnd::Quota(self.quota_cooldown(&err))),
+                        Err(err) => format!("error document unavailable: {err}"),
+                    },
+                    None => "no error document".to_string(),
+                };
+                self.fail(&claim, &format!("report {report_id} FATAL: {detail}")).await
+            }
+            ProcessingStatus::Done => {
+                let Some(document_id) = status.report_document_id.clone() else {
+                    return self.fail(&claim, &format!("report {report_id} DONE without a reportDocumentId")).await;
+                };
+                match self.download(&claim, &document_id).await {
+                    Ok((path, _gzip)) => {
+                        let path_text = path.display().to_string();
+                        let stored = claim.clone();
+                        let document = document_id.clone();
+                        blocking(&self.ledger, move |ledger| {
+                            ledger.mark_downloaded(&stored, &document, &path_text, now_ts())
+                        })
+                        .await?;
+                        claim.state = HourState::Downloaded;
+                        claim.report_document_id = Some(document_id);
+                        claim.document_path = Some(path.display().to_string());
+                        self.apply(claim).await
+                    }
+                    Err(err) if err.is_quota() => Ok(UnitEnd::Quota(self.quota_cooldown(&err))),
+                    Err(err) => self.fail(&claim, &err.to_string()).await,
+                }
+            }
+            ProcessingStatus::InQueue | ProcessingStatus::InProgress => {
+                self.fail(&claim, "internal: poll returned an unfinished report").await
+            }
+        }
+    }
+
+    /// Polls getReport with growing pauses until the report finishes, times out or
+    /// shutdown is requested. Transient errors are retried within the same deadline.
+    async fn poll(&self, report_id: &str) -> Poll {
+        let started = tokio::time::Instant::now();
+        let mut pause = self.stream.poll_min;
+        loop {
+            match self.client.get_report(report_id).await {
+                Ok(status)
+                    if !matches!(
+                        status.processing_status,
+                        ProcessingStatus::InQueue | ProcessingStatus::InProgress
+                    ) =>
+                {
+                    return Poll::Finished(status)
+                }
+                Ok(status) => {
+                    debug!(account = %self.account.id, report_id, status = ?status.processing_status, "report still in progress")
+                }
+                Err(err) if err.is_transient() => {
+                    warn!(account = %self.account.id, report_id, error = %err, "getReport failed; polling again")
+                }
+                Err(err) => return Poll::Error(err),
+            }
+            if started.elapsed() + pause > self.stream.poll_timeout {
+                return Poll::TimedOut(started.elapsed());
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Poll::Cancelled,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(self.stream.poll_max);
+        }
+    }
+
+    /// getReportDocument then stream the body to a file. Returns the path and whether
+    /// it is gzip-compressed.
+    async fn download(&self, claim: &Claim, document_id: &str) -> Result<(PathBuf, bool), ProviderError> {
+        let document = self.client.get_report_document(document_id).await?;
+        let file_name = format!(
+            "{}-{}-{}{}",
+            self.account.id,
+            claim.claim_id,
+            sanitize(document_id),
+            if document.gzip { ".json.gz" } else { ".json" }
+        );
+        let path = self.documents_dir.join(file_name);
+        if let Err(err) = tokio::fs::create_dir_all(&self.documents_dir).await {
+            return Err(ProviderError::InvalidResponse {
+                operation: "downloadDocument",
+                message: format!("cannot create {}: {err}", self.documents_dir.display()),
+            });
+        }
+        let bytes = self
+            .client
+            .download_document(&document, &path, self.stream.max_document_bytes)
+            .await?;
+        debug!(account = %self.account.id, document_id, bytes, "document downloaded");
+        Ok((path, document.gzip))
+    }
+
+    /// Applies a DOWNLOADED claim from its file in one transaction; a document that does
+    /// not validate fails the claim and nothing from it is written.
+    async fn apply(&self, claim: Claim) -> Result<UnitEnd, SyncError> {
+        let Some(path_text) = claim.document_path.clone() else {
+            return self.fail(&claim, "downloaded claim has no document file").await;
+        };
+        let path = PathBuf::from(&path_text);
+        let gzip = path_text.ends_with(".gz");
+        let window = claim.window;
+        let applied_claim = claim.clone();
+        let ledger = Arc::clone(&self.ledger);
+        let result = tokio::task::spawn_blocking(move || {
+            let outcome = ledger.apply_sales(
+                &applied_claim,
+                &mut |sink| read_vendor_sales_document(&path, gzip, window, sink),
+                now_ts(),
+            );
+            if !matches!(outcome, Err(LedgerError::Sqlite(_))) {
+                remove_document(&path);
+            }
+            outcome
+        })
+        .await
+        .map_err(|err| SyncError::Join(err.to_string()))?;
+        match result {
+            Ok(applied) => {
+                info!(
+                    account = %self.account.id,
+                    stream = %self.stream.name,
+                    window = %claim.window,
+                    rows = applied.summary.rows,
+                    skipped_partial = applied.summary.skipped_partial,
+                    "hours applied"
+                );
+                Ok(UnitEnd::Applied(applied.hours))
+            }
+            Err(LedgerError::Document(err)) => self.fail(&claim, &describe_document_error(&err)).await,
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn fail(&self, claim: &Claim, message: &str) -> Result<UnitEnd, SyncError> {
+        let delay = retry_delay(&self.stream, claim.attempts);
+        let now = now_ts();
+        let retry_at = now + delay.as_secs().max(1) as i64;
+        warn!(
+            account = %self.account.id,
+            stream = %self.stream.name,
+            window = %claim.window,
+            attempt = claim.attempts + 1,
+            retry_at = %format_ts(retry_at),
+            error = message,
+            "unit failed; continuing with the next chunk"
+        );
+        let (failed, text) = (claim.clone(), message.to_string());
+        blocking(&self.ledger, move |ledger| ledger.fail(&failed, &text, retry_at, now)).await?;
+        Ok(UnitEnd::Failed)
+    }
+
+    fn quota_cooldown(&self, err: &ProviderError) -> Cooldown {
+        let now = now_ts();
+        let retry_after = match err {
+            ProviderError::QuotaExceeded { retry_after, .. } => retry_after.unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        let length = self.stream.quota_cooldown.max(retry_after);
+        Cooldown {
+            scope: self.scope(),
+            reason: "quota".to_string(),
+            started_at: now,
+            until_at: now + length.as_secs().max(1) as i64,
+            detail: Some(err.to_string()),
+        }
+    }
+}
+
+enum Poll {
+    Finished(crate::provider::amazon::ReportStatus),
+    Error(ProviderError),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+fn describe_document_error(err: &ReportError) -> String {
+    format!("document rejected, nothing applied: {err}")
+}
+
+fn remove_document(path: &Path) {
+    if let Err(err) = std::fs::remove_file(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %path.display(), error = %err, "cannot remove applied document");
+        }
+    }
+}
+
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+/// `task:pid@host`, the owner recorded with claims and (later) leases.
+pub fn owner_name(task: &str) -> String {
+    format!("{task}:{}@{}", std::process::id(), host_name())
+}
+
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string())
+}

@@ -1,0 +1,186 @@
+//! Shared test fixtures: a simulator over real HTTP, a real SQLite file in a temp dir,
+//! and stream contexts wired to both.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketsync::config::Config;
+use marketsync::ledger::{LedgerStore, SqliteLedger};
+use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+use marketsync::sim::{SimConfig, SimStats, Simulator};
+use marketsync::sync::StreamContext;
+use tokio_util::sync::CancellationToken;
+
+/// A simulator listening on a free loopback port; stopped when dropped.
+pub struct TestSim {
+    pub addr: SocketAddr,
+    pub sim: Arc<Simulator>,
+    stop: CancellationToken,
+}
+
+impl TestSim {
+    pub async fn start(config: SimConfig) -> TestSim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let sim = Simulator::new(config);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let served = Arc::clone(&sim);
+        tokio::spawn(async move {
+            let _ = marketsync::sim::serve(listener, served, async move { stopped.cancelled().await }).await;
+        });
+        TestSim { addr, sim, stop }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.sim.stats()
+    }
+}
+
+impl Drop for TestSim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A simulator config whose reports finish immediately.
+pub fn fast_sim() -> SimConfig {
+    SimConfig {
+        processing_latency: Duration::ZERO,
+        ..SimConfig::default()
+    }
+}
+
+/// A data directory plus the configuration text pointing one account at `sim`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    /// The configuration written to disk, for tests that run the binary.
+    pub config_path: PathBuf,
+}
+
+impl Fixture {
+    /// One amazon account `acct` on marketplace ATVPDKIKX0DER with `stream_extra` lines
+    /// appended to its vendor_rt_sales table.
+    pub fn new(sim: &TestSim, stream_extra: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            r#"
+data_dir = "{data}"
+
+[[accounts]]
+id = "acct"
+provider = "amazon"
+marketplace = "ATVPDKIKX0DER"
+endpoint = "{base}"
+token_url = "{base}/auth/o2/token"
+
+[accounts.credentials]
+client_id_env = "TEST_CLIENT_ID"
+client_secret_env = "TEST_CLIENT_SECRET"
+refresh_token_env = "TEST_REFRESH_TOKEN"
+
+[accounts.streams.vendor_rt_sales]
+poll_min = "10ms"
+poll_max = "50ms"
+safety_lag = "0s"
+{stream_extra}
+"#,
+            data = dir.path().display(),
+            base = sim.base_url(),
+        );
+        let config = Config::parse(&text, "test.toml").expect("valid test config");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        Fixture {
+            dir,
+            config,
+            config_path,
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.config.database_path()
+    }
+
+    /// Opens the ledger, as a (re)started daemon would.
+    pub fn open_ledger(&self) -> Arc<SqliteLedger> {
+        Arc::new(SqliteLedger::open(&self.database_path()).expect("open ledger"))
+    }
+
+    /// A stream context for the fixture's only stream, as a (re)started daemon builds it.
+    pub fn context(&self, ledger: &Arc<SqliteLedger>, cancel: CancellationToken) -> StreamContext {
+        let account = self.config.accounts[0].clone();
+        let stream = account.streams[0].clone();
+        let marketsync::config::Endpoints::Explicit { api_base, token_url } = account.endpoints.clone() else {
+            panic!("test accounts use explicit endpoints");
+        };
+        let client = SpApiClient::new(
+            reqwest::Client::new(),
+            SpApiEndpoints {
+                api_base,
+                lwa_token_url: token_url,
+            },
+            LwaCredentials {
+                client_id: "test-client".to_string(),
+                client_secret: "test-secret".to_string(),
+                refresh_token: "test-refresh-acct".to_string(),
+            },
+        );
+        let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
+        StreamContext {
+            account: Arc::new(account),
+            stream,
+            ledger: dyn_ledger,
+            client: Arc::new(client),
+            documents_dir: self.config.data_dir.join("documents"),
+            owner: "test:1@localhost".to_string(),
+            cancel,
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `deadline` passes.
+pub async fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every (hour, asin, units, revenue) row in vendor_realtime_sales for `account`.
+pub fn sales_rows(ledger: &SqliteLedger, account: &str) -> Vec<(i64, String, i64, f64)> {
+    ledger.with_conn(|conn| {
+        let mut statement = conn
+            .prepare(
+                "SELECT hour_utc, asin, ordered_units, ordered_revenue FROM vendor_realtime_sales
+                 WHERE account = ?1 ORDER BY hour_utc, asin",
+            )
+            .expect("prepare");
+        statement
+            .query_map([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .expect("query")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows")
+    })
+}
+
+/// Count of ledger hours per state for the fixture's stream, in HourState::ALL order.
+pub fn counts(ledger: &SqliteLedger) -> [u64; 5] {
+    ledger
+        .snapshot("acct", "vendor_rt_sales", marketsync::model::now_ts())
+        .expect("snapshot")
+        .counts
+}

@@ -1,0 +1,218 @@
+//! The real `marketsync` binary: check-config errors, status --json, fill-day, and
+//! `run` with the embedded simulator stopped by SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use marketsync::model::{floor_hour, format_ts, now_ts};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{counts, fast_sim, wait_until, Fixture, TestSim};
+
+fn marketsync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_marketsync"));
+    command.env_remove("MARKETSYNC_CONFIG").env("RUST_LOG", "marketsync=info");
+    command
+}
+
+fn check_config(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = marketsync().arg("--config").arg(&path).arg("check-config").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "bad.toml");
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn check_config_names_the_file_the_key_and_the_fix() {
+    let base = "[simulator]\nenabled = true\n[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"ATVPDKIKX0DER\"\n";
+    let cases = [
+        (
+            format!("{base}[accounts.streams.vendor_rt_sales]\nlookback = \"3 hourz\"\n"),
+            "marketsync: bad.toml: accounts[0].streams.vendor_rt_sales.lookback: invalid duration \"3 hourz\"; use a form like 72h, 15m or 30s",
+        ),
+        (
+            "[[accounts]]\nid = \"a\"\nprovider = \"ebya\"\nmarketplace = \"X\"\n".to_string(),
+            "marketsync: bad.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa",
+        ),
+        (
+            format!("{base}[accounts.streams.vendor_rt_sales]\nlokback = \"3h\"\n"),
+            "marketsync: bad.toml: accounts[0].streams.vendor_rt_sales.lokback: unknown field `lokback`",
+        ),
+        (
+            format!("{base}[accounts.streams.vendor_rt_sales]\nchunk = \"90m\"\n"),
+            "marketsync: bad.toml: accounts[0].streams.vendor_rt_sales.chunk: 1h 30m is not a whole number of hours; use a form like 6h",
+        ),
+        (
+            "[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n".to_string(),
+            "marketsync: bad.toml: accounts[0].credentials: missing;",
+        ),
+        (
+            format!("{base}[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n"),
+            "marketsync: bad.toml: accounts[1].id: duplicate account id \"a\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, stderr) = check_config(&text);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.starts_with(expected), "expected {expected:?}\n     got {stderr:?}");
+    }
+    let (code, stderr) = check_config(&format!("{base}[accounts.streams.vendor_rt_sales]\n"));
+    assert_eq!(code, 0, "{stderr}");
+
+    let missing = marketsync().args(["--config", "/nonexistent/marketsync.toml", "check-config"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/marketsync.toml: cannot read the file"));
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for path in ["config/demo.toml", "config/example.toml"] {
+        let output = marketsync()
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["--config", path, "check-config"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{path}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+#[tokio::test]
+async fn status_json_and_fill_day_through_the_binary() {
+    let sim = TestSim::start(fast_sim()).await;
+    let fixture = Fixture::new(&sim, "lookback = \"48h\"\nchunk = \"6h\"");
+    let ledger = fixture.open_ledger();
+    let context = fixture.context(&ledger, CancellationToken::new());
+    context.run_once().await.unwrap();
+    assert_eq!(counts(&ledger)[3], 48);
+
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stream = &status["accounts"][0]["streams"][0];
+    assert_eq!(status["accounts"][0]["id"], "acct");
+    assert_eq!(stream["name"], "vendor_rt_sales");
+    assert_eq!(stream["counts"]["APPLIED"], 48);
+    assert_eq!(stream["counts"]["MISSING"], 0);
+    assert_eq!(stream["cooldown"]["reason"], "none");
+    assert!(stream["cooldown"]["until_utc"].is_null());
+    let snapshot = marketsync::ledger::LedgerStore::snapshot(ledger.as_ref(), "acct", "vendor_rt_sales", now_ts()).unwrap();
+    let newest = snapshot.last_applied_hour.unwrap();
+    assert!(newest >= floor_hour(now_ts()) - 2 * 3600);
+    assert_eq!(stream["last_applied_hour"], format_ts(newest));
+    assert!(stream["next_claimable_hour"].is_null());
+
+    // The table form is aligned and names the stream.
+    let table = marketsync().arg("--config").arg(&fixture.config_path).arg("status").output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().next().unwrap().starts_with("ACCOUNT"));
+    assert!(table.contains("acct") && table.contains("vendor_rt_sales"));
+
+    // fill-day for yesterday (entirely inside the 48h window) resets its 24 hours.
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let date = yesterday.format("%Y-%m-%d").to_string();
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["fill-day", "acct", "vendor_rt_sales", &date])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("24 hours"));
+    assert_eq!(counts(&ledger)[0], 24);
+    let before = sim.stats().calls("createReport");
+    context.run_once().await.unwrap();
+    assert_eq!(counts(&ledger)[3], 48);
+    assert_eq!(sim.stats().calls("createReport"), before + 4, "24h in 6h chunks");
+
+    // Bad input names itself.
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["fill-day", "acct", "vendor_rt_sales", "2025-13-01"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid date \"2025-13-01\"; use the form YYYY-MM-DD"));
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["fill-day", "nobody", "vendor_rt_sales", &date])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown account \"nobody\"; configured accounts: acct"));
+}
+
+#[tokio::test]
+async fn run_syncs_with_the_embedded_simulator_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("run.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+data_dir = "{}"
+[simulator]
+enabled = true
+processing_latency = "200ms"
+[[accounts]]
+id = "demo"
+provider = "amazon"
+marketplace = "ATVPDKIKX0DER"
+[accounts.streams.vendor_rt_sales]
+lookback = "24h"
+poll_min = "50ms"
+poll_max = "200ms"
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = marketsync()
+        .arg("--config")
+        .arg(&config_path)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let status = || -> Option<serde_json::Value> {
+        let output = marketsync()
+            .arg("--config")
+            .arg(&config_path)
+            .args(["status", "--json"])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&output.stdout).ok()
+    };
+    let synced = wait_until(Duration::from_secs(60), || {
+        status()
+            .map(|value| value["accounts"][0]["streams"][0]["counts"]["APPLIED"] == 24)
+            .unwrap_or(false)
+    })
+    .await;
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let exited = wait_until(Duration::from_secs(30), || matches!(child.try_wait(), Ok(Some(_)))).await;
+    if !exited {
+        let _ = child.kill();
+    }
+    let exit = child.wait().unwrap();
+    let mut logs = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        let _ = stderr.read_to_string(&mut logs);
+    }
+    assert!(synced, "24 hours applied within 60s; logs:\n{logs}");
+    assert!(exited, "exited within the grace period");
+    assert_eq!(exit.code(), Some(0), "logs:\n{logs}");
+    assert!(logs.contains("shutdown complete"), "logs:\n{logs}");
+}

@@ -1,0 +1,4 @@
+//! Integration test modules, one per area.
+
+mod binary;
+mod sync_amazon;

@@ -40,7 +40,11 @@ pub enum BenchCommand {
 pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
     let dir = tempfile::tempdir().context("creating a temp directory")?;
     match which {
-        BenchCommand::Ledger { hours, scopes, chunk } => bench_ledger(dir.path(), hours, scopes, chunk),
+        BenchCommand::Ledger {
+            hours,
+            scopes,
+            chunk,
+        } => bench_ledger(dir.path(), hours, scopes, chunk),
         BenchCommand::Apply { rows } => bench_apply(dir.path(), rows),
     }
 }
@@ -66,7 +70,14 @@ fn bench_ledger(dir: &Path, hours: i64, scopes: i64, chunk: i64) -> anyhow::Resu
     let mut claims = 0i64;
     for scope in 0..scopes {
         let account = format!("acct-{scope}");
-        while let Some(claim) = ledger.claim(&account, "vendor_rt_sales", chunk, ClaimOrder::NewestFirst, "bench:1@local", end)? {
+        while let Some(claim) = ledger.claim(
+            &account,
+            "vendor_rt_sales",
+            chunk,
+            ClaimOrder::NewestFirst,
+            "bench:1@local",
+            end,
+        )? {
             ledger.set_report_id(&claim, "report", end)?;
             ledger.mark_downloaded(&claim, "document", "/dev/null", end)?;
             ledger.apply_sales(&claim, &mut |_sink| Ok(Default::default()), end)?;
@@ -99,7 +110,14 @@ fn bench_apply(dir: &Path, rows: u64) -> anyhow::Result<i32> {
 
     ledger.seed("bench", "vendor_rt_sales", window, start)?;
     let claim = ledger
-        .claim("bench", "vendor_rt_sales", hours as i64, ClaimOrder::NewestFirst, "bench:1@local", start)?
+        .claim(
+            "bench",
+            "vendor_rt_sales",
+            hours as i64,
+            ClaimOrder::NewestFirst,
+            "bench:1@local",
+            start,
+        )?
         .context("nothing to claim")?;
     ledger.mark_downloaded(&claim, "document", &document.display().to_string(), start)?;
     let started = Instant::now();
@@ -126,7 +144,12 @@ fn bench_apply(dir: &Path, rows: u64) -> anyhow::Result<i32> {
 }
 
 /// Writes the document streaming, so generating it does not inflate peak RSS.
-fn write_document(path: &Path, window: HourWindow, asins_per_hour: u64, rows: u64) -> anyhow::Result<()> {
+fn write_document(
+    path: &Path,
+    window: HourWindow,
+    asins_per_hour: u64,
+    rows: u64,
+) -> anyhow::Result<()> {
     let file = std::fs::File::create(path)?;
     let mut out = std::io::BufWriter::new(GzEncoder::new(file, flate2::Compression::fast()));
     write!(

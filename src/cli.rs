@@ -104,8 +104,9 @@ pub fn main() -> anyhow::Result<i32> {
         } => {
             let faults = match faults {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("{}: cannot read the faults file", path.display()))?;
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("{}: cannot read the faults file", path.display())
+                    })?;
                     serde_json::from_str(&text)
                         .with_context(|| format!("{}: invalid faults", path.display()))?
                 }
@@ -134,7 +135,11 @@ pub fn main() -> anyhow::Result<i32> {
         }
         Command::CheckConfig => {
             let config = load_config(&cli.config, &cli.data_dir)?;
-            let streams: usize = config.accounts.iter().map(|account| account.streams.len()).sum();
+            let streams: usize = config
+                .accounts
+                .iter()
+                .map(|account| account.streams.len())
+                .sum();
             println!(
                 "{}: ok ({} accounts, {} streams, data in {})",
                 config.source_name,
@@ -181,8 +186,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marketsync={default_level},warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("marketsync={default_level},warn"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -212,23 +218,41 @@ fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
 }
 
 /// Validates fill-day's arguments into the hours to reset (only complete hours).
-pub fn fill_day_window(config: &Config, account: &str, stream: &str, date: &str) -> anyhow::Result<HourWindow> {
+pub fn fill_day_window(
+    config: &Config,
+    account: &str,
+    stream: &str,
+    date: &str,
+) -> anyhow::Result<HourWindow> {
     let Some(account_config) = config.account(account) else {
         let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
         bail!(
             "unknown account {account:?}; configured accounts: {}",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         );
     };
     let Some(stream_config) = account_config.stream(stream) else {
-        let known: Vec<&str> = account_config.streams.iter().map(|s| s.name.as_str()).collect();
+        let known: Vec<&str> = account_config
+            .streams
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         bail!(
             "account {account} has no enabled stream {stream:?}; enabled streams: {}",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         );
     };
-    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .map_err(|_| anyhow::anyhow!("invalid date {date:?}; use the form YYYY-MM-DD, e.g. 2025-12-09"))?;
+    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| {
+        anyhow::anyhow!("invalid date {date:?}; use the form YYYY-MM-DD, e.g. 2025-12-09")
+    })?;
     let start = day
         .and_hms_opt(0, 0, 0)
         .map(|dt| dt.and_utc().timestamp())

@@ -70,7 +70,10 @@ pub struct AccountConfig {
 pub enum Endpoints {
     /// The embedded simulator; its address is known only once it listens.
     EmbeddedSimulator,
-    Explicit { api_base: String, token_url: String },
+    Explicit {
+        api_base: String,
+        token_url: String,
+    },
 }
 
 /// Names of the environment variables holding an account's credentials.
@@ -261,9 +264,9 @@ fn whole_hours(key: &str, value: Duration) -> Result<Duration, String> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+        && id.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        })
 }
 
 fn default_endpoints(region: &str) -> Option<(&'static str, &'static str)> {
@@ -319,7 +322,9 @@ impl RawSimulator {
     fn validate(self) -> Result<SimulatorSettings, String> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:0".to_string());
         let listen = listen_text.parse().map_err(|_| {
-            format!("simulator.listen: invalid address {listen_text:?}; use a form like 127.0.0.1:4000")
+            format!(
+                "simulator.listen: invalid address {listen_text:?}; use a form like 127.0.0.1:4000"
+            )
         })?;
         let processing_latency = duration(
             "simulator.processing_latency",
@@ -589,7 +594,14 @@ mod tests {
             err,
             "c.toml: accounts[0].streams.vendor_rt_sales.lookback: invalid duration \"3 hourz\"; use a form like 72h, 15m or 30s"
         );
-        let err = Config::parse("data_dri = \"x\"\n", "c.toml").unwrap_err().to_string();
-        assert!(err.starts_with("c.toml: data_dri: unknown field `data_dri`, expected one of `data_dir`"), "{err}");
+        let err = Config::parse("data_dri = \"x\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "c.toml: data_dri: unknown field `data_dri`, expected one of `data_dir`"
+            ),
+            "{err}"
+        );
     }
 }

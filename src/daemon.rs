@@ -61,7 +61,9 @@ impl Daemon {
             Some(settings) => {
                 let listener = tokio::net::TcpListener::bind(settings.listen)
                     .await
-                    .with_context(|| format!("simulator.listen: cannot listen on {}", settings.listen))?;
+                    .with_context(|| {
+                        format!("simulator.listen: cannot listen on {}", settings.listen)
+                    })?;
                 let addr = listener.local_addr()?;
                 let sim = Simulator::new(SimConfig {
                     seed: settings.seed,
@@ -71,7 +73,10 @@ impl Daemon {
                 });
                 let stop = simulator_cancel.clone();
                 simulator_task = Some(tokio::spawn(async move {
-                    if let Err(err) = crate::sim::serve(listener, sim, async move { stop.cancelled().await }).await {
+                    if let Err(err) =
+                        crate::sim::serve(listener, sim, async move { stop.cancelled().await })
+                            .await
+                    {
                         error!(error = %err, "embedded simulator stopped");
                     }
                 }));
@@ -124,10 +129,14 @@ impl Daemon {
         self.cancel.cancel();
         self.tracker.close();
         // Runners first, then the simulator they may still be talking to.
-        let runners_done = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let runners_done = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
         self.simulator_cancel.cancel();
         let all_done = match self.simulator_task {
-            Some(task) => tokio::time::timeout(Duration::from_secs(5), task).await.is_ok(),
+            Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_ok(),
             None => true,
         };
         if runners_done && all_done {
@@ -158,9 +167,18 @@ fn build_client(
             lwa_token_url: format!("http://{addr}/auth/o2/token"),
         },
         (Endpoints::EmbeddedSimulator, None) => {
-            anyhow::bail!("account {}: uses the embedded simulator, which is not enabled", account.id)
+            anyhow::bail!(
+                "account {}: uses the embedded simulator, which is not enabled",
+                account.id
+            )
         }
-        (Endpoints::Explicit { api_base, token_url }, _) => SpApiEndpoints {
+        (
+            Endpoints::Explicit {
+                api_base,
+                token_url,
+            },
+            _,
+        ) => SpApiEndpoints {
             api_base: api_base.clone(),
             lwa_token_url: token_url.clone(),
         },
@@ -225,12 +243,15 @@ async fn run_stream(context: StreamContext) {
 async fn next_wake(context: &StreamContext, interval: Duration) -> Duration {
     let now = now_ts();
     let (account, stream) = (context.account.id.clone(), context.stream.name.clone());
-    let next_retry = blocking(&context.ledger, move |ledger| ledger.snapshot(&account, &stream, now))
-        .await
-        .ok()
-        .and_then(|snapshot| snapshot.next_retry_at);
+    let next_retry = blocking(&context.ledger, move |ledger| {
+        ledger.snapshot(&account, &stream, now)
+    })
+    .await
+    .ok()
+    .and_then(|snapshot| snapshot.next_retry_at);
     let next_hour_complete =
-        crate::model::floor_hour(now - context.stream.safety_lag.as_secs() as i64) + 3600
+        crate::model::floor_hour(now - context.stream.safety_lag.as_secs() as i64)
+            + 3600
             + context.stream.safety_lag.as_secs() as i64;
     let mut wake = now + interval.as_secs() as i64;
     for candidate in [next_retry, Some(next_hour_complete)].into_iter().flatten() {

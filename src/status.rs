@@ -41,10 +41,15 @@ pub struct CooldownStatus {
 }
 
 /// Reads the status of every configured account and stream.
-pub fn collect(config: &Config, ledger: &dyn LedgerStore, now: i64) -> Result<StatusReport, LedgerError> {
+pub fn collect(
+    config: &Config,
+    ledger: &dyn LedgerStore,
+    now: i64,
+) -> Result<StatusReport, LedgerError> {
     let mut accounts = Vec::with_capacity(config.accounts.len());
     for account in &config.accounts {
-        let cooldown = ledger.active_cooldown(&account_scope(&account.provider, &account.id), now)?;
+        let cooldown =
+            ledger.active_cooldown(&account_scope(&account.provider, &account.id), now)?;
         let mut streams = Vec::with_capacity(account.streams.len());
         for stream in &account.streams {
             let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
@@ -84,8 +89,16 @@ pub fn collect(config: &Config, ledger: &dyn LedgerStore, now: i64) -> Result<St
 /// An aligned, human-readable table.
 pub fn render_table(report: &StatusReport) -> String {
     let header = [
-        "ACCOUNT", "STREAM", "MISSING", "REQUESTED", "DOWNLOADED", "APPLIED", "FAILED", "LAST APPLIED",
-        "NEXT CLAIMABLE", "COOLDOWN",
+        "ACCOUNT",
+        "STREAM",
+        "MISSING",
+        "REQUESTED",
+        "DOWNLOADED",
+        "APPLIED",
+        "FAILED",
+        "LAST APPLIED",
+        "NEXT CLAIMABLE",
+        "COOLDOWN",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for account in &report.accounts {
@@ -97,10 +110,27 @@ pub fn render_table(report: &StatusReport) -> String {
         for stream in &account.streams {
             let mut row = vec![account.id.clone(), stream.name.clone()];
             for state in HourState::ALL {
-                row.push(stream.counts.get(state.as_str()).copied().unwrap_or(0).to_string());
+                row.push(
+                    stream
+                        .counts
+                        .get(state.as_str())
+                        .copied()
+                        .unwrap_or(0)
+                        .to_string(),
+                );
             }
-            row.push(stream.last_applied_hour.clone().unwrap_or_else(|| "-".to_string()));
-            row.push(stream.next_claimable_hour.clone().unwrap_or_else(|| "-".to_string()));
+            row.push(
+                stream
+                    .last_applied_hour
+                    .clone()
+                    .unwrap_or_else(|| "-".to_string()),
+            );
+            row.push(
+                stream
+                    .next_claimable_hour
+                    .clone()
+                    .unwrap_or_else(|| "-".to_string()),
+            );
             row.push(match &stream.cooldown.until_utc {
                 Some(until) => format!("{} until {until}", stream.cooldown.reason),
                 None => "none".to_string(),

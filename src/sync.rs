@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AccountConfig, StreamConfig};
-use crate::ledger::{account_scope, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority};
+use crate::ledger::{
+    account_scope, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority,
+};
 use crate::model::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
 use crate::provider::ProviderError;
@@ -104,7 +106,10 @@ impl StreamContext {
     pub async fn run_once(&self) -> Result<RunOutcome, SyncError> {
         let now = now_ts();
         let scope = self.scope();
-        let cooldown = blocking(&self.ledger, move |ledger| ledger.active_cooldown(&scope, now)).await?;
+        let cooldown = blocking(&self.ledger, move |ledger| {
+            ledger.active_cooldown(&scope, now)
+        })
+        .await?;
         if let Some(cooldown) = cooldown {
             debug!(account = %self.account.id, stream = %self.stream.name, until = %format_ts(cooldown.until_at), "in cooldown; skipping provider calls this run");
             return Ok(RunOutcome::CoolingDown {
@@ -117,7 +122,10 @@ impl StreamContext {
         let mut applied = 0i64;
         let mut failed = 0i64;
         let (account, stream) = (self.account.id.clone(), self.stream.name.clone());
-        let resumable = blocking(&self.ledger, move |ledger| ledger.in_flight(&account, &stream)).await?;
+        let resumable = blocking(&self.ledger, move |ledger| {
+            ledger.in_flight(&account, &stream)
+        })
+        .await?;
         let mut queue: std::collections::VecDeque<Claim> = resumable.into();
         if !queue.is_empty() {
             info!(account = %self.account.id, stream = %self.stream.name, units = queue.len(), "resuming units in flight");
@@ -129,8 +137,11 @@ impl StreamContext {
             let claim = match queue.pop_front() {
                 Some(claim) => claim,
                 None => {
-                    let (account, stream, owner) =
-                        (self.account.id.clone(), self.stream.name.clone(), self.owner.clone());
+                    let (account, stream, owner) = (
+                        self.account.id.clone(),
+                        self.stream.name.clone(),
+                        self.owner.clone(),
+                    );
                     let max_hours = (self.stream.chunk.as_secs() as i64 / HOUR).max(1);
                     let order = self.stream.order;
                     let claimed = blocking(&self.ledger, move |ledger| {
@@ -189,8 +200,15 @@ impl StreamContext {
                 match ledger.last_audit(&account, &stream, kind)? {
                     None => ledger.record_audit(&account, &stream, kind, now)?,
                     Some(last) if now - last >= period => {
-                        let audit_window = HourWindow::new((window.end - period).max(window.start), window.end);
-                        let reset = ledger.reset_window(&account, &stream, audit_window, Priority::Audit, now)?;
+                        let audit_window =
+                            HourWindow::new((window.end - period).max(window.start), window.end);
+                        let reset = ledger.reset_window(
+                            &account,
+                            &stream,
+                            audit_window,
+                            Priority::Audit,
+                            now,
+                        )?;
                         ledger.record_audit(&account, &stream, kind, now)?;
                         audited.push((kind, reset));
                     }
@@ -219,19 +237,29 @@ impl StreamContext {
         if claim.report_id.is_none() {
             match self
                 .client
-                .create_report(VENDOR_RT_SALES_REPORT, &self.account.marketplace, claim.window)
+                .create_report(
+                    VENDOR_RT_SALES_REPORT,
+                    &self.account.marketplace,
+                    claim.window,
+                )
                 .await
             {
                 Ok(report_id) => {
                     let (stored, id) = (claim.clone(), report_id.clone());
-                    blocking(&self.ledger, move |ledger| ledger.set_report_id(&stored, &id, now_ts())).await?;
+                    blocking(&self.ledger, move |ledger| {
+                        ledger.set_report_id(&stored, &id, now_ts())
+                    })
+                    .await?;
                     info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report requested");
                     claim.report_id = Some(report_id);
                 }
                 Err(err) if err.is_quota() => {
                     let cooldown = self.quota_cooldown(&err);
                     let released = claim.clone();
-                    blocking(&self.ledger, move |ledger| ledger.release(&released, "quota", now_ts())).await?;
+                    blocking(&self.ledger, move |ledger| {
+                        ledger.release(&released, "quota", now_ts())
+                    })
+                    .await?;
                     return Ok(UnitEnd::Quota(cooldown));
                 }
                 Err(err) => return self.fail(&claim, &err.to_string()).await,
@@ -242,7 +270,9 @@ impl StreamContext {
         };
         let status = match self.poll(&report_id).await {
             Poll::Finished(status) => status,
-            Poll::Error(err) if err.is_quota() => return Ok(UnitEnd::Quota(self.quota_cooldown(&err))),
+            Poll::Error(err) if err.is_quota() => {
+                return Ok(UnitEnd::Quota(self.quota_cooldown(&err)))
+            }
             Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
             Poll::TimedOut(elapsed) => {
                 let message = format!(
@@ -283,16 +313,24 @@ impl StreamContext {
                                 Err(err) => format!("unreadable error document: {err}"),
                             }
                         }
-                        Err(err) if err.is_quota() => return Ok(UnitEnd::Quota(self.quota_cooldown(&err))),
+                        Err(err) if err.is_quota() => {
+                            return Ok(UnitEnd::Quota(self.quota_cooldown(&err)))
+                        }
                         Err(err) => format!("error document unavailable: {err}"),
                     },
                     None => "no error document".to_string(),
                 };
-                self.fail(&claim, &format!("report {report_id} FATAL: {detail}")).await
+                self.fail(&claim, &format!("report {report_id} FATAL: {detail}"))
+                    .await
             }
             ProcessingStatus::Done => {
                 let Some(document_id) = status.report_document_id.clone() else {
-                    return self.fail(&claim, &format!("report {report_id} DONE without a reportDocumentId")).await;
+                    return self
+                        .fail(
+                            &claim,
+                            &format!("report {report_id} DONE without a reportDocumentId"),
+                        )
+                        .await;
                 };
                 match self.download(&claim, &document_id).await {
                     Ok((path, _gzip)) => {
@@ -313,7 +351,8 @@ impl StreamContext {
                 }
             }
             ProcessingStatus::InQueue | ProcessingStatus::InProgress => {
-                self.fail(&claim, "internal: poll returned an unfinished report").await
+                self.fail(&claim, "internal: poll returned an unfinished report")
+                    .await
             }
         }
     }
@@ -354,7 +393,11 @@ impl StreamContext {
 
     /// getReportDocument then stream the body to a file. Returns the path and whether
     /// it is gzip-compressed.
-    async fn download(&self, claim: &Claim, document_id: &str) -> Result<(PathBuf, bool), ProviderError> {
+    async fn download(
+        &self,
+        claim: &Claim,
+        document_id: &str,
+    ) -> Result<(PathBuf, bool), ProviderError> {
         let document = self.client.get_report_document(document_id).await?;
         let file_name = format!(
             "{}-{}-{}{}",
@@ -382,7 +425,9 @@ impl StreamContext {
     /// not validate fails the claim and nothing from it is written.
     async fn apply(&self, claim: Claim) -> Result<UnitEnd, SyncError> {
         let Some(path_text) = claim.document_path.clone() else {
-            return self.fail(&claim, "downloaded claim has no document file").await;
+            return self
+                .fail(&claim, "downloaded claim has no document file")
+                .await;
         };
         let path = PathBuf::from(&path_text);
         let gzip = path_text.ends_with(".gz");
@@ -414,7 +459,9 @@ impl StreamContext {
                 );
                 Ok(UnitEnd::Applied(applied.hours))
             }
-            Err(LedgerError::Document(err)) => self.fail(&claim, &describe_document_error(&err)).await,
+            Err(LedgerError::Document(err)) => {
+                self.fail(&claim, &describe_document_error(&err)).await
+            }
             Err(other) => Err(other.into()),
         }
     }
@@ -433,7 +480,10 @@ impl StreamContext {
             "unit failed; continuing with the next chunk"
         );
         let (failed, text) = (claim.clone(), message.to_string());
-        blocking(&self.ledger, move |ledger| ledger.fail(&failed, &text, retry_at, now)).await?;
+        blocking(&self.ledger, move |ledger| {
+            ledger.fail(&failed, &text, retry_at, now)
+        })
+        .await?;
         Ok(UnitEnd::Failed)
     }
 
@@ -475,7 +525,13 @@ fn remove_document(path: &Path) {
 
 fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -179,8 +179,13 @@ pub type RowFeed<'a> = &'a mut dyn FnMut(
 /// pool (see [`crate::sync`]), never on the async worker threads.
 pub trait LedgerStore: Send + Sync + 'static {
     /// Inserts MISSING rows for every hour of `window` that has no row yet; returns how many.
-    fn seed(&self, account: &str, stream: &str, window: HourWindow, now: i64)
-        -> Result<u64, LedgerError>;
+    fn seed(
+        &self,
+        account: &str,
+        stream: &str,
+        window: HourWindow,
+        now: i64,
+    ) -> Result<u64, LedgerError>;
 
     /// Atomically claims the next contiguous run of claimable hours (at most `max_hours`),
     /// moving them to REQUESTED. Claimable: MISSING, or FAILED whose retry time passed.
@@ -211,12 +216,21 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// In one transaction: replaces the account's sales rows for the claim's window with
     /// what `feed` yields and marks the hours APPLIED. If `feed` fails nothing is written.
-    fn apply_sales(&self, claim: &Claim, feed: RowFeed<'_>, now: i64)
-        -> Result<Applied, LedgerError>;
+    fn apply_sales(
+        &self,
+        claim: &Claim,
+        feed: RowFeed<'_>,
+        now: i64,
+    ) -> Result<Applied, LedgerError>;
 
     /// Fails the claim: attempts + 1, `last_error`, claimable again at `next_retry_at`.
-    fn fail(&self, claim: &Claim, error: &str, next_retry_at: i64, now: i64)
-        -> Result<(), LedgerError>;
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+        next_retry_at: i64,
+        now: i64,
+    ) -> Result<(), LedgerError>;
 
     /// Returns the claim's hours to MISSING without consuming an attempt and forgets its
     /// remote handles. Used when createReport hit the quota (no report exists).
@@ -241,11 +255,26 @@ pub trait LedgerStore: Send + Sync + 'static {
     fn active_cooldown(&self, scope: &str, now: i64) -> Result<Option<Cooldown>, LedgerError>;
     fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError>;
 
-    fn last_audit(&self, account: &str, stream: &str, kind: &str) -> Result<Option<i64>, LedgerError>;
-    fn record_audit(&self, account: &str, stream: &str, kind: &str, at: i64)
-        -> Result<(), LedgerError>;
+    fn last_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, LedgerError>;
+    fn record_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+        at: i64,
+    ) -> Result<(), LedgerError>;
 
-    fn snapshot(&self, account: &str, stream: &str, now: i64) -> Result<StreamSnapshot, LedgerError>;
+    fn snapshot(
+        &self,
+        account: &str,
+        stream: &str,
+        now: i64,
+    ) -> Result<StreamSnapshot, LedgerError>;
 }
 
 /// The cooldown scope of a provider account: every call for the account stops.

@@ -58,9 +58,19 @@ impl SqliteLedger {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        migrations
-            .to_latest(&mut conn)
-            .map_err(|err| LedgerError::Migration(err.to_string()))?;
+        // Two processes opening a new file at once (the daemon and `status`) may both try
+        // to migrate; the loser fails on "already exists" and, retried, finds it done.
+        let mut attempt = 0;
+        loop {
+            match migrations.to_latest(&mut conn) {
+                Ok(()) => break,
+                Err(_) if attempt < 3 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 * attempt));
+                }
+                Err(err) => return Err(LedgerError::Migration(err.to_string())),
+            }
+        }
         Ok(SqliteLedger {
             conn: Mutex::new(conn),
         })
@@ -102,7 +112,8 @@ fn transition_claim(
         to = to.as_str(),
         from = placeholders(&sources),
     );
-    let mut bound: Vec<&dyn rusqlite::ToSql> = vec![&now, &claim.account, &claim.stream, &claim.claim_id];
+    let mut bound: Vec<&dyn rusqlite::ToSql> =
+        vec![&now, &claim.account, &claim.stream, &claim.claim_id];
     bound.extend_from_slice(extra_params);
     let changed = tx.execute(&sql, bound.as_slice())?;
     let expected = claim.window.hours() as usize;
@@ -112,9 +123,16 @@ fn transition_claim(
                 "SELECT state, COUNT(*) FROM ledger_hours
                  WHERE account = ?1 AND stream = ?2 AND claim_id = ?3 GROUP BY state",
             )?
-            .query_map(params![claim.account, claim.stream, claim.claim_id], |row| {
-                Ok(format!("{}={}", row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })?
+            .query_map(
+                params![claim.account, claim.stream, claim.claim_id],
+                |row| {
+                    Ok(format!(
+                        "{}={}",
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?
+                    ))
+                },
+            )?
             .collect::<Result<_, _>>()?;
         return Err(LedgerError::IllegalTransition {
             account: claim.account.clone(),
@@ -130,7 +148,12 @@ fn transition_claim(
     Ok(changed)
 }
 
-fn finish_claim(tx: &Transaction<'_>, claim: &Claim, outcome: &str, now: i64) -> rusqlite::Result<()> {
+fn finish_claim(
+    tx: &Transaction<'_>,
+    claim: &Claim,
+    outcome: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE ledger_claims SET finished_at = ?1, outcome = ?2 WHERE id = ?3",
         params![now, outcome, claim.claim_id],
@@ -138,10 +161,17 @@ fn finish_claim(tx: &Transaction<'_>, claim: &Claim, outcome: &str, now: i64) ->
     Ok(())
 }
 
-const CLAIMABLE: &str = "state IN ('MISSING', 'FAILED') AND (state = 'MISSING' OR next_retry_at <= ?3)";
+const CLAIMABLE: &str =
+    "state IN ('MISSING', 'FAILED') AND (state = 'MISSING' OR next_retry_at <= ?3)";
 
 impl LedgerStore for SqliteLedger {
-    fn seed(&self, account: &str, stream: &str, window: HourWindow, now: i64) -> Result<u64, LedgerError> {
+    fn seed(
+        &self,
+        account: &str,
+        stream: &str,
+        window: HourWindow,
+        now: i64,
+    ) -> Result<u64, LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut inserted = 0u64;
@@ -303,7 +333,10 @@ impl LedgerStore for SqliteLedger {
                     account: claim.account.clone(),
                     stream: claim.stream.clone(),
                     claim_id: claim.claim_id,
-                    detail: format!("report id for {} hours, {changed} are REQUESTED", claim.window.hours()),
+                    detail: format!(
+                        "report id for {} hours, {changed} are REQUESTED",
+                        claim.window.hours()
+                    ),
                 });
             }
             tx.commit()?;
@@ -333,7 +366,12 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
-    fn apply_sales(&self, claim: &Claim, feed: RowFeed<'_>, now: i64) -> Result<Applied, LedgerError> {
+    fn apply_sales(
+        &self,
+        claim: &Claim,
+        feed: RowFeed<'_>,
+        now: i64,
+    ) -> Result<Applied, LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
@@ -394,7 +432,13 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
-    fn fail(&self, claim: &Claim, error: &str, next_retry_at: i64, now: i64) -> Result<(), LedgerError> {
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+        next_retry_at: i64,
+        now: i64,
+    ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             transition_claim(
@@ -518,10 +562,17 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError> {
-        self.with_conn(|conn| Ok(conn.execute("DELETE FROM cooldowns WHERE scope = ?1", params![scope])? > 0))
+        self.with_conn(|conn| {
+            Ok(conn.execute("DELETE FROM cooldowns WHERE scope = ?1", params![scope])? > 0)
+        })
     }
 
-    fn last_audit(&self, account: &str, stream: &str, kind: &str) -> Result<Option<i64>, LedgerError> {
+    fn last_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, LedgerError> {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
@@ -533,7 +584,13 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
-    fn record_audit(&self, account: &str, stream: &str, kind: &str, at: i64) -> Result<(), LedgerError> {
+    fn record_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+        at: i64,
+    ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             conn.execute(
                 "INSERT INTO audits (account, stream, kind, last_run_at) VALUES (?1, ?2, ?3, ?4)
@@ -544,7 +601,12 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
-    fn snapshot(&self, account: &str, stream: &str, now: i64) -> Result<StreamSnapshot, LedgerError> {
+    fn snapshot(
+        &self,
+        account: &str,
+        stream: &str,
+        now: i64,
+    ) -> Result<StreamSnapshot, LedgerError> {
         self.with_conn(|conn| {
             let mut snapshot = StreamSnapshot {
                 account: account.to_string(),
@@ -616,7 +678,9 @@ mod tests {
     }
 
     fn claim(ledger: &SqliteLedger, max: i64, order: ClaimOrder) -> Option<Claim> {
-        ledger.claim("a", "s", max, order, "test:1@host", T0).unwrap()
+        ledger
+            .claim("a", "s", max, order, "test:1@host", T0)
+            .unwrap()
     }
 
     #[test]
@@ -655,8 +719,13 @@ mod tests {
             .apply_sales(&unit, &mut |_sink| Ok(ReportSummary::default()), T0)
             .unwrap();
         // APPLIED may not become DOWNLOADED.
-        let err = ledger.mark_downloaded(&unit, "doc", "/tmp/doc", T0).unwrap_err();
-        assert!(matches!(err, LedgerError::IllegalTransition { .. }), "{err}");
+        let err = ledger
+            .mark_downloaded(&unit, "doc", "/tmp/doc", T0)
+            .unwrap_err();
+        assert!(
+            matches!(err, LedgerError::IllegalTransition { .. }),
+            "{err}"
+        );
         let snapshot = ledger.snapshot("a", "s", T0).unwrap();
         assert_eq!(snapshot.counts, [0, 0, 0, 2, 0]);
     }
@@ -665,7 +734,9 @@ mod tests {
     fn a_failing_document_writes_nothing() {
         let ledger = ledger_with(2);
         let unit = claim(&ledger, 2, ClaimOrder::NewestFirst).unwrap();
-        ledger.mark_downloaded(&unit, "doc", "/tmp/doc", T0).unwrap();
+        ledger
+            .mark_downloaded(&unit, "doc", "/tmp/doc", T0)
+            .unwrap();
         let err = ledger
             .apply_sales(
                 &unit,
@@ -683,11 +754,17 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LedgerError::Document(_)), "{err}");
         let rows: i64 = ledger.with_conn(|conn| {
-            conn.query_row("SELECT COUNT(*) FROM vendor_realtime_sales", [], |row| row.get(0))
-                .unwrap()
+            conn.query_row("SELECT COUNT(*) FROM vendor_realtime_sales", [], |row| {
+                row.get(0)
+            })
+            .unwrap()
         });
         assert_eq!(rows, 0);
-        assert_eq!(ledger.snapshot("a", "s", T0).unwrap().counts[2], 2, "still DOWNLOADED");
+        assert_eq!(
+            ledger.snapshot("a", "s", T0).unwrap().counts[2],
+            2,
+            "still DOWNLOADED"
+        );
     }
 
     #[test]
@@ -712,10 +789,19 @@ mod tests {
             .apply_sales(&rest, &mut |_sink| Ok(ReportSummary::default()), T0)
             .unwrap();
         let reset = ledger
-            .reset_window("a", "s", HourWindow::new(T0, T0 + 4 * HOUR), Priority::Manual, T0)
+            .reset_window(
+                "a",
+                "s",
+                HourWindow::new(T0, T0 + 4 * HOUR),
+                Priority::Manual,
+                T0,
+            )
             .unwrap();
         assert_eq!(reset, 2, "only the two APPLIED hours");
-        assert_eq!(ledger.in_flight("a", "s").unwrap()[0].claim_id, unit.claim_id);
+        assert_eq!(
+            ledger.in_flight("a", "s").unwrap()[0].claim_id,
+            unit.claim_id
+        );
     }
 
     #[test]
@@ -729,7 +815,10 @@ mod tests {
             detail: None,
         };
         ledger.set_cooldown(&cooldown).unwrap();
-        assert_eq!(ledger.active_cooldown("amazon:a", T0 + 10).unwrap(), Some(cooldown));
+        assert_eq!(
+            ledger.active_cooldown("amazon:a", T0 + 10).unwrap(),
+            Some(cooldown)
+        );
         assert_eq!(ledger.active_cooldown("amazon:a", T0 + 1800).unwrap(), None);
         assert!(ledger.clear_cooldown("amazon:a").unwrap());
         assert!(!ledger.clear_cooldown("amazon:a").unwrap());

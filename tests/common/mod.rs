@@ -22,14 +22,18 @@ pub struct TestSim {
 
 impl TestSim {
     pub async fn start(config: SimConfig) -> TestSim {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let sim = Simulator::new(config);
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let served = Arc::clone(&sim);
         tokio::spawn(async move {
-            let _ = marketsync::sim::serve(listener, served, async move { stopped.cancelled().await }).await;
+            let _ =
+                marketsync::sim::serve(listener, served, async move { stopped.cancelled().await })
+                    .await;
         });
         TestSim { addr, sim, stop }
     }
@@ -59,7 +63,8 @@ pub fn fast_sim() -> SimConfig {
 
 /// A data directory plus the configuration text pointing one account at `sim`.
 pub struct Fixture {
-    pub dir: tempfile::TempDir,
+    /// Held so the directory lives as long as the fixture.
+    _dir: tempfile::TempDir,
     pub config: Config,
     /// The configuration written to disk, for tests that run the binary.
     pub config_path: PathBuf,
@@ -87,19 +92,26 @@ client_secret_env = "TEST_CLIENT_SECRET"
 refresh_token_env = "TEST_REFRESH_TOKEN"
 
 [accounts.streams.vendor_rt_sales]
-poll_min = "10ms"
-poll_max = "50ms"
-safety_lag = "0s"
+{defaults}
 {stream_extra}
 "#,
             data = dir.path().display(),
             base = sim.base_url(),
+            defaults = [
+                ("poll_min", "\"10ms\""),
+                ("poll_max", "\"50ms\""),
+                ("safety_lag", "\"0s\"")
+            ]
+            .iter()
+            .filter(|(key, _)| !stream_extra.contains(&format!("{key} =")))
+            .map(|(key, value)| format!("{key} = {value}\n"))
+            .collect::<String>(),
         );
         let config = Config::parse(&text, "test.toml").expect("valid test config");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, &text).expect("write config");
         Fixture {
-            dir,
+            _dir: dir,
             config,
             config_path,
         }
@@ -118,7 +130,11 @@ safety_lag = "0s"
     pub fn context(&self, ledger: &Arc<SqliteLedger>, cancel: CancellationToken) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let stream = account.streams[0].clone();
-        let marketsync::config::Endpoints::Explicit { api_base, token_url } = account.endpoints.clone() else {
+        let marketsync::config::Endpoints::Explicit {
+            api_base,
+            token_url,
+        } = account.endpoints.clone()
+        else {
             panic!("test accounts use explicit endpoints");
         };
         let client = SpApiClient::new(
@@ -170,7 +186,9 @@ pub fn sales_rows(ledger: &SqliteLedger, account: &str) -> Vec<(i64, String, i64
             )
             .expect("prepare");
         statement
-            .query_map([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .query_map([account], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .expect("query")
             .collect::<Result<Vec<_>, _>>()
             .expect("rows")

@@ -11,7 +11,9 @@ use crate::common::{counts, fast_sim, wait_until, Fixture, TestSim};
 
 fn marketsync() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_marketsync"));
-    command.env_remove("MARKETSYNC_CONFIG").env("RUST_LOG", "marketsync=info");
+    command
+        .env_remove("MARKETSYNC_CONFIG")
+        .env("RUST_LOG", "marketsync=info");
     command
 }
 
@@ -19,8 +21,14 @@ fn check_config(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let output = marketsync().arg("--config").arg(&path).arg("check-config").output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "bad.toml");
+    let output = marketsync()
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "bad.toml");
     (output.status.code().unwrap_or(-1), stderr)
 }
 
@@ -56,14 +64,21 @@ fn check_config_names_the_file_the_key_and_the_fix() {
     for (text, expected) in cases {
         let (code, stderr) = check_config(&text);
         assert_eq!(code, 2, "{stderr}");
-        assert!(stderr.starts_with(expected), "expected {expected:?}\n     got {stderr:?}");
+        assert!(
+            stderr.starts_with(expected),
+            "expected {expected:?}\n     got {stderr:?}"
+        );
     }
     let (code, stderr) = check_config(&format!("{base}[accounts.streams.vendor_rt_sales]\n"));
     assert_eq!(code, 0, "{stderr}");
 
-    let missing = marketsync().args(["--config", "/nonexistent/marketsync.toml", "check-config"]).output().unwrap();
+    let missing = marketsync()
+        .args(["--config", "/nonexistent/marketsync.toml", "check-config"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/marketsync.toml: cannot read the file"));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("/nonexistent/marketsync.toml: cannot read the file"));
 }
 
 #[test]
@@ -74,7 +89,11 @@ fn shipped_configs_are_valid() {
             .args(["--config", path, "check-config"])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{path}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 
@@ -93,7 +112,11 @@ async fn status_json_and_fill_day_through_the_binary() {
         .args(["status", "--json"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let stream = &status["accounts"][0]["streams"][0];
     assert_eq!(status["accounts"][0]["id"], "acct");
@@ -102,14 +125,25 @@ async fn status_json_and_fill_day_through_the_binary() {
     assert_eq!(stream["counts"]["MISSING"], 0);
     assert_eq!(stream["cooldown"]["reason"], "none");
     assert!(stream["cooldown"]["until_utc"].is_null());
-    let snapshot = marketsync::ledger::LedgerStore::snapshot(ledger.as_ref(), "acct", "vendor_rt_sales", now_ts()).unwrap();
+    let snapshot = marketsync::ledger::LedgerStore::snapshot(
+        ledger.as_ref(),
+        "acct",
+        "vendor_rt_sales",
+        now_ts(),
+    )
+    .unwrap();
     let newest = snapshot.last_applied_hour.unwrap();
     assert!(newest >= floor_hour(now_ts()) - 2 * 3600);
     assert_eq!(stream["last_applied_hour"], format_ts(newest));
     assert!(stream["next_claimable_hour"].is_null());
 
     // The table form is aligned and names the stream.
-    let table = marketsync().arg("--config").arg(&fixture.config_path).arg("status").output().unwrap();
+    let table = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .arg("status")
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.lines().next().unwrap().starts_with("ACCOUNT"));
     assert!(table.contains("acct") && table.contains("vendor_rt_sales"));
@@ -123,13 +157,21 @@ async fn status_json_and_fill_day_through_the_binary() {
         .args(["fill-day", "acct", "vendor_rt_sales", &date])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("24 hours"));
     assert_eq!(counts(&ledger)[0], 24);
     let before = sim.stats().calls("createReport");
     context.run_once().await.unwrap();
     assert_eq!(counts(&ledger)[3], 48);
-    assert_eq!(sim.stats().calls("createReport"), before + 4, "24h in 6h chunks");
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        before + 4,
+        "24h in 6h chunks"
+    );
 
     // Bad input names itself.
     let output = marketsync()
@@ -139,14 +181,16 @@ async fn status_json_and_fill_day_through_the_binary() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid date \"2025-13-01\"; use the form YYYY-MM-DD"));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("invalid date \"2025-13-01\"; use the form YYYY-MM-DD"));
     let output = marketsync()
         .arg("--config")
         .arg(&fixture.config_path)
         .args(["fill-day", "nobody", "vendor_rt_sales", &date])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown account \"nobody\"; configured accounts: acct"));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("unknown account \"nobody\"; configured accounts: acct"));
 }
 
 #[tokio::test]
@@ -201,7 +245,10 @@ poll_max = "200ms"
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let exited = wait_until(Duration::from_secs(30), || matches!(child.try_wait(), Ok(Some(_)))).await;
+    let exited = wait_until(Duration::from_secs(30), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    })
+    .await;
     if !exited {
         let _ = child.kill();
     }

@@ -22,8 +22,18 @@ fn expected_rows(config: &SimConfig, window: HourWindow) -> Vec<(i64, String, i6
     let mut rows = Vec::new();
     let mut hour = window.start;
     while hour < window.end {
-        for row in vendor_sales_rows(config.seed, "ATVPDKIKX0DER", config.asins_per_marketplace, hour) {
-            rows.push((row.hour_utc, row.asin, row.ordered_units, row.ordered_revenue));
+        for row in vendor_sales_rows(
+            config.seed,
+            "ATVPDKIKX0DER",
+            config.asins_per_marketplace,
+            hour,
+        ) {
+            rows.push((
+                row.hour_utc,
+                row.asin,
+                row.ordered_units,
+                row.ordered_revenue,
+            ));
         }
         hour += 3600;
     }
@@ -45,10 +55,14 @@ fn schedule(operation: &str, nth: u64, fault: FaultKind) -> SimFaults {
 fn hour_rows(ledger: &marketsync::ledger::SqliteLedger) -> Vec<(i64, String, i64, Option<String>)> {
     ledger.with_conn(|conn| {
         let mut statement = conn
-            .prepare("SELECT hour_utc, state, attempts, last_error FROM ledger_hours ORDER BY hour_utc")
+            .prepare(
+                "SELECT hour_utc, state, attempts, last_error FROM ledger_hours ORDER BY hour_utc",
+            )
             .unwrap();
         statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap()
@@ -64,14 +78,27 @@ async fn happy_path_applies_exactly_what_the_simulator_served() {
     let context = fixture.context(&ledger, CancellationToken::new());
 
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 12, failed: 0 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 12,
+            failed: 0
+        }
+    );
     assert_eq!(counts(&ledger)[APPLIED], 12);
-    assert_eq!(sim.stats().calls("createReport"), 2, "one report per 6h chunk");
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        2,
+        "one report per 6h chunk"
+    );
 
     let window = lookback_window(&context.stream, now_ts());
     let expected = expected_rows(&sim_config, window);
     assert!(!expected.is_empty());
-    assert!(expected.iter().any(|row| row.2 < 0), "the data includes negative units");
+    assert!(
+        expected.iter().any(|row| row.2 < 0),
+        "the data includes negative units"
+    );
     assert_eq!(sales_rows(&ledger, "acct"), expected);
 
     // The simulator's own record of what it served agrees too.
@@ -80,7 +107,13 @@ async fn happy_path_applies_exactly_what_the_simulator_served() {
 
     // Nothing left to do: a second run makes no provider call.
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 0, failed: 0 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 0,
+            failed: 0
+        }
+    );
     assert_eq!(sim.stats().calls("createReport"), 2);
     // Applied documents are removed from disk.
     let leftover = std::fs::read_dir(fixture.config.data_dir.join("documents"))
@@ -94,7 +127,10 @@ async fn quota_mid_run_hard_stops_persists_cooldown_and_consumes_no_attempt() {
     let mut sim_config = fast_sim();
     sim_config.faults = schedule("createReport", 2, FaultKind::Throttle);
     let sim = TestSim::start(sim_config).await;
-    let fixture = Fixture::new(&sim, "lookback = \"24h\"\nchunk = \"6h\"\nquota_cooldown = \"30m\"");
+    let fixture = Fixture::new(
+        &sim,
+        "lookback = \"24h\"\nchunk = \"6h\"\nquota_cooldown = \"30m\"",
+    );
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());
 
@@ -103,13 +139,19 @@ async fn quota_mid_run_hard_stops_persists_cooldown_and_consumes_no_attempt() {
         panic!("expected a cooldown, got {outcome:?}");
     };
     assert_eq!(reason, "quota");
-    assert!(until >= now_ts() + 29 * 60, "cooldown lasts the configured 30m");
+    assert!(
+        until >= now_ts() + 29 * 60,
+        "cooldown lasts the configured 30m"
+    );
     // Hard stop: the first chunk applied, the throttled one and the rest untouched.
     assert_eq!(sim.stats().calls("createReport"), 2);
     let state = counts(&ledger);
     assert_eq!(state[APPLIED], 6);
     assert_eq!(state[MISSING], 18);
-    assert!(hour_rows(&ledger).iter().all(|row| row.2 == 0), "no attempt consumed");
+    assert!(
+        hour_rows(&ledger).iter().all(|row| row.2 == 0),
+        "no attempt consumed"
+    );
 
     // A restart does not resume hammering: the cooldown is in SQLite.
     drop(context);
@@ -117,13 +159,28 @@ async fn quota_mid_run_hard_stops_persists_cooldown_and_consumes_no_attempt() {
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());
     let outcome = context.run_once().await.unwrap();
-    assert!(matches!(outcome, RunOutcome::CoolingDown { .. }), "{outcome:?}");
-    assert_eq!(sim.stats().calls("createReport"), 2, "no call during the cooldown");
+    assert!(
+        matches!(outcome, RunOutcome::CoolingDown { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        2,
+        "no call during the cooldown"
+    );
 
     // When the cooldown ends the hours are claimable again.
-    assert!(ledger.clear_cooldown(&account_scope("amazon", "acct")).unwrap());
+    assert!(ledger
+        .clear_cooldown(&account_scope("amazon", "acct"))
+        .unwrap());
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 18, failed: 0 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 18,
+            failed: 0
+        }
+    );
     assert_eq!(counts(&ledger)[APPLIED], 24);
     assert!(hour_rows(&ledger).iter().all(|row| row.2 == 0));
 }
@@ -138,13 +195,32 @@ async fn quota_while_downloading_keeps_the_report_for_after_the_cooldown() {
     let context = fixture.context(&ledger, CancellationToken::new());
 
     let outcome = context.run_once().await.unwrap();
-    assert!(matches!(outcome, RunOutcome::CoolingDown { .. }), "{outcome:?}");
-    assert_eq!(counts(&ledger)[REQUESTED], 6, "the unit keeps its report id, in flight");
+    assert!(
+        matches!(outcome, RunOutcome::CoolingDown { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        counts(&ledger)[REQUESTED],
+        6,
+        "the unit keeps its report id, in flight"
+    );
 
-    ledger.clear_cooldown(&account_scope("amazon", "acct")).unwrap();
+    ledger
+        .clear_cooldown(&account_scope("amazon", "acct"))
+        .unwrap();
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 6, failed: 0 });
-    assert_eq!(sim.stats().calls("createReport"), 1, "the same report was resumed");
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 6,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        1,
+        "the same report was resumed"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +233,13 @@ async fn fatal_report_fails_with_the_error_document_text() {
     let context = fixture.context(&ledger, CancellationToken::new());
 
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 0, failed: 1 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 0,
+            failed: 1
+        }
+    );
     let rows = hour_rows(&ledger);
     assert_eq!(rows.len(), 6);
     for (_, state, attempts, last_error) in &rows {
@@ -167,9 +249,17 @@ async fn fatal_report_fails_with_the_error_document_text() {
         assert!(error.contains("FATAL"), "{error}");
     }
     assert!(sales_rows(&ledger, "acct").is_empty());
-    let snapshot = ledger.snapshot("acct", "vendor_rt_sales", now_ts()).unwrap();
-    assert!(snapshot.next_retry_at.unwrap() > now_ts(), "retry is in the future");
-    assert_eq!(snapshot.next_claimable_hour, None, "failed hours wait for their retry");
+    let snapshot = ledger
+        .snapshot("acct", "vendor_rt_sales", now_ts())
+        .unwrap();
+    assert!(
+        snapshot.next_retry_at.unwrap() > now_ts(),
+        "retry is in the future"
+    );
+    assert_eq!(
+        snapshot.next_claimable_hour, None,
+        "failed hours wait for their retry"
+    );
 }
 
 #[tokio::test]
@@ -182,10 +272,20 @@ async fn cancelled_report_applies_the_hours_with_zero_rows() {
     let context = fixture.context(&ledger, CancellationToken::new());
 
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 6, failed: 0 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 6,
+            failed: 0
+        }
+    );
     assert_eq!(counts(&ledger)[APPLIED], 6);
     assert!(sales_rows(&ledger, "acct").is_empty());
-    assert_eq!(sim.stats().calls("getReportDocument"), 0, "cancelled reports have no document");
+    assert_eq!(
+        sim.stats().calls("getReportDocument"),
+        0,
+        "cancelled reports have no document"
+    );
 }
 
 async fn assert_bad_document_fails_cleanly(fault: FaultKind, expected_text: &str) {
@@ -198,13 +298,22 @@ async fn assert_bad_document_fails_cleanly(fault: FaultKind, expected_text: &str
 
     let outcome = context.run_once().await.unwrap();
     // The bad chunk fails; the run continues with the next chunk, which applies.
-    assert_eq!(outcome, RunOutcome::Finished { applied: 6, failed: 1 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 6,
+            failed: 1
+        }
+    );
     let rows = hour_rows(&ledger);
     let failed: Vec<_> = rows.iter().filter(|row| row.1 == "FAILED").collect();
     assert_eq!(failed.len(), 6);
     for row in &failed {
         let error = row.3.as_deref().unwrap_or("");
-        assert!(error.contains(expected_text), "last_error {error:?} should mention {expected_text:?}");
+        assert!(
+            error.contains(expected_text),
+            "last_error {error:?} should mention {expected_text:?}"
+        );
     }
     // Nothing from the bad document is applied: only the good chunk's hours have rows.
     let failed_hours: Vec<i64> = failed.iter().map(|row| row.0).collect();
@@ -235,7 +344,11 @@ async fn restart_while_requested_resumes_the_same_report() {
         ..SimConfig::default()
     };
     let sim = TestSim::start(sim_config).await;
-    let fixture = Fixture::new(&sim, "lookback = \"6h\"\nchunk = \"6h\"");
+    // Poll gently: getReport allows 2/s with a burst of 15.
+    let fixture = Fixture::new(
+        &sim,
+        "lookback = \"6h\"\nchunk = \"6h\"\npoll_min = \"100ms\"\npoll_max = \"300ms\"",
+    );
     let ledger = fixture.open_ledger();
     let cancel = CancellationToken::new();
     let context = fixture.context(&ledger, cancel.clone());
@@ -254,18 +367,34 @@ async fn restart_while_requested_resumes_the_same_report() {
     cancel.cancel();
     assert_eq!(run.await.unwrap().unwrap(), RunOutcome::Cancelled);
     assert_eq!(counts(&ledger)[REQUESTED], 6);
-    let report_before = ledger.in_flight("acct", "vendor_rt_sales").unwrap()[0].report_id.clone();
+    let report_before = ledger.in_flight("acct", "vendor_rt_sales").unwrap()[0]
+        .report_id
+        .clone();
     drop(ledger);
 
     // Restart: a new ledger handle and context resume polling the same report.
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 6, failed: 0 });
-    assert_eq!(sim.stats().calls("createReport"), 1, "no second createReport");
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 6,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        1,
+        "no second createReport"
+    );
     let report_after: Option<String> = ledger.with_conn(|conn| {
-        conn.query_row("SELECT MAX(report_id) FROM vendor_realtime_sales", [], |row| row.get(0))
-            .unwrap()
+        conn.query_row(
+            "SELECT MAX(report_id) FROM vendor_realtime_sales",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
     });
     assert_eq!(report_after, report_before);
 }
@@ -275,12 +404,21 @@ async fn server_errors_fail_only_their_chunk_and_retry_later() {
     let mut sim_config = fast_sim();
     sim_config.faults = schedule("createReport", 1, FaultKind::ServerError);
     let sim = TestSim::start(sim_config).await;
-    let fixture = Fixture::new(&sim, "lookback = \"12h\"\nchunk = \"6h\"\nretry_base = \"1s\"\nretry_max = \"2s\"");
+    let fixture = Fixture::new(
+        &sim,
+        "lookback = \"12h\"\nchunk = \"6h\"\nretry_base = \"1s\"\nretry_max = \"2s\"",
+    );
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());
 
     let outcome = context.run_once().await.unwrap();
-    assert_eq!(outcome, RunOutcome::Finished { applied: 6, failed: 1 });
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 6,
+            failed: 1
+        }
+    );
     assert_eq!(counts(&ledger)[FAILED], 6);
     // Once the retry time passes the failed chunk is claimed again and applied.
     let retried = async {
@@ -291,6 +429,8 @@ async fn server_errors_fail_only_their_chunk_and_retry_later() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), retried).await.expect("retried within 10s");
+    tokio::time::timeout(Duration::from_secs(10), retried)
+        .await
+        .expect("retried within 10s");
     assert_eq!(counts(&ledger)[APPLIED], 12);
 }

@@ -25,7 +25,6 @@ CREATE TABLE ledger_hours (
 CREATE INDEX ledger_hours_claimable
     ON ledger_hours (account, stream, priority DESC, hour_utc DESC)
     WHERE state IN ('MISSING', 'FAILED');
-CREATE INDEX ledger_hours_state ON ledger_hours (account, stream, state);
 CREATE INDEX ledger_hours_claim ON ledger_hours (claim_id);
 
 -- Every claim ever made: one report request over a contiguous run of hours.

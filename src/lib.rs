@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod ledger;
+pub mod lock;
 pub mod model;
 pub mod provider;
 pub mod report;

@@ -327,7 +327,13 @@ impl LedgerStore for SqliteLedger {
                     "UPDATE ledger_hours SET report_id = ?1, updated_at = ?2
                      WHERE account = ?3 AND stream = ?4 AND claim_id = ?5 AND state = 'REQUESTED'",
                 )?
-                .execute(params![report_id, now, claim.account, claim.stream, claim.claim_id])?;
+                .execute(params![
+                    report_id,
+                    now,
+                    claim.account,
+                    claim.stream,
+                    claim.claim_id
+                ])?;
             if changed as i64 != claim.window.hours() {
                 return Err(LedgerError::IllegalTransition {
                     account: claim.account.clone(),

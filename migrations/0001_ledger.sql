@@ -72,3 +72,13 @@ CREATE TABLE vendor_realtime_sales (
     updated_at      INTEGER NOT NULL,
     PRIMARY KEY (account, hour_utc, asin)
 ) WITHOUT ROWID;
+
+-- The newest lease fence seen per scope: a write carrying an older fence comes from an
+-- owner whose lease was taken over, and is refused.
+CREATE TABLE scope_fences (
+    account    TEXT    NOT NULL,
+    stream     TEXT    NOT NULL,
+    fence      INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (account, stream)
+) WITHOUT ROWID;

@@ -76,6 +76,7 @@ fn bench_ledger(dir: &Path, hours: i64, scopes: i64, chunk: i64) -> anyhow::Resu
             chunk,
             ClaimOrder::NewestFirst,
             "bench:1@local",
+            Some(1),
             end,
         )? {
             ledger.set_report_id(&claim, "report", end)?;
@@ -116,6 +117,7 @@ fn bench_apply(dir: &Path, rows: u64) -> anyhow::Result<i32> {
             hours as i64,
             ClaimOrder::NewestFirst,
             "bench:1@local",
+            None,
             start,
         )?
         .context("nothing to claim")?;

@@ -43,7 +43,58 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The embedded simulator, when `[simulator] enabled = true`.
     pub simulator: Option<SimulatorSettings>,
+    /// Redis for leases, when configured; otherwise leases live in the SQLite file.
+    pub redis: Option<RedisSettings>,
+    pub locks: LockSettings,
     pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://`, possibly with user and password (then read from the
+    /// environment variable named by `url_env`, never from the file).
+    pub url: RedisUrl,
+    /// Prefix of every key marketsync writes, e.g. `marketsync:`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisUrl {
+    Inline(String),
+    /// The name of an environment variable holding the URL.
+    Env(String),
+}
+
+impl RedisUrl {
+    /// The URL itself; an unset variable is an error naming it.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            RedisUrl::Inline(url) => Ok(url.clone()),
+            RedisUrl::Env(name) => match std::env::var(name) {
+                Ok(url) if !url.is_empty() => Ok(url),
+                _ => Err(format!(
+                    "redis.url_env: environment variable {name} is not set; export it with the redis url"
+                )),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LockSettings {
+    /// Lease TTL; `None` means max(15m, 2 x the stream's interval). Never above [`crate::lock::MAX_TTL`].
+    pub ttl: Option<Duration>,
+    /// How often the lock keys are scanned and repaired (the zombie-lock cure).
+    pub hygiene_interval: Duration,
+}
+
+impl LockSettings {
+    /// The TTL of a stream's lease: configured, or max(15m, 2 x interval), capped.
+    pub fn ttl_for(&self, stream: &StreamConfig) -> Duration {
+        self.ttl
+            .unwrap_or_else(|| Duration::from_secs(15 * 60).max(stream.interval * 2))
+            .min(crate::lock::MAX_TTL)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -185,8 +236,25 @@ impl AccountConfig {
 struct RawConfig {
     data_dir: Option<String>,
     simulator: Option<RawSimulator>,
+    redis: Option<RawRedis>,
+    locks: Option<RawLocks>,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    url_env: Option<String>,
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocks {
+    ttl: Option<String>,
+    hygiene_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,11 +377,93 @@ impl RawConfig {
             }
             accounts.push(account);
         }
+        let redis = self.redis.map(RawRedis::validate).transpose()?;
+        let locks = match self.locks {
+            Some(raw) => raw.validate()?,
+            None => LockSettings {
+                ttl: None,
+                hygiene_interval: Duration::from_secs(60),
+            },
+        };
         Ok(Config {
             source_name: String::new(),
             data_dir,
             simulator,
+            redis,
+            locks,
             accounts,
+        })
+    }
+}
+
+impl RawRedis {
+    fn validate(self) -> Result<RedisSettings, String> {
+        let url = match (self.url, self.url_env) {
+            (Some(_), Some(_)) => {
+                return Err("redis: give url or url_env, not both".to_string());
+            }
+            (None, None) => {
+                return Err(
+                    "redis: missing url; give url = \"redis://127.0.0.1:6379\" or url_env naming a variable"
+                        .to_string(),
+                )
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(format!(
+                        "redis.url: {url:?} is not a redis url; use a form like redis://127.0.0.1:6379"
+                    ));
+                }
+                let authority = url.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("");
+                if authority.contains('@') {
+                    return Err(
+                        "redis.url: contains credentials; put the url in an environment variable and name it with url_env"
+                            .to_string(),
+                    );
+                }
+                RedisUrl::Inline(url)
+            }
+            (None, Some(name)) => RedisUrl::Env(name),
+        };
+        Ok(RedisSettings {
+            url,
+            prefix: self
+                .prefix
+                .unwrap_or_else(|| crate::lock::DEFAULT_PREFIX.to_string()),
+        })
+    }
+}
+
+impl RawLocks {
+    fn validate(self) -> Result<LockSettings, String> {
+        let ttl = match &self.ttl {
+            Some(_) => {
+                let ttl = duration("locks.ttl", self.ttl.as_ref(), Duration::ZERO)?;
+                if ttl > crate::lock::MAX_TTL {
+                    return Err(format!(
+                        "locks.ttl: {} is above the cap of {}; a long lease outlives a dead owner (the zombie lock), use 15m",
+                        humantime::format_duration(ttl),
+                        humantime::format_duration(crate::lock::MAX_TTL)
+                    ));
+                }
+                if ttl < Duration::from_secs(1) {
+                    return Err("locks.ttl: must be at least 1s".to_string());
+                }
+                Some(ttl)
+            }
+            None => None,
+        };
+        let hygiene_interval = duration(
+            "locks.hygiene_interval",
+            self.hygiene_interval.as_ref(),
+            Duration::from_secs(60),
+        )?;
+        if hygiene_interval < Duration::from_secs(1) {
+            return Err("locks.hygiene_interval: must be at least 1s".to_string());
+        }
+        Ok(LockSettings {
+            ttl,
+            hygiene_interval,
         })
     }
 }

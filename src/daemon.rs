@@ -14,14 +14,15 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{AccountConfig, Config, Endpoints};
 use crate::ledger::{LedgerStore, SqliteLedger};
+use crate::lock::{LockService, MAX_TTL};
 use crate::model::{format_ts, now_ts};
 use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use crate::sim::{SimConfig, Simulator};
-use crate::sync::{blocking, owner_name, RunOutcome, StreamContext};
+use crate::sync::{blocking, owner_name, LeasedOutcome, RunOutcome, StreamContext};
 
 /// How long runners get to finish their unit after shutdown is requested.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -31,6 +32,7 @@ pub struct Daemon {
     /// Where the embedded simulator listens, when one was started.
     pub simulator_addr: Option<SocketAddr>,
     pub ledger: Arc<SqliteLedger>,
+    pub locks: LockService,
     cancel: CancellationToken,
     /// The stream runners; closed and awaited at shutdown.
     tracker: TaskTracker,
@@ -55,6 +57,23 @@ impl Daemon {
         let cancel = CancellationToken::new();
         let simulator_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+
+        let locks = open_locks(config).await?;
+        // The zombie-lock cure: repair lock keys before anything waits on them.
+        lock_hygiene(&locks).await;
+        {
+            let locks = locks.clone();
+            let cancel = cancel.clone();
+            let every = config.locks.hygiene_interval;
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(every) => lock_hygiene(&locks).await,
+                    }
+                }
+            });
+        }
 
         let mut simulator_task = None;
         let simulator_addr = match &config.simulator {
@@ -109,13 +128,15 @@ impl Daemon {
                     owner: owner.clone(),
                     cancel: cancel.clone(),
                 };
-                tracker.spawn(run_stream(context));
+                let ttl = config.locks.ttl_for(stream);
+                tracker.spawn(run_stream(context, locks.clone(), ttl));
             }
         }
         info!(accounts = config.accounts.len(), owner = %owner, "daemon started");
         Ok(Daemon {
             simulator_addr,
             ledger,
+            locks,
             cancel,
             tracker,
             simulator_cancel,
@@ -208,20 +229,97 @@ fn read_env(account: &str, name: &str) -> anyhow::Result<String> {
     }
 }
 
-/// One stream's loop: run, then wait for the interval, the cooldown's end or the next
-/// retry, whichever comes first; infrastructure errors back off without crashing.
-async fn run_stream(context: StreamContext) {
+/// The lease backend: Redis when configured, else the SQLite file of the ledger.
+pub async fn open_locks(config: &Config) -> anyhow::Result<LockService> {
+    match &config.redis {
+        Some(redis) => {
+            let url = redis
+                .url
+                .resolve()
+                .map_err(|err| anyhow::anyhow!("{}: {err}", config.source_name))?;
+            // A daemon must start even while Redis is down: work that needs a lease waits.
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match LockService::redis(&url, &redis.prefix).await {
+                    Ok(locks) => return Ok(locks),
+                    Err(crate::lock::LockError::Invalid(message)) => {
+                        anyhow::bail!("redis.url: {message}")
+                    }
+                    Err(err) => {
+                        warn!(error = %err, retry_in = %humantime::format_duration(delay), "redis unreachable at startup; leases wait for it");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+        None => Ok(LockService::sqlite(&config.database_path()).await?),
+    }
+}
+
+/// Repairs lock keys with no TTL or a TTL above the cap, and releases leases of dead
+/// previous incarnations of this host. Errors are logged: the next pass retries.
+pub async fn lock_hygiene(locks: &LockService) {
+    match locks.repair(MAX_TTL).await {
+        Ok(repairs) => {
+            for repair in repairs {
+                warn!(
+                    scope = %repair.scope,
+                    replaced_owner = %repair.replaced_owner,
+                    action = repair.action.as_str(),
+                    previous_ttl_ms = repair.previous_ttl_ms.unwrap_or(-1),
+                    "repaired lock"
+                );
+            }
+        }
+        Err(err) => warn!(error = %err, "lock hygiene pass failed; retrying on the next pass"),
+    }
+    match locks.list().await {
+        Ok(all) => {
+            for info in all {
+                if crate::lock::owner_is_dead_local(&info.owner) {
+                    match locks.release_scope(&info.scope, true).await {
+                        Ok(Some(_)) => {
+                            warn!(scope = %info.scope, replaced_owner = %info.owner, "released the lease of a dead previous incarnation")
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            warn!(scope = %info.scope, error = %err, "cannot release a dead owner's lease")
+                        }
+                    }
+                }
+            }
+        }
+        Err(err) => debug!(error = %err, "cannot list locks"),
+    }
+}
+
+/// One stream's loop: take the lease and run, then wait for the interval, the cooldown's
+/// end, the lease holder's expiry or the next retry, whichever comes first;
+/// infrastructure errors back off without crashing.
+async fn run_stream(context: StreamContext, locks: LockService, ttl: Duration) {
     let interval = context.stream.interval;
     let mut infra_failures: u32 = 0;
     loop {
-        let wait = match context.run_once().await {
-            Ok(RunOutcome::Cancelled) => break,
-            Ok(RunOutcome::CoolingDown { until, reason }) => {
+        let wait = match context.run_leased(&locks, ttl).await {
+            Ok(LeasedOutcome::Busy { until_ms, .. }) => {
+                let until = until_ms / 1000 + 1;
+                Duration::from_secs(
+                    (until - now_ts()).clamp(1, interval.as_secs().max(1) as i64) as u64,
+                )
+            }
+            Ok(LeasedOutcome::Unavailable(_)) => {
+                infra_failures = infra_failures.saturating_add(1);
+                Duration::from_secs(1u64 << infra_failures.min(4))
+            }
+            Ok(LeasedOutcome::Lost(_)) => Duration::from_secs(1),
+            Ok(LeasedOutcome::Ran(RunOutcome::Cancelled)) => break,
+            Ok(LeasedOutcome::Ran(RunOutcome::CoolingDown { until, reason })) => {
                 infra_failures = 0;
                 info!(account = %context.account.id, stream = %context.stream.name, reason = %reason, until = %format_ts(until), "cooling down");
                 Duration::from_secs((until - now_ts()).max(1) as u64)
             }
-            Ok(RunOutcome::Finished { .. }) => {
+            Ok(LeasedOutcome::Ran(RunOutcome::Finished { .. })) => {
                 infra_failures = 0;
                 next_wake(&context, interval).await
             }

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::ledger::{account_scope, HourState, LedgerError, LedgerStore};
+use crate::lock::LockInfo;
 use crate::model::format_ts;
+use crate::sync::lock_scope;
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -31,19 +33,33 @@ pub struct StreamStatus {
     pub next_retry_at: Option<String>,
     pub last_error: Option<String>,
     pub cooldown: CooldownStatus,
+    /// The stream's lease, when one is held (or left behind).
+    pub lock: Option<LockStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LockStatus {
+    pub owner: String,
+    pub fence: u64,
+    /// `None`: the key has no expiry at all (a zombie the hygiene pass will repair).
+    pub expires_at: Option<String>,
+    /// The lease's expiry has passed: its owner most likely died mid-flight.
+    pub stale: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct CooldownStatus {
-    /// `quota`, `lock_busy`, `auth` or `none`.
+    /// `quota`, `lock_busy`, `lock_unavailable`, `auth` or `none`.
     pub reason: String,
     pub until_utc: Option<String>,
 }
 
-/// Reads the status of every configured account and stream.
+/// Reads the status of every configured account and stream; `locks` is the lease
+/// backend's list, when it could be read.
 pub fn collect(
     config: &Config,
     ledger: &dyn LedgerStore,
+    locks: &[LockInfo],
     now: i64,
 ) -> Result<StatusReport, LedgerError> {
     let mut accounts = Vec::with_capacity(config.accounts.len());
@@ -53,6 +69,20 @@ pub fn collect(
         let mut streams = Vec::with_capacity(account.streams.len());
         for stream in &account.streams {
             let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
+            let lock_cooldown = match &cooldown {
+                Some(_) => None,
+                None => ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?,
+            };
+            let scope = format!("{}/{}", account.id, stream.name);
+            let lock = locks
+                .iter()
+                .find(|info| info.scope == scope)
+                .map(|info| LockStatus {
+                    owner: info.owner.clone(),
+                    fence: info.fence,
+                    expires_at: info.expires_at_ms.map(|ms| format_ts(ms.div_euclid(1000))),
+                    stale: info.stale,
+                });
             let counts = HourState::ALL
                 .iter()
                 .zip(snapshot.counts)
@@ -65,7 +95,8 @@ pub fn collect(
                 next_claimable_hour: snapshot.next_claimable_hour.map(format_ts),
                 next_retry_at: snapshot.next_retry_at.map(format_ts),
                 last_error: snapshot.last_error,
-                cooldown: match &cooldown {
+                lock,
+                cooldown: match cooldown.as_ref().or(lock_cooldown.as_ref()) {
                     Some(cooldown) => CooldownStatus {
                         reason: cooldown.reason.clone(),
                         until_utc: Some(format_ts(cooldown.until_at)),

@@ -103,6 +103,15 @@ pub enum LedgerError {
         claim_id: i64,
         detail: String,
     },
+    /// A write under a lease whose fence is older than the newest seen for the scope:
+    /// the lease was taken over, and this owner must stop working the scope.
+    #[error("stale fence for {account}/{stream}: write carries fence {fence}, newest is {newest}; the lease was taken over")]
+    StaleFence {
+        account: String,
+        stream: String,
+        fence: u64,
+        newest: u64,
+    },
     #[error("document rejected: {0}")]
     Document(#[from] ReportError),
     #[error("sqlite: {0}")]
@@ -136,6 +145,9 @@ pub struct Claim {
     pub document_path: Option<String>,
     /// The highest attempt count among the hours (attempts already consumed).
     pub attempts: i64,
+    /// The fence of the lease the claim is worked under; writes carrying it are refused
+    /// once a newer fence was seen for the scope. `None`: no lease (tools, tests).
+    pub fence: Option<u64>,
 }
 
 /// What happened to a claim that was applied.
@@ -189,6 +201,8 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// Atomically claims the next contiguous run of claimable hours (at most `max_hours`),
     /// moving them to REQUESTED. Claimable: MISSING, or FAILED whose retry time passed.
+    /// `fence` is the caller's lease fence (see [`Claim::fence`]).
+    #[allow(clippy::too_many_arguments)]
     fn claim(
         &self,
         account: &str,
@@ -196,10 +210,12 @@ pub trait LedgerStore: Send + Sync + 'static {
         max_hours: i64,
         order: ClaimOrder,
         owner: &str,
+        fence: Option<u64>,
         now: i64,
     ) -> Result<Option<Claim>, LedgerError>;
 
     /// Claims that were in flight (REQUESTED or DOWNLOADED) when the last owner stopped.
+    /// Their `fence` is `None`: the caller stamps its own before working them.
     fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError>;
 
     /// Records the remote report id as soon as it is known.

@@ -152,6 +152,41 @@ fn transition_claim(
     Ok(changed)
 }
 
+/// Refuses a write whose lease fence is older than the newest seen for the scope, and
+/// records a newer one. Writes without a fence (tools, tests) are not checked.
+fn check_fence(
+    tx: &Transaction<'_>,
+    account: &str,
+    stream: &str,
+    fence: Option<u64>,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let newest: Option<i64> = tx
+        .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
+        .query_row(params![account, stream], |row| row.get(0))
+        .optional()?;
+    match newest {
+        Some(newest) if newest as u64 > fence => Err(LedgerError::StaleFence {
+            account: account.to_string(),
+            stream: stream.to_string(),
+            fence,
+            newest: newest as u64,
+        }),
+        Some(newest) if newest as u64 == fence => Ok(()),
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO scope_fences (account, stream, fence, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account, stream) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at",
+            )?
+            .execute(params![account, stream, fence as i64, now])?;
+            Ok(())
+        }
+    }
+}
+
 fn finish_claim(
     tx: &Transaction<'_>,
     claim: &Claim,
@@ -200,11 +235,14 @@ impl LedgerStore for SqliteLedger {
         max_hours: i64,
         order: ClaimOrder,
         owner: &str,
+        fence: Option<u64>,
         now: i64,
     ) -> Result<Option<Claim>, LedgerError> {
         let max_hours = max_hours.max(1);
+        let fence_value = fence.map(|fence| fence as i64);
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, account, stream, fence, now)?;
             let direction = match order {
                 ClaimOrder::NewestFirst => "DESC",
                 ClaimOrder::OldestFirst => "ASC",
@@ -244,22 +282,22 @@ impl LedgerStore for SqliteLedger {
             }
             let window = HourWindow::new(first.min(run_end), first.max(run_end) + HOUR);
             tx.prepare_cached(
-                "INSERT INTO ledger_claims (account, stream, start_hour, end_hour, claimed_by, claimed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO ledger_claims (account, stream, start_hour, end_hour, claimed_by, fence, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![account, stream, window.start, window.end, owner, now])?;
+            .execute(params![account, stream, window.start, window.end, owner, fence_value, now])?;
             let claim_id = tx.last_insert_rowid();
             let sources = placeholders(&HourState::sources_of(HourState::Requested));
             let attempts: Vec<i64> = tx
                 .prepare_cached(&format!(
-                    "UPDATE ledger_hours SET state = 'REQUESTED', claim_id = ?6, claimed_by = ?7, updated_at = ?3,
+                    "UPDATE ledger_hours SET state = 'REQUESTED', claim_id = ?6, claimed_by = ?7, fence = ?8, updated_at = ?3,
                         report_id = NULL, report_document_id = NULL, document_path = NULL
                      WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE} AND hour_utc >= ?4 AND hour_utc < ?5
                        AND state IN ({sources})
                      RETURNING attempts"
                 ))?
                 .query_map(
-                    params![account, stream, now, window.start, window.end, claim_id, owner],
+                    params![account, stream, now, window.start, window.end, claim_id, owner, fence_value],
                     |row| row.get(0),
                 )?
                 .collect::<Result<_, _>>()?;
@@ -286,6 +324,7 @@ impl LedgerStore for SqliteLedger {
                 report_document_id: None,
                 document_path: None,
                 attempts: attempts.into_iter().max().unwrap_or(0),
+                fence,
             }))
         })
     }
@@ -313,6 +352,7 @@ impl LedgerStore for SqliteLedger {
                     report_document_id: row.get(5)?,
                     document_path: row.get(6)?,
                     attempts: row.get(7)?,
+                    fence: None,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -322,6 +362,7 @@ impl LedgerStore for SqliteLedger {
     fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
             let changed = tx
                 .prepare_cached(
                     "UPDATE ledger_hours SET report_id = ?1, updated_at = ?2
@@ -359,6 +400,7 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
             transition_claim(
                 &tx,
                 claim,
@@ -380,6 +422,7 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<Applied, LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
             tx.prepare_cached(
                 "DELETE FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3",
             )?
@@ -447,6 +490,7 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
             transition_claim(
                 &tx,
                 claim,
@@ -464,6 +508,7 @@ impl LedgerStore for SqliteLedger {
     fn release(&self, claim: &Claim, reason: &str, now: i64) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
             transition_claim(
                 &tx,
                 claim,
@@ -685,7 +730,7 @@ mod tests {
 
     fn claim(ledger: &SqliteLedger, max: i64, order: ClaimOrder) -> Option<Claim> {
         ledger
-            .claim("a", "s", max, order, "test:1@host", T0)
+            .claim("a", "s", max, order, "test:1@host", None, T0)
             .unwrap()
     }
 
@@ -780,7 +825,15 @@ mod tests {
         ledger.fail(&unit, "boom", T0 + 60, T0).unwrap();
         assert!(claim(&ledger, 1, ClaimOrder::NewestFirst).is_none());
         let later = ledger
-            .claim("a", "s", 1, ClaimOrder::NewestFirst, "test:1@host", T0 + 60)
+            .claim(
+                "a",
+                "s",
+                1,
+                ClaimOrder::NewestFirst,
+                "test:1@host",
+                None,
+                T0 + 60,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(later.attempts, 1);
@@ -808,6 +861,90 @@ mod tests {
             ledger.in_flight("a", "s").unwrap()[0].claim_id,
             unit.claim_id
         );
+    }
+
+    #[test]
+    fn a_stale_owners_late_write_is_refused_by_fencing() {
+        let ledger = ledger_with(12);
+        // Owner A claims under fence 1, then its lease is taken over by B (fence 2).
+        let old = ledger
+            .claim(
+                "a",
+                "s",
+                6,
+                ClaimOrder::NewestFirst,
+                "auto-sync:1@a",
+                Some(1),
+                T0,
+            )
+            .unwrap()
+            .unwrap();
+        let new = ledger
+            .claim(
+                "a",
+                "s",
+                6,
+                ClaimOrder::NewestFirst,
+                "auto-sync:2@b",
+                Some(2),
+                T0,
+            )
+            .unwrap()
+            .unwrap();
+        // A wakes up and tries to write: refused, and nothing changes.
+        for result in [
+            ledger.set_report_id(&old, "late", T0),
+            ledger.fail(&old, "late", T0 + 60, T0),
+            ledger.release(&old, "late", T0),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    LedgerError::StaleFence {
+                        fence: 1,
+                        newest: 2,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        let err = ledger
+            .claim(
+                "a",
+                "s",
+                6,
+                ClaimOrder::NewestFirst,
+                "auto-sync:1@a",
+                Some(1),
+                T0,
+            )
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::StaleFence { .. }), "{err}");
+        assert_eq!(
+            ledger.snapshot("a", "s", T0).unwrap().counts[1],
+            12,
+            "all REQUESTED"
+        );
+        // B's writes go through.
+        ledger.set_report_id(&new, "report", T0).unwrap();
+        // Another scope is not affected by this scope's fence.
+        ledger
+            .seed("b", "s", HourWindow::new(T0, T0 + HOUR), T0)
+            .unwrap();
+        assert!(ledger
+            .claim(
+                "b",
+                "s",
+                1,
+                ClaimOrder::NewestFirst,
+                "auto-sync:1@a",
+                Some(1),
+                T0
+            )
+            .unwrap()
+            .is_some());
     }
 
     #[test]

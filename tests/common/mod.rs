@@ -74,10 +74,17 @@ impl Fixture {
     /// One amazon account `acct` on marketplace ATVPDKIKX0DER with `stream_extra` lines
     /// appended to its vendor_rt_sales table.
     pub fn new(sim: &TestSim, stream_extra: &str) -> Fixture {
+        Fixture::with_globals(sim, "", stream_extra)
+    }
+
+    /// Like [`Fixture::new`], with `globals` (e.g. `[redis]` and `[locks]` tables) before
+    /// the account.
+    pub fn with_globals(sim: &TestSim, globals: &str, stream_extra: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
             r#"
 data_dir = "{data}"
+{globals}
 
 [[accounts]]
 id = "acct"
@@ -201,4 +208,107 @@ pub fn counts(ledger: &SqliteLedger) -> [u64; 5] {
         .snapshot("acct", "vendor_rt_sales", marketsync::model::now_ts())
         .expect("snapshot")
         .counts
+}
+
+/// The real binary with the test credentials in its environment (never in the file).
+pub fn marketsync() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marketsync"));
+    command
+        .env_remove("MARKETSYNC_CONFIG")
+        .env("RUST_LOG", "marketsync=info")
+        .env("TEST_CLIENT_ID", "test-client")
+        .env("TEST_CLIENT_SECRET", "test-secret-value")
+        .env("TEST_REFRESH_TOKEN", "test-refresh-acct");
+    command
+}
+
+/// A daemon process (`marketsync run`) whose log goes to a file, read with [`Daemon::logs`].
+pub struct DaemonProcess {
+    pub child: std::process::Child,
+    log_path: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl DaemonProcess {
+    pub fn spawn(config_path: &std::path::Path) -> DaemonProcess {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("daemon.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = marketsync()
+            .arg("--config")
+            .arg(config_path)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn marketsync run");
+        DaemonProcess {
+            child,
+            log_path,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `deadline` for the process to exit; returns how it ended.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let child = &mut self.child;
+        let mut ended = None;
+        wait_until(deadline, || match child.try_wait() {
+            Ok(Some(status)) => {
+                ended = Some(status);
+                true
+            }
+            _ => false,
+        })
+        .await;
+        ended
+    }
+
+    /// Waits up to `deadline`; the exit code, `None` if still running or killed by a signal.
+    pub async fn wait_exit_code(&mut self, deadline: Duration) -> Option<i32> {
+        self.wait_exit(deadline)
+            .await
+            .and_then(|status| status.code())
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `marketsync status --json` for a configuration file.
+pub fn status_json(config_path: &std::path::Path) -> Option<serde_json::Value> {
+    let output = marketsync()
+        .arg("--config")
+        .arg(config_path)
+        .args(["status", "--json"])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+/// APPLIED hours of the first stream of the first account, per `status --json`.
+pub fn applied_hours(config_path: &std::path::Path) -> u64 {
+    status_json(config_path)
+        .and_then(|value| value["accounts"][0]["streams"][0]["counts"]["APPLIED"].as_u64())
+        .unwrap_or(0)
 }

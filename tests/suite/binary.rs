@@ -1,21 +1,14 @@
 //! The real `marketsync` binary: check-config errors, status --json, fill-day, and
 //! `run` with the embedded simulator stopped by SIGTERM.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use marketsync::model::{floor_hour, format_ts, now_ts};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{counts, fast_sim, wait_until, Fixture, TestSim};
-
-fn marketsync() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_marketsync"));
-    command
-        .env_remove("MARKETSYNC_CONFIG")
-        .env("RUST_LOG", "marketsync=info");
-    command
-}
+use crate::common::{
+    applied_hours, counts, fast_sim, marketsync, wait_until, DaemonProcess, Fixture, TestSim,
+};
 
 fn check_config(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -218,48 +211,19 @@ poll_max = "200ms"
         ),
     )
     .unwrap();
-    let mut child = marketsync()
-        .arg("--config")
-        .arg(&config_path)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    let status = || -> Option<serde_json::Value> {
-        let output = marketsync()
-            .arg("--config")
-            .arg(&config_path)
-            .args(["status", "--json"])
-            .output()
-            .ok()?;
-        serde_json::from_slice(&output.stdout).ok()
-    };
+    let mut daemon = DaemonProcess::spawn(&config_path);
     let synced = wait_until(Duration::from_secs(60), || {
-        status()
-            .map(|value| value["accounts"][0]["streams"][0]["counts"]["APPLIED"] == 24)
-            .unwrap_or(false)
+        applied_hours(&config_path) == 24
     })
     .await;
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let exited = wait_until(Duration::from_secs(30), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    })
-    .await;
-    if !exited {
-        let _ = child.kill();
-    }
-    let exit = child.wait().unwrap();
-    let mut logs = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        use std::io::Read;
-        let _ = stderr.read_to_string(&mut logs);
-    }
+    daemon.signal("TERM");
+    let code = daemon.wait_exit_code(Duration::from_secs(30)).await;
+    let logs = daemon.logs();
     assert!(synced, "24 hours applied within 60s; logs:\n{logs}");
-    assert!(exited, "exited within the grace period");
-    assert_eq!(exit.code(), Some(0), "logs:\n{logs}");
+    assert_eq!(
+        code,
+        Some(0),
+        "exit 0 within the grace period; logs:\n{logs}"
+    );
     assert!(logs.contains("shutdown complete"), "logs:\n{logs}");
 }

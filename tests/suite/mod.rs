@@ -1,4 +1,5 @@
 //! Integration test modules, one per area.
 
 mod binary;
+mod locks;
 mod sync_amazon;

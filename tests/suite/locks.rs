@@ -258,3 +258,116 @@ async fn redis_restarted_mid_run_does_not_crash_and_work_resumes() {
         Some(0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_command_lists_and_releases_stale_leases_and_live_ones_only_with_force() {
+    use marketsync::lock::LockService;
+    let sim = TestSim::start(crate::common::fast_sim()).await;
+    // No [redis]: the SQLite lease backend in the ledger's file.
+    let fixture = Fixture::new(&sim, "lookback = \"6h\"");
+    let locks = LockService::sqlite(&fixture.database_path()).await.unwrap();
+    let scope = "acct/vendor_rt_sales";
+    let lease = locks
+        .acquire(scope, "backfill:4242@elsewhere", Duration::from_secs(600))
+        .await
+        .unwrap();
+
+    let run = |args: &[&str]| {
+        crate::common::marketsync()
+            .arg("--config")
+            .arg(&fixture.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = run(&["locks", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["scope"], scope);
+    assert_eq!(listed[0]["owner"], "backfill:4242@elsewhere");
+    assert_eq!(listed[0]["stale"], false);
+    let table = String::from_utf8(run(&["locks"]).stdout).unwrap();
+    assert!(
+        table.starts_with("SCOPE") && table.contains("backfill:4242@elsewhere"),
+        "{table}"
+    );
+
+    // status shows the lease and why the stream waits.
+    let status = status_json(&fixture.config_path).unwrap();
+    let stream = &status["accounts"][0]["streams"][0];
+    assert_eq!(stream["lock"]["owner"], "backfill:4242@elsewhere");
+    assert_eq!(stream["lock"]["stale"], false);
+
+    // A live lease is not released without --force, and the refusal names its owner.
+    let refused = run(&["locks", "release", scope]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("held by a live lease of backfill:4242@elsewhere")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let forced = run(&["locks", "release", scope, "--force"]);
+    assert!(forced.status.success());
+    assert!(String::from_utf8_lossy(&forced.stdout)
+        .contains("owner backfill:4242@elsewhere, fence 1, was live"));
+    assert!(
+        locks.renew(&lease, Duration::from_secs(600)).await.is_err(),
+        "the old holder lost it"
+    );
+
+    // A stale lease is released without --force.
+    let short = locks
+        .acquire(scope, "backfill:4243@elsewhere", Duration::from_secs(1))
+        .await
+        .unwrap();
+    let stale = wait_until(Duration::from_secs(10), || {
+        status_json(&fixture.config_path)
+            .map(|status| status["accounts"][0]["streams"][0]["lock"]["stale"] == true)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(stale, "the expired lease shows stale");
+    let released = run(&["locks", "release", scope]);
+    assert!(
+        released.status.success(),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    assert!(String::from_utf8_lossy(&released.stdout)
+        .contains(&format!("fence {}, stale", short.fence)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_lease_shows_as_lock_busy_in_status() {
+    use marketsync::lock::LockService;
+    let sim = TestSim::start(crate::common::fast_sim()).await;
+    let fixture = Fixture::new(&sim, "lookback = \"6h\"");
+    let locks = LockService::sqlite(&fixture.database_path()).await.unwrap();
+    let _held = locks
+        .acquire(
+            "acct/vendor_rt_sales",
+            "fill-day:4242@elsewhere",
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let ledger = fixture.open_ledger();
+    let context = fixture.context(&ledger, tokio_util::sync::CancellationToken::new());
+    let outcome = context
+        .run_leased(&locks, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, marketsync::sync::LeasedOutcome::Busy { holder, .. } if holder == "fill-day:4242@elsewhere"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        0,
+        "no provider call without the lease"
+    );
+    let status = status_json(&fixture.config_path).unwrap();
+    let cooldown = &status["accounts"][0]["streams"][0]["cooldown"];
+    assert_eq!(cooldown["reason"], "lock_busy");
+    assert!(cooldown["until_utc"].is_string());
+}

@@ -35,6 +35,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Ask the running daemon to clear a quarantine and restart the account (within one
+    /// supervisor heartbeat); a daemon started later starts it at once.
+    Resume { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum LocksAction {
     /// Release a stale lease (SCOPE is ACCOUNT/STREAM); --force releases a live one.
     Release {
@@ -76,6 +83,11 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Account actors: resume a quarantined account.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
     },
     /// List leases (scope, owner, fence, expiry, stale), or release one.
     Locks {
@@ -177,7 +189,9 @@ pub fn main() -> anyhow::Result<i32> {
                     &[]
                 }
             };
-            let report = crate::status::collect(&config, &ledger, lock_list, now_ts())?;
+            let supervision = ledger.with_conn(|conn| crate::supervisor::store::statuses(conn))?;
+            let report =
+                crate::status::collect(&config, &ledger, lock_list, &supervision, now_ts())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -198,6 +212,28 @@ pub fn main() -> anyhow::Result<i32> {
                 "{account}/{stream}: {reset} hours of {date} reset to MISSING; the daemon fetches them on its next run"
             );
             Ok(0)
+        }
+        Command::Accounts {
+            action: AccountsAction::Resume { ref id },
+        } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            if config.account(id).is_none() {
+                let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
+                bail!(
+                    "unknown account {id:?}; configured accounts: {}",
+                    known.join(", ")
+                );
+            }
+            let ledger = open_ledger(&config)?;
+            let requested =
+                ledger.with_conn(|conn| crate::supervisor::store::request_resume(conn, id))?;
+            if requested {
+                println!("{id}: resume requested; the daemon restarts it within one supervisor heartbeat");
+                Ok(0)
+            } else {
+                println!("{id}: not quarantined; nothing to resume");
+                Ok(0)
+            }
         }
         Command::Locks { ref action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;

@@ -46,7 +46,20 @@ pub struct Config {
     /// Redis for leases, when configured; otherwise leases live in the SQLite file.
     pub redis: Option<RedisSettings>,
     pub locks: LockSettings,
+    /// Restart policy of the accounts supervisor (`[supervisor]`).
+    pub supervisor: crate::supervisor::policy::RestartPolicy,
+    /// Stream runs in flight at once across all accounts (`[daemon] max_concurrent_runs`).
+    pub max_concurrent_runs: usize,
+    /// Crash drills, only when `[chaos] enabled = true`.
+    pub chaos: Option<ChaosSettings>,
     pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChaosSettings {
+    pub account: String,
+    pub action: crate::chaos::ChaosAction,
+    pub when: crate::chaos::ChaosWhen,
 }
 
 #[derive(Debug, Clone)]
@@ -238,8 +251,81 @@ struct RawConfig {
     simulator: Option<RawSimulator>,
     redis: Option<RawRedis>,
     locks: Option<RawLocks>,
+    supervisor: Option<crate::supervisor::policy::RestartPolicy>,
+    daemon: Option<RawDaemon>,
+    chaos: Option<RawChaos>,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    max_concurrent_runs: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChaos {
+    #[serde(default)]
+    enabled: bool,
+    account: Option<String>,
+    action: Option<String>,
+    every_unit: Option<bool>,
+    nth_unit: Option<u64>,
+}
+
+impl RawChaos {
+    fn validate(self, accounts: &[AccountConfig]) -> Result<Option<ChaosSettings>, String> {
+        use crate::chaos::{ChaosAction, ChaosWhen};
+        if !self.enabled {
+            if self.account.is_some()
+                || self.action.is_some()
+                || self.every_unit.is_some()
+                || self.nth_unit.is_some()
+            {
+                return Err(
+                    "chaos: crash drills are refused unless enabled = true; remove [chaos] or arm it explicitly"
+                        .to_string(),
+                );
+            }
+            return Ok(None);
+        }
+        let Some(account) = self.account else {
+            return Err(
+                "chaos.account: missing; name the account whose actor the drill crashes"
+                    .to_string(),
+            );
+        };
+        if !accounts.iter().any(|known| known.id == account) {
+            return Err(format!(
+                "chaos.account: unknown account {account:?}; name a configured account"
+            ));
+        }
+        let action = match self.action.as_deref() {
+            None | Some("panic") => ChaosAction::Panic,
+            Some("freeze") => ChaosAction::Freeze,
+            Some(other) => {
+                return Err(format!(
+                    "chaos.action: unknown action {other:?}; expected panic or freeze"
+                ))
+            }
+        };
+        let when = match (self.every_unit, self.nth_unit) {
+            (Some(true), None) => ChaosWhen::EveryUnit,
+            (None | Some(false), Some(nth)) if nth >= 1 => ChaosWhen::NthUnit(nth),
+            _ => {
+                return Err(
+                    "chaos: give every_unit = true or nth_unit = N (N >= 1), not both".to_string(),
+                )
+            }
+        };
+        Ok(Some(ChaosSettings {
+            account,
+            action,
+            when,
+        }))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +464,19 @@ impl RawConfig {
             accounts.push(account);
         }
         let redis = self.redis.map(RawRedis::validate).transpose()?;
+        let supervisor = self.supervisor.unwrap_or_default();
+        supervisor.validate().map_err(|err| err.to_string())?;
+        let max_concurrent_runs = self
+            .daemon
+            .and_then(|daemon| daemon.max_concurrent_runs)
+            .unwrap_or(8);
+        if max_concurrent_runs == 0 {
+            return Err("daemon.max_concurrent_runs: must be at least 1".to_string());
+        }
+        let chaos = match self.chaos {
+            Some(raw) => raw.validate(&accounts)?,
+            None => None,
+        };
         let locks = match self.locks {
             Some(raw) => raw.validate()?,
             None => LockSettings {
@@ -391,6 +490,9 @@ impl RawConfig {
             simulator,
             redis,
             locks,
+            supervisor,
+            max_concurrent_runs,
+            chaos,
             accounts,
         })
     }

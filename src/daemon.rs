@@ -18,10 +18,18 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{AccountConfig, Config, Endpoints};
 use crate::ledger::{LedgerStore, SqliteLedger};
+use std::collections::HashMap;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::Semaphore;
+
+use crate::account::{AccountFactory, AccountSpec};
+use crate::chaos::Chaos;
 use crate::lock::{LockService, MAX_TTL};
 use crate::model::{format_ts, now_ts};
 use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use crate::sim::{SimConfig, Simulator};
+use crate::supervisor::{AccountsSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::sync::{blocking, owner_name, LeasedOutcome, RunOutcome, StreamContext};
 
 /// How long runners get to finish their unit after shutdown is requested.
@@ -33,6 +41,9 @@ pub struct Daemon {
     pub simulator_addr: Option<SocketAddr>,
     pub ledger: Arc<SqliteLedger>,
     pub locks: LockService,
+    /// The accounts supervisor: one Account actor per account below it.
+    pub supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
     /// The stream runners; closed and awaited at shutdown.
     tracker: TaskTracker,
@@ -115,9 +126,15 @@ impl Daemon {
         let owner = owner_name("auto-sync");
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
 
+        let chaos = config.chaos.as_ref().map(|drill| {
+            warn!(account = %drill.account, action = ?drill.action, when = ?drill.when, "chaos drill armed");
+            Arc::new(Chaos::new(drill.account.clone(), drill.action, drill.when))
+        });
+        let mut accounts = HashMap::new();
         for account in &config.accounts {
             let client = Arc::new(build_client(account, &http, simulator_addr)?);
             let account_arc = Arc::new(account.clone());
+            let mut streams = Vec::new();
             for stream in &account.streams {
                 let context = StreamContext {
                     account: Arc::clone(&account_arc),
@@ -127,16 +144,46 @@ impl Daemon {
                     documents_dir: documents_dir.clone(),
                     owner: owner.clone(),
                     cancel: cancel.clone(),
+                    progress: None,
+                    chaos: chaos.clone(),
                 };
-                let ttl = config.locks.ttl_for(stream);
-                tracker.spawn(run_stream(context, locks.clone(), ttl));
+                streams.push((context, config.locks.ttl_for(stream)));
             }
+            accounts.insert(account.id.clone(), AccountSpec { streams });
         }
+        let factory = AccountFactory {
+            accounts,
+            locks: locks.clone(),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            tracker: tracker.clone(),
+        };
+        let (supervisor, supervisor_task) = Actor::spawn(
+            None,
+            AccountsSupervisor,
+            SupervisorArgs {
+                policy: config.supervisor.clone(),
+                factory: Arc::new(factory),
+                ledger: Arc::clone(&ledger),
+            },
+        )
+        .await
+        .context("starting the accounts supervisor")?;
+        supervisor
+            .cast(SupervisorMsg::Start(
+                config
+                    .accounts
+                    .iter()
+                    .map(|account| account.id.clone())
+                    .collect(),
+            ))
+            .context("starting the account actors")?;
         info!(accounts = config.accounts.len(), owner = %owner, "daemon started");
         Ok(Daemon {
             simulator_addr,
             ledger,
             locks,
+            supervisor,
+            supervisor_task,
             cancel,
             tracker,
             simulator_cancel,
@@ -149,10 +196,17 @@ impl Daemon {
         info!(grace = %humantime::format_duration(grace), "shutting down: no new claims; waiting for units in flight");
         self.cancel.cancel();
         self.tracker.close();
-        // Runners first, then the simulator they may still be talking to.
+        // Runners first (they finish their unit and release their leases), then the
+        // actors, then the simulator they may still be talking to.
         let runners_done = tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok();
+        match ractor::call_t!(self.supervisor, SupervisorMsg::Shutdown, 15_000) {
+            Ok(()) => {}
+            Err(err) => warn!(error = %err, "accounts supervisor did not confirm shutdown"),
+        }
+        self.supervisor.stop(None);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.supervisor_task).await;
         self.simulator_cancel.cancel();
         let all_done = match self.simulator_task {
             Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
@@ -297,11 +351,30 @@ pub async fn lock_hygiene(locks: &LockService) {
 /// One stream's loop: take the lease and run, then wait for the interval, the cooldown's
 /// end, the lease holder's expiry or the next retry, whichever comes first;
 /// infrastructure errors back off without crashing.
-async fn run_stream(context: StreamContext, locks: LockService, ttl: Duration) {
+pub async fn run_stream(
+    context: StreamContext,
+    locks: LockService,
+    ttl: Duration,
+    permits: Arc<Semaphore>,
+) {
     let interval = context.stream.interval;
     let mut infra_failures: u32 = 0;
     loop {
-        let wait = match context.run_leased(&locks, ttl).await {
+        let outcome = {
+            let permit = tokio::select! {
+                _ = context.cancel.cancelled() => break,
+                permit = permits.acquire() => permit,
+            };
+            let Ok(_permit) = permit else {
+                break;
+            };
+            let _busy = context
+                .progress
+                .as_ref()
+                .map(|progress| progress.busy_scope());
+            context.run_leased(&locks, ttl).await
+        };
+        let wait = match outcome {
             Ok(LeasedOutcome::Busy { until_ms, .. }) => {
                 let until = until_ms / 1000 + 1;
                 Duration::from_secs(

@@ -14,7 +14,9 @@
 //! - [`bench`]: the benchmark commands (`marketsync bench ...`).
 //! - [`cli`]: command-line parsing and dispatch.
 
+pub mod account;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -25,4 +27,5 @@ pub mod provider;
 pub mod report;
 pub mod sim;
 pub mod status;
+pub mod supervisor;
 pub mod sync;

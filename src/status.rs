@@ -19,7 +19,21 @@ pub struct StatusReport {
 pub struct AccountStatus {
     pub id: String,
     pub provider: String,
+    /// The account actor as its supervisor last recorded it; `None` before the daemon
+    /// first ran the account.
+    pub supervisor: Option<SupervisorStatus>,
     pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SupervisorStatus {
+    /// `running`, `backing_off`, `quarantined`, `halted` or `stopped`.
+    pub state: String,
+    pub restarts: u64,
+    pub last_crash: Option<crate::supervisor::CrashInfo>,
+    pub quarantined_until: Option<String>,
+    /// Why the actor is in this state (the crash reason, or the mass failure).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,10 +74,21 @@ pub fn collect(
     config: &Config,
     ledger: &dyn LedgerStore,
     locks: &[LockInfo],
+    supervision: &[crate::supervisor::ChildStatus],
     now: i64,
 ) -> Result<StatusReport, LedgerError> {
     let mut accounts = Vec::with_capacity(config.accounts.len());
     for account in &config.accounts {
+        let supervisor = supervision
+            .iter()
+            .find(|child| child.id == account.id)
+            .map(|child| SupervisorStatus {
+                state: child.state.as_str().to_string(),
+                restarts: child.restarts,
+                last_crash: child.last_crash.clone(),
+                quarantined_until: child.quarantined_until.clone(),
+                reason: child.reason.clone(),
+            });
         let cooldown =
             ledger.active_cooldown(&account_scope(&account.provider, &account.id), now)?;
         let mut streams = Vec::with_capacity(account.streams.len());
@@ -111,6 +136,7 @@ pub fn collect(
         accounts.push(AccountStatus {
             id: account.id.clone(),
             provider: account.provider.clone(),
+            supervisor,
             streams,
         });
     }
@@ -166,6 +192,13 @@ pub fn render_table(report: &StatusReport) -> String {
                 Some(until) => format!("{} until {until}", stream.cooldown.reason),
                 None => "none".to_string(),
             });
+            row.push(match &account.supervisor {
+                Some(supervisor) if supervisor.restarts > 0 => {
+                    format!("{} ({} restarts)", supervisor.state, supervisor.restarts)
+                }
+                Some(supervisor) => supervisor.state.clone(),
+                None => "-".to_string(),
+            });
             rows.push(row);
         }
     }
@@ -205,6 +238,25 @@ pub fn render_table(report: &StatusReport) -> String {
             })
         })
         .collect();
+    let mut errors = errors;
+    for account in &report.accounts {
+        if let Some(supervisor) = &account.supervisor {
+            if supervisor.state == "quarantined" || supervisor.state == "halted" {
+                errors.push(format!(
+                    "{}: actor {}{}: {} (resume with: marketsync accounts resume {})",
+                    account.id,
+                    supervisor.state,
+                    supervisor
+                        .quarantined_until
+                        .as_ref()
+                        .map(|until| format!(" until {until}"))
+                        .unwrap_or_default(),
+                    supervisor.reason.as_deref().unwrap_or("no reason recorded"),
+                    account.id
+                ));
+            }
+        }
+    }
     if !errors.is_empty() {
         out.push('\n');
         for line in errors {

@@ -38,6 +38,10 @@ pub struct StreamContext {
     /// `task:pid@host`, written to `claimed_by`.
     pub owner: String,
     pub cancel: CancellationToken,
+    /// Bumped per unit step and poll, read by the supervisor's stuck detection.
+    pub progress: Option<Arc<crate::supervisor::ChildProgress>>,
+    /// Crash drills (`[chaos]`), for this account only.
+    pub chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 /// How a run ended.
@@ -236,8 +240,18 @@ impl StreamContext {
         Ok(())
     }
 
+    fn bump(&self) {
+        if let Some(progress) = &self.progress {
+            progress.bump();
+        }
+    }
+
     /// Drives one claim to APPLIED or FAILED, or stops it for quota or shutdown.
     async fn process(&self, mut claim: Claim) -> Result<UnitEnd, SyncError> {
+        self.bump();
+        if let Some(chaos) = &self.chaos {
+            chaos.on_unit(&self.account.id).await;
+        }
         if claim.state == HourState::Downloaded {
             return self.apply(claim).await;
         }
@@ -370,6 +384,7 @@ impl StreamContext {
         let started = tokio::time::Instant::now();
         let mut pause = self.stream.poll_min;
         loop {
+            self.bump();
             match self.client.get_report(report_id).await {
                 Ok(status)
                     if !matches!(
@@ -548,7 +563,18 @@ impl StreamContext {
         use crate::lock::LockError;
         let scope = self.lease_scope();
         let status_scope = lock_scope(&self.account.id, &self.stream.name);
-        let lease = match locks.acquire(&scope, &self.owner, ttl).await {
+        let mut acquired = locks.acquire(&scope, &self.owner, ttl).await;
+        if let Err(LockError::Busy { holder, .. }) = &acquired {
+            if *holder == self.owner {
+                // Our own previous incarnation (an account actor that crashed or was
+                // killed) left it; it cannot release in a destructor. Take it back: the
+                // new fence shuts out anything the old incarnation might still write.
+                info!(scope = %scope, owner = %self.owner, "taking back the lease of a previous incarnation of this account");
+                let _ = locks.release_scope(&scope, true).await;
+                acquired = locks.acquire(&scope, &self.owner, ttl).await;
+            }
+        }
+        let lease = match acquired {
             Ok(lease) => lease,
             Err(LockError::Busy { holder, .. }) => {
                 let until_ms = locks
@@ -598,7 +624,7 @@ impl StreamContext {
         let mut leased = self.clone();
         leased.cancel = lost.clone();
         let outcome = leased.run_fenced(Some(lease.fence)).await;
-        renewer.abort();
+        drop(renewer);
         if let Err(err) = locks.release(&lease).await {
             debug!(scope = %scope, error = %err, "lease release failed; it expires by itself");
         }
@@ -634,6 +660,15 @@ impl StreamContext {
             ledger.set_cooldown(&cooldown)
         })
         .await
+    }
+}
+
+/// Aborts a spawned task when dropped.
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

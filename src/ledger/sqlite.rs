@@ -19,7 +19,10 @@ use super::{
 use crate::config::ClaimOrder;
 use crate::model::{HourWindow, HOUR};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_ledger.sql"),
+    include_str!("../../migrations/0002_supervision.sql"),
+];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

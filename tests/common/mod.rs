@@ -165,6 +165,8 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             documents_dir: self.config.data_dir.join("documents"),
             owner: "test:1@localhost".to_string(),
             cancel,
+            progress: None,
+            chaos: None,
         }
     }
 }

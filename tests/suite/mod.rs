@@ -2,4 +2,5 @@
 
 mod binary;
 mod locks;
+mod supervision;
 mod sync_amazon;

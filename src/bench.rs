@@ -35,6 +35,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// RSS and idle CPU of `marketsync run` with N accounts on the embedded simulator,
+    /// measured after every account has caught up.
+    Accounts {
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// How long to sample idle CPU.
+        #[arg(long, default_value = "60s")]
+        idle: humantime::Duration,
+    },
+    /// Time from an account actor's panic to its restarted incarnation running, with
+    /// the backoff's own delay excluded.
+    Restart {
+        #[arg(long, default_value_t = 200)]
+        crashes: usize,
+    },
+    /// Healthy accounts' sync throughput while a poison account crash-loops, as a ratio
+    /// of their throughput without it.
+    Poison {
+        #[arg(long, default_value_t = 32)]
+        healthy: usize,
+        /// Days of lookback each healthy account catches up (7-day reports, so the
+        /// simulator's createReport burst of 15 is never the limit).
+        #[arg(long, default_value_t = 60)]
+        days: u64,
+    },
     /// Lease acquire+renew+release cycles per second over `scopes` scopes against a
     /// private redis-server (and the SQLite backend), and holder-death-to-takeover time.
     Locks {
@@ -58,6 +83,19 @@ pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
             chunk,
         } => bench_ledger(dir.path(), hours, scopes, chunk),
         BenchCommand::Apply { rows } => bench_apply(dir.path(), rows),
+        BenchCommand::Accounts { accounts, idle } => {
+            bench_accounts(dir.path(), accounts, idle.into())
+        }
+        BenchCommand::Restart { crashes } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::supervisor::bench_restart_overhead(
+                dir.path(),
+                crashes,
+            ))
+        }
+        BenchCommand::Poison { healthy, days } => bench_poison(dir.path(), healthy, days),
         BenchCommand::Locks {
             scopes,
             concurrency,
@@ -317,4 +355,214 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Writes a demo-like config with `accounts` simulator-backed accounts (plus `extra`).
+fn write_accounts_config(
+    dir: &Path,
+    name: &str,
+    accounts: &[String],
+    lookback_hours: u64,
+    chunk_hours: u64,
+    extra: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    use std::fmt::Write as _;
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data)?;
+    let mut text = format!(
+        "data_dir = \"{}\"\n[simulator]\nenabled = true\nprocessing_latency = \"0s\"\nasins_per_marketplace = 10\n[daemon]\nmax_concurrent_runs = 8\n{extra}\n",
+        data.display()
+    );
+    for id in accounts {
+        write!(
+            text,
+            "[[accounts]]\nid = \"{id}\"\nprovider = \"amazon\"\nmarketplace = \"ATVPDKIKX0DER\"\n[accounts.streams.vendor_rt_sales]\nlookback = \"{lookback_hours}h\"\nchunk = \"{chunk_hours}h\"\npoll_min = \"20ms\"\npoll_max = \"100ms\"\ndaily_audit = false\n"
+        )?;
+    }
+    let path = data.join("config.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Starts `marketsync run` (this executable) on `config`, logging to a file.
+fn spawn_daemon(config: &Path) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::File::create(config.with_extension("log"))?;
+    Ok(std::process::Command::new(std::env::current_exe()?)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("RUST_LOG", "marketsync=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+/// APPLIED hours across every account, read from the daemon's database.
+fn applied_hours_total(config: &Path) -> i64 {
+    let database = config.with_file_name("marketsync.db");
+    let Ok(ledger) = SqliteLedger::open(&database) else {
+        return 0;
+    };
+    ledger.with_conn(|conn| {
+        conn.query_row(
+            "SELECT COUNT(*) FROM ledger_hours WHERE state = 'APPLIED'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap_or(0)
+    })
+}
+
+fn wait_for_applied(
+    config: &Path,
+    target: i64,
+    deadline: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    let started = Instant::now();
+    while applied_hours_total(config) < target {
+        if started.elapsed() > deadline {
+            anyhow::bail!(
+                "only {} of {target} hours applied after {}; see {}",
+                applied_hours_total(config),
+                humantime::format_duration(deadline),
+                config.with_extension("log").display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(started.elapsed())
+}
+
+/// (resident MB, cpu seconds) of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss_kb / 1024.0, ticks / 100.0))
+}
+
+fn stop_daemon(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + std::time::Duration::from_secs(40);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn bench_accounts(dir: &Path, accounts: usize, idle: std::time::Duration) -> anyhow::Result<i32> {
+    let ids: Vec<String> = (0..accounts).map(|n| format!("acct-{n:05}")).collect();
+    let config = write_accounts_config(dir, "accounts", &ids, 6, 6, "")?;
+    let started = Instant::now();
+    let child = spawn_daemon(&config)?;
+    let pid = child.id();
+    let caught_up = wait_for_applied(
+        &config,
+        6 * accounts as i64,
+        std::time::Duration::from_secs(1800),
+    );
+    let caught_up = match caught_up {
+        Ok(elapsed) => elapsed,
+        Err(err) => {
+            stop_daemon(child);
+            return Err(err);
+        }
+    };
+    println!(
+        "{accounts} accounts caught up ({} hours) in {:.1}s",
+        6 * accounts,
+        caught_up.as_secs_f64()
+    );
+    // Let the last runs finish and the process settle before sampling.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (rss_start, cpu_start) = process_usage(pid).context("reading /proc for the daemon")?;
+    std::thread::sleep(idle);
+    let (rss_end, cpu_end) = process_usage(pid).context("reading /proc for the daemon")?;
+    let cpu_percent = 100.0 * (cpu_end - cpu_start) / idle.as_secs_f64();
+    println!(
+        "idle for {}: rss {:.1} MB (was {:.1} MB at the start of the window; target <= 150 MB) {}",
+        humantime::format_duration(idle),
+        rss_end,
+        rss_start,
+        verdict(rss_end <= 150.0)
+    );
+    println!(
+        "idle cpu {:.2}% of one core (target <= 2%) {}",
+        cpu_percent,
+        verdict(cpu_percent <= 2.0)
+    );
+    stop_daemon(child);
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    Ok(0)
+}
+
+fn bench_poison(dir: &Path, healthy: usize, days: u64) -> anyhow::Result<i32> {
+    let ids: Vec<String> = (0..healthy).map(|n| format!("healthy-{n:03}")).collect();
+    let hours = 24 * days;
+    let target = (hours as usize * healthy) as i64;
+    let mut rates = Vec::new();
+    for (name, poison) in [("without", false), ("with", true)] {
+        let mut accounts = ids.clone();
+        let mut extra = String::new();
+        if poison {
+            accounts.push("poison".to_string());
+            // Crash-loop for the whole run: a high crash limit, tiny backoff.
+            extra.push_str(
+                "[supervisor]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nmax_crashes = 1000000\nheartbeat = \"1s\"\n[chaos]\nenabled = true\naccount = \"poison\"\naction = \"panic\"\nevery_unit = true\n",
+            );
+        }
+        let config = write_accounts_config(dir, name, &accounts, hours, 168, &extra)?;
+        let child = spawn_daemon(&config)?;
+        let elapsed = wait_for_applied(&config, target, std::time::Duration::from_secs(600));
+        stop_daemon(child);
+        // Read after the shutdown, which persists the supervisor's latest counts.
+        let restarts = if poison {
+            let database = config.with_file_name("marketsync.db");
+            SqliteLedger::open(&database)
+                .map(|ledger| {
+                    ledger.with_conn(|conn| {
+                        conn.query_row(
+                            "SELECT restarts FROM account_supervision WHERE account = 'poison'",
+                            [],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .unwrap_or(0)
+                    })
+                })
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let elapsed = elapsed?;
+        let rate = target as f64 / elapsed.as_secs_f64();
+        println!(
+            "{name} a poison account: {healthy} healthy accounts applied {target} hours in {:.2}s ({rate:.0} hours/s){}",
+            elapsed.as_secs_f64(),
+            if poison { format!("; poison restarts meanwhile: {restarts}") } else { String::new() }
+        );
+        rates.push(rate);
+    }
+    let ratio = rates[1] / rates[0];
+    println!(
+        "healthy throughput with / without the poison account: {:.1}% (target >= 95%) {}",
+        100.0 * ratio,
+        verdict(ratio >= 0.95)
+    );
+    Ok(0)
 }

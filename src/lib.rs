@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod lock;
 pub mod model;
 pub mod provider;
+pub mod quota;
 pub mod report;
 pub mod sim;
 pub mod status;

@@ -35,8 +35,11 @@
 //!   (quarantine, halt, resume, start, shutdown) and on every heartbeat;
 //! - [`ChildStatus`] values through [`SupervisorMsg::Status`].
 
+mod bench;
 pub mod policy;
 pub mod store;
+
+pub use bench::bench_restart_overhead;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,301 @@
+//! A token bucket with injected time: the pure arithmetic of the quota model.
+//!
+//! Time is a [`Duration`] since an origin the owner chooses (the TokenManager uses its
+//! start instant; tests use any number), so every rule here is testable without sleeping.
+//!
+//! Rules:
+//! - The level refills at `rate` tokens per second up to `burst`; a level above `burst`
+//!   (a provider reported more than we thought the bucket holds) is kept, never raised.
+//! - Tokens are `f64` and the level may be negative: Keepa reports negative balances
+//!   (seed 004) and [`Bucket::resync_keepa`] honours them. The wait for the next grant is
+//!   computed once, in closed form (`|balance|/rate + refillIn`), never by a retry loop.
+//! - A reserve keeps manual work from starving: a non-manual take
+//!   ([`Bucket::try_take_reserved`]) only succeeds while `level - cost >= reserve`, where
+//!   `reserve = reserve_share * burst` (default share [`DEFAULT_RESERVE_SHARE`]). A cost so
+//!   large that `cost + reserve > burst` needs a full bucket instead, so it is never
+//!   impossible. Manual takes ([`Bucket::try_take`]) may use the reserve.
+//! - A failed take returns how long to wait until it would succeed if nobody else takes
+//!   in between; it changes nothing.
+//!
+//! Options: `rate` (tokens/s, learned from `x-amzn-RateLimit-Limit` via
+//! [`Bucket::set_rate`]), `burst`, `reserve_share`. Emits nothing (no logging here).
+
+use std::time::Duration;
+
+/// The share of `burst` that non-manual work may not take.
+pub const DEFAULT_RESERVE_SHARE: f64 = 0.2;
+
+/// Relative slack for float comparisons: a wake computed for "exactly enough tokens"
+/// must find enough tokens, not `1e-15` too few (which would cost another wake-up).
+const EPSILON: f64 = 1e-9;
+
+/// A token bucket. See the module docs for the rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// Tokens added per second; always finite and `> 0`.
+    rate: f64,
+    /// Capacity; always finite and `> 0`.
+    burst: f64,
+    /// `[0, 1]`.
+    reserve_share: f64,
+    /// The level as of `updated_at` (may be negative).
+    tokens: f64,
+    /// The time the level refers to. It may lie in the future after a Keepa resync: the
+    /// bucket does not refill before it (the provider's next refill).
+    updated_at: Duration,
+}
+
+/// The smallest rate and burst a bucket accepts; smaller or non-finite settings are
+/// raised to it so every wait stays finite.
+pub const MIN_SETTING: f64 = 1e-9;
+
+fn sane(value: f64) -> f64 {
+    if value.is_finite() {
+        value.max(MIN_SETTING)
+    } else {
+        MIN_SETTING
+    }
+}
+
+/// `seconds` as a duration, rounded up to the next microsecond, saturating.
+fn secs_up(seconds: f64) -> Duration {
+    if seconds <= 0.0 || seconds.is_nan() {
+        return Duration::ZERO;
+    }
+    let micros = (seconds * 1e6).ceil();
+    if micros >= u64::MAX as f64 {
+        Duration::MAX
+    } else {
+        Duration::from_micros(micros as u64)
+    }
+}
+
+impl Bucket {
+    /// A full bucket as of `now`, with the default reserve share.
+    pub fn new(rate: f64, burst: f64, now: Duration) -> Bucket {
+        let burst = sane(burst);
+        Bucket {
+            rate: sane(rate),
+            burst,
+            reserve_share: DEFAULT_RESERVE_SHARE,
+            tokens: burst,
+            updated_at: now,
+        }
+    }
+
+    /// Sets the reserve share (clamped to `[0, 1]`; non-finite means the default).
+    pub fn with_reserve_share(mut self, share: f64) -> Bucket {
+        self.reserve_share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            DEFAULT_RESERVE_SHARE
+        };
+        self
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
+    pub fn reserve_share(&self) -> f64 {
+        self.reserve_share
+    }
+
+    /// The tokens non-manual work leaves alone: `reserve_share * burst`.
+    pub fn reserve(&self) -> f64 {
+        self.reserve_share * self.burst
+    }
+
+    /// The level at `now` (refilled, capped at `burst`), without changing the bucket.
+    pub fn level(&self, now: Duration) -> f64 {
+        if now <= self.updated_at || self.tokens >= self.burst {
+            return self.tokens;
+        }
+        let elapsed = (now - self.updated_at).as_secs_f64();
+        (self.tokens + self.rate * elapsed).min(self.burst)
+    }
+
+    /// The level a take must find: `cost`, plus the reserve for non-manual work (at most
+    /// up to a full bucket).
+    fn need(&self, cost: f64, reserved: bool) -> f64 {
+        if reserved {
+            (cost + self.reserve()).min(self.burst.max(cost))
+        } else {
+            cost
+        }
+    }
+
+    /// How long until a take of `cost` would succeed (zero: now). Changes nothing.
+    /// A cost above `burst` can never be paid: the wait is [`Duration::MAX`].
+    pub fn wait(&self, cost: f64, reserved: bool, now: Duration) -> Duration {
+        if cost > self.burst * (1.0 + EPSILON) {
+            return Duration::MAX;
+        }
+        let need = self.need(cost, reserved);
+        let slack = EPSILON * need.abs().max(1.0);
+        let level = self.level(now);
+        if level + slack >= need {
+            return Duration::ZERO;
+        }
+        // Not before the refill clock starts (a Keepa `refillIn`), then deficit / rate.
+        let hold = self.updated_at.saturating_sub(now);
+        let from = now.max(self.updated_at);
+        let deficit = need - self.level(from);
+        hold.saturating_add(secs_up(deficit / self.rate))
+    }
+
+    /// Takes `cost` unconditionally (the level may go negative). Used once every bucket
+    /// of a request agreed it can pay.
+    pub fn take(&mut self, cost: f64, now: Duration) {
+        self.refill(now);
+        self.tokens -= cost;
+    }
+
+    /// A manual take: succeeds while `level >= cost` (the reserve may be used);
+    /// otherwise returns the wait and changes nothing.
+    pub fn try_take(&mut self, cost: f64, now: Duration) -> Result<(), Duration> {
+        self.try_take_as(cost, false, now)
+    }
+
+    /// A non-manual take: succeeds while `level - cost >= reserve`; otherwise returns the
+    /// wait and changes nothing.
+    pub fn try_take_reserved(&mut self, cost: f64, now: Duration) -> Result<(), Duration> {
+        self.try_take_as(cost, true, now)
+    }
+
+    /// [`Bucket::try_take`] (`reserved = false`) or [`Bucket::try_take_reserved`].
+    pub fn try_take_as(
+        &mut self,
+        cost: f64,
+        reserved: bool,
+        now: Duration,
+    ) -> Result<(), Duration> {
+        match self.wait(cost, reserved, now) {
+            Duration::ZERO => {
+                self.take(cost, now);
+                Ok(())
+            }
+            wait => Err(wait),
+        }
+    }
+
+    /// Sets the refill rate from now on (tokens added so far were at the old rate).
+    /// Returns false (and changes nothing) for a rate that is not finite and `> 0`.
+    pub fn set_rate(&mut self, rate: f64, now: Duration) -> bool {
+        if !(rate.is_finite() && rate > 0.0) {
+            return false;
+        }
+        self.refill(now);
+        self.rate = rate.max(MIN_SETTING);
+        true
+    }
+
+    /// Sets the capacity (the level is not changed; refills stop at the new burst).
+    pub fn set_burst(&mut self, burst: f64, now: Duration) -> bool {
+        if !(burst.is_finite() && burst > 0.0) {
+            return false;
+        }
+        self.refill(now);
+        self.burst = burst.max(MIN_SETTING);
+        true
+    }
+
+    /// Adopts the balance a Keepa response reported: `tokens_left` (may be negative),
+    /// `refill_in_ms` until the next refill, `refill_rate_per_min` tokens per minute.
+    /// The rate becomes `refill_rate_per_min / 60` per second and the burst
+    /// `60 * refill_rate_per_min` (Keepa plans hold one hour of refill); the bucket does
+    /// not refill before `now + refill_in`. So a take of `cost` waits
+    /// `refillIn + (|balance| + cost) / rate`, computed once by [`Bucket::wait`].
+    /// A non-positive or non-finite rate keeps the current rate and burst.
+    pub fn resync_keepa(
+        &mut self,
+        tokens_left: i64,
+        refill_in_ms: u64,
+        refill_rate_per_min: f64,
+        now: Duration,
+    ) {
+        if refill_rate_per_min.is_finite() && refill_rate_per_min > 0.0 {
+            self.rate = (refill_rate_per_min / 60.0).max(MIN_SETTING);
+            self.burst = (refill_rate_per_min * 60.0).max(MIN_SETTING);
+        }
+        self.tokens = tokens_left as f64;
+        self.updated_at = now.saturating_add(Duration::from_millis(refill_in_ms));
+    }
+
+    /// A provider said 429: whatever we thought, its bucket is empty now.
+    pub fn drain(&mut self, now: Duration) {
+        self.refill(now);
+        self.tokens = self.tokens.min(0.0);
+    }
+
+    fn refill(&mut self, now: Duration) {
+        if now <= self.updated_at {
+            return;
+        }
+        self.tokens = self.level(now);
+        self.updated_at = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn starts_full_and_refills_at_rate() {
+        let mut bucket = Bucket::new(2.0, 4.0, secs(0));
+        for _ in 0..4 {
+            assert_eq!(bucket.try_take(1.0, secs(0)), Ok(()));
+        }
+        assert_eq!(
+            bucket.try_take(1.0, secs(0)),
+            Err(Duration::from_millis(500))
+        );
+        assert_eq!(bucket.try_take(1.0, Duration::from_millis(500)), Ok(()));
+        assert_eq!(bucket.level(secs(100)), 4.0);
+    }
+
+    #[test]
+    fn keepa_negative_balance_waits_once_in_closed_form() {
+        let mut bucket = Bucket::new(1.0, 1200.0, secs(0));
+        bucket.resync_keepa(-30, 5000, 20.0, secs(0));
+        // |balance| / (20/60) + 5 s = 95 s for a zero cost; 98 s for one token.
+        assert_eq!(bucket.wait(0.0, false, secs(0)), secs(95));
+        assert_eq!(bucket.wait(1.0, false, secs(0)), secs(98));
+        assert_eq!(bucket.wait(1.0, false, secs(50)), secs(48));
+        assert_eq!(bucket.try_take(1.0, secs(98)), Ok(()));
+        assert_eq!(bucket.burst(), 1200.0);
+    }
+
+    #[test]
+    fn reserve_is_left_to_manual_work() {
+        let mut bucket = Bucket::new(1.0, 10.0, secs(0));
+        // Background may take down to the reserve (2 tokens).
+        for _ in 0..8 {
+            assert_eq!(bucket.try_take_reserved(1.0, secs(0)), Ok(()));
+        }
+        assert_eq!(bucket.try_take_reserved(1.0, secs(0)), Err(secs(1)));
+        assert_eq!(bucket.try_take(2.0, secs(0)), Ok(()));
+        // A background cost above burst - reserve needs a full bucket, not the impossible.
+        assert_eq!(bucket.wait(9.0, true, secs(0)), secs(10));
+        assert_eq!(bucket.wait(11.0, false, secs(0)), Duration::MAX);
+    }
+
+    #[test]
+    fn set_rate_keeps_what_was_refilled() {
+        let mut bucket = Bucket::new(1.0, 10.0, secs(0));
+        bucket.take(10.0, secs(0));
+        assert!(bucket.set_rate(2.0, secs(2)));
+        assert!((bucket.level(secs(3)) - 4.0).abs() < 1e-9);
+        assert!(!bucket.set_rate(f64::NAN, secs(3)));
+        assert!(!bucket.set_rate(0.0, secs(3)));
+    }
+}

@@ -358,6 +358,8 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 /// Writes a demo-like config with `accounts` simulator-backed accounts (plus `extra`).
+/// With `external_sim`, accounts talk to a simulator in another process (so its memory
+/// is not counted as the daemon's) with credentials from BENCH_* variables.
 fn write_accounts_config(
     dir: &Path,
     name: &str,
@@ -365,18 +367,36 @@ fn write_accounts_config(
     lookback_hours: u64,
     chunk_hours: u64,
     extra: &str,
+    external_sim: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<std::path::PathBuf> {
     use std::fmt::Write as _;
     let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
+    let simulator = match external_sim {
+        Some(_) => String::new(),
+        None => {
+            "[simulator]\nenabled = true\nprocessing_latency = \"0s\"\nasins_per_marketplace = 10\n"
+                .to_string()
+        }
+    };
     let mut text = format!(
-        "data_dir = \"{}\"\n[simulator]\nenabled = true\nprocessing_latency = \"0s\"\nasins_per_marketplace = 10\n[daemon]\nmax_concurrent_runs = 8\n{extra}\n",
+        "data_dir = \"{}\"\n{simulator}[daemon]\nmax_concurrent_runs = 8\n{extra}\n",
         data.display()
     );
     for id in accounts {
         write!(
             text,
-            "[[accounts]]\nid = \"{id}\"\nprovider = \"amazon\"\nmarketplace = \"ATVPDKIKX0DER\"\n[accounts.streams.vendor_rt_sales]\nlookback = \"{lookback_hours}h\"\nchunk = \"{chunk_hours}h\"\npoll_min = \"20ms\"\npoll_max = \"100ms\"\ndaily_audit = false\n"
+            "[[accounts]]\nid = \"{id}\"\nprovider = \"amazon\"\nmarketplace = \"ATVPDKIKX0DER\"\n"
+        )?;
+        if let Some(addr) = external_sim {
+            write!(
+                text,
+                "endpoint = \"http://{addr}\"\ntoken_url = \"http://{addr}/auth/o2/token\"\n[accounts.credentials]\nclient_id_env = \"BENCH_CLIENT_ID\"\nclient_secret_env = \"BENCH_CLIENT_SECRET\"\nrefresh_token_env = \"BENCH_REFRESH_TOKEN\"\n"
+            )?;
+        }
+        write!(
+            text,
+            "[accounts.streams.vendor_rt_sales]\nlookback = \"{lookback_hours}h\"\nchunk = \"{chunk_hours}h\"\npoll_min = \"20ms\"\npoll_max = \"100ms\"\ndaily_audit = false\n"
         )?;
     }
     let path = data.join("config.toml");
@@ -392,6 +412,9 @@ fn spawn_daemon(config: &Path) -> anyhow::Result<std::process::Child> {
         .arg(config)
         .arg("run")
         .env("RUST_LOG", "marketsync=warn")
+        .env("BENCH_CLIENT_ID", "bench-client")
+        .env("BENCH_CLIENT_SECRET", "bench-secret")
+        .env("BENCH_REFRESH_TOKEN", "bench-refresh")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()?)
@@ -468,7 +491,30 @@ fn stop_daemon(mut child: std::process::Child) {
 
 fn bench_accounts(dir: &Path, accounts: usize, idle: std::time::Duration) -> anyhow::Result<i32> {
     let ids: Vec<String> = (0..accounts).map(|n| format!("acct-{n:05}")).collect();
-    let config = write_accounts_config(dir, "accounts", &ids, 6, 6, "")?;
+    // The simulator runs in its own process: its memory is not the daemon's. Its
+    // per-seller buckets are keyed by refresh token, shared here, so raise the limits.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let sim_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let faults = dir.join("sim.json");
+    std::fs::write(&faults, "{}")?;
+    let mut sim = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "sim",
+            "--listen",
+            &sim_addr.to_string(),
+            "--latency",
+            "0s",
+            "--asins",
+            "10",
+            "--unlimited",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let config = write_accounts_config(dir, "accounts", &ids, 6, 6, "", Some(sim_addr))?;
     let started = Instant::now();
     let child = spawn_daemon(&config)?;
     let pid = child.id();
@@ -481,6 +527,7 @@ fn bench_accounts(dir: &Path, accounts: usize, idle: std::time::Duration) -> any
         Ok(elapsed) => elapsed,
         Err(err) => {
             stop_daemon(child);
+            let _ = sim.kill();
             return Err(err);
         }
     };
@@ -508,6 +555,8 @@ fn bench_accounts(dir: &Path, accounts: usize, idle: std::time::Duration) -> any
         verdict(cpu_percent <= 2.0)
     );
     stop_daemon(child);
+    let _ = sim.kill();
+    let _ = sim.wait();
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     Ok(0)
 }
@@ -527,7 +576,7 @@ fn bench_poison(dir: &Path, healthy: usize, days: u64) -> anyhow::Result<i32> {
                 "[supervisor]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nmax_crashes = 1000000\nheartbeat = \"1s\"\n[chaos]\nenabled = true\naccount = \"poison\"\naction = \"panic\"\nevery_unit = true\n",
             );
         }
-        let config = write_accounts_config(dir, name, &accounts, hours, 168, &extra)?;
+        let config = write_accounts_config(dir, name, &accounts, hours, 168, &extra, None)?;
         let child = spawn_daemon(&config)?;
         let elapsed = wait_for_applied(&config, target, std::time::Duration::from_secs(600));
         stop_daemon(child);

@@ -73,6 +73,9 @@ pub enum Command {
         latency: humantime::Duration,
         #[arg(long, default_value_t = 25)]
         asins: u32,
+        /// Lift the per-seller rate limits (for load benchmarks, never for quota tests).
+        #[arg(long)]
+        unlimited: bool,
         /// A JSON file with fault settings (see README: simulator faults).
         #[arg(long, value_name = "FILE")]
         faults: Option<PathBuf>,
@@ -129,6 +132,7 @@ pub fn main() -> anyhow::Result<i32> {
             seed,
             latency,
             asins,
+            unlimited,
             ref faults,
         } => {
             let faults = match faults {
@@ -141,13 +145,24 @@ pub fn main() -> anyhow::Result<i32> {
                 }
                 None => crate::sim::SimFaults::default(),
             };
-            let config = crate::sim::SimConfig {
+            let mut config = crate::sim::SimConfig {
                 seed,
                 processing_latency: latency.into(),
                 asins_per_marketplace: asins,
                 faults,
                 ..crate::sim::SimConfig::default()
             };
+            if unlimited {
+                for operation in ["createReport", "getReport", "getReportDocument"] {
+                    config.rates.insert(
+                        operation.to_string(),
+                        crate::sim::RateSpec {
+                            rate: 1e9,
+                            burst: 1e9,
+                        },
+                    );
+                }
+            }
             runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
@@ -346,6 +361,9 @@ async fn locks_command(
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // SQLite calls serialise on one connection anyway; more threads only add
+        // stacks and malloc arenas.
+        .max_blocking_threads(16)
         .build()
         .context("starting the async runtime")
 }

@@ -28,9 +28,11 @@ use crate::chaos::Chaos;
 use crate::lock::{LockService, MAX_TTL};
 use crate::model::{format_ts, now_ts};
 use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+use crate::root::{HousekeepingArgs, Root, RootArgs, RootMsg};
 use crate::sim::{SimConfig, Simulator};
-use crate::supervisor::{AccountsSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{SupervisorArgs, SupervisorMsg};
 use crate::sync::{blocking, owner_name, LeasedOutcome, RunOutcome, StreamContext};
+use tokio::sync::watch;
 
 /// How long runners get to finish their unit after shutdown is requested.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -43,8 +45,14 @@ pub struct Daemon {
     pub locks: LockService,
     /// The accounts supervisor: one Account actor per account below it.
     pub supervisor: ActorRef<SupervisorMsg>,
-    supervisor_task: tokio::task::JoinHandle<()>,
+    root: ActorRef<RootMsg>,
+    root_task: tokio::task::JoinHandle<()>,
+    /// Holds a description once an infrastructure actor failed.
+    failed: watch::Receiver<Option<String>>,
+    /// Stop claiming (first signal).
     cancel: CancellationToken,
+    /// Stop units in flight (grace period over).
+    abort: CancellationToken,
     /// The stream runners; closed and awaited at shutdown.
     tracker: TaskTracker,
     /// Stops the simulator after the runners, so in-flight units can finish against it.
@@ -66,25 +74,14 @@ impl Daemon {
         info!(database = %database.display(), "ledger open");
 
         let cancel = CancellationToken::new();
+        let abort = CancellationToken::new();
         let simulator_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 
         let locks = open_locks(config).await?;
-        // The zombie-lock cure: repair lock keys before anything waits on them.
+        // The zombie-lock cure: repair lock keys before anything waits on them; the
+        // Housekeeping actor repeats it every locks.hygiene_interval.
         lock_hygiene(&locks).await;
-        {
-            let locks = locks.clone();
-            let cancel = cancel.clone();
-            let every = config.locks.hygiene_interval;
-            tracker.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(every) => lock_hygiene(&locks).await,
-                    }
-                }
-            });
-        }
 
         let mut simulator_task = None;
         let simulator_addr = match &config.simulator {
@@ -144,6 +141,7 @@ impl Daemon {
                     documents_dir: documents_dir.clone(),
                     owner: owner.clone(),
                     cancel: cancel.clone(),
+                    abort: abort.clone(),
                     progress: None,
                     chaos: chaos.clone(),
                 };
@@ -157,17 +155,29 @@ impl Daemon {
             permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             tracker: tracker.clone(),
         };
-        let (supervisor, supervisor_task) = Actor::spawn(
+        let (failed_tx, failed) = watch::channel(None);
+        let (root, root_task) = Actor::spawn(
             None,
-            AccountsSupervisor,
-            SupervisorArgs {
-                policy: config.supervisor.clone(),
-                factory: Arc::new(factory),
-                ledger: Arc::clone(&ledger),
+            Root,
+            RootArgs {
+                supervisor: SupervisorArgs {
+                    policy: config.supervisor.clone(),
+                    factory: Arc::new(factory),
+                    ledger: Arc::clone(&ledger),
+                },
+                housekeeping: HousekeepingArgs {
+                    locks: locks.clone(),
+                    ledger: Arc::clone(&ledger),
+                    every: config.locks.hygiene_interval,
+                },
+                failed: failed_tx,
             },
         )
         .await
-        .context("starting the accounts supervisor")?;
+        .context("starting the supervision tree")?;
+        let supervisor = ractor::call_t!(root, RootMsg::Supervisor, 10_000)
+            .context("asking the root for the accounts supervisor")?
+            .context("the accounts supervisor did not start")?;
         supervisor
             .cast(SupervisorMsg::Start(
                 config
@@ -183,8 +193,11 @@ impl Daemon {
             ledger,
             locks,
             supervisor,
-            supervisor_task,
+            root,
+            root_task,
+            failed,
             cancel,
+            abort,
             tracker,
             simulator_cancel,
             simulator_task,
@@ -198,15 +211,24 @@ impl Daemon {
         self.tracker.close();
         // Runners first (they finish their unit and release their leases), then the
         // actors, then the simulator they may still be talking to.
-        let runners_done = tokio::time::timeout(grace, self.tracker.wait())
+        let mut runners_done = tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok();
+        if !runners_done {
+            warn!(
+                "grace period over; stopping units in flight (their report ids stay in the ledger)"
+            );
+            self.abort.cancel();
+            runners_done = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+                .await
+                .is_ok();
+        }
         match ractor::call_t!(self.supervisor, SupervisorMsg::Shutdown, 15_000) {
             Ok(()) => {}
             Err(err) => warn!(error = %err, "accounts supervisor did not confirm shutdown"),
         }
-        self.supervisor.stop(None);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.supervisor_task).await;
+        self.root.stop(None);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.root_task).await;
         self.simulator_cancel.cancel();
         let all_done = match self.simulator_task {
             Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
@@ -223,12 +245,23 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until `shutdown` resolves, then stops it gracefully.
+/// Runs the daemon until `shutdown` resolves, then stops it gracefully. An
+/// infrastructure actor's failure stops it too, and is returned as an error (the
+/// process exits non-zero so a service manager notices).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let daemon = Daemon::start(&config).await?;
-    shutdown.await;
+    let mut failed = daemon.failed.clone();
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        changed = failed.wait_for(|failure| failure.is_some()) => {
+            changed.ok().and_then(|failure| failure.clone())
+        }
+    };
     daemon.shutdown(DEFAULT_GRACE).await;
-    Ok(())
+    match failure {
+        Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),
+        None => Ok(()),
+    }
 }
 
 fn build_client(
@@ -372,7 +405,10 @@ pub async fn run_stream(
                 .progress
                 .as_ref()
                 .map(|progress| progress.busy_scope());
-            context.run_leased(&locks, ttl).await
+            // Boxed: a run's future (HTTP, parsing, ledger calls) is tens of KB; boxing
+            // keeps it allocated only while the run is in flight, not for every idle
+            // stream of 10,000 accounts.
+            Box::pin(context.run_leased(&locks, ttl)).await
         };
         let wait = match outcome {
             Ok(LeasedOutcome::Busy { until_ms, .. }) => {

@@ -8,7 +8,14 @@
 //! - [`provider`]: provider clients (SP-API today) and the error enum callers branch on.
 //! - [`report`]: streaming parser for report documents.
 //! - [`sync`]: the windowed-stream runner: claim, request, poll, download, apply.
-//! - [`daemon`]: `marketsync run`: starts the simulator when configured and the stream runners.
+//! - [`daemon`]: `marketsync run`: starts the simulator when configured, the lease service and
+//!   the supervision tree; stream runner loops and lock hygiene.
+//! - [`root`]: the root of the supervision tree and its Housekeeping child.
+//! - [`supervisor`]: the AccountsSupervisor: restart backoff, quarantine, stuck detection.
+//! - [`account`]: the Account actor, one per account, owning its stream runners.
+//! - [`chaos`]: crash drills for proving isolation on the real binary.
+//! - [`lock`]: leases with fencing tokens, Redis and SQLite backends, TTL hygiene.
+//! - [`quota`]: the TokenManager quota model (buckets, priorities, cooldowns).
 //! - [`status`]: per account/stream status, as a table or JSON.
 //! - [`sim`]: the bundled marketplace simulator speaking the real wire formats.
 //! - [`bench`]: the benchmark commands (`marketsync bench ...`).
@@ -26,6 +33,7 @@ pub mod model;
 pub mod provider;
 pub mod quota;
 pub mod report;
+pub mod root;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

@@ -37,7 +37,11 @@ pub struct StreamContext {
     pub documents_dir: PathBuf,
     /// `task:pid@host`, written to `claimed_by`.
     pub owner: String,
+    /// Stop claiming: shutdown was requested. Units in flight still finish.
     pub cancel: CancellationToken,
+    /// Stop now: the shutdown grace period is over, or the lease was lost. Units in
+    /// flight stop at their next await and keep their report ids for the next owner.
+    pub abort: CancellationToken,
     /// Bumped per unit step and poll, read by the supervisor's stuck detection.
     pub progress: Option<Arc<crate::supervisor::ChildProgress>>,
     /// Crash drills (`[chaos]`), for this account only.
@@ -142,7 +146,7 @@ impl StreamContext {
             info!(account = %self.account.id, stream = %self.stream.name, units = queue.len(), "resuming units in flight");
         }
         loop {
-            if self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() || self.abort.is_cancelled() {
                 return Ok(RunOutcome::Cancelled);
             }
             let claim = match queue.pop_front() {
@@ -406,7 +410,7 @@ impl StreamContext {
                 return Poll::TimedOut(started.elapsed());
             }
             tokio::select! {
-                _ = self.cancel.cancelled() => return Poll::Cancelled,
+                _ = self.abort.cancelled() => return Poll::Cancelled,
                 _ = tokio::time::sleep(pause) => {}
             }
             pause = (pause * 2).min(self.stream.poll_max);
@@ -614,7 +618,7 @@ impl StreamContext {
         })
         .await?;
 
-        let lost = self.cancel.child_token();
+        let lost = self.abort.child_token();
         let renewer = tokio::spawn(renew_until_lost(
             locks.clone(),
             lease.clone(),
@@ -622,7 +626,7 @@ impl StreamContext {
             lost.clone(),
         ));
         let mut leased = self.clone();
-        leased.cancel = lost.clone();
+        leased.abort = lost.clone();
         let outcome = leased.run_fenced(Some(lease.fence)).await;
         drop(renewer);
         if let Err(err) = locks.release(&lease).await {
@@ -633,7 +637,7 @@ impl StreamContext {
                 warn!(scope = %scope, fence = lease.fence, "lease taken over; stopped before writing");
                 Ok(LeasedOutcome::Lost("a newer fence was seen".to_string()))
             }
-            Ok(RunOutcome::Cancelled) if lost.is_cancelled() && !self.cancel.is_cancelled() => {
+            Ok(RunOutcome::Cancelled) if lost.is_cancelled() && !self.abort.is_cancelled() => {
                 Ok(LeasedOutcome::Lost("lease not renewed in time".to_string()))
             }
             Ok(outcome) => Ok(LeasedOutcome::Ran(outcome)),

@@ -164,6 +164,8 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             client: Arc::new(client),
             documents_dir: self.config.data_dir.join("documents"),
             owner: "test:1@localhost".to_string(),
+            // Tests stop a context as a crash would: at once, mid-unit.
+            abort: cancel.clone(),
             cancel,
             progress: None,
             chaos: None,

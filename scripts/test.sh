@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests.
-# Installs what a fresh machine lacks (rustfmt/clippy components, cargo-nextest, redis-server).
+# Installs what a fresh machine lacks (rustfmt/clippy components, cargo-nextest, redis-server,
+# chromium for the dashboard test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+  fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium (the dashboard test drives it headless)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
   fi
 fi
 

@@ -119,7 +119,7 @@ impl Actor for AccountActor {
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -129,11 +129,9 @@ impl Actor for AccountActor {
                 panic: Some(panic),
             } => Err(format!("stream {stream} panicked: {panic}").into()),
             AccountMsg::StreamEnded { panic: None, .. } => {
-                // Runners end by themselves only at shutdown.
+                // Runners end by themselves only at shutdown. The actor stays up until
+                // the supervisor stops it: stopping itself here would look like a crash.
                 state.running = state.running.saturating_sub(1);
-                if state.running == 0 {
-                    myself.stop(Some("streams finished".to_string()));
-                }
                 Ok(())
             }
         }

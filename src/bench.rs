@@ -4,6 +4,9 @@
 //! - `bench ledger`: claim + transition throughput over a ledger of N hour rows.
 //! - `bench apply`: applying one N-row report document (rows/s and peak RSS). Run it
 //!   in its own process: peak RSS is the process high-water mark (`VmHWM`).
+//! - `bench quota`: quota efficiency (issue 5): a backlog of createReport calls drained
+//!   through the TokenManager against the simulator's bucket, as wall time over the
+//!   theoretical minimum and 429s; and the TokenManager's grants per second.
 
 use std::io::Write;
 use std::path::Path;
@@ -60,6 +63,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 60)]
         days: u64,
     },
+    /// Quota efficiency: drain `calls` createReport calls through the TokenManager
+    /// against a simulator bucket of `rate`/s and `burst`, with limits configured right,
+    /// with the rate unknown (learned from x-amzn-RateLimit-Limit), and with two
+    /// TokenManagers sharing a private redis-server; then grants/s of the actor in
+    /// process and in Redis mode.
+    Quota {
+        #[arg(long, default_value_t = 265)]
+        calls: usize,
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 15.0)]
+        burst: f64,
+        /// Concurrent callers per TokenManager.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Grants for the grants/s figure (in process; Redis mode uses a tenth).
+        #[arg(long, default_value_t = 200_000)]
+        grants: usize,
+    },
     /// Lease acquire+renew+release cycles per second over `scopes` scopes against a
     /// private redis-server (and the SQLite backend), and holder-death-to-takeover time.
     Locks {
@@ -96,6 +118,20 @@ pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
             ))
         }
         BenchCommand::Poison { healthy, days } => bench_poison(dir.path(), healthy, days),
+        BenchCommand::Quota {
+            calls,
+            rate,
+            burst,
+            workers,
+            grants,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::quota::efficiency::bench_quota(
+                calls, rate, burst, workers, grants,
+            ))
+        }
         BenchCommand::Locks {
             scopes,
             concurrency,

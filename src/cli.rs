@@ -99,12 +99,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List running cooldowns (scope, reason, started, until, detail), or end one early.
+    Cooldowns {
+        #[command(subcommand)]
+        action: Option<crate::quota::admin::CooldownsAction>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Reset one UTC day's hours of a stream to MISSING so they are fetched again.
     FillDay {
         account: String,
         stream: String,
         /// The UTC day, YYYY-MM-DD.
         date: String,
+    },
+    /// Why an account is not syncing: lock, cooldown, failures, quarantine, auth, Redis
+    /// and endpoints; one line per finding with its fix. Exits 1 when something needs a
+    /// person.
+    Doctor {
+        /// Only this account.
+        account: Option<String>,
+        /// Only this stream of the account.
+        stream: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks (not tests): ledger throughput, apply throughput and memory.
     Bench {
@@ -253,6 +271,39 @@ pub fn main() -> anyhow::Result<i32> {
         Command::Locks { ref action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
             runtime()?.block_on(locks_command(&config, action.as_ref(), json))
+        }
+        Command::Cooldowns { ref action, json } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            crate::quota::admin::command(&config, action.as_ref(), json)
+        }
+        Command::Doctor {
+            ref account,
+            ref stream,
+            json,
+        } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            crate::doctor::run(
+                &config,
+                account.as_deref(),
+                stream.as_deref(),
+                json,
+                &crate::doctor::DoctorOptions {
+                    command: Some(crate::doctor::command_line(
+                        cli.config.as_deref(),
+                        cli.data_dir.as_deref(),
+                    )),
+                    admin_url: config
+                        .http
+                        .as_ref()
+                        .map(|http| format!("http://{}", http.listen))
+                        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string()),
+                    admin_token_env: config
+                        .http
+                        .as_ref()
+                        .and_then(|http| http.admin_token_env.clone())
+                        .unwrap_or_else(|| "MARKETSYNC_ADMIN_TOKEN".to_string()),
+                },
+            )
         }
         Command::Bench { which } => crate::bench::run(which),
     }

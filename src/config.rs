@@ -52,7 +52,51 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Crash drills, only when `[chaos] enabled = true`.
     pub chaos: Option<ChaosSettings>,
+    /// The TokenManager's settings (`[quota]`).
+    pub quota: QuotaSettings,
+    /// The operator HTTP server (`[http]`): status and admin API, dashboard, metrics.
+    pub http: Option<HttpSettings>,
     pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// The NAME of the environment variable holding the admin bearer token.
+    pub admin_token_env: Option<String>,
+}
+
+impl HttpSettings {
+    /// The admin token from the environment; `None` when unset or empty. Never logged.
+    pub fn admin_token(&self) -> Option<String> {
+        let name = self.admin_token_env.as_ref()?;
+        std::env::var(name).ok().filter(|token| !token.is_empty())
+    }
+}
+
+/// SP-API operations whose buckets `[quota.amazon.OPERATION]` may override.
+pub const AMAZON_QUOTA_OPERATIONS: &[&str] = &["createReport", "getReport", "getReportDocument"];
+
+/// `[quota]`: how the TokenManager paces provider calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaSettings {
+    /// The share of each bucket's burst background work leaves for manual work.
+    pub reserve_share: f64,
+    /// The share of every rate (configured, default or learned) left unused, so that
+    /// network jitter never makes a call arrive before the provider's token.
+    pub rate_margin: f64,
+    /// Bucket overrides by SP-API operation (`[quota.amazon.createReport]`).
+    pub amazon: BTreeMap<String, crate::quota::BucketSpec>,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            reserve_share: crate::quota::DEFAULT_RESERVE_SHARE,
+            rate_margin: crate::quota::DEFAULT_RATE_MARGIN,
+            amazon: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +170,9 @@ pub struct AccountConfig {
     pub endpoints: Endpoints,
     /// `None` only for accounts served by the embedded simulator.
     pub credentials: Option<CredentialEnv>,
+    /// The selling partner the account's credentials belong to: accounts of one seller
+    /// share its SP-API buckets and cooldowns. `None`: the account is its own seller.
+    pub selling_partner_id: Option<String>,
     pub streams: Vec<StreamConfig>,
 }
 
@@ -242,6 +289,11 @@ impl AccountConfig {
     pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
         self.streams.iter().find(|stream| stream.name == name)
     }
+
+    /// The scope of the account's quota buckets: its selling partner, or its own id.
+    pub fn quota_scope(&self) -> &str {
+        self.selling_partner_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,8 +306,78 @@ struct RawConfig {
     supervisor: Option<crate::supervisor::policy::RestartPolicy>,
     daemon: Option<RawDaemon>,
     chaos: Option<RawChaos>,
+    quota: Option<RawQuota>,
+    http: Option<RawHttp>,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    reserve_share: Option<f64>,
+    rate_margin: Option<f64>,
+    #[serde(default)]
+    amazon: BTreeMap<String, RawBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucket {
+    rate: f64,
+    burst: f64,
+}
+
+impl RawQuota {
+    fn validate(self) -> Result<QuotaSettings, String> {
+        let reserve_share = self
+            .reserve_share
+            .unwrap_or(crate::quota::DEFAULT_RESERVE_SHARE);
+        if !(0.0..=1.0).contains(&reserve_share) {
+            return Err(format!(
+                "quota.reserve_share: {reserve_share} is not a share; use a number from 0 to 1, e.g. 0.2"
+            ));
+        }
+        let rate_margin = self
+            .rate_margin
+            .unwrap_or(crate::quota::DEFAULT_RATE_MARGIN);
+        if !(0.0..0.5).contains(&rate_margin) {
+            return Err(format!(
+                "quota.rate_margin: {rate_margin} is out of range; use a number from 0 to 0.5, e.g. 0.02"
+            ));
+        }
+        let mut amazon = BTreeMap::new();
+        for (operation, raw) in self.amazon {
+            let key = format!("quota.amazon.{operation}");
+            if !AMAZON_QUOTA_OPERATIONS.contains(&operation.as_str()) {
+                return Err(format!(
+                    "{key}: unknown operation {operation:?}; expected one of {}",
+                    AMAZON_QUOTA_OPERATIONS.join(", ")
+                ));
+            }
+            if !(raw.rate.is_finite() && raw.rate > 0.0) {
+                return Err(format!(
+                    "{key}.rate: {} is not a rate; give requests per second above 0, e.g. 0.0167",
+                    raw.rate
+                ));
+            }
+            if !(raw.burst.is_finite() && raw.burst >= 1.0) {
+                return Err(format!(
+                    "{key}.burst: {} is too small; a bucket must hold at least one request, e.g. 15",
+                    raw.burst
+                ));
+            }
+            amazon.insert(
+                operation,
+                crate::quota::BucketSpec::new(raw.rate, raw.burst),
+            );
+        }
+        Ok(QuotaSettings {
+            reserve_share,
+            rate_margin,
+            amazon,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,6 +452,38 @@ impl RawChaos {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    admin_token_env: Option<String>,
+}
+
+impl RawHttp {
+    fn validate(self) -> Result<HttpSettings, String> {
+        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            format!("http.listen: invalid address {listen:?}; use IP:PORT like 127.0.0.1:8080")
+        })?;
+        if let Some(name) = &self.admin_token_env {
+            let looks_like_env = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !looks_like_env {
+                return Err(format!(
+                    "http.admin_token_env: {:?} is not an environment variable name; give the NAME of a variable (like MARKETSYNC_ADMIN_TOKEN), never the token itself",
+                    if name.len() > 12 { "<redacted>" } else { name.as_str() }
+                ));
+            }
+        }
+        Ok(HttpSettings {
+            listen,
+            admin_token_env: self.admin_token_env,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRedis {
     url: Option<String>,
     url_env: Option<String>,
@@ -363,6 +517,7 @@ struct RawAccount {
     region: Option<String>,
     endpoint: Option<String>,
     token_url: Option<String>,
+    selling_partner_id: Option<String>,
     credentials: Option<RawCredentials>,
     #[serde(default)]
     streams: BTreeMap<String, RawStream>,
@@ -477,6 +632,11 @@ impl RawConfig {
             Some(raw) => raw.validate(&accounts)?,
             None => None,
         };
+        let http = self.http.map(RawHttp::validate).transpose()?;
+        let quota = match self.quota {
+            Some(raw) => raw.validate()?,
+            None => QuotaSettings::default(),
+        };
         let locks = match self.locks {
             Some(raw) => raw.validate()?,
             None => LockSettings {
@@ -493,6 +653,8 @@ impl RawConfig {
             supervisor,
             max_concurrent_runs,
             chaos,
+            quota,
+            http,
             accounts,
         })
     }
@@ -682,6 +844,18 @@ impl RawAccount {
                 }
             }
         }
+        if let Some(seller) = &self.selling_partner_id {
+            let valid = !seller.is_empty()
+                && seller.len() <= 64
+                && seller
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+            if !valid {
+                return Err(format!(
+                    "{key}.selling_partner_id: {seller:?} is not a selling partner id; use letters, digits, '-', '_' or '.' (at most 64), e.g. A3EXAMPLE1SELLER"
+                ));
+            }
+        }
         let mut streams = Vec::new();
         for (name, raw) in self.streams {
             let stream_key = format!("{key}.streams.{name}");
@@ -703,6 +877,7 @@ impl RawAccount {
             marketplace,
             endpoints,
             credentials,
+            selling_partner_id: self.selling_partner_id,
             streams,
         })
     }
@@ -852,6 +1027,69 @@ mod tests {
         assert!(
             err.starts_with(
                 "c.toml: data_dri: unknown field `data_dri`, expected one of `data_dir`"
+            ),
+            "{err}"
+        );
+    }
+
+    const ACCOUNT: &str = "[simulator]\nenabled = true\n[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n";
+
+    #[test]
+    fn quota_section_parses_overrides_and_defaults() {
+        let config = Config::parse(ACCOUNT, "c.toml").unwrap();
+        assert_eq!(config.quota, QuotaSettings::default());
+        assert_eq!(config.accounts[0].quota_scope(), "a");
+        let text = format!(
+            "[quota]\nreserve_share = 0.3\nrate_margin = 0\n[quota.amazon.createReport]\nrate = 0.5\nburst = 2\n{ACCOUNT}selling_partner_id = \"A3SELLER\"\n"
+        );
+        let config = Config::parse(&text, "c.toml").unwrap();
+        assert_eq!(config.quota.reserve_share, 0.3);
+        assert_eq!(config.quota.rate_margin, 0.0);
+        assert_eq!(
+            config.quota.amazon.get("createReport"),
+            Some(&crate::quota::BucketSpec::new(0.5, 2.0))
+        );
+        assert_eq!(config.accounts[0].quota_scope(), "A3SELLER");
+    }
+
+    #[test]
+    fn quota_errors_name_the_key_and_the_fix() {
+        let cases = [
+            (
+                "[quota]\nreserve_shar = 0.2\n",
+                "c.toml: quota.reserve_shar: unknown field `reserve_shar`",
+            ),
+            (
+                "[quota]\nreserve_share = 1.5\n",
+                "c.toml: quota.reserve_share: 1.5 is not a share",
+            ),
+            (
+                "[quota.amazon.createReprot]\nrate = 1.0\nburst = 2\n",
+                "c.toml: quota.amazon.createReprot: unknown operation \"createReprot\"",
+            ),
+            (
+                "[quota.amazon.getReport]\nrate = 0\nburst = 2\n",
+                "c.toml: quota.amazon.getReport.rate: 0 is not a rate",
+            ),
+            (
+                "[quota.amazon.getReport]\nrate = 1.0\n",
+                "c.toml: quota.amazon.getReport: missing field `burst`",
+            ),
+            (
+                "[quota.amazon.getReport]\nrate = 1.0\nburst = 2\ncost = 1\n",
+                "c.toml: quota.amazon.getReport.cost: unknown field `cost`",
+            ),
+        ];
+        for (quota, expected) in cases {
+            let text = format!("{quota}{ACCOUNT}");
+            let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let text = format!("{ACCOUNT}selling_partner_id = \"a:b\"\n");
+        let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "c.toml: accounts[0].selling_partner_id: \"a:b\" is not a selling partner id"
             ),
             "{err}"
         );

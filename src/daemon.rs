@@ -4,6 +4,15 @@
 //! Shutdown is "tell, then wait": a `CancellationToken` tells every runner to stop
 //! claiming; a `TaskTracker` shows when they have. Units in flight keep their report ids
 //! in the ledger, so the next start resumes polling instead of requesting again.
+//!
+//! Quota: one TokenManager ([`crate::quota`]) per daemon, started before the supervision
+//! tree (every account's client carries a [`Pacer`] on it) and linked to the Root, so its
+//! failure is an infrastructure failure. Buckets live in the actor, or in Redis when
+//! `[redis]` is configured (the leases' url and prefix; several daemons then share one
+//! quota). Cooldowns persist in the ledger (in process) or in Redis. A cooldown watch
+//! polls the ledger's `cooldowns` table every second: a cooldown that disappears before
+//! its end (`marketsync cooldowns clear`) is forgotten by the TokenManager and wakes the
+//! runners waiting for it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{AccountConfig, Config, Endpoints};
 use crate::ledger::{LedgerStore, SqliteLedger};
+use crate::quota::{Pacer, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager};
 use std::collections::HashMap;
 
 use ractor::{Actor, ActorRef};
@@ -36,11 +46,18 @@ use tokio::sync::watch;
 
 /// How long runners get to finish their unit after shutdown is requested.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How often the cooldown watch reads the ledger's cooldowns.
+const COOLDOWN_WATCH_EVERY: Duration = Duration::from_secs(1);
+/// A runner waiting for a cooldown's end asks again this often (a clear made on another
+/// host, in a Redis shared with it, shows within this long).
+const COOLDOWN_RECHECK: Duration = Duration::from_secs(60);
 
 /// A running daemon.
 pub struct Daemon {
     /// Where the embedded simulator listens, when one was started.
     pub simulator_addr: Option<SocketAddr>,
+    /// Where the operator HTTP API and dashboard listen, when `[http]` is configured.
+    pub http_addr: Option<SocketAddr>,
     pub ledger: Arc<SqliteLedger>,
     pub locks: LockService,
     /// The accounts supervisor: one Account actor per account below it.
@@ -58,6 +75,13 @@ pub struct Daemon {
     /// Stops the simulator after the runners, so in-flight units can finish against it.
     simulator_cancel: CancellationToken,
     simulator_task: Option<tokio::task::JoinHandle<()>>,
+    /// Stops the HTTP server last, so the dashboard shows the shutdown to the end.
+    http_cancel: CancellationToken,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+    /// The TokenManager every provider call asks first.
+    pub quota: QuotaHandle,
+    quota_task: tokio::task::JoinHandle<()>,
+    cooldown_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -82,6 +106,25 @@ impl Daemon {
         // The zombie-lock cure: repair lock keys before anything waits on them; the
         // Housekeeping actor repeats it every locks.hygiene_interval.
         lock_hygiene(&locks).await;
+
+        let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
+        let (quota_actor, quota_task) =
+            TokenManager::spawn(quota_config(config, Arc::clone(&dyn_ledger))?)
+                .await
+                .context("starting the token manager")?;
+        let quota = QuotaHandle::new(quota_actor.clone());
+        let (cleared_tx, cleared) = watch::channel(0u64);
+        let cooldown_watch = spawn_cooldown_watch(Arc::clone(&ledger), quota.clone(), cleared_tx);
+        info!(
+            backend = if config.redis.is_some() {
+                "redis"
+            } else {
+                "in_process"
+            },
+            reserve_share = config.quota.reserve_share,
+            rate_margin = config.quota.rate_margin,
+            "token manager started"
+        );
 
         let mut simulator_task = None;
         let simulator_addr = match &config.simulator {
@@ -121,7 +164,6 @@ impl Daemon {
             .context("building the http client")?;
         let documents_dir = config.data_dir.join("documents");
         let owner = owner_name("auto-sync");
-        let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
 
         let chaos = config.chaos.as_ref().map(|drill| {
             warn!(account = %drill.account, action = ?drill.action, when = ?drill.when, "chaos drill armed");
@@ -129,7 +171,12 @@ impl Daemon {
         });
         let mut accounts = HashMap::new();
         for account in &config.accounts {
-            let client = Arc::new(build_client(account, &http, simulator_addr)?);
+            let pacer = Pacer {
+                mirror_to_ledger: config.redis.is_some(),
+                cleared: Some(cleared.clone()),
+                ..Pacer::new(quota.clone(), &account.provider, account.quota_scope())
+            };
+            let client = Arc::new(build_client(account, &http, simulator_addr)?.with_pacer(pacer));
             let account_arc = Arc::new(account.clone());
             let mut streams = Vec::new();
             for stream in &account.streams {
@@ -170,6 +217,7 @@ impl Daemon {
                     ledger: Arc::clone(&ledger),
                     every: config.locks.hygiene_interval,
                 },
+                quota: Some(quota_actor.get_cell()),
                 failed: failed_tx,
             },
         )
@@ -187,9 +235,46 @@ impl Daemon {
                     .collect(),
             ))
             .context("starting the account actors")?;
+        // The operator surface: status and admin API, dashboard, metrics.
+        let http_cancel = CancellationToken::new();
+        let mut http_task = None;
+        let http_addr = match &config.http {
+            Some(settings) => {
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .with_context(|| {
+                        format!("http.listen: cannot listen on {}", settings.listen)
+                    })?;
+                let addr = listener.local_addr()?;
+                let state = crate::http::HttpState::new(
+                    Arc::new(config.clone()),
+                    Arc::clone(&ledger),
+                    locks.clone(),
+                    settings.admin_token(),
+                );
+                if state.admin_token.is_none() {
+                    warn!("http: no admin token (set [http] admin_token_env and export that variable); mutating endpoints answer 403");
+                }
+                let stop = http_cancel.clone();
+                http_task = Some(tokio::spawn(async move {
+                    if let Err(err) =
+                        crate::http::serve(listener, state, async move { stop.cancelled().await })
+                            .await
+                    {
+                        error!(error = %err, "http server stopped");
+                    }
+                }));
+                info!(address = %addr, "http api, dashboard and metrics listening");
+                Some(addr)
+            }
+            None => None,
+        };
         info!(accounts = config.accounts.len(), owner = %owner, "daemon started");
         Ok(Daemon {
             simulator_addr,
+            http_addr,
+            http_cancel,
+            http_task,
             ledger,
             locks,
             supervisor,
@@ -201,6 +286,9 @@ impl Daemon {
             tracker,
             simulator_cancel,
             simulator_task,
+            quota,
+            quota_task,
+            cooldown_watch,
         })
     }
 
@@ -229,6 +317,11 @@ impl Daemon {
         }
         self.root.stop(None);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.root_task).await;
+        // The root takes its linked TokenManager down with it; this covers a root that
+        // was already gone.
+        self.cooldown_watch.abort();
+        self.quota.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.quota_task).await;
         self.simulator_cancel.cancel();
         let all_done = match self.simulator_task {
             Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
@@ -236,6 +329,10 @@ impl Daemon {
                 .is_ok(),
             None => true,
         };
+        self.http_cancel.cancel();
+        if let Some(task) = self.http_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         if runners_done && all_done {
             info!("shutdown complete");
         } else {
@@ -301,7 +398,8 @@ fn build_client(
         None => LwaCredentials {
             client_id: "simulator-client".to_string(),
             client_secret: "simulator-secret".to_string(),
-            refresh_token: format!("simulator-refresh-{}", account.id),
+            // Accounts of one selling partner share its buckets in the simulator too.
+            refresh_token: format!("simulator-refresh-{}", account.quota_scope()),
         },
     };
     Ok(SpApiClient::new(http.clone(), endpoints, credentials))
@@ -426,7 +524,23 @@ pub async fn run_stream(
             Ok(LeasedOutcome::Ran(RunOutcome::CoolingDown { until, reason })) => {
                 infra_failures = 0;
                 info!(account = %context.account.id, stream = %context.stream.name, reason = %reason, until = %format_ts(until), "cooling down");
-                Duration::from_secs((until - now_ts()).max(1) as u64)
+                if !wait_out_cooldown(&context, until).await {
+                    break;
+                }
+                continue;
+            }
+            Ok(LeasedOutcome::Ran(RunOutcome::Deferred {
+                retry_in,
+                infrastructure,
+                ..
+            })) => {
+                if infrastructure {
+                    infra_failures = infra_failures.saturating_add(1);
+                    Duration::from_secs(1u64 << infra_failures.min(4)).max(retry_in)
+                } else {
+                    infra_failures = 0;
+                    retry_in
+                }
             }
             Ok(LeasedOutcome::Ran(RunOutcome::Finished { .. })) => {
                 infra_failures = 0;
@@ -444,6 +558,141 @@ pub async fn run_stream(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Waits until the cooldown that stopped the last run is over: its end, an early clear
+/// (the cooldown watch), or every [`COOLDOWN_RECHECK`] a fresh look. Returns false when
+/// shutdown was requested meanwhile. Nothing is claimed and no lease is taken while
+/// waiting.
+async fn wait_out_cooldown(context: &StreamContext, until: i64) -> bool {
+    let mut until = until;
+    let mut cleared = context
+        .client
+        .pacer()
+        .and_then(|pacer| pacer.cleared.clone());
+    loop {
+        let remaining = until - now_ts();
+        if remaining <= 0 {
+            return true;
+        }
+        let nap = Duration::from_secs(remaining as u64).min(COOLDOWN_RECHECK);
+        let ended_early = async {
+            match cleared.as_mut() {
+                Some(receiver) => receiver.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = context.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(nap) => {}
+            alive = ended_early => {
+                if !alive {
+                    cleared = None;
+                }
+            }
+        }
+        match context.active_cooldown().await {
+            Ok(Some(cooldown)) => until = cooldown.until_at,
+            Ok(None) => {
+                info!(account = %context.account.id, stream = %context.stream.name, "cooldown over; resuming");
+                return true;
+            }
+            Err(err) => {
+                debug!(account = %context.account.id, error = %err, "cannot read the cooldown; keeping the known end")
+            }
+        }
+    }
+}
+
+/// The TokenManager's settings from the configuration: Redis (the leases' url and
+/// prefix) when `[redis]` is configured, else in process with cooldowns in the ledger;
+/// `[quota]` reserve share, rate margin and bucket overrides; the cooldown after an
+/// amazon 429 is the shortest `quota_cooldown` of the amazon streams (30m by default).
+pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Result<QuotaConfig> {
+    let mut quota = match &config.redis {
+        Some(redis) => {
+            let url = redis
+                .url
+                .resolve()
+                .map_err(|err| anyhow::anyhow!("{}: {err}", config.source_name))?;
+            QuotaConfig::new(QuotaBackend::Redis {
+                url,
+                prefix: redis.prefix.clone(),
+            })
+        }
+        None => QuotaConfig::new(QuotaBackend::InProcess).with_ledger(ledger),
+    }
+    .with_rate_margin(config.quota.rate_margin);
+    quota.reserve_share = config.quota.reserve_share;
+    for (operation, spec) in &config.quota.amazon {
+        quota = quota.with_spec("amazon", operation, *spec);
+    }
+    let amazon_cooldown = config
+        .accounts
+        .iter()
+        .filter(|account| account.provider == "amazon")
+        .flat_map(|account| account.streams.iter().map(|stream| stream.quota_cooldown))
+        .min();
+    if let Some(cooldown) = amazon_cooldown {
+        quota
+            .throttle_cooldowns
+            .insert("amazon".to_string(), cooldown);
+    }
+    Ok(quota)
+}
+
+/// Reads the ledger's cooldowns every [`COOLDOWN_WATCH_EVERY`]; a quota cooldown that
+/// vanished or got shorter before its end was cleared by an operator: the TokenManager
+/// forgets what it remembered about the scope, and `cleared` wakes the waiting runners.
+fn spawn_cooldown_watch(
+    ledger: Arc<SqliteLedger>,
+    quota: QuotaHandle,
+    cleared: watch::Sender<u64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut known: HashMap<String, i64> = HashMap::new();
+        let mut tick = tokio::time::interval(COOLDOWN_WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = now_ts();
+            let reader = Arc::clone(&ledger);
+            let current = match tokio::task::spawn_blocking(move || {
+                crate::quota::admin::ledger_cooldowns(&reader, now)
+            })
+            .await
+            {
+                Ok(Ok(current)) => current,
+                Ok(Err(err)) => {
+                    debug!(error = %err, "cooldown watch cannot read the ledger; retrying");
+                    continue;
+                }
+                Err(err) => {
+                    debug!(error = %err, "cooldown watch task failed; retrying");
+                    continue;
+                }
+            };
+            // Lease conditions (`lock:...`) come and go with every lease; not quota.
+            let current: HashMap<String, i64> = current
+                .into_iter()
+                .filter(|cooldown| !cooldown.scope.starts_with("lock:"))
+                .map(|cooldown| (cooldown.scope, cooldown.until_at))
+                .collect();
+            let mut ended_early = false;
+            for (scope, until) in &known {
+                let shortened = current.get(scope).is_none_or(|now_until| now_until < until);
+                if *until > now + 1 && shortened {
+                    info!(scope = %scope, "cooldown ended early; resuming calls in its scope");
+                    quota.forget(scope);
+                    ended_early = true;
+                }
+            }
+            known = current;
+            if ended_early {
+                cleared.send_modify(|generation| *generation += 1);
+            }
+        }
+    })
 }
 
 /// The interval, or sooner when a failed hour becomes retryable or a new hour completes.

@@ -17,6 +17,10 @@
 //! - [`lock`]: leases with fencing tokens, Redis and SQLite backends, TTL hygiene.
 //! - [`quota`]: the TokenManager quota model (buckets, priorities, cooldowns).
 //! - [`status`]: per account/stream status, as a table or JSON.
+//! - [`http`]: the operator surface inside the daemon: status and admin API, the dashboard
+//!   page, Prometheus metrics.
+//! - [`doctor`]: `marketsync doctor`: why an account is not syncing, one finding a line,
+//!   and the per-stream verdicts the status API shows.
 //! - [`sim`]: the bundled marketplace simulator speaking the real wire formats.
 //! - [`bench`]: the benchmark commands (`marketsync bench ...`).
 //! - [`cli`]: command-line parsing and dispatch.
@@ -27,6 +31,8 @@ pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
+pub mod http;
 pub mod ledger;
 pub mod lock;
 pub mod model;

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! Root                 escalates only on infrastructure failure (the daemon exits non-zero)
+//! ├── TokenManager         the quota: every provider call asks it first (spawned by the
+//! │                        daemon before the tree, linked here)
 //! ├── AccountsSupervisor   one Account actor per account, restart policy, quarantine
 //! └── Housekeeping         lock hygiene and claim-history pruning, every locks.hygiene_interval
 //! ```
 //!
 //! Account failures never reach the root: the AccountsSupervisor absorbs them. A failure
-//! of the supervisor or of Housekeeping is an infrastructure failure: the root reports it
+//! of the TokenManager, the supervisor or Housekeeping is an infrastructure failure: the root reports it
 //! on `failed` and stops, and the daemon shuts down with an error.
 //!
 //! Housekeeping. Purpose: the periodic maintenance that is nobody's hot path. Options:
@@ -33,6 +35,10 @@ pub struct Root;
 pub struct RootArgs {
     pub supervisor: SupervisorArgs,
     pub housekeeping: HousekeepingArgs,
+    /// The TokenManager, started before the tree (the accounts' clients hold its
+    /// handle); linked here so its failure is an infrastructure failure and it stops
+    /// with the root.
+    pub quota: Option<ractor::ActorCell>,
     /// Set to the failure's description when an infrastructure actor fails.
     pub failed: watch::Sender<Option<String>>,
 }
@@ -74,6 +80,9 @@ impl Actor for Root {
         let Some(args) = state.args.take() else {
             return Ok(());
         };
+        if let Some(quota) = &args.quota {
+            quota.link(myself.get_cell());
+        }
         let (supervisor, _) =
             Actor::spawn_linked(None, AccountsSupervisor, args.supervisor, myself.get_cell())
                 .await?;

@@ -8,6 +8,22 @@
 //!   flight and resumes polling after the cooldown; one without goes back to MISSING);
 //! - any other error fails only its unit (backoff with jitter, capped) and the run goes on;
 //! - a document that does not validate fails its unit and nothing from it is applied.
+//!
+//! Pacing (issue 5): when the client carries a [`crate::quota::Pacer`] (the daemon's
+//! clients do), every createReport, getReport and getReportDocument first acquires one
+//! token of its bucket `("amazon", operation, selling partner)` from the TokenManager, at
+//! the claim's priority (manual fill-day hours as `Manual`, fresh and audit hours as
+//! `Background`) with a deadline of `min(poll_timeout, 5m)`; nothing here sleeps to pace
+//! calls (the getReport poll pause is a minimum, the bucket decides when the call goes).
+//! After each response the TokenManager hears `x-amzn-RateLimit-Limit` (rate learning) or
+//! the 429 (`Retry-After`; it drains the bucket and starts the shared cooldown). What the
+//! TokenManager answers instead of a grant:
+//! - `CoolingDown`: no call is made; the run stops like a quota stop (no attempt consumed);
+//! - `DeadlineExceeded`, `Unavailable` (Redis down), `Stopped`: the unit goes back
+//!   unharmed (without a report id to MISSING, with one it stays in flight) and the run
+//!   ends [`RunOutcome::Deferred`]; the runner tries again shortly;
+//! - `CostExceedsBurst`, `UnknownBucket`, `InvalidCost`: a configuration error, reported as
+//!   the unit's failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +40,7 @@ use crate::ledger::{
 use crate::model::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
 use crate::provider::ProviderError;
+use crate::quota::{Observation, QuotaError};
 use crate::report::{read_error_document, read_vendor_sales_document, ReportError};
 
 /// Everything one stream runner needs.
@@ -55,9 +72,23 @@ pub enum RunOutcome {
     Finished { applied: i64, failed: i64 },
     /// A cooldown is running (found at the start, or started by a 429 in this run).
     CoolingDown { until: i64, reason: String },
+    /// The quota could not grant a call in time (`infrastructure`: its backend, Redis,
+    /// could not be reached). The unit went back without consuming an attempt; try again
+    /// after `retry_in`.
+    Deferred {
+        reason: String,
+        retry_in: Duration,
+        infrastructure: bool,
+    },
     /// Shutdown was requested; units in flight keep their report ids.
     Cancelled,
 }
+
+/// The longest a unit waits for a quota grant before it goes back (without consuming an
+/// attempt) and the run ends: well under the supervisor's stuck detection (15m).
+pub const QUOTA_WAIT_MAX: Duration = Duration::from_secs(5 * 60);
+/// How soon a run deferred for a quota deadline tries again.
+const DEFERRED_RETRY: Duration = Duration::from_secs(1);
 
 /// Errors that end a run: infrastructure, not the unit's fault.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +103,37 @@ pub enum SyncError {
 enum UnitEnd {
     Applied(i64),
     Failed,
-    Quota(Cooldown),
+    /// A cooldown stops the run; `record`: write it to the ledger under the account's
+    /// scope (a 429 here, or a copy of the TokenManager's cooldown for `status`).
+    Quota {
+        cooldown: Cooldown,
+        record: bool,
+    },
+    /// The quota gave no grant (deadline, backend down); the unit went back unharmed.
+    Deferred {
+        reason: String,
+        infrastructure: bool,
+    },
     Cancelled,
 }
+
+/// Why a provider call was not made or failed.
+enum CallError {
+    Provider(crate::provider::ProviderError),
+    Quota(QuotaError),
+    /// Shutdown before the call was made.
+    Cancelled,
+}
+
+impl From<ProviderError> for CallError {
+    fn from(err: ProviderError) -> CallError {
+        CallError::Provider(err)
+    }
+}
+
+const OP_CREATE_REPORT: &str = "createReport";
+const OP_GET_REPORT: &str = "getReport";
+const OP_GET_REPORT_DOCUMENT: &str = "getReportDocument";
 
 /// Runs `work` against the ledger on the blocking pool, off the async worker threads.
 pub async fn blocking<T, F>(ledger: &Arc<dyn LedgerStore>, work: F) -> Result<T, SyncError>
@@ -120,12 +179,7 @@ impl StreamContext {
     /// overwrite the new owner's work.
     pub async fn run_fenced(&self, fence: Option<u64>) -> Result<RunOutcome, SyncError> {
         let now = now_ts();
-        let scope = self.scope();
-        let cooldown = blocking(&self.ledger, move |ledger| {
-            ledger.active_cooldown(&scope, now)
-        })
-        .await?;
-        if let Some(cooldown) = cooldown {
+        if let Some(cooldown) = self.active_cooldown().await? {
             debug!(account = %self.account.id, stream = %self.stream.name, until = %format_ts(cooldown.until_at), "in cooldown; skipping provider calls this run");
             return Ok(RunOutcome::CoolingDown {
                 until: cooldown.until_at,
@@ -173,7 +227,7 @@ impl StreamContext {
                 UnitEnd::Applied(hours) => applied += hours,
                 UnitEnd::Failed => failed += 1,
                 UnitEnd::Cancelled => return Ok(RunOutcome::Cancelled),
-                UnitEnd::Quota(cooldown) => {
+                UnitEnd::Quota { cooldown, record } => {
                     error!(
                         account = %self.account.id,
                         stream = %self.stream.name,
@@ -181,11 +235,28 @@ impl StreamContext {
                         detail = cooldown.detail.as_deref().unwrap_or(""),
                         "quota exceeded; aborting the remaining chunks of this run and cooling down"
                     );
-                    let until = cooldown.until_at;
-                    blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown)).await?;
-                    return Ok(RunOutcome::CoolingDown {
-                        until,
-                        reason: "quota".to_string(),
+                    let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
+                    if record {
+                        blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown))
+                            .await?;
+                    }
+                    return Ok(RunOutcome::CoolingDown { until, reason });
+                }
+                UnitEnd::Deferred {
+                    reason,
+                    infrastructure,
+                } => {
+                    warn!(
+                        account = %self.account.id,
+                        stream = %self.stream.name,
+                        reason = %reason,
+                        infrastructure,
+                        "no quota grant; the unit went back without consuming an attempt and the run ends"
+                    );
+                    return Ok(RunOutcome::Deferred {
+                        reason,
+                        retry_in: DEFERRED_RETRY,
+                        infrastructure,
                     });
                 }
             }
@@ -260,15 +331,23 @@ impl StreamContext {
             return self.apply(claim).await;
         }
         if claim.report_id.is_none() {
-            match self
-                .client
-                .create_report(
-                    VENDOR_RT_SALES_REPORT,
-                    &self.account.marketplace,
-                    claim.window,
-                )
-                .await
-            {
+            let created = match self.gate(OP_CREATE_REPORT, &claim, true).await {
+                Ok(()) => {
+                    let result = self
+                        .client
+                        .create_report(
+                            VENDOR_RT_SALES_REPORT,
+                            &self.account.marketplace,
+                            claim.window,
+                        )
+                        .await;
+                    self.observe(OP_CREATE_REPORT, &result);
+                    result
+                }
+                Err(CallError::Provider(err)) => Err(err),
+                Err(refused) => return self.refused(&claim, refused).await,
+            };
+            match created {
                 Ok(report_id) => {
                     let (stored, id) = (claim.clone(), report_id.clone());
                     blocking(&self.ledger, move |ledger| {
@@ -285,7 +364,10 @@ impl StreamContext {
                         ledger.release(&released, "quota", now_ts())
                     })
                     .await?;
-                    return Ok(UnitEnd::Quota(cooldown));
+                    return Ok(UnitEnd::Quota {
+                        cooldown,
+                        record: true,
+                    });
                 }
                 Err(err) => return self.fail(&claim, &err.to_string()).await,
             }
@@ -293,12 +375,16 @@ impl StreamContext {
         let Some(report_id) = claim.report_id.clone() else {
             return self.fail(&claim, "internal: claim has no report id").await;
         };
-        let status = match self.poll(&report_id).await {
+        let status = match self.poll(&claim, &report_id).await {
             Poll::Finished(status) => status,
             Poll::Error(err) if err.is_quota() => {
-                return Ok(UnitEnd::Quota(self.quota_cooldown(&err)))
+                return Ok(UnitEnd::Quota {
+                    cooldown: self.quota_cooldown(&err),
+                    record: true,
+                })
             }
             Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
+            Poll::Refused(refused) => return self.refused(&claim, refused).await,
             Poll::TimedOut(elapsed) => {
                 let message = format!(
                     "report {report_id} not finished after {}",
@@ -338,10 +424,16 @@ impl StreamContext {
                                 Err(err) => format!("unreadable error document: {err}"),
                             }
                         }
-                        Err(err) if err.is_quota() => {
-                            return Ok(UnitEnd::Quota(self.quota_cooldown(&err)))
+                        Err(CallError::Provider(err)) if err.is_quota() => {
+                            return Ok(UnitEnd::Quota {
+                                cooldown: self.quota_cooldown(&err),
+                                record: true,
+                            })
                         }
-                        Err(err) => format!("error document unavailable: {err}"),
+                        Err(CallError::Provider(err)) => {
+                            format!("error document unavailable: {err}")
+                        }
+                        Err(refused) => return self.refused(&claim, refused).await,
                     },
                     None => "no error document".to_string(),
                 };
@@ -371,8 +463,12 @@ impl StreamContext {
                         claim.document_path = Some(path.display().to_string());
                         self.apply(claim).await
                     }
-                    Err(err) if err.is_quota() => Ok(UnitEnd::Quota(self.quota_cooldown(&err))),
-                    Err(err) => self.fail(&claim, &err.to_string()).await,
+                    Err(CallError::Provider(err)) if err.is_quota() => Ok(UnitEnd::Quota {
+                        cooldown: self.quota_cooldown(&err),
+                        record: true,
+                    }),
+                    Err(CallError::Provider(err)) => self.fail(&claim, &err.to_string()).await,
+                    Err(refused) => self.refused(&claim, refused).await,
                 }
             }
             ProcessingStatus::InQueue | ProcessingStatus::InProgress => {
@@ -384,12 +480,21 @@ impl StreamContext {
 
     /// Polls getReport with growing pauses until the report finishes, times out or
     /// shutdown is requested. Transient errors are retried within the same deadline.
-    async fn poll(&self, report_id: &str) -> Poll {
+    async fn poll(&self, claim: &Claim, report_id: &str) -> Poll {
         let started = tokio::time::Instant::now();
         let mut pause = self.stream.poll_min;
         loop {
             self.bump();
-            match self.client.get_report(report_id).await {
+            if let Err(refused) = self.gate(OP_GET_REPORT, claim, false).await {
+                return match refused {
+                    CallError::Cancelled => Poll::Cancelled,
+                    CallError::Provider(err) => Poll::Error(err),
+                    refused => Poll::Refused(refused),
+                };
+            }
+            let result = self.client.get_report(report_id).await;
+            self.observe(OP_GET_REPORT, &result);
+            match result {
                 Ok(status)
                     if !matches!(
                         status.processing_status,
@@ -409,6 +514,8 @@ impl StreamContext {
             if started.elapsed() + pause > self.stream.poll_timeout {
                 return Poll::TimedOut(started.elapsed());
             }
+            // A minimum pause between polls; the getReport bucket decides when the
+            // next call may actually go.
             tokio::select! {
                 _ = self.abort.cancelled() => return Poll::Cancelled,
                 _ = tokio::time::sleep(pause) => {}
@@ -423,8 +530,11 @@ impl StreamContext {
         &self,
         claim: &Claim,
         document_id: &str,
-    ) -> Result<(PathBuf, bool), ProviderError> {
-        let document = self.client.get_report_document(document_id).await?;
+    ) -> Result<(PathBuf, bool), CallError> {
+        self.gate(OP_GET_REPORT_DOCUMENT, claim, false).await?;
+        let result = self.client.get_report_document(document_id).await;
+        self.observe(OP_GET_REPORT_DOCUMENT, &result);
+        let document = result?;
         let file_name = format!(
             "{}-{}-{}{}",
             self.account.id,
@@ -434,10 +544,10 @@ impl StreamContext {
         );
         let path = self.documents_dir.join(file_name);
         if let Err(err) = tokio::fs::create_dir_all(&self.documents_dir).await {
-            return Err(ProviderError::InvalidResponse {
+            return Err(CallError::Provider(ProviderError::InvalidResponse {
                 operation: "downloadDocument",
                 message: format!("cannot create {}: {err}", self.documents_dir.display()),
-            });
+            }));
         }
         let bytes = self
             .client
@@ -511,6 +621,188 @@ impl StreamContext {
         })
         .await?;
         Ok(UnitEnd::Failed)
+    }
+
+    /// The running cooldown that stops this account's calls: the TokenManager's view
+    /// (the provider, the selling partner, the account) when the client is paced, else
+    /// the ledger's cooldown of the account scope. A cooldown the TokenManager keeps
+    /// elsewhere (Redis, or the seller's scope) is copied under the account's scope in
+    /// the ledger, so `status` shows it.
+    pub async fn active_cooldown(&self) -> Result<Option<Cooldown>, SyncError> {
+        let now = now_ts();
+        let Some(pacer) = self.client.pacer() else {
+            let scope = self.scope();
+            return blocking(&self.ledger, move |ledger| {
+                ledger.active_cooldown(&scope, now)
+            })
+            .await;
+        };
+        let Some(cooldown) = pacer.cooldown(&self.account.id).await else {
+            return Ok(None);
+        };
+        if pacer.mirror_to_ledger || cooldown.scope != self.scope() {
+            let copy = self.account_copy(&cooldown.scope, &cooldown.reason, cooldown.until_at);
+            blocking(&self.ledger, move |ledger| {
+                match ledger.active_cooldown(&copy.scope, now)? {
+                    Some(existing) if existing.until_at >= copy.until_at => Ok(()),
+                    _ => ledger.set_cooldown(&copy),
+                }
+            })
+            .await?;
+        }
+        Ok(Some(cooldown))
+    }
+
+    /// A cooldown under this account's scope standing for the TokenManager's cooldown of
+    /// `scope` (a copy for `status`).
+    fn account_copy(&self, scope: &str, reason: &str, until: i64) -> Cooldown {
+        let own = self.scope();
+        Cooldown {
+            scope: own.clone(),
+            reason: reason.to_string(),
+            started_at: now_ts(),
+            until_at: until,
+            detail: Some(if scope == own {
+                format!("{scope} cooling down (shared quota store)")
+            } else {
+                format!("{scope} cooling down (this account shares its quota)")
+            }),
+        }
+    }
+
+    /// Waits for the TokenManager's grant of one `operation` call for `claim` (a no-op
+    /// for an unpaced client). `stop_on_cancel`: shutdown stops the wait too (nothing
+    /// was asked of the provider yet); otherwise only `abort` does.
+    async fn gate(
+        &self,
+        operation: &'static str,
+        claim: &Claim,
+        stop_on_cancel: bool,
+    ) -> Result<(), CallError> {
+        let Some(pacer) = self.client.pacer() else {
+            return Ok(());
+        };
+        let wait = self.stream.poll_timeout.min(QUOTA_WAIT_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        let priority = crate::quota::Priority::from(claim.priority);
+        let acquire = pacer
+            .handle
+            .acquire(vec![pacer.key(operation)], 1.0, priority, deadline);
+        tokio::pin!(acquire);
+        // Waiting for a grant is progress, not a freeze: keep the stuck detection quiet.
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.abort.cancelled() => return Err(CallError::Cancelled),
+                _ = self.cancel.cancelled(), if stop_on_cancel => return Err(CallError::Cancelled),
+                _ = heartbeat.tick() => self.bump(),
+                answer = &mut acquire => {
+                    return match answer {
+                        Ok(grant) => {
+                            if grant.waited >= Duration::from_secs(1) {
+                                debug!(account = %self.account.id, operation, priority = %priority, waited_ms = grant.waited.as_millis() as u64, "quota granted after waiting");
+                            }
+                            Ok(())
+                        }
+                        Err(err) => Err(CallError::Quota(err)),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Tells the TokenManager what a response said: the rate from
+    /// `x-amzn-RateLimit-Limit` after a 2xx, the 429 and its `Retry-After` otherwise.
+    fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
+        let Some(pacer) = self.client.pacer() else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                if let Some(rate) = self.client.observed_rate_limit(operation) {
+                    pacer
+                        .handle
+                        .observe(pacer.key(operation), Observation::RateLimitHeader(rate));
+                }
+            }
+            Err(ProviderError::QuotaExceeded { retry_after, .. }) => pacer.handle.observe(
+                pacer.key(operation),
+                Observation::Throttled {
+                    retry_after: *retry_after,
+                },
+            ),
+            Err(_) => {}
+        }
+    }
+
+    /// A call the quota did not let go (or shutdown stopped before it was made). The
+    /// unit goes back without consuming an attempt (to MISSING when it has no report id;
+    /// with one it stays in flight and resumes polling), except for configuration errors
+    /// (a cost the bucket can never hold), which fail it.
+    async fn refused(&self, claim: &Claim, refused: CallError) -> Result<UnitEnd, SyncError> {
+        let err = match refused {
+            CallError::Provider(err) => return self.fail(claim, &err.to_string()).await,
+            CallError::Cancelled => {
+                self.give_back(claim, "shutdown").await?;
+                return Ok(UnitEnd::Cancelled);
+            }
+            CallError::Quota(err) => err,
+        };
+        match err {
+            QuotaError::CoolingDown {
+                scope,
+                reason,
+                until_utc,
+            } => {
+                self.give_back(claim, "quota").await?;
+                let pacer_mirrors = self
+                    .client
+                    .pacer()
+                    .is_some_and(|pacer| pacer.mirror_to_ledger);
+                let record = pacer_mirrors || scope != self.scope();
+                debug!(account = %self.account.id, scope = %scope, until = %until_utc.to_rfc3339(), "cooling down; no call made");
+                Ok(UnitEnd::Quota {
+                    cooldown: self.account_copy(&scope, &reason, until_utc.timestamp()),
+                    record,
+                })
+            }
+            QuotaError::DeadlineExceeded { .. } | QuotaError::Stopped => {
+                self.give_back(claim, "quota wait").await?;
+                Ok(UnitEnd::Deferred {
+                    reason: err.to_string(),
+                    infrastructure: false,
+                })
+            }
+            QuotaError::Unavailable(_) => {
+                self.give_back(claim, "quota unavailable").await?;
+                Ok(UnitEnd::Deferred {
+                    reason: err.to_string(),
+                    infrastructure: true,
+                })
+            }
+            QuotaError::CostExceedsBurst { .. }
+            | QuotaError::UnknownBucket { .. }
+            | QuotaError::InvalidCost(_) => {
+                let message = format!(
+                    "quota refused the call: {err}; fix [quota.amazon] in the configuration"
+                );
+                self.fail(claim, &message).await
+            }
+        }
+    }
+
+    /// Returns a unit without a report id to MISSING (no attempt consumed); one with a
+    /// report id stays in flight for the next run.
+    async fn give_back(&self, claim: &Claim, reason: &'static str) -> Result<(), SyncError> {
+        if claim.report_id.is_some() || claim.state != HourState::Requested {
+            return Ok(());
+        }
+        let released = claim.clone();
+        blocking(&self.ledger, move |ledger| {
+            ledger.release(&released, reason, now_ts())
+        })
+        .await
     }
 
     fn quota_cooldown(&self, err: &ProviderError) -> Cooldown {
@@ -711,6 +1003,8 @@ async fn renew_until_lost(
 enum Poll {
     Finished(crate::provider::amazon::ReportStatus),
     Error(ProviderError),
+    /// The quota gave no grant (see [`StreamContext::refused`]).
+    Refused(CallError),
     TimedOut(Duration),
     Cancelled,
 }

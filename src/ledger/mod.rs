@@ -131,6 +131,19 @@ pub enum Priority {
     Manual = 200,
 }
 
+impl Priority {
+    /// The priority a stored value stands for: the highest level it reaches (values
+    /// between levels round down; below 100 is audit).
+    pub fn from_value(value: i64) -> Priority {
+        match value {
+            v if v >= Priority::Manual as i64 => Priority::Manual,
+            v if v >= Priority::Hot as i64 => Priority::Hot,
+            v if v >= Priority::Background as i64 => Priority::Background,
+            _ => Priority::Audit,
+        }
+    }
+}
+
 /// A claimed, contiguous run of hours handled by one report request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
@@ -148,6 +161,9 @@ pub struct Claim {
     /// The fence of the lease the claim is worked under; writes carrying it are refused
     /// once a newer fence was seen for the scope. `None`: no lease (tools, tests).
     pub fence: Option<u64>,
+    /// The highest priority among the hours (manual fill-day 200, fresh 100, audit 50):
+    /// the priority its provider calls ask the quota for.
+    pub priority: Priority,
 }
 
 /// What happened to a claim that was applied.

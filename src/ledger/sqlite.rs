@@ -250,14 +250,16 @@ impl LedgerStore for SqliteLedger {
                 ClaimOrder::NewestFirst => "DESC",
                 ClaimOrder::OldestFirst => "ASC",
             };
-            let first: Option<i64> = tx
+            let first: Option<(i64, i64)> = tx
                 .prepare_cached(&format!(
-                    "SELECT hour_utc FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
+                    "SELECT hour_utc, priority FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
                          ORDER BY priority DESC, hour_utc {direction} LIMIT 1"
                 ))?
-                .query_row(params![account, stream, now], |row| row.get(0))
+                .query_row(params![account, stream, now], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()?;
-            let Some(first) = first else {
+            let Some((first, priority)) = first else {
                 return Ok(None);
             };
             // The contiguous run from `first` towards older (newest first) or newer hours.
@@ -328,6 +330,7 @@ impl LedgerStore for SqliteLedger {
                 document_path: None,
                 attempts: attempts.into_iter().max().unwrap_or(0),
                 fence,
+                priority: Priority::from_value(priority),
             }))
         })
     }
@@ -336,7 +339,7 @@ impl LedgerStore for SqliteLedger {
         self.with_conn(|conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT claim_id, MIN(hour_utc), MAX(hour_utc), MAX(state), MAX(report_id),
-                        MAX(report_document_id), MAX(document_path), MAX(attempts)
+                        MAX(report_document_id), MAX(document_path), MAX(attempts), MAX(priority)
                  FROM ledger_hours
                  WHERE account = ?1 AND stream = ?2 AND state IN ('REQUESTED', 'DOWNLOADED')
                  GROUP BY claim_id ORDER BY MIN(hour_utc) DESC",
@@ -356,6 +359,7 @@ impl LedgerStore for SqliteLedger {
                     document_path: row.get(6)?,
                     attempts: row.get(7)?,
                     fence: None,
+                    priority: Priority::from_value(row.get(8)?),
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)

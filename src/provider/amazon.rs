@@ -134,6 +134,9 @@ pub struct SpApiClient {
     token: Mutex<Option<CachedToken>>,
     /// Latest `x-amzn-RateLimit-Limit` per operation; never held across an await.
     rate_limits: StdMutex<HashMap<&'static str, f64>>,
+    /// The TokenManager binding every call of this client asks first (the daemon sets
+    /// it; see [`SpApiClient::with_pacer`]). `None`: unpaced (tools and tests).
+    pacer: Option<crate::quota::Pacer>,
 }
 
 struct CachedToken {
@@ -162,7 +165,23 @@ impl SpApiClient {
             credentials,
             token: Mutex::new(None),
             rate_limits: StdMutex::new(HashMap::new()),
+            pacer: None,
         }
+    }
+
+    /// Paces this client's SP-API calls through a TokenManager: the sync runner acquires
+    /// from `pacer` before every createReport, getReport and getReportDocument, and feeds
+    /// it `x-amzn-RateLimit-Limit` and 429s. Buckets are keyed `("amazon", operation,
+    /// pacer.scope)`; the scope is the selling partner the credentials belong to. (The
+    /// pre-signed document download is not an SP-API operation and has no bucket.)
+    pub fn with_pacer(mut self, pacer: crate::quota::Pacer) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// The TokenManager binding, when the client is paced.
+    pub fn pacer(&self) -> Option<&crate::quota::Pacer> {
+        self.pacer.as_ref()
     }
 
     /// createReport for `window` in one marketplace; returns the reportId.

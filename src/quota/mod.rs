@@ -33,9 +33,15 @@
 //! and the actor schedules its wake-up that far ahead (see [`redis`]).
 //!
 //! Options ([`QuotaConfig`]): backend, bucket specs (overriding [`default_spec`]),
-//! reserve share, throttle cooldowns per provider, the cooldown store, how long a "no
-//! cooldown" answer of the store is trusted, and the [`Clock`] (tokio time, or a manual
-//! clock for tests).
+//! reserve share, rate margin (the share of every configured, default or learned rate
+//! left unused; 0 here, [`DEFAULT_RATE_MARGIN`] in the daemon), throttle cooldowns per
+//! provider, the cooldown store, how long a "no cooldown" answer of the store is trusted,
+//! and the [`Clock`] (tokio time, or a manual clock for tests).
+//!
+//! In the daemon (`crate::daemon`): one TokenManager, linked to the Root; every SP-API
+//! client carries a [`Pacer`] (handle + bucket scope = the selling partner) and the sync
+//! runner acquires before each call and observes each response (`crate::sync`).
+//! [`admin`] is `marketsync cooldowns`; [`efficiency`] is `marketsync bench quota`.
 //!
 //! Emits (tracing, structured fields): `debug!(key, priority, cost, wait_ms, "request
 //! queued")`, `debug!(key, waited_ms, "deadline exceeded")`, `debug!(key, rate, previous,
@@ -45,8 +51,10 @@
 //! started")`, `info!(scope, "cooldown cleared")`, `warn!(scope, error, "cooldown store
 //! failed")`, and from Redis mode `warn!(error, "quota redis unavailable")`.
 
+pub mod admin;
 pub mod bucket;
 pub mod cooldown;
+pub mod efficiency;
 mod queue;
 pub mod redis;
 
@@ -80,6 +88,12 @@ pub const AMAZON_THROTTLE_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_THROTTLE_COOLDOWN: Duration = Duration::from_secs(5 * 60);
 /// How long a "no cooldown" answer of the store is trusted before asking again.
 pub const DEFAULT_COOLDOWN_RECHECK: Duration = Duration::from_secs(5);
+/// The share of every rate the daemon leaves unused (`[quota] rate_margin`): a call
+/// granted exactly when our bucket holds a token may reach the provider a few
+/// milliseconds *earlier* (relative to the first call) than the grant spacing says,
+/// and find the provider's bucket a hair short. 2% of the rate is 20 ms at 1 call/s.
+/// [`QuotaConfig::new`] uses 0 (exact rates); the daemon uses this.
+pub const DEFAULT_RATE_MARGIN: f64 = 0.02;
 /// How long after its deadline a caller still waits for the actor's own answer.
 const REPLY_GRACE: Duration = Duration::from_millis(250);
 /// The bound on the handle's other requests (cooldowns, stats).
@@ -525,6 +539,11 @@ pub struct QuotaConfig {
     pub cooldown_store: Option<Arc<dyn CooldownStore>>,
     /// How long a "no cooldown" answer of the store is trusted.
     pub cooldown_recheck: Duration,
+    /// The share of every rate left unused, in `[0, 0.5)`: a configured or default spec
+    /// and a rate learned from `x-amzn-RateLimit-Limit` are used as `rate * (1 - margin)`.
+    /// Keepa balances are taken as reported. Default 0 here; the daemon sets
+    /// [`DEFAULT_RATE_MARGIN`] unless configured.
+    pub rate_margin: f64,
     pub clock: Clock,
 }
 
@@ -544,8 +563,31 @@ impl QuotaConfig {
             default_throttle_cooldown: DEFAULT_THROTTLE_COOLDOWN,
             cooldown_store: None,
             cooldown_recheck: DEFAULT_COOLDOWN_RECHECK,
+            rate_margin: 0.0,
             clock: Clock::Tokio,
         }
+    }
+
+    /// Leaves `margin` of every rate unused (see [`QuotaConfig::rate_margin`]).
+    pub fn with_rate_margin(mut self, margin: f64) -> QuotaConfig {
+        self.rate_margin = if margin.is_finite() {
+            margin.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// `rate` with the margin taken off.
+    pub fn margined(&self, rate: f64) -> f64 {
+        rate * (1.0 - self.rate_margin)
+    }
+
+    /// [`QuotaConfig::spec_for`] with the margin taken off the rate: what a new bucket
+    /// is created with.
+    pub fn effective_spec(&self, key: &BucketKey) -> Option<BucketSpec> {
+        self.spec_for(key)
+            .map(|spec| BucketSpec::new(self.margined(spec.rate), spec.burst))
     }
 
     /// Sets the spec of (provider, operation); `*` as operation covers the provider.
@@ -619,6 +661,11 @@ pub enum QuotaMsg {
     ClearCooldown {
         scope: String,
         reply: RpcReplyPort<bool>,
+    },
+    /// Drops what memory says about `scope`: the next question asks the store (another
+    /// process cleared it there).
+    Forget {
+        scope: String,
     },
 }
 
@@ -756,8 +803,8 @@ impl ManagerState {
             Buckets::Local(local) => local
                 .get(key)
                 .map(|bucket| BucketSpec::new(bucket.rate(), bucket.burst()))
-                .or_else(|| self.config.spec_for(key)),
-            Buckets::Redis(remote) => remote.spec(key).or_else(|| self.config.spec_for(key)),
+                .or_else(|| self.config.effective_spec(key)),
+            Buckets::Redis(remote) => remote.spec(key).or_else(|| self.config.effective_spec(key)),
         }
     }
 
@@ -937,6 +984,12 @@ impl ManagerState {
     }
 
     async fn observe(&mut self, key: BucketKey, observation: Observation) {
+        let observation = match observation {
+            Observation::RateLimitHeader(rate) => {
+                Observation::RateLimitHeader(self.config.margined(rate))
+            }
+            other => other,
+        };
         let Some(spec) = self.spec_for(&key) else {
             debug!(key = %key, "observation for a bucket without a spec ignored");
             return;
@@ -1256,6 +1309,17 @@ impl Actor for TokenManager {
             QuotaMsg::ClearCooldown { scope, reply } => {
                 let _ = reply.send(state.clear_cooldown(&scope).await);
             }
+            QuotaMsg::Forget { scope } => {
+                // Unsaved cooldowns exist only in memory: forgetting them would end them.
+                if state
+                    .cooldowns
+                    .get(&scope)
+                    .is_some_and(|cached| !cached.unsaved)
+                {
+                    state.cooldowns.remove(&scope);
+                    debug!(scope = %scope, "cooldown answer forgotten; the store is asked again");
+                }
+            }
         }
         Ok(())
     }
@@ -1374,6 +1438,14 @@ impl QuotaHandle {
         .await?
     }
 
+    /// Forgets the cached answer about `scope` (fire and forget): the next question asks
+    /// the store. For a cooldown another process cleared in the store.
+    pub fn forget(&self, scope: &str) {
+        let _ = self.actor.send_message(QuotaMsg::Forget {
+            scope: scope.to_string(),
+        });
+    }
+
     /// Ends the cooldown of `scope`; true when one was running.
     pub async fn clear_cooldown(&self, scope: &str) -> bool {
         let scope = scope.to_string();
@@ -1413,6 +1485,67 @@ impl QuotaHandle {
                 humantime::format_duration(RPC_TIMEOUT)
             ))),
         }
+    }
+}
+
+/// How one provider client's calls are paced: the TokenManager, the provider, and the
+/// scope of the client's buckets (for SP-API the selling partner, so accounts of one
+/// seller share its buckets and cooldowns). Attached to a client (see
+/// [`crate::provider::amazon::SpApiClient::with_pacer`]); the sync runner asks it before
+/// every call and tells it what every response said.
+#[derive(Clone)]
+pub struct Pacer {
+    pub handle: QuotaHandle,
+    pub provider: String,
+    pub scope: String,
+    /// The TokenManager keeps cooldowns outside the ledger (Redis), or under a scope
+    /// other than the account's: a run stopped by one writes a copy under the account
+    /// scope in the ledger, so `marketsync status` shows it.
+    pub mirror_to_ledger: bool,
+    /// Changes when a cooldown ended early (`marketsync cooldowns clear`): runners
+    /// waiting for a cooldown's end look again.
+    pub cleared: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Pacer {
+    pub fn new(handle: QuotaHandle, provider: &str, scope: &str) -> Pacer {
+        Pacer {
+            handle,
+            provider: provider.to_string(),
+            scope: scope.to_string(),
+            mirror_to_ledger: false,
+            cleared: None,
+        }
+    }
+
+    /// The bucket of `operation` in this pacer's scope.
+    pub fn key(&self, operation: &str) -> BucketKey {
+        BucketKey::new(&self.provider, operation, &self.scope)
+    }
+
+    /// The cooldown scopes that stop calls for `account`: the provider, the bucket
+    /// scope (`{provider}:{seller}`) and the account's own (`{provider}:{account}`).
+    pub fn cooldown_scopes(&self, account: &str) -> Vec<String> {
+        let mut scopes = vec![
+            self.provider.clone(),
+            crate::ledger::account_scope(&self.provider, &self.scope),
+        ];
+        let own = crate::ledger::account_scope(&self.provider, account);
+        if !scopes.contains(&own) {
+            scopes.push(own);
+        }
+        scopes
+    }
+
+    /// The first running cooldown among [`Pacer::cooldown_scopes`], as the TokenManager
+    /// sees it (memory, then its store).
+    pub async fn cooldown(&self, account: &str) -> Option<Cooldown> {
+        for scope in self.cooldown_scopes(account) {
+            if let Some(cooldown) = self.handle.cooldown(&scope).await {
+                return Some(cooldown);
+            }
+        }
+        None
     }
 }
 

@@ -478,6 +478,57 @@ impl RedisCooldowns {
     pub fn key(&self, scope: &str) -> String {
         self.link.cooldown_key(scope)
     }
+
+    /// Every running cooldown (`SCAN` over `{prefix}cooldown:*`, never `KEYS`), by scope.
+    pub async fn list(&self) -> Result<Vec<Cooldown>, QuotaError> {
+        let pattern = format!("{}*", glob_escape(&self.link.cooldown_key("")));
+        let mut found = self
+            .link
+            .run("cooldown list", |mut conn| async move {
+                let mut cursor: u64 = 0;
+                let mut keys: Vec<String> = Vec::new();
+                loop {
+                    let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                let mut found = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let raw: Option<String> =
+                        ::redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+                    // Gone since the scan (expired or cleared), or not ours: skipped.
+                    if let Some(cooldown) = raw.as_deref().and_then(parse_cooldown) {
+                        found.push(cooldown);
+                    }
+                }
+                Ok(found)
+            })
+            .await?;
+        found.sort_by(|a, b| a.scope.cmp(&b.scope));
+        Ok(found)
+    }
+}
+
+/// `text` with Redis glob characters escaped, for a `MATCH` pattern.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 impl CooldownStore for RedisCooldowns {

@@ -118,6 +118,25 @@ async fn poison_account_is_quarantined_while_healthy_accounts_keep_syncing() {
         daemon.wait_exit_code(Duration::from_secs(30)).await,
         Some(0)
     );
+    // Regression: a clean shutdown is not a crash (account actors used to stop
+    // themselves when their runners ended, which the supervisor counted as crashes).
+    let status = status_json(&config).unwrap();
+    for id in &ids[1..] {
+        let supervisor = &account(&status, id)["supervisor"];
+        assert_eq!(
+            supervisor["restarts"], 0,
+            "{id} after shutdown: {supervisor}"
+        );
+        assert_eq!(
+            supervisor["state"], "stopped",
+            "{id} after shutdown: {supervisor}"
+        );
+    }
+    assert!(
+        !daemon.logs().contains("mass failure"),
+        "logs:\n{}",
+        daemon.logs()
+    );
 
     // Restart without the drill: the quarantine is persisted, so the poison account is
     // not run until an operator resumes it.

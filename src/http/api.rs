@@ -1,0 +1,679 @@
+//! The JSON handlers of [`super::router`]: status with verdicts, the DB-only summary,
+//! recent failures, leases, and the admin actions (refresh, fill-day, reset failed,
+//! clear cooldown, resume, release a lease).
+//!
+//! Every handler validates its input first (unknown account → 404, bad window, date,
+//! number or body → 400 naming what was wrong) and does its SQLite work on the blocking
+//! pool. Admin actions are logged (account, action, outcome), never with the token.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use rusqlite::{params, OptionalExtension};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::{blocking, parse_body, ApiError, HttpState};
+use crate::doctor::{self, Verdict};
+use crate::ledger::{account_scope, HourState, LedgerStore, Priority};
+use crate::lock::{LockError, LockInfo};
+use crate::model::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
+use crate::sync::lookback_window;
+
+/// How long a handler waits for the lease backend before answering without it.
+const LOCKS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The leases, or why they could not be read (Redis down must not take the status down).
+pub(crate) async fn list_locks(state: &HttpState) -> (Vec<LockInfo>, Option<String>) {
+    match tokio::time::timeout(LOCKS_TIMEOUT, state.locks.list()).await {
+        Ok(Ok(locks)) => (locks, None),
+        Ok(Err(err)) => (Vec::new(), Some(err.to_string())),
+        Err(_) => (
+            Vec::new(),
+            Some(format!(
+                "the {} lock backend did not answer within {}",
+                state.locks.backend(),
+                humantime::format_duration(LOCKS_TIMEOUT)
+            )),
+        ),
+    }
+}
+
+/// `GET /api/status`.
+pub async fn status(State(state): State<HttpState>) -> Result<Json<Value>, ApiError> {
+    let (locks, lock_error) = list_locks(&state).await;
+    let now = now_ts();
+    let value = blocking(&state, move |state| {
+        status_value(state, &locks, lock_error, now)
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// The status document: `marketsync status --json` plus `verdict` and `explanation` per
+/// stream (and the worst verdict per account), a verdict summary, and the lease backend.
+pub fn status_value(
+    state: &HttpState,
+    locks: &[LockInfo],
+    lock_error: Option<String>,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let ledger = state.ledger.as_ref();
+    let supervision = ledger.with_conn(|conn| crate::supervisor::store::statuses(conn))?;
+    let report = crate::status::collect(&state.config, ledger, locks, &supervision, now)?;
+    let acquired = match state.locks.backend() {
+        "sqlite" => doctor::sqlite_acquired_at(ledger),
+        _ => HashMap::new(),
+    };
+    let facts = doctor::gather(
+        &state.config,
+        ledger,
+        locks,
+        &acquired,
+        &supervision,
+        None,
+        None,
+        now,
+    )?;
+    let mut accounts = serde_json::to_value(&report.accounts)
+        .map_err(|err| ApiError::internal(format!("cannot encode the status: {err}")))?;
+    let mut summary: BTreeMap<&'static str, u64> =
+        Verdict::ALL.iter().map(|v| (v.as_str(), 0)).collect();
+    if let Some(list) = accounts.as_array_mut() {
+        for (account_value, account_facts) in list.iter_mut().zip(&facts) {
+            let mut worst: Option<Verdict> = None;
+            if let Some(streams) = account_value
+                .get_mut("streams")
+                .and_then(Value::as_array_mut)
+            {
+                for (stream_value, stream_facts) in streams.iter_mut().zip(&account_facts.streams) {
+                    let (verdict, explanation) = doctor::verdict(account_facts, stream_facts, now);
+                    *summary.entry(verdict.as_str()).or_default() += 1;
+                    worst = worst.max(Some(verdict));
+                    stream_value["verdict"] = json!(verdict.as_str());
+                    stream_value["explanation"] = json!(explanation);
+                    if let (Some(at), Some(lock)) = (
+                        stream_facts.lock_acquired_at_ms,
+                        stream_value.get_mut("lock").filter(|lock| lock.is_object()),
+                    ) {
+                        lock["acquired_at"] = json!(format_ts(at.div_euclid(1000)));
+                    }
+                }
+            }
+            account_value["verdict"] = json!(worst.unwrap_or(Verdict::CaughtUp).as_str());
+        }
+    }
+    Ok(json!({
+        "ok": true,
+        "generated_at": format_ts(now),
+        "lock_backend": state.locks.backend(),
+        "lock_error": lock_error,
+        "summary": summary,
+        "accounts": accounts,
+    }))
+}
+
+/// Body of `POST /api/accounts/{id}/refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    window: String,
+}
+
+/// `POST /api/accounts/{id}/refresh`: resets the window's hours to MISSING at manual
+/// priority (the daemon claims them first on its next run). During a cooldown of the
+/// account nothing is reset and no provider is called: 200 with `"status":"error"`.
+pub async fn refresh(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.account(&id)?.clone();
+    let body: RefreshBody = parse_body(&body, None, r#"{"window":"last_3h"}"#)?;
+    let hours = match body.window.as_str() {
+        "last_3h" => 3,
+        "last_24h" => 24,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "window: expected \"last_3h\" or \"last_24h\", got {other:?}"
+            )))
+        }
+    };
+    let window_name = body.window;
+    let value = blocking(&state, move |state| {
+        let now = now_ts();
+        let ledger = state.ledger.as_ref();
+        let scope = account_scope(&account.provider, &account.id);
+        if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
+            let until = format_ts(cooldown.until_at);
+            let (error, message) = match cooldown.reason.as_str() {
+                "quota" => (
+                    "QuotaExceeded",
+                    format!(
+                        "{} quota for account {} has been exceeded; no provider call is made until {until}. showing last known data: GET /api/accounts/{}/summary",
+                        account.provider, account.id, account.id
+                    ),
+                ),
+                other => (
+                    "CooldownActive",
+                    format!(
+                        "account {} is in a {other} cooldown until {until}; no provider call is made. showing last known data: GET /api/accounts/{}/summary",
+                        account.id, account.id
+                    ),
+                ),
+            };
+            info!(account = %account.id, window = %window_name, reason = %cooldown.reason, "refresh refused during a cooldown");
+            return Ok(json!({
+                "status": "error",
+                "error": error,
+                "message": message,
+                "window": window_name,
+                "reason": cooldown.reason,
+                "until_utc": until,
+                "summary_url": format!("/api/accounts/{}/summary", account.id),
+            }));
+        }
+        let mut streams = Vec::new();
+        let mut total = 0u64;
+        for stream in &account.streams {
+            let end = lookback_window(stream, now).end;
+            let window = HourWindow::new(end - hours * HOUR, end);
+            let reset =
+                ledger.reset_window(&account.id, &stream.name, window, Priority::Manual, now)?;
+            total += reset;
+            streams.push(json!({
+                "stream": stream.name,
+                "hours_reset": reset,
+                "from": format_ts(window.start),
+                "to": format_ts(window.end),
+            }));
+        }
+        info!(account = %account.id, window = %window_name, hours_reset = total, "refresh requested");
+        Ok(json!({
+            "status": "success",
+            "window": window_name,
+            "hours_reset": total,
+            "streams": streams,
+            "message": format!(
+                "{total} hour(s) reset to MISSING at manual priority; the daemon fetches them first on its next run (hours in flight were left alone)"
+            ),
+        }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// Query of `GET /api/accounts/{id}/summary`.
+fn query_number(
+    query: &HashMap<String, String>,
+    key: &str,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match query.get(key) {
+        None => Ok(default),
+        Some(text) => match text.trim().parse::<i64>() {
+            Ok(value) if (1..=max).contains(&value) => Ok(value),
+            _ => Err(ApiError::bad_request(format!(
+                "{key}: expected a whole number from 1 to {max}, got {text:?}"
+            ))),
+        },
+    }
+}
+
+fn check_query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    for key in query.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {key:?}; allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn query_map(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    query
+        .map(|Query(map)| map)
+        .map_err(|err| ApiError::bad_request(format!("invalid query string: {}", err.body_text())))
+}
+
+fn cents(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// `GET /api/accounts/{id}/summary?hours=24&asins=100`: RT sales totals per hour and
+/// per ASIN over the last `hours` hours, from the database only (never a provider call),
+/// with how many of those hours are APPLIED (complete) per stream.
+pub async fn summary(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.account(&id)?.clone();
+    let query = query_map(query)?;
+    check_query_keys(&query, &["hours", "asins"])?;
+    let hours = query_number(&query, "hours", 24, 24 * 90)?;
+    let asin_limit = query_number(&query, "asins", 100, 10_000)?;
+    let value = blocking(&state, move |state| {
+        let now = now_ts();
+        let to = floor_hour(now) + HOUR;
+        let from = to - hours * HOUR;
+        let id = account.id.as_str();
+        let (by_hour, by_asin, totals, coverage) = state.ledger.with_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT hour_utc, SUM(ordered_units), SUM(ordered_revenue), COUNT(*)
+                 FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3
+                 GROUP BY hour_utc ORDER BY hour_utc DESC",
+            )?;
+            let by_hour = statement
+                .query_map(params![id, from, to], |row| {
+                    Ok(json!({
+                        "hour_utc": format_ts(row.get(0)?),
+                        "ordered_units": row.get::<_, i64>(1)?,
+                        "ordered_revenue": cents(row.get::<_, f64>(2)?),
+                        "asins": row.get::<_, i64>(3)?,
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut statement = conn.prepare_cached(
+                "SELECT asin, SUM(ordered_units), SUM(ordered_revenue), COUNT(*)
+                 FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3
+                 GROUP BY asin ORDER BY SUM(ordered_revenue) DESC, asin LIMIT ?4",
+            )?;
+            let by_asin = statement
+                .query_map(params![id, from, to, asin_limit], |row| {
+                    Ok(json!({
+                        "asin": row.get::<_, String>(0)?,
+                        "ordered_units": row.get::<_, i64>(1)?,
+                        "ordered_revenue": cents(row.get::<_, f64>(2)?),
+                        "hours": row.get::<_, i64>(3)?,
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let totals = conn.query_row(
+                "SELECT COALESCE(SUM(ordered_units), 0), COALESCE(SUM(ordered_revenue), 0.0),
+                        COUNT(*), COUNT(DISTINCT asin), COUNT(DISTINCT hour_utc)
+                 FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3",
+                params![id, from, to],
+                |row| {
+                    Ok(json!({
+                        "ordered_units": row.get::<_, i64>(0)?,
+                        "ordered_revenue": cents(row.get::<_, f64>(1)?),
+                        "rows": row.get::<_, i64>(2)?,
+                        "asins": row.get::<_, i64>(3)?,
+                        "hours_with_data": row.get::<_, i64>(4)?,
+                    }))
+                },
+            )?;
+            let mut coverage = Vec::new();
+            for stream in &account.streams {
+                let (applied, last): (i64, Option<i64>) = conn.query_row(
+                    "SELECT SUM(CASE WHEN hour_utc >= ?3 AND hour_utc < ?4 THEN 1 ELSE 0 END), MAX(hour_utc)
+                     FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'APPLIED'",
+                    params![id, stream.name, from, to],
+                    |row| Ok((row.get::<_, Option<i64>>(0)?.unwrap_or(0), row.get(1)?)),
+                )?;
+                coverage.push(json!({
+                    "stream": stream.name,
+                    "applied_hours": applied,
+                    "last_applied_hour": last.map(format_ts),
+                }));
+            }
+            Ok::<_, rusqlite::Error>((by_hour, by_asin, totals, coverage))
+        })?;
+        Ok(json!({
+            "account": account.id,
+            "provider": account.provider,
+            "source": "database",
+            "from": format_ts(from),
+            "to": format_ts(to),
+            "hours": hours,
+            "ledger": coverage,
+            "totals": totals,
+            "by_hour": by_hour,
+            "by_asin": by_asin,
+        }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// `GET /api/failures?limit=50`: the most recently failed hours, newest first.
+pub async fn failures(
+    State(state): State<HttpState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let query = query_map(query)?;
+    check_query_keys(&query, &["limit"])?;
+    let limit = query_number(&query, "limit", 50, 1000)?;
+    let value = blocking(&state, move |state| {
+        let rows = state.ledger.with_conn(|conn| {
+            // The first term lets SQLite use the partial claimable index.
+            let mut statement = conn.prepare_cached(
+                "SELECT account, stream, hour_utc, attempts, last_error, next_retry_at, updated_at
+                 FROM ledger_hours
+                 WHERE state IN ('MISSING', 'FAILED') AND state = 'FAILED'
+                 ORDER BY updated_at DESC, hour_utc DESC LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map(params![limit], |row| {
+                    Ok(json!({
+                        "account": row.get::<_, String>(0)?,
+                        "stream": row.get::<_, String>(1)?,
+                        "hour_utc": format_ts(row.get(2)?),
+                        "attempts": row.get::<_, i64>(3)?,
+                        "last_error": row.get::<_, Option<String>>(4)?,
+                        "next_retry_at": row.get::<_, Option<i64>>(5)?.map(format_ts),
+                        "failed_at": format_ts(row.get(6)?),
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, rusqlite::Error>(rows)
+        })?;
+        Ok(json!({ "failures": rows }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// `GET /api/locks`.
+pub async fn locks(State(state): State<HttpState>) -> Result<Json<Value>, ApiError> {
+    match tokio::time::timeout(LOCKS_TIMEOUT, state.locks.list()).await {
+        Ok(Ok(locks)) => Ok(Json(json!({
+            "backend": state.locks.backend(),
+            "locks": locks,
+        }))),
+        Ok(Err(err)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "lock_backend_unavailable",
+            format!("cannot list leases: {err}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "lock_backend_unavailable",
+            format!(
+                "the {} lock backend did not answer within {}",
+                state.locks.backend(),
+                humantime::format_duration(LOCKS_TIMEOUT)
+            ),
+        )),
+    }
+}
+
+/// The account's enabled streams, or only `name` (404 when it is not one of them).
+fn select_streams(
+    account: &crate::config::AccountConfig,
+    name: Option<&str>,
+) -> Result<Vec<crate::config::StreamConfig>, ApiError> {
+    match name {
+        None => Ok(account.streams.clone()),
+        Some(name) => match account.stream(name) {
+            Some(stream) => Ok(vec![stream.clone()]),
+            None => {
+                let known: Vec<&str> = account.streams.iter().map(|s| s.name.as_str()).collect();
+                Err(ApiError::not_found(format!(
+                    "account {} has no enabled stream {name:?}; enabled streams: {}",
+                    account.id,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )))
+            }
+        },
+    }
+}
+
+/// Body of `POST /api/accounts/{id}/fill-day`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FillDayBody {
+    date: String,
+    stream: Option<String>,
+}
+
+/// `POST /api/accounts/{id}/fill-day`: `marketsync fill-day` for one or every stream.
+pub async fn fill_day(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.account(&id)?.clone();
+    let body: FillDayBody = parse_body(
+        &body,
+        None,
+        r#"{"date":"2025-12-09","stream":"vendor_rt_sales"}"#,
+    )?;
+    let streams = select_streams(&account, body.stream.as_deref())?;
+    let mut windows = Vec::new();
+    for stream in &streams {
+        let window =
+            crate::cli::fill_day_window(&state.config, &account.id, &stream.name, &body.date)
+                .map_err(|err| ApiError::bad_request(format!("date: {err}")))?;
+        windows.push((stream.name.clone(), window));
+    }
+    let date = body.date;
+    let value = blocking(&state, move |state| {
+        let now = now_ts();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (stream, window) in windows {
+            let reset = state.ledger.reset_window(
+                &account.id,
+                &stream,
+                window,
+                Priority::Manual,
+                now,
+            )?;
+            total += reset;
+            out.push(json!({
+                "stream": stream,
+                "hours_reset": reset,
+                "from": format_ts(window.start),
+                "to": format_ts(window.end),
+            }));
+        }
+        info!(account = %account.id, date = %date, hours_reset = total, "fill-day requested");
+        Ok(json!({
+            "status": "success",
+            "date": date,
+            "hours_reset": total,
+            "streams": out,
+            "message": format!("{total} hour(s) of {date} reset to MISSING; the daemon fetches them on its next run"),
+        }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// Body of `POST /api/accounts/{id}/reset-failed`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamBody {
+    stream: Option<String>,
+}
+
+/// `POST /api/accounts/{id}/reset-failed`: FAILED hours become MISSING at manual
+/// priority, claimable at once (their retry wait and attempt count are cleared).
+pub async fn reset_failed(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.account(&id)?.clone();
+    let body: StreamBody = parse_body(
+        &body,
+        Some(StreamBody::default()),
+        r#"{"stream":"vendor_rt_sales"} or an empty body"#,
+    )?;
+    let streams = select_streams(&account, body.stream.as_deref())?;
+    debug_assert!(HourState::Failed.can_become(HourState::Missing));
+    let value = blocking(&state, move |state| {
+        let now = now_ts();
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        for stream in &streams {
+            let reset = state.ledger.with_conn(|conn| {
+                conn.execute(
+                    "UPDATE ledger_hours SET state = 'MISSING', priority = ?3, attempts = 0,
+                         next_retry_at = NULL, claim_id = NULL, updated_at = ?4
+                     WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'",
+                    params![account.id, stream.name, Priority::Manual as i64, now],
+                )
+            })? as u64;
+            total += reset;
+            out.push(json!({"stream": stream.name, "hours_reset": reset}));
+        }
+        info!(account = %account.id, hours_reset = total, "failed hours reset");
+        Ok(json!({
+            "status": "success",
+            "hours_reset": total,
+            "streams": out,
+            "message": format!("{total} FAILED hour(s) reset to MISSING; the daemon retries them on its next run"),
+        }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// `POST /api/accounts/{id}/clear-cooldown`: ends the account's provider cooldown
+/// (quota or auth) so the next run calls the provider again.
+pub async fn clear_cooldown(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.account(&id)?.clone();
+    let value = blocking(&state, move |state| {
+        let now = now_ts();
+        let scope = account_scope(&account.provider, &account.id);
+        let previous = state.ledger.active_cooldown(&scope, now)?;
+        let cleared = state.ledger.clear_cooldown(&scope)?;
+        info!(account = %account.id, cleared, "cooldown cleared");
+        Ok(json!({
+            "status": "success",
+            "scope": scope,
+            "cleared": previous.is_some() && cleared,
+            "previous": previous.map(|cooldown| json!({
+                "reason": cooldown.reason,
+                "until_utc": format_ts(cooldown.until_at),
+                "detail": cooldown.detail,
+            })),
+            "message": if cleared {
+                "cooldown cleared; the daemon calls the provider again on its next run".to_string()
+            } else {
+                "no cooldown was set for this account".to_string()
+            },
+        }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// `POST /api/accounts/{id}/resume`: asks the running daemon to clear the quarantine
+/// (picked up within one supervisor heartbeat). 409 when the account is not quarantined.
+pub async fn resume(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.account(&id)?.clone();
+    let value = blocking(&state, move |state| {
+        let (requested, current) = state.ledger.with_conn(|conn| {
+            let requested = crate::supervisor::store::request_resume(conn, &account.id)?;
+            let current: Option<String> = conn
+                .query_row(
+                    "SELECT state FROM account_supervision WHERE account = ?1",
+                    params![account.id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok::<_, rusqlite::Error>((requested, current))
+        })?;
+        if !requested {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_quarantined",
+                format!(
+                    "account {} is not quarantined (state: {}); nothing to resume",
+                    account.id,
+                    current.as_deref().unwrap_or("never supervised")
+                ),
+            ));
+        }
+        info!(account = %account.id, "resume requested");
+        Ok(json!({
+            "status": "success",
+            "resume_requested": true,
+            "message": format!("resume of {} requested; the daemon restarts it within one supervisor heartbeat", account.id),
+        }))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// Body of `POST /api/locks/{account}/{stream}/release`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/locks/{account}/{stream}/release`: releases a stale lease; a live one only
+/// with `{"force": true}` (409 otherwise, naming its holder).
+pub async fn release_lock(
+    State(state): State<HttpState>,
+    Path((account, stream)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: ReleaseBody = parse_body(
+        &body,
+        Some(ReleaseBody::default()),
+        r#"{"force":true} or an empty body"#,
+    )?;
+    let scope = format!("{account}/{stream}");
+    let released =
+        tokio::time::timeout(LOCKS_TIMEOUT, state.locks.release_scope(&scope, body.force))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "lock_backend_unavailable",
+                    "the lock backend did not answer in time",
+                )
+            })?;
+    match released {
+        Ok(Some(info)) => {
+            info!(scope = %scope, replaced_owner = %info.owner, forced = body.force, "lease released by an operator");
+            Ok(Json(json!({
+                "status": "success",
+                "was_live": !info.stale,
+                "released": info,
+            })))
+        }
+        Ok(None) => Err(ApiError::not_found(format!("no lease on {scope}"))),
+        Err(LockError::Busy { holder, until, .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "lock_live",
+            format!(
+                "{scope} is held by a live lease of {holder} until {until}; wait for it to expire, or send {{\"force\": true}} if that owner is gone"
+            ),
+        )),
+        Err(LockError::Invalid(message)) => Err(ApiError::bad_request(message)),
+        Err(err) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "lock_backend_unavailable",
+            err.to_string(),
+        )),
+    }
+}

@@ -1,0 +1,339 @@
+//! `GET /metrics`: Prometheus metrics in the OpenMetrics text format (which Prometheus
+//! scrapes natively), built with the `prometheus-client` crate.
+//!
+//! Two kinds of metrics:
+//!
+//! - **Read from the database and the lease backend at scrape time** (so they are right
+//!   even for work done by another process): ledger hours per state per stream, the lag
+//!   of the newest applied hour, cooldowns, account actor restarts and states
+//!   (quarantines), leases and stale leases, and the verdict per stream.
+//! - **Counted in process** in the global [`Metrics`] ([`global`]): provider calls and
+//!   429s by provider and operation, lock takeovers, and tokens available per quota
+//!   bucket. Code that makes the call increments them:
+//!
+//!   ```
+//!   use marketsync::http::metrics;
+//!   metrics::global().provider_call("amazon", "createReport");
+//!   metrics::global().provider_throttled("amazon", "createReport"); // a 429
+//!   metrics::global().lock_takeover("acct/vendor_rt_sales");
+//!   metrics::global().set_tokens_available("amazon", "createReport", 14.0);
+//!   ```
+//!
+//! Names (all prefixed `marketsync_`):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `provider_calls_total` | counter | provider, operation |
+//! | `provider_throttled_total` | counter | provider, operation |
+//! | `lock_takeovers_total` | counter | scope |
+//! | `quota_tokens_available` | gauge | provider, bucket |
+//! | `ledger_hours` | gauge | account, stream, state |
+//! | `ledger_newest_applied_lag_seconds` | gauge | account, stream |
+//! | `stream_verdict` | gauge (1) | account, stream, verdict |
+//! | `cooldown_remaining_seconds` | gauge | scope, reason |
+//! | `actor_restarts_total` | counter | account |
+//! | `actor_state` | gauge (1) | account, state |
+//! | `actors_quarantined` | gauge | |
+//! | `locks` | gauge | state (`live`, `stale`) |
+//! | `lock_backend_up` | gauge | backend |
+
+use std::sync::atomic::AtomicU64;
+use std::sync::LazyLock;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use rusqlite::params;
+
+use super::{blocking, ApiError, HttpState};
+use crate::doctor;
+use crate::ledger::HourState;
+use crate::model::{now_ts, HOUR};
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters and gauges fed by the code that does the work; see the module docs.
+pub struct Metrics {
+    registry: Registry,
+    provider_calls: Family<Labels, Counter>,
+    provider_throttled: Family<Labels, Counter>,
+    lock_takeovers: Family<Labels, Counter>,
+    tokens_available: Family<Labels, Gauge<f64, AtomicU64>>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("marketsync");
+        let provider_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "provider_calls",
+            "Provider API calls made, by provider and operation",
+            provider_calls.clone(),
+        );
+        let provider_throttled = Family::<Labels, Counter>::default();
+        registry.register(
+            "provider_throttled",
+            "Provider calls answered 429 (quota exceeded), by provider and operation",
+            provider_throttled.clone(),
+        );
+        let lock_takeovers = Family::<Labels, Counter>::default();
+        registry.register(
+            "lock_takeovers",
+            "Expired leases taken over from another owner, by scope",
+            lock_takeovers.clone(),
+        );
+        let tokens_available = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "quota_tokens_available",
+            "Tokens available in each quota bucket",
+            tokens_available.clone(),
+        );
+        Metrics {
+            registry,
+            provider_calls,
+            provider_throttled,
+            lock_takeovers,
+            tokens_available,
+        }
+    }
+
+    /// One provider API call was made (count every attempt, whatever its outcome).
+    pub fn provider_call(&self, provider: &str, operation: &str) {
+        self.provider_calls
+            .get_or_create(&provider_labels(provider, operation))
+            .inc();
+    }
+
+    /// A provider call was answered 429.
+    pub fn provider_throttled(&self, provider: &str, operation: &str) {
+        self.provider_throttled
+            .get_or_create(&provider_labels(provider, operation))
+            .inc();
+    }
+
+    /// An expired lease on `scope` was taken over.
+    pub fn lock_takeover(&self, scope: &str) {
+        self.lock_takeovers
+            .get_or_create(&vec![("scope", scope.to_string())])
+            .inc();
+    }
+
+    /// The tokens a quota bucket holds now.
+    pub fn set_tokens_available(&self, provider: &str, bucket: &str, tokens: f64) {
+        self.tokens_available
+            .get_or_create(&vec![
+                ("provider", provider.to_string()),
+                ("bucket", bucket.to_string()),
+            ])
+            .set(tokens);
+    }
+
+    /// The current value of `provider_calls_total` (tests and the dashboard).
+    pub fn provider_calls(&self, provider: &str, operation: &str) -> u64 {
+        self.provider_calls
+            .get_or_create(&provider_labels(provider, operation))
+            .get()
+    }
+}
+
+fn provider_labels(provider: &str, operation: &str) -> Labels {
+    vec![
+        ("provider", provider.to_string()),
+        ("operation", operation.to_string()),
+    ]
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide in-process metrics.
+pub fn global() -> &'static Metrics {
+    &METRICS
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<HttpState>) -> Result<Response, ApiError> {
+    let (locks, lock_error) = super::api::list_locks(&state).await;
+    let now = now_ts();
+    let text = blocking(&state, move |state| {
+        let snapshot = snapshot_registry(state, &locks, lock_error.is_none(), now)?;
+        let mut text = String::new();
+        encode_registry(&mut text, &global().registry)
+            .and_then(|()| encode_registry(&mut text, &snapshot))
+            .and_then(|()| encode_eof(&mut text))
+            .map_err(|err| ApiError::internal(format!("cannot encode metrics: {err}")))?;
+        Ok(text)
+    })
+    .await?;
+    let mut response = text.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    Ok(response)
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(key, value)| (*key, value.to_string()))
+        .collect()
+}
+
+/// The metrics read from the database and the lease backend at `now`.
+fn snapshot_registry(
+    state: &HttpState,
+    locks: &[crate::lock::LockInfo],
+    lock_backend_up: bool,
+    now: i64,
+) -> Result<Registry, ApiError> {
+    let mut registry = Registry::with_prefix("marketsync");
+    let ledger = state.ledger.as_ref();
+    let supervision = ledger.with_conn(|conn| crate::supervisor::store::statuses(conn))?;
+    let facts = doctor::gather(
+        &state.config,
+        ledger,
+        locks,
+        &Default::default(),
+        &supervision,
+        None,
+        None,
+        now,
+    )?;
+
+    let hours = Family::<Labels, Gauge>::default();
+    let lag = Family::<Labels, Gauge>::default();
+    let verdicts = Family::<Labels, Gauge>::default();
+    for account in &facts {
+        for stream in &account.streams {
+            let name = stream.stream.name.as_str();
+            for (state, count) in HourState::ALL.iter().zip(stream.counts) {
+                hours
+                    .get_or_create(&labels(&[
+                        ("account", &account.id),
+                        ("stream", name),
+                        ("state", state.as_str()),
+                    ]))
+                    .set(count as i64);
+            }
+            if let Some(last) = stream.last_applied_hour {
+                lag.get_or_create(&labels(&[("account", &account.id), ("stream", name)]))
+                    .set((now - (last + HOUR)).max(0));
+            }
+            let (verdict, _) = doctor::verdict(account, stream, now);
+            verdicts
+                .get_or_create(&labels(&[
+                    ("account", &account.id),
+                    ("stream", name),
+                    ("verdict", verdict.as_str()),
+                ]))
+                .set(1);
+        }
+    }
+    registry.register(
+        "ledger_hours",
+        "Ledger hours per state, per account and stream",
+        hours,
+    );
+    registry.register_with_unit(
+        "ledger_newest_applied_lag",
+        "Time from the end of the newest APPLIED hour to now",
+        Unit::Seconds,
+        lag,
+    );
+    registry.register(
+        "stream_verdict",
+        "1 for the current verdict of each stream (caught_up, syncing, cooldown, lock_busy, failing, stalled, quarantined)",
+        verdicts,
+    );
+
+    let cooldowns = Family::<Labels, Gauge>::default();
+    ledger.with_conn(|conn| {
+        let mut statement = conn.prepare_cached(
+            "SELECT scope, reason, until_at FROM cooldowns WHERE until_at > ?1 ORDER BY scope",
+        )?;
+        let rows = statement.query_map(params![now], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (scope, reason, until) = row?;
+            cooldowns
+                .get_or_create(&labels(&[("scope", &scope), ("reason", &reason)]))
+                .set(until - now);
+        }
+        Ok::<_, rusqlite::Error>(())
+    })?;
+    registry.register_with_unit(
+        "cooldown_remaining",
+        "Time left in each active cooldown (no provider calls in its scope)",
+        Unit::Seconds,
+        cooldowns,
+    );
+
+    let restarts = Family::<Labels, Counter>::default();
+    let actor_state = Family::<Labels, Gauge>::default();
+    let quarantined = Gauge::<i64>::default();
+    for child in &supervision {
+        restarts
+            .get_or_create(&labels(&[("account", &child.id)]))
+            .inc_by(child.restarts);
+        actor_state
+            .get_or_create(&labels(&[
+                ("account", &child.id),
+                ("state", child.state.as_str()),
+            ]))
+            .set(1);
+        if child.state == crate::supervisor::ChildState::Quarantined {
+            quarantined.inc();
+        }
+    }
+    registry.register(
+        "actor_restarts",
+        "Restarts of each account actor, as the supervisor recorded them",
+        restarts,
+    );
+    registry.register(
+        "actor_state",
+        "1 for the current supervision state of each account actor",
+        actor_state,
+    );
+    registry.register(
+        "actors_quarantined",
+        "Account actors quarantined now (waiting for a probe or an operator's resume)",
+        quarantined,
+    );
+
+    let lock_count = Family::<Labels, Gauge>::default();
+    let live = locks.iter().filter(|lock| !lock.stale).count() as i64;
+    lock_count
+        .get_or_create(&labels(&[("state", "live")]))
+        .set(live);
+    lock_count
+        .get_or_create(&labels(&[("state", "stale")]))
+        .set(locks.len() as i64 - live);
+    registry.register(
+        "locks",
+        "Leases stored in the lock backend, live or stale (expiry passed)",
+        lock_count,
+    );
+    let backend_up = Family::<Labels, Gauge>::default();
+    backend_up
+        .get_or_create(&labels(&[("backend", state.locks.backend())]))
+        .set(i64::from(lock_backend_up));
+    registry.register(
+        "lock_backend_up",
+        "1 when the lock backend answered this scrape",
+        backend_up,
+    );
+    Ok(registry)
+}

@@ -1,0 +1,280 @@
+//! `marketsync cooldowns`: list the running cooldowns and end one early.
+//!
+//! Cooldowns live in the SQLite `cooldowns` table (the ledger; what `status` reads) and,
+//! when `[redis]` is configured, under `{prefix}cooldown:{scope}` in Redis (what the
+//! daemons' TokenManagers share). `cooldowns` lists both, marking where each row lives;
+//! `cooldowns clear SCOPE` deletes the scope from both.
+//!
+//! Scopes: `amazon` (the provider), `amazon:{account}` (an account, as
+//! [`crate::ledger::account_scope`] writes it), `amazon:{seller}` (a selling partner's
+//! buckets, when accounts set `selling_partner_id`), `lock:{account}/{stream}` (lease
+//! conditions recorded for `status`). Clearing an account or selling-partner scope clears
+//! every account scope of that seller and the seller's scope too: they are one quota,
+//! and a copy left behind would keep the others waiting.
+//!
+//! A running daemon notices a clear of its SQLite file within about a second (see
+//! [`crate::daemon`]); a daemon on another host sharing the Redis within a minute.
+//! Emits nothing (prints its result).
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::redis::RedisCooldowns;
+use super::CooldownStore;
+use crate::config::Config;
+use crate::ledger::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
+use crate::model::{format_ts, now_ts};
+
+#[derive(Debug, Subcommand)]
+pub enum CooldownsAction {
+    /// End the cooldown of SCOPE early (e.g. amazon:acme). For an account or selling
+    /// partner scope, every account of that seller is cleared too.
+    Clear { scope: String },
+}
+
+/// One running cooldown, as `cooldowns --json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CooldownRow {
+    pub scope: String,
+    /// `quota`, `lock_busy`, `lock_unavailable`, `auth`.
+    pub reason: String,
+    pub started_utc: String,
+    pub until_utc: String,
+    pub remaining_secs: i64,
+    pub detail: Option<String>,
+    /// `sqlite` or `redis`.
+    pub store: &'static str,
+}
+
+impl CooldownRow {
+    fn new(cooldown: Cooldown, store: &'static str, now: i64) -> CooldownRow {
+        CooldownRow {
+            remaining_secs: (cooldown.until_at - now).max(0),
+            started_utc: format_ts(cooldown.started_at),
+            until_utc: format_ts(cooldown.until_at),
+            scope: cooldown.scope,
+            reason: cooldown.reason,
+            detail: cooldown.detail,
+            store,
+        }
+    }
+}
+
+/// Running cooldowns in the SQLite file, by scope.
+pub fn ledger_cooldowns(ledger: &SqliteLedger, now: i64) -> Result<Vec<Cooldown>, LedgerError> {
+    ledger.with_conn(|conn| {
+        let mut statement = conn.prepare_cached(
+            "SELECT scope, reason, started_at, until_at, detail FROM cooldowns
+             WHERE until_at > ?1 ORDER BY scope",
+        )?;
+        let rows = statement.query_map([now], |row| {
+            Ok(Cooldown {
+                scope: row.get(0)?,
+                reason: row.get(1)?,
+                started_at: row.get(2)?,
+                until_at: row.get(3)?,
+                detail: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })
+}
+
+/// The Redis cooldown store of `config`, when `[redis]` is configured.
+pub fn redis_cooldowns(config: &Config) -> anyhow::Result<Option<RedisCooldowns>> {
+    let Some(redis) = &config.redis else {
+        return Ok(None);
+    };
+    let url = redis
+        .url
+        .resolve()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.source_name))?;
+    Ok(Some(RedisCooldowns::new(&url, &redis.prefix)?))
+}
+
+/// Every running cooldown (SQLite, then Redis). A Redis that cannot be reached is not an
+/// error: its message comes back as the second value.
+pub async fn list(config: &Config) -> anyhow::Result<(Vec<CooldownRow>, Option<String>)> {
+    let now = now_ts();
+    let ledger = open_ledger(config).await?;
+    let mut rows: Vec<CooldownRow> = ledger_cooldowns(&ledger, now)?
+        .into_iter()
+        .map(|cooldown| CooldownRow::new(cooldown, "sqlite", now))
+        .collect();
+    let mut warning = None;
+    if let Some(redis) = redis_cooldowns(config)? {
+        match redis.list().await {
+            Ok(found) => rows.extend(
+                found
+                    .into_iter()
+                    .filter(|cooldown| cooldown.until_at > now)
+                    .map(|cooldown| CooldownRow::new(cooldown, "redis", now)),
+            ),
+            Err(err) => warning = Some(err.to_string()),
+        }
+    }
+    rows.sort_by(|a, b| (&a.scope, a.store).cmp(&(&b.scope, b.store)));
+    Ok((rows, warning))
+}
+
+/// The scopes `cooldowns clear SCOPE` ends: SCOPE, and for an account or selling
+/// partner scope of a configured account, the seller's scope and every account scope
+/// of that seller.
+pub fn related_scopes(config: &Config, scope: &str) -> Vec<String> {
+    let mut scopes = vec![scope.to_string()];
+    let mut add = |scope: String| {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    };
+    let sellers: Vec<(&str, &str)> = config
+        .accounts
+        .iter()
+        .filter(|account| {
+            scope == account_scope(&account.provider, &account.id)
+                || scope == account_scope(&account.provider, account.quota_scope())
+        })
+        .map(|account| (account.provider.as_str(), account.quota_scope()))
+        .collect();
+    for (provider, seller) in sellers {
+        add(account_scope(provider, seller));
+        for account in &config.accounts {
+            if account.provider == provider && account.quota_scope() == seller {
+                add(account_scope(provider, &account.id));
+            }
+        }
+    }
+    scopes
+}
+
+/// Ends the cooldowns of [`related_scopes`] in SQLite and Redis; returns what was
+/// cleared, as (scope, store).
+pub async fn clear(config: &Config, scope: &str) -> anyhow::Result<Vec<(String, &'static str)>> {
+    let scopes = related_scopes(config, scope);
+    let ledger = open_ledger(config).await?;
+    let mut cleared = Vec::new();
+    for scope in &scopes {
+        if ledger.clear_cooldown(scope)? {
+            cleared.push((scope.clone(), "sqlite"));
+        }
+    }
+    if let Some(redis) = redis_cooldowns(config)? {
+        for scope in &scopes {
+            let removed = redis.clear(scope).await.with_context(|| {
+                format!(
+                    "cleared {} in sqlite, but redis cannot be reached; run the command again once it is up",
+                    if cleared.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        cleared
+                            .iter()
+                            .map(|(scope, _)| scope.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )
+            })?;
+            if removed {
+                cleared.push((scope.clone(), "redis"));
+            }
+        }
+    }
+    Ok(cleared)
+}
+
+async fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
+    let path = config.database_path();
+    Ok(
+        tokio::task::spawn_blocking(move || SqliteLedger::open(&path))
+            .await
+            .context("opening the ledger")??,
+    )
+}
+
+/// `marketsync cooldowns [--json]` and `marketsync cooldowns clear SCOPE`.
+pub fn command(
+    config: &Config,
+    action: Option<&CooldownsAction>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match action {
+            None => {
+                let (rows, warning) = list(config).await?;
+                if let Some(warning) = &warning {
+                    eprintln!("marketsync: cannot read cooldowns from redis: {warning}; showing sqlite only");
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "cooldowns": rows }))?
+                    );
+                } else {
+                    print!("{}", render_table(&rows));
+                }
+                Ok(0)
+            }
+            Some(CooldownsAction::Clear { scope }) => {
+                let cleared = clear(config, scope).await?;
+                if cleared.is_empty() {
+                    println!("no running cooldown on {scope}; nothing to clear");
+                } else {
+                    for (scope, store) in &cleared {
+                        println!("cleared {scope} ({store})");
+                    }
+                    println!("calls in these scopes may be made again; a running daemon resumes within seconds");
+                }
+                Ok(0)
+            }
+        }
+    })
+}
+
+/// An aligned table; `(no running cooldowns)` when empty.
+pub fn render_table(rows: &[CooldownRow]) -> String {
+    let mut table = vec![[
+        "SCOPE".to_string(),
+        "REASON".to_string(),
+        "STARTED".to_string(),
+        "UNTIL".to_string(),
+        "REMAINING".to_string(),
+        "STORE".to_string(),
+        "DETAIL".to_string(),
+    ]];
+    for row in rows {
+        table.push([
+            row.scope.clone(),
+            row.reason.clone(),
+            row.started_utc.clone(),
+            row.until_utc.clone(),
+            humantime::format_duration(std::time::Duration::from_secs(
+                row.remaining_secs.max(0) as u64
+            ))
+            .to_string(),
+            row.store.to_string(),
+            row.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no running cooldowns)\n");
+    }
+    out
+}

@@ -156,6 +156,7 @@ pub fn render_table(report: &StatusReport) -> String {
         "LAST APPLIED",
         "NEXT CLAIMABLE",
         "COOLDOWN",
+        "ACTOR",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for account in &report.accounts {
@@ -265,4 +266,48 @@ pub fn render_table(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_a_column_for_every_cell_including_the_actor() {
+        let report = StatusReport {
+            accounts: vec![AccountStatus {
+                id: "acme".to_string(),
+                provider: "amazon".to_string(),
+                supervisor: Some(SupervisorStatus {
+                    state: "running".to_string(),
+                    restarts: 2,
+                    last_crash: None,
+                    quarantined_until: None,
+                    reason: None,
+                }),
+                streams: vec![StreamStatus {
+                    name: "vendor_rt_sales".to_string(),
+                    counts: HourState::ALL
+                        .iter()
+                        .map(|state| (state.as_str(), 1))
+                        .collect(),
+                    last_applied_hour: None,
+                    next_claimable_hour: None,
+                    next_retry_at: None,
+                    last_error: None,
+                    cooldown: CooldownStatus {
+                        reason: "none".to_string(),
+                        until_utc: None,
+                    },
+                    lock: None,
+                }],
+            }],
+        };
+        let table = render_table(&report);
+        let mut lines = table.lines();
+        let header = lines.next().unwrap();
+        assert!(header.ends_with("ACTOR"), "{header}");
+        let row = lines.next().unwrap();
+        assert!(row.ends_with("running (2 restarts)"), "{row}");
+    }
 }

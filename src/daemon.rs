@@ -41,7 +41,7 @@ use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use crate::root::{HousekeepingArgs, Root, RootArgs, RootMsg};
 use crate::sim::{SimConfig, Simulator};
 use crate::supervisor::{SupervisorArgs, SupervisorMsg};
-use crate::sync::{blocking, owner_name, LeasedOutcome, RunOutcome, StreamContext};
+use crate::sync::{blocking, LeasedOutcome, RunOutcome, StreamContext};
 use tokio::sync::watch;
 
 /// How long runners get to finish their unit after shutdown is requested.
@@ -163,7 +163,7 @@ impl Daemon {
             .build()
             .context("building the http client")?;
         let documents_dir = config.data_dir.join("documents");
-        let owner = owner_name("auto-sync");
+        let owner = crate::lock::local_owner("auto-sync");
 
         let chaos = config.chaos.as_ref().map(|drill| {
             warn!(account = %drill.account, action = ?drill.action, when = ?drill.when, "chaos drill armed");

@@ -1032,20 +1032,3 @@ fn sanitize(text: &str) -> String {
         })
         .collect()
 }
-
-/// `task:pid@host`, the owner recorded with claims and (later) leases.
-pub fn owner_name(task: &str) -> String {
-    format!("{task}:{}@{}", std::process::id(), host_name())
-}
-
-pub fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".to_string())
-}

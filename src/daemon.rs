@@ -102,7 +102,7 @@ impl Daemon {
         let simulator_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let locks = open_locks(config).await?;
+        let locks = open_locks(config, Some(&ledger)).await?;
         // The zombie-lock cure: repair lock keys before anything waits on them; the
         // Housekeeping actor repeats it every locks.hygiene_interval.
         lock_hygiene(&locks).await;
@@ -414,8 +414,13 @@ fn read_env(account: &str, name: &str) -> anyhow::Result<String> {
     }
 }
 
-/// The lease backend: Redis when configured, else the SQLite file of the ledger.
-pub async fn open_locks(config: &Config) -> anyhow::Result<LockService> {
+/// The lease backend: Redis when configured, else the SQLite file of the ledger. While
+/// Redis is unreachable at startup, every stream is marked `lock_unavailable` in `ledger`
+/// (when given) so `status` says why nothing moves.
+pub async fn open_locks(
+    config: &Config,
+    ledger: Option<&Arc<SqliteLedger>>,
+) -> anyhow::Result<LockService> {
     match &config.redis {
         Some(redis) => {
             let url = redis
@@ -432,6 +437,9 @@ pub async fn open_locks(config: &Config) -> anyhow::Result<LockService> {
                     }
                     Err(err) => {
                         warn!(error = %err, retry_in = %humantime::format_duration(delay), "redis unreachable at startup; leases wait for it");
+                        if let Some(ledger) = ledger {
+                            mark_locks_unavailable(config, ledger, &err.to_string(), delay).await;
+                        }
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(10));
                     }
@@ -439,6 +447,44 @@ pub async fn open_locks(config: &Config) -> anyhow::Result<LockService> {
             }
         }
         None => Ok(LockService::sqlite(&config.database_path()).await?),
+    }
+}
+
+/// Records `lock_unavailable` for every configured stream until `retry_in` from now.
+async fn mark_locks_unavailable(
+    config: &Config,
+    ledger: &Arc<SqliteLedger>,
+    detail: &str,
+    retry_in: Duration,
+) {
+    let now = now_ts();
+    let cooldowns: Vec<crate::ledger::Cooldown> = config
+        .accounts
+        .iter()
+        .flat_map(|account| {
+            account
+                .streams
+                .iter()
+                .map(move |stream| crate::ledger::Cooldown {
+                    scope: crate::sync::lock_scope(&account.id, &stream.name),
+                    reason: "lock_unavailable".to_string(),
+                    started_at: now,
+                    until_at: now + retry_in.as_secs().max(1) as i64 + 30,
+                    detail: Some(detail.to_string()),
+                })
+        })
+        .collect();
+    let ledger = Arc::clone(ledger);
+    let written = tokio::task::spawn_blocking(move || {
+        for cooldown in &cooldowns {
+            ledger.clear_cooldown(&cooldown.scope)?;
+            ledger.set_cooldown(cooldown)?;
+        }
+        Ok::<(), crate::ledger::LedgerError>(())
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        warn!("cannot record lock_unavailable in the ledger");
     }
 }
 

@@ -371,3 +371,41 @@ async fn a_busy_lease_shows_as_lock_busy_in_status() {
     assert_eq!(cooldown["reason"], "lock_busy");
     assert!(cooldown["until_utc"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_startup_shows_lock_unavailable_and_work_starts_when_it_returns() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let sim = TestSim::start(crate::common::fast_sim()).await;
+    let fixture = Fixture::with_globals(&sim, &redis_globals(&redis, "15m"), "lookback = \"6h\"");
+    redis.stop();
+    let daemon = DaemonProcess::spawn(&fixture.config_path);
+    let waiting = wait_until(Duration::from_secs(20), || {
+        status_json(&fixture.config_path)
+            .map(|status| {
+                status["accounts"][0]["streams"][0]["cooldown"]["reason"] == "lock_unavailable"
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        waiting,
+        "status says lock_unavailable while redis is down; logs:\n{}",
+        daemon.logs()
+    );
+    assert_eq!(applied_hours(&fixture.config_path), 0);
+    redis.restart().expect("redis back");
+    let applied = wait_until(Duration::from_secs(60), || {
+        applied_hours(&fixture.config_path) == 6
+    })
+    .await;
+    assert!(
+        applied,
+        "work started once redis returned; logs:\n{}",
+        daemon.logs()
+    );
+    let status = status_json(&fixture.config_path).unwrap();
+    assert_eq!(
+        status["accounts"][0]["streams"][0]["cooldown"]["reason"], "none",
+        "{status:#}"
+    );
+}

@@ -554,30 +554,36 @@ pub async fn clear_cooldown(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let account = state.account(&id)?.clone();
-    let value = blocking(&state, move |state| {
-        let now = now_ts();
-        let scope = account_scope(&account.provider, &account.id);
-        let previous = state.ledger.active_cooldown(&scope, now)?;
-        let cleared = state.ledger.clear_cooldown(&scope)?;
-        info!(account = %account.id, cleared, "cooldown cleared");
-        Ok(json!({
-            "status": "success",
-            "scope": scope,
-            "cleared": previous.is_some() && cleared,
-            "previous": previous.map(|cooldown| json!({
-                "reason": cooldown.reason,
-                "until_utc": format_ts(cooldown.until_at),
-                "detail": cooldown.detail,
-            })),
-            "message": if cleared {
-                "cooldown cleared; the daemon calls the provider again on its next run".to_string()
-            } else {
-                "no cooldown was set for this account".to_string()
-            },
-        }))
-    })
-    .await?;
-    Ok(Json(value))
+    let scope = account_scope(&account.provider, &account.id);
+    let previous = {
+        let scope = scope.clone();
+        blocking(&state, move |state| {
+            Ok(state.ledger.active_cooldown(&scope, now_ts())?)
+        })
+        .await?
+    };
+    // The same clear as `marketsync cooldowns clear`: SQLite and, when configured, Redis
+    // (the TokenManager's shared store), including the seller's related scopes.
+    let cleared_scopes = crate::quota::admin::clear(&state.config, &scope)
+        .await
+        .map_err(|err| ApiError::internal(format!("{err:#}")))?;
+    let cleared = !cleared_scopes.is_empty();
+    info!(account = %account.id, cleared, "cooldown cleared");
+    Ok(Json(json!({
+        "status": "success",
+        "scope": scope,
+        "cleared": previous.is_some() && cleared,
+        "previous": previous.map(|cooldown| json!({
+            "reason": cooldown.reason,
+            "until_utc": format_ts(cooldown.until_at),
+            "detail": cooldown.detail,
+        })),
+        "message": if cleared {
+            "cooldown cleared; the daemon calls the provider again on its next run".to_string()
+        } else {
+            "no cooldown was set for this account".to_string()
+        },
+    })))
 }
 
 /// `POST /api/accounts/{id}/resume`: asks the running daemon to clear the quarantine

@@ -233,7 +233,8 @@ impl StreamContext {
                         stream = %self.stream.name,
                         until = %format_ts(cooldown.until_at),
                         detail = cooldown.detail.as_deref().unwrap_or(""),
-                        "quota exceeded; aborting the remaining chunks of this run and cooling down"
+                        reason = %cooldown.reason,
+                        "provider refused the account; aborting the remaining chunks of this run and cooling down"
                     );
                     let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
                     if record {
@@ -357,11 +358,12 @@ impl StreamContext {
                     info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report requested");
                     claim.report_id = Some(report_id);
                 }
-                Err(err) if err.is_quota() => {
+                Err(err) if err.stops_account() => {
                     let cooldown = self.quota_cooldown(&err);
                     let released = claim.clone();
+                    let reason = cooldown.reason.clone();
                     blocking(&self.ledger, move |ledger| {
-                        ledger.release(&released, "quota", now_ts())
+                        ledger.release(&released, &reason, now_ts())
                     })
                     .await?;
                     return Ok(UnitEnd::Quota {
@@ -377,7 +379,7 @@ impl StreamContext {
         };
         let status = match self.poll(&claim, &report_id).await {
             Poll::Finished(status) => status,
-            Poll::Error(err) if err.is_quota() => {
+            Poll::Error(err) if err.stops_account() => {
                 return Ok(UnitEnd::Quota {
                     cooldown: self.quota_cooldown(&err),
                     record: true,
@@ -424,7 +426,7 @@ impl StreamContext {
                                 Err(err) => format!("unreadable error document: {err}"),
                             }
                         }
-                        Err(CallError::Provider(err)) if err.is_quota() => {
+                        Err(CallError::Provider(err)) if err.stops_account() => {
                             return Ok(UnitEnd::Quota {
                                 cooldown: self.quota_cooldown(&err),
                                 record: true,
@@ -463,7 +465,7 @@ impl StreamContext {
                         claim.document_path = Some(path.display().to_string());
                         self.apply(claim).await
                     }
-                    Err(CallError::Provider(err)) if err.is_quota() => Ok(UnitEnd::Quota {
+                    Err(CallError::Provider(err)) if err.stops_account() => Ok(UnitEnd::Quota {
                         cooldown: self.quota_cooldown(&err),
                         record: true,
                     }),
@@ -805,22 +807,33 @@ impl StreamContext {
         .await
     }
 
+    /// The cooldown a refusal starts: `quota` (the configured cooldown, or longer if the
+    /// provider's Retry-After says so) or `auth` ([`AUTH_COOLDOWN`]: credentials do not
+    /// heal by retrying every chunk; an operator fixes them and clears the cooldown).
     fn quota_cooldown(&self, err: &ProviderError) -> Cooldown {
         let now = now_ts();
-        let retry_after = match err {
-            ProviderError::QuotaExceeded { retry_after, .. } => retry_after.unwrap_or_default(),
-            _ => Duration::ZERO,
+        let (reason, length) = match err {
+            ProviderError::QuotaExceeded { retry_after, .. } => (
+                "quota",
+                self.stream
+                    .quota_cooldown
+                    .max(retry_after.unwrap_or_default()),
+            ),
+            ProviderError::Auth { .. } => ("auth", AUTH_COOLDOWN),
+            _ => ("quota", self.stream.quota_cooldown),
         };
-        let length = self.stream.quota_cooldown.max(retry_after);
         Cooldown {
             scope: self.scope(),
-            reason: "quota".to_string(),
+            reason: reason.to_string(),
             started_at: now,
             until_at: now + length.as_secs().max(1) as i64,
             detail: Some(err.to_string()),
         }
     }
 }
+
+/// How long an account rests after the provider refused its credentials.
+pub const AUTH_COOLDOWN: Duration = Duration::from_secs(3600);
 
 /// How a leased run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,6 +54,15 @@ impl ProviderError {
         matches!(self, ProviderError::QuotaExceeded { .. })
     }
 
+    /// The provider refuses this account as a whole (quota or credentials): stop calling
+    /// it for a cooldown instead of failing unit after unit.
+    pub fn stops_account(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::QuotaExceeded { .. } | ProviderError::Auth { .. }
+        )
+    }
+
     /// Worth retrying soon without blaming the unit: 5xx and transport errors.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -227,6 +227,15 @@ impl BucketSpec {
         }
     }
 
+    /// A daily call limit of `n` (eBay's per-API quotas, which reset daily): the same
+    /// construction as [`BucketSpec::per_hour`] over a day, so no 24-hour window exceeds `n`.
+    pub fn per_day(n: f64) -> BucketSpec {
+        BucketSpec {
+            rate: 0.9 * n / 86_400.0,
+            burst: 0.1 * n,
+        }
+    }
+
     /// A Keepa plan refilling `n` tokens per minute: `rate = n/60`, and the bucket holds
     /// an hour of refill (`burst = 60·n`), as Keepa's plans do.
     pub fn keepa_per_minute(n: f64) -> BucketSpec {
@@ -255,6 +264,9 @@ pub fn default_spec(provider: &str, operation: &str) -> Option<BucketSpec> {
         ("amazon", "getReportDocument") => Some(BucketSpec::new(0.0167, 15.0)),
         ("stockx", _) => Some(BucketSpec::per_hour(100.0)),
         ("alias", _) => Some(BucketSpec::per_hour(200.0)),
+        // eBay's Sell Fulfillment API allows 100,000 calls a day per application; other
+        // eBay calls fall back to seed 002's budget of 150 an hour.
+        ("ebay", "getOrders") => Some(BucketSpec::per_day(100_000.0)),
         ("ebay", _) => Some(BucketSpec::per_hour(150.0)),
         ("keepa", _) => Some(BucketSpec::keepa_per_minute(20.0)),
         _ => None,

@@ -929,3 +929,14 @@ async fn bench_grants_on_redis_measures_something() {
     .expect("bench");
     assert!(rate > 0.0 && rate.is_finite(), "{rate}");
 }
+
+#[test]
+fn daily_and_hourly_budgets_never_exceed_their_window() {
+    // rate·window + burst is the most any window can grant.
+    let daily = default_spec("ebay", "getOrders").unwrap();
+    assert!(daily.rate * 86_400.0 + daily.burst <= 100_000.0 + 1e-6);
+    let hourly = default_spec("ebay", "getItem").unwrap();
+    assert!(hourly.rate * 3_600.0 + hourly.burst <= 150.0 + 1e-6);
+    let stockx = default_spec("stockx", "market").unwrap();
+    assert!(stockx.rate * 3_600.0 + stockx.burst <= 100.0 + 1e-6);
+}

@@ -434,3 +434,61 @@ async fn server_errors_fail_only_their_chunk_and_retry_later() {
         .expect("retried within 10s");
     assert_eq!(counts(&ledger)[APPLIED], 12);
 }
+
+#[tokio::test]
+async fn refused_credentials_start_an_auth_cooldown_instead_of_failing_every_chunk() {
+    use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+    let sim = TestSim::start(fast_sim()).await;
+    let fixture = Fixture::new(&sim, "lookback = \"24h\"\nchunk = \"6h\"");
+    let ledger = fixture.open_ledger();
+    let mut context = fixture.context(&ledger, CancellationToken::new());
+    // The token endpoint refuses an empty client secret (invalid_request).
+    context.client = std::sync::Arc::new(SpApiClient::new(
+        reqwest::Client::new(),
+        SpApiEndpoints {
+            api_base: sim.base_url(),
+            lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
+        },
+        LwaCredentials {
+            client_id: "test-client".to_string(),
+            client_secret: String::new(),
+            refresh_token: "test-refresh-acct".to_string(),
+        },
+    ));
+
+    let outcome = context.run_once().await.unwrap();
+    let RunOutcome::CoolingDown { until, reason } = outcome else {
+        panic!("expected an auth cooldown, got {outcome:?}");
+    };
+    assert_eq!(reason, "auth");
+    assert!(until >= now_ts() + 59 * 60);
+    assert_eq!(sim.stats().calls("createReport"), 0);
+    let state = counts(&ledger);
+    assert_eq!(
+        state[MISSING], 24,
+        "every hour claimable again, none FAILED"
+    );
+    assert!(
+        hour_rows(&ledger).iter().all(|row| row.2 == 0),
+        "no attempt consumed"
+    );
+    let cooldown = ledger
+        .active_cooldown(&account_scope("amazon", "acct"), now_ts())
+        .unwrap()
+        .unwrap();
+    assert_eq!(cooldown.reason, "auth");
+    assert!(cooldown
+        .detail
+        .unwrap_or_default()
+        .contains("authentication failed"));
+    // The next run makes no call at all.
+    assert!(matches!(
+        context.run_once().await.unwrap(),
+        RunOutcome::CoolingDown { .. }
+    ));
+    assert_eq!(
+        sim.stats().calls("token"),
+        1,
+        "credentials are not retried in a loop"
+    );
+}

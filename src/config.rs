@@ -85,8 +85,12 @@ pub struct QuotaSettings {
     /// The share of every rate (configured, default or learned) left unused, so that
     /// network jitter never makes a call arrive before the provider's token.
     pub rate_margin: f64,
-    /// Bucket overrides by SP-API operation (`[quota.amazon.createReport]`).
+    /// Bucket overrides by SP-API operation (`[quota.amazon.createReport]`), per selling
+    /// partner (the account-application pair).
     pub amazon: BTreeMap<String, crate::quota::BucketSpec>,
+    /// Application-level limits by operation (`[quota.amazon_application.createReport]`),
+    /// shared by every account of one LWA application; none by default.
+    pub amazon_application: BTreeMap<String, crate::quota::BucketSpec>,
 }
 
 impl Default for QuotaSettings {
@@ -95,6 +99,7 @@ impl Default for QuotaSettings {
             reserve_share: crate::quota::DEFAULT_RESERVE_SHARE,
             rate_margin: crate::quota::DEFAULT_RATE_MARGIN,
             amazon: BTreeMap::new(),
+            amazon_application: BTreeMap::new(),
         }
     }
 }
@@ -319,6 +324,10 @@ struct RawQuota {
     rate_margin: Option<f64>,
     #[serde(default)]
     amazon: BTreeMap<String, RawBucket>,
+    /// Per-application limits, shared by every account signed in through the same LWA
+    /// application (`client_id_env`); requests pay both buckets: the stricter applies.
+    #[serde(default)]
+    amazon_application: BTreeMap<String, RawBucket>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,38 +355,50 @@ impl RawQuota {
                 "quota.rate_margin: {rate_margin} is out of range; use a number from 0 to 0.5, e.g. 0.02"
             ));
         }
-        let mut amazon = BTreeMap::new();
-        for (operation, raw) in self.amazon {
-            let key = format!("quota.amazon.{operation}");
-            if !AMAZON_QUOTA_OPERATIONS.contains(&operation.as_str()) {
-                return Err(format!(
-                    "{key}: unknown operation {operation:?}; expected one of {}",
-                    AMAZON_QUOTA_OPERATIONS.join(", ")
-                ));
-            }
-            if !(raw.rate.is_finite() && raw.rate > 0.0) {
-                return Err(format!(
-                    "{key}.rate: {} is not a rate; give requests per second above 0, e.g. 0.0167",
-                    raw.rate
-                ));
-            }
-            if !(raw.burst.is_finite() && raw.burst >= 1.0) {
-                return Err(format!(
-                    "{key}.burst: {} is too small; a bucket must hold at least one request, e.g. 15",
-                    raw.burst
-                ));
-            }
-            amazon.insert(
-                operation,
-                crate::quota::BucketSpec::new(raw.rate, raw.burst),
-            );
-        }
+        let amazon = validate_buckets("quota.amazon", self.amazon)?;
+        let amazon_application =
+            validate_buckets("quota.amazon_application", self.amazon_application)?;
         Ok(QuotaSettings {
             reserve_share,
             rate_margin,
             amazon,
+            amazon_application,
         })
     }
+}
+
+/// Validates `[{table}.OPERATION] rate, burst` bucket overrides of SP-API operations.
+fn validate_buckets(
+    table: &str,
+    raw: BTreeMap<String, RawBucket>,
+) -> Result<BTreeMap<String, crate::quota::BucketSpec>, String> {
+    let mut buckets = BTreeMap::new();
+    for (operation, raw) in raw {
+        let key = format!("{table}.{operation}");
+        if !AMAZON_QUOTA_OPERATIONS.contains(&operation.as_str()) {
+            return Err(format!(
+                "{key}: unknown operation {operation:?}; expected one of {}",
+                AMAZON_QUOTA_OPERATIONS.join(", ")
+            ));
+        }
+        if !(raw.rate.is_finite() && raw.rate > 0.0) {
+            return Err(format!(
+                "{key}.rate: {} is not a rate; give requests per second above 0, e.g. 0.0167",
+                raw.rate
+            ));
+        }
+        if !(raw.burst.is_finite() && raw.burst >= 1.0) {
+            return Err(format!(
+                "{key}.burst: {} is too small; a bucket must hold at least one request, e.g. 15",
+                raw.burst
+            ));
+        }
+        buckets.insert(
+            operation,
+            crate::quota::BucketSpec::new(raw.rate, raw.burst),
+        );
+    }
+    Ok(buckets)
 }
 
 #[derive(Debug, Deserialize)]

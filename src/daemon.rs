@@ -171,9 +171,23 @@ impl Daemon {
         });
         let mut accounts = HashMap::new();
         for account in &config.accounts {
+            // The LWA application an account signs in through: named by its client id
+            // variable (never the id itself), or the embedded simulator's.
+            let application = (!config.quota.amazon_application.is_empty()).then(|| {
+                let scope = account
+                    .credentials
+                    .as_ref()
+                    .map(|names| names.client_id_env.clone())
+                    .unwrap_or_else(|| "simulator".to_string());
+                (
+                    scope,
+                    config.quota.amazon_application.keys().cloned().collect(),
+                )
+            });
             let pacer = Pacer {
                 mirror_to_ledger: config.redis.is_some(),
                 cleared: Some(cleared.clone()),
+                application,
                 ..Pacer::new(quota.clone(), &account.provider, account.quota_scope())
             };
             let client = Arc::new(build_client(account, &http, simulator_addr)?.with_pacer(pacer));
@@ -672,6 +686,9 @@ pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Re
     quota.reserve_share = config.quota.reserve_share;
     for (operation, spec) in &config.quota.amazon {
         quota = quota.with_spec("amazon", operation, *spec);
+    }
+    for (operation, spec) in &config.quota.amazon_application {
+        quota = quota.with_spec("amazon_application", operation, *spec);
     }
     let amazon_cooldown = config
         .accounts

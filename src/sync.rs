@@ -689,7 +689,7 @@ impl StreamContext {
         let priority = crate::quota::Priority::from(claim.priority);
         let acquire = pacer
             .handle
-            .acquire(vec![pacer.key(operation)], 1.0, priority, deadline);
+            .acquire(pacer.keys(operation), 1.0, priority, deadline);
         tokio::pin!(acquire);
         // Waiting for a grant is progress, not a freeze: keep the stuck detection quiet.
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));

@@ -1517,6 +1517,10 @@ pub struct Pacer {
     /// Changes when a cooldown ended early (`marketsync cooldowns clear`): runners
     /// waiting for a cooldown's end look again.
     pub cleared: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The application-level bucket: `{provider}_application` keys in this scope for
+    /// the listed operations (those with a configured limit). Requests pay it and the
+    /// seller's bucket together, so the stricter applies.
+    pub application: Option<(String, Vec<String>)>,
 }
 
 impl Pacer {
@@ -1527,7 +1531,24 @@ impl Pacer {
             scope: scope.to_string(),
             mirror_to_ledger: false,
             cleared: None,
+            application: None,
         }
+    }
+
+    /// Every bucket a call of `operation` pays: the seller's, and the application's
+    /// when one is configured for that operation.
+    pub fn keys(&self, operation: &str) -> Vec<BucketKey> {
+        let mut keys = vec![self.key(operation)];
+        if let Some((scope, operations)) = &self.application {
+            if operations.iter().any(|configured| configured == operation) {
+                keys.push(BucketKey::new(
+                    format!("{}_application", self.provider),
+                    operation,
+                    scope,
+                ));
+            }
+        }
+        keys
     }
 
     /// The bucket of `operation` in this pacer's scope.

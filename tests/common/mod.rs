@@ -235,10 +235,16 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub fn spawn(config_path: &std::path::Path) -> DaemonProcess {
+        DaemonProcess::spawn_with_env(config_path, &[])
+    }
+
+    /// Like [`DaemonProcess::spawn`], with extra environment variables (credentials).
+    pub fn spawn_with_env(config_path: &std::path::Path, env: &[(&str, &str)]) -> DaemonProcess {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("daemon.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = marketsync()
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config_path)
             .arg("run")

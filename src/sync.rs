@@ -714,9 +714,15 @@ impl StreamContext {
         }
     }
 
-    /// Tells the TokenManager what a response said: the rate from
-    /// `x-amzn-RateLimit-Limit` after a 2xx, the 429 and its `Retry-After` otherwise.
+    /// Counts the call (and a 429) for `/metrics`, and tells the TokenManager what the
+    /// response said: the rate from `x-amzn-RateLimit-Limit` after a 2xx, the 429 and its
+    /// `Retry-After` otherwise.
     fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
+        let metrics = crate::http::metrics::global();
+        metrics.provider_call(&self.account.provider, operation);
+        if let Err(ProviderError::QuotaExceeded { .. }) = result {
+            metrics.provider_throttled(&self.account.provider, operation);
+        }
         let Some(pacer) = self.client.pacer() else {
             return;
         };

@@ -189,12 +189,19 @@ async fn status_json_and_fill_day_through_the_binary() {
 #[tokio::test]
 async fn run_syncs_with_the_embedded_simulator_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config_path = dir.path().join("run.toml");
     std::fs::write(
         &config_path,
         format!(
             r#"
 data_dir = "{}"
+[http]
+listen = "127.0.0.1:{http_port}"
 [simulator]
 enabled = true
 processing_latency = "200ms"
@@ -226,4 +233,85 @@ poll_max = "200ms"
         "exit 0 within the grace period; logs:\n{logs}"
     );
     assert!(logs.contains("shutdown complete"), "logs:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_secrets_never_appear_in_logs_status_or_errors() {
+    use marketsync::sim::{FaultKind, ScheduledFault, SimFaults};
+    let mut sim_config = fast_sim();
+    // One failing call, so error paths are logged too.
+    sim_config.faults = SimFaults {
+        schedule: vec![ScheduledFault {
+            operation: "createReport".to_string(),
+            nth: 1,
+            fault: FaultKind::ServerError,
+        }],
+        ..SimFaults::default()
+    };
+    let sim = TestSim::start(sim_config).await;
+    let fixture = Fixture::new(
+        &sim,
+        "lookback = \"12h\"\nretry_base = \"1s\"\nretry_max = \"1s\"",
+    );
+    // The credential values marketsync() exports (see tests/common).
+    let secrets = ["test-secret-value", "test-refresh-acct"];
+    let mut daemon = DaemonProcess::spawn_with_env(&fixture.config_path, &[("RUST_LOG", "debug")]);
+    let synced = wait_until(Duration::from_secs(60), || {
+        applied_hours(&fixture.config_path) == 12
+    })
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+    let logs = daemon.logs();
+    assert!(synced, "logs:\n{logs}");
+    assert!(
+        logs.contains("unit failed"),
+        "the error path was exercised; logs:\n{logs}"
+    );
+    let mut outputs = vec![("daemon log", logs)];
+    for args in [
+        &["status", "--json"][..],
+        &["status"][..],
+        &["doctor"][..],
+        &["locks"][..],
+        &["cooldowns"][..],
+    ] {
+        let output = marketsync()
+            .arg("--config")
+            .arg(&fixture.config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        outputs.push((
+            "command output",
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        ));
+    }
+    // A refused credential's error message names the failure, not the secret.
+    let bad = marketsync()
+        .env("TEST_CLIENT_SECRET", "")
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .arg("run")
+        .output()
+        .unwrap();
+    outputs.push((
+        "startup error",
+        String::from_utf8_lossy(&bad.stderr).to_string(),
+    ));
+    for (what, text) in &outputs {
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{what} contains a configured secret:\n{text}"
+            );
+        }
+    }
 }

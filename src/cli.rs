@@ -61,6 +61,17 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon until SIGINT or SIGTERM (a second signal exits at once).
     Run,
+    /// Catch up every configured stream once and exit (a progress bar with rate and ETA
+    /// when attached to a terminal). Exits 1 if a stream stopped early (cooldown, lock
+    /// busy, failing hours waiting for their retry).
+    Sync {
+        /// Required: there is no continuous mode here (that is `marketsync run`).
+        #[arg(long)]
+        once: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "30m")]
+        timeout: humantime::Duration,
+    },
     /// Serve the bundled marketplace simulator.
     Sim {
         #[arg(long, default_value = "127.0.0.1:4000")]
@@ -144,6 +155,13 @@ pub fn main() -> anyhow::Result<i32> {
             let config = load_config(&cli.config, &cli.data_dir)?;
             runtime()?.block_on(run_daemon(config))?;
             Ok(0)
+        }
+        Command::Sync { once, timeout } => {
+            if !once {
+                bail!("sync needs --once; to keep syncing, run the daemon: marketsync run");
+            }
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            runtime()?.block_on(crate::daemon::sync_once(config, timeout.into()))
         }
         Command::Sim {
             listen,

@@ -428,6 +428,107 @@ fn read_env(account: &str, name: &str) -> anyhow::Result<String> {
     }
 }
 
+/// `marketsync sync --once`: starts the daemon, waits until every stream has caught up
+/// (or stopped for a reason status can name), then shuts down. Shows a progress bar of
+/// APPLIED hours with rate and ETA when stderr is a terminal. Returns the exit code: 0
+/// when everything is applied, 1 when some stream stopped early.
+pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let daemon = Daemon::start(&config).await?;
+    let ledger: Arc<dyn LedgerStore> = daemon.ledger.clone();
+    // (account, stream, account cooldown scope, lookback hours)
+    let streams: Vec<(String, String, String, u64)> = config
+        .accounts
+        .iter()
+        .flat_map(|account| {
+            account.streams.iter().map(move |stream| {
+                (
+                    account.id.clone(),
+                    stream.name.clone(),
+                    crate::ledger::account_scope(&account.provider, &account.id),
+                    stream.lookback.as_secs() / 3600,
+                )
+            })
+        })
+        .collect();
+    let total: u64 = streams.iter().map(|stream| stream.3).sum();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} hours applied ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    let (applied, stopped) = loop {
+        ticker.tick().await;
+        let streams = streams.clone();
+        let (applied, pending, stopped) = blocking(&ledger, move |ledger| {
+            let now = now_ts();
+            let (mut applied, mut pending, mut stopped) = (0u64, false, Vec::new());
+            for (account, stream, account_scope, lookback_hours) in &streams {
+                let snapshot = ledger.snapshot(account, stream, now)?;
+                let seeded: u64 = snapshot.counts.iter().sum();
+                let in_flight = snapshot.counts[1] + snapshot.counts[2];
+                applied += snapshot.counts[3];
+                let cooling = ledger.active_cooldown(account_scope, now)?.is_some()
+                    || ledger
+                        .active_cooldown(&crate::sync::lock_scope(account, stream), now)?
+                        .is_some();
+                if cooling {
+                    stopped.push(format!(
+                        "{account}/{stream}: cooling down (see marketsync status)"
+                    ));
+                } else if seeded < *lookback_hours
+                    || in_flight > 0
+                    || snapshot.next_claimable_hour.is_some()
+                {
+                    pending = true;
+                } else if snapshot.counts[4] > 0 {
+                    stopped.push(format!(
+                        "{account}/{stream}: {} failed hours wait for their retry ({})",
+                        snapshot.counts[4],
+                        snapshot.last_error.unwrap_or_default()
+                    ));
+                }
+            }
+            Ok((applied, pending, stopped))
+        })
+        .await?;
+        if let Some(bar) = &bar {
+            bar.set_position(applied.min(total));
+        }
+        if !pending {
+            break (applied, stopped);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut stopped = stopped;
+            stopped.push(format!(
+                "gave up after {}",
+                humantime::format_duration(timeout)
+            ));
+            break (applied, stopped);
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    daemon.shutdown(DEFAULT_GRACE).await;
+    println!(
+        "{applied} of {total} hours applied across {} streams",
+        streams.len()
+    );
+    for line in &stopped {
+        println!("{line}");
+    }
+    Ok(if stopped.is_empty() { 0 } else { 1 })
+}
+
 /// The lease backend: Redis when configured, else the SQLite file of the ledger. While
 /// Redis is unreachable at startup, every stream is marked `lock_unavailable` in `ledger`
 /// (when given) so `status` says why nothing moves.

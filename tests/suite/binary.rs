@@ -315,3 +315,62 @@ async fn configured_secrets_never_appear_in_logs_status_or_errors() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_catches_up_and_exits_saying_what_stopped() {
+    use marketsync::sim::{FaultKind, ScheduledFault, SimFaults};
+    let sim = TestSim::start(fast_sim()).await;
+    let fixture = Fixture::new(&sim, "lookback = \"12h\"");
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["sync", "--once", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("12 of 12 hours applied across 1 streams"),
+        "{stdout}"
+    );
+    assert_eq!(counts(&fixture.open_ledger())[3], 12);
+
+    // A 429 stops the catch-up early: exit 1, naming the stream and why.
+    let mut throttled = fast_sim();
+    throttled.faults = SimFaults {
+        schedule: vec![ScheduledFault {
+            operation: "createReport".to_string(),
+            nth: 1,
+            fault: FaultKind::Throttle,
+        }],
+        ..SimFaults::default()
+    };
+    let sim = TestSim::start(throttled).await;
+    let fixture = Fixture::new(&sim, "lookback = \"12h\"");
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["sync", "--once", "--timeout", "60s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("acct/vendor_rt_sales: cooling down"),
+        "{stdout}"
+    );
+
+    let refused = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .arg("sync")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("sync needs --once"));
+}

@@ -66,7 +66,6 @@ pub struct AccountState {
     args: AccountArgs,
     /// Why a guard: aborts the runners when the state drops, panic or not.
     runners: Vec<AbortOnDrop>,
-    running: usize,
 }
 
 impl Actor for AccountActor {
@@ -83,7 +82,6 @@ impl Actor for AccountActor {
         Ok(AccountState {
             args,
             runners: Vec::new(),
-            running: 0,
         })
     }
 
@@ -103,7 +101,6 @@ impl Actor for AccountActor {
                 Arc::clone(&state.args.permits),
             ));
             state.runners.push(AbortOnDrop(runner.abort_handle()));
-            state.running += 1;
             let me = myself.clone();
             tokio::spawn(async move {
                 let panic = match runner.await {
@@ -113,7 +110,7 @@ impl Actor for AccountActor {
                 let _ = me.cast(AccountMsg::StreamEnded { stream, panic });
             });
         }
-        debug!(account = %state.args.id, streams = state.running, "account actor running");
+        debug!(account = %state.args.id, streams = state.runners.len(), "account actor running");
         Ok(())
     }
 
@@ -121,19 +118,16 @@ impl Actor for AccountActor {
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut Self::State,
+        _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AccountMsg::StreamEnded {
                 stream,
                 panic: Some(panic),
             } => Err(format!("stream {stream} panicked: {panic}").into()),
-            AccountMsg::StreamEnded { panic: None, .. } => {
-                // Runners end by themselves only at shutdown. The actor stays up until
-                // the supervisor stops it: stopping itself here would look like a crash.
-                state.running = state.running.saturating_sub(1);
-                Ok(())
-            }
+            // Runners end by themselves only at shutdown. The actor stays up until the
+            // supervisor stops it: stopping itself here would look like a crash.
+            AccountMsg::StreamEnded { panic: None, .. } => Ok(()),
         }
     }
 }

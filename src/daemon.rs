@@ -16,7 +16,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -878,9 +877,4 @@ async fn next_wake(context: &StreamContext, interval: Duration) -> Duration {
         wake = wake.min(candidate.max(now + 1));
     }
     Duration::from_secs((wake - now).max(1) as u64).min(interval.max(Duration::from_secs(1)))
-}
-
-/// Where documents are kept, for tests and tools.
-pub fn documents_dir(config: &Config) -> PathBuf {
-    config.data_dir.join("documents")
 }

@@ -322,3 +322,19 @@ pub fn applied_hours(config_path: &std::path::Path) -> u64 {
         .and_then(|value| value["accounts"][0]["streams"][0]["counts"]["APPLIED"].as_u64())
         .unwrap_or(0)
 }
+
+/// Simulator faults: the `nth` call of `operation` gets `fault`.
+pub fn schedule(
+    operation: &str,
+    nth: u64,
+    fault: marketsync::sim::FaultKind,
+) -> marketsync::sim::SimFaults {
+    marketsync::sim::SimFaults {
+        schedule: vec![marketsync::sim::ScheduledFault {
+            operation: operation.to_string(),
+            nth,
+            fault,
+        }],
+        ..marketsync::sim::SimFaults::default()
+    }
+}

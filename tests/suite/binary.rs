@@ -7,7 +7,8 @@ use marketsync::model::{floor_hour, format_ts, now_ts};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    applied_hours, counts, fast_sim, marketsync, wait_until, DaemonProcess, Fixture, TestSim,
+    applied_hours, counts, fast_sim, marketsync, schedule, wait_until, DaemonProcess, Fixture,
+    TestSim,
 };
 
 fn check_config(text: &str) -> (i32, String) {
@@ -237,17 +238,10 @@ poll_max = "200ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_secrets_never_appear_in_logs_status_or_errors() {
-    use marketsync::sim::{FaultKind, ScheduledFault, SimFaults};
+    use marketsync::sim::FaultKind;
     let mut sim_config = fast_sim();
     // One failing call, so error paths are logged too.
-    sim_config.faults = SimFaults {
-        schedule: vec![ScheduledFault {
-            operation: "createReport".to_string(),
-            nth: 1,
-            fault: FaultKind::ServerError,
-        }],
-        ..SimFaults::default()
-    };
+    sim_config.faults = schedule("createReport", 1, FaultKind::ServerError);
     let sim = TestSim::start(sim_config).await;
     let fixture = Fixture::new(
         &sim,
@@ -318,7 +312,7 @@ async fn configured_secrets_never_appear_in_logs_status_or_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_once_catches_up_and_exits_saying_what_stopped() {
-    use marketsync::sim::{FaultKind, ScheduledFault, SimFaults};
+    use marketsync::sim::FaultKind;
     let sim = TestSim::start(fast_sim()).await;
     let fixture = Fixture::new(&sim, "lookback = \"12h\"");
     let output = marketsync()
@@ -342,14 +336,7 @@ async fn sync_once_catches_up_and_exits_saying_what_stopped() {
 
     // A 429 stops the catch-up early: exit 1, naming the stream and why.
     let mut throttled = fast_sim();
-    throttled.faults = SimFaults {
-        schedule: vec![ScheduledFault {
-            operation: "createReport".to_string(),
-            nth: 1,
-            fault: FaultKind::Throttle,
-        }],
-        ..SimFaults::default()
-    };
+    throttled.faults = schedule("createReport", 1, FaultKind::Throttle);
     let sim = TestSim::start(throttled).await;
     let fixture = Fixture::new(&sim, "lookback = \"12h\"");
     let output = marketsync()

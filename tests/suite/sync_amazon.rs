@@ -6,11 +6,11 @@ use std::time::Duration;
 use marketsync::ledger::{account_scope, HourState, LedgerStore};
 use marketsync::model::{now_ts, HourWindow};
 use marketsync::sim::amazon::vendor_sales_rows;
-use marketsync::sim::{FaultKind, ScheduledFault, SimConfig, SimFaults};
+use marketsync::sim::{FaultKind, SimConfig};
 use marketsync::sync::{lookback_window, RunOutcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{counts, fast_sim, sales_rows, wait_until, Fixture, TestSim};
+use crate::common::{counts, fast_sim, sales_rows, schedule, wait_until, Fixture, TestSim};
 
 const APPLIED: usize = 3;
 const MISSING: usize = 0;
@@ -39,17 +39,6 @@ fn expected_rows(config: &SimConfig, window: HourWindow) -> Vec<(i64, String, i6
     }
     rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     rows
-}
-
-fn schedule(operation: &str, nth: u64, fault: FaultKind) -> SimFaults {
-    SimFaults {
-        schedule: vec![ScheduledFault {
-            operation: operation.to_string(),
-            nth,
-            fault,
-        }],
-        ..SimFaults::default()
-    }
 }
 
 fn hour_rows(ledger: &marketsync::ledger::SqliteLedger) -> Vec<(i64, String, i64, Option<String>)> {

@@ -40,7 +40,7 @@ use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use crate::root::{HousekeepingArgs, Root, RootArgs, RootMsg};
 use crate::sim::{SimConfig, Simulator};
 use crate::supervisor::{SupervisorArgs, SupervisorMsg};
-use crate::sync::{blocking, LeasedOutcome, RunOutcome, StreamContext};
+use crate::sync::{blocking, LeasedOutcome, RunOutcome, StreamContext, StreamWork};
 use tokio::sync::watch;
 
 /// How long runners get to finish their unit after shutdown is requested.
@@ -189,7 +189,7 @@ impl Daemon {
                 application,
                 ..Pacer::new(quota.clone(), &account.provider, account.quota_scope())
             };
-            let client = Arc::new(build_client(account, &http, simulator_addr)?.with_pacer(pacer));
+            let work = build_work(account, &http, simulator_addr, pacer, &dyn_ledger)?;
             let account_arc = Arc::new(account.clone());
             let mut streams = Vec::new();
             for stream in &account.streams {
@@ -197,7 +197,7 @@ impl Daemon {
                     account: Arc::clone(&account_arc),
                     stream: stream.clone(),
                     ledger: Arc::clone(&dyn_ledger),
-                    client: Arc::clone(&client),
+                    work: work.clone(),
                     documents_dir: documents_dir.clone(),
                     owner: owner.clone(),
                     cancel: cancel.clone(),
@@ -371,6 +371,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     match failure {
         Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),
         None => Ok(()),
+    }
+}
+
+/// The sync shape and client of an account's streams, by provider. Every shape's client
+/// carries `pacer`, so its calls ask the TokenManager first.
+fn build_work(
+    account: &AccountConfig,
+    http: &reqwest::Client,
+    simulator: Option<SocketAddr>,
+    pacer: Pacer,
+    _ledger: &Arc<dyn LedgerStore>,
+) -> anyhow::Result<StreamWork> {
+    match account.provider.as_str() {
+        "amazon" => Ok(StreamWork::Reports(Arc::new(
+            build_client(account, http, simulator)?.with_pacer(pacer),
+        ))),
+        other => anyhow::bail!(
+            "accounts.{}: provider {other} has no sync shape in this build",
+            account.id
+        ),
     }
 }
 
@@ -726,10 +746,7 @@ pub async fn run_stream(
 /// waiting.
 async fn wait_out_cooldown(context: &StreamContext, until: i64) -> bool {
     let mut until = until;
-    let mut cleared = context
-        .client
-        .pacer()
-        .and_then(|pacer| pacer.cleared.clone());
+    let mut cleared = context.work.pacer().and_then(|pacer| pacer.cleared.clone());
     loop {
         let remaining = until - now_ts();
         if remaining <= 0 {

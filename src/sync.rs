@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -40,7 +41,7 @@ use crate::ledger::{
 use crate::model::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
 use crate::provider::ProviderError;
-use crate::quota::{Observation, QuotaError};
+use crate::quota::{Observation, Pacer, QuotaError};
 use crate::report::{read_error_document, read_vendor_sales_document, ReportError};
 
 /// Everything one stream runner needs.
@@ -49,7 +50,8 @@ pub struct StreamContext {
     pub account: Arc<AccountConfig>,
     pub stream: StreamConfig,
     pub ledger: Arc<dyn LedgerStore>,
-    pub client: Arc<SpApiClient>,
+    /// The stream's sync shape and the client it calls.
+    pub work: StreamWork,
     /// Where downloaded documents wait between DOWNLOADED and APPLIED.
     pub documents_dir: PathBuf,
     /// `task:pid@host`, written to `claimed_by`.
@@ -63,6 +65,41 @@ pub struct StreamContext {
     pub progress: Option<Arc<crate::supervisor::ChildProgress>>,
     /// Crash drills (`[chaos]`), for this account only.
     pub chaos: Option<Arc<crate::chaos::Chaos>>,
+}
+
+/// What a stream's runs do: its sync shape and the provider client it calls.
+#[derive(Clone)]
+pub enum StreamWork {
+    /// The windowed hour ledger over SP-API reports (seeds 000, 001): this module.
+    Reports(Arc<SpApiClient>),
+    /// Another sync shape (cursor streams, keyed job queues), see [`ShapeRunner`].
+    Shape(Arc<dyn ShapeRunner>),
+}
+
+/// A sync shape other than the windowed one. The runner loop, leases, fencing,
+/// cooldown waits and supervision stay the same for every shape: a shape only says
+/// what one leased run does and how its calls are paced.
+pub trait ShapeRunner: Send + Sync + 'static {
+    /// The pacer every provider call of the stream asks first (`None`: unpaced).
+    fn pacer(&self) -> Option<&Pacer>;
+    /// One run under `fence` (every ledger write carries it): work until nothing is left,
+    /// a cooldown stops it, or `context.cancel`/`context.abort` fire. The contract of
+    /// [`StreamContext::run_fenced`].
+    fn run<'a>(
+        &'a self,
+        context: &'a StreamContext,
+        fence: Option<u64>,
+    ) -> BoxFuture<'a, Result<RunOutcome, SyncError>>;
+}
+
+impl StreamWork {
+    /// The pacer of the stream's client.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        match self {
+            StreamWork::Reports(client) => client.pacer(),
+            StreamWork::Shape(runner) => runner.pacer(),
+        }
+    }
 }
 
 /// How a run ended.
@@ -118,7 +155,8 @@ enum UnitEnd {
 }
 
 /// Why a provider call was not made or failed.
-enum CallError {
+#[derive(Debug)]
+pub enum CallError {
     Provider(crate::provider::ProviderError),
     Quota(QuotaError),
     /// Shutdown before the call was made.
@@ -165,7 +203,8 @@ pub fn retry_delay(stream: &StreamConfig, attempts_before: i64) -> Duration {
 }
 
 impl StreamContext {
-    fn scope(&self) -> String {
+    /// The account's cooldown scope in the ledger (`{provider}:{account}`).
+    pub fn scope(&self) -> String {
         account_scope(&self.account.provider, &self.account.id)
     }
 
@@ -178,6 +217,10 @@ impl StreamContext {
     /// Every ledger write carries `fence`, so a run whose lease was taken over cannot
     /// overwrite the new owner's work.
     pub async fn run_fenced(&self, fence: Option<u64>) -> Result<RunOutcome, SyncError> {
+        let client = match &self.work {
+            StreamWork::Reports(client) => Arc::clone(client),
+            StreamWork::Shape(runner) => return runner.run(self, fence).await,
+        };
         let now = now_ts();
         if let Some(cooldown) = self.active_cooldown().await? {
             debug!(account = %self.account.id, stream = %self.stream.name, until = %format_ts(cooldown.until_at), "in cooldown; skipping provider calls this run");
@@ -223,7 +266,7 @@ impl StreamContext {
                     }
                 }
             };
-            match self.process(claim).await? {
+            match self.process(&client, claim).await? {
                 UnitEnd::Applied(hours) => applied += hours,
                 UnitEnd::Failed => failed += 1,
                 UnitEnd::Cancelled => return Ok(RunOutcome::Cancelled),
@@ -316,14 +359,15 @@ impl StreamContext {
         Ok(())
     }
 
-    fn bump(&self) {
+    /// Tells the supervisor's stuck detection that the stream made progress.
+    pub fn bump(&self) {
         if let Some(progress) = &self.progress {
             progress.bump();
         }
     }
 
     /// Drives one claim to APPLIED or FAILED, or stops it for quota or shutdown.
-    async fn process(&self, mut claim: Claim) -> Result<UnitEnd, SyncError> {
+    async fn process(&self, client: &SpApiClient, mut claim: Claim) -> Result<UnitEnd, SyncError> {
         self.bump();
         if let Some(chaos) = &self.chaos {
             chaos.on_unit(&self.account.id).await;
@@ -334,8 +378,7 @@ impl StreamContext {
         if claim.report_id.is_none() {
             let created = match self.gate(OP_CREATE_REPORT, &claim, true).await {
                 Ok(()) => {
-                    let result = self
-                        .client
+                    let result = client
                         .create_report(
                             VENDOR_RT_SALES_REPORT,
                             &self.account.marketplace,
@@ -377,7 +420,7 @@ impl StreamContext {
         let Some(report_id) = claim.report_id.clone() else {
             return self.fail(&claim, "internal: claim has no report id").await;
         };
-        let status = match self.poll(&claim, &report_id).await {
+        let status = match self.poll(client, &claim, &report_id).await {
             Poll::Finished(status) => status,
             Poll::Error(err) if err.stops_account() => {
                 return Ok(UnitEnd::Quota {
@@ -412,7 +455,7 @@ impl StreamContext {
             }
             ProcessingStatus::Fatal => {
                 let detail = match &status.report_document_id {
-                    Some(document_id) => match self.download(&claim, document_id).await {
+                    Some(document_id) => match self.download(client, &claim, document_id).await {
                         Ok((path, gzip)) => {
                             let text = tokio::task::spawn_blocking(move || {
                                 let text = read_error_document(&path, gzip);
@@ -451,7 +494,7 @@ impl StreamContext {
                         )
                         .await;
                 };
-                match self.download(&claim, &document_id).await {
+                match self.download(client, &claim, &document_id).await {
                     Ok((path, _gzip)) => {
                         let path_text = path.display().to_string();
                         let stored = claim.clone();
@@ -482,7 +525,7 @@ impl StreamContext {
 
     /// Polls getReport with growing pauses until the report finishes, times out or
     /// shutdown is requested. Transient errors are retried within the same deadline.
-    async fn poll(&self, claim: &Claim, report_id: &str) -> Poll {
+    async fn poll(&self, client: &SpApiClient, claim: &Claim, report_id: &str) -> Poll {
         let started = tokio::time::Instant::now();
         let mut pause = self.stream.poll_min;
         loop {
@@ -494,7 +537,7 @@ impl StreamContext {
                     refused => Poll::Refused(refused),
                 };
             }
-            let result = self.client.get_report(report_id).await;
+            let result = client.get_report(report_id).await;
             self.observe(OP_GET_REPORT, &result);
             match result {
                 Ok(status)
@@ -530,11 +573,12 @@ impl StreamContext {
     /// it is gzip-compressed.
     async fn download(
         &self,
+        client: &SpApiClient,
         claim: &Claim,
         document_id: &str,
     ) -> Result<(PathBuf, bool), CallError> {
         self.gate(OP_GET_REPORT_DOCUMENT, claim, false).await?;
-        let result = self.client.get_report_document(document_id).await;
+        let result = client.get_report_document(document_id).await;
         self.observe(OP_GET_REPORT_DOCUMENT, &result);
         let document = result?;
         let file_name = format!(
@@ -551,8 +595,7 @@ impl StreamContext {
                 message: format!("cannot create {}: {err}", self.documents_dir.display()),
             }));
         }
-        let bytes = self
-            .client
+        let bytes = client
             .download_document(&document, &path, self.stream.max_document_bytes)
             .await?;
         debug!(account = %self.account.id, document_id, bytes, "document downloaded");
@@ -632,7 +675,7 @@ impl StreamContext {
     /// the ledger, so `status` shows it.
     pub async fn active_cooldown(&self) -> Result<Option<Cooldown>, SyncError> {
         let now = now_ts();
-        let Some(pacer) = self.client.pacer() else {
+        let Some(pacer) = self.work.pacer() else {
             let scope = self.scope();
             return blocking(&self.ledger, move |ledger| {
                 ledger.active_cooldown(&scope, now)
@@ -681,15 +724,37 @@ impl StreamContext {
         claim: &Claim,
         stop_on_cancel: bool,
     ) -> Result<(), CallError> {
-        let Some(pacer) = self.client.pacer() else {
+        let wait = self.stream.poll_timeout.min(QUOTA_WAIT_MAX);
+        self.paced(
+            operation,
+            1.0,
+            crate::quota::Priority::from(claim.priority),
+            wait,
+            stop_on_cancel,
+        )
+        .await
+    }
+
+    /// Waits up to `wait` for the TokenManager's grant of one `operation` call costing
+    /// `cost` tokens at `priority` (a no-op for an unpaced client), bumping the progress
+    /// counter meanwhile. `stop_on_cancel`: shutdown stops the wait too (nothing was
+    /// asked of the provider yet); otherwise only `abort` does. Every shape paces its
+    /// calls through this.
+    pub async fn paced(
+        &self,
+        operation: &str,
+        cost: f64,
+        priority: crate::quota::Priority,
+        wait: Duration,
+        stop_on_cancel: bool,
+    ) -> Result<(), CallError> {
+        let Some(pacer) = self.work.pacer() else {
             return Ok(());
         };
-        let wait = self.stream.poll_timeout.min(QUOTA_WAIT_MAX);
         let deadline = tokio::time::Instant::now() + wait;
-        let priority = crate::quota::Priority::from(claim.priority);
         let acquire = pacer
             .handle
-            .acquire(pacer.keys(operation), 1.0, priority, deadline);
+            .acquire(pacer.keys(operation), cost, priority, deadline);
         tokio::pin!(acquire);
         // Waiting for a grant is progress, not a freeze: keep the stuck detection quiet.
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -717,18 +782,22 @@ impl StreamContext {
     /// Counts the call (and a 429) for `/metrics`, and tells the TokenManager what the
     /// response said: the rate from `x-amzn-RateLimit-Limit` after a 2xx, the 429 and its
     /// `Retry-After` otherwise.
-    fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
+    pub fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
         let metrics = crate::http::metrics::global();
         metrics.provider_call(&self.account.provider, operation);
         if let Err(ProviderError::QuotaExceeded { .. }) = result {
             metrics.provider_throttled(&self.account.provider, operation);
         }
-        let Some(pacer) = self.client.pacer() else {
+        let Some(pacer) = self.work.pacer() else {
             return;
         };
         match result {
             Ok(_) => {
-                if let Some(rate) = self.client.observed_rate_limit(operation) {
+                let rate = match &self.work {
+                    StreamWork::Reports(client) => client.observed_rate_limit(operation),
+                    StreamWork::Shape(_) => None,
+                };
+                if let Some(rate) = rate {
                     pacer
                         .handle
                         .observe(pacer.key(operation), Observation::RateLimitHeader(rate));
@@ -765,7 +834,7 @@ impl StreamContext {
             } => {
                 self.give_back(claim, "quota").await?;
                 let pacer_mirrors = self
-                    .client
+                    .work
                     .pacer()
                     .is_some_and(|pacer| pacer.mirror_to_ledger);
                 let record = pacer_mirrors || scope != self.scope();

@@ -161,7 +161,7 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             account: Arc::new(account),
             stream,
             ledger: dyn_ledger,
-            client: Arc::new(client),
+            work: marketsync::sync::StreamWork::Reports(Arc::new(client)),
             documents_dir: self.config.data_dir.join("documents"),
             owner: "test:1@localhost".to_string(),
             // Tests stop a context as a crash would: at once, mid-unit.

@@ -1198,7 +1198,7 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
         let mut context = fixture.context(&ledger, CancellationToken::new());
         context.account = Arc::new(account.clone());
         context.stream = account.streams[0].clone();
-        context.client = Arc::new(SpApiClient::new(
+        context.work = marketsync::sync::StreamWork::Reports(Arc::new(SpApiClient::new(
             reqwest::Client::new(),
             SpApiEndpoints {
                 api_base: sim.base_url(),
@@ -1209,7 +1209,7 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
                 client_secret: "test-secret".to_string(),
                 refresh_token: format!("test-refresh-{}", account.id),
             },
-        ));
+        )));
         context.run_once().await.expect("sync");
     }
     let now = now_ts();

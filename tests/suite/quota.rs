@@ -311,7 +311,7 @@ fn paced_context(
         panic!("test accounts use explicit endpoints");
     };
     let pacer = Pacer::new(quota.clone(), "amazon", account.quota_scope());
-    context.client = Arc::new(
+    context.work = marketsync::sync::StreamWork::Reports(Arc::new(
         SpApiClient::new(
             reqwest::Client::new(),
             SpApiEndpoints {
@@ -325,7 +325,7 @@ fn paced_context(
             },
         )
         .with_pacer(pacer),
-    );
+    ));
     context.account = Arc::new(account);
     context
 }

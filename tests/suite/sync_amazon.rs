@@ -432,7 +432,7 @@ async fn refused_credentials_start_an_auth_cooldown_instead_of_failing_every_chu
     let ledger = fixture.open_ledger();
     let mut context = fixture.context(&ledger, CancellationToken::new());
     // The token endpoint refuses an empty client secret (invalid_request).
-    context.client = std::sync::Arc::new(SpApiClient::new(
+    context.work = marketsync::sync::StreamWork::Reports(std::sync::Arc::new(SpApiClient::new(
         reqwest::Client::new(),
         SpApiEndpoints {
             api_base: sim.base_url(),
@@ -443,7 +443,7 @@ async fn refused_credentials_start_an_auth_cooldown_instead_of_failing_every_chu
             client_secret: String::new(),
             refresh_token: "test-refresh-acct".to_string(),
         },
-    ));
+    )));
 
     let outcome = context.run_once().await.unwrap();
     let RunOutcome::CoolingDown { until, reason } = outcome else {

@@ -22,7 +22,30 @@ pub const PROVIDERS: &[&str] = &["amazon", "ebay", "stockx", "keepa"];
 pub fn streams_of(provider: &str) -> &'static [&'static str] {
     match provider {
         "amazon" => &["vendor_rt_sales"],
+        "ebay" => crate::cursor::EBAY_STREAMS,
+        "stockx" => &["market_data"],
+        "keepa" => &["products"],
         _ => &[],
+    }
+}
+
+/// The three sync shapes of the architecture card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Hour rows per (account, stream), filled by report requests (SP-API).
+    Windowed,
+    /// A cursor per (account, stream), moved one bounded window per run (eBay).
+    Cursor,
+    /// Keyed on-demand lookups drained from a queue (StockX, Keepa).
+    Jobs,
+}
+
+/// The sync shape of a provider's streams.
+pub fn shape_of(provider: &str) -> Shape {
+    match provider {
+        "ebay" => Shape::Cursor,
+        "stockx" | "keepa" => Shape::Jobs,
+        _ => Shape::Windowed,
     }
 }
 
@@ -192,12 +215,33 @@ pub enum Endpoints {
     },
 }
 
-/// Names of the environment variables holding an account's credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Names of the environment variables holding an account's credentials. Which ones a
+/// provider needs is checked once, at load: amazon the three OAuth names; ebay a client
+/// id and secret, plus a refresh token for the user grant (without it the application's
+/// client-credentials grant is used); stockx the three plus `api_key_env`; keepa only
+/// `api_key_env`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CredentialEnv {
-    pub client_id_env: String,
-    pub client_secret_env: String,
-    pub refresh_token_env: String,
+    pub client_id_env: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub refresh_token_env: Option<String>,
+    pub api_key_env: Option<String>,
+}
+
+impl CredentialEnv {
+    /// The configured variable names, in a fixed order (for hints; never values).
+    pub fn names(&self) -> Vec<&str> {
+        [
+            &self.client_id_env,
+            &self.client_secret_env,
+            &self.refresh_token_env,
+            &self.api_key_env,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect()
+    }
 }
 
 /// Which end of the lookback window claims start from.
@@ -233,6 +277,20 @@ pub struct StreamConfig {
     pub max_document_bytes: u64,
     pub daily_audit: bool,
     pub weekly_audit: bool,
+    /// Cursor streams: where the first sync starts (this long before now; default 90 days).
+    pub start: Duration,
+    /// Cursor streams: the longest window one run covers (default 24h).
+    pub max_window: Duration,
+    /// Cursor streams: items per page (eBay allows at most 200).
+    pub page_limit: u32,
+    /// Cursor streams: a response body larger than this fails its window (default 16 MiB).
+    pub max_response_bytes: u64,
+    /// Job queues: attempts before a job is `failed` (5xx, timeouts; 429s do not count).
+    pub max_attempts: u32,
+    /// Job queues: a running job whose worker died is rescued after this long.
+    pub job_lease: Duration,
+    /// Job queues: keys per provider request (Keepa: up to 100 ASINs; StockX: 1).
+    pub batch: u32,
 }
 
 impl Config {
@@ -547,9 +605,10 @@ struct RawAccount {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCredentials {
-    client_id_env: String,
-    client_secret_env: String,
-    refresh_token_env: String,
+    client_id_env: Option<String>,
+    client_secret_env: Option<String>,
+    refresh_token_env: Option<String>,
+    api_key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -570,6 +629,15 @@ struct RawStream {
     max_document_bytes: Option<u64>,
     daily_audit: Option<bool>,
     weekly_audit: Option<bool>,
+    // Cursor streams (eBay).
+    start: Option<String>,
+    max_window: Option<String>,
+    page_limit: Option<u32>,
+    max_response_bytes: Option<u64>,
+    // Job queues (StockX, Keepa).
+    max_attempts: Option<u32>,
+    job_lease: Option<String>,
+    batch: Option<u32>,
 }
 
 /// Parses a humantime duration, naming the key and the fix on error.
@@ -599,7 +667,24 @@ fn valid_id(id: &str) -> bool {
         })
 }
 
-fn default_endpoints(region: &str) -> Option<(&'static str, &'static str)> {
+/// The production API base and token url of a provider (amazon: by region).
+fn default_endpoints(provider: &str, region: &str) -> Option<(&'static str, &'static str)> {
+    match provider {
+        "ebay" => {
+            return Some((
+                "https://api.ebay.com",
+                "https://api.ebay.com/identity/v1/oauth2/token",
+            ))
+        }
+        "stockx" => {
+            return Some((
+                "https://api.stockx.com",
+                "https://accounts.stockx.com/oauth/token",
+            ))
+        }
+        "keepa" => return Some(("https://api.keepa.com", "https://api.keepa.com/token")),
+        _ => {}
+    }
     match region {
         "na" => Some((
             "https://sellingpartnerapi-na.amazon.com",
@@ -795,22 +880,26 @@ impl RawAccount {
             ));
         }
         let supported = streams_of(&self.provider);
-        if supported.is_empty() {
-            return Err(format!(
-                "{key}.provider: provider {:?} is not supported by this version yet; use amazon",
-                self.provider
-            ));
-        }
-        let marketplace = match self.marketplace {
-            Some(marketplace) if !marketplace.trim().is_empty() => marketplace,
+        let provider = self.provider.as_str();
+        let marketplace = match (self.marketplace, provider) {
+            (Some(marketplace), _) if !marketplace.trim().is_empty() => marketplace,
+            (_, "ebay") => "EBAY_US".to_string(),
+            (_, "stockx") => "US".to_string(),
+            // Keepa's domain id: 1 is amazon.com.
+            (_, "keepa") => "1".to_string(),
             _ => {
                 return Err(format!(
                     "{key}.marketplace: missing; give the marketplace id, e.g. ATVPDKIKX0DER for amazon.com"
                 ))
             }
         };
+        if self.region.is_some() && provider != "amazon" {
+            return Err(format!(
+                "{key}.region: only amazon accounts have a region; remove it (use endpoint to point a {provider} account elsewhere)"
+            ));
+        }
         let region = self.region.unwrap_or_else(|| "na".to_string());
-        let Some((default_api, default_token)) = default_endpoints(&region) else {
+        let Some((default_api, default_token)) = default_endpoints(provider, &region) else {
             return Err(format!(
                 "{key}.region: unknown region {region:?}; expected one of na, eu, fe"
             ));
@@ -841,10 +930,32 @@ impl RawAccount {
             client_id_env: raw.client_id_env,
             client_secret_env: raw.client_secret_env,
             refresh_token_env: raw.refresh_token_env,
+            api_key_env: raw.api_key_env,
         });
+        let (required, optional): (&[&str], &[&str]) = match provider {
+            "amazon" => (
+                &["client_id_env", "client_secret_env", "refresh_token_env"],
+                &[],
+            ),
+            "ebay" => (
+                &["client_id_env", "client_secret_env"],
+                &["refresh_token_env"],
+            ),
+            "stockx" => (
+                &[
+                    "client_id_env",
+                    "client_secret_env",
+                    "refresh_token_env",
+                    "api_key_env",
+                ],
+                &[],
+            ),
+            _ => (&["api_key_env"], &[]),
+        };
         if credentials.is_none() && endpoints != Endpoints::EmbeddedSimulator {
             return Err(format!(
-                "{key}.credentials: missing; add [accounts.credentials] with client_id_env, client_secret_env and refresh_token_env naming environment variables"
+                "{key}.credentials: missing; add [accounts.credentials] with {} naming environment variables",
+                required.join(", ")
             ));
         }
         if let Some(credentials) = &credentials {
@@ -852,7 +963,23 @@ impl RawAccount {
                 ("client_id_env", &credentials.client_id_env),
                 ("client_secret_env", &credentials.client_secret_env),
                 ("refresh_token_env", &credentials.refresh_token_env),
+                ("api_key_env", &credentials.api_key_env),
             ] {
+                let Some(value) = value else {
+                    if required.contains(&name) {
+                        return Err(format!(
+                            "{key}.credentials.{name}: missing; {provider} accounts need {}",
+                            required.join(", ")
+                        ));
+                    }
+                    continue;
+                };
+                if !required.contains(&name) && !optional.contains(&name) {
+                    return Err(format!(
+                        "{key}.credentials.{name}: {provider} accounts do not use it; remove it (they need {})",
+                        required.join(", ")
+                    ));
+                }
                 let looks_like_env = !value.is_empty()
                     && value
                         .chars()
@@ -890,7 +1017,7 @@ impl RawAccount {
             if raw.enabled == Some(false) {
                 continue;
             }
-            streams.push(raw.validate(&stream_key, name)?);
+            streams.push(raw.validate(&stream_key, name, shape_of(provider))?);
         }
         Ok(AccountConfig {
             id: self.id,
@@ -905,8 +1032,97 @@ impl RawAccount {
 }
 
 impl RawStream {
-    fn validate(self, key: &str, name: String) -> Result<StreamConfig, String> {
+    /// Keys that belong to one shape only, named so a misplaced key is an error.
+    fn shape_keys(&self) -> [(&'static str, bool, Shape); 16] {
+        use Shape::*;
+        [
+            ("lookback", self.lookback.is_some(), Windowed),
+            ("chunk", self.chunk.is_some(), Windowed),
+            ("order", self.order.is_some(), Windowed),
+            ("poll_min", self.poll_min.is_some(), Windowed),
+            ("poll_max", self.poll_max.is_some(), Windowed),
+            ("poll_timeout", self.poll_timeout.is_some(), Windowed),
+            (
+                "max_document_bytes",
+                self.max_document_bytes.is_some(),
+                Windowed,
+            ),
+            ("daily_audit", self.daily_audit.is_some(), Windowed),
+            ("weekly_audit", self.weekly_audit.is_some(), Windowed),
+            ("start", self.start.is_some(), Cursor),
+            ("max_window", self.max_window.is_some(), Cursor),
+            ("page_limit", self.page_limit.is_some(), Cursor),
+            (
+                "max_response_bytes",
+                self.max_response_bytes.is_some(),
+                Cursor,
+            ),
+            ("max_attempts", self.max_attempts.is_some(), Jobs),
+            ("job_lease", self.job_lease.is_some(), Jobs),
+            ("batch", self.batch.is_some(), Jobs),
+        ]
+    }
+
+    fn validate(self, key: &str, name: String, shape: Shape) -> Result<StreamConfig, String> {
         let field = |field: &str| format!("{key}.{field}");
+        for (name, present, belongs) in self.shape_keys() {
+            if present && belongs != shape {
+                let kind = match shape {
+                    Shape::Windowed => "report (windowed)",
+                    Shape::Cursor => "cursor",
+                    Shape::Jobs => "job queue",
+                };
+                return Err(format!(
+                    "{}: does not apply to {kind} streams; remove it (see config/example.toml for this stream's keys)",
+                    field(name)
+                ));
+            }
+        }
+        let start = duration(&field("start"), self.start.as_ref(), hours(90 * 24))?;
+        let max_window = duration(&field("max_window"), self.max_window.as_ref(), hours(24))?;
+        if max_window < Duration::from_secs(60) || max_window > hours(24 * 7) {
+            return Err(format!(
+                "{}: must be between 1m and 7d (24h is the default and what eBay handles well)",
+                field("max_window")
+            ));
+        }
+        let page_limit = self.page_limit.unwrap_or(200);
+        if !(1..=200).contains(&page_limit) {
+            return Err(format!(
+                "{}: {page_limit} is out of range; eBay pages hold 1 to 200 items",
+                field("page_limit")
+            ));
+        }
+        let max_attempts = self.max_attempts.unwrap_or(5);
+        if max_attempts == 0 {
+            return Err(format!("{}: must be at least 1", field("max_attempts")));
+        }
+        let job_lease = duration(
+            &field("job_lease"),
+            self.job_lease.as_ref(),
+            Duration::from_secs(10 * 60),
+        )?;
+        if job_lease < Duration::from_secs(1) {
+            return Err(format!("{}: must be at least 1s", field("job_lease")));
+        }
+        let batch_max = if name == "products" { 100 } else { 1 };
+        let batch = self.batch.unwrap_or(batch_max);
+        if !(1..=batch_max).contains(&batch) {
+            return Err(format!(
+                "{}: {batch} is out of range; this provider takes 1 to {batch_max} keys per request",
+                field("batch")
+            ));
+        }
+        let default_interval = match shape {
+            Shape::Windowed => Duration::from_secs(15 * 60),
+            Shape::Cursor => Duration::from_secs(5 * 60),
+            Shape::Jobs => Duration::from_secs(30),
+        };
+        let default_lag = match shape {
+            Shape::Windowed => Duration::from_secs(5 * 60),
+            Shape::Cursor => Duration::from_secs(2 * 60),
+            Shape::Jobs => Duration::ZERO,
+        };
         let lookback = whole_hours(
             &field("lookback"),
             duration(&field("lookback"), self.lookback.as_ref(), hours(72))?,
@@ -922,19 +1138,11 @@ impl RawStream {
                 humantime::format_duration(chunk)
             ));
         }
-        let interval = duration(
-            &field("interval"),
-            self.interval.as_ref(),
-            Duration::from_secs(15 * 60),
-        )?;
+        let interval = duration(&field("interval"), self.interval.as_ref(), default_interval)?;
         if interval < Duration::from_secs(1) {
             return Err(format!("{}: must be at least 1s", field("interval")));
         }
-        let safety_lag = duration(
-            &field("safety_lag"),
-            self.safety_lag.as_ref(),
-            Duration::from_secs(5 * 60),
-        )?;
+        let safety_lag = duration(&field("safety_lag"), self.safety_lag.as_ref(), default_lag)?;
         let order = match self.order.as_deref() {
             None | Some("newest_first") => ClaimOrder::NewestFirst,
             Some("oldest_first") => ClaimOrder::OldestFirst,
@@ -998,8 +1206,15 @@ impl RawStream {
             poll_max,
             poll_timeout,
             max_document_bytes: self.max_document_bytes.unwrap_or(512 * 1024 * 1024),
-            daily_audit: self.daily_audit.unwrap_or(true),
+            daily_audit: self.daily_audit.unwrap_or(shape == Shape::Windowed),
             weekly_audit: self.weekly_audit.unwrap_or(false),
+            start,
+            max_window,
+            page_limit,
+            max_response_bytes: self.max_response_bytes.unwrap_or(16 * 1024 * 1024),
+            max_attempts,
+            job_lease,
+            batch,
         })
     }
 }

@@ -176,7 +176,7 @@ impl Daemon {
                 let scope = account
                     .credentials
                     .as_ref()
-                    .map(|names| names.client_id_env.clone())
+                    .and_then(|names| names.client_id_env.clone())
                     .unwrap_or_else(|| "simulator".to_string());
                 (
                     scope,
@@ -423,9 +423,9 @@ fn build_client(
     };
     let credentials = match &account.credentials {
         Some(names) => LwaCredentials {
-            client_id: read_env(&account.id, &names.client_id_env)?,
-            client_secret: read_env(&account.id, &names.client_secret_env)?,
-            refresh_token: read_env(&account.id, &names.refresh_token_env)?,
+            client_id: read_env(&account.id, names.client_id_env.as_deref())?,
+            client_secret: read_env(&account.id, names.client_secret_env.as_deref())?,
+            refresh_token: read_env(&account.id, names.refresh_token_env.as_deref())?,
         },
         // The simulator accepts any credentials; the refresh token names the seller.
         None => LwaCredentials {
@@ -438,7 +438,14 @@ fn build_client(
     Ok(SpApiClient::new(http.clone(), endpoints, credentials))
 }
 
-fn read_env(account: &str, name: &str) -> anyhow::Result<String> {
+/// The value of a credential variable named in the configuration (validated present
+/// for the provider at load). Errors name the variable, never a value.
+pub fn read_env(account: &str, name: Option<&str>) -> anyhow::Result<String> {
+    let Some(name) = name else {
+        anyhow::bail!(
+            "account {account}: a credential variable is not configured; see [accounts.credentials] in config/example.toml"
+        );
+    };
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Ok(value),
         _ => anyhow::bail!(

@@ -880,8 +880,8 @@ pub fn findings(
 fn credential_hint(credentials: Option<&CredentialEnv>) -> String {
     match credentials {
         Some(names) => format!(
-            "; check the environment variables {}, {} and {} of the daemon",
-            names.client_id_env, names.client_secret_env, names.refresh_token_env
+            "; check the environment variables {} of the daemon",
+            names.names().join(", ")
         ),
         None => String::new(),
     }

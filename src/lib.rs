@@ -7,7 +7,10 @@
 //!   its SQLite implementation (claims, cooldowns, applying documents).
 //! - [`provider`]: provider clients (SP-API today) and the error enum callers branch on.
 //! - [`report`]: streaming parser for report documents.
-//! - [`sync`]: the windowed-stream runner: claim, request, poll, download, apply.
+//! - [`sync`]: the windowed-stream runner: claim, request, poll, download, apply; and
+//!   [`sync::StreamWork`], the seam every sync shape plugs into.
+//! - [`cursor`]: cursor streams (eBay): one bounded window per run, change history.
+//! - [`jobs`]: the keyed job queue (StockX market data, Keepa products).
 //! - [`daemon`]: `marketsync run`: starts the simulator when configured, the lease service and
 //!   the supervision tree; stream runner loops and lock hygiene.
 //! - [`root`]: the root of the supervision tree and its Housekeeping child.
@@ -30,9 +33,11 @@ pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod config;
+pub mod cursor;
 pub mod daemon;
 pub mod doctor;
 pub mod http;
+pub mod jobs;
 pub mod ledger;
 pub mod lock;
 pub mod model;

@@ -22,6 +22,8 @@ use crate::model::{HourWindow, HOUR};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_ledger.sql"),
     include_str!("../../migrations/0002_supervision.sql"),
+    include_str!("../../migrations/0003_cursors.sql"),
+    include_str!("../../migrations/0004_jobs.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

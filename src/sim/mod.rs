@@ -13,7 +13,10 @@
 
 pub mod amazon;
 mod bucket;
+pub mod ebay;
 mod handlers;
+pub mod keepa;
+pub mod stockx;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +56,12 @@ pub struct SimConfig {
     pub rates: BTreeMap<String, RateSpec>,
     /// Faults in force at start; replaceable later with [`Simulator::set_faults`].
     pub faults: SimFaults,
+    /// The eBay simulator (OAuth, Fulfillment/Finances/Post-Order APIs).
+    pub ebay: ebay::EbaySimConfig,
+    /// The StockX simulator (OAuth, market data).
+    pub stockx: stockx::StockxSimConfig,
+    /// The Keepa simulator (`/product`, `/token`).
+    pub keepa: keepa::KeepaSimConfig,
 }
 
 impl Default for SimConfig {
@@ -65,6 +74,9 @@ impl Default for SimConfig {
             document_url_lifetime: Duration::from_secs(5 * 60),
             rates: BTreeMap::new(),
             faults: SimFaults::default(),
+            ebay: ebay::EbaySimConfig::default(),
+            stockx: stockx::StockxSimConfig::default(),
+            keepa: keepa::KeepaSimConfig::default(),
         }
     }
 }
@@ -145,11 +157,15 @@ impl SimFaults {
             }
         }
         for (index, entry) in self.schedule.iter().enumerate() {
-            if Operation::from_name(&entry.operation).is_none() {
+            let known = Operation::from_name(&entry.operation).is_some()
+                || provider_operations().any(|name| name == entry.operation);
+            if !known {
+                let mut names: Vec<&str> = Operation::ALL.map(Operation::name).to_vec();
+                names.extend(provider_operations());
                 return Err(format!(
                     "schedule[{index}].operation: unknown operation {:?}; expected one of {}",
                     entry.operation,
-                    Operation::ALL.map(Operation::name).join(", ")
+                    names.join(", ")
                 ));
             }
             if entry.nth == 0 {
@@ -158,6 +174,16 @@ impl SimFaults {
         }
         Ok(())
     }
+}
+
+/// The operations of the other providers' simulators, as fault schedules name them
+/// (`ebay.getOrders`, `stockx.marketData`, `keepa.product`, ...).
+fn provider_operations() -> impl Iterator<Item = &'static str> {
+    ebay::OPERATIONS
+        .iter()
+        .chain(stockx::OPERATIONS)
+        .chain(keepa::OPERATIONS)
+        .copied()
 }
 
 /// "The nth call (1-based, since start, across all sellers) of `operation` gets `fault`."
@@ -426,6 +452,8 @@ struct SimState {
     /// Document id → report id.
     documents: HashMap<String, String>,
     stats: SimStats,
+    /// Calls per operation of the other providers' simulators (fault schedule positions).
+    provider_calls: HashMap<String, u64>,
     /// Keyed by (seller, marketplace, hour, asin): repeated downloads serve the same rows.
     served: BTreeMap<(String, String, i64, String), ServedRow>,
 }
@@ -663,6 +691,7 @@ impl Simulator {
             reports: HashMap::new(),
             documents: HashMap::new(),
             stats: SimStats::default(),
+            provider_calls: HashMap::new(),
             served: BTreeMap::new(),
         };
         Arc::new(Simulator {
@@ -703,6 +732,45 @@ impl Simulator {
     /// asin), sorted by those. Truncated, malformed and wrong-window documents do not count.
     pub fn served_rows(&self) -> Vec<ServedRow> {
         self.lock().served.values().cloned().collect()
+    }
+
+    /// The fault injection of the other providers' simulators, under the same
+    /// [`SimFaults`] as SP-API: counts this call of `operation` (one of their
+    /// `OPERATIONS`), then answers the fault scheduled on this nth call, else draws
+    /// `throttle` and `server_error`. `None`: serve the call normally. The provider
+    /// simulator turns `Throttle` and `ServerError` into its own wire errors.
+    pub(crate) fn provider_fault(&self, operation: &str) -> Option<FaultKind> {
+        let mut state = self.lock();
+        let nth = {
+            let calls = state
+                .provider_calls
+                .entry(operation.to_string())
+                .or_default();
+            *calls += 1;
+            *calls
+        };
+        let scheduled = state
+            .faults
+            .schedule
+            .iter()
+            .find(|entry| entry.nth == nth && entry.operation == operation)
+            .map(|entry| entry.fault);
+        if scheduled.is_some() {
+            return scheduled;
+        }
+        let (throttle, server_error) = (state.faults.throttle, state.faults.server_error);
+        if state.chance(throttle) {
+            return Some(FaultKind::Throttle);
+        }
+        if state.chance(server_error) {
+            return Some(FaultKind::ServerError);
+        }
+        None
+    }
+
+    /// Unix seconds now, on the simulator's clock (paused-time tests move it).
+    pub(crate) fn unix_now(&self) -> f64 {
+        self.epoch_unix + self.clock()
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {

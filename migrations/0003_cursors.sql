@@ -1,0 +1,1 @@
+-- Cursor streams (eBay): cursors, resources and change history. Filled in by the cursor work.

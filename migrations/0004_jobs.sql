@@ -1,0 +1,1 @@
+-- The keyed job queue (StockX, Keepa): jobs, results, per-run metrics. Filled in by the jobs work.

@@ -4,3 +4,20 @@
 
 /// The eBay streams built end to end.
 pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns"];
+
+use std::net::SocketAddr;
+
+use crate::config::AccountConfig;
+use crate::quota::Pacer;
+use crate::sync::StreamWork;
+
+/// The sync shape of an eBay account's streams: its client (paced by `pacer`) and the
+/// cursor runner. `simulator`: the embedded simulator's address, for accounts served by it.
+pub fn stream_work(
+    account: &AccountConfig,
+    _http: &reqwest::Client,
+    _simulator: Option<SocketAddr>,
+    _pacer: Pacer,
+) -> anyhow::Result<StreamWork> {
+    anyhow::bail!("accounts.{}: ebay streams are not built yet", account.id)
+}

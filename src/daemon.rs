@@ -387,6 +387,8 @@ fn build_work(
         "amazon" => Ok(StreamWork::Reports(Arc::new(
             build_client(account, http, simulator)?.with_pacer(pacer),
         ))),
+        "ebay" => crate::cursor::stream_work(account, http, simulator, pacer),
+        "stockx" | "keepa" => crate::jobs::stream_work(account, http, simulator, pacer),
         other => anyhow::bail!(
             "accounts.{}: provider {other} has no sync shape in this build",
             account.id

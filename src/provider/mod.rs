@@ -5,6 +5,9 @@
 //! else fails only the unit at hand.
 
 pub mod amazon;
+pub mod ebay;
+pub mod keepa;
+pub mod stockx;
 
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 
 mod binary;
 mod doctor;
+mod ebay;
 mod http;
+mod jobs;
 mod locks;
 mod quota;
 mod supervision;

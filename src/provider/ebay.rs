@@ -1,0 +1,1 @@
+//! The ebay API client. (Being written.)

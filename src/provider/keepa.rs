@@ -1,0 +1,1 @@
+//! The keepa API client. (Being written.)

@@ -1,0 +1,1 @@
+//! The stockx API client. (Being written.)

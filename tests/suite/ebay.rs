@@ -1,0 +1,1 @@
+//! eBay cursor streams end to end against the simulator.

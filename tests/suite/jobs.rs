@@ -1,0 +1,1 @@
+//! The keyed job queue (StockX, Keepa) end to end against the simulator.

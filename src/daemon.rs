@@ -189,7 +189,7 @@ impl Daemon {
                 application,
                 ..Pacer::new(quota.clone(), &account.provider, account.quota_scope())
             };
-            let work = build_work(account, &http, simulator_addr, pacer, &dyn_ledger)?;
+            let work = build_work(account, &http, simulator_addr, pacer, &ledger)?;
             let account_arc = Arc::new(account.clone());
             let mut streams = Vec::new();
             for stream in &account.streams {
@@ -381,14 +381,16 @@ fn build_work(
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
     pacer: Pacer,
-    _ledger: &Arc<dyn LedgerStore>,
+    ledger: &Arc<SqliteLedger>,
 ) -> anyhow::Result<StreamWork> {
     match account.provider.as_str() {
         "amazon" => Ok(StreamWork::Reports(Arc::new(
             build_client(account, http, simulator)?.with_pacer(pacer),
         ))),
-        "ebay" => crate::cursor::stream_work(account, http, simulator, pacer),
-        "stockx" | "keepa" => crate::jobs::stream_work(account, http, simulator, pacer),
+        "ebay" => crate::cursor::stream_work(account, http, simulator, pacer, Arc::clone(ledger)),
+        "stockx" | "keepa" => {
+            crate::jobs::stream_work(account, http, simulator, pacer, Arc::clone(ledger))
+        }
         other => anyhow::bail!(
             "accounts.{}: provider {other} has no sync shape in this build",
             account.id

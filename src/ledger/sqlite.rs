@@ -159,7 +159,7 @@ fn transition_claim(
 
 /// Refuses a write whose lease fence is older than the newest seen for the scope, and
 /// records a newer one. Writes without a fence (tools, tests) are not checked.
-fn check_fence(
+pub(crate) fn check_fence(
     tx: &Transaction<'_>,
     account: &str,
     stream: &str,

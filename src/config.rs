@@ -959,19 +959,22 @@ impl RawAccount {
             ));
         }
         if let Some(credentials) = &credentials {
-            for (name, value) in [
+            let fields = [
                 ("client_id_env", &credentials.client_id_env),
                 ("client_secret_env", &credentials.client_secret_env),
                 ("refresh_token_env", &credentials.refresh_token_env),
                 ("api_key_env", &credentials.api_key_env),
-            ] {
+            ];
+            for (name, value) in fields {
+                if value.is_none() && required.contains(&name) {
+                    return Err(format!(
+                        "{key}.credentials.{name}: missing; {provider} accounts need {}",
+                        required.join(", ")
+                    ));
+                }
+            }
+            for (name, value) in fields {
                 let Some(value) = value else {
-                    if required.contains(&name) {
-                        return Err(format!(
-                            "{key}.credentials.{name}: missing; {provider} accounts need {}",
-                            required.join(", ")
-                        ));
-                    }
                     continue;
                 };
                 if !required.contains(&name) && !optional.contains(&name) {
@@ -1241,6 +1244,91 @@ mod tests {
         let stream = config.accounts[0].stream("vendor_rt_sales").unwrap();
         assert_eq!(stream.lookback, hours(72));
         assert_eq!(stream.chunk, hours(6));
+    }
+
+    #[test]
+    fn example_configures_every_shape() {
+        let text = include_str!("../config/example.toml");
+        let config = Config::parse(text, "config/example.toml").unwrap();
+        let ebay = config.account("ebay-store-17").unwrap();
+        assert_eq!(shape_of(&ebay.provider), Shape::Cursor);
+        let orders = ebay.stream("orders").unwrap();
+        assert_eq!(orders.max_window, hours(24));
+        assert_eq!(orders.start, hours(90 * 24));
+        assert_eq!(orders.page_limit, 200);
+        // Tables left empty take the defaults.
+        assert_eq!(
+            ebay.stream("returns").unwrap().interval,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            ebay.credentials
+                .as_ref()
+                .unwrap()
+                .refresh_token_env
+                .as_deref(),
+            Some("STORE17_EBAY_REFRESH_TOKEN")
+        );
+        let keepa = config.account("keepa-main").unwrap();
+        assert_eq!(keepa.stream("products").unwrap().batch, 100);
+        assert_eq!(
+            config
+                .account("stockx-main")
+                .unwrap()
+                .stream("market_data")
+                .unwrap()
+                .batch,
+            1
+        );
+    }
+
+    #[test]
+    fn keys_of_another_shape_and_missing_credentials_are_errors() {
+        let cases = [
+            (
+                "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\nchunk = \"6h\"\n",
+                "c.toml: accounts[0].streams.orders.chunk: does not apply to cursor streams; remove it",
+            ),
+            (
+                "[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nmax_window = \"24h\"\n",
+                "c.toml: accounts[0].streams.vendor_rt_sales.max_window: does not apply to report (windowed) streams",
+            ),
+            (
+                "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.streams.products]\nbatch = 101\n",
+                "c.toml: accounts[0].streams.products.batch: 101 is out of range; this provider takes 1 to 100",
+            ),
+            (
+                "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\npage_limit = 500\n",
+                "c.toml: accounts[0].streams.orders.page_limit: 500 is out of range",
+            ),
+            (
+                "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.offers]\n",
+                "c.toml: accounts[0].streams.offers: unknown stream \"offers\" for provider ebay",
+            ),
+            (
+                "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.credentials]\nclient_id_env = \"K_ID\"\n",
+                "c.toml: accounts[0].credentials.api_key_env: missing; keepa accounts need api_key_env",
+            ),
+            (
+                "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.credentials]\napi_key_env = \"K_KEY\"\nclient_id_env = \"K_ID\"\n",
+                "c.toml: accounts[0].credentials.client_id_env: keepa accounts do not use it; remove it",
+            ),
+            (
+                "[[accounts]]\nid = \"s\"\nprovider = \"stockx\"\nregion = \"eu\"\n",
+                "c.toml: accounts[0].region: only amazon accounts have a region",
+            ),
+        ];
+        for (text, expected) in cases {
+            let text = format!("[simulator]\nenabled = true\n{text}");
+            let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let text = "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\n";
+        let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("c.toml: accounts[0].credentials: missing; add [accounts.credentials] with client_id_env, client_secret_env"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -264,7 +264,8 @@ impl Daemon {
                     Arc::clone(&ledger),
                     locks.clone(),
                     settings.admin_token(),
-                );
+                )
+                .with_quota(quota.clone());
                 if state.admin_token.is_none() {
                     warn!("http: no admin token (set [http] admin_token_env and export that variable); mutating endpoints answer 403");
                 }

@@ -410,6 +410,50 @@ pub async fn locks(State(state): State<HttpState>) -> Result<Json<Value>, ApiErr
     }
 }
 
+/// `GET /api/budgets`: the provider budgets for the current hour (seed 002's
+/// market_budgets): every quota bucket the TokenManager holds, with its rate (per second
+/// and per hour), burst, tokens available now, and the calls this process made in the
+/// current UTC hour. 503 when the daemon runs without a TokenManager.
+pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiError> {
+    let Some(quota) = &state.quota else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "quota_unavailable",
+            "this server runs without a token manager; budgets are served by `marketsync run`"
+                .to_string(),
+        ));
+    };
+    let buckets = quota.buckets().await.map_err(|err| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "quota_unavailable",
+            format!("cannot read the quota buckets: {err}"),
+        )
+    })?;
+    let hour = now_ts().div_euclid(crate::model::HOUR) * crate::model::HOUR;
+    let metrics = crate::http::metrics::global();
+    let rows: Vec<Value> = buckets
+        .into_iter()
+        .map(|(key, view)| {
+            json!({
+                "provider": key.provider,
+                "operation": key.operation,
+                "scope": key.scope,
+                "rate_per_second": view.rate,
+                "rate_per_hour": view.rate * 3600.0,
+                "burst": view.burst,
+                "tokens": view.tokens,
+                "reserve_share": view.reserve_share,
+                "calls_this_hour": metrics.calls_in_hour(&key.provider, &key.operation, hour),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "hour": crate::model::format_ts(hour),
+        "buckets": rows,
+    })))
+}
+
 /// The account's enabled streams, or only `name` (404 when it is not one of them).
 fn select_streams(
     account: &crate::config::AccountConfig,

@@ -37,6 +37,7 @@
 //! | `locks` | gauge | state (`live`, `stale`) |
 //! | `lock_backend_up` | gauge | backend |
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 
@@ -67,6 +68,9 @@ pub struct Metrics {
     provider_throttled: Family<Labels, Counter>,
     lock_takeovers: Family<Labels, Counter>,
     tokens_available: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Calls per (provider, operation) in the current UTC hour: the budgets page's
+    /// "used this hour" (seed 002's market_budgets). A std Mutex: held for a map update.
+    calls_this_hour: std::sync::Mutex<HashMap<(String, String), (i64, u64)>>,
 }
 
 impl Metrics {
@@ -102,6 +106,7 @@ impl Metrics {
             provider_throttled,
             lock_takeovers,
             tokens_available,
+            calls_this_hour: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,6 +115,31 @@ impl Metrics {
         self.provider_calls
             .get_or_create(&provider_labels(provider, operation))
             .inc();
+        let hour = now_ts().div_euclid(HOUR) * HOUR;
+        let mut hourly = self
+            .calls_this_hour
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = hourly
+            .entry((provider.to_string(), operation.to_string()))
+            .or_insert((hour, 0));
+        if entry.0 != hour {
+            *entry = (hour, 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Calls of `provider`/`operation` made by this process in the UTC hour starting at
+    /// `hour` (0 for other hours).
+    pub fn calls_in_hour(&self, provider: &str, operation: &str, hour: i64) -> u64 {
+        let hourly = self
+            .calls_this_hour
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match hourly.get(&(provider.to_string(), operation.to_string())) {
+            Some((at, count)) if *at == hour => *count,
+            _ => 0,
+        }
     }
 
     /// A provider call was answered 429.
@@ -161,6 +191,18 @@ pub fn global() -> &'static Metrics {
 /// `GET /metrics`.
 pub async fn scrape(State(state): State<HttpState>) -> Result<Response, ApiError> {
     let (locks, lock_error) = super::api::list_locks(&state).await;
+    if let Some(quota) = &state.quota {
+        // Read at scrape time, like the ledger gauges: the buckets the TokenManager holds.
+        if let Ok(buckets) = quota.buckets().await {
+            for (key, view) in buckets {
+                global().set_tokens_available(
+                    &key.provider,
+                    &format!("{}:{}", key.scope, key.operation),
+                    view.tokens,
+                );
+            }
+        }
+    }
     let now = now_ts();
     let text = blocking(&state, move |state| {
         let snapshot = snapshot_registry(state, &locks, lock_error.is_none(), now)?;

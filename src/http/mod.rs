@@ -12,6 +12,7 @@
 //! | GET | `/api/accounts/{id}/summary?hours=24` | RT sales totals per hour and per ASIN, from the database only |
 //! | GET | `/api/failures?limit=50` | the most recent FAILED hours with their `last_error` |
 //! | GET | `/api/locks` | the leases (scope, owner, fence, expiry, stale) |
+//! | GET | `/api/budgets` | every quota bucket in use: rate, burst, tokens now, calls made this hour |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
 //! | POST | `/api/accounts/{id}/fill-day` | `{"date": "YYYY-MM-DD", "stream": optional}` |
@@ -58,6 +59,9 @@ pub struct HttpState {
     /// The resolved admin secret (read from the environment variable the config names);
     /// `None`: mutating endpoints answer 403.
     pub admin_token: Option<String>,
+    /// The daemon's TokenManager, for the provider budgets and the tokens gauge;
+    /// `None` when the server runs without one (tests of the read API).
+    pub quota: Option<crate::quota::QuotaHandle>,
 }
 
 impl HttpState {
@@ -72,7 +76,14 @@ impl HttpState {
             ledger,
             locks,
             admin_token: admin_token.filter(|token| !token.is_empty()),
+            quota: None,
         }
+    }
+
+    /// The same state with the daemon's TokenManager attached.
+    pub fn with_quota(mut self, quota: crate::quota::QuotaHandle) -> HttpState {
+        self.quota = Some(quota);
+        self
     }
 
     /// The configured account, or a 404 naming the configured ones.
@@ -129,6 +140,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/accounts/{id}/summary", get(api::summary))
         .route("/api/failures", get(api::failures))
         .route("/api/locks", get(api::locks))
+        .route("/api/budgets", get(api::budgets))
         .route("/metrics", get(metrics::scrape))
         .merge(admin)
         .fallback(not_found)

@@ -659,6 +659,8 @@ pub enum QuotaMsg {
         key: BucketKey,
         reply: RpcReplyPort<Result<Option<BucketView>, QuotaError>>,
     },
+    /// Every bucket this manager has used, with its view now (the budgets page).
+    Buckets(RpcReplyPort<Result<Vec<(BucketKey, BucketView)>, QuotaError>>),
     GetCooldown {
         scope: String,
         reply: RpcReplyPort<Option<Cooldown>>,
@@ -1304,6 +1306,47 @@ impl Actor for TokenManager {
                 };
                 let _ = reply.send(view);
             }
+            QuotaMsg::Buckets(reply) => {
+                let now = state.elapsed();
+                let views = match &mut state.buckets {
+                    Buckets::Local(local) => Ok(local
+                        .buckets
+                        .iter()
+                        .map(|(key, bucket)| {
+                            let view = BucketView {
+                                rate: bucket.rate(),
+                                burst: bucket.burst(),
+                                tokens: bucket.level(now),
+                                reserve_share: bucket.reserve_share(),
+                            };
+                            (key.clone(), view)
+                        })
+                        .collect()),
+                    Buckets::Redis(remote) => {
+                        let keys: Vec<BucketKey> = remote.known_keys();
+                        let mut views = Vec::with_capacity(keys.len());
+                        let mut failed = None;
+                        for key in keys {
+                            match remote.view(&key).await {
+                                Ok(Some(view)) => views.push((key, view)),
+                                Ok(None) => {}
+                                Err(err) => {
+                                    failed = Some(err);
+                                    break;
+                                }
+                            }
+                        }
+                        match failed {
+                            Some(err) => Err(err),
+                            None => Ok(views),
+                        }
+                    }
+                };
+                let _ = reply.send(views.map(|mut views| {
+                    views.sort_by(|a, b| a.0.cmp(&b.0));
+                    views
+                }));
+            }
             QuotaMsg::GetCooldown { scope, reply } => {
                 let _ = reply.send(state.get_cooldown(&scope).await);
             }
@@ -1473,6 +1516,11 @@ impl QuotaHandle {
     /// The bucket of `key` as the manager sees it (`None` before its first use).
     pub async fn bucket(&self, key: BucketKey) -> Result<Option<BucketView>, QuotaError> {
         self.rpc(|reply| QuotaMsg::Bucket { key, reply }).await?
+    }
+
+    /// Every bucket the manager has used so far, with rate, burst and tokens now.
+    pub async fn buckets(&self) -> Result<Vec<(BucketKey, BucketView)>, QuotaError> {
+        self.rpc(QuotaMsg::Buckets).await?
     }
 
     /// Stops the actor; waiting requests are answered `Stopped`.

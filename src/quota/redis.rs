@@ -266,6 +266,11 @@ impl RedisBuckets {
         self.specs.entry(key.clone()).or_insert(spec);
     }
 
+    /// The buckets this manager created or used.
+    pub(crate) fn known_keys(&self) -> Vec<BucketKey> {
+        self.specs.keys().cloned().collect()
+    }
+
     pub(crate) fn spec(&self, key: &BucketKey) -> Option<BucketSpec> {
         self.specs.get(key).copied()
     }

@@ -15,6 +15,9 @@ use marketsync::ledger::{account_scope, Cooldown, LedgerStore, SqliteLedger};
 use marketsync::lock::LockService;
 use marketsync::model::{format_ts, now_ts, HOUR};
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+use marketsync::quota::{
+    BucketKey, Priority, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager,
+};
 use marketsync::supervisor::store::{save, StoredChild};
 use marketsync::supervisor::ChildState;
 use serde_json::{json, Value};
@@ -34,15 +37,28 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &Config, ledger: Arc<SqliteLedger>, token: Option<&str>) -> Server {
+        Server::start_with(config, ledger, token, None).await
+    }
+
+    /// [`Server::start`] with a TokenManager attached (budgets, tokens gauge).
+    pub async fn start_with(
+        config: &Config,
+        ledger: Arc<SqliteLedger>,
+        token: Option<&str>,
+        quota: Option<QuotaHandle>,
+    ) -> Server {
         let locks = LockService::sqlite(&config.database_path())
             .await
             .expect("sqlite locks");
-        let state = HttpState::new(
+        let mut state = HttpState::new(
             Arc::new(config.clone()),
             ledger,
             locks,
             token.map(str::to_string),
         );
+        if let Some(quota) = quota {
+            state = state.with_quota(quota);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -934,6 +950,74 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
                     .all(|(key, value)| sample.labels.get(*key).map(String::as_str) == Some(*value))
         })
         .map(|sample| sample.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_show_every_bucket_with_its_tokens_and_calls_this_hour() {
+    let sim = TestSim::start(fast_sim()).await;
+    let fixture = Fixture::new(&sim, "");
+    let ledger = fixture.open_ledger();
+    // Without a TokenManager the endpoint says where budgets are served.
+    let bare = Server::start(&fixture.config, ledger.clone(), Some(TOKEN)).await;
+    let (status, body) = bare.get("/api/budgets").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("marketsync run"),
+        "{body}"
+    );
+
+    let (actor, _join) = TokenManager::spawn(QuotaConfig::new(QuotaBackend::InProcess))
+        .await
+        .expect("token manager");
+    let quota = QuotaHandle::new(actor);
+    let key = BucketKey::new("amazon", "createReport", "budget-seller");
+    for _ in 0..3 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        quota
+            .acquire(vec![key.clone()], 1.0, Priority::Manual, deadline)
+            .await
+            .expect("grant");
+        marketsync::http::metrics::global().provider_call("amazon", "createReport");
+    }
+    let server =
+        Server::start_with(&fixture.config, ledger, Some(TOKEN), Some(quota.clone())).await;
+    let (status, body) = server.get("/api/budgets").await;
+    assert_eq!(status, 200, "{body}");
+    let hour = now_ts().div_euclid(HOUR) * HOUR;
+    assert_eq!(body["hour"], json!(format_ts(hour)));
+    let bucket = body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|bucket| bucket["scope"] == "budget-seller")
+        .unwrap_or_else(|| panic!("the used bucket is listed: {body}"));
+    assert_eq!(bucket["provider"], "amazon");
+    assert_eq!(bucket["operation"], "createReport");
+    assert_eq!(bucket["burst"].as_f64(), Some(15.0));
+    let tokens = bucket["tokens"].as_f64().unwrap();
+    // Amazon's default burst of 15, three spent, refilling at 0.0167/s meanwhile.
+    assert!((12.0..12.5).contains(&tokens), "{tokens}");
+    assert_eq!(bucket["calls_this_hour"].as_u64(), Some(3));
+    let rate_per_hour = bucket["rate_per_hour"].as_f64().unwrap();
+    assert!(
+        (rate_per_hour - 0.0167 * 3600.0).abs() < 2.0,
+        "{rate_per_hour}"
+    );
+
+    // /metrics reads the same buckets at scrape time.
+    let (_, text) = server.metrics().await;
+    let samples = parse_exposition(&text);
+    let gauge = value(
+        &samples,
+        "marketsync_quota_tokens_available",
+        &[
+            ("provider", "amazon"),
+            ("bucket", "budget-seller:createReport"),
+        ],
+    )
+    .unwrap_or_else(|| panic!("tokens gauge in\n{text}"));
+    assert!((12.0..12.5).contains(&gauge), "{gauge}");
+    quota.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,7 +210,7 @@ pub async fn refresh(
 }
 
 /// Query of `GET /api/accounts/{id}/summary`.
-fn query_number(
+pub(crate) fn query_number(
     query: &HashMap<String, String>,
     key: &str,
     default: i64,
@@ -227,7 +227,7 @@ fn query_number(
     }
 }
 
-fn check_query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn check_query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     for key in query.keys() {
         if !allowed.contains(&key.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -239,7 +239,7 @@ fn check_query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result
     Ok(())
 }
 
-fn query_map(
+pub(crate) fn query_map(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<HashMap<String, String>, ApiError> {
     query

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests.
 # Installs what a fresh machine lacks (rustfmt/clippy components, cargo-nextest, redis-server,
-# chromium for the dashboard test).
+# chromium and chromedriver for the dashboard tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +25,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
-if ! command -v chromium >/dev/null 2>&1; then
-  log "installing chromium (the dashboard test drives it headless)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  log "installing chromium and chromedriver (the dashboard tests drive it headless and click its buttons)"
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
   else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
   fi
 fi
 

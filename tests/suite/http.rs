@@ -1523,3 +1523,301 @@ async fn dashboard_stays_readable_with_200_accounts() {
     assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
     eprintln!("200-account screenshot: {}", shot.display());
 }
+
+/// A WebDriver session on Debian's chromedriver driving headless chromium: the W3C
+/// protocol is plain JSON over HTTP, so reqwest is the whole client.
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("addr").port()
+        };
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver is not installed: run scripts/test.sh (it installs Debian's chromium-driver) or `apt-get install chromium-driver`");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let ready = async {
+            for _ in 0..250 {
+                if let Ok(response) = http.get(format!("{base}/status")).send().await {
+                    if response.status().is_success() {
+                        return true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            false
+        };
+        assert!(ready.await, "chromedriver answered /status");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium().display().to_string(),
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--no-first-run", "--window-size=1400,900"],
+            },
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("session json");
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a session id: {created}"))
+            .to_string();
+        Browser {
+            driver,
+            base,
+            session,
+            http,
+        }
+    }
+
+    async fn command(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let answer: Value = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("webdriver command")
+            .json()
+            .await
+            .expect("webdriver json");
+        assert!(
+            answer["value"].get("error").is_none(),
+            "webdriver {path}: {answer}"
+        );
+        answer["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.command("/url", json!({ "url": url })).await;
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.command("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    async fn click(&self, css: &str) {
+        let found = self
+            .command("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        let id = found
+            .as_object()
+            .and_then(|object| object.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("element {css}: {found}"))
+            .to_string();
+        self.command(&format!("/element/{id}/click"), json!({}))
+            .await;
+    }
+
+    /// Waits up to 20 s for `script` to return a truthy value.
+    async fn wait_for(&self, script: &str) -> Value {
+        for _ in 0..200 {
+            let value = self.script(script).await;
+            if !value.is_null() && value != json!(false) && value != json!("") {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page never satisfied: {script}");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The address a daemon logged for `what` (`http api, dashboard and metrics listening`,
+/// `embedded simulator listening`).
+fn logged_address(logs: &str, what: &str) -> Option<String> {
+    let line = logs.lines().find(|line| line.contains(what))?;
+    let start = line.find("address=")? + "address=".len();
+    Some(
+        line[start..]
+            .split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_refresh_button_works_against_the_running_daemon() {
+    let _ = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("marketsync.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"data_dir = "{}"
+[http]
+listen = "127.0.0.1:0"
+admin_token_env = "TEST_ADMIN_TOKEN"
+[simulator]
+enabled = true
+listen = "127.0.0.1:0"
+processing_latency = "0s"
+[[accounts]]
+id = "acme-live"
+provider = "amazon"
+marketplace = "ATVPDKIKX0DER"
+[accounts.streams.vendor_rt_sales]
+lookback = "12h"
+chunk = "6h"
+interval = "2s"
+safety_lag = "0s"
+poll_min = "50ms"
+poll_max = "200ms"
+"#,
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let daemon =
+        crate::common::DaemonProcess::spawn_with_env(&config_path, &[("TEST_ADMIN_TOKEN", TOKEN)]);
+    let mut http_addr = None;
+    let mut sim_addr = None;
+    crate::common::wait_until(Duration::from_secs(30), || {
+        let logs = daemon.logs();
+        http_addr = logged_address(&logs, "http api, dashboard and metrics listening");
+        sim_addr = logged_address(&logs, "embedded simulator listening");
+        http_addr.is_some() && sim_addr.is_some()
+    })
+    .await;
+    let http_addr = http_addr.unwrap_or_else(|| panic!("daemon logs:\n{}", daemon.logs()));
+    let sim_addr = sim_addr.expect("simulator address");
+    let client = reqwest::Client::new();
+    let status = |client: reqwest::Client| {
+        let url = format!("http://{http_addr}/api/status");
+        async move {
+            let answer: Value = client.get(url).send().await.ok()?.json().await.ok()?;
+            Some(answer)
+        }
+    };
+    // Caught up: every hour of the lookback APPLIED.
+    let mut caught_up = None;
+    for _ in 0..300 {
+        if let Some(answer) = status(client.clone()).await {
+            let stream = &answer["accounts"][0]["streams"][0];
+            if stream["verdict"] == "caught_up" && stream["counts"]["APPLIED"].as_u64() >= Some(12)
+            {
+                caught_up = Some(answer);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caught_up = caught_up.unwrap_or_else(|| panic!("caught up; logs:\n{}", daemon.logs()));
+    let stream = &caught_up["accounts"][0]["streams"][0];
+
+    let browser = Browser::start().await;
+    browser.open(&format!("http://{http_addr}/")).await;
+    browser
+        .wait_for(
+            "return document.querySelector('[data-cell=\"acme-live/vendor_rt_sales/verdict\"]')",
+        )
+        .await;
+    // The numbers on the page are the API's.
+    for state in ["MISSING", "REQUESTED", "DOWNLOADED", "APPLIED", "FAILED"] {
+        let shown = browser
+            .script(&format!(
+                "return document.querySelector('[data-cell=\"acme-live/vendor_rt_sales/{state}\"]').textContent"
+            ))
+            .await;
+        assert_eq!(shown, json!(stream["counts"][state].to_string()), "{state}");
+    }
+    let verdict = browser
+        .script("return document.querySelector('[data-cell=\"acme-live/vendor_rt_sales/verdict\"]').textContent")
+        .await;
+    assert_eq!(verdict, json!("caught_up"));
+
+    // The refresh button: pick "refresh last 3h" in the account's action menu, as a
+    // person would. The admin token is what the page's prompt would have stored.
+    let creates_before = sim_create_reports(&client, &sim_addr).await;
+    browser
+        .script(&format!(
+            "sessionStorage.setItem('marketsync-admin-token', '{TOKEN}'); return true"
+        ))
+        .await;
+    browser.click("select[data-account=\"acme-live\"]").await;
+    browser
+        .click("select[data-account=\"acme-live\"] option[value=\"r3\"]")
+        .await;
+    let toast = browser
+        .wait_for("const t = document.getElementById('toast').textContent; return t.includes('refresh acme-live') ? t : null")
+        .await;
+    assert!(
+        toast
+            .as_str()
+            .unwrap()
+            .contains("hour(s) reset to MISSING at manual priority"),
+        "{toast}"
+    );
+    // The daemon fetches the refreshed hours again: new createReport calls, and the
+    // stream is back to caught up.
+    let mut refetched = false;
+    for _ in 0..300 {
+        let creates = sim_create_reports(&client, &sim_addr).await;
+        let caught = status(client.clone())
+            .await
+            .is_some_and(|answer| answer["accounts"][0]["streams"][0]["verdict"] == "caught_up");
+        if creates > creates_before && caught {
+            refetched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refetched,
+        "refreshed hours fetched again; logs:\n{}",
+        daemon.logs()
+    );
+    let claims: Value = client
+        .get(format!("http://{http_addr}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        claims["accounts"][0]["streams"][0]["counts"]["APPLIED"].as_u64(),
+        stream["counts"]["APPLIED"].as_u64(),
+        "the same hours, applied again"
+    );
+}
+
+async fn sim_create_reports(client: &reqwest::Client, sim_addr: &str) -> u64 {
+    let stats: Value = client
+        .get(format!("http://{sim_addr}/_sim/stats"))
+        .send()
+        .await
+        .expect("sim stats")
+        .json()
+        .await
+        .expect("sim stats json");
+    stats["calls"]["createReport"].as_u64().unwrap_or(0)
+}

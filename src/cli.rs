@@ -138,8 +138,47 @@ pub enum Command {
     /// Benchmarks (not tests): ledger throughput, apply throughput and memory.
     Bench {
         #[command(subcommand)]
-        which: crate::bench::BenchCommand,
+        which: BenchWhich,
     },
+    /// Queue a StockX market-data or Keepa product lookup (merged into a pending job of
+    /// the same key, keeping the higher priority).
+    Enqueue {
+        /// stockx or keepa.
+        provider: String,
+        /// StockX style id (e.g. DD1391-100) or Keepa ASIN.
+        sku: String,
+        /// StockX size (required for stockx).
+        #[arg(long)]
+        size: Option<String>,
+        /// manual, hot or background.
+        #[arg(long, default_value = "manual")]
+        priority: String,
+    },
+    /// List queued jobs (newest first), or reset failed ones.
+    Jobs {
+        #[command(subcommand)]
+        action: Option<crate::jobs::cli::JobsAction>,
+        /// Only jobs in this state: pending, running, succeeded, failed, not_found.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// `marketsync bench ...`: the benchmarks of `crate::bench` plus those of other modules.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhich {
+    #[command(flatten)]
+    Core(crate::bench::BenchCommand),
+    /// Jobs drained per second when the budget is not the limit (StockX and Keepa
+    /// against the simulator over HTTP).
+    Jobs(crate::jobs::bench::BenchJobsArgs),
+    /// Catch-up of one eBay account 90 days behind: wall time against the quota-bound
+    /// minimum, and RSS while paging.
+    Ebay(crate::cursor::bench::BenchEbayArgs),
 }
 
 /// Parses the arguments and runs the command; returns the process exit code.
@@ -323,7 +362,34 @@ pub fn main() -> anyhow::Result<i32> {
                 },
             )
         }
-        Command::Bench { which } => crate::bench::run(which),
+        Command::Bench { which } => match which {
+            BenchWhich::Core(which) => crate::bench::run(which),
+            BenchWhich::Jobs(args) => crate::jobs::bench::run(args),
+            BenchWhich::Ebay(args) => crate::cursor::bench::run(args),
+        },
+        Command::Enqueue {
+            ref provider,
+            ref sku,
+            ref size,
+            ref priority,
+        } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            crate::jobs::cli::enqueue_command(&config, provider, sku, size.as_deref(), priority)
+        }
+        Command::Jobs {
+            ref action,
+            ref state,
+            json,
+            limit,
+        } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            match action {
+                Some(crate::jobs::cli::JobsAction::ResetFailed { provider }) => {
+                    crate::jobs::cli::reset_failed_command(&config, provider.as_deref())
+                }
+                None => crate::jobs::cli::list_command(&config, state.as_deref(), json, limit),
+            }
+        }
     }
 }
 

@@ -31,6 +31,13 @@ pub enum ProviderError {
         operation: &'static str,
         message: String,
     },
+    /// HTTP 404: the key (a SKU, a product) does not exist at the provider. Terminal for
+    /// the unit at hand; retrying cannot help.
+    #[error("{operation}: not found: {message}")]
+    NotFound {
+        operation: &'static str,
+        message: String,
+    },
     /// Any other non-success HTTP status.
     #[error("{operation} returned http {status}: {body}")]
     Http {

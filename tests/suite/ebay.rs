@@ -1,1 +1,1137 @@
-//! eBay cursor streams end to end against the simulator.
+//! eBay cursor streams end to end against the simulator: real HTTP, a real SQLite file.
+//! The engine's clock and the simulator's are pinned together (`Clock::Manual` and
+//! `PUT /_sim/ebay/control`), so a test moves time without sleeping.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use marketsync::config::Config;
+use marketsync::cursor::{cursor_snapshot, recent_events, Clock, CursorRunner};
+use marketsync::ledger::{LedgerStore, SqliteLedger};
+use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
+use marketsync::sim::ebay::{
+    changes_between, orders_created, EbayRequest, EbaySimConfig, EbayStats, SimChange,
+};
+use marketsync::sim::{FaultKind, SimConfig};
+use marketsync::sync::{RunOutcome, StreamContext, StreamWork};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{schedule, wait_until, DaemonProcess, TestSim};
+
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+const SEED: u64 = 42;
+/// The refresh token the test account uses: the simulator's seller name.
+const SELLER: &str = "seller-shop";
+const LAG: i64 = 120;
+
+fn sim_config(ebay: EbaySimConfig) -> SimConfig {
+    SimConfig {
+        seed: SEED,
+        processing_latency: Duration::ZERO,
+        ebay,
+        ..SimConfig::default()
+    }
+}
+
+/// A whole minute some days from now, so windows and data line up the same every run.
+fn pinned_start() -> i64 {
+    let now = marketsync::model::now_ts();
+    now - now.rem_euclid(60)
+}
+
+/// One eBay account (`shop`) pointed at `sim`, its streams with `stream_extra` each.
+struct EbayFixture {
+    dir: tempfile::TempDir,
+    config: Config,
+    config_path: std::path::PathBuf,
+    ledger: Arc<SqliteLedger>,
+    clock: Arc<AtomicI64>,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl EbayFixture {
+    fn new(sim: &TestSim, streams: &[&str], stream_extra: &str, now: i64) -> EbayFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = sim.base_url();
+        let mut text = format!(
+            r#"
+data_dir = "{data}"
+
+[[accounts]]
+id = "shop"
+provider = "ebay"
+endpoint = "{base}"
+token_url = "{base}/identity/v1/oauth2/token"
+
+[accounts.credentials]
+client_id_env = "TEST_EBAY_CLIENT_ID"
+client_secret_env = "TEST_EBAY_CLIENT_SECRET"
+refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
+"#,
+            data = dir.path().display(),
+        );
+        let lag = if stream_extra.contains("safety_lag") {
+            String::new()
+        } else {
+            format!("safety_lag = \"{LAG}s\"\n")
+        };
+        for stream in streams {
+            text.push_str(&format!(
+                "\n[accounts.streams.{stream}]\n{lag}retry_base = \"10s\"\nretry_max = \"1m\"\n{stream_extra}\n"
+            ));
+        }
+        let config = Config::parse(&text, "ebay-test.toml").expect("valid test config");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let ledger = Arc::new(SqliteLedger::open(&config.database_path()).expect("open ledger"));
+        EbayFixture {
+            dir,
+            config,
+            config_path,
+            ledger,
+            clock: Arc::new(AtomicI64::new(now)),
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn client(&self, refresh_token: &str) -> EbayClient {
+        EbayClient::new(
+            reqwest::Client::new(),
+            EbayEndpoints::new(
+                &self.base,
+                &format!("{}/identity/v1/oauth2/token", self.base),
+            ),
+            EbayCredentials {
+                client_id: "test-client".to_string(),
+                client_secret: "test-secret".to_string(),
+                refresh_token: Some(refresh_token.to_string()),
+            },
+            "EBAY_US",
+        )
+    }
+
+    /// A context for `stream` whose runner uses the fixture's clock, unpaced.
+    fn context_with(&self, stream: &str, refresh_token: &str) -> StreamContext {
+        let account = self.config.accounts[0].clone();
+        let stream = account.stream(stream).expect("stream configured").clone();
+        let runner = CursorRunner::new(
+            Arc::new(self.client(refresh_token)),
+            None,
+            Arc::clone(&self.ledger),
+        )
+        .with_clock(Clock::Manual(Arc::clone(&self.clock)));
+        let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
+        let cancel = CancellationToken::new();
+        StreamContext {
+            account: Arc::new(account),
+            stream,
+            ledger: dyn_ledger,
+            work: StreamWork::Shape(Arc::new(runner)),
+            documents_dir: self.dir.path().join("documents"),
+            owner: "test:1@localhost".to_string(),
+            abort: cancel.clone(),
+            cancel,
+            progress: None,
+            chaos: None,
+        }
+    }
+
+    fn context(&self, stream: &str) -> StreamContext {
+        self.context_with(stream, SELLER)
+    }
+
+    /// Pins the engine's and the simulator's clocks to `now`.
+    async fn set_now(&self, now: i64) {
+        self.clock.store(now, Ordering::SeqCst);
+        self.control(json!({"now_unix": now})).await;
+    }
+
+    async fn control(&self, body: serde_json::Value) {
+        let response = self
+            .http
+            .put(format!("{}/_sim/ebay/control", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("control");
+        assert!(
+            response.status().is_success(),
+            "control: {}",
+            response.status()
+        );
+    }
+
+    async fn requests(&self) -> Vec<EbayRequest> {
+        self.http
+            .get(format!("{}/_sim/ebay/requests", self.base))
+            .send()
+            .await
+            .expect("requests")
+            .json()
+            .await
+            .expect("requests json")
+    }
+
+    async fn stats(&self) -> EbayStats {
+        self.http
+            .get(format!("{}/_sim/ebay/stats", self.base))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    /// (order id → (fulfillment status, payment status)) stored for the account.
+    fn stored_orders(&self) -> BTreeMap<String, (String, String)> {
+        self.ledger.with_conn(|conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT order_id, fulfillment_status, payment_status FROM ebay_orders
+                     WHERE account = 'shop'",
+                )
+                .expect("prepare");
+            statement
+                .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))
+                .expect("query")
+                .collect::<Result<BTreeMap<_, _>, _>>()
+                .expect("rows")
+        })
+    }
+
+    fn snapshot(&self, stream: &str) -> marketsync::cursor::CursorSnapshot {
+        cursor_snapshot(&self.ledger, "shop", stream)
+            .expect("snapshot")
+            .expect("cursor exists")
+    }
+}
+
+/// The orders the simulator serves at `now` for lastModifiedDate in `[from, to)`.
+fn expected_orders(
+    config: &EbaySimConfig,
+    from: i64,
+    to: i64,
+    now: i64,
+) -> BTreeMap<String, (String, String)> {
+    orders_created(SEED, config, SELLER, from - 20 * DAY, to)
+        .into_iter()
+        .filter(|order| order.created <= now)
+        .filter(|order| {
+            let modified = order.last_modified_at(now);
+            modified >= from && modified < to
+        })
+        .map(|order| {
+            let status = (
+                order.fulfillment_at(now).0.to_string(),
+                order.payment_at(now).0.to_string(),
+            );
+            (order.order_id, status)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ebay_catch_up_from_90_days_never_requests_over_max_window_and_ends_caught_up() {
+    let ebay = EbaySimConfig {
+        orders_per_day: 20,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["orders"], "", now);
+    fixture.set_now(now).await;
+
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 90,
+            failed: 0
+        }
+    );
+
+    let requests = fixture.requests().await;
+    assert_eq!(requests.len(), 90, "one page per window at 20 orders a day");
+    let mut expected_from = (now - 90 * DAY) * 1000;
+    for request in &requests {
+        assert_eq!(request.operation, "ebay.getOrders");
+        assert_eq!(request.status, 200);
+        let (from, to) = (request.from_ms.expect("from"), request.to_ms.expect("to"));
+        assert_eq!(from, expected_from, "windows are contiguous");
+        assert!(
+            to + 1 - from <= DAY * 1000,
+            "window {from}..{to} is longer than 24h"
+        );
+        expected_from = to + 1;
+    }
+    assert_eq!(
+        expected_from,
+        (now - LAG) * 1000,
+        "the last window ends at now - safety_lag"
+    );
+
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!(snapshot.cursor_ts, now - LAG);
+    assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
+    let expected = expected_orders(&ebay, now - 90 * DAY, now - LAG, now);
+    assert!(expected.len() > 1500, "{} orders", expected.len());
+    assert_eq!(fixture.stored_orders(), expected);
+    assert_eq!(snapshot.resources, expected.len() as i64);
+    assert_eq!(snapshot.events, 0, "first sight appends no history");
+
+    // Caught up: the next run asks nothing.
+    let again = fixture.context("orders").run_once().await.expect("run");
+    assert_eq!(
+        again,
+        RunOutcome::Finished {
+            applied: 0,
+            failed: 0
+        }
+    );
+    let stats = fixture.stats().await;
+    assert_eq!(stats.calls("ebay.getOrders"), 90);
+    assert_eq!(
+        stats.calls("ebay.token"),
+        1,
+        "one token, cached across 90 calls; the caught-up run called nothing"
+    );
+}
+
+#[tokio::test]
+async fn ebay_failing_window_keeps_the_cursor_and_succeeds_later() {
+    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
+    sim.sim
+        .set_faults(schedule("ebay.getOrders", 3, FaultKind::ServerError));
+    let now = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"5days\"", now);
+    fixture.set_now(now).await;
+    let start = now - 5 * DAY;
+
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    let RunOutcome::Deferred { retry_in, .. } = outcome else {
+        panic!("expected a deferred run, got {outcome:?}");
+    };
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!(
+        snapshot.cursor_ts,
+        start + 2 * DAY,
+        "two windows applied, the third not"
+    );
+    assert_eq!(snapshot.failures, 1);
+    let error = snapshot.last_error.expect("last error");
+    assert!(error.contains("500"), "{error}");
+    let retry_at = snapshot.retry_at.expect("retry_at");
+    assert_eq!(retry_at - now, retry_in.as_secs() as i64);
+    assert!(
+        (10..=13).contains(&(retry_at - now)),
+        "retry_base 10s plus jitter"
+    );
+    let stored = fixture.stored_orders();
+    assert_eq!(
+        stored,
+        expected_orders(&EbaySimConfig::default(), start, start + 2 * DAY, now)
+    );
+
+    // Before retry_at nothing is asked.
+    let early = fixture.context("orders").run_once().await.expect("run");
+    assert!(matches!(early, RunOutcome::Deferred { .. }), "{early:?}");
+    assert_eq!(fixture.stats().await.calls("ebay.getOrders"), 3);
+
+    fixture.set_now(retry_at).await;
+    let later = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(
+            later,
+            RunOutcome::Finished {
+                applied: 3,
+                failed: 0
+            }
+        ),
+        "{later:?}"
+    );
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!(snapshot.cursor_ts, retry_at - LAG);
+    assert_eq!(
+        (snapshot.failures, snapshot.last_error, snapshot.retry_at),
+        (0, None, None)
+    );
+}
+
+#[tokio::test]
+async fn ebay_paging_through_total_over_limit_gets_every_order_exactly_once() {
+    let ebay = EbaySimConfig {
+        orders_per_day: 500,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"2days\"\npage_limit = 60", now);
+    fixture.set_now(now).await;
+
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::Finished {
+                applied: 2,
+                failed: 0
+            }
+        ),
+        "{outcome:?}"
+    );
+    let requests = fixture.requests().await;
+    // Per window: offsets 0, 60, 120, ... up to the total, each once.
+    let mut per_window: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for request in &requests {
+        assert_eq!(request.limit, 60);
+        per_window
+            .entry(request.from_ms.expect("from"))
+            .or_default()
+            .push(request.offset);
+    }
+    assert_eq!(per_window.len(), 2);
+    let expected = expected_orders(&ebay, now - 2 * DAY, now - LAG, now);
+    assert!(
+        per_window.values().any(|offsets| offsets.len() > 5),
+        "{per_window:?}"
+    );
+    for offsets in per_window.values() {
+        let want: Vec<u64> = (0..offsets.len() as u64).map(|page| page * 60).collect();
+        assert_eq!(*offsets, want);
+    }
+    assert_eq!(fixture.stored_orders(), expected);
+    let pages: usize = per_window.values().map(Vec::len).sum();
+    assert_eq!(pages, requests.len());
+}
+
+#[tokio::test]
+async fn ebay_history_rows_are_exactly_the_changes_the_simulator_made() {
+    let t0 = pinned_start();
+    let start = t0 - 4 * DAY;
+    let ebay = EbaySimConfig {
+        orders_per_day: 30,
+        return_every: 3,
+        orders_since: start,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders", "transactions", "returns"],
+        "start = \"4days\"",
+        t0,
+    );
+    let streams = ["orders", "transactions", "returns"];
+    // Catch up at t0, then one run per stream every simulated hour for four days: every
+    // state lasts longer than a step, so each one is seen.
+    let steps = 96;
+    for step in 0..=steps {
+        fixture.set_now(t0 + step * HOUR).await;
+        for stream in streams {
+            let outcome = fixture.context(stream).run_once().await.expect("run");
+            assert!(
+                matches!(outcome, RunOutcome::Finished { failed: 0, .. }),
+                "{stream} at step {step}: {outcome:?}"
+            );
+        }
+    }
+    let last = t0 + steps * HOUR;
+    // Changes after the first sync at t0 that a later fetch saw: orders are read by
+    // lastModifiedDate, so up to the last window's end (last − lag, exclusive); returns by
+    // creation date with a revisit, so in their state at the last fetch.
+    let expected: BTreeSet<(String, String, String, String, String)> =
+        changes_between(SEED, &ebay, SELLER, t0 + 1, last + 1)
+            .into_iter()
+            .filter(|change: &SimChange| change.stream == "returns" || change.at < last - LAG)
+            .map(|change| {
+                (
+                    change.stream,
+                    change.resource_id,
+                    change.field,
+                    change.before,
+                    change.after,
+                )
+            })
+            .collect();
+    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let recorded: Vec<(String, String, String, String, String)> = events
+        .iter()
+        .map(|event| {
+            (
+                event.stream.clone(),
+                event.resource_id.clone(),
+                event.field.clone(),
+                event.before.clone().unwrap_or_default(),
+                event.after.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let recorded_set: BTreeSet<_> = recorded.iter().cloned().collect();
+    assert_eq!(
+        recorded.len(),
+        recorded_set.len(),
+        "no change recorded twice"
+    );
+    let missing: Vec<_> = expected.difference(&recorded_set).collect();
+    let extra: Vec<_> = recorded_set.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+    let by_stream = |name: &str| expected.iter().filter(|row| row.0 == name).count();
+    assert!(
+        by_stream("orders") > 100,
+        "orders changes: {}",
+        by_stream("orders")
+    );
+    assert!(
+        by_stream("returns") > 10,
+        "returns changes: {}",
+        by_stream("returns")
+    );
+    assert_eq!(fixture.snapshot("transactions").events, 0);
+}
+
+#[tokio::test]
+async fn ebay_oversized_response_fails_the_window_cleanly_with_nothing_applied() {
+    let ebay = EbaySimConfig {
+        orders_per_day: 300,
+        oversize_bytes: 512 * 1024,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders"],
+        "start = \"2days\"\npage_limit = 100\nmax_response_bytes = 262144",
+        now,
+    );
+    fixture.set_now(now).await;
+    // The second page of the first window is oversized: its first page must not be applied.
+    fixture
+        .control(json!({"oversize_after": 1, "oversize_next": 1}))
+        .await;
+
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(outcome, RunOutcome::Deferred { .. }),
+        "{outcome:?}"
+    );
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!(snapshot.cursor_ts, now - 2 * DAY, "the cursor stays");
+    let error = snapshot.last_error.expect("last_error");
+    assert!(
+        error.contains("exceeds the limit of 262144 bytes"),
+        "{error}"
+    );
+    assert!(
+        fixture.stored_orders().is_empty(),
+        "nothing of the window was applied"
+    );
+    assert_eq!(
+        fixture.stats().await.oversized.get("ebay.getOrders"),
+        Some(&1)
+    );
+
+    // The account is fine: once retry_at passes the window is read again and applied.
+    fixture.set_now(snapshot.retry_at.expect("retry_at")).await;
+    let later = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(later, RunOutcome::Finished { failed: 0, .. }),
+        "{later:?}"
+    );
+    let now_later = snapshot.retry_at.expect("retry_at");
+    assert_eq!(
+        fixture.stored_orders(),
+        expected_orders(&ebay, now - 2 * DAY, now_later - LAG, now_later)
+    );
+}
+
+#[tokio::test]
+async fn ebay_429_cools_down_without_counting_a_failure() {
+    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
+    let mut faults = schedule("ebay.getOrders", 2, FaultKind::Throttle);
+    faults.retry_after_secs = Some(7200);
+    sim.sim.set_faults(faults);
+    let now = pinned_start();
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders"],
+        "start = \"3days\"\nquota_cooldown = \"10m\"",
+        now,
+    );
+    fixture.set_now(now).await;
+
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    let RunOutcome::CoolingDown { until, reason } = outcome else {
+        panic!("expected a cooldown, got {outcome:?}");
+    };
+    assert_eq!(reason, "quota");
+    let real_now = marketsync::model::now_ts();
+    assert!(
+        until >= real_now + 7190,
+        "Retry-After (2h) beats quota_cooldown (10m)"
+    );
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!(
+        snapshot.cursor_ts,
+        now - 3 * DAY + DAY,
+        "the first window applied"
+    );
+    assert_eq!(
+        (snapshot.failures, snapshot.last_error, snapshot.retry_at),
+        (0, None, None)
+    );
+    let cooldown = fixture
+        .ledger
+        .active_cooldown("ebay:shop", real_now)
+        .expect("cooldown")
+        .expect("a cooldown is recorded");
+    assert_eq!(cooldown.reason, "quota");
+
+    // During the cooldown no call is made.
+    let again = fixture.context("orders").run_once().await.expect("run");
+    assert!(matches!(again, RunOutcome::CoolingDown { .. }), "{again:?}");
+    let stats = fixture.stats().await;
+    assert_eq!(
+        (
+            stats.calls("ebay.getOrders"),
+            stats.throttled("ebay.getOrders")
+        ),
+        (2, 1)
+    );
+}
+
+#[tokio::test]
+async fn ebay_refused_refresh_token_cools_down_for_auth() {
+    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"1day\"", now);
+    fixture.set_now(now).await;
+    let outcome = fixture
+        .context_with("orders", "revoked-token")
+        .run_once()
+        .await
+        .expect("run");
+    assert!(
+        matches!(&outcome, RunOutcome::CoolingDown { reason, .. } if reason == "auth"),
+        "{outcome:?}"
+    );
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!((snapshot.failures, snapshot.cursor_ts), (0, now - DAY));
+    assert_eq!(fixture.stats().await.calls("ebay.getOrders"), 0);
+}
+
+#[tokio::test]
+async fn ebay_daemon_binary_syncs_orders() {
+    let ebay = EbaySimConfig {
+        orders_per_day: 40,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders"],
+        "start = \"3days\"\nsafety_lag = \"0s\"",
+        pinned_start(),
+    );
+    let mut daemon = DaemonProcess::spawn_with_env(
+        &fixture.config_path,
+        &[
+            ("TEST_EBAY_CLIENT_ID", "daemon-client"),
+            ("TEST_EBAY_CLIENT_SECRET", "daemon-secret"),
+            ("TEST_EBAY_REFRESH_TOKEN", SELLER),
+        ],
+    );
+    let ledger = Arc::clone(&fixture.ledger);
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        cursor_snapshot(&ledger, "shop", "orders")
+            .ok()
+            .flatten()
+            .is_some_and(|snapshot| {
+                snapshot.cursor_ts >= marketsync::model::now_ts() - 60 && snapshot.resources > 0
+            })
+    })
+    .await;
+    assert!(
+        caught_up,
+        "daemon did not catch up; logs:\n{}",
+        daemon.logs()
+    );
+    let orders = marketsync::cursor::latest_orders(&ledger, "shop", 10).expect("orders");
+    assert_eq!(orders.len(), 10);
+    assert!(fixture.stored_orders().len() > 100);
+    let requests = fixture.requests().await;
+    assert!(requests.iter().all(|request| request.seller == SELLER));
+    assert!(
+        daemon.wait_exit(Duration::from_millis(1)).await.is_none(),
+        "daemon still running"
+    );
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn ebay_client_credentials_grant_names_the_application() {
+    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"1day\"", now);
+    fixture.set_now(now).await;
+    let client = EbayClient::new(
+        reqwest::Client::new(),
+        EbayEndpoints::new(
+            &fixture.base,
+            &format!("{}/identity/v1/oauth2/token", fixture.base),
+        ),
+        EbayCredentials {
+            client_id: "app-only".to_string(),
+            client_secret: "app-secret".to_string(),
+            refresh_token: None,
+        },
+        "EBAY_US",
+    );
+    let body = client
+        .get_capped(
+            "getOrders",
+            marketsync::provider::ebay::EbayApi::Fulfillment,
+            "/sell/fulfillment/v1/order",
+            &[
+                (
+                    "filter".to_string(),
+                    "lastmodifieddate:[2020-01-01T00:00:00.000Z..]".to_string(),
+                ),
+                ("limit".to_string(), "1".to_string()),
+            ],
+            1 << 20,
+        )
+        .await
+        .expect("getOrders");
+    let page: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(page["limit"], 1);
+    let requests = fixture.requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].seller, "app-only", "the application's token");
+}
+
+#[tokio::test]
+async fn ebay_expired_token_is_refreshed_once_and_the_call_retried() {
+    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"2days\"", now);
+    fixture.set_now(now).await;
+    let context = fixture.context("orders");
+    let first = context.run_once().await.expect("run");
+    assert!(
+        matches!(first, RunOutcome::Finished { applied: 2, .. }),
+        "{first:?}"
+    );
+    // Three hours later the cached token (7200 s) has expired at eBay, while the client
+    // still holds it: the call gets a 401, the client fetches a new token, retries once.
+    fixture.set_now(now + 3 * HOUR).await;
+    let second = context.run_once().await.expect("run");
+    assert!(
+        matches!(
+            second,
+            RunOutcome::Finished {
+                applied: 1,
+                failed: 0
+            }
+        ),
+        "{second:?}"
+    );
+    let statuses: Vec<u16> = fixture
+        .requests()
+        .await
+        .iter()
+        .map(|request| request.status)
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 401, 200]);
+    assert_eq!(fixture.stats().await.calls("ebay.token"), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator surface for cursor streams: `status`, `doctor`, `/api/status`, the account
+// summary, `/metrics` and `sync --once`, over the real binary or the real HTTP server on
+// the same SQLite file the engine wrote.
+
+/// The real binary with the eBay test credentials in its environment.
+fn ebay_cli(config_path: &std::path::Path) -> std::process::Command {
+    let mut command = crate::common::marketsync();
+    command
+        .env("TEST_EBAY_CLIENT_ID", "cli-client")
+        .env("TEST_EBAY_CLIENT_SECRET", "cli-secret")
+        .env("TEST_EBAY_REFRESH_TOKEN", SELLER)
+        .arg("--config")
+        .arg(config_path);
+    command
+}
+
+/// The stream `stream` of account `shop` in a `status --json` or `/api/status` body.
+fn shop_stream<'a>(status: &'a serde_json::Value, stream: &str) -> &'a serde_json::Value {
+    status["accounts"]
+        .as_array()
+        .and_then(|accounts| accounts.iter().find(|account| account["id"] == "shop"))
+        .and_then(|account| account["streams"].as_array())
+        .and_then(|streams| streams.iter().find(|entry| entry["name"] == stream))
+        .unwrap_or_else(|| panic!("shop/{stream} in {status}"))
+}
+
+/// `(verdict, explanation)` of shop/`stream` per `GET /api/status`.
+async fn api_verdict(server: &super::http::Server, stream: &str) -> (String, String) {
+    let (code, body) = server.get("/api/status").await;
+    assert_eq!(code, 200, "{body}");
+    let entry = shop_stream(&body, stream);
+    (
+        entry["verdict"].as_str().unwrap_or_default().to_string(),
+        entry["explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Rows of `table` for the account `shop`.
+fn shop_rows(ledger: &SqliteLedger, table: &str) -> i64 {
+    ledger.with_conn(|conn| {
+        conn.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE account = 'shop'"),
+            [],
+            |row| row.get(0),
+        )
+        .expect("count")
+    })
+}
+
+/// A fixture whose orders were synced twice (a day apart, the second at `t0`, about now),
+/// so the second sync recorded changes; returns the fixture and `t0`.
+async fn synced_with_history(sim: &TestSim) -> (EbayFixture, i64) {
+    let t0 = pinned_start();
+    let fixture = EbayFixture::new(sim, &["orders"], "start = \"3days\"", t0 - DAY);
+    for now in [t0 - DAY, t0] {
+        fixture.set_now(now).await;
+        let outcome = fixture.context("orders").run_once().await.expect("run");
+        assert!(
+            matches!(outcome, RunOutcome::Finished { failed: 0, .. }),
+            "{outcome:?}"
+        );
+    }
+    (fixture, t0)
+}
+
+fn history_sim() -> SimConfig {
+    sim_config(EbaySimConfig {
+        orders_per_day: 40,
+        ..EbaySimConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn ebay_status_json_and_table_show_the_cursor_as_synced() {
+    let sim = TestSim::start(history_sim()).await;
+    let (fixture, t0) = synced_with_history(&sim).await;
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!(snapshot.cursor_ts, t0 - LAG);
+    assert!(snapshot.events > 0, "the second sync saw changes");
+    let (orders, events) = (shop_rows(&fixture.ledger, "ebay_orders"), {
+        fixture.ledger.with_conn(|conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE account = 'shop' AND stream = 'orders'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .expect("count")
+        })
+    });
+    assert!(orders > 100, "{orders} orders");
+
+    let before = marketsync::model::now_ts();
+    let output = ebay_cli(&fixture.config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    let after = marketsync::model::now_ts();
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let stream = shop_stream(&status, "orders");
+    assert_eq!(stream["shape"], "cursor");
+    let cursor = &stream["cursor"];
+    assert_eq!(
+        cursor["position"],
+        marketsync::model::format_ts(t0 - LAG),
+        "{stream}"
+    );
+    let behind = cursor["behind_seconds"].as_i64().expect("behind_seconds");
+    assert!(
+        (before - t0..=after - t0).contains(&behind),
+        "behind {behind}s: status ran {}..{}s after t0",
+        before - t0,
+        after - t0
+    );
+    assert_eq!(cursor["resources"], orders);
+    assert_eq!(cursor["events"], events);
+    assert_eq!(cursor["failures"], 0);
+    assert!(cursor["retry_at"].is_null(), "{cursor}");
+    assert!(stream["last_error"].is_null(), "{stream}");
+    assert_eq!(stream["cooldown"]["reason"], "none");
+
+    let output = ebay_cli(&fixture.config_path)
+        .arg("status")
+        .output()
+        .expect("status");
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("shop ") && line.contains(" orders "))
+        .unwrap_or_else(|| panic!("a row for shop/orders in\n{table}"));
+    assert!(
+        row.contains(&format!(
+            "cursor {}",
+            marketsync::model::format_ts(t0 - LAG)
+        )),
+        "{row}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_verdicts_move_from_stalled_to_syncing_to_caught_up_and_failing() {
+    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
+    let t0 = pinned_start();
+    // The first run's clock stands 45 days back and `start` is 45 days: the cursor
+    // starts 90 days before the real now and that run stops half way.
+    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"45days\"", t0);
+    let server =
+        super::http::Server::start(&fixture.config, Arc::clone(&fixture.ledger), None).await;
+
+    // Never run: no cursor yet.
+    let (verdict, why) = api_verdict(&server, "orders").await;
+    assert_eq!(verdict, "stalled", "{why}");
+    assert!(why.contains("no cursor yet"), "{why}");
+
+    // Mid catch-up: the cursor is 45 days behind the real now and was just moved.
+    fixture.set_now(t0 - 45 * DAY).await;
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::Finished {
+                applied: 45,
+                failed: 0
+            }
+        ),
+        "{outcome:?}"
+    );
+    let (verdict, why) = api_verdict(&server, "orders").await;
+    assert_eq!(verdict, "syncing", "{why}");
+    assert!(
+        why.contains(&format!(
+            "cursor at {}",
+            marketsync::model::format_ts(t0 - 45 * DAY - LAG)
+        )) && why.contains(" behind; catching up"),
+        "{why}"
+    );
+
+    // Caught up at the real now.
+    fixture.set_now(t0).await;
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::Finished {
+                applied: 45,
+                failed: 0
+            }
+        ),
+        "{outcome:?}"
+    );
+    let (verdict, why) = api_verdict(&server, "orders").await;
+    assert_eq!(verdict, "caught_up", "{why}");
+    let resources = fixture.snapshot("orders").resources;
+    assert!(why.contains(&format!("{resources} resources")), "{why}");
+
+    // The next window's getOrders answers 500: failing, with the error, the cursor stays.
+    let calls = fixture.stats().await.calls("ebay.getOrders");
+    sim.sim.set_faults(schedule(
+        "ebay.getOrders",
+        calls + 1,
+        FaultKind::ServerError,
+    ));
+    fixture.set_now(t0 + 60).await;
+    let outcome = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(outcome, RunOutcome::Deferred { .. }),
+        "{outcome:?}"
+    );
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!((snapshot.cursor_ts, snapshot.failures), (t0 - LAG, 1));
+    let error = snapshot.last_error.expect("last_error");
+    let (verdict, why) = api_verdict(&server, "orders").await;
+    assert_eq!(verdict, "failing", "{why}");
+    assert!(why.contains(&error) && error.contains("500"), "{why}");
+
+    // `marketsync doctor` says the same; a failing window is retried by itself, so it is
+    // a `wait` finding and the exit status stays 0 (1 only when a person must act).
+    let output = ebay_cli(&fixture.config_path)
+        .args(["doctor", "--json"])
+        .output()
+        .expect("doctor --json");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("doctor --json: {err}: {output:?}"));
+    let findings = report["findings"].as_array().expect("findings");
+    let finding = findings
+        .iter()
+        .find(|finding| {
+            finding["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(&error))
+        })
+        .unwrap_or_else(|| panic!("a finding with {error:?} in {report}"));
+    assert_eq!(finding["severity"], "wait", "{finding}");
+    assert_eq!(report["needs_attention"], 0, "{report}");
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    let output = ebay_cli(&fixture.config_path)
+        .arg("doctor")
+        .output()
+        .expect("doctor");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines()
+            .any(|line| line.contains("shop/orders") && line.contains(&error)),
+        "{text}"
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_summary_and_metrics_come_from_the_database() {
+    let sim = TestSim::start(history_sim()).await;
+    let (fixture, t0) = synced_with_history(&sim).await;
+    let server =
+        super::http::Server::start(&fixture.config, Arc::clone(&fixture.ledger), None).await;
+
+    let (code, summary) = server.get("/api/accounts/shop/summary").await;
+    assert_eq!(code, 200, "{summary}");
+    assert_eq!(summary["provider"], "ebay");
+    let want_orders = serde_json::to_value(
+        marketsync::cursor::latest_orders(&fixture.ledger, "shop", 20).expect("orders"),
+    )
+    .expect("json");
+    let want_changes =
+        serde_json::to_value(recent_events(&fixture.ledger, Some("shop"), 20).expect("events"))
+            .expect("json");
+    assert_eq!(want_orders.as_array().map(Vec::len), Some(20));
+    assert!(
+        want_changes
+            .as_array()
+            .is_some_and(|changes| !changes.is_empty()),
+        "the second sync recorded changes"
+    );
+    assert_eq!(summary["orders"], want_orders);
+    assert_eq!(summary["changes"], want_changes);
+    // Straight from ebay_orders: the newest order modified before the cursor.
+    let newest: String = fixture.ledger.with_conn(|conn| {
+        conn.query_row(
+            "SELECT order_id FROM ebay_orders WHERE account = 'shop'
+             ORDER BY last_modified_date DESC, order_id LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .expect("newest")
+    });
+    assert_eq!(summary["orders"][0]["order_id"], newest.as_str());
+    let change = &summary["changes"][0];
+    assert_eq!(
+        (&change["account"], &change["stream"]),
+        (&json!("shop"), &json!("orders"))
+    );
+    assert!(
+        fixture
+            .stored_orders()
+            .contains_key(change["resource_id"].as_str().unwrap_or("")),
+        "{change}"
+    );
+
+    let before = marketsync::model::now_ts();
+    let (_, text) = server.metrics().await;
+    let after = marketsync::model::now_ts();
+    let sample = text
+        .lines()
+        .find(|line| {
+            line.starts_with("marketsync_cursor_lag_seconds{")
+                && line.contains("account=\"shop\"")
+                && line.contains("stream=\"orders\"")
+        })
+        .unwrap_or_else(|| panic!("marketsync_cursor_lag_seconds for shop/orders in\n{text}"));
+    let lag: i64 = sample
+        .rsplit(' ')
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("a value in {sample}"));
+    assert!(
+        (before - t0..=after - t0).contains(&lag),
+        "lag {lag}s, metrics read {}..{}s after t0",
+        before - t0,
+        after - t0
+    );
+    assert!(
+        text.contains("# TYPE marketsync_cursor_lag_seconds gauge"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_sync_once_exits_zero_once_the_cursor_caught_up() {
+    let sim = TestSim::start(sim_config(EbaySimConfig {
+        orders_per_day: 30,
+        ..EbaySimConfig::default()
+    }))
+    .await;
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders", "returns"],
+        "start = \"3days\"",
+        pinned_start(),
+    );
+    let mut child = tokio::process::Command::from({
+        let mut command = ebay_cli(&fixture.config_path);
+        command.args(["sync", "--once", "--timeout", "2m"]);
+        command
+    });
+    let output = tokio::time::timeout(Duration::from_secs(150), child.output())
+        .await
+        .expect("sync --once ends within its timeout")
+        .expect("sync --once");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let now = marketsync::model::now_ts();
+    for stream in ["orders", "returns"] {
+        let snapshot = fixture.snapshot(stream);
+        assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
+        assert!(
+            now - LAG - snapshot.cursor_ts <= 15 * 60 + 60,
+            "{stream} cursor at {} is within an interval of now",
+            marketsync::model::format_ts(snapshot.cursor_ts)
+        );
+    }
+    assert!(fixture.snapshot("orders").resources > 50);
+    assert_eq!(
+        fixture.snapshot("orders").resources,
+        shop_rows(&fixture.ledger, "ebay_orders")
+    );
+    let requests = fixture.requests().await;
+    assert!(
+        requests.iter().all(|request| request.status == 200),
+        "{requests:?}"
+    );
+}

@@ -100,6 +100,17 @@ impl HttpSettings {
 /// SP-API operations whose buckets `[quota.amazon.OPERATION]` may override.
 pub const AMAZON_QUOTA_OPERATIONS: &[&str] = &["createReport", "getReport", "getReportDocument"];
 
+/// The paced operations of every provider, as `[quota.PROVIDER.OPERATION]` names them.
+pub fn quota_operations(provider: &str) -> &'static [&'static str] {
+    match provider {
+        "amazon" | "amazon_application" => AMAZON_QUOTA_OPERATIONS,
+        "ebay" => &["getOrders", "getTransactions", "searchReturns"],
+        "stockx" => &["marketData"],
+        "keepa" => &["product"],
+        _ => &[],
+    }
+}
+
 /// `[quota]`: how the TokenManager paces provider calls.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuotaSettings {
@@ -114,6 +125,9 @@ pub struct QuotaSettings {
     /// Application-level limits by operation (`[quota.amazon_application.createReport]`),
     /// shared by every account of one LWA application; none by default.
     pub amazon_application: BTreeMap<String, crate::quota::BucketSpec>,
+    /// Overrides of the other providers' buckets by provider then operation
+    /// (`[quota.ebay.getOrders]`, `[quota.stockx.marketData]`, `[quota.keepa.product]`).
+    pub providers: BTreeMap<String, BTreeMap<String, crate::quota::BucketSpec>>,
 }
 
 impl Default for QuotaSettings {
@@ -123,6 +137,7 @@ impl Default for QuotaSettings {
             rate_margin: crate::quota::DEFAULT_RATE_MARGIN,
             amazon: BTreeMap::new(),
             amazon_application: BTreeMap::new(),
+            providers: BTreeMap::new(),
         }
     }
 }
@@ -386,6 +401,12 @@ struct RawQuota {
     /// application (`client_id_env`); requests pay both buckets: the stricter applies.
     #[serde(default)]
     amazon_application: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    ebay: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    stockx: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    keepa: BTreeMap<String, RawBucket>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,30 +434,42 @@ impl RawQuota {
                 "quota.rate_margin: {rate_margin} is out of range; use a number from 0 to 0.5, e.g. 0.02"
             ));
         }
-        let amazon = validate_buckets("quota.amazon", self.amazon)?;
-        let amazon_application =
-            validate_buckets("quota.amazon_application", self.amazon_application)?;
+        let amazon = validate_buckets("amazon", self.amazon)?;
+        let amazon_application = validate_buckets("amazon_application", self.amazon_application)?;
+        let mut providers = BTreeMap::new();
+        for (provider, raw) in [
+            ("ebay", self.ebay),
+            ("stockx", self.stockx),
+            ("keepa", self.keepa),
+        ] {
+            let buckets = validate_buckets(provider, raw)?;
+            if !buckets.is_empty() {
+                providers.insert(provider.to_string(), buckets);
+            }
+        }
         Ok(QuotaSettings {
             reserve_share,
             rate_margin,
             amazon,
             amazon_application,
+            providers,
         })
     }
 }
 
-/// Validates `[{table}.OPERATION] rate, burst` bucket overrides of SP-API operations.
+/// Validates `[quota.{provider}.OPERATION] rate, burst` bucket overrides.
 fn validate_buckets(
-    table: &str,
+    provider: &str,
     raw: BTreeMap<String, RawBucket>,
 ) -> Result<BTreeMap<String, crate::quota::BucketSpec>, String> {
     let mut buckets = BTreeMap::new();
+    let known = quota_operations(provider);
     for (operation, raw) in raw {
-        let key = format!("{table}.{operation}");
-        if !AMAZON_QUOTA_OPERATIONS.contains(&operation.as_str()) {
+        let key = format!("quota.{provider}.{operation}");
+        if !known.contains(&operation.as_str()) {
             return Err(format!(
                 "{key}: unknown operation {operation:?}; expected one of {}",
-                AMAZON_QUOTA_OPERATIONS.join(", ")
+                known.join(", ")
             ));
         }
         if !(raw.rate.is_finite() && raw.rate > 0.0) {
@@ -1374,6 +1407,18 @@ mod tests {
             Some(&crate::quota::BucketSpec::new(0.5, 2.0))
         );
         assert_eq!(config.accounts[0].quota_scope(), "A3SELLER");
+        let text = format!("[quota.ebay.getTransactions]\nrate = 0.05\nburst = 500\n{ACCOUNT}");
+        let config = Config::parse(&text, "c.toml").unwrap();
+        assert_eq!(
+            config.quota.providers["ebay"].get("getTransactions"),
+            Some(&crate::quota::BucketSpec::new(0.05, 500.0))
+        );
+        let text = format!("[quota.keepa.products]\nrate = 1\nburst = 5\n{ACCOUNT}");
+        let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("c.toml: quota.keepa.products: unknown operation \"products\"; expected one of product"),
+            "{err}"
+        );
     }
 
     #[test]

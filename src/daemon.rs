@@ -467,22 +467,44 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     use std::io::IsTerminal;
     let daemon = Daemon::start(&config).await?;
     let ledger: Arc<dyn LedgerStore> = daemon.ledger.clone();
-    // (account, stream, account cooldown scope, lookback hours)
+    let sqlite = Arc::clone(&daemon.ledger);
+    // (account, stream, account cooldown scope, lookback hours; 0 for other shapes)
     let streams: Vec<(String, String, String, u64)> = config
         .accounts
         .iter()
         .flat_map(|account| {
+            let windowed =
+                crate::config::shape_of(&account.provider) == crate::config::Shape::Windowed;
             account.streams.iter().map(move |stream| {
                 (
                     account.id.clone(),
                     stream.name.clone(),
                     crate::ledger::account_scope(&account.provider, &account.id),
-                    stream.lookback.as_secs() / 3600,
+                    if windowed {
+                        stream.lookback.as_secs() / 3600
+                    } else {
+                        0
+                    },
                 )
             })
         })
         .collect();
     let total: u64 = streams.iter().map(|stream| stream.3).sum();
+    // Cursor and job streams: caught up when the cursor is within an interval of now
+    // (minus the safety lag) and no job is due.
+    let others: Vec<(crate::config::AccountConfig, crate::config::StreamConfig)> = config
+        .accounts
+        .iter()
+        .filter(|account| {
+            crate::config::shape_of(&account.provider) != crate::config::Shape::Windowed
+        })
+        .flat_map(|account| {
+            account
+                .streams
+                .iter()
+                .map(move |stream| (account.clone(), stream.clone()))
+        })
+        .collect();
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -503,6 +525,9 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
             let now = now_ts();
             let (mut applied, mut pending, mut stopped) = (0u64, false, Vec::new());
             for (account, stream, account_scope, lookback_hours) in &streams {
+                if *lookback_hours == 0 {
+                    continue;
+                }
                 let snapshot = ledger.snapshot(account, stream, now)?;
                 let seeded: u64 = snapshot.counts.iter().sum();
                 let in_flight = snapshot.counts[1] + snapshot.counts[2];
@@ -531,6 +556,15 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
             Ok((applied, pending, stopped))
         })
         .await?;
+        let others = others.clone();
+        let sqlite = Arc::clone(&sqlite);
+        let (others_pending, others_stopped) =
+            tokio::task::spawn_blocking(move || other_shapes_progress(&sqlite, &others, now_ts()))
+                .await
+                .context("reading cursor and job streams")??;
+        let pending = pending || others_pending;
+        let mut stopped = stopped;
+        stopped.extend(others_stopped);
         if let Some(bar) = &bar {
             bar.set_position(applied.min(total));
         }
@@ -558,6 +592,64 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         println!("{line}");
     }
     Ok(if stopped.is_empty() { 0 } else { 1 })
+}
+
+/// Whether cursor and job streams still have work (`sync --once`), and the ones that
+/// stopped for a reason a person should read.
+fn other_shapes_progress(
+    ledger: &SqliteLedger,
+    streams: &[(crate::config::AccountConfig, crate::config::StreamConfig)],
+    now: i64,
+) -> anyhow::Result<(bool, Vec<String>)> {
+    let (mut pending, mut stopped) = (false, Vec::new());
+    for (account, stream) in streams {
+        let scope = crate::ledger::account_scope(&account.provider, &account.id);
+        if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
+            stopped.push(format!(
+                "{}/{}: {} cooldown until {} (see marketsync status)",
+                account.id,
+                stream.name,
+                cooldown.reason,
+                format_ts(cooldown.until_at)
+            ));
+            continue;
+        }
+        match crate::config::shape_of(&account.provider) {
+            crate::config::Shape::Cursor => {
+                match crate::cursor::store::cursor_snapshot(ledger, &account.id, &stream.name)? {
+                    None => pending = true,
+                    Some(cursor) if cursor.failures > 0 => stopped.push(format!(
+                        "{}/{}: window from {} failed: {}",
+                        account.id,
+                        stream.name,
+                        format_ts(cursor.cursor_ts),
+                        cursor.last_error.unwrap_or_default()
+                    )),
+                    Some(cursor) => {
+                        let target = now - stream.safety_lag.as_secs() as i64;
+                        if target - cursor.cursor_ts > stream.interval.as_secs() as i64 + 60 {
+                            pending = true;
+                        }
+                    }
+                }
+            }
+            crate::config::Shape::Jobs => {
+                let due: i64 = ledger.with_conn(|conn| {
+                    conn.query_row(
+                        "SELECT COUNT(*) FROM jobs WHERE provider = ?1
+                           AND (state = 'running' OR (state = 'pending' AND not_before <= ?2))",
+                        rusqlite::params![account.provider, now],
+                        |row| row.get(0),
+                    )
+                })?;
+                if due > 0 {
+                    pending = true;
+                }
+            }
+            crate::config::Shape::Windowed => {}
+        }
+    }
+    Ok((pending, stopped))
 }
 
 /// The lease backend: Redis when configured, else the SQLite file of the ledger. While
@@ -674,8 +766,13 @@ pub async fn lock_hygiene(locks: &LockService) {
 /// One stream's loop: take the lease and run, then wait for the interval, the cooldown's
 /// end, the lease holder's expiry or the next retry, whichever comes first;
 /// infrastructure errors back off without crashing.
+///
+/// Memory: 10,000 accounts keep 10,000 of these futures resident while idle, so the
+/// future holds the context behind an `Arc` and boxes every await that is not the idle
+/// wait (the run, the cooldown wait, the next-wake lookup): those are allocated only
+/// while they happen.
 pub async fn run_stream(
-    context: StreamContext,
+    context: Arc<StreamContext>,
     locks: LockService,
     ttl: Duration,
     permits: Arc<Semaphore>,
@@ -716,7 +813,7 @@ pub async fn run_stream(
             Ok(LeasedOutcome::Ran(RunOutcome::CoolingDown { until, reason })) => {
                 infra_failures = 0;
                 info!(account = %context.account.id, stream = %context.stream.name, reason = %reason, until = %format_ts(until), "cooling down");
-                if !wait_out_cooldown(&context, until).await {
+                if !Box::pin(wait_out_cooldown(&context, until)).await {
                     break;
                 }
                 continue;
@@ -736,7 +833,7 @@ pub async fn run_stream(
             }
             Ok(LeasedOutcome::Ran(RunOutcome::Finished { .. })) => {
                 infra_failures = 0;
-                next_wake(&context, interval).await
+                Box::pin(next_wake(&context, interval)).await
             }
             Err(err) => {
                 infra_failures = infra_failures.saturating_add(1);
@@ -818,6 +915,11 @@ pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Re
     }
     for (operation, spec) in &config.quota.amazon_application {
         quota = quota.with_spec("amazon_application", operation, *spec);
+    }
+    for (provider, buckets) in &config.quota.providers {
+        for (operation, spec) in buckets {
+            quota = quota.with_spec(provider, operation, *spec);
+        }
     }
     let amazon_cooldown = config
         .accounts

@@ -260,6 +260,38 @@ pub struct StreamFacts {
     pub lock: Option<LockInfo>,
     /// When the lease was acquired (epoch milliseconds), when the backend says.
     pub lock_acquired_at_ms: Option<i64>,
+    /// What a cursor or job stream's own tables say (the hour facts above stay empty).
+    pub shape: ShapeFacts,
+}
+
+/// The facts of the sync shapes that are not an hour ledger.
+#[derive(Debug, Clone)]
+pub enum ShapeFacts {
+    /// The hour ledger: everything is in the hour facts.
+    Windowed,
+    /// A cursor stream; `None` before its first run.
+    Cursor(Option<crate::cursor::store::CursorSnapshot>),
+    /// A job stream: the queue of the account's provider.
+    Jobs(QueueFacts),
+}
+
+/// The job queue of one provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueFacts {
+    /// Jobs by state (`pending`, `running`, `succeeded`, `failed`, `not_found`).
+    pub depth: std::collections::BTreeMap<String, i64>,
+    /// The newest failed job: its dedupe key and error.
+    pub last_failure: Option<(String, String)>,
+    /// The earliest `not_before` of the pending jobs: due since then.
+    pub pending_due_since: Option<i64>,
+    /// The newest claim or finish of a job of the provider.
+    pub last_activity: Option<i64>,
+}
+
+impl QueueFacts {
+    fn count(&self, state: &str) -> i64 {
+        self.depth.get(state).copied().unwrap_or(0)
+    }
 }
 
 impl StreamFacts {
@@ -390,6 +422,52 @@ fn stream_facts(
     lock_acquired_at_ms: &HashMap<String, i64>,
     now: i64,
 ) -> Result<StreamFacts, LedgerError> {
+    let mut facts = hour_facts(ledger, account, stream, locks, lock_acquired_at_ms, now)?;
+    if let ShapeFacts::Cursor(snapshot) = &mut facts.shape {
+        *snapshot = crate::cursor::store::cursor_snapshot(ledger, &account.id, &stream.name)?;
+    }
+    Ok(facts)
+}
+
+/// The job queue of `provider` (the `jobs` table of migration 0004).
+fn queue_facts(conn: &rusqlite::Connection, provider: &str) -> Result<QueueFacts, LedgerError> {
+    let mut facts = QueueFacts::default();
+    let mut statement =
+        conn.prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE provider = ?1 GROUP BY state")?;
+    let rows = statement.query_map(params![provider], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (state, count) = row?;
+        facts.depth.insert(state, count);
+    }
+    facts.last_failure = conn
+        .prepare_cached(
+            "SELECT dedupe_key, COALESCE(error, 'no error recorded') FROM jobs
+             WHERE provider = ?1 AND state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )?
+        .query_row(params![provider], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (due_since, activity): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT MIN(CASE WHEN state = 'pending' THEN not_before END),
+                    MAX(CASE WHEN state <> 'pending' THEN updated_at END)
+             FROM jobs WHERE provider = ?1",
+        )?
+        .query_row(params![provider], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    facts.pending_due_since = due_since;
+    facts.last_activity = activity;
+    Ok(facts)
+}
+
+fn hour_facts(
+    ledger: &SqliteLedger,
+    account: &AccountConfig,
+    stream: &StreamConfig,
+    locks: &[LockInfo],
+    lock_acquired_at_ms: &HashMap<String, i64>,
+    now: i64,
+) -> Result<StreamFacts, LedgerError> {
     let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
     let lock_cooldown = ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?;
     let scope = format!("{}/{}", account.id, stream.name);
@@ -479,7 +557,13 @@ fn stream_facts(
                 })
             }
         };
+        let shape = match crate::config::shape_of(&account.provider) {
+            crate::config::Shape::Windowed => ShapeFacts::Windowed,
+            crate::config::Shape::Cursor => ShapeFacts::Cursor(None),
+            crate::config::Shape::Jobs => ShapeFacts::Jobs(queue_facts(conn, &account.provider)?),
+        };
         Ok(StreamFacts {
+            shape,
             account: account.id.clone(),
             stream: stream.clone(),
             counts: snapshot.counts,
@@ -497,6 +581,121 @@ fn stream_facts(
             lock_acquired_at_ms: acquired,
         })
     })
+}
+
+/// The verdict of a cursor or job stream once supervision, cooldowns and leases have
+/// been looked at; `None` for windowed streams (the hour ledger decides).
+fn shape_verdict(stream: &StreamFacts, now: i64) -> Option<(Verdict, String)> {
+    let config = &stream.stream;
+    match &stream.shape {
+        ShapeFacts::Windowed => None,
+        ShapeFacts::Cursor(None) => Some((
+            Verdict::Stalled,
+            "no cursor yet: the daemon has not run this stream".to_string(),
+        )),
+        ShapeFacts::Cursor(Some(cursor)) => {
+            let behind = cursor_behind(stream, cursor, now);
+            if cursor.failures > 0 {
+                let retry = match cursor.retry_at {
+                    Some(at) if at > now => format!("next retry at {}", format_ts(at)),
+                    _ => "retry due now".to_string(),
+                };
+                return Some((
+                    Verdict::Failing,
+                    format!(
+                        "window from {} failed {} time(s), the cursor stays until it applies: {}; {retry}",
+                        format_ts(cursor.cursor_ts),
+                        cursor.failures,
+                        cursor.last_error.as_deref().unwrap_or("no error recorded")
+                    ),
+                ));
+            }
+            let stalled_after = 2 * config.interval.as_secs() as i64 + 60;
+            let idle = cursor.last_run_at.map_or(i64::MAX, |at| now - at);
+            if behind > 0 && idle > stalled_after.max(15 * 60) {
+                return Some((
+                    Verdict::Stalled,
+                    format!(
+                        "cursor at {} ({} behind) and no run since {}: no daemon is working this stream",
+                        format_ts(cursor.cursor_ts),
+                        duration_text(behind),
+                        cursor.last_run_at.map(format_ts).unwrap_or_else(|| "ever".to_string())
+                    ),
+                ));
+            }
+            let lag_allowed = 2 * config.interval.as_secs() as i64 + 60;
+            if behind > lag_allowed {
+                return Some((
+                    Verdict::Syncing,
+                    format!(
+                        "cursor at {}, {} behind; catching up one window of at most {} per run",
+                        format_ts(cursor.cursor_ts),
+                        duration_text(behind),
+                        humantime::format_duration(config.max_window)
+                    ),
+                ));
+            }
+            Some((
+                Verdict::CaughtUp,
+                format!(
+                    "cursor at {} ({} resources, {} changes recorded)",
+                    format_ts(cursor.cursor_ts),
+                    cursor.resources,
+                    cursor.events
+                ),
+            ))
+        }
+        ShapeFacts::Jobs(queue) => {
+            let (pending, running) = (queue.count("pending"), queue.count("running"));
+            let failed = queue.count("failed");
+            if failed > 0 {
+                let (key, error) = queue.last_failure.clone().unwrap_or_default();
+                return Some((
+                    Verdict::Failing,
+                    format!("{failed} job(s) failed after their attempts; latest {key}: {error}"),
+                ));
+            }
+            let stalled_after = (2 * config.interval.as_secs() as i64 + 60).max(5 * 60);
+            let waiting = queue.pending_due_since.map_or(0, |since| now - since);
+            let quiet = queue.last_activity.map_or(i64::MAX, |at| now - at);
+            if pending > 0 && running == 0 && waiting > stalled_after && quiet > stalled_after {
+                return Some((
+                    Verdict::Stalled,
+                    format!(
+                        "{pending} job(s) due since {} and none claimed: no daemon is draining this queue",
+                        format_ts(queue.pending_due_since.unwrap_or(now))
+                    ),
+                ));
+            }
+            if pending + running > 0 {
+                return Some((
+                    Verdict::Syncing,
+                    format!("{pending} job(s) pending, {running} running"),
+                ));
+            }
+            Some((
+                Verdict::CaughtUp,
+                format!(
+                    "queue empty ({} succeeded, {} not found)",
+                    queue.count("succeeded"),
+                    queue.count("not_found")
+                ),
+            ))
+        }
+    }
+}
+
+/// Seconds the cursor is behind the newest time a window may end at.
+pub fn cursor_behind(
+    stream: &StreamFacts,
+    cursor: &crate::cursor::store::CursorSnapshot,
+    now: i64,
+) -> i64 {
+    (now - stream.stream.safety_lag.as_secs() as i64 - cursor.cursor_ts).max(0)
+}
+
+fn duration_text(seconds: i64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds.max(0) as u64 / 60 * 60)).to_string()
 }
 
 /// The stream's verdict and a one-line explanation naming the cause.
@@ -590,6 +789,9 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
             }
             _ => {}
         }
+    }
+    if let Some(answer) = shape_verdict(stream, now) {
+        return answer;
     }
     if let Some(failed) = &stream.failed {
         let retry = failed
@@ -887,6 +1089,45 @@ fn credential_hint(credentials: Option<&CredentialEnv>) -> String {
     }
 }
 
+/// Findings of a cursor or job stream: its verdict when it needs a look, with the
+/// command that helps.
+fn shape_findings(
+    account: &AccountFacts,
+    stream: &StreamFacts,
+    cmd: &str,
+    now: i64,
+    out: &mut Vec<Finding>,
+) {
+    let Some((verdict, explanation)) = shape_verdict(stream, now) else {
+        return;
+    };
+    let scope = stream.scope();
+    let finding = match verdict {
+        Verdict::CaughtUp | Verdict::Syncing => return,
+        Verdict::Failing => match &stream.shape {
+            ShapeFacts::Jobs(_) => Finding::new(Severity::Action, scope, explanation).fix(format!(
+                "fix the cause, then {cmd} jobs reset-failed {}",
+                account.provider
+            )),
+            _ => {
+                let auth = explanation.to_lowercase().contains("authentication");
+                let hint = if auth {
+                    credential_hint(account.credentials.as_ref())
+                } else {
+                    String::new()
+                };
+                Finding::new(
+                    Severity::Wait,
+                    scope,
+                    format!("{explanation} (retried automatically with backoff){hint}"),
+                )
+            }
+        },
+        _ => Finding::new(Severity::Action, scope, explanation).fix(format!("{cmd} run")),
+    };
+    out.push(finding);
+}
+
 fn stream_findings(
     account: &AccountFacts,
     stream: &StreamFacts,
@@ -994,6 +1235,10 @@ fn stream_findings(
                 .fix("start redis (or fix redis.url); leases resume by themselves"),
             );
         }
+    }
+    if !matches!(stream.shape, ShapeFacts::Windowed) {
+        shape_findings(account, stream, cmd, now, out);
+        return;
     }
     // 2. Never ran.
     if stream.rows == 0 {
@@ -1587,6 +1832,106 @@ lookback = "24h"
         let window = lookback_window(stream, NOW);
         ledger.seed("acct", "vendor_rt_sales", window, at).unwrap();
         ledger
+    }
+
+    fn ebay_config() -> Config {
+        Config::parse(
+            r#"
+data_dir = "/nonexistent"
+[simulator]
+enabled = true
+[[accounts]]
+id = "store"
+provider = "ebay"
+[accounts.streams.orders]
+interval = "5m"
+safety_lag = "2m"
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn cursor_verdict(ledger: &SqliteLedger, now: i64) -> (Verdict, String, Vec<Finding>) {
+        let config = ebay_config();
+        let accounts = gather(&config, ledger, &[], &HashMap::new(), &[], None, None, now).unwrap();
+        let (verdict, why) = verdict(&accounts[0], &accounts[0].streams[0], now);
+        let found = findings(&config, &accounts, &DoctorOptions::default(), now);
+        (verdict, why, found)
+    }
+
+    fn set_cursor(
+        ledger: &SqliteLedger,
+        cursor: i64,
+        last_run: i64,
+        failures: i64,
+        error: Option<&str>,
+    ) {
+        ledger.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO cursors (account, stream, cursor_ts, updated_at, last_run_at, last_error, failures, retry_at)
+                 VALUES ('store', 'orders', ?1, ?2, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (account, stream) DO UPDATE SET cursor_ts = excluded.cursor_ts,
+                   last_run_at = excluded.last_run_at, last_error = excluded.last_error,
+                   failures = excluded.failures, retry_at = excluded.retry_at",
+                rusqlite::params![cursor, last_run, error, failures, error.map(|_| NOW + 600)],
+            )
+            .unwrap();
+        });
+    }
+
+    #[test]
+    fn cursor_streams_get_verdicts_from_their_cursor() {
+        let ledger = SqliteLedger::open_in_memory().unwrap();
+        let (verdict, why, found) = cursor_verdict(&ledger, NOW);
+        assert_eq!(verdict, Verdict::Stalled);
+        assert!(why.contains("no cursor yet"), "{why}");
+        assert!(found.iter().any(|f| f.severity == Severity::Action
+            && f.fix.as_deref() == Some("marketsync --config t.toml run")));
+
+        // 30 days behind, running: syncing one window per run.
+        set_cursor(&ledger, NOW - 30 * 86_400, NOW - 10, 0, None);
+        let (verdict, why, found) = cursor_verdict(&ledger, NOW);
+        assert_eq!(verdict, Verdict::Syncing, "{why}");
+        assert!(
+            why.contains("behind; catching up one window of at most 1day per run"),
+            "{why}"
+        );
+        assert!(
+            found.iter().all(|f| f.severity == Severity::Ok),
+            "{found:?}"
+        );
+
+        // Behind and no run for an hour: nobody works it.
+        set_cursor(&ledger, NOW - 30 * 86_400, NOW - 3600, 0, None);
+        let (verdict, why, _) = cursor_verdict(&ledger, NOW);
+        assert_eq!(verdict, Verdict::Stalled, "{why}");
+
+        // A failing window keeps the cursor and says why.
+        set_cursor(
+            &ledger,
+            NOW - 86_400,
+            NOW - 10,
+            3,
+            Some("getOrders returned http 500: boom"),
+        );
+        let (verdict, why, found) = cursor_verdict(&ledger, NOW);
+        assert_eq!(verdict, Verdict::Failing, "{why}");
+        assert!(
+            why.contains("failed 3 time(s)") && why.contains("http 500: boom"),
+            "{why}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.message.contains("retried automatically")),
+            "{found:?}"
+        );
+
+        // Within an interval of now minus the safety lag: caught up.
+        set_cursor(&ledger, NOW - 120 - 60, NOW - 60, 0, None);
+        let (verdict, why, _) = cursor_verdict(&ledger, NOW);
+        assert_eq!(verdict, Verdict::CaughtUp, "{why}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::ledger::{account_scope, HourState, LedgerError, LedgerStore};
+use crate::config::{shape_of, Shape};
+use crate::ledger::{account_scope, HourState, LedgerError, LedgerStore, SqliteLedger};
 use crate::lock::LockInfo;
 use crate::model::format_ts;
 use crate::sync::lock_scope;
@@ -39,6 +40,15 @@ pub struct SupervisorStatus {
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
     pub name: String,
+    /// The sync shape: `windowed` (the hour ledger: `counts` and the hour fields),
+    /// `cursor` (see `cursor`) or `jobs` (see `queue`).
+    pub shape: &'static str,
+    /// Cursor streams: where the cursor stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorStatus>,
+    /// Job streams: jobs of the account's provider by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<std::collections::BTreeMap<String, i64>>,
     /// Keys are the state names: MISSING, REQUESTED, DOWNLOADED, APPLIED, FAILED.
     pub counts: std::collections::BTreeMap<&'static str, u64>,
     pub last_applied_hour: Option<String>,
@@ -49,6 +59,23 @@ pub struct StreamStatus {
     pub cooldown: CooldownStatus,
     /// The stream's lease, when one is held (or left behind).
     pub lock: Option<LockStatus>,
+}
+
+/// A cursor stream's position.
+#[derive(Debug, Serialize)]
+pub struct CursorStatus {
+    /// Everything modified before this is applied.
+    pub position: String,
+    /// How far the cursor is behind the newest time a window may end at (now minus the
+    /// safety lag), in seconds.
+    pub behind_seconds: i64,
+    pub last_run_at: Option<String>,
+    /// Consecutive failed windows (the cursor stays until one applies).
+    pub failures: i64,
+    pub retry_at: Option<String>,
+    /// Resources stored and change-history rows recorded for the stream.
+    pub resources: i64,
+    pub events: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,7 +99,7 @@ pub struct CooldownStatus {
 /// backend's list, when it could be read.
 pub fn collect(
     config: &Config,
-    ledger: &dyn LedgerStore,
+    ledger: &SqliteLedger,
     locks: &[LockInfo],
     supervision: &[crate::supervisor::ChildStatus],
     now: i64,
@@ -113,13 +140,58 @@ pub fn collect(
                 .zip(snapshot.counts)
                 .map(|(state, count)| (state.as_str(), count))
                 .collect();
+            let shape = shape_of(&account.provider);
+            let (mut cursor, mut queue, mut last_error, mut next_retry_at) =
+                (None, None, snapshot.last_error, snapshot.next_retry_at);
+            match shape {
+                Shape::Windowed => {}
+                Shape::Cursor => {
+                    if let Some(found) =
+                        crate::cursor::store::cursor_snapshot(ledger, &account.id, &stream.name)?
+                    {
+                        last_error = found.last_error.clone();
+                        next_retry_at = found.retry_at;
+                        cursor = Some(CursorStatus {
+                            position: format_ts(found.cursor_ts),
+                            behind_seconds: (now
+                                - stream.safety_lag.as_secs() as i64
+                                - found.cursor_ts)
+                                .max(0),
+                            last_run_at: found.last_run_at.map(format_ts),
+                            failures: found.failures,
+                            retry_at: found.retry_at.map(format_ts),
+                            resources: found.resources,
+                            events: found.events,
+                        });
+                    }
+                }
+                Shape::Jobs => {
+                    let depth = ledger.with_conn(|conn| {
+                        let mut statement = conn.prepare_cached(
+                            "SELECT state, COUNT(*) FROM jobs WHERE provider = ?1 GROUP BY state",
+                        )?;
+                        let rows = statement.query_map([&account.provider], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                        })?;
+                        rows.collect::<Result<std::collections::BTreeMap<_, _>, _>>()
+                    })?;
+                    queue = Some(depth);
+                }
+            }
             streams.push(StreamStatus {
                 name: stream.name.clone(),
+                shape: match shape {
+                    Shape::Windowed => "windowed",
+                    Shape::Cursor => "cursor",
+                    Shape::Jobs => "jobs",
+                },
+                cursor,
+                queue,
                 counts,
                 last_applied_hour: snapshot.last_applied_hour.map(format_ts),
                 next_claimable_hour: snapshot.next_claimable_hour.map(format_ts),
-                next_retry_at: snapshot.next_retry_at.map(format_ts),
-                last_error: snapshot.last_error,
+                next_retry_at: next_retry_at.map(format_ts),
+                last_error,
                 lock,
                 cooldown: match cooldown.as_ref().or(lock_cooldown.as_ref()) {
                     Some(cooldown) => CooldownStatus {
@@ -167,22 +239,33 @@ pub fn render_table(report: &StatusReport) -> String {
         }
         for stream in &account.streams {
             let mut row = vec![account.id.clone(), stream.name.clone()];
+            let windowed = stream.shape == "windowed";
             for state in HourState::ALL {
-                row.push(
+                row.push(if windowed {
                     stream
                         .counts
                         .get(state.as_str())
                         .copied()
                         .unwrap_or(0)
-                        .to_string(),
-                );
+                        .to_string()
+                } else {
+                    "-".to_string()
+                });
             }
-            row.push(
-                stream
+            row.push(match (&stream.cursor, &stream.queue) {
+                (Some(cursor), _) => format!("cursor {}", cursor.position),
+                (_, Some(queue)) => format!(
+                    "jobs: {} pending, {} running, {} failed",
+                    queue.get("pending").copied().unwrap_or(0),
+                    queue.get("running").copied().unwrap_or(0),
+                    queue.get("failed").copied().unwrap_or(0)
+                ),
+                _ if !windowed => "not run yet".to_string(),
+                _ => stream
                     .last_applied_hour
                     .clone()
                     .unwrap_or_else(|| "-".to_string()),
-            );
+            });
             row.push(
                 stream
                     .next_claimable_hour
@@ -287,6 +370,9 @@ mod tests {
                 }),
                 streams: vec![StreamStatus {
                     name: "vendor_rt_sales".to_string(),
+                    shape: "windowed",
+                    cursor: None,
+                    queue: None,
                     counts: HourState::ALL
                         .iter()
                         .map(|state| (state.as_str(), 1))

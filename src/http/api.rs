@@ -135,6 +135,7 @@ pub async fn refresh(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let account = state.account(&id)?.clone();
+    hour_streams_only(&account, "refresh")?;
     let body: RefreshBody = parse_body(&body, None, r#"{"window":"last_3h"}"#)?;
     let hours = match body.window.as_str() {
         "last_3h" => 3,
@@ -227,7 +228,10 @@ pub(crate) fn query_number(
     }
 }
 
-pub(crate) fn check_query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn check_query_keys(
+    query: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
     for key in query.keys() {
         if !allowed.contains(&key.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -331,7 +335,7 @@ pub async fn summary(
             }
             Ok::<_, rusqlite::Error>((by_hour, by_asin, totals, coverage))
         })?;
-        Ok(json!({
+        let mut summary = json!({
             "account": account.id,
             "provider": account.provider,
             "source": "database",
@@ -342,7 +346,34 @@ pub async fn summary(
             "totals": totals,
             "by_hour": by_hour,
             "by_asin": by_asin,
-        }))
+        });
+        // The other shapes' data: latest orders and their changes (eBay), market
+        // prices and product snapshots (job providers). Still only the database.
+        let encode = |value: Result<Value, serde_json::Error>| {
+            value.map_err(|err| ApiError::internal(format!("cannot encode the summary: {err}")))
+        };
+        match account.provider.as_str() {
+            "ebay" => {
+                let orders = crate::cursor::store::latest_orders(&state.ledger, id, 20)?;
+                let events = crate::cursor::store::recent_events(&state.ledger, Some(id), 20)?;
+                summary["orders"] = encode(serde_json::to_value(orders))?;
+                summary["changes"] = encode(serde_json::to_value(events))?;
+            }
+            "stockx" | "keepa" => {
+                let prices: Vec<_> = crate::jobs::store::market_prices(&state.ledger, 200)?
+                    .into_iter()
+                    .filter(|price| price.provider == account.provider)
+                    .take(50)
+                    .collect();
+                summary["market_prices"] = encode(serde_json::to_value(prices))?;
+                if account.provider == "keepa" {
+                    let products = crate::jobs::store::keepa_products(&state.ledger, 50)?;
+                    summary["keepa_products"] = encode(serde_json::to_value(products))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(summary)
     })
     .await?;
     Ok(Json(value))
@@ -454,6 +485,22 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
     })))
 }
 
+/// Refresh and fill-day reset hours: only report (windowed) streams have them. Cursor
+/// streams catch up by themselves; job providers take `POST /api/jobs`.
+fn hour_streams_only(account: &crate::config::AccountConfig, action: &str) -> Result<(), ApiError> {
+    match crate::config::shape_of(&account.provider) {
+        crate::config::Shape::Windowed => Ok(()),
+        crate::config::Shape::Cursor => Err(ApiError::bad_request(format!(
+            "{action} resets hours of report streams; account {} is a {} cursor account whose cursor catches up by itself (see its verdict in GET /api/status)",
+            account.id, account.provider
+        ))),
+        crate::config::Shape::Jobs => Err(ApiError::bad_request(format!(
+            "{action} resets hours of report streams; account {} drains the {} job queue: enqueue lookups with POST /api/jobs",
+            account.id, account.provider
+        ))),
+    }
+}
+
 /// The account's enabled streams, or only `name` (404 when it is not one of them).
 fn select_streams(
     account: &crate::config::AccountConfig,
@@ -494,6 +541,7 @@ pub async fn fill_day(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let account = state.account(&id)?.clone();
+    hour_streams_only(&account, "fill-day")?;
     let body: FillDayBody = parse_body(
         &body,
         None,

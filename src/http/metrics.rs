@@ -36,6 +36,8 @@
 //! | `actors_quarantined` | gauge | |
 //! | `locks` | gauge | state (`live`, `stale`) |
 //! | `lock_backend_up` | gauge | backend |
+//! | `cursor_lag_seconds` | gauge | account, stream |
+//! | `job_queue_depth` | gauge | provider, state |
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -252,9 +254,46 @@ fn snapshot_registry(
     let hours = Family::<Labels, Gauge>::default();
     let lag = Family::<Labels, Gauge>::default();
     let verdicts = Family::<Labels, Gauge>::default();
+    let cursor_lag = Family::<Labels, Gauge>::default();
+    let queue_depth = Family::<Labels, Gauge>::default();
+    let mut providers_seen = std::collections::BTreeSet::new();
     for account in &facts {
         for stream in &account.streams {
             let name = stream.stream.name.as_str();
+            let (verdict, _) = doctor::verdict(account, stream, now);
+            verdicts
+                .get_or_create(&labels(&[
+                    ("account", &account.id),
+                    ("stream", name),
+                    ("verdict", verdict.as_str()),
+                ]))
+                .set(1);
+            match &stream.shape {
+                doctor::ShapeFacts::Windowed => {}
+                doctor::ShapeFacts::Cursor(cursor) => {
+                    if let Some(cursor) = cursor {
+                        cursor_lag
+                            .get_or_create(&labels(&[("account", &account.id), ("stream", name)]))
+                            .set(doctor::cursor_behind(stream, cursor, now));
+                    }
+                    continue;
+                }
+                doctor::ShapeFacts::Jobs(queue) => {
+                    // One queue per provider, whichever of its accounts reports it.
+                    if providers_seen.insert(account.provider.clone()) {
+                        for job_state in ["pending", "running", "succeeded", "failed", "not_found"]
+                        {
+                            queue_depth
+                                .get_or_create(&labels(&[
+                                    ("provider", &account.provider),
+                                    ("state", job_state),
+                                ]))
+                                .set(queue.depth.get(job_state).copied().unwrap_or(0));
+                        }
+                    }
+                    continue;
+                }
+            }
             for (state, count) in HourState::ALL.iter().zip(stream.counts) {
                 hours
                     .get_or_create(&labels(&[
@@ -268,16 +307,19 @@ fn snapshot_registry(
                 lag.get_or_create(&labels(&[("account", &account.id), ("stream", name)]))
                     .set((now - (last + HOUR)).max(0));
             }
-            let (verdict, _) = doctor::verdict(account, stream, now);
-            verdicts
-                .get_or_create(&labels(&[
-                    ("account", &account.id),
-                    ("stream", name),
-                    ("verdict", verdict.as_str()),
-                ]))
-                .set(1);
         }
     }
+    registry.register_with_unit(
+        "cursor_lag",
+        "How far each cursor stream's cursor is behind now minus its safety lag",
+        Unit::Seconds,
+        cursor_lag,
+    );
+    registry.register(
+        "job_queue_depth",
+        "Jobs per provider and state (pending, running, succeeded, failed, not_found)",
+        queue_depth,
+    );
     registry.register(
         "ledger_hours",
         "Ledger hours per state, per account and stream",

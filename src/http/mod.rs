@@ -12,6 +12,7 @@
 //! | GET | `/api/accounts/{id}/summary?hours=24` | RT sales totals per hour and per ASIN, from the database only |
 //! | GET | `/api/failures?limit=50` | the most recent FAILED hours with their `last_error` |
 //! | GET | `/api/locks` | the leases (scope, owner, fence, expiry, stale) |
+//! | GET | `/api/jobs?state=failed&limit=100` | job queue depth per provider and state, and the latest jobs |
 //! | GET | `/api/budgets` | every quota bucket in use: rate, burst, tokens now, calls made this hour |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
@@ -19,6 +20,8 @@
 //! | POST | `/api/accounts/{id}/reset-failed` | `{"stream": optional}`: FAILED hours to MISSING now |
 //! | POST | `/api/accounts/{id}/clear-cooldown` | ends the account's provider cooldown |
 //! | POST | `/api/accounts/{id}/resume` | asks the supervisor to resume a quarantined account |
+//! | POST | `/api/jobs` | `{"provider", "sku", "size"?, "priority"?}`: enqueue (merges into a live job with the same key, keeping the higher priority) |
+//! | POST | `/api/jobs/reset-failed` | `{"provider": optional}`: failed jobs back to pending |
 //! | POST | `/api/locks/{account}/{stream}/release` | `{"force": bool}`: a live lease only with force |
 //!
 //! Authentication: the token is compared in constant time ([`subtle`]); a missing or wrong
@@ -31,6 +34,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod jobs;
 pub mod metrics;
 
 use std::future::Future;
@@ -126,6 +130,8 @@ pub fn router(state: HttpState) -> Router {
             post(api::clear_cooldown),
         )
         .route("/api/accounts/{id}/resume", post(api::resume))
+        .route("/api/jobs", post(jobs::enqueue))
+        .route("/api/jobs/reset-failed", post(jobs::reset_failed))
         .route(
             "/api/locks/{account}/{stream}/release",
             post(api::release_lock),
@@ -141,6 +147,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/failures", get(api::failures))
         .route("/api/locks", get(api::locks))
         .route("/api/budgets", get(api::budgets))
+        .route("/api/jobs", get(jobs::list))
         .route("/metrics", get(metrics::scrape))
         .merge(admin)
         .fallback(not_found)

@@ -1821,3 +1821,159 @@ async fn sim_create_reports(client: &reqwest::Client, sim_addr: &str) -> u64 {
         .expect("sim stats json");
     stats["calls"]["createReport"].as_u64().unwrap_or(0)
 }
+
+/// A configuration with the fixture's amazon account plus a StockX and a Keepa account
+/// (not started: the API reads and writes the queue only).
+fn with_job_accounts(fixture: &mut Fixture, sim: &TestSim) {
+    let base = sim.base_url();
+    let text = format!(
+        "{}\n[[accounts]]\nid = \"stockx-main\"\nprovider = \"stockx\"\nendpoint = \"{base}\"\ntoken_url = \"{base}/oauth/token\"\n[accounts.credentials]\nclient_id_env = \"SX_ID\"\nclient_secret_env = \"SX_SECRET\"\nrefresh_token_env = \"SX_REFRESH\"\napi_key_env = \"SX_KEY\"\n[accounts.streams.market_data]\n\n[[accounts]]\nid = \"keepa-main\"\nprovider = \"keepa\"\nendpoint = \"{base}\"\n[accounts.credentials]\napi_key_env = \"KEEPA_KEY\"\n[accounts.streams.products]\n",
+        std::fs::read_to_string(&fixture.config_path).expect("config text")
+    );
+    fixture.config = Config::parse(&text, "jobs.toml").expect("jobs config");
+    std::fs::write(&fixture.config_path, &text).expect("write config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_api_enqueues_merges_lists_and_resets() {
+    let sim = TestSim::start(fast_sim()).await;
+    let mut fixture = Fixture::new(&sim, "");
+    with_job_accounts(&mut fixture, &sim);
+    let ledger = fixture.open_ledger();
+    let server = Server::start(&fixture.config, ledger.clone(), Some(TOKEN)).await;
+
+    let job = json!({"provider": "stockx", "sku": "DD1391-100", "size": "10", "priority": "background"});
+    let (status, body) = server.post("/api/jobs", None, Some(job.clone())).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = server.post("/api/jobs", Some(TOKEN), Some(job)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["outcome"], "created", "{body}");
+    let id = body["job"]["id"].as_i64().unwrap();
+    // The same key again, hotter: merged into the pending job, which keeps the higher priority.
+    let (status, body) = server
+        .post(
+            "/api/jobs",
+            Some(TOKEN),
+            Some(json!({"provider": "stockx", "sku": "DD1391-100", "size": "10", "priority": "hot"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"], json!({"outcome": "merged", "id": id, "priority": "hot"}));
+    // Priority defaults to manual (a person asked).
+    let (status, body) = server
+        .post(
+            "/api/jobs",
+            Some(TOKEN),
+            Some(json!({"provider": "keepa", "sku": "B000000001"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = server.get("/api/jobs?state=pending").await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{body}");
+    let stockx = jobs.iter().find(|job| job["provider"] == "stockx").unwrap();
+    assert_eq!(stockx["priority"], 150);
+    assert_eq!(stockx["priority_name"], "hot");
+    let keepa = jobs.iter().find(|job| job["provider"] == "keepa").unwrap();
+    assert_eq!(keepa["priority"], 200);
+    assert!(body["depth"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"provider": "stockx", "state": "pending", "count": 1})));
+
+    // Bad input names the problem.
+    for (body, expected) in [
+        (
+            json!({"provider": "stockx", "sku": "X", "size": "9", "priority": "urgent"}),
+            "unknown priority \"urgent\"",
+        ),
+        (
+            json!({"provider": "alias", "sku": "X"}),
+            "no \"alias\" account with an enabled stream is configured",
+        ),
+        (json!({"provider": "stockx"}), "missing field `sku`"),
+    ] {
+        let (status, answer) = server.post("/api/jobs", Some(TOKEN), Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(expected),
+            "{answer}"
+        );
+    }
+    // Hour actions do not apply to a job account, and say what to use instead.
+    let (status, answer) = server
+        .post(
+            "/api/accounts/stockx-main/refresh",
+            Some(TOKEN),
+            Some(json!({"window": "last_3h"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("POST /api/jobs"), "{answer}");
+    let (status, answer) = server.get("/api/jobs?state=stuck").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("unknown job state"));
+
+    // A failed job goes back to pending with reset-failed.
+    ledger.with_conn(|conn| {
+        conn.execute(
+            "UPDATE jobs SET state = 'failed', attempts = 5, error = 'stockx marketData returned http 503' WHERE id = ?1",
+            [id],
+        )
+        .unwrap()
+    });
+    let (_, status_body) = server.get("/api/status").await;
+    let market = status_body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|account| account["id"] == "stockx-main")
+        .unwrap()["streams"][0]
+        .clone();
+    assert_eq!(market["shape"], "jobs", "{market}");
+    assert_eq!(market["queue"]["failed"], 1, "{market}");
+    assert_eq!(market["verdict"], "failing", "{market}");
+    assert!(
+        market["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("stockx marketData returned http 503"),
+        "{market}"
+    );
+    let (status, body) = server
+        .post(
+            "/api/jobs/reset-failed",
+            Some(TOKEN),
+            Some(json!({"provider": "stockx"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reset"], 1);
+    let (_, body) = server.get("/api/jobs?state=failed").await;
+    assert!(body["jobs"].as_array().unwrap().is_empty(), "{body}");
+    let (_, status_body) = server.get("/api/status").await;
+    let keepa_stream = status_body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|account| account["id"] == "keepa-main")
+        .unwrap()["streams"][0]
+        .clone();
+    assert_eq!(keepa_stream["verdict"], "syncing", "{keepa_stream}");
+    assert_eq!(keepa_stream["explanation"], "1 job(s) pending, 0 running");
+
+    // /metrics carries the queue depth.
+    let (_, text) = server.metrics().await;
+    let samples = parse_exposition(&text);
+    assert_eq!(
+        value(
+            &samples,
+            "marketsync_job_queue_depth",
+            &[("provider", "stockx"), ("state", "pending")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}

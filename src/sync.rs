@@ -124,8 +124,8 @@ pub enum RunOutcome {
 /// The longest a unit waits for a quota grant before it goes back (without consuming an
 /// attempt) and the run ends: well under the supervisor's stuck detection (15m).
 pub const QUOTA_WAIT_MAX: Duration = Duration::from_secs(5 * 60);
-/// How soon a run deferred for a quota deadline tries again.
-const DEFERRED_RETRY: Duration = Duration::from_secs(1);
+/// How soon a run deferred for a quota deadline tries again (every shape).
+pub const DEFERRED_RETRY: Duration = Duration::from_secs(1);
 
 /// Errors that end a run: infrastructure, not the unit's fault.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,24 @@ enum UnitEnd {
         infrastructure: bool,
     },
     Cancelled,
+}
+
+/// What the TokenManager's refusal of a grant means for a run, the same for every shape
+/// (see [`StreamContext::quota_stop`]).
+#[derive(Debug)]
+pub enum QuotaStop {
+    /// A cooldown runs: its copy under the account's scope; `record`: write it to the
+    /// ledger (see [`StreamContext::quota_cooldown_copy`]). The run stops.
+    Cooldown { cooldown: Cooldown, record: bool },
+    /// No grant in time, or shutdown stopped the wait (`infrastructure`: the quota
+    /// backend could not be reached): the work goes back unharmed and the run ends.
+    Deferred {
+        reason: String,
+        infrastructure: bool,
+    },
+    /// The call can never be granted (a cost over the burst, an unknown bucket): a
+    /// configuration error, the work fails with the fix.
+    Misconfigured(QuotaError),
 }
 
 /// Why a provider call was not made or failed.
@@ -222,12 +240,8 @@ impl StreamContext {
             StreamWork::Shape(runner) => return runner.run(self, fence).await,
         };
         let now = now_ts();
-        if let Some(cooldown) = self.active_cooldown().await? {
-            debug!(account = %self.account.id, stream = %self.stream.name, until = %format_ts(cooldown.until_at), "in cooldown; skipping provider calls this run");
-            return Ok(RunOutcome::CoolingDown {
-                until: cooldown.until_at,
-                reason: cooldown.reason,
-            });
+        if let Some(cooling) = self.cooling_down().await? {
+            return Ok(cooling);
         }
         self.seed_and_audit(now).await?;
 
@@ -271,20 +285,13 @@ impl StreamContext {
                 UnitEnd::Failed => failed += 1,
                 UnitEnd::Cancelled => return Ok(RunOutcome::Cancelled),
                 UnitEnd::Quota { cooldown, record } => {
-                    error!(
-                        account = %self.account.id,
-                        stream = %self.stream.name,
-                        until = %format_ts(cooldown.until_at),
-                        detail = cooldown.detail.as_deref().unwrap_or(""),
-                        reason = %cooldown.reason,
-                        "provider refused the account; aborting the remaining chunks of this run and cooling down"
-                    );
-                    let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
-                    if record {
-                        blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown))
-                            .await?;
-                    }
-                    return Ok(RunOutcome::CoolingDown { until, reason });
+                    return self
+                        .cool_down(
+                            cooldown,
+                            record,
+                            "aborting the remaining chunks of this run and cooling down",
+                        )
+                        .await;
                 }
                 UnitEnd::Deferred {
                     reason,
@@ -402,7 +409,7 @@ impl StreamContext {
                     claim.report_id = Some(report_id);
                 }
                 Err(err) if err.stops_account() => {
-                    let cooldown = self.quota_cooldown(&err);
+                    let cooldown = self.refusal_cooldown(&err);
                     let released = claim.clone();
                     let reason = cooldown.reason.clone();
                     blocking(&self.ledger, move |ledger| {
@@ -424,7 +431,7 @@ impl StreamContext {
             Poll::Finished(status) => status,
             Poll::Error(err) if err.stops_account() => {
                 return Ok(UnitEnd::Quota {
-                    cooldown: self.quota_cooldown(&err),
+                    cooldown: self.refusal_cooldown(&err),
                     record: true,
                 })
             }
@@ -471,7 +478,7 @@ impl StreamContext {
                         }
                         Err(CallError::Provider(err)) if err.stops_account() => {
                             return Ok(UnitEnd::Quota {
-                                cooldown: self.quota_cooldown(&err),
+                                cooldown: self.refusal_cooldown(&err),
                                 record: true,
                             })
                         }
@@ -509,7 +516,7 @@ impl StreamContext {
                         self.apply(claim).await
                     }
                     Err(CallError::Provider(err)) if err.stops_account() => Ok(UnitEnd::Quota {
-                        cooldown: self.quota_cooldown(&err),
+                        cooldown: self.refusal_cooldown(&err),
                         record: true,
                     }),
                     Err(CallError::Provider(err)) => self.fail(&claim, &err.to_string()).await,
@@ -685,8 +692,9 @@ impl StreamContext {
         let Some(cooldown) = pacer.cooldown(&self.account.id).await else {
             return Ok(None);
         };
-        if pacer.mirror_to_ledger || cooldown.scope != self.scope() {
-            let copy = self.account_copy(&cooldown.scope, &cooldown.reason, cooldown.until_at);
+        let (copy, record) =
+            self.quota_cooldown_copy(&cooldown.scope, &cooldown.reason, cooldown.until_at);
+        if record {
             blocking(&self.ledger, move |ledger| {
                 match ledger.active_cooldown(&copy.scope, now)? {
                     Some(existing) if existing.until_at >= copy.until_at => Ok(()),
@@ -699,10 +707,17 @@ impl StreamContext {
     }
 
     /// A cooldown under this account's scope standing for the TokenManager's cooldown of
-    /// `scope` (a copy for `status`).
-    fn account_copy(&self, scope: &str, reason: &str, until: i64) -> Cooldown {
+    /// `scope` (a copy for `status`), and whether to write it to the ledger: when the
+    /// pacer mirrors its cooldowns there, or `scope` is another account's whose quota
+    /// this one shares. Every shape that meets the TokenManager's cooldown uses this.
+    pub fn quota_cooldown_copy(&self, scope: &str, reason: &str, until: i64) -> (Cooldown, bool) {
         let own = self.scope();
-        Cooldown {
+        let record = scope != own
+            || self
+                .work
+                .pacer()
+                .is_some_and(|pacer| pacer.mirror_to_ledger);
+        let copy = Cooldown {
             scope: own.clone(),
             reason: reason.to_string(),
             started_at: now_ts(),
@@ -712,7 +727,8 @@ impl StreamContext {
             } else {
                 format!("{scope} cooling down (this account shares its quota)")
             }),
-        }
+        };
+        (copy, record)
     }
 
     /// Waits for the TokenManager's grant of one `operation` call for `claim` (a no-op
@@ -826,41 +842,27 @@ impl StreamContext {
             }
             CallError::Quota(err) => err,
         };
-        match err {
-            QuotaError::CoolingDown {
-                scope,
-                reason,
-                until_utc,
-            } => {
+        match self.quota_stop(err) {
+            QuotaStop::Cooldown { cooldown, record } => {
                 self.give_back(claim, "quota").await?;
-                let pacer_mirrors = self
-                    .work
-                    .pacer()
-                    .is_some_and(|pacer| pacer.mirror_to_ledger);
-                let record = pacer_mirrors || scope != self.scope();
-                debug!(account = %self.account.id, scope = %scope, until = %until_utc.to_rfc3339(), "cooling down; no call made");
-                Ok(UnitEnd::Quota {
-                    cooldown: self.account_copy(&scope, &reason, until_utc.timestamp()),
-                    record,
-                })
+                Ok(UnitEnd::Quota { cooldown, record })
             }
-            QuotaError::DeadlineExceeded { .. } | QuotaError::Stopped => {
-                self.give_back(claim, "quota wait").await?;
+            QuotaStop::Deferred {
+                reason,
+                infrastructure,
+            } => {
+                let back = if infrastructure {
+                    "quota unavailable"
+                } else {
+                    "quota wait"
+                };
+                self.give_back(claim, back).await?;
                 Ok(UnitEnd::Deferred {
-                    reason: err.to_string(),
-                    infrastructure: false,
+                    reason,
+                    infrastructure,
                 })
             }
-            QuotaError::Unavailable(_) => {
-                self.give_back(claim, "quota unavailable").await?;
-                Ok(UnitEnd::Deferred {
-                    reason: err.to_string(),
-                    infrastructure: true,
-                })
-            }
-            QuotaError::CostExceedsBurst { .. }
-            | QuotaError::UnknownBucket { .. }
-            | QuotaError::InvalidCost(_) => {
+            QuotaStop::Misconfigured(err) => {
                 let message = format!(
                     "quota refused the call: {err}; fix [quota.amazon] in the configuration"
                 );
@@ -882,10 +884,11 @@ impl StreamContext {
         .await
     }
 
-    /// The cooldown a refusal starts: `quota` (the configured cooldown, or longer if the
-    /// provider's Retry-After says so) or `auth` ([`AUTH_COOLDOWN`]: credentials do not
-    /// heal by retrying every chunk; an operator fixes them and clears the cooldown).
-    fn quota_cooldown(&self, err: &ProviderError) -> Cooldown {
+    /// The cooldown a provider refusal starts under this account's scope: `quota` (the
+    /// configured cooldown, or longer if the provider's Retry-After says so) or `auth`
+    /// ([`AUTH_COOLDOWN`]: credentials do not heal by retrying every chunk; an operator
+    /// fixes them and clears the cooldown). Every shape stops an account through this.
+    pub fn refusal_cooldown(&self, err: &ProviderError) -> Cooldown {
         let now = now_ts();
         let (reason, length) = match err {
             ProviderError::QuotaExceeded { retry_after, .. } => (
@@ -904,6 +907,81 @@ impl StreamContext {
             until_at: now + length.as_secs().max(1) as i64,
             detail: Some(err.to_string()),
         }
+    }
+}
+
+impl StreamContext {
+    /// [`RunOutcome::CoolingDown`] when a cooldown stops this account's calls now (see
+    /// [`StreamContext::active_cooldown`]): every shape checks this before its first call.
+    pub async fn cooling_down(&self) -> Result<Option<RunOutcome>, SyncError> {
+        let Some(cooldown) = self.active_cooldown().await? else {
+            return Ok(None);
+        };
+        debug!(
+            account = %self.account.id,
+            stream = %self.stream.name,
+            until = %format_ts(cooldown.until_at),
+            reason = %cooldown.reason,
+            "in cooldown; skipping provider calls this run"
+        );
+        Ok(Some(RunOutcome::CoolingDown {
+            until: cooldown.until_at,
+            reason: cooldown.reason,
+        }))
+    }
+
+    /// Sorts the TokenManager's refusal of a grant (see [`QuotaStop`]); every shape's
+    /// handling of a refused call starts here.
+    pub fn quota_stop(&self, err: QuotaError) -> QuotaStop {
+        match err {
+            QuotaError::CoolingDown {
+                scope,
+                reason,
+                until_utc,
+            } => {
+                debug!(account = %self.account.id, scope = %scope, until = %until_utc.to_rfc3339(), "cooling down; no call made");
+                let (cooldown, record) =
+                    self.quota_cooldown_copy(&scope, &reason, until_utc.timestamp());
+                QuotaStop::Cooldown { cooldown, record }
+            }
+            QuotaError::DeadlineExceeded { .. } | QuotaError::Stopped => QuotaStop::Deferred {
+                reason: err.to_string(),
+                infrastructure: false,
+            },
+            QuotaError::Unavailable(_) => QuotaStop::Deferred {
+                reason: err.to_string(),
+                infrastructure: true,
+            },
+            QuotaError::CostExceedsBurst { .. }
+            | QuotaError::UnknownBucket { .. }
+            | QuotaError::InvalidCost(_) => QuotaStop::Misconfigured(err),
+        }
+    }
+
+    /// Ends a run in `cooldown`: logs it (`consequence`: what became of the shape's work),
+    /// writes it to the ledger when `record` (a provider refusal, or a copy of the
+    /// TokenManager's cooldown from [`StreamContext::quota_cooldown_copy`]) and returns
+    /// [`RunOutcome::CoolingDown`]. Every shape ends a refused run through this.
+    pub async fn cool_down(
+        &self,
+        cooldown: Cooldown,
+        record: bool,
+        consequence: &'static str,
+    ) -> Result<RunOutcome, SyncError> {
+        error!(
+            account = %self.account.id,
+            provider = %self.account.provider,
+            stream = %self.stream.name,
+            until = %format_ts(cooldown.until_at),
+            detail = cooldown.detail.as_deref().unwrap_or(""),
+            reason = %cooldown.reason,
+            "provider refused the account; {consequence}"
+        );
+        let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
+        if record {
+            blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown)).await?;
+        }
+        Ok(RunOutcome::CoolingDown { until, reason })
     }
 }
 

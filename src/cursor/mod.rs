@@ -40,14 +40,14 @@ use futures_util::future::BoxFuture;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AccountConfig, Endpoints};
-use crate::ledger::{Cooldown, LedgerError, SqliteLedger};
+use crate::ledger::{LedgerError, SqliteLedger};
 use crate::model::{format_ts, now_ts};
 use crate::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use crate::provider::ProviderError;
-use crate::quota::{Pacer, Priority, QuotaError};
+use crate::quota::{Pacer, Priority};
 use crate::sync::{
-    blocking, retry_delay, CallError, RunOutcome, ShapeRunner, StreamContext, StreamWork,
-    SyncError, AUTH_COOLDOWN, QUOTA_WAIT_MAX,
+    retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, StreamWork,
+    SyncError, DEFERRED_RETRY, QUOTA_WAIT_MAX,
 };
 
 pub use adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec};
@@ -58,6 +58,9 @@ pub use store::{
 /// Attempts at reading a window whose result set changed while it was paged (an item
 /// modified meanwhile leaves the window and shifts the offsets) before it counts as failed.
 const CONSISTENT_READ_ATTEMPTS: usize = 3;
+
+/// What a cooldown does to a cursor stream (logged when one ends a run).
+const COOLDOWN_CONSEQUENCE: &str = "cooling down, the cursor stays";
 
 /// The next window from `cursor` at `now`: `[cursor, min(cursor + max_window, now −
 /// safety_lag))`, or `None` when that is empty (caught up).
@@ -160,12 +163,8 @@ impl CursorRunner {
         if context.cancel.is_cancelled() || context.abort.is_cancelled() {
             return Ok(RunOutcome::Cancelled);
         }
-        if let Some(cooldown) = context.active_cooldown().await? {
-            debug!(account = %account, stream = %stream.name, until = %format_ts(cooldown.until_at), "in cooldown; skipping provider calls this run");
-            return Ok(RunOutcome::CoolingDown {
-                until: cooldown.until_at,
-                reason: cooldown.reason,
-            });
+        if let Some(cooling) = context.cooling_down().await? {
+            return Ok(cooling);
         }
         let now = self.clock.now();
         let initial = now - stream.start.as_secs() as i64;
@@ -248,6 +247,12 @@ impl CursorRunner {
             );
             cursor_ts = window.end;
             applied += 1;
+            // The window reached now − safety_lag: caught up. Looping on would chase the
+            // clock one paced call at a time and never hand the stream back to its
+            // interval (nor release its lease).
+            if live {
+                break;
+            }
         }
         if applied > 0 {
             info!(account = %account, stream = %stream.name, windows = applied, cursor = %format_ts(cursor_ts), "caught up");
@@ -381,41 +386,9 @@ impl CursorRunner {
         context: &StreamContext,
         err: &ProviderError,
     ) -> Result<RunOutcome, SyncError> {
-        let now = now_ts();
-        let (reason, length) = match err {
-            ProviderError::QuotaExceeded { retry_after, .. } => (
-                "quota",
-                context
-                    .stream
-                    .quota_cooldown
-                    .max(retry_after.unwrap_or_default()),
-            ),
-            _ => ("auth", AUTH_COOLDOWN),
-        };
-        let cooldown = Cooldown {
-            scope: context.scope(),
-            reason: reason.to_string(),
-            started_at: now,
-            until_at: now + length.as_secs().max(1) as i64,
-            detail: Some(err.to_string()),
-        };
-        error!(
-            account = %context.account.id,
-            stream = %context.stream.name,
-            until = %format_ts(cooldown.until_at),
-            reason,
-            error = %err,
-            "provider refused the account; cooling down, the cursor stays"
-        );
-        let until = cooldown.until_at;
-        blocking(&context.ledger, move |ledger| {
-            ledger.set_cooldown(&cooldown)
-        })
-        .await?;
-        Ok(RunOutcome::CoolingDown {
-            until,
-            reason: reason.to_string(),
-        })
+        context
+            .cool_down(context.refusal_cooldown(err), true, COOLDOWN_CONSEQUENCE)
+            .await
     }
 
     /// A call the quota did not let go: nothing failed, the window is read again later.
@@ -429,46 +402,23 @@ impl CursorRunner {
             CallError::Provider(err) => return self.stop_account(context, &err).await,
             CallError::Quota(err) => err,
         };
-        match err {
-            QuotaError::CoolingDown {
-                scope,
-                reason,
-                until_utc,
-            } => {
-                let until = until_utc.timestamp();
-                if scope != context.scope()
-                    || self
-                        .pacer
-                        .as_ref()
-                        .is_some_and(|pacer| pacer.mirror_to_ledger)
-                {
-                    let copy = Cooldown {
-                        scope: context.scope(),
-                        reason: reason.clone(),
-                        started_at: now_ts(),
-                        until_at: until,
-                        detail: Some(format!(
-                            "{scope} cooling down (this account shares its quota)"
-                        )),
-                    };
-                    blocking(&context.ledger, move |ledger| ledger.set_cooldown(&copy)).await?;
-                }
-                Ok(RunOutcome::CoolingDown { until, reason })
+        match context.quota_stop(err) {
+            QuotaStop::Cooldown { cooldown, record } => {
+                context
+                    .cool_down(cooldown, record, COOLDOWN_CONSEQUENCE)
+                    .await
             }
-            QuotaError::DeadlineExceeded { .. } | QuotaError::Stopped => Ok(RunOutcome::Deferred {
-                reason: err.to_string(),
-                retry_in: Duration::from_secs(1),
-                infrastructure: false,
+            QuotaStop::Deferred {
+                reason,
+                infrastructure,
+            } => Ok(RunOutcome::Deferred {
+                reason,
+                retry_in: DEFERRED_RETRY,
+                infrastructure,
             }),
-            QuotaError::Unavailable(_) => Ok(RunOutcome::Deferred {
-                reason: err.to_string(),
-                retry_in: Duration::from_secs(1),
-                infrastructure: true,
-            }),
-            other => {
-                let message = format!(
-                    "quota refused the call: {other}; fix [quota.ebay] in the configuration"
-                );
+            QuotaStop::Misconfigured(err) => {
+                let message =
+                    format!("quota refused the call: {err}; fix [quota.ebay] in the configuration");
                 error!(account = %context.account.id, stream = %context.stream.name, error = %message, "window not read");
                 Ok(RunOutcome::Finished {
                     applied: 0,

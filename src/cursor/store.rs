@@ -367,61 +367,41 @@ mod tests {
         }
     }
 
+    /// Applies `[start, end)` with one order for account `a` (no fence) at `now`.
+    fn apply_order(
+        conn: &mut Connection,
+        order: Resource,
+        start: i64,
+        end: i64,
+        now: i64,
+    ) -> Result<Applied, LedgerError> {
+        apply_window(
+            conn,
+            "a",
+            "orders",
+            None,
+            &ORDERS_TABLE,
+            &[order],
+            start,
+            end,
+            now,
+        )
+    }
+
     #[test]
     fn first_sight_and_unchanged_append_nothing_a_change_appends_one_event() {
         let ledger = SqliteLedger::open_in_memory().expect("ledger");
         ledger
             .with_conn(|conn| {
                 load_or_init_cursor(conn, "a", "orders", 0, 0)?;
-                let first = apply_window(
-                    conn,
-                    "a",
-                    "orders",
-                    None,
-                    &ORDERS_TABLE,
-                    &[order("1", "NOT_STARTED", "{}")],
-                    0,
-                    10,
-                    1,
-                )?;
+                let first = apply_order(conn, order("1", "NOT_STARTED", "{}"), 0, 10, 1)?;
                 assert_eq!((first.inserted, first.events), (1, 0));
-                let same = apply_window(
-                    conn,
-                    "a",
-                    "orders",
-                    None,
-                    &ORDERS_TABLE,
-                    &[order("1", "NOT_STARTED", "{}")],
-                    10,
-                    20,
-                    2,
-                )?;
+                let same = apply_order(conn, order("1", "NOT_STARTED", "{}"), 10, 20, 2)?;
                 assert_eq!((same.unchanged, same.events), (1, 0));
-                let moved = apply_window(
-                    conn,
-                    "a",
-                    "orders",
-                    None,
-                    &ORDERS_TABLE,
-                    &[order("1", "FULFILLED", "{\"x\":1}")],
-                    20,
-                    30,
-                    3,
-                )?;
+                let moved = apply_order(conn, order("1", "FULFILLED", "{\"x\":1}"), 20, 30, 3)?;
                 assert_eq!((moved.updated, moved.events), (1, 1));
                 // A window that does not start at the cursor is refused and writes nothing.
-                assert!(apply_window(
-                    conn,
-                    "a",
-                    "orders",
-                    None,
-                    &ORDERS_TABLE,
-                    &[order("2", "NOT_STARTED", "{}")],
-                    0,
-                    10,
-                    4
-                )
-                .is_err());
+                assert!(apply_order(conn, order("2", "NOT_STARTED", "{}"), 0, 10, 4).is_err());
                 Ok::<_, LedgerError>(())
             })
             .expect("apply");

@@ -441,24 +441,43 @@ pub fn list_jobs(
     state: Option<JobState>,
     limit: usize,
 ) -> Result<Vec<Job>, JobError> {
-    let limit = limit.min(i64::MAX as usize) as i64;
+    let limit = sql_limit(limit);
+    match state {
+        Some(state) => select(
+            ledger,
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2"
+            ),
+            params![state.as_str(), limit],
+            job_from_row,
+        ),
+        None => select(
+            ledger,
+            &format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY updated_at DESC, id DESC LIMIT ?1"),
+            params![limit],
+            job_from_row,
+        ),
+    }
+}
+
+/// The rows `sql` selects with `params`, each read by `read`: the listings' one path.
+fn select<T, P: rusqlite::Params>(
+    ledger: &SqliteLedger,
+    sql: &str,
+    params: P,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, JobError> {
     ledger.with_conn(|conn| {
-        let jobs = match state {
-            Some(state) => conn
-                .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2"
-                ))?
-                .query_map(params![state.as_str(), limit], job_from_row)?
-                .collect::<Result<Vec<_>, _>>()?,
-            None => conn
-                .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs ORDER BY updated_at DESC, id DESC LIMIT ?1"
-                ))?
-                .query_map(params![limit], job_from_row)?
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        Ok(jobs)
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_map(params, read)?
+            .collect::<Result<Vec<_>, _>>()?)
     })
+}
+
+/// A caller's row limit as SQLite's integer.
+fn sql_limit(limit: usize) -> i64 {
+    limit.min(i64::MAX as usize) as i64
 }
 
 /// One job by id.
@@ -504,100 +523,89 @@ pub fn reset_failed(ledger: &SqliteLedger, provider: Option<&str>) -> Result<usi
 
 /// Job counts per (provider, state), for status and metrics.
 pub fn queue_depth(ledger: &SqliteLedger) -> Result<Vec<(String, String, i64)>, JobError> {
-    ledger.with_conn(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state ORDER BY provider, state",
-            )?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-            .collect::<Result<Vec<_>, _>>()?)
-    })
+    select(
+        ledger,
+        "SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state ORDER BY provider, state",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
 }
 
 /// The most recently updated market prices, at most `limit`.
 pub fn market_prices(ledger: &SqliteLedger, limit: usize) -> Result<Vec<MarketPrice>, JobError> {
-    let limit = limit.min(i64::MAX as usize) as i64;
-    ledger.with_conn(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT provider, sku, size, lowest_ask, highest_bid, last_sale, currency, updated_at
-                 FROM market_prices ORDER BY updated_at DESC, provider, sku, size LIMIT ?1",
-            )?
-            .query_map(params![limit], |row| {
-                let size: String = row.get(2)?;
-                Ok(MarketPrice {
-                    provider: row.get(0)?,
-                    sku: row.get(1)?,
-                    size: (!size.is_empty()).then_some(size),
-                    lowest_ask: row.get(3)?,
-                    highest_bid: row.get(4)?,
-                    last_sale: row.get(5)?,
-                    currency: row.get(6)?,
-                    updated_at: row.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?)
-    })
+    select(
+        ledger,
+        "SELECT provider, sku, size, lowest_ask, highest_bid, last_sale, currency, updated_at
+         FROM market_prices ORDER BY updated_at DESC, provider, sku, size LIMIT ?1",
+        params![sql_limit(limit)],
+        |row| {
+            let size: String = row.get(2)?;
+            Ok(MarketPrice {
+                provider: row.get(0)?,
+                sku: row.get(1)?,
+                size: (!size.is_empty()).then_some(size),
+                lowest_ask: row.get(3)?,
+                highest_bid: row.get(4)?,
+                last_sale: row.get(5)?,
+                currency: row.get(6)?,
+                updated_at: row.get(7)?,
+            })
+        },
+    )
 }
 
 /// The most recently updated Keepa snapshots, at most `limit`.
 pub fn keepa_products(ledger: &SqliteLedger, limit: usize) -> Result<Vec<KeepaProduct>, JobError> {
-    let limit = limit.min(i64::MAX as usize) as i64;
-    ledger.with_conn(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT asin, domain, title, current_amazon, current_new, sales_rank, avg_90_new, avg_365_new,
-                        history_points, raw, updated_at
-                 FROM keepa_products ORDER BY updated_at DESC, asin LIMIT ?1",
-            )?
-            .query_map(params![limit], |row| {
-                Ok(KeepaProduct {
-                    asin: row.get(0)?,
-                    domain: row.get(1)?,
-                    title: row.get(2)?,
-                    current_amazon: row.get(3)?,
-                    current_new: row.get(4)?,
-                    sales_rank: row.get(5)?,
-                    avg_90_new: row.get(6)?,
-                    avg_365_new: row.get(7)?,
-                    history_points: row.get(8)?,
-                    raw: row.get(9)?,
-                    updated_at: row.get(10)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?)
-    })
+    select(
+        ledger,
+        "SELECT asin, domain, title, current_amazon, current_new, sales_rank, avg_90_new, avg_365_new,
+                history_points, raw, updated_at
+         FROM keepa_products ORDER BY updated_at DESC, asin LIMIT ?1",
+        params![sql_limit(limit)],
+        |row| {
+            Ok(KeepaProduct {
+                asin: row.get(0)?,
+                domain: row.get(1)?,
+                title: row.get(2)?,
+                current_amazon: row.get(3)?,
+                current_new: row.get(4)?,
+                sales_rank: row.get(5)?,
+                avg_90_new: row.get(6)?,
+                avg_365_new: row.get(7)?,
+                history_points: row.get(8)?,
+                raw: row.get(9)?,
+                updated_at: row.get(10)?,
+            })
+        },
+    )
 }
 
 /// The latest runs, newest first, at most `limit`.
 pub fn recent_runs(ledger: &SqliteLedger, limit: usize) -> Result<Vec<JobRun>, JobError> {
-    let limit = limit.min(i64::MAX as usize) as i64;
-    ledger.with_conn(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT id, provider, account, started_at, finished_at, jobs_run, succeeded, failed, deferred,
-                        not_found, calls_made, rescued, outcome
-                 FROM job_runs ORDER BY id DESC LIMIT ?1",
-            )?
-            .query_map(params![limit], |row| {
-                Ok(JobRun {
-                    id: row.get(0)?,
-                    provider: row.get(1)?,
-                    account: row.get(2)?,
-                    started_at: row.get(3)?,
-                    finished_at: row.get(4)?,
-                    jobs_run: row.get(5)?,
-                    succeeded: row.get(6)?,
-                    failed: row.get(7)?,
-                    deferred: row.get(8)?,
-                    not_found: row.get(9)?,
-                    calls_made: row.get(10)?,
-                    rescued: row.get(11)?,
-                    outcome: row.get(12)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?)
-    })
+    select(
+        ledger,
+        "SELECT id, provider, account, started_at, finished_at, jobs_run, succeeded, failed, deferred,
+                not_found, calls_made, rescued, outcome
+         FROM job_runs ORDER BY id DESC LIMIT ?1",
+        params![sql_limit(limit)],
+        |row| {
+            Ok(JobRun {
+                id: row.get(0)?,
+                provider: row.get(1)?,
+                account: row.get(2)?,
+                started_at: row.get(3)?,
+                finished_at: row.get(4)?,
+                jobs_run: row.get(5)?,
+                succeeded: row.get(6)?,
+                failed: row.get(7)?,
+                deferred: row.get(8)?,
+                not_found: row.get(9)?,
+                calls_made: row.get(10)?,
+                rescued: row.get(11)?,
+                outcome: row.get(12)?,
+            })
+        },
+    )
 }
 
 // --- the drainer's side ---------------------------------------------------------------
@@ -940,6 +948,11 @@ mod tests {
         }
     }
 
+    /// Enqueues `new` at `now`; the test fails if it is refused.
+    fn put(ledger: &SqliteLedger, new: NewJob, now: i64) -> EnqueueOutcome {
+        enqueue_at(ledger, &new, now).expect("enqueue")
+    }
+
     fn claimer<'a>(provider: &'a str) -> Claimer<'a> {
         Claimer {
             provider,
@@ -953,21 +966,19 @@ mod tests {
     #[test]
     fn enqueue_merges_live_keys_and_keeps_the_higher_priority() {
         let ledger = SqliteLedger::open_in_memory().unwrap();
-        let first = enqueue_at(
+        let first = put(
             &ledger,
-            &job("stockx", "DD1391-100", Some("10"), JobPriority::Background),
+            job("stockx", "DD1391-100", Some("10"), JobPriority::Background),
             100,
-        )
-        .unwrap();
+        );
         let EnqueueOutcome::Created { id } = first else {
             panic!("{first:?}")
         };
-        let merged = enqueue_at(
+        let merged = put(
             &ledger,
-            &job("stockx", "DD1391-100", Some("10"), JobPriority::Hot),
+            job("stockx", "DD1391-100", Some("10"), JobPriority::Hot),
             101,
-        )
-        .unwrap();
+        );
         assert_eq!(
             merged,
             EnqueueOutcome::Merged {
@@ -975,12 +986,11 @@ mod tests {
                 priority: JobPriority::Hot
             }
         );
-        let lower = enqueue_at(
+        let lower = put(
             &ledger,
-            &job("stockx", "DD1391-100", Some("10"), JobPriority::Background),
+            job("stockx", "DD1391-100", Some("10"), JobPriority::Background),
             102,
-        )
-        .unwrap();
+        );
         assert_eq!(
             lower,
             EnqueueOutcome::Merged {
@@ -990,27 +1000,24 @@ mod tests {
         );
         // Another size is another key.
         assert!(matches!(
-            enqueue_at(
+            put(
                 &ledger,
-                &job("stockx", "DD1391-100", Some("11"), JobPriority::Background),
+                job("stockx", "DD1391-100", Some("11"), JobPriority::Background),
                 103
-            )
-            .unwrap(),
+            ),
             EnqueueOutcome::Created { .. }
         ));
         // ASINs are case-insensitive keys.
-        let asin = enqueue_at(
+        let asin = put(
             &ledger,
-            &job("keepa", "b00abc", None, JobPriority::Background),
+            job("keepa", "b00abc", None, JobPriority::Background),
             104,
-        )
-        .unwrap();
-        let same = enqueue_at(
+        );
+        let same = put(
             &ledger,
-            &job("keepa", "B00ABC", None, JobPriority::Manual),
+            job("keepa", "B00ABC", None, JobPriority::Manual),
             105,
-        )
-        .unwrap();
+        );
         assert_eq!(
             same,
             EnqueueOutcome::Merged {
@@ -1064,15 +1071,14 @@ mod tests {
     fn claim_takes_priority_then_age_and_never_mixes_priorities() {
         let ledger = SqliteLedger::open_in_memory().unwrap();
         for (index, asin) in ["B1", "B2", "B3"].iter().enumerate() {
-            enqueue_at(
+            put(
                 &ledger,
-                &job("keepa", asin, None, JobPriority::Background),
+                job("keepa", asin, None, JobPriority::Background),
                 10 + index as i64,
-            )
-            .unwrap();
+            );
         }
-        enqueue_at(&ledger, &job("keepa", "H1", None, JobPriority::Hot), 20).unwrap();
-        enqueue_at(&ledger, &job("keepa", "H2", None, JobPriority::Hot), 21).unwrap();
+        put(&ledger, job("keepa", "H1", None, JobPriority::Hot), 20);
+        put(&ledger, job("keepa", "H2", None, JobPriority::Hot), 21);
         let first = claim(&ledger, &claimer("keepa"), 10, 600, 30).unwrap();
         let skus: Vec<&str> = first.iter().map(|job| job.sku.as_str()).collect();
         assert_eq!(skus, ["H1", "H2"]);
@@ -1089,9 +1095,7 @@ mod tests {
     #[test]
     fn expired_leases_are_rescued_without_consuming_an_attempt() {
         let ledger = SqliteLedger::open_in_memory().unwrap();
-        let id = enqueue_at(&ledger, &job("keepa", "B1", None, JobPriority::Hot), 10)
-            .unwrap()
-            .id();
+        let id = put(&ledger, job("keepa", "B1", None, JobPriority::Hot), 10).id();
         let claimed = claim(&ledger, &claimer("keepa"), 1, 600, 20).unwrap();
         assert_eq!(claimed.len(), 1);
         assert!(rescue_expired(&ledger, "keepa", 619).unwrap().is_empty());
@@ -1113,13 +1117,7 @@ mod tests {
     #[test]
     fn failures_retry_until_max_attempts_then_reset_failed_requeues() {
         let ledger = SqliteLedger::open_in_memory().unwrap();
-        let id = enqueue_at(
-            &ledger,
-            &job("stockx", "S", Some("9"), JobPriority::Hot),
-            10,
-        )
-        .unwrap()
-        .id();
+        let id = put(&ledger, job("stockx", "S", Some("9"), JobPriority::Hot), 10).id();
         for round in 0..2 {
             let now = 100 + round * 100;
             let claimed = claim(&ledger, &claimer("stockx"), 1, 600, now).unwrap();
@@ -1170,7 +1168,7 @@ mod tests {
     #[test]
     fn a_stale_fence_writes_nothing() {
         let ledger = SqliteLedger::open_in_memory().unwrap();
-        enqueue_at(&ledger, &job("keepa", "B1", None, JobPriority::Hot), 10).unwrap();
+        put(&ledger, job("keepa", "B1", None, JobPriority::Hot), 10);
         let newer = Claimer {
             fence: Some(5),
             ..claimer("keepa")

@@ -28,25 +28,21 @@
 //! refused the account ...")`, `debug!` per request.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::store::{self, Claimer, Job, JobEnd, JobPriority, JobResult, JobRun, KeepaSnapshot};
 use crate::ledger::{Cooldown, SqliteLedger};
-use crate::model::{format_ts, now_ts};
+use crate::model::now_ts;
 use crate::provider::keepa::{KeepaClient, KeepaProductOutcome, OP_PRODUCT};
 use crate::provider::stockx::{StockxClient, OP_MARKET_DATA};
 use crate::provider::ProviderError;
-use crate::quota::{Observation, Pacer, QuotaError};
+use crate::quota::{Observation, Pacer};
 use crate::sync::{
-    retry_delay, CallError, RunOutcome, ShapeRunner, StreamContext, SyncError, AUTH_COOLDOWN,
-    QUOTA_WAIT_MAX,
+    retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, SyncError,
+    DEFERRED_RETRY, QUOTA_WAIT_MAX,
 };
-
-/// How soon a run deferred for want of a grant tries again.
-const DEFERRED_RETRY: Duration = Duration::from_secs(1);
 
 /// The provider client a drainer calls.
 pub enum JobClient {
@@ -119,6 +115,37 @@ impl JobRunner {
             })
     }
 
+    /// Runs `work` on the blocking pool as this run's claimer: the provider, account and
+    /// stream (for the fence), the lease owner and `fence`.
+    async fn as_claimer<T, F>(
+        &self,
+        ctx: &StreamContext,
+        fence: Option<u64>,
+        work: F,
+    ) -> Result<T, SyncError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SqliteLedger, &Claimer<'_>) -> Result<T, store::JobError> + Send + 'static,
+    {
+        let provider = self.client.provider();
+        let (account, stream, owner) = (
+            ctx.account.id.clone(),
+            ctx.stream.name.clone(),
+            ctx.owner.clone(),
+        );
+        self.blocking(move |ledger| {
+            let claimer = Claimer {
+                provider,
+                account: &account,
+                stream: &stream,
+                owner: &owner,
+                fence,
+            };
+            work(ledger, &claimer)
+        })
+        .await
+    }
+
     async fn drain(
         &self,
         ctx: &StreamContext,
@@ -127,12 +154,8 @@ impl JobRunner {
         if ctx.cancel.is_cancelled() || ctx.abort.is_cancelled() {
             return Ok(RunOutcome::Cancelled);
         }
-        if let Some(cooldown) = ctx.active_cooldown().await? {
-            debug!(account = %ctx.account.id, until = %format_ts(cooldown.until_at), reason = %cooldown.reason, "in cooldown; no jobs claimed this run");
-            return Ok(RunOutcome::CoolingDown {
-                until: cooldown.until_at,
-                reason: cooldown.reason,
-            });
+        if let Some(cooling) = ctx.cooling_down().await? {
+            return Ok(cooling);
         }
         let provider = self.client.provider();
         let mut run = JobRun {
@@ -162,21 +185,9 @@ impl JobRunner {
                 stop = Some(Stop::Cancelled);
                 break;
             }
-            let (account, stream, owner) = (
-                ctx.account.id.clone(),
-                ctx.stream.name.clone(),
-                ctx.owner.clone(),
-            );
             let jobs = self
-                .blocking(move |ledger| {
-                    let claimer = Claimer {
-                        provider,
-                        account: &account,
-                        stream: &stream,
-                        owner: &owner,
-                        fence,
-                    };
-                    store::claim(ledger, &claimer, batch, lease_secs, now_ts())
+                .as_claimer(ctx, fence, move |ledger, claimer| {
+                    store::claim(ledger, claimer, batch, lease_secs, now_ts())
                 })
                 .await?;
             if jobs.is_empty() {
@@ -190,21 +201,9 @@ impl JobRunner {
             }
             run.jobs_run += jobs.len() as i64;
             let (ends, stopped) = self.work(ctx, &jobs, &mut run).await;
-            let (account, stream, owner) = (
-                ctx.account.id.clone(),
-                ctx.stream.name.clone(),
-                ctx.owner.clone(),
-            );
             let counts = self
-                .blocking(move |ledger| {
-                    let claimer = Claimer {
-                        provider,
-                        account: &account,
-                        stream: &stream,
-                        owner: &owner,
-                        fence,
-                    };
-                    store::finish(ledger, &claimer, &ends, now_ts())
+                .as_claimer(ctx, fence, move |ledger, claimer| {
+                    store::finish(ledger, claimer, &ends, now_ts())
                 })
                 .await?;
             run.succeeded += counts.succeeded;
@@ -243,21 +242,12 @@ impl JobRunner {
                 announce,
             }) => {
                 run.outcome = "cooldown".to_string();
-                error!(
-                    account = %ctx.account.id,
-                    provider,
-                    until = %format_ts(cooldown.until_at),
-                    reason = %cooldown.reason,
-                    detail = cooldown.detail.as_deref().unwrap_or(""),
-                    "provider refused the account; jobs went back to pending and the account cools down"
-                );
-                let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
                 if let (true, Some(pacer)) = (announce, ctx.work.pacer()) {
                     // So the next run's cooldown check sees it at once (the TokenManager
                     // trusts a "no cooldown" answer of its store for a few seconds).
-                    let kind = crate::quota::CooldownReason::parse(&reason)
+                    let kind = crate::quota::CooldownReason::parse(&cooldown.reason)
                         .unwrap_or(crate::quota::CooldownReason::Quota);
-                    let end = chrono::DateTime::<chrono::Utc>::from_timestamp(until, 0)
+                    let end = chrono::DateTime::<chrono::Utc>::from_timestamp(cooldown.until_at, 0)
                         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
                     if let Err(err) = pacer
                         .handle
@@ -272,12 +262,12 @@ impl JobRunner {
                         warn!(account = %ctx.account.id, error = %err, "the token manager could not persist the cooldown; it holds in this process");
                     }
                 }
-                if record {
-                    let ledger: Arc<dyn crate::ledger::LedgerStore> = ctx.ledger.clone();
-                    crate::sync::blocking(&ledger, move |ledger| ledger.set_cooldown(&cooldown))
-                        .await?;
-                }
-                RunOutcome::CoolingDown { until, reason }
+                ctx.cool_down(
+                    cooldown,
+                    record,
+                    "jobs went back to pending and the account cools down",
+                )
+                .await?
             }
         };
         run.finished_at = now_ts();
@@ -428,7 +418,7 @@ impl JobRunner {
         err: ProviderError,
     ) -> (Vec<(Job, JobEnd)>, Option<Stop>) {
         if err.stops_account() {
-            let cooldown = self.cooldown_for(ctx, &err);
+            let cooldown = ctx.refusal_cooldown(&err);
             let ends = jobs
                 .iter()
                 .map(|job| {
@@ -465,30 +455,6 @@ impl JobRunner {
         (ends, None)
     }
 
-    /// The cooldown a refusal starts: `quota` (the stream's `quota_cooldown`, longer if
-    /// the provider's Retry-After says so) or `auth` (an hour; credentials do not heal by
-    /// retrying).
-    fn cooldown_for(&self, ctx: &StreamContext, err: &ProviderError) -> Cooldown {
-        let now = now_ts();
-        let (reason, length) = match err {
-            ProviderError::Auth { .. } => ("auth", AUTH_COOLDOWN),
-            ProviderError::QuotaExceeded { retry_after, .. } => (
-                "quota",
-                ctx.stream
-                    .quota_cooldown
-                    .max(retry_after.unwrap_or_default()),
-            ),
-            _ => ("quota", ctx.stream.quota_cooldown),
-        };
-        Cooldown {
-            scope: ctx.scope(),
-            reason: reason.to_string(),
-            started_at: now,
-            until_at: now + length.as_secs().max(1) as i64,
-            detail: Some(err.to_string()),
-        }
-    }
-
     /// The TokenManager did not let the request go: the jobs go back unharmed (except for
     /// configuration errors, which fail them with the fix).
     fn refused(
@@ -518,24 +484,15 @@ impl JobRunner {
             CallError::Provider(err) => return self.failed_request(ctx, jobs, err),
             CallError::Quota(err) => err,
         };
-        match err {
-            QuotaError::CoolingDown {
-                scope,
-                reason,
-                until_utc,
-            } => {
-                let until = until_utc.timestamp();
-                let record = ctx.work.pacer().is_some_and(|pacer| pacer.mirror_to_ledger)
-                    || scope != ctx.scope();
-                let cooldown = Cooldown {
-                    scope: ctx.scope(),
-                    reason: reason.clone(),
-                    started_at: now,
-                    until_at: until,
-                    detail: Some(format!("{scope} cooling down")),
-                };
+        match ctx.quota_stop(err) {
+            QuotaStop::Cooldown { cooldown, record } => {
+                let reason = format!(
+                    "{}: {}",
+                    cooldown.reason,
+                    cooldown.detail.as_deref().unwrap_or("cooling down")
+                );
                 (
-                    back(&format!("{reason} cooldown of {scope}"), until),
+                    back(&reason, cooldown.until_at),
                     Some(Stop::Cooldown {
                         cooldown,
                         record,
@@ -543,29 +500,24 @@ impl JobRunner {
                     }),
                 )
             }
-            QuotaError::DeadlineExceeded { .. } | QuotaError::Stopped => {
-                let reason = err.to_string();
+            QuotaStop::Deferred {
+                reason,
+                infrastructure,
+            } => {
+                let back_reason = if infrastructure {
+                    "quota unavailable"
+                } else {
+                    "quota wait"
+                };
                 (
-                    back("quota wait", now),
+                    back(back_reason, now),
                     Some(Stop::Deferred {
                         reason,
-                        infrastructure: false,
+                        infrastructure,
                     }),
                 )
             }
-            QuotaError::Unavailable(_) => {
-                let reason = err.to_string();
-                (
-                    back("quota unavailable", now),
-                    Some(Stop::Deferred {
-                        reason,
-                        infrastructure: true,
-                    }),
-                )
-            }
-            QuotaError::CostExceedsBurst { .. }
-            | QuotaError::UnknownBucket { .. }
-            | QuotaError::InvalidCost(_) => {
+            QuotaStop::Misconfigured(err) => {
                 let message = format!(
                     "quota refused the request: {err}; lower accounts.streams.{}.batch or fix the provider's bucket",
                     ctx.stream.name

@@ -17,17 +17,18 @@ use std::path::Path;
 use std::sync::{Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use tracing::debug;
 
-use super::ProviderError;
-use crate::model::{format_ts, now_ts, parse_ts, HourWindow};
+use super::{
+    clip, invalid, rate_limit, read_capped, read_error_body, transport_error, CachedToken,
+    ProviderError, TokenCache, MAX_JSON_BODY,
+};
+use crate::model::{format_ts, parse_ts, HourWindow};
 
 /// The report type of the vendor real-time sales report.
 pub const VENDOR_RT_SALES_REPORT: &str = "GET_VENDOR_REAL_TIME_SALES_REPORT";
@@ -39,17 +40,8 @@ const OP_GET_REPORT_DOCUMENT: &str = "getReportDocument";
 const OP_DOWNLOAD: &str = "downloadDocument";
 
 const ACCESS_TOKEN_HEADER: &str = "x-amz-access-token";
-const RATE_LIMIT_HEADER: &str = "x-amzn-ratelimit-limit";
-/// Refresh the access token this long before LWA says it expires.
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Used when the token response has no `expires_in`.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Largest JSON body accepted from a successful call.
-const MAX_JSON_BODY: usize = 1 << 20;
-/// Error bodies are read up to this many bytes, the rest is dropped.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Error messages quote at most this many characters of a response body.
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// LWA credentials of one selling partner. `Debug` redacts all three.
 #[derive(Clone)]
@@ -131,17 +123,12 @@ pub struct SpApiClient {
     endpoints: SpApiEndpoints,
     credentials: LwaCredentials,
     /// Held across the token request so concurrent callers refresh only once.
-    token: Mutex<Option<CachedToken>>,
+    token: TokenCache,
     /// Latest `x-amzn-RateLimit-Limit` per operation; never held across an await.
     rate_limits: StdMutex<HashMap<&'static str, f64>>,
     /// The TokenManager binding every call of this client asks first (the daemon sets
     /// it; see [`SpApiClient::with_pacer`]). `None`: unpaced (tools and tests).
     pacer: Option<crate::quota::Pacer>,
-}
-
-struct CachedToken {
-    access_token: String,
-    refresh_at: Instant,
 }
 
 impl std::fmt::Debug for SpApiClient {
@@ -163,7 +150,7 @@ impl SpApiClient {
             http,
             endpoints,
             credentials,
-            token: Mutex::new(None),
+            token: TokenCache::default(),
             rate_limits: StdMutex::new(HashMap::new()),
             pacer: None,
         }
@@ -236,7 +223,7 @@ impl SpApiClient {
                 OP_GET_REPORT,
                 &format!(
                     "asked for report {report_id} but got {}",
-                    truncate(&report.report_id)
+                    clip(&report.report_id)
                 ),
             ));
         }
@@ -245,7 +232,7 @@ impl SpApiClient {
                 OP_GET_REPORT,
                 &format!(
                     "unknown processingStatus {:?}",
-                    truncate(&report.processing_status)
+                    clip(&report.processing_status)
                 ),
             ));
         };
@@ -304,7 +291,7 @@ impl SpApiClient {
             Some(other) => {
                 return Err(invalid(
                     OP_GET_REPORT_DOCUMENT,
-                    &format!("unsupported compressionAlgorithm {:?}", truncate(other)),
+                    &format!("unsupported compressionAlgorithm {:?}", clip(other)),
                 ))
             }
         };
@@ -452,7 +439,7 @@ impl SpApiClient {
             let status = response.status();
             if status.is_success() {
                 self.record_rate_limit(operation, response.headers());
-                let bytes = read_success_body(response, operation).await?;
+                let bytes = read_capped(response, operation, MAX_JSON_BODY, "").await?;
                 return serde_json::from_slice(&bytes).map_err(|err| {
                     invalid(
                         operation,
@@ -467,7 +454,7 @@ impl SpApiClient {
                     operation,
                     "access token expired; refreshing it and retrying once"
                 );
-                self.forget_token(&token).await;
+                self.token.forget(&token).await;
                 refreshed = true;
                 continue;
             }
@@ -477,27 +464,7 @@ impl SpApiClient {
 
     /// The cached access token, refreshed when it is within 60 s of expiry.
     async fn access_token(&self) -> Result<String, ProviderError> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref() {
-            if Instant::now() < token.refresh_at {
-                return Ok(token.access_token.clone());
-            }
-        }
-        let fresh = self.fetch_token().await?;
-        let access_token = fresh.access_token.clone();
-        *cached = Some(fresh);
-        Ok(access_token)
-    }
-
-    /// Drops the cached token if it is still `stale` (another caller may have refreshed).
-    async fn forget_token(&self, stale: &str) {
-        let mut cached = self.token.lock().await;
-        if cached
-            .as_ref()
-            .is_some_and(|token| token.access_token == stale)
-        {
-            *cached = None;
-        }
+        self.token.get(|| self.fetch_token()).await
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, ProviderError> {
@@ -526,7 +493,7 @@ impl SpApiClient {
             .map_err(|err| transport_error(OP_TOKEN, err))?;
         let status = response.status();
         if status.is_success() {
-            let bytes = read_success_body(response, OP_TOKEN).await?;
+            let bytes = read_capped(response, OP_TOKEN, MAX_JSON_BODY, "").await?;
             // The body holds the token: describe a bad one by position only.
             let parsed: TokenResponse = serde_json::from_slice(&bytes).map_err(|err| {
                 invalid(
@@ -550,10 +517,7 @@ impl SpApiClient {
                 expires_in = lifetime.as_secs(),
                 "access token refreshed"
             );
-            return Ok(CachedToken {
-                access_token: parsed.access_token,
-                refresh_at: Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
-            });
+            return Ok(CachedToken::new(parsed.access_token, lifetime));
         }
         let headers = response.headers().clone();
         let text = self.redact(&read_error_body(response).await);
@@ -591,13 +555,6 @@ impl SpApiClient {
     }
 }
 
-fn invalid(operation: &'static str, message: &str) -> ProviderError {
-    ProviderError::InvalidResponse {
-        operation,
-        message: message.to_string(),
-    }
-}
-
 fn optional_ts(
     operation: &'static str,
     field: &str,
@@ -608,75 +565,10 @@ fn optional_ts(
         Some(text) => parse_ts(text).map(Some).ok_or_else(|| {
             invalid(
                 operation,
-                &format!("{field} is not an rfc 3339 timestamp: {:?}", truncate(text)),
+                &format!("{field} is not an rfc 3339 timestamp: {:?}", clip(text)),
             )
         }),
     }
-}
-
-/// Reqwest failures: the URL is stripped (the document URL is pre-signed).
-fn transport_error(operation: &'static str, err: reqwest::Error) -> ProviderError {
-    let err = err.without_url();
-    if err.is_builder() {
-        return invalid(
-            operation,
-            &format!("cannot build the request: {}", error_chain(&err)),
-        );
-    }
-    ProviderError::Transport {
-        operation,
-        message: error_chain(&err),
-    }
-}
-
-/// `err: source: source…`, skipping sources whose text is already included.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = inner.source();
-    }
-    message
-}
-
-/// Reads a 2xx body, failing when it is larger than [`MAX_JSON_BODY`].
-async fn read_success_body(
-    mut response: reqwest::Response,
-    operation: &'static str,
-) -> Result<Vec<u8>, ProviderError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| transport_error(operation, err))?
-    {
-        if body.len() + chunk.len() > MAX_JSON_BODY {
-            return Err(invalid(
-                operation,
-                &format!("response body exceeds {MAX_JSON_BODY} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Reads up to [`MAX_ERROR_BODY`] bytes of an error body; a failed read keeps what arrived.
-async fn read_error_body(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_ERROR_BODY - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn is_expired_token(body: &str) -> bool {
@@ -684,30 +576,20 @@ fn is_expired_token(body: &str) -> bool {
         .contains("access token you provided has expired")
 }
 
-/// Maps a non-2xx answer to the error callers branch on.
+/// Maps a non-2xx answer to the error callers branch on, worded from SP-API's error
+/// list: its message for a 429, `code: message (details)` for a refusal, the body else.
 fn error_for_status(
     operation: &'static str,
     status: StatusCode,
     headers: &HeaderMap,
     body: &str,
 ) -> ProviderError {
-    match status.as_u16() {
-        429 => ProviderError::QuotaExceeded {
-            operation,
-            retry_after: retry_after(headers),
-            rate_limit: rate_limit(headers),
-            message: quota_message(body),
-        },
-        401 | 403 => ProviderError::Auth {
-            operation,
-            message: format!("http {}: {}", status.as_u16(), describe_error_body(body)),
-        },
-        code => ProviderError::Http {
-            operation,
-            status: code,
-            body: truncate(body.trim()),
-        },
-    }
+    let message = match status.as_u16() {
+        429 => quota_message(body),
+        401 | 403 => describe_error_body(body),
+        _ => clip(body.trim()),
+    };
+    super::error_for_status(operation, status, headers, message, "")
 }
 
 #[derive(Deserialize)]
@@ -734,9 +616,9 @@ fn quota_message(body: &str) -> String {
         .and_then(|error| error.message)
         .filter(|m| !m.is_empty())
     {
-        Some(message) => truncate(&message),
+        Some(message) => clip(&message),
         None if body.trim().is_empty() => "http 429 without a body".to_string(),
-        None => truncate(body.trim()),
+        None => clip(body.trim()),
     }
 }
 
@@ -754,19 +636,19 @@ fn describe_error_body(body: &str) -> String {
             }
         }
         if !parts.is_empty() {
-            return truncate(&parts.join(": "));
+            return clip(&parts.join(": "));
         }
     }
     if let Some(message) = xml_text(body, "Message") {
         return match xml_text(body, "Code") {
-            Some(code) => truncate(&format!("{code}: {message}")),
-            None => truncate(message),
+            Some(code) => clip(&format!("{code}: {message}")),
+            None => clip(message),
         };
     }
     if body.trim().is_empty() {
         return "no response body".to_string();
     }
-    truncate(body.trim())
+    clip(body.trim())
 }
 
 fn xml_text<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
@@ -774,38 +656,6 @@ fn xml_text<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     let start = body.find(&open)? + open.len();
     let end = body[start..].find(&format!("</{tag}>"))? + start;
     Some(body[start..end].trim())
-}
-
-/// `Retry-After` as seconds (integer or fractional) or an HTTP-date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    let wait = date.timestamp().saturating_sub(now_ts()).max(0);
-    Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0)))
-}
-
-fn rate_limit(headers: &HeaderMap) -> Option<f64> {
-    let limit = headers
-        .get(RATE_LIMIT_HEADER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    (limit.is_finite() && limit > 0.0).then_some(limit)
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
 }
 
 /// An LWA error code is a short identifier; anything else is cut down to one.
@@ -1099,25 +949,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("<redacted>"));
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(RETRY_AFTER, "12".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(12)));
-        headers.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(
-            retry_after(&headers),
-            Some(Duration::ZERO),
-            "a past date means now"
-        );
-        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&headers), None);
     }
 
     #[tokio::test]

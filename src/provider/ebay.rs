@@ -14,25 +14,23 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use tracing::debug;
 
-use super::ProviderError;
+use super::{
+    clip, invalid, read_capped, read_error_body, transport_error, CachedToken, ProviderError,
+    TokenCache, MAX_ERROR_BODY,
+};
 
 /// Operation name of the token call (for errors).
 pub const OP_TOKEN: &str = "ebayToken";
-/// Refresh the access token this long before eBay says it expires.
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Used when the token response has no `expires_in`.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
-/// Error bodies are read up to this many bytes.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Error messages quote at most this many characters of a body.
-const MAX_MESSAGE_CHARS: usize = 300;
+/// What a page over the byte limit tells the operator to change.
+const TOO_BIG_ADVICE: &str =
+    "; nothing from it was applied (raise max_response_bytes or lower page_limit)";
 /// The scope of the client-credentials grant.
 const PUBLIC_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 
@@ -108,12 +106,7 @@ pub struct EbayClient {
     /// Sent as `X-EBAY-C-MARKETPLACE-ID`, e.g. `EBAY_US`.
     marketplace: String,
     /// Held across the token request so concurrent callers refresh only once.
-    token: Mutex<Option<CachedToken>>,
-}
-
-struct CachedToken {
-    access_token: String,
-    refresh_at: Instant,
+    token: TokenCache,
 }
 
 impl std::fmt::Debug for EbayClient {
@@ -138,7 +131,7 @@ impl EbayClient {
             endpoints,
             credentials,
             marketplace: marketplace.to_string(),
-            token: Mutex::new(None),
+            token: TokenCache::default(),
         }
     }
 
@@ -174,17 +167,12 @@ impl EbayClient {
                 .header("X-EBAY-C-MARKETPLACE-ID", self.marketplace.as_str())
                 .send()
                 .await
-                .map_err(|err| transport_error(operation, &err))?;
+                .map_err(|err| transport_error(operation, err))?;
             let status = response.status();
             if status.is_success() {
-                return read_capped(response, operation, max_bytes).await;
+                return read_capped(response, operation, max_bytes, TOO_BIG_ADVICE).await;
             }
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let headers = response.headers().clone();
             let body = read_error_body(response).await;
             if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !refreshed {
                 debug!(
@@ -192,37 +180,17 @@ impl EbayClient {
                     status = status.as_u16(),
                     "access token refused; refreshing it and retrying once"
                 );
-                self.forget_token(&token).await;
+                self.token.forget(&token).await;
                 refreshed = true;
                 continue;
             }
-            return Err(error_for_status(operation, status, retry_after, &body));
+            return Err(error_for_status(operation, status, &headers, &body));
         }
     }
 
     /// The cached access token, refreshed when it is within 60 s of expiry.
     async fn access_token(&self) -> Result<String, ProviderError> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref() {
-            if Instant::now() < token.refresh_at {
-                return Ok(token.access_token.clone());
-            }
-        }
-        let fresh = self.fetch_token().await?;
-        let access_token = fresh.access_token.clone();
-        *cached = Some(fresh);
-        Ok(access_token)
-    }
-
-    /// Drops the cached token if it is still `stale` (another caller may have refreshed).
-    async fn forget_token(&self, stale: &str) {
-        let mut cached = self.token.lock().await;
-        if cached
-            .as_ref()
-            .is_some_and(|token| token.access_token == stale)
-        {
-            *cached = None;
-        }
+        self.token.get(|| self.fetch_token()).await
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, ProviderError> {
@@ -257,10 +225,10 @@ impl EbayClient {
             .form(&form)
             .send()
             .await
-            .map_err(|err| transport_error(OP_TOKEN, &err))?;
+            .map_err(|err| transport_error(OP_TOKEN, err))?;
         let status = response.status();
         if status.is_success() {
-            let bytes = read_capped(response, OP_TOKEN, MAX_ERROR_BODY as u64).await?;
+            let bytes = read_capped(response, OP_TOKEN, MAX_ERROR_BODY as u64, "").await?;
             let token: TokenResponse = serde_json::from_slice(&bytes).map_err(|err| {
                 invalid(
                     OP_TOKEN,
@@ -278,14 +246,12 @@ impl EbayClient {
                 expires_in_s = lifetime.as_secs(),
                 "access token issued"
             );
-            return Ok(CachedToken {
-                access_token: token.access_token,
-                refresh_at: Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
-            });
+            return Ok(CachedToken::new(token.access_token, lifetime));
         }
+        let headers = response.headers().clone();
         let body = read_error_body(response).await;
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(error_for_status(OP_TOKEN, status, None, &body));
+            return Err(error_for_status(OP_TOKEN, status, &headers, &body));
         }
         // Refused grant or client: the OAuth error code only (its description is eBay's
         // text, never our secret).
@@ -295,7 +261,7 @@ impl EbayClient {
                 format!(
                     "{}: {}",
                     error.error.unwrap_or_default(),
-                    truncate(&error.error_description.unwrap_or_default())
+                    clip(&error.error_description.unwrap_or_default())
                 )
             })
             .unwrap_or_else(|| format!("http {}", status.as_u16()));
@@ -308,78 +274,20 @@ impl EbayClient {
     }
 }
 
-/// Streams a success body into memory, failing once it exceeds `max_bytes`.
-async fn read_capped(
-    mut response: reqwest::Response,
-    operation: &'static str,
-    max_bytes: u64,
-) -> Result<Vec<u8>, ProviderError> {
-    let too_big = |size: String| {
-        invalid(
-            operation,
-            &format!(
-                "response body {size} exceeds the limit of {max_bytes} bytes; nothing from it was applied (raise max_response_bytes or lower page_limit)"
-            ),
-        )
-    };
-    if let Some(length) = response.content_length() {
-        if length > max_bytes {
-            return Err(too_big(format!("of {length} bytes")));
-        }
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| transport_error(operation, &err))?
-    {
-        if (body.len() + chunk.len()) as u64 > max_bytes {
-            return Err(too_big("streamed".to_string()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-async fn read_error_body(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_ERROR_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
-}
-
+/// A non-2xx answer as a [`ProviderError`], worded from eBay's error list.
 fn error_for_status(
     operation: &'static str,
     status: StatusCode,
-    retry_after: Option<Duration>,
+    headers: &HeaderMap,
     body: &str,
 ) -> ProviderError {
-    let message = error_message(body);
-    match status {
-        StatusCode::TOO_MANY_REQUESTS => ProviderError::QuotaExceeded {
-            operation,
-            retry_after,
-            rate_limit: None,
-            message,
-        },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Auth {
-            operation,
-            message: format!(
-                "http {} after a token refresh: {message}; check the account's eBay credentials and scopes",
-                status.as_u16()
-            ),
-        },
-        _ => ProviderError::Http {
-            operation,
-            status: status.as_u16(),
-            body: message,
-        },
-    }
+    super::error_for_status(
+        operation,
+        status,
+        headers,
+        error_message(body),
+        "the token was refreshed once; check the account's eBay credentials and scopes",
+    )
 }
 
 /// eBay's `errors[0].message` (with its errorId), else the body, shortened.
@@ -400,33 +308,10 @@ fn error_message(body: &str) -> String {
             format!(
                 "errorId {}: {}",
                 first.error_id.unwrap_or(0),
-                truncate(first.message.as_deref().unwrap_or(""))
+                clip(first.message.as_deref().unwrap_or(""))
             )
         }
-        _ => truncate(body),
-    }
-}
-
-fn truncate(text: &str) -> String {
-    let mut out: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
-    if text.chars().count() > MAX_MESSAGE_CHARS {
-        out.push('…');
-    }
-    out
-}
-
-fn invalid(operation: &'static str, message: &str) -> ProviderError {
-    ProviderError::InvalidResponse {
-        operation,
-        message: message.to_string(),
-    }
-}
-
-fn transport_error(operation: &'static str, err: &reqwest::Error) -> ProviderError {
-    // reqwest errors carry the url; ours has no secret in it (tokens go in headers).
-    ProviderError::Transport {
-        operation,
-        message: err.to_string(),
+        _ => clip(body),
     }
 }
 
@@ -448,10 +333,12 @@ mod tests {
 
     #[test]
     fn quota_body_becomes_quota_exceeded() {
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("header"));
         let err = error_for_status(
             "getOrders",
             StatusCode::TOO_MANY_REQUESTS,
-            Some(Duration::from_secs(7)),
+            &headers,
             crate::sim::ebay::QUOTA_BODY,
         );
         match err {

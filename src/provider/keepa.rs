@@ -19,14 +19,13 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ProviderError;
+use super::{clip, error_for_status, read_error_body, transport_error, ProviderError};
 
 /// The operation name for quota buckets, metrics and fault schedules.
 pub const OP_PRODUCT: &str = "product";
 const OP_TOKEN: &str = "token";
 /// Keepa takes at most this many ASINs per product request.
 pub const MAX_ASINS: usize = 100;
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Keepa csv indices (price types).
 const CSV_AMAZON: usize = 0;
@@ -134,21 +133,6 @@ impl Envelope {
             refill_rate_per_min: self.refill_rate?,
             tokens_consumed: self.tokens_consumed.unwrap_or(0),
         })
-    }
-}
-
-fn clip(text: &str) -> String {
-    let mut clipped: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
-    if clipped.len() < text.len() {
-        clipped.push('…');
-    }
-    clipped
-}
-
-fn transport(operation: &'static str, err: reqwest::Error) -> ProviderError {
-    ProviderError::Transport {
-        operation,
-        message: err.without_url().to_string(),
     }
 }
 
@@ -272,18 +256,19 @@ impl KeepaClient {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(err) => return (None, Err(transport(operation, err))),
+            Err(err) => return (None, Err(transport_error(operation, err))),
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = match response.text().await {
-            Ok(body) => body,
-            Err(err) => return (None, Err(transport(operation, err))),
+        let headers = response.headers().clone();
+        // A product answer with full histories is large and its size is Keepa's to
+        // choose (up to 100 products); an error answer is read only this far.
+        let body = if status.is_success() {
+            match response.text().await {
+                Ok(body) => body,
+                Err(err) => return (None, Err(transport_error(operation, err))),
+            }
+        } else {
+            read_error_body(response).await
         };
         let envelope: Option<Envelope> = serde_json::from_str(&body).ok();
         let balance = envelope.as_ref().and_then(Envelope::balance);
@@ -306,33 +291,21 @@ impl KeepaClient {
                 ),
             };
         }
-        let error = match status {
-            StatusCode::TOO_MANY_REQUESTS => ProviderError::QuotaExceeded {
-                operation,
-                retry_after: retry_after.or_else(|| balance.map(|balance| balance.positive_in())),
-                rate_limit: None,
-                message: describe(),
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::PAYMENT_REQUIRED | StatusCode::FORBIDDEN => {
-                ProviderError::Auth {
-                    operation,
-                    message: format!(
-                        "http {}: {}; check the account's api_key_env variable and the Keepa plan",
-                        status.as_u16(),
-                        describe()
-                    ),
-                }
-            }
-            StatusCode::NOT_FOUND => ProviderError::NotFound {
-                operation,
-                message: describe(),
-            },
-            _ => ProviderError::Http {
-                operation,
-                status: status.as_u16(),
-                body: describe(),
-            },
-        };
+        if status == StatusCode::NOT_FOUND {
+            let message = describe();
+            return (balance, Err(ProviderError::NotFound { operation, message }));
+        }
+        let mut error = error_for_status(
+            operation,
+            status,
+            &headers,
+            describe(),
+            "check the account's api_key_env variable and the Keepa plan",
+        );
+        if let ProviderError::QuotaExceeded { retry_after, .. } = &mut error {
+            // No Retry-After: the balance says when it is positive again.
+            *retry_after = retry_after.or_else(|| balance.map(|balance| balance.positive_in()));
+        }
         (balance, Err(error))
     }
 

@@ -3,6 +3,10 @@
 //! The error enum is what callers branch on: [`ProviderError::QuotaExceeded`] means
 //! "stop calling this provider for this account" (seed 001's hard stop), everything
 //! else fails only the unit at hand.
+//!
+//! The HTTP plumbing every client shares lives here too: a non-2xx answer to a
+//! [`ProviderError`] ([`error_for_status`]), `Retry-After` parsing, capped body reads,
+//! transport errors with the URL stripped and messages clipped to a readable length.
 
 pub mod amazon;
 pub mod ebay;
@@ -10,6 +14,21 @@ pub mod keepa;
 pub mod stockx;
 
 use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use crate::model::now_ts;
+
+/// The longest provider text (chars) an error message keeps.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 300;
+/// The largest JSON body accepted from a successful call (paged and product answers
+/// take their own limits).
+pub(crate) const MAX_JSON_BODY: u64 = 1 << 20;
+/// The most of an error body read: enough for any provider's error document.
+pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
+/// SP-API's rate header, the only one any provider sends (requests per second).
+const RATE_LIMIT_HEADER: &str = "x-amzn-ratelimit-limit";
 
 /// Why a provider call failed. Callers branch on the variant.
 #[derive(Debug, thiserror::Error)]
@@ -80,5 +99,307 @@ impl ProviderError {
             ProviderError::Transport { .. } => true,
             _ => false,
         }
+    }
+}
+
+/// Refresh an access token this long before the provider says it expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// An OAuth access token and when to refresh it.
+pub(crate) struct CachedToken {
+    access_token: String,
+    refresh_at: tokio::time::Instant,
+}
+
+impl CachedToken {
+    /// A token the provider says lives `lifetime`: refreshed a minute before it ends.
+    pub(crate) fn new(access_token: String, lifetime: Duration) -> CachedToken {
+        CachedToken {
+            access_token,
+            refresh_at: tokio::time::Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
+        }
+    }
+}
+
+/// The access token of one client. The lock is held across the token request, so
+/// concurrent callers refresh only once.
+#[derive(Default)]
+pub(crate) struct TokenCache(tokio::sync::Mutex<Option<CachedToken>>);
+
+impl TokenCache {
+    /// The cached token, or a fresh one from `fetch` when none is cached or it is due.
+    pub(crate) async fn get<F, Fut>(&self, fetch: F) -> Result<String, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<CachedToken, ProviderError>>,
+    {
+        let mut cached = self.0.lock().await;
+        if let Some(token) = cached.as_ref() {
+            if tokio::time::Instant::now() < token.refresh_at {
+                return Ok(token.access_token.clone());
+            }
+        }
+        let fresh = fetch().await?;
+        let access_token = fresh.access_token.clone();
+        *cached = Some(fresh);
+        Ok(access_token)
+    }
+
+    /// Drops the cached token if it is still `stale` (another caller may have refreshed).
+    pub(crate) async fn forget(&self, stale: &str) {
+        let mut cached = self.0.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|token| token.access_token == stale)
+        {
+            *cached = None;
+        }
+    }
+}
+
+/// Maps a non-2xx answer to the variant callers branch on: 429 is
+/// [`ProviderError::QuotaExceeded`] (with `Retry-After` and `x-amzn-RateLimit-Limit` when
+/// sent); 401, 402 and 403 are [`ProviderError::Auth`] (`http {status}: {message}`, then
+/// `; {auth_fix}` when given: what the operator checks); anything else is
+/// [`ProviderError::Http`]. `message`: what the body said, already clipped. A client whose
+/// 404 names a missing key checks for it first.
+pub(crate) fn error_for_status(
+    operation: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: String,
+    auth_fix: &str,
+) -> ProviderError {
+    match status.as_u16() {
+        429 => ProviderError::QuotaExceeded {
+            operation,
+            retry_after: retry_after(headers),
+            rate_limit: rate_limit(headers),
+            message,
+        },
+        code @ (401..=403) => ProviderError::Auth {
+            operation,
+            message: if auth_fix.is_empty() {
+                format!("http {code}: {message}")
+            } else {
+                format!("http {code}: {message}; {auth_fix}")
+            },
+        },
+        code => ProviderError::Http {
+            operation,
+            status: code,
+            body: message,
+        },
+    }
+}
+
+/// `Retry-After` as seconds (integer or fractional) or an HTTP-date (a past one is now).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).ok();
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    let wait = date.timestamp().saturating_sub(now_ts()).max(0);
+    Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0)))
+}
+
+/// `x-amzn-RateLimit-Limit` (requests per second), when sent and positive.
+pub(crate) fn rate_limit(headers: &HeaderMap) -> Option<f64> {
+    let limit = headers
+        .get(RATE_LIMIT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    (limit.is_finite() && limit > 0.0).then_some(limit)
+}
+
+/// Streams a 2xx body into memory, failing with [`ProviderError::InvalidResponse`] once
+/// it passes `max_bytes` (a declared `Content-Length` over it fails before any read).
+/// `advice`: what to change, appended to that message.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    operation: &'static str,
+    max_bytes: u64,
+    advice: &str,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_big = |size: String| {
+        invalid(
+            operation,
+            &format!("response body {size}exceeds the limit of {max_bytes} bytes{advice}"),
+        )
+    };
+    if let Some(length) = response.content_length() {
+        if length > max_bytes {
+            return Err(too_big(format!("of {length} bytes ")));
+        }
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| transport_error(operation, err))?
+    {
+        if (body.len() + chunk.len()) as u64 > max_bytes {
+            return Err(too_big(String::new()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads up to [`MAX_ERROR_BODY`] bytes of an error body; a failed read keeps what arrived.
+pub(crate) async fn read_error_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Reqwest failures, the URL stripped (it may be pre-signed or carry an api key); a
+/// request that could not be built is [`ProviderError::InvalidResponse`].
+pub(crate) fn transport_error(operation: &'static str, err: reqwest::Error) -> ProviderError {
+    let err = err.without_url();
+    if err.is_builder() {
+        return invalid(
+            operation,
+            &format!("cannot build the request: {}", error_chain(&err)),
+        );
+    }
+    ProviderError::Transport {
+        operation,
+        message: error_chain(&err),
+    }
+}
+
+/// `err: source: source…`, skipping sources whose text is already included.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = inner.source();
+    }
+    message
+}
+
+/// A 2xx answer we cannot use.
+pub(crate) fn invalid(operation: &'static str, message: &str) -> ProviderError {
+    ProviderError::InvalidResponse {
+        operation,
+        message: message.to_string(),
+    }
+}
+
+/// `text` cut to [`MAX_MESSAGE_CHARS`] characters, `…` marking a cut.
+pub(crate) fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, "12".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(12)));
+        headers.insert(RETRY_AFTER, "1.5".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
+        );
+        assert_eq!(
+            retry_after(&headers),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
+        headers.insert(RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn statuses_map_to_the_variants_callers_branch_on() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().expect("header"));
+        headers.insert(RATE_LIMIT_HEADER, "0.5".parse().expect("header"));
+        let quota = error_for_status(
+            "op",
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            "slow down".to_string(),
+            "",
+        );
+        assert!(
+            matches!(
+                &quota,
+                ProviderError::QuotaExceeded { retry_after: Some(wait), rate_limit: Some(rate), message, .. }
+                    if *wait == Duration::from_secs(7) && *rate == 0.5 && message == "slow down"
+            ),
+            "{quota:?}"
+        );
+        let auth = error_for_status(
+            "op",
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            "denied".to_string(),
+            "check the key",
+        );
+        assert_eq!(
+            auth.to_string(),
+            "authentication failed on op: http 403: denied; check the key"
+        );
+        let plain = error_for_status(
+            "op",
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            "denied".to_string(),
+            "",
+        );
+        assert_eq!(
+            plain.to_string(),
+            "authentication failed on op: http 401: denied"
+        );
+        let http = error_for_status(
+            "op",
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            "gone".to_string(),
+            "",
+        );
+        assert_eq!(http.to_string(), "op returned http 404: gone");
+    }
+
+    #[test]
+    fn clip_marks_a_cut_on_a_char_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 5);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(
+            clip(&"a".repeat(MAX_MESSAGE_CHARS)).chars().count(),
+            MAX_MESSAGE_CHARS
+        );
     }
 }

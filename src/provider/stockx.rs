@@ -14,21 +14,19 @@
 
 use std::time::Duration;
 
-use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
 use serde::Deserialize;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use tracing::debug;
 
-use super::ProviderError;
+use super::{
+    clip, error_for_status, invalid, read_capped, read_error_body, transport_error, CachedToken,
+    ProviderError, TokenCache, MAX_JSON_BODY,
+};
 
 /// The operation name for quota buckets, metrics and fault schedules.
 pub const OP_MARKET_DATA: &str = "marketData";
 const OP_TOKEN: &str = "stockxToken";
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Where the client's calls go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +65,7 @@ pub struct StockxClient {
     endpoints: StockxEndpoints,
     credentials: StockxCredentials,
     /// One refresh at a time; the token and when to refresh it.
-    token: Mutex<Option<(String, Instant)>>,
+    token: TokenCache,
 }
 
 #[derive(Deserialize)]
@@ -119,22 +117,6 @@ fn amount(value: &Option<Amount>) -> Result<Option<f64>, String> {
     value.as_ref().map(Amount::value).transpose()
 }
 
-fn clip(text: &str) -> String {
-    let mut clipped: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
-    if clipped.len() < text.len() {
-        clipped.push('…');
-    }
-    clipped
-}
-
-fn transport(operation: &'static str, err: reqwest::Error) -> ProviderError {
-    // reqwest errors can carry the url; ours carry no secret (the key goes in a header).
-    ProviderError::Transport {
-        operation,
-        message: err.without_url().to_string(),
-    }
-}
-
 impl StockxClient {
     pub fn new(
         http: reqwest::Client,
@@ -145,20 +127,16 @@ impl StockxClient {
             http,
             endpoints,
             credentials,
-            token: Mutex::new(None),
+            token: TokenCache::default(),
         }
     }
 
     /// A valid access token: the cached one, or a fresh one from the token endpoint.
-    async fn access_token(&self, force: bool) -> Result<String, ProviderError> {
-        let mut cached = self.token.lock().await;
-        if !force {
-            if let Some((token, refresh_at)) = cached.as_ref() {
-                if Instant::now() < *refresh_at {
-                    return Ok(token.clone());
-                }
-            }
-        }
+    async fn access_token(&self) -> Result<String, ProviderError> {
+        self.token.get(|| self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<CachedToken, ProviderError> {
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", self.credentials.client_id.as_str()),
@@ -172,13 +150,11 @@ impl StockxClient {
             .form(&form)
             .send()
             .await
-            .map_err(|err| transport(OP_TOKEN, err))?;
+            .map_err(|err| transport_error(OP_TOKEN, err))?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|err| transport(OP_TOKEN, err))?;
         if !status.is_success() {
+            let headers = response.headers().clone();
+            let body = read_error_body(response).await;
             return Err(match status {
                 StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     ProviderError::Auth {
@@ -190,35 +166,21 @@ impl StockxClient {
                         ),
                     }
                 }
-                StatusCode::TOO_MANY_REQUESTS => ProviderError::QuotaExceeded {
-                    operation: OP_TOKEN,
-                    retry_after: None,
-                    rate_limit: None,
-                    message: clip(&body),
-                },
-                _ => ProviderError::Http {
-                    operation: OP_TOKEN,
-                    status: status.as_u16(),
-                    body: clip(&body),
-                },
+                _ => error_for_status(OP_TOKEN, status, &headers, clip(&body), ""),
             });
         }
-        let token: TokenResponse =
-            serde_json::from_str(&body).map_err(|err| ProviderError::InvalidResponse {
-                operation: OP_TOKEN,
-                message: format!("token response: {err}"),
-            })?;
+        let body = read_capped(response, OP_TOKEN, MAX_JSON_BODY, "").await?;
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|err| invalid(OP_TOKEN, &format!("token response: {err}")))?;
         let lifetime = token
             .expires_in
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN);
         debug!(
             expires_in = lifetime.as_secs(),
             "stockx access token refreshed"
         );
-        *cached = Some((token.access_token.clone(), refresh_at));
-        Ok(token.access_token)
+        Ok(CachedToken::new(token.access_token, lifetime))
     }
 
     /// The market of `sku` (productId) in `size` (variantId). A 401/403 refreshes the
@@ -248,7 +210,7 @@ impl StockxClient {
         url.query_pairs_mut().append_pair("currencyCode", "USD");
         let mut refreshed = false;
         loop {
-            let token = self.access_token(refreshed).await?;
+            let token = self.access_token().await?;
             let response = self
                 .http
                 .get(url.clone())
@@ -256,24 +218,12 @@ impl StockxClient {
                 .header("x-api-key", &self.credentials.api_key)
                 .send()
                 .await
-                .map_err(|err| transport(OP_MARKET_DATA, err))?;
+                .map_err(|err| transport_error(OP_MARKET_DATA, err))?;
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = response
-                .text()
-                .await
-                .map_err(|err| transport(OP_MARKET_DATA, err))?;
             if status.is_success() {
-                let parsed: MarketDataBody =
-                    serde_json::from_str(&body).map_err(|err| ProviderError::InvalidResponse {
-                        operation: OP_MARKET_DATA,
-                        message: format!("market data: {err}"),
-                    })?;
+                let body = read_capped(response, OP_MARKET_DATA, MAX_JSON_BODY, "").await?;
+                let parsed: MarketDataBody = serde_json::from_slice(&body)
+                    .map_err(|err| invalid(OP_MARKET_DATA, &format!("market data: {err}")))?;
                 let invalid = |message: String| ProviderError::InvalidResponse {
                     operation: OP_MARKET_DATA,
                     message,
@@ -285,23 +235,16 @@ impl StockxClient {
                     currency: parsed.currency_code.unwrap_or_else(|| "USD".to_string()),
                 });
             }
+            let headers = response.headers().clone();
+            let body = read_error_body(response).await;
             match status {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if !refreshed => {
                     debug!(
                         status = status.as_u16(),
                         "stockx refused the access token; refreshing it once"
                     );
+                    self.token.forget(&token).await;
                     refreshed = true;
-                }
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    return Err(ProviderError::Auth {
-                        operation: OP_MARKET_DATA,
-                        message: format!(
-                            "http {}: {}; check the account's api key and OAuth variables",
-                            status.as_u16(),
-                            clip(&body)
-                        ),
-                    })
                 }
                 StatusCode::NOT_FOUND => {
                     return Err(ProviderError::NotFound {
@@ -309,20 +252,14 @@ impl StockxClient {
                         message: format!("no product {sku:?} with size {size:?}"),
                     })
                 }
-                StatusCode::TOO_MANY_REQUESTS => {
-                    return Err(ProviderError::QuotaExceeded {
-                        operation: OP_MARKET_DATA,
-                        retry_after,
-                        rate_limit: None,
-                        message: clip(&body),
-                    })
-                }
                 _ => {
-                    return Err(ProviderError::Http {
-                        operation: OP_MARKET_DATA,
-                        status: status.as_u16(),
-                        body: clip(&body),
-                    })
+                    return Err(error_for_status(
+                        OP_MARKET_DATA,
+                        status,
+                        &headers,
+                        clip(&body),
+                        "check the account's api key and OAuth variables",
+                    ))
                 }
             }
         }

@@ -716,6 +716,66 @@ fn parse_range(filter: &str, name: &str) -> Result<(Option<i64>, Option<i64>), S
     Ok((bound(from)?, bound(to)?))
 }
 
+/// A request paged by offset over `filter={field}:[FROM..TO]` (`limit` defaults to
+/// `default_limit`).
+fn filtered_ask(
+    query: &HashMap<String, String>,
+    field: &str,
+    default_limit: u64,
+) -> Result<Asked, String> {
+    let filter = query
+        .get("filter")
+        .ok_or_else(|| format!("filter={field}:[FROM..TO] is required"))?;
+    let (from_ms, to_ms) = parse_range(filter, field)?;
+    Ok(Asked {
+        from_ms,
+        to_ms,
+        limit: parse_number(query, "limit", default_limit)?,
+        offset: parse_number(query, "offset", 0)?,
+    })
+}
+
+/// The page `asked` for out of `matching` (sorted already), and how many matched.
+fn page_of<T>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
+    let total = matching.len() as u64;
+    let page = matching
+        .into_iter()
+        .skip(asked.offset as usize)
+        .take(asked.limit as usize)
+        .collect();
+    (total, page)
+}
+
+/// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
+/// `items` under `key`, and `next`/`prev` links where there are such pages.
+fn offset_page(
+    path: &str,
+    query: &HashMap<String, String>,
+    asked: &Asked,
+    total: u64,
+    key: &str,
+    items: Vec<Value>,
+) -> Value {
+    let filter = query.get("filter").cloned().unwrap_or_default();
+    let (href, next, prev) = page_links(
+        path,
+        &format!("filter={filter}"),
+        total,
+        asked.limit,
+        asked.offset,
+    );
+    let mut body =
+        json!({"href": href, "total": total, "limit": asked.limit, "offset": asked.offset});
+    body[key] = json!(items);
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    if let Some(prev) = prev {
+        body["prev"] = json!(prev);
+    }
+    body
+}
+
 fn parse_number(query: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, String> {
     match query.get(key) {
         None => Ok(default),
@@ -876,6 +936,27 @@ fn order_json(order: &SimOrder, seller: &str, now: i64) -> Value {
     })
 }
 
+/// The orders of `seller` that may hold data in the range `asked` for: created up to
+/// [`MAX_ORDER_SPAN`] before it. Returns them with the simulated now and the range in
+/// whole seconds (see [`range_seconds`]).
+fn candidates(
+    sim: &Simulator,
+    ebay: &Ebay,
+    seller: &str,
+    asked: &Asked,
+) -> (i64, i64, i64, Vec<SimOrder>) {
+    let now = ebay.now(sim);
+    let (from, to) = range_seconds(asked.from_ms, asked.to_ms, now);
+    let orders = orders_created(
+        sim.config().seed,
+        &sim.config().ebay,
+        seller,
+        from - MAX_ORDER_SPAN,
+        to + 1,
+    );
+    (now, from, to, orders)
+}
+
 /// Clamps an inclusive millisecond range to the data that exists at `now`.
 fn range_seconds(from_ms: Option<i64>, to_ms: Option<i64>, now: i64) -> (i64, i64) {
     // Whole-second data: [ceil(from), floor(to)] inclusive, and nothing after now.
@@ -892,60 +973,33 @@ async fn get_orders(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let asked = (|| -> Result<Asked, String> {
-        let filter = query
-            .get("filter")
-            .ok_or("filter=lastmodifieddate:[FROM..TO] is required")?;
-        let (from_ms, to_ms) = parse_range(filter, "lastmodifieddate")?;
-        Ok(Asked {
-            from_ms,
-            to_ms,
-            limit: parse_number(&query, "limit", 50)?,
-            offset: parse_number(&query, "offset", 0)?,
-        })
-    })();
+    let asked = filtered_ask(&query, "lastmodifieddate", 50);
     let (seller, asked) = match admit(&sim, &ebay, &headers, OP_GET_ORDERS, "fulfillment", asked) {
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
-    let now = ebay.now(&sim);
-    let (from, to) = range_seconds(asked.from_ms, asked.to_ms, now);
-    let config = &sim.config().ebay;
-    let mut matching: Vec<(i64, SimOrder)> = orders_created(
-        sim.config().seed,
-        config,
-        &seller,
-        from - MAX_ORDER_SPAN,
-        to + 1,
-    )
-    .into_iter()
-    .filter(|order| order.created <= now)
-    .map(|order| (order.last_modified_at(now), order))
-    .filter(|(modified, _)| *modified >= from && *modified <= to)
-    .collect();
+    let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
+    let mut matching: Vec<(i64, SimOrder)> = candidates
+        .into_iter()
+        .filter(|order| order.created <= now)
+        .map(|order| (order.last_modified_at(now), order))
+        .filter(|(modified, _)| *modified >= from && *modified <= to)
+        .collect();
     matching.sort_by(|a, b| (a.0, &a.1.order_id).cmp(&(b.0, &b.1.order_id)));
-    let total = matching.len() as u64;
-    let orders: Vec<Value> = matching
+    let (total, page) = page_of(matching, &asked);
+    let orders: Vec<Value> = page
         .iter()
-        .skip(asked.offset as usize)
-        .take(asked.limit as usize)
         .map(|(_, order)| order_json(order, &seller, now))
         .collect();
-    let filter = query.get("filter").cloned().unwrap_or_default();
-    let (href, next, prev) = page_links(
+    let mut body = offset_page(
         "/sell/fulfillment/v1/order",
-        &format!("filter={filter}"),
+        &query,
+        &asked,
         total,
-        asked.limit,
-        asked.offset,
+        "orders",
+        orders,
     );
-    let mut body = json!({"href": href, "total": total, "limit": asked.limit, "offset": asked.offset, "orders": orders, "warnings": []});
-    if let Some(next) = next {
-        body["next"] = json!(next);
-    }
-    if let Some(prev) = prev {
-        body["prev"] = json!(prev);
-    }
+    body["warnings"] = json!([]);
     paged_body(&ebay, &sim, OP_GET_ORDERS, body)
 }
 
@@ -999,18 +1053,7 @@ async fn get_transactions(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let asked = (|| -> Result<Asked, String> {
-        let filter = query
-            .get("filter")
-            .ok_or("filter=transactionDate:[FROM..TO] is required")?;
-        let (from_ms, to_ms) = parse_range(filter, "transactionDate")?;
-        Ok(Asked {
-            from_ms,
-            to_ms,
-            limit: parse_number(&query, "limit", 20)?,
-            offset: parse_number(&query, "offset", 0)?,
-        })
-    })();
+    let asked = filtered_ask(&query, "transactionDate", 20);
     let (seller, asked) = match admit(
         &sim,
         &ebay,
@@ -1022,52 +1065,33 @@ async fn get_transactions(
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
-    let now = ebay.now(&sim);
-    let (from, to) = range_seconds(asked.from_ms, asked.to_ms, now);
-    let mut matching: Vec<(i64, String, Value)> = orders_created(
-        sim.config().seed,
-        &sim.config().ebay,
-        &seller,
-        from - MAX_ORDER_SPAN,
-        to + 1,
-    )
-    .iter()
-    .flat_map(|order| transactions_of(order, now))
-    .filter(|(at, _)| *at >= from && *at <= to)
-    .map(|(at, value)| {
-        (
-            at,
-            value["transactionId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            value,
-        )
-    })
-    .collect();
-    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let total = matching.len() as u64;
-    let transactions: Vec<Value> = matching
-        .into_iter()
-        .skip(asked.offset as usize)
-        .take(asked.limit as usize)
-        .map(|(_, _, value)| value)
+    let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
+    let mut matching: Vec<(i64, String, Value)> = candidates
+        .iter()
+        .flat_map(|order| transactions_of(order, now))
+        .filter(|(at, _)| *at >= from && *at <= to)
+        .map(|(at, value)| {
+            (
+                at,
+                value["transactionId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                value,
+            )
+        })
         .collect();
-    let filter = query.get("filter").cloned().unwrap_or_default();
-    let (href, next, prev) = page_links(
+    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let (total, page) = page_of(matching, &asked);
+    let transactions: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
+    let body = offset_page(
         "/sell/finances/v1/transaction",
-        &format!("filter={filter}"),
+        &query,
+        &asked,
         total,
-        asked.limit,
-        asked.offset,
+        "transactions",
+        transactions,
     );
-    let mut body = json!({"href": href, "total": total, "limit": asked.limit, "offset": asked.offset, "transactions": transactions});
-    if let Some(next) = next {
-        body["next"] = json!(next);
-    }
-    if let Some(prev) = prev {
-        body["prev"] = json!(prev);
-    }
     paged_body(&ebay, &sim, OP_GET_TRANSACTIONS, body)
 }
 
@@ -1125,35 +1149,23 @@ async fn search_returns(
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
-    let now = ebay.now(&sim);
-    let (from, to) = range_seconds(asked.from_ms, asked.to_ms, now);
-    let mut matching: Vec<(i64, String, Value)> = orders_created(
-        sim.config().seed,
-        &sim.config().ebay,
-        &seller,
-        from - MAX_ORDER_SPAN,
-        to + 1,
-    )
-    .iter()
-    .filter_map(|order| {
-        let ret = order.return_info.as_ref()?;
-        (ret.created >= from && ret.created <= to).then(|| {
-            (
-                ret.created,
-                ret.return_id.clone(),
-                return_json(order, ret, &seller, now),
-            )
+    let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
+    let mut matching: Vec<(i64, String, Value)> = candidates
+        .iter()
+        .filter_map(|order| {
+            let ret = order.return_info.as_ref()?;
+            (ret.created >= from && ret.created <= to).then(|| {
+                (
+                    ret.created,
+                    ret.return_id.clone(),
+                    return_json(order, ret, &seller, now),
+                )
+            })
         })
-    })
-    .collect();
-    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let total = matching.len() as u64;
-    let members: Vec<Value> = matching
-        .into_iter()
-        .skip(asked.offset as usize)
-        .take(asked.limit as usize)
-        .map(|(_, _, value)| value)
         .collect();
+    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let (total, page) = page_of(matching, &asked);
+    let members: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
     let body = json!({
         "members": members,
         "total": total,

@@ -157,27 +157,39 @@ pub(super) fn router(sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .with_state(state)
 }
 
+/// The answer a scheduled fault of `operation` gives, if one is due (counted in the
+/// stats): a 429 with `throttled` or a 500 with `failed` as the body.
+fn fault(
+    state: &StockxSim,
+    operation: &str,
+    throttled: serde_json::Value,
+    failed: serde_json::Value,
+) -> Option<Response> {
+    match state.sim.provider_fault(operation)? {
+        FaultKind::Throttle => {
+            state.lock().stats.throttled += 1;
+            Some(error(StatusCode::TOO_MANY_REQUESTS, throttled))
+        }
+        FaultKind::ServerError => {
+            state.lock().stats.server_errors += 1;
+            Some(error(StatusCode::INTERNAL_SERVER_ERROR, failed))
+        }
+        _ => None,
+    }
+}
+
 async fn token(
     State(state): State<Arc<StockxSim>>,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     state.lock().stats.token_calls += 1;
-    match state.sim.provider_fault("stockx.token") {
-        Some(FaultKind::Throttle) => {
-            state.lock().stats.throttled += 1;
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                json!({"error": "too_many_requests", "error_description": "Rate limit exceeded"}),
-            );
-        }
-        Some(FaultKind::ServerError) => {
-            state.lock().stats.server_errors += 1;
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "server_error", "error_description": "simulated failure"}),
-            );
-        }
-        _ => {}
+    if let Some(response) = fault(
+        &state,
+        "stockx.token",
+        json!({"error": "too_many_requests", "error_description": "Rate limit exceeded"}),
+        json!({"error": "server_error", "error_description": "simulated failure"}),
+    ) {
+        return response;
     }
     let Ok(Form(form)) = form else {
         return error(
@@ -281,22 +293,13 @@ async fn market_data(
         }
         entry.1 += 1;
     }
-    match state.sim.provider_fault("stockx.marketData") {
-        Some(FaultKind::Throttle) => {
-            state.lock().stats.throttled += 1;
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                json!({"errorCode": "TOO_MANY_REQUESTS", "errorMessage": "Rate limit exceeded"}),
-            );
-        }
-        Some(FaultKind::ServerError) => {
-            state.lock().stats.server_errors += 1;
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"errorCode": "INTERNAL_ERROR", "errorMessage": "simulated failure"}),
-            );
-        }
-        _ => {}
+    if let Some(response) = fault(
+        &state,
+        "stockx.marketData",
+        json!({"errorCode": "TOO_MANY_REQUESTS", "errorMessage": "Rate limit exceeded"}),
+        json!({"errorCode": "INTERNAL_ERROR", "errorMessage": "simulated failure"}),
+    ) {
+        return response;
     }
     if is_unknown(&state.config, &product_id) {
         state.lock().stats.not_found += 1;

@@ -85,6 +85,16 @@ impl JobsFixture {
         ))
     }
 
+    /// A context draining StockX jobs with `api_key`, not cancelled.
+    fn stockx_context(&self, sim: &TestSim, api_key: &str) -> StreamContext {
+        self.context(self.stockx_client(sim, api_key), CancellationToken::new())
+    }
+
+    /// A context draining Keepa jobs, not cancelled.
+    fn keepa_context(&self, sim: &TestSim) -> StreamContext {
+        self.context(self.keepa_client(sim), CancellationToken::new())
+    }
+
     fn context(&self, client: JobClient, cancel: CancellationToken) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), &account.provider, &account.id);
@@ -183,10 +193,7 @@ async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
         }
     );
 
-    let context = fixture.context(
-        fixture.stockx_client(&sim, "key-1"),
-        CancellationToken::new(),
-    );
+    let context = fixture.stockx_context(&sim, "key-1");
     let outcome = context.run_once().await.expect("run");
     assert!(
         matches!(outcome, RunOutcome::CoolingDown { ref reason, .. } if reason == "quota"),
@@ -252,10 +259,7 @@ async fn a_429_defers_the_job_without_consuming_an_attempt_and_cools_the_account
     let id = fixture
         .enqueue("stockx", "SKU-Q", Some("10"), JobPriority::Hot)
         .id();
-    let context = fixture.context(
-        fixture.stockx_client(&sim, "key-1"),
-        CancellationToken::new(),
-    );
+    let context = fixture.stockx_context(&sim, "key-1");
     let before = now_ts();
     let outcome = context.run_once().await.expect("run");
     let RunOutcome::CoolingDown { until, reason } = outcome else {
@@ -288,10 +292,7 @@ async fn a_404_ends_the_job_as_not_found() {
     let id = fixture
         .enqueue("stockx", "UNKNOWN-1", Some("10"), JobPriority::Manual)
         .id();
-    let context = fixture.context(
-        fixture.stockx_client(&sim, "key-1"),
-        CancellationToken::new(),
-    );
+    let context = fixture.stockx_context(&sim, "key-1");
     let outcome = context.run_once().await.expect("run");
     assert_eq!(
         outcome,
@@ -334,10 +335,7 @@ async fn a_401_starts_an_auth_cooldown_without_a_retry_loop() {
         .enqueue("stockx", "SKU-X", Some("10"), JobPriority::Manual)
         .id();
     fixture.enqueue("stockx", "SKU-Y", Some("10"), JobPriority::Manual);
-    let context = fixture.context(
-        fixture.stockx_client(&sim, "revoked-key"),
-        CancellationToken::new(),
-    );
+    let context = fixture.stockx_context(&sim, "revoked-key");
     let outcome = context.run_once().await.expect("run");
     assert!(
         matches!(outcome, RunOutcome::CoolingDown { ref reason, .. } if reason == "auth"),
@@ -402,10 +400,7 @@ async fn server_errors_are_retried_with_backoff_then_the_job_fails_and_reset_fai
     let id = fixture
         .enqueue("stockx", "SKU-5", Some("10"), JobPriority::Hot)
         .id();
-    let context = fixture.context(
-        fixture.stockx_client(&sim, "key-1"),
-        CancellationToken::new(),
-    );
+    let context = fixture.stockx_context(&sim, "key-1");
     let outcome = context.run_once().await.expect("run");
     assert_eq!(
         outcome,
@@ -494,10 +489,7 @@ async fn a_running_job_whose_worker_died_is_rescued_after_its_lease() {
     .expect("claim");
     assert_eq!(held[0].id, live);
 
-    let context = fixture.context(
-        fixture.stockx_client(&sim, "key-1"),
-        CancellationToken::new(),
-    );
+    let context = fixture.stockx_context(&sim, "key-1");
     context.run_once().await.expect("run");
     let rescued = fixture.job(stuck);
     assert_eq!((rescued.state, rescued.attempts), (JobState::Succeeded, 0));
@@ -533,7 +525,7 @@ async fn keepa_negative_balance_waits_for_the_refill_without_spinning() {
             JobPriority::Background,
         );
     }
-    let context = fixture.context(fixture.keepa_client(&sim), CancellationToken::new());
+    let context = fixture.keepa_context(&sim);
     let started = Instant::now();
     let outcome = context.run_once().await.expect("run");
     let elapsed = started.elapsed();
@@ -579,7 +571,7 @@ async fn keepa_partial_and_unknown_products_are_never_written_as_data() {
     let unknown = fixture
         .enqueue("keepa", "UNKNOWN0001", None, JobPriority::Hot)
         .id();
-    let context = fixture.context(fixture.keepa_client(&sim), CancellationToken::new());
+    let context = fixture.keepa_context(&sim);
     context.run_once().await.expect("run");
     assert_eq!(
         keepa_stats(&sim).await["product_calls"].as_u64(),

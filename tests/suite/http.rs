@@ -1680,6 +1680,15 @@ admin_token_env = "TEST_ADMIN_TOKEN"
 enabled = true
 listen = "127.0.0.1:0"
 processing_latency = "0s"
+[quota.ebay.getTransactions]
+rate = 20
+burst = 50
+[quota.ebay.searchReturns]
+rate = 20
+burst = 50
+[quota.stockx.marketData]
+rate = 50
+burst = 50
 [[accounts]]
 id = "acme-live"
 provider = "amazon"
@@ -1691,6 +1700,28 @@ interval = "2s"
 safety_lag = "0s"
 poll_min = "50ms"
 poll_max = "200ms"
+[[accounts]]
+id = "ebay-live"
+provider = "ebay"
+[accounts.streams.orders]
+start = "3days"
+interval = "2s"
+[accounts.streams.transactions]
+start = "3days"
+interval = "2s"
+[accounts.streams.returns]
+start = "3days"
+interval = "2s"
+[[accounts]]
+id = "stockx-live"
+provider = "stockx"
+[accounts.streams.market_data]
+interval = "1s"
+[[accounts]]
+id = "keepa-live"
+provider = "keepa"
+[accounts.streams.products]
+interval = "1s"
 "#,
             dir.path().join("data").display()
         ),
@@ -1717,13 +1748,41 @@ poll_max = "200ms"
             Some(answer)
         }
     };
-    // Caught up: every hour of the lookback APPLIED.
+    // Lookups for the job queues, through the API as the dashboard's button would.
+    for (provider, sku, size) in [
+        ("stockx", "DD1391-100", Some("10")),
+        ("stockx", "CW2288-111", Some("9.5")),
+        ("stockx", "UNKNOWN-1", Some("8")),
+        ("keepa", "B000000001", None),
+        ("keepa", "B000000002", None),
+    ] {
+        let mut job = json!({"provider": provider, "sku": sku, "priority": "hot"});
+        if let Some(size) = size {
+            job["size"] = json!(size);
+        }
+        let answer = client
+            .post(format!("http://{http_addr}/api/jobs"))
+            .bearer_auth(TOKEN)
+            .json(&job)
+            .send()
+            .await
+            .expect("enqueue");
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+    // Caught up: every hour of the lookback APPLIED, every cursor current, the queues
+    // drained.
     let mut caught_up = None;
-    for _ in 0..300 {
+    for _ in 0..600 {
         if let Some(answer) = status(client.clone()).await {
             let stream = &answer["accounts"][0]["streams"][0];
-            if stream["verdict"] == "caught_up" && stream["counts"]["APPLIED"].as_u64() >= Some(12)
-            {
+            let all_caught_up = answer["accounts"].as_array().is_some_and(|accounts| {
+                accounts.iter().all(|account| {
+                    account["streams"]
+                        .as_array()
+                        .is_some_and(|streams| streams.iter().all(|s| s["verdict"] == "caught_up"))
+                })
+            });
+            if all_caught_up && stream["counts"]["APPLIED"].as_u64() >= Some(12) {
                 caught_up = Some(answer);
                 break;
             }
@@ -1753,6 +1812,52 @@ poll_max = "200ms"
         .script("return document.querySelector('[data-cell=\"acme-live/vendor_rt_sales/verdict\"]').textContent")
         .await;
     assert_eq!(verdict, json!("caught_up"));
+    // Cursor and job streams show their position and queue instead of hours.
+    let position = |key: &str| {
+        format!("const c = document.querySelector('[data-cell=\"{key}/position\"]'); return c ? c.textContent : null")
+    };
+    let orders = browser.wait_for(&position("ebay-live/orders")).await;
+    assert!(orders.as_str().unwrap().starts_with("cursor "), "{orders}");
+    let queue = browser.wait_for(&position("stockx-live/market_data")).await;
+    let queue = queue.as_str().unwrap();
+    assert!(
+        queue.contains("0 pending") && queue.contains("1 not found"),
+        "{queue}"
+    );
+    // The job queue and budgets panels show what the API says.
+    let jobs: Value = client
+        .get(format!("http://{http_addr}/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for depth in jobs["depth"].as_array().unwrap() {
+        let shown = browser
+            .script(&format!(
+                "const c = document.querySelector('#jobs-depth [data-provider=\"{}\"][data-state=\"{}\"]'); return c ? c.textContent : null",
+                depth["provider"].as_str().unwrap(),
+                depth["state"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(shown, json!(depth["count"].to_string()), "{depth}");
+    }
+    let budget_rows = browser
+        .script("return document.querySelectorAll('#budgets tr').length")
+        .await;
+    assert!(
+        budget_rows.as_u64().unwrap() >= 4,
+        "budgets listed: {budget_rows}"
+    );
+    let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard-live.png");
+    run_chromium(&[
+        format!("--screenshot={}", screenshot.display()),
+        format!("http://{http_addr}/"),
+    ])
+    .await;
+    let png = std::fs::read(&screenshot).expect("live screenshot written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
 
     // The refresh button: pick "refresh last 3h" in the account's action menu, as a
     // person would. The admin token is what the page's prompt would have stored.
@@ -1842,7 +1947,8 @@ async fn jobs_api_enqueues_merges_lists_and_resets() {
     let ledger = fixture.open_ledger();
     let server = Server::start(&fixture.config, ledger.clone(), Some(TOKEN)).await;
 
-    let job = json!({"provider": "stockx", "sku": "DD1391-100", "size": "10", "priority": "background"});
+    let job =
+        json!({"provider": "stockx", "sku": "DD1391-100", "size": "10", "priority": "background"});
     let (status, body) = server.post("/api/jobs", None, Some(job.clone())).await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = server.post("/api/jobs", Some(TOKEN), Some(job)).await;
@@ -1854,11 +1960,16 @@ async fn jobs_api_enqueues_merges_lists_and_resets() {
         .post(
             "/api/jobs",
             Some(TOKEN),
-            Some(json!({"provider": "stockx", "sku": "DD1391-100", "size": "10", "priority": "hot"})),
+            Some(
+                json!({"provider": "stockx", "sku": "DD1391-100", "size": "10", "priority": "hot"}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["job"], json!({"outcome": "merged", "id": id, "priority": "hot"}));
+    assert_eq!(
+        body["job"],
+        json!({"outcome": "merged", "id": id, "priority": "hot"})
+    );
     // Priority defaults to manual (a person asked).
     let (status, body) = server
         .post(
@@ -1911,10 +2022,19 @@ async fn jobs_api_enqueues_merges_lists_and_resets() {
         )
         .await;
     assert_eq!(status, 400, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("POST /api/jobs"), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /api/jobs"),
+        "{answer}"
+    );
     let (status, answer) = server.get("/api/jobs?state=stuck").await;
     assert_eq!(status, 400, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("unknown job state"));
+    assert!(answer["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown job state"));
 
     // A failed job goes back to pending with reset-failed.
     ledger.with_conn(|conn| {

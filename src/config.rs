@@ -1055,6 +1055,8 @@ impl RawAccount {
             }
             streams.push(raw.validate(&stream_key, name, shape_of(provider))?);
         }
+        // Kept for the daemon's life, 10,000 accounts of it: no spare capacity.
+        streams.shrink_to_fit();
         Ok(AccountConfig {
             id: self.id,
             provider: self.provider,

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use ractor::{Actor, ActorRef};
 use tokio::sync::Semaphore;
 
-use crate::account::{AccountFactory, AccountSpec};
+use crate::account::{AccountFactory, AccountSpec, StreamShared};
 use crate::chaos::Chaos;
 use crate::lock::{LockService, MAX_TTL};
 use crate::model::{format_ts, now_ts};
@@ -168,7 +168,7 @@ impl Daemon {
             warn!(account = %drill.account, action = ?drill.action, when = ?drill.when, "chaos drill armed");
             Arc::new(Chaos::new(drill.account.clone(), drill.action, drill.when))
         });
-        let mut accounts = HashMap::new();
+        let mut accounts = HashMap::with_capacity(config.accounts.len());
         for account in &config.accounts {
             // The LWA application an account signs in through: named by its client id
             // variable (never the id itself), or the embedded simulator's.
@@ -190,27 +190,28 @@ impl Daemon {
                 ..Pacer::new(quota.clone(), &account.provider, account.quota_scope())
             };
             let work = build_work(account, &http, simulator_addr, pacer, &ledger)?;
-            let account_arc = Arc::new(account.clone());
-            let mut streams = Vec::new();
-            for stream in &account.streams {
-                let context = StreamContext {
-                    account: Arc::clone(&account_arc),
-                    stream: stream.clone(),
-                    ledger: Arc::clone(&dyn_ledger),
-                    work: work.clone(),
-                    documents_dir: documents_dir.clone(),
-                    owner: owner.clone(),
-                    cancel: cancel.clone(),
-                    abort: abort.clone(),
-                    progress: None,
-                    chaos: chaos.clone(),
-                };
-                streams.push((context, config.locks.ttl_for(stream)));
-            }
-            accounts.insert(account.id.clone(), AccountSpec { streams });
+            // Only the account's own part: the contexts are built per incarnation from
+            // it and `shared` (10,000 accounts keep these for the daemon's life).
+            accounts.insert(
+                account.id.clone(),
+                Arc::new(AccountSpec {
+                    account: Arc::new(account.clone()),
+                    work,
+                }),
+            );
         }
+        let shared = Arc::new(StreamShared {
+            ledger: Arc::clone(&dyn_ledger),
+            documents_dir,
+            owner: owner.clone(),
+            cancel: cancel.clone(),
+            abort: abort.clone(),
+            chaos,
+            lock_settings: config.locks.clone(),
+        });
         let factory = AccountFactory {
             accounts,
+            shared,
             locks: locks.clone(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             tracker: tracker.clone(),
@@ -361,6 +362,8 @@ impl Daemon {
 /// process exits non-zero so a service manager notices).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let daemon = Daemon::start(&config).await?;
+    // Everything running holds what it needs; the parsed file itself is not needed again.
+    drop(config);
     let mut failed = daemon.failed.clone();
     let failure = tokio::select! {
         _ = shutdown => None,
@@ -795,7 +798,19 @@ pub async fn run_stream(
             // Boxed: a run's future (HTTP, parsing, ledger calls) is tens of KB; boxing
             // keeps it allocated only while the run is in flight, not for every idle
             // stream of 10,000 accounts.
-            Box::pin(context.run_leased(&locks, ttl)).await
+            Box::pin(async {
+                // Each run gets its own cancellation scope under the daemon's `abort`,
+                // closed when the run ends or is dropped: what the run leaves behind on
+                // it (its lease renewer task) stops with the run, instead of idling
+                // until the next renewal time and then failing to renew a released
+                // lease (one resident task per stream, issue 3's RSS).
+                let run_scope = context.abort.child_token();
+                let _close_scope = run_scope.clone().drop_guard();
+                let mut run_context = StreamContext::clone(&context);
+                run_context.abort = run_scope;
+                run_context.run_leased(&locks, ttl).await
+            })
+            .await
         };
         let wait = match outcome {
             Ok(LeasedOutcome::Busy { until_ms, .. }) => {

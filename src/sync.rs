@@ -1086,7 +1086,9 @@ impl StreamContext {
         let mut leased = self.clone();
         leased.abort = lost.clone();
         let outcome = leased.run_fenced(Some(lease.fence)).await;
-        drop(renewer);
+        // Abort, not drop: dropping a JoinHandle detaches the task, which would wake after
+        // ttl/3, fail to renew the released lease and report it lost.
+        renewer.abort();
         if let Err(err) = locks.release(&lease).await {
             debug!(scope = %scope, error = %err, "lease release failed; it expires by itself");
         }

@@ -788,6 +788,9 @@ struct Cached {
     unsaved: bool,
 }
 
+/// How many store answers are cached between sweeps of the stale ones.
+const COOLDOWN_CACHE_SWEEP_EVERY: usize = 1024;
+
 /// The actor's state.
 pub struct ManagerState {
     clock: Clock,
@@ -798,6 +801,10 @@ pub struct ManagerState {
     buckets: Buckets,
     store: Option<Arc<dyn CooldownStore>>,
     cooldowns: HashMap<String, Cached>,
+    /// Store answers cached since the last sweep of stale "no cooldown" entries: with
+    /// 10,000 accounts the cache would otherwise keep ~4 such answers per account for
+    /// the daemon's life (issue 3: RSS).
+    cached_since_sweep: usize,
     timer: Option<(Duration, u64, Timer)>,
     generation: u64,
     stats: QuotaStats,
@@ -883,7 +890,28 @@ impl ManagerState {
                 unsaved: false,
             },
         );
+        self.cached_since_sweep += 1;
+        if self.cached_since_sweep >= COOLDOWN_CACHE_SWEEP_EVERY {
+            self.sweep_cooldown_cache(wall);
+        }
         found
+    }
+
+    /// Drops cached answers that [`Self::remembered`] would no longer use: no running
+    /// cooldown, saved, and older than `cooldown_recheck`. Running and unsaved cooldowns
+    /// stay.
+    fn sweep_cooldown_cache(&mut self, wall: i64) {
+        let now = self.clock.now();
+        let recheck = self.config.cooldown_recheck;
+        self.cooldowns.retain(|_, cached| {
+            let running = cached
+                .cooldown
+                .as_ref()
+                .is_some_and(|cooldown| cooldown.until_at > wall);
+            running || cached.unsaved || now.saturating_duration_since(cached.checked_at) < recheck
+        });
+        self.cooldowns.shrink_to_fit();
+        self.cached_since_sweep = 0;
     }
 
     /// A running cooldown that stops any of `keys`. In Redis mode the acquire script
@@ -1252,6 +1280,7 @@ impl Actor for TokenManager {
             buckets,
             store,
             cooldowns: HashMap::new(),
+            cached_since_sweep: 0,
             timer: None,
             generation: 0,
             stats: QuotaStats::default(),

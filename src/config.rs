@@ -203,6 +203,9 @@ pub struct SimulatorSettings {
     pub seed: u64,
     pub processing_latency: Duration,
     pub asins_per_marketplace: u32,
+    /// Orders the eBay simulator creates per seller and day (their status changes make
+    /// the change history).
+    pub ebay_orders_per_day: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -618,6 +621,7 @@ struct RawSimulator {
     seed: Option<u64>,
     processing_latency: Option<String>,
     asins_per_marketplace: Option<u32>,
+    ebay_orders_per_day: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -888,11 +892,18 @@ impl RawSimulator {
         if asins_per_marketplace == 0 {
             return Err("simulator.asins_per_marketplace: must be at least 1".to_string());
         }
+        let ebay_orders_per_day = self.ebay_orders_per_day.unwrap_or(50);
+        if !(1..=100_000).contains(&ebay_orders_per_day) {
+            return Err(format!(
+                "simulator.ebay_orders_per_day: {ebay_orders_per_day} is out of range; use 1 to 100000"
+            ));
+        }
         Ok(SimulatorSettings {
             listen,
             seed: self.seed.unwrap_or(42),
             processing_latency,
             asins_per_marketplace,
+            ebay_orders_per_day,
         })
     }
 }

@@ -138,6 +138,10 @@ impl Daemon {
                     seed: settings.seed,
                     processing_latency: settings.processing_latency,
                     asins_per_marketplace: settings.asins_per_marketplace,
+                    ebay: crate::sim::ebay::EbaySimConfig {
+                        orders_per_day: settings.ebay_orders_per_day,
+                        ..Default::default()
+                    },
                     ..SimConfig::default()
                 });
                 let stop = simulator_cancel.clone();

@@ -628,7 +628,7 @@ fn shape_verdict(stream: &StreamFacts, now: i64) -> Option<(Verdict, String)> {
                 return Some((
                     Verdict::Syncing,
                     format!(
-                        "cursor at {}, {} behind; catching up one window of at most {} per run",
+                        "cursor at {}, {} behind; catching up in windows of at most {}",
                         format_ts(cursor.cursor_ts),
                         duration_text(behind),
                         humantime::format_duration(config.max_window)
@@ -694,8 +694,19 @@ pub fn cursor_behind(
     (now - stream.stream.safety_lag.as_secs() as i64 - cursor.cursor_ts).max(0)
 }
 
+/// A lag as a person reads it: `45d 13h`, `3h 20m`, `12m`.
 fn duration_text(seconds: i64) -> String {
-    humantime::format_duration(Duration::from_secs(seconds.max(0) as u64 / 60 * 60)).to_string()
+    let seconds = seconds.max(0);
+    let (days, hours, minutes) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (days, hours) {
+        (0, 0) => format!("{minutes}m"),
+        (0, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
+    }
 }
 
 /// The stream's verdict and a one-line explanation naming the cause.
@@ -1894,7 +1905,7 @@ safety_lag = "2m"
         let (verdict, why, found) = cursor_verdict(&ledger, NOW);
         assert_eq!(verdict, Verdict::Syncing, "{why}");
         assert!(
-            why.contains("behind; catching up one window of at most 1day per run"),
+            why.contains("behind; catching up in windows of at most 1day"),
             "{why}"
         );
         assert!(

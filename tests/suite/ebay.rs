@@ -1135,3 +1135,55 @@ async fn ebay_sync_once_exits_zero_once_the_cursor_caught_up() {
         "{requests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_paced_catch_up_ends_its_run_once_the_cursor_reaches_now() {
+    // getOrders at one call a second after a burst of 3: each later window waits for its
+    // token, so `now − safety_lag` moves on while the run works. The run must still end
+    // once a window reached it (and hand the stream back to its interval), instead of
+    // chasing the clock one paced call at a time with the lease held.
+    let sim = TestSim::start(sim_config(EbaySimConfig {
+        orders_per_day: 20,
+        ..EbaySimConfig::default()
+    }))
+    .await;
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders"],
+        "start = \"8days\"\ninterval = \"10m\"",
+        pinned_start(),
+    );
+    let mut text = std::fs::read_to_string(&fixture.config_path).expect("config");
+    text.push_str("\n[quota.ebay.getOrders]\nrate = 1.0\nburst = 3\n");
+    std::fs::write(&fixture.config_path, text).expect("write config");
+    let daemon = DaemonProcess::spawn_with_env(
+        &fixture.config_path,
+        &[
+            ("TEST_EBAY_CLIENT_ID", "daemon-client"),
+            ("TEST_EBAY_CLIENT_SECRET", "daemon-secret"),
+            ("TEST_EBAY_REFRESH_TOKEN", SELLER),
+        ],
+    );
+    let caught_up = |logs: &str| {
+        logs.lines()
+            .find(|line| line.contains("caught up") && line.contains("stream=orders"))
+            .map(str::to_string)
+    };
+    let ended = wait_until(Duration::from_secs(60), || {
+        caught_up(&daemon.logs()).is_some()
+    })
+    .await;
+    let logs = daemon.logs();
+    assert!(ended, "the run never ended; logs:\n{logs}");
+    let line = caught_up(&logs).unwrap_or_default();
+    assert!(line.contains("windows=8"), "{line}");
+    let calls = fixture.stats().await.calls("ebay.getOrders");
+    assert_eq!(calls, 8, "one call per window, none after the last: {line}");
+    let snapshot = fixture.snapshot("orders");
+    assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
+    assert!(
+        marketsync::model::now_ts() - LAG - snapshot.cursor_ts < 60,
+        "cursor at {}",
+        marketsync::model::format_ts(snapshot.cursor_ts)
+    );
+}

@@ -352,6 +352,14 @@ pub async fn summary(
         let encode = |value: Result<Value, serde_json::Error>| {
             value.map_err(|err| ApiError::internal(format!("cannot encode the summary: {err}")))
         };
+        if crate::config::shape_of(&account.provider) != crate::config::Shape::Windowed {
+            // Hour totals are the report streams' data; other shapes have their own below.
+            if let Some(object) = summary.as_object_mut() {
+                for key in ["ledger", "totals", "by_hour", "by_asin"] {
+                    object.remove(key);
+                }
+            }
+        }
         match account.provider.as_str() {
             "ebay" => {
                 let orders = crate::cursor::store::latest_orders(&state.ledger, id, 20)?;

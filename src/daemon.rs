@@ -633,22 +633,18 @@ fn other_shapes_progress(
                         cursor.last_error.unwrap_or_default()
                     )),
                     Some(cursor) => {
-                        let target = now - stream.safety_lag.as_secs() as i64;
-                        if target - cursor.cursor_ts > stream.interval.as_secs() as i64 + 60 {
+                        if cursor.behind(stream, now) > stream.interval.as_secs() as i64 + 60 {
                             pending = true;
                         }
                     }
                 }
             }
             crate::config::Shape::Jobs => {
-                let due: i64 = ledger.with_conn(|conn| {
-                    conn.query_row(
-                        "SELECT COUNT(*) FROM jobs WHERE provider = ?1
-                           AND (state = 'running' OR (state = 'pending' AND not_before <= ?2))",
-                        rusqlite::params![account.provider, now],
-                        |row| row.get(0),
-                    )
-                })?;
+                let due = ledger
+                    .with_conn(|conn| {
+                        crate::jobs::store::provider_queue(conn, &account.provider, now)
+                    })?
+                    .due_now;
                 if due > 0 {
                     pending = true;
                 }

@@ -276,23 +276,7 @@ pub enum ShapeFacts {
 }
 
 /// The job queue of one provider.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueFacts {
-    /// Jobs by state (`pending`, `running`, `succeeded`, `failed`, `not_found`).
-    pub depth: std::collections::BTreeMap<String, i64>,
-    /// The newest failed job: its dedupe key and error.
-    pub last_failure: Option<(String, String)>,
-    /// The earliest `not_before` of the pending jobs: due since then.
-    pub pending_due_since: Option<i64>,
-    /// The newest claim or finish of a job of the provider.
-    pub last_activity: Option<i64>,
-}
-
-impl QueueFacts {
-    fn count(&self, state: &str) -> i64 {
-        self.depth.get(state).copied().unwrap_or(0)
-    }
-}
+pub type QueueFacts = crate::jobs::store::ProviderQueue;
 
 impl StreamFacts {
     pub fn scope(&self) -> String {
@@ -429,37 +413,6 @@ fn stream_facts(
     Ok(facts)
 }
 
-/// The job queue of `provider` (the `jobs` table of migration 0004).
-fn queue_facts(conn: &rusqlite::Connection, provider: &str) -> Result<QueueFacts, LedgerError> {
-    let mut facts = QueueFacts::default();
-    let mut statement =
-        conn.prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE provider = ?1 GROUP BY state")?;
-    let rows = statement.query_map(params![provider], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (state, count) = row?;
-        facts.depth.insert(state, count);
-    }
-    facts.last_failure = conn
-        .prepare_cached(
-            "SELECT dedupe_key, COALESCE(error, 'no error recorded') FROM jobs
-             WHERE provider = ?1 AND state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 1",
-        )?
-        .query_row(params![provider], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let (due_since, activity): (Option<i64>, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT MIN(CASE WHEN state = 'pending' THEN not_before END),
-                    MAX(CASE WHEN state <> 'pending' THEN updated_at END)
-             FROM jobs WHERE provider = ?1",
-        )?
-        .query_row(params![provider], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    facts.pending_due_since = due_since;
-    facts.last_activity = activity;
-    Ok(facts)
-}
-
 fn hour_facts(
     ledger: &SqliteLedger,
     account: &AccountConfig,
@@ -560,7 +513,9 @@ fn hour_facts(
         let shape = match crate::config::shape_of(&account.provider) {
             crate::config::Shape::Windowed => ShapeFacts::Windowed,
             crate::config::Shape::Cursor => ShapeFacts::Cursor(None),
-            crate::config::Shape::Jobs => ShapeFacts::Jobs(queue_facts(conn, &account.provider)?),
+            crate::config::Shape::Jobs => {
+                ShapeFacts::Jobs(crate::jobs::store::provider_queue(conn, &account.provider, now)?)
+            }
         };
         Ok(StreamFacts {
             shape,
@@ -691,7 +646,7 @@ pub fn cursor_behind(
     cursor: &crate::cursor::store::CursorSnapshot,
     now: i64,
 ) -> i64 {
-    (now - stream.stream.safety_lag.as_secs() as i64 - cursor.cursor_ts).max(0)
+    cursor.behind(&stream.stream, now)
 }
 
 /// A lag as a person reads it: `45d 13h`, `3h 20m`, `12m`.

@@ -153,10 +153,7 @@ pub fn collect(
                         next_retry_at = found.retry_at;
                         cursor = Some(CursorStatus {
                             position: format_ts(found.cursor_ts),
-                            behind_seconds: (now
-                                - stream.safety_lag.as_secs() as i64
-                                - found.cursor_ts)
-                                .max(0),
+                            behind_seconds: found.behind(stream, now),
                             last_run_at: found.last_run_at.map(format_ts),
                             failures: found.failures,
                             retry_at: found.retry_at.map(format_ts),
@@ -166,16 +163,10 @@ pub fn collect(
                     }
                 }
                 Shape::Jobs => {
-                    let depth = ledger.with_conn(|conn| {
-                        let mut statement = conn.prepare_cached(
-                            "SELECT state, COUNT(*) FROM jobs WHERE provider = ?1 GROUP BY state",
-                        )?;
-                        let rows = statement.query_map([&account.provider], |row| {
-                            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                        })?;
-                        rows.collect::<Result<std::collections::BTreeMap<_, _>, _>>()
+                    let found = ledger.with_conn(|conn| {
+                        crate::jobs::store::provider_queue(conn, &account.provider, now)
                     })?;
-                    queue = Some(depth);
+                    queue = Some(found.depth);
                 }
             }
             streams.push(StreamStatus {

@@ -28,6 +28,14 @@ pub struct CursorSnapshot {
     pub events: i64,
 }
 
+impl CursorSnapshot {
+    /// Seconds the cursor is behind the newest time a window of `stream` may end at
+    /// (now minus its safety lag); 0 when caught up.
+    pub fn behind(&self, stream: &crate::config::StreamConfig, now: i64) -> i64 {
+        (now - stream.safety_lag.as_secs() as i64 - self.cursor_ts).max(0)
+    }
+}
+
 /// One change-history row: a field of a resource went from `before` to `after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangeEvent {

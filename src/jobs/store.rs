@@ -531,6 +531,66 @@ pub fn queue_depth(ledger: &SqliteLedger) -> Result<Vec<(String, String, i64)>, 
     )
 }
 
+/// One provider's queue as status, doctor and `sync --once` read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderQueue {
+    /// Jobs by state (`pending`, `running`, `succeeded`, `failed`, `not_found`).
+    pub depth: std::collections::BTreeMap<String, i64>,
+    /// The newest failed job: its dedupe key and error.
+    pub last_failure: Option<(String, String)>,
+    /// The earliest `not_before` of the pending jobs: due since then.
+    pub pending_due_since: Option<i64>,
+    /// The newest claim or finish of a job of the provider.
+    pub last_activity: Option<i64>,
+    /// Jobs running, or pending and due at the time asked.
+    pub due_now: i64,
+}
+
+impl ProviderQueue {
+    /// Jobs in `state`.
+    pub fn count(&self, state: &str) -> i64 {
+        self.depth.get(state).copied().unwrap_or(0)
+    }
+}
+
+/// The queue of `provider` at `now`, on a connection the caller holds (status and
+/// doctor read it alongside their other facts).
+pub fn provider_queue(
+    conn: &rusqlite::Connection,
+    provider: &str,
+    now: i64,
+) -> Result<ProviderQueue, rusqlite::Error> {
+    let mut queue = ProviderQueue::default();
+    let mut statement =
+        conn.prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE provider = ?1 GROUP BY state")?;
+    let rows = statement.query_map(params![provider], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (state, count) = row?;
+        queue.depth.insert(state, count);
+    }
+    queue.last_failure = conn
+        .prepare_cached(
+            "SELECT dedupe_key, COALESCE(error, 'no error recorded') FROM jobs
+             WHERE provider = ?1 AND state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )?
+        .query_row(params![provider], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    (queue.pending_due_since, queue.last_activity, queue.due_now) = conn
+        .prepare_cached(
+            "SELECT MIN(CASE WHEN state = 'pending' THEN not_before END),
+                    MAX(CASE WHEN state <> 'pending' THEN updated_at END),
+                    COALESCE(SUM(CASE WHEN state = 'running'
+                                       OR (state = 'pending' AND not_before <= ?2) THEN 1 END), 0)
+             FROM jobs WHERE provider = ?1",
+        )?
+        .query_row(params![provider, now], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    Ok(queue)
+}
+
 /// The most recently updated market prices, at most `limit`.
 pub fn market_prices(ledger: &SqliteLedger, limit: usize) -> Result<Vec<MarketPrice>, JobError> {
     select(

@@ -1,51 +1,37 @@
 //! marketsync: keeps a local SQLite database in sync with rate-limited marketplace APIs.
 //!
-//! Module map:
-//! - [`config`]: the TOML configuration, parsed raw then validated once into [`config::Config`].
-//! - [`model`]: plain shared types (sales rows, hour windows, timestamp helpers).
-//! - [`ledger`]: the unit-of-work ledger: states, allowed transitions, the storage trait and
-//!   its SQLite implementation (claims, cooldowns, applying documents).
-//! - [`provider`]: provider clients (SP-API today) and the error enum callers branch on.
-//! - [`report`]: streaming parser for report documents.
-//! - [`sync`]: the windowed-stream runner: claim, request, poll, download, apply; and
-//!   [`sync::StreamWork`], the seam every sync shape plugs into.
-//! - [`cursor`]: cursor streams (eBay): one bounded window per run, change history.
-//! - [`jobs`]: the keyed job queue (StockX market data, Keepa products).
-//! - [`daemon`]: `marketsync run`: starts the simulator when configured, the lease service and
-//!   the supervision tree; stream runner loops and lock hygiene.
-//! - [`root`]: the root of the supervision tree and its Housekeeping child.
-//! - [`supervisor`]: the AccountsSupervisor: restart backoff, quarantine, stuck detection.
-//! - [`account`]: the Account actor, one per account, owning its stream runners.
-//! - [`chaos`]: crash drills for proving isolation on the real binary.
-//! - [`lock`]: leases with fencing tokens, Redis and SQLite backends, TTL hygiene.
+//! The crate is a layered house (docs/architecture.md); each module depends only on the
+//! ones listed before it, and `scripts/check-layers.py` fails the build when one does not:
+//! - [`domain`]: plain shared types: ids, providers, hour windows, ledger states,
+//!   priorities, scopes, time helpers.
+//! - [`store`]: all SQL: the SQLite connection, migrations, one file per table family.
+//! - [`lock`]: leases with fencing tokens (Redis and SQLite backends) and their hygiene.
 //! - [`quota`]: the TokenManager quota model (buckets, priorities, cooldowns).
-//! - [`status`]: per account/stream status, as a table or JSON.
-//! - [`http`]: the operator surface inside the daemon: status and admin API, the dashboard
-//!   page, Prometheus metrics.
-//! - [`doctor`]: `marketsync doctor`: why an account is not syncing, one finding a line,
-//!   and the per-stream verdicts the status API shows.
+//! - [`report`]: streaming parser for report documents.
+//! - [`provider`]: provider clients and the error enum callers branch on.
+//! - [`shapes`]: the three sync shapes (windowed reports, cursors, jobs) behind one seam,
+//!   and the stream runner loop.
+//! - [`actors`]: the supervision tree: root, accounts supervisor, accounts, housekeeping.
+//! - [`diagnose`]: facts and verdicts (status, doctor) over typed store queries.
+//! - [`http`]: the operator surface inside the daemon: API, dashboard, metrics.
+//! - [`config`]: the TOML configuration, parsed raw then validated once.
+//! - [`app`]: the composition root: starts and stops the daemon.
+//! - [`cli`]: command-line parsing, one file per command.
 //! - [`sim`]: the bundled marketplace simulator speaking the real wire formats.
 //! - [`bench`]: the benchmark commands (`marketsync bench ...`).
-//! - [`cli`]: command-line parsing and dispatch.
 
-pub mod account;
+pub mod actors;
+pub mod app;
 pub mod bench;
-pub mod chaos;
 pub mod cli;
 pub mod config;
-pub mod cursor;
-pub mod daemon;
-pub mod doctor;
+pub mod diagnose;
+pub mod domain;
 pub mod http;
-pub mod jobs;
-pub mod ledger;
 pub mod lock;
-pub mod model;
 pub mod provider;
 pub mod quota;
 pub mod report;
-pub mod root;
+pub mod shapes;
 pub mod sim;
-pub mod status;
-pub mod supervisor;
-pub mod sync;
+pub mod store;

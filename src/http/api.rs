@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::{blocking, parse_body, ApiError, HttpState};
-use crate::doctor::{self, Verdict};
-use crate::ledger::{account_scope, HourState, LedgerStore, Priority};
+use crate::diagnose::{self, Verdict};
+use crate::domain::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::lock::{LockError, LockInfo};
-use crate::model::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
-use crate::sync::lookback_window;
+use crate::shapes::windowed::lookback_window;
+use crate::store::{account_scope, HourState, LedgerStore, Priority};
 
 /// How long a handler waits for the lease backend before answering without it.
 const LOCKS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -65,13 +65,13 @@ pub fn status_value(
     now: i64,
 ) -> Result<Value, ApiError> {
     let ledger = state.ledger.as_ref();
-    let supervision = ledger.with_conn(|conn| crate::supervisor::store::statuses(conn))?;
-    let report = crate::status::collect(&state.config, ledger, locks, &supervision, now)?;
+    let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let report = crate::diagnose::status::collect(&state.config, ledger, locks, &supervision, now)?;
     let acquired = match state.locks.backend() {
-        "sqlite" => doctor::sqlite_acquired_at(ledger),
+        "sqlite" => diagnose::sqlite_acquired_at(ledger),
         _ => HashMap::new(),
     };
-    let facts = doctor::gather(
+    let facts = diagnose::gather(
         &state.config,
         ledger,
         locks,
@@ -93,7 +93,8 @@ pub fn status_value(
                 .and_then(Value::as_array_mut)
             {
                 for (stream_value, stream_facts) in streams.iter_mut().zip(&account_facts.streams) {
-                    let (verdict, explanation) = doctor::verdict(account_facts, stream_facts, now);
+                    let (verdict, explanation) =
+                        diagnose::verdict(account_facts, stream_facts, now);
                     *summary.entry(verdict.as_str()).or_default() += 1;
                     worst = worst.max(Some(verdict));
                     stream_value["verdict"] = json!(verdict.as_str());
@@ -362,20 +363,20 @@ pub async fn summary(
         }
         match account.provider.as_str() {
             "ebay" => {
-                let orders = crate::cursor::store::latest_orders(&state.ledger, id, 20)?;
-                let events = crate::cursor::store::recent_events(&state.ledger, Some(id), 20)?;
+                let orders = crate::store::cursors::latest_orders(&state.ledger, id, 20)?;
+                let events = crate::store::cursors::recent_events(&state.ledger, Some(id), 20)?;
                 summary["orders"] = encode(serde_json::to_value(orders))?;
                 summary["changes"] = encode(serde_json::to_value(events))?;
             }
             "stockx" | "keepa" => {
-                let prices: Vec<_> = crate::jobs::store::market_prices(&state.ledger, 200)?
+                let prices: Vec<_> = crate::store::jobs::market_prices(&state.ledger, 200)?
                     .into_iter()
                     .filter(|price| price.provider == account.provider)
                     .take(50)
                     .collect();
                 summary["market_prices"] = encode(serde_json::to_value(prices))?;
                 if account.provider == "keepa" {
-                    let products = crate::jobs::store::keepa_products(&state.ledger, 50)?;
+                    let products = crate::store::jobs::keepa_products(&state.ledger, 50)?;
                     summary["keepa_products"] = encode(serde_json::to_value(products))?;
                 }
             }
@@ -469,7 +470,7 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
             format!("cannot read the quota buckets: {err}"),
         )
     })?;
-    let hour = now_ts().div_euclid(crate::model::HOUR) * crate::model::HOUR;
+    let hour = now_ts().div_euclid(crate::domain::HOUR) * crate::domain::HOUR;
     let metrics = crate::http::metrics::global();
     let rows: Vec<Value> = buckets
         .into_iter()
@@ -488,7 +489,7 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
         })
         .collect();
     Ok(Json(json!({
-        "hour": crate::model::format_ts(hour),
+        "hour": crate::domain::format_ts(hour),
         "buckets": rows,
     })))
 }
@@ -695,7 +696,7 @@ pub async fn resume(
     let account = state.account(&id)?.clone();
     let value = blocking(&state, move |state| {
         let (requested, current) = state.ledger.with_conn(|conn| {
-            let requested = crate::supervisor::store::request_resume(conn, &account.id)?;
+            let requested = crate::store::supervision::request_resume(conn, &account.id)?;
             let current: Option<String> = conn
                 .query_row(
                     "SELECT state FROM account_supervision WHERE account = ?1",

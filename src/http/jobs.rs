@@ -1,6 +1,6 @@
 //! The job queue over HTTP: list jobs by state with the queue depth, enqueue (merging
 //! into a live job with the same key), and re-queue failed jobs. The store is
-//! [`crate::jobs::store`]; this module only validates and maps errors.
+//! [`crate::store::jobs`]; this module only validates and maps errors.
 
 use std::collections::HashMap;
 
@@ -14,8 +14,8 @@ use tracing::info;
 
 use super::api::{check_query_keys, query_map, query_number};
 use super::{blocking, parse_body, ApiError, HttpState};
-use crate::jobs::store::{self, JobError, JobPriority, JobState, NewJob};
-use crate::model::format_ts;
+use crate::domain::format_ts;
+use crate::store::jobs::{self as store, JobError, JobPriority, JobState, NewJob};
 
 impl From<JobError> for ApiError {
     fn from(err: JobError) -> Self {

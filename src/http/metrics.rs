@@ -54,9 +54,9 @@ use prometheus_client::registry::{Registry, Unit};
 use rusqlite::params;
 
 use super::{blocking, ApiError, HttpState};
-use crate::doctor;
-use crate::ledger::HourState;
-use crate::model::{now_ts, HOUR};
+use crate::diagnose;
+use crate::domain::{now_ts, HOUR};
+use crate::store::HourState;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -239,8 +239,8 @@ fn snapshot_registry(
 ) -> Result<Registry, ApiError> {
     let mut registry = Registry::with_prefix("marketsync");
     let ledger = state.ledger.as_ref();
-    let supervision = ledger.with_conn(|conn| crate::supervisor::store::statuses(conn))?;
-    let facts = doctor::gather(
+    let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let facts = diagnose::gather(
         &state.config,
         ledger,
         locks,
@@ -260,7 +260,7 @@ fn snapshot_registry(
     for account in &facts {
         for stream in &account.streams {
             let name = stream.stream.name.as_str();
-            let (verdict, _) = doctor::verdict(account, stream, now);
+            let (verdict, _) = diagnose::verdict(account, stream, now);
             verdicts
                 .get_or_create(&labels(&[
                     ("account", &account.id),
@@ -269,16 +269,16 @@ fn snapshot_registry(
                 ]))
                 .set(1);
             match &stream.shape {
-                doctor::ShapeFacts::Windowed => {}
-                doctor::ShapeFacts::Cursor(cursor) => {
+                diagnose::ShapeFacts::Windowed => {}
+                diagnose::ShapeFacts::Cursor(cursor) => {
                     if let Some(cursor) = cursor {
                         cursor_lag
                             .get_or_create(&labels(&[("account", &account.id), ("stream", name)]))
-                            .set(doctor::cursor_behind(stream, cursor, now));
+                            .set(diagnose::cursor_behind(stream, cursor, now));
                     }
                     continue;
                 }
-                doctor::ShapeFacts::Jobs(queue) => {
+                diagnose::ShapeFacts::Jobs(queue) => {
                     // One queue per provider, whichever of its accounts reports it.
                     if providers_seen.insert(account.provider.clone()) {
                         for job_state in ["pending", "running", "succeeded", "failed", "not_found"]
@@ -377,7 +377,7 @@ fn snapshot_registry(
                 ("state", child.state.as_str()),
             ]))
             .set(1);
-        if child.state == crate::supervisor::ChildState::Quarantined {
+        if child.state == crate::actors::supervisor::ChildState::Quarantined {
             quarantined.inc();
         }
     }

@@ -51,8 +51,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::config::{AccountConfig, Config};
-use crate::ledger::SqliteLedger;
 use crate::lock::LockService;
+use crate::store::SqliteLedger;
 
 /// Everything the handlers need. Cheap to clone.
 #[derive(Clone)]
@@ -264,8 +264,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::ledger::LedgerError> for ApiError {
-    fn from(err: crate::ledger::LedgerError) -> Self {
+impl From<crate::store::LedgerError> for ApiError {
+    fn from(err: crate::store::LedgerError) -> Self {
         ApiError::internal(format!("database error: {err}"))
     }
 }

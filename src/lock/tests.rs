@@ -16,6 +16,7 @@ use super::redis::RedisLocks;
 use super::sqlite::SqliteLocks;
 use super::testing::RedisServer;
 use super::*;
+use crate::domain::lease::local_now_ms;
 
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(200);
@@ -1012,7 +1013,7 @@ async fn sqlite_two_handles_on_one_file_exclude_each_other() {
 
 #[tokio::test]
 async fn sqlite_shares_the_ledger_database_file() {
-    use crate::ledger::{LedgerStore, SqliteLedger};
+    use crate::store::{LedgerStore, SqliteLedger};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("nested").join("marketsync.db");
     let ledger = SqliteLedger::open(&path).expect("ledger");
@@ -1021,7 +1022,7 @@ async fn sqlite_shares_the_ledger_database_file() {
     svc.acquire("acme/orders", "a:1@h1", LONG)
         .await
         .expect("acquire");
-    let window = crate::model::HourWindow::new(0, 2 * crate::model::HOUR);
+    let window = crate::domain::HourWindow::new(0, 2 * crate::domain::HOUR);
     ledger
         .seed("acme", "orders", window, 0)
         .expect("ledger still works");

@@ -28,7 +28,7 @@ use super::{
     clip, invalid, rate_limit, read_capped, read_error_body, transport_error, CachedToken,
     ProviderError, TokenCache, MAX_JSON_BODY,
 };
-use crate::model::{format_ts, parse_ts, HourWindow};
+use crate::domain::{format_ts, parse_ts, HourWindow};
 
 /// The report type of the vendor real-time sales report.
 pub const VENDOR_RT_SALES_REPORT: &str = "GET_VENDOR_REAL_TIME_SALES_REPORT";

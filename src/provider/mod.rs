@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use crate::model::now_ts;
+use crate::domain::now_ts;
 
 /// The longest provider text (chars) an error message keeps.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 300;

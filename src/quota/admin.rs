@@ -6,14 +6,14 @@
 //! `cooldowns clear SCOPE` deletes the scope from both.
 //!
 //! Scopes: `amazon` (the provider), `amazon:{account}` (an account, as
-//! [`crate::ledger::account_scope`] writes it), `amazon:{seller}` (a selling partner's
+//! [`crate::store::account_scope`] writes it), `amazon:{seller}` (a selling partner's
 //! buckets, when accounts set `selling_partner_id`), `lock:{account}/{stream}` (lease
 //! conditions recorded for `status`). Clearing an account or selling-partner scope clears
 //! every account scope of that seller and the seller's scope too: they are one quota,
 //! and a copy left behind would keep the others waiting.
 //!
 //! A running daemon notices a clear of its SQLite file within about a second (see
-//! [`crate::daemon`]); a daemon on another host sharing the Redis within a minute.
+//! [`crate::app`]); a daemon on another host sharing the Redis within a minute.
 //! Emits nothing (prints its result).
 
 use anyhow::Context;
@@ -23,8 +23,8 @@ use serde::Serialize;
 use super::redis::RedisCooldowns;
 use super::CooldownStore;
 use crate::config::Config;
-use crate::ledger::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
-use crate::model::{format_ts, now_ts};
+use crate::domain::{format_ts, now_ts};
+use crate::store::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
 
 #[derive(Debug, Subcommand)]
 pub enum CooldownsAction {

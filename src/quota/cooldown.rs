@@ -1,12 +1,12 @@
 //! Cooldowns: "no provider calls in this scope until then", and where they are kept.
 //!
-//! A cooldown is a [`crate::ledger::Cooldown`]: scope, reason (`quota`, `lock_busy`,
+//! A cooldown is a [`crate::store::Cooldown`]: scope, reason (`quota`, `lock_busy`,
 //! `auth`; see [`CooldownReason`]), start and end as unix seconds, and a detail. Scopes
 //! used by the TokenManager for a [`super::BucketKey`] (see
 //! [`super::BucketKey::cooldown_scopes`]):
 //! - `{provider}`: the whole provider, every account;
 //! - `{provider}:{scope}`: one account (the same string as
-//!   [`crate::ledger::account_scope`], so cooldowns written by the sync runner count);
+//!   [`crate::store::account_scope`], so cooldowns written by the sync runner count);
 //! - `{provider}:{scope}:{operation}`: one bucket.
 //!
 //! Persistence is behind [`CooldownStore`] (object safe, boxed futures):
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::QuotaError;
-use crate::ledger::{Cooldown, LedgerError, LedgerStore};
+use crate::store::{Cooldown, LedgerError, LedgerStore};
 
 /// Why a scope cools down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

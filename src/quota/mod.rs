@@ -38,9 +38,9 @@
 //! provider, the cooldown store, how long a "no cooldown" answer of the store is trusted,
 //! and the [`Clock`] (tokio time, or a manual clock for tests).
 //!
-//! In the daemon (`crate::daemon`): one TokenManager, linked to the Root; every SP-API
+//! In the daemon (`crate::app`): one TokenManager, linked to the Root; every SP-API
 //! client carries a [`Pacer`] (handle + bucket scope = the selling partner) and the sync
-//! runner acquires before each call and observes each response (`crate::sync`).
+//! runner acquires before each call and observes each response (`crate::shapes::windowed`).
 //! [`admin`] is `marketsync cooldowns`; [`efficiency`] is `marketsync bench quota`.
 //!
 //! Emits (tracing, structured fields): `debug!(key, priority, cost, wait_ms, "request
@@ -54,7 +54,6 @@
 pub mod admin;
 pub mod bucket;
 pub mod cooldown;
-pub mod efficiency;
 mod queue;
 pub mod redis;
 
@@ -76,7 +75,7 @@ pub use bucket::{Bucket, DEFAULT_RESERVE_SHARE};
 pub use cooldown::{CooldownReason, CooldownStore};
 pub use redis::RedisCooldowns;
 
-use crate::ledger::{Cooldown, LedgerStore};
+use crate::store::{Cooldown, LedgerStore};
 use queue::{Outcome, Payer, Queue};
 use redis::{RedisBuckets, RedisLink, RemoteObservation};
 
@@ -122,9 +121,9 @@ impl BucketKey {
         }
     }
 
-    /// `{provider}:{scope}`: the account scope ([`crate::ledger::account_scope`]).
+    /// `{provider}:{scope}`: the account scope ([`crate::store::account_scope`]).
     pub fn account_scope(&self) -> String {
-        crate::ledger::account_scope(&self.provider, &self.scope)
+        crate::store::account_scope(&self.provider, &self.scope)
     }
 
     /// `{provider}:{scope}:{operation}`: this bucket alone.
@@ -191,13 +190,13 @@ impl fmt::Display for Priority {
     }
 }
 
-impl From<crate::ledger::Priority> for Priority {
+impl From<crate::store::Priority> for Priority {
     /// Audits run as background work.
-    fn from(priority: crate::ledger::Priority) -> Priority {
+    fn from(priority: crate::store::Priority) -> Priority {
         match priority {
-            crate::ledger::Priority::Manual => Priority::Manual,
-            crate::ledger::Priority::Hot => Priority::Hot,
-            crate::ledger::Priority::Background | crate::ledger::Priority::Audit => {
+            crate::store::Priority::Manual => Priority::Manual,
+            crate::store::Priority::Hot => Priority::Hot,
+            crate::store::Priority::Background | crate::store::Priority::Audit => {
                 Priority::Background
             }
         }
@@ -986,7 +985,7 @@ impl ManagerState {
                 unsaved: stored.is_err(),
             },
         );
-        info!(scope = %scope, reason = %cooldown.reason, until = %crate::model::format_ts(cooldown.until_at), "cooldown started");
+        info!(scope = %scope, reason = %cooldown.reason, until = %crate::domain::format_ts(cooldown.until_at), "cooldown started");
         self.fail_cooling(&cooldown);
         match stored {
             Ok(()) => Ok(cooldown),
@@ -1638,9 +1637,9 @@ impl Pacer {
     pub fn cooldown_scopes(&self, account: &str) -> Vec<String> {
         let mut scopes = vec![
             self.provider.clone(),
-            crate::ledger::account_scope(&self.provider, &self.scope),
+            crate::store::account_scope(&self.provider, &self.scope),
         ];
-        let own = crate::ledger::account_scope(&self.provider, account);
+        let own = crate::store::account_scope(&self.provider, account);
         if !scopes.contains(&own) {
             scopes.push(own);
         }

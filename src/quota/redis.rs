@@ -41,7 +41,7 @@ use tracing::warn;
 use super::cooldown::CooldownStore;
 use super::queue::Payer;
 use super::{cooling_down, BucketKey, BucketSpec, BucketView, QuotaError};
-use crate::ledger::Cooldown;
+use crate::store::Cooldown;
 
 /// The bound on one Redis call, connecting included.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);

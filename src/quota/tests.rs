@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::queue::{Outcome, Payer, Queue};
 use super::*;
-use crate::ledger::SqliteLedger;
 use crate::lock::testing::RedisServer;
+use crate::store::SqliteLedger;
 
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

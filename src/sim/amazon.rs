@@ -11,7 +11,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::Serialize;
 
-use crate::model::{floor_hour, format_ts, SalesRow, HOUR};
+use crate::domain::{floor_hour, format_ts, SalesRow, HOUR};
 
 /// The only report type the simulator produces.
 pub const VENDOR_REAL_TIME_SALES_REPORT: &str = "GET_VENDOR_REAL_TIME_SALES_REPORT";
@@ -206,7 +206,7 @@ pub(crate) fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::parse_ts;
+    use crate::domain::parse_ts;
 
     fn hour(text: &str) -> i64 {
         parse_ts(text).expect("test timestamp")

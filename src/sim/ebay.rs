@@ -20,6 +20,7 @@
 //! RETURN_REQUESTED → ITEM_SHIPPED → CLOSED and refunds the order (FULLY_REFUNDED, plus a
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
+pub use crate::domain::{format_millis, parse_millis};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -357,21 +358,6 @@ pub fn changes_between(
     }
     out.sort();
     out
-}
-
-/// Formats unix milliseconds the way eBay writes dates: `2026-11-23T10:00:00.000Z`.
-pub fn format_millis(millis: i64) -> String {
-    match chrono::DateTime::from_timestamp_millis(millis) {
-        Some(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        None => format!("@{millis}"),
-    }
-}
-
-/// Parses an eBay date (RFC 3339, usually with millis and `Z`) into unix milliseconds.
-pub fn parse_millis(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|dt| dt.timestamp_millis())
 }
 
 /// A data request the simulator received, for `GET /_sim/ebay/requests`.

@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::model::{format_ts, parse_ts, SalesRow, HOUR};
+use crate::domain::{format_ts, parse_ts, SalesRow, HOUR};
 use bucket::TokenBucket;
 
 /// The longest window one report may cover (the daemon's `chunk` has the same limit).

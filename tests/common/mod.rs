@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketsync::config::Config;
-use marketsync::ledger::{LedgerStore, SqliteLedger};
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+use marketsync::shapes::windowed::StreamContext;
 use marketsync::sim::{SimConfig, SimStats, Simulator};
-use marketsync::sync::StreamContext;
+use marketsync::store::{LedgerStore, SqliteLedger};
 use tokio_util::sync::CancellationToken;
 
 /// A simulator listening on a free loopback port; stopped when dropped.
@@ -161,7 +161,7 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             account: Arc::new(account),
             stream,
             ledger: dyn_ledger,
-            work: marketsync::sync::StreamWork::Reports(Arc::new(client)),
+            work: marketsync::shapes::windowed::StreamWork::Reports(Arc::new(client)),
             documents_dir: self.config.data_dir.join("documents"),
             owner: "test:1@localhost".to_string(),
             // Tests stop a context as a crash would: at once, mid-unit.
@@ -209,7 +209,7 @@ pub fn sales_rows(ledger: &SqliteLedger, account: &str) -> Vec<(i64, String, i64
 /// Count of ledger hours per state for the fixture's stream, in HourState::ALL order.
 pub fn counts(ledger: &SqliteLedger) -> [u64; 5] {
     ledger
-        .snapshot("acct", "vendor_rt_sales", marketsync::model::now_ts())
+        .snapshot("acct", "vendor_rt_sales", marketsync::domain::now_ts())
         .expect("snapshot")
         .counts
 }

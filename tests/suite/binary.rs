@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use marketsync::model::{floor_hour, format_ts, now_ts};
+use marketsync::domain::{floor_hour, format_ts, now_ts};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
@@ -119,7 +119,7 @@ async fn status_json_and_fill_day_through_the_binary() {
     assert_eq!(stream["counts"]["MISSING"], 0);
     assert_eq!(stream["cooldown"]["reason"], "none");
     assert!(stream["cooldown"]["until_utc"].is_null());
-    let snapshot = marketsync::ledger::LedgerStore::snapshot(
+    let snapshot = marketsync::store::LedgerStore::snapshot(
         ledger.as_ref(),
         "acct",
         "vendor_rt_sales",

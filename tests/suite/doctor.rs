@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use marketsync::ledger::LedgerStore;
+use marketsync::domain::{format_ts, now_ts, HourWindow, HOUR};
 use marketsync::lock::testing::RedisServer;
 use marketsync::lock::LockService;
-use marketsync::model::{format_ts, now_ts, HourWindow, HOUR};
 use marketsync::sim::SimConfig;
+use marketsync::store::LedgerStore;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{fail_hours, quarantine, quota_cooldown, synced_fixture};
@@ -236,7 +236,7 @@ async fn doctor_explains_missing_hours_that_never_drop() {
     let ledger = fixture.open_ledger();
     // Seeded two hours ago; nobody claimed anything since.
     let now = now_ts();
-    let end = marketsync::model::floor_hour(now);
+    let end = marketsync::domain::floor_hour(now);
     ledger
         .seed(
             "acct",

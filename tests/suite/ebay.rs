@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marketsync::config::Config;
-use marketsync::cursor::{cursor_snapshot, recent_events, Clock, CursorRunner};
-use marketsync::ledger::{LedgerStore, SqliteLedger};
 use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
+use marketsync::shapes::cursor::{cursor_snapshot, recent_events, Clock, CursorRunner};
+use marketsync::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::ebay::{
     changes_between, orders_created, EbayRequest, EbaySimConfig, EbayStats, SimChange,
 };
 use marketsync::sim::{FaultKind, SimConfig};
-use marketsync::sync::{RunOutcome, StreamContext, StreamWork};
+use marketsync::store::{LedgerStore, SqliteLedger};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,7 @@ fn sim_config(ebay: EbaySimConfig) -> SimConfig {
 
 /// A whole minute some days from now, so windows and data line up the same every run.
 fn pinned_start() -> i64 {
-    let now = marketsync::model::now_ts();
+    let now = marketsync::domain::now_ts();
     now - now.rem_euclid(60)
 }
 
@@ -206,7 +206,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
         })
     }
 
-    fn snapshot(&self, stream: &str) -> marketsync::cursor::CursorSnapshot {
+    fn snapshot(&self, stream: &str) -> marketsync::shapes::cursor::CursorSnapshot {
         cursor_snapshot(&self.ledger, "shop", stream)
             .expect("snapshot")
             .expect("cursor exists")
@@ -575,7 +575,7 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
         panic!("expected a cooldown, got {outcome:?}");
     };
     assert_eq!(reason, "quota");
-    let real_now = marketsync::model::now_ts();
+    let real_now = marketsync::domain::now_ts();
     assert!(
         until >= real_now + 7190,
         "Retry-After (2h) beats quota_cooldown (10m)"
@@ -657,7 +657,7 @@ async fn ebay_daemon_binary_syncs_orders() {
             .ok()
             .flatten()
             .is_some_and(|snapshot| {
-                snapshot.cursor_ts >= marketsync::model::now_ts() - 60 && snapshot.resources > 0
+                snapshot.cursor_ts >= marketsync::domain::now_ts() - 60 && snapshot.resources > 0
             })
     })
     .await;
@@ -666,7 +666,7 @@ async fn ebay_daemon_binary_syncs_orders() {
         "daemon did not catch up; logs:\n{}",
         daemon.logs()
     );
-    let orders = marketsync::cursor::latest_orders(&ledger, "shop", 10).expect("orders");
+    let orders = marketsync::shapes::cursor::latest_orders(&ledger, "shop", 10).expect("orders");
     assert_eq!(orders.len(), 10);
     assert!(fixture.stored_orders().len() > 100);
     let requests = fixture.requests().await;
@@ -855,12 +855,12 @@ async fn ebay_status_json_and_table_show_the_cursor_as_synced() {
     });
     assert!(orders > 100, "{orders} orders");
 
-    let before = marketsync::model::now_ts();
+    let before = marketsync::domain::now_ts();
     let output = ebay_cli(&fixture.config_path)
         .args(["status", "--json"])
         .output()
         .expect("status --json");
-    let after = marketsync::model::now_ts();
+    let after = marketsync::domain::now_ts();
     assert!(output.status.success(), "{output:?}");
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     let stream = shop_stream(&status, "orders");
@@ -868,7 +868,7 @@ async fn ebay_status_json_and_table_show_the_cursor_as_synced() {
     let cursor = &stream["cursor"];
     assert_eq!(
         cursor["position"],
-        marketsync::model::format_ts(t0 - LAG),
+        marketsync::domain::format_ts(t0 - LAG),
         "{stream}"
     );
     let behind = cursor["behind_seconds"].as_i64().expect("behind_seconds");
@@ -898,7 +898,7 @@ async fn ebay_status_json_and_table_show_the_cursor_as_synced() {
     assert!(
         row.contains(&format!(
             "cursor {}",
-            marketsync::model::format_ts(t0 - LAG)
+            marketsync::domain::format_ts(t0 - LAG)
         )),
         "{row}"
     );
@@ -937,7 +937,7 @@ async fn ebay_verdicts_move_from_stalled_to_syncing_to_caught_up_and_failing() {
     assert!(
         why.contains(&format!(
             "cursor at {}",
-            marketsync::model::format_ts(t0 - 45 * DAY - LAG)
+            marketsync::domain::format_ts(t0 - 45 * DAY - LAG)
         )) && why.contains(" behind; catching up"),
         "{why}"
     );
@@ -1024,7 +1024,7 @@ async fn ebay_summary_and_metrics_come_from_the_database() {
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["provider"], "ebay");
     let want_orders = serde_json::to_value(
-        marketsync::cursor::latest_orders(&fixture.ledger, "shop", 20).expect("orders"),
+        marketsync::shapes::cursor::latest_orders(&fixture.ledger, "shop", 20).expect("orders"),
     )
     .expect("json");
     let want_changes =
@@ -1062,9 +1062,9 @@ async fn ebay_summary_and_metrics_come_from_the_database() {
         "{change}"
     );
 
-    let before = marketsync::model::now_ts();
+    let before = marketsync::domain::now_ts();
     let (_, text) = server.metrics().await;
-    let after = marketsync::model::now_ts();
+    let after = marketsync::domain::now_ts();
     let sample = text
         .lines()
         .find(|line| {
@@ -1114,14 +1114,14 @@ async fn ebay_sync_once_exits_zero_once_the_cursor_caught_up() {
         .expect("sync --once");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let now = marketsync::model::now_ts();
+    let now = marketsync::domain::now_ts();
     for stream in ["orders", "returns"] {
         let snapshot = fixture.snapshot(stream);
         assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
         assert!(
             now - LAG - snapshot.cursor_ts <= 15 * 60 + 60,
             "{stream} cursor at {} is within an interval of now",
-            marketsync::model::format_ts(snapshot.cursor_ts)
+            marketsync::domain::format_ts(snapshot.cursor_ts)
         );
     }
     assert!(fixture.snapshot("orders").resources > 50);
@@ -1182,8 +1182,8 @@ async fn ebay_paced_catch_up_ends_its_run_once_the_cursor_reaches_now() {
     let snapshot = fixture.snapshot("orders");
     assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
     assert!(
-        marketsync::model::now_ts() - LAG - snapshot.cursor_ts < 60,
+        marketsync::domain::now_ts() - LAG - snapshot.cursor_ts < 60,
         "cursor at {}",
-        marketsync::model::format_ts(snapshot.cursor_ts)
+        marketsync::domain::format_ts(snapshot.cursor_ts)
     );
 }

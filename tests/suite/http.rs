@@ -9,17 +9,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use marketsync::actors::supervisor::ChildState;
 use marketsync::config::Config;
+use marketsync::domain::{format_ts, now_ts, HOUR};
 use marketsync::http::{serve, HttpState};
-use marketsync::ledger::{account_scope, Cooldown, LedgerStore, SqliteLedger};
 use marketsync::lock::LockService;
-use marketsync::model::{format_ts, now_ts, HOUR};
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use marketsync::quota::{
     BucketKey, Priority, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager,
 };
-use marketsync::supervisor::store::{save, StoredChild};
-use marketsync::supervisor::ChildState;
+use marketsync::store::supervision::{save, StoredChild};
+use marketsync::store::{account_scope, Cooldown, LedgerStore, SqliteLedger};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -150,13 +150,13 @@ pub fn fail_hours(
     retry_at: i64,
 ) {
     let now = now_ts();
-    let end = marketsync::model::floor_hour(now);
+    let end = marketsync::domain::floor_hour(now);
     ledger
         .reset_window(
             account,
             STREAM,
-            marketsync::model::HourWindow::new(end - hours * HOUR, end),
-            marketsync::ledger::Priority::Manual,
+            marketsync::domain::HourWindow::new(end - hours * HOUR, end),
+            marketsync::store::Priority::Manual,
             now,
         )
         .expect("reset");
@@ -326,7 +326,7 @@ async fn a_held_lease_shows_its_owner_and_busy_verdict() {
         .unwrap();
     ledger
         .set_cooldown(&Cooldown {
-            scope: marketsync::sync::lock_scope("acct", STREAM),
+            scope: marketsync::shapes::windowed::lock_scope("acct", STREAM),
             reason: "lock_busy".to_string(),
             started_at: now_ts(),
             until_at: now_ts() + 600,
@@ -701,7 +701,7 @@ async fn refresh_during_a_quota_cooldown_answers_quota_exceeded_and_calls_nothin
         .unwrap()
         .expect("claimable");
     assert!(
-        claimed_first.window.start >= marketsync::model::floor_hour(now_ts()) - 3 * HOUR,
+        claimed_first.window.start >= marketsync::domain::floor_hour(now_ts()) - 3 * HOUR,
         "the refreshed hours are claimed first"
     );
     ledger.release(&claimed_first, "test", now_ts()).unwrap();
@@ -730,7 +730,7 @@ async fn summary_totals_come_from_the_database() {
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["source"], "database");
     let rows = sales_rows(&ledger, "acct");
-    let from = marketsync::model::parse_ts(summary["from"].as_str().unwrap()).unwrap();
+    let from = marketsync::domain::parse_ts(summary["from"].as_str().unwrap()).unwrap();
     let in_window: Vec<_> = rows.iter().filter(|row| row.0 >= from).collect();
     assert_eq!(
         summary["totals"]["rows"].as_u64().unwrap() as usize,
@@ -1282,18 +1282,19 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
         let mut context = fixture.context(&ledger, CancellationToken::new());
         context.account = Arc::new(account.clone());
         context.stream = account.streams[0].clone();
-        context.work = marketsync::sync::StreamWork::Reports(Arc::new(SpApiClient::new(
-            reqwest::Client::new(),
-            SpApiEndpoints {
-                api_base: sim.base_url(),
-                lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
-            },
-            LwaCredentials {
-                client_id: "test-client".to_string(),
-                client_secret: "test-secret".to_string(),
-                refresh_token: format!("test-refresh-{}", account.id),
-            },
-        )));
+        context.work =
+            marketsync::shapes::windowed::StreamWork::Reports(Arc::new(SpApiClient::new(
+                reqwest::Client::new(),
+                SpApiEndpoints {
+                    api_base: sim.base_url(),
+                    lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
+                },
+                LwaCredentials {
+                    client_id: "test-client".to_string(),
+                    client_secret: "test-secret".to_string(),
+                    refresh_token: format!("test-refresh-{}", account.id),
+                },
+            )));
         context.run_once().await.expect("sync");
     }
     let now = now_ts();
@@ -1322,20 +1323,20 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
         .unwrap();
     ledger
         .set_cooldown(&Cooldown {
-            scope: marketsync::sync::lock_scope("acme-jp", STREAM),
+            scope: marketsync::shapes::windowed::lock_scope("acme-jp", STREAM),
             reason: "lock_busy".to_string(),
             started_at: now,
             until_at: now + 900,
             detail: Some("held by auto-sync:31337@web2".to_string()),
         })
         .unwrap();
-    let end = marketsync::model::floor_hour(now);
+    let end = marketsync::domain::floor_hour(now);
     ledger
         .reset_window(
             "acme-fr",
             STREAM,
-            marketsync::model::HourWindow::new(end - 3 * HOUR, end),
-            marketsync::ledger::Priority::Manual,
+            marketsync::domain::HourWindow::new(end - 3 * HOUR, end),
+            marketsync::store::Priority::Manual,
             now,
         )
         .unwrap();
@@ -1343,8 +1344,8 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
         .reset_window(
             "acme-mx",
             STREAM,
-            marketsync::model::HourWindow::new(end - 2 * HOUR, end),
-            marketsync::ledger::Priority::Manual,
+            marketsync::domain::HourWindow::new(end - 2 * HOUR, end),
+            marketsync::store::Priority::Manual,
             now,
         )
         .unwrap();
@@ -1465,13 +1466,13 @@ async fn dashboard_stays_readable_with_200_accounts() {
     with_accounts(&mut fixture, &sim, &id_refs);
     let ledger = fixture.open_ledger();
     let now = now_ts();
-    let end = marketsync::model::floor_hour(now);
+    let end = marketsync::domain::floor_hour(now);
     for id in &ids {
         ledger
             .seed(
                 id,
                 STREAM,
-                marketsync::model::HourWindow::new(end - 24 * HOUR, end),
+                marketsync::domain::HourWindow::new(end - 24 * HOUR, end),
                 now,
             )
             .unwrap();

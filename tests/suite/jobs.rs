@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marketsync::config::Config;
-use marketsync::jobs::store::{self, Claimer};
-use marketsync::jobs::{
-    enqueue, list_jobs, market_prices, recent_runs, reset_failed, EnqueueOutcome, JobClient,
-    JobPriority, JobRunner, JobState, NewJob,
-};
-use marketsync::ledger::{LedgerStore, SqliteLedger};
-use marketsync::model::now_ts;
+use marketsync::domain::now_ts;
 use marketsync::provider::keepa::KeepaClient;
 use marketsync::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use marketsync::quota::{BucketSpec, Pacer, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager};
+use marketsync::shapes::jobs::{
+    enqueue, list_jobs, market_prices, recent_runs, reset_failed, EnqueueOutcome, JobClient,
+    JobPriority, JobRunner, JobState, NewJob,
+};
+use marketsync::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::SimConfig;
-use marketsync::sync::{RunOutcome, StreamContext, StreamWork};
+use marketsync::store::jobs::{self as store, Claimer};
+use marketsync::store::{LedgerStore, SqliteLedger};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{marketsync, wait_until, DaemonProcess, TestSim};

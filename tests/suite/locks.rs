@@ -358,7 +358,7 @@ async fn a_busy_lease_shows_as_lock_busy_in_status() {
         .await
         .unwrap();
     assert!(
-        matches!(&outcome, marketsync::sync::LeasedOutcome::Busy { holder, .. } if holder == "fill-day:4242@elsewhere"),
+        matches!(&outcome, marketsync::shapes::windowed::LeasedOutcome::Busy { holder, .. } if holder == "fill-day:4242@elsewhere"),
         "{outcome:?}"
     );
     assert_eq!(

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marketsync::config::{Config, Endpoints};
-use marketsync::ledger::{LedgerStore, Priority, SqliteLedger};
+use marketsync::domain::{floor_hour, now_ts, HourWindow, HOUR};
 use marketsync::lock::testing::RedisServer;
-use marketsync::model::{floor_hour, now_ts, HourWindow, HOUR};
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use marketsync::quota::{BucketKey, Pacer, QuotaHandle, TokenManager};
+use marketsync::shapes::windowed::{RunOutcome, StreamContext};
 use marketsync::sim::{FaultKind, RateSpec, ScheduledFault, SimConfig, SimFaults};
-use marketsync::sync::{RunOutcome, StreamContext};
+use marketsync::store::{LedgerStore, Priority, SqliteLedger};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
@@ -286,7 +286,7 @@ async fn two_daemons_on_one_redis_share_a_sellers_quota_without_a_429() {
 /// A TokenManager built the way the daemon builds it, for `config`.
 async fn token_manager(config: &Config, ledger: &Arc<SqliteLedger>) -> QuotaHandle {
     let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
-    let quota = marketsync::daemon::quota_config(config, dyn_ledger).expect("quota config");
+    let quota = marketsync::app::quota_config(config, dyn_ledger).expect("quota config");
     let (actor, _join) = TokenManager::spawn(quota).await.expect("token manager");
     QuotaHandle::new(actor)
 }
@@ -311,7 +311,7 @@ fn paced_context(
         panic!("test accounts use explicit endpoints");
     };
     let pacer = Pacer::new(quota.clone(), "amazon", account.quota_scope());
-    context.work = marketsync::sync::StreamWork::Reports(Arc::new(
+    context.work = marketsync::shapes::windowed::StreamWork::Reports(Arc::new(
         SpApiClient::new(
             reqwest::Client::new(),
             SpApiEndpoints {

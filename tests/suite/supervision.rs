@@ -154,7 +154,7 @@ async fn poison_account_is_quarantined_while_healthy_accounts_keep_syncing() {
         account(&status, "poison")["supervisor"]["state"],
         "quarantined"
     );
-    let resume_requested_at = marketsync::model::now_ts();
+    let resume_requested_at = marketsync::domain::now_ts();
     let output = marketsync()
         .arg("--config")
         .arg(&config)
@@ -175,7 +175,7 @@ async fn poison_account_is_quarantined_while_healthy_accounts_keep_syncing() {
     .await;
     assert!(resumed, "logs:\n{}", daemon.logs());
     // Nothing of the poison account ran in the new daemon before the resume.
-    let ledger = marketsync::ledger::SqliteLedger::open(&dir.path().join("marketsync.db")).unwrap();
+    let ledger = marketsync::store::SqliteLedger::open(&dir.path().join("marketsync.db")).unwrap();
     let early_claims: i64 = ledger.with_conn(|conn| {
         conn.query_row(
             "SELECT COUNT(*) FROM ledger_claims WHERE account = 'poison' AND claimed_by LIKE ?1 AND claimed_at < ?2",
@@ -269,7 +269,7 @@ async fn sigterm_mid_sync_exits_zero_and_the_restart_requests_nothing_twice() {
     // Stop it while a report is being processed.
     let mid_flight = wait_until(Duration::from_secs(30), || {
         let ledger = fixture.open_ledger();
-        marketsync::ledger::LedgerStore::in_flight(ledger.as_ref(), "acct", "vendor_rt_sales")
+        marketsync::store::LedgerStore::in_flight(ledger.as_ref(), "acct", "vendor_rt_sales")
             .map(|claims| claims.iter().any(|claim| claim.report_id.is_some()))
             .unwrap_or(false)
             && crate::common::applied_hours(&fixture.config_path) >= 6

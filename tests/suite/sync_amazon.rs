@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use marketsync::ledger::{account_scope, HourState, LedgerStore};
-use marketsync::model::{now_ts, HourWindow};
+use marketsync::domain::{now_ts, HourWindow};
+use marketsync::shapes::windowed::{lookback_window, RunOutcome};
 use marketsync::sim::amazon::vendor_sales_rows;
 use marketsync::sim::{FaultKind, SimConfig};
-use marketsync::sync::{lookback_window, RunOutcome};
+use marketsync::store::{account_scope, HourState, LedgerStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{counts, fast_sim, sales_rows, schedule, wait_until, Fixture, TestSim};
@@ -41,7 +41,7 @@ fn expected_rows(config: &SimConfig, window: HourWindow) -> Vec<(i64, String, i6
     rows
 }
 
-fn hour_rows(ledger: &marketsync::ledger::SqliteLedger) -> Vec<(i64, String, i64, Option<String>)> {
+fn hour_rows(ledger: &marketsync::store::SqliteLedger) -> Vec<(i64, String, i64, Option<String>)> {
     ledger.with_conn(|conn| {
         let mut statement = conn
             .prepare(
@@ -432,18 +432,19 @@ async fn refused_credentials_start_an_auth_cooldown_instead_of_failing_every_chu
     let ledger = fixture.open_ledger();
     let mut context = fixture.context(&ledger, CancellationToken::new());
     // The token endpoint refuses an empty client secret (invalid_request).
-    context.work = marketsync::sync::StreamWork::Reports(std::sync::Arc::new(SpApiClient::new(
-        reqwest::Client::new(),
-        SpApiEndpoints {
-            api_base: sim.base_url(),
-            lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
-        },
-        LwaCredentials {
-            client_id: "test-client".to_string(),
-            client_secret: String::new(),
-            refresh_token: "test-refresh-acct".to_string(),
-        },
-    )));
+    context.work =
+        marketsync::shapes::windowed::StreamWork::Reports(std::sync::Arc::new(SpApiClient::new(
+            reqwest::Client::new(),
+            SpApiEndpoints {
+                api_base: sim.base_url(),
+                lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
+            },
+            LwaCredentials {
+                client_id: "test-client".to_string(),
+                client_secret: String::new(),
+                refresh_token: "test-refresh-acct".to_string(),
+            },
+        )));
 
     let outcome = context.run_once().await.unwrap();
     let RunOutcome::CoolingDown { until, reason } = outcome else {

@@ -1,0 +1,162 @@
+//! `marketsync bench jobs`: jobs drained per second when the budget is not the limit.
+//!
+//! Starts the simulator on a loopback port with the StockX hourly budget and the Keepa
+//! refill lifted, a TokenManager whose stockx and keepa buckets are huge, a SQLite file
+//! in a temp directory; queues `jobs` StockX jobs (or Keepa ASINs) and drains them with
+//! one run of the provider's drainer over real HTTP, `rounds` times. Prints the median
+//! jobs/s.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::quota::{BucketSpec, Pacer, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager};
+use crate::shapes::jobs::worker::JobRunner;
+use crate::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
+use crate::store::jobs::{self as store, JobPriority, NewJob};
+use crate::store::{LedgerStore, SqliteLedger};
+
+/// Options of `marketsync bench jobs`.
+#[derive(Debug, clap::Args)]
+pub struct BenchJobsArgs {
+    /// Jobs queued per provider.
+    #[arg(long, default_value_t = 2_000)]
+    pub jobs: usize,
+    /// Keepa ASINs per request (1 to 100).
+    #[arg(long, default_value_t = 100)]
+    pub batch: u32,
+    /// Rounds per provider (each queues `jobs` fresh jobs and drains them); the median
+    /// is reported, since one run on a shared machine varies.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+/// Runs the benchmark; prints the figures.
+pub fn run(args: BenchJobsArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
+    let dir = tempfile::tempdir().context("creating a temp directory")?;
+    let mut sim_config = crate::sim::SimConfig::default();
+    sim_config.stockx.hourly_budget = u32::MAX;
+    sim_config.keepa.refill_rate = 1e9;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let sim = crate::sim::Simulator::new(sim_config);
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        let _ = crate::sim::serve(listener, sim, async move { stopped.cancelled().await }).await;
+    });
+
+    let text = format!(
+        "data_dir = \"{}\"\n[simulator]\nenabled = true\n\n[[accounts]]\nid = \"bench-stockx\"\nprovider = \"stockx\"\n[accounts.streams.market_data]\n\n[[accounts]]\nid = \"bench-keepa\"\nprovider = \"keepa\"\n[accounts.streams.products]\nbatch = {}\n",
+        dir.path().display(),
+        args.batch.clamp(1, 100)
+    );
+    let config = Config::parse(&text, "<bench jobs>")?;
+    let ledger = Arc::new(SqliteLedger::open(&config.database_path())?);
+    let quota = QuotaConfig::new(QuotaBackend::InProcess)
+        .with_spec("stockx", "*", BucketSpec::new(1e12, 1e12))
+        .with_spec("keepa", "*", BucketSpec::new(1e12, 1e12));
+    let (actor, _join) = TokenManager::spawn(quota).await?;
+    let handle = QuotaHandle::new(actor);
+    let http = reqwest::Client::new();
+
+    println!(
+        "bench jobs: {} jobs per provider, keepa batch {}, simulator over http on {addr}",
+        args.jobs, args.batch
+    );
+    for account in &config.accounts {
+        let provider = account.provider.clone();
+        let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
+        let pacer = Pacer::new(handle.clone(), &provider, account.quota_scope());
+        let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
+        let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
+        let cancel = CancellationToken::new();
+        let context = StreamContext {
+            account: Arc::new(account.clone()),
+            stream: account.streams[0].clone(),
+            ledger: dyn_ledger,
+            work: StreamWork::Shape(runner),
+            documents_dir: dir.path().join("documents"),
+            owner: "bench:1@localhost".to_string(),
+            cancel: cancel.clone(),
+            abort: cancel,
+            progress: None,
+            chaos: None,
+        };
+        let mut enqueue_rates = Vec::new();
+        let mut drain_rates = Vec::new();
+        for round in 0..args.rounds.max(1) {
+            let enqueue_started = Instant::now();
+            {
+                let ledger = Arc::clone(&ledger);
+                let (provider, count) = (provider.clone(), args.jobs);
+                tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    for index in 0..count {
+                        let (sku, size) = match provider.as_str() {
+                            "stockx" => {
+                                (format!("BENCH-{round}-{index:06}"), Some("10".to_string()))
+                            }
+                            _ => (format!("B{round:02}{index:07}"), None),
+                        };
+                        store::enqueue(
+                            &ledger,
+                            &NewJob {
+                                provider: provider.clone(),
+                                sku,
+                                size,
+                                priority: JobPriority::Background,
+                                source: "bench".to_string(),
+                            },
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await??;
+            }
+            enqueue_rates
+                .push(args.jobs as f64 / enqueue_started.elapsed().as_secs_f64().max(1e-9));
+            let started = Instant::now();
+            let outcome = context.run_once().await?;
+            let secs = started.elapsed().as_secs_f64();
+            let RunOutcome::Finished { applied, failed } = outcome else {
+                anyhow::bail!("{provider}: the drain stopped early: {outcome:?}");
+            };
+            if applied as usize != args.jobs || failed != 0 {
+                anyhow::bail!(
+                    "{provider}: drained {applied} of {} jobs ({failed} failed)",
+                    args.jobs
+                );
+            }
+            drain_rates.push(applied as f64 / secs.max(1e-9));
+        }
+        println!(
+            "  {provider:<6} drained {:>6.0} jobs/s (median of {}; runs {}), enqueue {:>6.0} jobs/s",
+            median(&mut drain_rates),
+            drain_rates.len(),
+            drain_rates
+                .iter()
+                .map(|rate| format!("{rate:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(&mut enqueue_rates),
+        );
+    }
+    stop.cancel();
+    Ok(0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}

@@ -1,0 +1,160 @@
+//! The queue's command-line side: `marketsync enqueue`, `marketsync jobs [--state S]
+//! [--json]` and `marketsync jobs reset-failed [PROVIDER]`. `src/cli.rs` parses the
+//! arguments and calls these; they open the configuration's SQLite file directly (the
+//! daemon need not run: it drains what is queued on its next run).
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::domain::format_ts;
+use crate::store::jobs::{self as store, JobPriority, JobState, NewJob};
+use crate::store::SqliteLedger;
+
+/// `marketsync jobs ...` actions.
+#[derive(Debug, Subcommand)]
+pub enum JobsAction {
+    /// Move failed jobs (of PROVIDER, or all) back to pending with their attempts reset.
+    ResetFailed { provider: Option<String> },
+}
+
+fn open(config: &Config) -> anyhow::Result<SqliteLedger> {
+    SqliteLedger::open(&config.database_path())
+        .with_context(|| format!("opening {}", config.database_path().display()))
+}
+
+/// `marketsync enqueue PROVIDER SKU [--size S] [--priority P]`.
+pub fn enqueue_command(
+    config: &Config,
+    provider: &str,
+    sku: &str,
+    size: Option<&str>,
+    priority: &str,
+) -> anyhow::Result<i32> {
+    let priority: JobPriority = priority
+        .parse()
+        .map_err(|err: String| anyhow::anyhow!("--priority: {err}"))?;
+    let ledger = open(config)?;
+    let job = NewJob {
+        provider: provider.to_string(),
+        sku: sku.to_string(),
+        size: size.map(str::to_string),
+        priority,
+        source: "cli".to_string(),
+    };
+    let served = config
+        .accounts
+        .iter()
+        .any(|account| account.provider == provider.trim().to_ascii_lowercase());
+    match store::enqueue(&ledger, &job)? {
+        store::EnqueueOutcome::Created { id } => {
+            println!(
+                "job {id} queued ({provider} {sku}{}, {priority})",
+                size.map(|s| format!(" size {s}")).unwrap_or_default()
+            )
+        }
+        store::EnqueueOutcome::Merged { id, priority } => {
+            println!("merged into pending job {id} (priority now {priority})")
+        }
+    }
+    if !served {
+        eprintln!("marketsync: note: no {provider} account is configured in {}; the job waits until one is", config.source_name);
+    }
+    Ok(0)
+}
+
+/// `marketsync jobs [--state S] [--json] [--limit N]`: jobs, newest first, as an aligned
+/// table or a JSON array.
+pub fn list_command(
+    config: &Config,
+    state: Option<&str>,
+    json: bool,
+    limit: usize,
+) -> anyhow::Result<i32> {
+    let state = state
+        .map(|text| text.parse::<JobState>())
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("--state: {err}"))?;
+    let ledger = open(config)?;
+    let jobs = store::list_jobs(&ledger, state, limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(0);
+    }
+    print!("{}", render_table(&jobs));
+    Ok(0)
+}
+
+/// The aligned table of `marketsync jobs`.
+pub fn render_table(jobs: &[store::Job]) -> String {
+    let mut rows = vec![[
+        "ID",
+        "PROVIDER",
+        "SKU",
+        "SIZE",
+        "PRIORITY",
+        "STATE",
+        "ATTEMPTS",
+        "NOT_BEFORE",
+        "UPDATED",
+        "ERROR",
+    ]
+    .map(str::to_string)];
+    for job in jobs {
+        rows.push([
+            job.id.to_string(),
+            job.provider.clone(),
+            job.sku.clone(),
+            job.size.clone().unwrap_or_else(|| "-".to_string()),
+            format!("{} ({})", job.level(), job.priority),
+            job.state.to_string(),
+            job.attempts.to_string(),
+            if job.state == JobState::Pending {
+                format_ts(job.not_before)
+            } else {
+                "-".to_string()
+            },
+            format_ts(job.updated_at),
+            job.error
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect(),
+        ]);
+    }
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if jobs.is_empty() {
+        out.push_str("(no jobs)\n");
+    }
+    out
+}
+
+/// `marketsync jobs reset-failed [PROVIDER]`.
+pub fn reset_failed_command(config: &Config, provider: Option<&str>) -> anyhow::Result<i32> {
+    let ledger = open(config)?;
+    let reset = store::reset_failed(&ledger, provider)?;
+    println!(
+        "{reset} failed job{} moved back to pending; the daemon drains them on its next run",
+        if reset == 1 { "" } else { "s" }
+    );
+    Ok(0)
+}

@@ -1,0 +1,34 @@
+//! The seam between the cursor engine and one stream: a [`CursorAdapter`] says which
+//! call reads a window's page, how to parse it, and which table (and which tracked
+//! fields) its resources go to. Adding `messages` or `active_inventory` is one more
+//! adapter and one more table, not a copy of the engine.
+
+use std::time::Duration;
+
+use crate::provider::ebay::EbayApi;
+
+pub use crate::store::cursors::{CursorWindow, Page, Resource, TableSpec};
+
+/// One cursor stream of a provider.
+pub trait CursorAdapter: Send + Sync + 'static {
+    /// The stream name in the configuration (`orders`).
+    fn stream(&self) -> &'static str;
+    /// The operation: the TokenManager bucket and the metrics label (`getOrders`).
+    fn operation(&self) -> &'static str;
+    /// Which API (host, authorization scheme) serves it.
+    fn api(&self) -> EbayApi;
+    /// The path of the paged GET.
+    fn path(&self) -> &'static str;
+    /// The query of one page: items from `offset` (0-based), at most `limit`.
+    fn query(&self, window: CursorWindow, offset: u64, limit: u32) -> Vec<(String, String)>;
+    /// Parses a page body into typed resources.
+    fn parse(&self, body: &[u8]) -> Result<Page, String>;
+    /// The table its resources go to.
+    fn table(&self) -> &'static TableSpec;
+    /// How far back a live (caught-up) window is read again, for APIs that filter on a
+    /// date that does not move when the resource changes (Post-Order searches by creation
+    /// date): re-reading recent resources is how their changes are seen. Zero: never.
+    fn revisit(&self) -> Duration {
+        Duration::ZERO
+    }
+}

@@ -1,0 +1,566 @@
+//! Cursor streams (seed 003): a cursor per (account, stream); each run covers at most
+//! `max_window` from the cursor, and the cursor moves only in the transaction that
+//! applies that window's data. eBay's streams are the first users.
+//!
+//! A run: read the cursor (absent: `now − start`); the window is
+//! `[cursor, min(cursor + max_window, now − safety_lag))`; empty means caught up. Every
+//! page of the window is fetched (offset paging until `offset ≥ total`, `page_limit` per
+//! page, each body capped at `max_response_bytes`), then ONE transaction checks the lease
+//! fence, upserts each resource, appends one history row per changed tracked field of a
+//! resource seen before (first sight and unchanged resources append nothing) and moves
+//! the cursor to the window's end. The run loops window after window until caught up or
+//! cancelled.
+//!
+//! Failure policy: a failed window (5xx, transport, oversized or malformed page, a result
+//! set that kept changing while paged) leaves the cursor, records `last_error`,
+//! `failures + 1` and `retry_at` (`min(retry_max, retry_base·2^failures)` plus jitter) and
+//! ends the run [`RunOutcome::Deferred`] until then. A 429 or refused credentials are not
+//! failures: a cooldown is written under the account's scope (`quota`, or `auth` for
+//! [`crate::shapes::windowed::AUTH_COOLDOWN`]) and the run ends [`RunOutcome::CoolingDown`]. Every
+//! call first asks the TokenManager (`context.paced`).
+//!
+//! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
+//! [`store`] (SQLite), [`bench`] (`marketsync bench ebay`).
+
+pub mod adapter;
+pub mod ebay;
+
+/// The eBay streams built end to end.
+pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns"];
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{AccountConfig, Endpoints};
+use crate::domain::{format_ts, now_ts};
+use crate::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
+use crate::provider::ProviderError;
+use crate::quota::{Pacer, Priority};
+use crate::shapes::windowed::{
+    retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, StreamWork,
+    SyncError, DEFERRED_RETRY, QUOTA_WAIT_MAX,
+};
+use crate::store::{LedgerError, SqliteLedger};
+
+pub use crate::store::cursors::{
+    cursor_snapshot, latest_orders, recent_events, ChangeEvent, CursorSnapshot, OrderSummary,
+};
+pub use adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec};
+
+/// Attempts at reading a window whose result set changed while it was paged (an item
+/// modified meanwhile leaves the window and shifts the offsets) before it counts as failed.
+const CONSISTENT_READ_ATTEMPTS: usize = 3;
+
+/// What a cooldown does to a cursor stream (logged when one ends a run).
+const COOLDOWN_CONSEQUENCE: &str = "cooling down, the cursor stays";
+
+/// The next window from `cursor` at `now`: `[cursor, min(cursor + max_window, now −
+/// safety_lag))`, or `None` when that is empty (caught up).
+pub fn next_window(
+    cursor: i64,
+    now: i64,
+    max_window: Duration,
+    safety_lag: Duration,
+) -> Option<CursorWindow> {
+    let max_window = (max_window.as_secs() as i64).max(1);
+    let end = (cursor + max_window).min(now - safety_lag.as_secs() as i64);
+    (end > cursor).then_some(CursorWindow { start: cursor, end })
+}
+
+/// What the engine takes as "now": the system clock, or one a test sets.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    /// Unix seconds, set by the owner (tests pin it to the simulator's clock).
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        match self {
+            Clock::System => now_ts(),
+            Clock::Manual(now) => now.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// The cursor engine of one account: its eBay client, the stream adapters, and the
+/// SQLite store its tables live in.
+pub struct CursorRunner {
+    client: Arc<EbayClient>,
+    pacer: Option<Pacer>,
+    /// The concrete store: the cursor tables are not part of the `LedgerStore` trait.
+    ledger: Arc<SqliteLedger>,
+    adapters: HashMap<&'static str, Arc<dyn CursorAdapter>>,
+    clock: Clock,
+}
+
+/// Why a window was not applied.
+enum WindowError {
+    /// The quota did not let the call go (or shutdown stopped it first).
+    Refused(CallError),
+    Provider(ProviderError),
+    /// The result set kept changing while paged.
+    Inconsistent(String),
+}
+
+impl CursorRunner {
+    /// A runner for the built eBay streams.
+    pub fn new(client: Arc<EbayClient>, pacer: Option<Pacer>, ledger: Arc<SqliteLedger>) -> Self {
+        CursorRunner {
+            client,
+            pacer,
+            ledger,
+            adapters: ebay::adapters()
+                .into_iter()
+                .map(|adapter| (adapter.stream(), adapter))
+                .collect(),
+            clock: Clock::System,
+        }
+    }
+
+    /// Uses `clock` for windows (tests pin it together with the simulator's).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    async fn on_db<T, F>(&self, work: F) -> Result<T, SyncError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let ledger = Arc::clone(&self.ledger);
+        tokio::task::spawn_blocking(move || ledger.with_conn(work))
+            .await
+            .map_err(|err| SyncError::Join(err.to_string()))?
+            .map_err(SyncError::from)
+    }
+
+    async fn run_stream(
+        &self,
+        context: &StreamContext,
+        fence: Option<u64>,
+    ) -> Result<RunOutcome, SyncError> {
+        let stream = &context.stream;
+        let account = context.account.id.clone();
+        let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns");
+            return Ok(RunOutcome::Finished {
+                applied: 0,
+                failed: 1,
+            });
+        };
+        if context.cancel.is_cancelled() || context.abort.is_cancelled() {
+            return Ok(RunOutcome::Cancelled);
+        }
+        if let Some(cooling) = context.cooling_down().await? {
+            return Ok(cooling);
+        }
+        let now = self.clock.now();
+        let initial = now - stream.start.as_secs() as i64;
+        let (account_db, stream_db) = (account.clone(), stream.name.clone());
+        let cursor = self
+            .on_db(move |conn| {
+                crate::store::cursors::load_or_init_cursor(
+                    conn,
+                    &account_db,
+                    &stream_db,
+                    initial,
+                    now,
+                )
+            })
+            .await?;
+        if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
+            return Ok(RunOutcome::Deferred {
+                reason: format!("a failed window is retried at {}", format_ts(retry_at)),
+                retry_in: Duration::from_secs((retry_at - now) as u64),
+                infrastructure: false,
+            });
+        }
+        let mut cursor_ts = cursor.cursor_ts;
+        let mut applied = 0i64;
+        loop {
+            if context.cancel.is_cancelled() || context.abort.is_cancelled() {
+                return Ok(RunOutcome::Cancelled);
+            }
+            let now = self.clock.now();
+            let Some(window) = next_window(cursor_ts, now, stream.max_window, stream.safety_lag)
+            else {
+                break;
+            };
+            context.bump();
+            let live = next_window(window.end, now, stream.max_window, stream.safety_lag).is_none();
+            let fetched = self
+                .fetch_window(context, adapter.as_ref(), window, live)
+                .await;
+            let resources = match fetched {
+                Ok(resources) => resources,
+                Err(WindowError::Refused(refused)) => {
+                    return self.refused(context, refused).await;
+                }
+                Err(WindowError::Provider(err)) if err.stops_account() => {
+                    return self.stop_account(context, &err).await;
+                }
+                Err(WindowError::Provider(err)) => {
+                    return self
+                        .fail_window(context, fence, window, cursor.failures, &err.to_string())
+                        .await;
+                }
+                Err(WindowError::Inconsistent(message)) => {
+                    return self
+                        .fail_window(context, fence, window, cursor.failures, &message)
+                        .await;
+                }
+            };
+            let (account_db, stream_db) = (account.clone(), stream.name.clone());
+            let spec = adapter.table();
+            let count = resources.len();
+            let result = self
+                .on_db(move |conn| {
+                    crate::store::cursors::apply_window(
+                        conn,
+                        &account_db,
+                        &stream_db,
+                        fence,
+                        spec,
+                        &resources,
+                        window.start,
+                        window.end,
+                        now_ts(),
+                    )
+                })
+                .await?;
+            debug!(
+                account = %account,
+                stream = %stream.name,
+                from = %format_ts(window.start),
+                to = %format_ts(window.end),
+                resources = count,
+                inserted = result.inserted,
+                updated = result.updated,
+                events = result.events,
+                "window applied"
+            );
+            cursor_ts = window.end;
+            applied += 1;
+            // The window reached now − safety_lag: caught up. Looping on would chase the
+            // clock one paced call at a time and never hand the stream back to its
+            // interval (nor release its lease).
+            if live {
+                break;
+            }
+        }
+        if applied > 0 {
+            info!(account = %account, stream = %stream.name, windows = applied, cursor = %format_ts(cursor_ts), "caught up");
+        }
+        Ok(RunOutcome::Finished { applied, failed: 0 })
+    }
+
+    /// Every page of `window` (from `window.start − revisit` for a live window of an
+    /// adapter that revisits), checked complete: as many distinct items as `total` said,
+    /// and the same `total` on every page.
+    async fn fetch_window(
+        &self,
+        context: &StreamContext,
+        adapter: &dyn CursorAdapter,
+        window: CursorWindow,
+        live: bool,
+    ) -> Result<Vec<Resource>, WindowError> {
+        let stream = &context.stream;
+        let limit = stream.page_limit.clamp(1, 200);
+        let revisit = adapter.revisit().as_secs() as i64;
+        let query_window = if live && revisit > 0 {
+            CursorWindow {
+                start: window.start - revisit,
+                end: window.end,
+            }
+        } else {
+            window
+        };
+        let operation = adapter.operation();
+        let mut last_problem = String::new();
+        for attempt in 1..=CONSISTENT_READ_ATTEMPTS {
+            let mut items: Vec<Resource> = Vec::new();
+            let mut totals: Vec<u64> = Vec::new();
+            let mut offset = 0u64;
+            loop {
+                context
+                    .paced(operation, 1.0, Priority::Background, QUOTA_WAIT_MAX, true)
+                    .await
+                    .map_err(WindowError::Refused)?;
+                let result = self
+                    .client
+                    .get_capped(
+                        operation,
+                        adapter.api(),
+                        adapter.path(),
+                        &adapter.query(query_window, offset, limit),
+                        stream.max_response_bytes,
+                    )
+                    .await;
+                context.observe(operation, &result);
+                let body = result.map_err(WindowError::Provider)?;
+                let page = adapter.parse(&body).map_err(|message| {
+                    WindowError::Provider(ProviderError::InvalidResponse { operation, message })
+                })?;
+                drop(body);
+                context.bump();
+                totals.push(page.total);
+                let received = page.items.len();
+                items.extend(page.items);
+                offset += u64::from(limit);
+                if offset >= page.total || received == 0 {
+                    break;
+                }
+            }
+            let mut seen = HashSet::with_capacity(items.len());
+            // Keep the last copy of an id served twice (it moved between pages).
+            let mut unique: Vec<Resource> = Vec::with_capacity(items.len());
+            for item in items.into_iter().rev() {
+                if seen.insert(item.id.clone()) {
+                    unique.push(item);
+                }
+            }
+            unique.reverse();
+            let first_total = totals.first().copied().unwrap_or(0);
+            let steady = totals.iter().all(|total| *total == first_total);
+            if steady && unique.len() as u64 == first_total {
+                return Ok(unique);
+            }
+            last_problem = format!(
+                "window {}..{} changed while paged (totals {:?}, {} distinct items)",
+                format_ts(window.start),
+                format_ts(window.end),
+                totals,
+                unique.len()
+            );
+            warn!(account = %context.account.id, stream = %stream.name, attempt, problem = %last_problem, "reading the window again");
+        }
+        Err(WindowError::Inconsistent(last_problem))
+    }
+
+    /// The window failed: the cursor stays; failures, error and retry time are recorded.
+    async fn fail_window(
+        &self,
+        context: &StreamContext,
+        fence: Option<u64>,
+        window: CursorWindow,
+        failures_before: i64,
+        message: &str,
+    ) -> Result<RunOutcome, SyncError> {
+        let delay = retry_delay(&context.stream, failures_before);
+        let now = self.clock.now();
+        let retry_at = now + delay.as_secs().max(1) as i64;
+        warn!(
+            account = %context.account.id,
+            stream = %context.stream.name,
+            from = %format_ts(window.start),
+            to = %format_ts(window.end),
+            error = %message,
+            retry_at = %format_ts(retry_at),
+            "window failed; cursor stays, retrying later"
+        );
+        let (account, stream, text) = (
+            context.account.id.clone(),
+            context.stream.name.clone(),
+            message.to_string(),
+        );
+        self.on_db(move |conn| {
+            crate::store::cursors::record_failure(
+                conn, &account, &stream, fence, &text, retry_at, now,
+            )
+        })
+        .await?;
+        Ok(RunOutcome::Deferred {
+            reason: message.to_string(),
+            retry_in: Duration::from_secs((retry_at - now).max(1) as u64),
+            infrastructure: false,
+        })
+    }
+
+    /// A 429 or refused credentials: a cooldown under the account's scope, no failure.
+    async fn stop_account(
+        &self,
+        context: &StreamContext,
+        err: &ProviderError,
+    ) -> Result<RunOutcome, SyncError> {
+        context
+            .cool_down(context.refusal_cooldown(err), true, COOLDOWN_CONSEQUENCE)
+            .await
+    }
+
+    /// A call the quota did not let go: nothing failed, the window is read again later.
+    async fn refused(
+        &self,
+        context: &StreamContext,
+        refused: CallError,
+    ) -> Result<RunOutcome, SyncError> {
+        let err = match refused {
+            CallError::Cancelled => return Ok(RunOutcome::Cancelled),
+            CallError::Provider(err) => return self.stop_account(context, &err).await,
+            CallError::Quota(err) => err,
+        };
+        match context.quota_stop(err) {
+            QuotaStop::Cooldown { cooldown, record } => {
+                context
+                    .cool_down(cooldown, record, COOLDOWN_CONSEQUENCE)
+                    .await
+            }
+            QuotaStop::Deferred {
+                reason,
+                infrastructure,
+            } => Ok(RunOutcome::Deferred {
+                reason,
+                retry_in: DEFERRED_RETRY,
+                infrastructure,
+            }),
+            QuotaStop::Misconfigured(err) => {
+                let message =
+                    format!("quota refused the call: {err}; fix [quota.ebay] in the configuration");
+                error!(account = %context.account.id, stream = %context.stream.name, error = %message, "window not read");
+                Ok(RunOutcome::Finished {
+                    applied: 0,
+                    failed: 1,
+                })
+            }
+        }
+    }
+}
+
+impl ShapeRunner for CursorRunner {
+    fn pacer(&self) -> Option<&Pacer> {
+        self.pacer.as_ref()
+    }
+
+    fn run<'a>(
+        &'a self,
+        context: &'a StreamContext,
+        fence: Option<u64>,
+    ) -> BoxFuture<'a, Result<RunOutcome, SyncError>> {
+        Box::pin(self.run_stream(context, fence))
+    }
+}
+
+/// The eBay client of `account`: its endpoints (the embedded simulator's when it uses
+/// it) and credentials read from the variables the configuration names.
+pub fn ebay_client(
+    account: &AccountConfig,
+    http: &reqwest::Client,
+    simulator: Option<SocketAddr>,
+) -> anyhow::Result<EbayClient> {
+    let endpoints = match (&account.endpoints, simulator) {
+        (Endpoints::EmbeddedSimulator, Some(addr)) => EbayEndpoints::new(
+            &format!("http://{addr}"),
+            &format!("http://{addr}/identity/v1/oauth2/token"),
+        ),
+        (Endpoints::EmbeddedSimulator, None) => anyhow::bail!(
+            "account {}: uses the embedded simulator, which is not enabled; set [simulator] enabled = true or give the account an endpoint",
+            account.id
+        ),
+        (
+            Endpoints::Explicit {
+                api_base,
+                token_url,
+            },
+            _,
+        ) => EbayEndpoints::new(api_base, token_url),
+    };
+    let credentials = match &account.credentials {
+        Some(names) => EbayCredentials {
+            client_id: crate::app::read_env(&account.id, names.client_id_env.as_deref())?,
+            client_secret: crate::app::read_env(&account.id, names.client_secret_env.as_deref())?,
+            refresh_token: match names.refresh_token_env.as_deref() {
+                Some(name) => Some(crate::app::read_env(&account.id, Some(name))?),
+                None => None,
+            },
+        },
+        // The simulator accepts any client; the refresh token names the seller.
+        None => EbayCredentials {
+            client_id: "simulator-client".to_string(),
+            client_secret: "simulator-secret".to_string(),
+            refresh_token: Some(format!("simulator-refresh-{}", account.quota_scope())),
+        },
+    };
+    Ok(EbayClient::new(
+        http.clone(),
+        endpoints,
+        credentials,
+        &account.marketplace,
+    ))
+}
+
+/// The sync shape of an eBay account's streams: its client (paced by `pacer`) and the
+/// cursor runner. `ledger`: the SQLite store its tables live in. `simulator`: the embedded simulator's address, for accounts served by it.
+pub fn stream_work(
+    account: &AccountConfig,
+    http: &reqwest::Client,
+    simulator: Option<SocketAddr>,
+    pacer: Pacer,
+    ledger: Arc<SqliteLedger>,
+) -> anyhow::Result<StreamWork> {
+    let client = ebay_client(account, http, simulator)?;
+    Ok(StreamWork::Shape(Arc::new(CursorRunner::new(
+        Arc::new(client),
+        Some(pacer),
+        ledger,
+    ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600;
+
+    #[test]
+    fn a_window_is_at_most_max_window_and_ends_before_the_safety_lag() {
+        let day = Duration::from_secs(24 * H as u64);
+        let lag = Duration::from_secs(120);
+        let now = 1_000 * 24 * H;
+        // 90 days behind: one day at a time.
+        let window = next_window(now - 90 * 24 * H, now, day, lag).expect("window");
+        assert_eq!(window.end - window.start, 24 * H);
+        // Nearly caught up: up to now − lag.
+        let window = next_window(now - H, now, day, lag).expect("window");
+        assert_eq!(window.end, now - 120);
+        // Caught up: nothing.
+        assert_eq!(next_window(now - 120, now, day, lag), None);
+        assert_eq!(next_window(now, now, day, lag), None);
+    }
+
+    #[test]
+    fn catching_up_covers_every_second_exactly_once() {
+        let day = Duration::from_secs(24 * H as u64);
+        let lag = Duration::from_secs(120);
+        let now = 500 * 24 * H + 1234;
+        let mut cursor = now - 90 * 24 * H;
+        let start = cursor;
+        let mut covered = 0;
+        let mut windows = 0;
+        while let Some(window) = next_window(cursor, now, day, lag) {
+            assert_eq!(window.start, cursor);
+            assert!(window.end - window.start <= 24 * H);
+            covered += window.end - window.start;
+            cursor = window.end;
+            windows += 1;
+        }
+        assert_eq!(covered, now - 120 - start);
+        assert_eq!(windows, 90);
+    }
+
+    #[test]
+    fn a_manual_clock_reads_what_was_set() {
+        let now = Arc::new(AtomicI64::new(42));
+        let clock = Clock::Manual(Arc::clone(&now));
+        now.store(43, Ordering::SeqCst);
+        assert_eq!(clock.now(), 43);
+    }
+}

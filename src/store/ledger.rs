@@ -1,0 +1,201 @@
+//! The ledger: every unit of API work is a row with the state machine of seed 000.
+//!
+//! ```text
+//! MISSING ──claim──▶ REQUESTED ──report done──▶ DOWNLOADED ──apply──▶ APPLIED
+//!    ▲                  │                            │
+//!    └──── retry_at ── FAILED ◀──────── error ───────┘
+//! ```
+//!
+//! The allowed transitions live in [`HourState::can_become`] and nowhere else; the store
+//! refuses (and rolls back) any write that would make an illegal one. Storage is behind
+//! the [`LedgerStore`] trait so a server database is a new implementation, not a rewrite;
+//! [`sqlite::SqliteLedger`] is the one-host implementation.
+
+use crate::domain::{HourWindow, SalesRow};
+use crate::report::{ReportError, ReportSummary};
+
+pub use crate::domain::{account_scope, ClaimOrder, Cooldown, HourState, Priority};
+
+/// Why a ledger operation failed. Callers branch on `Document` (the unit fails) versus
+/// the rest (infrastructure: retry later, do not blame the unit).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("illegal ledger transition for {account}/{stream} claim {claim_id}: {detail}")]
+    IllegalTransition {
+        account: String,
+        stream: String,
+        claim_id: i64,
+        detail: String,
+    },
+    /// A write under a lease whose fence is older than the newest seen for the scope:
+    /// the lease was taken over, and this owner must stop working the scope.
+    #[error("stale fence for {account}/{stream}: write carries fence {fence}, newest is {newest}; the lease was taken over")]
+    StaleFence {
+        account: String,
+        stream: String,
+        fence: u64,
+        newest: u64,
+    },
+    #[error("document rejected: {0}")]
+    Document(#[from] ReportError),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("cannot open the database at {path}: {message}")]
+    Open { path: String, message: String },
+}
+
+/// A claimed, contiguous run of hours handled by one report request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub claim_id: i64,
+    pub account: String,
+    pub stream: String,
+    pub window: HourWindow,
+    /// REQUESTED or DOWNLOADED.
+    pub state: HourState,
+    pub report_id: Option<String>,
+    pub report_document_id: Option<String>,
+    pub document_path: Option<String>,
+    /// The highest attempt count among the hours (attempts already consumed).
+    pub attempts: i64,
+    /// The fence of the lease the claim is worked under; writes carrying it are refused
+    /// once a newer fence was seen for the scope. `None`: no lease (tools, tests).
+    pub fence: Option<u64>,
+    /// The highest priority among the hours (manual fill-day 200, fresh 100, audit 50):
+    /// the priority its provider calls ask the quota for.
+    pub priority: Priority,
+}
+
+/// What happened to a claim that was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub hours: i64,
+    pub summary: ReportSummary,
+}
+
+/// Counts and markers for one (account, stream), the raw material of `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSnapshot {
+    pub account: String,
+    pub stream: String,
+    /// Indexed like [`HourState::ALL`].
+    pub counts: [u64; 5],
+    pub last_applied_hour: Option<i64>,
+    pub next_claimable_hour: Option<i64>,
+    /// The earliest time a FAILED hour becomes claimable again, when all are waiting.
+    pub next_retry_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Feeds parsed rows into a sink; returns the document summary. The sink's errors abort.
+pub type RowFeed<'a> = &'a mut dyn FnMut(
+    &mut dyn FnMut(SalesRow) -> Result<(), ReportError>,
+) -> Result<ReportSummary, ReportError>;
+
+/// Storage for the ledger. Methods are blocking: async callers run them on the blocking
+/// pool (see [`crate::shapes::windowed`]), never on the async worker threads.
+pub trait LedgerStore: Send + Sync + 'static {
+    /// Inserts MISSING rows for every hour of `window` that has no row yet; returns how many.
+    fn seed(
+        &self,
+        account: &str,
+        stream: &str,
+        window: HourWindow,
+        now: i64,
+    ) -> Result<u64, LedgerError>;
+
+    /// Atomically claims the next contiguous run of claimable hours (at most `max_hours`),
+    /// moving them to REQUESTED. Claimable: MISSING, or FAILED whose retry time passed.
+    /// `fence` is the caller's lease fence (see [`Claim::fence`]).
+    #[allow(clippy::too_many_arguments)]
+    fn claim(
+        &self,
+        account: &str,
+        stream: &str,
+        max_hours: i64,
+        order: ClaimOrder,
+        owner: &str,
+        fence: Option<u64>,
+        now: i64,
+    ) -> Result<Option<Claim>, LedgerError>;
+
+    /// Claims that were in flight (REQUESTED or DOWNLOADED) when the last owner stopped.
+    /// Their `fence` is `None`: the caller stamps its own before working them.
+    fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError>;
+
+    /// Records the remote report id as soon as it is known.
+    fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError>;
+
+    /// Records the document id and the downloaded file; the hours become DOWNLOADED.
+    fn mark_downloaded(
+        &self,
+        claim: &Claim,
+        report_document_id: &str,
+        document_path: &str,
+        now: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// In one transaction: replaces the account's sales rows for the claim's window with
+    /// what `feed` yields and marks the hours APPLIED. If `feed` fails nothing is written.
+    fn apply_sales(
+        &self,
+        claim: &Claim,
+        feed: RowFeed<'_>,
+        now: i64,
+    ) -> Result<Applied, LedgerError>;
+
+    /// Fails the claim: attempts + 1, `last_error`, claimable again at `next_retry_at`.
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+        next_retry_at: i64,
+        now: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Returns the claim's hours to MISSING without consuming an attempt and forgets its
+    /// remote handles. Used when createReport hit the quota (no report exists).
+    fn release(&self, claim: &Claim, reason: &str, now: i64) -> Result<(), LedgerError>;
+
+    /// Resets the hours of `window` to MISSING at `priority` (fill-day, audits); hours in
+    /// flight are left alone. Returns how many were reset.
+    fn reset_window(
+        &self,
+        account: &str,
+        stream: &str,
+        window: HourWindow,
+        priority: Priority,
+        now: i64,
+    ) -> Result<u64, LedgerError>;
+
+    /// Deletes rows older than `before` that are APPLIED (the rolling window moved on).
+    fn prune(&self, account: &str, stream: &str, before: i64) -> Result<u64, LedgerError>;
+
+    fn set_cooldown(&self, cooldown: &Cooldown) -> Result<(), LedgerError>;
+    /// The cooldown of `scope` if it is still running at `now`.
+    fn active_cooldown(&self, scope: &str, now: i64) -> Result<Option<Cooldown>, LedgerError>;
+    fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError>;
+
+    fn last_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, LedgerError>;
+    fn record_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+        at: i64,
+    ) -> Result<(), LedgerError>;
+
+    fn snapshot(
+        &self,
+        account: &str,
+        stream: &str,
+        now: i64,
+    ) -> Result<StreamSnapshot, LedgerError>;
+}

@@ -1,0 +1,26 @@
+//! The store: every SQL statement of marketsync lives below this module.
+//!
+//! One SQLite file (WAL) holds the ledger and everything beside it, one file per table
+//! family:
+//! - [`ledger`]: the ledger's storage trait ([`LedgerStore`]), its error and row types.
+//! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
+//!   cooldowns, audits).
+//! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
+//! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
+//! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
+//! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
+//! - [`leases`]: the SQLite lease backend's tables.
+//!
+//! May use: `domain`. May not touch: anything above it (providers, shapes, actors,
+//! surfaces); the layers above reach the database only through this module.
+
+pub mod cursors;
+pub mod ebay_tables;
+pub mod jobs;
+pub mod leases;
+pub mod ledger;
+pub mod sqlite;
+pub mod supervision;
+
+pub use ledger::*;
+pub use sqlite::SqliteLedger;

@@ -85,7 +85,7 @@ impl AccountSpec {
             progress: Some(Arc::clone(progress)),
             chaos: shared.chaos.clone(),
         };
-        Some((context, shared.lock_settings.ttl_for(stream)))
+        Some((context, shared.lock_settings.ttl_for(stream.interval)))
     }
 }
 

@@ -191,7 +191,11 @@ impl Daemon {
                 mirror_to_ledger: config.redis.is_some(),
                 cleared: Some(cleared.clone()),
                 application,
-                ..Pacer::new(quota.clone(), &account.provider, account.quota_scope())
+                ..Pacer::new(
+                    quota.clone(),
+                    account.provider.as_str(),
+                    account.quota_scope(),
+                )
             };
             let work = build_work(account, &http, simulator_addr, pacer, &ledger)?;
             // Only the account's own part: the contexts are built per incarnation from
@@ -482,15 +486,14 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         .accounts
         .iter()
         .flat_map(|account| {
-            let windowed =
-                crate::config::shape_of(&account.provider) == crate::config::Shape::Windowed;
+            let windowed = account.provider.shape() == crate::domain::Shape::Windowed;
             account.streams.iter().map(move |stream| {
                 (
                     account.id.clone(),
                     stream.name.clone(),
-                    crate::store::account_scope(&account.provider, &account.id),
+                    crate::store::account_scope(account.provider.as_str(), &account.id),
                     if windowed {
-                        stream.lookback.as_secs() / 3600
+                        stream.windowed().lookback.as_secs() / 3600
                     } else {
                         0
                     },
@@ -504,9 +507,7 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     let others: Vec<(crate::config::AccountConfig, crate::config::StreamConfig)> = config
         .accounts
         .iter()
-        .filter(|account| {
-            crate::config::shape_of(&account.provider) != crate::config::Shape::Windowed
-        })
+        .filter(|account| account.provider.shape() != crate::domain::Shape::Windowed)
         .flat_map(|account| {
             account
                 .streams
@@ -615,7 +616,7 @@ fn other_shapes_progress(
 ) -> anyhow::Result<(bool, Vec<String>)> {
     let (mut pending, mut stopped) = (false, Vec::new());
     for (account, stream) in streams {
-        let scope = crate::store::account_scope(&account.provider, &account.id);
+        let scope = crate::store::account_scope(account.provider.as_str(), &account.id);
         if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
             stopped.push(format!(
                 "{}/{}: {} cooldown until {} (see marketsync status)",
@@ -626,8 +627,8 @@ fn other_shapes_progress(
             ));
             continue;
         }
-        match crate::config::shape_of(&account.provider) {
-            crate::config::Shape::Cursor => {
+        match account.provider.shape() {
+            crate::domain::Shape::Cursor => {
                 match crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)? {
                     None => pending = true,
                     Some(cursor) if cursor.failures > 0 => stopped.push(format!(
@@ -644,17 +645,17 @@ fn other_shapes_progress(
                     }
                 }
             }
-            crate::config::Shape::Jobs => {
+            crate::domain::Shape::Jobs => {
                 let due = ledger
                     .with_conn(|conn| {
-                        crate::store::jobs::provider_queue(conn, &account.provider, now)
+                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
                     })?
                     .due_now;
                 if due > 0 {
                     pending = true;
                 }
             }
-            crate::config::Shape::Windowed => {}
+            crate::domain::Shape::Windowed => {}
         }
     }
     Ok((pending, stopped))
@@ -944,7 +945,7 @@ pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Re
     let amazon_cooldown = config
         .accounts
         .iter()
-        .filter(|account| account.provider == "amazon")
+        .filter(|account| account.provider == crate::domain::Provider::Amazon)
         .flat_map(|account| account.streams.iter().map(|stream| stream.quota_cooldown))
         .min();
     if let Some(cooldown) = amazon_cooldown {

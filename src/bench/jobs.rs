@@ -78,7 +78,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     for account in &config.accounts {
         let provider = account.provider.clone();
         let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
-        let pacer = Pacer::new(handle.clone(), &provider, account.quota_scope());
+        let pacer = Pacer::new(handle.clone(), provider.as_str(), account.quota_scope());
         let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
         let cancel = CancellationToken::new();
@@ -112,7 +112,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                         store::enqueue(
                             &ledger,
                             &NewJob {
-                                provider: provider.clone(),
+                                provider: provider.to_string(),
                                 sku,
                                 size,
                                 priority: JobPriority::Background,

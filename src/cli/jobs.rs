@@ -45,7 +45,7 @@ pub fn enqueue_command(
     let served = config
         .accounts
         .iter()
-        .any(|account| account.provider == provider.trim().to_ascii_lowercase());
+        .any(|account| account.provider.as_str() == provider.trim().to_ascii_lowercase());
     match store::enqueue(&ledger, &job)? {
         store::EnqueueOutcome::Created { id } => {
             println!(

@@ -5,7 +5,15 @@
 //! "3 hourz"; use a form like 72h`. Unknown keys are errors. Secrets never live in the
 //! file: credentials are given as names of environment variables.
 
-pub use crate::domain::ClaimOrder;
+pub use crate::domain::chaos::ChaosSettings;
+pub use crate::domain::{ClaimOrder, Provider, Shape};
+pub use crate::http::HttpSettings;
+pub use crate::lock::settings::{LockSettings, RedisSettings, RedisUrl};
+pub use crate::quota::settings::QuotaSettings;
+pub use crate::shapes::spec::{
+    AccountConfig, CredentialEnv, Endpoints, ShapeSettings, StreamConfig,
+};
+pub use crate::shapes::{cursor::CursorSettings, jobs::JobsSettings, windowed::WindowedSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,37 +24,13 @@ use serde::Deserialize;
 /// The configuration used when no `--config` is given: the demo against the embedded simulator.
 pub const EMBEDDED_DEMO: &str = include_str!("../../config/demo.toml");
 
-/// Providers marketsync knows.
-pub const PROVIDERS: &[&str] = &["amazon", "ebay", "stockx", "keepa"];
-
 /// Streams each provider supports today.
-pub fn streams_of(provider: &str) -> &'static [&'static str] {
+pub fn streams_of(provider: Provider) -> &'static [&'static str] {
     match provider {
-        "amazon" => &["vendor_rt_sales"],
-        "ebay" => crate::shapes::cursor::EBAY_STREAMS,
-        "stockx" => &["market_data"],
-        "keepa" => &["products"],
-        _ => &[],
-    }
-}
-
-/// The three sync shapes of the architecture card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// Hour rows per (account, stream), filled by report requests (SP-API).
-    Windowed,
-    /// A cursor per (account, stream), moved one bounded window per run (eBay).
-    Cursor,
-    /// Keyed on-demand lookups drained from a queue (StockX, Keepa).
-    Jobs,
-}
-
-/// The sync shape of a provider's streams.
-pub fn shape_of(provider: &str) -> Shape {
-    match provider {
-        "ebay" => Shape::Cursor,
-        "stockx" | "keepa" => Shape::Jobs,
-        _ => Shape::Windowed,
+        Provider::Amazon => &["vendor_rt_sales"],
+        Provider::Ebay => crate::shapes::cursor::EBAY_STREAMS,
+        Provider::Stockx => &["market_data"],
+        Provider::Keepa => &["products"],
     }
 }
 
@@ -83,21 +67,6 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSettings {
-    pub listen: SocketAddr,
-    /// The NAME of the environment variable holding the admin bearer token.
-    pub admin_token_env: Option<String>,
-}
-
-impl HttpSettings {
-    /// The admin token from the environment; `None` when unset or empty. Never logged.
-    pub fn admin_token(&self) -> Option<String> {
-        let name = self.admin_token_env.as_ref()?;
-        std::env::var(name).ok().filter(|token| !token.is_empty())
-    }
-}
-
 /// SP-API operations whose buckets `[quota.amazon.OPERATION]` may override.
 pub const AMAZON_QUOTA_OPERATIONS: &[&str] = &["createReport", "getReport", "getReportDocument"];
 
@@ -112,92 +81,6 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
     }
 }
 
-/// `[quota]`: how the TokenManager paces provider calls.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuotaSettings {
-    /// The share of each bucket's burst background work leaves for manual work.
-    pub reserve_share: f64,
-    /// The share of every rate (configured, default or learned) left unused, so that
-    /// network jitter never makes a call arrive before the provider's token.
-    pub rate_margin: f64,
-    /// Bucket overrides by SP-API operation (`[quota.amazon.createReport]`), per selling
-    /// partner (the account-application pair).
-    pub amazon: BTreeMap<String, crate::quota::BucketSpec>,
-    /// Application-level limits by operation (`[quota.amazon_application.createReport]`),
-    /// shared by every account of one LWA application; none by default.
-    pub amazon_application: BTreeMap<String, crate::quota::BucketSpec>,
-    /// Overrides of the other providers' buckets by provider then operation
-    /// (`[quota.ebay.getOrders]`, `[quota.stockx.marketData]`, `[quota.keepa.product]`).
-    pub providers: BTreeMap<String, BTreeMap<String, crate::quota::BucketSpec>>,
-}
-
-impl Default for QuotaSettings {
-    fn default() -> Self {
-        QuotaSettings {
-            reserve_share: crate::quota::DEFAULT_RESERVE_SHARE,
-            rate_margin: crate::quota::DEFAULT_RATE_MARGIN,
-            amazon: BTreeMap::new(),
-            amazon_application: BTreeMap::new(),
-            providers: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChaosSettings {
-    pub account: String,
-    pub action: crate::domain::chaos::ChaosAction,
-    pub when: crate::domain::chaos::ChaosWhen,
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// `redis://` or `rediss://`, possibly with user and password (then read from the
-    /// environment variable named by `url_env`, never from the file).
-    pub url: RedisUrl,
-    /// Prefix of every key marketsync writes, e.g. `marketsync:`.
-    pub prefix: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisUrl {
-    Inline(String),
-    /// The name of an environment variable holding the URL.
-    Env(String),
-}
-
-impl RedisUrl {
-    /// The URL itself; an unset variable is an error naming it.
-    pub fn resolve(&self) -> Result<String, String> {
-        match self {
-            RedisUrl::Inline(url) => Ok(url.clone()),
-            RedisUrl::Env(name) => match std::env::var(name) {
-                Ok(url) if !url.is_empty() => Ok(url),
-                _ => Err(format!(
-                    "redis.url_env: environment variable {name} is not set; export it with the redis url"
-                )),
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct LockSettings {
-    /// Lease TTL; `None` means max(15m, 2 x the stream's interval). Never above [`crate::lock::MAX_TTL`].
-    pub ttl: Option<Duration>,
-    /// How often the lock keys are scanned and repaired (the zombie-lock cure).
-    pub hygiene_interval: Duration,
-}
-
-impl LockSettings {
-    /// The TTL of a stream's lease: configured, or max(15m, 2 x interval), capped.
-    pub fn ttl_for(&self, stream: &StreamConfig) -> Duration {
-        self.ttl
-            .unwrap_or_else(|| Duration::from_secs(15 * 60).max(stream.interval * 2))
-            .min(crate::lock::MAX_TTL)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SimulatorSettings {
     pub listen: SocketAddr,
@@ -207,102 +90,6 @@ pub struct SimulatorSettings {
     /// Orders the eBay simulator creates per seller and day (their status changes make
     /// the change history).
     pub ebay_orders_per_day: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct AccountConfig {
-    pub id: String,
-    pub provider: String,
-    pub marketplace: String,
-    pub endpoints: Endpoints,
-    /// `None` only for accounts served by the embedded simulator.
-    pub credentials: Option<CredentialEnv>,
-    /// The selling partner the account's credentials belong to: accounts of one seller
-    /// share its SP-API buckets and cooldowns. `None`: the account is its own seller.
-    pub selling_partner_id: Option<String>,
-    pub streams: Vec<StreamConfig>,
-}
-
-/// Where an account's API calls go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoints {
-    /// The embedded simulator; its address is known only once it listens.
-    EmbeddedSimulator,
-    Explicit {
-        api_base: String,
-        token_url: String,
-    },
-}
-
-/// Names of the environment variables holding an account's credentials. Which ones a
-/// provider needs is checked once, at load: amazon the three OAuth names; ebay a client
-/// id and secret, plus a refresh token for the user grant (without it the application's
-/// client-credentials grant is used); stockx the three plus `api_key_env`; keepa only
-/// `api_key_env`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CredentialEnv {
-    pub client_id_env: Option<String>,
-    pub client_secret_env: Option<String>,
-    pub refresh_token_env: Option<String>,
-    pub api_key_env: Option<String>,
-}
-
-impl CredentialEnv {
-    /// The configured variable names, in a fixed order (for hints; never values).
-    pub fn names(&self) -> Vec<&str> {
-        [
-            &self.client_id_env,
-            &self.client_secret_env,
-            &self.refresh_token_env,
-            &self.api_key_env,
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct StreamConfig {
-    pub name: String,
-    /// Rolling window kept filled with ledger rows.
-    pub lookback: Duration,
-    /// Most hours one report request covers.
-    pub chunk: Duration,
-    /// Time between runs of the stream.
-    pub interval: Duration,
-    /// An hour is seeded only once it is complete plus this lag.
-    pub safety_lag: Duration,
-    pub order: ClaimOrder,
-    /// Cooldown after a 429 when the provider gave no longer `Retry-After`.
-    pub quota_cooldown: Duration,
-    /// Failure backoff: `min(retry_max, retry_base * 2^(attempts-1)) * (1 + jitter)`.
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    /// First and largest pause between getReport polls.
-    pub poll_min: Duration,
-    pub poll_max: Duration,
-    /// A report not finished after this long fails its unit.
-    pub poll_timeout: Duration,
-    /// A document larger than this fails its unit instead of filling the disk.
-    pub max_document_bytes: u64,
-    pub daily_audit: bool,
-    pub weekly_audit: bool,
-    /// Cursor streams: where the first sync starts (this long before now; default 90 days).
-    pub start: Duration,
-    /// Cursor streams: the longest window one run covers (default 24h).
-    pub max_window: Duration,
-    /// Cursor streams: items per page (eBay allows at most 200).
-    pub page_limit: u32,
-    /// Cursor streams: a response body larger than this fails its window (default 16 MiB).
-    pub max_response_bytes: u64,
-    /// Job queues: attempts before a job is `failed` (5xx, timeouts; 429s do not count).
-    pub max_attempts: u32,
-    /// Job queues: a running job whose worker died is rescued after this long.
-    pub job_lease: Duration,
-    /// Job queues: keys per provider request (Keepa: up to 100 ASINs; StockX: 1).
-    pub batch: u32,
 }
 
 impl Config {
@@ -357,17 +144,6 @@ impl Config {
 
     pub fn account(&self, id: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|account| account.id == id)
-    }
-}
-
-impl AccountConfig {
-    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
-        self.streams.iter().find(|stream| stream.name == name)
-    }
-
-    /// The scope of the account's quota buckets: its selling partner, or its own id.
-    pub fn quota_scope(&self) -> &str {
-        self.selling_partner_id.as_deref().unwrap_or(&self.id)
     }
 }
 
@@ -910,14 +686,14 @@ impl RawAccount {
                 self.id
             ));
         }
-        if !PROVIDERS.contains(&self.provider.as_str()) {
+        let Some(provider_kind) = Provider::parse(&self.provider) else {
             return Err(format!(
                 "{key}.provider: unknown provider {:?}; expected one of {}",
                 self.provider,
-                PROVIDERS.join(", ")
+                Provider::names()
             ));
-        }
-        let supported = streams_of(&self.provider);
+        };
+        let supported = streams_of(provider_kind);
         let provider = self.provider.as_str();
         let marketplace = match (self.marketplace, provider) {
             (Some(marketplace), _) if !marketplace.trim().is_empty() => marketplace,
@@ -1058,13 +834,13 @@ impl RawAccount {
             if raw.enabled == Some(false) {
                 continue;
             }
-            streams.push(raw.validate(&stream_key, name, shape_of(provider))?);
+            streams.push(raw.validate(&stream_key, name, provider_kind.shape())?);
         }
         // Kept for the daemon's life, 10,000 accounts of it: no spare capacity.
         streams.shrink_to_fit();
         Ok(AccountConfig {
             id: self.id,
-            provider: self.provider,
+            provider: provider_kind,
             marketplace,
             endpoints,
             credentials,
@@ -1077,7 +853,7 @@ impl RawAccount {
 impl RawStream {
     /// Keys that belong to one shape only, named so a misplaced key is an error.
     fn shape_keys(&self) -> [(&'static str, bool, Shape); 16] {
-        use Shape::*;
+        use Shape::{Cursor, Jobs, Windowed};
         [
             ("lookback", self.lookback.is_some(), Windowed),
             ("chunk", self.chunk.is_some(), Windowed),
@@ -1121,29 +897,41 @@ impl RawStream {
                 ));
             }
         }
-        let start = duration(&field("start"), self.start.as_ref(), hours(90 * 24))?;
-        let max_window = duration(&field("max_window"), self.max_window.as_ref(), hours(24))?;
+        let start = duration(
+            &field("start"),
+            self.start.as_ref(),
+            CursorSettings::DEFAULT.start,
+        )?;
+        let max_window = duration(
+            &field("max_window"),
+            self.max_window.as_ref(),
+            CursorSettings::DEFAULT.max_window,
+        )?;
         if max_window < Duration::from_secs(60) || max_window > hours(24 * 7) {
             return Err(format!(
                 "{}: must be between 1m and 7d (24h is the default and what eBay handles well)",
                 field("max_window")
             ));
         }
-        let page_limit = self.page_limit.unwrap_or(200);
+        let page_limit = self
+            .page_limit
+            .unwrap_or(CursorSettings::DEFAULT.page_limit);
         if !(1..=200).contains(&page_limit) {
             return Err(format!(
                 "{}: {page_limit} is out of range; eBay pages hold 1 to 200 items",
                 field("page_limit")
             ));
         }
-        let max_attempts = self.max_attempts.unwrap_or(5);
+        let max_attempts = self
+            .max_attempts
+            .unwrap_or(JobsSettings::DEFAULT.max_attempts);
         if max_attempts == 0 {
             return Err(format!("{}: must be at least 1", field("max_attempts")));
         }
         let job_lease = duration(
             &field("job_lease"),
             self.job_lease.as_ref(),
-            Duration::from_secs(10 * 60),
+            JobsSettings::DEFAULT.job_lease,
         )?;
         if job_lease < Duration::from_secs(1) {
             return Err(format!("{}: must be at least 1s", field("job_lease")));
@@ -1168,11 +956,19 @@ impl RawStream {
         };
         let lookback = whole_hours(
             &field("lookback"),
-            duration(&field("lookback"), self.lookback.as_ref(), hours(72))?,
+            duration(
+                &field("lookback"),
+                self.lookback.as_ref(),
+                WindowedSettings::DEFAULT.lookback,
+            )?,
         )?;
         let chunk = whole_hours(
             &field("chunk"),
-            duration(&field("chunk"), self.chunk.as_ref(), hours(6))?,
+            duration(
+                &field("chunk"),
+                self.chunk.as_ref(),
+                WindowedSettings::DEFAULT.chunk,
+            )?,
         )?;
         if chunk > hours(24 * 7) {
             return Err(format!(
@@ -1217,12 +1013,12 @@ impl RawStream {
         let poll_min = duration(
             &field("poll_min"),
             self.poll_min.as_ref(),
-            Duration::from_secs(2),
+            WindowedSettings::DEFAULT.poll_min,
         )?;
         let poll_max = duration(
             &field("poll_max"),
             self.poll_max.as_ref(),
-            Duration::from_secs(60),
+            WindowedSettings::DEFAULT.poll_max,
         )?;
         if poll_min.is_zero() || poll_max < poll_min {
             return Err(format!(
@@ -1233,31 +1029,48 @@ impl RawStream {
         let poll_timeout = duration(
             &field("poll_timeout"),
             self.poll_timeout.as_ref(),
-            Duration::from_secs(30 * 60),
+            WindowedSettings::DEFAULT.poll_timeout,
         )?;
+        let shape_settings = match shape {
+            Shape::Windowed => ShapeSettings::Windowed(WindowedSettings {
+                lookback,
+                chunk,
+                order,
+                poll_min,
+                poll_max,
+                poll_timeout,
+                max_document_bytes: self
+                    .max_document_bytes
+                    .unwrap_or(WindowedSettings::DEFAULT.max_document_bytes),
+                daily_audit: self
+                    .daily_audit
+                    .unwrap_or(WindowedSettings::DEFAULT.daily_audit),
+                weekly_audit: self
+                    .weekly_audit
+                    .unwrap_or(WindowedSettings::DEFAULT.weekly_audit),
+            }),
+            Shape::Cursor => ShapeSettings::Cursor(CursorSettings {
+                start,
+                max_window,
+                page_limit,
+                max_response_bytes: self
+                    .max_response_bytes
+                    .unwrap_or(CursorSettings::DEFAULT.max_response_bytes),
+            }),
+            Shape::Jobs => ShapeSettings::Jobs(JobsSettings {
+                max_attempts,
+                job_lease,
+                batch,
+            }),
+        };
         Ok(StreamConfig {
             name,
-            lookback,
-            chunk,
             interval,
             safety_lag,
-            order,
             quota_cooldown,
             retry_base,
             retry_max,
-            poll_min,
-            poll_max,
-            poll_timeout,
-            max_document_bytes: self.max_document_bytes.unwrap_or(512 * 1024 * 1024),
-            daily_audit: self.daily_audit.unwrap_or(shape == Shape::Windowed),
-            weekly_audit: self.weekly_audit.unwrap_or(false),
-            start,
-            max_window,
-            page_limit,
-            max_response_bytes: self.max_response_bytes.unwrap_or(16 * 1024 * 1024),
-            max_attempts,
-            job_lease,
-            batch,
+            shape: shape_settings,
         })
     }
 }
@@ -1282,8 +1095,8 @@ mod tests {
         let text = include_str!("../../config/example.toml");
         let config = Config::parse(text, "config/example.toml").unwrap();
         let stream = config.accounts[0].stream("vendor_rt_sales").unwrap();
-        assert_eq!(stream.lookback, hours(72));
-        assert_eq!(stream.chunk, hours(6));
+        assert_eq!(stream.windowed().lookback, hours(72));
+        assert_eq!(stream.windowed().chunk, hours(6));
     }
 
     #[test]
@@ -1291,11 +1104,11 @@ mod tests {
         let text = include_str!("../../config/example.toml");
         let config = Config::parse(text, "config/example.toml").unwrap();
         let ebay = config.account("ebay-store-17").unwrap();
-        assert_eq!(shape_of(&ebay.provider), Shape::Cursor);
+        assert_eq!(ebay.provider.shape(), Shape::Cursor);
         let orders = ebay.stream("orders").unwrap();
-        assert_eq!(orders.max_window, hours(24));
-        assert_eq!(orders.start, hours(90 * 24));
-        assert_eq!(orders.page_limit, 200);
+        assert_eq!(orders.cursor().max_window, hours(24));
+        assert_eq!(orders.cursor().start, hours(90 * 24));
+        assert_eq!(orders.cursor().page_limit, 200);
         // Tables left empty take the defaults.
         assert_eq!(
             ebay.stream("returns").unwrap().interval,
@@ -1310,13 +1123,14 @@ mod tests {
             Some("STORE17_EBAY_REFRESH_TOKEN")
         );
         let keepa = config.account("keepa-main").unwrap();
-        assert_eq!(keepa.stream("products").unwrap().batch, 100);
+        assert_eq!(keepa.stream("products").unwrap().jobs().batch, 100);
         assert_eq!(
             config
                 .account("stockx-main")
                 .unwrap()
                 .stream("market_data")
                 .unwrap()
+                .jobs()
                 .batch,
             1
         );
@@ -1327,7 +1141,7 @@ mod tests {
         let cases = [
             (
                 "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\nchunk = \"6h\"\n",
-                "c.toml: accounts[0].streams.orders.chunk: does not apply to cursor streams; remove it",
+                "c.toml: accounts[0].streams.orders.windowed().chunk: does not apply to cursor streams; remove it",
             ),
             (
                 "[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nmax_window = \"24h\"\n",
@@ -1339,7 +1153,7 @@ mod tests {
             ),
             (
                 "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\npage_limit = 500\n",
-                "c.toml: accounts[0].streams.orders.page_limit: 500 is out of range",
+                "c.toml: accounts[0].streams.orders.cursor().page_limit: 500 is out of range",
             ),
             (
                 "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.offers]\n",

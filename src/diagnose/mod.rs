@@ -215,7 +215,7 @@ impl Verdict {
 #[derive(Debug, Clone)]
 pub struct AccountFacts {
     pub id: String,
-    pub provider: String,
+    pub provider: crate::domain::Provider,
     pub credentials: Option<CredentialEnv>,
     pub supervisor: Option<ChildStatus>,
     /// The account's provider cooldown (`quota`, `auth`), when one is running.
@@ -326,7 +326,7 @@ impl StreamFacts {
 
     /// Hours in flight longer than a report may take plus two intervals.
     fn in_flight_stuck(&self, now: i64) -> bool {
-        let limit = self.stream.poll_timeout.as_secs() as i64 + self.stall_after();
+        let limit = self.stream.windowed().poll_timeout.as_secs() as i64 + self.stall_after();
         self.in_flight() > 0
             && self
                 .in_flight_since
@@ -370,7 +370,7 @@ pub fn gather(
             continue;
         }
         let cooldown =
-            ledger.active_cooldown(&account_scope(&account.provider, &account.id), now)?;
+            ledger.active_cooldown(&account_scope(account.provider.as_str(), &account.id), now)?;
         let mut streams = Vec::new();
         for stream in &account.streams {
             if only_stream.is_some_and(|only| only != stream.name) {
@@ -387,7 +387,7 @@ pub fn gather(
         }
         accounts.push(AccountFacts {
             id: account.id.clone(),
-            provider: account.provider.clone(),
+            provider: account.provider,
             credentials: account.credentials.clone(),
             supervisor: supervision
                 .iter()
@@ -512,11 +512,11 @@ fn hour_facts(
                 })
             }
         };
-        let shape = match crate::config::shape_of(&account.provider) {
-            crate::config::Shape::Windowed => ShapeFacts::Windowed,
-            crate::config::Shape::Cursor => ShapeFacts::Cursor(None),
-            crate::config::Shape::Jobs => {
-                ShapeFacts::Jobs(crate::store::jobs::provider_queue(conn, &account.provider, now)?)
+        let shape = match account.provider.shape() {
+            crate::domain::Shape::Windowed => ShapeFacts::Windowed,
+            crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
+            crate::domain::Shape::Jobs => {
+                ShapeFacts::Jobs(crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)?)
             }
         };
         Ok(StreamFacts {
@@ -588,7 +588,7 @@ fn shape_verdict(stream: &StreamFacts, now: i64) -> Option<(Verdict, String)> {
                         "cursor at {}, {} behind; catching up in windows of at most {}",
                         format_ts(cursor.cursor_ts),
                         duration_text(behind),
-                        humantime::format_duration(config.max_window)
+                        humantime::format_duration(config.cursor().max_window)
                     ),
                 ));
             }

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::config::{shape_of, Shape};
 use crate::domain::format_ts;
+use crate::domain::Shape;
 use crate::lock::LockInfo;
 use crate::shapes::windowed::lock_scope;
 use crate::store::{account_scope, HourState, LedgerError, LedgerStore, SqliteLedger};
@@ -19,7 +19,7 @@ pub struct StatusReport {
 #[derive(Debug, Serialize)]
 pub struct AccountStatus {
     pub id: String,
-    pub provider: String,
+    pub provider: crate::domain::Provider,
     /// The account actor as its supervisor last recorded it; `None` before the daemon
     /// first ran the account.
     pub supervisor: Option<SupervisorStatus>,
@@ -117,7 +117,7 @@ pub fn collect(
                 reason: child.reason.clone(),
             });
         let cooldown =
-            ledger.active_cooldown(&account_scope(&account.provider, &account.id), now)?;
+            ledger.active_cooldown(&account_scope(account.provider.as_str(), &account.id), now)?;
         let mut streams = Vec::with_capacity(account.streams.len());
         for stream in &account.streams {
             let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
@@ -140,7 +140,7 @@ pub fn collect(
                 .zip(snapshot.counts)
                 .map(|(state, count)| (state.as_str(), count))
                 .collect();
-            let shape = shape_of(&account.provider);
+            let shape = account.provider.shape();
             let (mut cursor, mut queue, mut last_error, mut next_retry_at) =
                 (None, None, snapshot.last_error, snapshot.next_retry_at);
             match shape {
@@ -164,7 +164,7 @@ pub fn collect(
                 }
                 Shape::Jobs => {
                     let found = ledger.with_conn(|conn| {
-                        crate::store::jobs::provider_queue(conn, &account.provider, now)
+                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
                     })?;
                     queue = Some(found.depth);
                 }
@@ -198,7 +198,7 @@ pub fn collect(
         }
         accounts.push(AccountStatus {
             id: account.id.clone(),
-            provider: account.provider.clone(),
+            provider: account.provider,
             supervisor,
             streams,
         });
@@ -351,7 +351,7 @@ mod tests {
         let report = StatusReport {
             accounts: vec![AccountStatus {
                 id: "acme".to_string(),
-                provider: "amazon".to_string(),
+                provider: crate::domain::Provider::Amazon,
                 supervisor: Some(SupervisorStatus {
                     state: "running".to_string(),
                     restarts: 2,

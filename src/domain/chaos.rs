@@ -67,3 +67,11 @@ impl Chaos {
         }
     }
 }
+
+/// `[chaos]`: one crash drill, for proving isolation on the real binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChaosSettings {
+    pub account: String,
+    pub action: ChaosAction,
+    pub when: ChaosWhen,
+}

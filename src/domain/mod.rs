@@ -7,9 +7,11 @@
 pub mod chaos;
 pub mod lease;
 pub mod ledger;
+pub mod provider;
 pub mod supervision;
 
 pub use ledger::{account_scope, ClaimOrder, Cooldown, HourState, Priority};
+pub use provider::{Provider, Shape};
 
 use chrono::{DateTime, TimeZone, Utc};
 

@@ -151,7 +151,7 @@ pub async fn refresh(
     let value = blocking(&state, move |state| {
         let now = now_ts();
         let ledger = state.ledger.as_ref();
-        let scope = account_scope(&account.provider, &account.id);
+        let scope = account_scope(account.provider.as_str(), &account.id);
         if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
             let until = format_ts(cooldown.until_at);
             let (error, message) = match cooldown.reason.as_str() {
@@ -353,7 +353,7 @@ pub async fn summary(
         let encode = |value: Result<Value, serde_json::Error>| {
             value.map_err(|err| ApiError::internal(format!("cannot encode the summary: {err}")))
         };
-        if crate::config::shape_of(&account.provider) != crate::config::Shape::Windowed {
+        if account.provider.shape() != crate::domain::Shape::Windowed {
             // Hour totals are the report streams' data; other shapes have their own below.
             if let Some(object) = summary.as_object_mut() {
                 for key in ["ledger", "totals", "by_hour", "by_asin"] {
@@ -371,11 +371,11 @@ pub async fn summary(
             "stockx" | "keepa" => {
                 let prices: Vec<_> = crate::store::jobs::market_prices(&state.ledger, 200)?
                     .into_iter()
-                    .filter(|price| price.provider == account.provider)
+                    .filter(|price| price.provider == account.provider.as_str())
                     .take(50)
                     .collect();
                 summary["market_prices"] = encode(serde_json::to_value(prices))?;
-                if account.provider == "keepa" {
+                if account.provider == crate::domain::Provider::Keepa {
                     let products = crate::store::jobs::keepa_products(&state.ledger, 50)?;
                     summary["keepa_products"] = encode(serde_json::to_value(products))?;
                 }
@@ -484,7 +484,7 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
                 "burst": view.burst,
                 "tokens": view.tokens,
                 "reserve_share": view.reserve_share,
-                "calls_this_hour": metrics.calls_in_hour(&key.provider, &key.operation, hour),
+                "calls_this_hour": metrics.calls_in_hour(key.provider.as_str(), &key.operation, hour),
             })
         })
         .collect();
@@ -497,13 +497,13 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
 /// Refresh and fill-day reset hours: only report (windowed) streams have them. Cursor
 /// streams catch up by themselves; job providers take `POST /api/jobs`.
 fn hour_streams_only(account: &crate::config::AccountConfig, action: &str) -> Result<(), ApiError> {
-    match crate::config::shape_of(&account.provider) {
-        crate::config::Shape::Windowed => Ok(()),
-        crate::config::Shape::Cursor => Err(ApiError::bad_request(format!(
+    match account.provider.shape() {
+        crate::domain::Shape::Windowed => Ok(()),
+        crate::domain::Shape::Cursor => Err(ApiError::bad_request(format!(
             "{action} resets hours of report streams; account {} is a {} cursor account whose cursor catches up by itself (see its verdict in GET /api/status)",
             account.id, account.provider
         ))),
-        crate::config::Shape::Jobs => Err(ApiError::bad_request(format!(
+        crate::domain::Shape::Jobs => Err(ApiError::bad_request(format!(
             "{action} resets hours of report streams; account {} drains the {} job queue: enqueue lookups with POST /api/jobs",
             account.id, account.provider
         ))),
@@ -655,7 +655,7 @@ pub async fn clear_cooldown(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let account = state.account(&id)?.clone();
-    let scope = account_scope(&account.provider, &account.id);
+    let scope = account_scope(account.provider.as_str(), &account.id);
     let previous = {
         let scope = scope.clone();
         blocking(&state, move |state| {

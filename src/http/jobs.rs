@@ -102,12 +102,18 @@ pub async fn enqueue(State(state): State<HttpState>, body: Bytes) -> Result<Json
         .config
         .accounts
         .iter()
-        .any(|account| account.provider == provider && !account.streams.is_empty())
+        .any(|account| account.provider.as_str() == provider && !account.streams.is_empty())
     {
         let served: Vec<&str> = store::JOB_PROVIDERS
             .iter()
             .copied()
-            .filter(|name| state.config.accounts.iter().any(|a| a.provider == *name))
+            .filter(|name| {
+                state
+                    .config
+                    .accounts
+                    .iter()
+                    .any(|a| a.provider.as_str() == *name)
+            })
             .collect();
         return Err(ApiError::bad_request(format!(
             "no {provider:?} account with an enabled stream is configured, so the job would never run; job providers configured here: {}",

@@ -285,7 +285,7 @@ fn snapshot_registry(
                         {
                             queue_depth
                                 .get_or_create(&labels(&[
-                                    ("provider", &account.provider),
+                                    ("provider", account.provider.as_str()),
                                     ("state", job_state),
                                 ]))
                                 .set(queue.depth.get(job_state).copied().unwrap_or(0));

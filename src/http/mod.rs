@@ -36,6 +36,9 @@ pub mod api;
 pub mod dashboard;
 pub mod jobs;
 pub mod metrics;
+pub mod settings;
+
+pub use settings::HttpSettings;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -29,6 +29,7 @@
 //! for tests. Tokens are secrets of their holder and are never logged.
 
 pub mod redis;
+pub mod settings;
 pub mod testing;
 
 #[cfg(test)]

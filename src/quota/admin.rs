@@ -132,15 +132,15 @@ pub fn related_scopes(config: &Config, scope: &str) -> Vec<String> {
         .accounts
         .iter()
         .filter(|account| {
-            scope == account_scope(&account.provider, &account.id)
-                || scope == account_scope(&account.provider, account.quota_scope())
+            scope == account_scope(account.provider.as_str(), &account.id)
+                || scope == account_scope(account.provider.as_str(), account.quota_scope())
         })
         .map(|account| (account.provider.as_str(), account.quota_scope()))
         .collect();
     for (provider, seller) in sellers {
         add(account_scope(provider, seller));
         for account in &config.accounts {
-            if account.provider == provider && account.quota_scope() == seller {
+            if account.provider.as_str() == provider && account.quota_scope() == seller {
                 add(account_scope(provider, &account.id));
             }
         }

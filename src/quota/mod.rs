@@ -56,6 +56,7 @@ pub mod bucket;
 pub mod cooldown;
 mod queue;
 pub mod redis;
+pub mod settings;
 
 #[cfg(test)]
 mod tests;

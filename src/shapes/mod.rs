@@ -10,4 +10,5 @@
 
 pub mod cursor;
 pub mod jobs;
+pub mod spec;
 pub mod windowed;

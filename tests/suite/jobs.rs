@@ -97,7 +97,7 @@ impl JobsFixture {
 
     fn context(&self, client: JobClient, cancel: CancellationToken) -> StreamContext {
         let account = self.config.accounts[0].clone();
-        let pacer = Pacer::new(self.quota.clone(), &account.provider, &account.id);
+        let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
         let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger));
         let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
         StreamContext {

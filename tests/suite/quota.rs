@@ -442,8 +442,10 @@ async fn a_manual_fill_day_is_served_from_the_reserve_during_a_background_flood(
         "acct-manual",
         CancellationToken::new(),
     );
-    manual.stream.lookback = Duration::from_secs(3600);
-    manual.stream.daily_audit = false;
+    if let marketsync::shapes::spec::ShapeSettings::Windowed(settings) = &mut manual.stream.shape {
+        settings.lookback = Duration::from_secs(3600);
+        settings.daily_audit = false;
+    }
     let started = Instant::now();
     let outcome = manual.run_once().await.expect("manual run");
     let waited = started.elapsed();

@@ -22,6 +22,9 @@
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
 //! [`store`] (SQLite), [`bench`] (`marketsync bench ebay`).
 
+mod settings;
+pub use settings::CursorSettings;
+
 pub mod adapter;
 pub mod ebay;
 
@@ -165,7 +168,7 @@ impl CursorRunner {
             return Ok(cooling);
         }
         let now = self.clock.now();
-        let initial = now - stream.start.as_secs() as i64;
+        let initial = now - stream.cursor().start.as_secs() as i64;
         let (account_db, stream_db) = (account.clone(), stream.name.clone());
         let cursor = self
             .on_db(move |conn| {
@@ -192,12 +195,22 @@ impl CursorRunner {
                 return Ok(RunOutcome::Cancelled);
             }
             let now = self.clock.now();
-            let Some(window) = next_window(cursor_ts, now, stream.max_window, stream.safety_lag)
-            else {
+            let Some(window) = next_window(
+                cursor_ts,
+                now,
+                stream.cursor().max_window,
+                stream.safety_lag,
+            ) else {
                 break;
             };
             context.bump();
-            let live = next_window(window.end, now, stream.max_window, stream.safety_lag).is_none();
+            let live = next_window(
+                window.end,
+                now,
+                stream.cursor().max_window,
+                stream.safety_lag,
+            )
+            .is_none();
             let fetched = self
                 .fetch_window(context, adapter.as_ref(), window, live)
                 .await;
@@ -275,7 +288,7 @@ impl CursorRunner {
         live: bool,
     ) -> Result<Vec<Resource>, WindowError> {
         let stream = &context.stream;
-        let limit = stream.page_limit.clamp(1, 200);
+        let limit = stream.cursor().page_limit.clamp(1, 200);
         let revisit = adapter.revisit().as_secs() as i64;
         let query_window = if live && revisit > 0 {
             CursorWindow {
@@ -303,7 +316,7 @@ impl CursorRunner {
                         adapter.api(),
                         adapter.path(),
                         &adapter.query(query_window, offset, limit),
-                        stream.max_response_bytes,
+                        stream.cursor().max_response_bytes,
                     )
                     .await;
                 context.observe(operation, &result);

@@ -12,6 +12,9 @@
 //! docs/jobs.md describes states, priorities, dedupe, leases, the failure table, the
 //! Keepa token model and the simulators' wire formats.
 
+mod settings;
+pub use settings::JobsSettings;
+
 pub mod worker;
 
 use std::net::SocketAddr;

@@ -177,10 +177,10 @@ impl JobRunner {
         let batch = match self.client {
             JobClient::Stockx(_) => 1,
             JobClient::Keepa(_) => {
-                (ctx.stream.batch as usize).clamp(1, crate::provider::keepa::MAX_ASINS)
+                (ctx.stream.jobs().batch as usize).clamp(1, crate::provider::keepa::MAX_ASINS)
             }
         };
-        let lease_secs = ctx.stream.job_lease.as_secs().max(1) as i64;
+        let lease_secs = ctx.stream.jobs().job_lease.as_secs().max(1) as i64;
         let mut stop = None;
         loop {
             if ctx.cancel.is_cancelled() || ctx.abort.is_cancelled() {
@@ -311,7 +311,7 @@ impl JobRunner {
             JobClient::Stockx(_) => 1.0,
             JobClient::Keepa(client) => client.tokens_per_asin() * jobs.len() as f64,
         };
-        let wait = QUOTA_WAIT_MAX.min(ctx.stream.job_lease / 2);
+        let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
         if let Err(refused) = ctx
             .paced(operation, cost, priority.quota(), wait, true)
             .await
@@ -408,7 +408,7 @@ impl JobRunner {
         JobEnd::Failed {
             error,
             retry_at: now_ts() + delay.as_secs().max(1) as i64,
-            max_attempts: i64::from(ctx.stream.max_attempts),
+            max_attempts: i64::from(ctx.stream.jobs().max_attempts),
         }
     }
 

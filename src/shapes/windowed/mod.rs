@@ -25,6 +25,9 @@
 //! - `CostExceedsBurst`, `UnknownBucket`, `InvalidCost`: a configuration error, reported as
 //!   the unit's failure.
 
+mod settings;
+pub use settings::WindowedSettings;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,7 +209,7 @@ where
 /// is the start of the newest hour that is complete plus the safety lag.
 pub fn lookback_window(stream: &StreamConfig, now: i64) -> HourWindow {
     let end = floor_hour(now - stream.safety_lag.as_secs() as i64);
-    HourWindow::new(end - stream.lookback.as_secs() as i64, end)
+    HourWindow::new(end - stream.windowed().lookback.as_secs() as i64, end)
 }
 
 /// `min(max, base·2^n)·(1 + rand·0.2)` seconds after a unit's `n`-th failure.
@@ -221,7 +224,7 @@ pub fn retry_delay(stream: &StreamConfig, attempts_before: i64) -> Duration {
 impl StreamContext {
     /// The account's cooldown scope in the ledger (`{provider}:{account}`).
     pub fn scope(&self) -> String {
-        account_scope(&self.account.provider, &self.account.id)
+        account_scope(self.account.provider.as_str(), &self.account.id)
     }
 
     /// One run without a lease (single-process tools and tests). See [`Self::run_leased`].
@@ -266,8 +269,8 @@ impl StreamContext {
                         self.stream.name.clone(),
                         self.owner.clone(),
                     );
-                    let max_hours = (self.stream.chunk.as_secs() as i64 / HOUR).max(1);
-                    let order = self.stream.order;
+                    let max_hours = (self.stream.windowed().chunk.as_secs() as i64 / HOUR).max(1);
+                    let order = self.stream.windowed().order;
                     let claimed = blocking(&self.ledger, move |ledger| {
                         ledger.claim(&account, &stream, max_hours, order, &owner, fence, now_ts())
                     })
@@ -322,8 +325,8 @@ impl StreamContext {
         let window = lookback_window(&self.stream, now);
         let (account, stream) = (self.account.id.clone(), self.stream.name.clone());
         let audits = [
-            ("daily", self.stream.daily_audit, 24 * HOUR),
-            ("weekly", self.stream.weekly_audit, 7 * 24 * HOUR),
+            ("daily", self.stream.windowed().daily_audit, 24 * HOUR),
+            ("weekly", self.stream.windowed().weekly_audit, 7 * 24 * HOUR),
         ];
         let (seeded, audited) = blocking(&self.ledger, move |ledger| {
             let seeded = ledger.seed(&account, &stream, window, now)?;
@@ -532,7 +535,7 @@ impl StreamContext {
     /// shutdown is requested. Transient errors are retried within the same deadline.
     async fn poll(&self, client: &SpApiClient, claim: &Claim, report_id: &str) -> Poll {
         let started = tokio::time::Instant::now();
-        let mut pause = self.stream.poll_min;
+        let mut pause = self.stream.windowed().poll_min;
         loop {
             self.bump();
             if let Err(refused) = self.gate(OP_GET_REPORT, claim, false).await {
@@ -561,7 +564,7 @@ impl StreamContext {
                 }
                 Err(err) => return Poll::Error(err),
             }
-            if started.elapsed() + pause > self.stream.poll_timeout {
+            if started.elapsed() + pause > self.stream.windowed().poll_timeout {
                 return Poll::TimedOut(started.elapsed());
             }
             // A minimum pause between polls; the getReport bucket decides when the
@@ -570,7 +573,7 @@ impl StreamContext {
                 _ = self.abort.cancelled() => return Poll::Cancelled,
                 _ = tokio::time::sleep(pause) => {}
             }
-            pause = (pause * 2).min(self.stream.poll_max);
+            pause = (pause * 2).min(self.stream.windowed().poll_max);
         }
     }
 
@@ -601,7 +604,7 @@ impl StreamContext {
             }));
         }
         let bytes = client
-            .download_document(&document, &path, self.stream.max_document_bytes)
+            .download_document(&document, &path, self.stream.windowed().max_document_bytes)
             .await?;
         debug!(account = %self.account.id, document_id, bytes, "document downloaded");
         Ok((path, document.gzip))
@@ -738,7 +741,7 @@ impl StreamContext {
         claim: &Claim,
         stop_on_cancel: bool,
     ) -> Result<(), CallError> {
-        let wait = self.stream.poll_timeout.min(QUOTA_WAIT_MAX);
+        let wait = self.stream.windowed().poll_timeout.min(QUOTA_WAIT_MAX);
         self.paced(
             operation,
             1.0,
@@ -798,9 +801,9 @@ impl StreamContext {
     /// `Retry-After` otherwise.
     pub fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
         let metrics = crate::http::metrics::global();
-        metrics.provider_call(&self.account.provider, operation);
+        metrics.provider_call(self.account.provider.as_str(), operation);
         if let Err(ProviderError::QuotaExceeded { .. }) = result {
-            metrics.provider_throttled(&self.account.provider, operation);
+            metrics.provider_throttled(self.account.provider.as_str(), operation);
         }
         let Some(pacer) = self.work.pacer() else {
             return;

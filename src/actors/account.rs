@@ -30,9 +30,10 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::actors::supervisor::{ChildFactory, ChildProgress};
-use crate::config::{AccountConfig, LockSettings};
 use crate::domain::chaos::Chaos;
+use crate::lock::settings::LockSettings;
 use crate::lock::LockService;
+use crate::shapes::spec::AccountConfig;
 use crate::shapes::windowed::{AbortOnDrop, StreamContext, StreamWork};
 use crate::store::LedgerStore;
 

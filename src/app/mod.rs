@@ -269,7 +269,7 @@ impl Daemon {
                     })?;
                 let addr = listener.local_addr()?;
                 let state = crate::http::HttpState::new(
-                    Arc::new(config.clone()),
+                    Arc::new(config.deployment()),
                     Arc::clone(&ledger),
                     locks.clone(),
                     settings.admin_token(),
@@ -639,7 +639,9 @@ fn other_shapes_progress(
                         cursor.last_error.unwrap_or_default()
                     )),
                     Some(cursor) => {
-                        if cursor.behind(stream, now) > stream.interval.as_secs() as i64 + 60 {
+                        if cursor.behind(stream.safety_lag, now)
+                            > stream.interval.as_secs() as i64 + 60
+                        {
                             pending = true;
                         }
                     }
@@ -973,7 +975,7 @@ fn spawn_cooldown_watch(
             let now = now_ts();
             let reader = Arc::clone(&ledger);
             let current = match tokio::task::spawn_blocking(move || {
-                crate::quota::admin::ledger_cooldowns(&reader, now)
+                crate::store::sqlite::ledger_cooldowns(&reader, now)
             })
             .await
             {

@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::domain::{now_ts, HourWindow, HOUR};
+use crate::domain::now_ts;
 use crate::store::{LedgerStore, Priority, SqliteLedger};
 
 #[derive(Debug, Parser)]
@@ -115,7 +114,7 @@ pub enum Command {
     /// List running cooldowns (scope, reason, started, until, detail), or end one early.
     Cooldowns {
         #[command(subcommand)]
-        action: Option<crate::quota::admin::CooldownsAction>,
+        action: Option<crate::diagnose::cooldowns::CooldownsAction>,
         #[arg(long)]
         json: bool,
     },
@@ -283,7 +282,7 @@ pub fn main() -> anyhow::Result<i32> {
             };
             let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
             let report = crate::diagnose::status::collect(
-                &config,
+                &config.deployment(),
                 &ledger,
                 lock_list,
                 &supervision,
@@ -302,7 +301,12 @@ pub fn main() -> anyhow::Result<i32> {
             ref date,
         } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
-            let window = fill_day_window(&config, account, stream, date)?;
+            let window = crate::diagnose::repair::fill_day_window(
+                &config.deployment(),
+                account,
+                stream,
+                date,
+            )?;
             let ledger = open_ledger(&config)?;
             let reset = ledger.reset_window(account, stream, window, Priority::Manual, now_ts())?;
             println!(
@@ -338,7 +342,7 @@ pub fn main() -> anyhow::Result<i32> {
         }
         Command::Cooldowns { ref action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
-            crate::quota::admin::command(&config, action.as_ref(), json)
+            crate::diagnose::cooldowns::command(&config.deployment(), action.as_ref(), json)
         }
         Command::Doctor {
             ref account,
@@ -347,7 +351,7 @@ pub fn main() -> anyhow::Result<i32> {
         } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
             crate::diagnose::run(
-                &config,
+                &config.deployment(),
                 account.as_deref(),
                 stream.as_deref(),
                 json,
@@ -542,54 +546,6 @@ pub fn load_config(path: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> anyhow
 
 fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
     Ok(SqliteLedger::open(&config.database_path())?)
-}
-
-/// Validates fill-day's arguments into the hours to reset (only complete hours).
-pub fn fill_day_window(
-    config: &Config,
-    account: &str,
-    stream: &str,
-    date: &str,
-) -> anyhow::Result<HourWindow> {
-    let Some(account_config) = config.account(account) else {
-        let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
-        bail!(
-            "unknown account {account:?}; configured accounts: {}",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
-    };
-    let Some(stream_config) = account_config.stream(stream) else {
-        let known: Vec<&str> = account_config
-            .streams
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        bail!(
-            "account {account} has no enabled stream {stream:?}; enabled streams: {}",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
-    };
-    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| {
-        anyhow::anyhow!("invalid date {date:?}; use the form YYYY-MM-DD, e.g. 2025-12-09")
-    })?;
-    let start = day
-        .and_hms_opt(0, 0, 0)
-        .map(|dt| dt.and_utc().timestamp())
-        .ok_or_else(|| anyhow::anyhow!("invalid date {date:?}"))?;
-    let complete_end = crate::shapes::windowed::lookback_window(stream_config, now_ts()).end;
-    let end = (start + 24 * HOUR).min(complete_end);
-    if end <= start {
-        bail!("{date} has no complete hours yet; an hour is fetched once it is over plus the safety lag");
-    }
-    Ok(HourWindow::new(start, end))
 }
 
 /// Runs the daemon until the first SIGINT/SIGTERM; a second one exits at once.

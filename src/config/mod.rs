@@ -145,6 +145,17 @@ impl Config {
     pub fn account(&self, id: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|account| account.id == id)
     }
+
+    /// The view of the configuration the status, doctor, HTTP and metrics surfaces use.
+    pub fn deployment(&self) -> crate::diagnose::Deployment {
+        crate::diagnose::Deployment {
+            source_name: self.source_name.clone(),
+            data_dir: self.data_dir.clone(),
+            redis: self.redis.clone(),
+            simulator_listen: self.simulator.as_ref().map(|simulator| simulator.listen),
+            accounts: self.accounts.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

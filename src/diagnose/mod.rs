@@ -21,7 +21,12 @@
 //! The same facts give the one-word [`Verdict`] (and its one-line explanation) that the
 //! HTTP status endpoint and the dashboard show per stream (see [`crate::http`]).
 
+pub mod cooldowns;
+pub mod deployment;
+pub mod repair;
 pub mod status;
+
+pub use deployment::Deployment;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -31,9 +36,9 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::actors::supervisor::{ChildState, ChildStatus};
-use crate::config::{AccountConfig, Config, CredentialEnv, Endpoints, StreamConfig};
 use crate::domain::{format_ts, now_ts, HOUR};
 use crate::lock::{LockInfo, LockService};
+use crate::shapes::spec::{AccountConfig, CredentialEnv, Endpoints, StreamConfig};
 use crate::shapes::windowed::lock_scope;
 use crate::store::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
 
@@ -355,7 +360,7 @@ impl StreamFacts {
 /// `only_stream`). Blocking: call it from the blocking pool in async code.
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
-    config: &Config,
+    config: &Deployment,
     ledger: &SqliteLedger,
     locks: &[LockInfo],
     lock_acquired_at_ms: &HashMap<String, i64>,
@@ -648,7 +653,7 @@ pub fn cursor_behind(
     cursor: &crate::store::cursors::CursorSnapshot,
     now: i64,
 ) -> i64 {
-    cursor.behind(&stream.stream, now)
+    cursor.behind(stream.stream.safety_lag, now)
 }
 
 /// A lag as a person reads it: `45d 13h`, `3h 20m`, `12m`.
@@ -870,7 +875,7 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
 }
 
 /// `marketsync` with the `--config` this configuration came from (or the options' own).
-fn command_prefix(config: &Config, options: &DoctorOptions) -> String {
+fn command_prefix(config: &Deployment, options: &DoctorOptions) -> String {
     if let Some(command) = &options.command {
         return command.clone();
     }
@@ -928,7 +933,7 @@ fn day_of(hour: i64) -> String {
 
 /// The findings about accounts and streams (not the dependencies: see [`run`]).
 pub fn findings(
-    config: &Config,
+    config: &Deployment,
     accounts: &[AccountFacts],
     options: &DoctorOptions,
     now: i64,
@@ -1376,7 +1381,7 @@ pub struct LockProbe {
 
 /// Lists the leases and when they were acquired; a Redis that does not answer a TCP
 /// connect within [`CONNECT_TIMEOUT`] is a finding (and the list is empty).
-pub async fn probe_locks(config: &Config) -> LockProbe {
+pub async fn probe_locks(config: &Deployment) -> LockProbe {
     let mut probe = LockProbe::default();
     match &config.redis {
         Some(redis) => {
@@ -1552,7 +1557,7 @@ pub async fn tcp_probe(host: &str, port: u16) -> Result<(), String> {
 /// Connects once to every distinct endpoint of the selected accounts (and the embedded
 /// simulator when it listens on a fixed port).
 pub async fn probe_endpoints(
-    config: &Config,
+    config: &Deployment,
     only_account: Option<&str>,
     options: &DoctorOptions,
 ) -> Vec<Finding> {
@@ -1585,13 +1590,10 @@ pub async fn probe_endpoints(
                     }
                 }
             }
-            Endpoints::EmbeddedSimulator => match &config.simulator {
-                Some(sim) if sim.listen.port() != 0 => add(
-                    sim.listen.ip().to_string(),
-                    sim.listen.port(),
-                    &account.id,
-                    true,
-                ),
+            Endpoints::EmbeddedSimulator => match &config.simulator_listen {
+                Some(listen) if listen.port() != 0 => {
+                    add(listen.ip().to_string(), listen.port(), &account.id, true)
+                }
                 _ => findings.push(Finding::new(
                     Severity::Info,
                     account.id.clone(),
@@ -1646,7 +1648,7 @@ pub async fn probe_endpoints(
 
 /// Everything `marketsync doctor` checks, as a report (async: probes run concurrently).
 pub async fn diagnose(
-    config: &Config,
+    config: &Deployment,
     only_account: Option<&str>,
     only_stream: Option<&str>,
     options: &DoctorOptions,
@@ -1732,7 +1734,7 @@ pub async fn diagnose(
 
 /// `marketsync doctor`: prints one line per finding (or JSON) and returns the exit code.
 pub fn run(
-    config: &Config,
+    config: &Deployment,
     only_account: Option<&str>,
     only_stream: Option<&str>,
     json: bool,
@@ -1760,7 +1762,7 @@ mod tests {
     use crate::shapes::windowed::lookback_window;
     use crate::store::HourState;
 
-    fn config() -> Config {
+    fn config() -> Deployment {
         Config::parse(
             r#"
 data_dir = "/nonexistent"
@@ -1776,6 +1778,7 @@ lookback = "24h"
             "t.toml",
         )
         .unwrap()
+        .deployment()
     }
 
     fn facts(ledger: &SqliteLedger, now: i64) -> Vec<AccountFacts> {
@@ -1802,7 +1805,7 @@ lookback = "24h"
         ledger
     }
 
-    fn ebay_config() -> Config {
+    fn ebay_config() -> Deployment {
         Config::parse(
             r#"
 data_dir = "/nonexistent"
@@ -1818,6 +1821,7 @@ safety_lag = "2m"
             "t.toml",
         )
         .unwrap()
+        .deployment()
     }
 
     fn cursor_verdict(ledger: &SqliteLedger, now: i64) -> (Verdict, String, Vec<Finding>) {

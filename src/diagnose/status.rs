@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::Config;
+use super::Deployment;
 use crate::domain::format_ts;
 use crate::domain::Shape;
 use crate::lock::LockInfo;
@@ -98,7 +98,7 @@ pub struct CooldownStatus {
 /// Reads the status of every configured account and stream; `locks` is the lease
 /// backend's list, when it could be read.
 pub fn collect(
-    config: &Config,
+    config: &Deployment,
     ledger: &SqliteLedger,
     locks: &[LockInfo],
     supervision: &[crate::actors::supervisor::ChildStatus],
@@ -153,7 +153,7 @@ pub fn collect(
                         next_retry_at = found.retry_at;
                         cursor = Some(CursorStatus {
                             position: format_ts(found.cursor_ts),
-                            behind_seconds: found.behind(stream, now),
+                            behind_seconds: found.behind(stream.safety_lag, now),
                             last_run_at: found.last_run_at.map(format_ts),
                             failures: found.failures,
                             retry_at: found.retry_at.map(format_ts),

@@ -1,5 +1,7 @@
 //! What the supervision tree says about a child, as `status` shows it and the store keeps it.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 /// Where a child is in its life, as shown by `status`.
@@ -70,4 +72,55 @@ pub struct ChildStatus {
     /// Why the child is in its state: the crash that quarantined it or that it backs off
     /// from, or the mass failure that halted restarts.
     pub reason: Option<String>,
+}
+
+/// A child's liveness signal, shared between the child (writer) and the supervisor's
+/// heartbeat (reader). A fresh one is made for every incarnation.
+///
+/// The child calls [`ChildProgress::bump`] per unit step (and around long awaits) and
+/// marks itself busy while it works ([`ChildProgress::set_busy`] or
+/// [`ChildProgress::busy_scope`]). A busy child whose counter does not move for
+/// `stuck_after` is killed and restarted. An idle child is never stuck.
+#[derive(Debug, Default)]
+pub struct ChildProgress {
+    /// Why atomics: written by the child's task, read by the supervisor's, no lock needed.
+    counter: AtomicU64,
+    busy: AtomicBool,
+}
+
+impl ChildProgress {
+    /// One unit of progress.
+    pub fn bump(&self) {
+        self.counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Marks the child busy until the returned guard drops.
+    pub fn busy_scope(&self) -> BusyGuard<'_> {
+        self.set_busy(true);
+        BusyGuard { progress: self }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed)
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+}
+
+/// Clears the busy flag of a [`ChildProgress`] when dropped.
+#[derive(Debug)]
+pub struct BusyGuard<'a> {
+    progress: &'a ChildProgress,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.progress.set_busy(false);
+    }
 }

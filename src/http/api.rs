@@ -496,7 +496,10 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
 
 /// Refresh and fill-day reset hours: only report (windowed) streams have them. Cursor
 /// streams catch up by themselves; job providers take `POST /api/jobs`.
-fn hour_streams_only(account: &crate::config::AccountConfig, action: &str) -> Result<(), ApiError> {
+fn hour_streams_only(
+    account: &crate::shapes::spec::AccountConfig,
+    action: &str,
+) -> Result<(), ApiError> {
     match account.provider.shape() {
         crate::domain::Shape::Windowed => Ok(()),
         crate::domain::Shape::Cursor => Err(ApiError::bad_request(format!(
@@ -512,9 +515,9 @@ fn hour_streams_only(account: &crate::config::AccountConfig, action: &str) -> Re
 
 /// The account's enabled streams, or only `name` (404 when it is not one of them).
 fn select_streams(
-    account: &crate::config::AccountConfig,
+    account: &crate::shapes::spec::AccountConfig,
     name: Option<&str>,
-) -> Result<Vec<crate::config::StreamConfig>, ApiError> {
+) -> Result<Vec<crate::shapes::spec::StreamConfig>, ApiError> {
     match name {
         None => Ok(account.streams.clone()),
         Some(name) => match account.stream(name) {
@@ -559,9 +562,13 @@ pub async fn fill_day(
     let streams = select_streams(&account, body.stream.as_deref())?;
     let mut windows = Vec::new();
     for stream in &streams {
-        let window =
-            crate::cli::fill_day_window(&state.config, &account.id, &stream.name, &body.date)
-                .map_err(|err| ApiError::bad_request(format!("date: {err}")))?;
+        let window = crate::diagnose::repair::fill_day_window(
+            &state.config,
+            &account.id,
+            &stream.name,
+            &body.date,
+        )
+        .map_err(|err| ApiError::bad_request(format!("date: {err}")))?;
         windows.push((stream.name.clone(), window));
     }
     let date = body.date;
@@ -665,7 +672,7 @@ pub async fn clear_cooldown(
     };
     // The same clear as `marketsync cooldowns clear`: SQLite and, when configured, Redis
     // (the TokenManager's shared store), including the seller's related scopes.
-    let cleared_scopes = crate::quota::admin::clear(&state.config, &scope)
+    let cleared_scopes = crate::diagnose::cooldowns::clear(&state.config, &scope)
         .await
         .map_err(|err| ApiError::internal(format!("{err:#}")))?;
     let cleared = !cleared_scopes.is_empty();

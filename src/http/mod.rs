@@ -53,14 +53,14 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::{AccountConfig, Config};
 use crate::lock::LockService;
+use crate::shapes::spec::AccountConfig;
 use crate::store::SqliteLedger;
 
 /// Everything the handlers need. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpState {
-    pub config: Arc<Config>,
+    pub config: Arc<crate::diagnose::Deployment>,
     pub ledger: Arc<SqliteLedger>,
     pub locks: LockService,
     /// The resolved admin secret (read from the environment variable the config names);
@@ -73,7 +73,7 @@ pub struct HttpState {
 
 impl HttpState {
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<crate::diagnose::Deployment>,
         ledger: Arc<SqliteLedger>,
         locks: LockService,
         admin_token: Option<String>,

@@ -51,7 +51,6 @@
 //! started")`, `info!(scope, "cooldown cleared")`, `warn!(scope, error, "cooldown store
 //! failed")`, and from Redis mode `warn!(error, "quota redis unavailable")`.
 
-pub mod admin;
 pub mod bucket;
 pub mod cooldown;
 mod queue;

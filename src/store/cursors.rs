@@ -73,10 +73,13 @@ pub struct CursorSnapshot {
 }
 
 impl CursorSnapshot {
-    /// Seconds the cursor is behind the newest time a window of `stream` may end at
-    /// (now minus its safety lag); 0 when caught up.
-    pub fn behind(&self, stream: &crate::config::StreamConfig, now: i64) -> i64 {
-        (now - stream.safety_lag.as_secs() as i64 - self.cursor_ts).max(0)
+    /// Seconds the cursor is behind the newest time a window of a stream with
+    /// `safety_lag` may end at (now minus the lag); 0 when caught up.
+    pub fn behind(&self, safety_lag: std::time::Duration, now: i64) -> i64 {
+        let lag = i64::try_from(safety_lag.as_secs()).unwrap_or(i64::MAX);
+        now.saturating_sub(lag)
+            .saturating_sub(self.cursor_ts)
+            .max(0)
     }
 }
 

@@ -85,11 +85,11 @@ impl JobPriority {
     }
 
     /// The TokenManager priority a job of this level asks with.
-    pub fn quota(self) -> crate::quota::Priority {
+    pub fn quota(self) -> crate::domain::Priority {
         match self {
-            JobPriority::Background => crate::quota::Priority::Background,
-            JobPriority::Hot => crate::quota::Priority::Hot,
-            JobPriority::Manual => crate::quota::Priority::Manual,
+            JobPriority::Background => crate::domain::Priority::Background,
+            JobPriority::Hot => crate::domain::Priority::Hot,
+            JobPriority::Manual => crate::domain::Priority::Manual,
         }
     }
 }

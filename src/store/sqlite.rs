@@ -16,7 +16,7 @@ use super::{
     Applied, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority, RowFeed,
     StreamSnapshot,
 };
-use crate::config::ClaimOrder;
+use crate::domain::ClaimOrder;
 use crate::domain::{HourWindow, HOUR};
 
 const MIGRATIONS: &[&str] = &[
@@ -719,6 +719,26 @@ impl LedgerStore for SqliteLedger {
             Ok(snapshot)
         })
     }
+}
+
+/// Running cooldowns in the SQLite file, by scope.
+pub fn ledger_cooldowns(ledger: &SqliteLedger, now: i64) -> Result<Vec<Cooldown>, LedgerError> {
+    ledger.with_conn(|conn| {
+        let mut statement = conn.prepare_cached(
+            "SELECT scope, reason, started_at, until_at, detail FROM cooldowns
+             WHERE until_at > ?1 ORDER BY scope",
+        )?;
+        let rows = statement.query_map([now], |row| {
+            Ok(Cooldown {
+                scope: row.get(0)?,
+                reason: row.get(1)?,
+                started_at: row.get(2)?,
+                until_at: row.get(3)?,
+                detail: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })
 }
 
 #[cfg(test)]

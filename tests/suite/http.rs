@@ -51,7 +51,7 @@ impl Server {
             .await
             .expect("sqlite locks");
         let mut state = HttpState::new(
-            Arc::new(config.clone()),
+            Arc::new(config.deployment()),
             ledger,
             locks,
             token.map(str::to_string),

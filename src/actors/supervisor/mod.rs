@@ -41,7 +41,6 @@ pub mod policy;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +53,9 @@ use ractor::{
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-pub use crate::domain::supervision::{ChildState, ChildStatus, CrashInfo};
+pub use crate::domain::supervision::{
+    BusyGuard, ChildProgress, ChildState, ChildStatus, CrashInfo,
+};
 use crate::store::sqlite::SqliteLedger;
 use crate::store::supervision::{rfc3339, StoredChild};
 use policy::{instant_after, CrashHistory, CrashVerdict, MassFailureDetector, RestartPolicy};
@@ -66,57 +67,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a [`ChildFactory::spawn_child`] may take (a child's `pre_start` must be
 /// trivial); past it the attempt counts as a crash.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A child's liveness signal, shared between the child (writer) and the supervisor's
-/// heartbeat (reader). A fresh one is made for every incarnation.
-///
-/// The child calls [`ChildProgress::bump`] per unit step (and around long awaits) and
-/// marks itself busy while it works ([`ChildProgress::set_busy`] or
-/// [`ChildProgress::busy_scope`]). A busy child whose counter does not move for
-/// `stuck_after` is killed and restarted. An idle child is never stuck.
-#[derive(Debug, Default)]
-pub struct ChildProgress {
-    /// Why atomics: written by the child's task, read by the supervisor's, no lock needed.
-    counter: AtomicU64,
-    busy: AtomicBool,
-}
-
-impl ChildProgress {
-    /// One unit of progress.
-    pub fn bump(&self) {
-        self.counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn set_busy(&self, busy: bool) {
-        self.busy.store(busy, Ordering::Relaxed);
-    }
-
-    /// Marks the child busy until the returned guard drops.
-    pub fn busy_scope(&self) -> BusyGuard<'_> {
-        self.set_busy(true);
-        BusyGuard { progress: self }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counter.load(Ordering::Relaxed)
-    }
-
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed)
-    }
-}
-
-/// Clears the busy flag of a [`ChildProgress`] when dropped.
-#[derive(Debug)]
-pub struct BusyGuard<'a> {
-    progress: &'a ChildProgress,
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        self.progress.set_busy(false);
-    }
-}
 
 /// Makes the supervisor's children; implemented by the daemon (Account actors) and by tests.
 pub trait ChildFactory: Send + Sync + 'static {

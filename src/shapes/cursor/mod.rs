@@ -40,11 +40,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AccountConfig, Endpoints};
 use crate::domain::{format_ts, now_ts};
 use crate::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use crate::provider::ProviderError;
 use crate::quota::{Pacer, Priority};
+use crate::shapes::spec::{AccountConfig, Endpoints};
 use crate::shapes::windowed::{
     retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, StreamWork,
     SyncError, DEFERRED_RETRY, QUOTA_WAIT_MAX,

@@ -20,10 +20,10 @@ pub mod worker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{AccountConfig, Endpoints};
 use crate::provider::keepa::KeepaClient;
 use crate::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use crate::quota::Pacer;
+use crate::shapes::spec::{AccountConfig, Endpoints};
 use crate::shapes::windowed::StreamWork;
 use crate::store::SqliteLedger;
 

@@ -313,7 +313,7 @@ impl JobRunner {
         };
         let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
         if let Err(refused) = ctx
-            .paced(operation, cost, priority.quota(), wait, true)
+            .paced(operation, cost, priority.quota().into(), wait, true)
             .await
         {
             return self.refused(ctx, jobs, refused);

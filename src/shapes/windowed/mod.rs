@@ -37,12 +37,12 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AccountConfig, StreamConfig};
 use crate::domain::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
 use crate::provider::ProviderError;
 use crate::quota::{Observation, Pacer, QuotaError};
 use crate::report::{read_error_document, read_vendor_sales_document, ReportError};
+use crate::shapes::spec::{AccountConfig, StreamConfig};
 use crate::store::{account_scope, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority};
 
 /// Everything one stream runner needs.
@@ -63,7 +63,7 @@ pub struct StreamContext {
     /// flight stop at their next await and keep their report ids for the next owner.
     pub abort: CancellationToken,
     /// Bumped per unit step and poll, read by the supervisor's stuck detection.
-    pub progress: Option<Arc<crate::actors::supervisor::ChildProgress>>,
+    pub progress: Option<Arc<crate::domain::supervision::ChildProgress>>,
     /// Crash drills (`[chaos]`), for this account only.
     pub chaos: Option<Arc<crate::domain::chaos::Chaos>>,
 }

@@ -20,11 +20,12 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::redis::RedisCooldowns;
-use super::CooldownStore;
-use crate::config::Config;
+use super::Deployment;
 use crate::domain::{format_ts, now_ts};
-use crate::store::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
+use crate::quota::redis::RedisCooldowns;
+use crate::quota::CooldownStore;
+pub use crate::store::sqlite::ledger_cooldowns;
+use crate::store::{account_scope, Cooldown, LedgerStore, SqliteLedger};
 
 #[derive(Debug, Subcommand)]
 pub enum CooldownsAction {
@@ -61,28 +62,8 @@ impl CooldownRow {
     }
 }
 
-/// Running cooldowns in the SQLite file, by scope.
-pub fn ledger_cooldowns(ledger: &SqliteLedger, now: i64) -> Result<Vec<Cooldown>, LedgerError> {
-    ledger.with_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT scope, reason, started_at, until_at, detail FROM cooldowns
-             WHERE until_at > ?1 ORDER BY scope",
-        )?;
-        let rows = statement.query_map([now], |row| {
-            Ok(Cooldown {
-                scope: row.get(0)?,
-                reason: row.get(1)?,
-                started_at: row.get(2)?,
-                until_at: row.get(3)?,
-                detail: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    })
-}
-
 /// The Redis cooldown store of `config`, when `[redis]` is configured.
-pub fn redis_cooldowns(config: &Config) -> anyhow::Result<Option<RedisCooldowns>> {
+pub fn redis_cooldowns(config: &Deployment) -> anyhow::Result<Option<RedisCooldowns>> {
     let Some(redis) = &config.redis else {
         return Ok(None);
     };
@@ -95,7 +76,7 @@ pub fn redis_cooldowns(config: &Config) -> anyhow::Result<Option<RedisCooldowns>
 
 /// Every running cooldown (SQLite, then Redis). A Redis that cannot be reached is not an
 /// error: its message comes back as the second value.
-pub async fn list(config: &Config) -> anyhow::Result<(Vec<CooldownRow>, Option<String>)> {
+pub async fn list(config: &Deployment) -> anyhow::Result<(Vec<CooldownRow>, Option<String>)> {
     let now = now_ts();
     let ledger = open_ledger(config).await?;
     let mut rows: Vec<CooldownRow> = ledger_cooldowns(&ledger, now)?
@@ -121,7 +102,7 @@ pub async fn list(config: &Config) -> anyhow::Result<(Vec<CooldownRow>, Option<S
 /// The scopes `cooldowns clear SCOPE` ends: SCOPE, and for an account or selling
 /// partner scope of a configured account, the seller's scope and every account scope
 /// of that seller.
-pub fn related_scopes(config: &Config, scope: &str) -> Vec<String> {
+pub fn related_scopes(config: &Deployment, scope: &str) -> Vec<String> {
     let mut scopes = vec![scope.to_string()];
     let mut add = |scope: String| {
         if !scopes.contains(&scope) {
@@ -150,7 +131,10 @@ pub fn related_scopes(config: &Config, scope: &str) -> Vec<String> {
 
 /// Ends the cooldowns of [`related_scopes`] in SQLite and Redis; returns what was
 /// cleared, as (scope, store).
-pub async fn clear(config: &Config, scope: &str) -> anyhow::Result<Vec<(String, &'static str)>> {
+pub async fn clear(
+    config: &Deployment,
+    scope: &str,
+) -> anyhow::Result<Vec<(String, &'static str)>> {
     let scopes = related_scopes(config, scope);
     let ledger = open_ledger(config).await?;
     let mut cleared = Vec::new();
@@ -183,7 +167,7 @@ pub async fn clear(config: &Config, scope: &str) -> anyhow::Result<Vec<(String, 
     Ok(cleared)
 }
 
-async fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
+async fn open_ledger(config: &Deployment) -> anyhow::Result<SqliteLedger> {
     let path = config.database_path();
     Ok(
         tokio::task::spawn_blocking(move || SqliteLedger::open(&path))
@@ -194,7 +178,7 @@ async fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
 
 /// `marketsync cooldowns [--json]` and `marketsync cooldowns clear SCOPE`.
 pub fn command(
-    config: &Config,
+    config: &Deployment,
     action: Option<&CooldownsAction>,
     json: bool,
 ) -> anyhow::Result<i32> {

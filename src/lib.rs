@@ -4,6 +4,7 @@
 //! ones listed before it, and `scripts/check-layers.py` fails the build when one does not:
 //! - [`domain`]: plain shared types: ids, providers, hour windows, ledger states,
 //!   priorities, scopes, time helpers.
+//! - [`telemetry`]: the in-process metrics handle (calls, 429s, takeovers, tokens).
 //! - [`store`]: all SQL: the SQLite connection, migrations, one file per table family.
 //! - [`lock`]: leases with fencing tokens (Redis and SQLite backends) and their hygiene.
 //! - [`quota`]: the TokenManager quota model (buckets, priorities, cooldowns).
@@ -35,3 +36,4 @@ pub mod report;
 pub mod shapes;
 pub mod sim;
 pub mod store;
+pub mod telemetry;

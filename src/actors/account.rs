@@ -14,7 +14,7 @@
 //! an incarnation builds its contexts when it starts.
 //!
 //! Infrastructure failures (Redis down, SQLite busy, provider 5xx) never reach the
-//! actor: the runners retry them (see [`crate::app::run_stream`]).
+//! actor: the runners retry them (see [`crate::shapes::runner::run_stream`]).
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ pub struct StreamShared {
     pub chaos: Option<Arc<Chaos>>,
     /// Lease TTLs per stream ([`LockSettings::ttl_for`]).
     pub lock_settings: LockSettings,
+    /// The daemon's in-process counters.
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// One account's own part of its streams' contexts. Why not whole [`StreamContext`]s:
@@ -85,6 +87,7 @@ impl AccountSpec {
             abort: shared.abort.clone(),
             progress: Some(Arc::clone(progress)),
             chaos: shared.chaos.clone(),
+            metrics: Arc::clone(&shared.metrics),
         };
         Some((context, shared.lock_settings.ttl_for(stream.interval)))
     }
@@ -161,7 +164,7 @@ impl Actor for AccountActor {
             else {
                 continue;
             };
-            let runner = crate::app::run_stream(
+            let runner = crate::shapes::runner::run_stream(
                 Arc::new(context),
                 state.args.locks.clone(),
                 ttl,
@@ -369,7 +372,7 @@ daily_audit = false
     /// call) making every idle runner carry its state: box it instead.
     #[test]
     fn an_idle_runner_future_stays_small() {
-        let size = future_size(crate::app::run_stream);
+        let size = future_size(crate::shapes::runner::run_stream);
         assert!(
             size <= 512,
             "run_stream's future is {size} bytes; box the await that grew it"

@@ -184,7 +184,7 @@ impl Actor for Housekeeping {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             HousekeepingMsg::Tick => {
-                crate::app::lock_hygiene(&state.locks).await;
+                crate::lock::lock_hygiene(&state.locks).await;
                 let ledger = Arc::clone(&state.ledger);
                 let before = crate::domain::now_ts() - CLAIM_HISTORY.as_secs() as i64;
                 let pruned = tokio::task::spawn_blocking(move || {

@@ -146,6 +146,7 @@ page_limit = {limit}
         cancel,
         progress: None,
         chaos: None,
+        metrics: Default::default(),
     };
 
     println!(

@@ -93,6 +93,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
             abort: cancel,
             progress: None,
             chaos: None,
+            metrics: Default::default(),
         };
         let mut enqueue_rates = Vec::new();
         let mut drain_rates = Vec::new();

@@ -471,7 +471,7 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
         )
     })?;
     let hour = now_ts().div_euclid(crate::domain::HOUR) * crate::domain::HOUR;
-    let metrics = crate::http::metrics::global();
+    let metrics = &state.metrics;
     let rows: Vec<Value> = buckets
         .into_iter()
         .map(|(key, view)| {

@@ -7,17 +7,9 @@
 //!   even for work done by another process): ledger hours per state per stream, the lag
 //!   of the newest applied hour, cooldowns, account actor restarts and states
 //!   (quarantines), leases and stale leases, and the verdict per stream.
-//! - **Counted in process** in the global [`Metrics`] ([`global`]): provider calls and
-//!   429s by provider and operation, lock takeovers, and tokens available per quota
-//!   bucket. Code that makes the call increments them:
-//!
-//!   ```
-//!   use marketsync::http::metrics;
-//!   metrics::global().provider_call("amazon", "createReport");
-//!   metrics::global().provider_throttled("amazon", "createReport"); // a 429
-//!   metrics::global().lock_takeover("acct/vendor_rt_sales");
-//!   metrics::global().set_tokens_available("amazon", "createReport", 14.0);
-//!   ```
+//! - **Counted in process** in the daemon's [`Metrics`] handle (`crate::telemetry`),
+//!   injected into the runners and this server: provider calls and 429s by provider and
+//!   operation, lock takeovers, and tokens available per quota bucket.
 //!
 //! Names (all prefixed `marketsync_`):
 //!
@@ -39,10 +31,6 @@
 //! | `cursor_lag_seconds` | gauge | account, stream |
 //! | `job_queue_depth` | gauge | provider, state |
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::LazyLock;
-
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +41,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use rusqlite::params;
 
+use crate::telemetry::Labels;
+pub use crate::telemetry::Metrics;
+
 use super::{blocking, ApiError, HttpState};
 use crate::diagnose;
 use crate::domain::{now_ts, HOUR};
@@ -61,135 +52,6 @@ use crate::store::HourState;
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Labels = Vec<(&'static str, String)>;
-
-/// Counters and gauges fed by the code that does the work; see the module docs.
-pub struct Metrics {
-    registry: Registry,
-    provider_calls: Family<Labels, Counter>,
-    provider_throttled: Family<Labels, Counter>,
-    lock_takeovers: Family<Labels, Counter>,
-    tokens_available: Family<Labels, Gauge<f64, AtomicU64>>,
-    /// Calls per (provider, operation) in the current UTC hour: the budgets page's
-    /// "used this hour" (seed 002's market_budgets). A std Mutex: held for a map update.
-    calls_this_hour: std::sync::Mutex<HashMap<(String, String), (i64, u64)>>,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("marketsync");
-        let provider_calls = Family::<Labels, Counter>::default();
-        registry.register(
-            "provider_calls",
-            "Provider API calls made, by provider and operation",
-            provider_calls.clone(),
-        );
-        let provider_throttled = Family::<Labels, Counter>::default();
-        registry.register(
-            "provider_throttled",
-            "Provider calls answered 429 (quota exceeded), by provider and operation",
-            provider_throttled.clone(),
-        );
-        let lock_takeovers = Family::<Labels, Counter>::default();
-        registry.register(
-            "lock_takeovers",
-            "Expired leases taken over from another owner, by scope",
-            lock_takeovers.clone(),
-        );
-        let tokens_available = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "quota_tokens_available",
-            "Tokens available in each quota bucket",
-            tokens_available.clone(),
-        );
-        Metrics {
-            registry,
-            provider_calls,
-            provider_throttled,
-            lock_takeovers,
-            tokens_available,
-            calls_this_hour: std::sync::Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// One provider API call was made (count every attempt, whatever its outcome).
-    pub fn provider_call(&self, provider: &str, operation: &str) {
-        self.provider_calls
-            .get_or_create(&provider_labels(provider, operation))
-            .inc();
-        let hour = now_ts().div_euclid(HOUR) * HOUR;
-        let mut hourly = self
-            .calls_this_hour
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = hourly
-            .entry((provider.to_string(), operation.to_string()))
-            .or_insert((hour, 0));
-        if entry.0 != hour {
-            *entry = (hour, 0);
-        }
-        entry.1 += 1;
-    }
-
-    /// Calls of `provider`/`operation` made by this process in the UTC hour starting at
-    /// `hour` (0 for other hours).
-    pub fn calls_in_hour(&self, provider: &str, operation: &str, hour: i64) -> u64 {
-        let hourly = self
-            .calls_this_hour
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match hourly.get(&(provider.to_string(), operation.to_string())) {
-            Some((at, count)) if *at == hour => *count,
-            _ => 0,
-        }
-    }
-
-    /// A provider call was answered 429.
-    pub fn provider_throttled(&self, provider: &str, operation: &str) {
-        self.provider_throttled
-            .get_or_create(&provider_labels(provider, operation))
-            .inc();
-    }
-
-    /// An expired lease on `scope` was taken over.
-    pub fn lock_takeover(&self, scope: &str) {
-        self.lock_takeovers
-            .get_or_create(&vec![("scope", scope.to_string())])
-            .inc();
-    }
-
-    /// The tokens a quota bucket holds now.
-    pub fn set_tokens_available(&self, provider: &str, bucket: &str, tokens: f64) {
-        self.tokens_available
-            .get_or_create(&vec![
-                ("provider", provider.to_string()),
-                ("bucket", bucket.to_string()),
-            ])
-            .set(tokens);
-    }
-
-    /// The current value of `provider_calls_total` (tests and the dashboard).
-    pub fn provider_calls(&self, provider: &str, operation: &str) -> u64 {
-        self.provider_calls
-            .get_or_create(&provider_labels(provider, operation))
-            .get()
-    }
-}
-
-fn provider_labels(provider: &str, operation: &str) -> Labels {
-    vec![
-        ("provider", provider.to_string()),
-        ("operation", operation.to_string()),
-    ]
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process-wide in-process metrics.
-pub fn global() -> &'static Metrics {
-    &METRICS
-}
-
 /// `GET /metrics`.
 pub async fn scrape(State(state): State<HttpState>) -> Result<Response, ApiError> {
     let (locks, lock_error) = super::api::list_locks(&state).await;
@@ -197,7 +59,7 @@ pub async fn scrape(State(state): State<HttpState>) -> Result<Response, ApiError
         // Read at scrape time, like the ledger gauges: the buckets the TokenManager holds.
         if let Ok(buckets) = quota.buckets().await {
             for (key, view) in buckets {
-                global().set_tokens_available(
+                state.metrics.set_tokens_available(
                     &key.provider,
                     &format!("{}:{}", key.scope, key.operation),
                     view.tokens,
@@ -209,7 +71,7 @@ pub async fn scrape(State(state): State<HttpState>) -> Result<Response, ApiError
     let text = blocking(&state, move |state| {
         let snapshot = snapshot_registry(state, &locks, lock_error.is_none(), now)?;
         let mut text = String::new();
-        encode_registry(&mut text, &global().registry)
+        encode_registry(&mut text, state.metrics.registry())
             .and_then(|()| encode_registry(&mut text, &snapshot))
             .and_then(|()| encode_eof(&mut text))
             .map_err(|err| ApiError::internal(format!("cannot encode metrics: {err}")))?;

@@ -69,6 +69,9 @@ pub struct HttpState {
     /// The daemon's TokenManager, for the provider budgets and the tokens gauge;
     /// `None` when the server runs without one (tests of the read API).
     pub quota: Option<crate::quota::QuotaHandle>,
+    /// The daemon's in-process counters, exposed by `/metrics` (a fresh, empty set when
+    /// the server runs on its own).
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl HttpState {
@@ -84,7 +87,14 @@ impl HttpState {
             locks,
             admin_token: admin_token.filter(|token| !token.is_empty()),
             quota: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same state counting into the daemon's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> HttpState {
+        self.metrics = metrics;
+        self
     }
 
     /// The same state with the daemon's TokenManager attached.

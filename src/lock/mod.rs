@@ -28,6 +28,7 @@
 //! layouts are documented in their modules. [`testing`] holds a throwaway `redis-server`
 //! for tests. Tokens are secrets of their holder and are never logged.
 
+pub mod hygiene;
 pub mod redis;
 pub mod settings;
 pub mod testing;
@@ -44,6 +45,7 @@ pub use crate::domain::lease::{
     Lease, LockError, LockInfo, Repair, RepairAction, DEFAULT_PREFIX, MAX_TTL,
 };
 pub use crate::store::leases as sqlite;
+pub use hygiene::lock_hygiene;
 
 /// Enum dispatch over the two backends (no dyn/async-trait needed).
 #[derive(Clone)]

@@ -8,6 +8,9 @@
 //! [`ProviderError`] ([`error_for_status`]), `Retry-After` parsing, capped body reads,
 //! transport errors with the URL stripped and messages clipped to a readable length.
 
+pub mod credentials;
+pub use credentials::read_env;
+
 pub mod amazon;
 pub mod ebay;
 pub mod keepa;

@@ -10,5 +10,6 @@
 
 pub mod cursor;
 pub mod jobs;
+pub mod runner;
 pub mod spec;
 pub mod windowed;

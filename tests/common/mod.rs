@@ -169,6 +169,7 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             cancel,
             progress: None,
             chaos: None,
+            metrics: Default::default(),
         }
     }
 }

@@ -137,6 +137,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
             owner: "test:1@localhost".to_string(),
             abort: cancel.clone(),
             cancel,
+            metrics: Default::default(),
             progress: None,
             chaos: None,
         }

@@ -31,6 +31,8 @@ const STREAM: &str = "vendor_rt_sales";
 /// The HTTP server of `marketsync::http` on a free loopback port; stopped when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The server's in-process counters (what a daemon's runners would count into).
+    pub counters: Arc<marketsync::telemetry::Metrics>,
     stop: CancellationToken,
     pub client: reqwest::Client,
 }
@@ -59,6 +61,7 @@ impl Server {
         if let Some(quota) = quota {
             state = state.with_quota(quota);
         }
+        let counters = Arc::clone(&state.metrics);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -72,6 +75,7 @@ impl Server {
         });
         Server {
             addr,
+            counters,
             stop,
             client: reqwest::Client::new(),
         }
@@ -971,16 +975,16 @@ async fn budgets_show_every_bucket_with_its_tokens_and_calls_this_hour() {
         .expect("token manager");
     let quota = QuotaHandle::new(actor);
     let key = BucketKey::new("amazon", "createReport", "budget-seller");
+    let server =
+        Server::start_with(&fixture.config, ledger, Some(TOKEN), Some(quota.clone())).await;
     for _ in 0..3 {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         quota
             .acquire(vec![key.clone()], 1.0, Priority::Manual, deadline)
             .await
             .expect("grant");
-        marketsync::http::metrics::global().provider_call("amazon", "createReport");
+        server.counters.provider_call("amazon", "createReport");
     }
-    let server =
-        Server::start_with(&fixture.config, ledger, Some(TOKEN), Some(quota.clone())).await;
     let (status, body) = server.get("/api/budgets").await;
     assert_eq!(status, 200, "{body}");
     let hour = now_ts().div_euclid(HOUR) * HOUR;
@@ -1101,7 +1105,7 @@ async fn metrics_parse_as_prometheus_text_and_move() {
         )
         .await
         .unwrap();
-    let metrics = marketsync::http::metrics::global();
+    let metrics = &server.counters;
     metrics.provider_call("amazon", "getReportDocument");
     metrics.provider_call("amazon", "getReportDocument");
     metrics.provider_throttled("amazon", "createReport");

@@ -111,6 +111,7 @@ impl JobsFixture {
             cancel,
             progress: None,
             chaos: None,
+            metrics: Default::default(),
         }
     }
 

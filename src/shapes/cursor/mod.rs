@@ -488,10 +488,13 @@ pub fn ebay_client(
     };
     let credentials = match &account.credentials {
         Some(names) => EbayCredentials {
-            client_id: crate::app::read_env(&account.id, names.client_id_env.as_deref())?,
-            client_secret: crate::app::read_env(&account.id, names.client_secret_env.as_deref())?,
+            client_id: crate::provider::read_env(&account.id, names.client_id_env.as_deref())?,
+            client_secret: crate::provider::read_env(
+                &account.id,
+                names.client_secret_env.as_deref(),
+            )?,
             refresh_token: match names.refresh_token_env.as_deref() {
-                Some(name) => Some(crate::app::read_env(&account.id, Some(name))?),
+                Some(name) => Some(crate::provider::read_env(&account.id, Some(name))?),
                 None => None,
             },
         },

@@ -77,7 +77,8 @@ pub fn build_client(
             _,
         ) => (api_base.clone(), token_url.clone()),
     };
-    let read = |name: Option<&String>| crate::app::read_env(&account.id, name.map(String::as_str));
+    let read =
+        |name: Option<&String>| crate::provider::read_env(&account.id, name.map(String::as_str));
     match account.provider.as_str() {
         "stockx" => {
             let credentials = match &account.credentials {

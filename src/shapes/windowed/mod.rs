@@ -66,6 +66,8 @@ pub struct StreamContext {
     pub progress: Option<Arc<crate::domain::supervision::ChildProgress>>,
     /// Crash drills (`[chaos]`), for this account only.
     pub chaos: Option<Arc<crate::domain::chaos::Chaos>>,
+    /// The daemon's in-process counters (calls, 429s, lock takeovers).
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// What a stream's runs do: its sync shape and the provider client it calls.
@@ -800,7 +802,7 @@ impl StreamContext {
     /// response said: the rate from `x-amzn-RateLimit-Limit` after a 2xx, the 429 and its
     /// `Retry-After` otherwise.
     pub fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
-        let metrics = crate::http::metrics::global();
+        let metrics = &self.metrics;
         metrics.provider_call(self.account.provider.as_str(), operation);
         if let Err(ProviderError::QuotaExceeded { .. }) = result {
             metrics.provider_throttled(self.account.provider.as_str(), operation);

@@ -1,0 +1,160 @@
+//! Counters and gauges fed by the code that does the work: provider calls and 429s by
+//! provider and operation, lock takeovers, and tokens available per quota bucket.
+//!
+//! One [`Metrics`] per daemon, made by the composition root and handed to whoever counts
+//! (stream runners through their context, the HTTP server that exposes it); there is no
+//! global. `GET /metrics` ([`crate::http::metrics`]) encodes it together with the
+//! gauges read from the database at scrape time.
+//!
+//! ```
+//! use marketsync::telemetry::Metrics;
+//! let metrics = Metrics::new();
+//! metrics.provider_call("amazon", "createReport");
+//! metrics.provider_throttled("amazon", "createReport"); // a 429
+//! metrics.lock_takeover("acct/vendor_rt_sales");
+//! metrics.set_tokens_available("amazon", "createReport", 14.0);
+//! assert_eq!(metrics.provider_calls("amazon", "createReport"), 1);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::domain::{now_ts, HOUR};
+
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Counters and gauges fed by the code that does the work; see the module docs.
+pub struct Metrics {
+    registry: Registry,
+    provider_calls: Family<Labels, Counter>,
+    provider_throttled: Family<Labels, Counter>,
+    lock_takeovers: Family<Labels, Counter>,
+    tokens_available: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Calls per (provider, operation) in the current UTC hour: the budgets page's
+    /// "used this hour" (seed 002's market_budgets). A std Mutex: held for a map update.
+    calls_this_hour: std::sync::Mutex<HashMap<(String, String), (i64, u64)>>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("marketsync");
+        let provider_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "provider_calls",
+            "Provider API calls made, by provider and operation",
+            provider_calls.clone(),
+        );
+        let provider_throttled = Family::<Labels, Counter>::default();
+        registry.register(
+            "provider_throttled",
+            "Provider calls answered 429 (quota exceeded), by provider and operation",
+            provider_throttled.clone(),
+        );
+        let lock_takeovers = Family::<Labels, Counter>::default();
+        registry.register(
+            "lock_takeovers",
+            "Expired leases taken over from another owner, by scope",
+            lock_takeovers.clone(),
+        );
+        let tokens_available = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "quota_tokens_available",
+            "Tokens available in each quota bucket",
+            tokens_available.clone(),
+        );
+        Metrics {
+            registry,
+            provider_calls,
+            provider_throttled,
+            lock_takeovers,
+            tokens_available,
+            calls_this_hour: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One provider API call was made (count every attempt, whatever its outcome).
+    pub fn provider_call(&self, provider: &str, operation: &str) {
+        self.provider_calls
+            .get_or_create(&provider_labels(provider, operation))
+            .inc();
+        let hour = now_ts().div_euclid(HOUR) * HOUR;
+        let mut hourly = self
+            .calls_this_hour
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = hourly
+            .entry((provider.to_string(), operation.to_string()))
+            .or_insert((hour, 0));
+        if entry.0 != hour {
+            *entry = (hour, 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Calls of `provider`/`operation` made by this process in the UTC hour starting at
+    /// `hour` (0 for other hours).
+    pub fn calls_in_hour(&self, provider: &str, operation: &str, hour: i64) -> u64 {
+        let hourly = self
+            .calls_this_hour
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match hourly.get(&(provider.to_string(), operation.to_string())) {
+            Some((at, count)) if *at == hour => *count,
+            _ => 0,
+        }
+    }
+
+    /// A provider call was answered 429.
+    pub fn provider_throttled(&self, provider: &str, operation: &str) {
+        self.provider_throttled
+            .get_or_create(&provider_labels(provider, operation))
+            .inc();
+    }
+
+    /// An expired lease on `scope` was taken over.
+    pub fn lock_takeover(&self, scope: &str) {
+        self.lock_takeovers
+            .get_or_create(&vec![("scope", scope.to_string())])
+            .inc();
+    }
+
+    /// The tokens a quota bucket holds now.
+    pub fn set_tokens_available(&self, provider: &str, bucket: &str, tokens: f64) {
+        self.tokens_available
+            .get_or_create(&vec![
+                ("provider", provider.to_string()),
+                ("bucket", bucket.to_string()),
+            ])
+            .set(tokens);
+    }
+
+    /// The registry the in-process families are registered in (encoded by `/metrics`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The current value of `provider_calls_total` (tests and the dashboard).
+    pub fn provider_calls(&self, provider: &str, operation: &str) -> u64 {
+        self.provider_calls
+            .get_or_create(&provider_labels(provider, operation))
+            .get()
+    }
+}
+
+fn provider_labels(provider: &str, operation: &str) -> Labels {
+    vec![
+        ("provider", provider.to_string()),
+        ("operation", operation.to_string()),
+    ]
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -123,6 +123,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The current value of `lock_takeovers_total` for `scope`.
+    pub fn lock_takeovers(&self, scope: &str) -> u64 {
+        self.lock_takeovers
+            .get_or_create(&vec![("scope", scope.to_string())])
+            .get()
+    }
+
     /// The tokens a quota bucket holds now.
     pub fn set_tokens_available(&self, provider: &str, bucket: &str, tokens: f64) {
         self.tokens_available

@@ -94,6 +94,20 @@ impl LockService {
         }
     }
 
+    /// [`LockService::acquire`], also naming the owner whose expired lease was taken
+    /// over (`None` when the scope was free), so the caller can count takeovers.
+    pub async fn acquire_reporting(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(Lease, Option<String>), LockError> {
+        match self {
+            LockService::Redis(locks) => locks.acquire_reporting(scope, owner, ttl).await,
+            LockService::Sqlite(locks) => locks.acquire_reporting(scope, owner, ttl).await,
+        }
+    }
+
     /// Extends `lease` to `now + ttl` if it is still ours (same token, not expired);
     /// otherwise [`LockError::Lost`]. Returns the lease with its new expiry.
     pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LockError> {

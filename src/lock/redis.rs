@@ -270,6 +270,18 @@ impl RedisLocks {
         owner: &str,
         ttl: Duration,
     ) -> Result<Lease, LockError> {
+        self.acquire_reporting(scope, owner, ttl)
+            .await
+            .map(|(lease, _)| lease)
+    }
+
+    /// [`Self::acquire`], also naming the owner of the expired lease it took over.
+    pub async fn acquire_reporting(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(Lease, Option<String>), LockError> {
         check_scope(scope)?;
         check_owner(owner)?;
         let ttl_ms = ttl_ms(ttl, true)?;
@@ -299,6 +311,7 @@ impl RedisLocks {
             return Err(busy(scope, &holder, until));
         }
         let lease = parse_lease(&value)?;
+        let mut taken_from = None;
         if !replaced.is_empty() {
             let (replaced_owner, _) = holder_of(&replaced);
             warn!(
@@ -307,9 +320,10 @@ impl RedisLocks {
                 fence = lease.fence,
                 "took over an expired lease"
             );
+            taken_from = Some(replaced_owner);
         }
         debug!(scope = %scope, owner = %owner, fence = lease.fence, ttl_ms, "acquired lease");
-        Ok(lease)
+        Ok((lease, taken_from))
     }
 
     pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LockError> {

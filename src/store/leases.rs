@@ -123,6 +123,18 @@ impl SqliteLocks {
         owner: &str,
         ttl: Duration,
     ) -> Result<Lease, LockError> {
+        self.acquire_reporting(scope, owner, ttl)
+            .await
+            .map(|(lease, _)| lease)
+    }
+
+    /// [`Self::acquire`], also naming the owner of the expired lease it took over.
+    pub async fn acquire_reporting(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(Lease, Option<String>), LockError> {
         check_scope(scope)?;
         check_owner(owner)?;
         let ttl_ms = ttl_ms(ttl, true)?;
@@ -183,7 +195,7 @@ impl SqliteLocks {
                 Ok((lease, current.map(|old| old.owner)))
             })
             .await?;
-        if let Some(replaced_owner) = replaced {
+        if let Some(replaced_owner) = &replaced {
             warn!(
                 scope = %lease.scope,
                 replaced_owner = %replaced_owner,
@@ -192,7 +204,7 @@ impl SqliteLocks {
             );
         }
         debug!(scope = %lease.scope, owner = %lease.owner, fence = lease.fence, ttl_ms, "acquired lease");
-        Ok(lease)
+        Ok((lease, replaced))
     }
 
     pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LockError> {

@@ -372,6 +372,45 @@ async fn a_busy_lease_shows_as_lock_busy_in_status() {
     assert!(cooldown["until_utc"].is_string());
 }
 
+/// Regression (issue 11): `lock_takeovers_total` was documented but only ever counted by
+/// a test; a runner that takes over an expired lease of another owner counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_over_an_expired_lease_counts_a_lock_takeover() {
+    use marketsync::lock::LockService;
+    let sim = TestSim::start(crate::common::fast_sim()).await;
+    let fixture = Fixture::new(&sim, "lookback = \"6h\"");
+    let locks = LockService::sqlite(&fixture.database_path()).await.unwrap();
+    let scope = "acct/vendor_rt_sales";
+    locks
+        .acquire(scope, "backfill:4243@elsewhere", Duration::from_millis(200))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = locks.list().await.unwrap();
+        if all.iter().any(|info| info.scope == scope && info.stale) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other owner's lease expires"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ledger = fixture.open_ledger();
+    let context = fixture.context(&ledger, tokio_util::sync::CancellationToken::new());
+    assert_eq!(context.metrics.lock_takeovers(scope), 0);
+    let outcome = context
+        .run_leased(&locks, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, marketsync::shapes::windowed::LeasedOutcome::Ran(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(context.metrics.lock_takeovers(scope), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_at_startup_shows_lock_unavailable_and_work_starts_when_it_returns() {
     let mut redis = RedisServer::start().expect("redis-server");

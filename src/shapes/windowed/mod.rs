@@ -1028,7 +1028,7 @@ impl StreamContext {
         use crate::lock::LockError;
         let scope = self.lease_scope();
         let status_scope = lock_scope(&self.account.id, &self.stream.name);
-        let mut acquired = locks.acquire(&scope, &self.owner, ttl).await;
+        let mut acquired = locks.acquire_reporting(&scope, &self.owner, ttl).await;
         if let Err(LockError::Busy { holder, .. }) = &acquired {
             if *holder == self.owner {
                 // Our own previous incarnation (an account actor that crashed or was
@@ -1036,11 +1036,17 @@ impl StreamContext {
                 // new fence shuts out anything the old incarnation might still write.
                 info!(scope = %scope, owner = %self.owner, "taking back the lease of a previous incarnation of this account");
                 let _ = locks.release_scope(&scope, true).await;
-                acquired = locks.acquire(&scope, &self.owner, ttl).await;
+                acquired = locks.acquire_reporting(&scope, &self.owner, ttl).await;
             }
         }
         let lease = match acquired {
-            Ok(lease) => lease,
+            Ok((lease, taken_from)) => {
+                if taken_from.is_some() {
+                    // An expired lease of another owner: seed 000's "steal", counted.
+                    self.metrics.lock_takeover(&scope);
+                }
+                lease
+            }
             Err(LockError::Busy { holder, .. }) => {
                 let until_ms = locks
                     .list()

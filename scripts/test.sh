@@ -39,6 +39,9 @@ if cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --lock
   runner=(cargo nextest run --no-fail-fast)
 fi
 
+log "layering check (scripts/check-layers.py; the order is in docs/architecture.md)"
+python3 scripts/check-layers.py
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

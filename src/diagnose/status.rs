@@ -166,7 +166,12 @@ pub fn collect(
                     let found = ledger.with_conn(|conn| {
                         crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
                     })?;
-                    queue = Some(found.depth);
+                    // Every state, zeros included (README shows all five keys).
+                    let mut depth = found.depth;
+                    for state in crate::store::jobs::JobState::ALL {
+                        depth.entry(state.as_str().to_string()).or_insert(0);
+                    }
+                    queue = Some(depth);
                 }
             }
             streams.push(StreamStatus {
@@ -345,6 +350,35 @@ pub fn render_table(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 11): `status --json` left zero counts out of `queue`; README
+    /// shows all five keys.
+    #[test]
+    fn job_queue_status_names_every_state_even_at_zero() {
+        let config = crate::config::Config::parse(
+            r#"
+data_dir = "/nonexistent"
+[simulator]
+enabled = true
+[[accounts]]
+id = "market"
+provider = "stockx"
+[accounts.streams.market_data]
+"#,
+            "t.toml",
+        )
+        .unwrap()
+        .deployment();
+        let ledger = SqliteLedger::open_in_memory().unwrap();
+        let report = collect(&config, &ledger, &[], &[], 1_764_756_000).unwrap();
+        let queue = report.accounts[0].streams[0].queue.clone().unwrap();
+        let keys: Vec<&str> = queue.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            vec!["failed", "not_found", "pending", "running", "succeeded"]
+        );
+        assert!(queue.values().all(|count| *count == 0), "{queue:?}");
+    }
 
     #[test]
     fn table_has_a_column_for_every_cell_including_the_actor() {

@@ -32,7 +32,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::actors::supervisor::{ChildState, ChildStatus};
@@ -434,109 +433,42 @@ fn hour_facts(
     let lock = locks.iter().find(|info| info.scope == scope).cloned();
     let acquired = lock_acquired_at_ms.get(&scope).copied();
     let (id, name) = (account.id.as_str(), stream.name.as_str());
+    let hours = ledger.hour_diagnostics(id, name, now)?;
+    let failed = match hours.failed {
+        0 => None,
+        count => Some(FailedFacts {
+            hours: count,
+            max_attempts: hours.max_attempts,
+            last_error: snapshot.last_error.clone(),
+            next_retry_at: snapshot.next_retry_at,
+            oldest_hour: hours.oldest_failed_hour,
+            newest_hour: hours.newest_failed_hour,
+            auth_error: hours.auth_error,
+        }),
+    };
     ledger.with_conn(|conn| {
-        type Aggregate = (
-            i64,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let aggregate: Aggregate = conn.query_row(
-            "SELECT COUNT(*),
-                    MIN(CASE WHEN state IN ('REQUESTED', 'DOWNLOADED') THEN updated_at END),
-                    SUM(CASE WHEN state = 'MISSING' OR (state = 'FAILED' AND next_retry_at <= ?3) THEN 1 ELSE 0 END),
-                    MIN(CASE WHEN state = 'MISSING' OR (state = 'FAILED' AND next_retry_at <= ?3) THEN updated_at END),
-                    SUM(CASE WHEN state = 'FAILED' THEN 1 ELSE 0 END),
-                    MAX(CASE WHEN state = 'FAILED' THEN attempts END),
-                    MIN(CASE WHEN state = 'FAILED' THEN hour_utc END),
-                    MAX(CASE WHEN state = 'FAILED' THEN hour_utc END)
-             FROM ledger_hours WHERE account = ?1 AND stream = ?2",
-            params![id, name, now],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    row.get(6)?,
-                    row.get(7)?,
-                ))
-            },
-        )?;
-        let (rows, in_flight_since, claimable, claimable_since, failed, max_attempts, oldest, newest) =
-            aggregate;
-        let in_flight_report: Option<String> = if in_flight_since.is_some() {
-            conn.query_row(
-                "SELECT report_id FROM ledger_hours
-                 WHERE account = ?1 AND stream = ?2 AND state IN ('REQUESTED', 'DOWNLOADED')
-                 ORDER BY updated_at LIMIT 1",
-                params![id, name],
-                |row| row.get(0),
-            )
-            .optional()?
-            .flatten()
-        } else {
-            None
-        };
-        let last_claim: Option<(i64, String)> = conn
-            .query_row(
-                "SELECT claimed_at, claimed_by FROM ledger_claims
-                 WHERE account = ?1 AND stream = ?2 ORDER BY id DESC LIMIT 1",
-                params![id, name],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let failed = match failed.unwrap_or(0) {
-            0 => None,
-            hours => {
-                let auth_error: Option<String> = conn
-                    .query_row(
-                        "SELECT last_error FROM ledger_hours
-                         WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'
-                           AND lower(last_error) LIKE '%authentication%'
-                         ORDER BY updated_at DESC LIMIT 1",
-                        params![id, name],
-                        |row| row.get(0),
-                    )
-                    .optional()?
-                    .flatten();
-                Some(FailedFacts {
-                    hours: hours.max(0) as u64,
-                    max_attempts: max_attempts.unwrap_or(0),
-                    last_error: snapshot.last_error.clone(),
-                    next_retry_at: snapshot.next_retry_at,
-                    oldest_hour: oldest.unwrap_or(0),
-                    newest_hour: newest.unwrap_or(0),
-                    auth_error,
-                })
-            }
-        };
         let shape = match account.provider.shape() {
             crate::domain::Shape::Windowed => ShapeFacts::Windowed,
             crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
-            crate::domain::Shape::Jobs => {
-                ShapeFacts::Jobs(crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)?)
-            }
+            crate::domain::Shape::Jobs => ShapeFacts::Jobs(crate::store::jobs::provider_queue(
+                conn,
+                account.provider.as_str(),
+                now,
+            )?),
         };
         Ok(StreamFacts {
             shape,
             account: account.id.clone(),
             stream: stream.clone(),
             counts: snapshot.counts,
-            rows: rows.max(0) as u64,
+            rows: hours.rows,
             last_applied_hour: snapshot.last_applied_hour,
             next_claimable_hour: snapshot.next_claimable_hour,
-            claimable_now: claimable.unwrap_or(0).max(0) as u64,
-            claimable_since,
-            in_flight_since,
-            in_flight_report,
-            last_claim,
+            claimable_now: hours.claimable_now,
+            claimable_since: hours.claimable_since,
+            in_flight_since: hours.in_flight_since,
+            in_flight_report: hours.in_flight_report,
+            last_claim: hours.last_claim,
             failed,
             lock_cooldown,
             lock,
@@ -1446,7 +1378,6 @@ pub async fn probe_locks(config: &Deployment) -> LockProbe {
                 }
             };
             list_into(&service, &mut probe, &address).await;
-            redis_acquired_at(&url, &redis.prefix, &mut probe).await;
         }
         None => {
             let path = config.database_path();
@@ -1468,7 +1399,10 @@ pub async fn probe_locks(config: &Deployment) -> LockProbe {
 
 async fn list_into(service: &LockService, probe: &mut LockProbe, what: &str) {
     match tokio::time::timeout(Duration::from_secs(5), service.list()).await {
-        Ok(Ok(locks)) => probe.locks = locks,
+        Ok(Ok(locks)) => {
+            probe.acquired_at_ms = crate::domain::lease::acquired_at_by_scope(&locks);
+            probe.locks = locks;
+        }
         Ok(Err(err)) => probe.findings.push(Finding::new(
             Severity::Action,
             service.backend(),
@@ -1480,57 +1414,6 @@ async fn list_into(service: &LockService, probe: &mut LockProbe, what: &str) {
             format!("listing leases from {what} took longer than 5s"),
         )),
     }
-}
-
-/// Reads each listed lease's value to learn when it was acquired (Redis keeps the lease
-/// as JSON, see [`crate::lock::Lease`]). Best effort: failures leave it unknown.
-async fn redis_acquired_at(url: &str, prefix: &str, probe: &mut LockProbe) {
-    let Ok(client) = ::redis::Client::open(url) else {
-        return;
-    };
-    let connection = tokio::time::timeout(
-        Duration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await;
-    let Ok(Ok(mut connection)) = connection else {
-        return;
-    };
-    for info in &probe.locks {
-        let key = format!("{prefix}lock:{}", info.scope);
-        let value: Result<Option<String>, _> = tokio::time::timeout(
-            Duration::from_secs(2),
-            ::redis::cmd("GET").arg(&key).query_async(&mut connection),
-        )
-        .await
-        .unwrap_or(Ok(None));
-        if let Ok(Some(value)) = value {
-            if let Ok(lease) = serde_json::from_str::<crate::lock::Lease>(&value) {
-                probe
-                    .acquired_at_ms
-                    .insert(info.scope.clone(), lease.acquired_at_ms);
-            }
-        }
-    }
-}
-
-/// `acquired_at_ms` of every lease in the SQLite lease table (same file as the ledger).
-pub fn sqlite_acquired_at(ledger: &SqliteLedger) -> HashMap<String, i64> {
-    ledger.with_conn(|conn| {
-        let mut map = HashMap::new();
-        let Ok(mut statement) = conn.prepare("SELECT scope, acquired_at_ms FROM leases") else {
-            return map;
-        };
-        let Ok(rows) = statement.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        }) else {
-            return map;
-        };
-        for (scope, at) in rows.flatten() {
-            map.insert(scope, at);
-        }
-        map
-    })
 }
 
 /// `(host, port)` of a URL; `default_port` when it names none and its scheme has none.
@@ -1705,13 +1588,10 @@ pub async fn diagnose(
     let only_stream = only_stream.map(str::to_string);
     let options = options.clone();
     let locks = probe.locks;
-    let mut acquired = probe.acquired_at_ms;
+    let acquired = probe.acquired_at_ms;
     let stream_findings = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Finding>> {
         let ledger = SqliteLedger::open(&config_owned.database_path())
             .with_context(|| "opening the database")?;
-        if config_owned.redis.is_none() {
-            acquired.extend(sqlite_acquired_at(&ledger));
-        }
         let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
         let now = now_ts();
         let facts = gather(

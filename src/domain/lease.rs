@@ -46,6 +46,16 @@ pub struct LockInfo {
     /// The lease's own expiry (`expires_at`) is `<= now`: its holder is gone or late, and
     /// the next `acquire` takes it over.
     pub stale: bool,
+    /// When the holder acquired it (epoch ms); `None` when the stored lease is unreadable.
+    pub acquired_at_ms: Option<i64>,
+}
+
+/// Scope -> acquired_at (epoch ms) of every listed lease that says when it was taken.
+pub fn acquired_at_by_scope(locks: &[LockInfo]) -> std::collections::HashMap<String, i64> {
+    locks
+        .iter()
+        .filter_map(|info| Some((info.scope.clone(), info.acquired_at_ms?)))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]

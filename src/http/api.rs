@@ -14,7 +14,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::info;
@@ -67,10 +66,7 @@ pub fn status_value(
     let ledger = state.ledger.as_ref();
     let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
     let report = crate::diagnose::status::collect(&state.config, ledger, locks, &supervision, now)?;
-    let acquired = match state.locks.backend() {
-        "sqlite" => diagnose::sqlite_acquired_at(ledger),
-        _ => HashMap::new(),
-    };
+    let acquired = crate::domain::lease::acquired_at_by_scope(locks);
     let facts = diagnose::gather(
         &state.config,
         ledger,
@@ -274,68 +270,47 @@ pub async fn summary(
         let to = floor_hour(now) + HOUR;
         let from = to - hours * HOUR;
         let id = account.id.as_str();
-        let (by_hour, by_asin, totals, coverage) = state.ledger.with_conn(|conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT hour_utc, SUM(ordered_units), SUM(ordered_revenue), COUNT(*)
-                 FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3
-                 GROUP BY hour_utc ORDER BY hour_utc DESC",
-            )?;
-            let by_hour = statement
-                .query_map(params![id, from, to], |row| {
-                    Ok(json!({
-                        "hour_utc": format_ts(row.get(0)?),
-                        "ordered_units": row.get::<_, i64>(1)?,
-                        "ordered_revenue": cents(row.get::<_, f64>(2)?),
-                        "asins": row.get::<_, i64>(3)?,
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut statement = conn.prepare_cached(
-                "SELECT asin, SUM(ordered_units), SUM(ordered_revenue), COUNT(*)
-                 FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3
-                 GROUP BY asin ORDER BY SUM(ordered_revenue) DESC, asin LIMIT ?4",
-            )?;
-            let by_asin = statement
-                .query_map(params![id, from, to, asin_limit], |row| {
-                    Ok(json!({
-                        "asin": row.get::<_, String>(0)?,
-                        "ordered_units": row.get::<_, i64>(1)?,
-                        "ordered_revenue": cents(row.get::<_, f64>(2)?),
-                        "hours": row.get::<_, i64>(3)?,
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let totals = conn.query_row(
-                "SELECT COALESCE(SUM(ordered_units), 0), COALESCE(SUM(ordered_revenue), 0.0),
-                        COUNT(*), COUNT(DISTINCT asin), COUNT(DISTINCT hour_utc)
-                 FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3",
-                params![id, from, to],
-                |row| {
-                    Ok(json!({
-                        "ordered_units": row.get::<_, i64>(0)?,
-                        "ordered_revenue": cents(row.get::<_, f64>(1)?),
-                        "rows": row.get::<_, i64>(2)?,
-                        "asins": row.get::<_, i64>(3)?,
-                        "hours_with_data": row.get::<_, i64>(4)?,
-                    }))
-                },
-            )?;
-            let mut coverage = Vec::new();
-            for stream in &account.streams {
-                let (applied, last): (i64, Option<i64>) = conn.query_row(
-                    "SELECT SUM(CASE WHEN hour_utc >= ?3 AND hour_utc < ?4 THEN 1 ELSE 0 END), MAX(hour_utc)
-                     FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'APPLIED'",
-                    params![id, stream.name, from, to],
-                    |row| Ok((row.get::<_, Option<i64>>(0)?.unwrap_or(0), row.get(1)?)),
-                )?;
-                coverage.push(json!({
-                    "stream": stream.name,
-                    "applied_hours": applied,
-                    "last_applied_hour": last.map(format_ts),
-                }));
-            }
-            Ok::<_, rusqlite::Error>((by_hour, by_asin, totals, coverage))
-        })?;
+        let (hour_rows, asin_rows, sums) =
+            crate::store::sales::sales_summary(&state.ledger, id, from, to, asin_limit)?;
+        let by_hour: Vec<Value> = hour_rows
+            .into_iter()
+            .map(|row| {
+                json!({
+                    "hour_utc": format_ts(row.hour_utc),
+                    "ordered_units": row.ordered_units,
+                    "ordered_revenue": cents(row.ordered_revenue),
+                    "asins": row.asins,
+                })
+            })
+            .collect();
+        let by_asin: Vec<Value> = asin_rows
+            .into_iter()
+            .map(|row| {
+                json!({
+                    "asin": row.asin,
+                    "ordered_units": row.ordered_units,
+                    "ordered_revenue": cents(row.ordered_revenue),
+                    "hours": row.hours,
+                })
+            })
+            .collect();
+        let totals = json!({
+            "ordered_units": sums.ordered_units,
+            "ordered_revenue": cents(sums.ordered_revenue),
+            "rows": sums.rows,
+            "asins": sums.asins,
+            "hours_with_data": sums.hours_with_data,
+        });
+        let mut coverage = Vec::new();
+        for stream in &account.streams {
+            let (applied, last) =
+                crate::store::sales::applied_coverage(&state.ledger, id, &stream.name, from, to)?;
+            coverage.push(json!({
+                "stream": stream.name,
+                "applied_hours": applied,
+                "last_applied_hour": last.map(format_ts),
+            }));
+        }
         let mut summary = json!({
             "account": account.id,
             "provider": account.provider,
@@ -397,29 +372,22 @@ pub async fn failures(
     check_query_keys(&query, &["limit"])?;
     let limit = query_number(&query, "limit", 50, 1000)?;
     let value = blocking(&state, move |state| {
-        let rows = state.ledger.with_conn(|conn| {
-            // The first term lets SQLite use the partial claimable index.
-            let mut statement = conn.prepare_cached(
-                "SELECT account, stream, hour_utc, attempts, last_error, next_retry_at, updated_at
-                 FROM ledger_hours
-                 WHERE state IN ('MISSING', 'FAILED') AND state = 'FAILED'
-                 ORDER BY updated_at DESC, hour_utc DESC LIMIT ?1",
-            )?;
-            let rows = statement
-                .query_map(params![limit], |row| {
-                    Ok(json!({
-                        "account": row.get::<_, String>(0)?,
-                        "stream": row.get::<_, String>(1)?,
-                        "hour_utc": format_ts(row.get(2)?),
-                        "attempts": row.get::<_, i64>(3)?,
-                        "last_error": row.get::<_, Option<String>>(4)?,
-                        "next_retry_at": row.get::<_, Option<i64>>(5)?.map(format_ts),
-                        "failed_at": format_ts(row.get(6)?),
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, rusqlite::Error>(rows)
-        })?;
+        let rows: Vec<Value> = state
+            .ledger
+            .recent_failures(limit)?
+            .into_iter()
+            .map(|failed| {
+                json!({
+                    "account": failed.account,
+                    "stream": failed.stream,
+                    "hour_utc": format_ts(failed.hour_utc),
+                    "attempts": failed.attempts,
+                    "last_error": failed.last_error,
+                    "next_retry_at": failed.next_retry_at.map(format_ts),
+                    "failed_at": format_ts(failed.updated_at),
+                })
+            })
+            .collect();
         Ok(json!({ "failures": rows }))
     })
     .await?;
@@ -632,14 +600,10 @@ pub async fn reset_failed(
         let mut out = Vec::new();
         let mut total = 0u64;
         for stream in &streams {
-            let reset = state.ledger.with_conn(|conn| {
-                conn.execute(
-                    "UPDATE ledger_hours SET state = 'MISSING', priority = ?3, attempts = 0,
-                         next_retry_at = NULL, claim_id = NULL, updated_at = ?4
-                     WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'",
-                    params![account.id, stream.name, Priority::Manual as i64, now],
-                )
-            })? as u64;
+            let reset =
+                state
+                    .ledger
+                    .reset_failed(&account.id, &stream.name, Priority::Manual, now)?;
             total += reset;
             out.push(json!({"stream": stream.name, "hours_reset": reset}));
         }
@@ -704,13 +668,7 @@ pub async fn resume(
     let value = blocking(&state, move |state| {
         let (requested, current) = state.ledger.with_conn(|conn| {
             let requested = crate::store::supervision::request_resume(conn, &account.id)?;
-            let current: Option<String> = conn
-                .query_row(
-                    "SELECT state FROM account_supervision WHERE account = ?1",
-                    params![account.id],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let current = crate::store::supervision::state_of(conn, &account.id)?;
             Ok::<_, rusqlite::Error>((requested, current))
         })?;
         if !requested {

@@ -39,7 +39,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use rusqlite::params;
 
 use crate::telemetry::Labels;
 pub use crate::telemetry::Metrics;
@@ -200,25 +199,14 @@ fn snapshot_registry(
     );
 
     let cooldowns = Family::<Labels, Gauge>::default();
-    ledger.with_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT scope, reason, until_at FROM cooldowns WHERE until_at > ?1 ORDER BY scope",
-        )?;
-        let rows = statement.query_map(params![now], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (scope, reason, until) = row?;
-            cooldowns
-                .get_or_create(&labels(&[("scope", &scope), ("reason", &reason)]))
-                .set(until - now);
-        }
-        Ok::<_, rusqlite::Error>(())
-    })?;
+    for cooldown in crate::store::sqlite::ledger_cooldowns(ledger, now)? {
+        cooldowns
+            .get_or_create(&labels(&[
+                ("scope", &cooldown.scope),
+                ("reason", &cooldown.reason),
+            ]))
+            .set(cooldown.until_at - now);
+    }
     registry.register_with_unit(
         "cooldown_remaining",
         "Time left in each active cooldown (no provider calls in its scope)",

@@ -578,6 +578,7 @@ impl Stored {
             expires_at_ms,
             remaining_ms: expires_at_ms.map(|at| (at - self.now_ms).max(0)),
             stale: lease_expiry.is_some_and(|at| at <= self.now_ms),
+            acquired_at_ms: field("acquired_at_ms").and_then(|at| at.as_i64()),
         }
     }
 }

@@ -360,6 +360,7 @@ fn info(lease: &Lease, now: i64) -> LockInfo {
         expires_at_ms: Some(lease.expires_at_ms),
         remaining_ms: Some((lease.expires_at_ms - now).max(0)),
         stale: lease.expires_at_ms <= now,
+        acquired_at_ms: Some(lease.acquired_at_ms),
     }
 }
 

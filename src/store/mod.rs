@@ -8,6 +8,7 @@
 //! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
 //! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
+//! - [`sales`]: the vendor sales table as the read surfaces sum it.
 //! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
 //! - [`leases`]: the SQLite lease backend's tables.
 //!
@@ -19,6 +20,7 @@ pub mod ebay_tables;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;
+pub mod sales;
 pub mod sqlite;
 pub mod supervision;
 

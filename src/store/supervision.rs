@@ -189,6 +189,17 @@ pub fn statuses(conn: &Connection) -> Result<Vec<ChildStatus>, rusqlite::Error> 
     Ok(load(conn)?.iter().map(StoredChild::to_status).collect())
 }
 
+/// The stored state of `account` (`running`, `quarantined`, ...), if it was ever supervised.
+pub fn state_of(conn: &Connection, account: &str) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT state FROM account_supervision WHERE account = ?1",
+        params![account],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

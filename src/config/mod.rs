@@ -1152,7 +1152,7 @@ mod tests {
         let cases = [
             (
                 "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\nchunk = \"6h\"\n",
-                "c.toml: accounts[0].streams.orders.windowed().chunk: does not apply to cursor streams; remove it",
+                "c.toml: accounts[0].streams.orders.chunk: does not apply to cursor streams; remove it",
             ),
             (
                 "[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nmax_window = \"24h\"\n",
@@ -1164,7 +1164,7 @@ mod tests {
             ),
             (
                 "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\npage_limit = 500\n",
-                "c.toml: accounts[0].streams.orders.cursor().page_limit: 500 is out of range",
+                "c.toml: accounts[0].streams.orders.page_limit: 500 is out of range",
             ),
             (
                 "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.offers]\n",

@@ -34,7 +34,7 @@ use crate::domain::chaos::Chaos;
 use crate::lock::settings::LockSettings;
 use crate::lock::LockService;
 use crate::shapes::spec::AccountConfig;
-use crate::shapes::windowed::{AbortOnDrop, StreamContext, StreamWork};
+use crate::shapes::{AbortOnDrop, StreamContext, StreamWork};
 use crate::store::LedgerStore;
 
 /// What every stream of every account shares: one copy per daemon, not per stream.
@@ -260,7 +260,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use crate::lock::LockService;
-    use crate::shapes::windowed::StreamContext;
+    use crate::shapes::StreamContext;
 
     /// The size of the future `runner` returns, without calling it.
     fn future_size<R, F>(_runner: R) -> usize

@@ -40,7 +40,7 @@ use crate::domain::{format_ts, now_ts};
 use crate::lock::{lock_hygiene, LockService};
 use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use crate::provider::read_env;
-use crate::shapes::windowed::{blocking, StreamWork};
+use crate::shapes::{blocking, StreamWork};
 use crate::sim::{SimConfig, Simulator};
 use tokio::sync::watch;
 
@@ -397,7 +397,7 @@ fn build_work(
     ledger: &Arc<SqliteLedger>,
 ) -> anyhow::Result<StreamWork> {
     match account.provider.as_str() {
-        "amazon" => Ok(StreamWork::Reports(Arc::new(
+        "amazon" => Ok(StreamWork::reports(Arc::new(
             build_client(account, http, simulator)?.with_pacer(pacer),
         ))),
         "ebay" => {
@@ -529,10 +529,7 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
                 applied += snapshot.counts[3];
                 let cooling = ledger.active_cooldown(account_scope, now)?.is_some()
                     || ledger
-                        .active_cooldown(
-                            &crate::shapes::windowed::lock_scope(account, stream),
-                            now,
-                        )?
+                        .active_cooldown(&crate::shapes::lock_scope(account, stream), now)?
                         .is_some();
                 if cooling {
                     stopped.push(format!(
@@ -700,7 +697,7 @@ async fn mark_locks_unavailable(
                 .streams
                 .iter()
                 .map(move |stream| crate::store::Cooldown {
-                    scope: crate::shapes::windowed::lock_scope(&account.id, &stream.name),
+                    scope: crate::shapes::lock_scope(&account.id, &stream.name),
                     reason: "lock_unavailable".to_string(),
                     started_at: now,
                     until_at: now + retry_in.as_secs().max(1) as i64 + 30,

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use crate::quota::{BucketSpec, Pacer, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager};
 use crate::shapes::cursor::CursorRunner;
-use crate::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
+use crate::shapes::{RunOutcome, StreamContext, StreamWork};
 use crate::sim::ebay::EbaySimConfig;
 use crate::sim::{SimConfig, Simulator};
 use crate::store::{LedgerStore, SqliteLedger};
@@ -139,7 +139,7 @@ page_limit = {limit}
         account: Arc::new(account),
         stream,
         ledger: dyn_ledger,
-        work: StreamWork::Shape(Arc::new(runner)),
+        work: StreamWork::shape(Arc::new(runner)),
         documents_dir: dir.path().join("documents"),
         owner: "bench:1@localhost".to_string(),
         abort: cancel.clone(),

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::quota::{BucketSpec, Pacer, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager};
 use crate::shapes::jobs::worker::JobRunner;
-use crate::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
+use crate::shapes::{RunOutcome, StreamContext, StreamWork};
 use crate::store::jobs::{self as store, JobPriority, NewJob};
 use crate::store::{LedgerStore, SqliteLedger};
 
@@ -86,7 +86,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
             account: Arc::new(account.clone()),
             stream: account.streams[0].clone(),
             ledger: dyn_ledger,
-            work: StreamWork::Shape(runner),
+            work: StreamWork::shape(runner),
             documents_dir: dir.path().join("documents"),
             owner: "bench:1@localhost".to_string(),
             cancel: cancel.clone(),

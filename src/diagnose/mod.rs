@@ -37,8 +37,8 @@ use serde::Serialize;
 use crate::actors::supervisor::{ChildState, ChildStatus};
 use crate::domain::{format_ts, now_ts, HOUR};
 use crate::lock::{LockInfo, LockService};
+use crate::shapes::lock_scope;
 use crate::shapes::spec::{AccountConfig, CredentialEnv, Endpoints, StreamConfig};
-use crate::shapes::windowed::lock_scope;
 use crate::store::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
 
 /// How long a TCP connect to Redis or an endpoint may take before it counts as unreachable.

@@ -8,7 +8,7 @@ use super::Deployment;
 use crate::domain::format_ts;
 use crate::domain::Shape;
 use crate::lock::LockInfo;
-use crate::shapes::windowed::lock_scope;
+use crate::shapes::lock_scope;
 use crate::store::{account_scope, HourState, LedgerError, LedgerStore, SqliteLedger};
 
 #[derive(Debug, Serialize)]

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tracing::{debug, error, info};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
-use super::windowed::{blocking, LeasedOutcome, RunOutcome, StreamContext};
+use super::context::{blocking, RunOutcome, StreamContext, SyncError};
 use crate::domain::{format_ts, now_ts};
 use crate::lock::LockService;
+use crate::store::{Cooldown, LedgerError};
 
 /// A runner waiting for a cooldown's end asks again this often (a clear made on another
 /// host, in a Redis shared with it, shows within this long).
@@ -175,4 +177,190 @@ async fn next_wake(context: &StreamContext, interval: Duration) -> Duration {
         wake = wake.min(candidate.max(now + 1));
     }
     Duration::from_secs((wake - now).max(1) as u64).min(interval.max(Duration::from_secs(1)))
+}
+
+/// How a leased run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeasedOutcome {
+    Ran(RunOutcome),
+    /// Another owner holds the scope's lease until `until_ms`.
+    Busy {
+        holder: String,
+        until_ms: i64,
+    },
+    /// The lock backend cannot be reached; work waits for it.
+    Unavailable(String),
+    /// The lease was lost mid-run (not renewed in time, or taken over); work stopped.
+    Lost(String),
+}
+
+/// Cooldown scope under which lock conditions of a stream are recorded for `status`.
+pub fn lock_scope(account: &str, stream: &str) -> String {
+    format!("lock:{account}/{stream}")
+}
+
+/// Aborts a spawned task when dropped.
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews `lease` every ttl/3; cancels `lost` when it is taken over, or when the backend
+/// stays unreachable until the lease would have expired.
+async fn renew_until_lost(
+    locks: crate::lock::LockService,
+    lease: crate::lock::Lease,
+    ttl: Duration,
+    lost: CancellationToken,
+) {
+    let every = crate::lock::Lease::renew_every(ttl);
+    let mut expires_at_ms = lease.expires_at_ms;
+    loop {
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match locks.renew(&lease, ttl).await {
+            Ok(renewed) => expires_at_ms = renewed.expires_at_ms,
+            Err(crate::lock::LockError::Unavailable(message))
+                if chrono::Utc::now().timestamp_millis() + (every.as_millis() as i64)
+                    < expires_at_ms =>
+            {
+                warn!(scope = %lease.scope, error = %message, "lease renewal failed; retrying before it expires");
+            }
+            Err(err) => {
+                error!(scope = %lease.scope, error = %err, "lease lost; stopping work on this scope");
+                lost.cancel();
+                return;
+            }
+        }
+    }
+}
+
+impl StreamContext {
+    /// The lease scope of this stream.
+    pub fn lease_scope(&self) -> String {
+        format!("{}/{}", self.account.id, self.stream.name)
+    }
+
+    /// Takes the stream's lease, runs under its fence while a renewer extends it every
+    /// ttl/3, and releases it. Busy and unreachable lock backends are recorded (cooldown
+    /// reasons `lock_busy`, `lock_unavailable`) so `status` can say why nothing moves.
+    pub async fn run_leased(
+        &self,
+        locks: &crate::lock::LockService,
+        ttl: Duration,
+    ) -> Result<LeasedOutcome, SyncError> {
+        use crate::lock::LockError;
+        let scope = self.lease_scope();
+        let status_scope = lock_scope(&self.account.id, &self.stream.name);
+        let mut acquired = locks.acquire_reporting(&scope, &self.owner, ttl).await;
+        if let Err(LockError::Busy { holder, .. }) = &acquired {
+            if *holder == self.owner {
+                // Our own previous incarnation (an account actor that crashed or was
+                // killed) left it; it cannot release in a destructor. Take it back: the
+                // new fence shuts out anything the old incarnation might still write.
+                info!(scope = %scope, owner = %self.owner, "taking back the lease of a previous incarnation of this account");
+                let _ = locks.release_scope(&scope, true).await;
+                acquired = locks.acquire_reporting(&scope, &self.owner, ttl).await;
+            }
+        }
+        let lease = match acquired {
+            Ok((lease, taken_from)) => {
+                if taken_from.is_some() {
+                    // An expired lease of another owner: seed 000's "steal", counted.
+                    self.metrics.lock_takeover(&scope);
+                }
+                lease
+            }
+            Err(LockError::Busy { holder, .. }) => {
+                let until_ms = locks
+                    .list()
+                    .await
+                    .ok()
+                    .and_then(|all| all.into_iter().find(|info| info.scope == scope))
+                    .and_then(|info| info.expires_at_ms)
+                    .unwrap_or_else(|| (now_ts() + ttl.as_secs() as i64) * 1000);
+                let until = (until_ms / 1000).max(now_ts() + 1);
+                self.record_lock_condition(
+                    &status_scope,
+                    "lock_busy",
+                    until,
+                    &format!("held by {holder}"),
+                )
+                .await?;
+                debug!(scope = %scope, holder = %holder, "lease busy; another owner works this scope");
+                return Ok(LeasedOutcome::Busy { holder, until_ms });
+            }
+            Err(err) => {
+                let message = err.to_string();
+                self.record_lock_condition(
+                    &status_scope,
+                    "lock_unavailable",
+                    now_ts() + 30,
+                    &message,
+                )
+                .await?;
+                warn!(scope = %scope, error = %message, "lock backend unavailable; work on this scope waits");
+                return Ok(LeasedOutcome::Unavailable(message));
+            }
+        };
+        let cleared = status_scope.clone();
+        blocking(&self.ledger, move |ledger| {
+            ledger.clear_cooldown(&cleared).map(|_| ())
+        })
+        .await?;
+
+        let lost = self.abort.child_token();
+        let renewer = tokio::spawn(renew_until_lost(
+            locks.clone(),
+            lease.clone(),
+            ttl,
+            lost.clone(),
+        ));
+        let mut leased = self.clone();
+        leased.abort = lost.clone();
+        let outcome = leased.run_fenced(Some(lease.fence)).await;
+        // Abort, not drop: dropping a JoinHandle detaches the task, which would wake after
+        // ttl/3, fail to renew the released lease and report it lost.
+        renewer.abort();
+        if let Err(err) = locks.release(&lease).await {
+            debug!(scope = %scope, error = %err, "lease release failed; it expires by itself");
+        }
+        match outcome {
+            Err(SyncError::Ledger(LedgerError::StaleFence { .. })) => {
+                warn!(scope = %scope, fence = lease.fence, "lease taken over; stopped before writing");
+                Ok(LeasedOutcome::Lost("a newer fence was seen".to_string()))
+            }
+            Ok(RunOutcome::Cancelled) if lost.is_cancelled() && !self.abort.is_cancelled() => {
+                Ok(LeasedOutcome::Lost("lease not renewed in time".to_string()))
+            }
+            Ok(outcome) => Ok(LeasedOutcome::Ran(outcome)),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn record_lock_condition(
+        &self,
+        scope: &str,
+        reason: &str,
+        until: i64,
+        detail: &str,
+    ) -> Result<(), SyncError> {
+        let cooldown = Cooldown {
+            scope: scope.to_string(),
+            reason: reason.to_string(),
+            started_at: now_ts(),
+            until_at: until,
+            detail: Some(detail.to_string()),
+        };
+        blocking(&self.ledger, move |ledger| {
+            ledger.clear_cooldown(&cooldown.scope)?;
+            ledger.set_cooldown(&cooldown)
+        })
+        .await
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use marketsync::config::Config;
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
-use marketsync::shapes::windowed::StreamContext;
+use marketsync::shapes::StreamContext;
 use marketsync::sim::{SimConfig, SimStats, Simulator};
 use marketsync::store::{LedgerStore, SqliteLedger};
 use tokio_util::sync::CancellationToken;
@@ -161,7 +161,7 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             account: Arc::new(account),
             stream,
             ledger: dyn_ledger,
-            work: marketsync::shapes::windowed::StreamWork::Reports(Arc::new(client)),
+            work: marketsync::shapes::StreamWork::reports(Arc::new(client)),
             documents_dir: self.config.data_dir.join("documents"),
             owner: "test:1@localhost".to_string(),
             // Tests stop a context as a crash would: at once, mid-unit.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use marketsync::config::Config;
 use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use marketsync::shapes::cursor::{cursor_snapshot, recent_events, Clock, CursorRunner};
-use marketsync::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
+use marketsync::shapes::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::ebay::{
     changes_between, orders_created, EbayRequest, EbaySimConfig, EbayStats, SimChange,
 };
@@ -132,7 +132,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
             account: Arc::new(account),
             stream,
             ledger: dyn_ledger,
-            work: StreamWork::Shape(Arc::new(runner)),
+            work: StreamWork::shape(Arc::new(runner)),
             documents_dir: self.dir.path().join("documents"),
             owner: "test:1@localhost".to_string(),
             abort: cancel.clone(),

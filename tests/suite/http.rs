@@ -330,7 +330,7 @@ async fn a_held_lease_shows_its_owner_and_busy_verdict() {
         .unwrap();
     ledger
         .set_cooldown(&Cooldown {
-            scope: marketsync::shapes::windowed::lock_scope("acct", STREAM),
+            scope: marketsync::shapes::lock_scope("acct", STREAM),
             reason: "lock_busy".to_string(),
             started_at: now_ts(),
             until_at: now_ts() + 600,
@@ -1286,19 +1286,18 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
         let mut context = fixture.context(&ledger, CancellationToken::new());
         context.account = Arc::new(account.clone());
         context.stream = account.streams[0].clone();
-        context.work =
-            marketsync::shapes::windowed::StreamWork::Reports(Arc::new(SpApiClient::new(
-                reqwest::Client::new(),
-                SpApiEndpoints {
-                    api_base: sim.base_url(),
-                    lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
-                },
-                LwaCredentials {
-                    client_id: "test-client".to_string(),
-                    client_secret: "test-secret".to_string(),
-                    refresh_token: format!("test-refresh-{}", account.id),
-                },
-            )));
+        context.work = marketsync::shapes::StreamWork::reports(Arc::new(SpApiClient::new(
+            reqwest::Client::new(),
+            SpApiEndpoints {
+                api_base: sim.base_url(),
+                lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
+            },
+            LwaCredentials {
+                client_id: "test-client".to_string(),
+                client_secret: "test-secret".to_string(),
+                refresh_token: format!("test-refresh-{}", account.id),
+            },
+        )));
         context.run_once().await.expect("sync");
     }
     let now = now_ts();
@@ -1327,7 +1326,7 @@ async fn dashboard_fixture(sim: &TestSim) -> (Fixture, Arc<SqliteLedger>) {
         .unwrap();
     ledger
         .set_cooldown(&Cooldown {
-            scope: marketsync::shapes::windowed::lock_scope("acme-jp", STREAM),
+            scope: marketsync::shapes::lock_scope("acme-jp", STREAM),
             reason: "lock_busy".to_string(),
             started_at: now,
             until_at: now + 900,

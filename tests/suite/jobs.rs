@@ -13,7 +13,7 @@ use marketsync::shapes::jobs::{
     enqueue, list_jobs, market_prices, recent_runs, reset_failed, EnqueueOutcome, JobClient,
     JobPriority, JobRunner, JobState, NewJob,
 };
-use marketsync::shapes::windowed::{RunOutcome, StreamContext, StreamWork};
+use marketsync::shapes::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::SimConfig;
 use marketsync::store::jobs::{self as store, Claimer};
 use marketsync::store::{LedgerStore, SqliteLedger};
@@ -104,7 +104,7 @@ impl JobsFixture {
             stream: account.streams[0].clone(),
             account: Arc::new(account),
             ledger: dyn_ledger,
-            work: StreamWork::Shape(Arc::new(runner)),
+            work: StreamWork::shape(Arc::new(runner)),
             documents_dir: self.config.data_dir.join("documents"),
             owner: "test:1@localhost".to_string(),
             abort: cancel.clone(),

@@ -358,7 +358,7 @@ async fn a_busy_lease_shows_as_lock_busy_in_status() {
         .await
         .unwrap();
     assert!(
-        matches!(&outcome, marketsync::shapes::windowed::LeasedOutcome::Busy { holder, .. } if holder == "fill-day:4242@elsewhere"),
+        matches!(&outcome, marketsync::shapes::LeasedOutcome::Busy { holder, .. } if holder == "fill-day:4242@elsewhere"),
         "{outcome:?}"
     );
     assert_eq!(
@@ -405,7 +405,7 @@ async fn taking_over_an_expired_lease_counts_a_lock_takeover() {
         .await
         .unwrap();
     assert!(
-        matches!(outcome, marketsync::shapes::windowed::LeasedOutcome::Ran(_)),
+        matches!(outcome, marketsync::shapes::LeasedOutcome::Ran(_)),
         "{outcome:?}"
     );
     assert_eq!(context.metrics.lock_takeovers(scope), 1);

@@ -14,7 +14,7 @@ use marketsync::domain::{floor_hour, now_ts, HourWindow, HOUR};
 use marketsync::lock::testing::RedisServer;
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use marketsync::quota::{BucketKey, Pacer, QuotaHandle, TokenManager};
-use marketsync::shapes::windowed::{RunOutcome, StreamContext};
+use marketsync::shapes::{RunOutcome, StreamContext};
 use marketsync::sim::{FaultKind, RateSpec, ScheduledFault, SimConfig, SimFaults};
 use marketsync::store::{LedgerStore, Priority, SqliteLedger};
 use tokio_util::sync::CancellationToken;
@@ -311,7 +311,7 @@ fn paced_context(
         panic!("test accounts use explicit endpoints");
     };
     let pacer = Pacer::new(quota.clone(), "amazon", account.quota_scope());
-    context.work = marketsync::shapes::windowed::StreamWork::Reports(Arc::new(
+    context.work = marketsync::shapes::StreamWork::reports(Arc::new(
         SpApiClient::new(
             reqwest::Client::new(),
             SpApiEndpoints {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use marketsync::domain::{now_ts, HourWindow};
-use marketsync::shapes::windowed::{lookback_window, RunOutcome};
+use marketsync::shapes::windowed::lookback_window;
+use marketsync::shapes::RunOutcome;
 use marketsync::sim::amazon::vendor_sales_rows;
 use marketsync::sim::{FaultKind, SimConfig};
 use marketsync::store::{account_scope, HourState, LedgerStore};
@@ -432,19 +433,18 @@ async fn refused_credentials_start_an_auth_cooldown_instead_of_failing_every_chu
     let ledger = fixture.open_ledger();
     let mut context = fixture.context(&ledger, CancellationToken::new());
     // The token endpoint refuses an empty client secret (invalid_request).
-    context.work =
-        marketsync::shapes::windowed::StreamWork::Reports(std::sync::Arc::new(SpApiClient::new(
-            reqwest::Client::new(),
-            SpApiEndpoints {
-                api_base: sim.base_url(),
-                lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
-            },
-            LwaCredentials {
-                client_id: "test-client".to_string(),
-                client_secret: String::new(),
-                refresh_token: "test-refresh-acct".to_string(),
-            },
-        )));
+    context.work = marketsync::shapes::StreamWork::reports(std::sync::Arc::new(SpApiClient::new(
+        reqwest::Client::new(),
+        SpApiEndpoints {
+            api_base: sim.base_url(),
+            lwa_token_url: format!("{}/auth/o2/token", sim.base_url()),
+        },
+        LwaCredentials {
+            client_id: "test-client".to_string(),
+            client_secret: String::new(),
+            refresh_token: "test-refresh-acct".to_string(),
+        },
+    )));
 
     let outcome = context.run_once().await.unwrap();
     let RunOutcome::CoolingDown { until, reason } = outcome else {

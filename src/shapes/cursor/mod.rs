@@ -16,7 +16,7 @@
 //! `failures + 1` and `retry_at` (`min(retry_max, retry_base·2^failures)` plus jitter) and
 //! ends the run [`RunOutcome::Deferred`] until then. A 429 or refused credentials are not
 //! failures: a cooldown is written under the account's scope (`quota`, or `auth` for
-//! [`crate::shapes::windowed::AUTH_COOLDOWN`]) and the run ends [`RunOutcome::CoolingDown`]. Every
+//! [`crate::shapes::AUTH_COOLDOWN`]) and the run ends [`RunOutcome::CoolingDown`]. Every
 //! call first asks the TokenManager (`context.paced`).
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
@@ -45,7 +45,7 @@ use crate::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use crate::provider::ProviderError;
 use crate::quota::{Pacer, Priority};
 use crate::shapes::spec::{AccountConfig, Endpoints};
-use crate::shapes::windowed::{
+use crate::shapes::{
     retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, StreamWork,
     SyncError, DEFERRED_RETRY, QUOTA_WAIT_MAX,
 };
@@ -523,7 +523,7 @@ pub fn stream_work(
     ledger: Arc<SqliteLedger>,
 ) -> anyhow::Result<StreamWork> {
     let client = ebay_client(account, http, simulator)?;
-    Ok(StreamWork::Shape(Arc::new(CursorRunner::new(
+    Ok(StreamWork::shape(Arc::new(CursorRunner::new(
         Arc::new(client),
         Some(pacer),
         ledger,

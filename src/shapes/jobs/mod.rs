@@ -5,7 +5,7 @@
 //! - [`store`]: the SQLite tables (`jobs`, `market_prices`, `keepa_products`, `job_runs`)
 //!   and the public API the CLI, the HTTP API and status use ([`enqueue`], [`list_jobs`],
 //!   [`reset_failed`], [`queue_depth`], [`market_prices`], [`recent_runs`]).
-//! - [`worker`]: the drainer, a [`crate::shapes::windowed::ShapeRunner`] run by the daemon's stream
+//! - [`worker`]: the drainer, a [`crate::shapes::ShapeRunner`] run by the daemon's stream
 //!   loop under the stream's lease; every provider call is paced by the TokenManager.
 //! - [`bench`]: `marketsync bench jobs`.
 //!
@@ -24,7 +24,7 @@ use crate::provider::keepa::KeepaClient;
 use crate::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use crate::quota::Pacer;
 use crate::shapes::spec::{AccountConfig, Endpoints};
-use crate::shapes::windowed::StreamWork;
+use crate::shapes::StreamWork;
 use crate::store::SqliteLedger;
 
 pub use crate::store::jobs::{
@@ -45,7 +45,7 @@ pub fn stream_work(
     ledger: Arc<SqliteLedger>,
 ) -> anyhow::Result<StreamWork> {
     let client = build_client(account, http, simulator)?;
-    Ok(StreamWork::Shape(Arc::new(JobRunner::new(
+    Ok(StreamWork::shape(Arc::new(JobRunner::new(
         client,
         Some(pacer),
         ledger,

@@ -10,7 +10,7 @@
 //! Failure table (docs/jobs.md):
 //! - 429: the jobs go back to pending without consuming an attempt, a `quota` cooldown
 //!   for the account is persisted and the run stops ([`RunOutcome::CoolingDown`]);
-//! - 401/403: the same with an `auth` cooldown ([`crate::shapes::windowed::AUTH_COOLDOWN`]): no retry
+//! - 401/403: the same with an `auth` cooldown ([`crate::shapes::AUTH_COOLDOWN`]): no retry
 //!   loop, `status` and `cooldowns` name it until an operator fixes the credentials;
 //! - 404 (StockX) or an unknown ASIN (Keepa): terminal `not_found`;
 //! - 5xx, timeouts, invalid or incomplete answers: an attempt is consumed and the job is
@@ -37,7 +37,7 @@ use crate::provider::keepa::{KeepaClient, KeepaProductOutcome, OP_PRODUCT};
 use crate::provider::stockx::{StockxClient, OP_MARKET_DATA};
 use crate::provider::ProviderError;
 use crate::quota::{Observation, Pacer};
-use crate::shapes::windowed::{
+use crate::shapes::{
     retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, SyncError,
     DEFERRED_RETRY, QUOTA_WAIT_MAX,
 };

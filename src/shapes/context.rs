@@ -1,0 +1,463 @@
+//! What every stream's run shares, whatever its shape: the [`StreamContext`] (account,
+//! stream, ledger, lease owner, cancellation, metrics), the [`ShapeRunner`] seam and
+//! [`StreamWork`], how a run ends ([`RunOutcome`]), and the quota and cooldown
+//! handling every shape goes through (pacing a call, reading a refusal, persisting a
+//! cooldown).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error};
+
+use super::spec::{AccountConfig, StreamConfig};
+use super::windowed::WindowedRunner;
+use crate::domain::{format_ts, now_ts};
+use crate::provider::amazon::SpApiClient;
+use crate::provider::ProviderError;
+use crate::quota::{Observation, Pacer, QuotaError};
+use crate::store::{account_scope, Claim, Cooldown, LedgerError, LedgerStore};
+
+/// `min(max, base·2^n)·(1 + rand·0.2)` seconds after a unit's `n`-th failure.
+pub fn retry_delay(stream: &StreamConfig, attempts_before: i64) -> Duration {
+    let exponent = attempts_before.clamp(0, 30) as u32;
+    let base = stream.retry_base.as_secs_f64() * 2f64.powi(exponent as i32);
+    let capped = base.min(stream.retry_max.as_secs_f64());
+    let jitter = 1.0 + rand::thread_rng().gen_range(0.0..0.2);
+    Duration::from_secs_f64(capped * jitter)
+}
+
+/// Everything one stream runner needs.
+#[derive(Clone)]
+pub struct StreamContext {
+    pub account: Arc<AccountConfig>,
+    pub stream: StreamConfig,
+    pub ledger: Arc<dyn LedgerStore>,
+    /// The stream's sync shape and the client it calls.
+    pub work: StreamWork,
+    /// Where downloaded documents wait between DOWNLOADED and APPLIED.
+    pub documents_dir: PathBuf,
+    /// `task:pid@host`, written to `claimed_by`.
+    pub owner: String,
+    /// Stop claiming: shutdown was requested. Units in flight still finish.
+    pub cancel: CancellationToken,
+    /// Stop now: the shutdown grace period is over, or the lease was lost. Units in
+    /// flight stop at their next await and keep their report ids for the next owner.
+    pub abort: CancellationToken,
+    /// Bumped per unit step and poll, read by the supervisor's stuck detection.
+    pub progress: Option<Arc<crate::domain::supervision::ChildProgress>>,
+    /// Crash drills (`[chaos]`), for this account only.
+    pub chaos: Option<Arc<crate::domain::chaos::Chaos>>,
+    /// The daemon's in-process counters (calls, 429s, lock takeovers).
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// What a stream's runs do: its sync shape (and in it the provider client it calls).
+#[derive(Clone)]
+pub struct StreamWork(Arc<dyn ShapeRunner>);
+
+/// A sync shape: windowed reports, cursors, jobs. The runner loop, leases, fencing,
+/// cooldown waits and supervision stay the same for every shape: a shape only says
+/// what one leased run does and how its calls are paced.
+pub trait ShapeRunner: Send + Sync + 'static {
+    /// The pacer every provider call of the stream asks first (`None`: unpaced).
+    fn pacer(&self) -> Option<&Pacer>;
+    /// One run under `fence` (every ledger write carries it): work until nothing is left,
+    /// a cooldown stops it, or `context.cancel`/`context.abort` fire. The contract of
+    /// [`StreamContext::run_fenced`].
+    fn run<'a>(
+        &'a self,
+        context: &'a StreamContext,
+        fence: Option<u64>,
+    ) -> BoxFuture<'a, Result<RunOutcome, SyncError>>;
+    /// The rate the provider announced for `operation` in its last response (SP-API's
+    /// `x-amzn-RateLimit-Limit`), for the TokenManager to learn; `None` by default.
+    fn observed_rate_limit(&self, _operation: &str) -> Option<f64> {
+        None
+    }
+}
+
+impl StreamWork {
+    /// A stream run by `runner`.
+    pub fn shape(runner: Arc<dyn ShapeRunner>) -> StreamWork {
+        StreamWork(runner)
+    }
+
+    /// A windowed report stream (SP-API) calling `client`.
+    pub fn reports(client: Arc<SpApiClient>) -> StreamWork {
+        StreamWork(Arc::new(WindowedRunner::new(client)))
+    }
+
+    /// The stream's shape.
+    pub fn runner(&self) -> &dyn ShapeRunner {
+        self.0.as_ref()
+    }
+
+    /// The pacer of the stream's client.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        self.0.pacer()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Nothing left to claim; `applied` hours were applied and `failed` units failed.
+    Finished { applied: i64, failed: i64 },
+    /// A cooldown is running (found at the start, or started by a 429 in this run).
+    CoolingDown { until: i64, reason: String },
+    /// The quota could not grant a call in time (`infrastructure`: its backend, Redis,
+    /// could not be reached). The unit went back without consuming an attempt; try again
+    /// after `retry_in`.
+    Deferred {
+        reason: String,
+        retry_in: Duration,
+        infrastructure: bool,
+    },
+    /// Shutdown was requested; units in flight keep their report ids.
+    Cancelled,
+}
+
+/// The longest a unit waits for a quota grant before it goes back (without consuming an
+/// attempt) and the run ends: well under the supervisor's stuck detection (15m).
+pub const QUOTA_WAIT_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// How soon a run deferred for a quota deadline tries again (every shape).
+pub const DEFERRED_RETRY: Duration = Duration::from_secs(1);
+
+/// Errors that end a run: infrastructure, not the unit's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("blocking ledger task failed: {0}")]
+    Join(String),
+}
+
+/// What the TokenManager's refusal of a grant means for a run, the same for every shape
+/// (see [`StreamContext::quota_stop`]).
+#[derive(Debug)]
+pub enum QuotaStop {
+    /// A cooldown runs: its copy under the account's scope; `record`: write it to the
+    /// ledger (see [`StreamContext::quota_cooldown_copy`]). The run stops.
+    Cooldown { cooldown: Cooldown, record: bool },
+    /// No grant in time, or shutdown stopped the wait (`infrastructure`: the quota
+    /// backend could not be reached): the work goes back unharmed and the run ends.
+    Deferred {
+        reason: String,
+        infrastructure: bool,
+    },
+    /// The call can never be granted (a cost over the burst, an unknown bucket): a
+    /// configuration error, the work fails with the fix.
+    Misconfigured(QuotaError),
+}
+
+/// Why a provider call was not made or failed.
+#[derive(Debug)]
+pub enum CallError {
+    Provider(crate::provider::ProviderError),
+    Quota(QuotaError),
+    /// Shutdown before the call was made.
+    Cancelled,
+}
+
+impl From<ProviderError> for CallError {
+    fn from(err: ProviderError) -> CallError {
+        CallError::Provider(err)
+    }
+}
+
+/// Runs `work` against the ledger on the blocking pool, off the async worker threads.
+pub async fn blocking<T, F>(ledger: &Arc<dyn LedgerStore>, work: F) -> Result<T, SyncError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
+{
+    let ledger = Arc::clone(ledger);
+    tokio::task::spawn_blocking(move || work(ledger.as_ref()))
+        .await
+        .map_err(|err| SyncError::Join(err.to_string()))?
+        .map_err(SyncError::from)
+}
+
+/// How long an account rests after the provider refused its credentials.
+pub const AUTH_COOLDOWN: Duration = Duration::from_secs(3600);
+
+impl StreamContext {
+    /// The account's cooldown scope in the ledger (`{provider}:{account}`).
+    pub fn scope(&self) -> String {
+        account_scope(self.account.provider.as_str(), &self.account.id)
+    }
+
+    /// One run without a lease (single-process tools and tests). See [`Self::run_leased`].
+    pub async fn run_once(&self) -> Result<RunOutcome, SyncError> {
+        self.run_fenced(None).await
+    }
+
+    /// One run of the stream's shape. Every ledger write carries `fence`, so a run whose
+    /// lease was taken over cannot overwrite the new owner's work.
+    pub async fn run_fenced(&self, fence: Option<u64>) -> Result<RunOutcome, SyncError> {
+        self.work.runner().run(self, fence).await
+    }
+
+    /// Tells the supervisor's stuck detection that the stream made progress.
+    pub fn bump(&self) {
+        if let Some(progress) = &self.progress {
+            progress.bump();
+        }
+    }
+
+    /// The running cooldown that stops this account's calls: the TokenManager's view
+    /// (the provider, the selling partner, the account) when the client is paced, else
+    /// the ledger's cooldown of the account scope. A cooldown the TokenManager keeps
+    /// elsewhere (Redis, or the seller's scope) is copied under the account's scope in
+    /// the ledger, so `status` shows it.
+    pub async fn active_cooldown(&self) -> Result<Option<Cooldown>, SyncError> {
+        let now = now_ts();
+        let Some(pacer) = self.work.pacer() else {
+            let scope = self.scope();
+            return blocking(&self.ledger, move |ledger| {
+                ledger.active_cooldown(&scope, now)
+            })
+            .await;
+        };
+        let Some(cooldown) = pacer.cooldown(&self.account.id).await else {
+            return Ok(None);
+        };
+        let (copy, record) =
+            self.quota_cooldown_copy(&cooldown.scope, &cooldown.reason, cooldown.until_at);
+        if record {
+            blocking(&self.ledger, move |ledger| {
+                match ledger.active_cooldown(&copy.scope, now)? {
+                    Some(existing) if existing.until_at >= copy.until_at => Ok(()),
+                    _ => ledger.set_cooldown(&copy),
+                }
+            })
+            .await?;
+        }
+        Ok(Some(cooldown))
+    }
+
+    /// A cooldown under this account's scope standing for the TokenManager's cooldown of
+    /// `scope` (a copy for `status`), and whether to write it to the ledger: when the
+    /// pacer mirrors its cooldowns there, or `scope` is another account's whose quota
+    /// this one shares. Every shape that meets the TokenManager's cooldown uses this.
+    pub fn quota_cooldown_copy(&self, scope: &str, reason: &str, until: i64) -> (Cooldown, bool) {
+        let own = self.scope();
+        let record = scope != own
+            || self
+                .work
+                .pacer()
+                .is_some_and(|pacer| pacer.mirror_to_ledger);
+        let copy = Cooldown {
+            scope: own.clone(),
+            reason: reason.to_string(),
+            started_at: now_ts(),
+            until_at: until,
+            detail: Some(if scope == own {
+                format!("{scope} cooling down (shared quota store)")
+            } else {
+                format!("{scope} cooling down (this account shares its quota)")
+            }),
+        };
+        (copy, record)
+    }
+
+    /// Waits for the TokenManager's grant of one `operation` call for `claim` (a no-op
+    /// for an unpaced client). `stop_on_cancel`: shutdown stops the wait too (nothing
+    /// was asked of the provider yet); otherwise only `abort` does.
+    pub(crate) async fn gate(
+        &self,
+        operation: &'static str,
+        claim: &Claim,
+        stop_on_cancel: bool,
+    ) -> Result<(), CallError> {
+        let wait = self.stream.windowed().poll_timeout.min(QUOTA_WAIT_MAX);
+        self.paced(
+            operation,
+            1.0,
+            crate::quota::Priority::from(claim.priority),
+            wait,
+            stop_on_cancel,
+        )
+        .await
+    }
+
+    /// Waits up to `wait` for the TokenManager's grant of one `operation` call costing
+    /// `cost` tokens at `priority` (a no-op for an unpaced client), bumping the progress
+    /// counter meanwhile. `stop_on_cancel`: shutdown stops the wait too (nothing was
+    /// asked of the provider yet); otherwise only `abort` does. Every shape paces its
+    /// calls through this.
+    pub async fn paced(
+        &self,
+        operation: &str,
+        cost: f64,
+        priority: crate::quota::Priority,
+        wait: Duration,
+        stop_on_cancel: bool,
+    ) -> Result<(), CallError> {
+        let Some(pacer) = self.work.pacer() else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let acquire = pacer
+            .handle
+            .acquire(pacer.keys(operation), cost, priority, deadline);
+        tokio::pin!(acquire);
+        // Waiting for a grant is progress, not a freeze: keep the stuck detection quiet.
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.abort.cancelled() => return Err(CallError::Cancelled),
+                _ = self.cancel.cancelled(), if stop_on_cancel => return Err(CallError::Cancelled),
+                _ = heartbeat.tick() => self.bump(),
+                answer = &mut acquire => {
+                    return match answer {
+                        Ok(grant) => {
+                            if grant.waited >= Duration::from_secs(1) {
+                                debug!(account = %self.account.id, operation, priority = %priority, waited_ms = grant.waited.as_millis() as u64, "quota granted after waiting");
+                            }
+                            Ok(())
+                        }
+                        Err(err) => Err(CallError::Quota(err)),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Counts the call (and a 429) for `/metrics`, and tells the TokenManager what the
+    /// response said: the rate from `x-amzn-RateLimit-Limit` after a 2xx, the 429 and its
+    /// `Retry-After` otherwise.
+    pub fn observe<T>(&self, operation: &'static str, result: &Result<T, ProviderError>) {
+        let metrics = &self.metrics;
+        metrics.provider_call(self.account.provider.as_str(), operation);
+        if let Err(ProviderError::QuotaExceeded { .. }) = result {
+            metrics.provider_throttled(self.account.provider.as_str(), operation);
+        }
+        let Some(pacer) = self.work.pacer() else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                let rate = self.work.runner().observed_rate_limit(operation);
+                if let Some(rate) = rate {
+                    pacer
+                        .handle
+                        .observe(pacer.key(operation), Observation::RateLimitHeader(rate));
+                }
+            }
+            Err(ProviderError::QuotaExceeded { retry_after, .. }) => pacer.handle.observe(
+                pacer.key(operation),
+                Observation::Throttled {
+                    retry_after: *retry_after,
+                },
+            ),
+            Err(_) => {}
+        }
+    }
+
+    /// The cooldown a provider refusal starts under this account's scope: `quota` (the
+    /// configured cooldown, or longer if the provider's Retry-After says so) or `auth`
+    /// ([`AUTH_COOLDOWN`]: credentials do not heal by retrying every chunk; an operator
+    /// fixes them and clears the cooldown). Every shape stops an account through this.
+    pub fn refusal_cooldown(&self, err: &ProviderError) -> Cooldown {
+        let now = now_ts();
+        let (reason, length) = match err {
+            ProviderError::QuotaExceeded { retry_after, .. } => (
+                "quota",
+                self.stream
+                    .quota_cooldown
+                    .max(retry_after.unwrap_or_default()),
+            ),
+            ProviderError::Auth { .. } => ("auth", AUTH_COOLDOWN),
+            _ => ("quota", self.stream.quota_cooldown),
+        };
+        Cooldown {
+            scope: self.scope(),
+            reason: reason.to_string(),
+            started_at: now,
+            until_at: now + length.as_secs().max(1) as i64,
+            detail: Some(err.to_string()),
+        }
+    }
+}
+
+impl StreamContext {
+    /// [`RunOutcome::CoolingDown`] when a cooldown stops this account's calls now (see
+    /// [`StreamContext::active_cooldown`]): every shape checks this before its first call.
+    pub async fn cooling_down(&self) -> Result<Option<RunOutcome>, SyncError> {
+        let Some(cooldown) = self.active_cooldown().await? else {
+            return Ok(None);
+        };
+        debug!(
+            account = %self.account.id,
+            stream = %self.stream.name,
+            until = %format_ts(cooldown.until_at),
+            reason = %cooldown.reason,
+            "in cooldown; skipping provider calls this run"
+        );
+        Ok(Some(RunOutcome::CoolingDown {
+            until: cooldown.until_at,
+            reason: cooldown.reason,
+        }))
+    }
+
+    /// Sorts the TokenManager's refusal of a grant (see [`QuotaStop`]); every shape's
+    /// handling of a refused call starts here.
+    pub fn quota_stop(&self, err: QuotaError) -> QuotaStop {
+        match err {
+            QuotaError::CoolingDown {
+                scope,
+                reason,
+                until_utc,
+            } => {
+                debug!(account = %self.account.id, scope = %scope, until = %until_utc.to_rfc3339(), "cooling down; no call made");
+                let (cooldown, record) =
+                    self.quota_cooldown_copy(&scope, &reason, until_utc.timestamp());
+                QuotaStop::Cooldown { cooldown, record }
+            }
+            QuotaError::DeadlineExceeded { .. } | QuotaError::Stopped => QuotaStop::Deferred {
+                reason: err.to_string(),
+                infrastructure: false,
+            },
+            QuotaError::Unavailable(_) => QuotaStop::Deferred {
+                reason: err.to_string(),
+                infrastructure: true,
+            },
+            QuotaError::CostExceedsBurst { .. }
+            | QuotaError::UnknownBucket { .. }
+            | QuotaError::InvalidCost(_) => QuotaStop::Misconfigured(err),
+        }
+    }
+
+    /// Ends a run in `cooldown`: logs it (`consequence`: what became of the shape's work),
+    /// writes it to the ledger when `record` (a provider refusal, or a copy of the
+    /// TokenManager's cooldown from [`StreamContext::quota_cooldown_copy`]) and returns
+    /// [`RunOutcome::CoolingDown`]. Every shape ends a refused run through this.
+    pub async fn cool_down(
+        &self,
+        cooldown: Cooldown,
+        record: bool,
+        consequence: &'static str,
+    ) -> Result<RunOutcome, SyncError> {
+        error!(
+            account = %self.account.id,
+            provider = %self.account.provider,
+            stream = %self.stream.name,
+            until = %format_ts(cooldown.until_at),
+            detail = cooldown.detail.as_deref().unwrap_or(""),
+            reason = %cooldown.reason,
+            "provider refused the account; {consequence}"
+        );
+        let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
+        if record {
+            blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown)).await?;
+        }
+        Ok(RunOutcome::CoolingDown { until, reason })
+    }
+}

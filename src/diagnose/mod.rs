@@ -446,7 +446,7 @@ fn hour_facts(
             auth_error: hours.auth_error,
         }),
     };
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         let shape = match account.provider.shape() {
             crate::domain::Shape::Windowed => ShapeFacts::Windowed,
             crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
@@ -1592,7 +1592,8 @@ pub async fn diagnose(
     let stream_findings = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Finding>> {
         let ledger = SqliteLedger::open(&config_owned.database_path())
             .with_context(|| "opening the database")?;
-        let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
+        let supervision =
+            ledger.with_read_conn(|conn| crate::store::supervision::statuses(conn))?;
         let now = now_ts();
         let facts = gather(
             &config_owned,

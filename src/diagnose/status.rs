@@ -163,7 +163,7 @@ pub fn collect(
                     }
                 }
                 Shape::Jobs => {
-                    let found = ledger.with_conn(|conn| {
+                    let found = ledger.with_read_conn(|conn| {
                         crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
                     })?;
                     // Every state, zeros included (README shows all five keys).

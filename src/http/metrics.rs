@@ -100,7 +100,7 @@ fn snapshot_registry(
 ) -> Result<Registry, ApiError> {
     let mut registry = Registry::with_prefix("marketsync");
     let ledger = state.ledger.as_ref();
-    let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let supervision = ledger.with_read_conn(|conn| crate::store::supervision::statuses(conn))?;
     let facts = diagnose::gather(
         &state.config,
         ledger,

@@ -315,7 +315,7 @@ where
     F: FnOnce(&HttpState) -> Result<T, ApiError> + Send + 'static,
 {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&state))
+    crate::store::blocking(move || work(&state))
         .await
         .map_err(|err| ApiError::internal(format!("background task failed: {err}")))?
 }

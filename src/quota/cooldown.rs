@@ -87,7 +87,7 @@ where
     F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
 {
     let ledger = Arc::clone(ledger);
-    tokio::task::spawn_blocking(move || work(ledger.as_ref()))
+    crate::store::blocking(move || work(ledger.as_ref()))
         .await
         .map_err(|err| QuotaError::Unavailable(format!("cooldown store task: {err}")))?
         .map_err(ledger_error)

@@ -177,9 +177,9 @@ where
     F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
 {
     let ledger = Arc::clone(ledger);
-    tokio::task::spawn_blocking(move || work(ledger.as_ref()))
+    crate::store::blocking(move || work(ledger.as_ref()))
         .await
-        .map_err(|err| SyncError::Join(err.to_string()))?
+        .map_err(|err| SyncError::Join(err.0))?
         .map_err(SyncError::from)
 }
 

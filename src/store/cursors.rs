@@ -301,7 +301,7 @@ pub fn cursor_snapshot(
     account: &str,
     stream: &str,
 ) -> Result<Option<CursorSnapshot>, LedgerError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         let row = conn
             .prepare_cached(
                 "SELECT cursor_ts, last_run_at, last_error, failures, retry_at FROM cursors
@@ -343,7 +343,7 @@ pub fn recent_events(
     account: Option<&str>,
     limit: usize,
 ) -> Result<Vec<ChangeEvent>, LedgerError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         let mut statement = conn.prepare_cached(
             "SELECT id, account, stream, resource_id, field, before, after, observed_at FROM events
              WHERE (?1 IS NULL OR account = ?1) ORDER BY id DESC LIMIT ?2",
@@ -370,7 +370,7 @@ pub fn latest_orders(
     account: &str,
     limit: usize,
 ) -> Result<Vec<OrderSummary>, LedgerError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         let mut statement = conn.prepare_cached(
             "SELECT order_id, creation_date, last_modified_date, fulfillment_status, payment_status,
                     total_value, currency, buyer

@@ -467,7 +467,7 @@ fn select<T, P: rusqlite::Params>(
     params: P,
     read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>, JobError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         Ok(conn
             .prepare_cached(sql)?
             .query_map(params, read)?
@@ -482,7 +482,7 @@ fn sql_limit(limit: usize) -> i64 {
 
 /// One job by id.
 pub fn get_job(ledger: &SqliteLedger, id: i64) -> Result<Option<Job>, JobError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         Ok(conn
             .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
             .query_row(params![id], job_from_row)

@@ -2,6 +2,7 @@
 //!
 //! One SQLite file (WAL) holds the ledger and everything beside it, one file per table
 //! family:
+//! - [`blocking`]: the one helper that runs store work on the blocking pool.
 //! - [`ledger`]: the ledger's storage trait ([`LedgerStore`]), its error and row types.
 //! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
 //!   cooldowns, audits).
@@ -15,6 +16,7 @@
 //! May use: `domain`. May not touch: anything above it (providers, shapes, actors,
 //! surfaces); the layers above reach the database only through this module.
 
+pub mod blocking;
 pub mod cursors;
 pub mod ebay_tables;
 pub mod jobs;
@@ -24,5 +26,6 @@ pub mod sales;
 pub mod sqlite;
 pub mod supervision;
 
+pub use blocking::{blocking, BlockingFailed};
 pub use ledger::*;
 pub use sqlite::SqliteLedger;

@@ -44,7 +44,7 @@ pub fn sales_summary(
     to: i64,
     asin_limit: i64,
 ) -> Result<(Vec<HourSales>, Vec<AsinSales>, SalesTotals), LedgerError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         let mut statement = conn.prepare_cached(
             "SELECT hour_utc, SUM(ordered_units), SUM(ordered_revenue), COUNT(*)
              FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3
@@ -102,7 +102,7 @@ pub fn applied_coverage(
     from: i64,
     to: i64,
 ) -> Result<(i64, Option<i64>), LedgerError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         Ok(conn.query_row(
             "SELECT SUM(CASE WHEN hour_utc >= ?3 AND hour_utc < ?4 THEN 1 ELSE 0 END), MAX(hour_utc)
              FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'APPLIED'",

@@ -1,15 +1,21 @@
 //! The SQLite implementation of [`LedgerStore`]: WAL mode, a busy timeout, migrations
 //! from `migrations/`, claims under `BEGIN IMMEDIATE`.
 //!
-//! One connection behind a std `Mutex`: SQLite has one writer anyway, every method is
-//! short, and callers run it on the blocking pool, so a std lock (never held across an
-//! `.await`) is the right tool.
+//! One writer connection behind a std `Mutex`: SQLite has one writer anyway, every method
+//! is short, and callers run it on the blocking pool, so a std lock (never held across an
+//! `.await`) is the right tool. Beside it a small pool of read-only connections
+//! ([`SqliteLedger::with_read_conn`], opened on first use): in WAL mode a reader sees the
+//! last commit and never waits for the writer, so status, doctor, the dashboard and
+//! `/metrics` do not queue behind a long apply.
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use rusqlite_migration::{Migrations, M};
 
 use super::{
@@ -29,9 +35,20 @@ const MIGRATIONS: &[&str] = &[
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Read-only connections beside the writer: enough for the read surfaces (status, doctor,
+/// dashboard, metrics) to run at once.
+const READERS: usize = 4;
+
 pub struct SqliteLedger {
-    /// Why std and not tokio: held only inside blocking calls, never across an await.
+    /// The writer. Why std and not tokio: held only inside blocking calls, never across
+    /// an await.
     conn: Mutex<Connection>,
+    /// The database file; `None` for an in-memory ledger (whose reads use the writer).
+    path: Option<PathBuf>,
+    /// Read-only connections, each opened on first use.
+    readers: Vec<Mutex<Option<Connection>>>,
+    /// Where the next read starts looking for a free reader.
+    next_reader: AtomicUsize,
 }
 
 impl SqliteLedger {
@@ -49,7 +66,9 @@ impl SqliteLedger {
             path: path.display().to_string(),
             message: err.to_string(),
         })?;
-        Self::prepare(conn)
+        let mut ledger = Self::prepare(conn)?;
+        ledger.path = Some(path.to_path_buf());
+        Ok(ledger)
     }
 
     /// An in-memory ledger, for unit tests and benchmarks of pure ledger logic.
@@ -82,6 +101,9 @@ impl SqliteLedger {
         }
         Ok(SqliteLedger {
             conn: Mutex::new(conn),
+            path: None,
+            readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
+            next_reader: AtomicUsize::new(0),
         })
     }
 
@@ -94,6 +116,62 @@ impl SqliteLedger {
         };
         work(&mut guard)
     }
+
+    /// Runs read-only `work` on one of the read connections (a free one if any), so it
+    /// does not wait for the writer. An in-memory ledger, or a reader that cannot be
+    /// opened, reads through the writer instead. A write attempted here fails with
+    /// SQLite's "attempt to write a readonly database".
+    pub fn with_read_conn<T>(&self, work: impl FnOnce(&Connection) -> T) -> T {
+        let Some(path) = &self.path else {
+            return self.with_conn(|conn| work(conn));
+        };
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let count = self.readers.len();
+        let mut slot_opt = None;
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            match self.readers[index].try_lock() {
+                Ok(guard) => {
+                    slot_opt = Some(guard);
+                    break;
+                }
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    slot_opt = Some(poisoned.into_inner());
+                    break;
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let mut slot = match slot_opt {
+            Some(guard) => guard,
+            None => match self.readers[start % count].lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            },
+        };
+        if slot.is_none() {
+            *slot = open_reader(path).ok();
+        }
+        match slot.as_ref() {
+            Some(reader) => work(reader),
+            None => {
+                drop(slot);
+                self.with_conn(|conn| work(conn))
+            }
+        }
+    }
+}
+
+/// A read-only connection on the ledger's file (the writer already migrated it).
+fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    conn.pragma_update(None, "cache_size", -4_096)?;
+    Ok(conn)
 }
 
 fn placeholders(states: &[HourState]) -> String {
@@ -602,7 +680,7 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn active_cooldown(&self, scope: &str, now: i64) -> Result<Option<Cooldown>, LedgerError> {
-        self.with_conn(|conn| {
+        self.with_read_conn(|conn| {
             Ok(conn
                 .query_row(
                     "SELECT scope, reason, started_at, until_at, detail FROM cooldowns WHERE scope = ?1 AND until_at > ?2",
@@ -633,7 +711,7 @@ impl LedgerStore for SqliteLedger {
         stream: &str,
         kind: &str,
     ) -> Result<Option<i64>, LedgerError> {
-        self.with_conn(|conn| {
+        self.with_read_conn(|conn| {
             Ok(conn
                 .query_row(
                     "SELECT last_run_at FROM audits WHERE account = ?1 AND stream = ?2 AND kind = ?3",
@@ -667,7 +745,7 @@ impl LedgerStore for SqliteLedger {
         stream: &str,
         now: i64,
     ) -> Result<StreamSnapshot, LedgerError> {
-        self.with_conn(|conn| {
+        self.with_read_conn(|conn| {
             let mut snapshot = StreamSnapshot {
                 account: account.to_string(),
                 stream: stream.to_string(),
@@ -753,7 +831,7 @@ impl SqliteLedger {
         stream: &str,
         now: i64,
     ) -> Result<HourDiagnostics, LedgerError> {
-        self.with_conn(|conn| {
+        self.with_read_conn(|conn| {
             type Aggregate = (
                 i64,
                 Option<i64>,
@@ -859,7 +937,7 @@ pub struct FailedHour {
 impl SqliteLedger {
     /// The `limit` most recently failed hours, newest first.
     pub fn recent_failures(&self, limit: i64) -> Result<Vec<FailedHour>, LedgerError> {
-        self.with_conn(|conn| {
+        self.with_read_conn(|conn| {
             // The first term lets SQLite use the partial claimable index.
             let mut statement = conn.prepare_cached(
                 "SELECT account, stream, hour_utc, attempts, last_error, next_retry_at, updated_at
@@ -918,7 +996,7 @@ impl SqliteLedger {
 
 /// Running cooldowns in the SQLite file, by scope.
 pub fn ledger_cooldowns(ledger: &SqliteLedger, now: i64) -> Result<Vec<Cooldown>, LedgerError> {
-    ledger.with_conn(|conn| {
+    ledger.with_read_conn(|conn| {
         let mut statement = conn.prepare_cached(
             "SELECT scope, reason, started_at, until_at, detail FROM cooldowns
              WHERE until_at > ?1 ORDER BY scope",
@@ -943,6 +1021,47 @@ mod tests {
     use crate::report::{ReportError, ReportSummary};
 
     const T0: i64 = 1_700_000_000 / HOUR * HOUR;
+
+    /// Issue 11: readers (status, doctor, dashboard, metrics) no longer queue behind the
+    /// writer: with the writer's lock held (a long apply), a snapshot still answers.
+    #[test]
+    fn reads_do_not_wait_for_the_writer() {
+        use std::sync::{mpsc, Arc};
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
+        ledger
+            .seed("acct", "s", HourWindow::new(T0, T0 + 6 * HOUR), T0)
+            .unwrap();
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let writer = {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                ledger.with_conn(|_| {
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        let (read_tx, read_rx) = mpsc::channel();
+        let reader = {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                read_tx
+                    .send(ledger.snapshot("acct", "s", T0).map(|s| s.counts))
+                    .unwrap()
+            })
+        };
+        let counts = read_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the read answered while the writer was held")
+            .unwrap();
+        assert_eq!(counts[0], 6, "six MISSING hours");
+        release_tx.send(()).unwrap();
+        writer.join().unwrap();
+        reader.join().unwrap();
+    }
 
     fn ledger_with(hours: i64) -> SqliteLedger {
         let ledger = SqliteLedger::open_in_memory().unwrap();

@@ -141,9 +141,9 @@ impl CursorRunner {
         F: FnOnce(&mut rusqlite::Connection) -> Result<T, LedgerError> + Send + 'static,
     {
         let ledger = Arc::clone(&self.ledger);
-        tokio::task::spawn_blocking(move || ledger.with_conn(work))
+        crate::store::blocking(move || ledger.with_conn(work))
             .await
-            .map_err(|err| SyncError::Join(err.to_string()))?
+            .map_err(|err| SyncError::Join(err.0))?
             .map_err(SyncError::from)
     }
 

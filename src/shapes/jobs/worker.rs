@@ -108,9 +108,9 @@ impl JobRunner {
         F: FnOnce(&SqliteLedger) -> Result<T, store::JobError> + Send + 'static,
     {
         let ledger = Arc::clone(&self.ledger);
-        tokio::task::spawn_blocking(move || work(&ledger))
+        crate::store::blocking(move || work(&ledger))
             .await
-            .map_err(|err| SyncError::Join(err.to_string()))?
+            .map_err(|err| SyncError::Join(err.0))?
             .map_err(|err| match err {
                 store::JobError::Ledger(err) => SyncError::Ledger(err),
                 store::JobError::Invalid(message) => SyncError::Join(message),

@@ -366,13 +366,13 @@ impl StreamContext {
                 let detail = match &status.report_document_id {
                     Some(document_id) => match self.download(client, &claim, document_id).await {
                         Ok((path, gzip)) => {
-                            let text = tokio::task::spawn_blocking(move || {
+                            let text = crate::store::blocking(move || {
                                 let text = read_error_document(&path, gzip);
                                 let _ = std::fs::remove_file(&path);
                                 text
                             })
                             .await
-                            .map_err(|err| SyncError::Join(err.to_string()))?;
+                            .map_err(|err| SyncError::Join(err.0))?;
                             match text {
                                 Ok(text) => text,
                                 Err(err) => format!("unreadable error document: {err}"),
@@ -524,7 +524,7 @@ impl StreamContext {
         let window = claim.window;
         let applied_claim = claim.clone();
         let ledger = Arc::clone(&self.ledger);
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::store::blocking(move || {
             let outcome = ledger.apply_sales(
                 &applied_claim,
                 &mut |sink| read_vendor_sales_document(&path, gzip, window, sink),
@@ -536,7 +536,7 @@ impl StreamContext {
             outcome
         })
         .await
-        .map_err(|err| SyncError::Join(err.to_string()))?;
+        .map_err(|err| SyncError::Join(err.0))?;
         match result {
             Ok(applied) => {
                 info!(

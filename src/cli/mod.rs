@@ -1,18 +1,27 @@
 //! Command-line parsing (clap) and dispatch. Flags are parsed once here and turned into
 //! a validated [`Config`]; nothing downstream re-validates.
 
+mod accounts;
+mod check_config;
+pub mod cooldowns;
+mod doctor;
+mod fill_day;
 pub mod jobs;
+mod locks;
+mod run;
+mod sim;
+mod status;
+mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
-use crate::domain::now_ts;
-use crate::store::{LedgerStore, Priority, SqliteLedger};
+use crate::store::SqliteLedger;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,7 +123,7 @@ pub enum Command {
     /// List running cooldowns (scope, reason, started, until, detail), or end one early.
     Cooldowns {
         #[command(subcommand)]
-        action: Option<crate::diagnose::cooldowns::CooldownsAction>,
+        action: Option<cooldowns::CooldownsAction>,
         #[arg(long)]
         json: bool,
     },
@@ -190,206 +199,58 @@ pub fn main() -> anyhow::Result<i32> {
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
-    match cli.command {
-        Command::Run => {
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            runtime()?.block_on(run_daemon(config))?;
-            Ok(0)
-        }
-        Command::Sync { once, timeout } => {
-            if !once {
-                bail!("sync needs --once; to keep syncing, run the daemon: marketsync run");
-            }
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            runtime()?.block_on(crate::app::sync_once(config, timeout.into()))
-        }
+    if let Command::Bench { which } = cli.command {
+        return match which {
+            BenchWhich::Core(which) => crate::bench::run(which),
+            BenchWhich::Jobs(args) => crate::bench::jobs::run(args),
+            BenchWhich::Ebay(args) => crate::bench::cursor::run(args),
+        };
+    }
+    match &cli.command {
+        Command::Run => run::command(&cli),
+        Command::Sync { once, timeout } => sync::command(&cli, *once, *timeout),
         Command::Sim {
             listen,
             seed,
             latency,
             asins,
             unlimited,
-            ref faults,
-        } => {
-            let faults = match faults {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| {
-                        format!("{}: cannot read the faults file", path.display())
-                    })?;
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("{}: invalid faults", path.display()))?
-                }
-                None => crate::sim::SimFaults::default(),
-            };
-            let mut config = crate::sim::SimConfig {
-                seed,
-                processing_latency: latency.into(),
-                asins_per_marketplace: asins,
-                faults,
-                ..crate::sim::SimConfig::default()
-            };
-            if unlimited {
-                for operation in ["createReport", "getReport", "getReportDocument"] {
-                    config.rates.insert(
-                        operation.to_string(),
-                        crate::sim::RateSpec {
-                            rate: 1e9,
-                            burst: 1e9,
-                        },
-                    );
-                }
-            }
-            runtime()?.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("--listen: cannot listen on {listen}"))?;
-                info!(address = %listener.local_addr()?, "simulator listening");
-                let sim = crate::sim::Simulator::new(config);
-                crate::sim::serve(listener, sim, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
-                anyhow::Ok(())
-            })?;
-            Ok(0)
-        }
-        Command::CheckConfig => {
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            let streams: usize = config
-                .accounts
-                .iter()
-                .map(|account| account.streams.len())
-                .sum();
-            println!(
-                "{}: ok ({} accounts, {} streams, data in {})",
-                config.source_name,
-                config.accounts.len(),
-                streams,
-                config.data_dir.display()
-            );
-            Ok(0)
-        }
-        Command::Status { json } => {
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            let ledger = open_ledger(&config)?;
-            let locks = runtime()?.block_on(list_locks(&config));
-            let lock_list = match &locks {
-                Ok(list) => list.as_slice(),
-                Err(err) => {
-                    eprintln!("marketsync: cannot read leases: {err:#}; lock fields are empty");
-                    &[]
-                }
-            };
-            let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
-            let report = crate::diagnose::status::collect(
-                &config.deployment(),
-                &ledger,
-                lock_list,
-                &supervision,
-                now_ts(),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", crate::diagnose::status::render_table(&report));
-            }
-            Ok(0)
-        }
+            faults,
+        } => sim::command(*listen, *seed, *latency, *asins, *unlimited, faults),
+        Command::CheckConfig => check_config::command(&cli),
+        Command::Status { json } => status::command(&cli, *json),
         Command::FillDay {
-            ref account,
-            ref stream,
-            ref date,
-        } => {
+            account,
+            stream,
+            date,
+        } => fill_day::command(&cli, account, stream, date),
+        Command::Accounts { action } => accounts::command(&cli, action),
+        Command::Locks { action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
-            let window = crate::diagnose::repair::fill_day_window(
-                &config.deployment(),
-                account,
-                stream,
-                date,
-            )?;
-            let ledger = open_ledger(&config)?;
-            let reset = ledger.reset_window(account, stream, window, Priority::Manual, now_ts())?;
-            println!(
-                "{account}/{stream}: {reset} hours of {date} reset to MISSING; the daemon fetches them on its next run"
-            );
-            Ok(0)
+            runtime()?.block_on(locks::locks_command(&config, action.as_ref(), *json))
         }
-        Command::Accounts {
-            action: AccountsAction::Resume { ref id },
-        } => {
+        Command::Cooldowns { action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
-            if config.account(id).is_none() {
-                let known: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
-                bail!(
-                    "unknown account {id:?}; configured accounts: {}",
-                    known.join(", ")
-                );
-            }
-            let ledger = open_ledger(&config)?;
-            let requested =
-                ledger.with_conn(|conn| crate::store::supervision::request_resume(conn, id))?;
-            if requested {
-                println!("{id}: resume requested; the daemon restarts it within one supervisor heartbeat");
-                Ok(0)
-            } else {
-                println!("{id}: not quarantined; nothing to resume");
-                Ok(0)
-            }
-        }
-        Command::Locks { ref action, json } => {
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            runtime()?.block_on(locks_command(&config, action.as_ref(), json))
-        }
-        Command::Cooldowns { ref action, json } => {
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            crate::diagnose::cooldowns::command(&config.deployment(), action.as_ref(), json)
+            cooldowns::command(&config.deployment(), action.as_ref(), *json)
         }
         Command::Doctor {
-            ref account,
-            ref stream,
+            account,
+            stream,
             json,
-        } => {
-            let config = load_config(&cli.config, &cli.data_dir)?;
-            crate::diagnose::run(
-                &config.deployment(),
-                account.as_deref(),
-                stream.as_deref(),
-                json,
-                &crate::diagnose::DoctorOptions {
-                    command: Some(crate::diagnose::command_line(
-                        cli.config.as_deref(),
-                        cli.data_dir.as_deref(),
-                    )),
-                    admin_url: config
-                        .http
-                        .as_ref()
-                        .map(|http| format!("http://{}", http.listen))
-                        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string()),
-                    admin_token_env: config
-                        .http
-                        .as_ref()
-                        .and_then(|http| http.admin_token_env.clone())
-                        .unwrap_or_else(|| "MARKETSYNC_ADMIN_TOKEN".to_string()),
-                },
-            )
-        }
-        Command::Bench { which } => match which {
-            BenchWhich::Core(which) => crate::bench::run(which),
-            BenchWhich::Jobs(args) => crate::bench::jobs::run(args),
-            BenchWhich::Ebay(args) => crate::bench::cursor::run(args),
-        },
+        } => doctor::command(&cli, account, stream, *json),
+        Command::Bench { .. } => unreachable!("bench is dispatched above"),
         Command::Enqueue {
-            ref provider,
-            ref sku,
-            ref size,
-            ref priority,
+            provider,
+            sku,
+            size,
+            priority,
         } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
             crate::cli::jobs::enqueue_command(&config, provider, sku, size.as_deref(), priority)
         }
         Command::Jobs {
-            ref action,
-            ref state,
+            action,
+            state,
             json,
             limit,
         } => {
@@ -398,107 +259,7 @@ pub fn main() -> anyhow::Result<i32> {
                 Some(crate::cli::jobs::JobsAction::ResetFailed { provider }) => {
                     crate::cli::jobs::reset_failed_command(&config, provider.as_deref())
                 }
-                None => crate::cli::jobs::list_command(&config, state.as_deref(), json, limit),
-            }
-        }
-    }
-}
-
-/// Leases from the configured backend, failing fast when Redis is down.
-async fn list_locks(config: &Config) -> anyhow::Result<Vec<crate::lock::LockInfo>> {
-    let locks = connect_locks(config).await?;
-    Ok(locks.list().await?)
-}
-
-async fn connect_locks(config: &Config) -> anyhow::Result<crate::lock::LockService> {
-    match &config.redis {
-        Some(redis) => {
-            let url = redis
-                .url
-                .resolve()
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-            Ok(crate::lock::LockService::redis(&url, &redis.prefix).await?)
-        }
-        None => Ok(crate::lock::LockService::sqlite(&config.database_path()).await?),
-    }
-}
-
-async fn locks_command(
-    config: &Config,
-    action: Option<&LocksAction>,
-    json: bool,
-) -> anyhow::Result<i32> {
-    let locks = connect_locks(config).await?;
-    match action {
-        None => {
-            let all = locks.list().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-                return Ok(0);
-            }
-            let mut rows = vec![[
-                "SCOPE".to_string(),
-                "OWNER".to_string(),
-                "FENCE".to_string(),
-                "EXPIRES_AT".to_string(),
-                "REMAINING".to_string(),
-                "STALE".to_string(),
-            ]];
-            for info in &all {
-                rows.push([
-                    info.scope.clone(),
-                    info.owner.clone(),
-                    info.fence.to_string(),
-                    info.expires_at_ms
-                        .map(|ms| crate::domain::format_ts(ms.div_euclid(1000)))
-                        .unwrap_or_else(|| "never (no ttl)".to_string()),
-                    info.remaining_ms
-                        .map(|ms| {
-                            humantime::format_duration(std::time::Duration::from_secs(
-                                (ms.max(0) / 1000) as u64,
-                            ))
-                            .to_string()
-                        })
-                        .unwrap_or_else(|| "-".to_string()),
-                    info.stale.to_string(),
-                ]);
-            }
-            let widths: Vec<usize> = (0..6)
-                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-                .collect();
-            for row in rows {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(&widths)
-                    .map(|(cell, w)| format!("{cell:<w$}"))
-                    .collect();
-                println!("{}", line.join("  ").trim_end());
-            }
-            if all.is_empty() {
-                println!("(no leases held)");
-            }
-            Ok(0)
-        }
-        Some(LocksAction::Release { scope, force }) => {
-            match locks.release_scope(scope, *force).await {
-                Ok(Some(info)) => {
-                    println!(
-                        "released {} (owner {}, fence {}{})",
-                        info.scope,
-                        info.owner,
-                        info.fence,
-                        if info.stale { ", stale" } else { ", was live" }
-                    );
-                    Ok(0)
-                }
-                Ok(None) => {
-                    println!("no lease on {scope}");
-                    Ok(0)
-                }
-                Err(crate::lock::LockError::Busy { holder, until, .. }) => {
-                    bail!("{scope} is held by a live lease of {holder} until {until}; wait for it to expire, or pass --force if that owner is gone")
-                }
-                Err(err) => Err(err.into()),
+                None => crate::cli::jobs::list_command(&config, state.as_deref(), *json, *limit),
             }
         }
     }
@@ -546,42 +307,4 @@ pub fn load_config(path: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> anyhow
 
 fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
     Ok(SqliteLedger::open(&config.database_path())?)
-}
-
-/// Runs the daemon until the first SIGINT/SIGTERM; a second one exits at once.
-async fn run_daemon(config: Config) -> anyhow::Result<()> {
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = first_tx.send(());
-        wait_for_signal().await;
-        warn!("second signal: exiting now; the ledger resumes units in flight on the next start");
-        std::process::exit(130);
-    });
-    crate::app::run(config, async {
-        let _ = first_rx.await;
-    })
-    .await
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

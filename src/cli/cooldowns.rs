@@ -1,0 +1,101 @@
+//! `marketsync cooldowns [--json]` and `cooldowns clear SCOPE`.
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::diagnose::cooldowns::{clear, list, CooldownRow};
+use crate::diagnose::Deployment;
+
+#[derive(Debug, Subcommand)]
+pub enum CooldownsAction {
+    /// End the cooldown of SCOPE early (e.g. amazon:acme). For an account or selling
+    /// partner scope, every account of that seller is cleared too.
+    Clear { scope: String },
+}
+
+/// `marketsync cooldowns [--json]` and `marketsync cooldowns clear SCOPE`.
+pub fn command(
+    config: &Deployment,
+    action: Option<&CooldownsAction>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match action {
+            None => {
+                let (rows, warning) = list(config).await?;
+                if let Some(warning) = &warning {
+                    eprintln!("marketsync: cannot read cooldowns from redis: {warning}; showing sqlite only");
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "cooldowns": rows }))?
+                    );
+                } else {
+                    print!("{}", render_table(&rows));
+                }
+                Ok(0)
+            }
+            Some(CooldownsAction::Clear { scope }) => {
+                let cleared = clear(config, scope).await?;
+                if cleared.is_empty() {
+                    println!("no running cooldown on {scope}; nothing to clear");
+                } else {
+                    for (scope, store) in &cleared {
+                        println!("cleared {scope} ({store})");
+                    }
+                    println!("calls in these scopes may be made again; a running daemon resumes within seconds");
+                }
+                Ok(0)
+            }
+        }
+    })
+}
+
+/// An aligned table; `(no running cooldowns)` when empty.
+pub fn render_table(rows: &[CooldownRow]) -> String {
+    let mut table = vec![[
+        "SCOPE".to_string(),
+        "REASON".to_string(),
+        "STARTED".to_string(),
+        "UNTIL".to_string(),
+        "REMAINING".to_string(),
+        "STORE".to_string(),
+        "DETAIL".to_string(),
+    ]];
+    for row in rows {
+        table.push([
+            row.scope.clone(),
+            row.reason.clone(),
+            row.started_utc.clone(),
+            row.until_utc.clone(),
+            humantime::format_duration(std::time::Duration::from_secs(
+                row.remaining_secs.max(0) as u64
+            ))
+            .to_string(),
+            row.store.to_string(),
+            row.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no running cooldowns)\n");
+    }
+    out
+}

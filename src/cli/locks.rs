@@ -1,0 +1,106 @@
+//! `marketsync locks [--json]` and `locks release ACCOUNT/STREAM [--force]`.
+
+use anyhow::bail;
+
+use super::LocksAction;
+use crate::config::Config;
+
+/// Leases from the configured backend, failing fast when Redis is down.
+pub(super) async fn list_locks(config: &Config) -> anyhow::Result<Vec<crate::lock::LockInfo>> {
+    let locks = connect_locks(config).await?;
+    Ok(locks.list().await?)
+}
+
+async fn connect_locks(config: &Config) -> anyhow::Result<crate::lock::LockService> {
+    match &config.redis {
+        Some(redis) => {
+            let url = redis
+                .url
+                .resolve()
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+            Ok(crate::lock::LockService::redis(&url, &redis.prefix).await?)
+        }
+        None => Ok(crate::lock::LockService::sqlite(&config.database_path()).await?),
+    }
+}
+
+pub(super) async fn locks_command(
+    config: &Config,
+    action: Option<&LocksAction>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let locks = connect_locks(config).await?;
+    match action {
+        None => {
+            let all = locks.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(0);
+            }
+            let mut rows = vec![[
+                "SCOPE".to_string(),
+                "OWNER".to_string(),
+                "FENCE".to_string(),
+                "EXPIRES_AT".to_string(),
+                "REMAINING".to_string(),
+                "STALE".to_string(),
+            ]];
+            for info in &all {
+                rows.push([
+                    info.scope.clone(),
+                    info.owner.clone(),
+                    info.fence.to_string(),
+                    info.expires_at_ms
+                        .map(|ms| crate::domain::format_ts(ms.div_euclid(1000)))
+                        .unwrap_or_else(|| "never (no ttl)".to_string()),
+                    info.remaining_ms
+                        .map(|ms| {
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                (ms.max(0) / 1000) as u64,
+                            ))
+                            .to_string()
+                        })
+                        .unwrap_or_else(|| "-".to_string()),
+                    info.stale.to_string(),
+                ]);
+            }
+            let widths: Vec<usize> = (0..6)
+                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+                .collect();
+            for row in rows {
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(&widths)
+                    .map(|(cell, w)| format!("{cell:<w$}"))
+                    .collect();
+                println!("{}", line.join("  ").trim_end());
+            }
+            if all.is_empty() {
+                println!("(no leases held)");
+            }
+            Ok(0)
+        }
+        Some(LocksAction::Release { scope, force }) => {
+            match locks.release_scope(scope, *force).await {
+                Ok(Some(info)) => {
+                    println!(
+                        "released {} (owner {}, fence {}{})",
+                        info.scope,
+                        info.owner,
+                        info.fence,
+                        if info.stale { ", stale" } else { ", was live" }
+                    );
+                    Ok(0)
+                }
+                Ok(None) => {
+                    println!("no lease on {scope}");
+                    Ok(0)
+                }
+                Err(crate::lock::LockError::Busy { holder, until, .. }) => {
+                    bail!("{scope} is held by a live lease of {holder} until {until}; wait for it to expire, or pass --force if that owner is gone")
+                }
+                Err(err) => Err(err.into()),
+            }
+        }
+    }
+}

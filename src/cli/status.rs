@@ -1,0 +1,32 @@
+//! `marketsync status [--json]`: where every account and stream stands.
+
+use super::locks::list_locks;
+use super::{load_config, open_ledger, runtime, Cli};
+use crate::domain::now_ts;
+
+pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
+    let config = load_config(&cli.config, &cli.data_dir)?;
+    let ledger = open_ledger(&config)?;
+    let locks = runtime()?.block_on(list_locks(&config));
+    let lock_list = match &locks {
+        Ok(list) => list.as_slice(),
+        Err(err) => {
+            eprintln!("marketsync: cannot read leases: {err:#}; lock fields are empty");
+            &[]
+        }
+    };
+    let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let report = crate::diagnose::status::collect(
+        &config.deployment(),
+        &ledger,
+        lock_list,
+        &supervision,
+        now_ts(),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::diagnose::status::render_table(&report));
+    }
+    Ok(0)
+}

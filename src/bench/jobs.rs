@@ -76,7 +76,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
         args.jobs, args.batch
     );
     for account in &config.accounts {
-        let provider = account.provider.clone();
+        let provider = account.provider;
         let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
         let pacer = Pacer::new(handle.clone(), provider.as_str(), account.quota_scope());
         let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
@@ -101,7 +101,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
             let enqueue_started = Instant::now();
             {
                 let ledger = Arc::clone(&ledger);
-                let (provider, count) = (provider.clone(), args.jobs);
+                let (provider, count) = (provider, args.jobs);
                 tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                     for index in 0..count {
                         let (sku, size) = match provider.as_str() {

@@ -1592,8 +1592,7 @@ pub async fn diagnose(
     let stream_findings = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Finding>> {
         let ledger = SqliteLedger::open(&config_owned.database_path())
             .with_context(|| "opening the database")?;
-        let supervision =
-            ledger.with_read_conn(|conn| crate::store::supervision::statuses(conn))?;
+        let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
         let now = now_ts();
         let facts = gather(
             &config_owned,

@@ -64,7 +64,7 @@ pub fn status_value(
     now: i64,
 ) -> Result<Value, ApiError> {
     let ledger = state.ledger.as_ref();
-    let supervision = ledger.with_read_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
     let report = crate::diagnose::status::collect(&state.config, ledger, locks, &supervision, now)?;
     let acquired = crate::domain::lease::acquired_at_by_scope(locks);
     let facts = diagnose::gather(

@@ -100,7 +100,7 @@ fn snapshot_registry(
 ) -> Result<Registry, ApiError> {
     let mut registry = Registry::with_prefix("marketsync");
     let ledger = state.ledger.as_ref();
-    let supervision = ledger.with_read_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
     let facts = diagnose::gather(
         &state.config,
         ledger,
@@ -141,7 +141,7 @@ fn snapshot_registry(
                 }
                 diagnose::ShapeFacts::Jobs(queue) => {
                     // One queue per provider, whichever of its accounts reports it.
-                    if providers_seen.insert(account.provider.clone()) {
+                    if providers_seen.insert(account.provider) {
                         for job_state in ["pending", "running", "succeeded", "failed", "not_found"]
                         {
                             queue_depth

@@ -1,0 +1,71 @@
+//! The cooldown watch: notices a cooldown cleared before its end (`marketsync cooldowns
+//! clear`, the HTTP clear-cooldown) and tells the TokenManager and the waiting runners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::quota::QuotaHandle;
+use crate::store::SqliteLedger;
+use std::collections::HashMap;
+
+use crate::domain::now_ts;
+use tokio::sync::watch;
+
+/// How often the cooldown watch reads the ledger's cooldowns.
+const COOLDOWN_WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the ledger's cooldowns every [`COOLDOWN_WATCH_EVERY`]; a quota cooldown that
+/// vanished or got shorter before its end was cleared by an operator: the TokenManager
+/// forgets what it remembered about the scope, and `cleared` wakes the waiting runners.
+pub(super) fn spawn_cooldown_watch(
+    ledger: Arc<SqliteLedger>,
+    quota: QuotaHandle,
+    cleared: watch::Sender<u64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut known: HashMap<String, i64> = HashMap::new();
+        let mut tick = tokio::time::interval(COOLDOWN_WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = now_ts();
+            let reader = Arc::clone(&ledger);
+            let current = match tokio::task::spawn_blocking(move || {
+                crate::store::sqlite::ledger_cooldowns(&reader, now)
+            })
+            .await
+            {
+                Ok(Ok(current)) => current,
+                Ok(Err(err)) => {
+                    debug!(error = %err, "cooldown watch cannot read the ledger; retrying");
+                    continue;
+                }
+                Err(err) => {
+                    debug!(error = %err, "cooldown watch task failed; retrying");
+                    continue;
+                }
+            };
+            // Lease conditions (`lock:...`) come and go with every lease; not quota.
+            let current: HashMap<String, i64> = current
+                .into_iter()
+                .filter(|cooldown| !cooldown.scope.starts_with("lock:"))
+                .map(|cooldown| (cooldown.scope, cooldown.until_at))
+                .collect();
+            let mut ended_early = false;
+            for (scope, until) in &known {
+                let shortened = current.get(scope).is_none_or(|now_until| now_until < until);
+                if *until > now + 1 && shortened {
+                    info!(scope = %scope, "cooldown ended early; resuming calls in its scope");
+                    quota.forget(scope);
+                    ended_early = true;
+                }
+            }
+            known = current;
+            if ended_early {
+                cleared.send_modify(|generation| *generation += 1);
+            }
+        }
+    })
+}

@@ -1,0 +1,203 @@
+//! `marketsync sync --once`: start the daemon, wait until every stream caught up (or
+//! stopped for a reason status can name), shut down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::store::{LedgerStore, SqliteLedger};
+
+use crate::domain::{format_ts, now_ts};
+use crate::shapes::blocking;
+
+use super::{Daemon, DEFAULT_GRACE};
+
+/// `marketsync sync --once`: starts the daemon, waits until every stream has caught up
+/// (or stopped for a reason status can name), then shuts down. Shows a progress bar of
+/// APPLIED hours with rate and ETA when stderr is a terminal. Returns the exit code: 0
+/// when everything is applied, 1 when some stream stopped early.
+pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let daemon = Daemon::start(&config).await?;
+    let ledger: Arc<dyn LedgerStore> = daemon.ledger.clone();
+    let sqlite = Arc::clone(&daemon.ledger);
+    // (account, stream, account cooldown scope, lookback hours; 0 for other shapes)
+    let streams: Vec<(String, String, String, u64)> = config
+        .accounts
+        .iter()
+        .flat_map(|account| {
+            let windowed = account.provider.shape() == crate::domain::Shape::Windowed;
+            account.streams.iter().map(move |stream| {
+                (
+                    account.id.clone(),
+                    stream.name.clone(),
+                    crate::store::account_scope(account.provider.as_str(), &account.id),
+                    if windowed {
+                        stream.windowed().lookback.as_secs() / 3600
+                    } else {
+                        0
+                    },
+                )
+            })
+        })
+        .collect();
+    let total: u64 = streams.iter().map(|stream| stream.3).sum();
+    // Cursor and job streams: caught up when the cursor is within an interval of now
+    // (minus the safety lag) and no job is due.
+    let others: Vec<(crate::config::AccountConfig, crate::config::StreamConfig)> = config
+        .accounts
+        .iter()
+        .filter(|account| account.provider.shape() != crate::domain::Shape::Windowed)
+        .flat_map(|account| {
+            account
+                .streams
+                .iter()
+                .map(move |stream| (account.clone(), stream.clone()))
+        })
+        .collect();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} hours applied ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    let (applied, stopped) = loop {
+        ticker.tick().await;
+        let streams = streams.clone();
+        let (applied, pending, stopped) = blocking(&ledger, move |ledger| {
+            let now = now_ts();
+            let (mut applied, mut pending, mut stopped) = (0u64, false, Vec::new());
+            for (account, stream, account_scope, lookback_hours) in &streams {
+                if *lookback_hours == 0 {
+                    continue;
+                }
+                let snapshot = ledger.snapshot(account, stream, now)?;
+                let seeded: u64 = snapshot.counts.iter().sum();
+                let in_flight = snapshot.counts[1] + snapshot.counts[2];
+                applied += snapshot.counts[3];
+                let cooling = ledger.active_cooldown(account_scope, now)?.is_some()
+                    || ledger
+                        .active_cooldown(&crate::shapes::lock_scope(account, stream), now)?
+                        .is_some();
+                if cooling {
+                    stopped.push(format!(
+                        "{account}/{stream}: cooling down (see marketsync status)"
+                    ));
+                } else if seeded < *lookback_hours
+                    || in_flight > 0
+                    || snapshot.next_claimable_hour.is_some()
+                {
+                    pending = true;
+                } else if snapshot.counts[4] > 0 {
+                    stopped.push(format!(
+                        "{account}/{stream}: {} failed hours wait for their retry ({})",
+                        snapshot.counts[4],
+                        snapshot.last_error.unwrap_or_default()
+                    ));
+                }
+            }
+            Ok((applied, pending, stopped))
+        })
+        .await?;
+        let others = others.clone();
+        let sqlite = Arc::clone(&sqlite);
+        let (others_pending, others_stopped) =
+            tokio::task::spawn_blocking(move || other_shapes_progress(&sqlite, &others, now_ts()))
+                .await
+                .context("reading cursor and job streams")??;
+        let pending = pending || others_pending;
+        let mut stopped = stopped;
+        stopped.extend(others_stopped);
+        if let Some(bar) = &bar {
+            bar.set_position(applied.min(total));
+        }
+        if !pending {
+            break (applied, stopped);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut stopped = stopped;
+            stopped.push(format!(
+                "gave up after {}",
+                humantime::format_duration(timeout)
+            ));
+            break (applied, stopped);
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    daemon.shutdown(DEFAULT_GRACE).await;
+    println!(
+        "{applied} of {total} hours applied across {} streams",
+        streams.len()
+    );
+    for line in &stopped {
+        println!("{line}");
+    }
+    Ok(if stopped.is_empty() { 0 } else { 1 })
+}
+
+/// Whether cursor and job streams still have work (`sync --once`), and the ones that
+/// stopped for a reason a person should read.
+fn other_shapes_progress(
+    ledger: &SqliteLedger,
+    streams: &[(crate::config::AccountConfig, crate::config::StreamConfig)],
+    now: i64,
+) -> anyhow::Result<(bool, Vec<String>)> {
+    let (mut pending, mut stopped) = (false, Vec::new());
+    for (account, stream) in streams {
+        let scope = crate::store::account_scope(account.provider.as_str(), &account.id);
+        if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
+            stopped.push(format!(
+                "{}/{}: {} cooldown until {} (see marketsync status)",
+                account.id,
+                stream.name,
+                cooldown.reason,
+                format_ts(cooldown.until_at)
+            ));
+            continue;
+        }
+        match account.provider.shape() {
+            crate::domain::Shape::Cursor => {
+                match crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)? {
+                    None => pending = true,
+                    Some(cursor) if cursor.failures > 0 => stopped.push(format!(
+                        "{}/{}: window from {} failed: {}",
+                        account.id,
+                        stream.name,
+                        format_ts(cursor.cursor_ts),
+                        cursor.last_error.unwrap_or_default()
+                    )),
+                    Some(cursor) => {
+                        if cursor.behind(stream.safety_lag, now)
+                            > stream.interval.as_secs() as i64 + 60
+                        {
+                            pending = true;
+                        }
+                    }
+                }
+            }
+            crate::domain::Shape::Jobs => {
+                let due = ledger
+                    .with_conn(|conn| {
+                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
+                    })?
+                    .due_now;
+                if due > 0 {
+                    pending = true;
+                }
+            }
+            crate::domain::Shape::Windowed => {}
+        }
+    }
+    Ok((pending, stopped))
+}

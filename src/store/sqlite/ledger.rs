@@ -1,0 +1,522 @@
+//! The [`LedgerStore`] implementation: seeding, claims under `BEGIN IMMEDIATE`,
+//! transitions checked against the state machine, fenced writes, applying documents,
+//! cooldowns, audits and snapshots.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::*;
+
+impl LedgerStore for SqliteLedger {
+    fn seed(
+        &self,
+        account: &str,
+        stream: &str,
+        window: HourWindow,
+        now: i64,
+    ) -> Result<u64, LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut inserted = 0u64;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO ledger_hours (account, stream, hour_utc, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'MISSING', ?4, ?4)",
+                )?;
+                let mut hour = window.start;
+                while hour < window.end {
+                    inserted += insert.execute(params![account, stream, hour, now])? as u64;
+                    hour += HOUR;
+                }
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
+    }
+
+    fn claim(
+        &self,
+        account: &str,
+        stream: &str,
+        max_hours: i64,
+        order: ClaimOrder,
+        owner: &str,
+        fence: Option<u64>,
+        now: i64,
+    ) -> Result<Option<Claim>, LedgerError> {
+        let max_hours = max_hours.max(1);
+        let fence_value = fence.map(|fence| fence as i64);
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, account, stream, fence, now)?;
+            let direction = match order {
+                ClaimOrder::NewestFirst => "DESC",
+                ClaimOrder::OldestFirst => "ASC",
+            };
+            let first: Option<(i64, i64)> = tx
+                .prepare_cached(&format!(
+                    "SELECT hour_utc, priority FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
+                         ORDER BY priority DESC, hour_utc {direction} LIMIT 1"
+                ))?
+                .query_row(params![account, stream, now], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let Some((first, priority)) = first else {
+                return Ok(None);
+            };
+            // The contiguous run from `first` towards older (newest first) or newer hours.
+            let (low, high) = match order {
+                ClaimOrder::NewestFirst => (first - (max_hours - 1) * HOUR, first),
+                ClaimOrder::OldestFirst => (first, first + (max_hours - 1) * HOUR),
+            };
+            let candidates: Vec<i64> = tx
+                .prepare_cached(&format!(
+                    "SELECT hour_utc FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
+                     AND hour_utc BETWEEN ?4 AND ?5 ORDER BY hour_utc {direction}"
+                ))?
+                .query_map(params![account, stream, now, low, high], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut run_end = first;
+            for hour in candidates.iter().skip(1) {
+                let next = match order {
+                    ClaimOrder::NewestFirst => run_end - HOUR,
+                    ClaimOrder::OldestFirst => run_end + HOUR,
+                };
+                if *hour != next {
+                    break;
+                }
+                run_end = next;
+            }
+            let window = HourWindow::new(first.min(run_end), first.max(run_end) + HOUR);
+            tx.prepare_cached(
+                "INSERT INTO ledger_claims (account, stream, start_hour, end_hour, claimed_by, fence, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![account, stream, window.start, window.end, owner, fence_value, now])?;
+            let claim_id = tx.last_insert_rowid();
+            let sources = placeholders(&HourState::sources_of(HourState::Requested));
+            let attempts: Vec<i64> = tx
+                .prepare_cached(&format!(
+                    "UPDATE ledger_hours SET state = 'REQUESTED', claim_id = ?6, claimed_by = ?7, fence = ?8, updated_at = ?3,
+                        report_id = NULL, report_document_id = NULL, document_path = NULL
+                     WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE} AND hour_utc >= ?4 AND hour_utc < ?5
+                       AND state IN ({sources})
+                     RETURNING attempts"
+                ))?
+                .query_map(
+                    params![account, stream, now, window.start, window.end, claim_id, owner, fence_value],
+                    |row| row.get(0),
+                )?
+                .collect::<Result<_, _>>()?;
+            if attempts.len() as i64 != window.hours() {
+                return Err(LedgerError::IllegalTransition {
+                    account: account.to_string(),
+                    stream: stream.to_string(),
+                    claim_id,
+                    detail: format!(
+                        "claimed {} of {} hours of {window}",
+                        attempts.len(),
+                        window.hours()
+                    ),
+                });
+            }
+            tx.commit()?;
+            Ok(Some(Claim {
+                claim_id,
+                account: account.to_string(),
+                stream: stream.to_string(),
+                window,
+                state: HourState::Requested,
+                report_id: None,
+                report_document_id: None,
+                document_path: None,
+                attempts: attempts.into_iter().max().unwrap_or(0),
+                fence,
+                priority: Priority::from_value(priority),
+            }))
+        })
+    }
+
+    fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError> {
+        self.with_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT claim_id, MIN(hour_utc), MAX(hour_utc), MAX(state), MAX(report_id),
+                        MAX(report_document_id), MAX(document_path), MAX(attempts), MAX(priority)
+                 FROM ledger_hours
+                 WHERE account = ?1 AND stream = ?2 AND state IN ('REQUESTED', 'DOWNLOADED')
+                 GROUP BY claim_id ORDER BY MIN(hour_utc) DESC",
+            )?;
+            let rows = statement.query_map(params![account, stream], |row| {
+                let state: String = row.get(3)?;
+                Ok(Claim {
+                    claim_id: row.get(0)?,
+                    account: account.to_string(),
+                    stream: stream.to_string(),
+                    window: HourWindow::new(row.get(1)?, row.get::<_, i64>(2)? + HOUR),
+                    // MAX over the strings: 'REQUESTED' > 'DOWNLOADED', so a mixed claim
+                    // (impossible through this API) would resume from the earlier step.
+                    state: HourState::parse(&state).unwrap_or(HourState::Requested),
+                    report_id: row.get(4)?,
+                    report_document_id: row.get(5)?,
+                    document_path: row.get(6)?,
+                    attempts: row.get(7)?,
+                    fence: None,
+                    priority: Priority::from_value(row.get(8)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE ledger_hours SET report_id = ?1, updated_at = ?2
+                     WHERE account = ?3 AND stream = ?4 AND claim_id = ?5 AND state = 'REQUESTED'",
+                )?
+                .execute(params![
+                    report_id,
+                    now,
+                    claim.account,
+                    claim.stream,
+                    claim.claim_id
+                ])?;
+            if changed as i64 != claim.window.hours() {
+                return Err(LedgerError::IllegalTransition {
+                    account: claim.account.clone(),
+                    stream: claim.stream.clone(),
+                    claim_id: claim.claim_id,
+                    detail: format!(
+                        "report id for {} hours, {changed} are REQUESTED",
+                        claim.window.hours()
+                    ),
+                });
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn mark_downloaded(
+        &self,
+        claim: &Claim,
+        report_document_id: &str,
+        document_path: &str,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            transition_claim(
+                &tx,
+                claim,
+                HourState::Downloaded,
+                ", report_document_id = ?5, document_path = ?6",
+                &[&report_document_id, &document_path],
+                now,
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn apply_sales(
+        &self,
+        claim: &Claim,
+        feed: RowFeed<'_>,
+        now: i64,
+    ) -> Result<Applied, LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            tx.prepare_cached(
+                "DELETE FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3",
+            )?
+            .execute(params![claim.account, claim.window.start, claim.window.end])?;
+            let summary = {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (account, hour_utc, asin) DO UPDATE SET
+                        ordered_units = excluded.ordered_units,
+                        ordered_revenue = excluded.ordered_revenue,
+                        report_id = excluded.report_id,
+                        updated_at = excluded.updated_at",
+                )?;
+                // A write failure is the store's, not the document's: keep it aside so it
+                // is reported as such, and stop the parse with a placeholder error.
+                let mut store_error: Option<rusqlite::Error> = None;
+                let mut sink = |row: crate::domain::SalesRow| {
+                    upsert
+                        .execute(params![
+                            claim.account,
+                            row.hour_utc,
+                            row.asin,
+                            row.ordered_units,
+                            row.ordered_revenue,
+                            claim.report_id,
+                            now
+                        ])
+                        .map(|_| ())
+                        .map_err(|err| {
+                            store_error = Some(err);
+                            crate::report::ReportError::Io(std::io::Error::other("store write failed"))
+                        })
+                };
+                // On error the transaction is dropped, which rolls everything back.
+                let fed = feed(&mut sink);
+                if let Some(err) = store_error {
+                    return Err(LedgerError::Sqlite(err));
+                }
+                fed?
+            };
+            let hours = transition_claim(
+                &tx,
+                claim,
+                HourState::Applied,
+                ", applied_at = ?1, last_error = NULL, next_retry_at = NULL, priority = 100",
+                &[],
+                now,
+            )?;
+            finish_claim(&tx, claim, "applied", now)?;
+            tx.commit()?;
+            Ok(Applied {
+                hours: hours as i64,
+                summary,
+            })
+        })
+    }
+
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+        next_retry_at: i64,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            transition_claim(
+                &tx,
+                claim,
+                HourState::Failed,
+                ", attempts = attempts + 1, last_error = ?5, next_retry_at = ?6",
+                &[&error, &next_retry_at],
+                now,
+            )?;
+            finish_claim(&tx, claim, "failed", now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn release(&self, claim: &Claim, reason: &str, now: i64) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            transition_claim(
+                &tx,
+                claim,
+                HourState::Missing,
+                ", claim_id = NULL, report_id = NULL, report_document_id = NULL, document_path = NULL",
+                &[],
+                now,
+            )?;
+            finish_claim(&tx, claim, reason, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn reset_window(
+        &self,
+        account: &str,
+        stream: &str,
+        window: HourWindow,
+        priority: Priority,
+        now: i64,
+    ) -> Result<u64, LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut total = 0u64;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO ledger_hours (account, stream, hour_utc, state, priority, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'MISSING', ?4, ?5, ?5)",
+                )?;
+                let mut hour = window.start;
+                while hour < window.end {
+                    total += insert.execute(params![account, stream, hour, priority as i64, now])? as u64;
+                    hour += HOUR;
+                }
+            }
+            // Only finished hours are reset: work in flight keeps its report handle.
+            let sources: Vec<HourState> = HourState::sources_of(HourState::Missing)
+                .into_iter()
+                .filter(|state| matches!(state, HourState::Applied | HourState::Failed))
+                .collect();
+            total += tx.execute(
+                &format!(
+                    "UPDATE ledger_hours SET state = 'MISSING', priority = ?5, attempts = 0, next_retry_at = NULL,
+                        claim_id = NULL, updated_at = ?6
+                     WHERE account = ?1 AND stream = ?2 AND hour_utc >= ?3 AND hour_utc < ?4
+                       AND state IN ({})",
+                    placeholders(&sources)
+                ),
+                params![account, stream, window.start, window.end, priority as i64, now],
+            )? as u64;
+            tx.commit()?;
+            Ok(total)
+        })
+    }
+
+    fn prune(&self, account: &str, stream: &str, before: i64) -> Result<u64, LedgerError> {
+        self.with_conn(|conn| {
+            Ok(conn.execute(
+                "DELETE FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND hour_utc < ?3 AND state = 'APPLIED'",
+                params![account, stream, before],
+            )? as u64)
+        })
+    }
+
+    fn set_cooldown(&self, cooldown: &Cooldown) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO cooldowns (scope, reason, started_at, until_at, detail) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (scope) DO UPDATE SET reason = excluded.reason, started_at = excluded.started_at,
+                    until_at = MAX(cooldowns.until_at, excluded.until_at), detail = excluded.detail",
+                params![
+                    cooldown.scope,
+                    cooldown.reason,
+                    cooldown.started_at,
+                    cooldown.until_at,
+                    cooldown.detail
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn active_cooldown(&self, scope: &str, now: i64) -> Result<Option<Cooldown>, LedgerError> {
+        self.with_read_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT scope, reason, started_at, until_at, detail FROM cooldowns WHERE scope = ?1 AND until_at > ?2",
+                    params![scope, now],
+                    |row| {
+                        Ok(Cooldown {
+                            scope: row.get(0)?,
+                            reason: row.get(1)?,
+                            started_at: row.get(2)?,
+                            until_at: row.get(3)?,
+                            detail: row.get(4)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError> {
+        self.with_conn(|conn| {
+            Ok(conn.execute("DELETE FROM cooldowns WHERE scope = ?1", params![scope])? > 0)
+        })
+    }
+
+    fn last_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        self.with_read_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT last_run_at FROM audits WHERE account = ?1 AND stream = ?2 AND kind = ?3",
+                    params![account, stream, kind],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    fn record_audit(
+        &self,
+        account: &str,
+        stream: &str,
+        kind: &str,
+        at: i64,
+    ) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO audits (account, stream, kind, last_run_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account, stream, kind) DO UPDATE SET last_run_at = excluded.last_run_at",
+                params![account, stream, kind, at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn snapshot(
+        &self,
+        account: &str,
+        stream: &str,
+        now: i64,
+    ) -> Result<StreamSnapshot, LedgerError> {
+        self.with_read_conn(|conn| {
+            let mut snapshot = StreamSnapshot {
+                account: account.to_string(),
+                stream: stream.to_string(),
+                ..StreamSnapshot::default()
+            };
+            let mut counts = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM ledger_hours WHERE account = ?1 AND stream = ?2 GROUP BY state",
+            )?;
+            let rows = counts.query_map(params![account, stream], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (state, count) = row?;
+                if let Some(index) = HourState::parse(&state)
+                    .and_then(|state| HourState::ALL.iter().position(|s| *s == state))
+                {
+                    snapshot.counts[index] = count as u64;
+                }
+            }
+            snapshot.last_applied_hour = conn.query_row(
+                "SELECT MAX(hour_utc) FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'APPLIED'",
+                params![account, stream],
+                |row| row.get(0),
+            )?;
+            snapshot.next_claimable_hour = conn
+                .query_row(
+                    &format!(
+                        "SELECT hour_utc FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
+                         ORDER BY priority DESC, hour_utc DESC LIMIT 1"
+                    ),
+                    params![account, stream, now],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            snapshot.next_retry_at = conn.query_row(
+                "SELECT MIN(next_retry_at) FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'",
+                params![account, stream],
+                |row| row.get(0),
+            )?;
+            snapshot.last_error = conn
+                .query_row(
+                    "SELECT last_error FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'
+                     ORDER BY updated_at DESC LIMIT 1",
+                    params![account, stream],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .flatten();
+            Ok(snapshot)
+        })
+    }
+}

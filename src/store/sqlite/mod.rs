@@ -1,0 +1,297 @@
+//! The SQLite implementation of [`LedgerStore`]: WAL mode, a busy timeout, migrations
+//! from `migrations/`, claims under `BEGIN IMMEDIATE`.
+//!
+//! One writer connection behind a std `Mutex`: SQLite has one writer anyway, every method
+//! is short, and callers run it on the blocking pool, so a std lock (never held across an
+//! `.await`) is the right tool. Beside it a small pool of read-only connections
+//! ([`SqliteLedger::with_read_conn`], opened on first use): in WAL mode a reader sees the
+//! last commit and never waits for the writer, so status, doctor, the dashboard and
+//! `/metrics` do not queue behind a long apply.
+
+use std::path::{Path, PathBuf};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use rusqlite_migration::{Migrations, M};
+
+use super::{
+    Applied, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority, RowFeed,
+    StreamSnapshot,
+};
+
+use crate::domain::ClaimOrder;
+
+use crate::domain::{HourWindow, HOUR};
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_ledger.sql"),
+    include_str!("../../../migrations/0002_supervision.sql"),
+    include_str!("../../../migrations/0003_cursors.sql"),
+    include_str!("../../../migrations/0004_jobs.sql"),
+];
+
+/// How long a writer waits for another process's transaction before `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read-only connections beside the writer: enough for the read surfaces (status, doctor,
+/// dashboard, metrics) to run at once.
+const READERS: usize = 4;
+
+pub struct SqliteLedger {
+    /// The writer. Why std and not tokio: held only inside blocking calls, never across
+    /// an await.
+    conn: Mutex<Connection>,
+    /// The database file; `None` for an in-memory ledger (whose reads use the writer).
+    path: Option<PathBuf>,
+    /// Read-only connections, each opened on first use.
+    readers: Vec<Mutex<Option<Connection>>>,
+    /// Where the next read starts looking for a free reader.
+    next_reader: AtomicUsize,
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|err| LedgerError::Open {
+                    path: path.display().to_string(),
+                    message: format!("cannot create its directory: {err}"),
+                })?;
+            }
+        }
+        let conn = Connection::open(path).map_err(|err| LedgerError::Open {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        })?;
+        let mut ledger = Self::prepare(conn)?;
+        ledger.path = Some(path.to_path_buf());
+        Ok(ledger)
+    }
+
+    /// An in-memory ledger, for unit tests and benchmarks of pure ledger logic.
+    pub fn open_in_memory() -> Result<SqliteLedger, LedgerError> {
+        Self::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(mut conn: Connection) -> Result<SqliteLedger, LedgerError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 16 MiB of page cache (negative = KiB): the claim path touches the partial
+        // index and the primary key of hot scopes; misses there dominate claim cost.
+        conn.pragma_update(None, "cache_size", -16_384)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        // Two processes opening a new file at once (the daemon and `status`) may both try
+        // to migrate; the loser fails on "already exists" and, retried, finds it done.
+        let mut attempt = 0;
+        loop {
+            match migrations.to_latest(&mut conn) {
+                Ok(()) => break,
+                Err(_) if attempt < 3 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 * attempt));
+                }
+                Err(err) => return Err(LedgerError::Migration(err.to_string())),
+            }
+        }
+        Ok(SqliteLedger {
+            conn: Mutex::new(conn),
+            path: None,
+            readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `work` with the connection. A poisoned lock only means another thread
+    /// panicked mid-call; SQLite rolled its transaction back, so the connection is fine.
+    pub fn with_conn<T>(&self, work: impl FnOnce(&mut Connection) -> T) -> T {
+        let mut guard: MutexGuard<'_, Connection> = match self.conn.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        work(&mut guard)
+    }
+
+    /// Runs read-only `work` on one of the read connections (a free one if any), so it
+    /// does not wait for the writer. An in-memory ledger, or a reader that cannot be
+    /// opened, reads through the writer instead. A write attempted here fails with
+    /// SQLite's "attempt to write a readonly database".
+    pub fn with_read_conn<T>(&self, work: impl FnOnce(&Connection) -> T) -> T {
+        let Some(path) = &self.path else {
+            return self.with_conn(|conn| work(conn));
+        };
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let count = self.readers.len();
+        let mut slot_opt = None;
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            match self.readers[index].try_lock() {
+                Ok(guard) => {
+                    slot_opt = Some(guard);
+                    break;
+                }
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    slot_opt = Some(poisoned.into_inner());
+                    break;
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let mut slot = match slot_opt {
+            Some(guard) => guard,
+            None => match self.readers[start % count].lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            },
+        };
+        if slot.is_none() {
+            *slot = open_reader(path).ok();
+        }
+        match slot.as_ref() {
+            Some(reader) => work(reader),
+            None => {
+                drop(slot);
+                self.with_conn(|conn| work(conn))
+            }
+        }
+    }
+}
+
+/// A read-only connection on the ledger's file (the writer already migrated it).
+fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    conn.pragma_update(None, "cache_size", -4_096)?;
+    Ok(conn)
+}
+
+fn placeholders(states: &[HourState]) -> String {
+    states
+        .iter()
+        .map(|state| format!("'{}'", state.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Moves every hour of `claim` to `to`, refusing (with rollback by the caller) if any
+/// hour is in a state that may not become `to`. The single gate for claim transitions.
+fn transition_claim(
+    tx: &Transaction<'_>,
+    claim: &Claim,
+    to: HourState,
+    extra_set: &str,
+    extra_params: &[&dyn rusqlite::ToSql],
+    now: i64,
+) -> Result<usize, LedgerError> {
+    let sources = HourState::sources_of(to);
+    let sql = format!(
+        "UPDATE ledger_hours SET state = '{to}', updated_at = ?1{extra_set}
+         WHERE account = ?2 AND stream = ?3 AND claim_id = ?4 AND state IN ({from})",
+        to = to.as_str(),
+        from = placeholders(&sources),
+    );
+    let mut bound: Vec<&dyn rusqlite::ToSql> =
+        vec![&now, &claim.account, &claim.stream, &claim.claim_id];
+    bound.extend_from_slice(extra_params);
+    let changed = tx.prepare_cached(&sql)?.execute(bound.as_slice())?;
+    let expected = claim.window.hours() as usize;
+    if changed != expected {
+        let states: Vec<String> = tx
+            .prepare(
+                "SELECT state, COUNT(*) FROM ledger_hours
+                 WHERE account = ?1 AND stream = ?2 AND claim_id = ?3 GROUP BY state",
+            )?
+            .query_map(
+                params![claim.account, claim.stream, claim.claim_id],
+                |row| {
+                    Ok(format!(
+                        "{}={}",
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?
+                    ))
+                },
+            )?
+            .collect::<Result<_, _>>()?;
+        return Err(LedgerError::IllegalTransition {
+            account: claim.account.clone(),
+            stream: claim.stream.clone(),
+            claim_id: claim.claim_id,
+            detail: format!(
+                "{changed} of {expected} hours of {} could become {to}; hours of this claim are now [{}]",
+                claim.window,
+                states.join(", ")
+            ),
+        });
+    }
+    Ok(changed)
+}
+
+/// Refuses a write whose lease fence is older than the newest seen for the scope, and
+/// records a newer one. Writes without a fence (tools, tests) are not checked.
+pub(crate) fn check_fence(
+    tx: &Transaction<'_>,
+    account: &str,
+    stream: &str,
+    fence: Option<u64>,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let newest: Option<i64> = tx
+        .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
+        .query_row(params![account, stream], |row| row.get(0))
+        .optional()?;
+    match newest {
+        Some(newest) if newest as u64 > fence => Err(LedgerError::StaleFence {
+            account: account.to_string(),
+            stream: stream.to_string(),
+            fence,
+            newest: newest as u64,
+        }),
+        Some(newest) if newest as u64 == fence => Ok(()),
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO scope_fences (account, stream, fence, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account, stream) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at",
+            )?
+            .execute(params![account, stream, fence as i64, now])?;
+            Ok(())
+        }
+    }
+}
+
+fn finish_claim(
+    tx: &Transaction<'_>,
+    claim: &Claim,
+    outcome: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE ledger_claims SET finished_at = ?1, outcome = ?2 WHERE id = ?3")?
+        .execute(params![now, outcome, claim.claim_id])?;
+    Ok(())
+}
+
+const CLAIMABLE: &str =
+    "state IN ('MISSING', 'FAILED') AND (state = 'MISSING' OR next_retry_at <= ?3)";
+
+mod ledger;
+mod queries;
+
+#[cfg(test)]
+mod tests;
+
+pub use queries::{ledger_cooldowns, FailedHour, HourDiagnostics};

@@ -41,7 +41,7 @@ pub struct CooldownRow {
 }
 
 impl CooldownRow {
-    fn new(cooldown: Cooldown, store: &'static str, now: i64) -> CooldownRow {
+    pub(crate) fn new(cooldown: Cooldown, store: &'static str, now: i64) -> CooldownRow {
         CooldownRow {
             remaining_secs: (cooldown.until_at - now).max(0),
             started_utc: format_ts(cooldown.started_at),

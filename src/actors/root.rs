@@ -1,4 +1,4 @@
-//! The root of the supervision tree and its Housekeeping child.
+//! The root of the supervision tree.
 //!
 //! ```text
 //! Root                 escalates only on infrastructure failure (the daemon exits non-zero)
@@ -12,23 +12,17 @@
 //! of the TokenManager, the supervisor or Housekeeping is an infrastructure failure: the root reports it
 //! on `failed` and stops, and the daemon shuts down with an error.
 //!
-//! Housekeeping. Purpose: the periodic maintenance that is nobody's hot path. Options:
-//! `locks.hygiene_interval`. Emits: `warn` lines for every repaired or released lock
-//! (naming the replaced owner), `info` for pruned claim history.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Housekeeping itself lives in [`crate::actors::housekeeping`]; its types are re-exported
+//! here for the daemon that builds [`RootArgs`].
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::error;
 
+pub use crate::actors::housekeeping::{
+    Housekeeping, HousekeepingArgs, HousekeepingMsg, CLAIM_HISTORY,
+};
 use crate::actors::supervisor::{AccountsSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::lock::LockService;
-use crate::store::SqliteLedger;
-
-/// How long claim history (`ledger_claims`) is kept.
-pub const CLAIM_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct Root;
 
@@ -135,78 +129,6 @@ impl Actor for Root {
             error!(failure = %failure, "infrastructure actor failed; stopping the daemon");
             let _ = state.failed.send(Some(failure));
             myself.stop(Some("infrastructure failure".to_string()));
-        }
-        Ok(())
-    }
-}
-
-pub struct Housekeeping;
-
-pub struct HousekeepingArgs {
-    pub locks: LockService,
-    pub ledger: Arc<SqliteLedger>,
-    pub every: Duration,
-}
-
-#[derive(Debug)]
-pub enum HousekeepingMsg {
-    Tick,
-}
-
-impl Actor for Housekeeping {
-    type Msg = HousekeepingMsg;
-    type State = HousekeepingArgs;
-    type Arguments = HousekeepingArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(args)
-    }
-
-    async fn post_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        _state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // The daemon ran the first hygiene pass before starting any account.
-        let _ = myself.cast(HousekeepingMsg::Tick);
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            HousekeepingMsg::Tick => {
-                crate::lock::lock_hygiene(&state.locks).await;
-                let ledger = Arc::clone(&state.ledger);
-                let before = crate::domain::now_ts() - CLAIM_HISTORY.as_secs() as i64;
-                let pruned = tokio::task::spawn_blocking(move || {
-                    ledger.with_conn(|conn| {
-                        conn.execute(
-                            "DELETE FROM ledger_claims WHERE finished_at IS NOT NULL AND finished_at < ?1",
-                            [before],
-                        )
-                    })
-                })
-                .await;
-                match pruned {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(rows)) => info!(rows, "pruned claim history older than 30 days"),
-                    Ok(Err(err)) => {
-                        tracing::warn!(error = %err, "cannot prune claim history; retrying next pass")
-                    }
-                    Err(err) => tracing::warn!(error = %err, "claim history pruning task failed"),
-                }
-                // Scheduled after the work, so ticks never pile up.
-                myself.send_after(state.every, || HousekeepingMsg::Tick);
-            }
         }
         Ok(())
     }

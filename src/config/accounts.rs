@@ -1,0 +1,456 @@
+//! Validation of `[[accounts]]` tables and their streams: `RawAccount` into
+//! [`AccountConfig`] (id, provider, endpoints, credential variable names) and `RawStream`
+//! into [`StreamConfig`] (the keys of its shape only).
+
+use std::time::Duration;
+
+use super::raw::{RawAccount, RawStream};
+use super::validate::{duration, hours, whole_hours};
+use super::{
+    streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, JobsSettings,
+    Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
+};
+
+impl RawAccount {
+    pub(super) fn validate(
+        self,
+        key: &str,
+        simulator_enabled: bool,
+    ) -> Result<AccountConfig, String> {
+        if !valid_id(&self.id) {
+            return Err(format!(
+                "{key}.id: invalid account id {:?}; use lowercase letters, digits, '-', '_' or '.' (at most 64)",
+                self.id
+            ));
+        }
+        let Some(provider_kind) = Provider::parse(&self.provider) else {
+            return Err(format!(
+                "{key}.provider: unknown provider {:?}; expected one of {}",
+                self.provider,
+                Provider::names()
+            ));
+        };
+        let supported = streams_of(provider_kind);
+        let provider = self.provider.as_str();
+        let marketplace = match (self.marketplace, provider) {
+            (Some(marketplace), _) if !marketplace.trim().is_empty() => marketplace,
+            (_, "ebay") => "EBAY_US".to_string(),
+            (_, "stockx") => "US".to_string(),
+            // Keepa's domain id: 1 is amazon.com.
+            (_, "keepa") => "1".to_string(),
+            _ => {
+                return Err(format!(
+                    "{key}.marketplace: missing; give the marketplace id, e.g. ATVPDKIKX0DER for amazon.com"
+                ))
+            }
+        };
+        if self.region.is_some() && provider != "amazon" {
+            return Err(format!(
+                "{key}.region: only amazon accounts have a region; remove it (use endpoint to point a {provider} account elsewhere)"
+            ));
+        }
+        let region = self.region.unwrap_or_else(|| "na".to_string());
+        let Some((default_api, default_token)) = default_endpoints(provider, &region) else {
+            return Err(format!(
+                "{key}.region: unknown region {region:?}; expected one of na, eu, fe"
+            ));
+        };
+        let explicit = self.endpoint.is_some() || self.token_url.is_some();
+        let endpoints = if simulator_enabled && !explicit {
+            Endpoints::EmbeddedSimulator
+        } else {
+            for (name, value) in [("endpoint", &self.endpoint), ("token_url", &self.token_url)] {
+                if let Some(url) = value {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(format!(
+                            "{key}.{name}: {url:?} is not an http(s) url; use a form like https://sellingpartnerapi-na.amazon.com"
+                        ));
+                    }
+                }
+            }
+            Endpoints::Explicit {
+                api_base: self
+                    .endpoint
+                    .unwrap_or_else(|| default_api.to_string())
+                    .trim_end_matches('/')
+                    .to_string(),
+                token_url: self.token_url.unwrap_or_else(|| default_token.to_string()),
+            }
+        };
+        let credentials = self.credentials.map(|raw| CredentialEnv {
+            client_id_env: raw.client_id_env,
+            client_secret_env: raw.client_secret_env,
+            refresh_token_env: raw.refresh_token_env,
+            api_key_env: raw.api_key_env,
+        });
+        let (required, optional): (&[&str], &[&str]) = match provider {
+            "amazon" => (
+                &["client_id_env", "client_secret_env", "refresh_token_env"],
+                &[],
+            ),
+            "ebay" => (
+                &["client_id_env", "client_secret_env"],
+                &["refresh_token_env"],
+            ),
+            "stockx" => (
+                &[
+                    "client_id_env",
+                    "client_secret_env",
+                    "refresh_token_env",
+                    "api_key_env",
+                ],
+                &[],
+            ),
+            _ => (&["api_key_env"], &[]),
+        };
+        if credentials.is_none() && endpoints != Endpoints::EmbeddedSimulator {
+            return Err(format!(
+                "{key}.credentials: missing; add [accounts.credentials] with {} naming environment variables",
+                required.join(", ")
+            ));
+        }
+        if let Some(credentials) = &credentials {
+            let fields = [
+                ("client_id_env", &credentials.client_id_env),
+                ("client_secret_env", &credentials.client_secret_env),
+                ("refresh_token_env", &credentials.refresh_token_env),
+                ("api_key_env", &credentials.api_key_env),
+            ];
+            for (name, value) in fields {
+                if value.is_none() && required.contains(&name) {
+                    return Err(format!(
+                        "{key}.credentials.{name}: missing; {provider} accounts need {}",
+                        required.join(", ")
+                    ));
+                }
+            }
+            for (name, value) in fields {
+                let Some(value) = value else {
+                    continue;
+                };
+                if !required.contains(&name) && !optional.contains(&name) {
+                    return Err(format!(
+                        "{key}.credentials.{name}: {provider} accounts do not use it; remove it (they need {})",
+                        required.join(", ")
+                    ));
+                }
+                let looks_like_env = !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if !looks_like_env {
+                    return Err(format!(
+                        "{key}.credentials.{name}: {:?} is not an environment variable name; give the NAME of a variable (like ACME_LWA_CLIENT_ID), never the secret itself",
+                        if value.len() > 12 { "<redacted>" } else { value.as_str() }
+                    ));
+                }
+            }
+        }
+        if let Some(seller) = &self.selling_partner_id {
+            let valid = !seller.is_empty()
+                && seller.len() <= 64
+                && seller
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+            if !valid {
+                return Err(format!(
+                    "{key}.selling_partner_id: {seller:?} is not a selling partner id; use letters, digits, '-', '_' or '.' (at most 64), e.g. A3EXAMPLE1SELLER"
+                ));
+            }
+        }
+        let mut streams = Vec::new();
+        for (name, raw) in self.streams {
+            let stream_key = format!("{key}.streams.{name}");
+            if !supported.contains(&name.as_str()) {
+                return Err(format!(
+                    "{stream_key}: unknown stream {name:?} for provider {}; expected one of {}",
+                    self.provider,
+                    supported.join(", ")
+                ));
+            }
+            if raw.enabled == Some(false) {
+                continue;
+            }
+            streams.push(raw.validate(&stream_key, name, provider_kind.shape())?);
+        }
+        // Kept for the daemon's life, 10,000 accounts of it: no spare capacity.
+        streams.shrink_to_fit();
+        Ok(AccountConfig {
+            id: self.id,
+            provider: provider_kind,
+            marketplace,
+            endpoints,
+            credentials,
+            selling_partner_id: self.selling_partner_id,
+            streams,
+        })
+    }
+}
+
+impl RawStream {
+    /// Keys that belong to one shape only, named so a misplaced key is an error.
+    fn shape_keys(&self) -> [(&'static str, bool, Shape); 16] {
+        use Shape::{Cursor, Jobs, Windowed};
+        [
+            ("lookback", self.lookback.is_some(), Windowed),
+            ("chunk", self.chunk.is_some(), Windowed),
+            ("order", self.order.is_some(), Windowed),
+            ("poll_min", self.poll_min.is_some(), Windowed),
+            ("poll_max", self.poll_max.is_some(), Windowed),
+            ("poll_timeout", self.poll_timeout.is_some(), Windowed),
+            (
+                "max_document_bytes",
+                self.max_document_bytes.is_some(),
+                Windowed,
+            ),
+            ("daily_audit", self.daily_audit.is_some(), Windowed),
+            ("weekly_audit", self.weekly_audit.is_some(), Windowed),
+            ("start", self.start.is_some(), Cursor),
+            ("max_window", self.max_window.is_some(), Cursor),
+            ("page_limit", self.page_limit.is_some(), Cursor),
+            (
+                "max_response_bytes",
+                self.max_response_bytes.is_some(),
+                Cursor,
+            ),
+            ("max_attempts", self.max_attempts.is_some(), Jobs),
+            ("job_lease", self.job_lease.is_some(), Jobs),
+            ("batch", self.batch.is_some(), Jobs),
+        ]
+    }
+
+    fn validate(self, key: &str, name: String, shape: Shape) -> Result<StreamConfig, String> {
+        let field = |field: &str| format!("{key}.{field}");
+        for (name, present, belongs) in self.shape_keys() {
+            if present && belongs != shape {
+                let kind = match shape {
+                    Shape::Windowed => "report (windowed)",
+                    Shape::Cursor => "cursor",
+                    Shape::Jobs => "job queue",
+                };
+                return Err(format!(
+                    "{}: does not apply to {kind} streams; remove it (see config/example.toml for this stream's keys)",
+                    field(name)
+                ));
+            }
+        }
+        let start = duration(
+            &field("start"),
+            self.start.as_ref(),
+            CursorSettings::DEFAULT.start,
+        )?;
+        let max_window = duration(
+            &field("max_window"),
+            self.max_window.as_ref(),
+            CursorSettings::DEFAULT.max_window,
+        )?;
+        if max_window < Duration::from_secs(60) || max_window > hours(24 * 7) {
+            return Err(format!(
+                "{}: must be between 1m and 7d (24h is the default and what eBay handles well)",
+                field("max_window")
+            ));
+        }
+        let page_limit = self
+            .page_limit
+            .unwrap_or(CursorSettings::DEFAULT.page_limit);
+        if !(1..=200).contains(&page_limit) {
+            return Err(format!(
+                "{}: {page_limit} is out of range; eBay pages hold 1 to 200 items",
+                field("page_limit")
+            ));
+        }
+        let max_attempts = self
+            .max_attempts
+            .unwrap_or(JobsSettings::DEFAULT.max_attempts);
+        if max_attempts == 0 {
+            return Err(format!("{}: must be at least 1", field("max_attempts")));
+        }
+        let job_lease = duration(
+            &field("job_lease"),
+            self.job_lease.as_ref(),
+            JobsSettings::DEFAULT.job_lease,
+        )?;
+        if job_lease < Duration::from_secs(1) {
+            return Err(format!("{}: must be at least 1s", field("job_lease")));
+        }
+        let batch_max = if name == "products" { 100 } else { 1 };
+        let batch = self.batch.unwrap_or(batch_max);
+        if !(1..=batch_max).contains(&batch) {
+            return Err(format!(
+                "{}: {batch} is out of range; this provider takes 1 to {batch_max} keys per request",
+                field("batch")
+            ));
+        }
+        let default_interval = match shape {
+            Shape::Windowed => Duration::from_secs(15 * 60),
+            Shape::Cursor => Duration::from_secs(5 * 60),
+            Shape::Jobs => Duration::from_secs(30),
+        };
+        let default_lag = match shape {
+            Shape::Windowed => Duration::from_secs(5 * 60),
+            Shape::Cursor => Duration::from_secs(2 * 60),
+            Shape::Jobs => Duration::ZERO,
+        };
+        let lookback = whole_hours(
+            &field("lookback"),
+            duration(
+                &field("lookback"),
+                self.lookback.as_ref(),
+                WindowedSettings::DEFAULT.lookback,
+            )?,
+        )?;
+        let chunk = whole_hours(
+            &field("chunk"),
+            duration(
+                &field("chunk"),
+                self.chunk.as_ref(),
+                WindowedSettings::DEFAULT.chunk,
+            )?,
+        )?;
+        if chunk > hours(24 * 7) {
+            return Err(format!(
+                "{}: {} is longer than the 7 days one report may cover; use 24h or less",
+                field("chunk"),
+                humantime::format_duration(chunk)
+            ));
+        }
+        let interval = duration(&field("interval"), self.interval.as_ref(), default_interval)?;
+        if interval < Duration::from_secs(1) {
+            return Err(format!("{}: must be at least 1s", field("interval")));
+        }
+        let safety_lag = duration(&field("safety_lag"), self.safety_lag.as_ref(), default_lag)?;
+        let order = match self.order.as_deref() {
+            None | Some("newest_first") => ClaimOrder::NewestFirst,
+            Some("oldest_first") => ClaimOrder::OldestFirst,
+            Some(other) => {
+                return Err(format!(
+                    "{}: unknown order {other:?}; expected newest_first or oldest_first",
+                    field("order")
+                ))
+            }
+        };
+        let quota_cooldown = duration(
+            &field("quota_cooldown"),
+            self.quota_cooldown.as_ref(),
+            Duration::from_secs(30 * 60),
+        )?;
+        let retry_base = duration(
+            &field("retry_base"),
+            self.retry_base.as_ref(),
+            Duration::from_secs(60),
+        )?;
+        let retry_max = duration(&field("retry_max"), self.retry_max.as_ref(), hours(1))?;
+        if retry_max < retry_base {
+            return Err(format!(
+                "{}: must not be shorter than retry_base ({})",
+                field("retry_max"),
+                humantime::format_duration(retry_base)
+            ));
+        }
+        let poll_min = duration(
+            &field("poll_min"),
+            self.poll_min.as_ref(),
+            WindowedSettings::DEFAULT.poll_min,
+        )?;
+        let poll_max = duration(
+            &field("poll_max"),
+            self.poll_max.as_ref(),
+            WindowedSettings::DEFAULT.poll_max,
+        )?;
+        if poll_min.is_zero() || poll_max < poll_min {
+            return Err(format!(
+                "{}: poll_min must be above zero and poll_max at least poll_min",
+                field("poll_max")
+            ));
+        }
+        let poll_timeout = duration(
+            &field("poll_timeout"),
+            self.poll_timeout.as_ref(),
+            WindowedSettings::DEFAULT.poll_timeout,
+        )?;
+        let shape_settings = match shape {
+            Shape::Windowed => ShapeSettings::Windowed(WindowedSettings {
+                lookback,
+                chunk,
+                order,
+                poll_min,
+                poll_max,
+                poll_timeout,
+                max_document_bytes: self
+                    .max_document_bytes
+                    .unwrap_or(WindowedSettings::DEFAULT.max_document_bytes),
+                daily_audit: self
+                    .daily_audit
+                    .unwrap_or(WindowedSettings::DEFAULT.daily_audit),
+                weekly_audit: self
+                    .weekly_audit
+                    .unwrap_or(WindowedSettings::DEFAULT.weekly_audit),
+            }),
+            Shape::Cursor => ShapeSettings::Cursor(CursorSettings {
+                start,
+                max_window,
+                page_limit,
+                max_response_bytes: self
+                    .max_response_bytes
+                    .unwrap_or(CursorSettings::DEFAULT.max_response_bytes),
+            }),
+            Shape::Jobs => ShapeSettings::Jobs(JobsSettings {
+                max_attempts,
+                job_lease,
+                batch,
+            }),
+        };
+        Ok(StreamConfig {
+            name,
+            interval,
+            safety_lag,
+            quota_cooldown,
+            retry_base,
+            retry_max,
+            shape: shape_settings,
+        })
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        })
+}
+
+/// The production API base and token url of a provider (amazon: by region).
+fn default_endpoints(provider: &str, region: &str) -> Option<(&'static str, &'static str)> {
+    match provider {
+        "ebay" => {
+            return Some((
+                "https://api.ebay.com",
+                "https://api.ebay.com/identity/v1/oauth2/token",
+            ))
+        }
+        "stockx" => {
+            return Some((
+                "https://api.stockx.com",
+                "https://accounts.stockx.com/oauth/token",
+            ))
+        }
+        "keepa" => return Some(("https://api.keepa.com", "https://api.keepa.com/token")),
+        _ => {}
+    }
+    match region {
+        "na" => Some((
+            "https://sellingpartnerapi-na.amazon.com",
+            "https://api.amazon.com/auth/o2/token",
+        )),
+        "eu" => Some((
+            "https://sellingpartnerapi-eu.amazon.com",
+            "https://api.amazon.co.uk/auth/o2/token",
+        )),
+        "fe" => Some((
+            "https://sellingpartnerapi-fe.amazon.com",
+            "https://api.amazon.co.jp/auth/o2/token",
+        )),
+        _ => None,
+    }
+}

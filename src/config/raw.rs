@@ -1,0 +1,153 @@
+//! The configuration file as serde reads it: one `Raw*` struct per TOML table, every
+//! field optional where the file may omit it and unknown keys refused. Nothing here is
+//! checked; [`super::validate`] turns these into the validated [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) data_dir: Option<String>,
+    pub(super) simulator: Option<RawSimulator>,
+    pub(super) redis: Option<RawRedis>,
+    pub(super) locks: Option<RawLocks>,
+    pub(super) supervisor: Option<crate::actors::supervisor::policy::RestartPolicy>,
+    pub(super) daemon: Option<RawDaemon>,
+    pub(super) chaos: Option<RawChaos>,
+    pub(super) quota: Option<RawQuota>,
+    pub(super) http: Option<RawHttp>,
+    #[serde(default)]
+    pub(super) accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuota {
+    pub(super) reserve_share: Option<f64>,
+    pub(super) rate_margin: Option<f64>,
+    #[serde(default)]
+    pub(super) amazon: BTreeMap<String, RawBucket>,
+    /// Per-application limits, shared by every account signed in through the same LWA
+    /// application (`client_id_env`); requests pay both buckets: the stricter applies.
+    #[serde(default)]
+    pub(super) amazon_application: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    pub(super) ebay: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    pub(super) stockx: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    pub(super) keepa: BTreeMap<String, RawBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBucket {
+    pub(super) rate: f64,
+    pub(super) burst: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub(super) max_concurrent_runs: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChaos {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    pub(super) account: Option<String>,
+    pub(super) action: Option<String>,
+    pub(super) every_unit: Option<bool>,
+    pub(super) nth_unit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) listen: Option<String>,
+    pub(super) admin_token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocks {
+    pub(super) ttl: Option<String>,
+    pub(super) hygiene_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSimulator {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    pub(super) listen: Option<String>,
+    pub(super) seed: Option<u64>,
+    pub(super) processing_latency: Option<String>,
+    pub(super) asins_per_marketplace: Option<u32>,
+    pub(super) ebay_orders_per_day: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccount {
+    pub(super) id: String,
+    pub(super) provider: String,
+    pub(super) marketplace: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) endpoint: Option<String>,
+    pub(super) token_url: Option<String>,
+    pub(super) selling_partner_id: Option<String>,
+    pub(super) credentials: Option<RawCredentials>,
+    #[serde(default)]
+    pub(super) streams: BTreeMap<String, RawStream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredentials {
+    pub(super) client_id_env: Option<String>,
+    pub(super) client_secret_env: Option<String>,
+    pub(super) refresh_token_env: Option<String>,
+    pub(super) api_key_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStream {
+    pub(super) enabled: Option<bool>,
+    pub(super) lookback: Option<String>,
+    pub(super) chunk: Option<String>,
+    pub(super) interval: Option<String>,
+    pub(super) safety_lag: Option<String>,
+    pub(super) order: Option<String>,
+    pub(super) quota_cooldown: Option<String>,
+    pub(super) retry_base: Option<String>,
+    pub(super) retry_max: Option<String>,
+    pub(super) poll_min: Option<String>,
+    pub(super) poll_max: Option<String>,
+    pub(super) poll_timeout: Option<String>,
+    pub(super) max_document_bytes: Option<u64>,
+    pub(super) daily_audit: Option<bool>,
+    pub(super) weekly_audit: Option<bool>,
+    // Cursor streams (eBay).
+    pub(super) start: Option<String>,
+    pub(super) max_window: Option<String>,
+    pub(super) page_limit: Option<u32>,
+    pub(super) max_response_bytes: Option<u64>,
+    // Job queues (StockX, Keepa).
+    pub(super) max_attempts: Option<u32>,
+    pub(super) job_lease: Option<String>,
+    pub(super) batch: Option<u32>,
+}

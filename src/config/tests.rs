@@ -1,0 +1,207 @@
+//! Tests of configuration parsing and validation: the shipped files are valid, and
+//! every error names the key and the fix.
+
+use super::validate::hours;
+use super::*;
+
+#[test]
+fn embedded_demo_is_valid() {
+    let config = Config::embedded_demo().unwrap();
+    assert!(config.simulator.is_some());
+    assert!(!config.accounts.is_empty());
+}
+
+#[test]
+fn example_documents_every_key_and_is_valid() {
+    let text = include_str!("../../config/example.toml");
+    let config = Config::parse(text, "config/example.toml").unwrap();
+    let stream = config.accounts[0].stream("vendor_rt_sales").unwrap();
+    assert_eq!(stream.windowed().lookback, hours(72));
+    assert_eq!(stream.windowed().chunk, hours(6));
+}
+
+#[test]
+fn example_configures_every_shape() {
+    let text = include_str!("../../config/example.toml");
+    let config = Config::parse(text, "config/example.toml").unwrap();
+    let ebay = config.account("ebay-store-17").unwrap();
+    assert_eq!(ebay.provider.shape(), Shape::Cursor);
+    let orders = ebay.stream("orders").unwrap();
+    assert_eq!(orders.cursor().max_window, hours(24));
+    assert_eq!(orders.cursor().start, hours(90 * 24));
+    assert_eq!(orders.cursor().page_limit, 200);
+    // Tables left empty take the defaults.
+    assert_eq!(
+        ebay.stream("returns").unwrap().interval,
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        ebay.credentials
+            .as_ref()
+            .unwrap()
+            .refresh_token_env
+            .as_deref(),
+        Some("STORE17_EBAY_REFRESH_TOKEN")
+    );
+    let keepa = config.account("keepa-main").unwrap();
+    assert_eq!(keepa.stream("products").unwrap().jobs().batch, 100);
+    assert_eq!(
+        config
+            .account("stockx-main")
+            .unwrap()
+            .stream("market_data")
+            .unwrap()
+            .jobs()
+            .batch,
+        1
+    );
+}
+
+#[test]
+fn keys_of_another_shape_and_missing_credentials_are_errors() {
+    let cases = [
+        (
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\nchunk = \"6h\"\n",
+            "c.toml: accounts[0].streams.orders.chunk: does not apply to cursor streams; remove it",
+        ),
+        (
+            "[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nmax_window = \"24h\"\n",
+            "c.toml: accounts[0].streams.vendor_rt_sales.max_window: does not apply to report (windowed) streams",
+        ),
+        (
+            "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.streams.products]\nbatch = 101\n",
+            "c.toml: accounts[0].streams.products.batch: 101 is out of range; this provider takes 1 to 100",
+        ),
+        (
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\npage_limit = 500\n",
+            "c.toml: accounts[0].streams.orders.page_limit: 500 is out of range",
+        ),
+        (
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.offers]\n",
+            "c.toml: accounts[0].streams.offers: unknown stream \"offers\" for provider ebay",
+        ),
+        (
+            "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.credentials]\nclient_id_env = \"K_ID\"\n",
+            "c.toml: accounts[0].credentials.api_key_env: missing; keepa accounts need api_key_env",
+        ),
+        (
+            "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.credentials]\napi_key_env = \"K_KEY\"\nclient_id_env = \"K_ID\"\n",
+            "c.toml: accounts[0].credentials.client_id_env: keepa accounts do not use it; remove it",
+        ),
+        (
+            "[[accounts]]\nid = \"s\"\nprovider = \"stockx\"\nregion = \"eu\"\n",
+            "c.toml: accounts[0].region: only amazon accounts have a region",
+        ),
+    ];
+    for (text, expected) in cases {
+        let text = format!("[simulator]\nenabled = true\n{text}");
+        let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{err}");
+    }
+    let text = "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.orders]\n";
+    let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with("c.toml: accounts[0].credentials: missing; add [accounts.credentials] with client_id_env, client_secret_env"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_name_the_key_and_the_fix() {
+    let text = "[[accounts]]\nid = \"a\"\nprovider = \"ebya\"\nmarketplace = \"X\"\n";
+    let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "c.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa"
+    );
+    let text = "[simulator]\nenabled = true\n[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nlookback = \"3 hourz\"\n";
+    let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "c.toml: accounts[0].streams.vendor_rt_sales.lookback: invalid duration \"3 hourz\"; use a form like 72h, 15m or 30s"
+    );
+    let err = Config::parse("data_dri = \"x\"\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("c.toml: data_dri: unknown field `data_dri`, expected one of `data_dir`"),
+        "{err}"
+    );
+}
+
+const ACCOUNT: &str = "[simulator]\nenabled = true\n[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n";
+
+#[test]
+fn quota_section_parses_overrides_and_defaults() {
+    let config = Config::parse(ACCOUNT, "c.toml").unwrap();
+    assert_eq!(config.quota, QuotaSettings::default());
+    assert_eq!(config.accounts[0].quota_scope(), "a");
+    let text = format!(
+        "[quota]\nreserve_share = 0.3\nrate_margin = 0\n[quota.amazon.createReport]\nrate = 0.5\nburst = 2\n{ACCOUNT}selling_partner_id = \"A3SELLER\"\n"
+    );
+    let config = Config::parse(&text, "c.toml").unwrap();
+    assert_eq!(config.quota.reserve_share, 0.3);
+    assert_eq!(config.quota.rate_margin, 0.0);
+    assert_eq!(
+        config.quota.amazon.get("createReport"),
+        Some(&crate::quota::BucketSpec::new(0.5, 2.0))
+    );
+    assert_eq!(config.accounts[0].quota_scope(), "A3SELLER");
+    let text = format!("[quota.ebay.getTransactions]\nrate = 0.05\nburst = 500\n{ACCOUNT}");
+    let config = Config::parse(&text, "c.toml").unwrap();
+    assert_eq!(
+        config.quota.providers["ebay"].get("getTransactions"),
+        Some(&crate::quota::BucketSpec::new(0.05, 500.0))
+    );
+    let text = format!("[quota.keepa.products]\nrate = 1\nburst = 5\n{ACCOUNT}");
+    let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "c.toml: quota.keepa.products: unknown operation \"products\"; expected one of product"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn quota_errors_name_the_key_and_the_fix() {
+    let cases = [
+        (
+            "[quota]\nreserve_shar = 0.2\n",
+            "c.toml: quota.reserve_shar: unknown field `reserve_shar`",
+        ),
+        (
+            "[quota]\nreserve_share = 1.5\n",
+            "c.toml: quota.reserve_share: 1.5 is not a share",
+        ),
+        (
+            "[quota.amazon.createReprot]\nrate = 1.0\nburst = 2\n",
+            "c.toml: quota.amazon.createReprot: unknown operation \"createReprot\"",
+        ),
+        (
+            "[quota.amazon.getReport]\nrate = 0\nburst = 2\n",
+            "c.toml: quota.amazon.getReport.rate: 0 is not a rate",
+        ),
+        (
+            "[quota.amazon.getReport]\nrate = 1.0\n",
+            "c.toml: quota.amazon.getReport: missing field `burst`",
+        ),
+        (
+            "[quota.amazon.getReport]\nrate = 1.0\nburst = 2\ncost = 1\n",
+            "c.toml: quota.amazon.getReport.cost: unknown field `cost`",
+        ),
+    ];
+    for (quota, expected) in cases {
+        let text = format!("{quota}{ACCOUNT}");
+        let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{err}");
+    }
+    let text = format!("{ACCOUNT}selling_partner_id = \"a:b\"\n");
+    let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "c.toml: accounts[0].selling_partner_id: \"a:b\" is not a selling partner id"
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,747 @@
+//! The TokenManager actor: its messages, its state, and how it grants, queues, wakes and
+//! keeps cooldowns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::clock::{Clock, Timer};
+use super::cooldown::{CooldownReason, CooldownStore};
+use super::local::LocalBuckets;
+use super::queue::{self, Outcome, Queue};
+use super::redis::{RedisBuckets, RedisCooldowns, RedisLink, RemoteObservation};
+use super::settings::QuotaConfig;
+use super::{
+    cooling_down, BucketKey, BucketSpec, BucketView, Grant, Observation, Priority, QuotaBackend,
+    QuotaError, QuotaStats,
+};
+use crate::store::Cooldown;
+
+/// The TokenManager's messages. Use [`QuotaHandle`] rather than sending them yourself.
+pub enum QuotaMsg {
+    Acquire {
+        keys: Vec<BucketKey>,
+        cost: f64,
+        priority: Priority,
+        deadline: Instant,
+        reply: RpcReplyPort<Result<Grant, QuotaError>>,
+    },
+    Observe {
+        key: BucketKey,
+        observation: Observation,
+    },
+    /// The one scheduled self-message; stale generations are ignored.
+    Wake {
+        generation: u64,
+    },
+    Stats(RpcReplyPort<QuotaStats>),
+    Bucket {
+        key: BucketKey,
+        reply: RpcReplyPort<Result<Option<BucketView>, QuotaError>>,
+    },
+    /// Every bucket this manager has used, with its view now (the budgets page).
+    Buckets(RpcReplyPort<Result<Vec<(BucketKey, BucketView)>, QuotaError>>),
+    GetCooldown {
+        scope: String,
+        reply: RpcReplyPort<Option<Cooldown>>,
+    },
+    StartCooldown {
+        scope: String,
+        reason: CooldownReason,
+        until: DateTime<Utc>,
+        detail: Option<String>,
+        reply: RpcReplyPort<Result<Cooldown, QuotaError>>,
+    },
+    ClearCooldown {
+        scope: String,
+        reply: RpcReplyPort<bool>,
+    },
+    /// Drops what memory says about `scope`: the next question asks the store (another
+    /// process cleared it there).
+    Forget {
+        scope: String,
+    },
+}
+
+/// The actor. Spawn with [`TokenManager::spawn`]; talk to it through [`QuotaHandle`].
+pub struct TokenManager;
+
+impl TokenManager {
+    /// Starts an unsupervised TokenManager. No I/O happens here (Redis is reached at
+    /// first use), so it starts while Redis is down.
+    pub async fn spawn(
+        config: QuotaConfig,
+    ) -> Result<(ActorRef<QuotaMsg>, JoinHandle<()>), QuotaError> {
+        Actor::spawn(None, TokenManager, config)
+            .await
+            .map_err(|err| {
+                QuotaError::Unavailable(format!("cannot start the token manager: {err}"))
+            })
+    }
+
+    /// Starts a TokenManager supervised by `supervisor`.
+    pub async fn spawn_linked(
+        config: QuotaConfig,
+        supervisor: ActorCell,
+    ) -> Result<(ActorRef<QuotaMsg>, JoinHandle<()>), QuotaError> {
+        Actor::spawn_linked(None, TokenManager, config, supervisor)
+            .await
+            .map_err(|err| {
+                QuotaError::Unavailable(format!("cannot start the token manager: {err}"))
+            })
+    }
+}
+
+enum Buckets {
+    Local(LocalBuckets),
+    Redis(RedisBuckets),
+}
+
+/// A cached answer about one cooldown scope.
+struct Cached {
+    cooldown: Option<Cooldown>,
+    checked_at: Instant,
+    /// Started here but the store refused it: memory is the only record.
+    unsaved: bool,
+}
+
+/// How many store answers are cached between sweeps of the stale ones.
+const COOLDOWN_CACHE_SWEEP_EVERY: usize = 1024;
+
+/// The actor's state.
+pub struct ManagerState {
+    clock: Clock,
+    origin: Instant,
+    config: QuotaConfig,
+    queue: Queue,
+    replies: HashMap<u64, RpcReplyPort<Result<Grant, QuotaError>>>,
+    buckets: Buckets,
+    store: Option<Arc<dyn CooldownStore>>,
+    cooldowns: HashMap<String, Cached>,
+    /// Store answers cached since the last sweep of stale "no cooldown" entries: with
+    /// 10,000 accounts the cache would otherwise keep ~4 such answers per account for
+    /// the daemon's life (issue 3: RSS).
+    cached_since_sweep: usize,
+    timer: Option<(Duration, u64, Timer)>,
+    generation: u64,
+    stats: QuotaStats,
+}
+
+impl ManagerState {
+    fn elapsed(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.origin)
+    }
+
+    fn instant(&self, at: Duration) -> Instant {
+        self.origin + at
+    }
+
+    fn spec_for(&self, key: &BucketKey) -> Option<BucketSpec> {
+        match &self.buckets {
+            Buckets::Local(local) => local
+                .get(key)
+                .map(|bucket| BucketSpec::new(bucket.rate(), bucket.burst()))
+                .or_else(|| self.config.effective_spec(key)),
+            Buckets::Redis(remote) => remote.spec(key).or_else(|| self.config.effective_spec(key)),
+        }
+    }
+
+    fn ensure(&mut self, key: &BucketKey, spec: BucketSpec) {
+        let now = self.elapsed();
+        match &mut self.buckets {
+            Buckets::Local(local) => {
+                local.ensure(key, spec, now);
+            }
+            Buckets::Redis(remote) => remote.ensure(key, spec),
+        }
+    }
+
+    /// What memory says about `scope` at `wall`, when memory decides: `Some(answer)`.
+    /// Memory decides when there is no store, for a cooldown the store could not save,
+    /// and for `cooldown_recheck` after the store was last asked; otherwise `None`.
+    fn remembered(&self, scope: &str, wall: i64) -> Option<Option<Cooldown>> {
+        let active = |cached: &Cached| {
+            cached
+                .cooldown
+                .clone()
+                .filter(|cooldown| cooldown.until_at > wall)
+        };
+        match self.cooldowns.get(scope) {
+            None if self.store.is_none() => Some(None),
+            None => None,
+            Some(cached)
+                if self.store.is_none()
+                    || cached.unsaved
+                    || self
+                        .clock
+                        .now()
+                        .saturating_duration_since(cached.checked_at)
+                        < self.config.cooldown_recheck =>
+            {
+                Some(active(cached))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The running cooldown of `scope`: memory, or the store (then remembered).
+    async fn lookup(&mut self, scope: &str, wall: i64) -> Option<Cooldown> {
+        if let Some(answer) = self.remembered(scope, wall) {
+            return answer;
+        }
+        let store = self.store.as_ref()?;
+        let found = match store.active(scope, wall).await {
+            Ok(found) => found,
+            Err(err) => {
+                // Fail open: a store hiccup must not stop every call; cooldowns this
+                // process could not save are kept in memory (`unsaved`).
+                warn!(scope = %scope, error = %err, "cooldown store failed");
+                None
+            }
+        };
+        self.cooldowns.insert(
+            scope.to_string(),
+            Cached {
+                cooldown: found.clone(),
+                checked_at: self.clock.now(),
+                unsaved: false,
+            },
+        );
+        self.cached_since_sweep += 1;
+        if self.cached_since_sweep >= COOLDOWN_CACHE_SWEEP_EVERY {
+            self.sweep_cooldown_cache(wall);
+        }
+        found
+    }
+
+    /// Drops cached answers that [`Self::remembered`] would no longer use: no running
+    /// cooldown, saved, and older than `cooldown_recheck`. Running and unsaved cooldowns
+    /// stay.
+    fn sweep_cooldown_cache(&mut self, wall: i64) {
+        let now = self.clock.now();
+        let recheck = self.config.cooldown_recheck;
+        self.cooldowns.retain(|_, cached| {
+            let running = cached
+                .cooldown
+                .as_ref()
+                .is_some_and(|cooldown| cooldown.until_at > wall);
+            running || cached.unsaved || now.saturating_duration_since(cached.checked_at) < recheck
+        });
+        self.cooldowns.shrink_to_fit();
+        self.cached_since_sweep = 0;
+    }
+
+    /// A running cooldown that stops any of `keys`. In Redis mode the acquire script
+    /// checks the shared cooldown keys itself (so a cooldown cleared by another daemon
+    /// ends here too), and this answers `None`.
+    async fn cooling(&mut self, keys: &[BucketKey]) -> Option<Cooldown> {
+        if matches!(self.buckets, Buckets::Redis(_)) {
+            return None;
+        }
+        let wall = self.clock.wall_now().timestamp();
+        for key in keys {
+            for scope in key.cooldown_scopes() {
+                if let Some(cooldown) = self.lookup(&scope, wall).await {
+                    return Some(cooldown);
+                }
+            }
+        }
+        None
+    }
+
+    /// Answers every queued request stopped by `cooldown`.
+    fn fail_cooling(&mut self, cooldown: &Cooldown) {
+        let scope = cooldown.scope.clone();
+        let stopped = self.queue.remove_where(|pending| {
+            pending
+                .keys
+                .iter()
+                .any(|key| key.cooldown_scopes().contains(&scope))
+        });
+        for pending in stopped {
+            self.stats.cooling_down += 1;
+            if let Some(reply) = self.replies.remove(&pending.id) {
+                let _ = reply.send(Err(cooling_down(cooldown)));
+            }
+        }
+    }
+
+    async fn start_cooldown(
+        &mut self,
+        scope: String,
+        reason: CooldownReason,
+        until: DateTime<Utc>,
+        detail: Option<String>,
+    ) -> Result<Cooldown, QuotaError> {
+        let wall = self.clock.wall_now().timestamp();
+        let mut cooldown = Cooldown {
+            scope: scope.clone(),
+            reason: reason.as_str().to_string(),
+            started_at: wall,
+            until_at: until.timestamp().max(wall),
+            detail,
+        };
+        // A running cooldown that ends later keeps its end (as the stores do).
+        if let Some(Cached {
+            cooldown: Some(running),
+            ..
+        }) = self.cooldowns.get(&scope)
+        {
+            if running.until_at > cooldown.until_at {
+                cooldown.until_at = running.until_at;
+            }
+        }
+        let stored = match &self.store {
+            Some(store) => store.set(&cooldown).await,
+            None => Ok(()),
+        };
+        self.cooldowns.insert(
+            scope.clone(),
+            Cached {
+                cooldown: Some(cooldown.clone()),
+                checked_at: self.clock.now(),
+                unsaved: stored.is_err(),
+            },
+        );
+        info!(scope = %scope, reason = %cooldown.reason, until = %crate::domain::format_ts(cooldown.until_at), "cooldown started");
+        self.fail_cooling(&cooldown);
+        match stored {
+            Ok(()) => Ok(cooldown),
+            Err(err) => {
+                warn!(scope = %scope, error = %err, "cooldown store failed");
+                Err(err)
+            }
+        }
+    }
+
+    async fn get_cooldown(&mut self, scope: &str) -> Option<Cooldown> {
+        let wall = self.clock.wall_now().timestamp();
+        self.lookup(scope, wall).await
+    }
+
+    async fn clear_cooldown(&mut self, scope: &str) -> bool {
+        let wall = self.clock.wall_now().timestamp();
+        let in_memory = matches!(
+            self.cooldowns.remove(scope),
+            Some(Cached { cooldown: Some(cooldown), .. }) if cooldown.until_at > wall
+        );
+        let stored = match &self.store {
+            Some(store) => match store.clear(scope).await {
+                Ok(cleared) => cleared,
+                Err(err) => {
+                    warn!(scope = %scope, error = %err, "cooldown store failed");
+                    false
+                }
+            },
+            None => false,
+        };
+        let cleared = in_memory || stored;
+        if cleared {
+            info!(scope = %scope, "cooldown cleared");
+        }
+        cleared
+    }
+
+    async fn observe(&mut self, key: BucketKey, observation: Observation) {
+        let observation = match observation {
+            Observation::RateLimitHeader(rate) => {
+                Observation::RateLimitHeader(self.config.margined(rate))
+            }
+            other => other,
+        };
+        let Some(spec) = self.spec_for(&key) else {
+            debug!(key = %key, "observation for a bucket without a spec ignored");
+            return;
+        };
+        self.ensure(&key, spec);
+        let now = self.elapsed();
+        let remote = match (&observation, &mut self.buckets) {
+            (Observation::RateLimitHeader(rate), Buckets::Local(local)) => {
+                let bucket = local.ensure(&key, spec, now);
+                let previous = bucket.rate();
+                if bucket.set_rate(*rate, now) && (previous - rate).abs() > f64::EPSILON {
+                    debug!(key = %key, rate, previous, "rate learned from header");
+                }
+                None
+            }
+            (
+                Observation::Keepa {
+                    tokens_left,
+                    refill_in_ms,
+                    refill_rate_per_min,
+                },
+                Buckets::Local(local),
+            ) => {
+                local.ensure(&key, spec, now).resync_keepa(
+                    *tokens_left,
+                    *refill_in_ms,
+                    *refill_rate_per_min,
+                    now,
+                );
+                None
+            }
+            (Observation::Throttled { .. }, Buckets::Local(local)) => {
+                local.ensure(&key, spec, now).drain(now);
+                None
+            }
+            (Observation::RateLimitHeader(rate), Buckets::Redis(_)) => {
+                (rate.is_finite() && *rate > 0.0).then_some(RemoteObservation::Rate(*rate))
+            }
+            (
+                Observation::Keepa {
+                    tokens_left,
+                    refill_in_ms,
+                    refill_rate_per_min,
+                },
+                Buckets::Redis(remote),
+            ) => {
+                if refill_rate_per_min.is_finite() && *refill_rate_per_min > 0.0 {
+                    remote.set_burst(&key, refill_rate_per_min * 60.0);
+                }
+                Some(RemoteObservation::Keepa {
+                    tokens_left: *tokens_left,
+                    refill_in_ms: *refill_in_ms,
+                    refill_rate_per_min: *refill_rate_per_min,
+                })
+            }
+            (Observation::Throttled { .. }, Buckets::Redis(_)) => Some(RemoteObservation::Drain),
+        };
+        if let (Some(remote), Buckets::Redis(buckets)) = (remote, &mut self.buckets) {
+            // A failure was logged by the Redis layer; the next 2xx observes again.
+            let _ = buckets.observe(&key, remote).await;
+        }
+        if let Observation::Keepa {
+            tokens_left,
+            refill_in_ms,
+            refill_rate_per_min,
+        } = observation
+        {
+            info!(key = %key, tokens_left, refill_in_ms, refill_rate_per_min, "keepa balance resynced");
+        }
+        if let Observation::Throttled { retry_after } = observation {
+            let length = self
+                .config
+                .throttle_cooldown(&key.provider)
+                .max(retry_after.unwrap_or_default());
+            let until = self.clock.wall_now()
+                + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX);
+            let scope = key.account_scope();
+            warn!(key = %key, scope = %scope, until = %until.to_rfc3339(), "provider throttled; cooling down");
+            let detail = Some(format!("throttled (429) on {key}"));
+            // A store failure was logged; the cooldown holds in memory regardless.
+            let _ = self
+                .start_cooldown(scope, CooldownReason::Quota, until, detail)
+                .await;
+        }
+        self.queue.invalidate_waits();
+    }
+
+    async fn acquire(
+        &mut self,
+        myself: &ActorRef<QuotaMsg>,
+        mut keys: Vec<BucketKey>,
+        cost: f64,
+        priority: Priority,
+        deadline: Instant,
+        reply: RpcReplyPort<Result<Grant, QuotaError>>,
+    ) {
+        keys.sort();
+        keys.dedup();
+        if let Err(err) = self.check(&keys, cost).await {
+            if matches!(err, QuotaError::CoolingDown { .. }) {
+                self.stats.cooling_down += 1;
+            }
+            let _ = reply.send(Err(err));
+            return;
+        }
+        let now = self.elapsed();
+        let deadline = deadline.saturating_duration_since(self.origin);
+        let first = keys.first().cloned();
+        let id = self.queue.push(keys, cost, priority, deadline, now);
+        self.replies.insert(id, reply);
+        self.pump(myself).await;
+        if self.replies.contains_key(&id) {
+            let wake_ms = self
+                .timer
+                .as_ref()
+                .map_or(0, |(at, _, _)| at.saturating_sub(now).as_millis() as u64);
+            debug!(key = %first.map(|key| key.to_string()).unwrap_or_default(), priority = %priority, cost, wake_ms, queued = self.queue.len(), "request queued");
+        }
+    }
+
+    /// Everything refused at once: bad cost, unknown bucket, cost above burst, cooldown.
+    async fn check(&mut self, keys: &[BucketKey], cost: f64) -> Result<(), QuotaError> {
+        if !(cost.is_finite() && cost >= 0.0) {
+            return Err(QuotaError::InvalidCost(cost));
+        }
+        for key in keys {
+            let spec = self
+                .spec_for(key)
+                .ok_or_else(|| QuotaError::UnknownBucket { key: key.clone() })?;
+            if cost > spec.burst {
+                return Err(QuotaError::CostExceedsBurst {
+                    key: key.clone(),
+                    cost,
+                    burst: spec.burst,
+                });
+            }
+            self.ensure(key, spec);
+        }
+        match self.cooling(keys).await {
+            Some(cooldown) => Err(cooling_down(&cooldown)),
+            None => Ok(()),
+        }
+    }
+
+    /// Serves what can be served now and keeps exactly one wake-up scheduled.
+    async fn pump(&mut self, myself: &ActorRef<QuotaMsg>) {
+        let replies = &self.replies;
+        for gone in self.queue.remove_where(|pending| {
+            replies
+                .get(&pending.id)
+                .is_none_or(|reply| reply.is_closed())
+        }) {
+            self.replies.remove(&gone.id);
+        }
+        let now = self.elapsed();
+        let served = match &mut self.buckets {
+            Buckets::Local(local) => self.queue.serve(local, now).await,
+            Buckets::Redis(remote) => self.queue.serve(remote, now).await,
+        };
+        for (id, pending, outcome) in served.outcomes {
+            let Some(reply) = self.replies.remove(&id) else {
+                continue;
+            };
+            let answer = match outcome {
+                Outcome::Granted { waited } => {
+                    self.stats.grants += 1;
+                    Ok(Grant {
+                        keys: pending.keys,
+                        cost: pending.cost,
+                        priority: pending.priority,
+                        waited,
+                        granted_at: self.instant(now),
+                    })
+                }
+                Outcome::Expired { key, waited } => {
+                    self.stats.deadline_exceeded += 1;
+                    debug!(key = %key, waited_ms = waited.as_millis() as u64, "deadline exceeded");
+                    Err(QuotaError::DeadlineExceeded { key, waited })
+                }
+                Outcome::Failed(err) => {
+                    if matches!(err, QuotaError::CoolingDown { .. }) {
+                        self.stats.cooling_down += 1;
+                    }
+                    Err(err)
+                }
+            };
+            let _ = reply.send(answer);
+        }
+        self.stats.queued = self.queue.len();
+        self.reschedule(myself, served.next_wake, now);
+    }
+
+    fn reschedule(&mut self, myself: &ActorRef<QuotaMsg>, next: Option<Duration>, now: Duration) {
+        match (next, &self.timer) {
+            (Some(at), Some((scheduled, _, _))) if *scheduled == at => {}
+            (None, None) => {}
+            (next, _) => {
+                if let Some((_, _, timer)) = self.timer.take() {
+                    timer.cancel();
+                }
+                if let Some(at) = next {
+                    self.generation += 1;
+                    let after = at.saturating_sub(now).max(queue::MIN_WAIT);
+                    let timer = self.clock.schedule(myself, after, self.generation);
+                    self.stats.timers_scheduled += 1;
+                    self.timer = Some((at, self.generation, timer));
+                }
+            }
+        }
+    }
+}
+
+impl Actor for TokenManager {
+    type Msg = QuotaMsg;
+    type State = ManagerState;
+    type Arguments = QuotaConfig;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<QuotaMsg>,
+        config: QuotaConfig,
+    ) -> Result<ManagerState, ActorProcessingErr> {
+        // Trivial on purpose (panics here never reach a supervisor): no I/O.
+        let (buckets, default_store): (Buckets, Option<Arc<dyn CooldownStore>>) =
+            match &config.backend {
+                QuotaBackend::InProcess => (
+                    Buckets::Local(LocalBuckets::new(config.reserve_share)),
+                    None,
+                ),
+                QuotaBackend::Redis { url, prefix } => {
+                    let link = Arc::new(RedisLink::new(url, prefix)?);
+                    (
+                        Buckets::Redis(RedisBuckets::new(Arc::clone(&link), config.reserve_share)),
+                        Some(Arc::new(RedisCooldowns::from_link(link))),
+                    )
+                }
+            };
+        let store = config.cooldown_store.clone().or(default_store);
+        let clock = config.clock.clone();
+        Ok(ManagerState {
+            origin: clock.now(),
+            clock,
+            config,
+            queue: Queue::new(),
+            replies: HashMap::new(),
+            buckets,
+            store,
+            cooldowns: HashMap::new(),
+            cached_since_sweep: 0,
+            timer: None,
+            generation: 0,
+            stats: QuotaStats::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<QuotaMsg>,
+        message: QuotaMsg,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            QuotaMsg::Acquire {
+                keys,
+                cost,
+                priority,
+                deadline,
+                reply,
+            } => {
+                state
+                    .acquire(&myself, keys, cost, priority, deadline, reply)
+                    .await
+            }
+            QuotaMsg::Observe { key, observation } => {
+                state.observe(key, observation).await;
+                state.pump(&myself).await;
+            }
+            QuotaMsg::Wake { generation } => {
+                let current =
+                    matches!(&state.timer, Some((_, scheduled, _)) if *scheduled == generation);
+                if current {
+                    state.timer = None;
+                    state.stats.wakeups += 1;
+                    state.pump(&myself).await;
+                }
+            }
+            QuotaMsg::Stats(reply) => {
+                state.stats.queued = state.queue.len();
+                let _ = reply.send(state.stats);
+            }
+            QuotaMsg::Bucket { key, reply } => {
+                let now = state.elapsed();
+                let view = match &mut state.buckets {
+                    Buckets::Local(local) => Ok(local.get(&key).map(|bucket| BucketView {
+                        rate: bucket.rate(),
+                        burst: bucket.burst(),
+                        tokens: bucket.level(now),
+                        reserve_share: bucket.reserve_share(),
+                    })),
+                    Buckets::Redis(remote) => remote.view(&key).await,
+                };
+                let _ = reply.send(view);
+            }
+            QuotaMsg::Buckets(reply) => {
+                let now = state.elapsed();
+                let views = match &mut state.buckets {
+                    Buckets::Local(local) => Ok(local
+                        .buckets
+                        .iter()
+                        .map(|(key, bucket)| {
+                            let view = BucketView {
+                                rate: bucket.rate(),
+                                burst: bucket.burst(),
+                                tokens: bucket.level(now),
+                                reserve_share: bucket.reserve_share(),
+                            };
+                            (key.clone(), view)
+                        })
+                        .collect()),
+                    Buckets::Redis(remote) => {
+                        let keys: Vec<BucketKey> = remote.known_keys();
+                        let mut views = Vec::with_capacity(keys.len());
+                        let mut failed = None;
+                        for key in keys {
+                            match remote.view(&key).await {
+                                Ok(Some(view)) => views.push((key, view)),
+                                Ok(None) => {}
+                                Err(err) => {
+                                    failed = Some(err);
+                                    break;
+                                }
+                            }
+                        }
+                        match failed {
+                            Some(err) => Err(err),
+                            None => Ok(views),
+                        }
+                    }
+                };
+                let _ = reply.send(views.map(|mut views| {
+                    views.sort_by(|a, b| a.0.cmp(&b.0));
+                    views
+                }));
+            }
+            QuotaMsg::GetCooldown { scope, reply } => {
+                let _ = reply.send(state.get_cooldown(&scope).await);
+            }
+            QuotaMsg::StartCooldown {
+                scope,
+                reason,
+                until,
+                detail,
+                reply,
+            } => {
+                let result = state.start_cooldown(scope, reason, until, detail).await;
+                let _ = reply.send(result);
+                state.pump(&myself).await;
+            }
+            QuotaMsg::ClearCooldown { scope, reply } => {
+                let _ = reply.send(state.clear_cooldown(&scope).await);
+            }
+            QuotaMsg::Forget { scope } => {
+                // Unsaved cooldowns exist only in memory: forgetting them would end them.
+                if state
+                    .cooldowns
+                    .get(&scope)
+                    .is_some_and(|cached| !cached.unsaved)
+                {
+                    state.cooldowns.remove(&scope);
+                    debug!(scope = %scope, "cooldown answer forgotten; the store is asked again");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<QuotaMsg>,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, _, timer)) = state.timer.take() {
+            timer.cancel();
+        }
+        for (_, reply) in state.replies.drain() {
+            let _ = reply.send(Err(QuotaError::Stopped));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,416 @@
+//! Tests of the report document parser: gzip and plain documents, key order, truncation,
+//! malformed JSON, mistyped fields, window mismatches, partial hours and error documents.
+
+use super::validate::parse_time;
+use super::*;
+use crate::domain::{format_ts, parse_ts, HOUR};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::Write;
+
+const START: i64 = 1_765_238_400; // 2025-12-09T00:00:00Z
+
+fn window() -> HourWindow {
+    HourWindow::new(START, START + 6 * HOUR)
+}
+
+fn spec_json(start: i64, end: i64) -> String {
+    format!(
+        r#"{{"reportType":"GET_VENDOR_REAL_TIME_SALES_REPORT","reportOptions":{{"currencyCode":"USD"}},"dataStartTime":"{}","dataEndTime":"{}","marketplaceIds":["ATVPDKIKX0DER"]}}"#,
+        format_ts(start),
+        format_ts(end)
+    )
+}
+
+fn row_json(start: i64, end: i64, asin: &str, units: i64, revenue: f64) -> String {
+    format!(
+        r#"{{"startTime":"{}","endTime":"{}","asin":"{asin}","orderedUnits":{units},"orderedRevenue":{revenue},"extra":[1,{{"a":2}}]}}"#,
+        format_ts(start),
+        format_ts(end)
+    )
+}
+
+fn document(spec_first: bool, spec: &str, rows: &[String]) -> String {
+    let data = format!(r#""reportData":[{}]"#, rows.join(","));
+    let spec = format!(r#""reportSpecification":{spec}"#);
+    if spec_first {
+        format!("{{{spec},\n{data}}}\n")
+    } else {
+        format!("{{{data},\n\"unknown\":null,{spec}}}")
+    }
+}
+
+fn good_rows() -> Vec<String> {
+    vec![
+        row_json(START, START + HOUR, "B000000001", 3, 59.97),
+        row_json(START + HOUR, START + 2 * HOUR, "B000000002", -1, -19.99),
+        row_json(START + 5 * HOUR, START + 6 * HOUR, "B000000001", 2, 40.0),
+    ]
+}
+
+fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn read(path: &Path, gzip: bool) -> (Result<ReportSummary, ReportError>, Vec<SalesRow>) {
+    let mut rows = Vec::new();
+    let result = read_vendor_sales_document(path, gzip, window(), |row| {
+        rows.push(row);
+        Ok(())
+    });
+    (result, rows)
+}
+
+fn expected_rows() -> Vec<SalesRow> {
+    vec![
+        SalesRow {
+            hour_utc: START,
+            asin: "B000000001".into(),
+            ordered_units: 3,
+            ordered_revenue: 59.97,
+        },
+        SalesRow {
+            hour_utc: START + HOUR,
+            asin: "B000000002".into(),
+            ordered_units: -1,
+            ordered_revenue: -19.99,
+        },
+        SalesRow {
+            hour_utc: START + 5 * HOUR,
+            asin: "B000000001".into(),
+            ordered_units: 2,
+            ordered_revenue: 40.0,
+        },
+    ]
+}
+
+#[test]
+fn reads_gzip_and_plain_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &good_rows());
+    for (path, gz) in [
+        (write_file(&dir, "doc.json.gz", &gzip(&text)), true),
+        (write_file(&dir, "doc.json", text.as_bytes()), false),
+    ] {
+        let (result, rows) = read(&path, gz);
+        let summary = result.unwrap();
+        assert_eq!(
+            summary,
+            ReportSummary {
+                data_start: Some(START),
+                data_end: Some(START + 6 * HOUR),
+                rows: 3,
+                skipped_partial: 0
+            }
+        );
+        assert_eq!(rows, expected_rows());
+    }
+}
+
+#[test]
+fn spec_after_data_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(false, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let path = write_file(&dir, "doc.json.gz", &gzip(&text));
+    let (result, rows) = read(&path, true);
+    assert_eq!(result.unwrap().rows, 3);
+    assert_eq!(rows, expected_rows());
+}
+
+#[test]
+fn negative_units_and_integer_revenue() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = r#"{"asin":"B1","orderedRevenue":-5,"orderedUnits":-7,"endTime":"2025-12-09T03:00:00Z","startTime":"2025-12-09T02:00:00+00:00"}"#;
+    let text = document(
+        true,
+        &spec_json(START, START + 6 * HOUR),
+        &[row.to_string()],
+    );
+    let path = write_file(&dir, "doc.json", text.as_bytes());
+    let (result, rows) = read(&path, false);
+    assert_eq!(result.unwrap().rows, 1);
+    assert_eq!(
+        rows,
+        vec![SalesRow {
+            hour_utc: START + 2 * HOUR,
+            asin: "B1".into(),
+            ordered_units: -7,
+            ordered_revenue: -5.0
+        }]
+    );
+}
+
+#[test]
+fn truncated_gzip_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let bytes = gzip(&text);
+    // Cut in the middle of the deflate stream, and just before the trailer.
+    for cut in [bytes.len() / 2, bytes.len() - 4, 5] {
+        let path = write_file(&dir, "cut.json.gz", &bytes[..cut]);
+        let (result, _) = read(&path, true);
+        match result {
+            Err(ReportError::Truncated(message)) => assert!(!message.is_empty()),
+            other => panic!("cut at {cut}: expected Truncated, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn truncated_plain_json_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let path = write_file(&dir, "cut.json", &text.as_bytes()[..text.len() / 2]);
+    let (result, _) = read(&path, false);
+    assert!(
+        matches!(result, Err(ReportError::Truncated(_))),
+        "{result:?}"
+    );
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn malformed_json_is_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        r#"{"reportSpecification": {], "reportData": []}"#.to_string(),
+        document(true, &spec_json(START, START + 6 * HOUR), &good_rows()) + "garbage",
+        r#"[1, 2, 3]"#.to_string(),
+        "not json at all".to_string(),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let path = write_file(&dir, &format!("bad{i}.json.gz"), &gzip(text));
+        let (result, _) = read(&path, true);
+        match result {
+            Err(err @ ReportError::Malformed(_)) => {
+                assert!(err.to_string().contains("malformed"))
+            }
+            other => panic!("case {i}: expected Malformed, got {other:?}"),
+        }
+    }
+    // A corrupt gzip stream (not gzip at all) is malformed too.
+    let path = write_file(&dir, "plain-as-gzip.json.gz", b"{\"reportData\":[]}");
+    let (result, _) = read(&path, true);
+    assert!(
+        matches!(result, Err(ReportError::Malformed(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn rows_with_missing_or_mistyped_fields_name_field_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = row_json(START, START + HOUR, "B1", 1, 1.0);
+    let cases = [
+        (
+            r#"{"startTime":"2025-12-09T01:00:00Z","endTime":"2025-12-09T02:00:00Z","asin":"B1","orderedRevenue":1.0}"#,
+            "orderedUnits",
+        ),
+        (
+            r#"{"startTime":"2025-12-09T01:00:00Z","endTime":"2025-12-09T02:00:00Z","asin":"B1","orderedUnits":1.5,"orderedRevenue":1.0}"#,
+            "orderedUnits",
+        ),
+        (
+            r#"{"startTime":"2025-12-09T01:00:00Z","endTime":"2025-12-09T02:00:00Z","asin":7,"orderedUnits":1,"orderedRevenue":1.0}"#,
+            "asin",
+        ),
+        (
+            r#"{"startTime":"yesterday","endTime":"2025-12-09T02:00:00Z","asin":"B1","orderedUnits":1,"orderedRevenue":1.0}"#,
+            "startTime",
+        ),
+        (
+            r#"{"startTime":"2025-12-09T01:00:00Z","endTime":"2025-12-09T02:00:00Z","asin":"B1","orderedUnits":1,"orderedRevenue":"1.0"}"#,
+            "orderedRevenue",
+        ),
+        (r#""not a row""#, "row 1"),
+    ];
+    for (i, (row, field)) in cases.iter().enumerate() {
+        let text = document(
+            true,
+            &spec_json(START, START + 6 * HOUR),
+            &[good.clone(), row.to_string()],
+        );
+        let path = write_file(&dir, &format!("row{i}.json"), text.as_bytes());
+        let (result, _) = read(&path, false);
+        match result {
+            Err(ReportError::Malformed(message)) => {
+                assert!(message.contains(field), "case {i}: {message}");
+                assert!(message.contains("row 1"), "case {i}: {message}");
+            }
+            other => panic!("case {i}: expected Malformed, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn window_mismatch_in_either_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = good_rows();
+    for spec_first in [true, false] {
+        let text = document(
+            spec_first,
+            &spec_json(START - HOUR, START + 6 * HOUR),
+            &rows,
+        );
+        let path = write_file(&dir, "doc.json.gz", &gzip(&text));
+        let (result, delivered) = read(&path, true);
+        match result {
+            Err(err @ ReportError::WindowMismatch(_)) => {
+                assert!(err.to_string().contains("window"))
+            }
+            other => panic!("spec_first {spec_first}: expected WindowMismatch, got {other:?}"),
+        }
+        if spec_first {
+            assert!(
+                delivered.is_empty(),
+                "no rows handed out before the spec is checked"
+            );
+        }
+    }
+}
+
+#[test]
+fn row_outside_the_window_is_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = good_rows();
+    rows.push(row_json(START + 6 * HOUR, START + 7 * HOUR, "B1", 1, 1.0));
+    let text = document(false, &spec_json(START, START + 6 * HOUR), &rows);
+    let path = write_file(&dir, "doc.json", text.as_bytes());
+    let (result, _) = read(&path, false);
+    assert!(
+        matches!(result, Err(ReportError::WindowMismatch(ref m)) if m.contains("row 3")),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn partial_hour_rows_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = good_rows();
+    rows.insert(
+        1,
+        row_json(START + 2 * HOUR, START + 2 * HOUR + 1800, "B1", 1, 1.0),
+    );
+    rows.push(row_json(
+        START + 3 * HOUR + 900,
+        START + 4 * HOUR + 900,
+        "B1",
+        1,
+        1.0,
+    ));
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &rows);
+    let path = write_file(&dir, "doc.json", text.as_bytes());
+    let (result, delivered) = read(&path, false);
+    let summary = result.unwrap();
+    assert_eq!(summary.rows, 3);
+    assert_eq!(summary.skipped_partial, 2);
+    assert_eq!(delivered, expected_rows());
+}
+
+#[test]
+fn missing_sections_are_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_spec = r#"{"reportData":[]}"#;
+    let no_data = format!(
+        r#"{{"reportSpecification":{}}}"#,
+        spec_json(START, START + 6 * HOUR)
+    );
+    for (i, text) in [no_spec.to_string(), no_data].iter().enumerate() {
+        let path = write_file(&dir, &format!("doc{i}.json"), text.as_bytes());
+        let (result, _) = read(&path, false);
+        assert!(
+            matches!(result, Err(ReportError::Malformed(_))),
+            "case {i}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn callback_error_aborts_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let path = write_file(&dir, "doc.json.gz", &gzip(&text));
+    let mut seen = 0;
+    let result = read_vendor_sales_document(&path, true, window(), |_| {
+        seen += 1;
+        if seen == 2 {
+            Err(ReportError::Io(std::io::Error::other("store write failed")))
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(seen, 2, "parsing stopped at the failing row");
+    match result {
+        Err(ReportError::Io(err)) => assert_eq!(err.to_string(), "store write failed"),
+        other => panic!("expected the callback's error, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_report_data_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(false, &spec_json(START, START + 6 * HOUR), &[]);
+    let path = write_file(&dir, "doc.json", text.as_bytes());
+    let (result, rows) = read(&path, false);
+    assert_eq!(result.unwrap().rows, 0);
+    assert!(rows.is_empty());
+}
+
+#[test]
+fn fast_timestamp_path_agrees_with_parse_ts() {
+    for text in [
+        "2025-12-09T00:00:00Z",
+        "2024-02-29T23:59:59Z",
+        "1970-01-01T00:00:00Z",
+        "2025-12-09T01:00:00+01:00",
+        "2025-12-09T00:00:00.000Z",
+        "2025-02-30T00:00:00Z",
+        "2025-12-09T24:00:00Z",
+        "2025-12-09 00:00:00Z",
+        "+025-12-09T00:00:00Z",
+        "yesterday",
+    ] {
+        assert_eq!(parse_time(text), parse_ts(text), "{text}");
+    }
+    assert_eq!(parse_time("2025-12-09T00:00:00Z"), Some(START));
+}
+
+#[test]
+fn error_document_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        &dir,
+        "err.json.gz",
+        &gzip(r#"{"errorDetails":"Report generation failed."}"#),
+    );
+    assert_eq!(
+        read_error_document(&path, true).unwrap(),
+        "Report generation failed."
+    );
+    let path = write_file(&dir, "err.txt", b"  something else entirely \n");
+    assert_eq!(
+        read_error_document(&path, false).unwrap(),
+        "something else entirely"
+    );
+    let long = "x".repeat(10_000);
+    let path = write_file(&dir, "long.txt", long.as_bytes());
+    assert_eq!(
+        read_error_document(&path, false).unwrap().chars().count(),
+        MAX_ERROR_TEXT + 1
+    );
+    let bytes = gzip(r#"{"errorDetails":"Report generation failed."}"#);
+    let path = write_file(&dir, "cut.json.gz", &bytes[..bytes.len() / 2]);
+    assert!(matches!(
+        read_error_document(&path, true),
+        Err(ReportError::Truncated(_))
+    ));
+}

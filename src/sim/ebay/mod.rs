@@ -1,0 +1,599 @@
+//! The eBay simulator, mounted beside SP-API in the same server (`docs/ebay-wire.md`).
+//!
+//! - OAuth: `POST /identity/v1/oauth2/token` (client-credentials and refresh-token grants,
+//!   HTTP Basic `client_id:client_secret`, `expires_in` 7200). The refresh token names the
+//!   seller; a client-credentials token is the application's (seller = client id).
+//! - Fulfillment `GET /sell/fulfillment/v1/order` (getOrders, `filter=lastmodifieddate:[..]`),
+//!   Finances `GET /sell/finances/v1/transaction` (getTransactions,
+//!   `filter=transactionDate:[..]`), Post-Order `GET /post-order/v2/return/search`
+//!   (searchReturns, `creation_date_range_from`/`_to`, `offset` a 1-based page number).
+//! - Daily call quotas per API (Fulfillment, Finances, Post-Order) that reset at midnight
+//!   Pacific time, approximated as UTC-8 (no daylight saving); the 429 body has `errorId` 2001.
+//! - Shared faults ([`Simulator::provider_fault`]) under the operation names in
+//!   [`OPERATIONS`]; control: `GET /_sim/ebay/stats`, `GET /_sim/ebay/requests` (every data
+//!   request with its window), `GET /_sim/ebay/changes` (the status changes the data made),
+//!   `PUT /_sim/ebay/control` (pin the clock, serve oversized pages).
+//!
+//! Data is a pure function of (seed, seller, day, index): [`orders_between`] and friends,
+//! so tests compute exactly what was served. Orders move NOT_STARTED → IN_PROGRESS →
+//! FULFILLED hours after creation; one order in `return_every` gets a return that moves
+//! RETURN_REQUESTED → ITEM_SHIPPED → CLOSED and refunds the order (FULLY_REFUNDED, plus a
+//! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
+
+mod data;
+mod paging;
+mod sell;
+
+pub use crate::domain::{format_millis, parse_millis};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::{Form, Query, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{FaultKind, Simulator};
+
+use data::seller_key;
+pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
+use paging::Asked;
+use sell::{get_orders, get_transactions, search_returns};
+
+/// Fault-schedule name of the OAuth token call.
+pub const OP_TOKEN: &str = "ebay.token";
+/// Fault-schedule name of Fulfillment getOrders.
+pub const OP_GET_ORDERS: &str = "ebay.getOrders";
+/// Fault-schedule name of Finances getTransactions.
+pub const OP_GET_TRANSACTIONS: &str = "ebay.getTransactions";
+/// Fault-schedule name of Post-Order return search.
+pub const OP_SEARCH_RETURNS: &str = "ebay.searchReturns";
+
+/// Operation names for fault schedules (`[simulator.faults]`, `/_sim/faults`).
+pub const OPERATIONS: &[&str] = &[
+    OP_TOKEN,
+    OP_GET_ORDERS,
+    OP_GET_TRANSACTIONS,
+    OP_SEARCH_RETURNS,
+];
+
+/// The body of every eBay 429, byte for byte.
+pub const QUOTA_BODY: &str = r#"{"errors":[{"errorId":2001,"domain":"API_REQUEST","category":"REQUEST","message":"Too many requests. The request limit has been reached for the resource."}]}"#;
+
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+/// Pacific time approximated as UTC-8 (no daylight saving) for the daily quota reset.
+const PACIFIC_OFFSET: i64 = -8 * HOUR;
+/// The largest page eBay serves.
+pub const MAX_LIMIT: u64 = 200;
+/// Longest time from an order's creation to its last change (return closed), so a
+/// window query knows how far back to look for candidates.
+const MAX_ORDER_SPAN: i64 = 6 * HOUR + 48 * HOUR + 3 * DAY + 2 * DAY + 4 * DAY;
+/// Requests kept for `/_sim/ebay/requests` (oldest dropped first).
+const REQUEST_LOG_CAP: usize = 20_000;
+
+/// eBay simulator settings; every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbaySimConfig {
+    /// Orders created per seller per UTC day.
+    pub orders_per_day: u32,
+    /// One order in this many gets a return (0: none).
+    pub return_every: u32,
+    /// `expires_in` of access tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// Daily calls per seller to the Fulfillment API (getOrders).
+    pub fulfillment_daily_calls: u64,
+    /// Daily calls per seller to the Finances API (getTransactions).
+    pub finances_daily_calls: u64,
+    /// Daily calls per seller to the Post-Order API (return search).
+    pub post_order_daily_calls: u64,
+    /// Bytes of padding an oversized page carries (see `PUT /_sim/ebay/control`).
+    pub oversize_bytes: u64,
+    /// No order is created before this unix second (0: orders on every day), so a test
+    /// can start a history with nothing older than its first sync.
+    pub orders_since: i64,
+}
+
+impl Default for EbaySimConfig {
+    fn default() -> Self {
+        Self {
+            orders_per_day: 50,
+            return_every: 10,
+            token_lifetime: Duration::from_secs(7200),
+            fulfillment_daily_calls: 100_000,
+            finances_daily_calls: 50_000,
+            post_order_daily_calls: 50_000,
+            oversize_bytes: 32 << 20,
+            orders_since: 0,
+        }
+    }
+}
+
+/// A data request the simulator received, for `GET /_sim/ebay/requests`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EbayRequest {
+    pub operation: String,
+    pub seller: String,
+    /// Window bounds asked for, unix milliseconds (inclusive, as eBay's ranges are).
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: u64,
+    /// Item offset (for return search: (page − 1) · limit).
+    pub offset: u64,
+    /// The answer's status code.
+    pub status: u16,
+}
+
+/// Calls and answers per operation, for `GET /_sim/ebay/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EbayStats {
+    pub calls: BTreeMap<String, u64>,
+    pub throttled: BTreeMap<String, u64>,
+    pub server_errors: BTreeMap<String, u64>,
+    pub oversized: BTreeMap<String, u64>,
+}
+
+impl EbayStats {
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.calls.get(operation).copied().unwrap_or(0)
+    }
+    pub fn throttled(&self, operation: &str) -> u64 {
+        self.throttled.get(operation).copied().unwrap_or(0)
+    }
+}
+
+/// `PUT /_sim/ebay/control`: test levers. Absent fields leave the setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbayControl {
+    /// Pin the simulator's clock to this unix second (what "now" is for the data).
+    pub now_unix: Option<i64>,
+    /// Follow the real clock again.
+    pub unpin: bool,
+    /// The next this-many data pages carry `oversize_bytes` of padding.
+    pub oversize_next: Option<u32>,
+    /// Serve this many data pages normally before the oversized ones.
+    pub oversize_after: Option<u32>,
+}
+
+#[derive(Default)]
+struct EbayState {
+    /// Access token → (seller, expires at unix seconds).
+    tokens: HashMap<String, (String, f64)>,
+    next_token: u64,
+    /// (seller, api, pacific day) → calls.
+    daily: HashMap<(String, &'static str, i64), u64>,
+    stats: EbayStats,
+    requests: VecDeque<EbayRequest>,
+    now_pinned: Option<i64>,
+    oversize_next: u32,
+    oversize_after: u32,
+}
+
+/// The eBay simulator's own state, beside the shared [`Simulator`].
+struct Ebay {
+    state: Mutex<EbayState>,
+}
+
+impl Ebay {
+    fn lock(&self) -> MutexGuard<'_, EbayState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn now(&self, sim: &Simulator) -> i64 {
+        self.lock()
+            .now_pinned
+            .unwrap_or_else(|| sim.unix_now().floor() as i64)
+    }
+
+    fn bump(map: &mut BTreeMap<String, u64>, operation: &str) {
+        *map.entry(operation.to_string()).or_default() += 1;
+    }
+}
+
+/// The eBay routes.
+pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
+    let ebay = Arc::new(Ebay {
+        state: Mutex::new(EbayState::default()),
+    });
+    Router::new()
+        .route("/identity/v1/oauth2/token", post(token))
+        .route("/sell/fulfillment/v1/order", get(get_orders))
+        .route("/sell/finances/v1/transaction", get(get_transactions))
+        .route("/post-order/v2/return/search", get(search_returns))
+        .route("/_sim/ebay/stats", get(stats))
+        .route("/_sim/ebay/requests", get(requests))
+        .route("/_sim/ebay/changes", get(changes))
+        .route("/_sim/ebay/control", axum::routing::put(control))
+        .layer(Extension(ebay))
+}
+
+fn ebay_error(
+    status: StatusCode,
+    error_id: u32,
+    domain: &str,
+    category: &str,
+    message: &str,
+) -> Response {
+    (
+        status,
+        Json(json!({"errors": [{"errorId": error_id, "domain": domain, "category": category, "message": message}]})),
+    )
+        .into_response()
+}
+
+fn quota_response(retry_after: Option<u64>) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        QUOTA_BODY,
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+fn bad_request(message: &str) -> Response {
+    ebay_error(
+        StatusCode::BAD_REQUEST,
+        2004,
+        "API_REQUEST",
+        "REQUEST",
+        message,
+    )
+}
+
+/// Decodes standard base64 (with or without padding); `None` on bad input.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0u32;
+    for byte in text.trim_end_matches('=').bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn token(
+    State(sim): State<Arc<Simulator>>,
+    Extension(ebay): Extension<Arc<Ebay>>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    {
+        let mut state = ebay.lock();
+        Ebay::bump(&mut state.stats.calls, OP_TOKEN);
+    }
+    if let Some(response) = injected(&sim, &ebay, OP_TOKEN) {
+        return response;
+    }
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        (
+            status,
+            Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response()
+    };
+    let client_id = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| decode_base64(encoded.trim()))
+        .and_then(|decoded| String::from_utf8(decoded).ok())
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(id, secret)| (id.to_string(), secret.to_string()))
+        })
+        .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+        .map(|(id, _)| id);
+    let Some(client_id) = client_id else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    let Ok(Form(form)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "request body is not a form",
+        );
+    };
+    let (seller, token_type) = match form.grant_type.as_deref() {
+        Some("client_credentials") => (client_id, "Application Access Token"),
+        Some("refresh_token") => match form.refresh_token.filter(|token| !token.is_empty()) {
+            Some(refresh) if !refresh.starts_with("revoked") => (refresh, "User Access Token"),
+            _ => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "the provided authorization refresh token is invalid or was issued to another client",
+                )
+            }
+        },
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant type in request is not supported by the authorization server",
+            )
+        }
+    };
+    let lifetime = sim.config().ebay.token_lifetime.as_secs();
+    let expires = (ebay.now(&sim) + lifetime as i64) as f64;
+    let access_token = {
+        let mut state = ebay.lock();
+        state.next_token += 1;
+        let token = format!(
+            "v^1.1#i^1#sim-{}-{}",
+            state.next_token,
+            seller_key(&seller) % 1_000_000
+        );
+        if state.tokens.len() >= 10_000 {
+            // Expired tokens are never valid again: keep the map small on long runs.
+            let cutoff = expires - lifetime as f64;
+            state.tokens.retain(|_, (_, until)| *until > cutoff);
+        }
+        state.tokens.insert(token.clone(), (seller, expires));
+        token
+    };
+    Json(json!({"access_token": access_token, "expires_in": lifetime, "token_type": token_type}))
+        .into_response()
+}
+
+/// The seller an API call's token belongs to, or the 401 to answer.
+fn authorize(sim: &Simulator, ebay: &Ebay, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("IAF "))
+        })
+        .map(str::trim);
+    let now = ebay.now(sim) as f64;
+    let found = token.and_then(|token| ebay.lock().tokens.get(token).cloned());
+    match found {
+        Some((seller, expires)) if now < expires => Ok(seller),
+        _ => Err(Box::new(ebay_error(
+            StatusCode::UNAUTHORIZED,
+            1001,
+            "OAuth",
+            "REQUEST",
+            "Invalid access token. Check the value of the Authorization HTTP request header.",
+        ))),
+    }
+}
+
+/// The shared fault for this call, as an eBay answer.
+fn injected(sim: &Simulator, ebay: &Ebay, operation: &str) -> Option<Response> {
+    match sim.provider_fault(operation) {
+        Some(FaultKind::Throttle) => {
+            Ebay::bump(&mut ebay.lock().stats.throttled, operation);
+            Some(quota_response(sim.faults().retry_after_secs))
+        }
+        Some(FaultKind::ServerError) => {
+            Ebay::bump(&mut ebay.lock().stats.server_errors, operation);
+            Some(ebay_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                10001,
+                "API_FULFILLMENT",
+                "APPLICATION",
+                "System error. Unable to process your request. Please re-try the request.",
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The common front of every data call: count, authorize, faults, quota, input.
+fn admit(
+    sim: &Simulator,
+    ebay: &Ebay,
+    headers: &HeaderMap,
+    operation: &'static str,
+    api: &'static str,
+    asked: Result<Asked, String>,
+) -> Result<(String, Asked), Box<Response>> {
+    Ebay::bump(&mut ebay.lock().stats.calls, operation);
+    let log = |seller: &str, asked: Option<&Asked>, status: StatusCode| {
+        let mut state = ebay.lock();
+        if state.requests.len() >= REQUEST_LOG_CAP {
+            state.requests.pop_front();
+        }
+        state.requests.push_back(EbayRequest {
+            operation: operation.to_string(),
+            seller: seller.to_string(),
+            from_ms: asked.and_then(|asked| asked.from_ms),
+            to_ms: asked.and_then(|asked| asked.to_ms),
+            limit: asked.map_or(0, |asked| asked.limit),
+            offset: asked.map_or(0, |asked| asked.offset),
+            status: status.as_u16(),
+        });
+    };
+    let seller =
+        authorize(sim, ebay, headers).inspect_err(|_| log("", None, StatusCode::UNAUTHORIZED))?;
+    if let Some(response) = injected(sim, ebay, operation) {
+        log(&seller, asked.as_ref().ok(), response.status());
+        return Err(Box::new(response));
+    }
+    let limit = match api {
+        "fulfillment" => sim.config().ebay.fulfillment_daily_calls,
+        "finances" => sim.config().ebay.finances_daily_calls,
+        _ => sim.config().ebay.post_order_daily_calls,
+    };
+    let now = ebay.now(sim);
+    let pacific_day = (now + PACIFIC_OFFSET).div_euclid(DAY);
+    let over = {
+        let mut state = ebay.lock();
+        let used = state
+            .daily
+            .entry((seller.clone(), api, pacific_day))
+            .or_default();
+        if *used >= limit {
+            Ebay::bump(&mut state.stats.throttled, operation);
+            true
+        } else {
+            *used += 1;
+            false
+        }
+    };
+    if over {
+        // Until the next midnight, Pacific time.
+        let reset = (pacific_day + 1) * DAY - PACIFIC_OFFSET;
+        log(&seller, asked.as_ref().ok(), StatusCode::TOO_MANY_REQUESTS);
+        return Err(Box::new(quota_response(Some((reset - now).max(1) as u64))));
+    }
+    match asked {
+        Ok(asked) if asked.limit == 0 || asked.limit > MAX_LIMIT => {
+            log(&seller, Some(&asked), StatusCode::BAD_REQUEST);
+            Err(Box::new(bad_request(&format!(
+                "The 'limit' value {} is invalid; it must be between 1 and {MAX_LIMIT}.",
+                asked.limit
+            ))))
+        }
+        Ok(asked) => {
+            log(&seller, Some(&asked), StatusCode::OK);
+            Ok((seller, asked))
+        }
+        Err(message) => {
+            log(&seller, None, StatusCode::BAD_REQUEST);
+            Err(Box::new(bad_request(&message)))
+        }
+    }
+}
+
+async fn stats(Extension(ebay): Extension<Arc<Ebay>>) -> Response {
+    Json(ebay.lock().stats.clone()).into_response()
+}
+
+async fn requests(Extension(ebay): Extension<Arc<Ebay>>) -> Response {
+    let all: Vec<EbayRequest> = ebay.lock().requests.iter().cloned().collect();
+    Json(all).into_response()
+}
+
+async fn changes(
+    State(sim): State<Arc<Simulator>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(seller) = query.get("seller") else {
+        return bad_request("seller is required (the refresh token, or the client id)");
+    };
+    let bound = |key: &str| {
+        query
+            .get(key)
+            .and_then(|text| parse_millis(text))
+            .map(|ms| ms.div_euclid(1000))
+    };
+    let (Some(from), Some(to)) = (bound("from"), bound("to")) else {
+        return bad_request("from and to are required, ISO 8601 like 2026-11-23T10:00:00.000Z");
+    };
+    Json(changes_between(
+        sim.config().seed,
+        &sim.config().ebay,
+        seller,
+        from,
+        to,
+    ))
+    .into_response()
+}
+
+async fn control(
+    Extension(ebay): Extension<Arc<Ebay>>,
+    body: Result<Json<EbayControl>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(control)) = body else {
+        return bad_request(
+            "body must be {\"now_unix\": int, \"unpin\": bool, \"oversize_next\": int}",
+        );
+    };
+    let mut state = ebay.lock();
+    if let Some(now) = control.now_unix {
+        state.now_pinned = Some(now);
+    }
+    if control.unpin {
+        state.now_pinned = None;
+    }
+    if let Some(next) = control.oversize_next {
+        state.oversize_next = next;
+    }
+    if let Some(after) = control.oversize_after {
+        state.oversize_after = after;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paging::parse_range;
+    use super::*;
+
+    #[test]
+    fn base64_decodes_basic_auth() {
+        assert_eq!(
+            decode_base64("aWQ6c2VjcmV0").as_deref(),
+            Some(&b"id:secret"[..])
+        );
+        assert_eq!(decode_base64("YQ==").as_deref(), Some(&b"a"[..]));
+        assert!(decode_base64("@@").is_none());
+    }
+
+    #[test]
+    fn orders_are_deterministic_and_move_forward() {
+        let config = EbaySimConfig::default();
+        let first = order(7, &config, "seller", 20_000, 3);
+        assert_eq!(first, order(7, &config, "seller", 20_000, 3));
+        assert!(first.created < first.in_progress_at && first.in_progress_at < first.fulfilled_at);
+        assert_eq!(first.fulfillment_at(first.created).0, "NOT_STARTED");
+        assert_eq!(first.fulfillment_at(first.fulfilled_at).0, "FULFILLED");
+        let day = orders_created(7, &config, "seller", 20_000 * DAY, 20_001 * DAY);
+        assert_eq!(day.len(), config.orders_per_day as usize);
+    }
+
+    #[test]
+    fn range_parsing_accepts_ebay_filters() {
+        let (from, to) = parse_range(
+            "lastmodifieddate:[2026-11-23T00:00:00.000Z..2026-11-23T23:59:59.999Z]",
+            "lastmodifieddate",
+        )
+        .expect("valid");
+        assert_eq!(to.unwrap() - from.unwrap(), DAY * 1000 - 1);
+        assert!(parse_range("creationdate:[..]", "lastmodifieddate").is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Paging of the simulated eBay APIs: filter ranges, `limit`/`offset` pages, and the paged
+//! bodies with their `next`/`prev` links.
+
+use std::collections::HashMap;
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::Ebay;
+use crate::domain::parse_millis;
+use crate::sim::Simulator;
+
+/// What a data request asked for, once parsed.
+pub(super) struct Asked {
+    pub(super) from_ms: Option<i64>,
+    pub(super) to_ms: Option<i64>,
+    pub(super) limit: u64,
+    pub(super) offset: u64,
+}
+
+/// Parses `name:[FROM..TO]` (either bound may be empty) into unix milliseconds.
+pub(super) fn parse_range(filter: &str, name: &str) -> Result<(Option<i64>, Option<i64>), String> {
+    let rest = filter
+        .split(',')
+        .find_map(|part| {
+            let (key, value) = part.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then_some(value)
+        })
+        .ok_or_else(|| format!("filter must name {name}:[FROM..TO]"))?;
+    let inner = rest
+        .trim()
+        .strip_prefix('[')
+        .and_then(|value| value.strip_suffix(']'))
+        .ok_or_else(|| format!("{name} range must be [FROM..TO]"))?;
+    let (from, to) = inner
+        .split_once("..")
+        .ok_or_else(|| format!("{name} range must be [FROM..TO]"))?;
+    let bound = |text: &str| -> Result<Option<i64>, String> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        parse_millis(text.trim()).map(Some).ok_or_else(|| {
+            format!("invalid date {text:?}; use ISO 8601 like 2026-11-23T10:00:00.000Z")
+        })
+    };
+    Ok((bound(from)?, bound(to)?))
+}
+
+/// A request paged by offset over `filter={field}:[FROM..TO]` (`limit` defaults to
+/// `default_limit`).
+pub(super) fn filtered_ask(
+    query: &HashMap<String, String>,
+    field: &str,
+    default_limit: u64,
+) -> Result<Asked, String> {
+    let filter = query
+        .get("filter")
+        .ok_or_else(|| format!("filter={field}:[FROM..TO] is required"))?;
+    let (from_ms, to_ms) = parse_range(filter, field)?;
+    Ok(Asked {
+        from_ms,
+        to_ms,
+        limit: parse_number(query, "limit", default_limit)?,
+        offset: parse_number(query, "offset", 0)?,
+    })
+}
+
+/// The page `asked` for out of `matching` (sorted already), and how many matched.
+pub(super) fn page_of<T>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
+    let total = matching.len() as u64;
+    let page = matching
+        .into_iter()
+        .skip(asked.offset as usize)
+        .take(asked.limit as usize)
+        .collect();
+    (total, page)
+}
+
+/// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
+/// `items` under `key`, and `next`/`prev` links where there are such pages.
+pub(super) fn offset_page(
+    path: &str,
+    query: &HashMap<String, String>,
+    asked: &Asked,
+    total: u64,
+    key: &str,
+    items: Vec<Value>,
+) -> Value {
+    let filter = query.get("filter").cloned().unwrap_or_default();
+    let (href, next, prev) = page_links(
+        path,
+        &format!("filter={filter}"),
+        total,
+        asked.limit,
+        asked.offset,
+    );
+    let mut body =
+        json!({"href": href, "total": total, "limit": asked.limit, "offset": asked.offset});
+    body[key] = json!(items);
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    if let Some(prev) = prev {
+        body["prev"] = json!(prev);
+    }
+    body
+}
+
+pub(super) fn parse_number(
+    query: &HashMap<String, String>,
+    key: &str,
+    default: u64,
+) -> Result<u64, String> {
+    match query.get(key) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| format!("{key} must be a non-negative integer, got {text:?}")),
+    }
+}
+
+/// One page of `items`, padded when an oversized page is due.
+pub(super) fn paged_body(
+    ebay: &Ebay,
+    sim: &Simulator,
+    operation: &str,
+    mut body: Value,
+) -> Response {
+    let oversize = {
+        let mut state = ebay.lock();
+        if state.oversize_after > 0 {
+            state.oversize_after -= 1;
+            false
+        } else if state.oversize_next > 0 {
+            state.oversize_next -= 1;
+            Ebay::bump(&mut state.stats.oversized, operation);
+            true
+        } else {
+            false
+        }
+    };
+    if oversize {
+        let padding = "x".repeat(sim.config().ebay.oversize_bytes as usize);
+        body["warnings"] = json!([{"errorId": 0, "message": padding}]);
+    }
+    Json(body).into_response()
+}
+
+pub(super) fn page_links(
+    path: &str,
+    base_query: &str,
+    total: u64,
+    limit: u64,
+    offset: u64,
+) -> (String, Option<String>, Option<String>) {
+    let href = format!("{path}?{base_query}&limit={limit}&offset={offset}");
+    let next = (offset + limit < total).then(|| {
+        format!(
+            "{path}?{base_query}&limit={limit}&offset={}",
+            offset + limit
+        )
+    });
+    let prev = (offset > 0).then(|| {
+        format!(
+            "{path}?{base_query}&limit={limit}&offset={}",
+            offset.saturating_sub(limit)
+        )
+    });
+    (href, next, prev)
+}

@@ -1,0 +1,125 @@
+//! Fault injection of the simulator: the fault settings ([`SimFaults`]: probabilities and
+//! faults scheduled on the nth call of an operation) and the content faults of a document.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Operation;
+use super::{ebay, keepa, stockx};
+
+/// Injected faults. Probabilities are in `[0, 1]` and drawn per call (or per report) from
+/// a RNG seeded with [`SimConfig::seed`]; `schedule` pins a fault on the nth call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimFaults {
+    /// 429 QuotaExceeded on any SP-API call (not token, not download).
+    pub throttle: f64,
+    /// 500 InternalFailure on any SP-API call (not token, not download).
+    pub server_error: f64,
+    /// A new report ends FATAL; its document is an error document.
+    pub fatal: f64,
+    /// A new report ends CANCELLED, without a document.
+    pub cancelled: f64,
+    /// A new report's document is served with its gzip bytes cut in half.
+    pub truncated: f64,
+    /// A new report's document is gzip of invalid JSON.
+    pub malformed: f64,
+    /// A new report's document covers the requested window shifted by +1h.
+    pub wrong_window: f64,
+    /// Faults on the nth call of an operation.
+    pub schedule: Vec<ScheduledFault>,
+    /// Sent as `Retry-After` on every 429 (injected or from a bucket) when set.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl SimFaults {
+    /// Checks probabilities and schedule entries; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let probabilities = [
+            ("throttle", self.throttle),
+            ("server_error", self.server_error),
+            ("fatal", self.fatal),
+            ("cancelled", self.cancelled),
+            ("truncated", self.truncated),
+            ("malformed", self.malformed),
+            ("wrong_window", self.wrong_window),
+        ];
+        for (name, value) in probabilities {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!(
+                    "{name}: {value} is not a probability; use a number from 0 to 1"
+                ));
+            }
+        }
+        for (index, entry) in self.schedule.iter().enumerate() {
+            let known = Operation::from_name(&entry.operation).is_some()
+                || provider_operations().any(|name| name == entry.operation);
+            if !known {
+                let mut names: Vec<&str> = Operation::ALL.map(Operation::name).to_vec();
+                names.extend(provider_operations());
+                return Err(format!(
+                    "schedule[{index}].operation: unknown operation {:?}; expected one of {}",
+                    entry.operation,
+                    names.join(", ")
+                ));
+            }
+            if entry.nth == 0 {
+                return Err(format!("schedule[{index}].nth: calls count from 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The operations of the other providers' simulators, as fault schedules name them
+/// (`ebay.getOrders`, `stockx.marketData`, `keepa.product`, ...).
+pub(super) fn provider_operations() -> impl Iterator<Item = &'static str> {
+    ebay::OPERATIONS
+        .iter()
+        .chain(stockx::OPERATIONS)
+        .chain(keepa::OPERATIONS)
+        .copied()
+}
+
+/// "The nth call (1-based, since start, across all sellers) of `operation` gets `fault`."
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    /// `createReport`, `getReport`, `getReportDocument`, `downloadDocument` or `token`.
+    pub operation: String,
+    pub nth: u64,
+    pub fault: FaultKind,
+}
+
+/// What a scheduled fault does. `throttle` and `server_error` fail the call itself; the
+/// others set a report's outcome on `createReport`, and `truncated`, `malformed` and
+/// `wrong_window` also spoil one download on `downloadDocument`. Elsewhere they do nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    Throttle,
+    ServerError,
+    Fatal,
+    Cancelled,
+    Truncated,
+    Malformed,
+    WrongWindow,
+}
+
+/// How a DONE document is spoiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ContentFault {
+    Truncated,
+    Malformed,
+    WrongWindow,
+}
+
+impl ContentFault {
+    pub(super) fn from_kind(kind: FaultKind) -> Option<Self> {
+        match kind {
+            FaultKind::Truncated => Some(ContentFault::Truncated),
+            FaultKind::Malformed => Some(ContentFault::Malformed),
+            FaultKind::WrongWindow => Some(ContentFault::WrongWindow),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The Reports API of the simulator: createReport, getReport, getReportDocument and the
+//! document download, rendered from the deterministic vendor sales rows.
+
+use rand::Rng;
+use tracing::debug;
+
+use super::amazon;
+use super::faults::ContentFault;
+use super::state::{Operation, Outcome, Phase, Reject, Report};
+use super::stats::ServedRow;
+use super::{Simulator, MAX_REPORT_WINDOW};
+use crate::domain::{format_ts, parse_ts, HOUR};
+
+/// A validated createReport request.
+pub(super) struct ReportRequest {
+    marketplace: String,
+    start: i64,
+    end: i64,
+}
+
+pub(super) fn parse_create_report(body: &[u8]) -> Result<ReportRequest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| format!("body: invalid JSON: {err}"))?;
+    let Some(object) = value.as_object() else {
+        return Err("body: expected a JSON object".to_string());
+    };
+    match object.get("reportType").and_then(|value| value.as_str()) {
+        Some(amazon::VENDOR_REAL_TIME_SALES_REPORT) => {}
+        Some(other) => {
+            return Err(format!(
+                "reportType: {other:?} is not supported; use {}",
+                amazon::VENDOR_REAL_TIME_SALES_REPORT
+            ))
+        }
+        None => return Err("reportType: missing or not a string".to_string()),
+    }
+    let marketplace = match object
+        .get("marketplaceIds")
+        .and_then(|value| value.as_array())
+    {
+        Some(ids) if ids.len() == 1 => match ids[0].as_str() {
+            Some(id) if !id.trim().is_empty() => id.to_string(),
+            _ => {
+                return Err(
+                    "marketplaceIds: the marketplace id must be a non-empty string".to_string(),
+                )
+            }
+        },
+        Some(_) => return Err("marketplaceIds: exactly one marketplace id is required".to_string()),
+        None => return Err("marketplaceIds: missing or not an array".to_string()),
+    };
+    let timestamp = |field: &str| -> Result<i64, String> {
+        let text = object
+            .get(field)
+            .and_then(|value| value.as_str())
+            .ok_or_else(|| format!("{field}: missing or not a string"))?;
+        parse_ts(text).ok_or_else(|| format!("{field}: {text:?} is not an RFC 3339 timestamp"))
+    };
+    let start = timestamp("dataStartTime")?;
+    let end = timestamp("dataEndTime")?;
+    if start >= end {
+        return Err("dataStartTime: must be before dataEndTime".to_string());
+    }
+    if end - start > MAX_REPORT_WINDOW {
+        return Err("dataEndTime: a report covers at most 7 days after dataStartTime".to_string());
+    }
+    Ok(ReportRequest {
+        marketplace,
+        start,
+        end,
+    })
+}
+
+/// What a download needs once the lock is released.
+pub(super) struct DownloadPlan {
+    seller: String,
+    marketplace: String,
+    start: i64,
+    end: i64,
+    content: DocumentContent,
+}
+
+pub(super) enum DocumentContent {
+    Error,
+    Sales(Option<ContentFault>),
+}
+
+impl Simulator {
+    /// createReport: returns the report id and the bucket rate.
+    pub(super) fn create_report(
+        &self,
+        access_token: Option<&str>,
+        body: &[u8],
+    ) -> Result<(String, f64), Reject> {
+        let now = self.clock();
+        let mut state = self.lock();
+        let admitted = state.admit(Operation::CreateReport, access_token, now, &self.config)?;
+        let request = parse_create_report(body).map_err(Reject::InvalidInput)?;
+        let outcome = state.draw_outcome(admitted.scheduled);
+        let serial = state.next_id();
+        let report_id = format!("{}{serial:07}", self.instance_tag);
+        let document_id = match outcome {
+            Outcome::Cancelled => None,
+            Outcome::Done(_) | Outcome::Fatal => {
+                let document_id = format!(
+                    "amzn1.spdoc.1.4.na.{:08x}-{:04x}-{:012x}",
+                    self.instance_tag,
+                    state.id_rng.gen::<u16>(),
+                    serial
+                );
+                state
+                    .documents
+                    .insert(document_id.clone(), report_id.clone());
+                Some(document_id)
+            }
+        };
+        debug!(
+            seller = %admitted.seller,
+            report_id = %report_id,
+            marketplace = %request.marketplace,
+            start = %format_ts(request.start),
+            end = %format_ts(request.end),
+            outcome = ?outcome,
+            "report created"
+        );
+        state.reports.insert(
+            report_id.clone(),
+            Report {
+                seller: admitted.seller,
+                marketplace: request.marketplace,
+                start: request.start,
+                end: request.end,
+                created_at: now,
+                outcome,
+                document_id,
+            },
+        );
+        Ok((report_id, admitted.rate))
+    }
+
+    /// getReport: the report as JSON, and the bucket rate.
+    pub(super) fn get_report(
+        &self,
+        access_token: Option<&str>,
+        report_id: &str,
+    ) -> Result<(serde_json::Value, f64), Reject> {
+        let now = self.clock();
+        let mut state = self.lock();
+        let admitted = state.admit(Operation::GetReport, access_token, now, &self.config)?;
+        let report = match state.reports.get(report_id) {
+            Some(report) if report.seller == admitted.seller => report.clone(),
+            _ => return Err(Reject::NotFound(format!("Report {report_id} not found"))),
+        };
+        drop(state);
+        let phase = self.phase(&report, now);
+        let status = match (phase, report.outcome) {
+            (Phase::InQueue, _) => "IN_QUEUE",
+            (Phase::InProgress, _) => "IN_PROGRESS",
+            (Phase::Ended, Outcome::Done(_)) => "DONE",
+            (Phase::Ended, Outcome::Fatal) => "FATAL",
+            (Phase::Ended, Outcome::Cancelled) => "CANCELLED",
+        };
+        let latency = self.latency();
+        let mut body = serde_json::Map::new();
+        body.insert("reportId".into(), report_id.into());
+        body.insert(
+            "reportType".into(),
+            amazon::VENDOR_REAL_TIME_SALES_REPORT.into(),
+        );
+        body.insert("dataStartTime".into(), format_ts(report.start).into());
+        body.insert("dataEndTime".into(), format_ts(report.end).into());
+        body.insert(
+            "marketplaceIds".into(),
+            serde_json::json!([report.marketplace]),
+        );
+        body.insert("processingStatus".into(), status.into());
+        body.insert(
+            "createdTime".into(),
+            format_ts(self.unix_at(report.created_at)).into(),
+        );
+        if phase != Phase::InQueue {
+            let started = self.unix_at(report.created_at + latency / 2.0);
+            body.insert("processingStartTime".into(), format_ts(started).into());
+        }
+        if phase == Phase::Ended {
+            let ended = self.unix_at(report.created_at + latency);
+            body.insert("processingEndTime".into(), format_ts(ended).into());
+            if let Some(document_id) = &report.document_id {
+                body.insert("reportDocumentId".into(), document_id.as_str().into());
+            }
+        }
+        Ok((serde_json::Value::Object(body), admitted.rate))
+    }
+
+    /// getReportDocument: the document reference with a fresh url on `host`.
+    pub(super) fn get_report_document(
+        &self,
+        access_token: Option<&str>,
+        document_id: &str,
+        host: &str,
+    ) -> Result<(serde_json::Value, f64), Reject> {
+        let now = self.clock();
+        let mut state = self.lock();
+        let admitted = state.admit(
+            Operation::GetReportDocument,
+            access_token,
+            now,
+            &self.config,
+        )?;
+        let not_found = || Reject::NotFound(format!("Report document {document_id} not found"));
+        let report = state
+            .documents
+            .get(document_id)
+            .and_then(|report_id| state.reports.get(report_id))
+            .filter(|report| report.seller == admitted.seller)
+            .cloned()
+            .ok_or_else(not_found)?;
+        drop(state);
+        if self.phase(&report, now) != Phase::Ended {
+            return Err(not_found());
+        }
+        let expires = self.unix_at(now + self.config.document_url_lifetime.as_secs_f64());
+        let url = format!("http://{host}/_documents/{document_id}?expires={expires}");
+        let body = serde_json::json!({
+            "reportDocumentId": document_id,
+            "url": url,
+            "compressionAlgorithm": "GZIP",
+        });
+        Ok((body, admitted.rate))
+    }
+
+    /// The pre-signed style download: gzip bytes of the document.
+    pub(super) fn download_document(
+        &self,
+        document_id: &str,
+        expires: Option<&str>,
+    ) -> Result<Vec<u8>, Reject> {
+        let now = self.clock();
+        let mut state = self.lock();
+        let scheduled = state.count(Operation::DownloadDocument);
+        let scheduled = state.apply_scheduled(Operation::DownloadDocument, scheduled)?;
+        let expires = expires
+            .and_then(|text| text.parse::<i64>().ok())
+            .ok_or(Reject::DocumentUnsigned)?;
+        if self.epoch_unix + now > expires as f64 {
+            return Err(Reject::DocumentExpired);
+        }
+        let report = state
+            .documents
+            .get(document_id)
+            .and_then(|report_id| state.reports.get(report_id))
+            .cloned()
+            .ok_or(Reject::DocumentMissing)?;
+        drop(state);
+        if self.phase(&report, now) != Phase::Ended {
+            return Err(Reject::DocumentMissing);
+        }
+        let content = match report.outcome {
+            Outcome::Cancelled => return Err(Reject::DocumentMissing),
+            Outcome::Fatal => DocumentContent::Error,
+            Outcome::Done(fault) => {
+                DocumentContent::Sales(scheduled.and_then(ContentFault::from_kind).or(fault))
+            }
+        };
+        let plan = DownloadPlan {
+            seller: report.seller,
+            marketplace: report.marketplace,
+            start: report.start,
+            end: report.end,
+            content,
+        };
+        self.render(document_id, plan)
+    }
+
+    /// Builds (outside the lock) the bytes of a download and records intact rows.
+    fn render(&self, document_id: &str, plan: DownloadPlan) -> Result<Vec<u8>, Reject> {
+        let internal = |err: &dyn std::fmt::Display| {
+            Reject::Internal(format!("document {document_id}: {err}"))
+        };
+        let seed = self.config.seed;
+        let asins = self.config.asins_per_marketplace;
+        match plan.content {
+            DocumentContent::Error => {
+                let json = amazon::error_document(
+                    "The report could not be generated because of an internal processing error (simulated FATAL).",
+                )
+                .map_err(|err| internal(&err))?;
+                amazon::gzip(&json).map_err(|err| internal(&err))
+            }
+            DocumentContent::Sales(Some(ContentFault::Malformed)) => {
+                amazon::gzip(amazon::MALFORMED_DOCUMENT).map_err(|err| internal(&err))
+            }
+            DocumentContent::Sales(Some(ContentFault::WrongWindow)) => {
+                let (json, _) = amazon::sales_document(
+                    seed,
+                    &plan.marketplace,
+                    asins,
+                    plan.start + HOUR,
+                    plan.end + HOUR,
+                )
+                .map_err(|err| internal(&err))?;
+                amazon::gzip(&json).map_err(|err| internal(&err))
+            }
+            DocumentContent::Sales(Some(ContentFault::Truncated)) => {
+                let (json, _) =
+                    amazon::sales_document(seed, &plan.marketplace, asins, plan.start, plan.end)
+                        .map_err(|err| internal(&err))?;
+                let mut bytes = amazon::gzip(&json).map_err(|err| internal(&err))?;
+                bytes.truncate(bytes.len() / 2);
+                Ok(bytes)
+            }
+            DocumentContent::Sales(None) => {
+                let (json, rows) =
+                    amazon::sales_document(seed, &plan.marketplace, asins, plan.start, plan.end)
+                        .map_err(|err| internal(&err))?;
+                let bytes = amazon::gzip(&json).map_err(|err| internal(&err))?;
+                let mut state = self.lock();
+                for row in rows {
+                    let key = (
+                        plan.seller.clone(),
+                        plan.marketplace.clone(),
+                        row.hour_utc,
+                        row.asin.clone(),
+                    );
+                    state.served.insert(
+                        key,
+                        ServedRow {
+                            seller: plan.seller.clone(),
+                            marketplace: plan.marketplace.clone(),
+                            hour_utc: row.hour_utc,
+                            asin: row.asin,
+                            ordered_units: row.ordered_units,
+                            ordered_revenue: row.ordered_revenue,
+                        },
+                    );
+                }
+                Ok(bytes)
+            }
+        }
+    }
+}

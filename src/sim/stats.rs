@@ -1,0 +1,99 @@
+//! What the simulator reports about itself: call, throttle and error counts per operation
+//! ([`SimStats`]) and the rows it served ([`ServedRow`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Operation;
+use crate::domain::SalesRow;
+
+/// A counter per operation; serializes with the wire operation names as keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OpCounts {
+    pub token: u64,
+    pub create_report: u64,
+    pub get_report: u64,
+    pub get_report_document: u64,
+    pub download_document: u64,
+}
+
+impl OpCounts {
+    /// The count for an operation name (`createReport`, ...); 0 for unknown names.
+    pub fn get(&self, operation: &str) -> u64 {
+        Operation::from_name(operation).map_or(0, |operation| *self.slot(operation))
+    }
+
+    fn slot(&self, operation: Operation) -> &u64 {
+        match operation {
+            Operation::Token => &self.token,
+            Operation::CreateReport => &self.create_report,
+            Operation::GetReport => &self.get_report,
+            Operation::GetReportDocument => &self.get_report_document,
+            Operation::DownloadDocument => &self.download_document,
+        }
+    }
+
+    /// Adds one and returns the new count.
+    pub(super) fn bump(&mut self, operation: Operation) -> u64 {
+        let slot = match operation {
+            Operation::Token => &mut self.token,
+            Operation::CreateReport => &mut self.create_report,
+            Operation::GetReport => &mut self.get_report,
+            Operation::GetReportDocument => &mut self.get_report_document,
+            Operation::DownloadDocument => &mut self.download_document,
+        };
+        *slot += 1;
+        *slot
+    }
+}
+
+/// Calls, 429s (bucket and injected) and injected 500s per operation, as served by
+/// `GET /_sim/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimStats {
+    pub calls: OpCounts,
+    pub throttled: OpCounts,
+    pub server_errors: OpCounts,
+}
+
+impl SimStats {
+    /// Requests received for `operation`, whatever their answer.
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.calls.get(operation)
+    }
+
+    /// 429 answers to `operation`, from its bucket or injected.
+    pub fn throttled(&self, operation: &str) -> u64 {
+        self.throttled.get(operation)
+    }
+
+    /// Injected 500 answers to `operation`.
+    pub fn server_errors(&self, operation: &str) -> u64 {
+        self.server_errors.get(operation)
+    }
+}
+
+/// One sales row served in an intact DONE document, with who downloaded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServedRow {
+    /// The seller: the refresh token the access token was issued for.
+    pub seller: String,
+    pub marketplace: String,
+    pub hour_utc: i64,
+    pub asin: String,
+    pub ordered_units: i64,
+    pub ordered_revenue: f64,
+}
+
+impl ServedRow {
+    /// The row without seller and marketplace, to compare with stored rows.
+    pub fn sales_row(&self) -> SalesRow {
+        SalesRow {
+            hour_utc: self.hour_utc,
+            asin: self.asin.clone(),
+            ordered_units: self.ordered_units,
+            ordered_revenue: self.ordered_revenue,
+        }
+    }
+}

@@ -48,5 +48,10 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+# The product as built for release: without the 'testing' feature the test helpers
+# (manual clocks) are compiled out, and it must still build cleanly.
+log "cargo clippy --lib --bins -- -D warnings (without test helpers)"
+cargo clippy --lib --bins -- -D warnings
+
 log "tests: ${runner[*]}"
 "${runner[@]}" --all-targets

@@ -11,6 +11,7 @@
 pub mod cursor;
 pub mod jobs;
 pub mod quota;
+pub mod redis_server;
 pub mod supervisor;
 
 use std::io::Write;
@@ -156,7 +157,7 @@ async fn bench_locks(
     concurrency: usize,
     ttl: std::time::Duration,
 ) -> anyhow::Result<i32> {
-    use crate::lock::{testing::RedisServer, LockService};
+    use {crate::bench::redis_server::RedisServer, crate::lock::LockService};
     let redis = RedisServer::start()
         .context("starting a private redis-server (is redis-server installed?)")?;
     let backends = [

@@ -261,7 +261,7 @@ pub async fn bench_quota(
         rate.is_finite() && rate > 0.0 && burst >= 1.0 && calls as f64 > burst,
         "--rate must be above 0, --burst at least 1 and --calls above the burst"
     );
-    let redis = crate::lock::testing::RedisServer::start()
+    let redis = crate::bench::redis_server::RedisServer::start()
         .context("starting a private redis-server (is redis-server installed?)")?;
     let prefix = format!("marketsync-bench-{}:", std::process::id());
     let spec = RateSpec { rate, burst };

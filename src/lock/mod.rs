@@ -25,13 +25,11 @@
 //!
 //! Backends: [`redis::RedisLocks`] (several daemons; expiry decided by Redis `TIME`
 //! inside Lua scripts) and [`sqlite::SqliteLocks`] (one host; local clock). Key and table
-//! layouts are documented in their modules. [`testing`] holds a throwaway `redis-server`
-//! for tests. Tokens are secrets of their holder and are never logged.
+//! layouts are documented in their modules.  Tokens are secrets of their holder and are never logged.
 
 pub mod hygiene;
 pub mod redis;
 pub mod settings;
-pub mod testing;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The clock a TokenManager runs on: tokio time, or a manual clock that tests advance by hand.
 
+#[cfg(any(test, feature = "testing"))]
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ pub enum Clock {
     /// Tokio time (and `send_after` timers); wall time from the system.
     #[default]
     Tokio,
-    /// Time moves only when a test says so; see [`ManualClock`].
+    /// Time moves only when a test says so; see `ManualClock` (test builds only: the
+    /// `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
     Manual(ManualClock),
 }
 
@@ -24,6 +27,7 @@ impl Clock {
     pub fn now(&self) -> Instant {
         match self {
             Clock::Tokio => Instant::now(),
+            #[cfg(any(test, feature = "testing"))]
             Clock::Manual(clock) => clock.now(),
         }
     }
@@ -31,6 +35,7 @@ impl Clock {
     pub fn wall_now(&self) -> DateTime<Utc> {
         match self {
             Clock::Tokio => Utc::now(),
+            #[cfg(any(test, feature = "testing"))]
             Clock::Manual(clock) => clock.wall_now(),
         }
     }
@@ -45,6 +50,7 @@ impl Clock {
             Clock::Tokio => {
                 Timer::Tokio(actor.send_after(after, move || QuotaMsg::Wake { generation }))
             }
+            #[cfg(any(test, feature = "testing"))]
             Clock::Manual(clock) => {
                 Timer::Manual(clock.clone(), clock.add(actor, after, generation))
             }
@@ -52,6 +58,7 @@ impl Clock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// A clock for tests: [`ManualClock::advance`] moves time and delivers the wake-ups that
 /// fell due, so wake-ups can be counted exactly (the crate's tokio has no `test-util`,
 /// so `start_paused` is not available).
@@ -60,6 +67,7 @@ pub struct ManualClock {
     inner: Arc<Mutex<ManualInner>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 struct ManualInner {
     origin: Instant,
     wall_origin: DateTime<Utc>,
@@ -68,6 +76,7 @@ struct ManualInner {
     timers: Vec<ManualTimer>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 struct ManualTimer {
     id: u64,
     at: Duration,
@@ -75,12 +84,14 @@ struct ManualTimer {
     actor: ActorRef<QuotaMsg>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Default for ManualClock {
     fn default() -> Self {
         ManualClock::new()
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     pub fn new() -> ManualClock {
         ManualClock {
@@ -161,6 +172,7 @@ impl ManualClock {
 
 pub(super) enum Timer {
     Tokio(JoinHandle<Result<(), ractor::MessagingErr<QuotaMsg>>>),
+    #[cfg(any(test, feature = "testing"))]
     Manual(ManualClock, u64),
 }
 
@@ -168,6 +180,7 @@ impl Timer {
     pub(super) fn cancel(self) {
         match self {
             Timer::Tokio(handle) => handle.abort(),
+            #[cfg(any(test, feature = "testing"))]
             Timer::Manual(clock, id) => clock.cancel(id),
         }
     }

@@ -74,7 +74,9 @@ pub use bucket::{Bucket, DEFAULT_RESERVE_SHARE};
 pub use cooldown::{CooldownReason, CooldownStore};
 pub use redis::RedisCooldowns;
 
-pub use clock::{Clock, ManualClock};
+pub use clock::Clock;
+#[cfg(any(test, feature = "testing"))]
+pub use clock::ManualClock;
 pub use handle::{bench_grants, Pacer, QuotaHandle};
 pub use manager::{ManagerState, QuotaMsg, TokenManager};
 pub use settings::QuotaConfig;

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use marketsync::bench::redis_server::RedisServer;
 use marketsync::domain::{format_ts, now_ts, HourWindow, HOUR};
-use marketsync::lock::testing::RedisServer;
 use marketsync::lock::LockService;
 use marketsync::sim::SimConfig;
 use marketsync::store::LedgerStore;

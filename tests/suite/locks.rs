@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use marketsync::lock::testing::RedisServer;
+use marketsync::bench::redis_server::RedisServer;
 use marketsync::lock::{local_hostname, Lease};
 use marketsync::sim::SimConfig;
 

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use marketsync::bench::redis_server::RedisServer;
 use marketsync::config::{Config, Endpoints};
 use marketsync::domain::{floor_hour, now_ts, HourWindow, HOUR};
-use marketsync::lock::testing::RedisServer;
 use marketsync::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
 use marketsync::quota::{BucketKey, Pacer, QuotaHandle, TokenManager};
 use marketsync::shapes::{RunOutcome, StreamContext};

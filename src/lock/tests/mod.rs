@@ -14,8 +14,8 @@ use ::redis::AsyncCommands;
 
 use super::redis::RedisLocks;
 use super::sqlite::SqliteLocks;
-use super::testing::RedisServer;
 use super::*;
+use crate::bench::redis_server::RedisServer;
 use crate::domain::lease::local_now_ms;
 
 mod redis_only;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::local::LocalBuckets;
 use super::queue::{Outcome, Payer, Queue};
 use super::*;
-use crate::lock::testing::RedisServer;
+use crate::bench::redis_server::RedisServer;
 use crate::store::SqliteLedger;
 
 mod actor;

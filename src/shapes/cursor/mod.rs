@@ -33,6 +33,7 @@ pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns"];
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+#[cfg(any(test, feature = "testing"))]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +82,9 @@ pub fn next_window(
 pub enum Clock {
     #[default]
     System,
-    /// Unix seconds, set by the owner (tests pin it to the simulator's clock).
+    /// Unix seconds, set by the owner (tests pin it to the simulator's clock). Only in
+    /// test builds (the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
     Manual(Arc<AtomicI64>),
 }
 
@@ -89,6 +92,7 @@ impl Clock {
     pub fn now(&self) -> i64 {
         match self {
             Clock::System => now_ts(),
+            #[cfg(any(test, feature = "testing"))]
             Clock::Manual(now) => now.load(Ordering::SeqCst),
         }
     }

@@ -1,12 +1,13 @@
-//! Test support: a throwaway `redis-server` per test.
+//! A throwaway `redis-server` for the benchmarks that need one (`bench locks`, `bench
+//! quota`) and for the tests.
 //!
 //! [`RedisServer::start`] picks a free port on 127.0.0.1, runs `redis-server` with its
 //! own temporary directory (`--save "" --appendonly no`, so it writes a dump only when
 //! told to with `SAVE`), waits until it answers `PING` and kills it on drop.
 //! [`RedisServer::restart`] starts a new process on the same port, directory and
 //! `dbfilename`, so a saved dump is loaded again (the zombie-lock scenario of seed 004).
-//! Compiled always (it only needs std and `tempfile`) so integration tests in `tests/`
-//! can use it too.
+//! It lives with the benchmarks, outside the product: nothing below `bench` imports it
+//! (tests may).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

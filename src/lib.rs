@@ -19,7 +19,7 @@
 //! - [`app`]: the composition root: starts and stops the daemon.
 //! - [`cli`]: command-line parsing, one file per command.
 //! - [`sim`]: the bundled marketplace simulator speaking the real wire formats.
-//! - [`bench`]: the benchmark commands (`marketsync bench ...`).
+//! - [`bench`](mod@bench): the benchmark commands (`marketsync bench ...`).
 
 pub mod actors;
 pub mod app;

@@ -15,6 +15,9 @@
 //! metrics.set_tokens_available("amazon", "createReport", 14.0);
 //! assert_eq!(metrics.provider_calls("amazon", "createReport"), 1);
 //! ```
+//!
+//! Layer 3 of docs/architecture.md. May use: `domain`. May not be a global: one handle per
+//! daemon, passed down.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -6,8 +6,8 @@
 //! - `account`: the Account actor, one per configured account;
 //! - `housekeeping`: lock hygiene and claim-history pruning on a timer.
 //!
-//! May use: everything below (`shapes` and down). May not touch: `app`, `http`, `cli`,
-//! the raw configuration.
+//! Layer 9 of docs/architecture.md. May use: everything up to `shapes`. May not touch: the
+//! configuration or the surfaces.
 
 pub mod account;
 pub mod housekeeping;

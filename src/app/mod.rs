@@ -1,5 +1,10 @@
-//! `marketsync run`: opens the ledger, starts the embedded simulator when configured,
-//! and one runner task per (account, stream).
+//! The composition root: [`Daemon::start`] opens the store, starts the embedded simulator
+//! when configured, the lease service, the TokenManager, the supervision tree (one
+//! Account actor per account, running one runner per stream) and the HTTP server, and
+//! hands each the settings and handles it needs; [`Daemon::shutdown`] stops them.
+//! - `build`: each account's sync shape and client, the lease backend, the quota settings.
+//! - `cooldown_watch`: notices cooldowns cleared early.
+//! - `sync_once`: `marketsync sync --once`.
 //!
 //! Shutdown is "tell, then wait": a `CancellationToken` tells every runner to stop
 //! claiming; a `TaskTracker` shows when they have. Units in flight keep their report ids
@@ -13,6 +18,9 @@
 //! polls the ledger's `cooldowns` table every second: a cooldown that disappears before
 //! its end (`marketsync cooldowns clear`) is forgotten by the TokenManager and wakes the
 //! runners waiting for it.
+//!
+//! Layer 13 of docs/architecture.md. May use: everything below it, and `sim` to start the
+//! embedded simulator. May not touch: sync logic (that lives in `shapes`).
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,6 +7,9 @@
 //! - `bench quota`: quota efficiency (issue 5): a backlog of createReport calls drained
 //!   through the TokenManager against the simulator's bucket, as wall time over the
 //!   theoretical minimum and 429s; and the TokenManager's grants per second.
+//!
+//! Layer 15 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
+//! tests).
 
 pub mod cursor;
 pub mod jobs;

@@ -16,7 +16,7 @@
 //!
 //! After a 429 the simulator sends `Retry-After: 1` and the bench's TokenManagers use no
 //! cooldown of their own (the daemon's is `quota_cooldown`, 30 min): a bench must not
-//! sleep half an hour. Then grants/s of the actor itself ([`super::bench_grants`]), in
+//! sleep half an hour. Then grants/s of the actor itself ([`crate::quota::bench_grants`]), in
 //! process and against Redis.
 
 use std::collections::BTreeMap;

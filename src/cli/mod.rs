@@ -1,5 +1,8 @@
 //! Command-line parsing (clap) and dispatch. Flags are parsed once here and turned into
 //! a validated [`Config`]; nothing downstream re-validates.
+//!
+//! Layer 14 of docs/architecture.md. May use: everything, including `bench`. Holds no logic
+//! a surface shares (that lives in `diagnose`).
 
 mod accounts;
 mod check_config;

@@ -8,6 +8,9 @@
 //! This file holds the validated [`Config`], [`ConfigError`] and loading; `raw` holds the
 //! serde structs the file is read into, `validate` checks the top-level tables and
 //! `accounts` checks each account and its streams.
+//!
+//! Layer 12 of docs/architecture.md. May use: the settings types of the modules below it.
+//! Only `app` and `cli` read `Config`.
 
 pub use crate::domain::chaos::ChaosSettings;
 pub use crate::domain::{ClaimOrder, Provider, Shape};

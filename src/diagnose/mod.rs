@@ -1,4 +1,10 @@
-//! `marketsync doctor [ACCOUNT [STREAM]]`: explains why an account is not syncing, from
+//! Facts and verdicts over typed store queries, shared by `status`, `doctor`, the HTTP API
+//! and `/metrics`: [`status`] (per account and stream), [`facts`], [`verdict`](mod@verdict),
+//! [`findings`](mod@findings) and the doctor's [`probe`]s; plus the operator repairs the CLI and the
+//! HTTP API share ([`cooldowns`] list/clear, [`repair`] fill-day validation) and the
+//! [`Deployment`] view of the configuration they all read.
+//!
+//! `marketsync doctor [ACCOUNT [STREAM]]` explains why an account is not syncing, from
 //! the database, the lease backend and the configuration, without tailing logs.
 //!
 //! It automates seed 000's troubleshooting checklist and seed 004's diagnostics:
@@ -20,6 +26,10 @@
 //!
 //! The same facts give the one-word [`Verdict`] (and its one-line explanation) that the
 //! HTTP status endpoint and the dashboard show per stream (see [`crate::http`]).
+//!
+//! Layer 10 of docs/architecture.md. May use: everything up to `actors`. May not touch: SQL
+//! or Redis key names (it asks the store and the lock service); the raw configuration (it
+//! reads a `Deployment`).
 
 pub mod cooldowns;
 
@@ -58,10 +68,10 @@ impl Default for DoctorOptions {
     }
 }
 
-mod facts;
-mod findings;
-mod probe;
-mod verdict;
+pub mod facts;
+pub mod findings;
+pub mod probe;
+pub mod verdict;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The TTL cap: 1 hour. A configured TTL above it is refused by config validation; the
-/// hygiene pass ([`LockService::repair`]) repairs stored leases above it.
+/// hygiene pass ([`crate::lock::LockService::repair`]) repairs stored leases above it.
 pub const MAX_TTL: Duration = Duration::from_secs(15 * 60 * 4);
 
 /// The default Redis key prefix.
@@ -99,7 +99,7 @@ impl std::fmt::Display for RepairAction {
     }
 }
 
-/// One lease repaired by [`LockService::repair`].
+/// One lease repaired by [`crate::lock::LockService::repair`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repair {
     pub scope: String,

@@ -3,6 +3,9 @@
 //! Hours are carried as unix seconds of the hour's start (always a multiple of 3600),
 //! which keeps SQLite keys compact and arithmetic trivial; formatting to RFC 3339
 //! happens only at the edges (status output, wire formats).
+//!
+//! Layer 0 of docs/architecture.md. May use: nothing else in the crate. May not touch: I/O
+//! beyond reading `/proc` for owner liveness.
 
 pub mod chaos;
 pub mod lease;

@@ -31,6 +31,9 @@
 //! (unknown account, stream or path), 409 (a live lease without force) or 500/503.
 //!
 //! SQLite work runs on the blocking pool (`spawn_blocking`), never on the async workers.
+//!
+//! Layer 11 of docs/architecture.md. May use: everything up to `diagnose`. May not touch:
+//! the raw configuration.
 
 pub mod api;
 pub mod dashboard;

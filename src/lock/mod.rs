@@ -26,6 +26,9 @@
 //! Backends: [`redis::RedisLocks`] (several daemons; expiry decided by Redis `TIME`
 //! inside Lua scripts) and [`sqlite::SqliteLocks`] (one host; local clock). Key and table
 //! layouts are documented in their modules.  Tokens are secrets of their holder and are never logged.
+//!
+//! Layer 5 of docs/architecture.md. May use: `domain`, `store`. May not touch: ledger rows
+//! (the store checks fences on write).
 
 pub mod hygiene;
 pub mod redis;

@@ -5,8 +5,11 @@
 //! else fails only the unit at hand.
 //!
 //! The HTTP plumbing every client shares lives here too: a non-2xx answer to a
-//! [`ProviderError`] ([`error_for_status`]), `Retry-After` parsing, capped body reads,
+//! [`ProviderError`] (`error_for_status`), `Retry-After` parsing, capped body reads,
 //! transport errors with the URL stripped and messages clipped to a readable length.
+//!
+//! Layer 7 of docs/architecture.md. May use: `domain`, `quota` (the pacer). May not touch:
+//! the ledger.
 
 pub mod credentials;
 pub use credentials::read_env;

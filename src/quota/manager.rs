@@ -23,7 +23,7 @@ use super::{
 };
 use crate::store::Cooldown;
 
-/// The TokenManager's messages. Use [`QuotaHandle`] rather than sending them yourself.
+/// The TokenManager's messages. Use [`super::QuotaHandle`] rather than sending them yourself.
 pub enum QuotaMsg {
     Acquire {
         keys: Vec<BucketKey>,
@@ -69,7 +69,7 @@ pub enum QuotaMsg {
     },
 }
 
-/// The actor. Spawn with [`TokenManager::spawn`]; talk to it through [`QuotaHandle`].
+/// The actor. Spawn with [`TokenManager::spawn`]; talk to it through [`super::QuotaHandle`].
 pub struct TokenManager;
 
 impl TokenManager {

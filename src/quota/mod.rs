@@ -41,7 +41,8 @@
 //! In the daemon (`crate::app`): one TokenManager, linked to the Root; every SP-API
 //! client carries a [`Pacer`] (handle + bucket scope = the selling partner) and the sync
 //! runner acquires before each call and observes each response (`crate::shapes::windowed`).
-//! [`admin`] is `marketsync cooldowns`; [`efficiency`] is `marketsync bench quota`.
+//! `marketsync cooldowns` lives in [`crate::diagnose::cooldowns`]; `marketsync bench quota` in
+//! [`crate::bench::quota`].
 //!
 //! Emits (tracing, structured fields): `debug!(key, priority, cost, wait_ms, "request
 //! queued")`, `debug!(key, waited_ms, "deadline exceeded")`, `debug!(key, rate, previous,
@@ -50,6 +51,9 @@
 //! "provider throttled; cooling down")`, `info!(scope, reason, until, "cooldown
 //! started")`, `info!(scope, "cooldown cleared")`, `warn!(scope, error, "cooldown store
 //! failed")`, and from Redis mode `warn!(error, "quota redis unavailable")`.
+//!
+//! Layer 6 of docs/architecture.md. May use: `domain`, `store`, `lock`. May not touch:
+//! provider calls (callers ask it, then call).
 
 pub mod bucket;
 mod clock;

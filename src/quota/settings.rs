@@ -35,7 +35,7 @@ pub struct QuotaConfig {
     /// The share of every rate left unused, in `[0, 0.5)`: a configured or default spec
     /// and a rate learned from `x-amzn-RateLimit-Limit` are used as `rate * (1 - margin)`.
     /// Keepa balances are taken as reported. Default 0 here; the daemon sets
-    /// [`DEFAULT_RATE_MARGIN`] unless configured.
+    /// [`super::DEFAULT_RATE_MARGIN`] unless configured.
     pub rate_margin: f64,
     pub clock: Clock,
 }

@@ -14,6 +14,9 @@
 //!
 //! [`read_error_document`] reads the small `{"errorDetails":"…"}` document that FATAL
 //! reports point at.
+//!
+//! Layer 2 of docs/architecture.md. May use: `domain`. May not touch: the database or the
+//! network.
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};

@@ -10,8 +10,8 @@
 //! - [`cursor`]: eBay cursor streams, one bounded window per run.
 //! - [`jobs`]: the keyed job queue (StockX, Keepa).
 //!
-//! May use: `domain`, `store`, `lock`, `quota`, `provider`, `report`, `telemetry`.
-//! May not touch: actors, surfaces, the raw configuration.
+//! Layer 8 of docs/architecture.md. May use: everything up to `provider`. May not touch:
+//! actors, surfaces, the raw configuration.
 
 pub mod context;
 pub mod cursor;

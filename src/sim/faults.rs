@@ -7,7 +7,7 @@ use super::state::Operation;
 use super::{ebay, keepa, stockx};
 
 /// Injected faults. Probabilities are in `[0, 1]` and drawn per call (or per report) from
-/// a RNG seeded with [`SimConfig::seed`]; `schedule` pins a fault on the nth call.
+/// a RNG seeded with [`super::SimConfig::seed`]; `schedule` pins a fault on the nth call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimFaults {

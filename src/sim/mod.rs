@@ -10,6 +10,9 @@
 //! Data comes from [`amazon::vendor_sales_rows`], deterministic from the seed. Faults
 //! ([`SimFaults`]) are drawn from a seeded RNG or scheduled on the nth call of an operation.
 //! All state sits behind one std `Mutex` held only for short, await-free sections.
+//!
+//! Layer 1 of docs/architecture.md. May use: `domain` only. May not be imported by the
+//! product, except by `app` (the embedded simulator) and by `cli`/`bench`.
 
 pub mod amazon;
 mod bucket;

@@ -14,7 +14,7 @@
 //!   market-data request counts, whatever its answer): 429 with `Retry-After` (seconds to
 //!   the next hour) when spent.
 //! - 404 for SKUs starting `UNKNOWN` or listed in `unknown_skus`.
-//! - Faults: the shared [`super::SimFaults`] through [`Simulator::provider_fault`] with the
+//! - Faults: the shared [`super::SimFaults`] through `Simulator::provider_fault` with the
 //!   operations `stockx.token` and `stockx.marketData` (`throttle` → 429, `server_error` → 500).
 //! - `GET /_sim/stockx/stats`: calls and answers per kind.
 

@@ -9,7 +9,7 @@
 //! The allowed transitions live in [`HourState::can_become`] and nowhere else; the store
 //! refuses (and rolls back) any write that would make an illegal one. Storage is behind
 //! the [`LedgerStore`] trait so a server database is a new implementation, not a rewrite;
-//! [`sqlite::SqliteLedger`] is the one-host implementation.
+//! [`super::sqlite::SqliteLedger`] is the one-host implementation.
 
 use crate::domain::{HourWindow, SalesRow};
 use crate::report::{ReportError, ReportSummary};

@@ -2,7 +2,7 @@
 //!
 //! One SQLite file (WAL) holds the ledger and everything beside it, one file per table
 //! family:
-//! - [`blocking`]: the one helper that runs store work on the blocking pool.
+//! - [`blocking`](mod@blocking): the one helper that runs store work on the blocking pool.
 //! - [`ledger`]: the ledger's storage trait ([`LedgerStore`]), its error and row types.
 //! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
 //!   cooldowns, audits).
@@ -13,8 +13,8 @@
 //! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
 //! - [`leases`]: the SQLite lease backend's tables.
 //!
-//! May use: `domain`. May not touch: anything above it (providers, shapes, actors,
-//! surfaces); the layers above reach the database only through this module.
+//! Layer 4 of docs/architecture.md. May use: `domain`, `report`, `telemetry`. May not
+//! touch: providers, shapes, actors or surfaces; it is the only module with SQL.
 
 pub mod blocking;
 pub mod cursors;

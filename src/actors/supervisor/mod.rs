@@ -23,7 +23,7 @@
 //! a stable id; a restart creates a new actor for the same id. Messages: [`SupervisorMsg`].
 //!
 //! Options: [`SupervisorArgs`] (the policy, the factory, the ledger whose SQLite file
-//! holds `account_supervision`, see [`store`]).
+//! holds `account_supervision`, see [`crate::store::supervision`]).
 //!
 //! Emits:
 //! - logs (tracing, structured): `warn` "account actor crashed; restarting after backoff"

@@ -20,7 +20,7 @@
 //! call first asks the TokenManager (`context.paced`).
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
-//! [`store`] (SQLite), [`bench`] (`marketsync bench ebay`).
+//! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
 mod settings;
 pub use settings::CursorSettings;

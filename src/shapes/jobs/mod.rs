@@ -2,7 +2,7 @@
 //! ASINs) with dedupe, priorities 200 manual / 150 hot / 100 background, leases that
 //! rescue jobs whose worker died, and per-run metrics.
 //!
-//! - [`store`]: the SQLite tables (`jobs`, `market_prices`, `keepa_products`, `job_runs`)
+//! - [`crate::store::jobs`]: the SQLite tables (`jobs`, `market_prices`, `keepa_products`, `job_runs`)
 //!   and the public API the CLI, the HTTP API and status use ([`enqueue`], [`list_jobs`],
 //!   [`reset_failed`], [`queue_depth`], [`market_prices`], [`recent_runs`]).
 //! - [`worker`]: the drainer, a [`crate::shapes::ShapeRunner`] run by the daemon's stream

@@ -9,12 +9,12 @@
 //!   (searchReturns, `creation_date_range_from`/`_to`, `offset` a 1-based page number).
 //! - Daily call quotas per API (Fulfillment, Finances, Post-Order) that reset at midnight
 //!   Pacific time, approximated as UTC-8 (no daylight saving); the 429 body has `errorId` 2001.
-//! - Shared faults ([`Simulator::provider_fault`]) under the operation names in
+//! - Shared faults (`Simulator::provider_fault`) under the operation names in
 //!   [`OPERATIONS`]; control: `GET /_sim/ebay/stats`, `GET /_sim/ebay/requests` (every data
 //!   request with its window), `GET /_sim/ebay/changes` (the status changes the data made),
 //!   `PUT /_sim/ebay/control` (pin the clock, serve oversized pages).
 //!
-//! Data is a pure function of (seed, seller, day, index): [`orders_between`] and friends,
+//! Data is a pure function of (seed, seller, day, index): `orders_between` and friends,
 //! so tests compute exactly what was served. Orders move NOT_STARTED → IN_PROGRESS →
 //! FULFILLED hours after creation; one order in `return_every` gets a return that moves
 //! RETURN_REQUESTED → ITEM_SHIPPED → CLOSED and refunds the order (FULLY_REFUNDED, plus a

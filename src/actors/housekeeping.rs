@@ -64,15 +64,7 @@ impl Actor for Housekeeping {
                 crate::lock::lock_hygiene(&state.locks).await;
                 let ledger = Arc::clone(&state.ledger);
                 let before = crate::domain::now_ts() - CLAIM_HISTORY.as_secs() as i64;
-                let pruned = tokio::task::spawn_blocking(move || {
-                    ledger.with_conn(|conn| {
-                        conn.execute(
-                            "DELETE FROM ledger_claims WHERE finished_at IS NOT NULL AND finished_at < ?1",
-                            [before],
-                        )
-                    })
-                })
-                .await;
+                let pruned = crate::store::blocking(move || ledger.prune_claims(before)).await;
                 match pruned {
                     Ok(Ok(0)) => {}
                     Ok(Ok(rows)) => info!(rows, "pruned claim history older than 30 days"),

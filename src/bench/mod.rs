@@ -471,14 +471,9 @@ fn applied_hours_total(config: &Path) -> i64 {
     let Ok(ledger) = SqliteLedger::open(&database) else {
         return 0;
     };
-    ledger.with_conn(|conn| {
-        conn.query_row(
-            "SELECT COUNT(*) FROM ledger_hours WHERE state = 'APPLIED'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap_or(0)
-    })
+    ledger
+        .applied_hours_total()
+        .map_or(0, |count| i64::try_from(count).unwrap_or(i64::MAX))
 }
 
 fn wait_for_applied(
@@ -639,14 +634,12 @@ fn bench_poison(dir: &Path, healthy: usize, days: u64) -> anyhow::Result<i32> {
             let database = config.with_file_name("marketsync.db");
             SqliteLedger::open(&database)
                 .map(|ledger| {
-                    ledger.with_conn(|conn| {
-                        conn.query_row(
-                            "SELECT restarts FROM account_supervision WHERE account = 'poison'",
-                            [],
-                            |row| row.get::<_, i64>(0),
-                        )
-                        .unwrap_or(0)
-                    })
+                    ledger
+                        .with_read_conn(crate::store::supervision::load)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|child| child.account == "poison")
+                        .map_or(0, |child| i64::try_from(child.restarts).unwrap_or(i64::MAX))
                 })
                 .unwrap_or(0)
         } else {

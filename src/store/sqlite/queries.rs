@@ -189,6 +189,18 @@ impl SqliteLedger {
         })
     }
 
+    /// APPLIED hours across every account and stream.
+    pub fn applied_hours_total(&self) -> Result<u64, LedgerError> {
+        self.with_read_conn(|conn| {
+            let count: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM ledger_hours WHERE state = 'APPLIED'",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+
     /// Deletes finished claims older than `before` from the claim history; returns how many.
     pub fn prune_claims(&self, before: i64) -> Result<u64, LedgerError> {
         self.with_conn(|conn| {

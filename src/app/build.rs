@@ -1,6 +1,7 @@
 //! Wiring settings into the parts the daemon runs: each account's sync shape and
 //! client, the lease backend, the TokenManager's settings.
 
+use crate::domain::{Provider, Shape};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,20 +27,16 @@ pub(super) fn build_work(
     pacer: Pacer,
     ledger: &Arc<SqliteLedger>,
 ) -> anyhow::Result<StreamWork> {
-    match account.provider.as_str() {
-        "amazon" => Ok(StreamWork::reports(Arc::new(
+    match account.provider.shape() {
+        Shape::Windowed => Ok(StreamWork::reports(Arc::new(
             build_client(account, http, simulator)?.with_pacer(pacer),
         ))),
-        "ebay" => {
+        Shape::Cursor => {
             crate::shapes::cursor::stream_work(account, http, simulator, pacer, Arc::clone(ledger))
         }
-        "stockx" | "keepa" => {
+        Shape::Jobs => {
             crate::shapes::jobs::stream_work(account, http, simulator, pacer, Arc::clone(ledger))
         }
-        other => anyhow::bail!(
-            "accounts.{}: provider {other} has no sync shape in this build",
-            account.id
-        ),
     }
 }
 
@@ -182,7 +179,7 @@ pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Re
     .with_rate_margin(config.quota.rate_margin);
     quota.reserve_share = config.quota.reserve_share;
     for (operation, spec) in &config.quota.amazon {
-        quota = quota.with_spec("amazon", operation, *spec);
+        quota = quota.with_spec(Provider::Amazon.as_str(), operation, *spec);
     }
     for (operation, spec) in &config.quota.amazon_application {
         quota = quota.with_spec("amazon_application", operation, *spec);
@@ -195,13 +192,13 @@ pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Re
     let amazon_cooldown = config
         .accounts
         .iter()
-        .filter(|account| account.provider == crate::domain::Provider::Amazon)
+        .filter(|account| account.provider == Provider::Amazon)
         .flat_map(|account| account.streams.iter().map(|stream| stream.quota_cooldown))
         .min();
     if let Some(cooldown) = amazon_cooldown {
         quota
             .throttle_cooldowns
-            .insert("amazon".to_string(), cooldown);
+            .insert(Provider::Amazon.as_str().to_string(), cooldown);
     }
     Ok(quota)
 }

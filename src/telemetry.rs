@@ -37,6 +37,7 @@ pub struct Metrics {
     provider_calls: Family<Labels, Counter>,
     provider_throttled: Family<Labels, Counter>,
     lock_takeovers: Family<Labels, Counter>,
+    service_restarts: Family<Labels, Counter>,
     tokens_available: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Calls per (provider, operation) in the current UTC hour: the budgets page's
     /// "used this hour" (seed 002's market_budgets). A std Mutex: held for a map update.
@@ -58,6 +59,12 @@ impl Metrics {
             "Provider calls answered 429 (quota exceeded), by provider and operation",
             provider_throttled.clone(),
         );
+        let service_restarts = Family::<Labels, Counter>::default();
+        registry.register(
+            "service_restarts",
+            "Failures (errors, panics, unexpected stops) of an infrastructure service, each followed by a restart or, once its budget is spent, the daemon's exit; by service",
+            service_restarts.clone(),
+        );
         let lock_takeovers = Family::<Labels, Counter>::default();
         registry.register(
             "lock_takeovers",
@@ -75,6 +82,7 @@ impl Metrics {
             provider_calls,
             provider_throttled,
             lock_takeovers,
+            service_restarts,
             tokens_available,
             calls_this_hour: std::sync::Mutex::new(HashMap::new()),
         }
@@ -124,6 +132,20 @@ impl Metrics {
         self.lock_takeovers
             .get_or_create(&vec![("scope", scope.to_string())])
             .inc();
+    }
+
+    /// An infrastructure service failed (and is restarted, or ends the daemon).
+    pub fn service_restart(&self, service: &str) {
+        self.service_restarts
+            .get_or_create(&vec![("service", service.to_string())])
+            .inc();
+    }
+
+    /// The current value of `service_restarts_total` for `service`.
+    pub fn service_restarts(&self, service: &str) -> u64 {
+        self.service_restarts
+            .get_or_create(&vec![("service", service.to_string())])
+            .get()
     }
 
     /// The current value of `lock_takeovers_total` for `scope`.

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::actors::services::panic_message;
 use crate::actors::supervisor::{ChildFactory, ChildProgress};
 use crate::domain::chaos::Chaos;
 use crate::lock::settings::LockSettings;
@@ -205,16 +206,6 @@ impl Actor for AccountActor {
             }
         }
     }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        return text.to_string();
-    }
-    if let Some(text) = payload.downcast_ref::<String>() {
-        return text.clone();
-    }
-    "panic with a non-text payload".to_string()
 }
 
 impl ChildFactory for AccountFactory {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::info;
 
+use crate::actors::services::ServiceSpec;
+use crate::domain::chaos::Chaos;
 use crate::lock::LockService;
 use crate::store::SqliteLedger;
 
@@ -19,10 +21,27 @@ pub const CLAIM_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct Housekeeping;
 
+#[derive(Clone)]
 pub struct HousekeepingArgs {
     pub locks: LockService,
     pub ledger: Arc<SqliteLedger>,
     pub every: Duration,
+    /// Crash drills (`[chaos] service = "housekeeping"`).
+    pub chaos: Option<Arc<Chaos>>,
+}
+
+/// Housekeeping as a restartable service of the root.
+pub fn service(args: HousekeepingArgs) -> ServiceSpec {
+    ServiceSpec {
+        name: "housekeeping",
+        start: Arc::new(move |root: ractor::ActorCell| {
+            let args = args.clone();
+            Box::pin(async move {
+                let (actor, _) = Actor::spawn_linked(None, Housekeeping, args, root).await?;
+                Ok(actor.get_cell())
+            })
+        }),
+    }
 }
 
 #[derive(Debug)]
@@ -61,6 +80,9 @@ impl Actor for Housekeeping {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             HousekeepingMsg::Tick => {
+                if let Some(chaos) = &state.chaos {
+                    chaos.on_service_step("housekeeping");
+                }
                 crate::lock::lock_hygiene(&state.locks).await;
                 let ledger = Arc::clone(&state.ledger);
                 let before = crate::domain::now_ts() - CLAIM_HISTORY.as_secs() as i64;

@@ -12,4 +12,5 @@
 pub mod account;
 pub mod housekeeping;
 pub mod root;
+pub mod services;
 pub mod supervisor;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
+use crate::actors::services::ServiceSpec;
+use crate::domain::chaos::Chaos;
 use crate::quota::QuotaHandle;
 use crate::store::SqliteLedger;
 use std::collections::HashMap;
@@ -19,20 +21,25 @@ const COOLDOWN_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Reads the ledger's cooldowns every [`COOLDOWN_WATCH_EVERY`]; a quota cooldown that
 /// vanished or got shorter before its end was cleared by an operator: the TokenManager
 /// forgets what it remembered about the scope, and `cleared` wakes the waiting runners.
-pub(super) fn spawn_cooldown_watch(
+/// Runs as the root's `cooldown-watch` service (see [`service`]); it never returns.
+pub(super) async fn cooldown_watch(
     ledger: Arc<SqliteLedger>,
     quota: QuotaHandle,
-    cleared: watch::Sender<u64>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    cleared: Arc<watch::Sender<u64>>,
+    chaos: Option<Arc<Chaos>>,
+) -> anyhow::Result<()> {
+    {
         let mut known: HashMap<String, i64> = HashMap::new();
         let mut tick = tokio::time::interval(COOLDOWN_WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if let Some(chaos) = &chaos {
+                chaos.on_service_step("cooldown-watch");
+            }
             let now = now_ts();
             let reader = Arc::clone(&ledger);
-            let current = match tokio::task::spawn_blocking(move || {
+            let current = match crate::store::blocking(move || {
                 crate::store::sqlite::ledger_cooldowns(&reader, now)
             })
             .await
@@ -67,5 +74,25 @@ pub(super) fn spawn_cooldown_watch(
                 cleared.send_modify(|generation| *generation += 1);
             }
         }
-    })
+    }
+}
+
+/// The cooldown watch as a restartable service of the root.
+pub(super) fn service(
+    ledger: Arc<SqliteLedger>,
+    quota: QuotaHandle,
+    cleared: Arc<watch::Sender<u64>>,
+    chaos: Option<Arc<Chaos>>,
+) -> ServiceSpec {
+    ServiceSpec::task(
+        "cooldown-watch",
+        Arc::new(move || {
+            Box::pin(cooldown_watch(
+                Arc::clone(&ledger),
+                quota.clone(),
+                Arc::clone(&cleared),
+                chaos.clone(),
+            ))
+        }),
+    )
 }

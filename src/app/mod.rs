@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::quota::{Pacer, QuotaHandle, TokenManager};
@@ -42,6 +42,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::account::{AccountFactory, AccountSpec, StreamShared};
 use crate::actors::root::{HousekeepingArgs, Root, RootArgs, RootMsg};
+use crate::actors::services::ServiceSpec;
 use crate::actors::supervisor::{SupervisorArgs, SupervisorMsg};
 use crate::domain::chaos::Chaos;
 use crate::lock::{lock_hygiene, LockService};
@@ -54,7 +55,6 @@ mod sync_once;
 
 use build::build_work;
 pub use build::{open_locks, quota_config};
-use cooldown_watch::spawn_cooldown_watch;
 pub use sync_once::sync_once;
 
 /// How long runners get to finish their unit after shutdown is requested.
@@ -80,15 +80,10 @@ pub struct Daemon {
     /// The stream runners; closed and awaited at shutdown.
     tracker: TaskTracker,
     /// Stops the simulator after the runners, so in-flight units can finish against it.
-    simulator_cancel: CancellationToken,
-    simulator_task: Option<tokio::task::JoinHandle<()>>,
     /// Stops the HTTP server last, so the dashboard shows the shutdown to the end.
-    http_cancel: CancellationToken,
-    http_task: Option<tokio::task::JoinHandle<()>>,
     /// The TokenManager every provider call asks first.
     pub quota: QuotaHandle,
     quota_task: tokio::task::JoinHandle<()>,
-    cooldown_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -108,7 +103,6 @@ impl Daemon {
         let abort = CancellationToken::new();
         // The daemon's in-process counters: the runners count, `/metrics` exposes.
         let metrics = Arc::new(crate::telemetry::Metrics::new());
-        let simulator_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 
         let locks = open_locks(config, Some(&ledger)).await?;
@@ -123,7 +117,9 @@ impl Daemon {
                 .context("starting the token manager")?;
         let quota = QuotaHandle::new(quota_actor.clone());
         let (cleared_tx, cleared) = watch::channel(0u64);
-        let cooldown_watch = spawn_cooldown_watch(Arc::clone(&ledger), quota.clone(), cleared_tx);
+        let cleared_tx = Arc::new(cleared_tx);
+        // The root's restartable services, started with the tree.
+        let mut services = Vec::new();
         info!(
             backend = if config.redis.is_some() {
                 "redis"
@@ -135,7 +131,6 @@ impl Daemon {
             "token manager started"
         );
 
-        let mut simulator_task = None;
         let simulator_addr = match &config.simulator {
             Some(settings) => {
                 let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -154,15 +149,18 @@ impl Daemon {
                     },
                     ..SimConfig::default()
                 });
-                let stop = simulator_cancel.clone();
-                simulator_task = Some(tokio::spawn(async move {
-                    if let Err(err) =
-                        crate::sim::serve(listener, sim, async move { stop.cancelled().await })
-                            .await
-                    {
-                        error!(error = %err, "embedded simulator stopped");
-                    }
-                }));
+                let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
+                services.push(ServiceSpec::task(
+                    "simulator",
+                    Arc::new(move || {
+                        let (sim, listener) = (Arc::clone(&sim), Arc::clone(&listener));
+                        Box::pin(async move {
+                            let listener = take_or_bind(&listener, addr).await?;
+                            crate::sim::serve(listener, sim, std::future::pending()).await?;
+                            Ok(())
+                        })
+                    }),
+                ));
                 info!(address = %addr, "embedded simulator listening");
                 Some(addr)
             }
@@ -179,8 +177,13 @@ impl Daemon {
         let owner = crate::lock::local_owner("auto-sync");
 
         let chaos = config.chaos.as_ref().map(|drill| {
-            warn!(account = %drill.account, action = ?drill.action, when = ?drill.when, "chaos drill armed");
-            Arc::new(Chaos::new(drill.account.clone(), drill.action, drill.when))
+            warn!(target = %drill.account, kind = ?drill.target, action = ?drill.action, when = ?drill.when, "chaos drill armed");
+            Arc::new(Chaos::targeting(
+                drill.target,
+                drill.account.clone(),
+                drill.action,
+                drill.when,
+            ))
         });
         let mut accounts = HashMap::with_capacity(config.accounts.len());
         for account in &config.accounts {
@@ -224,7 +227,7 @@ impl Daemon {
             owner: owner.clone(),
             cancel: cancel.clone(),
             abort: abort.clone(),
-            chaos,
+            chaos: chaos.clone(),
             lock_settings: config.locks.clone(),
             metrics: Arc::clone(&metrics),
         });
@@ -235,42 +238,7 @@ impl Daemon {
             permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             tracker: tracker.clone(),
         };
-        let (failed_tx, failed) = watch::channel(None);
-        let (root, root_task) = Actor::spawn(
-            None,
-            Root,
-            RootArgs {
-                supervisor: SupervisorArgs {
-                    policy: config.supervisor.clone(),
-                    factory: Arc::new(factory),
-                    ledger: Arc::clone(&ledger),
-                },
-                housekeeping: HousekeepingArgs {
-                    locks: locks.clone(),
-                    ledger: Arc::clone(&ledger),
-                    every: config.locks.hygiene_interval,
-                },
-                quota: Some(quota_actor.get_cell()),
-                failed: failed_tx,
-            },
-        )
-        .await
-        .context("starting the supervision tree")?;
-        let supervisor = ractor::call_t!(root, RootMsg::Supervisor, 10_000)
-            .context("asking the root for the accounts supervisor")?
-            .context("the accounts supervisor did not start")?;
-        supervisor
-            .cast(SupervisorMsg::Start(
-                config
-                    .accounts
-                    .iter()
-                    .map(|account| account.id.clone())
-                    .collect(),
-            ))
-            .context("starting the account actors")?;
         // The operator surface: status and admin API, dashboard, metrics.
-        let http_cancel = CancellationToken::new();
-        let mut http_task = None;
         let http_addr = match &config.http {
             Some(settings) => {
                 let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -290,26 +258,76 @@ impl Daemon {
                 if state.admin_token.is_none() {
                     warn!("http: no admin token (set [http] admin_token_env and export that variable); mutating endpoints answer 403");
                 }
-                let stop = http_cancel.clone();
-                http_task = Some(tokio::spawn(async move {
-                    if let Err(err) =
-                        crate::http::serve(listener, state, async move { stop.cancelled().await })
-                            .await
-                    {
-                        error!(error = %err, "http server stopped");
-                    }
-                }));
+                let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
+                services.push(ServiceSpec::task(
+                    "http",
+                    Arc::new(move || {
+                        let (state, listener) = (state.clone(), Arc::clone(&listener));
+                        Box::pin(async move {
+                            let listener = take_or_bind(&listener, addr).await?;
+                            crate::http::serve(listener, state, std::future::pending()).await?;
+                            Ok(())
+                        })
+                    }),
+                ));
                 info!(address = %addr, "http api, dashboard and metrics listening");
                 Some(addr)
             }
             None => None,
         };
+        services.insert(
+            0,
+            cooldown_watch::service(
+                Arc::clone(&ledger),
+                quota.clone(),
+                Arc::clone(&cleared_tx),
+                chaos.clone(),
+            ),
+        );
+        services.insert(
+            0,
+            crate::actors::housekeeping::service(HousekeepingArgs {
+                locks: locks.clone(),
+                ledger: Arc::clone(&ledger),
+                every: config.locks.hygiene_interval,
+                chaos: chaos.clone(),
+            }),
+        );
+        let (failed_tx, failed) = watch::channel(None);
+        let (root, root_task) = Actor::spawn(
+            None,
+            Root,
+            RootArgs {
+                supervisor: SupervisorArgs {
+                    policy: config.supervisor.clone(),
+                    factory: Arc::new(factory),
+                    ledger: Arc::clone(&ledger),
+                },
+                services,
+                quota: Some(quota_actor.get_cell()),
+                policy: config.supervisor.clone(),
+                metrics: Arc::clone(&metrics),
+                failed: failed_tx,
+            },
+        )
+        .await
+        .context("starting the supervision tree")?;
+        let supervisor = ractor::call_t!(root, RootMsg::Supervisor, 10_000)
+            .context("asking the root for the accounts supervisor")?
+            .context("the accounts supervisor did not start")?;
+        supervisor
+            .cast(SupervisorMsg::Start(
+                config
+                    .accounts
+                    .iter()
+                    .map(|account| account.id.clone())
+                    .collect(),
+            ))
+            .context("starting the account actors")?;
         info!(accounts = config.accounts.len(), owner = %owner, "daemon started");
         Ok(Daemon {
             simulator_addr,
             http_addr,
-            http_cancel,
-            http_task,
             ledger,
             locks,
             supervisor,
@@ -319,11 +337,8 @@ impl Daemon {
             cancel,
             abort,
             tracker,
-            simulator_cancel,
-            simulator_task,
             quota,
             quota_task,
-            cooldown_watch,
         })
     }
 
@@ -333,7 +348,8 @@ impl Daemon {
         self.cancel.cancel();
         self.tracker.close();
         // Runners first (they finish their unit and release their leases), then the
-        // actors, then the simulator they may still be talking to.
+        // actors; the root's services (the simulator the runners may still be talking
+        // to, the HTTP server) stop with the root.
         let mut runners_done = tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok();
@@ -354,26 +370,14 @@ impl Daemon {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.root_task).await;
         // The root takes its linked TokenManager down with it; this covers a root that
         // was already gone.
-        self.cooldown_watch.abort();
         self.quota.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.quota_task).await;
-        self.simulator_cancel.cancel();
-        let all_done = match self.simulator_task {
-            Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_ok(),
-            None => true,
-        };
-        self.http_cancel.cancel();
-        if let Some(task) = self.http_task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        if runners_done && all_done {
+        if runners_done {
             info!("shutdown complete");
         } else {
             warn!("grace period over with work in flight; the ledger resumes it on the next start");
         }
-        runners_done && all_done
+        runners_done
     }
 }
 
@@ -395,5 +399,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     match failure {
         Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),
         None => Ok(()),
+    }
+}
+
+/// The listener bound at startup (so a busy port is an error the operator sees at once),
+/// or, for a restarted incarnation, the same address bound again.
+async fn take_or_bind(
+    slot: &std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    addr: SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let taken = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match taken {
+        Some(listener) => Ok(listener),
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} again")),
     }
 }

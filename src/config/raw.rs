@@ -60,6 +60,8 @@ pub(super) struct RawChaos {
     #[serde(default)]
     pub(super) enabled: bool,
     pub(super) account: Option<String>,
+    /// An infrastructure service instead of an account (`housekeeping`, `cooldown-watch`).
+    pub(super) service: Option<String>,
     pub(super) action: Option<String>,
     pub(super) every_unit: Option<bool>,
     pub(super) nth_unit: Option<u64>,

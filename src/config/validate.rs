@@ -158,9 +158,10 @@ fn validate_buckets(
 
 impl RawChaos {
     fn validate(self, accounts: &[AccountConfig]) -> Result<Option<ChaosSettings>, String> {
-        use crate::domain::chaos::{ChaosAction, ChaosWhen};
+        use crate::domain::chaos::{ChaosAction, ChaosTarget, ChaosWhen, SERVICES};
         if !self.enabled {
             if self.account.is_some()
+                || self.service.is_some()
                 || self.action.is_some()
                 || self.every_unit.is_some()
                 || self.nth_unit.is_some()
@@ -172,17 +173,42 @@ impl RawChaos {
             }
             return Ok(None);
         }
-        let Some(account) = self.account else {
-            return Err(
-                "chaos.account: missing; name the account whose actor the drill crashes"
-                    .to_string(),
-            );
+        let (account, target) = match (self.account, self.service) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "chaos: give account or service, not both (one drill at a time)".to_string(),
+                )
+            }
+            (None, Some(service)) => {
+                if !SERVICES.contains(&service.as_str()) {
+                    return Err(format!(
+                        "chaos.service: unknown service {service:?}; expected one of {}",
+                        SERVICES.join(", ")
+                    ));
+                }
+                if self.action.as_deref().is_some_and(|action| action != "panic") {
+                    return Err(
+                        "chaos.action: a service drill can only panic; remove action or use panic"
+                            .to_string(),
+                    );
+                }
+                (service, ChaosTarget::Service)
+            }
+            (Some(account), None) => {
+                if !accounts.iter().any(|known| known.id == account) {
+                    return Err(format!(
+                        "chaos.account: unknown account {account:?}; name a configured account"
+                    ));
+                }
+                (account, ChaosTarget::Account)
+            }
+            (None, None) => {
+                return Err(
+                    "chaos.account: missing; name the account whose actor the drill crashes (or chaos.service for an infrastructure service)"
+                        .to_string(),
+                )
+            }
         };
-        if !accounts.iter().any(|known| known.id == account) {
-            return Err(format!(
-                "chaos.account: unknown account {account:?}; name a configured account"
-            ));
-        }
         let action = match self.action.as_deref() {
             None | Some("panic") => ChaosAction::Panic,
             Some("freeze") => ChaosAction::Freeze,
@@ -203,6 +229,7 @@ impl RawChaos {
         };
         Ok(Some(ChaosSettings {
             account,
+            target,
             action,
             when,
         }))

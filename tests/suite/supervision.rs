@@ -302,3 +302,98 @@ async fn sigterm_mid_sync_exits_zero_and_the_restart_requests_nothing_twice() {
         "one report per 6h chunk, none twice"
     );
 }
+
+/// A free loopback port for the daemon's HTTP server.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+/// The value of `name{labels}` in an OpenMetrics text, when present.
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(name_and_labels))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Issue 13 (point 7): a panic in an infrastructure service (here Housekeeping, on its
+/// first pass) restarts that service, is logged and counted in `/metrics`, and never
+/// stops account syncing; the daemon keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "{FAST_SUPERVISOR}[locks]\nhygiene_interval = \"1s\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[chaos]\nenabled = true\nservice = \"housekeeping\"\nnth_unit = 1\n"
+    );
+    let config = embedded_config(dir.path(), &["first", "second"], &extra);
+    let mut daemon = DaemonProcess::spawn(&config);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            last = response.text().await.unwrap_or_default();
+            let restarts = metric(
+                &last,
+                "marketsync_service_restarts_total{service=\"housekeeping\"}",
+            );
+            let synced = status_json(&config)
+                .map(|status| applied(&status, "first") == 24 && applied(&status, "second") == 24)
+                .unwrap_or(false);
+            if restarts == Some(1.0) && synced {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics:\n{last}\nlogs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("service failed; restarting it after a backoff"),
+        "{logs}"
+    );
+    assert!(logs.contains("service restarted"), "{logs}");
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+}
+
+/// Issue 13 (point 7): a service that fails every time spends its restart budget
+/// (`supervisor.max_crashes` within `crash_window`), and only then does the daemon exit
+/// non-zero, naming the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_keeps_failing_spends_its_budget_and_the_daemon_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{FAST_SUPERVISOR}[chaos]\nenabled = true\nservice = \"cooldown-watch\"\nevery_unit = true\n"
+    );
+    let config = embedded_config(dir.path(), &["only"], &extra);
+    let mut daemon = DaemonProcess::spawn(&config);
+    let code = daemon.wait_exit_code(Duration::from_secs(60)).await;
+    let logs = daemon.logs();
+    assert!(
+        matches!(code, Some(code) if code != 0),
+        "exit {code:?}\n{logs}"
+    );
+    assert!(
+        logs.contains("service cooldown-watch failed 4 times") && logs.contains("budget is spent"),
+        "{logs}"
+    );
+    // It was restarted (max_crashes = 3) before the budget ran out.
+    assert_eq!(logs.matches("service restarted").count(), 3, "{logs}");
+}

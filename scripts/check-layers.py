@@ -5,8 +5,8 @@ The allowed order is LAYERS (lowest first); docs/architecture.md draws the same 
 A module may name (`crate::x`, `super::` does not leave the module) only modules listed
 before it. `sim` and `bench` are outside the product: only the composition root (`app`),
 the command line (`cli`) and `bench` itself may import them, and `sim` imports nothing
-but `domain`. Test code (`tests.rs`, `testing.rs` and `#[cfg(test)] mod tests` blocks) is
-not checked: tests may reach anything.
+but `domain`. Test code (`tests.rs`, `testing.rs`, files under a `tests/` folder and
+`#[cfg(test)] mod tests` blocks) is not checked: tests may reach anything.
 
 Exit 1 with one line per offending reference (file:line, from -> to, why); 0 when clean.
 """
@@ -82,6 +82,8 @@ def main():
             if not name.endswith(".rs") or name in ("tests.rs", "testing.rs"):
                 continue
             path = os.path.join(directory, name)
+            if "tests" in os.path.relpath(path, "src").split(os.sep)[:-1]:
+                continue
             top = top_level(path)
             if top in ("lib", "main"):
                 continue

@@ -71,8 +71,42 @@ def top_level(path):
     return rel[0][:-3] if rel[0].endswith(".rs") else rel[0]
 
 
+def self_test():
+    """The check must catch an upward import, a mutual import and a product import of
+    the simulator, and pass a clean tree; run by scripts/test.sh before the real check."""
+    import tempfile
+
+    cases = {
+        "upward": ({"store/mod.rs": "use crate::shapes::runner;\n", "shapes/mod.rs": ""}, 1),
+        "mutual": ({"lock/mod.rs": "use crate::quota::x;\n", "quota/mod.rs": "use crate::lock::y;\n"}, 1),
+        "sim in product": ({"shapes/mod.rs": "fn f() { crate::sim::serve(); }\n", "sim/mod.rs": ""}, 1),
+        "test code": ({"store/mod.rs": "#[cfg(test)]\nmod tests {\n    use crate::app::x;\n}\n"}, 0),
+        "clean": ({"shapes/mod.rs": "use crate::store::{a, b};\nuse crate::domain::c;\n"}, 0),
+    }
+    failures = 0
+    for name, (files, expected) in cases.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel, text in files.items():
+                path = os.path.join(tmp, "src", rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+            got = check(tmp, quiet=True)
+            if got != expected:
+                print(f"self-test {name}: exit {got}, expected {expected}")
+                failures += 1
+    return 1 if failures else 0
+
+
 def main():
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    if "--self-test" in sys.argv:
+        result = self_test()
+        print("layering check self-test: " + ("failed" if result else "ok"))
+        return result
+    return check(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def check(root, quiet=False):
     os.chdir(root)
     rank = {name: index for index, name in enumerate(LAYERS)}
     problems = []
@@ -111,6 +145,8 @@ def main():
                             why = f"{target} is above {top}"
                         if why:
                             problems.append(f"{path}:{number}: {top} -> {target}: {why}")
+    if quiet:
+        return 1 if problems else 0
     for problem in problems:
         print(problem)
     if problems:

@@ -40,6 +40,7 @@ if cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --lock
 fi
 
 log "layering check (scripts/check-layers.py; the order is in docs/architecture.md)"
+python3 scripts/check-layers.py --self-test
 python3 scripts/check-layers.py
 
 log "cargo fmt --check"

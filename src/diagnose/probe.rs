@@ -63,7 +63,10 @@ fn mebibytes(bytes: u64) -> String {
 pub fn disk_full_errors(accounts: &[AccountFacts]) -> Option<(String, String)> {
     for account in accounts {
         if let Some(supervisor) = &account.supervisor {
-            let crash = supervisor.last_crash.as_ref().map(|crash| crash.reason.as_str());
+            let crash = supervisor
+                .last_crash
+                .as_ref()
+                .map(|crash| crash.reason.as_str());
             for text in [crash, supervisor.reason.as_deref()].into_iter().flatten() {
                 if text.contains(SQLITE_FULL_TEXT) {
                     return Some((account.id.clone(), text.to_string()));
@@ -71,7 +74,10 @@ pub fn disk_full_errors(accounts: &[AccountFacts]) -> Option<(String, String)> {
             }
         }
         for stream in &account.streams {
-            let error = stream.failed.as_ref().and_then(|failed| failed.last_error.as_deref());
+            let error = stream
+                .failed
+                .as_ref()
+                .and_then(|failed| failed.last_error.as_deref());
             if let Some(text) = error.filter(|text| text.contains(SQLITE_FULL_TEXT)) {
                 return Some((stream.scope(), text.to_string()));
             }
@@ -347,7 +353,9 @@ pub async fn diagnose(
     let mut all = probe.findings;
     all.extend(endpoint_findings);
     let disk = disk_findings(&config.data_dir, MIN_FREE_BYTES);
-    let disk_reported = disk.iter().any(|finding| finding.severity == Severity::Action);
+    let disk_reported = disk
+        .iter()
+        .any(|finding| finding.severity == Severity::Action);
     all.extend(disk);
     let database = config.database_path();
     if !database.exists() {

@@ -253,8 +253,9 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
             }
             reason
                 if reason == crate::shapes::FENCE_REFUSED
-                    && crate::shapes::fence_refusals_in(cooldown.detail.as_deref().unwrap_or(""))
-                        >= super::FENCE_REFUSAL_LOOP =>
+                    && crate::shapes::fence_refusals_in(
+                        cooldown.detail.as_deref().unwrap_or(""),
+                    ) >= super::FENCE_REFUSAL_LOOP =>
             {
                 return (
                     Verdict::Stalled,

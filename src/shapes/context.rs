@@ -201,7 +201,10 @@ impl StreamContext {
 
     /// One run of the stream's shape. Every ledger write carries `fence`, so a run whose
     /// lease was taken over cannot overwrite the new owner's work.
-    pub async fn run_fenced(&self, fence: crate::store::WriteFence) -> Result<RunOutcome, SyncError> {
+    pub async fn run_fenced(
+        &self,
+        fence: crate::store::WriteFence,
+    ) -> Result<RunOutcome, SyncError> {
         self.work.runner().run(self, fence).await
     }
 

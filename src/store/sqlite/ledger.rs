@@ -176,7 +176,14 @@ impl LedgerStore for SqliteLedger {
     fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, "report id write", now)?;
+            check_fence(
+                &tx,
+                &claim.account,
+                &claim.stream,
+                claim.fence,
+                "report id write",
+                now,
+            )?;
             let changed = tx
                 .prepare_cached(
                     "UPDATE ledger_hours SET report_id = ?1, updated_at = ?2
@@ -214,7 +221,14 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, "download record", now)?;
+            check_fence(
+                &tx,
+                &claim.account,
+                &claim.stream,
+                claim.fence,
+                "download record",
+                now,
+            )?;
             transition_claim(
                 &tx,
                 claim,
@@ -304,7 +318,14 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, "failure record", now)?;
+            check_fence(
+                &tx,
+                &claim.account,
+                &claim.stream,
+                claim.fence,
+                "failure record",
+                now,
+            )?;
             transition_claim(
                 &tx,
                 claim,

@@ -300,7 +300,9 @@ pub(crate) fn newest_fence(
         .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
         .query_row(params![account, stream], |row| row.get(0))
         .optional()?;
-    Ok(newest.and_then(|fence| u64::try_from(fence).ok()).unwrap_or(0))
+    Ok(newest
+        .and_then(|fence| u64::try_from(fence).ok())
+        .unwrap_or(0))
 }
 
 fn finish_claim(

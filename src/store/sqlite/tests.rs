@@ -57,7 +57,15 @@ fn ledger_with(hours: i64) -> SqliteLedger {
 
 fn claim(ledger: &SqliteLedger, max: i64, order: ClaimOrder) -> Option<Claim> {
     ledger
-        .claim("a", "s", max, order, "test:1@host", WriteFence::Unfenced, T0)
+        .claim(
+            "a",
+            "s",
+            max,
+            order,
+            "test:1@host",
+            WriteFence::Unfenced,
+            T0,
+        )
         .unwrap()
 }
 

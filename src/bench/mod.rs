@@ -274,7 +274,7 @@ fn bench_ledger(dir: &Path, hours: i64, scopes: i64, chunk: i64) -> anyhow::Resu
             chunk,
             ClaimOrder::NewestFirst,
             "bench:1@local",
-            Some(1),
+            crate::store::WriteFence::Lease(1),
             end,
         )? {
             ledger.set_report_id(&claim, "report", end)?;
@@ -315,7 +315,7 @@ fn bench_apply(dir: &Path, rows: u64) -> anyhow::Result<i32> {
             hours as i64,
             ClaimOrder::NewestFirst,
             "bench:1@local",
-            None,
+            crate::store::WriteFence::Unfenced,
             start,
         )?
         .context("nothing to claim")?;

@@ -348,7 +348,16 @@ pub(crate) fn shape_findings(
                 )
             }
         },
-        _ => Finding::new(Severity::Action, scope, explanation).fix(format!("{cmd} run")),
+        _ => match live_holder_elsewhere(stream) {
+            // A daemon holds the stream's lease: it is running; starting another would
+            // only wait for the lease.
+            Some(holder) => Finding::new(
+                Severity::Wait,
+                scope,
+                format!("{explanation}; {holder} holds the lease and works the stream"),
+            ),
+            None => Finding::new(Severity::Action, scope, explanation).fix(format!("{cmd} run")),
+        },
     };
     out.push(finding);
 }
@@ -393,6 +402,41 @@ pub(crate) fn stream_findings(
                 )
                 .fix(format!("{cmd} locks release {scope} --force")),
             );
+        } else if let Some(host) = other_host(&lock.owner) {
+            // A live lease of a process on another host: this host cannot tell whether it
+            // is alive, so no force-release is offered (it would let two daemons work
+            // the stream); the daemon there is the one to look at.
+            let held_for = stream
+                .lock_acquired_at_ms
+                .map(|ms| now.saturating_sub(ms.div_euclid(1000)))
+                .unwrap_or(0);
+            let owner_claimed_recently = stream.last_claim.as_ref().is_some_and(|(at, owner)| {
+                *owner == lock.owner && now.saturating_sub(*at) <= stream.stall_after()
+            });
+            let hold_limit = stream.stall_after().max(15 * 60);
+            if held_for > hold_limit && !owner_claimed_recently && stream.pending() > 0 {
+                out.push(
+                    Finding::new(
+                        Severity::Action,
+                        scope.clone(),
+                        format!(
+                            "{line}: a live process on host {host} holds it for {} with work pending and no claim in this database lately (does that daemon use another database?)",
+                            humantime::format_duration(Duration::from_secs(held_for.max(0) as u64))
+                        ),
+                    )
+                    .fix(format!(
+                        "check the daemon on {host} (its logs and its data_dir, or doctor there); this host cannot tell whether it is dead, so do not force-release its lease from here"
+                    )),
+                );
+            } else {
+                out.push(Finding::new(
+                    Severity::Info,
+                    scope.clone(),
+                    format!(
+                        "{line}: held by a live process on another host ({host}); it works this stream, nothing to do here"
+                    ),
+                ));
+            }
         } else {
             let held_for = stream
                 .lock_acquired_at_ms
@@ -461,12 +505,28 @@ pub(crate) fn stream_findings(
             );
         }
     }
+    // 1b. Writes refused as stale, again and again.
+    if let Some(condition) = stream
+        .lock_cooldown
+        .as_ref()
+        .filter(|condition| condition.reason == crate::shapes::FENCE_REFUSED)
+    {
+        out.push(fence_refusal_finding(&scope, condition, cmd));
+    }
     if !matches!(stream.shape, ShapeFacts::Windowed) {
         shape_findings(account, stream, cmd, now, out);
         return;
     }
-    // 2. Never ran.
+    // 2. Never ran (here: a live lease of another process says a daemon runs elsewhere).
     if stream.rows == 0 {
+        if let Some(holder) = live_holder_elsewhere(stream) {
+            out.push(Finding::new(
+                Severity::Info,
+                scope.clone(),
+                format!("no ledger rows in this database yet; {holder} holds the lease and works the stream (with this data_dir, rows appear as it claims)"),
+            ));
+            return;
+        }
         out.push(
             Finding::new(
                 Severity::Action,
@@ -604,7 +664,19 @@ pub(crate) fn stream_findings(
     // 6. Data stale with nothing pending: the daemon stopped seeding.
     if stream.pending() == 0 && stream.failed.is_none() {
         if let Some(behind) = stream.behind_secs(now) {
-            if behind > stream.lag_allowed() {
+            if behind > stream.lag_allowed() && live_holder_elsewhere(stream).is_some() {
+                let holder = live_holder_elsewhere(stream).unwrap_or_default();
+                out.push(Finding::new(
+                    Severity::Action,
+                    scope.clone(),
+                    format!(
+                        "newest applied hour {} is {} behind, yet {holder} holds the lease: that daemon is running but does not write to this database",
+                        format_ts(stream.last_applied_hour.unwrap_or(0)),
+                        humantime::format_duration(Duration::from_secs(behind as u64))
+                    ),
+                )
+                .fix(format!("point the daemon of {holder} at this data_dir (or run doctor with its configuration)")));
+            } else if behind > stream.lag_allowed() {
                 out.push(
                     Finding::new(
                         Severity::Action,
@@ -621,3 +693,55 @@ pub(crate) fn stream_findings(
         }
     }
 }
+
+/// The host of `owner` when it is not this host (a holder this host cannot check).
+pub(crate) fn other_host(owner: &str) -> Option<String> {
+    let id = crate::lock::OwnerId::parse(owner)?;
+    let local = crate::lock::local_hostname()?;
+    (!local.eq_ignore_ascii_case(id.host)).then(|| id.host.to_string())
+}
+
+/// The owner of a live (not stale, not provably dead) lease on the stream, when it is
+/// another process than this one: a daemon is running the stream.
+pub(crate) fn live_holder_elsewhere(stream: &StreamFacts) -> Option<String> {
+    let lock = stream.lock.as_ref()?;
+    let live = !lock.stale
+        && lock.expires_at_ms.is_some()
+        && !crate::lock::owner_is_dead_local(&lock.owner);
+    live.then(|| lock.owner.clone())
+}
+
+/// The finding of a `fence_refused` lock condition: one refusal is a takeover the
+/// runner handled; several in a row are a loop a person must break.
+pub(crate) fn fence_refusal_finding(
+    scope: &str,
+    condition: &crate::store::Cooldown,
+    cmd: &str,
+) -> Finding {
+    let detail = condition.detail.as_deref().unwrap_or("no detail recorded");
+    let refusals = crate::shapes::fence_refusals_in(detail);
+    if refusals < FENCE_REFUSAL_LOOP {
+        return Finding::new(
+            Severity::Info,
+            scope,
+            format!(
+                "a write was refused as stale at {} ({detail}): another owner took the lease over; the runner stopped and takes it again",
+                format_ts(condition.started_at)
+            ),
+        );
+    }
+    Finding::new(
+        Severity::Action,
+        scope,
+        format!(
+            "fence refusal loop since {}: {detail}; every lease this daemon takes is older than what the database has seen, so nothing is written (two daemons share this database but not one lease backend, or a lease backend hands out old fences)",
+            format_ts(condition.started_at)
+        ),
+    )
+    .fix(format!(
+        "{cmd} locks (see who holds it), make every daemon using this data_dir use the same [redis] url and prefix, or stop the extra one"
+    ))
+}
+
+/// Refusals in a row from which a `fence_refused` condition is a loop, not a takeover.
+pub const FENCE_REFUSAL_LOOP: u32 = 3;

@@ -19,7 +19,15 @@
 //! - **auth failures**: a cooldown with reason `auth` or FAILED hours whose error says
 //!   authentication failed;
 //! - **unreachable dependencies**: Redis or the configured endpoint (or the embedded
-//!   simulator), by a TCP connect with a short timeout.
+//!   simulator), by a TCP connect with a short timeout;
+//! - **fence-refusal loop**: the runner's `fence_refused` lock condition with three or
+//!   more refusals in a row (nothing is written; two daemons share the database but not
+//!   one lease backend);
+//! - **full disk**: the data dir's filesystem has less than [`MIN_FREE_BYTES`] free
+//!   (`statvfs`), or a recorded error says SQLite found the disk full;
+//! - **a lease held on another host**: whose and until when, never with a force-release
+//!   (this host cannot prove that holder dead), and no "start the daemon" while a live
+//!   lease says one runs.
 //!
 //! Every finding is one line with the command that fixes it. The exit status is 1 when
 //! some finding needs a person ([`Severity::Action`]), 0 otherwise.

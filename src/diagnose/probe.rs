@@ -12,6 +12,80 @@ use std::time::Duration;
 
 use super::*;
 
+/// Below this much free space on the data dir's filesystem the doctor reports a full
+/// disk: SQLite's WAL, the seeding and the downloaded documents need room to write.
+pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The error text SQLite gives for `SQLITE_FULL`.
+pub const SQLITE_FULL_TEXT: &str = "database or disk is full";
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path`
+/// (`statvfs`: available blocks times the fragment size, saturating).
+pub fn free_bytes(path: &std::path::Path) -> Result<u64, String> {
+    let stats = rustix::fs::statvfs(path)
+        .map_err(|err| format!("cannot read the free space of {}: {err}", path.display()))?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// The doctor's disk check of `data_dir`: less than `min_free` bytes left is a finding
+/// that needs a person (status shows the write errors; doctor must not say all is well).
+pub fn disk_findings(data_dir: &std::path::Path, min_free: u64) -> Vec<Finding> {
+    if !data_dir.exists() {
+        return Vec::new();
+    }
+    match free_bytes(data_dir) {
+        Ok(free) if free < min_free => vec![Finding::new(
+            Severity::Action,
+            "disk",
+            format!(
+                "the filesystem of the data dir {} has {} free (less than {}): writes to the database fail with \"{SQLITE_FULL_TEXT}\" and syncing stops",
+                data_dir.display(),
+                mebibytes(free),
+                mebibytes(min_free)
+            ),
+        )
+        .fix(format!(
+            "free space on the filesystem of {} (or move data_dir to a larger one); the daemon resumes by itself",
+            data_dir.display()
+        ))],
+        Ok(_) => Vec::new(),
+        Err(message) => vec![Finding::new(Severity::Info, "disk", message)],
+    }
+}
+
+/// `bytes` as MiB with one decimal, for messages.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A write that failed because the disk was full, as the facts recorded it (a failed
+/// unit's error, an account actor's crash): `(where, error)`.
+pub fn disk_full_errors(accounts: &[AccountFacts]) -> Option<(String, String)> {
+    for account in accounts {
+        if let Some(supervisor) = &account.supervisor {
+            let crash = supervisor
+                .last_crash
+                .as_ref()
+                .map(|crash| crash.reason.as_str());
+            for text in [crash, supervisor.reason.as_deref()].into_iter().flatten() {
+                if text.contains(SQLITE_FULL_TEXT) {
+                    return Some((account.id.clone(), text.to_string()));
+                }
+            }
+        }
+        for stream in &account.streams {
+            let error = stream
+                .failed
+                .as_ref()
+                .and_then(|failed| failed.last_error.as_deref());
+            if let Some(text) = error.filter(|text| text.contains(SQLITE_FULL_TEXT)) {
+                return Some((stream.scope(), text.to_string()));
+            }
+        }
+    }
+    None
+}
+
 /// What the lease backend answered.
 #[derive(Debug, Default)]
 pub struct LockProbe {
@@ -278,6 +352,11 @@ pub async fn diagnose(
     );
     let mut all = probe.findings;
     all.extend(endpoint_findings);
+    let disk = disk_findings(&config.data_dir, MIN_FREE_BYTES);
+    let disk_reported = disk
+        .iter()
+        .any(|finding| finding.severity == Severity::Action);
+    all.extend(disk);
     let database = config.database_path();
     if !database.exists() {
         all.push(
@@ -314,7 +393,21 @@ pub async fn diagnose(
             only_stream.as_deref(),
             now,
         )?;
-        Ok(findings(&config_owned, &facts, &options, now))
+        let mut found = findings(&config_owned, &facts, &options, now);
+        if let Some((scope, error)) = disk_full_errors(&facts).filter(|_| !disk_reported) {
+            found.push(
+                Finding::new(
+                    Severity::Action,
+                    "disk",
+                    format!("the last write of {scope} failed because the disk was full: {error}"),
+                )
+                .fix(format!(
+                    "free space on the filesystem of {} (or move data_dir to a larger one); the daemon resumes by itself",
+                    config_owned.data_dir.display()
+                )),
+            );
+        }
+        Ok(found)
     })
     .await
     .context("the doctor's database task failed")??;

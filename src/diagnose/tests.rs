@@ -201,7 +201,7 @@ fn cooldown_outranks_failures_and_quarantine_outranks_everything() {
             2,
             crate::config::ClaimOrder::NewestFirst,
             "t:1@h",
-            None,
+            crate::store::WriteFence::Unfenced,
             NOW,
         )
         .unwrap()

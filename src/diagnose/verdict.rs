@@ -251,6 +251,20 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
                     ),
                 );
             }
+            reason
+                if reason == crate::shapes::FENCE_REFUSED
+                    && crate::shapes::fence_refusals_in(
+                        cooldown.detail.as_deref().unwrap_or(""),
+                    ) >= super::FENCE_REFUSAL_LOOP =>
+            {
+                return (
+                    Verdict::Stalled,
+                    format!(
+                        "fence refusal loop: {}; nothing is written until it is broken (see doctor)",
+                        cooldown.detail.as_deref().unwrap_or("no detail")
+                    ),
+                );
+            }
             "lock_unavailable" => {
                 return (
                     Verdict::Stalled,

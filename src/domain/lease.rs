@@ -177,10 +177,49 @@ pub fn busy(scope: &str, holder: &str, expires_at_ms: Option<i64>) -> LockError 
     }
 }
 
-/// The owner string for `task` in this process: `task:pid@host`.
+/// The owner string for `task` in this process: `task:pid@host#instance` (see
+/// [`instance_id`]), e.g. `auto-sync:4242@web1#3f9a2c-5e1f03a2`.
 pub fn local_owner(task: &str) -> String {
     let host = local_hostname().unwrap_or_else(|| "unknown-host".to_string());
-    format!("{task}:{}@{host}", std::process::id())
+    format!("{task}:{}@{host}#{}", std::process::id(), instance_id())
+}
+
+/// This process start's instance id: six random hex digits, then (when `/proc` says) a
+/// dash and the eight hex digits of [`namespace_tag`]. Unique per process start, so two
+/// daemons that are both PID 1 on the same hostname (containers) never share an owner.
+pub fn instance_id() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let random = format!("{:06x}", rand::random::<u32>() & 0x00ff_ffff);
+        match namespace_tag() {
+            Some(tag) => format!("{random}-{tag}"),
+            None => random,
+        }
+    })
+}
+
+/// Where a pid means something: a hash (FNV-1a, 32 bits, as 8 hex digits) of the kernel's
+/// boot id and this process's PID namespace (`/proc/self/ns/pid`). Two processes with the
+/// same tag see the same `/proc`, so one can prove the other gone; a different tag (another
+/// container, another boot) proves nothing. `None` without procfs.
+pub fn namespace_tag() -> Option<&'static str> {
+    static TAG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in boot
+            .trim()
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(namespace.to_string_lossy().bytes())
+        {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        Some(format!("{hash:08x}"))
+    })
+    .as_deref()
 }
 
 /// This host's name: `HOSTNAME` from the environment, else `/proc/sys/kernel/hostname`.
@@ -196,33 +235,98 @@ pub fn local_hostname() -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// Splits `task:pid@host` into `(task, pid, host)`.
-pub fn parse_owner(owner: &str) -> Option<(&str, u32, &str)> {
-    let (task_pid, host) = owner.rsplit_once('@')?;
-    let (task, pid) = task_pid.rsplit_once(':')?;
-    let pid = pid.parse::<u32>().ok()?;
-    Some((task, pid, host))
+/// An owner string taken apart: `task:pid@host` (written before instance ids existed) or
+/// `task:pid@host#instance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerId<'a> {
+    pub task: &'a str,
+    pub pid: u32,
+    pub host: &'a str,
+    /// `None` for an owner of the old form.
+    pub instance: Option<&'a str>,
 }
 
-/// True only when `owner` (`task:pid@host`) is provably dead: `host` is this host and
-/// `/proc/<pid>` does not exist, or the process with that pid is not this program (the
-/// pid was reused). Anything that cannot be checked (another host, no procfs, a malformed
-/// owner, an unreadable `/proc` entry) counts as alive.
+impl<'a> OwnerId<'a> {
+    /// Parses `task:pid@host[#instance]`; `None` when malformed.
+    pub fn parse(owner: &'a str) -> Option<OwnerId<'a>> {
+        let (task_pid, host_instance) = owner.rsplit_once('@')?;
+        let (task, pid) = task_pid.rsplit_once(':')?;
+        let pid = pid.parse::<u32>().ok()?;
+        let (host, instance) = match host_instance.split_once('#') {
+            Some((host, instance)) if !instance.is_empty() => (host, Some(instance)),
+            Some(_) => return None,
+            None => (host_instance, None),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(OwnerId {
+            task,
+            pid,
+            host,
+            instance,
+        })
+    }
+
+    /// The namespace tag of the instance (`3f9a2c-5e1f03a2` -> `5e1f03a2`).
+    pub fn namespace_tag(&self) -> Option<&'a str> {
+        let (_, tag) = self.instance?.split_once('-')?;
+        (!tag.is_empty()).then_some(tag)
+    }
+}
+
+/// Splits `task:pid@host` (or `task:pid@host#instance`) into `(task, pid, host)`.
+pub fn parse_owner(owner: &str) -> Option<(&str, u32, &str)> {
+    let id = OwnerId::parse(owner)?;
+    Some((id.task, id.pid, id.host))
+}
+
+/// True only when `owner` is provably dead, so its lease may be released although it has
+/// not expired. Anything that cannot be checked counts as alive: another host, no procfs,
+/// a malformed owner, an unreadable `/proc` entry.
+///
+/// - `task:pid@host#instance` (this version): the instance is not ours, `host` is this
+///   host, the instance's namespace tag equals ours (same boot, same PID namespace: its pid
+///   means the same process here), and that pid is ours (we replaced it) or `/proc/<pid>`
+///   is gone or runs another program. An instance from another container with the same
+///   hostname and pid has another tag, so it is never taken for dead.
+/// - `task:pid@host` (old owners, written before instance ids): `host` is this host and
+///   `/proc/<pid>` does not exist or runs another program.
 pub fn owner_is_dead_local(owner: &str) -> bool {
-    let Some((_task, pid, host)) = parse_owner(owner) else {
+    let Some(id) = OwnerId::parse(owner) else {
         return false;
     };
-    if pid == 0 || pid == std::process::id() {
+    if id.pid == 0 {
         return false;
     }
     match local_hostname() {
-        Some(local) if local.eq_ignore_ascii_case(host) => {}
+        Some(local) if local.eq_ignore_ascii_case(id.host) => {}
         _ => return false,
     }
     if !Path::new("/proc/self").exists() {
         return false;
     }
-    let proc_dir = Path::new("/proc").join(pid.to_string());
+    match id.instance {
+        Some(instance) => {
+            if instance == instance_id() {
+                return false;
+            }
+            match (id.namespace_tag(), namespace_tag()) {
+                (Some(theirs), Some(ours)) if theirs == ours => {}
+                _ => return false,
+            }
+            if id.pid == std::process::id() {
+                // Same namespace, our pid, another instance: its process was replaced by us.
+                return true;
+            }
+        }
+        None => {
+            if id.pid == std::process::id() {
+                return false;
+            }
+        }
+    }
+    let proc_dir = Path::new("/proc").join(id.pid.to_string());
     match std::fs::metadata(&proc_dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return true,
         Err(_) => return false,
@@ -266,4 +370,46 @@ fn program_name(cmdline: &[u8]) -> Option<String> {
     let argv0 = String::from_utf8_lossy(argv0);
     let name = argv0.rsplit('/').next()?.trim();
     (!name.is_empty()).then(|| name.to_string())
+}
+
+/// What a ledger, cursor or job write carries so the store can refuse a writer whose lease
+/// was taken over. There is no "no check" by default: a write with [`WriteFence::Missing`]
+/// is refused, and writing without a lease is said out loud with [`WriteFence::Unfenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteFence {
+    /// Written under a lease with this fence: refused once a newer fence was seen for the
+    /// scope; a newer one is recorded as the scope's newest.
+    Lease(u64),
+    /// Written by an operator tool or a single-process test that takes no lease
+    /// (`fill-day`, `run_once`). Never used by the runner, which always holds a lease.
+    Unfenced,
+    /// Not stamped yet: a unit read back from the store (in flight when its last owner
+    /// stopped). The store refuses any write carrying it; the runner stamps its own
+    /// lease's fence first.
+    Missing,
+}
+
+impl WriteFence {
+    /// The fence of `lease`.
+    pub fn of(lease: &Lease) -> WriteFence {
+        WriteFence::Lease(lease.fence)
+    }
+
+    /// The lease fence, when there is one.
+    pub fn value(self) -> Option<u64> {
+        match self {
+            WriteFence::Lease(fence) => Some(fence),
+            WriteFence::Unfenced | WriteFence::Missing => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WriteFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteFence::Lease(fence) => write!(f, "fence {fence}"),
+            WriteFence::Unfenced => f.write_str("unfenced (no lease)"),
+            WriteFence::Missing => f.write_str("no fence"),
+        }
+    }
 }

@@ -1,11 +1,16 @@
 //! Leases ("worker locks") with fencing tokens and TTL hygiene.
 //!
 //! One lease per scope, where a scope is `"{account}/{stream}"`. A lease names its
-//! owner as `task:pid@host` (for example `auto-sync:1234@web1`, see [`local_owner`]),
-//! carries a random 128-bit token (hex) that proves ownership, and a fence number that
-//! only ever goes up per scope: every successful acquisition gets `previous max + 1`.
-//! Ledger writes carry the fence so a store can refuse a write from a holder that lost
-//! its lease without noticing (a paused process, a partitioned host).
+//! owner as `task:pid@host#instance` (for example `auto-sync:1234@web1#3f9a2c-5e1f03a2`,
+//! see [`local_owner`]: the instance id is random per process start, followed by a tag of
+//! the boot and PID namespace, so two containers that are both PID 1 on one hostname are
+//! two owners; owners of the old form `task:pid@host` still parse), carries a random
+//! 128-bit token (hex) that proves ownership, and a fence number that only ever goes up
+//! per scope: every successful acquisition gets `previous max + 1`, and with
+//! [`LockService::acquire_above`] at least the store's newest fence + 1. Ledger writes
+//! carry the fence ([`WriteFence`]) so a store can refuse a write from a holder that lost
+//! its lease without noticing (a paused process, a partitioned host), and refuses a write
+//! that carries none.
 //!
 //! Semantics shared by both backends (the contract suite in `tests.rs` runs against both):
 //! - [`LockService::acquire`] fails with [`LockError::Busy`] (naming the holder) while a
@@ -41,7 +46,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::domain::lease::{busy, check_owner, check_scope, format_ms, new_token, ttl_ms};
-pub use crate::domain::lease::{local_hostname, local_owner, owner_is_dead_local, parse_owner};
+pub use crate::domain::lease::{
+    instance_id, local_hostname, local_owner, namespace_tag, owner_is_dead_local, parse_owner,
+    OwnerId, WriteFence,
+};
 pub use crate::domain::lease::{
     Lease, LockError, LockInfo, Repair, RepairAction, DEFAULT_PREFIX, MAX_TTL,
 };
@@ -106,6 +114,23 @@ impl LockService {
         match self {
             LockService::Redis(locks) => locks.acquire_reporting(scope, owner, ttl).await,
             LockService::Sqlite(locks) => locks.acquire_reporting(scope, owner, ttl).await,
+        }
+    }
+
+    /// [`LockService::acquire_reporting`] with a fence above `floor`, the store's newest
+    /// fence for the scope, set in the same atomic step (Redis: inside the acquire script;
+    /// SQLite: inside the transaction). A lease backend that lost its counter (Redis
+    /// restarted empty) therefore never hands out a fence the store refuses as stale.
+    pub async fn acquire_above(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+    ) -> Result<(Lease, Option<String>), LockError> {
+        match self {
+            LockService::Redis(locks) => locks.acquire_above(scope, owner, ttl, floor).await,
+            LockService::Sqlite(locks) => locks.acquire_above(scope, owner, ttl, floor).await,
         }
     }
 

@@ -4,9 +4,12 @@
 //! - `{prefix}lock:{scope}`: the lease as JSON (a serialized [`Lease`]: scope, owner,
 //!   token, fence, acquired_at_ms, expires_at_ms), readable with `redis-cli GET`. The key
 //!   carries `PX ttl`, so a lease vanishes on its own when its holder stops renewing.
-//! - `{prefix}fence:{scope}`: the `INCR` counter of the scope's fences. It has no TTL and
-//!   is never deleted, so fences only go up (if it is lost anyway, `acquire` continues
-//!   from the fence in the stored lease).
+//! - `{prefix}fence:{scope}`: the counter of the scope's fences. It has no TTL and is
+//!   never deleted, so fences only go up. If Redis loses it anyway (restarted empty, or
+//!   from an old dump), `acquire` still continues above the fence in the stored lease and
+//!   above the store's newest fence for the scope, which the caller passes in
+//!   ([`RedisLocks::acquire_above`]): the new fence is `max(counter, lease, floor) + 1`,
+//!   decided in the one acquire script.
 //!
 //! Every compare-and-* is a Lua script ([`::redis::Script`]), so it is atomic, and every
 //! decision about expiry uses Redis `TIME` inside the script, never the local clock: the
@@ -14,7 +17,8 @@
 //! is computed from that same `TIME`.
 //! - acquire: `GET` the key; a live lease means [`LockError::Busy`]. No key, or a lease
 //!   whose `expires_at_ms` is past even though the key survived (no TTL or a too-long
-//!   one: the zombie of seed 004), means `INCR` the fence and `SET key json PX ttl`; a
+//!   one: the zombie of seed 004), means a fence of `max(counter, old lease's fence, store floor) + 1` and
+//!   `SET key json PX ttl`; a
 //!   replaced lease is logged with its owner. A value that is not a lease counts as live
 //!   (it is left for an operator or the hygiene pass).
 //! - renew: if the stored token is ours and the lease has not expired, `SET` the new
@@ -78,11 +82,14 @@ local function encode(scope, owner, token, fence, acquired, expires)
 end
 "#;
 
-/// KEYS: lock, fence. ARGV: scope, owner, token (each JSON-encoded), ttl_ms.
+/// KEYS: lock, fence. ARGV: scope, owner, token (each JSON-encoded), ttl_ms, floor (the
+/// newest fence the store has seen for the scope). The new fence is
+/// `max(counter, previous lease's fence, floor) + 1`, written back to the counter.
 /// Returns `{1, new_value, replaced_value_or_empty}` or `{0, holder_value, ''}`.
 const LUA_ACQUIRE: &str = r#"
 local now = now_ms()
 local ttl = tonumber(ARGV[4])
+local floor = tonumber(ARGV[5]) or 0
 local raw = redis.call('GET', KEYS[1])
 local previous_fence = 0
 if raw then
@@ -93,11 +100,9 @@ if raw then
   end
   previous_fence = tonumber(old['fence']) or 0
 end
-local fence = redis.call('INCR', KEYS[2])
-if fence <= previous_fence then
-  fence = previous_fence + 1
-  redis.call('SET', KEYS[2], string.format('%.0f', fence))
-end
+local counter = tonumber(redis.call('GET', KEYS[2])) or 0
+local fence = math.max(counter, previous_fence, floor) + 1
+redis.call('SET', KEYS[2], string.format('%.0f', fence))
 local lease = encode(ARGV[1], ARGV[2], ARGV[3], fence, now, now + ttl)
 redis.call('SET', KEYS[1], lease, 'PX', ttl)
 return {1, lease, raw or ''}
@@ -282,9 +287,23 @@ impl RedisLocks {
         owner: &str,
         ttl: Duration,
     ) -> Result<(Lease, Option<String>), LockError> {
+        self.acquire_above(scope, owner, ttl, 0).await
+    }
+
+    /// [`Self::acquire_reporting`] with a fence above `floor` (the store's newest fence for
+    /// the scope), decided inside the acquire script: a Redis that came back empty (or
+    /// from an old dump) hands out fences the store accepts at once.
+    pub async fn acquire_above(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+    ) -> Result<(Lease, Option<String>), LockError> {
         check_scope(scope)?;
         check_owner(owner)?;
         let ttl_ms = ttl_ms(ttl, true)?;
+        let floor = check_floor(floor)?;
         let token = new_token();
         let lock_key = self.lock_key(scope);
         let fence_key = self.fence_key(scope);
@@ -301,6 +320,7 @@ impl RedisLocks {
                         .arg(owner_json)
                         .arg(token_json)
                         .arg(ttl_ms)
+                        .arg(floor)
                         .invoke_async(&mut conn)
                         .await
                 }
@@ -565,7 +585,7 @@ impl Stored {
             .to_string();
         let fence = field("fence").and_then(|fence| fence.as_u64()).unwrap_or(0);
         let lease_expiry = field("expires_at_ms").and_then(|at| at.as_i64());
-        let key_deadline = (self.pttl >= 0).then(|| self.now_ms + self.pttl);
+        let key_deadline = (self.pttl >= 0).then(|| self.now_ms.saturating_add(self.pttl));
         let expires_at_ms = match (key_deadline, lease_expiry) {
             (None, _) => None,
             (Some(deadline), Some(lease)) => Some(deadline.min(lease)),
@@ -576,7 +596,7 @@ impl Stored {
             owner,
             fence,
             expires_at_ms,
-            remaining_ms: expires_at_ms.map(|at| (at - self.now_ms).max(0)),
+            remaining_ms: expires_at_ms.map(|at| at.saturating_sub(self.now_ms).max(0)),
             stale: lease_expiry.is_some_and(|at| at <= self.now_ms),
             acquired_at_ms: field("acquired_at_ms").and_then(|at| at.as_i64()),
         }
@@ -605,6 +625,19 @@ fn parse_lease(value: &str) -> Result<Lease, LockError> {
     serde_json::from_str(value).map_err(|err| {
         LockError::Unavailable(format!("redis returned a lease that does not parse: {err}"))
     })
+}
+
+/// Lua numbers are doubles: fences stay exact only up to 2^53.
+const MAX_FENCE: u64 = 1 << 53;
+
+/// Refuses a floor the acquire script could not count from exactly.
+fn check_floor(floor: u64) -> Result<u64, LockError> {
+    if floor >= MAX_FENCE {
+        return Err(LockError::Invalid(format!(
+            "the store's newest fence {floor} is above {MAX_FENCE}; the scope's fences are corrupt: check scope_fences in the database"
+        )));
+    }
+    Ok(floor)
 }
 
 /// `text` as a JSON string literal, for the scripts to splice into the lease JSON.

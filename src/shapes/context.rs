@@ -71,7 +71,7 @@ pub trait ShapeRunner: Send + Sync + 'static {
     fn run<'a>(
         &'a self,
         context: &'a StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> BoxFuture<'a, Result<RunOutcome, SyncError>>;
     /// The rate the provider announced for `operation` in its last response (SP-API's
     /// `x-amzn-RateLimit-Limit`), for the TokenManager to learn; `None` by default.
@@ -192,14 +192,19 @@ impl StreamContext {
         account_scope(self.account.provider.as_str(), &self.account.id)
     }
 
-    /// One run without a lease (single-process tools and tests). See [`Self::run_leased`].
+    /// One run without a lease (single-process tools and tests): its writes say so with
+    /// [`crate::store::WriteFence::Unfenced`]. The daemon's runner never uses this; it
+    /// runs under its lease's fence (see [`Self::run_leased`]).
     pub async fn run_once(&self) -> Result<RunOutcome, SyncError> {
-        self.run_fenced(None).await
+        self.run_fenced(crate::store::WriteFence::Unfenced).await
     }
 
     /// One run of the stream's shape. Every ledger write carries `fence`, so a run whose
     /// lease was taken over cannot overwrite the new owner's work.
-    pub async fn run_fenced(&self, fence: Option<u64>) -> Result<RunOutcome, SyncError> {
+    pub async fn run_fenced(
+        &self,
+        fence: crate::store::WriteFence,
+    ) -> Result<RunOutcome, SyncError> {
         self.work.runner().run(self, fence).await
     }
 

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use super::context::{blocking, RunOutcome, StreamContext, SyncError};
 use crate::domain::{format_ts, now_ts};
 use crate::lock::LockService;
-use crate::store::{Cooldown, LedgerError};
+use crate::store::{Cooldown, LedgerError, WriteFence};
 
 /// A runner waiting for a cooldown's end asks again this often (a clear made on another
 /// host, in a Redis shared with it, shows within this long).
@@ -194,6 +194,23 @@ pub enum LeasedOutcome {
     Lost(String),
 }
 
+/// The lock condition of a stream whose writes the store refused as stale (a newer
+/// fence was seen for the scope: another owner took the lease over, or two daemons share
+/// the database but not the lease backend).
+pub const FENCE_REFUSED: &str = "fence_refused";
+
+/// How long a fence refusal stays on record after the last one (unless a clean run
+/// under a lease clears it sooner).
+pub const FENCE_REFUSAL_MEMORY: Duration = Duration::from_secs(10 * 60);
+
+/// The refusal count at the start of a `fence_refused` condition's detail.
+pub fn fence_refusals_in(detail: &str) -> u32 {
+    detail
+        .split_once(' ')
+        .and_then(|(count, _)| count.parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
 /// Cooldown scope under which lock conditions of a stream are recorded for `status`.
 pub fn lock_scope(account: &str, stream: &str) -> String {
     format!("lock:{account}/{stream}")
@@ -246,9 +263,11 @@ impl StreamContext {
         format!("{}/{}", self.account.id, self.stream.name)
     }
 
-    /// Takes the stream's lease, runs under its fence while a renewer extends it every
-    /// ttl/3, and releases it. Busy and unreachable lock backends are recorded (cooldown
-    /// reasons `lock_busy`, `lock_unavailable`) so `status` can say why nothing moves.
+    /// Takes the stream's lease (its fence above the store's newest for the scope), runs
+    /// under its fence while a renewer extends it every ttl/3, and releases it. Busy and
+    /// unreachable lock backends and writes refused as stale are recorded (cooldown
+    /// reasons `lock_busy`, `lock_unavailable`, [`FENCE_REFUSED`]) so `status` and
+    /// `doctor` can say why nothing moves.
     pub async fn run_leased(
         &self,
         locks: &crate::lock::LockService,
@@ -257,15 +276,25 @@ impl StreamContext {
         use crate::lock::LockError;
         let scope = self.lease_scope();
         let status_scope = lock_scope(&self.account.id, &self.stream.name);
-        let mut acquired = locks.acquire_reporting(&scope, &self.owner, ttl).await;
+        // The store's newest fence for the scope is the floor of the new lease's fence (one
+        // atomic step in the backend): a lease backend that lost its counter (Redis
+        // restarted empty) cannot hand out a fence the store refuses as stale.
+        let (account, stream) = (self.account.id.clone(), self.stream.name.clone());
+        let floor = blocking(&self.ledger, move |ledger| {
+            ledger.newest_fence(&account, &stream)
+        })
+        .await?;
+        let mut acquired = locks.acquire_above(&scope, &self.owner, ttl, floor).await;
         if let Err(LockError::Busy { holder, .. }) = &acquired {
             if *holder == self.owner {
-                // Our own previous incarnation (an account actor that crashed or was
-                // killed) left it; it cannot release in a destructor. Take it back: the
-                // new fence shuts out anything the old incarnation might still write.
+                // Our own previous incarnation in this process (an account actor that
+                // crashed or was killed) left it; it cannot release in a destructor. The
+                // owner names this process start (`#instance`), so another daemon with the
+                // same pid and hostname (a container) never matches. Take it back: the new
+                // fence shuts out anything the old incarnation might still write.
                 info!(scope = %scope, owner = %self.owner, "taking back the lease of a previous incarnation of this account");
                 let _ = locks.release_scope(&scope, true).await;
-                acquired = locks.acquire_reporting(&scope, &self.owner, ttl).await;
+                acquired = locks.acquire_above(&scope, &self.owner, ttl, floor).await;
             }
         }
         let lease = match acquired {
@@ -308,9 +337,14 @@ impl StreamContext {
                 return Ok(LeasedOutcome::Unavailable(message));
             }
         };
+        // The lease is ours: a busy or unreachable backend is over. A fence refusal stays
+        // on record until a run under a lease ends without one.
         let cleared = status_scope.clone();
         blocking(&self.ledger, move |ledger| {
-            ledger.clear_cooldown(&cleared).map(|_| ())
+            match ledger.active_cooldown(&cleared, now_ts())? {
+                Some(condition) if condition.reason == FENCE_REFUSED => Ok(()),
+                _ => ledger.clear_cooldown(&cleared).map(|_| ()),
+            }
         })
         .await?;
 
@@ -323,7 +357,7 @@ impl StreamContext {
         ));
         let mut leased = self.clone();
         leased.abort = lost.clone();
-        let outcome = leased.run_fenced(Some(lease.fence)).await;
+        let outcome = leased.run_fenced(WriteFence::of(&lease)).await;
         // Abort, not drop: dropping a JoinHandle detaches the task, which would wake after
         // ttl/3, fail to renew the released lease and report it lost.
         renewer.abort();
@@ -331,16 +365,74 @@ impl StreamContext {
             debug!(scope = %scope, error = %err, "lease release failed; it expires by itself");
         }
         match outcome {
-            Err(SyncError::Ledger(LedgerError::StaleFence { .. })) => {
-                warn!(scope = %scope, fence = lease.fence, "lease taken over; stopped before writing");
+            Err(SyncError::Ledger(LedgerError::StaleFence { fence, newest, .. })) => {
+                let refusals = self
+                    .record_fence_refusal(&status_scope, fence, newest)
+                    .await?;
+                warn!(scope = %scope, fence, newest, refusals, "lease taken over; stopped before writing");
                 Ok(LeasedOutcome::Lost("a newer fence was seen".to_string()))
             }
             Ok(RunOutcome::Cancelled) if lost.is_cancelled() && !self.abort.is_cancelled() => {
                 Ok(LeasedOutcome::Lost("lease not renewed in time".to_string()))
             }
-            Ok(outcome) => Ok(LeasedOutcome::Ran(outcome)),
+            Ok(outcome) => {
+                self.clear_fence_refusal(&status_scope).await?;
+                Ok(LeasedOutcome::Ran(outcome))
+            }
             Err(err) => Err(err),
         }
+    }
+
+    /// Records a write refused as stale under `status_scope` (reason
+    /// [`FENCE_REFUSED`], kept for [`FENCE_REFUSAL_MEMORY`] after the last one, counting
+    /// refusals in a row) so `status` and `doctor` can name a refusal loop. Returns how
+    /// many refusals in a row there were.
+    async fn record_fence_refusal(
+        &self,
+        status_scope: &str,
+        fence: u64,
+        newest: u64,
+    ) -> Result<u32, SyncError> {
+        let scope = status_scope.to_string();
+        blocking(&self.ledger, move |ledger| {
+            let now = now_ts();
+            let previous = ledger
+                .active_cooldown(&scope, now)?
+                .filter(|condition| condition.reason == FENCE_REFUSED);
+            let refusals = previous
+                .as_ref()
+                .and_then(|condition| condition.detail.as_deref())
+                .map(fence_refusals_in)
+                .unwrap_or(0)
+                .saturating_add(1);
+            let condition = Cooldown {
+                scope: scope.clone(),
+                reason: FENCE_REFUSED.to_string(),
+                started_at: previous.map_or(now, |condition| condition.started_at),
+                until_at: now.saturating_add(FENCE_REFUSAL_MEMORY.as_secs() as i64),
+                detail: Some(format!(
+                    "{refusals} refusal(s) in a row: a write carried fence {fence}, the store has seen {newest}"
+                )),
+            };
+            ledger.clear_cooldown(&scope)?;
+            ledger.set_cooldown(&condition)?;
+            Ok(refusals)
+        })
+        .await
+    }
+
+    /// Forgets a recorded fence refusal: a run under a lease ended without one.
+    async fn clear_fence_refusal(&self, status_scope: &str) -> Result<(), SyncError> {
+        let scope = status_scope.to_string();
+        blocking(&self.ledger, move |ledger| {
+            if let Some(condition) = ledger.active_cooldown(&scope, now_ts())? {
+                if condition.reason == FENCE_REFUSED {
+                    ledger.clear_cooldown(&scope)?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn record_lock_condition(

@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::store::sqlite::check_fence;
+use crate::store::WriteFence;
 use crate::store::{LedgerError, SqliteLedger};
 
 /// A half-open window `[start, end)` of unix seconds.
@@ -162,7 +163,7 @@ pub fn apply_window(
     conn: &mut Connection,
     account: &str,
     stream: &str,
-    fence: Option<u64>,
+    fence: WriteFence,
     spec: &TableSpec,
     resources: &[Resource],
     window_start: i64,
@@ -170,7 +171,7 @@ pub fn apply_window(
     now: i64,
 ) -> Result<Applied, LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    check_fence(&tx, account, stream, fence, now)?;
+    check_fence(&tx, account, stream, fence, "cursor window apply", now)?;
     let mut applied = Applied::default();
     {
         let tracked_columns: Vec<&str> = spec.tracked.iter().map(|(column, _)| *column).collect();
@@ -279,13 +280,13 @@ pub fn record_failure(
     conn: &mut Connection,
     account: &str,
     stream: &str,
-    fence: Option<u64>,
+    fence: WriteFence,
     message: &str,
     retry_at: i64,
     now: i64,
 ) -> Result<(), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    check_fence(&tx, account, stream, fence, now)?;
+    check_fence(&tx, account, stream, fence, "cursor failure record", now)?;
     tx.prepare_cached(
         "UPDATE cursors SET last_error = ?3, failures = failures + 1, retry_at = ?4, last_run_at = ?5
          WHERE account = ?1 AND stream = ?2",
@@ -434,7 +435,7 @@ mod tests {
             conn,
             "a",
             "orders",
-            None,
+            WriteFence::Unfenced,
             &ORDERS_TABLE,
             &[order],
             start,

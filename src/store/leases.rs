@@ -135,6 +135,18 @@ impl SqliteLocks {
         owner: &str,
         ttl: Duration,
     ) -> Result<(Lease, Option<String>), LockError> {
+        self.acquire_above(scope, owner, ttl, 0).await
+    }
+
+    /// [`Self::acquire_reporting`] with a fence above `floor` (the ledger's newest fence
+    /// for the scope), in the same transaction.
+    pub async fn acquire_above(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+    ) -> Result<(Lease, Option<String>), LockError> {
         check_scope(scope)?;
         check_owner(owner)?;
         let ttl_ms = ttl_ms(ttl, true)?;
@@ -161,15 +173,20 @@ impl SqliteLocks {
                     .map(fence_from_db)
                     .transpose()?
                     .unwrap_or(0)
-                    .max(current.as_ref().map_or(0, |lease| lease.fence));
-                let fence = previous + 1;
+                    .max(current.as_ref().map_or(0, |lease| lease.fence))
+                    .max(floor);
+                let fence = previous.checked_add(1).ok_or_else(|| {
+                    LockError::Invalid(format!(
+                        "the fence of {scope} cannot go above {previous}; the scope's fences are corrupt"
+                    ))
+                })?;
                 let lease = Lease {
                     scope: scope.clone(),
                     owner,
                     token,
                     fence,
                     acquired_at_ms: now,
-                    expires_at_ms: now + ttl_ms,
+                    expires_at_ms: now.saturating_add(ttl_ms),
                 };
                 let fence_db = fence_to_db(fence)?;
                 tx.execute(
@@ -229,7 +246,7 @@ impl SqliteLocks {
                 )));
             }
             let renewed = Lease {
-                expires_at_ms: now + ttl_ms,
+                expires_at_ms: now.saturating_add(ttl_ms),
                 ..current
             };
             tx.execute(
@@ -311,7 +328,7 @@ impl SqliteLocks {
                 let now = local_now_ms();
                 let mut repairs = Vec::new();
                 for lease in load_all(tx)? {
-                    let remaining = lease.expires_at_ms - now;
+                    let remaining = lease.expires_at_ms.saturating_sub(now);
                     let action = if owner_is_dead_local(&lease.owner) {
                         tx.execute(
                             "DELETE FROM leases WHERE scope = ?1 AND token = ?2",
@@ -322,7 +339,7 @@ impl SqliteLocks {
                     } else if remaining > cap_ms {
                         tx.execute(
                             "UPDATE leases SET expires_at_ms = ?1 WHERE scope = ?2 AND token = ?3",
-                            params![now + cap_ms, lease.scope, lease.token],
+                            params![now.saturating_add(cap_ms), lease.scope, lease.token],
                         )
                         .map_err(sqlite_error)?;
                         RepairAction::ExpirySetToCap
@@ -358,7 +375,7 @@ fn info(lease: &Lease, now: i64) -> LockInfo {
         owner: lease.owner.clone(),
         fence: lease.fence,
         expires_at_ms: Some(lease.expires_at_ms),
-        remaining_ms: Some((lease.expires_at_ms - now).max(0)),
+        remaining_ms: Some(lease.expires_at_ms.saturating_sub(now).max(0)),
         stale: lease.expires_at_ms <= now,
         acquired_at_ms: Some(lease.acquired_at_ms),
     }

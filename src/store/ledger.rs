@@ -14,6 +14,7 @@
 use crate::domain::{HourWindow, SalesRow};
 use crate::report::{ReportError, ReportSummary};
 
+pub use crate::domain::lease::WriteFence;
 pub use crate::domain::{account_scope, ClaimOrder, Cooldown, HourState, Priority};
 
 /// Why a ledger operation failed. Callers branch on `Document` (the unit fails) versus
@@ -35,6 +36,21 @@ pub enum LedgerError {
         stream: String,
         fence: u64,
         newest: u64,
+    },
+    /// A write that carries no fence at all ([`WriteFence::Missing`]): a unit read back
+    /// from the store was written before the runner stamped its lease's fence on it.
+    #[error("refused an unfenced {what} for {account}/{stream}: every write must carry its lease's fence (or say explicitly that it takes no lease)")]
+    Unfenced {
+        account: String,
+        stream: String,
+        what: &'static str,
+    },
+    /// A fence that does not fit the store (above `i64::MAX`).
+    #[error("fence {fence} for {account}/{stream} is out of range; the lease backend's fence counter is corrupt")]
+    FenceOutOfRange {
+        account: String,
+        stream: String,
+        fence: u64,
     },
     #[error("document rejected: {0}")]
     Document(#[from] ReportError),
@@ -61,8 +77,9 @@ pub struct Claim {
     /// The highest attempt count among the hours (attempts already consumed).
     pub attempts: i64,
     /// The fence of the lease the claim is worked under; writes carrying it are refused
-    /// once a newer fence was seen for the scope. `None`: no lease (tools, tests).
-    pub fence: Option<u64>,
+    /// once a newer fence was seen for the scope. [`WriteFence::Missing`] (a unit read
+    /// back by [`LedgerStore::in_flight`]) is refused until the runner stamps its own.
+    pub fence: WriteFence,
     /// The highest priority among the hours (manual fill-day 200, fresh 100, audit 50):
     /// the priority its provider calls ask the quota for.
     pub priority: Priority,
@@ -117,13 +134,19 @@ pub trait LedgerStore: Send + Sync + 'static {
         max_hours: i64,
         order: ClaimOrder,
         owner: &str,
-        fence: Option<u64>,
+        fence: WriteFence,
         now: i64,
     ) -> Result<Option<Claim>, LedgerError>;
 
     /// Claims that were in flight (REQUESTED or DOWNLOADED) when the last owner stopped.
-    /// Their `fence` is `None`: the caller stamps its own before working them.
+    /// Their `fence` is [`WriteFence::Missing`]: the caller stamps its own lease's fence
+    /// before working them (the store refuses their writes otherwise).
     fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError>;
+
+    /// The newest lease fence the store has seen for `account`/`stream` (0 when none): a
+    /// lease acquired for the scope must get a fence above it (see
+    /// `LockService::acquire_above`), even when the lease backend lost its counter.
+    fn newest_fence(&self, account: &str, stream: &str) -> Result<u64, LedgerError>;
 
     /// Records the remote report id as soon as it is known.
     fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError>;

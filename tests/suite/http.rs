@@ -172,7 +172,7 @@ pub fn fail_hours(
                 hours,
                 marketsync::config::ClaimOrder::NewestFirst,
                 "test:1@localhost",
-                None,
+                marketsync::store::WriteFence::Unfenced,
                 now,
             )
             .expect("claim")
@@ -699,7 +699,7 @@ async fn refresh_during_a_quota_cooldown_answers_quota_exceeded_and_calls_nothin
             1,
             marketsync::config::ClaimOrder::OldestFirst,
             "t:1@h",
-            None,
+            marketsync::store::WriteFence::Unfenced,
             now_ts(),
         )
         .unwrap()

@@ -471,7 +471,7 @@ async fn a_running_job_whose_worker_died_is_rescued_after_its_lease() {
         account: "other",
         stream: "market_data",
         owner: "dead-worker",
-        fence: None,
+        fence: marketsync::store::WriteFence::Unfenced,
     };
     // The dead worker claimed the first job long ago (its lease has expired); a live
     // worker holds the second under a lease that has not.

@@ -3,6 +3,7 @@
 mod binary;
 mod doctor;
 mod ebay;
+mod fencing;
 mod http;
 mod jobs;
 mod locks;

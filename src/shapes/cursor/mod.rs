@@ -154,7 +154,7 @@ impl CursorRunner {
     async fn run_stream(
         &self,
         context: &StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> Result<RunOutcome, SyncError> {
         let stream = &context.stream;
         let account = context.account.id.clone();
@@ -368,7 +368,7 @@ impl CursorRunner {
     async fn fail_window(
         &self,
         context: &StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
         window: CursorWindow,
         failures_before: i64,
         message: &str,
@@ -460,7 +460,7 @@ impl ShapeRunner for CursorRunner {
     fn run<'a>(
         &'a self,
         context: &'a StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> BoxFuture<'a, Result<RunOutcome, SyncError>> {
         Box::pin(self.run_stream(context, fence))
     }

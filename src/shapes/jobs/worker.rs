@@ -122,7 +122,7 @@ impl JobRunner {
     async fn as_claimer<T, F>(
         &self,
         ctx: &StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
         work: F,
     ) -> Result<T, SyncError>
     where
@@ -151,7 +151,7 @@ impl JobRunner {
     async fn drain(
         &self,
         ctx: &StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> Result<RunOutcome, SyncError> {
         if ctx.cancel.is_cancelled() || ctx.abort.is_cancelled() {
             return Ok(RunOutcome::Cancelled);
@@ -551,7 +551,7 @@ impl ShapeRunner for JobRunner {
     fn run<'a>(
         &'a self,
         context: &'a StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> BoxFuture<'a, Result<RunOutcome, SyncError>> {
         Box::pin(self.drain(context, fence))
     }

@@ -130,7 +130,7 @@ impl ShapeRunner for WindowedRunner {
     fn run<'a>(
         &'a self,
         context: &'a StreamContext,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> BoxFuture<'a, Result<RunOutcome, SyncError>> {
         Box::pin(context.run_reports(&self.client, fence))
     }
@@ -146,7 +146,7 @@ impl StreamContext {
     async fn run_reports(
         &self,
         client: &SpApiClient,
-        fence: Option<u64>,
+        fence: crate::store::WriteFence,
     ) -> Result<RunOutcome, SyncError> {
         let now = now_ts();
         if let Some(cooling) = self.cooling_down().await? {
@@ -161,7 +161,12 @@ impl StreamContext {
             ledger.in_flight(&account, &stream)
         })
         .await?;
-        let mut queue: std::collections::VecDeque<Claim> = resumable.into();
+        // Units in flight come back unfenced (`WriteFence::Missing`, refused by the store):
+        // they are worked under this run's lease, so they carry its fence.
+        let mut queue: std::collections::VecDeque<Claim> = resumable
+            .into_iter()
+            .map(|claim| Claim { fence, ..claim })
+            .collect();
         if !queue.is_empty() {
             info!(account = %self.account.id, stream = %self.stream.name, units = queue.len(), "resuming units in flight");
         }

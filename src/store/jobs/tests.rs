@@ -23,7 +23,7 @@ fn claimer<'a>(provider: &'a str) -> Claimer<'a> {
         account: "acct",
         stream: "products",
         owner: "test",
-        fence: None,
+        fence: crate::store::WriteFence::Unfenced,
     }
 }
 
@@ -234,12 +234,12 @@ fn a_stale_fence_writes_nothing() {
     let ledger = SqliteLedger::open_in_memory().unwrap();
     put(&ledger, job("keepa", "B1", None, JobPriority::Hot), 10);
     let newer = Claimer {
-        fence: Some(5),
+        fence: crate::store::WriteFence::Lease(5),
         ..claimer("keepa")
     };
     assert!(claim(&ledger, &newer, 1, 600, 20).unwrap().len() == 1);
     let older = Claimer {
-        fence: Some(4),
+        fence: crate::store::WriteFence::Lease(4),
         ..claimer("keepa")
     };
     let err = claim(&ledger, &older, 1, 600, 20).unwrap_err();

@@ -14,7 +14,8 @@ pub struct Claimer<'a> {
     pub account: &'a str,
     pub stream: &'a str,
     pub owner: &'a str,
-    pub fence: Option<u64>,
+    /// The lease fence every write of this claimer carries (see [`crate::store::WriteFence`]).
+    pub fence: crate::store::WriteFence,
 }
 
 /// Running jobs of `provider` whose lease ended by `now` go back to pending (no attempt
@@ -69,7 +70,7 @@ pub fn claim(
     let batch = batch.max(1) as i64;
     ledger.with_conn(|conn| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        check_fence(&tx, claimer.account, claimer.stream, claimer.fence, now)?;
+        check_fence(&tx, claimer.account, claimer.stream, claimer.fence, "job claim", now)?;
         let head: Option<i64> = tx
             .prepare_cached(
                 "SELECT priority FROM jobs WHERE provider = ?1 AND state = 'pending' AND not_before <= ?2
@@ -172,7 +173,7 @@ pub fn finish(
     let owner = format!("{}/{}", claimer.account, claimer.owner);
     ledger.with_conn(|conn| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        check_fence(&tx, claimer.account, claimer.stream, claimer.fence, now)?;
+        check_fence(&tx, claimer.account, claimer.stream, claimer.fence, "job result", now)?;
         let mut counts = Finished::default();
         for (job, end) in ends {
             let ours: Option<i64> = tx

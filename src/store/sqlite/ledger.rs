@@ -40,14 +40,15 @@ impl LedgerStore for SqliteLedger {
         max_hours: i64,
         order: ClaimOrder,
         owner: &str,
-        fence: Option<u64>,
+        fence: WriteFence,
         now: i64,
     ) -> Result<Option<Claim>, LedgerError> {
         let max_hours = max_hours.max(1);
-        let fence_value = fence.map(|fence| fence as i64);
+        // Checked by `check_fence` below: a fence above i64::MAX never gets here.
+        let fence_value = fence.value().and_then(|fence| i64::try_from(fence).ok());
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, account, stream, fence, now)?;
+            check_fence(&tx, account, stream, fence, "claim", now)?;
             let direction = match order {
                 ClaimOrder::NewestFirst => "DESC",
                 ClaimOrder::OldestFirst => "ASC",
@@ -137,6 +138,10 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
+    fn newest_fence(&self, account: &str, stream: &str) -> Result<u64, LedgerError> {
+        self.with_read_conn(|conn| newest_fence(conn, account, stream))
+    }
+
     fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError> {
         self.with_conn(|conn| {
             let mut statement = conn.prepare_cached(
@@ -160,7 +165,7 @@ impl LedgerStore for SqliteLedger {
                     report_document_id: row.get(5)?,
                     document_path: row.get(6)?,
                     attempts: row.get(7)?,
-                    fence: None,
+                    fence: WriteFence::Missing,
                     priority: Priority::from_value(row.get(8)?),
                 })
             })?;
@@ -171,7 +176,14 @@ impl LedgerStore for SqliteLedger {
     fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            check_fence(
+                &tx,
+                &claim.account,
+                &claim.stream,
+                claim.fence,
+                "report id write",
+                now,
+            )?;
             let changed = tx
                 .prepare_cached(
                     "UPDATE ledger_hours SET report_id = ?1, updated_at = ?2
@@ -209,7 +221,14 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            check_fence(
+                &tx,
+                &claim.account,
+                &claim.stream,
+                claim.fence,
+                "download record",
+                now,
+            )?;
             transition_claim(
                 &tx,
                 claim,
@@ -231,7 +250,7 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<Applied, LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, "sales apply", now)?;
             tx.prepare_cached(
                 "DELETE FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3",
             )?
@@ -299,7 +318,14 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            check_fence(
+                &tx,
+                &claim.account,
+                &claim.stream,
+                claim.fence,
+                "failure record",
+                now,
+            )?;
             transition_claim(
                 &tx,
                 claim,
@@ -317,7 +343,7 @@ impl LedgerStore for SqliteLedger {
     fn release(&self, claim: &Claim, reason: &str, now: i64) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            check_fence(&tx, &claim.account, &claim.stream, claim.fence, now)?;
+            check_fence(&tx, &claim.account, &claim.stream, claim.fence, "claim release", now)?;
             transition_claim(
                 &tx,
                 claim,

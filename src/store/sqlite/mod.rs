@@ -22,7 +22,7 @@ use rusqlite_migration::{Migrations, M};
 
 use super::{
     Applied, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority, RowFeed,
-    StreamSnapshot,
+    StreamSnapshot, WriteFence,
 };
 
 use crate::domain::ClaimOrder;
@@ -240,38 +240,69 @@ fn transition_claim(
 }
 
 /// Refuses a write whose lease fence is older than the newest seen for the scope, and
-/// records a newer one. Writes without a fence (tools, tests) are not checked.
+/// records a newer one. A write with [`WriteFence::Missing`] is refused outright; only
+/// [`WriteFence::Unfenced`] (an operator tool or test that takes no lease, said
+/// explicitly) skips the check. `what` names the write in the error.
 pub(crate) fn check_fence(
     tx: &Transaction<'_>,
     account: &str,
     stream: &str,
-    fence: Option<u64>,
+    fence: WriteFence,
+    what: &'static str,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let Some(fence) = fence else {
-        return Ok(());
+    let fence = match fence {
+        WriteFence::Lease(fence) => fence,
+        WriteFence::Unfenced => return Ok(()),
+        WriteFence::Missing => {
+            return Err(LedgerError::Unfenced {
+                account: account.to_string(),
+                stream: stream.to_string(),
+                what,
+            })
+        }
     };
+    let fence_db = i64::try_from(fence).map_err(|_| LedgerError::FenceOutOfRange {
+        account: account.to_string(),
+        stream: stream.to_string(),
+        fence,
+    })?;
     let newest: Option<i64> = tx
         .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
         .query_row(params![account, stream], |row| row.get(0))
         .optional()?;
     match newest {
-        Some(newest) if newest as u64 > fence => Err(LedgerError::StaleFence {
+        Some(newest) if newest > fence_db => Err(LedgerError::StaleFence {
             account: account.to_string(),
             stream: stream.to_string(),
             fence,
-            newest: newest as u64,
+            newest: u64::try_from(newest).unwrap_or(0),
         }),
-        Some(newest) if newest as u64 == fence => Ok(()),
+        Some(newest) if newest == fence_db => Ok(()),
         _ => {
             tx.prepare_cached(
                 "INSERT INTO scope_fences (account, stream, fence, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (account, stream) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at",
             )?
-            .execute(params![account, stream, fence as i64, now])?;
+            .execute(params![account, stream, fence_db, now])?;
             Ok(())
         }
     }
+}
+
+/// The newest fence recorded for the scope (0 when none, or a negative stored value).
+pub(crate) fn newest_fence(
+    conn: &Connection,
+    account: &str,
+    stream: &str,
+) -> Result<u64, LedgerError> {
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
+        .query_row(params![account, stream], |row| row.get(0))
+        .optional()?;
+    Ok(newest
+        .and_then(|fence| u64::try_from(fence).ok())
+        .unwrap_or(0))
 }
 
 fn finish_claim(

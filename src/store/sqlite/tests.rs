@@ -57,7 +57,15 @@ fn ledger_with(hours: i64) -> SqliteLedger {
 
 fn claim(ledger: &SqliteLedger, max: i64, order: ClaimOrder) -> Option<Claim> {
     ledger
-        .claim("a", "s", max, order, "test:1@host", None, T0)
+        .claim(
+            "a",
+            "s",
+            max,
+            order,
+            "test:1@host",
+            WriteFence::Unfenced,
+            T0,
+        )
         .unwrap()
 }
 
@@ -158,7 +166,7 @@ fn failed_hours_wait_for_their_retry_time() {
             1,
             ClaimOrder::NewestFirst,
             "test:1@host",
-            None,
+            WriteFence::Unfenced,
             T0 + 60,
         )
         .unwrap()
@@ -201,7 +209,7 @@ fn a_stale_owners_late_write_is_refused_by_fencing() {
             6,
             ClaimOrder::NewestFirst,
             "auto-sync:1@a",
-            Some(1),
+            WriteFence::Lease(1),
             T0,
         )
         .unwrap()
@@ -213,7 +221,7 @@ fn a_stale_owners_late_write_is_refused_by_fencing() {
             6,
             ClaimOrder::NewestFirst,
             "auto-sync:2@b",
-            Some(2),
+            WriteFence::Lease(2),
             T0,
         )
         .unwrap()
@@ -244,7 +252,7 @@ fn a_stale_owners_late_write_is_refused_by_fencing() {
             6,
             ClaimOrder::NewestFirst,
             "auto-sync:1@a",
-            Some(1),
+            WriteFence::Lease(1),
             T0,
         )
         .unwrap_err();
@@ -267,7 +275,7 @@ fn a_stale_owners_late_write_is_refused_by_fencing() {
             1,
             ClaimOrder::NewestFirst,
             "auto-sync:1@a",
-            Some(1),
+            WriteFence::Lease(1),
             T0
         )
         .unwrap()

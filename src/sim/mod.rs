@@ -18,6 +18,7 @@ pub mod amazon;
 mod bucket;
 pub mod ebay;
 mod faults;
+mod hostile;
 mod handlers;
 pub mod keepa;
 mod reports;

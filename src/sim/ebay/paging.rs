@@ -77,6 +77,28 @@ pub(super) fn page_of<T>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
     (total, page)
 }
 
+/// The hostile `ebay_total_grows` page: items cycle through `matching` forever and the
+/// `total` is always two pages beyond the one asked for, so it grows on every page.
+pub(super) fn growing_page_of<T: Clone>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
+    let limit = asked.limit.clamp(1, 200);
+    let total = asked
+        .offset
+        .saturating_add(limit.saturating_mul(2))
+        .saturating_add(matching.len() as u64);
+    if matching.is_empty() {
+        return (total, Vec::new());
+    }
+    let start = (asked.offset % matching.len() as u64) as usize;
+    let page = matching
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(limit as usize)
+        .cloned()
+        .collect();
+    (total, page)
+}
+
 /// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
 /// `items` under `key`, and `next`/`prev` links where there are such pages.
 pub(super) fn offset_page(

@@ -476,6 +476,31 @@ mod tests {
     }
 
     #[test]
+    fn absurd_keepa_balances_are_bounded_before_use() {
+        let balance = bounded_balance(-1e30, 1.8e19, 1e300, f64::NAN);
+        assert_eq!(balance.tokens_left, -1_000_000);
+        assert_eq!(balance.refill_in_ms, 3_600_000);
+        assert_eq!(balance.refill_rate_per_min, 100_000.0);
+        assert_eq!(balance.tokens_consumed, 0);
+        assert!(balance.positive_in() <= crate::provider::MAX_RETRY_AFTER);
+        let slow = bounded_balance(-1e6, 0.0, 0.0, 0.0);
+        assert_eq!(
+            slow.refill_rate_per_min,
+            crate::quota::KEEPA_MIN_REFILL_RATE
+        );
+        assert_eq!(slow.positive_in(), crate::provider::MAX_RETRY_AFTER);
+        let envelope: Envelope = serde_json::from_str(
+            r#"{"tokensLeft":-9223372036854775808,"refillIn":18446744073709551615,"refillRate":-3}"#,
+        )
+        .expect("absurd numbers still parse");
+        let balance = envelope.balance().expect("balance");
+        assert_eq!(
+            (balance.tokens_left, balance.refill_in_ms),
+            (-1_000_000, 3_600_000)
+        );
+    }
+
+    #[test]
     fn a_negative_balance_is_positive_again_after_its_refills() {
         let balance = KeepaBalance {
             tokens_left: -30,

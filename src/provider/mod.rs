@@ -429,10 +429,16 @@ pub(crate) fn transport_error(operation: &'static str, err: reqwest::Error) -> P
             &format!("cannot build the request: {}", error_chain(&err)),
         );
     }
-    ProviderError::Transport {
-        operation,
-        message: error_chain(&err),
-    }
+    let message = if err.is_timeout() {
+        format!(
+            "deadline exceeded (a call may take {} s in all): {}",
+            call_deadline().as_secs(),
+            error_chain(&err)
+        )
+    } else {
+        error_chain(&err)
+    };
+    ProviderError::Transport { operation, message }
 }
 
 /// `err: source: source…`, skipping sources whose text is already included.
@@ -489,6 +495,84 @@ mod tests {
         );
         headers.insert(RETRY_AFTER, "soon".parse().expect("header"));
         assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn retry_after_is_clamped_to_a_day_whatever_it_says() {
+        let now = 1_700_000_000;
+        let day = (MAX_RETRY_AFTER, true);
+        for huge in [
+            "9000000000000",
+            "18446744073709551615",
+            "99999999999999999999999999999999",
+            "1e300",
+            "86401",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(huge, now), Some(day), "{huge}");
+        }
+        assert_eq!(
+            parse_retry_after("86400", now),
+            Some((MAX_RETRY_AFTER, false))
+        );
+        assert_eq!(parse_retry_after("-5", now), Some((Duration::ZERO, false)));
+        assert_eq!(parse_retry_after("NaN", now), Some((Duration::ZERO, false)));
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "18446744073709551615".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+    }
+
+    #[tokio::test]
+    async fn token_expires_in_is_bounded_and_never_overflows_the_clock() {
+        assert_eq!(
+            token_lifetime(Duration::from_secs(u64::MAX)),
+            MAX_TOKEN_LIFETIME
+        );
+        assert_eq!(token_lifetime(Duration::ZERO), MIN_TOKEN_LIFETIME);
+        assert_eq!(
+            token_lifetime(Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
+        // `Instant + u64::MAX s` panicked the account.
+        let token = CachedToken::new("t".to_string(), Duration::MAX);
+        assert!(token.refresh_at <= tokio::time::Instant::now() + MAX_TOKEN_LIFETIME);
+    }
+
+    #[test]
+    fn document_urls_are_https_or_loopback_and_never_the_daemon_itself() {
+        let own: Vec<std::net::SocketAddr> = vec!["127.0.0.1:8080".parse().expect("addr")];
+        assert_eq!(
+            check_document_url("https://bucket.s3.amazonaws.com/doc?sig=1", &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_document_url("http://127.0.0.1:9000/_documents/1", &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_document_url("http://[::1]:9000/_documents/1", &own),
+            Ok(())
+        );
+        let plain = check_document_url("http://evil.example/doc?sig=secret", &own)
+            .expect_err("plain http elsewhere");
+        assert!(plain.contains("\"evil.example\""), "{plain}");
+        assert!(
+            !plain.contains("secret"),
+            "the url is not repeated: {plain}"
+        );
+        for own_url in [
+            "http://127.0.0.1:8080/api/status",
+            "http://localhost:8080/metrics",
+        ] {
+            let err = check_document_url(own_url, &own).expect_err(own_url);
+            assert!(err.contains("own http listener"), "{err}");
+        }
+        let any: Vec<std::net::SocketAddr> = vec!["0.0.0.0:8080".parse().expect("addr")];
+        assert!(check_document_url("http://127.0.0.1:8080/api/status", &any).is_err());
+        assert!(check_document_url("file:///etc/passwd", &own).is_err());
+        assert!(check_document_url("not a url", &own).is_err());
     }
 
     #[test]

@@ -89,9 +89,7 @@ pub(super) async fn answer(
         response = rewrite_json(response, &faults, token_request).await;
     }
     match faults.slow_drip_ms {
-        Some(every) => {
-            drip(response, Duration::from_millis(every.max(1))).await
-        }
+        Some(every) => drip(response, Duration::from_millis(every.max(1))).await,
         _ => response,
     }
 }
@@ -100,7 +98,11 @@ pub(super) async fn answer(
 async fn rewrite_json(response: Response, faults: &SimFaults, token_request: bool) -> Response {
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REWRITE).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "answer too large to rewrite").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "answer too large to rewrite",
+        )
+            .into_response();
     };
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
@@ -143,7 +145,11 @@ async fn rewrite_json(response: Response, faults: &SimFaults, token_request: boo
 async fn drip(response: Response, every: Duration) -> Response {
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REWRITE).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "answer too large to drip").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "answer too large to drip",
+        )
+            .into_response();
     };
     parts.headers.remove(CONTENT_LENGTH);
     let stream = futures_util::stream::unfold((bytes, 0usize), move |(bytes, at)| async move {

@@ -3,6 +3,7 @@
 mod binary;
 mod doctor;
 mod ebay;
+mod hostile;
 mod http;
 mod jobs;
 mod locks;

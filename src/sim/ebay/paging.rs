@@ -191,3 +191,26 @@ pub(super) fn page_links(
     });
     (href, next, prev)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_growing_total_moves_on_every_page_and_never_runs_dry() {
+        let asked = |offset| Asked {
+            from_ms: None,
+            to_ms: None,
+            limit: 50,
+            offset,
+        };
+        let items: Vec<u32> = (0..7).collect();
+        let (first, page) = growing_page_of(items.clone(), &asked(0));
+        assert_eq!(page.len(), 50);
+        let (second, page) = growing_page_of(items.clone(), &asked(50));
+        assert_eq!(page.len(), 50);
+        assert!(second > first && second > 100);
+        let (last, page) = growing_page_of(items, &asked(u64::MAX));
+        assert_eq!((last, page.len()), (u64::MAX, 50));
+    }
+}

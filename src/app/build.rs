@@ -24,12 +24,15 @@ pub(super) fn build_work(
     account: &AccountConfig,
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
+    own_addresses: &[SocketAddr],
     pacer: Pacer,
     ledger: &Arc<SqliteLedger>,
 ) -> anyhow::Result<StreamWork> {
     match account.provider.shape() {
         Shape::Windowed => Ok(StreamWork::reports(Arc::new(
-            build_client(account, http, simulator)?.with_pacer(pacer),
+            build_client(account, http, simulator)?
+                .with_pacer(pacer)
+                .with_own_addresses(own_addresses.to_vec()),
         ))),
         Shape::Cursor => {
             crate::shapes::cursor::stream_work(account, http, simulator, pacer, Arc::clone(ledger))

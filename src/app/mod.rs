@@ -171,6 +171,11 @@ impl Daemon {
             .user_agent(concat!("marketsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
+            // A total deadline per call (connect, headers, whole body); downloads take
+            // their own multiple of it. Redirects stay on their origin, without a Referer.
+            .timeout(crate::provider::call_deadline())
+            .redirect(crate::provider::redirect_policy())
+            .referer(false)
             .build()
             .context("building the http client")?;
         let documents_dir = config.data_dir.join("documents");
@@ -210,7 +215,16 @@ impl Daemon {
                     account.quota_scope(),
                 )
             };
-            let work = build_work(account, &http, simulator_addr, pacer, &ledger)?;
+            let own_addresses: Vec<SocketAddr> =
+                config.http.iter().map(|http| http.listen).collect();
+            let work = build_work(
+                account,
+                &http,
+                simulator_addr,
+                &own_addresses,
+                pacer,
+                &ledger,
+            )?;
             // Only the account's own part: the contexts are built per incarnation from
             // it and `shared` (10,000 accounts keep these for the daemon's life).
             accounts.insert(

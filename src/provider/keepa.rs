@@ -24,6 +24,10 @@ use super::{clip, error_for_status, read_error_body, transport_error, ProviderEr
 /// The operation name for quota buckets, metrics and fault schedules.
 pub const OP_PRODUCT: &str = "product";
 const OP_TOKEN: &str = "token";
+/// The largest Keepa success body read (a `Content-Length` above it is refused before
+/// reading): 100 products with full histories stay well below it.
+pub const MAX_KEEPA_BODY: u64 = 32 * 1024 * 1024;
+const KEEPA_TOO_BIG: &str = "; lower the stream's batch size (fewer ASINs per request)";
 /// Keepa takes at most this many ASINs per product request.
 pub const MAX_ASINS: usize = 100;
 
@@ -54,8 +58,13 @@ impl KeepaBalance {
         } else {
             1.0
         };
-        let minutes_more = ((1 - self.tokens_left) as f64 / rate).ceil().max(1.0) - 1.0;
-        Duration::from_millis(self.refill_in_ms) + Duration::from_secs_f64(minutes_more * 60.0)
+        let missing = 1i64.saturating_sub(self.tokens_left) as f64;
+        let minutes_more = (missing / rate).ceil().max(1.0) - 1.0;
+        Duration::from_millis(self.refill_in_ms)
+            .saturating_add(
+                Duration::try_from_secs_f64(minutes_more * 60.0).unwrap_or(super::MAX_RETRY_AFTER),
+            )
+            .min(super::MAX_RETRY_AFTER)
     }
 }
 
@@ -111,14 +120,16 @@ impl std::fmt::Debug for KeepaClient {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
+    // Numbers as f64 so an absurd one (beyond i64/u64, negative) is clamped, not a parse
+    // failure that hides the balance.
     #[serde(default)]
-    tokens_left: Option<i64>,
+    tokens_left: Option<f64>,
     #[serde(default)]
-    refill_in: Option<u64>,
+    refill_in: Option<f64>,
     #[serde(default)]
     refill_rate: Option<f64>,
     #[serde(default)]
-    tokens_consumed: Option<i64>,
+    tokens_consumed: Option<f64>,
     #[serde(default)]
     products: Option<Vec<Value>>,
     #[serde(default)]
@@ -127,12 +138,60 @@ struct Envelope {
 
 impl Envelope {
     fn balance(&self) -> Option<KeepaBalance> {
-        Some(KeepaBalance {
-            tokens_left: self.tokens_left?,
-            refill_in_ms: self.refill_in.unwrap_or(0),
-            refill_rate_per_min: self.refill_rate?,
-            tokens_consumed: self.tokens_consumed.unwrap_or(0),
-        })
+        Some(bounded_balance(
+            self.tokens_left?,
+            self.refill_in.unwrap_or(0.0),
+            self.refill_rate?,
+            self.tokens_consumed.unwrap_or(0.0),
+        ))
+    }
+}
+
+/// A balance as Keepa sent it, bounded (see [`crate::quota::KeepaValues`]): `tokensLeft`
+/// within ±1e6, `refillIn` within [0, 1 h], `refillRate` within [0.01, 1e5] per minute,
+/// `tokensConsumed` within [0, 1e6]. A value out of range is logged with what was sent.
+pub fn bounded_balance(
+    tokens_left: f64,
+    refill_in_ms: f64,
+    refill_rate_per_min: f64,
+    tokens_consumed: f64,
+) -> KeepaBalance {
+    let max = crate::quota::KEEPA_MAX_TOKENS as f64;
+    // `as` from f64 saturates (NaN is 0); the clamp below does the rest.
+    let tokens = if tokens_left.is_nan() {
+        0.0
+    } else {
+        tokens_left.clamp(-max, max)
+    };
+    let refill_in = if refill_in_ms.is_nan() {
+        0.0
+    } else {
+        refill_in_ms.max(0.0)
+    };
+    let values =
+        crate::quota::KeepaValues::bounded(tokens as i64, refill_in as u64, refill_rate_per_min);
+    let consumed = if tokens_consumed.is_nan() {
+        0.0
+    } else {
+        tokens_consumed.clamp(0.0, max)
+    };
+    let clamped = values.clamped
+        || tokens != tokens_left
+        || refill_in != refill_in_ms
+        || values.refill_in_ms as f64 != refill_in.trunc();
+    if clamped {
+        tracing::warn!(
+            tokens_left,
+            refill_in_ms,
+            refill_rate_per_min,
+            "keepa balance out of range; clamped"
+        );
+    }
+    KeepaBalance {
+        tokens_left: values.tokens_left,
+        refill_in_ms: values.refill_in_ms,
+        refill_rate_per_min: values.refill_rate_per_min,
+        tokens_consumed: consumed as i64,
     }
 }
 
@@ -263,9 +322,9 @@ impl KeepaClient {
         // A product answer with full histories is large and its size is Keepa's to
         // choose (up to 100 products); an error answer is read only this far.
         let body = if status.is_success() {
-            match response.text().await {
-                Ok(body) => body,
-                Err(err) => return (None, Err(transport_error(operation, err))),
+            match super::read_capped(response, operation, MAX_KEEPA_BODY, KEEPA_TOO_BIG).await {
+                Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                Err(err) => return (None, Err(err)),
             }
         } else {
             read_error_body(response).await
@@ -414,6 +473,31 @@ mod tests {
             judge_product(&unknown, 1).1,
             KeepaProductOutcome::NotFound(_)
         ));
+    }
+
+    #[test]
+    fn absurd_keepa_balances_are_bounded_before_use() {
+        let balance = bounded_balance(-1e30, 1.8e19, 1e300, f64::NAN);
+        assert_eq!(balance.tokens_left, -1_000_000);
+        assert_eq!(balance.refill_in_ms, 3_600_000);
+        assert_eq!(balance.refill_rate_per_min, 100_000.0);
+        assert_eq!(balance.tokens_consumed, 0);
+        assert!(balance.positive_in() <= crate::provider::MAX_RETRY_AFTER);
+        let slow = bounded_balance(-1e6, 0.0, 0.0, 0.0);
+        assert_eq!(
+            slow.refill_rate_per_min,
+            crate::quota::KEEPA_MIN_REFILL_RATE
+        );
+        assert_eq!(slow.positive_in(), crate::provider::MAX_RETRY_AFTER);
+        let envelope: Envelope = serde_json::from_str(
+            r#"{"tokensLeft":-9223372036854775808,"refillIn":18446744073709551615,"refillRate":-3}"#,
+        )
+        .expect("absurd numbers still parse");
+        let balance = envelope.balance().expect("balance");
+        assert_eq!(
+            (balance.tokens_left, balance.refill_in_ms),
+            (-1_000_000, 3_600_000)
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
+use tracing::warn;
 
 use crate::domain::now_ts;
 
@@ -35,6 +36,23 @@ pub(crate) const MAX_JSON_BODY: u64 = 1 << 20;
 pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
 /// SP-API's rate header, the only one any provider sends (requests per second).
 const RATE_LIMIT_HEADER: &str = "x-amzn-ratelimit-limit";
+/// The longest wait a `Retry-After` may ask for; a longer one (or one too large to
+/// represent) is clamped to this and logged with the value received.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The shortest and longest an OAuth access token is believed to live, whatever
+/// `expires_in` said (a shorter one would refresh on every call, a longer one is a lie).
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The total deadline of one provider call (connect, headers and the whole body) unless
+/// `MARKETSYNC_PROVIDER_CALL_DEADLINE` (seconds, 1 to 3600) says otherwise: an upstream
+/// that drips its answer fails as [`ProviderError::Transport`] instead of holding a run.
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(120);
+/// The environment variable that overrides [`DEFAULT_CALL_DEADLINE`].
+pub const CALL_DEADLINE_ENV: &str = "MARKETSYNC_PROVIDER_CALL_DEADLINE";
+/// A report document download (up to `max_document_bytes`) gets this many call deadlines.
+pub const DOWNLOAD_DEADLINE_FACTOR: u32 = 5;
+/// The most redirects followed, and only within the same origin (scheme, host, port).
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Why a provider call failed. Callers branch on the variant.
 #[derive(Debug, thiserror::Error)]
@@ -119,12 +137,111 @@ pub(crate) struct CachedToken {
 
 impl CachedToken {
     /// A token the provider says lives `lifetime`: refreshed a minute before it ends.
+    /// The lifetime is first bounded by [`token_lifetime`].
     pub(crate) fn new(access_token: String, lifetime: Duration) -> CachedToken {
+        let lifetime = token_lifetime(lifetime);
+        let now = tokio::time::Instant::now();
         CachedToken {
             access_token,
-            refresh_at: tokio::time::Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
+            refresh_at: now
+                .checked_add(lifetime.saturating_sub(REFRESH_MARGIN))
+                .unwrap_or(now),
         }
     }
+}
+
+/// `expires_in` bounded to [[`MIN_TOKEN_LIFETIME`], [`MAX_TOKEN_LIFETIME`]]; a value out
+/// of that range is logged with what was received.
+pub(crate) fn token_lifetime(expires_in: Duration) -> Duration {
+    let bounded = expires_in.clamp(MIN_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME);
+    if bounded != expires_in {
+        warn!(
+            expires_in_s = expires_in.as_secs(),
+            used_s = bounded.as_secs(),
+            "token expires_in out of range; clamped"
+        );
+    }
+    bounded
+}
+
+/// The total deadline of one provider call: [`CALL_DEADLINE_ENV`] when set to a whole
+/// number of seconds from 1 to 3600, [`DEFAULT_CALL_DEADLINE`] otherwise (a bad value is
+/// logged and ignored).
+pub fn call_deadline() -> Duration {
+    let Ok(text) = std::env::var(CALL_DEADLINE_ENV) else {
+        return DEFAULT_CALL_DEADLINE;
+    };
+    match text.trim().parse::<u64>() {
+        Ok(seconds @ 1..=3600) => Duration::from_secs(seconds),
+        _ => {
+            warn!(
+                variable = CALL_DEADLINE_ENV,
+                value = %clip(&text),
+                default_s = DEFAULT_CALL_DEADLINE.as_secs(),
+                "ignored: expected whole seconds from 1 to 3600"
+            );
+            DEFAULT_CALL_DEADLINE
+        }
+    }
+}
+
+/// The redirect policy of every provider client: follow at most [`MAX_REDIRECTS`] hops,
+/// and only to the same origin (scheme, host and port). A redirect elsewhere is not
+/// followed, so an access token, an api key or a body never reaches another host: the
+/// 3xx comes back as the answer and fails the call as [`ProviderError::Http`].
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|first| {
+            first.scheme() == attempt.url().scheme()
+                && first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if !same_origin {
+            warn!(
+                to_host = attempt.url().host_str().unwrap_or(""),
+                "redirect to another origin not followed"
+            );
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Whether a report document may be downloaded from `url`: https anywhere, or http on a
+/// loopback address (the simulator); never a port the daemon itself listens on
+/// (`own`: its HTTP address). The error names the URL's host and what is allowed; it
+/// never carries the (pre-signed) URL itself.
+pub fn check_document_url(url: &str, own: &[std::net::SocketAddr]) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|err| format!("document url is not a url ({err}); expected https://..."))?;
+    let host = parsed.host_str().unwrap_or("").to_string();
+    let ip: Option<std::net::IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+    let loopback = match ip {
+        Some(ip) => ip.is_loopback(),
+        None => host.eq_ignore_ascii_case("localhost"),
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        scheme => {
+            return Err(format!(
+                "document url on host {host:?} uses {scheme}; only https (or http on loopback) is accepted"
+            ))
+        }
+    }
+    let port = parsed.port_or_known_default();
+    let own_address = own
+        .iter()
+        .any(|addr| Some(addr.port()) == port && (loopback || ip == Some(addr.ip())));
+    if own_address {
+        return Err(format!(
+            "document url on host {host:?} points at the daemon's own http listener; refused"
+        ));
+    }
+    Ok(())
 }
 
 /// The access token of one client. The lock is held across the token request, so
@@ -199,18 +316,48 @@ pub(crate) fn error_for_status(
     }
 }
 
-/// `Retry-After` as seconds (integer or fractional) or an HTTP-date (a past one is now).
+/// `Retry-After` as seconds (integer or fractional) or an HTTP-date (a past one is now),
+/// at most [`MAX_RETRY_AFTER`]: a longer wait (`9000000000000`, `18446744073709551615`,
+/// `1e300`, a date in year 9999) is clamped and logged with the value received. A negative
+/// number is now; anything unparsable is `None`.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    let (wait, clamped) = parse_retry_after(text, now_ts())?;
+    if clamped {
+        warn!(retry_after = %clip(text), used_s = wait.as_secs(), "retry-after above the limit; clamped");
+    }
+    Some(wait)
+}
+
+/// The wait `text` asks for at unix time `now`, clamped to [`MAX_RETRY_AFTER`], and
+/// whether it was clamped.
+pub(crate) fn parse_retry_after(text: &str, now: i64) -> Option<(Duration, bool)> {
+    let bound = |seconds: f64| -> (Duration, bool) {
+        if seconds.is_nan() || seconds <= 0.0 {
+            (Duration::ZERO, false)
+        } else if seconds > MAX_RETRY_AFTER.as_secs_f64() {
+            (MAX_RETRY_AFTER, true)
+        } else {
+            (Duration::from_secs_f64(seconds), false)
+        }
+    };
+    if text.is_empty() {
+        return None;
+    }
+    if text.bytes().all(|byte| byte.is_ascii_digit()) {
+        // Any length of digits: too many for a u64 is simply "very long".
+        return Some(match text.parse::<u64>() {
+            Ok(seconds) if seconds <= MAX_RETRY_AFTER.as_secs() => {
+                (Duration::from_secs(seconds), false)
+            }
+            _ => (MAX_RETRY_AFTER, true),
+        });
     }
     if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
+        return Some(bound(seconds));
     }
     let date = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    let wait = date.timestamp().saturating_sub(now_ts()).max(0);
-    Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0)))
+    Some(bound(date.timestamp().saturating_sub(now) as f64))
 }
 
 /// `x-amzn-RateLimit-Limit` (requests per second), when sent and positive.
@@ -251,7 +398,7 @@ pub(crate) async fn read_capped(
         .await
         .map_err(|err| transport_error(operation, err))?
     {
-        if (body.len() + chunk.len()) as u64 > max_bytes {
+        if (body.len() as u64).saturating_add(chunk.len() as u64) > max_bytes {
             return Err(too_big(String::new()));
         }
         body.extend_from_slice(&chunk);
@@ -282,10 +429,16 @@ pub(crate) fn transport_error(operation: &'static str, err: reqwest::Error) -> P
             &format!("cannot build the request: {}", error_chain(&err)),
         );
     }
-    ProviderError::Transport {
-        operation,
-        message: error_chain(&err),
-    }
+    let message = if err.is_timeout() {
+        format!(
+            "deadline exceeded (a call may take {} s in all): {}",
+            call_deadline().as_secs(),
+            error_chain(&err)
+        )
+    } else {
+        error_chain(&err)
+    };
+    ProviderError::Transport { operation, message }
 }
 
 /// `err: source: source…`, skipping sources whose text is already included.
@@ -342,6 +495,84 @@ mod tests {
         );
         headers.insert(RETRY_AFTER, "soon".parse().expect("header"));
         assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn retry_after_is_clamped_to_a_day_whatever_it_says() {
+        let now = 1_700_000_000;
+        let day = (MAX_RETRY_AFTER, true);
+        for huge in [
+            "9000000000000",
+            "18446744073709551615",
+            "99999999999999999999999999999999",
+            "1e300",
+            "86401",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(huge, now), Some(day), "{huge}");
+        }
+        assert_eq!(
+            parse_retry_after("86400", now),
+            Some((MAX_RETRY_AFTER, false))
+        );
+        assert_eq!(parse_retry_after("-5", now), Some((Duration::ZERO, false)));
+        assert_eq!(parse_retry_after("NaN", now), Some((Duration::ZERO, false)));
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "18446744073709551615".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+    }
+
+    #[tokio::test]
+    async fn token_expires_in_is_bounded_and_never_overflows_the_clock() {
+        assert_eq!(
+            token_lifetime(Duration::from_secs(u64::MAX)),
+            MAX_TOKEN_LIFETIME
+        );
+        assert_eq!(token_lifetime(Duration::ZERO), MIN_TOKEN_LIFETIME);
+        assert_eq!(
+            token_lifetime(Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
+        // `Instant + u64::MAX s` panicked the account.
+        let token = CachedToken::new("t".to_string(), Duration::MAX);
+        assert!(token.refresh_at <= tokio::time::Instant::now() + MAX_TOKEN_LIFETIME);
+    }
+
+    #[test]
+    fn document_urls_are_https_or_loopback_and_never_the_daemon_itself() {
+        let own: Vec<std::net::SocketAddr> = vec!["127.0.0.1:8080".parse().expect("addr")];
+        assert_eq!(
+            check_document_url("https://bucket.s3.amazonaws.com/doc?sig=1", &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_document_url("http://127.0.0.1:9000/_documents/1", &own),
+            Ok(())
+        );
+        assert_eq!(
+            check_document_url("http://[::1]:9000/_documents/1", &own),
+            Ok(())
+        );
+        let plain = check_document_url("http://evil.example/doc?sig=secret", &own)
+            .expect_err("plain http elsewhere");
+        assert!(plain.contains("\"evil.example\""), "{plain}");
+        assert!(
+            !plain.contains("secret"),
+            "the url is not repeated: {plain}"
+        );
+        for own_url in [
+            "http://127.0.0.1:8080/api/status",
+            "http://localhost:8080/metrics",
+        ] {
+            let err = check_document_url(own_url, &own).expect_err(own_url);
+            assert!(err.contains("own http listener"), "{err}");
+        }
+        let any: Vec<std::net::SocketAddr> = vec!["0.0.0.0:8080".parse().expect("addr")];
+        assert!(check_document_url("http://127.0.0.1:8080/api/status", &any).is_err());
+        assert!(check_document_url("file:///etc/passwd", &own).is_err());
+        assert!(check_document_url("not a url", &own).is_err());
     }
 
     #[test]

@@ -219,11 +219,13 @@ impl Bucket {
         now: Duration,
     ) {
         if refill_rate_per_min.is_finite() && refill_rate_per_min > 0.0 {
+            let refill_rate_per_min = refill_rate_per_min.min(super::KEEPA_MAX_REFILL_RATE);
             self.rate = (refill_rate_per_min / 60.0).max(MIN_SETTING);
             self.burst = (refill_rate_per_min * 60.0).max(MIN_SETTING);
         }
-        self.tokens = tokens_left as f64;
-        self.updated_at = now.saturating_add(Duration::from_millis(refill_in_ms));
+        let bounded = super::KeepaValues::bounded(tokens_left, refill_in_ms, 1.0);
+        self.tokens = bounded.tokens_left as f64;
+        self.updated_at = now.saturating_add(Duration::from_millis(bounded.refill_in_ms));
     }
 
     /// A provider said 429: whatever we thought, its bucket is empty now.

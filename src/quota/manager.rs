@@ -139,7 +139,10 @@ impl ManagerState {
     }
 
     fn instant(&self, at: Duration) -> Instant {
-        self.origin + at
+        // `at` comes from bucket arithmetic fed by provider values: never overflow.
+        self.origin
+            .checked_add(at)
+            .unwrap_or_else(|| self.origin + super::MAX_COOLDOWN)
     }
 
     fn spec_for(&self, key: &BucketKey) -> Option<BucketSpec> {
@@ -197,7 +200,8 @@ impl ManagerState {
         }
         let store = self.store.as_ref()?;
         let found = match store.active(scope, wall).await {
-            Ok(found) => found,
+            Ok(Some(found)) => Some(self.repair_persisted(store.clone(), found, wall).await),
+            Ok(None) => None,
             Err(err) => {
                 // Fail open: a store hiccup must not stop every call; cooldowns this
                 // process could not save are kept in memory (`unsaved`).
@@ -280,6 +284,13 @@ impl ManagerState {
         detail: Option<String>,
     ) -> Result<Cooldown, QuotaError> {
         let wall = self.clock.wall_now().timestamp();
+        let until = match super::bounded_cooldown_end(until.timestamp(), wall) {
+            Some(bounded) => {
+                warn!(scope = %scope, until_at = until.timestamp(), repaired_until = %crate::domain::format_ts(bounded), "cooldown longer than the limit; clamped");
+                DateTime::<Utc>::from_timestamp(bounded, 0).unwrap_or(until)
+            }
+            None => until,
+        };
         let mut cooldown = Cooldown {
             scope: scope.clone(),
             reason: reason.as_str().to_string(),
@@ -353,6 +364,22 @@ impl ManagerState {
             Observation::RateLimitHeader(rate) => {
                 Observation::RateLimitHeader(self.config.margined(rate))
             }
+            Observation::Keepa {
+                tokens_left,
+                refill_in_ms,
+                refill_rate_per_min,
+            } => {
+                let bounded =
+                    super::KeepaValues::bounded(tokens_left, refill_in_ms, refill_rate_per_min);
+                if bounded.clamped {
+                    warn!(key = %key, tokens_left, refill_in_ms, refill_rate_per_min, "keepa balance out of range; clamped");
+                }
+                Observation::Keepa {
+                    tokens_left: bounded.tokens_left,
+                    refill_in_ms: bounded.refill_in_ms,
+                    refill_rate_per_min: bounded.refill_rate_per_min,
+                }
+            }
             other => other,
         };
         let Some(spec) = self.spec_for(&key) else {
@@ -425,12 +452,18 @@ impl ManagerState {
             info!(key = %key, tokens_left, refill_in_ms, refill_rate_per_min, "keepa balance resynced");
         }
         if let Observation::Throttled { retry_after } = observation {
+            // Retry-After is bounded by the provider layer; bound it again here, where an
+            // overflow would take the TokenManager (and every account) down.
             let length = self
                 .config
                 .throttle_cooldown(&key.provider)
-                .max(retry_after.unwrap_or_default());
-            let until = self.clock.wall_now()
-                + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX);
+                .max(retry_after.unwrap_or_default())
+                .min(super::MAX_COOLDOWN);
+            let wall = self.clock.wall_now();
+            let until = chrono::Duration::from_std(length)
+                .ok()
+                .and_then(|length| wall.checked_add_signed(length))
+                .unwrap_or(wall);
             let scope = key.account_scope();
             warn!(key = %key, scope = %scope, until = %until.to_rfc3339(), "provider throttled; cooling down");
             let detail = Some(format!("throttled (429) on {key}"));
@@ -497,6 +530,39 @@ impl ManagerState {
             Some(cooldown) => Err(cooling_down(&cooldown)),
             None => Ok(()),
         }
+    }
+
+    /// A persisted cooldown as read back, its end bounded to `wall + MAX_COOLDOWN`: a
+    /// longer one (a corrupt row, an older build's wrapped value, `i64::MAX`) is clamped,
+    /// logged with the value found, and written back clamped; never fatal.
+    async fn repair_persisted(
+        &self,
+        store: Arc<dyn CooldownStore>,
+        mut found: Cooldown,
+        wall: i64,
+    ) -> Cooldown {
+        let Some(repaired) = super::bounded_cooldown_end(found.until_at, wall) else {
+            return found;
+        };
+        warn!(
+            scope = %found.scope,
+            until_at = found.until_at,
+            repaired_until = %crate::domain::format_ts(repaired),
+            "persisted cooldown ends out of range; clamped"
+        );
+        found.until_at = repaired;
+        found.started_at = found
+            .started_at
+            .clamp(wall.saturating_sub(super::MAX_COOLDOWN_SECS), wall);
+        // The stores keep the later end on `set`: clear first, then save the repair.
+        let saved = match store.clear(&found.scope).await {
+            Ok(_) => store.set(&found).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = saved {
+            warn!(scope = %found.scope, error = %err, "cooldown store failed");
+        }
+        found
     }
 
     /// Serves what can be served now and keeps exactly one wake-up scheduled.

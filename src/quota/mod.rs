@@ -315,12 +315,63 @@ pub enum QuotaError {
 }
 
 /// `CoolingDown` for a cooldown.
+/// The longest cooldown the TokenManager keeps: a longer end (from a provider's
+/// `Retry-After`, a caller, or a persisted row) is clamped to `now` + this.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(MAX_COOLDOWN_SECS as u64);
+/// [`MAX_COOLDOWN`] in seconds.
+pub const MAX_COOLDOWN_SECS: i64 = 24 * 3600;
+
+/// `Some(bounded end)` when a cooldown ending at `until_at` (unix seconds) ends more than
+/// [`MAX_COOLDOWN`] after `now`; `None` when it is in range.
+pub fn bounded_cooldown_end(until_at: i64, now: i64) -> Option<i64> {
+    let latest = now.saturating_add(MAX_COOLDOWN_SECS);
+    (until_at > latest).then_some(latest)
+}
+
 pub(crate) fn cooling_down(cooldown: &Cooldown) -> QuotaError {
     QuotaError::CoolingDown {
         scope: cooldown.scope.clone(),
         reason: cooldown.reason.clone(),
         until_utc: DateTime::<Utc>::from_timestamp(cooldown.until_at, 0)
             .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    }
+}
+
+/// The bounds of a Keepa balance before it reaches the quota model: `tokensLeft` within
+/// ±[`KEEPA_MAX_TOKENS`], `refillIn` at most [`KEEPA_MAX_REFILL_IN_MS`] (1 h),
+/// `refillRate` within [[`KEEPA_MIN_REFILL_RATE`], [`KEEPA_MAX_REFILL_RATE`]] per minute.
+pub const KEEPA_MAX_TOKENS: i64 = 1_000_000;
+pub const KEEPA_MAX_REFILL_IN_MS: u64 = 3_600_000;
+pub const KEEPA_MIN_REFILL_RATE: f64 = 0.01;
+pub const KEEPA_MAX_REFILL_RATE: f64 = 100_000.0;
+
+/// A Keepa balance within the bounds above; `clamped` when any value was out of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeepaValues {
+    pub tokens_left: i64,
+    pub refill_in_ms: u64,
+    pub refill_rate_per_min: f64,
+    pub clamped: bool,
+}
+
+impl KeepaValues {
+    /// Clamps each value; a non-finite rate becomes the smallest one.
+    pub fn bounded(tokens_left: i64, refill_in_ms: u64, refill_rate_per_min: f64) -> KeepaValues {
+        let tokens = tokens_left.clamp(-KEEPA_MAX_TOKENS, KEEPA_MAX_TOKENS);
+        let refill_in = refill_in_ms.min(KEEPA_MAX_REFILL_IN_MS);
+        let rate = if refill_rate_per_min.is_finite() {
+            refill_rate_per_min.clamp(KEEPA_MIN_REFILL_RATE, KEEPA_MAX_REFILL_RATE)
+        } else {
+            KEEPA_MIN_REFILL_RATE
+        };
+        KeepaValues {
+            tokens_left: tokens,
+            refill_in_ms: refill_in,
+            refill_rate_per_min: rate,
+            clamped: tokens != tokens_left
+                || refill_in != refill_in_ms
+                || rate.to_bits() != refill_rate_per_min.to_bits(),
+        }
     }
 }
 

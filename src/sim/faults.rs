@@ -29,6 +29,28 @@ pub struct SimFaults {
     pub schedule: Vec<ScheduledFault>,
     /// Sent as `Retry-After` on every 429 (injected or from a bucket) when set.
     pub retry_after_secs: Option<u64>,
+
+    // hostile provider answers (see `super::hostile`; all off by default)
+    /// Sent verbatim as `Retry-After` on every 429 of any provider, replacing
+    /// `retry_after_secs`: `"9000000000000"`, `"18446744073709551615"`, an HTTP date.
+    pub retry_after_text: Option<String>,
+    /// The `expires_in` of every token answer (LWA, eBay, StockX), e.g. `u64::MAX`.
+    pub token_expires_in: Option<u64>,
+    /// eBay getOrders says a `total` that grows on every page and never runs out of items.
+    pub ebay_total_grows: bool,
+    /// Every API answer's body is sent one byte per this many milliseconds.
+    pub slow_drip_ms: Option<u64>,
+    /// Every API call (not a token request, not a document download) answers 307 to this
+    /// base url (`http://127.0.0.1:PORT`) with the same path and query.
+    pub redirect_to: Option<String>,
+    /// getReportDocument's `url` points at this base (scheme, host, port) instead.
+    pub document_url: Option<String>,
+    /// Keepa answers carry this `tokensLeft` instead of the real balance.
+    pub keepa_tokens_left: Option<i64>,
+    /// Keepa answers carry this `refillIn` (ms) instead of the real one.
+    pub keepa_refill_in: Option<u64>,
+    /// Keepa answers carry this `refillRate` (per minute) instead of the real one.
+    pub keepa_refill_rate: Option<f64>,
 }
 
 impl SimFaults {
@@ -48,6 +70,23 @@ impl SimFaults {
                 return Err(format!(
                     "{name}: {value} is not a probability; use a number from 0 to 1"
                 ));
+            }
+        }
+        for (name, url) in [
+            ("redirect_to", &self.redirect_to),
+            ("document_url", &self.document_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "{name}: {url:?} is not a base url; use a form like http://127.0.0.1:8080"
+                    ));
+                }
+            }
+        }
+        if let Some(rate) = self.keepa_refill_rate {
+            if !rate.is_finite() {
+                return Err("keepa_refill_rate: not a finite number".to_string());
             }
         }
         for (index, entry) in self.schedule.iter().enumerate() {

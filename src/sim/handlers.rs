@@ -44,6 +44,10 @@ pub(super) fn router(sim: Arc<Simulator>) -> Router {
         .merge(super::keepa::router(Arc::clone(&sim)))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&sim),
+            super::hostile::answer,
+        ))
         .with_state(sim)
 }
 

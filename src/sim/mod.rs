@@ -19,6 +19,7 @@ mod bucket;
 pub mod ebay;
 mod faults;
 mod handlers;
+mod hostile;
 pub mod keepa;
 mod reports;
 mod state;

@@ -707,3 +707,90 @@ fn config_and_faults_round_trip_through_serde() {
         json!({"calls": keys, "throttled": keys, "server_errors": keys})
     );
 }
+
+#[tokio::test]
+async fn hostile_answer_modes_are_off_by_default_and_do_what_they_say() {
+    assert!(
+        SimFaults::default().retry_after_text.is_none()
+            && SimFaults::default().redirect_to.is_none()
+            && !SimFaults::default().ebay_total_grows
+    );
+    let running = start(instant_config()).await;
+    let token = running.token("seller-a").await;
+    running.sim.set_faults(SimFaults {
+        throttle: 1.0,
+        retry_after_text: Some("18446744073709551615".to_string()),
+        token_expires_in: Some(u64::MAX),
+        ..SimFaults::default()
+    });
+    let response = running.create(&token, report_request(START, END)).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "18446744073709551615");
+    let granted: Value = running
+        .client
+        .post(format!("{}/auth/o2/token", running.base))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "seller-a"),
+            ("client_id", "client"),
+            ("client_secret", "secret"),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(granted["expires_in"], json!(u64::MAX));
+
+    running.sim.set_faults(SimFaults {
+        redirect_to: Some("http://127.0.0.1:9".to_string()),
+        ..SimFaults::default()
+    });
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = no_follow
+        .get(format!("{}/reports/2021-06-30/reports/1?x=1", running.base))
+        .header("x-amz-access-token", &token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 307);
+    assert_eq!(
+        response.headers()["location"],
+        "http://127.0.0.1:9/reports/2021-06-30/reports/1?x=1"
+    );
+
+    running.sim.set_faults(SimFaults {
+        slow_drip_ms: Some(1),
+        keepa_refill_in: Some(u64::MAX),
+        keepa_refill_rate: Some(-3.0),
+        ..SimFaults::default()
+    });
+    let balance: Value = running
+        .client
+        .get(format!("{}/token?key=k", running.base))
+        .send()
+        .await
+        .expect("keepa token")
+        .json()
+        .await
+        .expect("dripped json arrives whole");
+    assert_eq!(balance["refillIn"], json!(u64::MAX));
+    assert_eq!(balance["refillRate"], json!(-3.0));
+
+    let mut bad = SimFaults {
+        redirect_to: Some("127.0.0.1:9".to_string()),
+        ..SimFaults::default()
+    };
+    assert!(bad
+        .validate()
+        .expect_err("not a url")
+        .starts_with("redirect_to:"));
+    bad.redirect_to = None;
+    bad.keepa_refill_rate = Some(f64::INFINITY);
+    assert!(bad.validate().is_err());
+    running.stop().await;
+}

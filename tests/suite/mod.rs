@@ -4,6 +4,7 @@ mod binary;
 mod doctor;
 mod ebay;
 mod fencing;
+mod hostile;
 mod http;
 mod jobs;
 mod locks;

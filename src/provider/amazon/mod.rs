@@ -130,6 +130,8 @@ pub struct SpApiClient {
     /// The TokenManager binding every call of this client asks first (the daemon sets
     /// it; see [`SpApiClient::with_pacer`]). `None`: unpaced (tools and tests).
     pacer: Option<crate::quota::Pacer>,
+    /// The daemon's own listen addresses: a document url pointing at one is refused.
+    own_addresses: Vec<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for SpApiClient {
@@ -154,7 +156,15 @@ impl SpApiClient {
             token: TokenCache::default(),
             rate_limits: StdMutex::new(HashMap::new()),
             pacer: None,
+            own_addresses: Vec::new(),
         }
+    }
+
+    /// The daemon's own listen addresses (its HTTP API): a document url pointing at one
+    /// is refused (see [`crate::provider::check_document_url`]).
+    pub fn with_own_addresses(mut self, own: Vec<std::net::SocketAddr>) -> Self {
+        self.own_addresses = own;
+        self
     }
 
     /// Paces this client's SP-API calls through a TokenManager: the sync runner acquires
@@ -286,6 +296,9 @@ impl SpApiClient {
         if document.url.is_empty() {
             return Err(invalid(OP_GET_REPORT_DOCUMENT, "empty document url"));
         }
+        // The url is pre-signed: the message names its host only.
+        crate::provider::check_document_url(&document.url, &self.own_addresses)
+            .map_err(|message| invalid(OP_GET_REPORT_DOCUMENT, &message))?;
         let gzip = match document.compression_algorithm.as_deref() {
             None => false,
             Some(algorithm) if algorithm.eq_ignore_ascii_case("GZIP") => true,
@@ -316,10 +329,16 @@ impl SpApiClient {
         dest: &Path,
         max_bytes: u64,
     ) -> Result<u64, ProviderError> {
-        // Pre-signed: no access token (it must not leak to the storage host).
+        crate::provider::check_document_url(&document.url, &self.own_addresses)
+            .map_err(|message| invalid(OP_DOWNLOAD, &message))?;
+        // Pre-signed: no access token (it must not leak to the storage host). A large
+        // document gets several call deadlines, still a total one.
+        let deadline = crate::provider::call_deadline()
+            .saturating_mul(crate::provider::DOWNLOAD_DEADLINE_FACTOR);
         let mut response = self
             .http
             .get(&document.url)
+            .timeout(deadline)
             .send()
             .await
             .map_err(|err| transport_error(OP_DOWNLOAD, err))?;
@@ -352,7 +371,7 @@ impl SpApiClient {
                 .await
                 .map_err(|err| transport_error(OP_DOWNLOAD, err))?
             {
-                written += chunk.len() as u64;
+                written = written.saturating_add(chunk.len() as u64);
                 if written > max_bytes {
                     return Err(invalid(
                         OP_DOWNLOAD,

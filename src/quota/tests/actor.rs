@@ -373,3 +373,136 @@ async fn bench_grants_in_process_measures_something() {
         .expect("bench");
     assert!(rate > 0.0 && rate.is_finite(), "{rate}");
 }
+
+#[tokio::test]
+async fn a_retry_after_beyond_any_date_cools_down_one_day_without_a_panic() {
+    let (clock, config) = manual();
+    let (handle, join) = start(config).await;
+    let key = BucketKey::new("amazon", "createReport", "acme");
+    let wall = clock.wall_now().timestamp();
+    // `DateTime + TimeDelta` with this overflowed and took the TokenManager down.
+    handle.observe(
+        key.clone(),
+        Observation::Throttled {
+            retry_after: Some(Duration::MAX),
+        },
+    );
+    let cooldown = handle.cooldown("amazon:acme").await.expect("cooling down");
+    assert_eq!(cooldown.until_at - wall, crate::quota::MAX_COOLDOWN_SECS);
+    // A caller asking for an end past the limit is clamped too.
+    let far = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    let cooldown = handle
+        .start_cooldown("amazon:other", CooldownReason::Quota, far)
+        .await
+        .expect("started");
+    assert!(cooldown.until_at - wall <= crate::quota::MAX_COOLDOWN_SECS + 5);
+    // Still serving.
+    handle.stats().await.expect("the manager is alive");
+    stop(handle, join).await;
+}
+
+#[tokio::test]
+async fn absurd_keepa_balance_is_clamped_and_the_manager_keeps_serving() {
+    let (clock, config) = manual();
+    let (handle, join) = start(config).await;
+    let key = BucketKey::new("keepa", "product", "acct");
+    handle
+        .acquire(
+            vec![key.clone()],
+            1.0,
+            Priority::Manual,
+            clock.now() + secs(1),
+        )
+        .await
+        .expect("first grant");
+    handle.observe(
+        key.clone(),
+        Observation::Keepa {
+            tokens_left: i64::MIN,
+            refill_in_ms: u64::MAX,
+            refill_rate_per_min: f64::INFINITY,
+        },
+    );
+    // A request with a short deadline is answered (expired), not lost in an overflow.
+    let answer = handle
+        .acquire(
+            vec![key.clone()],
+            1.0,
+            Priority::Manual,
+            clock.now() + secs(1),
+        )
+        .await;
+    assert!(answer.is_err(), "{answer:?}");
+    handle.stats().await.expect("the manager is alive");
+    stop(handle, join).await;
+}
+
+#[tokio::test]
+async fn a_persisted_cooldown_ending_out_of_range_is_repaired_on_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let ledger = Arc::new(SqliteLedger::open(&path).expect("open"));
+    ledger
+        .set_cooldown(&crate::store::Cooldown {
+            scope: "amazon:acme".to_string(),
+            reason: "quota".to_string(),
+            started_at: i64::MIN,
+            until_at: i64::MAX,
+            detail: None,
+        })
+        .expect("a corrupt row");
+    let store: Arc<dyn LedgerStore> = ledger.clone();
+    let (handle, join) = start(QuotaConfig::default().with_ledger(store)).await;
+    let now = chrono::Utc::now().timestamp();
+    let answer = handle
+        .acquire(
+            vec![BucketKey::new("amazon", "createReport", "acme")],
+            1.0,
+            Priority::Manual,
+            Instant::now() + secs(5),
+        )
+        .await;
+    match answer {
+        Err(QuotaError::CoolingDown { until_utc, .. }) => {
+            assert!(until_utc.timestamp() <= now + crate::quota::MAX_COOLDOWN_SECS + 5);
+        }
+        other => panic!("expected a repaired cooldown, got {other:?}"),
+    }
+    let stored = ledger
+        .active_cooldown("amazon:acme", now)
+        .expect("read")
+        .expect("still cooling down");
+    assert!(
+        stored.until_at <= now + crate::quota::MAX_COOLDOWN_SECS + 5,
+        "{stored:?}"
+    );
+    assert!(
+        stored.started_at <= now && stored.started_at >= now - crate::quota::MAX_COOLDOWN_SECS - 5
+    );
+    stop(handle, join).await;
+}
+
+#[test]
+fn keepa_values_and_cooldown_ends_are_bounded() {
+    use crate::quota::{bounded_cooldown_end, KeepaValues, MAX_COOLDOWN_SECS};
+    let wild = KeepaValues::bounded(i64::MIN, u64::MAX, 1e300);
+    assert_eq!(
+        (
+            wild.tokens_left,
+            wild.refill_in_ms,
+            wild.refill_rate_per_min,
+            wild.clamped
+        ),
+        (-1_000_000, 3_600_000, 100_000.0, true)
+    );
+    let nan = KeepaValues::bounded(5, 0, f64::NAN);
+    assert_eq!(nan.refill_rate_per_min, crate::quota::KEEPA_MIN_REFILL_RATE);
+    let sane = KeepaValues::bounded(-30, 5000, 20.0);
+    assert!(!sane.clamped);
+    assert_eq!(
+        bounded_cooldown_end(i64::MAX, 1000),
+        Some(1000 + MAX_COOLDOWN_SECS)
+    );
+    assert_eq!(bounded_cooldown_end(2000, 1000), None);
+    assert_eq!(bounded_cooldown_end(i64::MAX, i64::MAX), None);
+}

@@ -12,7 +12,8 @@
 //! cancelled.
 //!
 //! Failure policy: a failed window (5xx, transport, oversized or malformed page, a result
-//! set that kept changing while paged) leaves the cursor, records `last_error`,
+//! set that kept changing while paged, a `total` needing more than
+//! [`MAX_PAGES_PER_WINDOW`] pages) leaves the cursor, records `last_error`,
 //! `failures + 1` and `retry_at` (`min(retry_max, retry_base·2^failures)` plus jitter) and
 //! ends the run [`RunOutcome::Deferred`] until then. A 429 or refused credentials are not
 //! failures: a cooldown is written under the account's scope (`quota`, or `auth` for
@@ -60,6 +61,11 @@ pub use adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec};
 /// Attempts at reading a window whose result set changed while it was paged (an item
 /// modified meanwhile leaves the window and shifts the offsets) before it counts as failed.
 const CONSISTENT_READ_ATTEMPTS: usize = 3;
+
+/// The most pages one read of a window may take (`ceil(total / page_limit)`, checked on
+/// the first page): a window whose `total` promises more fails, naming `max_window` as
+/// the fix, instead of paging without end.
+pub const MAX_PAGES_PER_WINDOW: u64 = 1000;
 
 /// What a cooldown does to a cursor stream (logged when one ends a run).
 const COOLDOWN_CONSEQUENCE: &str = "cooling down, the cursor stays";
@@ -116,6 +122,8 @@ enum WindowError {
     Provider(ProviderError),
     /// The result set kept changing while paged.
     Inconsistent(String),
+    /// The window's `total` needs more than [`MAX_PAGES_PER_WINDOW`] pages.
+    TooLarge(String),
 }
 
 impl CursorRunner {
@@ -231,7 +239,7 @@ impl CursorRunner {
                         .fail_window(context, fence, window, cursor.failures, &err.to_string())
                         .await;
                 }
-                Err(WindowError::Inconsistent(message)) => {
+                Err(WindowError::Inconsistent(message) | WindowError::TooLarge(message)) => {
                     return self
                         .fail_window(context, fence, window, cursor.failures, &message)
                         .await;
@@ -308,6 +316,9 @@ impl CursorRunner {
             let mut items: Vec<Resource> = Vec::new();
             let mut totals: Vec<u64> = Vec::new();
             let mut offset = 0u64;
+            // The pages the first `total` promises, never more than MAX_PAGES_PER_WINDOW.
+            let mut pages_due: Option<u64> = None;
+            let mut pages = 0u64;
             loop {
                 context
                     .paced(operation, 1.0, Priority::Background, QUOTA_WAIT_MAX, true)
@@ -329,12 +340,29 @@ impl CursorRunner {
                     WindowError::Provider(ProviderError::InvalidResponse { operation, message })
                 })?;
                 drop(body);
-                context.bump();
+                pages = pages.saturating_add(1);
+                let due = *pages_due.get_or_insert_with(|| page.total.div_ceil(u64::from(limit)));
+                if due > MAX_PAGES_PER_WINDOW {
+                    return Err(WindowError::TooLarge(format!(
+                        "window {}..{} holds {} items: {due} pages of {limit}, over the limit of {MAX_PAGES_PER_WINDOW} pages per window; lower max_window",
+                        format_ts(window.start),
+                        format_ts(window.end),
+                        page.total
+                    )));
+                }
+                let moved = totals.first().is_some_and(|first| *first != page.total);
                 totals.push(page.total);
+                if moved {
+                    // The result set changed under the offsets: this read is void. No
+                    // progress is reported for it (a window that never settles must
+                    // still look stuck to the supervisor).
+                    break;
+                }
+                context.bump();
                 let received = page.items.len();
                 items.extend(page.items);
-                offset += u64::from(limit);
-                if offset >= page.total || received == 0 {
+                offset = offset.saturating_add(u64::from(limit));
+                if offset >= page.total || received == 0 || pages >= due {
                     break;
                 }
             }
@@ -356,7 +384,7 @@ impl CursorRunner {
                 "window {}..{} changed while paged (totals {:?}, {} distinct items)",
                 format_ts(window.start),
                 format_ts(window.end),
-                totals,
+                totals.iter().take(8).collect::<Vec<_>>(),
                 unique.len()
             );
             warn!(account = %context.account.id, stream = %stream.name, attempt, problem = %last_problem, "reading the window again");

@@ -77,6 +77,28 @@ pub(super) fn page_of<T>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
     (total, page)
 }
 
+/// The hostile `ebay_total_grows` page: items cycle through `matching` forever and the
+/// `total` is always two pages beyond the one asked for, so it grows on every page.
+pub(super) fn growing_page_of<T: Clone>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
+    let limit = asked.limit.clamp(1, 200);
+    let total = asked
+        .offset
+        .saturating_add(limit.saturating_mul(2))
+        .saturating_add(matching.len() as u64);
+    if matching.is_empty() {
+        return (total, Vec::new());
+    }
+    let start = (asked.offset % matching.len() as u64) as usize;
+    let page = matching
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(limit as usize)
+        .cloned()
+        .collect();
+    (total, page)
+}
+
 /// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
 /// `items` under `key`, and `next`/`prev` links where there are such pages.
 pub(super) fn offset_page(
@@ -168,4 +190,27 @@ pub(super) fn page_links(
         )
     });
     (href, next, prev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_growing_total_moves_on_every_page_and_never_runs_dry() {
+        let asked = |offset| Asked {
+            from_ms: None,
+            to_ms: None,
+            limit: 50,
+            offset,
+        };
+        let items: Vec<u32> = (0..7).collect();
+        let (first, page) = growing_page_of(items.clone(), &asked(0));
+        assert_eq!(page.len(), 50);
+        let (second, page) = growing_page_of(items.clone(), &asked(50));
+        assert_eq!(page.len(), 50);
+        assert!(second > first && second > 100);
+        let (last, page) = growing_page_of(items, &asked(u64::MAX));
+        assert_eq!((last, page.len()), (u64::MAX, 50));
+    }
 }

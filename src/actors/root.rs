@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! Root                 escalates only when a service's restart budget is spent, or the
-//! │                    TokenManager or the accounts supervisor fails (exit non-zero)
+//! │                    accounts supervisor fails (exit non-zero)
 //! ├── TokenManager         the quota: every provider call asks it first (spawned by the
-//! │                        daemon before the tree, linked here)
+//! │                        daemon before the tree, linked here, restarted like a
+//! │                        service: callers hold a handle that follows the restart)
 //! ├── AccountsSupervisor   one Account actor per account, restart policy, quarantine
 //! └── services             restarted with backoff (the `[supervisor]` policy):
 //!     ├── Housekeeping     lock hygiene and claim-history pruning, every locks.hygiene_interval
@@ -17,8 +18,7 @@
 //! that fails (an error, a panic, a task that ended) is logged, counted in
 //! `service_restarts_total` and started again after a backoff; more than
 //! `supervisor.max_crashes` failures within `supervisor.crash_window` spend its budget,
-//! and that, or a failure of the TokenManager or the accounts supervisor, is an
-//! infrastructure failure: the root reports it on `failed` and stops, and the daemon
+//! and that, or a failure of the accounts supervisor, is an infrastructure failure: the root reports it on `failed` and stops, and the daemon
 //! shuts down with an error.
 //!
 //! Housekeeping itself lives in [`crate::actors::housekeeping`]; its types are re-exported
@@ -47,10 +47,10 @@ pub struct RootArgs {
     /// Housekeeping, the cooldown watch, the HTTP server, the embedded simulator: started
     /// in this order, restarted on failure.
     pub services: Vec<ServiceSpec>,
-    /// The TokenManager, started before the tree (the accounts' clients hold its
-    /// handle); linked here so its failure is an infrastructure failure and it stops
-    /// with the root.
-    pub quota: Option<ractor::ActorCell>,
+    /// The TokenManager's service and its first incarnation, started before the tree
+    /// (the accounts' clients hold its handle): linked here, restarted like the other
+    /// services (its start swaps the new actor into the shared handle).
+    pub quota: Option<(ServiceSpec, ractor::ActorCell)>,
     /// Backoff and budget of the services' restarts.
     pub policy: RestartPolicy,
     /// Where restarts are counted.
@@ -111,8 +111,18 @@ impl Actor for Root {
         let Some(args) = state.args.take() else {
             return Ok(());
         };
-        if let Some(quota) = &args.quota {
-            quota.link(myself.get_cell());
+        if let Some((spec, cell)) = args.quota {
+            cell.link(myself.get_cell());
+            let mut history = CrashHistory::default();
+            history.started(Instant::now());
+            state.services.insert(
+                spec.name,
+                Service {
+                    spec,
+                    history,
+                    current_opt: Some(cell.get_id()),
+                },
+            );
         }
         let (supervisor, _) =
             Actor::spawn_linked(None, AccountsSupervisor, args.supervisor, myself.get_cell())

@@ -111,11 +111,42 @@ impl Daemon {
         lock_hygiene(&locks).await;
 
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
-        let (quota_actor, quota_task) =
-            TokenManager::spawn(quota_config(config, Arc::clone(&dyn_ledger))?)
-                .await
-                .context("starting the token manager")?;
+        let chaos = config.chaos.as_ref().map(|drill| {
+            warn!(target = %drill.account, kind = ?drill.target, action = ?drill.action, when = ?drill.when, "chaos drill armed");
+            Arc::new(Chaos::targeting(
+                drill.target,
+                drill.account.clone(),
+                drill.action,
+                drill.when,
+            ))
+        });
+        let mut quota_settings = quota_config(config, Arc::clone(&dyn_ledger))?;
+        quota_settings.chaos = chaos.clone();
+        let (quota_actor, quota_task) = TokenManager::spawn(quota_settings.clone())
+            .await
+            .context("starting the token manager")?;
         let quota = QuotaHandle::new(quota_actor.clone());
+        // The root restarts a failed TokenManager with these settings and points every
+        // clone of `quota` at the new actor; its buckets start full again, its cooldowns
+        // come back from the ledger or Redis.
+        let token_manager =
+            {
+                let handle = quota.clone();
+                ServiceSpec {
+                    name: "token-manager",
+                    start: Arc::new(move |root: ractor::ActorCell| {
+                        let (settings, handle) = (quota_settings.clone(), handle.clone());
+                        Box::pin(async move {
+                            let (actor, _) =
+                                TokenManager::spawn_linked(settings, root).await.map_err(
+                                    |err| ractor::SpawnErr::StartupFailed(err.to_string().into()),
+                                )?;
+                            handle.replace(actor.clone());
+                            Ok(actor.get_cell())
+                        })
+                    }),
+                }
+            };
         let (cleared_tx, cleared) = watch::channel(0u64);
         let cleared_tx = Arc::new(cleared_tx);
         // The root's restartable services, started with the tree.
@@ -181,15 +212,6 @@ impl Daemon {
         let documents_dir = config.data_dir.join("documents");
         let owner = crate::lock::local_owner("auto-sync");
 
-        let chaos = config.chaos.as_ref().map(|drill| {
-            warn!(target = %drill.account, kind = ?drill.target, action = ?drill.action, when = ?drill.when, "chaos drill armed");
-            Arc::new(Chaos::targeting(
-                drill.target,
-                drill.account.clone(),
-                drill.action,
-                drill.when,
-            ))
-        });
         let mut accounts = HashMap::with_capacity(config.accounts.len());
         for account in &config.accounts {
             // The LWA application an account signs in through: named by its client id
@@ -318,7 +340,7 @@ impl Daemon {
                     ledger: Arc::clone(&ledger),
                 },
                 services,
-                quota: Some(quota_actor.get_cell()),
+                quota: Some((token_manager, quota_actor.get_cell())),
                 policy: config.supervisor.clone(),
                 metrics: Arc::clone(&metrics),
                 failed: failed_tx,

@@ -1,8 +1,8 @@
 //! Crash drills (`[chaos]` in the configuration): make one named account's actor panic,
 //! or freeze without progress, when it handles its Nth unit (or every unit), so operators
 //! and tests can prove on the real binary that one poison account only takes itself down;
-//! or make one infrastructure service (`housekeeping`, `cooldown-watch`) panic on its Nth
-//! step (or every step), to prove the root restarts it and escalates only when its restart
+//! or make one infrastructure service (`housekeeping`, `cooldown-watch`, `token-manager`)
+//! panic on its Nth step (or every step), to prove the root restarts it and escalates only when its restart
 //! budget is spent.
 //!
 //! Off unless the configuration says `enabled = true`; counts are per process, shared
@@ -36,7 +36,7 @@ pub enum ChaosTarget {
 }
 
 /// The infrastructure services a drill may target.
-pub const SERVICES: &[&str] = &["housekeeping", "cooldown-watch"];
+pub const SERVICES: &[&str] = &["housekeeping", "cooldown-watch", "token-manager"];
 
 #[derive(Debug)]
 pub struct Chaos {

@@ -1,6 +1,7 @@
 //! How callers talk to a TokenManager: [`QuotaHandle`] (typed calls with timeouts), [`Pacer`]
 //! (one provider client's handle, provider and scope), and the grant-rate benchmark.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,19 +18,33 @@ use super::{
 };
 use crate::store::Cooldown;
 
-/// A cheap, cloneable handle on a TokenManager.
+/// A cheap, cloneable handle on a TokenManager. Every clone shares the current actor:
+/// when the root restarts a failed TokenManager it [`replaces`](QuotaHandle::replace) it
+/// here, so callers (every account's pacer) survive the restart without new handles.
 #[derive(Clone)]
 pub struct QuotaHandle {
-    actor: ActorRef<QuotaMsg>,
+    /// Why a std lock: held only to clone or swap the reference, never across an await.
+    current: Arc<RwLock<ActorRef<QuotaMsg>>>,
 }
 
 impl QuotaHandle {
     pub fn new(actor: ActorRef<QuotaMsg>) -> QuotaHandle {
-        QuotaHandle { actor }
+        QuotaHandle {
+            current: Arc::new(RwLock::new(actor)),
+        }
     }
 
-    pub fn actor(&self) -> &ActorRef<QuotaMsg> {
-        &self.actor
+    /// The TokenManager that answers now.
+    pub fn actor(&self) -> ActorRef<QuotaMsg> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Points every clone of this handle at `actor` (a restarted TokenManager).
+    pub fn replace(&self, actor: ActorRef<QuotaMsg>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = actor;
     }
 
     /// Waits until every bucket in `keys` can pay `cost` (granted in priority order), or
@@ -45,7 +60,7 @@ impl QuotaHandle {
         let first = keys.first().cloned();
         let started = Instant::now();
         let (sender, receiver) = ractor::concurrency::oneshot();
-        self.actor
+        self.actor()
             .send_message(QuotaMsg::Acquire {
                 keys,
                 cost,
@@ -67,7 +82,7 @@ impl QuotaHandle {
     /// Reports what a provider response said (fire and forget).
     pub fn observe(&self, key: BucketKey, observation: Observation) {
         if self
-            .actor
+            .actor()
             .send_message(QuotaMsg::Observe { key, observation })
             .is_err()
         {
@@ -119,7 +134,7 @@ impl QuotaHandle {
     /// Forgets the cached answer about `scope` (fire and forget): the next question asks
     /// the store. For a cooldown another process cleared in the store.
     pub fn forget(&self, scope: &str) {
-        let _ = self.actor.send_message(QuotaMsg::Forget {
+        let _ = self.actor().send_message(QuotaMsg::Forget {
             scope: scope.to_string(),
         });
     }
@@ -148,7 +163,7 @@ impl QuotaHandle {
 
     /// Stops the actor; waiting requests are answered `Stopped`.
     pub fn stop(&self) {
-        self.actor.stop(Some("stopped by its handle".to_string()));
+        self.actor().stop(Some("stopped by its handle".to_string()));
     }
 
     async fn rpc<T, F>(&self, message: F) -> Result<T, QuotaError>
@@ -157,7 +172,7 @@ impl QuotaHandle {
         F: FnOnce(RpcReplyPort<T>) -> QuotaMsg,
     {
         let (sender, receiver) = ractor::concurrency::oneshot();
-        self.actor
+        self.actor()
             .send_message(message(sender.into()))
             .map_err(|_| QuotaError::Stopped)?;
         match tokio::time::timeout(RPC_TIMEOUT, receiver).await {

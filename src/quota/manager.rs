@@ -682,6 +682,9 @@ impl Actor for TokenManager {
         message: QuotaMsg,
         state: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
+        if let (QuotaMsg::Acquire { .. }, Some(chaos)) = (&message, &state.config.chaos) {
+            chaos.on_service_step("token-manager");
+        }
         match message {
             QuotaMsg::Acquire {
                 keys,

@@ -38,6 +38,8 @@ pub struct QuotaConfig {
     /// [`super::DEFAULT_RATE_MARGIN`] unless configured.
     pub rate_margin: f64,
     pub clock: Clock,
+    /// Crash drills (`[chaos] service = "token-manager"`): panics on the Nth acquire.
+    pub chaos: Option<Arc<crate::domain::chaos::Chaos>>,
 }
 
 impl Default for QuotaConfig {
@@ -58,6 +60,7 @@ impl QuotaConfig {
             cooldown_recheck: DEFAULT_COOLDOWN_RECHECK,
             rate_margin: 0.0,
             clock: Clock::Tokio,
+            chaos: None,
         }
     }
 

@@ -397,3 +397,58 @@ async fn a_service_that_keeps_failing_spends_its_budget_and_the_daemon_exits_non
     // It was restarted (max_crashes = 3) before the budget ran out.
     assert_eq!(logs.matches("service restarted").count(), 3, "{logs}");
 }
+
+/// Issue 13 (point 7): the TokenManager is restarted like any service and its callers
+/// (every account's pacer) survive the restart: a panic on its third grant costs the
+/// accounts nothing but a deferred call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_manager_restarts_and_its_callers_keep_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "{FAST_SUPERVISOR}[http]\nlisten = \"127.0.0.1:{port}\"\n[chaos]\nenabled = true\nservice = \"token-manager\"\nnth_unit = 3\n"
+    );
+    let config = embedded_config(dir.path(), &["first", "second"], &extra);
+    let mut daemon = DaemonProcess::spawn(&config);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            last = response.text().await.unwrap_or_default();
+            let restarts = metric(
+                &last,
+                "marketsync_service_restarts_total{service=\"token-manager\"}",
+            );
+            let synced = status_json(&config)
+                .map(|status| applied(&status, "first") == 24 && applied(&status, "second") == 24)
+                .unwrap_or(false);
+            if restarts == Some(1.0) && synced {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics:\n{last}\nlogs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon
+        .logs()
+        .contains("chaos drill: service token-manager panics on step 3"));
+    let status = status_json(&config).unwrap();
+    for id in ["first", "second"] {
+        assert_eq!(
+            account(&status, id)["supervisor"]["restarts"],
+            0,
+            "{id}: a TokenManager restart is not an account crash"
+        );
+    }
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+}

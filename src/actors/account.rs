@@ -32,8 +32,8 @@ use tracing::debug;
 use crate::actors::services::panic_message;
 use crate::actors::supervisor::{ChildFactory, ChildProgress};
 use crate::domain::chaos::Chaos;
+use crate::lock::keeper::KeeperHandle;
 use crate::lock::settings::LockSettings;
-use crate::lock::LockService;
 use crate::shapes::spec::AccountConfig;
 use crate::shapes::{AbortOnDrop, StreamContext, StreamWork};
 use crate::store::LedgerStore;
@@ -100,7 +100,7 @@ pub struct AccountFactory {
     /// clones a pointer.
     pub accounts: std::collections::HashMap<String, Arc<AccountSpec>>,
     pub shared: Arc<StreamShared>,
-    pub locks: LockService,
+    pub locks: KeeperHandle,
     /// Bounds stream runs in flight across all accounts (`daemon.max_concurrent_runs`).
     pub permits: Arc<Semaphore>,
     /// The daemon waits on it at shutdown so units in flight can finish.
@@ -113,7 +113,7 @@ pub struct AccountArgs {
     id: String,
     spec: Arc<AccountSpec>,
     shared: Arc<StreamShared>,
-    locks: LockService,
+    locks: KeeperHandle,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     progress: Arc<ChildProgress>,
@@ -250,13 +250,13 @@ mod tests {
 
     use tokio::sync::Semaphore;
 
-    use crate::lock::LockService;
+    use crate::lock::keeper::KeeperHandle;
     use crate::shapes::StreamContext;
 
     /// The size of the future `runner` returns, without calling it.
     fn future_size<R, F>(_runner: R) -> usize
     where
-        R: FnOnce(Arc<StreamContext>, LockService, Duration, Arc<Semaphore>) -> F,
+        R: FnOnce(Arc<StreamContext>, KeeperHandle, Duration, Arc<Semaphore>) -> F,
         F: Future<Output = ()>,
     {
         std::mem::size_of::<F>()

@@ -1,9 +1,9 @@
-//! Housekeeping, a child of the [`Root`](super::root::Root): the periodic maintenance
-//! that is nobody's hot path (lock hygiene, then pruning claim history older than
-//! [`CLAIM_HISTORY`]), every `locks.hygiene_interval`.
+//! Housekeeping, a service of the [`Root`](super::root::Root): the periodic maintenance
+//! that is nobody's hot path (pruning claim history older than [`CLAIM_HISTORY`]), every
+//! `locks.hygiene_interval`. Lock hygiene runs in the lease keeper
+//! ([`crate::lock::keeper`]), which owns the leases.
 //!
-//! Options: `locks.hygiene_interval`. Emits: `warn` lines for every repaired or released
-//! lock (naming the replaced owner), `info` for pruned claim history.
+//! Options: `locks.hygiene_interval`. Emits: `info` for pruned claim history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,6 @@ use tracing::info;
 
 use crate::actors::services::ServiceSpec;
 use crate::domain::chaos::Chaos;
-use crate::lock::LockService;
 use crate::store::SqliteLedger;
 
 /// How long claim history (`ledger_claims`) is kept.
@@ -23,7 +22,6 @@ pub struct Housekeeping;
 
 #[derive(Clone)]
 pub struct HousekeepingArgs {
-    pub locks: LockService,
     pub ledger: Arc<SqliteLedger>,
     pub every: Duration,
     /// Crash drills (`[chaos] service = "housekeeping"`).
@@ -83,7 +81,6 @@ impl Actor for Housekeeping {
                 if let Some(chaos) = &state.chaos {
                     chaos.on_service_step("housekeeping");
                 }
-                crate::lock::lock_hygiene(&state.locks).await;
                 let ledger = Arc::clone(&state.ledger);
                 let before = crate::domain::now_ts() - CLAIM_HISTORY.as_secs() as i64;
                 let pruned = crate::store::blocking(move || ledger.prune_claims(before)).await;

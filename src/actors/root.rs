@@ -47,10 +47,11 @@ pub struct RootArgs {
     /// Housekeeping, the cooldown watch, the HTTP server, the embedded simulator: started
     /// in this order, restarted on failure.
     pub services: Vec<ServiceSpec>,
-    /// The TokenManager's service and its first incarnation, started before the tree
-    /// (the accounts' clients hold its handle): linked here, restarted like the other
-    /// services (its start swaps the new actor into the shared handle).
-    pub quota: Option<(ServiceSpec, ractor::ActorCell)>,
+    /// Services whose first incarnation the daemon started before the tree, because
+    /// the accounts hold their handles (the TokenManager, the lease keeper): linked
+    /// here, restarted like the other services (their start swaps the new actor into
+    /// the shared handle).
+    pub adopted: Vec<(ServiceSpec, ractor::ActorCell)>,
     /// Backoff and budget of the services' restarts.
     pub policy: RestartPolicy,
     /// Where restarts are counted.
@@ -111,7 +112,7 @@ impl Actor for Root {
         let Some(args) = state.args.take() else {
             return Ok(());
         };
-        if let Some((spec, cell)) = args.quota {
+        for (spec, cell) in args.adopted {
             cell.link(myself.get_cell());
             let mut history = CrashHistory::default();
             history.started(Instant::now());

@@ -45,6 +45,7 @@ use crate::actors::root::{HousekeepingArgs, Root, RootArgs, RootMsg};
 use crate::actors::services::ServiceSpec;
 use crate::actors::supervisor::{SupervisorArgs, SupervisorMsg};
 use crate::domain::chaos::Chaos;
+use crate::lock::keeper::LeaseKeeper;
 use crate::lock::{lock_hygiene, LockService};
 use crate::sim::{SimConfig, Simulator};
 use tokio::sync::watch;
@@ -109,6 +110,22 @@ impl Daemon {
         // The zombie-lock cure: repair lock keys before anything waits on them; the
         // Housekeeping actor repeats it every locks.hygiene_interval.
         lock_hygiene(&locks).await;
+        // One actor holds and renews every lease of this daemon and repeats the hygiene
+        // pass; the root restarts it like a service (holders of a crashed keeper's leases
+        // stop, and take new leases from the next keeper).
+        let keeper = LeaseKeeper::spawn(locks.clone(), config.locks.hygiene_interval)
+            .await
+            .context("starting the lease keeper")?;
+        let lease_keeper = {
+            let (handle, every) = (keeper.clone(), config.locks.hygiene_interval);
+            ServiceSpec {
+                name: "lease-keeper",
+                start: Arc::new(move |root: ractor::ActorCell| {
+                    let handle = handle.clone();
+                    Box::pin(async move { LeaseKeeper::spawn_linked(&handle, every, root).await })
+                }),
+            }
+        };
 
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
         let chaos = config.chaos.as_ref().map(|drill| {
@@ -270,7 +287,7 @@ impl Daemon {
         let factory = AccountFactory {
             accounts,
             shared,
-            locks: locks.clone(),
+            locks: keeper.clone(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             tracker: tracker.clone(),
         };
@@ -323,7 +340,6 @@ impl Daemon {
         services.insert(
             0,
             crate::actors::housekeeping::service(HousekeepingArgs {
-                locks: locks.clone(),
                 ledger: Arc::clone(&ledger),
                 every: config.locks.hygiene_interval,
                 chaos: chaos.clone(),
@@ -340,7 +356,10 @@ impl Daemon {
                     ledger: Arc::clone(&ledger),
                 },
                 services,
-                quota: Some((token_manager, quota_actor.get_cell())),
+                adopted: vec![
+                    (token_manager, quota_actor.get_cell()),
+                    (lease_keeper, keeper.cell()),
+                ],
                 policy: config.supervisor.clone(),
                 metrics: Arc::clone(&metrics),
                 failed: failed_tx,

@@ -36,6 +36,7 @@
 //! (the store checks fences on write).
 
 pub mod hygiene;
+pub mod keeper;
 pub mod redis;
 pub mod settings;
 
@@ -140,6 +141,21 @@ impl LockService {
         match self {
             LockService::Redis(locks) => locks.renew(lease, ttl).await,
             LockService::Sqlite(locks) => locks.renew(lease, ttl).await,
+        }
+    }
+
+    /// Renews every lease of `due` (the keeper's renewal pass): one pipelined round trip
+    /// to Redis, one transaction per lease in SQLite. One answer per lease, in order.
+    pub async fn renew_many(&self, due: &[(Lease, Duration)]) -> Vec<Result<Lease, LockError>> {
+        match self {
+            LockService::Redis(locks) => locks.renew_many(due).await,
+            LockService::Sqlite(locks) => {
+                let mut answers = Vec::with_capacity(due.len());
+                for (lease, ttl) in due {
+                    answers.push(locks.renew(lease, *ttl).await);
+                }
+                answers
+            }
         }
     }
 

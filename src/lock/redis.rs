@@ -181,6 +181,8 @@ fn script(body: &str) -> Script {
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| script(LUA_ACQUIRE));
 static RENEW: LazyLock<Script> = LazyLock::new(|| script(LUA_RENEW));
+/// The renew script's text, for pipelined `EVAL`s (the keeper's renewal pass).
+static RENEW_SOURCE: LazyLock<String> = LazyLock::new(|| format!("{LUA_PRELUDE}{LUA_RENEW}"));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| script(LUA_RELEASE));
 static READ: LazyLock<Script> = LazyLock::new(|| script(LUA_READ));
 static RELEASE_SCOPE: LazyLock<Script> = LazyLock::new(|| script(LUA_RELEASE_SCOPE));
@@ -369,25 +371,63 @@ impl RedisLocks {
                 }
             })
             .await?;
-        let lost = |reason: String| LockError::Lost {
-            scope: lease.scope.clone(),
-            reason,
-        };
-        match status {
-            1 => parse_lease(&value),
-            0 => Err(lost(
-                "the lock key is gone (expired or released)".to_string(),
-            )),
-            2 => {
-                let (holder, _) = holder_of(&value);
-                Err(lost(format!("it is now held by {holder}")))
-            }
-            _ => {
-                let (_, until) = holder_of(&value);
-                let at = until.map(super::format_ms).unwrap_or_default();
-                Err(lost(format!("it expired at {at} before it was renewed")))
+        renew_answer(lease, status, &value)
+    }
+
+    /// Renews every lease of `due` in one pipelined round trip (the lease keeper's
+    /// renewal pass); one answer per lease, in order.
+    pub async fn renew_many(&self, due: &[(Lease, Duration)]) -> Vec<Result<Lease, LockError>> {
+        let mut pipe = redis::pipe();
+        let mut refused = Vec::with_capacity(due.len());
+        for (lease, ttl) in due {
+            match ttl_ms(*ttl, true) {
+                Ok(ttl_ms) => {
+                    pipe.cmd("EVAL")
+                        .arg(RENEW_SOURCE.as_str())
+                        .arg(1)
+                        .arg(self.lock_key(&lease.scope))
+                        .arg(json(&lease.scope))
+                        .arg(json(&lease.owner))
+                        .arg(json(&lease.token))
+                        .arg(&lease.token)
+                        .arg(ttl_ms);
+                    refused.push(None);
+                }
+                Err(err) => refused.push(Some(err)),
             }
         }
+        let answers: Result<Vec<(i64, String)>, LockError> = if refused.iter().all(Option::is_some)
+        {
+            Ok(Vec::new())
+        } else {
+            self.run("renew", |mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await
+        };
+        let mut answers = match answers {
+            Ok(answers) => answers.into_iter(),
+            Err(err) => {
+                let message = err.to_string();
+                return due
+                    .iter()
+                    .map(|_| Err(LockError::Unavailable(message.clone())))
+                    .collect();
+            }
+        };
+        due.iter()
+            .zip(refused)
+            .map(|((lease, _), refused)| match refused {
+                Some(err) => Err(err),
+                None => match answers.next() {
+                    Some((status, value)) => renew_answer(lease, status, &value),
+                    None => Err(LockError::Unavailable(
+                        "redis renew: fewer answers than leases".to_string(),
+                    )),
+                },
+            })
+            .collect()
     }
 
     pub async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
@@ -607,6 +647,29 @@ impl Stored {
 const UNREADABLE: &str = "<unreadable lock value>";
 
 /// The holder and lease expiry named in a stored value.
+/// What a renew script's `{status, value}` means for `lease`.
+fn renew_answer(lease: &Lease, status: i64, value: &str) -> Result<Lease, LockError> {
+    let lost = |reason: String| LockError::Lost {
+        scope: lease.scope.clone(),
+        reason,
+    };
+    match status {
+        1 => parse_lease(value),
+        0 => Err(lost(
+            "the lock key is gone (expired or released)".to_string(),
+        )),
+        2 => {
+            let (holder, _) = holder_of(value);
+            Err(lost(format!("it is now held by {holder}")))
+        }
+        _ => {
+            let (_, until) = holder_of(value);
+            let at = until.map(super::format_ms).unwrap_or_default();
+            Err(lost(format!("it expired at {at} before it was renewed")))
+        }
+    }
+}
+
 fn holder_of(value: &str) -> (String, Option<i64>) {
     match serde_json::from_str::<serde_json::Value>(value) {
         Ok(parsed) => (

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::context::{blocking, RunOutcome, StreamContext, SyncError};
 use crate::domain::{format_ts, now_ts};
-use crate::lock::LockService;
+use crate::lock::keeper::{HeldLease, KeeperHandle};
 use crate::store::{Cooldown, LedgerError, WriteFence};
 
 /// A runner waiting for a cooldown's end asks again this often (a clear made on another
@@ -29,7 +28,7 @@ const COOLDOWN_RECHECK: Duration = Duration::from_secs(60);
 /// while they happen.
 pub async fn run_stream(
     context: Arc<StreamContext>,
-    locks: LockService,
+    keeper: KeeperHandle,
     ttl: Duration,
     permits: Arc<Semaphore>,
 ) {
@@ -61,7 +60,7 @@ pub async fn run_stream(
                 let _close_scope = run_scope.clone().drop_guard();
                 let mut run_context = StreamContext::clone(&context);
                 run_context.abort = run_scope;
-                run_context.run_leased(&locks, ttl).await
+                run_context.run_leased(&keeper, ttl).await
             })
             .await
         };
@@ -225,38 +224,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Renews `lease` every ttl/3; cancels `lost` when it is taken over, or when the backend
-/// stays unreachable until the lease would have expired.
-async fn renew_until_lost(
-    locks: crate::lock::LockService,
-    lease: crate::lock::Lease,
-    ttl: Duration,
-    lost: CancellationToken,
-) {
-    let every = crate::lock::Lease::renew_every(ttl);
-    let mut expires_at_ms = lease.expires_at_ms;
-    loop {
-        tokio::select! {
-            _ = lost.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        match locks.renew(&lease, ttl).await {
-            Ok(renewed) => expires_at_ms = renewed.expires_at_ms,
-            Err(crate::lock::LockError::Unavailable(message))
-                if chrono::Utc::now().timestamp_millis() + (every.as_millis() as i64)
-                    < expires_at_ms =>
-            {
-                warn!(scope = %lease.scope, error = %message, "lease renewal failed; retrying before it expires");
-            }
-            Err(err) => {
-                error!(scope = %lease.scope, error = %err, "lease lost; stopping work on this scope");
-                lost.cancel();
-                return;
-            }
-        }
-    }
-}
-
 impl StreamContext {
     /// The lease scope of this stream.
     pub fn lease_scope(&self) -> String {
@@ -270,10 +237,11 @@ impl StreamContext {
     /// `doctor` can say why nothing moves.
     pub async fn run_leased(
         &self,
-        locks: &crate::lock::LockService,
+        keeper: &KeeperHandle,
         ttl: Duration,
     ) -> Result<LeasedOutcome, SyncError> {
         use crate::lock::LockError;
+        let locks = keeper.locks();
         let scope = self.lease_scope();
         let status_scope = lock_scope(&self.account.id, &self.stream.name);
         // The store's newest fence for the scope is the floor of the new lease's fence (one
@@ -284,7 +252,11 @@ impl StreamContext {
             ledger.newest_fence(&account, &stream)
         })
         .await?;
-        let mut acquired = locks.acquire_above(&scope, &self.owner, ttl, floor).await;
+        // Cancelled by the keeper when the lease is lost: the run stops at its next await.
+        let lost = self.abort.child_token();
+        let mut acquired = keeper
+            .acquire(&scope, &self.owner, ttl, floor, lost.clone())
+            .await;
         if let Err(LockError::Busy { holder, .. }) = &acquired {
             if *holder == self.owner {
                 // Our own previous incarnation in this process (an account actor that
@@ -294,11 +266,13 @@ impl StreamContext {
                 // fence shuts out anything the old incarnation might still write.
                 info!(scope = %scope, owner = %self.owner, "taking back the lease of a previous incarnation of this account");
                 let _ = locks.release_scope(&scope, true).await;
-                acquired = locks.acquire_above(&scope, &self.owner, ttl, floor).await;
+                acquired = keeper
+                    .acquire(&scope, &self.owner, ttl, floor, lost.clone())
+                    .await;
             }
         }
         let lease = match acquired {
-            Ok((lease, taken_from)) => {
+            Ok(HeldLease { lease, taken_from }) => {
                 if taken_from.is_some() {
                     // An expired lease of another owner: seed 000's "steal", counted.
                     self.metrics.lock_takeover(&scope);
@@ -348,22 +322,11 @@ impl StreamContext {
         })
         .await?;
 
-        let lost = self.abort.child_token();
-        let renewer = tokio::spawn(renew_until_lost(
-            locks.clone(),
-            lease.clone(),
-            ttl,
-            lost.clone(),
-        ));
+        // The keeper renews the lease every ttl/3 until it is released below.
         let mut leased = self.clone();
         leased.abort = lost.clone();
         let outcome = leased.run_fenced(WriteFence::of(&lease)).await;
-        // Abort, not drop: dropping a JoinHandle detaches the task, which would wake after
-        // ttl/3, fail to renew the released lease and report it lost.
-        renewer.abort();
-        if let Err(err) = locks.release(&lease).await {
-            debug!(scope = %scope, error = %err, "lease release failed; it expires by itself");
-        }
+        keeper.release(&lease).await;
         match outcome {
             Err(SyncError::Ledger(LedgerError::StaleFence { fence, newest, .. })) => {
                 let refusals = self

@@ -194,10 +194,13 @@ async fn resumed_units_carry_the_current_leases_fence() {
     let cancel = CancellationToken::new();
     let mut context = fixture.context(&ledger, cancel.clone());
     context.owner = local_owner("auto-sync");
-    let run_locks = locks.clone();
+    let run_keeper =
+        marketsync::lock::keeper::LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
     let first = tokio::spawn(async move {
         context
-            .run_leased(&run_locks, Duration::from_secs(30))
+            .run_leased(&run_keeper, Duration::from_secs(30))
             .await
     });
     let watched = ledger.clone();
@@ -227,7 +230,12 @@ async fn resumed_units_carry_the_current_leases_fence() {
     let mut context = fixture.context(&ledger, CancellationToken::new());
     context.owner = local_owner("auto-sync");
     let outcome = context
-        .run_leased(&locks, Duration::from_secs(30))
+        .run_leased(
+            &marketsync::lock::keeper::LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -406,7 +414,15 @@ async fn two_daemons_with_one_pid_and_hostname_never_take_each_others_live_lease
     context.owner = local_owner("auto-sync");
     for _ in 0..5 {
         let outcome = context
-            .run_leased(&locks, Duration::from_secs(30))
+            .run_leased(
+                &marketsync::lock::keeper::LeaseKeeper::spawn(
+                    locks.clone(),
+                    Duration::from_secs(3600),
+                )
+                .await
+                .unwrap(),
+                Duration::from_secs(30),
+            )
             .await
             .unwrap();
         assert!(

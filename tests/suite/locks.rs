@@ -354,7 +354,12 @@ async fn a_busy_lease_shows_as_lock_busy_in_status() {
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, tokio_util::sync::CancellationToken::new());
     let outcome = context
-        .run_leased(&locks, Duration::from_secs(60))
+        .run_leased(
+            &marketsync::lock::keeper::LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert!(
@@ -401,7 +406,12 @@ async fn taking_over_an_expired_lease_counts_a_lock_takeover() {
     let context = fixture.context(&ledger, tokio_util::sync::CancellationToken::new());
     assert_eq!(context.metrics.lock_takeovers(scope), 0);
     let outcome = context
-        .run_leased(&locks, Duration::from_secs(60))
+        .run_leased(
+            &marketsync::lock::keeper::LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert!(

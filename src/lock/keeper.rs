@@ -1,0 +1,504 @@
+//! The lease keeper: one actor owns every lease this daemon holds.
+//!
+//! Purpose: a runner takes its stream's lease through the keeper ([`KeeperHandle::acquire`])
+//! and gives it back through it ([`KeeperHandle::release`]); in between, the keeper renews
+//! every held lease on one schedule (each lease every `ttl/3`, due leases renewed together:
+//! one pipelined round trip to Redis) instead of a renewer task per run, runs the hygiene
+//! scan ([`super::lock_hygiene`]) every `locks.hygiene_interval`, and tells a holder whose
+//! lease is lost by cancelling the token it handed out, so the holder stops writing.
+//!
+//! A keeper that crashes drops its state, and with it every holder's guard: each holder's
+//! token is cancelled, its run stops, and the next run takes a new lease from the restarted
+//! keeper (the root restarts it like any service; [`KeeperHandle`] follows the restart).
+//!
+//! Options: `locks.hygiene_interval`. Emits: `error` for every lost lease (scope, reason),
+//! `warn` for renewals retried while the backend is unreachable, the hygiene pass's lines.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, error, warn};
+
+use super::{lock_hygiene, Lease, LockError, LockService};
+
+/// How long a release waits for the keeper's answer before the holder moves on (the
+/// lease then expires by itself).
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// The shortest pause between two renewal passes.
+const MIN_TICK: Duration = Duration::from_millis(50);
+
+/// A cheap, cloneable handle on the keeper; every clone follows a restarted keeper.
+#[derive(Clone)]
+pub struct KeeperHandle {
+    /// The lease backend, for the acquisition itself (run in the caller's task, so 10,000
+    /// accounts starting together do not queue behind one actor).
+    locks: LockService,
+    /// Why a std lock: held only to clone or swap the reference, never across an await.
+    current: Arc<RwLock<ActorRef<KeeperMsg>>>,
+}
+
+/// A lease the keeper holds for a runner: `lost` is cancelled when it can no longer be
+/// renewed (or the keeper died).
+#[derive(Debug)]
+pub struct HeldLease {
+    pub lease: Lease,
+    /// The owner of the expired lease this acquisition took over, if any.
+    pub taken_from: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum KeeperMsg {
+    /// Keep `lease` renewed every `ttl/3`; cancel `lost` when it is lost.
+    Hold {
+        lease: Lease,
+        ttl: Duration,
+        lost: CancellationToken,
+        /// Answered once the keeper holds it (so a keeper that dies afterwards takes the
+        /// holder down with it).
+        reply: RpcReplyPort<()>,
+    },
+    /// Stop renewing the scope's lease and release it in the backend.
+    Release {
+        lease: Lease,
+        reply: RpcReplyPort<()>,
+    },
+    /// Renew what is due.
+    Renew,
+    /// Run the hygiene scan, and schedule the next one.
+    Hygiene,
+}
+
+/// One held lease.
+struct Held {
+    lease: Lease,
+    ttl: Duration,
+    due: Instant,
+    /// Cancels the holder's token when dropped: when the lease is lost, or when the
+    /// keeper's state goes with a crash. Disarmed on a clean release.
+    guard: DropGuard,
+}
+
+pub struct LeaseKeeper;
+
+pub struct KeeperArgs {
+    pub locks: LockService,
+    pub hygiene_every: Duration,
+}
+
+pub struct KeeperState {
+    locks: LockService,
+    hygiene_every: Duration,
+    held: HashMap<String, Held>,
+    /// When the next renewal pass is scheduled, if one is.
+    next_pass_opt: Option<Instant>,
+}
+
+impl LeaseKeeper {
+    /// Starts a keeper on its own (tools and tests); the daemon's is a service of the root.
+    pub async fn spawn(
+        locks: LockService,
+        hygiene_every: Duration,
+    ) -> Result<KeeperHandle, SpawnErr> {
+        let (actor, _) = Actor::spawn(
+            None,
+            LeaseKeeper,
+            KeeperArgs {
+                locks: locks.clone(),
+                hygiene_every,
+            },
+        )
+        .await?;
+        Ok(KeeperHandle::new(locks, actor))
+    }
+
+    /// Starts a keeper linked to `supervisor` and points `handle` at it.
+    pub async fn spawn_linked(
+        handle: &KeeperHandle,
+        hygiene_every: Duration,
+        supervisor: ActorCell,
+    ) -> Result<ActorCell, SpawnErr> {
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            LeaseKeeper,
+            KeeperArgs {
+                locks: handle.locks.clone(),
+                hygiene_every,
+            },
+            supervisor,
+        )
+        .await?;
+        handle.replace(actor.clone());
+        Ok(actor.get_cell())
+    }
+}
+
+impl KeeperHandle {
+    pub fn new(locks: LockService, actor: ActorRef<KeeperMsg>) -> KeeperHandle {
+        KeeperHandle {
+            locks,
+            current: Arc::new(RwLock::new(actor)),
+        }
+    }
+
+    /// The lease backend the keeper works on.
+    pub fn locks(&self) -> &LockService {
+        &self.locks
+    }
+
+    /// The keeper that answers now, as a cell (for linking it under a supervisor).
+    pub fn cell(&self) -> ActorCell {
+        self.actor().get_cell()
+    }
+
+    fn actor(&self) -> ActorRef<KeeperMsg> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Points every clone at `actor` (a restarted keeper).
+    pub fn replace(&self, actor: ActorRef<KeeperMsg>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = actor;
+    }
+
+    /// Takes the scope's lease with a fence above `floor` (see
+    /// [`LockService::acquire_above`]) and hands it to the keeper, which renews it until
+    /// it is released; `lost` is cancelled when the lease is lost. A keeper that cannot
+    /// be reached is the backend being unavailable: the lease is released again.
+    pub async fn acquire(
+        &self,
+        scope: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+        lost: CancellationToken,
+    ) -> Result<HeldLease, LockError> {
+        let (lease, taken_from) = self.locks.acquire_above(scope, owner, ttl, floor).await?;
+        let held = ractor::call_t!(
+            self.actor(),
+            |reply| KeeperMsg::Hold {
+                lease: lease.clone(),
+                ttl,
+                lost,
+                reply,
+            },
+            u64::try_from(RELEASE_WAIT.as_millis()).unwrap_or(u64::MAX)
+        );
+        if let Err(err) = held {
+            let _ = self.locks.release(&lease).await;
+            return Err(LockError::Unavailable(format!(
+                "the lease keeper did not take the lease: {err}"
+            )));
+        }
+        Ok(HeldLease { lease, taken_from })
+    }
+
+    /// Stops renewing `lease` and releases it; waits at most [`RELEASE_WAIT`] (the lease
+    /// expires by itself otherwise).
+    pub async fn release(&self, lease: &Lease) {
+        let sent = ractor::call_t!(
+            self.actor(),
+            |reply| KeeperMsg::Release {
+                lease: lease.clone(),
+                reply,
+            },
+            u64::try_from(RELEASE_WAIT.as_millis()).unwrap_or(u64::MAX)
+        );
+        if let Err(err) = sent {
+            debug!(scope = %lease.scope, error = %err, "keeper did not confirm the release; the lease expires by itself");
+            let _ = self.locks.release(lease).await;
+        }
+    }
+}
+
+impl Actor for LeaseKeeper {
+    type Msg = KeeperMsg;
+    type State = KeeperState;
+    type Arguments = KeeperArgs;
+
+    /// Trivial on purpose: a panic here would never reach the root as an event.
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(KeeperState {
+            locks: args.locks,
+            hygiene_every: args.hygiene_every,
+            held: HashMap::new(),
+            next_pass_opt: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The daemon ran the first hygiene pass before starting any account.
+        myself.send_after(state.hygiene_every, || KeeperMsg::Hygiene);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            KeeperMsg::Hold {
+                lease,
+                ttl,
+                lost,
+                reply,
+            } => {
+                let due = Instant::now() + Lease::renew_every(ttl);
+                let held = Held {
+                    lease,
+                    ttl,
+                    due,
+                    guard: lost.drop_guard(),
+                };
+                if let Some(previous) = state.held.insert(held.lease.scope.clone(), held) {
+                    // The same scope taken again (a new incarnation took its lease back):
+                    // the old holder's lease is gone.
+                    drop(previous);
+                }
+                schedule(&myself, state, due);
+                let _ = reply.send(());
+            }
+            KeeperMsg::Release { lease, reply } => {
+                let mine = state
+                    .held
+                    .get(&lease.scope)
+                    .is_some_and(|held| held.lease.token == lease.token);
+                if mine {
+                    if let Some(held) = state.held.remove(&lease.scope) {
+                        // A clean release: the holder's token stays uncancelled.
+                        let _ = held.guard.disarm();
+                    }
+                }
+                if let Err(err) = state.locks.release(&lease).await {
+                    debug!(scope = %lease.scope, error = %err, "lease release failed; it expires by itself");
+                }
+                let _ = reply.send(());
+            }
+            KeeperMsg::Renew => {
+                state.next_pass_opt = None;
+                renew_due(state).await;
+                if let Some(due) = state.held.values().map(|held| held.due).min() {
+                    schedule(&myself, state, due);
+                }
+            }
+            KeeperMsg::Hygiene => {
+                lock_hygiene(&state.locks).await;
+                myself.send_after(state.hygiene_every, || KeeperMsg::Hygiene);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Arms a renewal pass at `due` unless one comes sooner.
+fn schedule(myself: &ActorRef<KeeperMsg>, state: &mut KeeperState, due: Instant) {
+    if state.next_pass_opt.is_some_and(|next| next <= due) {
+        return;
+    }
+    state.next_pass_opt = Some(due);
+    let wait = due.saturating_duration_since(Instant::now()).max(MIN_TICK);
+    myself.send_after(wait, || KeeperMsg::Renew);
+}
+
+/// Renews every lease that is due, together; a lease that cannot be renewed is lost
+/// (its holder's token cancelled), unless the backend is only unreachable and the lease
+/// still has time left (then the next pass retries).
+async fn renew_due(state: &mut KeeperState) {
+    let now = Instant::now();
+    let due: Vec<(Lease, Duration)> = state
+        .held
+        .values()
+        .filter(|held| held.due <= now)
+        .map(|held| (held.lease.clone(), held.ttl))
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let results = state.locks.renew_many(&due).await;
+    let wall_now_ms = chrono::Utc::now().timestamp_millis();
+    for ((lease, ttl), result) in due.into_iter().zip(results) {
+        let every = Lease::renew_every(ttl);
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        match result {
+            Ok(renewed) => {
+                if let Some(held) = state.held.get_mut(&lease.scope) {
+                    held.lease = renewed;
+                    held.due = Instant::now() + every;
+                }
+            }
+            Err(LockError::Unavailable(message))
+                if wall_now_ms.saturating_add(every_ms) < lease.expires_at_ms =>
+            {
+                warn!(scope = %lease.scope, error = %message, "lease renewal failed; retrying before it expires");
+                if let Some(held) = state.held.get_mut(&lease.scope) {
+                    held.due = Instant::now() + every.min(Duration::from_secs(1));
+                }
+            }
+            Err(err) => {
+                error!(scope = %lease.scope, error = %err, "lease lost; stopping work on this scope");
+                // Dropping the entry drops its guard: the holder's token is cancelled.
+                state.held.remove(&lease.scope);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite_locks() -> (tempfile::TempDir, LockService) {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = LockService::sqlite(&dir.path().join("locks.db"))
+            .await
+            .unwrap();
+        (dir, locks)
+    }
+
+    /// Waits for `check` with a deadline (no sleep standing in for synchronisation).
+    async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check()
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_is_renewed_past_its_ttl_by_the_keeper_alone() {
+        let (_dir, locks) = sqlite_locks().await;
+        let keeper = LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let lost = CancellationToken::new();
+        let ttl = Duration::from_millis(300);
+        let held = keeper
+            .acquire("acct/s", "auto-sync:1@here#a", ttl, 0, lost.clone())
+            .await
+            .unwrap();
+        let first_expiry = held.lease.expires_at_ms;
+        // Three TTLs later the lease is still ours, with a later expiry.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = locks.list().await.unwrap();
+            let expiry = all
+                .iter()
+                .find(|info| info.scope == "acct/s")
+                .and_then(|info| info.expires_at_ms)
+                .unwrap_or(0);
+            if expiry > first_expiry + 900 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not renewed: {all:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!lost.is_cancelled());
+        keeper.release(&held.lease).await;
+        assert!(locks.list().await.unwrap().is_empty(), "released");
+        assert!(!lost.is_cancelled(), "a clean release is not a loss");
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_is_reported_lost_to_its_holder() {
+        let (_dir, locks) = sqlite_locks().await;
+        let keeper = LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let lost = CancellationToken::new();
+        keeper
+            .acquire(
+                "acct/s",
+                "auto-sync:1@here#a",
+                Duration::from_millis(300),
+                0,
+                lost.clone(),
+            )
+            .await
+            .unwrap();
+        // An operator force-releases it and another owner takes the scope.
+        locks.release_scope("acct/s", true).await.unwrap();
+        locks
+            .acquire("acct/s", "fill-day:2@there#b", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            eventually(|| lost.is_cancelled()).await,
+            "the holder is told at the next renewal"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_keeper_stops_every_holder() {
+        let (_dir, locks) = sqlite_locks().await;
+        let keeper = LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let lost = CancellationToken::new();
+        keeper
+            .acquire(
+                "acct/s",
+                "auto-sync:1@here#a",
+                Duration::from_secs(60),
+                0,
+                lost.clone(),
+            )
+            .await
+            .unwrap();
+        keeper.cell().stop(None);
+        assert!(
+            eventually(|| lost.is_cancelled()).await,
+            "nobody renews the lease any more: its holder must stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn renewals_of_many_leases_go_to_redis_in_one_pass() {
+        let redis = crate::bench::redis_server::RedisServer::start().expect("redis-server");
+        let locks = LockService::redis(&redis.url(), "keeper-test:")
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(2);
+        let mut due = Vec::new();
+        for index in 0..20 {
+            let lease = locks
+                .acquire(&format!("acct-{index}/s"), "auto-sync:1@here#a", ttl)
+                .await
+                .unwrap();
+            due.push((lease, ttl));
+        }
+        let mut foreign = due[3].0.clone();
+        foreign.token = "not-the-token".to_string();
+        due.push((foreign, ttl));
+        let answers = locks.renew_many(&due).await;
+        assert_eq!(answers.len(), 21);
+        for (index, answer) in answers.iter().take(20).enumerate() {
+            let renewed = answer
+                .as_ref()
+                .unwrap_or_else(|err| panic!("{index}: {err}"));
+            assert!(renewed.expires_at_ms >= due[index].0.expires_at_ms);
+        }
+        assert!(
+            matches!(answers[20], Err(LockError::Lost { .. })),
+            "a wrong token is not renewed: {:?}",
+            answers[20]
+        );
+    }
+}

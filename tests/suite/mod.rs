@@ -9,3 +9,4 @@ mod locks;
 mod quota;
 mod supervision;
 mod sync_amazon;
+mod hostile_documents;

@@ -17,8 +17,8 @@
 //! Every read is bounded ([`DocumentLimits`], enforced by [`limits::GuardedReader`] on the
 //! decompressed bytes before serde_json sees them): the decompressed size is capped by the
 //! stream's `max_document_bytes`, one JSON string by [`MAX_STRING_BYTES`] and one number or
-//! literal by [`MAX_NUMBER_BYTES`]; breaking one is [`ReportError::TooLarge`]. Nesting is
-//! bounded by serde_json's recursion limit (128).
+//! literal by [`MAX_NUMBER_BYTES`]; breaking one is [`ReportError::TooLarge`]. Containers the
+//! parser does not need are skipped iteratively, so nesting costs no stack.
 //!
 //! [`read_error_document`] reads the small `{"errorDetails":"…"}` document that FATAL
 //! reports point at.

@@ -623,3 +623,35 @@ fn a_document_that_fails_validation_leaves_no_staging_file() {
     );
     assert!(!staged.exists());
 }
+
+#[test]
+fn deep_nesting_is_malformed_not_a_stack_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_json(START, START + 6 * HOUR);
+    // In a field the parser reads: containers are skipped (iteratively), then refused.
+    let text = format!(
+        r#"{{"reportSpecification":{spec},"reportData":[{{"startTime":"{}","endTime":"{}","orderedUnits":1,"orderedRevenue":1,"asin":{}1{}}}]}}"#,
+        format_ts(START),
+        format_ts(START + HOUR),
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let path = write_file(&dir, "deep.json", text.as_bytes());
+    let (result, _) = read_limited(&path, false, DocumentLimits::default());
+    assert!(
+        matches!(result, Err(ReportError::Malformed(ref m)) if m.contains("asin must be a string")),
+        "{result:?}"
+    );
+    // In a skipped field: skipped without recursion; the row is then judged on its own.
+    let text = format!(
+        r#"{{"reportSpecification":{spec},"reportData":[{{"extra":{}1{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let path = write_file(&dir, "deep-skipped.json", text.as_bytes());
+    let (result, _) = read_limited(&path, false, DocumentLimits::default());
+    assert!(
+        matches!(result, Err(ReportError::Malformed(ref m)) if m.contains("missing field")),
+        "{result:?}"
+    );
+}

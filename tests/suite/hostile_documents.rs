@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use marketsync::sim::{FaultKind, SimConfig};
 use marketsync::store::SqliteLedger;
 
-use crate::common::{fast_sim, sales_rows, schedule, status_json, wait_until, DaemonProcess, TestSim};
+use crate::common::{
+    fast_sim, sales_rows, schedule, status_json, wait_until, DaemonProcess, TestSim,
+};
 
 /// The memory bound the issue sets for these tests (peak RSS of the daemon).
 const MAX_RSS_KB: u64 = 128 * 1024;
@@ -218,14 +220,22 @@ async fn huge_field_document_fails_at_the_field_cap_on_the_real_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_answers_quickly_while_a_large_document_applies() {
     let sim_config = SimConfig {
-        asins_per_marketplace: std::env::var("HOSTILE_ASINS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000),
+        asins_per_marketplace: std::env::var("HOSTILE_ASINS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4000),
         ..fast_sim()
     };
     let sim = TestSim::start(sim_config).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     // One 24-hour document per account: 96,000 rows each.
-    let config_path = two_accounts(dir.path(), &sim, port, "lookback = \"24h\"\nchunk = \"24h\"");
+    let config_path = two_accounts(
+        dir.path(),
+        &sim,
+        port,
+        "lookback = \"24h\"\nchunk = \"24h\"",
+    );
     let daemon = spawn(&config_path);
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/api/status");
@@ -236,7 +246,12 @@ async fn status_answers_quickly_while_a_large_document_applies() {
     let mut applied = 0;
     while started.elapsed() < Duration::from_secs(90) {
         let asked = Instant::now();
-        let Ok(response) = client.get(&url).timeout(Duration::from_secs(10)).send().await else {
+        let Ok(response) = client
+            .get(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
@@ -269,5 +284,8 @@ async fn status_answers_quickly_while_a_large_document_applies() {
         eprintln!("{line}");
     }
     // The aim is 100 ms; the bound is loose because five test suites share two cores.
-    assert!(worst < Duration::from_secs(1), "worst /api/status {worst:?}");
+    assert!(
+        worst < Duration::from_secs(1),
+        "worst /api/status {worst:?}"
+    );
 }

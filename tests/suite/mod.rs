@@ -3,10 +3,10 @@
 mod binary;
 mod doctor;
 mod ebay;
+mod hostile_documents;
 mod http;
 mod jobs;
 mod locks;
 mod quota;
 mod supervision;
 mod sync_amazon;
-mod hostile_documents;

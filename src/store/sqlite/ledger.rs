@@ -568,7 +568,10 @@ const STAGED_SALES_SCHEMA: &str = "CREATE TEMP TABLE IF NOT EXISTS staged_sales 
 CREATE INDEX IF NOT EXISTS temp.staged_sales_claim ON staged_sales (claim_id, seq);";
 
 fn summary_rows(result: &Result<Applied, LedgerError>) -> u64 {
-    result.as_ref().map(|applied| applied.summary.rows).unwrap_or(0)
+    result
+        .as_ref()
+        .map(|applied| applied.summary.rows)
+        .unwrap_or(0)
 }
 
 fn clear_staged(conn: &rusqlite::Connection, claim_id: i64) -> Result<(), LedgerError> {

@@ -10,7 +10,15 @@
 //! the requested one (whichever order the top-level keys come in), every full-hour row
 //! must lie inside that window and carry the required fields with the right types, and
 //! the JSON and gzip streams must be complete. Rows already handed out before an error is
-//! found are the caller's to roll back (the ledger applies a document in one transaction).
+//! found are the caller's to discard: the daemon stages them to a file in a first pass
+//! ([`stage_vendor_sales_document`]) and only a document that validated whole reaches the
+//! store ([`read_staged_rows`]).
+//!
+//! Every read is bounded ([`DocumentLimits`], enforced by [`limits::GuardedReader`] on the
+//! decompressed bytes before serde_json sees them): the decompressed size is capped by the
+//! stream's `max_document_bytes`, one JSON string by [`MAX_STRING_BYTES`] and one number or
+//! literal by [`MAX_NUMBER_BYTES`]; breaking one is [`ReportError::TooLarge`]. Containers the
+//! parser does not need are skipped iteratively, so nesting costs no stack.
 //!
 //! [`read_error_document`] reads the small `{"errorDetails":"…"}` document that FATAL
 //! reports point at.
@@ -26,7 +34,12 @@ use flate2::bufread::GzDecoder;
 use serde::de::DeserializeSeed;
 
 use crate::domain::{HourWindow, SalesRow};
+use limits::GuardedReader;
+pub use limits::{
+    DocumentLimits, LimitExceeded, DEFAULT_MAX_DOCUMENT_BYTES, MAX_NUMBER_BYTES, MAX_STRING_BYTES,
+};
 use seeds::DocumentSeed;
+pub use staging::{read_staged_rows, stage_vendor_sales_document, staging_path};
 use validate::ParseState;
 
 /// Read buffer size; large enough that the gzip decoder is not called per token.
@@ -46,6 +59,9 @@ pub enum ReportError {
     /// The document covers another window than the one requested.
     #[error("document window mismatch: {0}")]
     WindowMismatch(String),
+    /// The document broke a size cap (decompressed size, one string, one number).
+    #[error("document too large: {0}")]
+    TooLarge(LimitExceeded),
     /// Reading the file failed (or a row callback failed with an io error).
     #[error("document io error: {0}")]
     Io(#[from] std::io::Error),
@@ -64,16 +80,39 @@ pub struct ReportSummary {
     pub skipped_partial: u64,
 }
 
-/// Reads the document at `path` (gunzipping when `gzip`), calls `on_row` for each
-/// full-hour row in document order, and validates the whole document (see the module
-/// docs). An error returned by `on_row` aborts parsing and is returned as is.
+/// [`read_vendor_sales_document_with`] under the default [`DocumentLimits`].
 pub fn read_vendor_sales_document(
     path: &Path,
     gzip: bool,
     expected: HourWindow,
     on_row: impl FnMut(SalesRow) -> Result<(), ReportError>,
 ) -> Result<ReportSummary, ReportError> {
-    let reader = open_document(path, gzip)?;
+    read_vendor_sales_document_with(path, gzip, expected, DocumentLimits::default(), on_row)
+}
+
+/// Reads the document at `path` (gunzipping when `gzip`) under `limits`, calls `on_row`
+/// for each full-hour row in document order, and validates the whole document (see the
+/// module docs). An error returned by `on_row` aborts parsing and is returned as is.
+pub fn read_vendor_sales_document_with(
+    path: &Path,
+    gzip: bool,
+    expected: HourWindow,
+    limits: DocumentLimits,
+    on_row: impl FnMut(SalesRow) -> Result<(), ReportError>,
+) -> Result<ReportSummary, ReportError> {
+    let file = File::open(path)?;
+    read_vendor_sales_from(file, gzip, expected, limits, on_row)
+}
+
+/// Like [`read_vendor_sales_document_with`], from any reader (the fuzz target's entry).
+pub fn read_vendor_sales_from(
+    source: impl Read,
+    gzip: bool,
+    expected: HourWindow,
+    limits: DocumentLimits,
+    on_row: impl FnMut(SalesRow) -> Result<(), ReportError>,
+) -> Result<ReportSummary, ReportError> {
+    let reader = guarded(source, gzip, limits);
     let mut state = ParseState {
         expected,
         on_row,
@@ -111,7 +150,13 @@ pub fn read_vendor_sales_document(
 /// FATAL reports point at an error document `{"errorDetails":"…"}`; returns that text, or
 /// the raw text (truncated) when the document is not that shape.
 pub fn read_error_document(path: &Path, gzip: bool) -> Result<String, ReportError> {
-    let mut reader = open_document(path, gzip)?;
+    // Raw text, not necessarily JSON: only the size is capped (the prefix read below).
+    let limits = DocumentLimits {
+        max_string_bytes: usize::MAX,
+        max_number_bytes: usize::MAX,
+        ..DocumentLimits::default()
+    };
+    let mut reader = guarded(File::open(path)?, gzip, limits);
     // Error documents are small; read at most a bounded prefix.
     let mut bytes = Vec::new();
     let limit = 64 * 1024;
@@ -137,19 +182,30 @@ pub fn read_error_document(path: &Path, gzip: bool) -> Result<String, ReportErro
 }
 
 /// The outer `BufReader` is a concrete type so serde_json's byte-at-a-time reads stay
-/// cheap; the boxed inner reader is only called once per buffer refill.
-fn open_document(path: &Path, gzip: bool) -> Result<BufReader<Box<dyn Read>>, ReportError> {
-    let file = File::open(path)?;
-    let inner: Box<dyn Read> = if gzip {
-        Box::new(GzDecoder::new(BufReader::with_capacity(BUFFER_BYTES, file)))
+/// cheap; the boxed inner reader (decoder, then the guard counting decompressed bytes) is
+/// only called once per buffer refill.
+fn guarded<'a>(
+    source: impl Read + 'a,
+    gzip: bool,
+    limits: DocumentLimits,
+) -> BufReader<GuardedReader<Box<dyn Read + 'a>>> {
+    let inner: Box<dyn Read + 'a> = if gzip {
+        Box::new(GzDecoder::new(BufReader::with_capacity(
+            BUFFER_BYTES,
+            source,
+        )))
     } else {
-        Box::new(file)
+        Box::new(source)
     };
-    Ok(BufReader::with_capacity(BUFFER_BYTES, inner))
+    BufReader::with_capacity(BUFFER_BYTES, GuardedReader::new(inner, limits))
 }
 
-/// Io errors from the decoder: an early end is truncation, corruption is malformation.
+/// Io errors from the decoder: an early end is truncation, corruption is malformation, a
+/// passed cap is [`ReportError::TooLarge`].
 fn classify_io_error(err: std::io::Error) -> ReportError {
+    if let Some(exceeded) = limits::limit_of(&err) {
+        return ReportError::TooLarge(exceeded.clone());
+    }
     match err.kind() {
         ErrorKind::UnexpectedEof => ReportError::Truncated(format!("the stream ends early: {err}")),
         ErrorKind::InvalidInput | ErrorKind::InvalidData => {
@@ -185,7 +241,9 @@ fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
+pub mod limits;
 mod seeds;
+mod staging;
 mod validate;
 
 #[cfg(test)]

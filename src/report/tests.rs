@@ -414,3 +414,244 @@ fn error_document_text() {
         Err(ReportError::Truncated(_))
     ));
 }
+
+// Size caps (issue 13): the decompressed size, one string, one number.
+
+/// A gzip of `prefix`, `count` copies of `fill`, then `suffix`, compressed as it streams.
+fn gzip_stretched(prefix: &str, fill: u8, count: usize, suffix: &str) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    encoder.write_all(prefix.as_bytes()).unwrap();
+    let block = vec![fill; 1024 * 1024];
+    let mut left = count;
+    while left > 0 {
+        let take = left.min(block.len());
+        encoder.write_all(&block[..take]).unwrap();
+        left -= take;
+    }
+    encoder.write_all(suffix.as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn read_limited(
+    path: &Path,
+    gzip: bool,
+    limits: DocumentLimits,
+) -> (Result<ReportSummary, ReportError>, Vec<SalesRow>) {
+    let mut rows = Vec::new();
+    let result = read_vendor_sales_document_with(path, gzip, window(), limits, |row| {
+        rows.push(row);
+        Ok(())
+    });
+    (result, rows)
+}
+
+#[test]
+fn gzip_bomb_fails_at_the_decompressed_cap_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!(
+        r#"{{"reportSpecification":{},"reportData":[{},"#,
+        spec_json(START, START + 6 * HOUR),
+        good_rows()[0]
+    );
+    // 64 MiB of whitespace in ~300 KiB of gzip, against a 1 MiB cap.
+    let bytes = gzip_stretched(&prefix, b' ', 64 * 1024 * 1024, "]}");
+    assert!(bytes.len() < 1024 * 1024, "bomb is {} bytes", bytes.len());
+    let path = write_file(&dir, "bomb.json.gz", &bytes);
+    let (result, _rows) = read_limited(&path, true, DocumentLimits::new(1024 * 1024));
+    match result {
+        Err(err @ ReportError::TooLarge(LimitExceeded::Document { cap: 1_048_576 })) => {
+            let text = err.to_string();
+            assert!(text.contains("max_document_bytes = 1048576"), "{text}");
+        }
+        other => panic!("expected the decompressed cap, got {other:?}"),
+    }
+}
+
+#[test]
+fn document_of_exactly_the_cap_is_read_and_one_byte_less_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let path = write_file(&dir, "exact.json.gz", &gzip(&text));
+    let size = text.len() as u64;
+    let (result, rows) = read_limited(&path, true, DocumentLimits::new(size));
+    assert_eq!(result.unwrap().rows, 3);
+    assert_eq!(rows, expected_rows());
+    let (result, _) = read_limited(&path, true, DocumentLimits::new(size - 1));
+    assert!(
+        matches!(
+            result,
+            Err(ReportError::TooLarge(LimitExceeded::Document { .. }))
+        ),
+        "{result:?}"
+    );
+    // Plain (not gzip) documents are counted the same way.
+    let plain = write_file(&dir, "exact.json", text.as_bytes());
+    let (result, _) = read_limited(&plain, false, DocumentLimits::new(size - 1));
+    assert!(
+        matches!(result, Err(ReportError::TooLarge(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn huge_string_fails_at_the_field_cap_without_reading_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!(
+        r#"{{"reportSpecification":{},"reportData":[{{"startTime":"{}","endTime":"{}","asin":""#,
+        spec_json(START, START + 6 * HOUR),
+        format_ts(START),
+        format_ts(START + HOUR)
+    );
+    // A 256 MiB ASIN (the issue's case was 512 MiB pushing RSS to 1 GB).
+    let bytes = gzip_stretched(&prefix, b'A', 256 * 1024 * 1024, r#""}]}"#);
+    let path = write_file(&dir, "huge.json.gz", &bytes);
+    let started = std::time::Instant::now();
+    let (result, rows) = read_limited(&path, true, DocumentLimits::default());
+    assert!(rows.is_empty());
+    match result {
+        Err(err @ ReportError::TooLarge(LimitExceeded::String { cap, offset })) => {
+            assert_eq!(cap, MAX_STRING_BYTES);
+            assert!(
+                offset < 2 * MAX_STRING_BYTES as u64 + 1024,
+                "offset {offset}"
+            );
+            assert!(err.to_string().contains("65536-byte cap"), "{err}");
+        }
+        other => panic!("expected the string cap, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn huge_key_and_huge_number_fail_at_their_caps() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_json(START, START + 6 * HOUR);
+    let key = format!(
+        r#"{{"{}":1,"reportSpecification":{spec},"reportData":[]}}"#,
+        "k".repeat(MAX_STRING_BYTES + 1)
+    );
+    let path = write_file(&dir, "key.json", key.as_bytes());
+    let (result, _) = read_limited(&path, false, DocumentLimits::default());
+    assert!(
+        matches!(
+            result,
+            Err(ReportError::TooLarge(LimitExceeded::String { .. }))
+        ),
+        "{result:?}"
+    );
+    let number = format!(
+        r#"{{"reportSpecification":{spec},"reportData":[{{"orderedRevenue":1{}}}]}}"#,
+        "0".repeat(MAX_NUMBER_BYTES)
+    );
+    let path = write_file(&dir, "number.json", number.as_bytes());
+    let (result, _) = read_limited(&path, false, DocumentLimits::default());
+    assert!(
+        matches!(
+            result,
+            Err(ReportError::TooLarge(LimitExceeded::Number { .. }))
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn escaped_quotes_do_not_end_a_string_for_the_field_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    // `\"` and `\\` inside strings: the lexer must follow escapes to find the string's end.
+    let rows = vec![row_json(START, START + HOUR, r#"B0\"1\\"#, 3, 59.97)];
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &rows);
+    let path = write_file(&dir, "escaped.json", text.as_bytes());
+    let limits = DocumentLimits {
+        max_string_bytes: 40, // the reportType value is 33 bytes
+        ..DocumentLimits::default()
+    };
+    let (result, rows) = read_limited(&path, false, limits);
+    assert_eq!(result.unwrap().rows, 1);
+    assert_eq!(rows[0].asin, r#"B0"1\"#);
+}
+
+#[test]
+fn staged_rows_round_trip_and_a_cut_staging_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(false, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let path = write_file(&dir, "doc.json.gz", &gzip(&text));
+    let staged = staging_path(&path);
+    assert!(staged.to_string_lossy().ends_with("doc.json.gz.staged"));
+    let summary =
+        stage_vendor_sales_document(&path, true, window(), DocumentLimits::default(), &staged)
+            .unwrap();
+    assert_eq!(summary.rows, 3);
+    let mut rows = Vec::new();
+    let count = read_staged_rows(&staged, |row| {
+        rows.push(row);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(count, 3);
+    assert_eq!(rows, expected_rows());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&staged).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let bytes = std::fs::read(&staged).unwrap();
+    std::fs::write(&staged, &bytes[..bytes.len() - 3]).unwrap();
+    let result = read_staged_rows(&staged, |_| Ok(()));
+    assert!(
+        matches!(result, Err(ReportError::Truncated(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_document_that_fails_validation_leaves_no_staging_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(true, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let bytes = gzip(&text);
+    let path = write_file(&dir, "cut.json.gz", &bytes[..bytes.len() / 2]);
+    let staged = staging_path(&path);
+    let result =
+        stage_vendor_sales_document(&path, true, window(), DocumentLimits::default(), &staged);
+    assert!(
+        matches!(result, Err(ReportError::Truncated(_))),
+        "{result:?}"
+    );
+    assert!(!staged.exists());
+}
+
+#[test]
+fn deep_nesting_is_malformed_not_a_stack_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_json(START, START + 6 * HOUR);
+    // In a field the parser reads: containers are skipped (iteratively), then refused.
+    let text = format!(
+        r#"{{"reportSpecification":{spec},"reportData":[{{"startTime":"{}","endTime":"{}","orderedUnits":1,"orderedRevenue":1,"asin":{}1{}}}]}}"#,
+        format_ts(START),
+        format_ts(START + HOUR),
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let path = write_file(&dir, "deep.json", text.as_bytes());
+    let (result, _) = read_limited(&path, false, DocumentLimits::default());
+    assert!(
+        matches!(result, Err(ReportError::Malformed(ref m)) if m.contains("asin must be a string")),
+        "{result:?}"
+    );
+    // In a skipped field: skipped without recursion; the row is then judged on its own.
+    let text = format!(
+        r#"{{"reportSpecification":{spec},"reportData":[{{"extra":{}1{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let path = write_file(&dir, "deep-skipped.json", text.as_bytes());
+    let (result, _) = read_limited(&path, false, DocumentLimits::default());
+    assert!(
+        matches!(result, Err(ReportError::Malformed(ref m)) if m.contains("missing field")),
+        "{result:?}"
+    );
+}

@@ -51,7 +51,22 @@ pub struct SimFaults {
     pub keepa_refill_in: Option<u64>,
     /// Keepa answers carry this `refillRate` (per minute) instead of the real one.
     pub keepa_refill_rate: Option<f64>,
+    // hostile documents: sizes of the `gzip_bomb` and `huge_field` documents.
+    /// Decompressed size of a `gzip_bomb` document (default 1 GiB, at most 64 GiB).
+    pub bomb_bytes: Option<u64>,
+    /// Length of the ASIN string in a `huge_field` document (default 512 MiB, at most
+    /// 4 GiB).
+    pub huge_field_bytes: Option<u64>,
 }
+
+/// Default decompressed size of a `gzip_bomb` document: 1 GiB.
+pub const DEFAULT_BOMB_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most a `gzip_bomb` may expand to (the simulator compresses it per download).
+pub const MAX_BOMB_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// Default length of the string in a `huge_field` document: 512 MiB.
+pub const DEFAULT_HUGE_FIELD_BYTES: u64 = 512 * 1024 * 1024;
+/// Most a `huge_field` string may be.
+pub const MAX_HUGE_FIELD_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 impl SimFaults {
     /// Checks probabilities and schedule entries; the message names the bad field.
@@ -105,6 +120,23 @@ impl SimFaults {
                 return Err(format!("schedule[{index}].nth: calls count from 1"));
             }
         }
+        let sizes = [
+            ("bomb_bytes", self.bomb_bytes, MAX_BOMB_BYTES),
+            (
+                "huge_field_bytes",
+                self.huge_field_bytes,
+                MAX_HUGE_FIELD_BYTES,
+            ),
+        ];
+        for (name, value, max) in sizes {
+            if let Some(value) = value {
+                if value == 0 || value > max {
+                    return Err(format!(
+                        "{name}: {value} is out of range; use 1 to {max} bytes"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -130,8 +162,9 @@ pub struct ScheduledFault {
 }
 
 /// What a scheduled fault does. `throttle` and `server_error` fail the call itself; the
-/// others set a report's outcome on `createReport`, and `truncated`, `malformed` and
-/// `wrong_window` also spoil one download on `downloadDocument`. Elsewhere they do nothing.
+/// others set a report's outcome on `createReport`, and the document faults (`truncated`,
+/// `malformed`, `wrong_window`, `gzip_bomb`, `huge_field`) also spoil one download on
+/// `downloadDocument`. Elsewhere they do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -142,6 +175,11 @@ pub enum FaultKind {
     Truncated,
     Malformed,
     WrongWindow,
+    // hostile documents
+    /// A small gzip that expands to `bomb_bytes` of whitespace inside a valid document.
+    GzipBomb,
+    /// A valid document whose first row's ASIN is a `huge_field_bytes` string.
+    HugeField,
 }
 
 /// How a DONE document is spoiled.
@@ -150,6 +188,9 @@ pub(super) enum ContentFault {
     Truncated,
     Malformed,
     WrongWindow,
+    // hostile documents
+    GzipBomb,
+    HugeField,
 }
 
 impl ContentFault {
@@ -158,6 +199,8 @@ impl ContentFault {
             FaultKind::Truncated => Some(ContentFault::Truncated),
             FaultKind::Malformed => Some(ContentFault::Malformed),
             FaultKind::WrongWindow => Some(ContentFault::WrongWindow),
+            FaultKind::GzipBomb => Some(ContentFault::GzipBomb),
+            FaultKind::HugeField => Some(ContentFault::HugeField),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@ use rand::Rng;
 use tracing::debug;
 
 use super::amazon;
-use super::faults::ContentFault;
+use super::faults::{ContentFault, DEFAULT_BOMB_BYTES, DEFAULT_HUGE_FIELD_BYTES};
 use super::state::{Operation, Outcome, Phase, Reject, Report};
 use super::stats::ServedRow;
 use super::{Simulator, MAX_REPORT_WINDOW};
@@ -78,6 +78,9 @@ pub(super) struct DownloadPlan {
     start: i64,
     end: i64,
     content: DocumentContent,
+    /// Sizes of the hostile documents (from the faults in force at the download).
+    bomb_bytes: u64,
+    huge_field_bytes: u64,
 }
 
 pub(super) enum DocumentContent {
@@ -237,6 +240,11 @@ impl Simulator {
     ) -> Result<Vec<u8>, Reject> {
         let now = self.clock();
         let mut state = self.lock();
+        let bomb_bytes = state.faults.bomb_bytes.unwrap_or(DEFAULT_BOMB_BYTES);
+        let huge_field_bytes = state
+            .faults
+            .huge_field_bytes
+            .unwrap_or(DEFAULT_HUGE_FIELD_BYTES);
         let scheduled = state.count(Operation::DownloadDocument);
         let scheduled = state.apply_scheduled(Operation::DownloadDocument, scheduled)?;
         let expires = expires
@@ -268,6 +276,8 @@ impl Simulator {
             start: report.start,
             end: report.end,
             content,
+            bomb_bytes,
+            huge_field_bytes,
         };
         self.render(document_id, plan)
     }
@@ -300,6 +310,26 @@ impl Simulator {
                 )
                 .map_err(|err| internal(&err))?;
                 amazon::gzip(&json).map_err(|err| internal(&err))
+            }
+            DocumentContent::Sales(Some(ContentFault::GzipBomb)) => {
+                // A valid specification, then whitespace until `bomb_bytes` inside
+                // reportData: nothing but the decompressed size is wrong with it.
+                let prefix = format!(
+                    r#"{{"reportSpecification":{},"reportData":["#,
+                    specification_json(&plan.marketplace, plan.start, plan.end)
+                );
+                gzip_stretched(prefix.as_bytes(), b' ', plan.bomb_bytes, b"]}")
+                    .map_err(|err| internal(&err))
+            }
+            DocumentContent::Sales(Some(ContentFault::HugeField)) => {
+                let prefix = format!(
+                    r#"{{"reportSpecification":{},"reportData":[{{"startTime":"{}","endTime":"{}","orderedUnits":1,"orderedRevenue":1.0,"asin":""#,
+                    specification_json(&plan.marketplace, plan.start, plan.end),
+                    format_ts(plan.start),
+                    format_ts(plan.start + HOUR),
+                );
+                gzip_stretched(prefix.as_bytes(), b'A', plan.huge_field_bytes, b"\"}]}")
+                    .map_err(|err| internal(&err))
             }
             DocumentContent::Sales(Some(ContentFault::Truncated)) => {
                 let (json, _) =
@@ -337,5 +367,58 @@ impl Simulator {
                 Ok(bytes)
             }
         }
+    }
+}
+
+/// The `reportSpecification` object of a document for `[start, end)`, as JSON text.
+fn specification_json(marketplace: &str, start: i64, end: i64) -> String {
+    serde_json::json!({
+        "reportType": amazon::VENDOR_REAL_TIME_SALES_REPORT,
+        "reportOptions": {"currencyCode": "USD"},
+        "dataStartTime": format_ts(start),
+        "dataEndTime": format_ts(end),
+        "marketplaceIds": [marketplace],
+    })
+    .to_string()
+}
+
+/// A gzip stream of `prefix`, then `count` bytes of `repeat`, then `suffix`, compressed as
+/// it is generated (hostile documents: a bomb of whitespace, a huge string), so only the
+/// compressed bytes are ever held.
+fn gzip_stretched(
+    prefix: &[u8],
+    repeat: u8,
+    count: u64,
+    suffix: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(prefix)?;
+    let block = vec![repeat; 1024 * 1024];
+    let mut left = count;
+    while left > 0 {
+        let take = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
+        encoder.write_all(&block[..take])?;
+        left -= take as u64;
+    }
+    encoder.write_all(suffix)?;
+    encoder.finish()
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn gzip_stretched_expands_to_the_requested_size_from_a_small_stream() {
+        let bytes = gzip_stretched(b"[", b' ', 8 * 1024 * 1024, b"]").unwrap();
+        assert!(bytes.len() < 64 * 1024, "compressed {} bytes", bytes.len());
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        assert_eq!(text.len(), 8 * 1024 * 1024 + 2);
+        assert_eq!((text[0], text[text.len() - 1]), (b'[', b']'));
     }
 }

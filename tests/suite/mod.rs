@@ -5,6 +5,7 @@ mod doctor;
 mod ebay;
 mod fencing;
 mod hostile;
+mod hostile_documents;
 mod http;
 mod jobs;
 mod locks;

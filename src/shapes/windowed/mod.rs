@@ -43,7 +43,10 @@ use crate::domain::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
 use crate::provider::ProviderError;
 use crate::quota::Pacer;
-use crate::report::{read_error_document, read_vendor_sales_document, ReportError};
+use crate::report::{
+    read_error_document, read_staged_rows, stage_vendor_sales_document, staging_path,
+    DocumentLimits, ReportError,
+};
 use crate::shapes::spec::StreamConfig;
 use crate::store::{Claim, Cooldown, HourState, LedgerError, Priority};
 
@@ -516,8 +519,17 @@ impl StreamContext {
         Ok((path, document.gzip))
     }
 
-    /// Applies a DOWNLOADED claim from its file in one transaction; a document that does
-    /// not validate fails the claim and nothing from it is written.
+    /// Applies a DOWNLOADED claim from its file, in two passes so that no parsing happens
+    /// while the store is held:
+    /// 1. validate: the document is streamed, gunzipped and validated whole under the
+    ///    stream's [`DocumentLimits`] (decompressed size, field sizes) with no database
+    ///    lock held, and its rows are staged to `<document>.staged`;
+    /// 2. apply: one transaction replaces the window's rows with the staged ones (no JSON
+    ///    or gzip work inside it) and marks the hours APPLIED.
+    ///
+    /// A document that does not validate fails the claim and nothing from it is written; a
+    /// crash between the passes leaves the hours DOWNLOADED (nothing visible), and the next
+    /// run starts again from the document.
     async fn apply(&self, claim: Claim) -> Result<UnitEnd, SyncError> {
         let Some(path_text) = claim.document_path.clone() else {
             return self
@@ -525,39 +537,73 @@ impl StreamContext {
                 .await;
         };
         let path = PathBuf::from(&path_text);
+        let staged = staging_path(&path);
         let gzip = path_text.ends_with(".gz");
         let window = claim.window;
+        let limits = DocumentLimits::new(self.stream.windowed().max_document_bytes);
+        let (document, staging) = (path.clone(), staged.clone());
+        let validated = crate::store::blocking(move || {
+            let started = std::time::Instant::now();
+            let summary = stage_vendor_sales_document(&document, gzip, window, limits, &staging);
+            (summary, started.elapsed())
+        })
+        .await
+        .map_err(|err| SyncError::Join(err.0))?;
+        let summary = match validated {
+            (Ok(summary), elapsed) => {
+                debug!(account = %self.account.id, stream = %self.stream.name, window = %window, rows = summary.rows, validate_ms = elapsed.as_millis() as u64, "document validated and staged");
+                summary
+            }
+            (Err(err), _) => {
+                // The unit fails and is requested again; the document is of no more use.
+                remove_document(&path);
+                if let ReportError::TooLarge(exceeded) = &err {
+                    warn!(account = %self.account.id, stream = %self.stream.name, window = %window, cap = %exceeded, "document rejected by a size cap");
+                }
+                return self.fail(&claim, &describe_document_error(&err)).await;
+            }
+        };
         let applied_claim = claim.clone();
         let ledger = Arc::clone(&self.ledger);
+        let staging = staged.clone();
         let result = crate::store::blocking(move || {
+            let started = std::time::Instant::now();
             let outcome = ledger.apply_sales(
                 &applied_claim,
-                &mut |sink| read_vendor_sales_document(&path, gzip, window, sink),
+                &mut |sink| {
+                    let rows = read_staged_rows(&staging, sink)?;
+                    Ok(crate::report::ReportSummary {
+                        rows,
+                        ..summary.clone()
+                    })
+                },
                 now_ts(),
             );
             if !matches!(outcome, Err(LedgerError::Sqlite(_))) {
                 remove_document(&path);
+                remove_document(&staging);
             }
-            outcome
+            (outcome, started.elapsed())
         })
         .await
         .map_err(|err| SyncError::Join(err.0))?;
         match result {
-            Ok(applied) => {
+            (Ok(applied), elapsed) => {
                 info!(
                     account = %self.account.id,
                     stream = %self.stream.name,
                     window = %claim.window,
                     rows = applied.summary.rows,
                     skipped_partial = applied.summary.skipped_partial,
+                    apply_ms = elapsed.as_millis() as u64,
                     "hours applied"
                 );
                 Ok(UnitEnd::Applied(applied.hours))
             }
-            Err(LedgerError::Document(err)) => {
+            (Err(LedgerError::Document(err)), _) => {
                 self.fail(&claim, &describe_document_error(&err)).await
             }
-            Err(other) => Err(other.into()),
+            (Err(other), _) => Err(other.into()),
         }
     }
 

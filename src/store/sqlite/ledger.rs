@@ -242,6 +242,14 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
+    /// Applies a document in bounded steps (issue 13): the feed's rows go, in batches of
+    /// [`STAGE_BATCH_ROWS`], into a TEMP table of the writer connection (each batch its own
+    /// short transaction on the temp database: the main file's write lock is not taken,
+    /// and other accounts' writes interleave between batches); then one short transaction
+    /// checks the fence, replaces the window's rows with the staged ones (`INSERT ...
+    /// SELECT`, no parsing and no Rust per row) and marks the hours APPLIED. Partial data is
+    /// never visible: the staged rows live only in the temp table (gone with the
+    /// connection on a crash) until the final commit; on any error they are dropped.
     fn apply_sales(
         &self,
         claim: &Claim,
@@ -249,49 +257,62 @@ impl LedgerStore for SqliteLedger {
         now: i64,
     ) -> Result<Applied, LedgerError> {
         self.with_conn(|conn| {
+            conn.execute_batch(STAGED_SALES_SCHEMA)?;
+            clear_staged(conn, claim.claim_id)
+        })?;
+        let mut batch: Vec<crate::domain::SalesRow> = Vec::with_capacity(STAGE_BATCH_ROWS);
+        // A write failure is the store's, not the document's: keep it aside so it is
+        // reported as such, and stop the feed with a placeholder error.
+        let mut store_error: Option<rusqlite::Error> = None;
+        let fed = {
+            let mut sink = |row: crate::domain::SalesRow| {
+                batch.push(row);
+                if batch.len() < STAGE_BATCH_ROWS {
+                    return Ok(());
+                }
+                self.stage_batch(claim.claim_id, &mut batch).map_err(|err| {
+                    store_error = Some(err);
+                    crate::report::ReportError::Io(std::io::Error::other("store write failed"))
+                })
+            };
+            feed(&mut sink)
+        };
+        let staged = match (store_error, fed) {
+            (Some(err), _) => Err(LedgerError::Sqlite(err)),
+            (None, Err(err)) => Err(LedgerError::Document(err)),
+            (None, Ok(summary)) => self
+                .stage_batch(claim.claim_id, &mut batch)
+                .map(|()| summary)
+                .map_err(LedgerError::Sqlite),
+        };
+        let summary = match staged {
+            Ok(summary) => summary,
+            Err(err) => {
+                let _ = self.with_conn(|conn| clear_staged(conn, claim.claim_id));
+                return Err(err);
+            }
+        };
+        let swap_started = std::time::Instant::now();
+        let result = self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             check_fence(&tx, &claim.account, &claim.stream, claim.fence, "sales apply", now)?;
             tx.prepare_cached(
                 "DELETE FROM vendor_realtime_sales WHERE account = ?1 AND hour_utc >= ?2 AND hour_utc < ?3",
             )?
             .execute(params![claim.account, claim.window.start, claim.window.end])?;
-            let summary = {
-                let mut upsert = tx.prepare_cached(
-                    "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (account, hour_utc, asin) DO UPDATE SET
-                        ordered_units = excluded.ordered_units,
-                        ordered_revenue = excluded.ordered_revenue,
-                        report_id = excluded.report_id,
-                        updated_at = excluded.updated_at",
-                )?;
-                // A write failure is the store's, not the document's: keep it aside so it
-                // is reported as such, and stop the parse with a placeholder error.
-                let mut store_error: Option<rusqlite::Error> = None;
-                let mut sink = |row: crate::domain::SalesRow| {
-                    upsert
-                        .execute(params![
-                            claim.account,
-                            row.hour_utc,
-                            row.asin,
-                            row.ordered_units,
-                            row.ordered_revenue,
-                            claim.report_id,
-                            now
-                        ])
-                        .map(|_| ())
-                        .map_err(|err| {
-                            store_error = Some(err);
-                            crate::report::ReportError::Io(std::io::Error::other("store write failed"))
-                        })
-                };
-                // On error the transaction is dropped, which rolls everything back.
-                let fed = feed(&mut sink);
-                if let Some(err) = store_error {
-                    return Err(LedgerError::Sqlite(err));
-                }
-                fed?
-            };
+            // Document order decides duplicates (the later row wins), as a row-by-row
+            // upsert would; `WHERE true` lets SQLite parse the upsert after a SELECT.
+            tx.prepare_cached(
+                "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
+                 SELECT ?2, hour_utc, asin, ordered_units, ordered_revenue, ?3, ?4
+                 FROM temp.staged_sales WHERE claim_id = ?1 AND true ORDER BY seq
+                 ON CONFLICT (account, hour_utc, asin) DO UPDATE SET
+                    ordered_units = excluded.ordered_units,
+                    ordered_revenue = excluded.ordered_revenue,
+                    report_id = excluded.report_id,
+                    updated_at = excluded.updated_at",
+            )?
+            .execute(params![claim.claim_id, claim.account, claim.report_id, now])?;
             let hours = transition_claim(
                 &tx,
                 claim,
@@ -306,7 +327,16 @@ impl LedgerStore for SqliteLedger {
                 hours: hours as i64,
                 summary,
             })
-        })
+        });
+        tracing::debug!(
+            account = %claim.account,
+            claim_id = claim.claim_id,
+            rows = summary_rows(&result),
+            swap_ms = u64::try_from(swap_started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "staged rows swapped in"
+        );
+        let _ = self.with_conn(|conn| clear_staged(conn, claim.claim_id));
+        result
     }
 
     fn fail(
@@ -543,6 +573,68 @@ impl LedgerStore for SqliteLedger {
                 .optional()?
                 .flatten();
             Ok(snapshot)
+        })
+    }
+}
+
+/// Rows per staging transaction of [`LedgerStore::apply_sales`]: a few milliseconds of
+/// writer time each.
+const STAGE_BATCH_ROWS: usize = 5_000;
+
+/// The staging table: per writer connection (TEMP), so a crash leaves nothing behind.
+/// `seq` keeps document order across batches; `claim_id` keeps concurrent applies apart.
+const STAGED_SALES_SCHEMA: &str = "CREATE TEMP TABLE IF NOT EXISTS staged_sales (
+    seq             INTEGER PRIMARY KEY,
+    claim_id        INTEGER NOT NULL,
+    hour_utc        INTEGER NOT NULL,
+    asin            TEXT    NOT NULL,
+    ordered_units   INTEGER NOT NULL,
+    ordered_revenue REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS temp.staged_sales_claim ON staged_sales (claim_id, seq);";
+
+fn summary_rows(result: &Result<Applied, LedgerError>) -> u64 {
+    result
+        .as_ref()
+        .map(|applied| applied.summary.rows)
+        .unwrap_or(0)
+}
+
+fn clear_staged(conn: &rusqlite::Connection, claim_id: i64) -> Result<(), LedgerError> {
+    conn.prepare_cached("DELETE FROM temp.staged_sales WHERE claim_id = ?1")?
+        .execute(params![claim_id])?;
+    Ok(())
+}
+
+impl SqliteLedger {
+    /// Writes `batch` to the staging table in one transaction on the temp database (the
+    /// main file is not locked) and empties it.
+    fn stage_batch(
+        &self,
+        claim_id: i64,
+        batch: &mut Vec<crate::domain::SalesRow>,
+    ) -> Result<(), rusqlite::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO temp.staged_sales (claim_id, hour_utc, asin, ordered_units, ordered_revenue)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for row in batch.drain(..) {
+                    insert.execute(params![
+                        claim_id,
+                        row.hour_utc,
+                        row.asin,
+                        row.ordered_units,
+                        row.ordered_revenue
+                    ])?;
+                }
+            }
+            tx.commit()
         })
     }
 }

@@ -174,6 +174,16 @@ fn check_supervisor(
     Ok(())
 }
 
+/// A number as an error message shows it: plain when short, else in exponent form
+/// (`1e300`, not three hundred digits).
+fn show_number(value: f64) -> String {
+    if value.is_finite() && value.abs() < 1e15 {
+        format!("{value}")
+    } else {
+        format!("{value:?}")
+    }
+}
+
 /// Validates `[quota.{provider}.OPERATION] rate, burst` bucket overrides.
 fn validate_buckets(
     provider: &str,
@@ -192,14 +202,14 @@ fn validate_buckets(
         if !(raw.rate.is_finite() && raw.rate > 0.0 && raw.rate <= limits::BUCKET_RATE_MAX) {
             return Err(format!(
                 "{key}.rate: {} is not a rate; give requests per second above 0 and at most {}, e.g. 0.0167",
-                raw.rate,
+                show_number(raw.rate),
                 limits::BUCKET_RATE_MAX
             ));
         }
         if !(raw.burst.is_finite() && raw.burst >= 1.0 && raw.burst <= limits::BUCKET_BURST_MAX) {
             return Err(format!(
                 "{key}.burst: {} is out of range; a bucket holds 1 to {} requests, e.g. 15",
-                raw.burst,
+                show_number(raw.burst),
                 limits::BUCKET_BURST_MAX
             ));
         }

@@ -483,18 +483,13 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .map(|text| text.trim().to_string())
         .unwrap_or_default();
     let (code, hint) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed = parts
-                .headers
-                .get(header::ALLOW)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}; allowed: {allowed}"),
-            )
-        }
+        // axum adds the Allow header after this layer: name it instead of copying it.
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "{method} is not allowed on {path}; the Allow header lists the methods it takes (see the endpoint table at GET /)"
+            ),
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json".to_string(),

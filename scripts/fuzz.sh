@@ -33,6 +33,10 @@ if (( ${#targets[@]} == 0 )); then
     exit 2
 fi
 
+# Seeds: the shipped configuration files for the config loader.
+mkdir -p "$root/fuzz/corpus/config_loader"
+cp "$root"/config/*.toml "$root/fuzz/corpus/config_loader/" 2>/dev/null || true
+
 found_any=0
 summary=()
 for target in "${targets[@]}"; do

@@ -58,7 +58,8 @@ use build::build_work;
 pub use build::{open_locks, quota_config};
 pub use sync_once::sync_once;
 
-/// How long runners get to finish their unit after shutdown is requested.
+/// How long a shutdown may take at most (`[daemon] shutdown_grace`): runners finish
+/// their unit within it, then everything else stops.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// A running daemon.
 pub struct Daemon {
@@ -90,6 +91,15 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the ledger and starts every runner; returns once they are running.
     pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
+        if let Some(refusal) = config.http.as_ref().and_then(|http| http.exposure_error()) {
+            anyhow::bail!("{}: {refusal}", config.source_name);
+        }
+        {
+            let data_dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::store::sqlite::secure_data_dir(&data_dir))
+                .await
+                .context("securing the data directory")??;
+        }
         let database = config.database_path();
         let ledger = {
             let database = database.clone();
@@ -307,7 +317,8 @@ impl Daemon {
                     settings.admin_token(),
                 )
                 .with_quota(quota.clone())
-                .with_metrics(Arc::clone(&metrics));
+                .with_metrics(Arc::clone(&metrics))
+                .with_settings(settings);
                 if state.admin_token.is_none() {
                     warn!("http: no admin token (set [http] admin_token_env and export that variable); mutating endpoints answer 403");
                 }
@@ -397,36 +408,49 @@ impl Daemon {
         })
     }
 
-    /// Tells every runner to stop and waits up to `grace` for them.
+    /// Tells every runner to stop and waits for them; the whole shutdown, runners,
+    /// actors, simulator and HTTP server, takes at most `grace` (one deadline for all
+    /// steps). Runners get `grace` minus a reserve for the rest; a runner still busy
+    /// then is aborted (its report id stays in the ledger).
     pub async fn shutdown(self, grace: Duration) -> bool {
         info!(grace = %humantime::format_duration(grace), "shutting down: no new claims; waiting for units in flight");
+        let deadline = tokio::time::Instant::now() + grace;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        // The steps after the runners need a few seconds at most: keep up to a third
+        // of the grace (at most 8 s) for them.
+        let reserve = (grace / 3).min(Duration::from_secs(8));
         self.cancel.cancel();
         self.tracker.close();
         // Runners first (they finish their unit and release their leases), then the
         // actors; the root's services (the simulator the runners may still be talking
         // to, the HTTP server) stop with the root.
-        let mut runners_done = tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok();
+        let mut runners_done =
+            tokio::time::timeout(grace.saturating_sub(reserve), self.tracker.wait())
+                .await
+                .is_ok();
         if !runners_done {
             warn!(
                 "grace period over; stopping units in flight (their report ids stay in the ledger)"
             );
             self.abort.cancel();
-            runners_done = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
-                .await
-                .is_ok();
+            runners_done =
+                tokio::time::timeout(left().min(Duration::from_secs(2)), self.tracker.wait())
+                    .await
+                    .is_ok();
         }
-        match ractor::call_t!(self.supervisor, SupervisorMsg::Shutdown, 15_000) {
+        let supervisor_ms = u64::try_from(left().min(Duration::from_secs(5)).as_millis())
+            .unwrap_or(5_000)
+            .max(1);
+        match ractor::call_t!(self.supervisor, SupervisorMsg::Shutdown, supervisor_ms) {
             Ok(()) => {}
             Err(err) => warn!(error = %err, "accounts supervisor did not confirm shutdown"),
         }
         self.root.stop(None);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.root_task).await;
+        let _ = tokio::time::timeout(left().min(Duration::from_secs(2)), self.root_task).await;
         // The root takes its linked TokenManager down with it; this covers a root that
         // was already gone.
         self.quota.stop();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.quota_task).await;
+        let _ = tokio::time::timeout(left().min(Duration::from_secs(2)), self.quota_task).await;
         if runners_done {
             info!("shutdown complete");
         } else {
@@ -441,6 +465,7 @@ impl Daemon {
 /// process exits non-zero so a service manager notices).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let daemon = Daemon::start(&config).await?;
+    let grace = config.shutdown_grace;
     // Everything running holds what it needs; the parsed file itself is not needed again.
     drop(config);
     let mut failed = daemon.failed.clone();
@@ -450,7 +475,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             changed.ok().and_then(|failure| failure.clone())
         }
     };
-    daemon.shutdown(DEFAULT_GRACE).await;
+    daemon.shutdown(grace).await;
     match failure {
         Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),
         None => Ok(()),

@@ -13,6 +13,41 @@ pub enum CooldownsAction {
     Clear { scope: String },
 }
 
+/// The scope forms `cooldowns clear` accepts: `PROVIDER`, `PROVIDER:ACCOUNT` (or the
+/// selling partner id) and `lock:ACCOUNT/STREAM`. Anything else (an empty string, spaces,
+/// a missing part) is refused before the database is opened, so a typo never looks like
+/// "nothing to clear".
+pub fn validate_scope(scope: &str) -> anyhow::Result<()> {
+    const FORMS: &str = "expected PROVIDER (e.g. amazon), PROVIDER:ACCOUNT (e.g. amazon:acme, or the selling partner id) or lock:ACCOUNT/STREAM; `marketsync cooldowns` lists the running ones";
+    let shown: String = scope.chars().take(80).collect();
+    if scope.len() > 200 {
+        anyhow::bail!("invalid scope ({} bytes): too long; {FORMS}", scope.len());
+    }
+    let (kind, rest) = match scope.split_once(':') {
+        Some((kind, rest)) => (kind, Some(rest)),
+        None => (scope, None),
+    };
+    let kind_ok = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = rest.is_none_or(|rest| {
+        let part_ok = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if kind == "lock" {
+            rest.split_once('/')
+                .is_some_and(|(account, stream)| part_ok(account) && part_ok(stream))
+        } else {
+            part_ok(rest)
+        }
+    });
+    if !(kind_ok && rest_ok) || (kind == "lock" && rest.is_none()) {
+        anyhow::bail!("invalid scope {shown:?}; {FORMS}");
+    }
+    Ok(())
+}
+
 /// `marketsync cooldowns [--json]` and `marketsync cooldowns clear SCOPE`.
 pub fn command(
     config: &Deployment,
@@ -41,6 +76,7 @@ pub fn command(
                 Ok(0)
             }
             Some(CooldownsAction::Clear { scope }) => {
+                validate_scope(scope)?;
                 let cleared = clear(config, scope).await?;
                 if cleared.is_empty() {
                     println!("no running cooldown on {scope}; nothing to clear");

@@ -24,11 +24,39 @@ async fn connect_locks(config: &Config) -> anyhow::Result<crate::lock::LockServi
     }
 }
 
+/// `locks release` takes `ACCOUNT/STREAM`: an account id (lowercase letters, digits,
+/// '-', '_', '.') and a stream name; anything else is refused before any backend is
+/// touched, so a typo never reads as "no lease".
+pub(super) fn validate_lock_scope(scope: &str) -> anyhow::Result<()> {
+    let shown: String = scope.chars().take(80).collect();
+    let valid = scope.len() <= 200
+        && scope.split_once('/').is_some_and(|(account, stream)| {
+            let id_ok = !account.is_empty()
+                && account.len() <= 64
+                && account.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                });
+            let stream_ok = !stream.is_empty()
+                && stream.len() <= 64
+                && stream
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            id_ok && stream_ok
+        });
+    if !valid {
+        bail!("invalid lock scope {shown:?}; expected ACCOUNT/STREAM, e.g. amazon-us-acme/vendor_rt_sales (`marketsync locks` lists the leases)");
+    }
+    Ok(())
+}
+
 pub(super) async fn locks_command(
     config: &Config,
     action: Option<&LocksAction>,
     json: bool,
 ) -> anyhow::Result<i32> {
+    if let Some(LocksAction::Release { scope, .. }) = action {
+        validate_lock_scope(scope)?;
+    }
     let locks = connect_locks(config).await?;
     match action {
         None => {

@@ -1,50 +1,105 @@
 //! `marketsync run`: the daemon until the first SIGINT/SIGTERM; a second one exits at once.
+//!
+//! The signals are watched on a thread of their own (with a one-thread runtime), not on
+//! the daemon's workers: a second signal must exit even when every worker is busy. The
+//! same thread is the shutdown's backstop: a daemon still running `shutdown_grace` plus
+//! 2 s after the first signal exits anyway (code 1). After the daemon returns, the
+//! runtime waits at most 1 s for blocking work (a SQLite transaction) before the process
+//! exits; the ledger resumes anything cut off.
 
-use tracing::warn;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{error, warn};
 
 use super::{load_config, runtime, Cli};
-use crate::config::Config;
 
 pub(super) fn command(cli: &Cli) -> anyhow::Result<i32> {
     let config = load_config(&cli.config, &cli.data_dir)?;
-    runtime()?.block_on(run_daemon(config))?;
+    let grace = config.shutdown_grace;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || watch_signals(first_tx, grace))
+        .context("starting the signal thread")?;
+    let runtime = runtime()?;
+    let result = runtime.block_on(crate::app::run(config, async {
+        let _ = first_rx.await;
+    }));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result?;
     Ok(0)
 }
 
-/// Runs the daemon until the first SIGINT/SIGTERM; a second one exits at once.
-async fn run_daemon(config: Config) -> anyhow::Result<()> {
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = first_tx.send(());
-        wait_for_signal().await;
-        warn!("second signal: exiting now; the ledger resumes units in flight on the next start");
-        std::process::exit(130);
-    });
-    crate::app::run(config, async {
-        let _ = first_rx.await;
-    })
-    .await
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
+/// First signal: tell the daemon. Second signal: exit 130 at once. No exit within
+/// `grace` + 2 s of the first: exit 1.
+fn watch_signals(first_tx: tokio::sync::oneshot::Sender<()>, grace: Duration) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(error = %err, "cannot watch for signals; stop the daemon with SIGKILL");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        // Registered once, before the first signal: a second signal arriving at any
+        // moment after the first is seen.
+        let mut signals = Signals::new();
+        signals.next().await;
+        let _ = first_tx.send(());
+        let backstop = grace.saturating_add(Duration::from_secs(2));
+        tokio::select! {
+            () = signals.next() => {
+                warn!("second signal: exiting now; the ledger resumes units in flight on the next start");
+                std::process::exit(130);
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            () = tokio::time::sleep(backstop) => {
+                error!(grace = %humantime::format_duration(grace), "shutdown did not finish within the grace period; exiting now (the ledger resumes units in flight on the next start)");
+                std::process::exit(1);
             }
         }
+    });
+}
+
+/// SIGINT and SIGTERM (Ctrl-C elsewhere).
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                _ => {
+                    warn!("cannot listen for SIGTERM; only Ctrl-C stops the daemon gracefully");
+                    None
+                }
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.streams {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

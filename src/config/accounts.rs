@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use super::raw::{RawAccount, RawStream};
-use super::validate::{duration, hours, whole_hours};
+use super::validate::{
+    bounded_duration, check_count, check_duration, duration, hours, limits, whole_hours,
+};
 use super::{
     streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, JobsSettings,
     Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
@@ -234,22 +236,25 @@ impl RawStream {
                 ));
             }
         }
-        let start = duration(
+        let start = bounded_duration(
             &field("start"),
             self.start.as_ref(),
             CursorSettings::DEFAULT.start,
+            Duration::ZERO,
+            limits::START_MAX,
         )?;
         let max_window = duration(
             &field("max_window"),
             self.max_window.as_ref(),
             CursorSettings::DEFAULT.max_window,
         )?;
-        if max_window < Duration::from_secs(60) || max_window > hours(24 * 7) {
-            return Err(format!(
-                "{}: must be between 1m and 7d (24h is the default and what eBay handles well)",
-                field("max_window")
-            ));
-        }
+        // 24h is the default and what eBay handles well.
+        check_duration(
+            &field("max_window"),
+            max_window,
+            Duration::from_secs(60),
+            hours(24 * 7),
+        )?;
         let page_limit = self
             .page_limit
             .unwrap_or(CursorSettings::DEFAULT.page_limit);
@@ -259,20 +264,20 @@ impl RawStream {
                 field("page_limit")
             ));
         }
-        let max_attempts = self
-            .max_attempts
-            .unwrap_or(JobsSettings::DEFAULT.max_attempts);
-        if max_attempts == 0 {
-            return Err(format!("{}: must be at least 1", field("max_attempts")));
-        }
-        let job_lease = duration(
+        let max_attempts = check_count(
+            &field("max_attempts"),
+            self.max_attempts
+                .unwrap_or(JobsSettings::DEFAULT.max_attempts),
+            1,
+            limits::MAX_ATTEMPTS_MAX,
+        )?;
+        let job_lease = bounded_duration(
             &field("job_lease"),
             self.job_lease.as_ref(),
             JobsSettings::DEFAULT.job_lease,
+            limits::SECOND,
+            limits::JOB_LEASE_MAX,
         )?;
-        if job_lease < Duration::from_secs(1) {
-            return Err(format!("{}: must be at least 1s", field("job_lease")));
-        }
         let batch_max = if name == "products" { 100 } else { 1 };
         let batch = self.batch.unwrap_or(batch_max);
         if !(1..=batch_max).contains(&batch) {
@@ -291,34 +296,42 @@ impl RawStream {
             Shape::Cursor => Duration::from_secs(2 * 60),
             Shape::Jobs => Duration::ZERO,
         };
+        // The bound first: a huge value is refused as too large, not as "not whole hours".
         let lookback = whole_hours(
             &field("lookback"),
-            duration(
+            bounded_duration(
                 &field("lookback"),
                 self.lookback.as_ref(),
                 WindowedSettings::DEFAULT.lookback,
+                hours(1),
+                limits::LOOKBACK_MAX,
             )?,
         )?;
+        // One report covers at most 7 days.
         let chunk = whole_hours(
             &field("chunk"),
-            duration(
+            bounded_duration(
                 &field("chunk"),
                 self.chunk.as_ref(),
                 WindowedSettings::DEFAULT.chunk,
+                hours(1),
+                hours(24 * 7),
             )?,
         )?;
-        if chunk > hours(24 * 7) {
-            return Err(format!(
-                "{}: {} is longer than the 7 days one report may cover; use 24h or less",
-                field("chunk"),
-                humantime::format_duration(chunk)
-            ));
-        }
-        let interval = duration(&field("interval"), self.interval.as_ref(), default_interval)?;
-        if interval < Duration::from_secs(1) {
-            return Err(format!("{}: must be at least 1s", field("interval")));
-        }
-        let safety_lag = duration(&field("safety_lag"), self.safety_lag.as_ref(), default_lag)?;
+        let interval = bounded_duration(
+            &field("interval"),
+            self.interval.as_ref(),
+            default_interval,
+            limits::SECOND,
+            limits::INTERVAL_MAX,
+        )?;
+        let safety_lag = bounded_duration(
+            &field("safety_lag"),
+            self.safety_lag.as_ref(),
+            default_lag,
+            Duration::ZERO,
+            limits::INTERVAL_MAX,
+        )?;
         let order = match self.order.as_deref() {
             None | Some("newest_first") => ClaimOrder::NewestFirst,
             Some("oldest_first") => ClaimOrder::OldestFirst,
@@ -329,17 +342,27 @@ impl RawStream {
                 ))
             }
         };
-        let quota_cooldown = duration(
+        let quota_cooldown = bounded_duration(
             &field("quota_cooldown"),
             self.quota_cooldown.as_ref(),
             Duration::from_secs(30 * 60),
+            limits::SECOND,
+            limits::QUOTA_COOLDOWN_MAX,
         )?;
-        let retry_base = duration(
+        let retry_base = bounded_duration(
             &field("retry_base"),
             self.retry_base.as_ref(),
             Duration::from_secs(60),
+            limits::MILLISECOND,
+            limits::INTERVAL_MAX,
         )?;
-        let retry_max = duration(&field("retry_max"), self.retry_max.as_ref(), hours(1))?;
+        let retry_max = bounded_duration(
+            &field("retry_max"),
+            self.retry_max.as_ref(),
+            hours(1),
+            limits::MILLISECOND,
+            limits::INTERVAL_MAX,
+        )?;
         if retry_max < retry_base {
             return Err(format!(
                 "{}: must not be shorter than retry_base ({})",
@@ -347,15 +370,19 @@ impl RawStream {
                 humantime::format_duration(retry_base)
             ));
         }
-        let poll_min = duration(
+        let poll_min = bounded_duration(
             &field("poll_min"),
             self.poll_min.as_ref(),
             WindowedSettings::DEFAULT.poll_min,
+            limits::MILLISECOND,
+            limits::POLL_MAX,
         )?;
-        let poll_max = duration(
+        let poll_max = bounded_duration(
             &field("poll_max"),
             self.poll_max.as_ref(),
             WindowedSettings::DEFAULT.poll_max,
+            limits::MILLISECOND,
+            limits::POLL_MAX,
         )?;
         if poll_min.is_zero() || poll_max < poll_min {
             return Err(format!(
@@ -363,10 +390,26 @@ impl RawStream {
                 field("poll_max")
             ));
         }
-        let poll_timeout = duration(
+        let poll_timeout = bounded_duration(
             &field("poll_timeout"),
             self.poll_timeout.as_ref(),
             WindowedSettings::DEFAULT.poll_timeout,
+            limits::MILLISECOND,
+            limits::POLL_TIMEOUT_MAX,
+        )?;
+        let max_document_bytes = check_count(
+            &field("max_document_bytes"),
+            self.max_document_bytes
+                .unwrap_or(WindowedSettings::DEFAULT.max_document_bytes),
+            limits::DOCUMENT_BYTES_MIN,
+            limits::DOCUMENT_BYTES_MAX,
+        )?;
+        let max_response_bytes = check_count(
+            &field("max_response_bytes"),
+            self.max_response_bytes
+                .unwrap_or(CursorSettings::DEFAULT.max_response_bytes),
+            limits::RESPONSE_BYTES_MIN,
+            limits::RESPONSE_BYTES_MAX,
         )?;
         let shape_settings = match shape {
             Shape::Windowed => ShapeSettings::Windowed(WindowedSettings {
@@ -376,9 +419,7 @@ impl RawStream {
                 poll_min,
                 poll_max,
                 poll_timeout,
-                max_document_bytes: self
-                    .max_document_bytes
-                    .unwrap_or(WindowedSettings::DEFAULT.max_document_bytes),
+                max_document_bytes,
                 daily_audit: self
                     .daily_audit
                     .unwrap_or(WindowedSettings::DEFAULT.daily_audit),
@@ -390,9 +431,7 @@ impl RawStream {
                 start,
                 max_window,
                 page_limit,
-                max_response_bytes: self
-                    .max_response_bytes
-                    .unwrap_or(CursorSettings::DEFAULT.max_response_bytes),
+                max_response_bytes,
             }),
             Shape::Jobs => ShapeSettings::Jobs(JobsSettings {
                 max_attempts,

@@ -64,6 +64,8 @@ pub struct Config {
     pub supervisor: crate::actors::supervisor::policy::RestartPolicy,
     /// Stream runs in flight at once across all accounts (`[daemon] max_concurrent_runs`).
     pub max_concurrent_runs: usize,
+    /// The longest a shutdown takes after the first signal (`[daemon] shutdown_grace`).
+    pub shutdown_grace: Duration,
     /// Crash drills, only when `[chaos] enabled = true`.
     pub chaos: Option<ChaosSettings>,
     /// The TokenManager's settings (`[quota]`).
@@ -127,7 +129,9 @@ impl Config {
             let message = inner.message().trim_end_matches('\n').to_string();
             let location = match inner.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    // Bytes, not a str slice: a span need not fall on a char boundary.
+                    let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+                    let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
                     format!(" (line {line})")
                 }
                 None => String::new(),

@@ -52,6 +52,7 @@ pub(super) struct RawBucket {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     pub(super) max_concurrent_runs: Option<usize>,
+    pub(super) shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +73,10 @@ pub(super) struct RawChaos {
 pub(super) struct RawHttp {
     pub(super) listen: Option<String>,
     pub(super) admin_token_env: Option<String>,
+    pub(super) allowed_hosts: Option<Vec<String>>,
+    pub(super) allow_unauthenticated: Option<bool>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) body_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

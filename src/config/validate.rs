@@ -23,6 +23,7 @@ impl RawConfig {
             Some(raw) if raw.enabled => Some(raw.validate()?),
             _ => None,
         };
+        check_count("accounts", self.accounts.len(), 0, limits::ACCOUNTS_MAX)?;
         let mut accounts = Vec::with_capacity(self.accounts.len());
         for (index, raw) in self.accounts.into_iter().enumerate() {
             let key = format!("accounts[{index}]");
@@ -41,13 +42,25 @@ impl RawConfig {
         let redis = self.redis.map(RawRedis::validate).transpose()?;
         let supervisor = self.supervisor.unwrap_or_default();
         supervisor.validate().map_err(|err| err.to_string())?;
-        let max_concurrent_runs = self
-            .daemon
-            .and_then(|daemon| daemon.max_concurrent_runs)
-            .unwrap_or(8);
-        if max_concurrent_runs == 0 {
-            return Err("daemon.max_concurrent_runs: must be at least 1".to_string());
-        }
+        check_supervisor(&supervisor)?;
+        let max_concurrent_runs = check_count(
+            "daemon.max_concurrent_runs",
+            self.daemon
+                .as_ref()
+                .and_then(|daemon| daemon.max_concurrent_runs)
+                .unwrap_or(8),
+            1,
+            limits::MAX_CONCURRENT_RUNS_MAX,
+        )?;
+        let shutdown_grace = bounded_duration(
+            "daemon.shutdown_grace",
+            self.daemon
+                .as_ref()
+                .and_then(|daemon| daemon.shutdown_grace.as_ref()),
+            limits::SHUTDOWN_GRACE_DEFAULT,
+            limits::SECOND,
+            limits::SHUTDOWN_GRACE_MAX,
+        )?;
         let chaos = match self.chaos {
             Some(raw) => raw.validate(&accounts)?,
             None => None,
@@ -72,6 +85,7 @@ impl RawConfig {
             locks,
             supervisor,
             max_concurrent_runs,
+            shutdown_grace,
             chaos,
             quota,
             http,
@@ -121,6 +135,55 @@ impl RawQuota {
     }
 }
 
+/// Upper bounds of the `[supervisor]` durations and counts (its own `validate` checks
+/// they are positive and ordered).
+fn check_supervisor(
+    policy: &crate::actors::supervisor::policy::RestartPolicy,
+) -> Result<(), String> {
+    let durations = [
+        ("min_backoff", policy.min_backoff),
+        ("max_backoff", policy.max_backoff),
+        ("reset_after", policy.reset_after),
+        ("crash_window", policy.crash_window),
+        ("probe_after", policy.probe_after),
+        ("stuck_after", policy.stuck_after),
+        ("mass_failure_window", policy.mass_failure_window),
+        ("mass_failure_pause", policy.mass_failure_pause),
+    ];
+    for (key, value) in durations {
+        check_duration(
+            &format!("supervisor.{key}"),
+            value,
+            Duration::ZERO,
+            limits::SUPERVISOR_DURATION_MAX,
+        )?;
+    }
+    check_duration(
+        "supervisor.heartbeat",
+        policy.heartbeat,
+        Duration::from_millis(10),
+        limits::SUPERVISOR_HEARTBEAT_MAX,
+    )?;
+    check_count("supervisor.max_crashes", policy.max_crashes, 0, 10_000_000)?;
+    check_count(
+        "supervisor.mass_failure_children",
+        policy.mass_failure_children,
+        0,
+        limits::ACCOUNTS_MAX,
+    )?;
+    Ok(())
+}
+
+/// A number as an error message shows it: plain when short, else in exponent form
+/// (`1e300`, not three hundred digits).
+fn show_number(value: f64) -> String {
+    if value.is_finite() && value.abs() < 1e15 {
+        format!("{value}")
+    } else {
+        format!("{value:?}")
+    }
+}
+
 /// Validates `[quota.{provider}.OPERATION] rate, burst` bucket overrides.
 fn validate_buckets(
     provider: &str,
@@ -136,16 +199,18 @@ fn validate_buckets(
                 known.join(", ")
             ));
         }
-        if !(raw.rate.is_finite() && raw.rate > 0.0) {
+        if !(raw.rate.is_finite() && raw.rate > 0.0 && raw.rate <= limits::BUCKET_RATE_MAX) {
             return Err(format!(
-                "{key}.rate: {} is not a rate; give requests per second above 0, e.g. 0.0167",
-                raw.rate
+                "{key}.rate: {} is not a rate; give requests per second above 0 and at most {}, e.g. 0.0167",
+                show_number(raw.rate),
+                limits::BUCKET_RATE_MAX
             ));
         }
-        if !(raw.burst.is_finite() && raw.burst >= 1.0) {
+        if !(raw.burst.is_finite() && raw.burst >= 1.0 && raw.burst <= limits::BUCKET_BURST_MAX) {
             return Err(format!(
-                "{key}.burst: {} is too small; a bucket must hold at least one request, e.g. 15",
-                raw.burst
+                "{key}.burst: {} is out of range; a bucket holds 1 to {} requests, e.g. 15",
+                show_number(raw.burst),
+                limits::BUCKET_BURST_MAX
             ));
         }
         buckets.insert(
@@ -244,6 +309,7 @@ impl RawHttp {
         })?;
         if let Some(name) = &self.admin_token_env {
             let looks_like_env = !name.is_empty()
+                && name.len() <= 128
                 && name
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
@@ -254,9 +320,50 @@ impl RawHttp {
                 ));
             }
         }
+        let allow_unauthenticated = self.allow_unauthenticated.unwrap_or(false);
+        if !listen.ip().is_loopback() && self.admin_token_env.is_none() && !allow_unauthenticated {
+            return Err(format!(
+                "http.listen: {listen} is reachable from other hosts but no admin token is configured; set admin_token_env = \"MARKETSYNC_ADMIN_TOKEN\" (and export that variable), listen on 127.0.0.1, or set allow_unauthenticated = true to accept an open API knowingly"
+            ));
+        }
+        let allowed_hosts = self.allowed_hosts.unwrap_or_default();
+        check_count(
+            "http.allowed_hosts",
+            allowed_hosts.len(),
+            0,
+            limits::ALLOWED_HOSTS_MAX,
+        )?;
+        let mut hosts = Vec::with_capacity(allowed_hosts.len());
+        for (index, host) in allowed_hosts.iter().enumerate() {
+            let normalized = crate::http::settings::normalize_allowed_host(host).ok_or_else(|| {
+                format!(
+                    "http.allowed_hosts[{index}]: {:?} is not a host name; give a name or address as the Host header carries it, like \"marketsync.internal\" or \"10.0.0.5:8080\"",
+                    host.chars().take(64).collect::<String>()
+                )
+            })?;
+            hosts.push(normalized);
+        }
+        let header_read_timeout = bounded_duration(
+            "http.header_read_timeout",
+            self.header_read_timeout.as_ref(),
+            HttpSettings::DEFAULT_HEADER_READ_TIMEOUT,
+            limits::SECOND,
+            limits::HTTP_TIMEOUT_MAX,
+        )?;
+        let body_read_timeout = bounded_duration(
+            "http.body_read_timeout",
+            self.body_read_timeout.as_ref(),
+            HttpSettings::DEFAULT_BODY_READ_TIMEOUT,
+            limits::SECOND,
+            limits::HTTP_TIMEOUT_MAX,
+        )?;
         Ok(HttpSettings {
             listen,
             admin_token_env: self.admin_token_env,
+            allowed_hosts: hosts,
+            allow_unauthenticated,
+            header_read_timeout,
+            body_read_timeout,
         })
     }
 }
@@ -318,14 +425,13 @@ impl RawLocks {
             }
             None => None,
         };
-        let hygiene_interval = duration(
+        let hygiene_interval = bounded_duration(
             "locks.hygiene_interval",
             self.hygiene_interval.as_ref(),
             Duration::from_secs(60),
+            limits::SECOND,
+            limits::HYGIENE_INTERVAL_MAX,
         )?;
-        if hygiene_interval < Duration::from_secs(1) {
-            return Err("locks.hygiene_interval: must be at least 1s".to_string());
-        }
         Ok(LockSettings {
             ttl,
             hygiene_interval,
@@ -341,15 +447,19 @@ impl RawSimulator {
                 "simulator.listen: invalid address {listen_text:?}; use a form like 127.0.0.1:4000"
             )
         })?;
-        let processing_latency = duration(
+        let processing_latency = bounded_duration(
             "simulator.processing_latency",
             self.processing_latency.as_ref(),
             Duration::from_secs(2),
+            Duration::ZERO,
+            limits::SIMULATOR_LATENCY_MAX,
         )?;
-        let asins_per_marketplace = self.asins_per_marketplace.unwrap_or(25);
-        if asins_per_marketplace == 0 {
-            return Err("simulator.asins_per_marketplace: must be at least 1".to_string());
-        }
+        let asins_per_marketplace = check_count(
+            "simulator.asins_per_marketplace",
+            self.asins_per_marketplace.unwrap_or(25),
+            1,
+            limits::ASINS_MAX,
+        )?;
         let ebay_orders_per_day = self.ebay_orders_per_day.unwrap_or(50);
         if !(1..=100_000).contains(&ebay_orders_per_day) {
             return Err(format!(
@@ -375,8 +485,99 @@ pub(super) fn duration(
     let Some(text) = value else {
         return Ok(default);
     };
+    if text.len() > 64 {
+        return Err(format!(
+            "{key}: invalid duration ({} characters); use a form like 72h, 15m or 30s",
+            text.len()
+        ));
+    }
     humantime::parse_duration(text.trim())
         .map_err(|_| format!("{key}: invalid duration {text:?}; use a form like 72h, 15m or 30s"))
+}
+
+/// Parses a duration (or takes its default) and checks it lies in `min..=max`; the
+/// error names the key, the value, the bound and the fix, e.g. `lookback:
+/// 100000000000h is above the maximum of 90d; use a lookback of at most 90d`.
+pub(super) fn bounded_duration(
+    key: &str,
+    value: Option<&String>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let parsed = duration(key, value, default)?;
+    check_duration(key, parsed, min, max)
+}
+
+/// Checks a duration lies in `min..=max` (see [`bounded_duration`]).
+pub(super) fn check_duration(
+    key: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    if value > max {
+        return Err(format!(
+            "{key}: {} is above the maximum of {}; use a {name} of at most {} (allowed: {} to {})",
+            short_duration(value),
+            short_duration(max),
+            short_duration(max),
+            short_duration(min),
+            short_duration(max)
+        ));
+    }
+    if value < min {
+        return Err(format!(
+            "{key}: {} is below the minimum of {}; use a {name} of at least {} (allowed: {} to {})",
+            short_duration(value),
+            short_duration(min),
+            short_duration(min),
+            short_duration(min),
+            short_duration(max)
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks a count lies in `min..=max`, naming the key and the allowed range.
+pub(super) fn check_count<T>(key: &str, value: T, min: T, max: T) -> Result<T, String>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let name = key.rsplit('.').next().unwrap_or(key);
+    if value > max {
+        return Err(format!(
+            "{key}: {value} is above the maximum of {max}; use a {name} of at most {max} (allowed: {min} to {max})"
+        ));
+    }
+    if value < min {
+        return Err(format!(
+            "{key}: {value} is below the minimum of {min}; use a {name} of at least {min} (allowed: {min} to {max})"
+        ));
+    }
+    Ok(value)
+}
+
+/// A duration in the largest unit that divides it: `90d`, `36h`, `15m`, `30s`, `250ms`;
+/// anything else in humantime's form.
+pub(super) fn short_duration(value: Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    if value.subsec_nanos() == 0 {
+        let seconds = value.as_secs();
+        if seconds == 0 {
+            return "0s".to_string();
+        }
+        for (unit, suffix) in UNITS {
+            if seconds % unit == 0 {
+                return format!("{}{suffix}", seconds / unit);
+            }
+        }
+    }
+    if value.subsec_nanos() % 1_000_000 == 0 && value.as_secs() < 60 {
+        return format!("{}ms", value.as_millis());
+    }
+    humantime::format_duration(value).to_string()
 }
 
 pub(super) fn whole_hours(key: &str, value: Duration) -> Result<Duration, String> {
@@ -389,6 +590,53 @@ pub(super) fn whole_hours(key: &str, value: Duration) -> Result<Duration, String
     Ok(value)
 }
 
-pub(super) fn hours(count: u64) -> Duration {
-    Duration::from_secs(count * 3600)
+/// `count` hours (saturating: only ever called with small constants).
+pub(super) const fn hours(count: u64) -> Duration {
+    Duration::from_secs(count.saturating_mul(3600))
+}
+
+/// `count` days.
+pub(super) const fn days(count: u64) -> Duration {
+    hours(count.saturating_mul(24))
+}
+
+/// The documented bounds of every duration and count in the file (config/example.toml
+/// names them next to each key).
+pub(super) mod limits {
+    use super::{days, hours};
+    use std::time::Duration;
+
+    pub const SECOND: Duration = Duration::from_secs(1);
+    pub const MILLISECOND: Duration = Duration::from_millis(1);
+    /// Windowed streams: the rolling window kept seeded (and what fill-day may reach).
+    pub const LOOKBACK_MAX: Duration = days(90);
+    /// Cursor streams: how far back the first sync may start.
+    pub const START_MAX: Duration = days(730);
+    /// Every run interval, safety lag, retry delay.
+    pub const INTERVAL_MAX: Duration = days(1);
+    pub const QUOTA_COOLDOWN_MAX: Duration = hours(24);
+    pub const POLL_MAX: Duration = hours(1);
+    pub const POLL_TIMEOUT_MAX: Duration = days(1);
+    pub const JOB_LEASE_MAX: Duration = days(1);
+    pub const HYGIENE_INTERVAL_MAX: Duration = days(1);
+    pub const SIMULATOR_LATENCY_MAX: Duration = hours(1);
+    /// Supervisor durations (backoffs, windows, probe and stuck times, pauses).
+    pub const SUPERVISOR_DURATION_MAX: Duration = days(7);
+    pub const SUPERVISOR_HEARTBEAT_MAX: Duration = hours(1);
+    pub const MAX_CONCURRENT_RUNS_MAX: usize = 4096;
+    pub const MAX_ATTEMPTS_MAX: u32 = 1000;
+    pub const DOCUMENT_BYTES_MIN: u64 = 1024;
+    /// 8 GiB: a month of hourly sales of a very large vendor is far below this.
+    pub const DOCUMENT_BYTES_MAX: u64 = 8 << 30;
+    pub const RESPONSE_BYTES_MIN: u64 = 1024;
+    pub const RESPONSE_BYTES_MAX: u64 = 1 << 30;
+    pub const ASINS_MAX: u32 = 100_000;
+    pub const BUCKET_RATE_MAX: f64 = 100_000.0;
+    pub const BUCKET_BURST_MAX: f64 = 1_000_000.0;
+    pub const ACCOUNTS_MAX: usize = 100_000;
+    /// The same 30 s as `app::DEFAULT_GRACE`.
+    pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(30);
+    pub const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(300);
+    pub const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+    pub const ALLOWED_HOSTS_MAX: usize = 64;
 }

@@ -28,7 +28,18 @@
 //! one is 401, and with no token configured mutating endpoints answer 403 saying how to
 //! configure one. The token never appears in logs or responses. Errors are JSON
 //! `{"status":"error","error":CODE,"message":TEXT}` with 400 (bad input), 401/403, 404
-//! (unknown account, stream or path), 409 (a live lease without force) or 500/503.
+//! (unknown account, stream or path), 405 (wrong method), 408 (body too slow), 409 (a
+//! live lease without force), 413 (body above 64 KiB, refused on its Content-Length
+//! before it is read), 414 (URI above 8 KiB), 415, 421 (Host not allowed) or 500/503:
+//! [`json_errors`] turns every error the framework answers itself into that shape.
+//!
+//! Host allowlist (DNS rebinding): a request is answered only when its `Host` names the
+//! listen address, `localhost`, `127.0.0.1` or `[::1]` (with the listen port, or none),
+//! or an `[http] allowed_hosts` entry; anything else is 421 before routing. Slow
+//! clients: a request head not complete within `header_read_timeout` (10 s) closes the
+//! connection; a body not complete within `body_read_timeout` (30 s) is answered 408 and
+//! the connection closed. Requests hyper itself refuses before the router sees them (a
+//! head above ~400 KiB, a malformed request line) keep hyper's empty 4xx body.
 //!
 //! SQLite work runs on the blocking pool (`spawn_blocking`), never on the async workers.
 //!
@@ -44,7 +55,9 @@ pub mod settings;
 pub use settings::HttpSettings;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -75,7 +88,34 @@ pub struct HttpState {
     /// The daemon's in-process counters, exposed by `/metrics` (a fresh, empty set when
     /// the server runs on its own).
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Host allowlist additions and slow-client timeouts (`[http]`); the listen address
+    /// is added by [`serve`].
+    pub surface: Arc<SurfaceSettings>,
 }
+
+/// What the request guards of [`serve`] need from `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SurfaceSettings {
+    /// Lowercase `name` or `name:port` entries of `[http] allowed_hosts`.
+    pub allowed_hosts: Vec<String>,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
+impl Default for SurfaceSettings {
+    fn default() -> Self {
+        SurfaceSettings {
+            allowed_hosts: Vec::new(),
+            header_read_timeout: HttpSettings::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: HttpSettings::DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+/// The largest request body any endpoint takes (they take small JSON objects).
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// The longest request target (path and query) answered; longer is 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 impl HttpState {
     pub fn new(
@@ -91,7 +131,18 @@ impl HttpState {
             admin_token: admin_token.filter(|token| !token.is_empty()),
             quota: None,
             metrics: Arc::default(),
+            surface: Arc::default(),
         }
+    }
+
+    /// The same state with `[http]`'s allowed hosts and timeouts.
+    pub fn with_settings(mut self, settings: &HttpSettings) -> HttpState {
+        self.surface = Arc::new(SurfaceSettings {
+            allowed_hosts: settings.allowed_hosts.clone(),
+            header_read_timeout: settings.header_read_timeout,
+            body_read_timeout: settings.body_read_timeout,
+        });
+        self
     }
 
     /// The same state counting into the daemon's metrics.
@@ -135,8 +186,21 @@ impl std::fmt::Debug for HttpState {
     }
 }
 
-/// The router: read endpoints open, mutating ones behind the bearer token.
+/// The router: read endpoints open, mutating ones behind the bearer token. Answers any
+/// `Host`; [`serve`] adds the Host allowlist (see [`router_for`]).
 pub fn router(state: HttpState) -> Router {
+    routes(state, None)
+}
+
+/// The router as [`serve`] mounts it for a listener bound to `listen`: the Host
+/// allowlist in front of everything.
+pub fn router_for(state: HttpState, listen: SocketAddr) -> Router {
+    let allowlist = Arc::new(HostAllowlist::new(listen, &state.surface.allowed_hosts));
+    routes(state, Some(allowlist))
+}
+
+fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
+    let body_timeout = state.surface.body_read_timeout;
     let admin = Router::new()
         .route("/api/accounts/{id}/refresh", post(api::refresh))
         .route("/api/accounts/{id}/fill-day", post(api::fill_day))
@@ -156,7 +220,7 @@ pub fn router(state: HttpState) -> Router {
             state.clone(),
             require_admin,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/", get(dashboard::page))
         .route("/api/status", get(api::status))
         .route("/api/accounts/{id}/summary", get(api::summary))
@@ -168,18 +232,297 @@ pub fn router(state: HttpState) -> Router {
         .merge(admin)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(no_store))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            bounded_request(body_timeout, request, next)
+        }));
+    let router = match allowlist {
+        Some(allowlist) => router.layer(axum::middleware::from_fn(move |request, next| {
+            host_check(Arc::clone(&allowlist), request, next)
+        })),
+        None => router,
+    };
+    router.with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves; requests in progress finish.
+/// Serves [`router_for`] on `listener` until `shutdown` resolves; requests in progress
+/// finish (connections still open 5 s later are dropped). Each connection gets hyper's
+/// header-read timeout; [`bounded_request`] bounds the body.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let listen = listener.local_addr()?;
+    let header_read_timeout = state.surface.header_read_timeout;
+    let app = router_for(state, listen);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "http: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("http: connections still open 5s after shutdown were dropped");
+    }
+    Ok(())
+}
+
+/// The `Host` values a server bound to one address answers to.
+#[derive(Debug)]
+struct HostAllowlist {
+    port: u16,
+    /// Names answered with the listen port or no port.
+    names: Vec<String>,
+    /// `[http] allowed_hosts` entries, `name` (any port) or `name:port`.
+    extra: Vec<String>,
+}
+
+impl HostAllowlist {
+    fn new(listen: SocketAddr, extra: &[String]) -> HostAllowlist {
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "[::1]".to_string(),
+        ];
+        let ip = listen.ip();
+        if !ip.is_unspecified() {
+            names.push(match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            });
+        }
+        HostAllowlist {
+            port: listen.port(),
+            names,
+            extra: extra.to_vec(),
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let Some((name, port)) = settings::split_host(&host) else {
+            return false;
+        };
+        let port_matches = match port {
+            None => true,
+            Some(port) => port.parse::<u16>().ok() == Some(self.port),
+        };
+        if port_matches && self.names.iter().any(|known| known == name) {
+            return true;
+        }
+        self.extra
+            .iter()
+            .any(|entry| match settings::split_host(entry) {
+                Some((_, Some(_))) => *entry == host,
+                Some((entry_name, None)) => entry_name == name,
+                None => false,
+            })
+    }
+}
+
+/// DNS rebinding: only the Host names of [`HostAllowlist`] are answered; others 421.
+async fn host_check(allowlist: Arc<HostAllowlist>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
+    match host {
+        Some(host) if allowlist.allows(&host) => next.run(request).await,
+        Some(host) => {
+            let shown: String = host.chars().take(100).collect();
+            tracing::warn!(host = %shown, path = %request.uri().path(), "http: request for a host not allowed refused");
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host_not_allowed",
+                format!(
+                    "host {shown:?} is not served here; use http://127.0.0.1:{}/ or add the name to [http] allowed_hosts",
+                    allowlist.port
+                ),
+            )
+            .into_response()
+        }
+        None => ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            "the request has no Host header; send Host: 127.0.0.1:PORT",
+        )
+        .into_response(),
+    }
+}
+
+/// Bounds a request before any handler sees it: a target above [`MAX_URI_BYTES`] is 414,
+/// a `Content-Length` above [`MAX_BODY_BYTES`] is 413 at once (nothing read), and the
+/// body is read here, at most [`MAX_BODY_BYTES`] within `body_timeout` (else 413 or
+/// 408, and the connection is closed).
+async fn bounded_request(body_timeout: Duration, request: Request, next: Next) -> Response {
+    let target_length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target_length > MAX_URI_BYTES {
+        return closing(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is {target_length} bytes; at most {MAX_URI_BYTES} are accepted"
+            ),
+        ));
+    }
+    let declared = request.headers().get(header::CONTENT_LENGTH).map(|value| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+    });
+    match declared {
+        Some(None) => {
+            return closing(ApiError::bad_request(
+                "invalid Content-Length header; send the body's length in bytes",
+            ))
+        }
+        Some(Some(length)) if length > MAX_BODY_BYTES => {
+            return closing(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the body is {length} bytes; endpoints take at most {MAX_BODY_BYTES} bytes of JSON"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let (parts, body) = request.into_parts();
+    let limit = usize::try_from(MAX_BODY_BYTES).unwrap_or(usize::MAX);
+    let bytes = match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return closing(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is above {MAX_BODY_BYTES} bytes or was cut off; endpoints take at most {MAX_BODY_BYTES} bytes of JSON"),
+            ))
+        }
+        Err(_) => {
+            return closing(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the body did not arrive within {}; send the whole request at once",
+                    humantime::format_duration(body_timeout)
+                ),
+            ))
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// An error response after which the connection is closed (its request was not read).
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Every error status answers `{"status":"error","error":CODE,"message":TEXT}`: responses
+/// the framework makes itself (405 with its Allow list, 415, extractor 400s) are
+/// rewritten; JSON ones pass through.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path: String = request.uri().path().chars().take(200).collect();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .map(|text| text.trim().to_string())
+        .unwrap_or_default();
+    let (code, hint) = match status {
+        // axum adds the Allow header after this layer: name it instead of copying it.
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "{method} is not allowed on {path}; the Allow header lists the methods it takes (see the endpoint table at GET /)"
+            ),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json".to_string(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            format!("endpoints take at most {MAX_BODY_BYTES} bytes"),
+        ),
+        StatusCode::NOT_FOUND => ("not_found", format!("no endpoint {method} {path}")),
+        StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            "send the whole request at once".to_string(),
+        ),
+        status if status.is_server_error() => ("internal", "see the daemon's log".to_string()),
+        _ => ("bad_request", format!("{method} {path} was not understood")),
+    };
+    let message = if text.is_empty() {
+        hint
+    } else {
+        format!("{text}; {hint}")
+    };
+    let mut rebuilt = ApiError::new(status, code, message).into_response();
+    for name in [
+        header::ALLOW,
+        header::WWW_AUTHENTICATE,
+        header::CONNECTION,
+        header::RETRY_AFTER,
+    ] {
+        if let Some(value) = parts.headers.get(&name) {
+            rebuilt.headers_mut().insert(name, value.clone());
+        }
+    }
+    rebuilt
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -11,4 +11,5 @@ mod jobs;
 mod locks;
 mod quota;
 mod supervision;
+mod surface;
 mod sync_amazon;

@@ -6,6 +6,9 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
+/// The most hours [`LedgerStore::seed`] inserts in one transaction.
+pub const SEED_BATCH_HOURS: i64 = 10_000;
+
 impl LedgerStore for SqliteLedger {
     fn seed(
         &self,
@@ -14,23 +17,35 @@ impl LedgerStore for SqliteLedger {
         window: HourWindow,
         now: i64,
     ) -> Result<u64, LedgerError> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut inserted = 0u64;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO ledger_hours (account, stream, hour_utc, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, 'MISSING', ?4, ?4)",
-                )?;
-                let mut hour = window.start;
-                while hour < window.end {
-                    inserted += insert.execute(params![account, stream, hour, now])? as u64;
-                    hour += HOUR;
+        // Bounded transactions: at most SEED_BATCH_HOURS rows each, the writer released
+        // between them, so a long window never holds the database (or grows the WAL)
+        // in one piece.
+        let mut inserted = 0u64;
+        let mut batch_start = window.start;
+        while batch_start < window.end {
+            let batch_end = batch_start
+                .saturating_add(SEED_BATCH_HOURS.saturating_mul(HOUR))
+                .min(window.end);
+            inserted += self.with_conn(|conn| -> Result<u64, LedgerError> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut batch = 0u64;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO ledger_hours (account, stream, hour_utc, state, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, 'MISSING', ?4, ?4)",
+                    )?;
+                    let mut hour = batch_start;
+                    while hour < batch_end {
+                        batch += insert.execute(params![account, stream, hour, now])? as u64;
+                        hour = hour.saturating_add(HOUR);
+                    }
                 }
-            }
-            tx.commit()?;
-            Ok(inserted)
-        })
+                tx.commit()?;
+                Ok(batch)
+            })?;
+            batch_start = batch_end;
+        }
+        Ok(inserted)
     }
 
     fn claim(

@@ -57,15 +57,23 @@ pub struct SqliteLedger {
 
 impl SqliteLedger {
     /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// A new directory is created 0700 and a new file 0600 (SQLite gives its `-wal` and
+    /// `-shm` files the database file's mode): sales and orders are nobody else's.
     pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|err| LedgerError::Open {
-                    path: path.display().to_string(),
-                    message: format!("cannot create its directory: {err}"),
-                })?;
+                private_dir_builder()
+                    .create(parent)
+                    .map_err(|err| LedgerError::Open {
+                        path: path.display().to_string(),
+                        message: format!("cannot create its directory: {err}"),
+                    })?;
             }
         }
+        create_private_file(path).map_err(|err| LedgerError::Open {
+            path: path.display().to_string(),
+            message: format!("cannot create the file: {err}"),
+        })?;
         let conn = Connection::open(path).map_err(|err| LedgerError::Open {
             path: path.display().to_string(),
             message: err.to_string(),
@@ -318,6 +326,85 @@ fn finish_claim(
 
 const CLAIMABLE: &str =
     "state IN ('MISSING', 'FAILED') AND (state = 'MISSING' OR next_retry_at <= ?3)";
+
+/// A recursive directory builder whose new directories are 0700 (Unix).
+fn private_dir_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (SQLite then opens it as a new
+/// database); an existing file is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// The daemon's files are private: creates `data_dir` (and `documents/` in it) 0700 and
+/// tightens what an older version or the umask left open: the directories to 0700, the
+/// database (`marketsync.db`, `-wal`, `-shm`) and downloaded documents to 0600. Each
+/// change is logged with the mode it had. Nothing happens on non-Unix systems.
+pub fn secure_data_dir(data_dir: &Path) -> Result<(), LedgerError> {
+    let fail = |path: &Path, err: std::io::Error| LedgerError::Open {
+        path: path.display().to_string(),
+        message: format!(
+            "cannot secure its permissions: {err}; check the owner of the data directory"
+        ),
+    };
+    let documents = data_dir.join("documents");
+    private_dir_builder()
+        .create(&documents)
+        .map_err(|err| fail(&documents, err))?;
+    tighten(data_dir, 0o700).map_err(|err| fail(data_dir, err))?;
+    tighten(&documents, 0o700).map_err(|err| fail(&documents, err))?;
+    for name in ["marketsync.db", "marketsync.db-wal", "marketsync.db-shm"] {
+        let path = data_dir.join(name);
+        if path.exists() {
+            tighten(&path, 0o600).map_err(|err| fail(&path, err))?;
+        }
+    }
+    let entries = std::fs::read_dir(&documents).map_err(|err| fail(&documents, err))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            tighten(&path, 0o600).map_err(|err| fail(&path, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every permission bit outside `mode` from `path`; logs when it changed any.
+#[cfg(unix)]
+fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    let wanted = current & mode;
+    if wanted != current {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))?;
+        tracing::warn!(
+            path = %path.display(),
+            from = %format!("{current:o}"),
+            to = %format!("{wanted:o}"),
+            "tightened permissions of a data file (it was readable by others)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
 
 mod ledger;
 mod queries;

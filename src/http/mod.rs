@@ -31,7 +31,7 @@
 //! (unknown account, stream or path), 405 (wrong method), 408 (body too slow), 409 (a
 //! live lease without force), 413 (body above 64 KiB, refused on its Content-Length
 //! before it is read), 414 (URI above 8 KiB), 415, 421 (Host not allowed) or 500/503:
-//! [`json_errors`] turns every error the framework answers itself into that shape.
+//! `json_errors` turns every error the framework answers itself into that shape.
 //!
 //! Host allowlist (DNS rebinding): a request is answered only when its `Host` names the
 //! listen address, `localhost`, `127.0.0.1` or `[::1]` (with the listen port, or none),
@@ -247,7 +247,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
 
 /// Serves [`router_for`] on `listener` until `shutdown` resolves; requests in progress
 /// finish (connections still open 5 s later are dropped). Each connection gets hyper's
-/// header-read timeout; [`bounded_request`] bounds the body.
+/// header-read timeout; `bounded_request` bounds the body.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,

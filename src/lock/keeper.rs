@@ -198,7 +198,7 @@ impl KeeperHandle {
         Ok(HeldLease { lease, taken_from })
     }
 
-    /// Stops renewing `lease` and releases it; waits at most [`RELEASE_WAIT`] (the lease
+    /// Stops renewing `lease` and releases it; waits at most `RELEASE_WAIT` (5 s) (the lease
     /// expires by itself otherwise).
     pub async fn release(&self, lease: &Lease) {
         let sent = ractor::call_t!(

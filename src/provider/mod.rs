@@ -331,7 +331,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// The wait `text` asks for at unix time `now`, clamped to [`MAX_RETRY_AFTER`], and
 /// whether it was clamped.
-pub(crate) fn parse_retry_after(text: &str, now: i64) -> Option<(Duration, bool)> {
+pub fn parse_retry_after(text: &str, now: i64) -> Option<(Duration, bool)> {
     let bound = |seconds: f64| -> (Duration, bool) {
         if seconds.is_nan() || seconds <= 0.0 {
             (Duration::ZERO, false)
@@ -361,7 +361,7 @@ pub(crate) fn parse_retry_after(text: &str, now: i64) -> Option<(Duration, bool)
 }
 
 /// `x-amzn-RateLimit-Limit` (requests per second), when sent and positive.
-pub(crate) fn rate_limit(headers: &HeaderMap) -> Option<f64> {
+pub fn rate_limit(headers: &HeaderMap) -> Option<f64> {
     let limit = headers
         .get(RATE_LIMIT_HEADER)?
         .to_str()

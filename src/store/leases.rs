@@ -98,8 +98,22 @@ impl SqliteLocks {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, LockError> + Send + 'static,
     {
+        self.transaction_with(TransactionBehavior::Immediate, work)
+            .await
+    }
+
+    /// One transaction of `behavior` on the blocking pool.
+    async fn transaction_with<T, F>(
+        &self,
+        behavior: TransactionBehavior,
+        work: F,
+    ) -> Result<T, LockError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, LockError> + Send + 'static,
+    {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        super::blocking(move || {
             // A poisoned lock only means another thread panicked mid-call; SQLite rolled
             // its transaction back, so the connection is fine.
             let mut guard = match conn.lock() {
@@ -107,7 +121,7 @@ impl SqliteLocks {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let tx = guard
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .transaction_with_behavior(behavior)
                 .map_err(sqlite_error)?;
             let value = work(&tx)?;
             tx.commit().map_err(sqlite_error)?;
@@ -277,7 +291,9 @@ impl SqliteLocks {
     }
 
     pub async fn list(&self) -> Result<Vec<LockInfo>, LockError> {
-        self.transaction(|tx| {
+        // A read: a deferred transaction takes no write lock, so listing never waits for a
+        // writer of the same file (a long apply) and never blocks one.
+        self.transaction_with(TransactionBehavior::Deferred, |tx| {
             let now = local_now_ms();
             Ok(load_all(tx)?.iter().map(|lease| info(lease, now)).collect())
         })

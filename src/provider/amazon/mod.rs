@@ -357,7 +357,12 @@ impl SpApiClient {
                 ));
             }
         }
-        let file = tokio::fs::File::create(dest).await.map_err(|err| {
+        // Documents are sales data: readable by the daemon's user only.
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(dest).await.map_err(|err| {
             invalid(
                 OP_DOWNLOAD,
                 &format!("cannot create {}: {err}", dest.display()),

@@ -258,7 +258,7 @@ impl LedgerStore for SqliteLedger {
     }
 
     /// Applies a document in bounded steps (issue 13): the feed's rows go, in batches of
-    /// [`STAGE_BATCH_ROWS`], into a TEMP table of the writer connection (each batch its own
+    /// `STAGE_BATCH_ROWS`, into a TEMP table of the writer connection (each batch its own
     /// short transaction on the temp database: the main file's write lock is not taken,
     /// and other accounts' writes interleave between batches); then one short transaction
     /// checks the fence, replaces the window's rows with the staged ones (`INSERT ...

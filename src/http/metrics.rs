@@ -18,6 +18,7 @@
 //! | `provider_calls_total` | counter | provider, operation |
 //! | `provider_throttled_total` | counter | provider, operation |
 //! | `lock_takeovers_total` | counter | scope |
+//! | `service_restarts_total` | counter | service (`housekeeping`, `cooldown-watch`, `http`, `simulator`, `token-manager`, `lease-keeper`) |
 //! | `quota_tokens_available` | gauge | provider, bucket |
 //! | `ledger_hours` | gauge | account, stream, state |
 //! | `ledger_newest_applied_lag_seconds` | gauge | account, stream |

@@ -6,9 +6,12 @@
 //! ├── TokenManager         the quota: every provider call asks it first (spawned by the
 //! │                        daemon before the tree, linked here, restarted like a
 //! │                        service: callers hold a handle that follows the restart)
+//! ├── LeaseKeeper          every lease this daemon holds, one renewal schedule, hygiene
+//! │                        (started before the tree like the TokenManager, restarted
+//! │                        like a service)
 //! ├── AccountsSupervisor   one Account actor per account, restart policy, quarantine
 //! └── services             restarted with backoff (the `[supervisor]` policy):
-//!     ├── Housekeeping     lock hygiene and claim-history pruning, every locks.hygiene_interval
+//!     ├── Housekeeping     claim-history pruning, every locks.hygiene_interval
 //!     ├── cooldown-watch   notices cooldowns cleared early
 //!     ├── http             the operator API, dashboard and metrics (when configured)
 //!     └── simulator        the embedded simulator (when enabled)

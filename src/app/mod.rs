@@ -118,7 +118,7 @@ impl Daemon {
 
         let locks = open_locks(config, Some(&ledger)).await?;
         // The zombie-lock cure: repair lock keys before anything waits on them; the
-        // Housekeeping actor repeats it every locks.hygiene_interval.
+        // lease keeper repeats it every locks.hygiene_interval.
         lock_hygiene(&locks).await;
         // One actor holds and renews every lease of this daemon and repeats the hygiene
         // pass; the root restarts it like a service (holders of a crashed keeper's leases

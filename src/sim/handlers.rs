@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
-use axum::http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,12 +25,20 @@ use super::{Reject, SimFaults, Simulator};
 const ACCESS_TOKEN_HEADER: &str = "x-amz-access-token";
 /// The rate-limit header on 2xx SP-API answers.
 const RATE_LIMIT_HEADER: &str = "x-amzn-ratelimit-limit";
+/// The request id header on every SP-API answer (`x-amzn-RequestId`).
+const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
 pub(super) fn router(sim: Arc<Simulator>) -> Router {
     Router::new()
         .route("/auth/o2/token", post(lwa_token))
-        .route("/reports/2021-06-30/reports", post(create_report))
-        .route("/reports/2021-06-30/reports/{report_id}", get(get_report))
+        .route(
+            "/reports/2021-06-30/reports",
+            post(create_report).get(get_reports),
+        )
+        .route(
+            "/reports/2021-06-30/reports/{report_id}",
+            get(get_report).delete(cancel_report),
+        )
         .route(
             "/reports/2021-06-30/documents/{document_id}",
             get(get_report_document),
@@ -48,7 +56,27 @@ pub(super) fn router(sim: Arc<Simulator>) -> Router {
             Arc::clone(&sim),
             super::hostile::answer,
         ))
+        // Outermost, so every answer carries it: success, error, redirect, fallback.
+        .layer(axum::middleware::map_response(with_request_id))
         .with_state(sim)
+}
+
+/// Adds `x-amzn-RequestId` (a fresh random id) to an answer, as SP-API does on every one.
+async fn with_request_id(mut response: Response) -> Response {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 fn access_token(headers: &HeaderMap) -> Option<&str> {
@@ -248,16 +276,11 @@ async fn get_report_document(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let host = headers
-        .get(HOST)
-        .and_then(|value| value.to_str().ok())
-        .filter(|host| !host.is_empty())
-        .unwrap_or("localhost");
     let document_id = path_or_reject(path);
     let response = match document_id
         .as_deref()
         .map_err(Clone::clone)
-        .and_then(|id| sim.get_report_document(access_token(&headers), id, host))
+        .and_then(|id| sim.get_report_document(access_token(&headers), id))
     {
         Ok((body, rate)) => sp_success(StatusCode::OK, rate, body),
         Err(reject) => reject.into_response(),
@@ -265,6 +288,50 @@ async fn get_report_document(
     log_answer(
         "getReportDocument",
         document_id.as_deref().unwrap_or(""),
+        &response,
+    );
+    response
+}
+
+async fn get_reports(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let response = match query {
+        Ok(Query(pairs)) => match sim.get_reports(access_token(&headers), &pairs) {
+            Ok((body, rate)) => sp_success(StatusCode::OK, rate, body),
+            Err(reject) => reject.into_response(),
+        },
+        Err(rejection) => Reject::InvalidInput(format!("query: {rejection}")).into_response(),
+    };
+    log_answer("getReports", "", &response);
+    response
+}
+
+async fn cancel_report(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let report_id = path_or_reject(path);
+    let response = match report_id
+        .as_deref()
+        .map_err(Clone::clone)
+        .and_then(|id| sim.cancel_report(access_token(&headers), id))
+    {
+        Ok(rate) => {
+            let mut response = StatusCode::OK.into_response();
+            if let Ok(value) = HeaderValue::from_str(&rate_header_value(rate)) {
+                response.headers_mut().insert(RATE_LIMIT_HEADER, value);
+            }
+            response
+        }
+        Err(reject) => reject.into_response(),
+    };
+    log_answer(
+        "cancelReport",
+        report_id.as_deref().unwrap_or(""),
         &response,
     );
     response

@@ -21,12 +21,15 @@ mod faults;
 mod handlers;
 mod hostile;
 pub mod keepa;
+mod listing;
+mod profile;
 mod reports;
 mod state;
 mod stats;
 pub mod stockx;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,6 +41,10 @@ use tracing::{debug, warn};
 use crate::domain::HOUR;
 
 pub use faults::{FaultKind, ScheduledFault, SimFaults};
+pub use profile::{
+    SimProfile, REALISTIC_MAX_SECS, REALISTIC_MEDIAN_SECS, REALISTIC_STUCK, TIME_SCALE_MAX,
+    TIME_SCALE_MIN,
+};
 use state::{AccessToken, Operation, Phase, Reject, Report, SimState, TokenGrant};
 pub use stats::{OpCounts, ServedRow, SimStats};
 
@@ -52,17 +59,24 @@ pub struct SimConfig {
     pub seed: u64,
     /// Items per marketplace: ASINs `B000000000` .. `B{n-1:09}`.
     pub asins_per_marketplace: u32,
-    /// How long a report stays IN_QUEUE then IN_PROGRESS (half each) before it ends;
-    /// zero ends reports at creation.
+    /// How long a report stays IN_QUEUE then IN_PROGRESS (half each) before it ends, in
+    /// the `fast` profile; zero ends reports at creation. The `realistic` profile ignores it.
     #[serde(with = "humantime_serde")]
     pub processing_latency: Duration,
+    /// How report processing times are drawn: `fast` (fixed) or `realistic`.
+    pub profile: SimProfile,
+    /// Simulated seconds per real second, applied to report processing times and to the
+    /// SP-API rate-limit refills together (60: one simulated minute per real second).
+    /// Clamped to [`TIME_SCALE_MIN`, `TIME_SCALE_MAX`].
+    pub time_scale: f64,
     /// LWA `expires_in` of access tokens.
     #[serde(with = "humantime_serde")]
     pub token_lifetime: Duration,
     /// How long a document url from getReportDocument stays valid.
     #[serde(with = "humantime_serde")]
     pub document_url_lifetime: Duration,
-    /// Rate overrides by operation name (`createReport`, `getReport`, `getReportDocument`);
+    /// Rate overrides by operation name (`createReport`, `getReport`, `getReportDocument`,
+    /// `getReports`, `cancelReport`);
     /// operations not named keep Amazon's documented defaults.
     pub rates: BTreeMap<String, RateSpec>,
     /// Faults in force at start; replaceable later with [`Simulator::set_faults`].
@@ -81,6 +95,8 @@ impl Default for SimConfig {
             seed: 42,
             asins_per_marketplace: 25,
             processing_latency: Duration::from_secs(2),
+            profile: SimProfile::Fast,
+            time_scale: 1.0,
             token_lifetime: Duration::from_secs(3600),
             document_url_lifetime: Duration::from_secs(5 * 60),
             rates: BTreeMap::new(),
@@ -93,6 +109,15 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
+    /// `time_scale` within [`TIME_SCALE_MIN`, `TIME_SCALE_MAX`]; a non-finite one is 1.
+    pub fn time_scale(&self) -> f64 {
+        if self.time_scale.is_finite() {
+            self.time_scale.clamp(TIME_SCALE_MIN, TIME_SCALE_MAX)
+        } else {
+            TIME_SCALE_MIN
+        }
+    }
+
     /// The rate limit in force for an SP-API operation: the override or Amazon's default.
     /// `None` for operations that are not rate limited (token, document download).
     pub fn rate_for(&self, operation: &str) -> Option<RateSpec> {
@@ -108,6 +133,10 @@ impl SimConfig {
             "getReportDocument" => RateSpec {
                 rate: 0.0167,
                 burst: 15.0,
+            },
+            "getReports" | "cancelReport" => RateSpec {
+                rate: 0.0222,
+                burst: 10.0,
             },
             _ => return None,
         };
@@ -146,12 +175,24 @@ impl Simulator {
                 warn!(operation = %name, "ignoring a rate for an operation that is not rate limited");
             }
         }
+        let time_scale = config.time_scale();
+        if time_scale != config.time_scale {
+            warn!(
+                time_scale = config.time_scale,
+                used = time_scale,
+                "time_scale out of range; clamped"
+            );
+        }
         let mut id_rng = StdRng::from_entropy();
         let instance_tag = id_rng.gen_range(10_000..100_000);
         let state = SimState {
             faults: config.faults.clone(),
             fault_rng: StdRng::seed_from_u64(config.seed ^ 0x5eed_fa01_7000_0000),
+            latency_rng: StdRng::seed_from_u64(config.seed ^ 0x1a7e_4c70_0000_0000),
             id_rng,
+            address: None,
+            page_tokens: HashMap::new(),
+            page_token_order: std::collections::VecDeque::new(),
             next_id: 0,
             tokens: HashMap::new(),
             buckets: HashMap::new(),
@@ -257,16 +298,27 @@ impl Simulator {
         (self.epoch_unix + clock).floor() as i64
     }
 
-    fn latency(&self) -> f64 {
-        self.config.processing_latency.as_secs_f64()
+    /// Records the address the simulator listens on; document urls are built on it
+    /// (an unspecified address, `0.0.0.0` or `::`, becomes loopback).
+    pub fn set_address(&self, address: SocketAddr) {
+        let ip = match address.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        self.lock().address = Some(SocketAddr::new(ip, address.port()));
+    }
+
+    /// The address document urls are built on: the one [`serve`] listens on.
+    fn address(&self) -> Option<SocketAddr> {
+        self.lock().address
     }
 
     fn phase(&self, report: &Report, now: f64) -> Phase {
-        let latency = self.latency();
         let elapsed = now - report.created_at;
-        if latency <= 0.0 || elapsed >= latency {
+        if elapsed >= report.ends_after {
             Phase::Ended
-        } else if elapsed < latency / 2.0 {
+        } else if elapsed < report.queued_for {
             Phase::InQueue
         } else {
             Phase::InProgress
@@ -343,11 +395,13 @@ impl Simulator {
 }
 
 /// Serves `sim` on `listener` until `shutdown` completes, then drains open requests.
+/// Document urls are built on the listener's address (never on a request's `Host`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sim: Arc<Simulator>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    sim.set_address(listener.local_addr()?);
     axum::serve(listener, sim.router())
         .with_graceful_shutdown(shutdown)
         .await

@@ -6,6 +6,7 @@ use tracing::debug;
 
 use super::amazon;
 use super::faults::{ContentFault, DEFAULT_BOMB_BYTES, DEFAULT_HUGE_FIELD_BYTES};
+use super::profile::{SimProfile, StuckEnd, Timing};
 use super::state::{Operation, Outcome, Phase, Reject, Report};
 use super::stats::ServedRow;
 use super::{Simulator, MAX_REPORT_WINDOW};
@@ -71,6 +72,17 @@ pub(super) fn parse_create_report(body: &[u8]) -> Result<ReportRequest, String> 
     })
 }
 
+/// The wire `processingStatus` of a report in `phase` with `outcome`.
+pub(super) fn status_name(phase: Phase, outcome: Outcome) -> &'static str {
+    match (phase, outcome) {
+        (Phase::InQueue, _) => "IN_QUEUE",
+        (Phase::InProgress, _) => "IN_PROGRESS",
+        (Phase::Ended, Outcome::Done(_)) => "DONE",
+        (Phase::Ended, Outcome::Fatal) => "FATAL",
+        (Phase::Ended, Outcome::Cancelled) => "CANCELLED",
+    }
+}
+
 /// What a download needs once the lock is released.
 pub(super) struct DownloadPlan {
     seller: String,
@@ -99,7 +111,31 @@ impl Simulator {
         let mut state = self.lock();
         let admitted = state.admit(Operation::CreateReport, access_token, now, &self.config)?;
         let request = parse_create_report(body).map_err(Reject::InvalidInput)?;
-        let outcome = state.draw_outcome(admitted.scheduled);
+        // "The value must be prior to or equal to the current date and time."
+        let now_unix = self.unix_now().ceil() as i64;
+        for (field, value) in [
+            ("dataStartTime", request.start),
+            ("dataEndTime", request.end),
+        ] {
+            if value > now_unix {
+                return Err(Reject::InvalidInput(format!(
+                    "{field}: {} is in the future; it must be prior to or equal to the current date and time ({})",
+                    format_ts(value),
+                    format_ts(now_unix)
+                )));
+            }
+        }
+        let mut outcome = state.draw_outcome(admitted.scheduled);
+        let timing = match self.config.profile {
+            SimProfile::Fast => Timing::fixed(self.config.processing_latency.as_secs_f64()),
+            SimProfile::Realistic => Timing::realistic(&mut state.latency_rng),
+        }
+        .scaled(self.config.time_scale());
+        match timing.stuck {
+            Some(StuckEnd::Cancelled) => outcome = Outcome::Cancelled,
+            Some(StuckEnd::Fatal) => outcome = Outcome::Fatal,
+            None => {}
+        }
         let serial = state.next_id();
         let report_id = format!("{}{serial:07}", self.instance_tag);
         let document_id = match outcome {
@@ -124,6 +160,8 @@ impl Simulator {
             start = %format_ts(request.start),
             end = %format_ts(request.end),
             outcome = ?outcome,
+            processing_secs = timing.total,
+            stuck = timing.stuck.is_some(),
             "report created"
         );
         state.reports.insert(
@@ -134,6 +172,9 @@ impl Simulator {
                 start: request.start,
                 end: request.end,
                 created_at: now,
+                queued_for: timing.queued,
+                ends_after: timing.total,
+                cancelled_by_request: false,
                 outcome,
                 document_id,
             },
@@ -155,15 +196,17 @@ impl Simulator {
             _ => return Err(Reject::NotFound(format!("Report {report_id} not found"))),
         };
         drop(state);
-        let phase = self.phase(&report, now);
-        let status = match (phase, report.outcome) {
-            (Phase::InQueue, _) => "IN_QUEUE",
-            (Phase::InProgress, _) => "IN_PROGRESS",
-            (Phase::Ended, Outcome::Done(_)) => "DONE",
-            (Phase::Ended, Outcome::Fatal) => "FATAL",
-            (Phase::Ended, Outcome::Cancelled) => "CANCELLED",
-        };
-        let latency = self.latency();
+        Ok((self.report_json(report_id, &report, now), admitted.rate))
+    }
+
+    /// The `Report` object of the model (getReport, and each entry of getReports).
+    pub(super) fn report_json(
+        &self,
+        report_id: &str,
+        report: &Report,
+        now: f64,
+    ) -> serde_json::Value {
+        let phase = self.phase(report, now);
         let mut body = serde_json::Map::new();
         body.insert("reportId".into(), report_id.into());
         body.insert(
@@ -176,31 +219,34 @@ impl Simulator {
             "marketplaceIds".into(),
             serde_json::json!([report.marketplace]),
         );
-        body.insert("processingStatus".into(), status.into());
+        body.insert(
+            "processingStatus".into(),
+            status_name(phase, report.outcome).into(),
+        );
         body.insert(
             "createdTime".into(),
             format_ts(self.unix_at(report.created_at)).into(),
         );
-        if phase != Phase::InQueue {
-            let started = self.unix_at(report.created_at + latency / 2.0);
+        if phase != Phase::InQueue && !report.cancelled_by_request {
+            let started = self.unix_at(report.created_at + report.queued_for);
             body.insert("processingStartTime".into(), format_ts(started).into());
         }
         if phase == Phase::Ended {
-            let ended = self.unix_at(report.created_at + latency);
+            let ended = self.unix_at(report.created_at + report.ends_after);
             body.insert("processingEndTime".into(), format_ts(ended).into());
             if let Some(document_id) = &report.document_id {
                 body.insert("reportDocumentId".into(), document_id.as_str().into());
             }
         }
-        Ok((serde_json::Value::Object(body), admitted.rate))
+        serde_json::Value::Object(body)
     }
 
-    /// getReportDocument: the document reference with a fresh url on `host`.
+    /// getReportDocument: the document reference with a fresh url on the simulator's own
+    /// address (the one it listens on; `localhost` before [`Simulator::set_address`]).
     pub(super) fn get_report_document(
         &self,
         access_token: Option<&str>,
         document_id: &str,
-        host: &str,
     ) -> Result<(serde_json::Value, f64), Reject> {
         let now = self.clock();
         let mut state = self.lock();
@@ -223,6 +269,9 @@ impl Simulator {
             return Err(not_found());
         }
         let expires = self.unix_at(now + self.config.document_url_lifetime.as_secs_f64());
+        let host = self
+            .address()
+            .map_or_else(|| "localhost".to_string(), |address| address.to_string());
         let url = format!("http://{host}/_documents/{document_id}?expires={expires}");
         let body = serde_json::json!({
             "reportDocumentId": document_id,

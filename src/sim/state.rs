@@ -19,15 +19,19 @@ pub(super) enum Operation {
     GetReport,
     GetReportDocument,
     DownloadDocument,
+    GetReports,
+    CancelReport,
 }
 
 impl Operation {
-    pub(super) const ALL: [Operation; 5] = [
+    pub(super) const ALL: [Operation; 7] = [
         Operation::Token,
         Operation::CreateReport,
         Operation::GetReport,
         Operation::GetReportDocument,
         Operation::DownloadDocument,
+        Operation::GetReports,
+        Operation::CancelReport,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -37,6 +41,8 @@ impl Operation {
             Operation::GetReport => "getReport",
             Operation::GetReportDocument => "getReportDocument",
             Operation::DownloadDocument => "downloadDocument",
+            Operation::GetReports => "getReports",
+            Operation::CancelReport => "cancelReport",
         }
     }
 
@@ -91,6 +97,12 @@ pub(super) struct Report {
     pub(super) end: i64,
     /// Simulator clock (seconds) at creation.
     pub(super) created_at: f64,
+    /// Real seconds after creation when the report leaves IN_QUEUE.
+    pub(super) queued_for: f64,
+    /// Real seconds after creation when the report ends; at least `queued_for`.
+    pub(super) ends_after: f64,
+    /// Cancelled by cancelReport while IN_QUEUE (it never started processing).
+    pub(super) cancelled_by_request: bool,
     pub(super) outcome: Outcome,
     /// Set for DONE and FATAL outcomes; exposed once the report ends.
     pub(super) document_id: Option<String>,
@@ -132,8 +144,17 @@ pub(super) struct SimState {
     pub(super) faults: SimFaults,
     /// Seeded from the config so fault draws repeat for the same call order.
     pub(super) fault_rng: StdRng,
+    /// Seeded from the config: the realistic profile's processing times repeat for the
+    /// same order of createReport calls.
+    pub(super) latency_rng: StdRng,
     /// Seeded from the OS: access tokens should not be guessable across runs.
     pub(super) id_rng: StdRng,
+    /// Where the simulator listens (set by `serve`); document urls are built on it.
+    pub(super) address: Option<std::net::SocketAddr>,
+    /// getReports `nextToken` → where the next page starts; at most
+    /// [`super::listing::MAX_PAGE_TOKENS`], the oldest dropped first.
+    pub(super) page_tokens: HashMap<String, super::listing::PageCursor>,
+    pub(super) page_token_order: std::collections::VecDeque<String>,
     pub(super) next_id: u64,
     pub(super) tokens: HashMap<String, AccessToken>,
     pub(super) buckets: HashMap<(String, Operation), TokenBucket>,
@@ -217,12 +238,15 @@ impl SimState {
             rate: 1.0,
             burst: 1.0,
         });
+        // Buckets refill on the simulated clock: `time_scale` speeds them up together with
+        // report processing.
+        let bucket_now = now * config.time_scale();
         let bucket = self
             .buckets
             .entry((seller.clone(), operation))
-            .or_insert_with(|| TokenBucket::new(spec.rate, spec.burst, now));
+            .or_insert_with(|| TokenBucket::new(spec.rate, spec.burst, bucket_now));
         let rate = bucket.rate();
-        if !bucket.try_take(now) {
+        if !bucket.try_take(bucket_now) {
             return Err(self.throttled(operation));
         }
         Ok(Admitted {

@@ -15,6 +15,8 @@ pub struct OpCounts {
     pub get_report: u64,
     pub get_report_document: u64,
     pub download_document: u64,
+    pub get_reports: u64,
+    pub cancel_report: u64,
 }
 
 impl OpCounts {
@@ -30,6 +32,8 @@ impl OpCounts {
             Operation::GetReport => &self.get_report,
             Operation::GetReportDocument => &self.get_report_document,
             Operation::DownloadDocument => &self.download_document,
+            Operation::GetReports => &self.get_reports,
+            Operation::CancelReport => &self.cancel_report,
         }
     }
 
@@ -41,6 +45,8 @@ impl OpCounts {
             Operation::GetReport => &mut self.get_report,
             Operation::GetReportDocument => &mut self.get_report_document,
             Operation::DownloadDocument => &mut self.download_document,
+            Operation::GetReports => &mut self.get_reports,
+            Operation::CancelReport => &mut self.cancel_report,
         };
         *slot += 1;
         *slot

@@ -456,6 +456,9 @@ fn phases_follow_elapsed_time() {
         start: 0,
         end: HOUR,
         created_at: 100.0,
+        queued_for: 5.0,
+        ends_after: 10.0,
+        cancelled_by_request: false,
         outcome: Outcome::Done(None),
         document_id: None,
     };

@@ -200,6 +200,13 @@ impl Daemon {
                 let sim = Simulator::new(SimConfig {
                     seed: settings.seed,
                     processing_latency: settings.processing_latency,
+                    profile: match settings.profile {
+                        crate::config::SimulatorProfile::Fast => crate::sim::SimProfile::Fast,
+                        crate::config::SimulatorProfile::Realistic => {
+                            crate::sim::SimProfile::Realistic
+                        }
+                    },
+                    time_scale: settings.time_scale,
                     asins_per_marketplace: settings.asins_per_marketplace,
                     ebay: crate::sim::ebay::EbaySimConfig {
                         orders_per_day: settings.ebay_orders_per_day,

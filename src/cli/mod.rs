@@ -95,6 +95,14 @@ pub enum Command {
         /// Time a report takes to finish, e.g. 2s.
         #[arg(long, default_value = "2s")]
         latency: humantime::Duration,
+        /// Report processing times: fast (every report takes --latency) or realistic
+        /// (production-shaped: median about 60 s, tail to 10 min, 1 % stuck).
+        #[arg(long, default_value = "fast")]
+        profile: crate::sim::SimProfile,
+        /// Simulated seconds per real second, for report latencies and rate refills
+        /// together (60: one simulated minute per second). Range: 1 to 3600.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
         #[arg(long, default_value_t = 25)]
         asins: u32,
         /// Lift the per-seller rate limits (for load benchmarks, never for quota tests).
@@ -216,10 +224,21 @@ pub fn main() -> anyhow::Result<i32> {
             listen,
             seed,
             latency,
+            profile,
+            time_scale,
             asins,
             unlimited,
             faults,
-        } => sim::command(*listen, *seed, *latency, *asins, *unlimited, faults),
+        } => sim::command(sim::SimArgs {
+            listen: *listen,
+            seed: *seed,
+            latency: *latency,
+            profile: *profile,
+            time_scale: *time_scale,
+            asins: *asins,
+            unlimited: *unlimited,
+            faults: faults.clone(),
+        }),
         Command::CheckConfig => check_config::command(&cli),
         Command::Status { json } => status::command(&cli, *json),
         Command::FillDay {

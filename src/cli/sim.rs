@@ -8,15 +8,37 @@ use tracing::info;
 
 use super::runtime;
 
-pub(super) fn command(
-    listen: SocketAddr,
-    seed: u64,
-    latency: humantime::Duration,
-    asins: u32,
-    unlimited: bool,
-    faults: &Option<PathBuf>,
-) -> anyhow::Result<i32> {
-    let faults = match faults {
+/// The arguments of `marketsync sim`.
+pub(super) struct SimArgs {
+    pub(super) listen: SocketAddr,
+    pub(super) seed: u64,
+    pub(super) latency: humantime::Duration,
+    pub(super) profile: crate::sim::SimProfile,
+    pub(super) time_scale: f64,
+    pub(super) asins: u32,
+    pub(super) unlimited: bool,
+    pub(super) faults: Option<PathBuf>,
+}
+
+pub(super) fn command(args: SimArgs) -> anyhow::Result<i32> {
+    let SimArgs {
+        listen,
+        seed,
+        latency,
+        profile,
+        time_scale,
+        asins,
+        unlimited,
+        faults,
+    } = args;
+    if !(crate::sim::TIME_SCALE_MIN..=crate::sim::TIME_SCALE_MAX).contains(&time_scale) {
+        anyhow::bail!(
+            "--time-scale: {time_scale} is out of range; use {} to {} (60 = one simulated minute per second)",
+            crate::sim::TIME_SCALE_MIN,
+            crate::sim::TIME_SCALE_MAX
+        );
+    }
+    let faults = match &faults {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("{}: cannot read the faults file", path.display()))?;
@@ -28,6 +50,8 @@ pub(super) fn command(
     let mut config = crate::sim::SimConfig {
         seed,
         processing_latency: latency.into(),
+        profile,
+        time_scale,
         asins_per_marketplace: asins,
         faults,
         ..crate::sim::SimConfig::default()
@@ -47,7 +71,12 @@ pub(super) fn command(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("--listen: cannot listen on {listen}"))?;
-        info!(address = %listener.local_addr()?, "simulator listening");
+        info!(
+            address = %listener.local_addr()?,
+            profile = %profile,
+            time_scale,
+            "simulator listening"
+        );
         let sim = crate::sim::Simulator::new(config);
         crate::sim::serve(listener, sim, async {
             let _ = tokio::signal::ctrl_c().await;

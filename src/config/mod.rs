@@ -89,11 +89,25 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
     }
 }
 
+/// `[simulator] profile`: how the simulator draws report processing times (`app` maps it
+/// onto the simulator's own profile; `config` does not import `sim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatorProfile {
+    /// Every report takes `processing_latency` (the default; the demo and the tests).
+    Fast,
+    /// Production-shaped processing times (docs/spapi-wire.md).
+    Realistic,
+}
+
 #[derive(Debug, Clone)]
 pub struct SimulatorSettings {
     pub listen: SocketAddr,
     pub seed: u64,
     pub processing_latency: Duration,
+    /// `fast` or `realistic` report processing times.
+    pub profile: SimulatorProfile,
+    /// Simulated seconds per real second (report latencies and rate refills together).
+    pub time_scale: f64,
     pub asins_per_marketplace: u32,
     /// Orders the eBay simulator creates per seller and day (their status changes make
     /// the change history).

@@ -102,6 +102,8 @@ pub(super) struct RawSimulator {
     pub(super) listen: Option<String>,
     pub(super) seed: Option<u64>,
     pub(super) processing_latency: Option<String>,
+    pub(super) profile: Option<String>,
+    pub(super) time_scale: Option<f64>,
     pub(super) asins_per_marketplace: Option<u32>,
     pub(super) ebay_orders_per_day: Option<u32>,
 }

@@ -13,7 +13,7 @@ use super::raw::{
 };
 use super::{
     quota_operations, AccountConfig, ChaosSettings, Config, HttpSettings, LockSettings,
-    QuotaSettings, RedisSettings, RedisUrl, SimulatorSettings,
+    QuotaSettings, RedisSettings, RedisUrl, SimulatorProfile, SimulatorSettings,
 };
 
 impl RawConfig {
@@ -454,6 +454,22 @@ impl RawSimulator {
             Duration::ZERO,
             limits::SIMULATOR_LATENCY_MAX,
         )?;
+        let profile = match self.profile.as_deref() {
+            None | Some("fast") => SimulatorProfile::Fast,
+            Some("realistic") => SimulatorProfile::Realistic,
+            Some(other) => {
+                return Err(format!(
+                    "simulator.profile: {other:?} is not a simulator profile; use fast or realistic"
+                ))
+            }
+        };
+        let time_scale = self.time_scale.unwrap_or(1.0);
+        if !(1.0..=limits::SIMULATOR_TIME_SCALE_MAX).contains(&time_scale) {
+            return Err(format!(
+                "simulator.time_scale: {time_scale} is out of range; use 1 to {} (60 = one simulated minute per second)",
+                limits::SIMULATOR_TIME_SCALE_MAX
+            ));
+        }
         let asins_per_marketplace = check_count(
             "simulator.asins_per_marketplace",
             self.asins_per_marketplace.unwrap_or(25),
@@ -470,6 +486,8 @@ impl RawSimulator {
             listen,
             seed: self.seed.unwrap_or(42),
             processing_latency,
+            profile,
+            time_scale,
             asins_per_marketplace,
             ebay_orders_per_day,
         })
@@ -620,6 +638,9 @@ pub(super) mod limits {
     pub const JOB_LEASE_MAX: Duration = days(1);
     pub const HYGIENE_INTERVAL_MAX: Duration = days(1);
     pub const SIMULATOR_LATENCY_MAX: Duration = hours(1);
+    /// `[simulator] time_scale`: one simulated hour per real second at most (the
+    /// simulator's own `TIME_SCALE_MAX`).
+    pub const SIMULATOR_TIME_SCALE_MAX: f64 = 3600.0;
     /// Supervisor durations (backoffs, windows, probe and stuck times, pauses).
     pub const SUPERVISOR_DURATION_MAX: Duration = days(7);
     pub const SUPERVISOR_HEARTBEAT_MAX: Duration = hours(1);

@@ -10,6 +10,7 @@ mod http;
 mod jobs;
 mod locks;
 mod quota;
+mod sim_profile;
 mod supervision;
 mod surface;
 mod sync_amazon;

@@ -155,7 +155,8 @@ pub(super) fn provider_operations() -> impl Iterator<Item = &'static str> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduledFault {
-    /// `createReport`, `getReport`, `getReportDocument`, `downloadDocument` or `token`.
+    /// `createReport`, `getReport`, `getReportDocument`, `getReports`, `cancelReport`,
+    /// `downloadDocument` or `token` (or another provider's operation).
     pub operation: String,
     pub nth: u64,
     pub fault: FaultKind,

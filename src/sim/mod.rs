@@ -2,8 +2,11 @@
 //! (`docs/spapi-wire.md`) so that tests and the demo run the daemon over real HTTP.
 //!
 //! - LWA: `POST /auth/o2/token`; the refresh token names the selling partner (seller).
-//! - Reports API 2021-06-30: createReport, getReport, getReportDocument, with a token
-//!   bucket per (seller, operation) and Amazon's documented default rates.
+//! - Reports API 2021-06-30: createReport, getReport, getReportDocument, getReports,
+//!   cancelReport, with a token bucket per (seller, operation) and Amazon's documented
+//!   default rates; report processing times from a `fast` or `realistic` profile, and a
+//!   `time_scale` that speeds up latencies and bucket refills together ([`SimProfile`]).
+//! - `x-amzn-RequestId` on every answer; document urls on the listen address.
 //! - Pre-signed style document downloads: `GET /_documents/{documentId}?expires={unix}`.
 //! - Control: `GET /_sim/stats`, `GET|PUT /_sim/faults`, `GET /_sim/served`.
 //!

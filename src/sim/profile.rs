@@ -4,8 +4,9 @@
 //!   IN_PROGRESS, then DONE (or the outcome the faults drew).
 //! - `realistic`: each report's processing time is drawn from a seeded RNG, shaped like
 //!   production: log-normal with a median of [`REALISTIC_MEDIAN_SECS`], clipped to
-//!   [`REALISTIC_MIN_SECS`, `REALISTIC_MAX_SECS`]; [`REALISTIC_STUCK`] of reports are stuck
-//!   IN_QUEUE for [`REALISTIC_STUCK_SECS`] or more and then end CANCELLED or FATAL.
+//!   [`REALISTIC_MIN_SECS`, `REALISTIC_MAX_SECS`]; [`REALISTIC_STUCK`] of reports are stuck:
+//!   they end CANCELLED or FATAL after 1–1.5× [`REALISTIC_STUCK_SECS`], IN_QUEUE for the
+//!   first 90 % of it (so cancelReport applies to them).
 //!
 //! Durations here are simulated seconds; the simulator divides them by its `time_scale`
 //! (as it multiplies its bucket refills), so a 60× run keeps every ratio of production.

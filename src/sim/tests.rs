@@ -702,9 +702,21 @@ fn config_and_faults_round_trip_through_serde() {
     assert_eq!(config.faults.schedule[0].fault, FaultKind::ServerError);
     assert!(config.faults.validate().is_ok());
     assert!(serde_json::from_value::<SimConfig>(json!({"sed": 1})).is_err());
+    let realistic: SimConfig =
+        serde_json::from_value(json!({"profile": "realistic", "time_scale": 60.0}))
+            .expect("profile config");
+    assert_eq!(realistic.profile, super::SimProfile::Realistic);
+    assert_eq!(realistic.time_scale(), 60.0);
+    assert_eq!(SimConfig::default().profile, super::SimProfile::Fast);
+    assert!(serde_json::from_value::<SimConfig>(json!({"profile": "slow"})).is_err());
+    let absurd = SimConfig {
+        time_scale: f64::INFINITY,
+        ..SimConfig::default()
+    };
+    assert_eq!(absurd.time_scale(), 1.0);
 
     let stats = serde_json::to_value(SimStats::default()).expect("stats");
-    let keys = json!({"token": 0, "createReport": 0, "getReport": 0, "getReportDocument": 0, "downloadDocument": 0});
+    let keys = json!({"token": 0, "createReport": 0, "getReport": 0, "getReportDocument": 0, "downloadDocument": 0, "getReports": 0, "cancelReport": 0});
     assert_eq!(
         stats,
         json!({"calls": keys, "throttled": keys, "server_errors": keys})

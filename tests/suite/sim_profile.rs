@@ -229,6 +229,10 @@ async fn realistic_profile_latency_has_a_minute_median_a_clipped_tail_and_queue_
     let median = simulated[simulated.len() / 2];
     let p90 = simulated[simulated.len() * 9 / 10];
     let max = simulated[simulated.len() - 1];
+    eprintln!(
+        "realistic profile at time_scale {TIME_SCALE}: {} of {REPORTS} DONE, simulated median {median:.0} s, p90 {p90:.0} s, max {max:.0} s; {all_three} seen IN_QUEUE, IN_PROGRESS, DONE",
+        simulated.len()
+    );
     // Observed times include up to one poll round (~0.1-0.3 s real, 6-18 simulated s).
     assert!((40.0..=90.0).contains(&median), "median {median:.0} s");
     assert!((120.0..=360.0).contains(&p90), "p90 {p90:.0} s");

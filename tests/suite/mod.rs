@@ -10,6 +10,7 @@ mod http;
 mod jobs;
 mod locks;
 mod quota;
+mod quota_correction;
 mod supervision;
 mod surface;
 mod sync_amazon;

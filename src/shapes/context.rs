@@ -358,7 +358,7 @@ impl StreamContext {
             }
             Err(ProviderError::QuotaExceeded { retry_after, .. }) => {
                 let retry_after = *retry_after;
-                let observation = if self.quota_is_a_budget() {
+                let observation = if self.quota_is_a_budget(retry_after) {
                     Observation::Capped { retry_after }
                 } else {
                     Observation::Throttled { retry_after }
@@ -372,10 +372,13 @@ impl StreamContext {
     /// Whether this provider's 429 says a per-hour or per-day budget is spent (retrying
     /// cannot help before it refills): eBay's answer is its daily call quota (errorId
     /// 2001), Keepa's is NOT_ENOUGH_TOKEN until its refill, StockX's is its hourly
-    /// budget. SP-API's 429 is a per-operation token bucket running dry: a model
-    /// correction (see [`StreamContext::refusal_cooldown`]).
-    pub fn quota_is_a_budget(&self) -> bool {
+    /// budget. So is any 429 whose `Retry-After` is at least the stream's
+    /// `quota_cooldown` (the provider asks for a stop as long as ours: it is persisted
+    /// and visible like one). Otherwise SP-API's 429 is a per-operation token bucket
+    /// running dry: a model correction (see [`StreamContext::refusal_cooldown`]).
+    pub fn quota_is_a_budget(&self, retry_after: Option<Duration>) -> bool {
         self.account.provider != crate::domain::Provider::Amazon
+            || retry_after.is_some_and(|after| after >= self.stream.quota_cooldown)
     }
 
     /// The cooldown a provider refusal starts under this account's scope: `quota` (the
@@ -394,7 +397,7 @@ impl StreamContext {
     pub fn refusal_cooldown(&self, err: &ProviderError) -> Cooldown {
         let now = now_ts();
         if let ProviderError::QuotaExceeded { retry_after, .. } = err {
-            if self.work.pacer().is_some() && !self.quota_is_a_budget() {
+            if self.work.pacer().is_some() && !self.quota_is_a_budget(*retry_after) {
                 let wait = retry_after
                     .unwrap_or_default()
                     .min(crate::quota::MAX_COOLDOWN)

@@ -163,8 +163,9 @@ async fn mark_locks_unavailable(
 
 /// The TokenManager's settings from the configuration: Redis (the leases' url and
 /// prefix) when `[redis]` is configured, else in process with cooldowns in the ledger;
-/// `[quota]` reserve share, rate margin and bucket overrides; the cooldown after an
-/// amazon 429 is the shortest `quota_cooldown` of the amazon streams (30m by default).
+/// `[quota]` reserve share, rate margin and bucket overrides; each provider's hard stop
+/// (429s repeating despite the correction, or a spent budget) is the shortest
+/// `quota_cooldown` of its streams (30m by default), not a fixed 5 minutes.
 pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Result<QuotaConfig> {
     let mut quota = match &config.redis {
         Some(redis) => {
@@ -192,16 +193,22 @@ pub fn quota_config(config: &Config, ledger: Arc<dyn LedgerStore>) -> anyhow::Re
             quota = quota.with_spec(provider, operation, *spec);
         }
     }
-    let amazon_cooldown = config
-        .accounts
-        .iter()
-        .filter(|account| account.provider == Provider::Amazon)
-        .flat_map(|account| account.streams.iter().map(|stream| stream.quota_cooldown))
-        .min();
-    if let Some(cooldown) = amazon_cooldown {
+    // Every provider's hard stop (after 429s that repeat despite the correction, or a
+    // spent per-hour/per-day budget) is its streams' `quota_cooldown`, the shortest when
+    // they differ (a stream's own longer one is recorded by its run).
+    let mut shortest: std::collections::BTreeMap<&str, Duration> = Default::default();
+    for account in &config.accounts {
+        for stream in &account.streams {
+            shortest
+                .entry(account.provider.as_str())
+                .and_modify(|known| *known = (*known).min(stream.quota_cooldown))
+                .or_insert(stream.quota_cooldown);
+        }
+    }
+    for (provider, cooldown) in shortest {
         quota
             .throttle_cooldowns
-            .insert(Provider::Amazon.as_str().to_string(), cooldown);
+            .insert(provider.to_string(), cooldown);
     }
     Ok(quota)
 }

@@ -450,6 +450,8 @@ pub async fn budgets(State(state): State<HttpState>) -> Result<Json<Value>, ApiE
                 "rate_per_second": view.rate,
                 "rate_per_hour": view.rate * 3600.0,
                 "burst": view.burst,
+                "configured_burst": view.configured_burst,
+                "burst_corrections": view.corrections,
                 "tokens": view.tokens,
                 "reserve_share": view.reserve_share,
                 "calls_this_hour": metrics.calls_in_hour(key.provider.as_str(), &key.operation, hour),

@@ -234,6 +234,31 @@ impl Bucket {
         self.tokens = self.tokens.min(0.0);
     }
 
+    /// A provider said 429 to a call this bucket granted (issue 12): the model was
+    /// wrong, so it is corrected instead of obeyed for half an hour. The level goes to
+    /// zero (never up), and the burst goes down to what the provider really accepted
+    /// since the bucket was last full: `burst - level - cost` as of `now` (the throttled
+    /// call's `cost` was taken but not served), never below 1 and never up (a burst
+    /// already below 1 stays). When `hold` (the provider's `Retry-After`) is longer than
+    /// one token interval, the refill starts late enough that the next token comes at
+    /// `now + hold`; otherwise the next token comes one interval after `now`.
+    /// Returns the burst before and after.
+    pub fn correct(&mut self, cost: f64, hold: Duration, now: Duration) -> (f64, f64) {
+        self.refill(now);
+        let before = self.burst;
+        let cost = if cost.is_finite() { cost.max(0.0) } else { 1.0 };
+        let accepted = (self.burst - self.tokens - cost).floor();
+        if accepted.is_finite() && accepted.max(1.0) < self.burst {
+            self.burst = accepted.max(1.0);
+        }
+        self.tokens = self.tokens.min(0.0);
+        let interval = secs_up(1.0 / self.rate);
+        if hold > interval {
+            self.updated_at = self.updated_at.max(now.saturating_add(hold - interval));
+        }
+        (before, self.burst)
+    }
+
     fn refill(&mut self, now: Duration) {
         if now <= self.updated_at {
             return;
@@ -289,6 +314,37 @@ mod tests {
         // A background cost above burst - reserve needs a full bucket, not the impossible.
         assert_eq!(bucket.wait(9.0, true, secs(0)), secs(10));
         assert_eq!(bucket.wait(11.0, false, secs(0)), Duration::MAX);
+    }
+
+    #[test]
+    fn correction_lowers_the_burst_to_what_the_provider_accepted_never_below_one() {
+        // Ours says 15, the provider's holds 10: the 11th call is throttled.
+        let mut bucket = Bucket::new(1.0, 15.0, secs(0));
+        for _ in 0..11 {
+            bucket.take(1.0, secs(0));
+        }
+        assert_eq!(bucket.correct(1.0, Duration::ZERO, secs(0)), (15.0, 10.0));
+        assert_eq!(bucket.level(secs(0)), 0.0);
+        // The retry waits one token interval.
+        assert_eq!(bucket.wait(1.0, false, secs(0)), secs(1));
+        // A 429 on the first call: the burst is 1, never 0.
+        let mut bucket = Bucket::new(1.0, 15.0, secs(0));
+        bucket.take(1.0, secs(0));
+        assert_eq!(bucket.correct(1.0, Duration::ZERO, secs(0)), (15.0, 1.0));
+        // Never up.
+        let mut bucket = Bucket::new(1.0, 15.0, secs(0));
+        bucket.resync_keepa(-1000, 0, 60.0, secs(0));
+        let burst = bucket.burst();
+        assert_eq!(bucket.correct(1.0, Duration::ZERO, secs(0)).1, burst);
+    }
+
+    #[test]
+    fn correction_honours_a_retry_after_longer_than_one_interval() {
+        let mut bucket = Bucket::new(1.0, 5.0, secs(0));
+        bucket.take(5.0, secs(0));
+        bucket.correct(1.0, secs(30), secs(0));
+        assert_eq!(bucket.wait(1.0, false, secs(0)), secs(30));
+        assert_eq!(bucket.try_take(1.0, secs(30)), Ok(()));
     }
 
     #[test]

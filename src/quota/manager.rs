@@ -131,6 +131,80 @@ pub struct ManagerState {
     timer: Option<(Duration, u64, Timer)>,
     generation: u64,
     stats: QuotaStats,
+    /// The 429s read as model corrections, per bucket (issue 12).
+    corrections: Corrections,
+}
+
+/// Per bucket: the recent 429s (the escalation rule), how many there were, and the
+/// burst before the first correction. Bounded: one entry per bucket the manager uses,
+/// at most [`super::THROTTLE_ESCALATE_AFTER`] instants each.
+#[derive(Default)]
+struct Corrections {
+    buckets: HashMap<BucketKey, CorrectionLog>,
+}
+
+struct CorrectionLog {
+    recent: std::collections::VecDeque<Instant>,
+    total: u64,
+    configured_burst: f64,
+    burst: f64,
+}
+
+impl Corrections {
+    fn entry(&mut self, key: &BucketKey, burst: f64) -> &mut CorrectionLog {
+        self.buckets
+            .entry(key.clone())
+            .or_insert_with(|| CorrectionLog {
+                recent: std::collections::VecDeque::new(),
+                total: 0,
+                configured_burst: burst,
+                burst,
+            })
+    }
+
+    /// Records the burst a correction left (`before` is the configured one the first time).
+    fn note_burst(&mut self, key: &BucketKey, before: f64, after: f64) {
+        self.entry(key, before).burst = after;
+    }
+
+    /// Records a 429 at `now`; returns how many fell within the escalation window.
+    fn throttled(&mut self, key: &BucketKey, configured_burst: f64, now: Instant) -> usize {
+        let log = self.entry(key, configured_burst);
+        log.total = log.total.saturating_add(1);
+        log.recent.push_back(now);
+        while log.recent.len() > super::THROTTLE_ESCALATE_AFTER
+            || log.recent.front().is_some_and(|first| {
+                now.saturating_duration_since(*first) > super::THROTTLE_ESCALATE_WINDOW
+            })
+        {
+            log.recent.pop_front();
+        }
+        let recent = log.recent.len();
+        if recent >= super::THROTTLE_ESCALATE_AFTER {
+            // The hard stop starts: the next 429 after it counts from one again.
+            log.recent.clear();
+        }
+        recent
+    }
+
+    fn burst_of(&self, key: &BucketKey) -> f64 {
+        self.buckets.get(key).map_or(0.0, |log| log.burst)
+    }
+
+    /// `view` with the configured burst and the count of corrections filled in.
+    fn annotate(&self, key: &BucketKey, mut view: BucketView) -> BucketView {
+        match self.buckets.get(key) {
+            Some(log) => {
+                view.configured_burst = log.configured_burst;
+                view.corrections = log.total;
+            }
+            None => {
+                view.configured_burst = view.burst;
+                view.corrections = 0;
+            }
+        }
+        view
+    }
 }
 
 impl ManagerState {
@@ -413,7 +487,13 @@ impl ManagerState {
                 );
                 None
             }
-            (Observation::Throttled { .. }, Buckets::Local(local)) => {
+            (Observation::Throttled { retry_after }, Buckets::Local(local)) => {
+                let hold = retry_after.unwrap_or_default().min(super::MAX_COOLDOWN);
+                let (before, after) = local.ensure(&key, spec, now).correct(1.0, hold, now);
+                self.corrections.note_burst(&key, before, after);
+                None
+            }
+            (Observation::Capped { .. }, Buckets::Local(local)) => {
                 local.ensure(&key, spec, now).drain(now);
                 None
             }
@@ -437,7 +517,19 @@ impl ManagerState {
                     refill_rate_per_min: *refill_rate_per_min,
                 })
             }
-            (Observation::Throttled { .. }, Buckets::Redis(_)) => Some(RemoteObservation::Drain),
+            (Observation::Throttled { .. }, Buckets::Redis(remote)) => {
+                // The shared bucket's burst goes down as in process; its level is drained
+                // (a Retry-After is honoured by the escalation rule, not held here).
+                if let Ok(Some(view)) = remote.view(&key).await {
+                    let accepted = (view.burst - view.tokens - 1.0).floor().max(1.0);
+                    if accepted.is_finite() && accepted < view.burst {
+                        remote.set_burst(&key, accepted);
+                        self.corrections.note_burst(&key, view.burst, accepted);
+                    }
+                }
+                Some(RemoteObservation::Drain)
+            }
+            (Observation::Capped { .. }, Buckets::Redis(_)) => Some(RemoteObservation::Drain),
         };
         if let (Some(remote), Buckets::Redis(buckets)) = (remote, &mut self.buckets) {
             // A failure was logged by the Redis layer; the next 2xx observes again.
@@ -451,7 +543,22 @@ impl ManagerState {
         {
             info!(key = %key, tokens_left, refill_in_ms, refill_rate_per_min, "keepa balance resynced");
         }
-        if let Observation::Throttled { retry_after } = observation {
+        let escalate = match observation {
+            Observation::Throttled { retry_after } => {
+                let recent = self
+                    .corrections
+                    .throttled(&key, spec.burst, self.clock.now());
+                let escalate = recent >= super::THROTTLE_ESCALATE_AFTER;
+                let burst = self.corrections.burst_of(&key);
+                warn!(key = %key, configured_burst = spec.burst, burst, retry_after_ms = retry_after.map_or(0, |after| after.as_millis() as u64), recent, escalate, "429 read as a model correction");
+                escalate.then_some((retry_after, "repeated despite the correction"))
+            }
+            Observation::Capped { retry_after } => {
+                Some((retry_after, "a per-hour or per-day budget is spent"))
+            }
+            _ => None,
+        };
+        if let Some((retry_after, why)) = escalate {
             // Retry-After is bounded by the provider layer; bound it again here, where an
             // overflow would take the TokenManager (and every account) down.
             let length = self
@@ -466,7 +573,7 @@ impl ManagerState {
                 .unwrap_or(wall);
             let scope = key.account_scope();
             warn!(key = %key, scope = %scope, until = %until.to_rfc3339(), "provider throttled; cooling down");
-            let detail = Some(format!("throttled (429) on {key}"));
+            let detail = Some(format!("throttled (429) on {key}: {why}"));
             // A store failure was logged; the cooldown holds in memory regardless.
             let _ = self
                 .start_cooldown(scope, CooldownReason::Quota, until, detail)
@@ -673,6 +780,7 @@ impl Actor for TokenManager {
             timer: None,
             generation: 0,
             stats: QuotaStats::default(),
+            corrections: Corrections::default(),
         })
     }
 
@@ -722,9 +830,12 @@ impl Actor for TokenManager {
                         burst: bucket.burst(),
                         tokens: bucket.level(now),
                         reserve_share: bucket.reserve_share(),
+                        configured_burst: bucket.burst(),
+                        corrections: 0,
                     })),
                     Buckets::Redis(remote) => remote.view(&key).await,
-                };
+                }
+                .map(|view| view.map(|view| state.corrections.annotate(&key, view)));
                 let _ = reply.send(view);
             }
             QuotaMsg::Buckets(reply) => {
@@ -739,6 +850,8 @@ impl Actor for TokenManager {
                                 burst: bucket.burst(),
                                 tokens: bucket.level(now),
                                 reserve_share: bucket.reserve_share(),
+                                configured_burst: bucket.burst(),
+                                corrections: 0,
                             };
                             (key.clone(), view)
                         })
@@ -763,7 +876,15 @@ impl Actor for TokenManager {
                         }
                     }
                 };
-                let _ = reply.send(views.map(|mut views| {
+                let corrections = &state.corrections;
+                let _ = reply.send(views.map(|views| {
+                    let mut views: Vec<(BucketKey, BucketView)> = views
+                        .into_iter()
+                        .map(|(key, view)| {
+                            let view = corrections.annotate(&key, view);
+                            (key, view)
+                        })
+                        .collect();
                     views.sort_by(|a, b| a.0.cmp(&b.0));
                     views
                 }));

@@ -13,11 +13,19 @@
 //! - priorities 200 manual / 150 hot / 100 background (seed 002). Non-manual work leaves a
 //!   reserve of `reserve_share * burst` tokens (default 0.2), so a background flood never
 //!   starves manual requests;
+//! - a 429 is first a model correction (issue 12): a `Throttled` observation empties the
+//!   bucket, lowers its learned burst to what the provider really accepted (never below
+//!   1; shown with the count of corrections in [`BucketView`]) and honours `Retry-After`,
+//!   so the next grant comes one token interval (or the `Retry-After`) later;
 //! - cooldowns (seed 001's hard stop): during a cooldown, `acquire` for a key in its scope
-//!   answers [`QuotaError::CoolingDown`] at once. A `Throttled` observation (a 429) starts
-//!   one for the key's account scope (`{provider}:{scope}`), as long as the provider's
-//!   configured throttle cooldown (amazon 30 min) or the `Retry-After`, whichever is longer.
-//!   Cooldowns persist through a [`CooldownStore`] (the SQLite ledger, or Redis).
+//!   answers [`QuotaError::CoolingDown`] at once. One starts for the key's account scope
+//!   (`{provider}:{scope}`) when 429s repeat despite the correction
+//!   ([`THROTTLE_ESCALATE_AFTER`] within [`THROTTLE_ESCALATE_WINDOW`] for one bucket) or
+//!   at once on a `Capped` observation (a per-hour or per-day budget spent), as long as
+//!   the provider's throttle cooldown (the daemon sets each provider's from its streams'
+//!   `quota_cooldown`; 30 min amazon, 5 min others otherwise) or the `Retry-After`,
+//!   whichever is longer. Cooldowns persist through a [`CooldownStore`] (the SQLite
+//!   ledger, or Redis).
 //!
 //! The actor never sleeps in a handler and never spins. A request that cannot be granted
 //! waits in per-bucket priority queues (higher priority first, FIFO within a priority; see
@@ -48,8 +56,9 @@
 //! queued")`, `debug!(key, waited_ms, "deadline exceeded")`, `debug!(key, rate, previous,
 //! "rate learned from header")`, `info!(key, tokens_left, refill_in_ms,
 //! refill_rate_per_min, "keepa balance resynced")`, `warn!(key, scope, until,
-//! "provider throttled; cooling down")`, `info!(scope, reason, until, "cooldown
-//! started")`, `info!(scope, "cooldown cleared")`, `warn!(scope, error, "cooldown store
+//! "provider throttled; cooling down")`, `warn!(key, burst_before, burst,
+//! retry_after_ms, recent, "429 read as a model correction")`, `info!(scope, reason, until,
+//! "cooldown started")`, `info!(scope, "cooldown cleared")`, `warn!(scope, error, "cooldown store
 //! failed")`, and from Redis mode `warn!(error, "quota redis unavailable")`.
 //!
 //! Layer 6 of docs/architecture.md. May use: `domain`, `store`, `lock`. May not touch:
@@ -386,9 +395,24 @@ pub enum Observation {
         refill_in_ms: u64,
         refill_rate_per_min: f64,
     },
-    /// A 429; `Retry-After` when the provider sent one.
+    /// A 429 to a paced call (SP-API's per-operation token buckets): our model of the
+    /// bucket was wrong. The bucket is corrected ([`bucket::Bucket::correct`]: empty,
+    /// a smaller learned burst, `Retry-After` honoured) and the call goes again after one
+    /// token interval; only [`THROTTLE_ESCALATE_AFTER`] of them within
+    /// [`THROTTLE_ESCALATE_WINDOW`] for one bucket start the hard stop (seed 001).
     Throttled { retry_after: Option<Duration> },
+    /// A 429 saying a per-hour or per-day budget is spent (eBay's daily quota, Keepa's
+    /// NOT_ENOUGH_TOKEN until its refill, StockX's hourly budget): retrying cannot help,
+    /// so the hard stop starts at once (the provider's throttle cooldown, or the
+    /// `Retry-After` when longer).
+    Capped { retry_after: Option<Duration> },
 }
+
+/// How many [`Observation::Throttled`] within [`THROTTLE_ESCALATE_WINDOW`] for one bucket
+/// turn the correction into seed 001's hard stop: the correction did not help.
+pub const THROTTLE_ESCALATE_AFTER: usize = 3;
+/// See [`THROTTLE_ESCALATE_AFTER`].
+pub const THROTTLE_ESCALATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// Permission to make one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -423,6 +447,10 @@ pub struct BucketView {
     pub burst: f64,
     pub tokens: f64,
     pub reserve_share: f64,
+    /// The burst configured or documented for the bucket, before any correction.
+    pub configured_burst: f64,
+    /// 429s read as corrections of this bucket since the manager started.
+    pub corrections: u64,
 }
 
 /// Where bucket state lives.

@@ -372,6 +372,8 @@ impl RedisBuckets {
             burst: number(&burst),
             tokens: number(&tokens),
             reserve_share: self.reserve_share,
+            configured_burst: number(&burst),
+            corrections: 0,
         }))
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use super::spec::{AccountConfig, StreamConfig};
 use super::windowed::WindowedRunner;
@@ -356,22 +356,61 @@ impl StreamContext {
                         .observe(pacer.key(operation), Observation::RateLimitHeader(rate));
                 }
             }
-            Err(ProviderError::QuotaExceeded { retry_after, .. }) => pacer.handle.observe(
-                pacer.key(operation),
-                Observation::Throttled {
-                    retry_after: *retry_after,
-                },
-            ),
+            Err(ProviderError::QuotaExceeded { retry_after, .. }) => {
+                let retry_after = *retry_after;
+                let observation = if self.quota_is_a_budget(retry_after) {
+                    Observation::Capped { retry_after }
+                } else {
+                    Observation::Throttled { retry_after }
+                };
+                pacer.handle.observe(pacer.key(operation), observation)
+            }
             Err(_) => {}
         }
     }
 
+    /// Whether this provider's 429 says a per-hour or per-day budget is spent (retrying
+    /// cannot help before it refills): eBay's answer is its daily call quota (errorId
+    /// 2001), Keepa's is NOT_ENOUGH_TOKEN until its refill, StockX's is its hourly
+    /// budget. So is any 429 whose `Retry-After` is at least the stream's
+    /// `quota_cooldown` (the provider asks for a stop as long as ours: it is persisted
+    /// and visible like one). Otherwise SP-API's 429 is a per-operation token bucket
+    /// running dry: a model correction (see [`StreamContext::refusal_cooldown`]).
+    pub fn quota_is_a_budget(&self, retry_after: Option<Duration>) -> bool {
+        self.account.provider != crate::domain::Provider::Amazon
+            || retry_after.is_some_and(|after| after >= self.stream.quota_cooldown)
+    }
+
     /// The cooldown a provider refusal starts under this account's scope: `quota` (the
-    /// configured cooldown, or longer if the provider's Retry-After says so) or `auth`
-    /// ([`AUTH_COOLDOWN`]: credentials do not heal by retrying every chunk; an operator
-    /// fixes them and clears the cooldown). Every shape stops an account through this.
+    /// stream's `quota_cooldown`, or longer if the provider's Retry-After says so) or
+    /// `auth` ([`AUTH_COOLDOWN`]: credentials do not heal by retrying every chunk; an
+    /// operator fixes them and clears the cooldown). Every shape stops an account
+    /// through this.
+    ///
+    /// A 429 to a paced call of a provider whose 429 is a token bucket running dry (not
+    /// a budget: [`StreamContext::quota_is_a_budget`]) is a model correction instead
+    /// (issue 12): the cooldown has reason [`QUOTA_CORRECTION`] and ends after the
+    /// `Retry-After` (now when none was sent); [`StreamContext::cool_down`] neither
+    /// records it nor stops for long: the TokenManager, which heard the 429 first,
+    /// corrected the bucket and paces the retry, unless the 429s repeat despite the
+    /// correction, in which case its hard stop is what the run meets.
     pub fn refusal_cooldown(&self, err: &ProviderError) -> Cooldown {
         let now = now_ts();
+        if let ProviderError::QuotaExceeded { retry_after, .. } = err {
+            if self.work.pacer().is_some() && !self.quota_is_a_budget(*retry_after) {
+                let wait = retry_after
+                    .unwrap_or_default()
+                    .min(crate::quota::MAX_COOLDOWN)
+                    .as_secs();
+                return Cooldown {
+                    scope: self.scope(),
+                    reason: QUOTA_CORRECTION.to_string(),
+                    started_at: now,
+                    until_at: now.saturating_add(i64::try_from(wait).unwrap_or(0)),
+                    detail: Some(err.to_string()),
+                };
+            }
+        }
         let (reason, length) = match err {
             ProviderError::QuotaExceeded { retry_after, .. } => (
                 "quota",
@@ -382,15 +421,21 @@ impl StreamContext {
             ProviderError::Auth { .. } => ("auth", AUTH_COOLDOWN),
             _ => ("quota", self.stream.quota_cooldown),
         };
+        let length = i64::try_from(length.min(crate::quota::MAX_COOLDOWN).as_secs().max(1))
+            .unwrap_or(crate::quota::MAX_COOLDOWN_SECS);
         Cooldown {
             scope: self.scope(),
             reason: reason.to_string(),
             started_at: now,
-            until_at: now + length.as_secs().max(1) as i64,
+            until_at: now.saturating_add(length),
             detail: Some(err.to_string()),
         }
     }
 }
+
+/// The reason of a [`StreamContext::refusal_cooldown`] that is a model correction, not a
+/// stop: a 429 to a paced SP-API call (issue 12). Never written to the ledger.
+pub const QUOTA_CORRECTION: &str = "quota_correction";
 
 impl StreamContext {
     /// [`RunOutcome::CoolingDown`] when a cooldown stops this account's calls now (see
@@ -444,12 +489,69 @@ impl StreamContext {
     /// writes it to the ledger when `record` (a provider refusal, or a copy of the
     /// TokenManager's cooldown from [`StreamContext::quota_cooldown_copy`]) and returns
     /// [`RunOutcome::CoolingDown`]. Every shape ends a refused run through this.
+    ///
+    /// A [`QUOTA_CORRECTION`] is no stop: when the TokenManager has not escalated the
+    /// 429s to its hard stop, nothing is recorded and the run ends
+    /// [`RunOutcome::Deferred`] (the work went back without consuming an attempt) to go
+    /// again after the `Retry-After` at most: the corrected bucket paces the retry to
+    /// one token interval. When it has escalated, this is the hard stop: the stream's
+    /// `quota_cooldown` (or the TokenManager's end when later) recorded under the account.
     pub async fn cool_down(
         &self,
         cooldown: Cooldown,
         record: bool,
         consequence: &'static str,
     ) -> Result<RunOutcome, SyncError> {
+        let (cooldown, record) = if cooldown.reason == QUOTA_CORRECTION {
+            match self.active_cooldown().await? {
+                None => {
+                    let retry_in = Duration::from_secs(
+                        u64::try_from(cooldown.until_at.saturating_sub(now_ts())).unwrap_or(0),
+                    )
+                    .min(crate::quota::MAX_COOLDOWN);
+                    warn!(
+                        account = %self.account.id,
+                        provider = %self.account.provider,
+                        stream = %self.stream.name,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        detail = cooldown.detail.as_deref().unwrap_or(""),
+                        "429 read as a model correction; the work goes back and is retried when the corrected bucket allows"
+                    );
+                    return Ok(RunOutcome::Deferred {
+                        reason: format!(
+                            "{}: the bucket was corrected",
+                            cooldown.detail.as_deref().unwrap_or("429")
+                        ),
+                        retry_in,
+                        infrastructure: false,
+                    });
+                }
+                Some(running) => {
+                    let own = now_ts().saturating_add(
+                        i64::try_from(
+                            self.stream
+                                .quota_cooldown
+                                .min(crate::quota::MAX_COOLDOWN)
+                                .as_secs(),
+                        )
+                        .unwrap_or(0),
+                    );
+                    let stop = Cooldown {
+                        scope: self.scope(),
+                        reason: "quota".to_string(),
+                        started_at: now_ts(),
+                        until_at: own.max(running.until_at).max(cooldown.until_at),
+                        detail: Some(format!(
+                            "{}; repeated despite the correction",
+                            cooldown.detail.as_deref().unwrap_or("429")
+                        )),
+                    };
+                    (stop, true)
+                }
+            }
+        } else {
+            (cooldown, record)
+        };
         error!(
             account = %self.account.id,
             provider = %self.account.provider,

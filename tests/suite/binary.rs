@@ -334,11 +334,26 @@ async fn sync_once_catches_up_and_exits_saying_what_stopped() {
     );
     assert_eq!(counts(&fixture.open_ledger())[3], 12);
 
-    // A 429 stops the catch-up early: exit 1, naming the stream and why.
+    // 429s that repeat despite the correction stop the catch-up early: exit 1, naming
+    // the stream and why. (Issue 12: a single 429 is a model correction and no longer
+    // stops; createReport at 10/s so the corrected retries come quickly.)
     let mut throttled = fast_sim();
-    throttled.faults = schedule("createReport", 1, FaultKind::Throttle);
+    throttled.faults = marketsync::sim::SimFaults {
+        schedule: (1..=3)
+            .map(|nth| marketsync::sim::ScheduledFault {
+                operation: "createReport".to_string(),
+                nth,
+                fault: FaultKind::Throttle,
+            })
+            .collect(),
+        ..marketsync::sim::SimFaults::default()
+    };
     let sim = TestSim::start(throttled).await;
-    let fixture = Fixture::new(&sim, "lookback = \"12h\"");
+    let fixture = Fixture::with_globals(
+        &sim,
+        "[quota.amazon.createReport]\nrate = 10.0\nburst = 15.0\n",
+        "lookback = \"12h\"",
+    );
     let output = marketsync()
         .arg("--config")
         .arg(&fixture.config_path)

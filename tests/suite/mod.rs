@@ -10,6 +10,7 @@ mod http;
 mod jobs;
 mod locks;
 mod quota;
+mod quota_correction;
 mod sim_profile;
 mod supervision;
 mod surface;

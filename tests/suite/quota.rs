@@ -115,13 +115,22 @@ fn stream_cooldown_reason(config: &Path) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooldown_survives_a_daemon_restart_and_cooldowns_clear_ends_it() {
+    // Issue 12: one 429 is a model correction; three in a row (the 2nd, 3rd and 4th
+    // createReport) are the hard stop this test is about. createReport at 10/s so the
+    // corrected retries come 0.1 s apart.
     let mut sim_config = fast_sim();
+    sim_config.rates = sim_rates(RateSpec {
+        rate: 10.0,
+        burst: 100.0,
+    });
     sim_config.faults = SimFaults {
-        schedule: vec![ScheduledFault {
-            operation: "createReport".to_string(),
-            nth: 2,
-            fault: FaultKind::Throttle,
-        }],
+        schedule: (2..=4)
+            .map(|nth| ScheduledFault {
+                operation: "createReport".to_string(),
+                nth,
+                fault: FaultKind::Throttle,
+            })
+            .collect(),
         ..SimFaults::default()
     };
     let sim = TestSim::start(sim_config).await;
@@ -131,7 +140,7 @@ async fn cooldown_survives_a_daemon_restart_and_cooldowns_clear_ends_it() {
     );
     let config = &fixture.config_path;
 
-    // The second createReport is throttled: the daemon stops and cools down.
+    // The second to fourth createReports are throttled: the daemon stops and cools down.
     let mut daemon = DaemonProcess::spawn(config);
     assert!(
         wait_until(Duration::from_secs(30), || stream_cooldown_reason(config)
@@ -141,8 +150,8 @@ async fn cooldown_survives_a_daemon_restart_and_cooldowns_clear_ends_it() {
         "quota cooldown in status; logs:\n{}",
         daemon.logs()
     );
-    assert_eq!(sim.stats().calls("createReport"), 2);
-    assert_eq!(sim.stats().throttled("createReport"), 1);
+    assert_eq!(sim.stats().calls("createReport"), 4);
+    assert_eq!(sim.stats().throttled("createReport"), 3);
     let listed = cooldowns_json(config);
     let rows = listed["cooldowns"].as_array().expect("cooldowns array");
     let quota = rows
@@ -175,7 +184,7 @@ async fn cooldown_survives_a_daemon_restart_and_cooldowns_clear_ends_it() {
     let calls = sim.stats();
     assert_eq!(
         calls.calls("createReport"),
-        2,
+        4,
         "no call during the cooldown"
     );
     assert_eq!(applied_hours(config), 6);
@@ -196,8 +205,8 @@ async fn cooldown_survives_a_daemon_restart_and_cooldowns_clear_ends_it() {
         daemon.logs()
     );
     assert_eq!(stream_cooldown_reason(config).as_deref(), Some("none"));
-    assert_eq!(sim.stats().calls("createReport"), 3);
-    assert_eq!(sim.stats().throttled("createReport"), 1);
+    assert_eq!(sim.stats().calls("createReport"), 5);
+    assert_eq!(sim.stats().throttled("createReport"), 3);
     let listed = cooldowns_json(config);
     assert!(
         listed["cooldowns"]

@@ -207,12 +207,14 @@ async fn header_learning_converges_to_the_observed_rate() {
 }
 
 #[tokio::test]
-async fn throttled_starts_the_longer_of_configured_cooldown_and_retry_after() {
+async fn a_cap_starts_the_longer_of_configured_cooldown_and_retry_after() {
+    // Issue 12: a single `Throttled` is a correction; a `Capped` (a spent budget) or
+    // repeated 429s are the hard stop this test is about.
     let (clock, config) = manual();
     let (handle, join) = start(config).await;
     let key = BucketKey::new("amazon", "createReport", "acme");
     let wall = clock.wall_now().timestamp();
-    handle.observe(key.clone(), Observation::Throttled { retry_after: None });
+    handle.observe(key.clone(), Observation::Capped { retry_after: None });
     let cooldown = handle.cooldown("amazon:acme").await.expect("cooling down");
     assert_eq!(cooldown.reason, "quota");
     assert_eq!(cooldown.until_at - wall, 30 * 60);
@@ -240,7 +242,7 @@ async fn throttled_starts_the_longer_of_configured_cooldown_and_retry_after() {
         .expect("other account");
     handle.observe(
         key,
-        Observation::Throttled {
+        Observation::Capped {
             retry_after: Some(secs(2 * 3600)),
         },
     );
@@ -383,7 +385,7 @@ async fn a_retry_after_beyond_any_date_cools_down_one_day_without_a_panic() {
     // `DateTime + TimeDelta` with this overflowed and took the TokenManager down.
     handle.observe(
         key.clone(),
-        Observation::Throttled {
+        Observation::Capped {
             retry_after: Some(Duration::MAX),
         },
     );
@@ -505,4 +507,67 @@ fn keepa_values_and_cooldown_ends_are_bounded() {
     );
     assert_eq!(bounded_cooldown_end(2000, 1000), None);
     assert_eq!(bounded_cooldown_end(i64::MAX, i64::MAX), None);
+}
+
+#[tokio::test]
+async fn a_single_429_corrects_the_bucket_and_starts_no_cooldown() {
+    let (clock, config) = manual();
+    let config = config.with_spec("amazon", "createReport", BucketSpec::new(1.0, 15.0));
+    let (handle, join) = start(config).await;
+    let key = BucketKey::new("amazon", "createReport", "acme");
+    for _ in 0..11 {
+        handle
+            .acquire(
+                vec![key.clone()],
+                1.0,
+                Priority::Manual,
+                clock.now() + secs(1),
+            )
+            .await
+            .expect("granted");
+    }
+    handle.observe(key.clone(), Observation::Throttled { retry_after: None });
+    let view = handle
+        .bucket(key.clone())
+        .await
+        .expect("view")
+        .expect("bucket");
+    assert_eq!(view.burst, 10.0, "{view:?}");
+    assert_eq!(view.configured_burst, 15.0);
+    assert_eq!(view.corrections, 1);
+    assert!(view.tokens <= 0.0, "{view:?}");
+    assert_eq!(handle.cooldown("amazon:acme").await, None);
+    let listed = handle.buckets().await.expect("buckets");
+    assert_eq!(listed[0].1.corrections, 1);
+    // The retry is granted one token interval later, not after a cooldown.
+    let started = clock.now();
+    let pending = spawn_acquire(
+        &handle,
+        vec![key.clone()],
+        1.0,
+        Priority::Manual,
+        started + secs(10),
+    );
+    stats_until(&handle, |stats| stats.queued == 1).await;
+    advance(&clock, &handle, secs(2), Duration::from_millis(50)).await;
+    let grant = pending.await.expect("join").expect("granted");
+    assert_eq!(grant.granted_at - started, secs(1));
+    stop(handle, join).await;
+}
+
+#[tokio::test]
+async fn three_429s_within_ten_minutes_for_one_bucket_escalate_to_the_hard_stop() {
+    let (clock, config) = manual();
+    let (handle, join) = start(config).await;
+    let key = BucketKey::new("amazon", "createReport", "acme");
+    let wall = clock.wall_now().timestamp();
+    for _ in 0..2 {
+        handle.observe(key.clone(), Observation::Throttled { retry_after: None });
+    }
+    assert_eq!(handle.cooldown("amazon:acme").await, None);
+    handle.observe(key.clone(), Observation::Throttled { retry_after: None });
+    let cooldown = handle.cooldown("amazon:acme").await.expect("escalated");
+    assert_eq!(cooldown.reason, "quota");
+    assert_eq!(cooldown.until_at - wall, 30 * 60);
+    stop(handle, join).await;
 }

@@ -151,8 +151,11 @@ async fn three_429s_within_ten_minutes_escalate_to_the_persisted_quota_cooldown(
         ..SimFaults::default()
     };
     let sim = TestSim::start(sim_config).await;
-    let fixture = Fixture::new(
+    // The rate is known (as it is once one answer carried x-amzn-RateLimit-Limit), so
+    // each corrected retry waits one second, whatever the order of the first answers.
+    let fixture = Fixture::with_globals(
         &sim,
+        "[quota.amazon.createReport]\nrate = 1.0\nburst = 15.0\n",
         "lookback = \"12h\"\nchunk = \"6h\"\nquota_cooldown = \"20m\"\ninterval = \"1s\"",
     );
     let config = &fixture.config_path;
@@ -163,7 +166,7 @@ async fn three_429s_within_ten_minutes_escalate_to_the_persisted_quota_cooldown(
             .find(|row| row["scope"] == "amazon:acct" && row["reason"] == "quota")
     };
     assert!(
-        wait_until(Duration::from_secs(30), || quota_row().is_some()).await,
+        wait_until(Duration::from_secs(60), || quota_row().is_some()).await,
         "the third 429 starts the hard stop; logs:\n{}",
         daemon.logs()
     );

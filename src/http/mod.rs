@@ -13,7 +13,7 @@
 //! | GET | `/api/failures?limit=50` | the most recent FAILED hours with their `last_error` |
 //! | GET | `/api/locks` | the leases (scope, owner, fence, expiry, stale) |
 //! | GET | `/api/jobs?state=failed&limit=100` | job queue depth per provider and state, and the latest jobs |
-//! | GET | `/api/budgets` | every quota bucket in use: rate, burst, tokens now, calls made this hour |
+//! | GET | `/api/budgets` | every quota bucket in use: rate, burst (as learned from 429s), configured burst, burst corrections, tokens now, calls made this hour |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
 //! | POST | `/api/accounts/{id}/fill-day` | `{"date": "YYYY-MM-DD", "stream": optional}` |

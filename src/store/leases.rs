@@ -79,10 +79,35 @@ impl SqliteLocks {
 
     fn prepare(conn: Connection) -> Result<SqliteLocks, LockError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
-        // An in-memory database answers "memory"; that is fine.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sqlite_error)?;
+        // An in-memory database answers "memory"; that is fine. Switching the mode does
+        // not wait on the busy handler (another process may be opening the file too), so
+        // it is retried, and skipped once the file is in WAL mode (the mode persists).
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let current: Result<String, rusqlite::Error> =
+                conn.query_row("PRAGMA journal_mode", [], |row| row.get(0));
+            let switched = match current {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") || mode == "memory" => break,
+                Ok(_) => conn
+                    .query_row("PRAGMA journal_mode = WAL", [], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .map(|_| ()),
+                Err(err) => Err(err),
+            };
+            match switched {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(failure, _))
+                    if matches!(
+                        failure.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(sqlite_error(err)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite_error)?;
         conn.execute_batch(SCHEMA).map_err(sqlite_error)?;

@@ -91,7 +91,29 @@ impl SqliteLedger {
     fn prepare(mut conn: Connection) -> Result<SqliteLedger, LedgerError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(64);
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Another process (the daemon and `status`, two CLI commands) may open the file at
+        // the same moment: switching the journal mode does not wait on SQLite's busy
+        // handler, so it is retried here, and skipped once the file is in WAL mode already
+        // (the mode is persistent).
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let mode: Result<String, rusqlite::Error> =
+                conn.query_row("PRAGMA journal_mode", [], |row| row.get(0));
+            let attempt = match mode {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => break,
+                Ok(_) => conn
+                    .pragma_update(None, "journal_mode", "WAL")
+                    .map_err(LedgerError::from),
+                Err(err) => Err(LedgerError::from(err)),
+            };
+            match attempt {
+                Ok(()) => {}
+                Err(err) if is_busy(&err) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // 16 MiB of page cache (negative = KiB): the claim path touches the partial
         // index and the primary key of hot scopes; misses there dominate claim cost.
@@ -100,13 +122,13 @@ impl SqliteLedger {
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
         // Two processes opening a new file at once (the daemon and `status`) may both try
         // to migrate; the loser fails on "already exists" and, retried, finds it done.
-        let mut attempt = 0;
+        let mut attempt: u64 = 0;
         loop {
             match migrations.to_latest(&mut conn) {
                 Ok(()) => break,
-                Err(_) if attempt < 3 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(50 * attempt));
+                Err(_) if attempt < 3 || std::time::Instant::now() < deadline => {
+                    attempt = attempt.saturating_add(1);
+                    std::thread::sleep(Duration::from_millis(50 * attempt.min(4)));
                 }
                 Err(err) => return Err(LedgerError::Migration(err.to_string())),
             }
@@ -172,6 +194,19 @@ impl SqliteLedger {
             }
         }
     }
+}
+
+/// SQLite's "database is locked" or "database table is locked": another connection holds
+/// the lock a statement needs.
+fn is_busy(err: &LedgerError) -> bool {
+    matches!(
+        err,
+        LedgerError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+            if matches!(
+                failure.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            )
+    )
 }
 
 /// A read-only connection on the ledger's file (the writer already migrated it).

@@ -301,3 +301,29 @@ fn cooldowns_persist_and_clear() {
     assert!(ledger.clear_cooldown("amazon:a").unwrap());
     assert!(!ledger.clear_cooldown("amazon:a").unwrap());
 }
+
+/// Regression: the daemon and `marketsync status` opening a new database file at the same
+/// moment made one of them fail with "database is locked" (switching to WAL does not wait
+/// on the busy handler), and the daemon exited at startup.
+#[test]
+fn many_processes_opening_one_new_file_at_once_all_succeed() {
+    use std::sync::{Arc, Barrier};
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("race-{round}.db"));
+        let start = Arc::new(Barrier::new(8));
+        let openers: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, start) = (path.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    SqliteLedger::open(&path).map(|_| ())
+                })
+            })
+            .collect();
+        for opener in openers {
+            let opened = opener.join().expect("no panic");
+            assert!(opened.is_ok(), "round {round}: {opened:?}");
+        }
+    }
+}

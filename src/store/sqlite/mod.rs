@@ -100,14 +100,17 @@ impl SqliteLedger {
             let mode: Result<String, rusqlite::Error> =
                 conn.query_row("PRAGMA journal_mode", [], |row| row.get(0));
             let attempt = match mode {
-                Ok(mode) if mode.eq_ignore_ascii_case("wal") => break,
+                // An in-memory database answers "memory" and stays so.
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") || mode == "memory" => break,
                 Ok(_) => conn
                     .pragma_update(None, "journal_mode", "WAL")
                     .map_err(LedgerError::from),
                 Err(err) => Err(LedgerError::from(err)),
             };
             match attempt {
-                Ok(()) => {}
+                // Switched: the next look confirms it (and gives up at the deadline).
+                Ok(()) if std::time::Instant::now() < deadline => {}
+                Ok(()) => break,
                 Err(err) if is_busy(&err) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
                 }

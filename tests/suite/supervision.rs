@@ -319,6 +319,38 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// Waits (60 s at most) until `/metrics` counts exactly one restart of `service` and both
+/// accounts `first` and `second` applied their 24 hours.
+async fn wait_for_one_restart_and_both_synced(
+    port: u16,
+    config: &Path,
+    service: &str,
+    daemon: &DaemonProcess,
+) {
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let series = format!("marketsync_service_restarts_total{{service=\"{service}\"}}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            last = response.text().await.unwrap_or_default();
+            let synced = status_json(config)
+                .map(|status| applied(&status, "first") == 24 && applied(&status, "second") == 24)
+                .unwrap_or(false);
+            if metric(&last, &series) == Some(1.0) && synced {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics:\n{last}\nlogs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Issue 13 (point 7): a panic in an infrastructure service (here Housekeeping, on its
 /// first pass) restarts that service, is logged and counted in `/metrics`, and never
 /// stops account syncing; the daemon keeps running.
@@ -331,31 +363,7 @@ async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
     );
     let config = embedded_config(dir.path(), &["first", "second"], &extra);
     let mut daemon = DaemonProcess::spawn(&config);
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    loop {
-        if let Ok(response) = client.get(&url).send().await {
-            last = response.text().await.unwrap_or_default();
-            let restarts = metric(
-                &last,
-                "marketsync_service_restarts_total{service=\"housekeeping\"}",
-            );
-            let synced = status_json(&config)
-                .map(|status| applied(&status, "first") == 24 && applied(&status, "second") == 24)
-                .unwrap_or(false);
-            if restarts == Some(1.0) && synced {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics:\n{last}\nlogs:\n{}",
-            daemon.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_one_restart_and_both_synced(port, &config, "housekeeping", &daemon).await;
     let logs = daemon.logs();
     assert!(
         logs.contains("service failed; restarting it after a backoff"),
@@ -410,31 +418,7 @@ async fn the_token_manager_restarts_and_its_callers_keep_syncing() {
     );
     let config = embedded_config(dir.path(), &["first", "second"], &extra);
     let mut daemon = DaemonProcess::spawn(&config);
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    loop {
-        if let Ok(response) = client.get(&url).send().await {
-            last = response.text().await.unwrap_or_default();
-            let restarts = metric(
-                &last,
-                "marketsync_service_restarts_total{service=\"token-manager\"}",
-            );
-            let synced = status_json(&config)
-                .map(|status| applied(&status, "first") == 24 && applied(&status, "second") == 24)
-                .unwrap_or(false);
-            if restarts == Some(1.0) && synced {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics:\n{last}\nlogs:\n{}",
-            daemon.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_one_restart_and_both_synced(port, &config, "token-manager", &daemon).await;
     assert!(daemon
         .logs()
         .contains("chaos drill: service token-manager panics on step 3"));

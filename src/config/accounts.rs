@@ -191,7 +191,7 @@ impl RawAccount {
 
 impl RawStream {
     /// Keys that belong to one shape only, named so a misplaced key is an error.
-    fn shape_keys(&self) -> [(&'static str, bool, Shape); 16] {
+    fn shape_keys(&self) -> [(&'static str, bool, Shape); 17] {
         use Shape::{Cursor, Jobs, Windowed};
         [
             ("lookback", self.lookback.is_some(), Windowed),
@@ -205,6 +205,7 @@ impl RawStream {
                 self.max_document_bytes.is_some(),
                 Windowed,
             ),
+            ("max_in_flight", self.max_in_flight.is_some(), Windowed),
             ("daily_audit", self.daily_audit.is_some(), Windowed),
             ("weekly_audit", self.weekly_audit.is_some(), Windowed),
             ("start", self.start.is_some(), Cursor),
@@ -404,6 +405,13 @@ impl RawStream {
             limits::DOCUMENT_BYTES_MIN,
             limits::DOCUMENT_BYTES_MAX,
         )?;
+        let max_in_flight = check_count(
+            &field("max_in_flight"),
+            self.max_in_flight
+                .unwrap_or(WindowedSettings::DEFAULT.max_in_flight),
+            1,
+            limits::MAX_IN_FLIGHT,
+        )?;
         let max_response_bytes = check_count(
             &field("max_response_bytes"),
             self.max_response_bytes
@@ -420,6 +428,7 @@ impl RawStream {
                 poll_max,
                 poll_timeout,
                 max_document_bytes,
+                max_in_flight,
                 daily_audit: self
                     .daily_audit
                     .unwrap_or(WindowedSettings::DEFAULT.daily_audit),

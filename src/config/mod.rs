@@ -76,7 +76,13 @@ pub struct Config {
 }
 
 /// SP-API operations whose buckets `[quota.amazon.OPERATION]` may override.
-pub const AMAZON_QUOTA_OPERATIONS: &[&str] = &["createReport", "getReport", "getReportDocument"];
+pub const AMAZON_QUOTA_OPERATIONS: &[&str] = &[
+    "createReport",
+    "getReport",
+    "getReportDocument",
+    "getReports",
+    "cancelReport",
+];
 
 /// The paced operations of every provider, as `[quota.PROVIDER.OPERATION]` names them.
 pub fn quota_operations(provider: &str) -> &'static [&'static str] {

@@ -148,6 +148,7 @@ pub(super) struct RawStream {
     pub(super) poll_max: Option<String>,
     pub(super) poll_timeout: Option<String>,
     pub(super) max_document_bytes: Option<u64>,
+    pub(super) max_in_flight: Option<u32>,
     pub(super) daily_audit: Option<bool>,
     pub(super) weekly_audit: Option<bool>,
     // Cursor streams (eBay).

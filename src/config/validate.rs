@@ -649,6 +649,8 @@ pub(super) mod limits {
     pub const DOCUMENT_BYTES_MIN: u64 = 1024;
     /// 8 GiB: a month of hourly sales of a very large vendor is far below this.
     pub const DOCUMENT_BYTES_MAX: u64 = 8 << 30;
+    /// Windows one report stream keeps in flight at most.
+    pub const MAX_IN_FLIGHT: u32 = 1_000;
     pub const RESPONSE_BYTES_MIN: u64 = 1024;
     pub const RESPONSE_BYTES_MAX: u64 = 1 << 30;
     pub const ASINS_MAX: u32 = 100_000;

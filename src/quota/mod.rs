@@ -264,7 +264,8 @@ impl BucketSpec {
 
 /// The documented defaults:
 /// - `amazon` (SP-API Reports 2021-06-30): `createReport` 0.0167/s burst 15,
-///   `getReport` 2/s burst 15, `getReportDocument` 0.0167/s burst 15;
+///   `getReport` 2/s burst 15, `getReportDocument` 0.0167/s burst 15, `getReports` and
+///   `cancelReport` 0.0222/s burst 10;
 /// - `stockx` 100/h, `alias` 200/h, `ebay` 150/h (seed 002), any operation, via
 ///   [`BucketSpec::per_hour`]: stockx 0.025/s burst 10, alias 0.05/s burst 20,
 ///   ebay 0.0375/s burst 15;
@@ -278,6 +279,7 @@ pub fn default_spec(provider: &str, operation: &str) -> Option<BucketSpec> {
         ("amazon", "createReport") => Some(BucketSpec::new(0.0167, 15.0)),
         ("amazon", "getReport") => Some(BucketSpec::new(2.0, 15.0)),
         ("amazon", "getReportDocument") => Some(BucketSpec::new(0.0167, 15.0)),
+        ("amazon", "getReports" | "cancelReport") => Some(BucketSpec::new(0.0222, 10.0)),
         ("stockx", _) => Some(BucketSpec::per_hour(100.0)),
         ("alias", _) => Some(BucketSpec::per_hour(200.0)),
         // eBay's Sell Fulfillment API allows 100,000 calls a day per application; other

@@ -39,6 +39,10 @@ const OP_CREATE_REPORT: &str = "createReport";
 const OP_GET_REPORT: &str = "getReport";
 const OP_GET_REPORT_DOCUMENT: &str = "getReportDocument";
 const OP_DOWNLOAD: &str = "downloadDocument";
+const OP_GET_REPORTS: &str = "getReports";
+const OP_CANCEL_REPORT: &str = "cancelReport";
+/// Most reports one getReports page may carry (the model's `pageSize` maximum).
+pub const GET_REPORTS_MAX_PAGE: u32 = 100;
 
 const ACCESS_TOKEN_HEADER: &str = "x-amz-access-token";
 /// Used when the token response has no `expires_in`.
@@ -107,6 +111,23 @@ pub struct ReportStatus {
     pub data_start: Option<i64>,
     /// `dataEndTime`, unix seconds.
     pub data_end: Option<i64>,
+}
+
+/// One report of a getReports page.
+#[derive(Debug, Clone)]
+pub struct ListedReport {
+    pub status: ReportStatus,
+    pub report_type: String,
+    /// `createdTime`, unix seconds.
+    pub created: Option<i64>,
+    pub marketplace_ids: Vec<String>,
+}
+
+/// A getReports page.
+#[derive(Debug, Clone, Default)]
+pub struct ReportsPage {
+    pub reports: Vec<ListedReport>,
+    pub next_token: Option<String>,
 }
 
 /// A getReportDocument answer. `url` is pre-signed and short-lived: never log it.
@@ -274,6 +295,113 @@ impl SpApiClient {
         })
     }
 
+    /// getReports: one page of this selling partner's reports of `report_type` created
+    /// since `created_since` (unix seconds), newest first, with the `nextToken` of the
+    /// next page. `next_token` given: the page it names (Amazon accepts nothing else with
+    /// it). A page longer than [`GET_REPORTS_MAX_PAGE`] or an entry that does not parse
+    /// is refused as an invalid response.
+    pub async fn get_reports(
+        &self,
+        report_type: &str,
+        created_since: i64,
+        next_token: Option<&str>,
+    ) -> Result<ReportsPage, ProviderError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Listed {
+            report_id: String,
+            report_type: Option<String>,
+            processing_status: String,
+            data_start_time: Option<String>,
+            data_end_time: Option<String>,
+            created_time: Option<String>,
+            #[serde(default)]
+            marketplace_ids: Vec<String>,
+            report_document_id: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            reports: Vec<Listed>,
+            next_token: Option<String>,
+        }
+        let query = match next_token {
+            Some(token) => format!("nextToken={}", encode_segment(token)),
+            None => format!(
+                "reportTypes={}&pageSize={GET_REPORTS_MAX_PAGE}&createdSince={}",
+                encode_segment(report_type),
+                encode_segment(&format_ts(created_since))
+            ),
+        };
+        let url = self.api_url(&format!("/reports/2021-06-30/reports?{query}"));
+        let page: Page = self
+            .call_json(OP_GET_REPORTS, Method::GET, &url, None)
+            .await?;
+        if page.reports.len() > GET_REPORTS_MAX_PAGE as usize {
+            return Err(invalid(
+                OP_GET_REPORTS,
+                &format!(
+                    "{} reports in one page; pageSize was {GET_REPORTS_MAX_PAGE}",
+                    page.reports.len()
+                ),
+            ));
+        }
+        let mut reports = Vec::with_capacity(page.reports.len());
+        for listed in page.reports {
+            let Some(processing_status) = ProcessingStatus::parse(&listed.processing_status) else {
+                return Err(invalid(
+                    OP_GET_REPORTS,
+                    &format!(
+                        "unknown processingStatus {:?}",
+                        clip(&listed.processing_status)
+                    ),
+                ));
+            };
+            reports.push(ListedReport {
+                status: ReportStatus {
+                    report_id: listed.report_id,
+                    processing_status,
+                    report_document_id: listed.report_document_id.filter(|id| !id.is_empty()),
+                    data_start: optional_ts(
+                        OP_GET_REPORTS,
+                        "dataStartTime",
+                        listed.data_start_time.as_deref(),
+                    )?,
+                    data_end: optional_ts(
+                        OP_GET_REPORTS,
+                        "dataEndTime",
+                        listed.data_end_time.as_deref(),
+                    )?,
+                },
+                report_type: listed.report_type.unwrap_or_default(),
+                created: optional_ts(
+                    OP_GET_REPORTS,
+                    "createdTime",
+                    listed.created_time.as_deref(),
+                )?,
+                marketplace_ids: listed.marketplace_ids,
+            });
+        }
+        Ok(ReportsPage {
+            reports,
+            next_token: page.next_token.filter(|token| !token.is_empty()),
+        })
+    }
+
+    /// cancelReport: asks Amazon to cancel a report that is still IN_QUEUE (Amazon
+    /// refuses the others with a 400).
+    pub async fn cancel_report(&self, report_id: &str) -> Result<(), ProviderError> {
+        let url = self.api_url(&format!(
+            "/reports/2021-06-30/reports/{}",
+            encode_segment(report_id)
+        ));
+        self.call(OP_CANCEL_REPORT, Method::DELETE, &url, None)
+            .await?;
+        debug!(operation = OP_CANCEL_REPORT, report_id, "report cancelled");
+        Ok(())
+    }
+
     /// getReportDocument: the pre-signed download URL and compression of a document.
     pub async fn get_report_document(
         &self,
@@ -437,8 +565,7 @@ impl SpApiClient {
         }
     }
 
-    /// One SP-API call with the access token; a 403 for an expired token refreshes the
-    /// token and retries once.
+    /// One SP-API call whose answer is JSON (see [`Self::call`]).
     async fn call_json<T: DeserializeOwned>(
         &self,
         operation: &'static str,
@@ -446,6 +573,24 @@ impl SpApiClient {
         url: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ProviderError> {
+        let bytes = self.call(operation, method, url, body).await?;
+        serde_json::from_slice(&bytes).map_err(|err| {
+            invalid(
+                operation,
+                &format!("response is not the expected json: {err}"),
+            )
+        })
+    }
+
+    /// One SP-API call with the access token, returning the (capped) body of a 2xx
+    /// answer; a 403 for an expired token refreshes the token and retries once.
+    async fn call(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Vec<u8>, ProviderError> {
         let mut refreshed = false;
         loop {
             let token = self.access_token().await?;
@@ -464,13 +609,7 @@ impl SpApiClient {
             let status = response.status();
             if status.is_success() {
                 self.record_rate_limit(operation, response.headers());
-                let bytes = read_capped(response, operation, MAX_JSON_BODY, "").await?;
-                return serde_json::from_slice(&bytes).map_err(|err| {
-                    invalid(
-                        operation,
-                        &format!("response is not the expected json: {err}"),
-                    )
-                });
+                return read_capped(response, operation, MAX_JSON_BODY, "").await;
             }
             let headers = response.headers().clone();
             let text = read_error_body(response).await;

@@ -24,7 +24,6 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -55,6 +54,10 @@ pub struct StreamShared {
     pub lock_settings: LockSettings,
     /// The daemon's in-process counters.
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Work permits across all accounts (`daemon.max_concurrent_runs`).
+    pub permits: crate::shapes::RunPermits,
+    /// The daemon's poll schedule for reports in flight.
+    pub polls: Option<Arc<crate::shapes::windowed::PollSchedule>>,
 }
 
 /// One account's own part of its streams' contexts. Why not whole [`StreamContext`]s:
@@ -89,6 +92,8 @@ impl AccountSpec {
             progress: Some(Arc::clone(progress)),
             chaos: shared.chaos.clone(),
             metrics: Arc::clone(&shared.metrics),
+            permits: shared.permits.clone(),
+            polls: shared.polls.clone(),
         };
         Some((context, shared.lock_settings.ttl_for(stream.interval)))
     }
@@ -101,8 +106,6 @@ pub struct AccountFactory {
     pub accounts: std::collections::HashMap<String, Arc<AccountSpec>>,
     pub shared: Arc<StreamShared>,
     pub locks: KeeperHandle,
-    /// Bounds stream runs in flight across all accounts (`daemon.max_concurrent_runs`).
-    pub permits: Arc<Semaphore>,
     /// The daemon waits on it at shutdown so units in flight can finish.
     pub tracker: TaskTracker,
 }
@@ -114,7 +117,6 @@ pub struct AccountArgs {
     spec: Arc<AccountSpec>,
     shared: Arc<StreamShared>,
     locks: KeeperHandle,
-    permits: Arc<Semaphore>,
     tracker: TaskTracker,
     progress: Arc<ChildProgress>,
 }
@@ -165,12 +167,8 @@ impl Actor for AccountActor {
             else {
                 continue;
             };
-            let runner = crate::shapes::runner::run_stream(
-                Arc::new(context),
-                state.args.locks.clone(),
-                ttl,
-                Arc::clone(&state.args.permits),
-            );
+            let runner =
+                crate::shapes::runner::run_stream(Arc::new(context), state.args.locks.clone(), ttl);
             let me = myself.clone();
             // The runner reports its own panic: one task per stream, none waiting on it.
             let runner = state.args.tracker.spawn(async move {
@@ -228,7 +226,6 @@ impl ChildFactory for AccountFactory {
             spec,
             shared: Arc::clone(&self.shared),
             locks: self.locks.clone(),
-            permits: Arc::clone(&self.permits),
             tracker: self.tracker.clone(),
             progress,
         };
@@ -248,15 +245,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tokio::sync::Semaphore;
-
     use crate::lock::keeper::KeeperHandle;
     use crate::shapes::StreamContext;
 
     /// The size of the future `runner` returns, without calling it.
     fn future_size<R, F>(_runner: R) -> usize
     where
-        R: FnOnce(Arc<StreamContext>, KeeperHandle, Duration, Arc<Semaphore>) -> F,
+        R: FnOnce(Arc<StreamContext>, KeeperHandle, Duration) -> F,
         F: Future<Output = ()>,
     {
         std::mem::size_of::<F>()

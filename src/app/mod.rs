@@ -291,6 +291,7 @@ impl Daemon {
                 }),
             );
         }
+        let polls = Arc::new(crate::shapes::windowed::PollSchedule::new());
         let shared = Arc::new(StreamShared {
             ledger: Arc::clone(&dyn_ledger),
             documents_dir,
@@ -300,12 +301,15 @@ impl Daemon {
             chaos: chaos.clone(),
             lock_settings: config.locks.clone(),
             metrics: Arc::clone(&metrics),
+            permits: crate::shapes::RunPermits::bounded(Arc::new(Semaphore::new(
+                config.max_concurrent_runs,
+            ))),
+            polls: Some(Arc::clone(&polls)),
         });
         let factory = AccountFactory {
             accounts,
             shared,
             locks: keeper.clone(),
-            permits: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             tracker: tracker.clone(),
         };
         // The operator surface: status and admin API, dashboard, metrics.
@@ -346,6 +350,22 @@ impl Daemon {
             }
             None => None,
         };
+        // One schedule wakes every report in flight for its next poll (a root service:
+        // restarted like the others; the entries live in `polls`, not in the task).
+        services.insert(0, {
+            // Runs until the root stops it (at shutdown, after the accounts).
+            let polls = Arc::clone(&polls);
+            ServiceSpec::task(
+                "poll-schedule",
+                Arc::new(move || {
+                    let polls = Arc::clone(&polls);
+                    Box::pin(async move {
+                        polls.drive(CancellationToken::new()).await;
+                        Ok(())
+                    })
+                }),
+            )
+        });
         services.insert(
             0,
             cooldown_watch::service(

@@ -147,6 +147,8 @@ page_limit = {limit}
         progress: None,
         chaos: None,
         metrics: Default::default(),
+        permits: Default::default(),
+        polls: None,
     };
 
     println!(

@@ -94,6 +94,8 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
             progress: None,
             chaos: None,
             metrics: Default::default(),
+            permits: Default::default(),
+            polls: None,
         };
         let mut enqueue_rates = Vec::new();
         let mut drain_rates = Vec::new();

@@ -53,6 +53,71 @@ pub struct StreamContext {
     pub chaos: Option<Arc<crate::domain::chaos::Chaos>>,
     /// The daemon's in-process counters (calls, 429s, lock takeovers).
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Work permits (`daemon.max_concurrent_runs`): held for the work that costs CPU,
+    /// memory and database time, never while waiting (see [`RunPermits`]).
+    pub permits: RunPermits,
+    /// The daemon's poll schedule for reports in flight (`None`: a unit sleeps for its
+    /// own polls; tools and tests).
+    pub polls: Option<Arc<super::windowed::PollSchedule>>,
+}
+
+/// The daemon's work permits and, for a run of a shape that holds one throughout, the
+/// permit it holds. Waiting holds nothing: a quota wait lets go of the run's permit and
+/// takes one again after the grant ([`StreamContext::paced`]); a report stream takes one
+/// only to download and apply a document. The default is unbounded (tools and tests).
+#[derive(Clone, Default)]
+pub struct RunPermits {
+    semaphore: Option<Arc<tokio::sync::Semaphore>>,
+    held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+}
+
+impl RunPermits {
+    /// Permits from `semaphore`, shared by every stream of the daemon.
+    pub fn bounded(semaphore: Arc<tokio::sync::Semaphore>) -> RunPermits {
+        RunPermits {
+            semaphore: Some(semaphore),
+            held: Arc::default(),
+        }
+    }
+
+    /// The same permits with a slot of its own, for one run.
+    pub fn for_run(&self) -> RunPermits {
+        RunPermits {
+            semaphore: self.semaphore.clone(),
+            held: Arc::default(),
+        }
+    }
+
+    /// Permits free now (`None`: unbounded).
+    pub fn available(&self) -> Option<usize> {
+        self.semaphore
+            .as_ref()
+            .map(|semaphore| semaphore.available_permits())
+    }
+
+    /// One permit for a piece of work; `None` when unbounded (or the semaphore closed).
+    pub async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = self.semaphore.clone()?;
+        semaphore.acquire_owned().await.ok()
+    }
+
+    /// Takes a permit into this run's slot (a run that works throughout).
+    pub async fn hold(&self) {
+        let permit = self.acquire().await;
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = permit;
+    }
+
+    /// Lets go of the run's permit, if it holds one (before a wait); says whether it did.
+    pub fn let_go(&self) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .is_some()
+    }
 }
 
 /// What a stream's runs do: its sync shape (and in it the provider client it calls).
@@ -77,6 +142,13 @@ pub trait ShapeRunner: Send + Sync + 'static {
     /// `x-amzn-RateLimit-Limit`), for the TokenManager to learn; `None` by default.
     fn observed_rate_limit(&self, _operation: &str) -> Option<f64> {
         None
+    }
+    /// Whether a run of this shape works throughout (pages fetched and applied one after
+    /// another) and so holds a work permit for the run, let go only while it waits for
+    /// quota. A shape whose runs mostly wait (reports in flight) answers false and takes
+    /// permits for its work itself ([`StreamContext::permits`]).
+    fn works_throughout(&self) -> bool {
+        true
     }
 }
 
@@ -307,6 +379,30 @@ impl StreamContext {
         let Some(pacer) = self.work.pacer() else {
             return Ok(());
         };
+        // Waiting holds nothing: the run's permit (if any) goes back for the wait and is
+        // taken again once the call may go.
+        let held = self.permits.let_go();
+        let granted = self
+            .paced_wait(pacer, operation, cost, priority, wait, stop_on_cancel)
+            .await;
+        if held && granted.is_ok() {
+            tokio::select! {
+                _ = self.abort.cancelled() => return Err(CallError::Cancelled),
+                _ = self.permits.hold() => {}
+            }
+        }
+        granted
+    }
+
+    async fn paced_wait(
+        &self,
+        pacer: &Pacer,
+        operation: &str,
+        cost: f64,
+        priority: crate::quota::Priority,
+        wait: Duration,
+        stop_on_cancel: bool,
+    ) -> Result<(), CallError> {
         let deadline = tokio::time::Instant::now() + wait;
         let acquire = pacer
             .handle

@@ -21,8 +21,8 @@ pub mod spec;
 pub mod windowed;
 
 pub use context::{
-    blocking, retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext,
-    StreamWork, SyncError, AUTH_COOLDOWN, DEFERRED_RETRY, QUOTA_WAIT_MAX,
+    blocking, retry_delay, CallError, QuotaStop, RunOutcome, RunPermits, ShapeRunner,
+    StreamContext, StreamWork, SyncError, AUTH_COOLDOWN, DEFERRED_RETRY, QUOTA_WAIT_MAX,
 };
 pub use runner::{
     fence_refusals_in, lock_scope, AbortOnDrop, LeasedOutcome, FENCE_REFUSAL_MEMORY, FENCE_REFUSED,

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
 use super::context::{blocking, RunOutcome, StreamContext, SyncError};
@@ -26,23 +25,21 @@ const COOLDOWN_RECHECK: Duration = Duration::from_secs(60);
 /// future holds the context behind an `Arc` and boxes every await that is not the idle
 /// wait (the run, the cooldown wait, the next-wake lookup): those are allocated only
 /// while they happen.
-pub async fn run_stream(
-    context: Arc<StreamContext>,
-    keeper: KeeperHandle,
-    ttl: Duration,
-    permits: Arc<Semaphore>,
-) {
+pub async fn run_stream(context: Arc<StreamContext>, keeper: KeeperHandle, ttl: Duration) {
     let interval = context.stream.interval;
     let mut infra_failures: u32 = 0;
     loop {
         let outcome = {
-            let permit = tokio::select! {
-                _ = context.cancel.cancelled() => break,
-                permit = permits.acquire() => permit,
-            };
-            let Ok(_permit) = permit else {
-                break;
-            };
+            // A shape that works throughout its run holds a work permit for it (let go
+            // while it waits for quota); a report stream takes one only to download and
+            // apply (its reports wait in flight holding nothing).
+            let permits = context.permits.for_run();
+            if context.work.runner().works_throughout() {
+                tokio::select! {
+                    _ = context.cancel.cancelled() => break,
+                    _ = permits.hold() => {}
+                }
+            }
             let _busy = context
                 .progress
                 .as_ref()
@@ -60,6 +57,7 @@ pub async fn run_stream(
                 let _close_scope = run_scope.clone().drop_guard();
                 let mut run_context = StreamContext::clone(&context);
                 run_context.abort = run_scope;
+                run_context.permits = permits;
                 run_context.run_leased(&keeper, ttl).await
             })
             .await

@@ -143,6 +143,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// before working them (the store refuses their writes otherwise).
     fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError>;
 
+    /// When claim `claim_id` was taken (unix seconds), if it is on record: where a
+    /// restarted runner starts looking (getReports `createdSince`) for a report requested
+    /// for the claim whose id was never committed.
+    fn claimed_at(&self, claim_id: i64) -> Result<Option<i64>, LedgerError>;
+
     /// The newest lease fence the store has seen for `account`/`stream` (0 when none): a
     /// lease acquired for the scope must get a fence above it (see
     /// `LockService::acquire_above`), even when the lease backend lost its counter.

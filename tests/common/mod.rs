@@ -170,6 +170,8 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             progress: None,
             chaos: None,
             metrics: Default::default(),
+            permits: Default::default(),
+            polls: None,
         }
     }
 }

@@ -138,6 +138,8 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
             abort: cancel.clone(),
             cancel,
             metrics: Default::default(),
+            permits: Default::default(),
+            polls: None,
             progress: None,
             chaos: None,
         }

@@ -77,7 +77,8 @@ async fn redis_restarted_empty_mid_run_claims_continue_above_the_stores_newest_f
             "[redis]\nurl = \"{}\"\n[locks]\nttl = \"3s\"\nhygiene_interval = \"1s\"\n",
             redis.url()
         ),
-        "lookback = \"36h\"\ninterval = \"1s\"\npoll_min = \"100ms\"\npoll_max = \"200ms\"",
+        // One window in flight at a time, so claims go on after Redis comes back.
+        "lookback = \"36h\"\ninterval = \"1s\"\npoll_min = \"100ms\"\npoll_max = \"200ms\"\nmax_in_flight = 1",
     );
     // The database of a daemon that ran long before: its newest fence is 122 while the
     // Redis this daemon starts with knows nothing (issue 13: 146 s of refusals).

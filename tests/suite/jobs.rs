@@ -112,6 +112,8 @@ impl JobsFixture {
             progress: None,
             chaos: None,
             metrics: Default::default(),
+            permits: Default::default(),
+            polls: None,
         }
     }
 

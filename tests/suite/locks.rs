@@ -44,7 +44,8 @@ async fn two_daemons_never_work_one_scope_at_once_and_take_over_after_sigkill() 
     let fixture = Fixture::with_globals(
         &sim,
         &redis_globals(&redis, "3s"),
-        "lookback = \"48h\"\ninterval = \"1s\"\npoll_min = \"200ms\"\npoll_max = \"400ms\"",
+        // One window in flight at a time, so the holder dies with claims still to make.
+        "lookback = \"48h\"\ninterval = \"1s\"\npoll_min = \"200ms\"\npoll_max = \"400ms\"\nmax_in_flight = 1",
     );
     let mut first = DaemonProcess::spawn(&fixture.config_path);
     let mut second = DaemonProcess::spawn(&fixture.config_path);

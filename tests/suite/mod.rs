@@ -9,6 +9,7 @@ mod hostile_documents;
 mod http;
 mod jobs;
 mod locks;
+mod pipeline;
 mod quota;
 mod quota_correction;
 mod sim_profile;

@@ -364,12 +364,17 @@ async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
     let config = embedded_config(dir.path(), &["first", "second"], &extra);
     let mut daemon = DaemonProcess::spawn(&config);
     wait_for_one_restart_and_both_synced(port, &config, "housekeeping", &daemon).await;
+    // The counter moves before the restart is logged: wait for the line.
+    let logged = wait_until(Duration::from_secs(10), || {
+        daemon.logs().contains("service restarted")
+    })
+    .await;
     let logs = daemon.logs();
     assert!(
         logs.contains("service failed; restarting it after a backoff"),
         "{logs}"
     );
-    assert!(logs.contains("service restarted"), "{logs}");
+    assert!(logged, "{logs}");
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the daemon keeps running"

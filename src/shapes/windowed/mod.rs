@@ -25,7 +25,9 @@
 //! - `CostExceedsBurst`, `UnknownBucket`, `InvalidCost`: a configuration error, reported as
 //!   the unit's failure.
 
+pub mod poll;
 mod settings;
+pub use poll::PollSchedule;
 pub use settings::WindowedSettings;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::context::{
@@ -66,7 +70,101 @@ enum UnitEnd {
         infrastructure: bool,
     },
     Cancelled,
+    /// The run had stopped requesting (a quota stop); the window went back unharmed.
+    Stopped,
+    /// The report is finished but its document could not be had (transient failures
+    /// past the retries): the unit stays in flight with its report id for the next run.
+    Postponed,
 }
+
+/// One lane per SP-API operation for the units of one run: a unit holds its lane from
+/// asking the quota for a grant until the provider's answer is in. Why: with many units
+/// in flight, a bucket whose burst is smaller than the quota model thinks would otherwise
+/// see several calls at once and answer each with a 429; in a lane the first 429 corrects
+/// the model (and stops the run's requests) before the next call is granted. Calls take
+/// milliseconds; a lane costs nothing a bucket would not impose anyway.
+#[derive(Default)]
+struct Lanes {
+    create: tokio::sync::Mutex<()>,
+    poll: tokio::sync::Mutex<()>,
+    document: tokio::sync::Mutex<()>,
+    /// Cancelled by the unit that met a quota stop (or deferral): the units behind it
+    /// give their windows back instead of requesting them.
+    stopped: CancellationToken,
+}
+
+/// What the units of one run came to.
+#[derive(Default)]
+struct Tally {
+    applied: i64,
+    failed: i64,
+    postponed: i64,
+    cancelled: bool,
+    /// The first cooldown a unit met, and whether to record it.
+    cooldown: Option<(Cooldown, bool)>,
+    /// The first deferral (reason, infrastructure).
+    deferred: Option<(String, bool)>,
+}
+
+impl Tally {
+    /// Counts a unit's end; false when the run must stop claiming (a cooldown, a
+    /// deferral, shutdown).
+    fn record(&mut self, end: UnitEnd) -> bool {
+        match end {
+            UnitEnd::Applied(hours) => self.applied += hours,
+            UnitEnd::Failed => self.failed += 1,
+            UnitEnd::Postponed => self.postponed += 1,
+            UnitEnd::Stopped => return false,
+            UnitEnd::Cancelled => {
+                self.cancelled = true;
+                return false;
+            }
+            UnitEnd::Quota { cooldown, record } => {
+                self.cooldown.get_or_insert((cooldown, record));
+                return false;
+            }
+            UnitEnd::Deferred {
+                reason,
+                infrastructure,
+            } => {
+                self.deferred.get_or_insert((reason, infrastructure));
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether a failure to get a finished report's document is one to retry (the document
+/// is still there): a 5xx or transport failure, or a download url that expired or was
+/// refused (403 from the download host: a new getReportDocument gives a new url).
+fn document_retryable(err: &ProviderError) -> bool {
+    err.is_transient()
+        || matches!(
+            err,
+            ProviderError::Auth {
+                operation: "downloadDocument",
+                ..
+            } | ProviderError::Http {
+                operation: "downloadDocument",
+                status: 403,
+                ..
+            }
+        )
+}
+
+/// Attempts at a finished report's document within one unit; the pause between them
+/// doubles from the stream's `poll_min` up to [`DOCUMENT_RETRY_MAX`].
+const DOCUMENT_ATTEMPTS: u32 = 5;
+const DOCUMENT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// getReports pages read looking for interrupted requests (100 reports each).
+const ORPHAN_PAGES: usize = 5;
+/// Seconds before a claim's time that getReports looks from (clock skew).
+const ORPHAN_SKEW: i64 = 120;
+
+const OP_GET_REPORTS: &str = "getReports";
+
+const OP_CANCEL_REPORT: &str = "cancelReport";
 
 const OP_CREATE_REPORT: &str = "createReport";
 
@@ -141,11 +239,24 @@ impl ShapeRunner for WindowedRunner {
     fn observed_rate_limit(&self, operation: &str) -> Option<f64> {
         self.client.observed_rate_limit(operation)
     }
+
+    /// Report runs mostly wait (reports in flight): permits are taken per download.
+    fn works_throughout(&self) -> bool {
+        false
+    }
 }
 
 impl StreamContext {
-    /// One run of a report stream: seed, audits, resume in-flight units, then claim until
-    /// nothing is left.
+    /// One run of a report stream: seed, audits, resume the units in flight (finding by
+    /// getReports the reports of units whose id was never committed), then keep up to
+    /// `max_in_flight` windows in flight until nothing is left to claim. Each unit is its
+    /// own future (create → wait in the poll schedule → download and apply under a work
+    /// permit); windows are applied in whatever order their reports finish, each in its
+    /// own transaction.
+    ///
+    /// A quota stop, a deferral or shutdown stops claiming; the units in flight are
+    /// driven to their end first (a unit waiting for a grant gives its window back, one
+    /// with a report keeps it in flight for the next run).
     async fn run_reports(
         &self,
         client: &SpApiClient,
@@ -157,8 +268,6 @@ impl StreamContext {
         }
         self.seed_and_audit(now).await?;
 
-        let mut applied = 0i64;
-        let mut failed = 0i64;
         let (account, stream) = (self.account.id.clone(), self.stream.name.clone());
         let resumable = blocking(&self.ledger, move |ledger| {
             ledger.in_flight(&account, &stream)
@@ -166,73 +275,191 @@ impl StreamContext {
         .await?;
         // Units in flight come back unfenced (`WriteFence::Missing`, refused by the store):
         // they are worked under this run's lease, so they carry its fence.
-        let mut queue: std::collections::VecDeque<Claim> = resumable
+        let resumable: Vec<Claim> = resumable
             .into_iter()
             .map(|claim| Claim { fence, ..claim })
             .collect();
-        if !queue.is_empty() {
-            info!(account = %self.account.id, stream = %self.stream.name, units = queue.len(), "resuming units in flight");
+        if !resumable.is_empty() {
+            info!(account = %self.account.id, stream = %self.stream.name, units = resumable.len(), "resuming units in flight");
         }
+        let mut queue: std::collections::VecDeque<Claim> =
+            self.recover_orphans(client, resumable).await?.into();
+
+        let max_in_flight = self.stream.windowed().max_in_flight.max(1) as usize;
+        let lanes = Lanes::default();
+        let mut units = FuturesUnordered::new();
+        let mut claiming = true;
+        let mut tally = Tally::default();
         loop {
-            if self.cancel.is_cancelled() || self.abort.is_cancelled() {
-                return Ok(RunOutcome::Cancelled);
-            }
-            let claim = match queue.pop_front() {
-                Some(claim) => claim,
-                None => {
-                    let (account, stream, owner) = (
-                        self.account.id.clone(),
-                        self.stream.name.clone(),
-                        self.owner.clone(),
-                    );
-                    let max_hours = (self.stream.windowed().chunk.as_secs() as i64 / HOUR).max(1);
-                    let order = self.stream.windowed().order;
-                    let claimed = blocking(&self.ledger, move |ledger| {
-                        ledger.claim(&account, &stream, max_hours, order, &owner, fence, now_ts())
-                    })
-                    .await?;
-                    match claimed {
+            while claiming && units.len() < max_in_flight {
+                if self.cancel.is_cancelled() || self.abort.is_cancelled() {
+                    claiming = false;
+                    break;
+                }
+                let claim = match queue.pop_front() {
+                    Some(claim) => claim,
+                    None => match self.claim_next(fence).await? {
                         Some(claim) => claim,
-                        None => break,
+                        None => {
+                            claiming = false;
+                            break;
+                        }
+                    },
+                };
+                units.push(self.process(client, &lanes, claim));
+            }
+            let Some(end) = units.next().await else {
+                break;
+            };
+            if !tally.record(end?) {
+                claiming = false;
+            }
+        }
+        if self.abort.is_cancelled() || tally.cancelled {
+            return Ok(RunOutcome::Cancelled);
+        }
+        if let Some((cooldown, record)) = tally.cooldown {
+            return self
+                .cool_down(
+                    cooldown,
+                    record,
+                    "aborting the remaining chunks of this run and cooling down",
+                )
+                .await;
+        }
+        if let Some((reason, infrastructure)) = tally.deferred {
+            warn!(
+                account = %self.account.id,
+                stream = %self.stream.name,
+                reason = %reason,
+                infrastructure,
+                "no quota grant; the unit went back without consuming an attempt and the run ends"
+            );
+            return Ok(RunOutcome::Deferred {
+                reason,
+                retry_in: DEFERRED_RETRY,
+                infrastructure,
+            });
+        }
+        if tally.applied > 0 || tally.failed > 0 || tally.postponed > 0 {
+            info!(account = %self.account.id, stream = %self.stream.name, applied_hours = tally.applied, failed_units = tally.failed, postponed_units = tally.postponed, "run complete");
+        }
+        Ok(RunOutcome::Finished {
+            applied: tally.applied,
+            failed: tally.failed,
+        })
+    }
+
+    /// The next claimable window of the stream, if any.
+    async fn claim_next(
+        &self,
+        fence: crate::store::WriteFence,
+    ) -> Result<Option<Claim>, SyncError> {
+        let (account, stream, owner) = (
+            self.account.id.clone(),
+            self.stream.name.clone(),
+            self.owner.clone(),
+        );
+        let max_hours = (self.stream.windowed().chunk.as_secs() as i64 / HOUR).max(1);
+        let order = self.stream.windowed().order;
+        blocking(&self.ledger, move |ledger| {
+            ledger.claim(&account, &stream, max_hours, order, &owner, fence, now_ts())
+        })
+        .await
+    }
+
+    /// Units in flight whose createReport may have been answered but whose report id was
+    /// never committed (the process died in between) get their report back from
+    /// getReports: a report of the stream's type for exactly the unit's window and
+    /// marketplace, created since the claim, that is not FATAL or CANCELLED. Such a unit
+    /// resumes polling it instead of requesting the window again. Returns every unit,
+    /// the recovered ones with their report ids; when getReports cannot be asked (quota,
+    /// an error) the units are requested as usual.
+    async fn recover_orphans(
+        &self,
+        client: &SpApiClient,
+        mut claims: Vec<Claim>,
+    ) -> Result<Vec<Claim>, SyncError> {
+        let orphans: Vec<usize> = claims
+            .iter()
+            .enumerate()
+            .filter(|(_, claim)| claim.state == HourState::Requested && claim.report_id.is_none())
+            .map(|(index, _)| index)
+            .collect();
+        let Some(first) = orphans.first().and_then(|index| claims.get(*index)) else {
+            return Ok(claims);
+        };
+        let ids: Vec<i64> = orphans
+            .iter()
+            .filter_map(|index| claims.get(*index).map(|claim| claim.claim_id))
+            .collect();
+        let claimed = blocking(&self.ledger, move |ledger| {
+            let mut oldest: Option<i64> = None;
+            for id in ids {
+                if let Some(at) = ledger.claimed_at(id)? {
+                    oldest = Some(oldest.map_or(at, |oldest: i64| oldest.min(at)));
+                }
+            }
+            Ok(oldest)
+        })
+        .await?;
+        // A margin for clock skew between this host and Amazon.
+        let since = claimed.unwrap_or_else(now_ts).saturating_sub(ORPHAN_SKEW);
+        let priority = first.clone();
+        let mut found: Vec<crate::provider::amazon::ListedReport> = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..ORPHAN_PAGES {
+            if let Err(refused) = self.gate(OP_GET_REPORTS, &priority, true).await {
+                debug!(account = %self.account.id, error = ?refused, "getReports not granted; units in flight are requested again");
+                return Ok(claims);
+            }
+            let result = client
+                .get_reports(VENDOR_RT_SALES_REPORT, since, next.as_deref())
+                .await;
+            self.observe(OP_GET_REPORTS, &result);
+            match result {
+                Ok(page) => {
+                    found.extend(page.reports);
+                    next = page.next_token;
+                    if next.is_none() {
+                        break;
                     }
                 }
-            };
-            match self.process(client, claim).await? {
-                UnitEnd::Applied(hours) => applied += hours,
-                UnitEnd::Failed => failed += 1,
-                UnitEnd::Cancelled => return Ok(RunOutcome::Cancelled),
-                UnitEnd::Quota { cooldown, record } => {
-                    return self
-                        .cool_down(
-                            cooldown,
-                            record,
-                            "aborting the remaining chunks of this run and cooling down",
-                        )
-                        .await;
-                }
-                UnitEnd::Deferred {
-                    reason,
-                    infrastructure,
-                } => {
-                    warn!(
-                        account = %self.account.id,
-                        stream = %self.stream.name,
-                        reason = %reason,
-                        infrastructure,
-                        "no quota grant; the unit went back without consuming an attempt and the run ends"
-                    );
-                    return Ok(RunOutcome::Deferred {
-                        reason,
-                        retry_in: DEFERRED_RETRY,
-                        infrastructure,
-                    });
+                Err(err) => {
+                    warn!(account = %self.account.id, stream = %self.stream.name, error = %err, "getReports failed; units in flight whose report id was not saved are requested again");
+                    return Ok(claims);
                 }
             }
         }
-        if applied > 0 || failed > 0 {
-            info!(account = %self.account.id, stream = %self.stream.name, applied_hours = applied, failed_units = failed, "run complete");
+        for index in orphans {
+            let Some(claim) = claims.get_mut(index) else {
+                continue;
+            };
+            let matching = found.iter().find(|listed| {
+                listed.status.data_start == Some(claim.window.start)
+                    && listed.status.data_end == Some(claim.window.end)
+                    && (listed.marketplace_ids.is_empty()
+                        || listed
+                            .marketplace_ids
+                            .iter()
+                            .any(|id| *id == self.account.marketplace))
+                    && !matches!(
+                        listed.status.processing_status,
+                        ProcessingStatus::Fatal | ProcessingStatus::Cancelled
+                    )
+            });
+            let Some(listed) = matching else {
+                continue;
+            };
+            let (stored, id) = (claim.clone(), listed.status.report_id.clone());
+            blocking(&self.ledger, move |ledger| {
+                ledger.set_report_id(&stored, &id, now_ts())
+            })
+            .await?;
+            info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %listed.status.report_id, "report of an interrupted request found by getReports; resuming it instead of requesting the window again");
+            claim.report_id = Some(listed.status.report_id.clone());
         }
-        Ok(RunOutcome::Finished { applied, failed })
+        Ok(claims)
     }
 
     /// Keeps the lookback window seeded and schedules due audits (lower priority than
@@ -284,15 +511,33 @@ impl StreamContext {
     }
 
     /// Drives one claim to APPLIED or FAILED, or stops it for quota or shutdown.
-    async fn process(&self, client: &SpApiClient, mut claim: Claim) -> Result<UnitEnd, SyncError> {
+    async fn process(
+        &self,
+        client: &SpApiClient,
+        lanes: &Lanes,
+        mut claim: Claim,
+    ) -> Result<UnitEnd, SyncError> {
         self.bump();
         if let Some(chaos) = &self.chaos {
             chaos.on_unit(&self.account.id).await;
         }
         if claim.state == HourState::Downloaded {
+            let Some(_permit) = self.work_permit().await else {
+                return Ok(UnitEnd::Cancelled);
+            };
             return self.apply(claim).await;
         }
+        // Known when the report is requested in this run: the age the poll schedule and
+        // the latency learning go by.
+        let mut requested_at: Option<tokio::time::Instant> = None;
         if claim.report_id.is_none() {
+            // One createReport of the stream at a time (see [`Lanes`]), and none after
+            // the run met a quota stop.
+            let _lane = lanes.create.lock().await;
+            if lanes.stopped.is_cancelled() {
+                self.give_back(&claim, "quota").await?;
+                return Ok(UnitEnd::Stopped);
+            }
             let created = match self.gate(OP_CREATE_REPORT, &claim, true).await {
                 Ok(()) => {
                     let result = client
@@ -306,7 +551,13 @@ impl StreamContext {
                     result
                 }
                 Err(CallError::Provider(err)) => Err(err),
-                Err(refused) => return self.refused(&claim, refused).await,
+                Err(refused) => {
+                    let end = self.refused(&claim, refused).await?;
+                    if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
+                        lanes.stopped.cancel();
+                    }
+                    return Ok(end);
+                }
             };
             match created {
                 Ok(report_id) => {
@@ -317,8 +568,10 @@ impl StreamContext {
                     .await?;
                     info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report requested");
                     claim.report_id = Some(report_id);
+                    requested_at = Some(tokio::time::Instant::now());
                 }
                 Err(err) if err.stops_account() => {
+                    lanes.stopped.cancel();
                     let cooldown = self.refusal_cooldown(&err);
                     let released = claim.clone();
                     let reason = cooldown.reason.clone();
@@ -337,7 +590,10 @@ impl StreamContext {
         let Some(report_id) = claim.report_id.clone() else {
             return self.fail(&claim, "internal: claim has no report id").await;
         };
-        let status = match self.poll(client, &claim, &report_id).await {
+        let status = match self
+            .poll(client, lanes, &claim, &report_id, requested_at)
+            .await
+        {
             Poll::Finished(status) => status,
             Poll::Error(err) if err.stops_account() => {
                 return Ok(UnitEnd::Quota {
@@ -348,8 +604,9 @@ impl StreamContext {
             Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
             Poll::Refused(refused) => return self.refused(&claim, refused).await,
             Poll::TimedOut(elapsed) => {
+                let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
                 let message = format!(
-                    "report {report_id} not finished after {}",
+                    "report {report_id} not finished after {} ({cancelled}); the window is requested again",
                     humantime::format_duration(elapsed)
                 );
                 return self.fail(&claim, &message).await;
@@ -372,31 +629,33 @@ impl StreamContext {
             }
             ProcessingStatus::Fatal => {
                 let detail = match &status.report_document_id {
-                    Some(document_id) => match self.download(client, &claim, document_id).await {
-                        Ok((path, gzip)) => {
-                            let text = crate::store::blocking(move || {
-                                let text = read_error_document(&path, gzip);
-                                let _ = std::fs::remove_file(&path);
-                                text
-                            })
-                            .await
-                            .map_err(|err| SyncError::Join(err.0))?;
-                            match text {
-                                Ok(text) => text,
-                                Err(err) => format!("unreadable error document: {err}"),
+                    Some(document_id) => {
+                        match self.download(client, lanes, &claim, document_id).await {
+                            Ok((path, gzip)) => {
+                                let text = crate::store::blocking(move || {
+                                    let text = read_error_document(&path, gzip);
+                                    let _ = std::fs::remove_file(&path);
+                                    text
+                                })
+                                .await
+                                .map_err(|err| SyncError::Join(err.0))?;
+                                match text {
+                                    Ok(text) => text,
+                                    Err(err) => format!("unreadable error document: {err}"),
+                                }
                             }
+                            Err(CallError::Provider(err)) if err.stops_account() => {
+                                return Ok(UnitEnd::Quota {
+                                    cooldown: self.refusal_cooldown(&err),
+                                    record: true,
+                                })
+                            }
+                            Err(CallError::Provider(err)) => {
+                                format!("error document unavailable: {err}")
+                            }
+                            Err(refused) => return self.refused(&claim, refused).await,
                         }
-                        Err(CallError::Provider(err)) if err.stops_account() => {
-                            return Ok(UnitEnd::Quota {
-                                cooldown: self.refusal_cooldown(&err),
-                                record: true,
-                            })
-                        }
-                        Err(CallError::Provider(err)) => {
-                            format!("error document unavailable: {err}")
-                        }
-                        Err(refused) => return self.refused(&claim, refused).await,
-                    },
+                    }
                     None => "no error document".to_string(),
                 };
                 self.fail(&claim, &format!("report {report_id} FATAL: {detail}"))
@@ -411,7 +670,15 @@ impl StreamContext {
                         )
                         .await;
                 };
-                match self.download(client, &claim, &document_id).await {
+                // Downloading and applying cost CPU, memory and database time: they take
+                // a work permit (`daemon.max_concurrent_runs`); waiting did not.
+                let Some(_permit) = self.work_permit().await else {
+                    return Ok(UnitEnd::Cancelled);
+                };
+                match self
+                    .download_retrying(client, lanes, &claim, &document_id)
+                    .await
+                {
                     Ok((path, _gzip)) => {
                         let path_text = path.display().to_string();
                         let stored = claim.clone();
@@ -429,6 +696,13 @@ impl StreamContext {
                         cooldown: self.refusal_cooldown(&err),
                         record: true,
                     }),
+                    Err(CallError::Provider(err)) if document_retryable(&err) => {
+                        // The report is finished and its document still there: keep
+                        // the report id; the next run asks for the document again
+                        // instead of requesting the window again.
+                        warn!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, error = %err, "report document still unavailable after retries; kept in flight for the next run");
+                        Ok(UnitEnd::Postponed)
+                    }
                     Err(CallError::Provider(err)) => self.fail(&claim, &err.to_string()).await,
                     Err(refused) => self.refused(&claim, refused).await,
                 }
@@ -440,13 +714,42 @@ impl StreamContext {
         }
     }
 
-    /// Polls getReport with growing pauses until the report finishes, times out or
-    /// shutdown is requested. Transient errors are retried within the same deadline.
-    async fn poll(&self, client: &SpApiClient, claim: &Claim, report_id: &str) -> Poll {
+    /// Polls getReport until the report finishes, times out or shutdown is requested.
+    /// A report requested in this run waits in the poll schedule before its first poll
+    /// (the learned latency of its kind, or `poll_min`); a resumed one is asked at once.
+    /// Pauses grow with the report's age ([`PollSchedule::next_pause`]); transient
+    /// errors are retried within the same deadline. Waiting holds no permit.
+    async fn poll(
+        &self,
+        client: &SpApiClient,
+        lanes: &Lanes,
+        claim: &Claim,
+        report_id: &str,
+        requested_at: Option<tokio::time::Instant>,
+    ) -> Poll {
         let started = tokio::time::Instant::now();
-        let mut pause = self.stream.windowed().poll_min;
+        let settings = self.stream.windowed();
+        let expected = self
+            .polls
+            .as_ref()
+            .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
+        let mut polls: u32 = 0;
+        if let Some(requested) = requested_at {
+            let pause = PollSchedule::next_pause(
+                expected,
+                Some(requested.elapsed()),
+                0,
+                settings.poll_min,
+                settings.poll_max,
+            );
+            if !self.wait_for_poll(started + pause).await {
+                return Poll::Cancelled;
+            }
+            polls = 1;
+        }
         loop {
             self.bump();
+            let lane = lanes.poll.lock().await;
             if let Err(refused) = self.gate(OP_GET_REPORT, claim, false).await {
                 return match refused {
                     CallError::Cancelled => Poll::Cancelled,
@@ -456,6 +759,7 @@ impl StreamContext {
             }
             let result = client.get_report(report_id).await;
             self.observe(OP_GET_REPORT, &result);
+            drop(lane);
             match result {
                 Ok(status)
                     if !matches!(
@@ -463,7 +767,14 @@ impl StreamContext {
                         ProcessingStatus::InQueue | ProcessingStatus::InProgress
                     ) =>
                 {
-                    return Poll::Finished(status)
+                    if let (Some(requested), Some(schedule)) = (requested_at, &self.polls) {
+                        schedule.learn(
+                            &self.account.id,
+                            VENDOR_RT_SALES_REPORT,
+                            requested.elapsed(),
+                        );
+                    }
+                    return Poll::Finished(status);
                 }
                 Ok(status) => {
                     debug!(account = %self.account.id, report_id, status = ?status.processing_status, "report still in progress")
@@ -473,16 +784,102 @@ impl StreamContext {
                 }
                 Err(err) => return Poll::Error(err),
             }
-            if started.elapsed() + pause > self.stream.windowed().poll_timeout {
+            let pause = PollSchedule::next_pause(
+                expected,
+                requested_at.map(|requested| requested.elapsed()),
+                polls,
+                settings.poll_min,
+                settings.poll_max,
+            );
+            polls = polls.saturating_add(1);
+            if started.elapsed() + pause > settings.poll_timeout {
                 return Poll::TimedOut(started.elapsed());
             }
-            // A minimum pause between polls; the getReport bucket decides when the
-            // next call may actually go.
-            tokio::select! {
-                _ = self.abort.cancelled() => return Poll::Cancelled,
-                _ = tokio::time::sleep(pause) => {}
+            if !self
+                .wait_for_poll(tokio::time::Instant::now() + pause)
+                .await
+            {
+                return Poll::Cancelled;
             }
-            pause = (pause * 2).min(self.stream.windowed().poll_max);
+        }
+    }
+
+    /// Waits in the daemon's poll schedule (or, without one, on a timer) until `at`.
+    /// False when the run was aborted meanwhile.
+    async fn wait_for_poll(&self, at: tokio::time::Instant) -> bool {
+        let wait = async {
+            match &self.polls {
+                Some(schedule) => schedule.wait_until(at).await,
+                None => tokio::time::sleep_until(at).await,
+            }
+        };
+        tokio::select! {
+            _ = self.abort.cancelled() => false,
+            _ = wait => true,
+        }
+    }
+
+    /// A work permit for a download and apply; `None` when the run was aborted while
+    /// waiting for one.
+    async fn work_permit(&self) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        tokio::select! {
+            _ = self.abort.cancelled() => None,
+            permit = self.permits.acquire() => Some(permit),
+        }
+    }
+
+    /// Asks Amazon to cancel a report stuck past `poll_timeout` (only an IN_QUEUE report
+    /// can be); says what became of the request, for the unit's error.
+    async fn cancel_stuck(&self, client: &SpApiClient, claim: &Claim, report_id: &str) -> String {
+        if let Err(refused) = self.gate(OP_CANCEL_REPORT, claim, false).await {
+            return format!("not cancelled: no quota grant ({refused:?})");
+        }
+        let result = client.cancel_report(report_id).await;
+        self.observe(OP_CANCEL_REPORT, &result);
+        match result {
+            Ok(()) => {
+                info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id, "stuck report cancelled");
+                "cancelled with cancelReport".to_string()
+            }
+            Err(err) => {
+                debug!(account = %self.account.id, report_id, error = %err, "cancelReport refused");
+                format!("cancelReport refused: {err}")
+            }
+        }
+    }
+
+    /// [`Self::download`], retried with backoff while the failure is one a finished
+    /// report's document recovers from (a 5xx or transport failure of getReportDocument
+    /// or of the download, an expired download url): a new getReportDocument each time,
+    /// never a new createReport. Gives up after [`DOCUMENT_ATTEMPTS`] with the last error.
+    async fn download_retrying(
+        &self,
+        client: &SpApiClient,
+        lanes: &Lanes,
+        claim: &Claim,
+        document_id: &str,
+    ) -> Result<(PathBuf, bool), CallError> {
+        let mut attempt: u32 = 0;
+        loop {
+            match self.download(client, lanes, claim, document_id).await {
+                Err(CallError::Provider(err))
+                    if document_retryable(&err) && attempt + 1 < DOCUMENT_ATTEMPTS =>
+                {
+                    let pause = self
+                        .stream
+                        .windowed()
+                        .poll_min
+                        .saturating_mul(1u32 << attempt.min(8))
+                        .min(DOCUMENT_RETRY_MAX);
+                    warn!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, document_id, attempt = attempt + 1, retry_in_ms = pause.as_millis() as u64, error = %err, "report document unavailable; asking for it again");
+                    tokio::select! {
+                        _ = self.abort.cancelled() => return Err(CallError::Cancelled),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -491,12 +888,15 @@ impl StreamContext {
     async fn download(
         &self,
         client: &SpApiClient,
+        lanes: &Lanes,
         claim: &Claim,
         document_id: &str,
     ) -> Result<(PathBuf, bool), CallError> {
+        let lane = lanes.document.lock().await;
         self.gate(OP_GET_REPORT_DOCUMENT, claim, false).await?;
         let result = client.get_report_document(document_id).await;
         self.observe(OP_GET_REPORT_DOCUMENT, &result);
+        drop(lane);
         let document = result?;
         let file_name = format!(
             "{}-{}-{}{}",

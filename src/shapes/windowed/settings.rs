@@ -13,11 +13,16 @@ pub struct WindowedSettings {
     pub chunk: Duration,
     /// Which end of the lookback window claims start from.
     pub order: ClaimOrder,
-    /// First and largest pause between getReport polls.
+    /// Shortest and longest pause between getReport polls of one report (the pause
+    /// grows with the report's age in between; see [`crate::shapes::windowed::poll`]).
     pub poll_min: Duration,
     pub poll_max: Duration,
-    /// A report not finished after this long fails its unit.
+    /// A report not finished after this long is cancelled (cancelReport, when it is
+    /// still IN_QUEUE) and its unit fails, to be requested again.
     pub poll_timeout: Duration,
+    /// Windows of the stream requested ahead and in flight at once (createReport's
+    /// burst: 15).
+    pub max_in_flight: u32,
     /// A document larger than this fails its unit instead of filling the disk.
     pub max_document_bytes: u64,
     pub daily_audit: bool,
@@ -34,6 +39,7 @@ impl WindowedSettings {
         poll_max: Duration::from_secs(60),
         poll_timeout: Duration::from_secs(30 * 60),
         max_document_bytes: 512 * 1024 * 1024,
+        max_in_flight: 15,
         daily_audit: true,
         weekly_audit: false,
     };

@@ -188,6 +188,15 @@ impl LedgerStore for SqliteLedger {
         })
     }
 
+    fn claimed_at(&self, claim_id: i64) -> Result<Option<i64>, LedgerError> {
+        self.with_read_conn(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT claimed_at FROM ledger_claims WHERE id = ?1")?
+                .query_row(params![claim_id], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
     fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -1,0 +1,271 @@
+//! The daemon's one poll schedule for reports in flight, and the report latencies it
+//! learns.
+//!
+//! Why one schedule: a stream keeps up to `max_in_flight` reports in flight and a daemon
+//! runs thousands of streams. Instead of a timer per report, a unit waiting for its next
+//! getReport registers its due time here and awaits a one-shot wake; one driver task
+//! (a root service, restarted by the supervisor like every other) sleeps until the
+//! earliest due time and wakes every unit whose poll is due. The entries live in the
+//! shared [`PollSchedule`], not in the driver, so a restarted driver serves them all. The
+//! getReport call itself still goes through the TokenManager (the woken unit asks it).
+//!
+//! When to poll ([`PollSchedule::next_pause`]): a report of a kind never seen is first
+//! polled after `poll_min`; one whose type and account have history after
+//! [`FIRST_POLL_SHARE`] of the learned median latency. After that the pause grows with the
+//! report's age ([`AGE_SHARE`] of it, within `poll_min`..`poll_max`), so a report is seen
+//! DONE at most ~15 % after it finished, and a slow one is not polled every few seconds
+//! for ten minutes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The first poll of a report with history comes after this share of the median.
+pub const FIRST_POLL_SHARE: f64 = 0.8;
+/// Later pauses are this share of the report's age.
+pub const AGE_SHARE: f64 = 0.15;
+/// Latencies remembered per (account, report type).
+const LATENCY_SAMPLES: usize = 16;
+/// Kinds (account, report type) whose latencies are remembered; the oldest-learned kind
+/// is forgotten first beyond this (10,000 accounts with one report type each fit).
+const MAX_KINDS: usize = 20_000;
+
+/// Reports waiting for their next poll, and the latencies learned so far.
+#[derive(Default)]
+pub struct PollSchedule {
+    inner: Mutex<Inner>,
+    /// Wakes the driver when an entry earlier than its nap is added.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    due: BTreeMap<(Instant, u64), oneshot::Sender<()>>,
+    sequence: u64,
+    latencies: HashMap<(String, String), VecDeque<f64>>,
+    learned_order: VecDeque<(String, String)>,
+}
+
+impl PollSchedule {
+    pub fn new() -> PollSchedule {
+        PollSchedule::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the schedule wakes this caller at `at` (or later). Returns at once
+    /// when `at` has passed. Dropping the future withdraws nothing (the entry is skipped
+    /// when due), so it is cancel-safe.
+    pub async fn wait_until(&self, at: Instant) {
+        if at <= Instant::now() {
+            return;
+        }
+        let (wake, woken) = oneshot::channel();
+        let earliest = {
+            let mut inner = self.lock();
+            inner.sequence = inner.sequence.wrapping_add(1);
+            let key = (at, inner.sequence);
+            inner.due.insert(key, wake);
+            inner.due.keys().next() == Some(&key)
+        };
+        if earliest {
+            self.changed.notify_one();
+        }
+        // The sender is dropped only by the driver after sending, or with the schedule.
+        let _ = woken.await;
+    }
+
+    /// Reports waiting for a poll.
+    pub fn waiting(&self) -> usize {
+        self.lock().due.len()
+    }
+
+    /// Wakes every entry that is due and answers when the next one is.
+    fn wake_due(&self, now: Instant) -> Option<Instant> {
+        let mut inner = self.lock();
+        loop {
+            let entry = inner.due.first_entry()?;
+            if entry.key().0 > now {
+                return Some(entry.key().0);
+            }
+            // A waiter that went away (its run ended) is just skipped.
+            let _ = entry.remove().send(());
+        }
+    }
+
+    /// The driver: wakes due entries until `stop`. One task per daemon runs this (a root
+    /// service), so the schedule costs one timer whatever the number of reports.
+    pub async fn drive(&self, stop: CancellationToken) {
+        loop {
+            let next = self.wake_due(Instant::now());
+            let nap = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = nap => {}
+            }
+        }
+    }
+
+    /// Remembers that a report of `report_type` for `account` took `took` from its
+    /// request to being seen finished.
+    pub fn learn(&self, account: &str, report_type: &str, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if !seconds.is_finite() || seconds <= 0.0 {
+            return;
+        }
+        let key = (account.to_string(), report_type.to_string());
+        let mut inner = self.lock();
+        if !inner.latencies.contains_key(&key) {
+            if inner.learned_order.len() >= MAX_KINDS {
+                if let Some(oldest) = inner.learned_order.pop_front() {
+                    inner.latencies.remove(&oldest);
+                }
+            }
+            inner.learned_order.push_back(key.clone());
+        }
+        let samples = inner.latencies.entry(key).or_default();
+        if samples.len() >= LATENCY_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(seconds);
+    }
+
+    /// The median latency learned for `report_type` of `account`, if any.
+    pub fn expected(&self, account: &str, report_type: &str) -> Option<Duration> {
+        let inner = self.lock();
+        let samples = inner
+            .latencies
+            .get(&(account.to_string(), report_type.to_string()))?;
+        let mut sorted: Vec<f64> = samples.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = *sorted.get(sorted.len() / 2)?;
+        Some(Duration::from_secs_f64(median))
+    }
+
+    /// The pause before the next poll of a report that is `age` old (since its
+    /// createReport answer; `None` when unknown, after a restart) and has been polled
+    /// `polls` times, within `poll_min..=poll_max`.
+    pub fn next_pause(
+        expected: Option<Duration>,
+        age: Option<Duration>,
+        polls: u32,
+        poll_min: Duration,
+        poll_max: Duration,
+    ) -> Duration {
+        let pause = match (polls, expected, age) {
+            (0, Some(expected), Some(age)) => {
+                expected.mul_f64(FIRST_POLL_SHARE).saturating_sub(age)
+            }
+            (_, _, Some(age)) => age.mul_f64(AGE_SHARE),
+            // Age unknown (resumed after a restart): grow from poll_min.
+            (_, _, None) => poll_min.saturating_mul(1u32 << polls.min(10)),
+        };
+        pause.clamp(poll_min, poll_max.max(poll_min))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(2);
+    const MAX: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_report_without_history_is_polled_often_enough_to_be_seen_within_a_fifth_of_its_latency() {
+        // Walk the schedule of a 20 s report: the poll that sees it DONE comes within
+        // 20 % of its latency.
+        let latency = Duration::from_secs(20);
+        let mut at = Duration::ZERO;
+        let mut polls = 0;
+        while at < latency {
+            at += PollSchedule::next_pause(None, Some(at), polls, MIN, MAX);
+            polls += 1;
+        }
+        assert!(at <= latency.mul_f64(1.2), "seen at {at:?}");
+        assert!(polls <= 12, "{polls} polls");
+    }
+
+    #[test]
+    fn a_learned_latency_moves_the_first_poll_near_it() {
+        let schedule = PollSchedule::new();
+        for seconds in [50, 60, 70] {
+            schedule.learn("acct", "T", Duration::from_secs(seconds));
+        }
+        let expected = schedule.expected("acct", "T");
+        assert_eq!(expected, Some(Duration::from_secs(60)));
+        let first = PollSchedule::next_pause(expected, Some(Duration::ZERO), 0, MIN, MAX);
+        assert_eq!(first, Duration::from_secs(48));
+        assert_eq!(schedule.expected("acct", "other"), None);
+    }
+
+    #[test]
+    fn pauses_stay_within_bounds() {
+        let long = PollSchedule::next_pause(None, Some(Duration::from_secs(3600)), 5, MIN, MAX);
+        assert_eq!(long, MAX);
+        let unknown = PollSchedule::next_pause(None, None, 40, MIN, MAX);
+        assert_eq!(unknown, MAX);
+        assert_eq!(PollSchedule::next_pause(None, None, 0, MIN, MAX), MIN);
+    }
+
+    // Real time (the crate has no paused clock): short due times, asserted in order and
+    // never early.
+    #[tokio::test]
+    async fn one_driver_wakes_every_waiter_in_due_order_never_early() {
+        let schedule = std::sync::Arc::new(PollSchedule::new());
+        let stop = CancellationToken::new();
+        let driver = {
+            let schedule = std::sync::Arc::clone(&schedule);
+            let stop = stop.clone();
+            tokio::spawn(async move { schedule.drive(stop).await })
+        };
+        let start = Instant::now();
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for millis in [300u64, 100, 200] {
+            let schedule = std::sync::Arc::clone(&schedule);
+            let order = std::sync::Arc::clone(&order);
+            waiters.push(tokio::spawn(async move {
+                let due = start + Duration::from_millis(millis);
+                schedule.wait_until(due).await;
+                assert!(Instant::now() >= due, "woken before its due time");
+                order.lock().unwrap().push(millis);
+            }));
+        }
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .expect("every waiter is woken")
+                .unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![100, 200, 300]);
+        assert_eq!(schedule.waiting(), 0);
+        stop.cancel();
+        driver.await.unwrap();
+    }
+
+    #[test]
+    fn latencies_are_bounded_per_kind_and_in_kinds() {
+        let schedule = PollSchedule::new();
+        for n in 0..(LATENCY_SAMPLES as u64 * 2) {
+            schedule.learn("a", "T", Duration::from_secs(n + 1));
+        }
+        let inner = schedule.lock();
+        assert_eq!(
+            inner.latencies[&("a".to_string(), "T".to_string())].len(),
+            LATENCY_SAMPLES
+        );
+    }
+}

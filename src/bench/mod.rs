@@ -7,6 +7,9 @@
 //! - `bench quota`: quota efficiency (issue 5): a backlog of createReport calls drained
 //!   through the TokenManager against the simulator's bucket, as wall time over the
 //!   theoretical minimum and 429s; and the TokenManager's grants per second.
+//! - `bench reports`: the report engine under report latency (issue 12): `sync --once`
+//!   against an in-process simulator, as wall time over the quota-bound minimum
+//!   ([`reports`]).
 //!
 //! Layer 15 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
 //! tests).
@@ -15,6 +18,7 @@ pub mod cursor;
 pub mod jobs;
 pub mod quota;
 pub mod redis_server;
+pub mod reports;
 pub mod supervisor;
 
 use std::io::Write;
@@ -103,6 +107,10 @@ pub enum BenchCommand {
         #[arg(long, default_value = "3s")]
         ttl: humantime::Duration,
     },
+    /// Issue 12's report-engine scenarios: `sync --once` wall time over the quota-bound
+    /// minimum, 429s, duplicate createReports and cooldowns, against an in-process
+    /// simulator with report latency.
+    Reports(reports::BenchReportsArgs),
 }
 
 pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
@@ -151,6 +159,7 @@ pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
                 .build()?;
             runtime.block_on(bench_locks(dir.path(), scopes, concurrency, ttl.into()))
         }
+        BenchCommand::Reports(args) => reports::run(args),
     }
 }
 

@@ -85,8 +85,10 @@ fn access_token(headers: &HeaderMap) -> Option<&str> {
         .and_then(|value| value.to_str().ok())
 }
 
-/// `x-amzn-RateLimit-Limit` the way Amazon writes it: `2.0`, `0.0167`.
+/// `x-amzn-RateLimit-Limit` the way Amazon writes it: `2.0`, `0.0167`. Rounded to six
+/// decimals, so a rate scaled by `time_scale` reads `1.002`, not `1.0019999999999998`.
 fn rate_header_value(rate: f64) -> String {
+    let rate = (rate * 1e6).round() / 1e6;
     if rate.fract() == 0.0 {
         format!("{rate:.1}")
     } else {

@@ -200,6 +200,7 @@ impl Simulator {
             tokens: HashMap::new(),
             buckets: HashMap::new(),
             reports: HashMap::new(),
+            reports_by_key: HashMap::new(),
             documents: HashMap::new(),
             stats: SimStats::default(),
             provider_calls: HashMap::new(),

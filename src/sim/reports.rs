@@ -136,6 +136,23 @@ impl Simulator {
             Some(StuckEnd::Fatal) => outcome = Outcome::Fatal,
             None => {}
         }
+        let key = (
+            admitted.seller.clone(),
+            request.marketplace.clone(),
+            request.start,
+            request.end,
+        );
+        let duplicate = state.reports_by_key.get(&key).is_some_and(|earlier| {
+            earlier.iter().any(|earlier_id| {
+                state.reports.get(earlier_id).is_some_and(|report| {
+                    let status = status_name(self.phase(report, now), report.outcome);
+                    status != "FATAL" && status != "CANCELLED"
+                })
+            })
+        });
+        if duplicate {
+            state.stats.duplicate_create_reports += 1;
+        }
         let serial = state.next_id();
         let report_id = format!("{}{serial:07}", self.instance_tag);
         let document_id = match outcome {
@@ -164,6 +181,11 @@ impl Simulator {
             stuck = timing.stuck.is_some(),
             "report created"
         );
+        state
+            .reports_by_key
+            .entry(key)
+            .or_default()
+            .push(report_id.clone());
         state.reports.insert(
             report_id.clone(),
             Report {

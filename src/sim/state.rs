@@ -125,7 +125,8 @@ pub(super) struct AccessToken {
 /// What an admitted SP-API call carries on.
 pub(super) struct Admitted {
     pub(super) seller: String,
-    /// The bucket rate, for `x-amzn-RateLimit-Limit`.
+    /// The bucket rate on the real clock (the simulated rate × `time_scale`), for
+    /// `x-amzn-RateLimit-Limit`.
     pub(super) rate: f64,
     /// A scheduled fault that did not fail the call itself.
     pub(super) scheduled: Option<FaultKind>,
@@ -159,6 +160,10 @@ pub(super) struct SimState {
     pub(super) tokens: HashMap<String, AccessToken>,
     pub(super) buckets: HashMap<(String, Operation), TokenBucket>,
     pub(super) reports: HashMap<String, Report>,
+    /// (seller, marketplace, dataStartTime, dataEndTime) → the reports created for it, in
+    /// creation order: finds duplicate createReports without scanning every report. The
+    /// simulator serves one report type, so the type is not part of the key.
+    pub(super) reports_by_key: HashMap<(String, String, i64, i64), Vec<String>>,
     /// Document id → report id.
     pub(super) documents: HashMap<String, String>,
     pub(super) stats: SimStats,
@@ -245,8 +250,15 @@ impl SimState {
             .buckets
             .entry((seller.clone(), operation))
             .or_insert_with(|| TokenBucket::new(spec.rate, spec.burst, bucket_now));
-        let rate = bucket.rate();
+        // What a client on the real clock sees: the bucket refills `time_scale` times
+        // faster than its simulated rate.
+        let rate = bucket.rate() * config.time_scale();
         if !bucket.try_take(bucket_now) {
+            *self
+                .stats
+                .bucket_throttles
+                .entry(format!("{seller}/{}", operation.name()))
+                .or_default() += 1;
             return Err(self.throttled(operation));
         }
         Ok(Admitted {

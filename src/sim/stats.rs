@@ -1,6 +1,8 @@
 //! What the simulator reports about itself: call, throttle and error counts per operation
 //! ([`SimStats`]) and the rows it served ([`ServedRow`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::state::Operation;
@@ -53,14 +55,21 @@ impl OpCounts {
     }
 }
 
-/// Calls, 429s (bucket and injected) and injected 500s per operation, as served by
-/// `GET /_sim/stats`.
+/// Calls, 429s (bucket and injected) and injected 500s per operation, and duplicate
+/// createReports, as served by `GET /_sim/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SimStats {
     pub calls: OpCounts,
     pub throttled: OpCounts,
     pub server_errors: OpCounts,
+    /// Reports created for a (seller, marketplace, reportType, dataStartTime, dataEndTime)
+    /// while an earlier report of that key was still IN_QUEUE, IN_PROGRESS or DONE (as
+    /// seen at the new call): work a client paid the scarcest quota for twice. A request
+    /// again after FATAL or CANCELLED is not a duplicate.
+    pub duplicate_create_reports: u64,
+    /// 429s from the token buckets (not injected ones), per bucket: `seller/operation`.
+    pub bucket_throttles: BTreeMap<String, u64>,
 }
 
 impl SimStats {
@@ -77,6 +86,19 @@ impl SimStats {
     /// Injected 500 answers to `operation`.
     pub fn server_errors(&self, operation: &str) -> u64 {
         self.server_errors.get(operation)
+    }
+
+    /// The most 429s any one (seller, operation) bucket answered, and that bucket.
+    pub fn max_bucket_throttles(&self) -> Option<(&str, u64)> {
+        self.bucket_throttles
+            .iter()
+            .max_by_key(|(_, count)| **count)
+            .map(|(bucket, count)| (bucket.as_str(), *count))
+    }
+
+    /// Duplicate createReports (see [`SimStats::duplicate_create_reports`]).
+    pub fn duplicate_reports(&self) -> u64 {
+        self.duplicate_create_reports
     }
 }
 

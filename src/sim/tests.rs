@@ -296,6 +296,121 @@ async fn create_report_is_throttled_once_the_burst_is_spent() {
     let stats = running.sim.stats();
     assert_eq!(stats.calls("createReport"), 4);
     assert_eq!(stats.throttled("createReport"), 1);
+    assert_eq!(
+        stats.max_bucket_throttles(),
+        Some(("seller-a/createReport", 1))
+    );
+    assert_eq!(stats.bucket_throttles.len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_header_announces_the_rate_on_the_real_clock_under_time_scale() {
+    // At 60x the buckets refill 60 times faster on the real clock: a client pacing on
+    // the real clock must read rate x 60 (Amazon's 0.0167/s createReport becomes 1.002/s).
+    let running = start(SimConfig {
+        time_scale: 60.0,
+        ..instant_config()
+    })
+    .await;
+    let token = running.token("seller-a").await;
+    let response = running.create(&token, report_request(START, END)).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-amzn-ratelimit-limit"], "1.002");
+    let body: Value = response.json().await.expect("createReport json");
+    let report_id = body["reportId"].as_str().expect("reportId");
+    let response = running
+        .get(&token, &format!("/reports/2021-06-30/reports/{report_id}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-amzn-ratelimit-limit"], "120.0");
+    running.stop().await;
+
+    // And the announced rate is the one the bucket keeps: 15 burst, then one token per
+    // 1/1.002 s of real time (not one per minute).
+    let running = start(SimConfig {
+        time_scale: 60.0,
+        ..instant_config()
+    })
+    .await;
+    let token = running.token("seller-a").await;
+    for _ in 0..15 {
+        running.create_ok(&token, START, END).await;
+    }
+    let response = running.create(&token, report_request(START, END)).await;
+    assert_eq!(response.status(), 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    running.create_ok(&token, START, END).await;
+    running.stop().await;
+
+    // At time_scale 1 the header is the documented rate, unchanged.
+    let running = start(instant_config()).await;
+    let token = running.token("seller-a").await;
+    let response = running.create(&token, report_request(START, END)).await;
+    assert_eq!(response.headers()["x-amzn-ratelimit-limit"], "0.0167");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_create_reports_are_counted_unless_the_earlier_one_failed() {
+    // Reports that stay IN_QUEUE: a second request for the same key is a duplicate.
+    let running = start(SimConfig {
+        processing_latency: Duration::from_secs(3600),
+        ..instant_config()
+    })
+    .await;
+    let token = running.token("seller-a").await;
+    let first = running.create_ok(&token, START, END).await;
+    assert_eq!(running.sim.stats().duplicate_reports(), 0);
+    let second = running.create_ok(&token, START, END).await;
+    assert_eq!(running.sim.stats().duplicate_reports(), 1);
+    // Another window, and the same window of another seller, are not duplicates.
+    running.create_ok(&token, END, "2025-12-09T12:00:00Z").await;
+    let other = running.token("seller-b").await;
+    running.create_ok(&other, START, END).await;
+    assert_eq!(running.sim.stats().duplicate_reports(), 1);
+    // Once every earlier report of the key is CANCELLED, asking again is not a duplicate.
+    for report_id in [&first, &second] {
+        let response = running
+            .client
+            .delete(format!(
+                "{}/reports/2021-06-30/reports/{report_id}",
+                running.base
+            ))
+            .header("x-amz-access-token", &token)
+            .send()
+            .await
+            .expect("cancelReport request");
+        assert_eq!(response.status(), 200);
+    }
+    running.create_ok(&token, START, END).await;
+    assert_eq!(running.sim.stats().duplicate_reports(), 1);
+    running.stop().await;
+
+    // FATAL does not count either; DONE does (its document is there to download).
+    let mut config = instant_config();
+    config.faults.schedule = vec![ScheduledFault {
+        operation: "createReport".to_string(),
+        nth: 1,
+        fault: FaultKind::Fatal,
+    }];
+    let running = start(config).await;
+    let token = running.token("seller-a").await;
+    let fatal = running.create_ok(&token, START, END).await;
+    assert_eq!(
+        running.report(&token, &fatal).await["processingStatus"],
+        "FATAL"
+    );
+    let done = running.create_ok(&token, START, END).await;
+    assert_eq!(running.sim.stats().duplicate_reports(), 0);
+    assert_eq!(
+        running.report(&token, &done).await["processingStatus"],
+        "DONE"
+    );
+    running.create_ok(&token, START, END).await;
+    let stats = running.sim.stats();
+    assert_eq!(stats.duplicate_reports(), 1);
+    assert_eq!(stats.duplicate_create_reports, 1);
     running.stop().await;
 }
 
@@ -719,7 +834,13 @@ fn config_and_faults_round_trip_through_serde() {
     let keys = json!({"token": 0, "createReport": 0, "getReport": 0, "getReportDocument": 0, "downloadDocument": 0, "getReports": 0, "cancelReport": 0});
     assert_eq!(
         stats,
-        json!({"calls": keys, "throttled": keys, "server_errors": keys})
+        json!({
+            "calls": keys,
+            "throttled": keys,
+            "server_errors": keys,
+            "duplicate_create_reports": 0,
+            "bucket_throttles": {},
+        })
     );
 }
 

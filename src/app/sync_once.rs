@@ -69,6 +69,10 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         None
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    // Failed hours retried before this are waited for (a stuck report cancelled and its
+    // window requested again, a transient failure); later ones stop the sync.
+    let deadline_unix =
+        now_ts().saturating_add(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let (applied, stopped) = loop {
         ticker.tick().await;
@@ -95,6 +99,10 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
                 } else if seeded < *lookback_hours
                     || in_flight > 0
                     || snapshot.next_claimable_hour.is_some()
+                    || (snapshot.counts[4] > 0
+                        && snapshot
+                            .next_retry_at
+                            .is_some_and(|retry_at| retry_at <= deadline_unix))
                 {
                     pending = true;
                 } else if snapshot.counts[4] > 0 {

@@ -352,3 +352,46 @@ fn client(sim: &TestSim) -> SpApiClient {
         },
     )
 }
+
+/// A report still IN_QUEUE after ten times the latency learned for its kind is taken
+/// for stuck long before `poll_timeout`: cancelled, its window requested again.
+#[tokio::test]
+async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
+    let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
+    let fixture = Fixture::new(
+        &sim,
+        "lookback = \"6h\"\nchunk = \"6h\"\nretry_base = \"1h\"",
+    );
+    let ledger = fixture.open_ledger();
+    let mut context = fixture.context(&ledger, CancellationToken::new());
+    let schedule = std::sync::Arc::new(marketsync::shapes::windowed::PollSchedule::new());
+    for _ in 0..5 {
+        schedule.learn("acct", VENDOR_RT_SALES_REPORT, Duration::from_millis(30));
+    }
+    context.polls = Some(std::sync::Arc::clone(&schedule));
+    // The daemon runs the schedule's driver as a service; here the test does.
+    let stop = CancellationToken::new();
+    let driver = {
+        let (schedule, stop) = (std::sync::Arc::clone(&schedule), stop.clone());
+        tokio::spawn(async move { schedule.drive(stop).await })
+    };
+    let outcome = context.run_once().await.unwrap();
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 0,
+            failed: 1
+        }
+    );
+    assert_eq!(sim.stats().calls("cancelReport"), 1);
+    stop.cancel();
+    driver.await.unwrap();
+    let failures = ledger.recent_failures(10).unwrap();
+    assert!(
+        failures.iter().any(|failure| failure
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("still IN_QUEUE"))),
+        "{failures:?}"
+    );
+}

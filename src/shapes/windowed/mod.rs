@@ -185,6 +185,9 @@ enum Poll {
     /// The quota gave no grant (see [`StreamContext::refused`]).
     Refused(CallError),
     TimedOut(Duration),
+    /// Still IN_QUEUE far longer than its kind's usual latency (see
+    /// [`PollSchedule::stuck_after`]).
+    Stuck(Duration),
     Cancelled,
 }
 
@@ -611,6 +614,15 @@ impl StreamContext {
                 );
                 return self.fail(&claim, &message).await;
             }
+            Poll::Stuck(elapsed) => {
+                let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
+                let message = format!(
+                    "report {report_id} still IN_QUEUE after {}, {}x its usual latency ({cancelled}); the window is requested again",
+                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+                    crate::shapes::windowed::poll::STUCK_FACTOR
+                );
+                return self.fail(&claim, &message).await;
+            }
             Poll::Cancelled => return Ok(UnitEnd::Cancelled),
         };
         match status.processing_status {
@@ -733,6 +745,10 @@ impl StreamContext {
             .polls
             .as_ref()
             .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
+        let stuck_after = self
+            .polls
+            .as_ref()
+            .and_then(|polls| polls.stuck_after(&self.account.id, VENDOR_RT_SALES_REPORT));
         let mut polls: u32 = 0;
         if let Some(requested) = requested_at {
             let pause = PollSchedule::next_pause(
@@ -777,6 +793,13 @@ impl StreamContext {
                     return Poll::Finished(status);
                 }
                 Ok(status) => {
+                    // A resumed report is at least as old as this run's polling of it.
+                    let age = requested_at.unwrap_or(started).elapsed();
+                    if status.processing_status == ProcessingStatus::InQueue
+                        && stuck_after.is_some_and(|limit| age > limit)
+                    {
+                        return Poll::Stuck(age);
+                    }
                     debug!(account = %self.account.id, report_id, status = ?status.processing_status, "report still in progress")
                 }
                 Err(err) if err.is_transient() => {

@@ -15,6 +15,11 @@
 //! report's age ([`AGE_SHARE`] of it, within `poll_min`..`poll_max`), so a report is seen
 //! DONE at most ~15 % after it finished, and a slow one is not polled every few seconds
 //! for ten minutes.
+//!
+//! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
+//! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
+//! requested again, long before `poll_timeout` (Amazon's stuck reports sit queued for
+//! tens of minutes, then end CANCELLED or FATAL).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -28,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 pub const FIRST_POLL_SHARE: f64 = 0.8;
 /// Later pauses are this share of the report's age.
 pub const AGE_SHARE: f64 = 0.15;
+/// A report IN_QUEUE for this many times its kind's median latency is stuck.
+pub const STUCK_FACTOR: f64 = 10.0;
+/// Latencies known before a report can be taken for stuck.
+pub const STUCK_MIN_SAMPLES: usize = 5;
 /// Latencies remembered per (account, report type).
 const LATENCY_SAMPLES: usize = 16;
 /// Kinds (account, report type) whose latencies are remembered; the oldest-learned kind
@@ -154,6 +163,25 @@ impl PollSchedule {
         Some(Duration::from_secs_f64(median))
     }
 
+    /// How long a report of `report_type` for `account` may stay IN_QUEUE before it is
+    /// taken for stuck: [`STUCK_FACTOR`] × the learned median, once at least
+    /// [`STUCK_MIN_SAMPLES`] latencies are known (`None` before: only `poll_timeout`
+    /// applies). Why IN_QUEUE only: a report that started processing is working, and
+    /// Amazon cancels only queued reports.
+    pub fn stuck_after(&self, account: &str, report_type: &str) -> Option<Duration> {
+        let inner = self.lock();
+        let samples = inner
+            .latencies
+            .get(&(account.to_string(), report_type.to_string()))?;
+        if samples.len() < STUCK_MIN_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<f64> = samples.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = *sorted.get(sorted.len() / 2)?;
+        Some(Duration::from_secs_f64(median * STUCK_FACTOR))
+    }
+
     /// The pause before the next poll of a report that is `age` old (since its
     /// createReport answer; `None` when unknown, after a restart) and has been polled
     /// `polls` times, within `poll_min..=poll_max`.
@@ -209,6 +237,20 @@ mod tests {
         let first = PollSchedule::next_pause(expected, Some(Duration::ZERO), 0, MIN, MAX);
         assert_eq!(first, Duration::from_secs(48));
         assert_eq!(schedule.expected("acct", "other"), None);
+    }
+
+    #[test]
+    fn a_report_is_taken_for_stuck_only_with_enough_history() {
+        let schedule = PollSchedule::new();
+        for _ in 0..STUCK_MIN_SAMPLES - 1 {
+            schedule.learn("acct", "T", Duration::from_secs(60));
+            assert_eq!(schedule.stuck_after("acct", "T"), None);
+        }
+        schedule.learn("acct", "T", Duration::from_secs(60));
+        assert_eq!(
+            schedule.stuck_after("acct", "T"),
+            Some(Duration::from_secs(600))
+        );
     }
 
     #[test]

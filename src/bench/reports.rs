@@ -34,21 +34,12 @@ use clap::ValueEnum;
 use crate::sim::{RateSpec, SimConfig, SimProfile, SimStats, Simulator, REALISTIC_MEDIAN_SECS};
 use crate::store::SqliteLedger;
 
-/// TODO(issue 12, engine): the windowed-stream key that bounds the windows a stream
-/// requests ahead (`max_in_flight`). It is not in `shapes/windowed/settings.rs` yet, and
-/// an unknown key is a config error, so nothing writes it. Once it lands, set this to
-/// `Some("max_in_flight")`: every scenario then writes [`MAX_IN_FLIGHT`] for its streams.
-const MAX_IN_FLIGHT_KEY: Option<&str> = None;
-/// Windows in flight per stream once [`MAX_IN_FLIGHT_KEY`] exists: the createReport burst.
-const MAX_IN_FLIGHT: u64 = 15;
-/// TODO(issue 12, engine): the windowed-stream key of the stuck-report deadline (a report
-/// not ended by then is cancelled with cancelReport and its window requested again). Not
-/// in settings.rs yet; once it lands, name it here and every scenario writes
-/// [`STUCK_REPORT_DEADLINE`] scaled by `time_scale` (it is provider time).
-const STUCK_REPORT_DEADLINE_KEY: Option<&str> = None;
-/// The stuck-report deadline in provider time: past the realistic profile's 10-minute
-/// tail of DONE reports, well before its stuck ones end (45 minutes and more).
-const STUCK_REPORT_DEADLINE: Duration = Duration::from_secs(15 * 60);
+// Windows in flight per stream: the engine's default `max_in_flight` (15, createReport's
+// documented burst) in every scenario, so none writes the key; unknown-burst relies on it
+// being the default. The stuck-report deadline is `poll_timeout` (a report not ended by
+// then is cancelled and its window requested again): scaled below like the other
+// provider-time settings (30 min: past the realistic profile's 10-minute tail of DONE
+// reports, before its stuck ones end at 45 minutes and more).
 
 /// The windowed stream's defaults that stand for provider time (config/example.toml):
 /// under `time_scale` they are written divided by it.
@@ -721,16 +712,6 @@ fn write_config(dir: &Path, plan: &Plan, address: std::net::SocketAddr) -> anyho
         ] {
             writeln!(stream, "{key} = \"{}\"", scaled(value, time_scale))?;
         }
-    }
-    if let Some(key) = STUCK_REPORT_DEADLINE_KEY {
-        writeln!(
-            stream,
-            "{key} = \"{}\"",
-            scaled(STUCK_REPORT_DEADLINE, time_scale)
-        )?;
-    }
-    if let Some(key) = MAX_IN_FLIGHT_KEY {
-        writeln!(stream, "{key} = {MAX_IN_FLIGHT}")?;
     }
     for seller in 0..plan.sellers {
         write!(

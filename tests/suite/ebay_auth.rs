@@ -440,3 +440,65 @@ async fn ebay_status_and_doctor_warn_before_the_refresh_token_expires() {
     assert_eq!(doctor.status.code(), Some(1), "{text}");
     assert!(text.contains("eBay refresh token expires at"), "{text}");
 }
+
+/// A seller consented to orders only: the transactions stream stops on eBay's access
+/// denied, and doctor names the missing scope and `auth ebay` as the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_doctor_names_the_missing_scope_after_access_denied() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    let code = consent(
+        &base,
+        &[
+            "https://api.ebay.com/oauth/api_scope",
+            "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly",
+        ],
+    )
+    .await;
+    let grant = marketsync::provider::ebay::exchange_code(
+        &reqwest::Client::new(),
+        &format!("{base}/identity/v1/oauth2/token"),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &code,
+        RU_NAME,
+    )
+    .await
+    .expect("exchange");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &base, &["transactions"], true);
+    let sync = tokio::process::Command::from({
+        let mut command = cli(&config);
+        command
+            .env("AUTH_EBAY_REFRESH_TOKEN", &grant.refresh_token)
+            .args(["sync", "--once", "--timeout", "60s"]);
+        command
+    })
+    .kill_on_drop(true)
+    .output();
+    let sync = tokio::time::timeout(Duration::from_secs(90), sync)
+        .await
+        .expect("sync ends")
+        .expect("run sync");
+    assert_eq!(
+        sync.status.code(),
+        Some(1),
+        "stopped early on the auth cooldown: {}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    let doctor = cli(&config)
+        .env("AUTH_EBAY_REFRESH_TOKEN", &grant.refresh_token)
+        .args(["doctor", "shop"])
+        .output()
+        .expect("doctor");
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("errorId 1100")
+            && text.contains("https://api.ebay.com/oauth/api_scope/sell.finances"),
+        "{text}"
+    );
+    assert!(text.contains("run `marketsync auth ebay shop`"), "{text}");
+    // The token itself never reaches the doctor's output.
+    assert!(!text.contains(&grant.refresh_token), "{text}");
+}

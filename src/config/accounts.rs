@@ -108,8 +108,16 @@ impl RawAccount {
             _ => (&["api_key_env"], &[]),
         };
         if credentials.is_none() && endpoints != Endpoints::EmbeddedSimulator {
+            let how = if provider == "ebay" {
+                format!(
+                    " (the seller's refresh token comes from `marketsync auth ebay {}`)",
+                    self.id
+                )
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "{key}.credentials: missing; add [accounts.credentials] with {} naming environment variables",
+                "{key}.credentials: missing; add [accounts.credentials] with {} naming environment variables{how}",
                 required.join(", ")
             ));
         }

@@ -5,6 +5,7 @@
 //! a surface shares (that lives in `diagnose`).
 
 mod accounts;
+mod auth;
 mod check_config;
 pub mod cooldowns;
 mod doctor;
@@ -64,6 +65,19 @@ pub enum LocksAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuthProvider {
+    /// eBay's authorization-code grant: prints the consent URL of the account's
+    /// application (its ru_name and the scopes of its enabled streams), takes the
+    /// redirected URL or code, and prints the refresh token and its expiry (never stored).
+    Ebay {
+        account: String,
+        /// The redirected URL or the bare code (otherwise read from stdin).
+        #[arg(long)]
+        code: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -114,6 +128,11 @@ pub enum Command {
     },
     /// Validate the configuration and exit non-zero on the first error.
     CheckConfig,
+    /// Get a seller's refresh token (`auth ebay ACCOUNT`).
+    Auth {
+        #[command(subcommand)]
+        provider: AuthProvider,
+    },
     /// Per account and stream: counts per state, last applied, next claimable, cooldown.
     Status {
         #[arg(long)]
@@ -240,6 +259,9 @@ pub fn main() -> anyhow::Result<i32> {
             faults: faults.clone(),
         }),
         Command::CheckConfig => check_config::command(&cli),
+        Command::Auth {
+            provider: AuthProvider::Ebay { account, code },
+        } => auth::ebay(&cli, account, code.as_deref()),
         Command::Status { json } => status::command(&cli, *json),
         Command::FillDay {
             account,

@@ -90,9 +90,11 @@ impl RawAccount {
                 &["client_id_env", "client_secret_env", "refresh_token_env"],
                 &[],
             ),
+            // eBay's seller APIs take a user token only (the refresh-token grant): without
+            // refresh_token_env every call would be refused (403, errorId 1100).
             "ebay" => (
-                &["client_id_env", "client_secret_env"],
-                &["refresh_token_env"],
+                &["client_id_env", "client_secret_env", "refresh_token_env"],
+                &[],
             ),
             "stockx" => (
                 &[
@@ -106,8 +108,16 @@ impl RawAccount {
             _ => (&["api_key_env"], &[]),
         };
         if credentials.is_none() && endpoints != Endpoints::EmbeddedSimulator {
+            let how = if provider == "ebay" {
+                format!(
+                    " (the seller's refresh token comes from `marketsync auth ebay {}`)",
+                    self.id
+                )
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "{key}.credentials: missing; add [accounts.credentials] with {} naming environment variables",
+                "{key}.credentials: missing; add [accounts.credentials] with {} naming environment variables{how}",
                 required.join(", ")
             ));
         }
@@ -119,6 +129,12 @@ impl RawAccount {
                 ("api_key_env", &credentials.api_key_env),
             ];
             for (name, value) in fields {
+                if value.is_none() && name == "refresh_token_env" && provider == "ebay" {
+                    return Err(format!(
+                        "{key}.credentials.refresh_token_env: missing; eBay's seller APIs (orders, transactions, returns, ...) refuse an application token, so the account needs a seller's refresh token: run `marketsync auth ebay {}` (it needs {key}.ru_name), then name the variable holding the token here",
+                        self.id
+                    ));
+                }
                 if value.is_none() && required.contains(&name) {
                     return Err(format!(
                         "{key}.credentials.{name}: missing; {provider} accounts need {}",
@@ -160,6 +176,47 @@ impl RawAccount {
                 ));
             }
         }
+        if provider != "ebay" {
+            for (name, present) in [
+                ("ru_name", self.ru_name.is_some()),
+                (
+                    "refresh_token_expires",
+                    self.refresh_token_expires.is_some(),
+                ),
+            ] {
+                if present {
+                    return Err(format!(
+                        "{key}.{name}: only ebay accounts have it; remove it"
+                    ));
+                }
+            }
+        }
+        if let Some(ru_name) = &self.ru_name {
+            // eBay's RuNames: Owner-App-PRD-xxxxxxxx-xxxxxxxx style, letters, digits, '-', '_'.
+            let valid = !ru_name.is_empty()
+                && ru_name.len() <= 255
+                && ru_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err(format!(
+                    "{key}.ru_name: {:?} is not an eBay RuName; copy the \"RuName (eBay Redirect URL name)\" of the application's user-token settings in the eBay developer portal, e.g. Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b",
+                    if ru_name.len() > 64 { "<too long>" } else { ru_name.as_str() }
+                ));
+            }
+        }
+        let refresh_token_expires = match &self.refresh_token_expires {
+            None => None,
+            Some(text) => Some(
+                chrono::DateTime::parse_from_rfc3339(text.trim())
+                    .map(|at| at.timestamp())
+                    .map_err(|_| {
+                        format!(
+                            "{key}.refresh_token_expires: {text:?} is not an RFC 3339 time; give the expiry `marketsync auth ebay` printed, e.g. 2028-05-26T09:00:00Z"
+                        )
+                    })?,
+            ),
+        };
         let mut streams = Vec::new();
         for (name, raw) in self.streams {
             let stream_key = format!("{key}.streams.{name}");
@@ -184,6 +241,8 @@ impl RawAccount {
             endpoints,
             credentials,
             selling_partner_id: self.selling_partner_id,
+            ru_name: self.ru_name,
+            refresh_token_expires,
             streams,
         })
     }

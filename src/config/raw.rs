@@ -118,6 +118,10 @@ pub(super) struct RawAccount {
     pub(super) endpoint: Option<String>,
     pub(super) token_url: Option<String>,
     pub(super) selling_partner_id: Option<String>,
+    /// eBay: the RuName `marketsync auth ebay` uses as `redirect_uri`.
+    pub(super) ru_name: Option<String>,
+    /// eBay: the refresh token's expiry, RFC 3339 (as `marketsync auth ebay` prints it).
+    pub(super) refresh_token_expires: Option<String>,
     pub(super) credentials: Option<RawCredentials>,
     #[serde(default)]
     pub(super) streams: BTreeMap<String, RawStream>,

@@ -205,3 +205,45 @@ fn quota_errors_name_the_key_and_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn ebay_oauth_keys_are_validated() {
+    let account = |extra: &str| {
+        format!(
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n{extra}\n[accounts.credentials]\nclient_id_env = \"E_ID\"\nclient_secret_env = \"E_SECRET\"\nrefresh_token_env = \"E_REFRESH\"\n"
+        )
+    };
+    let config = Config::parse(
+        &account("ru_name = \"Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b\"\nrefresh_token_expires = \"2028-05-26T09:00:00Z\""),
+        "c.toml",
+    )
+    .expect("valid");
+    let ebay = &config.accounts[0];
+    assert_eq!(
+        ebay.ru_name.as_deref(),
+        Some("Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b")
+    );
+    assert_eq!(ebay.refresh_token_expires, Some(1_842_944_400));
+    let cases = [
+        (
+            account("ru_name = \"https://example.com/accept\""),
+            "c.toml: accounts[0].ru_name: \"https://example.com/accept\" is not an eBay RuName",
+        ),
+        (
+            account("refresh_token_expires = \"in 18 months\""),
+            "c.toml: accounts[0].refresh_token_expires: \"in 18 months\" is not an RFC 3339 time",
+        ),
+        (
+            "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\nru_name = \"X\"\n[accounts.credentials]\napi_key_env = \"K\"\n".to_string(),
+            "c.toml: accounts[0].ru_name: only ebay accounts have it",
+        ),
+        (
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.credentials]\nclient_id_env = \"E_ID\"\nclient_secret_env = \"E_SECRET\"\n".to_string(),
+            "c.toml: accounts[0].credentials.refresh_token_env: missing; eBay's seller APIs",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{err}");
+    }
+}

@@ -195,6 +195,12 @@ pub fn findings(
     for account in accounts {
         let id = &account.id;
         let mut account_problem = false;
+        let account_config = config.account(id);
+        if let Some(warning) =
+            account_config.and_then(|found| super::tokens::refresh_token_warning(found, now))
+        {
+            out.push(Finding::new(Severity::Action, id.clone(), warning));
+        }
         if let Some(supervisor) = &account.supervisor {
             let reason = supervisor
                 .last_crash
@@ -263,20 +269,36 @@ pub fn findings(
                         "quota cooldown until {until}{detail}: no provider calls until then; avoid triggering more (manual refreshes answer QuotaExceeded)"
                     ),
                 )),
-                "auth" => out.push(
-                    Finding::new(
-                        Severity::Action,
-                        id.clone(),
-                        format!(
-                            "authentication failed: cooldown until {until}{detail}{}",
-                            credential_hint(account.credentials.as_ref())
+                "auth" => {
+                    let clear =
+                        admin_call(options, &format!("/api/accounts/{id}/clear-cooldown"));
+                    // eBay's access denied: the token lacks a scope (the detail names it).
+                    let fix = match account_config.filter(|_| {
+                        cooldown
+                            .detail
+                            .as_deref()
+                            .is_some_and(super::tokens::is_access_denied)
+                    }) {
+                        Some(found) => format!(
+                            "{}, then {clear}",
+                            super::tokens::reauthorize_hint(found)
                         ),
+                        None => {
+                            format!("fix the credentials, restart the daemon, then {clear}")
+                        }
+                    };
+                    out.push(
+                        Finding::new(
+                            Severity::Action,
+                            id.clone(),
+                            format!(
+                                "authentication failed: cooldown until {until}{detail}{}",
+                                credential_hint(account.credentials.as_ref())
+                            ),
+                        )
+                        .fix(fix),
                     )
-                    .fix(format!(
-                        "fix the credentials, restart the daemon, then {}",
-                        admin_call(options, &format!("/api/accounts/{id}/clear-cooldown"))
-                    )),
-                ),
+                }
                 other => out.push(Finding::new(
                     Severity::Wait,
                     id.clone(),

@@ -17,7 +17,10 @@
 //! - **applied never advances**: the `last_error` of FAILED hours and when they retry;
 //! - **quarantine**: the crash that quarantined the account actor;
 //! - **auth failures**: a cooldown with reason `auth` or FAILED hours whose error says
-//!   authentication failed;
+//!   authentication failed; eBay's access denied (errorId 1100) names the scope the
+//!   stream lacks and `marketsync auth ebay ACCOUNT` as the fix;
+//! - **eBay refresh token expiry**: 14 days before the account's `refresh_token_expires`
+//!   (also a warning line under `status`);
 //! - **unreachable dependencies**: Redis or the configured endpoint (or the embedded
 //!   simulator), by a TCP connect with a short timeout;
 //! - **fence-refusal loop**: the runner's `fence_refused` lock condition with three or
@@ -46,6 +49,8 @@ pub mod deployment;
 pub mod repair;
 
 pub mod status;
+
+pub mod tokens;
 
 pub use deployment::Deployment;
 

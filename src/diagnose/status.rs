@@ -24,6 +24,10 @@ pub struct AccountStatus {
     /// first ran the account.
     pub supervisor: Option<SupervisorStatus>,
     pub streams: Vec<StreamStatus>,
+    /// Things to act on before they stop the account (an eBay refresh token within 14
+    /// days of its known expiry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -206,6 +210,9 @@ pub fn collect(
             provider: account.provider,
             supervisor,
             streams,
+            warnings: super::tokens::refresh_token_warning(account, now)
+                .into_iter()
+                .collect(),
         });
     }
     Ok(StatusReport { accounts })
@@ -320,6 +327,9 @@ pub fn render_table(report: &StatusReport) -> String {
         .collect();
     let mut errors = errors;
     for account in &report.accounts {
+        for warning in &account.warnings {
+            errors.push(format!("{}: warning: {warning}", account.id));
+        }
         if let Some(supervisor) = &account.supervisor {
             if supervisor.state == "quarantined" || supervisor.state == "halted" {
                 errors.push(format!(
@@ -412,6 +422,7 @@ provider = "stockx"
                     },
                     lock: None,
                 }],
+                warnings: Vec::new(),
             }],
         };
         let table = render_table(&report);

@@ -1,5 +1,7 @@
-//! eBay REST client: the OAuth token exchange (client-credentials and refresh-token
-//! grants) and size-capped GETs of the paged APIs the cursor streams read (Fulfillment
+//! eBay REST client: the OAuth token exchange (refresh-token grant for the seller APIs,
+//! client-credentials for public ones, and the authorization-code exchange that
+//! `marketsync auth ebay` makes once), the scopes each stream needs ([`STREAM_SCOPES`]),
+//! and size-capped GETs of the paged APIs the cursor streams read (Fulfillment
 //! getOrders, Finances getTransactions, Post-Order return search). Wire formats:
 //! `docs/ebay-wire.md`.
 //!
@@ -31,8 +33,99 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 /// What a page over the byte limit tells the operator to change.
 const TOO_BIG_ADVICE: &str =
     "; nothing from it was applied (raise max_response_bytes or lower page_limit)";
-/// The scope of the client-credentials grant.
-const PUBLIC_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
+/// The base scope: the client-credentials grant's only one, and the first of every consent.
+pub const PUBLIC_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
+/// The longest `refresh_token_expires_in` believed (eBay: 47,304,000 s, about 18 months).
+const MAX_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 365 * 86_400);
+
+/// What one eBay stream needs of a user token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamScope {
+    /// The stream name (`[accounts.streams.NAME]`).
+    pub stream: &'static str,
+    /// The operation its calls are paced and reported under.
+    pub operation: &'static str,
+    /// The scope `marketsync auth ebay` asks consent for.
+    pub consent: &'static str,
+    /// Any one of these lets the operation through (a read-write scope covers the
+    /// read-only one).
+    pub accepted: &'static [&'static str],
+}
+
+const FULFILLMENT: &str = "https://api.ebay.com/oauth/api_scope/sell.fulfillment";
+const FULFILLMENT_READONLY: &str = "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly";
+const FINANCES: &str = "https://api.ebay.com/oauth/api_scope/sell.finances";
+const INVENTORY: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory";
+const INVENTORY_READONLY: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly";
+
+/// The one table of stream → operation → OAuth scope, from each operation's "OAuth
+/// scope" in eBay's API reference (docs/ebay-wire.md, "Scopes"). A stream missing here
+/// cannot be consented to: `auth ebay` names it.
+pub const STREAM_SCOPES: &[StreamScope] = &[
+    StreamScope {
+        stream: "orders",
+        operation: "getOrders",
+        consent: FULFILLMENT_READONLY,
+        accepted: &[FULFILLMENT, FULFILLMENT_READONLY],
+    },
+    StreamScope {
+        stream: "transactions",
+        operation: "getTransactions",
+        consent: FINANCES,
+        accepted: &[FINANCES],
+    },
+    // Post-Order's reference names no OAuth scope: a user token with the base scope.
+    StreamScope {
+        stream: "returns",
+        operation: "searchReturns",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
+    StreamScope {
+        stream: "active_inventory",
+        operation: "createInventoryTask",
+        consent: INVENTORY_READONLY,
+        accepted: &[INVENTORY, INVENTORY_READONLY],
+    },
+    StreamScope {
+        stream: "offers",
+        operation: "getOffers",
+        consent: INVENTORY_READONLY,
+        accepted: &[INVENTORY, INVENTORY_READONLY],
+    },
+    StreamScope {
+        stream: "finances",
+        operation: "getPayouts",
+        consent: FINANCES,
+        accepted: &[FINANCES],
+    },
+];
+
+/// The scopes a consent for `streams` asks for: the base scope, then each stream's, once.
+/// Err names a stream with no known scope.
+pub fn consent_scopes<'a>(
+    streams: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<&'static str>, String> {
+    let mut scopes = vec![PUBLIC_SCOPE];
+    for stream in streams {
+        let Some(entry) = STREAM_SCOPES.iter().find(|entry| entry.stream == stream) else {
+            return Err(format!(
+                "no eBay OAuth scope is known for stream {stream:?}; add it to provider::ebay::STREAM_SCOPES"
+            ));
+        };
+        if !scopes.contains(&entry.consent) {
+            scopes.push(entry.consent);
+        }
+    }
+    Ok(scopes)
+}
+
+/// The scope entry of an operation, for naming what an access-denied answer lacks.
+pub fn scope_of_operation(operation: &str) -> Option<&'static StreamScope> {
+    STREAM_SCOPES
+        .iter()
+        .find(|entry| entry.operation == operation)
+}
 
 /// OAuth credentials of an eBay application (and seller, with a refresh token).
 /// `Debug` redacts every field.
@@ -40,8 +133,9 @@ const PUBLIC_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 pub struct EbayCredentials {
     pub client_id: String,
     pub client_secret: String,
-    /// The user's refresh token: refresh-token grant. `None`: the application's
-    /// client-credentials grant.
+    /// The user's refresh token: refresh-token grant (what every seller API needs).
+    /// `None`: the application's client-credentials grant, which eBay's seller APIs
+    /// refuse (403, errorId 1100); kept for public APIs only.
     pub refresh_token: Option<String>,
 }
 
@@ -199,11 +293,6 @@ impl EbayClient {
             access_token: String,
             expires_in: Option<u64>,
         }
-        #[derive(Deserialize)]
-        struct TokenError {
-            error: Option<String>,
-            error_description: Option<String>,
-        }
         let form: Vec<(&str, &str)> = match &self.credentials.refresh_token {
             Some(refresh_token) => vec![
                 ("grant_type", "refresh_token"),
@@ -255,16 +344,7 @@ impl EbayClient {
         }
         // Refused grant or client: the OAuth error code only (its description is eBay's
         // text, never our secret).
-        let reason = serde_json::from_str::<TokenError>(&body)
-            .ok()
-            .map(|error| {
-                format!(
-                    "{}: {}",
-                    error.error.unwrap_or_default(),
-                    clip(&error.error_description.unwrap_or_default())
-                )
-            })
-            .unwrap_or_else(|| format!("http {}", status.as_u16()));
+        let reason = oauth_reason(&body, status);
         Err(ProviderError::Auth {
             operation: OP_TOKEN,
             message: format!(
@@ -274,13 +354,35 @@ impl EbayClient {
     }
 }
 
-/// A non-2xx answer as a [`ProviderError`], worded from eBay's error list.
+/// eBay's errorId for a token without the permission a call needs (an application token
+/// on a seller API, or a user token lacking the API's scope): 403 "Access denied".
+pub const ACCESS_DENIED_ERROR_ID: u64 = 1100;
+
+/// A non-2xx answer as a [`ProviderError`], worded from eBay's error list. A 403 with
+/// errorId 1100 names the scope the operation needs and how to consent to it.
 fn error_for_status(
     operation: &'static str,
     status: StatusCode,
     headers: &HeaderMap,
     body: &str,
 ) -> ProviderError {
+    if status == StatusCode::FORBIDDEN && first_error_id(body) == Some(ACCESS_DENIED_ERROR_ID) {
+        let needs = match scope_of_operation(operation) {
+            Some(entry) => format!(
+                "the account's token lacks the scope {operation} needs ({}), or it is an application token",
+                entry.accepted.join(" or ")
+            ),
+            None => format!(
+                "the account's token lacks the scope {operation} needs, or it is an application token"
+            ),
+        };
+        return ProviderError::Auth {
+            operation,
+            message: format!(
+                "eBay denied access (errorId 1100, insufficient permissions): {needs}; run `marketsync auth ebay ACCOUNT` to consent again and put the new refresh token in the account's refresh_token_env"
+            ),
+        };
+    }
     super::error_for_status(
         operation,
         status,
@@ -288,6 +390,139 @@ fn error_for_status(
         error_message(body),
         "the token was refreshed once; check the account's eBay credentials and scopes",
     )
+}
+
+/// `errors[0].errorId` of an eBay error body.
+fn first_error_id(body: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ErrorEntry {
+        error_id: Option<u64>,
+    }
+    serde_json::from_str::<Errors>(body)
+        .ok()?
+        .errors
+        .first()?
+        .error_id
+}
+
+/// The answer of the authorization-code grant. `Debug` redacts the token.
+#[derive(Clone)]
+pub struct UserGrant {
+    pub refresh_token: String,
+    /// `refresh_token_expires_in`, bounded to five years.
+    pub refresh_token_lifetime: Duration,
+}
+
+impl std::fmt::Debug for UserGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserGrant")
+            .field("refresh_token", &"<redacted>")
+            .field("refresh_token_lifetime", &self.refresh_token_lifetime)
+            .finish()
+    }
+}
+
+/// Exchanges an authorization code for a refresh token: eBay's authorization-code grant
+/// (`grant_type=authorization_code`, `code`, `redirect_uri` = the RuName, HTTP Basic).
+/// `http` carries the call's total deadline.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    code: &str,
+    ru_name: &str,
+) -> Result<UserGrant, ProviderError> {
+    #[derive(Deserialize)]
+    struct GrantResponse {
+        refresh_token: Option<String>,
+        refresh_token_expires_in: Option<u64>,
+    }
+    let response = http
+        .post(token_url)
+        .basic_auth(client_id, Some(client_secret))
+        .header(ACCEPT, "application/json")
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", ru_name),
+        ])
+        .send()
+        .await
+        .map_err(|err| transport_error(OP_TOKEN, err))?;
+    let status = response.status();
+    if !status.is_success() {
+        let headers = response.headers().clone();
+        let body = read_error_body(response).await;
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(error_for_status(OP_TOKEN, status, &headers, &body));
+        }
+        return Err(ProviderError::Auth {
+            operation: OP_TOKEN,
+            message: format!(
+                "eBay refused the authorization code ({}); a code is valid for 299 seconds and once: consent again and paste the new code",
+                oauth_reason(&body, status)
+            ),
+        });
+    }
+    let bytes = read_capped(response, OP_TOKEN, MAX_ERROR_BODY as u64, "").await?;
+    let grant: GrantResponse = serde_json::from_slice(&bytes).map_err(|err| {
+        invalid(
+            OP_TOKEN,
+            &format!("token response is not the expected json: {err}"),
+        )
+    })?;
+    let refresh_token = grant
+        .refresh_token
+        .filter(|token| !token.is_empty() && token.len() <= 4096)
+        .ok_or_else(|| {
+            invalid(
+                OP_TOKEN,
+                "no refresh_token (or an oversized one) in the answer",
+            )
+        })?;
+    let lifetime = grant
+        .refresh_token_expires_in
+        .filter(|secs| *secs > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| invalid(OP_TOKEN, "no refresh_token_expires_in in the answer"))?;
+    if lifetime > MAX_REFRESH_TOKEN_LIFETIME {
+        return Err(invalid(
+            OP_TOKEN,
+            &format!(
+                "refresh_token_expires_in {} s is beyond five years; refusing to believe it",
+                lifetime.as_secs()
+            ),
+        ));
+    }
+    Ok(UserGrant {
+        refresh_token,
+        refresh_token_lifetime: lifetime,
+    })
+}
+
+/// `error: error_description` of an OAuth error body (eBay's words, never our secret).
+fn oauth_reason(body: &str, status: StatusCode) -> String {
+    #[derive(Deserialize)]
+    struct TokenError {
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    serde_json::from_str::<TokenError>(body)
+        .ok()
+        .map(|error| {
+            format!(
+                "{}: {}",
+                error.error.unwrap_or_default(),
+                clip(&error.error_description.unwrap_or_default())
+            )
+        })
+        .unwrap_or_else(|| format!("http {}", status.as_u16()))
 }
 
 /// eBay's `errors[0].message` (with its errorId), else the body, shortened.
@@ -352,6 +587,30 @@ mod tests {
             }
             other => panic!("expected quota, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn access_denied_names_the_missing_scope() {
+        let err = error_for_status(
+            "getTransactions",
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            crate::sim::ebay::ACCESS_DENIED_BODY,
+        );
+        match err {
+            ProviderError::Auth { message, .. } => {
+                assert!(message.contains("sell.finances"), "{message}");
+                assert!(message.contains("marketsync auth ebay"), "{message}");
+            }
+            other => panic!("expected auth, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn consent_asks_the_base_scope_and_each_stream_once() {
+        let scopes = consent_scopes(["orders", "transactions", "finances"]).expect("known");
+        assert_eq!(scopes, vec![PUBLIC_SCOPE, FULFILLMENT_READONLY, FINANCES]);
+        assert!(consent_scopes(["telepathy"]).is_err());
     }
 
     #[test]

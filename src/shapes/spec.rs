@@ -21,6 +21,12 @@ pub struct AccountConfig {
     /// The selling partner the account's credentials belong to: accounts of one seller
     /// share its SP-API buckets and cooldowns. `None`: the account is its own seller.
     pub selling_partner_id: Option<String>,
+    /// eBay: the application's RuName (eBay redirect URL name), the `redirect_uri` of
+    /// the consent and code exchange that `marketsync auth ebay` makes.
+    pub ru_name: Option<String>,
+    /// eBay: when the refresh token expires (unix seconds), as `auth ebay` printed it;
+    /// status and doctor warn 14 days before.
+    pub refresh_token_expires: Option<i64>,
     pub streams: Vec<StreamConfig>,
 }
 

@@ -686,48 +686,6 @@ async fn ebay_daemon_binary_syncs_orders() {
 }
 
 #[tokio::test]
-async fn ebay_client_credentials_grant_names_the_application() {
-    let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
-    let now = pinned_start();
-    let fixture = EbayFixture::new(&sim, &["orders"], "start = \"1day\"", now);
-    fixture.set_now(now).await;
-    let client = EbayClient::new(
-        reqwest::Client::new(),
-        EbayEndpoints::new(
-            &fixture.base,
-            &format!("{}/identity/v1/oauth2/token", fixture.base),
-        ),
-        EbayCredentials {
-            client_id: "app-only".to_string(),
-            client_secret: "app-secret".to_string(),
-            refresh_token: None,
-        },
-        "EBAY_US",
-    );
-    let body = client
-        .get_capped(
-            "getOrders",
-            marketsync::provider::ebay::EbayApi::Fulfillment,
-            "/sell/fulfillment/v1/order",
-            &[
-                (
-                    "filter".to_string(),
-                    "lastmodifieddate:[2020-01-01T00:00:00.000Z..]".to_string(),
-                ),
-                ("limit".to_string(), "1".to_string()),
-            ],
-            1 << 20,
-        )
-        .await
-        .expect("getOrders");
-    let page: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(page["limit"], 1);
-    let requests = fixture.requests().await;
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].seller, "app-only", "the application's token");
-}
-
-#[tokio::test]
 async fn ebay_expired_token_is_refreshed_once_and_the_call_retried() {
     let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
     let now = pinned_start();

@@ -209,7 +209,8 @@ impl CursorAdapter for TransactionsAdapter {
     }
 }
 
-/// Post-Order API return search, by creation date (`offset` is a 1-based page number).
+/// Post-Order API return search, by creation date. `offset` is the number of entries
+/// skipped (Post-Order's PaginationOutput type), like every other eBay offset.
 pub struct ReturnsAdapter;
 
 /// How far back a caught-up returns run searches again, so state changes of returns
@@ -231,13 +232,13 @@ impl CursorAdapter for ReturnsAdapter {
     }
     fn query(&self, window: CursorWindow, offset: u64, limit: u32) -> Vec<(String, String)> {
         let (from, to) = range(window);
-        let page = offset / u64::from(limit.max(1)) + 1;
         vec![
             ("creation_date_range_from".into(), from),
             ("creation_date_range_to".into(), to),
             ("limit".into(), limit.to_string()),
-            ("offset".into(), page.to_string()),
-            ("sort".into(), "CREATION_DATE".into()),
+            ("offset".into(), offset.to_string()),
+            // ReturnSortEnum: FILING_DATE is the creation date; `+` ascending.
+            ("sort".into(), "+FILING_DATE".into()),
         ]
     }
     fn parse(&self, body: &[u8]) -> Result<Page, String> {
@@ -320,7 +321,7 @@ mod tests {
         );
         assert_eq!(query[2].1, "200");
         let returns = ReturnsAdapter.query(CursorWindow { start: 0, end: 10 }, 400, 200);
-        assert_eq!(returns[3], ("offset".to_string(), "3".to_string()));
+        assert_eq!(returns[3], ("offset".to_string(), "400".to_string()));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! The eBay simulator, mounted beside SP-API in the same server (`docs/ebay-wire.md`).
 //!
-//! - OAuth: `POST /identity/v1/oauth2/token` (client-credentials and refresh-token grants,
-//!   HTTP Basic `client_id:client_secret`, `expires_in` 7200). The refresh token names the
-//!   seller; a client-credentials token is the application's (seller = client id).
-//! - Fulfillment `GET /sell/fulfillment/v1/order` (getOrders, `filter=lastmodifieddate:[..]`),
+//! - OAuth (`oauth`): `POST /identity/v1/oauth2/token` with the client-credentials,
+//!   authorization-code and refresh-token grants, the consent step at `/oauth2/authorize`,
+//!   and eBay's 403 (errorId 1100) for an application token, or a user token without the
+//!   API's scope, on a seller API.
+//! - Fulfillment `GET /sell/fulfillment/v1/order` (getOrders, optional
+//!   `filter=lastmodifieddate:[..]`; without it the orders created in the last 90 days),
 //!   Finances `GET /sell/finances/v1/transaction` (getTransactions,
-//!   `filter=transactionDate:[..]`), Post-Order `GET /post-order/v2/return/search`
-//!   (searchReturns, `creation_date_range_from`/`_to`, `offset` a 1-based page number).
+//!   `filter=transactionDate:[..]`, `limit` up to 1000), Post-Order
+//!   `GET /post-order/v2/return/search` (searchReturns, `creation_date_range_from`/`_to`,
+//!   `offset` entries skipped). `href`/`next`/`prev` are absolute on the simulator's own
+//!   address with the query percent-encoded.
 //! - Daily call quotas per API (Fulfillment, Finances, Post-Order) that reset at midnight
 //!   Pacific time, approximated as UTC-8 (no daylight saving); the 429 body has `errorId` 2001.
 //! - Shared faults (`Simulator::provider_fault`) under the operation names in
@@ -21,6 +25,7 @@
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
 mod data;
+mod oauth;
 mod paging;
 mod sell;
 
@@ -29,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,8 +45,13 @@ use serde_json::json;
 
 use super::{FaultKind, Simulator};
 
-use data::seller_key;
 pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
+use oauth::IssuedToken;
+pub use oauth::{
+    ACCESS_DENIED_BODY, CODE_LIFETIME_SECS, REFRESH_TOKEN_LIFETIME_SECS, SCOPE_BASE,
+    SCOPE_FINANCES, SCOPE_FULFILLMENT, SCOPE_FULFILLMENT_READONLY, SCOPE_INVENTORY,
+    SCOPE_INVENTORY_READONLY,
+};
 use paging::Asked;
 use sell::{get_orders, get_transactions, search_returns};
 
@@ -69,8 +79,18 @@ const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 /// Pacific time approximated as UTC-8 (no daylight saving) for the daily quota reset.
 const PACIFIC_OFFSET: i64 = -8 * HOUR;
-/// The largest page eBay serves.
+/// The largest page eBay serves (getOrders, Post-Order searches).
 pub const MAX_LIMIT: u64 = 200;
+/// The largest page of Finances getTransactions (its `limit`: 1 to 1000, default 20).
+pub const MAX_TRANSACTIONS_LIMIT: u64 = 1000;
+
+/// The largest `limit` an operation accepts.
+fn max_limit(operation: &str) -> u64 {
+    match operation {
+        OP_GET_TRANSACTIONS => MAX_TRANSACTIONS_LIMIT,
+        _ => MAX_LIMIT,
+    }
+}
 /// Longest time from an order's creation to its last change (return closed), so a
 /// window query knows how far back to look for candidates.
 const MAX_ORDER_SPAN: i64 = 6 * HOUR + 48 * HOUR + 3 * DAY + 2 * DAY + 4 * DAY;
@@ -125,7 +145,7 @@ pub struct EbayRequest {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub limit: u64,
-    /// Item offset (for return search: (page − 1) · limit).
+    /// Item offset (every API here skips this many items; Post-Order too).
     pub offset: u64,
     /// The answer's status code.
     pub status: u16,
@@ -166,8 +186,10 @@ pub struct EbayControl {
 
 #[derive(Default)]
 struct EbayState {
-    /// Access token → (seller, expires at unix seconds).
-    tokens: HashMap<String, (String, f64)>,
+    /// Access token → whose, until when, which grant and scopes.
+    tokens: HashMap<String, IssuedToken>,
+    /// Authorization codes and refresh tokens the simulator issued.
+    oauth: oauth::OAuthState,
     next_token: u64,
     /// (seller, api, pacific day) → calls.
     daily: HashMap<(String, &'static str, i64), u64>,
@@ -207,7 +229,8 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         state: Mutex::new(EbayState::default()),
     });
     Router::new()
-        .route("/identity/v1/oauth2/token", post(token))
+        .route("/identity/v1/oauth2/token", post(oauth::token))
+        .route("/oauth2/authorize", get(oauth::authorize))
         .route("/sell/fulfillment/v1/order", get(get_orders))
         .route("/sell/finances/v1/transaction", get(get_transactions))
         .route("/post-order/v2/return/search", get(search_returns))
@@ -282,102 +305,12 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: Option<String>,
-    refresh_token: Option<String>,
-}
-
-async fn token(
-    State(sim): State<Arc<Simulator>>,
-    Extension(ebay): Extension<Arc<Ebay>>,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    {
-        let mut state = ebay.lock();
-        Ebay::bump(&mut state.stats.calls, OP_TOKEN);
-    }
-    if let Some(response) = injected(&sim, &ebay, OP_TOKEN) {
-        return response;
-    }
-    let oauth_error = |status: StatusCode, error: &str, description: &str| {
-        (
-            status,
-            Json(json!({"error": error, "error_description": description})),
-        )
-            .into_response()
-    };
-    let client_id = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Basic "))
-        .and_then(|encoded| decode_base64(encoded.trim()))
-        .and_then(|decoded| String::from_utf8(decoded).ok())
-        .and_then(|pair| {
-            pair.split_once(':')
-                .map(|(id, secret)| (id.to_string(), secret.to_string()))
-        })
-        .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
-        .map(|(id, _)| id);
-    let Some(client_id) = client_id else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
-    };
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "request body is not a form",
-        );
-    };
-    let (seller, token_type) = match form.grant_type.as_deref() {
-        Some("client_credentials") => (client_id, "Application Access Token"),
-        Some("refresh_token") => match form.refresh_token.filter(|token| !token.is_empty()) {
-            Some(refresh) if !refresh.starts_with("revoked") => (refresh, "User Access Token"),
-            _ => {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "the provided authorization refresh token is invalid or was issued to another client",
-                )
-            }
-        },
-        _ => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "grant type in request is not supported by the authorization server",
-            )
-        }
-    };
-    let lifetime = sim.config().ebay.token_lifetime.as_secs();
-    let expires = (ebay.now(&sim) + lifetime as i64) as f64;
-    let access_token = {
-        let mut state = ebay.lock();
-        state.next_token += 1;
-        let token = format!(
-            "v^1.1#i^1#sim-{}-{}",
-            state.next_token,
-            seller_key(&seller) % 1_000_000
-        );
-        if state.tokens.len() >= 10_000 {
-            // Expired tokens are never valid again: keep the map small on long runs.
-            let cutoff = expires - lifetime as f64;
-            state.tokens.retain(|_, (_, until)| *until > cutoff);
-        }
-        state.tokens.insert(token.clone(), (seller, expires));
-        token
-    };
-    Json(json!({"access_token": access_token, "expires_in": lifetime, "token_type": token_type}))
-        .into_response()
-}
-
-/// The seller an API call's token belongs to, or the 401 to answer.
-fn authorize(sim: &Simulator, ebay: &Ebay, headers: &HeaderMap) -> Result<String, Box<Response>> {
+/// The token of an API call, or the 401 to answer (missing, unknown or expired).
+fn authorize(
+    sim: &Simulator,
+    ebay: &Ebay,
+    headers: &HeaderMap,
+) -> Result<IssuedToken, Box<Response>> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -390,14 +323,8 @@ fn authorize(sim: &Simulator, ebay: &Ebay, headers: &HeaderMap) -> Result<String
     let now = ebay.now(sim) as f64;
     let found = token.and_then(|token| ebay.lock().tokens.get(token).cloned());
     match found {
-        Some((seller, expires)) if now < expires => Ok(seller),
-        _ => Err(Box::new(ebay_error(
-            StatusCode::UNAUTHORIZED,
-            1001,
-            "OAuth",
-            "REQUEST",
-            "Invalid access token. Check the value of the Authorization HTTP request header.",
-        ))),
+        Some(issued) if now < issued.expires => Ok(issued),
+        _ => Err(Box::new(oauth::invalid_token())),
     }
 }
 
@@ -447,8 +374,15 @@ fn admit(
             status: status.as_u16(),
         });
     };
-    let seller =
+    let token =
         authorize(sim, ebay, headers).inspect_err(|_| log("", None, StatusCode::UNAUTHORIZED))?;
+    // Seller APIs take a seller's (user) token with the API's scope: eBay answers an
+    // application token, or a user token without the scope, with 403 errorId 1100.
+    if !oauth::permits(&token, api) {
+        log(&token.seller, asked.as_ref().ok(), StatusCode::FORBIDDEN);
+        return Err(Box::new(oauth::access_denied()));
+    }
+    let seller = token.seller;
     if let Some(response) = injected(sim, ebay, operation) {
         log(&seller, asked.as_ref().ok(), response.status());
         return Err(Box::new(response));
@@ -480,11 +414,12 @@ fn admit(
         log(&seller, asked.as_ref().ok(), StatusCode::TOO_MANY_REQUESTS);
         return Err(Box::new(quota_response(Some((reset - now).max(1) as u64))));
     }
+    let max_limit = max_limit(operation);
     match asked {
-        Ok(asked) if asked.limit == 0 || asked.limit > MAX_LIMIT => {
+        Ok(asked) if asked.limit == 0 || asked.limit > max_limit => {
             log(&seller, Some(&asked), StatusCode::BAD_REQUEST);
             Err(Box::new(bad_request(&format!(
-                "The 'limit' value {} is invalid; it must be between 1 and {MAX_LIMIT}.",
+                "The 'limit' value {} is invalid; it must be between 1 and {max_limit}.",
                 asked.limit
             ))))
         }

@@ -17,6 +17,9 @@ pub(super) struct Asked {
     pub(super) to_ms: Option<i64>,
     pub(super) limit: u64,
     pub(super) offset: u64,
+    /// The request had no `filter`: the operation's default window applies (getOrders:
+    /// orders created in the last 90 days).
+    pub(super) unfiltered: bool,
 }
 
 /// Parses `name:[FROM..TO]` (either bound may be empty) into unix milliseconds.
@@ -47,22 +50,26 @@ pub(super) fn parse_range(filter: &str, name: &str) -> Result<(Option<i64>, Opti
     Ok((bound(from)?, bound(to)?))
 }
 
-/// A request paged by offset over `filter={field}:[FROM..TO]` (`limit` defaults to
-/// `default_limit`).
+/// A request paged by offset over the optional `filter={field}:[FROM..TO]` (`limit`
+/// defaults to `default_limit`). Without a filter the answer is `unfiltered`.
 pub(super) fn filtered_ask(
     query: &HashMap<String, String>,
     field: &str,
     default_limit: u64,
 ) -> Result<Asked, String> {
-    let filter = query
-        .get("filter")
-        .ok_or_else(|| format!("filter={field}:[FROM..TO] is required"))?;
-    let (from_ms, to_ms) = parse_range(filter, field)?;
+    let (from_ms, to_ms, unfiltered) = match query.get("filter") {
+        None => (None, None, true),
+        Some(filter) => {
+            let (from_ms, to_ms) = parse_range(filter, field)?;
+            (from_ms, to_ms, false)
+        }
+    };
     Ok(Asked {
         from_ms,
         to_ms,
         limit: parse_number(query, "limit", default_limit)?,
         offset: parse_number(query, "offset", 0)?,
+        unfiltered,
     })
 }
 
@@ -100,8 +107,11 @@ pub(super) fn growing_page_of<T: Clone>(matching: Vec<T>, asked: &Asked) -> (u64
 }
 
 /// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
-/// `items` under `key`, and `next`/`prev` links where there are such pages.
+/// `items` under `key`, and `next`/`prev` links where there are such pages. Links are
+/// absolute on `origin` (the simulator's own address, never the request's `Host`) with
+/// the query percent-encoded, as eBay sends them.
 pub(super) fn offset_page(
+    origin: &str,
     path: &str,
     query: &HashMap<String, String>,
     asked: &Asked,
@@ -109,10 +119,13 @@ pub(super) fn offset_page(
     key: &str,
     items: Vec<Value>,
 ) -> Value {
-    let filter = query.get("filter").cloned().unwrap_or_default();
+    let base_query = query
+        .get("filter")
+        .map(|filter| format!("filter={}&", percent_encode(filter)))
+        .unwrap_or_default();
     let (href, next, prev) = page_links(
-        path,
-        &format!("filter={filter}"),
+        &format!("{origin}{path}"),
+        &base_query,
         total,
         asked.limit,
         asked.offset,
@@ -169,27 +182,34 @@ pub(super) fn paged_body(
     Json(body).into_response()
 }
 
+/// `href`, `next` and `prev` of a page: `base_query` is empty or ends with `&`.
 pub(super) fn page_links(
-    path: &str,
+    url: &str,
     base_query: &str,
     total: u64,
     limit: u64,
     offset: u64,
 ) -> (String, Option<String>, Option<String>) {
-    let href = format!("{path}?{base_query}&limit={limit}&offset={offset}");
-    let next = (offset + limit < total).then(|| {
-        format!(
-            "{path}?{base_query}&limit={limit}&offset={}",
-            offset + limit
-        )
-    });
-    let prev = (offset > 0).then(|| {
-        format!(
-            "{path}?{base_query}&limit={limit}&offset={}",
-            offset.saturating_sub(limit)
-        )
-    });
+    let link = |offset: u64| format!("{url}?{base_query}limit={limit}&offset={offset}");
+    let href = link(offset);
+    let next_offset = offset.saturating_add(limit);
+    let next = (next_offset < total).then(|| link(next_offset));
+    let prev = (offset > 0).then(|| link(offset.saturating_sub(limit)));
     (href, next, prev)
+}
+
+/// Percent-encodes a query value: everything but RFC 3986's unreserved characters and
+/// the `:` and `,` eBay leaves readable in its filters (`[` → `%5B`, `]` → `%5D`).
+pub(super) fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:,".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -203,6 +223,7 @@ mod tests {
             to_ms: None,
             limit: 50,
             offset,
+            unfiltered: false,
         };
         let items: Vec<u32> = (0..7).collect();
         let (first, page) = growing_page_of(items.clone(), &asked(0));
@@ -212,5 +233,25 @@ mod tests {
         assert!(second > first && second > 100);
         let (last, page) = growing_page_of(items, &asked(u64::MAX));
         assert_eq!((last, page.len()), (u64::MAX, 50));
+    }
+
+    #[test]
+    fn links_are_absolute_and_encoded() {
+        let (href, next, prev) = page_links(
+            "http://127.0.0.1:9/sell/fulfillment/v1/order",
+            &format!(
+                "filter={}&",
+                percent_encode("lastmodifieddate:[2026-11-23T00:00:00.000Z..]")
+            ),
+            120,
+            50,
+            50,
+        );
+        assert_eq!(
+            href,
+            "http://127.0.0.1:9/sell/fulfillment/v1/order?filter=lastmodifieddate:%5B2026-11-23T00:00:00.000Z..%5D&limit=50&offset=50"
+        );
+        assert!(next.is_some_and(|next| next.ends_with("&offset=100")));
+        assert!(prev.is_some_and(|prev| prev.ends_with("&offset=0")));
     }
 }

@@ -78,6 +78,32 @@ pub(super) fn range_seconds(from_ms: Option<i64>, to_ms: Option<i64>, now: i64) 
     (from, to)
 }
 
+/// The simulator's own origin (`http://ip:port`) for absolute links; empty (relative
+/// links) when it was not started through [`crate::sim::serve`].
+fn origin(sim: &Simulator) -> String {
+    sim.address()
+        .map(|address| format!("http://{address}"))
+        .unwrap_or_default()
+}
+
+/// eBay's default window for a request without a filter: the last 90 days.
+fn default_window(asked: Asked, now: i64) -> Asked {
+    if !asked.unfiltered {
+        return asked;
+    }
+    Asked {
+        from_ms: Some(
+            now.saturating_sub(DEFAULT_WINDOW_DAYS * DAY)
+                .saturating_mul(1000),
+        ),
+        to_ms: None,
+        ..asked
+    }
+}
+
+/// Days an unfiltered getOrders (and getTransactions) covers.
+const DEFAULT_WINDOW_DAYS: i64 = 90;
+
 pub(super) async fn get_orders(
     State(sim): State<Arc<Simulator>>,
     Extension(ebay): Extension<Arc<Ebay>>,
@@ -89,12 +115,22 @@ pub(super) async fn get_orders(
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
+    let asked = default_window(asked, ebay.now(&sim));
     let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
+    // Without a filter, eBay answers the orders created in the last 90 days.
+    let by_creation = asked.unfiltered;
     let mut matching: Vec<(i64, SimOrder)> = candidates
         .into_iter()
         .filter(|order| order.created <= now)
         .map(|order| (order.last_modified_at(now), order))
-        .filter(|(modified, _)| *modified >= from && *modified <= to)
+        .filter(|(modified, order)| {
+            let at = if by_creation {
+                order.created
+            } else {
+                *modified
+            };
+            at >= from && at <= to
+        })
         .collect();
     matching.sort_by(|a, b| (a.0, &a.1.order_id).cmp(&(b.0, &b.1.order_id)));
     let (total, page) = if sim.faults().ebay_total_grows {
@@ -107,6 +143,7 @@ pub(super) async fn get_orders(
         .map(|(_, order)| order_json(order, &seller, now))
         .collect();
     let mut body = offset_page(
+        &origin(&sim),
         "/sell/fulfillment/v1/order",
         &query,
         &asked,
@@ -180,6 +217,7 @@ pub(super) async fn get_transactions(
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
+    let asked = default_window(asked, ebay.now(&sim));
     let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
     let mut matching: Vec<(i64, String, Value)> = candidates
         .iter()
@@ -200,6 +238,7 @@ pub(super) async fn get_transactions(
     let (total, page) = page_of(matching, &asked);
     let transactions: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
     let body = offset_page(
+        &origin(&sim),
         "/sell/finances/v1/transaction",
         &query,
         &asked,
@@ -247,16 +286,34 @@ pub(super) async fn search_returns(
                 }),
             }
         };
-        let limit = parse_number(&query, "limit", 25)?;
-        let page = parse_number(&query, "offset", 1)?;
-        if page == 0 {
-            return Err("offset is a page number and starts at 1".to_string());
+        // ReturnSortEnum values, prefixed + (ascending) or - (descending).
+        if let Some(sort) = query.get("sort") {
+            let known = [
+                "ACTUAL_AMOUNT",
+                "BUYER_LOGIN_NAME",
+                "ESTIMATED_AMOUNT",
+                "FILING_DATE",
+                "REASON",
+                "REFUND_DUE_DATE",
+                "RETURN_ID",
+                "STATUS",
+            ];
+            let valid = sort
+                .strip_prefix('+')
+                .or_else(|| sort.strip_prefix('-'))
+                .is_some_and(|field| known.contains(&field));
+            if !valid {
+                return Err(format!("sort {sort:?} is invalid; use + or - followed by a ReturnSortEnum value such as +FILING_DATE"));
+            }
         }
+        // Post-Order's PaginationOutput: `offset` is the number of entries skipped,
+        // 0 when omitted (not a page number).
         Ok(Asked {
             from_ms: bound("creation_date_range_from")?,
             to_ms: bound("creation_date_range_to")?,
-            limit,
-            offset: (page - 1) * limit,
+            limit: parse_number(&query, "limit", 25)?,
+            offset: parse_number(&query, "offset", 0)?,
+            unfiltered: false,
         })
     })();
     let (seller, asked) = match admit(&sim, &ebay, &headers, OP_SEARCH_RETURNS, "postOrder", asked)
@@ -286,7 +343,7 @@ pub(super) async fn search_returns(
         "total": total,
         "paginationOutput": {
             "limit": asked.limit,
-            "offset": asked.offset / asked.limit + 1,
+            "offset": asked.offset,
             "totalEntries": total,
             "totalPages": total.div_ceil(asked.limit),
         },

@@ -9,8 +9,8 @@ use super::validate::{
     bounded_duration, check_count, check_duration, duration, hours, limits, whole_hours,
 };
 use super::{
-    streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, JobsSettings,
-    Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
+    streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, FeedSettings,
+    JobsSettings, Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
 };
 
 impl RawAccount {
@@ -189,6 +189,9 @@ impl RawAccount {
     }
 }
 
+/// The keys of the `active_inventory` stream beside the common ones.
+const FEED_KEYS: &[&str] = &["poll_min", "poll_max", "poll_timeout", "max_document_bytes"];
+
 impl RawStream {
     /// Keys that belong to one shape only, named so a misplaced key is an error.
     fn shape_keys(&self) -> [(&'static str, bool, Shape); 17] {
@@ -224,7 +227,24 @@ impl RawStream {
 
     fn validate(self, key: &str, name: String, shape: Shape) -> Result<StreamConfig, String> {
         let field = |field: &str| format!("{key}.{field}");
+        // The eBay Feed task stream (a snapshot, not a time window) takes the report keys
+        // that say how to wait for and download its file, and none of the window keys.
+        let feed_stream =
+            shape == Shape::Cursor && name == crate::shapes::cursor::inventory::STREAM;
+        for (key_name, present, _) in self.shape_keys() {
+            let applies = FEED_KEYS.contains(&key_name);
+            if feed_stream && present && !applies {
+                return Err(format!(
+                    "{}: does not apply to the active_inventory stream (a Feed API snapshot); its own keys are {}",
+                    field(key_name),
+                    FEED_KEYS.join(", ")
+                ));
+            }
+        }
         for (name, present, belongs) in self.shape_keys() {
+            if feed_stream && FEED_KEYS.contains(&name) {
+                continue;
+            }
             if present && belongs != shape {
                 let kind = match shape {
                     Shape::Windowed => "report (windowed)",
@@ -419,6 +439,39 @@ impl RawStream {
             limits::RESPONSE_BYTES_MIN,
             limits::RESPONSE_BYTES_MAX,
         )?;
+        let feed = if feed_stream {
+            FeedSettings {
+                poll_min: self
+                    .poll_min
+                    .as_ref()
+                    .map_or(FeedSettings::DEFAULT.poll_min, |_| poll_min),
+                poll_max: self
+                    .poll_max
+                    .as_ref()
+                    .map_or(FeedSettings::DEFAULT.poll_max, |_| poll_max),
+                poll_timeout: self
+                    .poll_timeout
+                    .as_ref()
+                    .map_or(FeedSettings::DEFAULT.poll_timeout, |_| poll_timeout),
+                max_file_bytes: self
+                    .max_document_bytes
+                    .map_or(FeedSettings::DEFAULT.max_file_bytes, |_| max_document_bytes),
+                max_xml_bytes: self
+                    .max_document_bytes
+                    .map_or(FeedSettings::DEFAULT.max_xml_bytes, |_| {
+                        max_document_bytes.saturating_mul(FeedSettings::XML_PER_FILE_BYTE)
+                    }),
+            }
+        } else {
+            FeedSettings::DEFAULT
+        };
+        if feed.poll_max < feed.poll_min {
+            return Err(format!(
+                "{}: must be at least poll_min ({})",
+                field("poll_max"),
+                humantime::format_duration(feed.poll_min)
+            ));
+        }
         let shape_settings = match shape {
             Shape::Windowed => ShapeSettings::Windowed(WindowedSettings {
                 lookback,
@@ -441,6 +494,7 @@ impl RawStream {
                 max_window,
                 page_limit,
                 max_response_bytes,
+                feed,
             }),
             Shape::Jobs => ShapeSettings::Jobs(JobsSettings {
                 max_attempts,

@@ -20,7 +20,11 @@ pub use crate::quota::settings::QuotaSettings;
 pub use crate::shapes::spec::{
     AccountConfig, CredentialEnv, Endpoints, ShapeSettings, StreamConfig,
 };
-pub use crate::shapes::{cursor::CursorSettings, jobs::JobsSettings, windowed::WindowedSettings};
+pub use crate::shapes::{
+    cursor::{CursorSettings, FeedSettings},
+    jobs::JobsSettings,
+    windowed::WindowedSettings,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -21,6 +21,7 @@
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
 mod data;
+pub mod feed;
 mod paging;
 mod sell;
 
@@ -60,6 +61,9 @@ pub const OPERATIONS: &[&str] = &[
     OP_GET_ORDERS,
     OP_GET_TRANSACTIONS,
     OP_SEARCH_RETURNS,
+    feed::OP_CREATE_INVENTORY_TASK,
+    feed::OP_GET_INVENTORY_TASK,
+    feed::OP_GET_RESULT_FILE,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -99,6 +103,15 @@ pub struct EbaySimConfig {
     /// No order is created before this unix second (0: orders on every day), so a test
     /// can start a history with nothing older than its first sync.
     pub orders_since: i64,
+    /// Listings of each seller's active inventory (the Feed API's
+    /// LMS_ACTIVE_INVENTORY_REPORT; see `feed::inventory_listings`).
+    pub inventory_listings: u32,
+    /// How long one state of the inventory lasts: each period some quantities and
+    /// prices change and some listings end.
+    #[serde(with = "humantime_serde")]
+    pub inventory_change_every: Duration,
+    /// getInventoryTask polls a task answers (QUEUED, then IN_PROCESS) before COMPLETED.
+    pub feed_task_polls: u32,
 }
 
 impl Default for EbaySimConfig {
@@ -112,6 +125,9 @@ impl Default for EbaySimConfig {
             post_order_daily_calls: 50_000,
             oversize_bytes: 32 << 20,
             orders_since: 0,
+            inventory_listings: 500,
+            inventory_change_every: Duration::from_secs(3600),
+            feed_task_polls: 2,
         }
     }
 }
@@ -168,6 +184,8 @@ pub struct EbayControl {
 struct EbayState {
     /// Access token → (seller, expires at unix seconds).
     tokens: HashMap<String, (String, f64)>,
+    /// Tokens of the client-credentials grant: seller APIs refuse them (see `feed`).
+    app_tokens: std::collections::HashSet<String>,
     next_token: u64,
     /// (seller, api, pacific day) → calls.
     daily: HashMap<(String, &'static str, i64), u64>,
@@ -215,6 +233,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/_sim/ebay/requests", get(requests))
         .route("/_sim/ebay/changes", get(changes))
         .route("/_sim/ebay/control", axum::routing::put(control))
+        .merge(feed::routes())
         .layer(Extension(ebay))
 }
 
@@ -368,6 +387,13 @@ async fn token(
             // Expired tokens are never valid again: keep the map small on long runs.
             let cutoff = expires - lifetime as f64;
             state.tokens.retain(|_, (_, until)| *until > cutoff);
+            let EbayState {
+                tokens, app_tokens, ..
+            } = &mut *state;
+            app_tokens.retain(|token| tokens.contains_key(token));
+        }
+        if token_type == "Application Access Token" {
+            state.app_tokens.insert(token.clone());
         }
         state.tokens.insert(token.clone(), (seller, expires));
         token

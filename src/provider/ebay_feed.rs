@@ -551,6 +551,19 @@ impl<R: BufRead> InventoryReader<R> {
         }
     }
 
+    /// Nothing is left to read (after a syntax error: the file stopped inside markup).
+    fn at_end_of_input(&mut self) -> bool {
+        matches!(self.reader.get_mut().fill_buf(), Ok(rest) if rest.is_empty())
+    }
+
+    /// The innermost open element's name (for a truncation message).
+    fn open_element(&self) -> String {
+        self.path
+            .last()
+            .map(|open| String::from_utf8_lossy(open).chars().take(64).collect())
+            .unwrap_or_default()
+    }
+
     fn parent_is(&self, name: &[u8]) -> bool {
         self.path.last().is_some_and(|last| last.as_slice() == name)
     }
@@ -569,8 +582,12 @@ impl<R: BufRead> InventoryReader<R> {
     /// The next event, mapped to at most one finished listing (pushed to `pending`).
     fn step(&mut self) -> Result<bool, FeedFileError> {
         self.buf.clear();
-        let event = match self.reader.read_event_into(&mut self.buf) {
-            Ok(event) => event.into_owned(),
+        let read = self
+            .reader
+            .read_event_into(&mut self.buf)
+            .map(|event| event.into_owned());
+        let event = match read {
+            Ok(event) => event,
             Err(quick_xml::Error::Io(err)) => {
                 if let Some(marker) = err
                     .get_ref()
@@ -579,6 +596,10 @@ impl<R: BufRead> InventoryReader<R> {
                     return Err(FeedFileError::TooLarge(marker.0));
                 }
                 return Err(FeedFileError::Io(err.to_string()));
+            }
+            // Every "unclosed" syntax error means the input ended inside markup.
+            Err(quick_xml::Error::Syntax(_)) if self.at_end_of_input() => {
+                return Err(FeedFileError::Truncated(self.open_element()));
             }
             Err(err) => return Err(self.malformed(err.to_string())),
         };
@@ -722,10 +743,8 @@ impl<R: BufRead> InventoryReader<R> {
                 self.push_text(&resolved)?;
             }
             Event::Eof => {
-                if let Some(open) = self.path.last() {
-                    return Err(FeedFileError::Truncated(
-                        String::from_utf8_lossy(open).chars().take(64).collect(),
-                    ));
+                if !self.path.is_empty() {
+                    return Err(FeedFileError::Truncated(self.open_element()));
                 }
                 if !self.saw_report || !self.closed_report {
                     return Err(FeedFileError::NoReport);
@@ -878,9 +897,13 @@ mod tests {
 
     #[test]
     fn truncated_malformed_and_oversized_files_fail() {
-        // Cut inside a tag: a syntax error; cut between elements: truncated.
+        // Cut inside a tag or between elements: truncated.
         let cut = &REPORT[..REPORT.len() - 40];
-        assert!(rows(cut).is_err());
+        assert!(
+            matches!(rows(cut), Err(FeedFileError::Truncated(_))),
+            "{:?}",
+            rows(cut)
+        );
         let at_boundary = &REPORT[..REPORT.find("</ActiveInventoryReport>").expect("end")];
         assert!(
             matches!(rows(at_boundary), Err(FeedFileError::Truncated(_))),

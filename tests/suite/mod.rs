@@ -3,6 +3,7 @@
 mod binary;
 mod doctor;
 mod ebay;
+mod ebay_inventory;
 mod fencing;
 mod hostile;
 mod hostile_documents;

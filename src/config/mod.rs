@@ -122,6 +122,9 @@ pub struct SimulatorSettings {
     /// Orders the eBay simulator creates per seller and day (their status changes make
     /// the change history).
     pub ebay_orders_per_day: u32,
+    /// Listings in each eBay seller's active inventory (the Feed API's
+    /// LMS_ACTIVE_INVENTORY_REPORT).
+    pub ebay_inventory_listings: u32,
 }
 
 impl Config {

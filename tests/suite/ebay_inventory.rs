@@ -589,3 +589,67 @@ fn ebay_inventory_a_100mb_report_is_parsed_and_applied_in_bounded_memory() {
         "peak rss grew by {growth} bytes while reading {xml_bytes} bytes of xml"
     );
 }
+
+#[test]
+fn ebay_inventory_config_takes_the_feed_keys_and_refuses_window_keys() {
+    let account = |stream_keys: &str| {
+        format!(
+            r#"
+[[accounts]]
+id = "shop"
+provider = "ebay"
+
+[accounts.credentials]
+client_id_env = "SHOP_EBAY_CLIENT_ID"
+client_secret_env = "SHOP_EBAY_CLIENT_SECRET"
+refresh_token_env = "SHOP_EBAY_REFRESH_TOKEN"
+
+[accounts.streams.active_inventory]
+{stream_keys}
+"#
+        )
+    };
+    let config = Config::parse(
+        &account("poll_min = \"1s\"\npoll_max = \"30s\"\npoll_timeout = \"3h\"\nmax_document_bytes = 1048576"),
+        "inventory.toml",
+    )
+    .expect("feed keys are valid");
+    let stream = config.accounts[0]
+        .stream("active_inventory")
+        .expect("stream");
+    let feed = &stream.cursor().feed;
+    assert_eq!(feed.poll_min, Duration::from_secs(1));
+    assert_eq!(feed.poll_max, Duration::from_secs(30));
+    assert_eq!(feed.poll_timeout, Duration::from_secs(3 * 3600));
+    assert_eq!(feed.max_file_bytes, 1_048_576);
+    assert_eq!(feed.max_xml_bytes, 32 * 1_048_576);
+    assert_eq!(
+        stream.interval,
+        Duration::from_secs(3600),
+        "a snapshot an hour"
+    );
+    let defaults = Config::parse(&account(""), "inventory.toml").expect("defaults");
+    assert_eq!(
+        defaults.accounts[0]
+            .stream("active_inventory")
+            .expect("stream")
+            .cursor()
+            .feed,
+        marketsync::config::FeedSettings::DEFAULT
+    );
+    let error = Config::parse(&account("max_window = \"24h\""), "inventory.toml")
+        .expect_err("a window key is refused")
+        .to_string();
+    assert!(
+        error.contains("accounts[0].streams.active_inventory.max_window")
+            && error.contains("poll_min, poll_max, poll_timeout, max_document_bytes"),
+        "{error}"
+    );
+    let error = Config::parse(
+        &account("poll_min = \"1m\"\npoll_max = \"10s\""),
+        "inventory.toml",
+    )
+    .expect_err("poll_max below poll_min")
+    .to_string();
+    assert!(error.contains("poll_max"), "{error}");
+}

@@ -25,6 +25,7 @@
 //! failure policy.
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
+//! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
 mod settings;
@@ -175,7 +176,7 @@ impl CursorRunner {
             return inventory::run_snapshot(self, context, fence).await;
         }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,

@@ -7,6 +7,8 @@
 //!   Finances `GET /sell/finances/v1/transaction` (getTransactions,
 //!   `filter=transactionDate:[..]`), Post-Order `GET /post-order/v2/return/search`
 //!   (searchReturns, `creation_date_range_from`/`_to`, `offset` a 1-based page number).
+//! - Sell Feed `LMS_ACTIVE_INVENTORY_REPORT` ([`feed`]): createInventoryTask,
+//!   getInventoryTask, getResultFile (a zipped ActiveInventoryReport); user tokens only.
 //! - Daily call quotas per API (Fulfillment, Finances, Post-Order) that reset at midnight
 //!   Pacific time, approximated as UTC-8 (no daylight saving); the 429 body has `errorId` 2001.
 //! - Shared faults (`Simulator::provider_fault`) under the operation names in

@@ -98,6 +98,7 @@ max_document_bytes = 67108864
             data = dir.path().display(),
         );
         let config = Config::parse(&text, "inventory-test.toml").expect("valid test config");
+        std::fs::write(dir.path().join("config.toml"), &text).expect("write config");
         let ledger = Arc::new(SqliteLedger::open(&config.database_path()).expect("open ledger"));
         Fixture {
             dir,
@@ -652,4 +653,40 @@ refresh_token_env = "SHOP_EBAY_REFRESH_TOKEN"
     .expect_err("poll_max below poll_min")
     .to_string();
     assert!(error.contains("poll_max"), "{error}");
+}
+
+/// The daemon's own wiring (its TokenManager paces createInventoryTask, getInventoryTask
+/// and getResultFile; documents go to the data dir): `sync --once` takes a snapshot and
+/// exits 0 once the stream is within an interval of now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_inventory_sync_once_through_the_daemon_stores_the_snapshot() {
+    let sim = TestSim::start(sim_config(300)).await;
+    let t0 = pinned_start();
+    let fixture = Fixture::new(&sim, t0);
+    fixture.set_now(t0).await;
+    let mut command = crate::common::marketsync();
+    command
+        .env("TEST_EBAY_CLIENT_ID", "cli-client")
+        .env("TEST_EBAY_CLIENT_SECRET", "cli-secret")
+        .env("TEST_EBAY_REFRESH_TOKEN", SELLER)
+        .arg("--config")
+        .arg(fixture.dir.path().join("config.toml"))
+        .args(["sync", "--once", "--timeout", "2m"]);
+    let output = tokio::time::timeout(
+        Duration::from_secs(150),
+        tokio::process::Command::from(command).output(),
+    )
+    .await
+    .expect("sync --once ends within its timeout")
+    .expect("sync --once");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        active(&fixture.stored()),
+        expected(&sim_config(300).ebay, t0)
+    );
+    let snapshot = cursor_snapshot(&fixture.ledger, "shop", "active_inventory")
+        .expect("snapshot")
+        .expect("cursor row");
+    assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
 }

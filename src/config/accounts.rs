@@ -189,6 +189,10 @@ impl RawAccount {
     }
 }
 
+/// The shortest `active_inventory` interval: eBay allows 25 LMS_ACTIVE_INVENTORY_REPORT
+/// tasks per seller in 24 hours (one every 57.6 minutes).
+const FEED_INTERVAL_MIN: Duration = Duration::from_secs(3600);
+
 /// The keys of the `active_inventory` stream beside the common ones.
 const FEED_KEYS: &[&str] = &["poll_min", "poll_max", "poll_timeout", "max_document_bytes"];
 
@@ -348,6 +352,14 @@ impl RawStream {
             limits::SECOND,
             limits::INTERVAL_MAX,
         )?;
+        if feed_stream && interval < FEED_INTERVAL_MIN {
+            return Err(format!(
+                "{}: {} is too short for active_inventory; eBay allows 25 LMS_ACTIVE_INVENTORY_REPORT tasks per seller in 24 hours, so use at least {}",
+                field("interval"),
+                humantime::format_duration(interval),
+                humantime::format_duration(FEED_INTERVAL_MIN)
+            ));
+        }
         let safety_lag = bounded_duration(
             &field("safety_lag"),
             self.safety_lag.as_ref(),

@@ -171,6 +171,22 @@ max_document_bytes = 67108864
         assert!(response.status().is_success(), "{}", response.status());
     }
 
+    /// `Bearer <token>` of a fresh user access token (refresh-token grant).
+    async fn user_bearer(&self) -> String {
+        let token: serde_json::Value = self
+            .http
+            .post(format!("{}/identity/v1/oauth2/token", self.base))
+            .basic_auth("test-client", Some("test-secret"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", SELLER)])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("token json");
+        format!("Bearer {}", token["access_token"].as_str().expect("token"))
+    }
+
     async fn corrupt_next(&self, how: &str) {
         let response = self
             .http
@@ -444,18 +460,7 @@ async fn ebay_inventory_feed_refuses_application_tokens_unknown_tasks_and_feed_t
     assert!(fixture.stored().is_empty());
 
     // eBay's error bodies, over plain HTTP with a user token.
-    let token: serde_json::Value = fixture
-        .http
-        .post(format!("{}/identity/v1/oauth2/token", fixture.base))
-        .basic_auth("test-client", Some("test-secret"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", SELLER)])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+    let bearer = fixture.user_bearer().await;
     let unknown = fixture
         .http
         .get(format!(
@@ -481,13 +486,39 @@ async fn ebay_inventory_feed_refuses_application_tokens_unknown_tasks_and_feed_t
     assert_eq!(bad_type.status(), 400);
     let body: serde_json::Value = bad_type.json().await.expect("error json");
     assert_eq!(body["errors"][0]["errorId"], 160017);
+    // eBay's per-seller limit: 25 inventory tasks in 24 hours, then 409 errorId 160025.
+    let create = |bearer: String| {
+        fixture
+            .http
+            .post(format!("{}/sell/feed/v1/inventory_task", fixture.base))
+            .header("Authorization", bearer)
+            .header("X-EBAY-C-MARKETPLACE-ID", "EBAY_US")
+            .json(&json!({"feedType": "LMS_ACTIVE_INVENTORY_REPORT", "schemaVersion": "1.0"}))
+            .send()
+    };
+    for _ in 0..25 {
+        let created = create(bearer.clone()).await.expect("create task");
+        assert_eq!(created.status(), 202);
+        assert!(created.headers().contains_key("location"));
+    }
+    let refused = create(bearer.clone()).await.expect("26th task");
+    assert_eq!(refused.status(), 409);
+    let body: serde_json::Value = refused.json().await.expect("error json");
+    assert_eq!(body["errors"][0]["errorId"], 160025);
+    // A day later the seller may create tasks again.
+    fixture.set_now(t0 + 24 * HOUR).await;
+    let next_day = fixture.user_bearer().await;
+    assert_eq!(
+        create(next_day.clone()).await.expect("next day").status(),
+        202
+    );
     let no_file = fixture
         .http
         .get(format!(
             "{}/sell/feed/v1/task/task-404/download_result_file",
             fixture.base
         ))
-        .header("Authorization", &bearer)
+        .header("Authorization", &next_day)
         .send()
         .await
         .expect("get file");
@@ -644,6 +675,13 @@ refresh_token_env = "SHOP_EBAY_REFRESH_TOKEN"
     assert!(
         error.contains("accounts[0].streams.active_inventory.max_window")
             && error.contains("poll_min, poll_max, poll_timeout, max_document_bytes"),
+        "{error}"
+    );
+    let error = Config::parse(&account("interval = \"30m\""), "inventory.toml")
+        .expect_err("more than 25 tasks a day")
+        .to_string();
+    assert!(
+        error.contains("active_inventory.interval") && error.contains("25"),
         "{error}"
     );
     let error = Config::parse(

@@ -10,6 +10,9 @@
 //! - `PUT /_sim/ebay/feed/control`: `{"corrupt_next": "truncated" | "malformed"}` spoils
 //!   the next result file (tests of the all-or-nothing apply).
 //!
+//! A seller may create `feed_daily_tasks` (eBay: 25) tasks in 24 hours; the next is
+//! refused with 409 errorId 160025.
+//!
 //! All three need a **user** access token (refresh-token grant), as eBay's seller APIs
 //! do: an application token is refused with 403 errorId 1100. The seller's listings are
 //! a pure function of (seed, seller, epoch, index) ([`inventory_listings`]): an epoch is
@@ -48,6 +51,7 @@ const SCHEMA_VERSION: &str = "1.0";
 const MAX_TASKS: usize = 1000;
 /// Result files kept on disk (oldest removed first).
 const MAX_FILES: usize = 4;
+const DAY: i64 = 86_400;
 
 /// One listing of the simulated seller's active inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +260,9 @@ struct FeedState {
     next: u64,
     corrupt_next: Option<Corruption>,
     files: Vec<PathBuf>,
+    /// Creation times of each seller's tasks in the last 24 hours (eBay's per-seller
+    /// limit on LMS_ACTIVE_INVENTORY_REPORT tasks).
+    created: HashMap<String, std::collections::VecDeque<i64>>,
 }
 
 /// The Feed API's own state.
@@ -388,8 +395,29 @@ async fn create_inventory_task(
         );
     }
     let now = ebay.now(&sim);
+    let daily_limit = sim.config().ebay.feed_daily_tasks as usize;
     let task_id = {
         let mut state = feed.lock();
+        let created = state.created.entry(seller.clone()).or_default();
+        while created.front().is_some_and(|at| *at <= now - DAY) {
+            created.pop_front();
+        }
+        if created.len() >= daily_limit {
+            return ebay_error(
+                StatusCode::CONFLICT,
+                160025,
+                "API_FEED",
+                "BUSINESS",
+                "You have exceeded the maximum number of records or tasks that can be created or processed in the period (hourly or daily). Wait until the present period ends before trying again. Please reference the API documentation for more information.",
+            );
+        }
+        created.push_back(now);
+        if state.created.len() > MAX_TASKS {
+            // Sellers with no task in the last day are forgotten first.
+            state
+                .created
+                .retain(|_, times| times.back().is_some_and(|at| *at > now - DAY));
+        }
         state.next += 1;
         let number = state.next;
         let task_id = format!("task-{number}-{}", seller_key(&seller) % 100_000);

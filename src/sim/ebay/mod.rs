@@ -114,6 +114,8 @@ pub struct EbaySimConfig {
     pub inventory_change_every: Duration,
     /// getInventoryTask polls a task answers (QUEUED, then IN_PROCESS) before COMPLETED.
     pub feed_task_polls: u32,
+    /// LMS_ACTIVE_INVENTORY_REPORT tasks a seller may create in 24 hours (eBay: 25).
+    pub feed_daily_tasks: u32,
 }
 
 impl Default for EbaySimConfig {
@@ -130,6 +132,7 @@ impl Default for EbaySimConfig {
             inventory_listings: 500,
             inventory_change_every: Duration::from_secs(3600),
             feed_task_polls: 2,
+            feed_daily_tasks: 25,
         }
     }
 }

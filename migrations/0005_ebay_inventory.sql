@@ -16,3 +16,14 @@ CREATE TABLE ebay_inventory (
     PRIMARY KEY (account, item_id, sku)
 ) WITHOUT ROWID;
 CREATE INDEX ebay_inventory_by_snapshot ON ebay_inventory (account, state, snapshot);
+
+-- The Feed task a snapshot stream is waiting for, until its file is applied (or the task
+-- is given up): a run interrupted while polling or downloading (shutdown, a 5xx, a lost
+-- lease) resumes it instead of spending another of eBay's 25 tasks a day.
+CREATE TABLE ebay_feed_tasks (
+    account    TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    task_id    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,          -- unix seconds: when the task was created (the snapshot's time)
+    PRIMARY KEY (account, stream)
+) WITHOUT ROWID;

@@ -9,6 +9,9 @@
 //! are appended to the history. A row source that fails (a malformed or truncated file)
 //! rolls the whole transaction back: nothing of that snapshot is applied.
 //!
+//! `ebay_feed_tasks` holds the Feed task a stream waits for until its file is applied, so
+//! an interrupted run resumes it ([`pending_task`], [`record_task`], [`forget_task`]).
+//!
 //! The stream's row in `cursors` records the snapshot: `cursor_ts` is when the applied
 //! snapshot was taken, `last_error`/`failures`/`retry_at` as for cursor streams.
 
@@ -266,6 +269,8 @@ where
          WHERE account = ?1 AND state = 'ACTIVE' AND snapshot < ?2",
     )?
     .execute(params![account, snapshot, now])?;
+    tx.prepare_cached("DELETE FROM ebay_feed_tasks WHERE account = ?1 AND stream = ?2")?
+        .execute(params![account, stream])?;
     tx.prepare_cached(
         "UPDATE cursors SET cursor_ts = ?3, updated_at = ?4, last_run_at = ?4, last_error = NULL,
              failures = 0, retry_at = NULL
@@ -274,6 +279,70 @@ where
     .execute(params![account, stream, taken_at, now])?;
     tx.commit()?;
     Ok(applied)
+}
+
+/// A Feed task a snapshot stream waits for (see `ebay_feed_tasks` in the migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTask {
+    pub task_id: String,
+    /// Unix seconds: when it was created (the time of its snapshot).
+    pub created_at: i64,
+}
+
+/// The task (account, stream) waits for, if any.
+pub fn pending_task(
+    conn: &Connection,
+    account: &str,
+    stream: &str,
+) -> Result<Option<PendingTask>, LedgerError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT task_id, created_at FROM ebay_feed_tasks WHERE account = ?1 AND stream = ?2",
+        )?
+        .query_row(params![account, stream], |row| {
+            Ok(PendingTask {
+                task_id: row.get(0)?,
+                created_at: row.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Records the task (account, stream) now waits for (replacing any other), under the
+/// lease's fence.
+pub fn record_task(
+    conn: &mut Connection,
+    account: &str,
+    stream: &str,
+    fence: WriteFence,
+    task: &PendingTask,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    check_fence(&tx, account, stream, fence, "feed task record", now)?;
+    tx.prepare_cached(
+        "INSERT INTO ebay_feed_tasks (account, stream, task_id, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(account, stream) DO UPDATE SET task_id = excluded.task_id, created_at = excluded.created_at",
+    )?
+    .execute(params![account, stream, task.task_id, task.created_at])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Gives up the task (account, stream) waited for: the next run creates a new one.
+pub fn forget_task(
+    conn: &mut Connection,
+    account: &str,
+    stream: &str,
+    fence: WriteFence,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    check_fence(&tx, account, stream, fence, "feed task forget", now)?;
+    tx.prepare_cached("DELETE FROM ebay_feed_tasks WHERE account = ?1 AND stream = ?2")?
+        .execute(params![account, stream])?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// One stored SKU, for tests and the read surfaces.

@@ -728,3 +728,69 @@ async fn ebay_inventory_sync_once_through_the_daemon_stores_the_snapshot() {
         .expect("cursor row");
     assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
 }
+
+/// A run interrupted after its task was created (here a 5xx on getResultFile) leaves the
+/// task recorded: the next run resumes it instead of spending another of eBay's 25 tasks
+/// a day, and applies the snapshot of the task's creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_inventory_an_interrupted_run_resumes_its_task() {
+    let sim = TestSim::start(sim_config(100)).await;
+    let t0 = pinned_start();
+    let fixture = Fixture::new(&sim, t0);
+    fixture.set_now(t0).await;
+    sim.sim.set_faults(crate::common::schedule(
+        "ebay.getResultFile",
+        1,
+        marketsync::sim::FaultKind::ServerError,
+    ));
+    let context = fixture.context(Some(SELLER));
+    let outcome = context.run_once().await.expect("interrupted run");
+    assert!(
+        matches!(outcome, RunOutcome::Deferred { .. }),
+        "{outcome:?}"
+    );
+    assert!(fixture.stored().is_empty());
+    fixture.ledger.with_conn(|conn| {
+        conn.execute(
+            "UPDATE cursors SET retry_at = NULL WHERE account = 'shop' AND stream = 'active_inventory'",
+            [],
+        )
+        .expect("clear retry_at")
+    });
+    // Half a minute later (within the task's poll_timeout of 1m): the same task.
+    fixture.set_now(t0 + 30).await;
+    let outcome = context.run_once().await.expect("resumed run");
+    assert!(
+        matches!(outcome, RunOutcome::Finished { applied: 1, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        active(&fixture.stored()),
+        expected(&sim_config(100).ebay, t0)
+    );
+    let stats: marketsync::sim::ebay::EbayStats = fixture
+        .http
+        .get(format!("{}/_sim/ebay/stats", fixture.base))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats json");
+    assert_eq!(stats.calls("ebay.createInventoryTask"), 1, "{stats:?}");
+    assert_eq!(stats.calls("ebay.getResultFile"), 2, "{stats:?}");
+    let snapshot = cursor_snapshot(&fixture.ledger, "shop", "active_inventory")
+        .expect("snapshot")
+        .expect("cursor row");
+    assert_eq!(
+        snapshot.cursor_ts, t0,
+        "the snapshot's time is its task's creation"
+    );
+    let pending = fixture
+        .ledger
+        .with_conn(|conn| {
+            marketsync::store::ebay_inventory::pending_task(conn, "shop", "active_inventory")
+        })
+        .expect("pending task");
+    assert_eq!(pending, None, "an applied task is forgotten");
+}

@@ -15,6 +15,13 @@
 //!    quantity and price upserted, changes and ended SKUs appended to the history. A
 //!    malformed, truncated or oversized file fails the run and applies nothing.
 //!
+//! The task is recorded (`ebay_feed_tasks`) until its file is applied: a run interrupted
+//! while polling or downloading (shutdown, a 5xx, a lost lease) resumes the same task
+//! within `poll_timeout` of its creation instead of spending another of eBay's 25 tasks a
+//! day; a task that can give no usable file (FAILED, too old, unknown, a malformed file)
+//! is given up and the next run creates a new one. The snapshot's time is the task's
+//! creation.
+//!
 //! Failures, 429s and refused credentials follow the cursor engine's policy (the
 //! stream's `cursors` row records `last_error`, `failures`, `retry_at`; a 429 or an auth
 //! refusal is a cooldown, not a failure). The file is removed after the apply, whatever
@@ -34,7 +41,10 @@ use crate::provider::ebay_feed::{
 use crate::provider::ProviderError;
 use crate::quota::Priority;
 use crate::shapes::{retry_delay, CallError, RunOutcome, StreamContext, SyncError, QUOTA_WAIT_MAX};
-use crate::store::ebay_inventory::{apply_snapshot, SnapshotApplied, SnapshotError};
+use crate::store::ebay_inventory::{
+    apply_snapshot, forget_task, pending_task, record_task, PendingTask, SnapshotApplied,
+    SnapshotError,
+};
 use crate::store::WriteFence;
 
 /// The stream's name in the configuration.
@@ -43,8 +53,11 @@ pub const STREAM: &str = "active_inventory";
 /// Why a snapshot run stopped early.
 enum Stop {
     Call(CallError),
+    /// The task can give no file (FAILED, too old): `message`; the task is given up.
     Failed(String),
     Cancelled,
+    /// The store failed (infrastructure, not the task's fault).
+    Sync(SyncError),
 }
 
 impl From<CallError> for Stop {
@@ -98,21 +111,30 @@ pub(super) async fn run_snapshot(
             infrastructure: false,
         });
     }
-    let file = match fetch_file(runner, context).await {
+    let file = match fetch_file(runner, context, fence, now).await {
         Ok(file) => file,
         Err(Stop::Cancelled) => return Ok(RunOutcome::Cancelled),
+        Err(Stop::Sync(err)) => return Err(err),
         Err(Stop::Call(CallError::Provider(err))) if err.stops_account() => {
             return runner.stop_account(context, &err).await;
         }
         Err(Stop::Call(CallError::Provider(err))) => {
+            // A 5xx or a transport error leaves the task to the next run; anything else
+            // (an unknown task, an invalid answer, a file over the cap) gives it up.
+            if !err.is_transient() {
+                forget(runner, context, fence).await?;
+            }
             return fail(runner, context, fence, cursor.failures, &err.to_string()).await;
         }
         Err(Stop::Call(refused)) => return runner.refused(context, refused).await,
         Err(Stop::Failed(message)) => {
+            forget(runner, context, fence).await?;
             return fail(runner, context, fence, cursor.failures, &message).await;
         }
     };
-    let (path, task_id, bytes) = file;
+    let (path, task, bytes) = file;
+    let task_id = task.task_id.clone();
+    let taken_at = task.created_at;
     let settings = context.stream.cursor().feed.clone();
     let (account_db, stream_db, path_db) = (account.clone(), STREAM.to_string(), path.clone());
     let progress = context.progress.clone();
@@ -133,7 +155,7 @@ pub(super) async fn run_snapshot(
                 &stream_db,
                 fence,
                 rows,
-                now,
+                taken_at,
                 crate::domain::now_ts(),
                 &bump,
             ) {
@@ -149,6 +171,8 @@ pub(super) async fn run_snapshot(
     let applied: SnapshotApplied = match applied? {
         Ok(applied) => applied,
         Err(message) => {
+            // The same file would fail the same way: the next run asks for a new one.
+            forget(runner, context, fence).await?;
             let message = format!("result file of task {task_id}: {message}");
             return fail(runner, context, fence, cursor.failures, &message).await;
         }
@@ -173,41 +197,84 @@ pub(super) async fn run_snapshot(
     })
 }
 
-/// Create → poll → download: the result file on disk, its task and its size.
+/// Create (or resume) → poll → download: the result file on disk, its task and its size.
 async fn fetch_file(
     runner: &CursorRunner,
     context: &StreamContext,
-) -> Result<(PathBuf, String, u64), Stop> {
+    fence: WriteFence,
+    now: i64,
+) -> Result<(PathBuf, PendingTask, u64), Stop> {
     let settings = context.stream.cursor().feed.clone();
     let client = &runner.client;
     let account = &context.account.id;
-    let task_id = paced_call(context, OP_CREATE_INVENTORY_TASK, || {
-        ebay_feed::create_inventory_task(client)
-    })
-    .await?;
+    let timeout_secs = i64::try_from(settings.poll_timeout.as_secs()).unwrap_or(i64::MAX);
+    let (account_db, stream_db) = (account.clone(), STREAM.to_string());
+    let pending = runner
+        .on_db(move |conn| pending_task(conn, &account_db, &stream_db))
+        .await
+        .map_err(Stop::Sync)?
+        .filter(|task| now.saturating_sub(task.created_at) < timeout_secs);
+    let task = match pending {
+        Some(task) => {
+            info!(account = %account, stream = STREAM, task_id = %task.task_id, created = %format_ts(task.created_at), "resuming the inventory task of an interrupted run");
+            task
+        }
+        None => {
+            let task_id = paced_call(context, OP_CREATE_INVENTORY_TASK, || {
+                ebay_feed::create_inventory_task(client)
+            })
+            .await?;
+            let task = PendingTask {
+                task_id,
+                created_at: now,
+            };
+            let (account_db, stream_db, record) =
+                (account.clone(), STREAM.to_string(), task.clone());
+            runner
+                .on_db(move |conn| {
+                    record_task(
+                        conn,
+                        &account_db,
+                        &stream_db,
+                        fence,
+                        &record,
+                        crate::domain::now_ts(),
+                    )
+                })
+                .await
+                .map_err(Stop::Sync)?;
+            task
+        }
+    };
+    let task_id = task.task_id.clone();
     context.bump();
-    let created = Instant::now();
+    // The task's total deadline counts from its creation (a resumed task has less left).
+    let age = Duration::from_secs(u64::try_from(now.saturating_sub(task.created_at)).unwrap_or(0));
+    let left = settings.poll_timeout.saturating_sub(age);
+    let started = Instant::now();
     let mut pause = settings.poll_min.max(Duration::from_millis(1));
     loop {
-        let task = paced_call(context, OP_GET_INVENTORY_TASK, || {
+        let status = paced_call(context, OP_GET_INVENTORY_TASK, || {
             ebay_feed::get_inventory_task(client, &task_id)
         })
         .await?;
         context.bump();
-        if task.status.has_file() {
+        if status.status.has_file() {
             break;
         }
-        if !task.status.is_pending() {
+        if !status.status.is_pending() {
             return Err(Stop::Failed(format!(
                 "inventory task {task_id} ended {} without a result file",
-                task.status.as_str()
+                status.status.as_str()
             )));
         }
-        if created.elapsed().saturating_add(pause) > settings.poll_timeout {
+        if started.elapsed().saturating_add(pause) > left {
             return Err(Stop::Failed(format!(
-                "inventory task {task_id} still {} after {} (poll_timeout)",
-                task.status.as_str(),
-                humantime::format_duration(Duration::from_secs(created.elapsed().as_secs()))
+                "inventory task {task_id} still {} {} after its creation (poll_timeout)",
+                status.status.as_str(),
+                humantime::format_duration(Duration::from_secs(
+                    age.saturating_add(started.elapsed()).as_secs()
+                ))
             )));
         }
         // Waiting holds nothing: the run's permit goes back for the pause.
@@ -243,7 +310,19 @@ async fn fetch_file(
     })
     .await?;
     context.bump();
-    Ok((path, task_id, bytes))
+    Ok((path, task, bytes))
+}
+
+/// Gives up the stream's task: the next run creates a new one.
+async fn forget(
+    runner: &CursorRunner,
+    context: &StreamContext,
+    fence: WriteFence,
+) -> Result<(), SyncError> {
+    let account = context.account.id.clone();
+    runner
+        .on_db(move |conn| forget_task(conn, &account, STREAM, fence, crate::domain::now_ts()))
+        .await
 }
 
 /// The snapshot failed: failures, error and retry time are recorded; nothing applied.

@@ -439,7 +439,12 @@ async fn ebay_inventory_truncated_or_malformed_file_applies_nothing() {
             .expect("cursor row");
         let error = snapshot.last_error.unwrap_or_default();
         assert!(error.contains(said), "{how}: {error}");
-        assert!(snapshot.retry_at.is_some() && snapshot.failures >= 1);
+        assert!(snapshot.failures >= 1);
+        assert!(
+            snapshot.retry_at >= Some(t0 + 2 * HOUR),
+            "{how}: a retry that needs a new task waits an hour (eBay's 25 tasks a day): {:?}",
+            snapshot.retry_at
+        );
     }
 }
 

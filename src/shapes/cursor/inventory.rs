@@ -50,6 +50,10 @@ use crate::store::WriteFence;
 /// The stream's name in the configuration.
 pub const STREAM: &str = "active_inventory";
 
+/// The earliest retry of a failed snapshot that needs a new task: eBay allows 25
+/// LMS_ACTIVE_INVENTORY_REPORT tasks per seller in 24 hours (one every 57.6 minutes).
+pub const NEW_TASK_RETRY_MIN: Duration = Duration::from_secs(3600);
+
 /// Why a snapshot run stopped early.
 enum Stop {
     Call(CallError),
@@ -121,15 +125,17 @@ pub(super) async fn run_snapshot(
         Err(Stop::Call(CallError::Provider(err))) => {
             // A 5xx or a transport error leaves the task to the next run; anything else
             // (an unknown task, an invalid answer, a file over the cap) gives it up.
-            if !err.is_transient() {
+            let new_task = !err.is_transient();
+            if new_task {
                 forget(runner, context, fence).await?;
             }
-            return fail(runner, context, fence, cursor.failures, &err.to_string()).await;
+            let message = err.to_string();
+            return fail(runner, context, fence, cursor.failures, &message, new_task).await;
         }
         Err(Stop::Call(refused)) => return runner.refused(context, refused).await,
         Err(Stop::Failed(message)) => {
             forget(runner, context, fence).await?;
-            return fail(runner, context, fence, cursor.failures, &message).await;
+            return fail(runner, context, fence, cursor.failures, &message, true).await;
         }
     };
     let (path, task, bytes) = file;
@@ -174,7 +180,7 @@ pub(super) async fn run_snapshot(
             // The same file would fail the same way: the next run asks for a new one.
             forget(runner, context, fence).await?;
             let message = format!("result file of task {task_id}: {message}");
-            return fail(runner, context, fence, cursor.failures, &message).await;
+            return fail(runner, context, fence, cursor.failures, &message, true).await;
         }
     };
     info!(
@@ -326,14 +332,23 @@ async fn forget(
 }
 
 /// The snapshot failed: failures, error and retry time are recorded; nothing applied.
+/// `new_task`: the retry must create a task (at least [`NEW_TASK_RETRY_MIN`] away).
 async fn fail(
     runner: &CursorRunner,
     context: &StreamContext,
     fence: WriteFence,
     failures_before: i64,
     message: &str,
+    new_task: bool,
 ) -> Result<RunOutcome, SyncError> {
-    let delay = retry_delay(&context.stream, failures_before);
+    let backoff = retry_delay(&context.stream, failures_before);
+    // A retry that must create a task spends one of the seller's 25 a day: not sooner
+    // than eBay's pace allows.
+    let delay = if new_task {
+        backoff.max(NEW_TASK_RETRY_MIN)
+    } else {
+        backoff
+    };
     let now = runner.clock.now();
     let retry_at = now.saturating_add(i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX));
     warn!(

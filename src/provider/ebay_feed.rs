@@ -339,6 +339,7 @@ pub fn open_result_file(
     }
     let file = File::open(path).map_err(|err| FeedFileError::Io(err.to_string()))?;
     let xml: Box<dyn Read + Send> = if got == 4 && magic == *b"PK\x03\x04" {
+        check_zip_directory(path)?;
         let mut archive =
             zip::ZipArchive::new(file).map_err(|err| FeedFileError::Zip(err.to_string()))?;
         if archive.is_empty() || archive.len() > MAX_ZIP_ENTRIES {
@@ -396,6 +397,75 @@ pub fn open_result_file(
         64 * 1024,
         capped,
     ))))
+}
+
+/// Largest central directory accepted (eBay's zip holds one entry): the zip crate reads
+/// the whole directory into memory, so a hostile file must not make it large.
+const MAX_ZIP_DIRECTORY: u64 = 64 * 1024;
+
+/// Checks a zip's end-of-central-directory record (and its zip64 form) before the zip
+/// crate reads the directory: at most [`MAX_ZIP_ENTRIES`] entries and
+/// [`MAX_ZIP_DIRECTORY`] bytes.
+fn check_zip_directory(path: &Path) -> Result<(), FeedFileError> {
+    let io = |err: std::io::Error| FeedFileError::Io(err.to_string());
+    let bad = |message: &str| FeedFileError::Zip(message.to_string());
+    let mut file = File::open(path).map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    // The record is 22 bytes plus a comment of at most 65,535.
+    let tail_length = length.min(22 + 65_535);
+    let tail_start = length - tail_length;
+    file.seek(SeekFrom::Start(tail_start)).map_err(io)?;
+    let mut tail = Vec::with_capacity(usize::try_from(tail_length).unwrap_or(0));
+    file.by_ref()
+        .take(tail_length)
+        .read_to_end(&mut tail)
+        .map_err(io)?;
+    let at = tail
+        .windows(4)
+        .rposition(|window| window == b"PK\x05\x06")
+        .filter(|at| at + 22 <= tail.len())
+        .ok_or_else(|| bad("no end of central directory record"))?;
+    let u16_at = |offset: usize| u64::from(u16::from_le_bytes([tail[offset], tail[offset + 1]]));
+    let u32_at = |offset: usize| {
+        u64::from(u32::from_le_bytes([
+            tail[offset],
+            tail[offset + 1],
+            tail[offset + 2],
+            tail[offset + 3],
+        ]))
+    };
+    let mut entries = u16_at(at + 10);
+    let mut directory = u32_at(at + 12);
+    if entries == 0xFFFF || directory == 0xFFFF_FFFF {
+        // Zip64: the locator (20 bytes) just before the record points at the zip64 record.
+        let locator = at
+            .checked_sub(20)
+            .filter(|locator| tail[*locator..*locator + 4] == *b"PK\x06\x07")
+            .ok_or_else(|| bad("a zip64 archive without its locator"))?;
+        let record_offset = u32_at(locator + 8) | (u32_at(locator + 12) << 32);
+        if record_offset.saturating_add(56) > length {
+            return Err(bad("the zip64 record lies outside the file"));
+        }
+        file.seek(SeekFrom::Start(record_offset)).map_err(io)?;
+        let mut record = [0u8; 56];
+        file.read_exact(&mut record).map_err(io)?;
+        if record[..4] != *b"PK\x06\x06" {
+            return Err(bad("no zip64 end of central directory record"));
+        }
+        let u64_at = |offset: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&record[offset..offset + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        entries = u64_at(32);
+        directory = u64_at(40);
+    }
+    if entries == 0 || entries > MAX_ZIP_ENTRIES as u64 || directory > MAX_ZIP_DIRECTORY {
+        return Err(FeedFileError::Zip(format!(
+            "{entries} entries in a {directory}-byte directory; 1 to {MAX_ZIP_ENTRIES} entries expected"
+        )));
+    }
+    Ok(())
 }
 
 /// Fails a read once more than `limit` bytes came through (a decompression bomb).
@@ -921,6 +991,43 @@ mod tests {
         assert!(matches!(rows("<Other/>"), Err(FeedFileError::NoReport)));
         let failure = REPORT.replace("<Ack>Success</Ack>", "<Ack>Failure</Ack>");
         assert!(matches!(rows(&failure), Err(FeedFileError::Failure(_))));
+    }
+
+    #[test]
+    fn a_zip_with_too_many_entries_is_refused_before_its_directory_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, entries: usize| {
+            let path = dir.path().join(name);
+            let file = File::create(&path).expect("create");
+            let mut zip = zip::ZipWriter::new(file);
+            for index in 0..entries {
+                zip.start_file(
+                    format!("report-{index}.xml"),
+                    zip::write::SimpleFileOptions::default(),
+                )
+                .expect("entry");
+                std::io::Write::write_all(&mut zip, REPORT.as_bytes()).expect("write");
+            }
+            zip.finish().expect("finish");
+            path
+        };
+        let good = write("good.zip", 1);
+        let rows: Vec<_> = open_result_file(&good, 1 << 20)
+            .expect("open")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows.len(), 3);
+        let many = write("many.zip", MAX_ZIP_ENTRIES + 1);
+        assert!(matches!(
+            open_result_file(&many, 1 << 20),
+            Err(FeedFileError::Zip(_))
+        ));
+        // More XML than the cap: refused while reading.
+        let capped: Result<Vec<_>, _> = open_result_file(&good, 100).expect("open").collect();
+        assert!(
+            matches!(capped, Err(FeedFileError::TooLarge(100))),
+            "{capped:?}"
+        );
     }
 
     #[test]

@@ -153,7 +153,8 @@ pub async fn create_inventory_task(client: &EbayClient) -> Result<String, Provid
 }
 
 /// The task id: the last path segment of the `Location` URI, checked (at most
-/// [`MAX_TASK_ID`] characters of letters, digits, `-`, `_` and `.`).
+/// [`MAX_TASK_ID`] characters of letters, digits, `-`, `_` and `.`, at least one of them
+/// a letter or digit).
 pub fn task_id_from_location(location: &str) -> Option<String> {
     let path = location.split(['?', '#']).next().unwrap_or("");
     let (parent, id) = path.trim_end_matches('/').rsplit_once('/')?;
@@ -162,6 +163,7 @@ pub fn task_id_from_location(location: &str) -> Option<String> {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id.chars().any(|c| c.is_ascii_alphanumeric())
         && parent.ends_with("/inventory_task");
     valid.then(|| id.to_string())
 }
@@ -1043,6 +1045,10 @@ mod tests {
         );
         assert_eq!(
             task_id_from_location("/sell/feed/v1/inventory_task/a%2Fb"),
+            None
+        );
+        assert_eq!(
+            task_id_from_location("/sell/feed/v1/inventory_task/.."),
             None
         );
     }

@@ -210,6 +210,7 @@ impl Daemon {
                     asins_per_marketplace: settings.asins_per_marketplace,
                     ebay: crate::sim::ebay::EbaySimConfig {
                         orders_per_day: settings.ebay_orders_per_day,
+                        inventory_listings: settings.ebay_inventory_listings,
                         ..Default::default()
                     },
                     ..SimConfig::default()

@@ -9,8 +9,8 @@ use super::validate::{
     bounded_duration, check_count, check_duration, duration, hours, limits, whole_hours,
 };
 use super::{
-    streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, JobsSettings,
-    Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
+    streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, FeedSettings,
+    JobsSettings, Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
 };
 
 impl RawAccount {
@@ -248,6 +248,13 @@ impl RawAccount {
     }
 }
 
+/// The shortest `active_inventory` interval: eBay allows 25 LMS_ACTIVE_INVENTORY_REPORT
+/// tasks per seller in 24 hours (one every 57.6 minutes).
+const FEED_INTERVAL_MIN: Duration = Duration::from_secs(3600);
+
+/// The keys of the `active_inventory` stream beside the common ones.
+const FEED_KEYS: &[&str] = &["poll_min", "poll_max", "poll_timeout", "max_document_bytes"];
+
 impl RawStream {
     /// Keys that belong to one shape only, named so a misplaced key is an error.
     fn shape_keys(&self) -> [(&'static str, bool, Shape); 17] {
@@ -283,7 +290,24 @@ impl RawStream {
 
     fn validate(self, key: &str, name: String, shape: Shape) -> Result<StreamConfig, String> {
         let field = |field: &str| format!("{key}.{field}");
+        // The eBay Feed task stream (a snapshot, not a time window) takes the report keys
+        // that say how to wait for and download its file, and none of the window keys.
+        let feed_stream =
+            shape == Shape::Cursor && name == crate::shapes::cursor::inventory::STREAM;
+        for (key_name, present, _) in self.shape_keys() {
+            let applies = FEED_KEYS.contains(&key_name);
+            if feed_stream && present && !applies {
+                return Err(format!(
+                    "{}: does not apply to the active_inventory stream (a Feed API snapshot); its own keys are {}",
+                    field(key_name),
+                    FEED_KEYS.join(", ")
+                ));
+            }
+        }
         for (name, present, belongs) in self.shape_keys() {
+            if feed_stream && FEED_KEYS.contains(&name) {
+                continue;
+            }
             if present && belongs != shape {
                 let kind = match shape {
                     Shape::Windowed => "report (windowed)",
@@ -347,6 +371,8 @@ impl RawStream {
             ));
         }
         let default_interval = match shape {
+            // A whole inventory snapshot (a Feed task and its file) an hour.
+            Shape::Cursor if feed_stream => Duration::from_secs(3600),
             Shape::Windowed => Duration::from_secs(15 * 60),
             Shape::Cursor => Duration::from_secs(5 * 60),
             Shape::Jobs => Duration::from_secs(30),
@@ -385,6 +411,14 @@ impl RawStream {
             limits::SECOND,
             limits::INTERVAL_MAX,
         )?;
+        if feed_stream && interval < FEED_INTERVAL_MIN {
+            return Err(format!(
+                "{}: {} is too short for active_inventory; eBay allows 25 LMS_ACTIVE_INVENTORY_REPORT tasks per seller in 24 hours, so use at least {}",
+                field("interval"),
+                humantime::format_duration(interval),
+                humantime::format_duration(FEED_INTERVAL_MIN)
+            ));
+        }
         let safety_lag = bounded_duration(
             &field("safety_lag"),
             self.safety_lag.as_ref(),
@@ -478,6 +512,39 @@ impl RawStream {
             limits::RESPONSE_BYTES_MIN,
             limits::RESPONSE_BYTES_MAX,
         )?;
+        let feed = if feed_stream {
+            FeedSettings {
+                poll_min: self
+                    .poll_min
+                    .as_ref()
+                    .map_or(FeedSettings::DEFAULT.poll_min, |_| poll_min),
+                poll_max: self
+                    .poll_max
+                    .as_ref()
+                    .map_or(FeedSettings::DEFAULT.poll_max, |_| poll_max),
+                poll_timeout: self
+                    .poll_timeout
+                    .as_ref()
+                    .map_or(FeedSettings::DEFAULT.poll_timeout, |_| poll_timeout),
+                max_file_bytes: self
+                    .max_document_bytes
+                    .map_or(FeedSettings::DEFAULT.max_file_bytes, |_| max_document_bytes),
+                max_xml_bytes: self
+                    .max_document_bytes
+                    .map_or(FeedSettings::DEFAULT.max_xml_bytes, |_| {
+                        max_document_bytes.saturating_mul(FeedSettings::XML_PER_FILE_BYTE)
+                    }),
+            }
+        } else {
+            FeedSettings::DEFAULT
+        };
+        if feed.poll_max < feed.poll_min {
+            return Err(format!(
+                "{}: must be at least poll_min ({})",
+                field("poll_max"),
+                humantime::format_duration(feed.poll_min)
+            ));
+        }
         let shape_settings = match shape {
             Shape::Windowed => ShapeSettings::Windowed(WindowedSettings {
                 lookback,
@@ -500,6 +567,7 @@ impl RawStream {
                 max_window,
                 page_limit,
                 max_response_bytes,
+                feed,
             }),
             Shape::Jobs => ShapeSettings::Jobs(JobsSettings {
                 max_attempts,

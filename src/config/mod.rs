@@ -20,7 +20,11 @@ pub use crate::quota::settings::QuotaSettings;
 pub use crate::shapes::spec::{
     AccountConfig, CredentialEnv, Endpoints, ShapeSettings, StreamConfig,
 };
-pub use crate::shapes::{cursor::CursorSettings, jobs::JobsSettings, windowed::WindowedSettings};
+pub use crate::shapes::{
+    cursor::{CursorSettings, FeedSettings},
+    jobs::JobsSettings,
+    windowed::WindowedSettings,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,6 +122,9 @@ pub struct SimulatorSettings {
     /// Orders the eBay simulator creates per seller and day (their status changes make
     /// the change history).
     pub ebay_orders_per_day: u32,
+    /// Listings in each eBay seller's active inventory (the Feed API's
+    /// LMS_ACTIVE_INVENTORY_REPORT).
+    pub ebay_inventory_listings: u32,
 }
 
 impl Config {

@@ -106,6 +106,7 @@ pub(super) struct RawSimulator {
     pub(super) time_scale: Option<f64>,
     pub(super) asins_per_marketplace: Option<u32>,
     pub(super) ebay_orders_per_day: Option<u32>,
+    pub(super) ebay_inventory_listings: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

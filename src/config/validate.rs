@@ -482,6 +482,12 @@ impl RawSimulator {
                 "simulator.ebay_orders_per_day: {ebay_orders_per_day} is out of range; use 1 to 100000"
             ));
         }
+        let ebay_inventory_listings = check_count(
+            "simulator.ebay_inventory_listings",
+            self.ebay_inventory_listings.unwrap_or(500),
+            0,
+            10_000_000,
+        )?;
         Ok(SimulatorSettings {
             listen,
             seed: self.seed.unwrap_or(42),
@@ -490,6 +496,7 @@ impl RawSimulator {
             time_scale,
             asins_per_marketplace,
             ebay_orders_per_day,
+            ebay_inventory_listings,
         })
     }
 }

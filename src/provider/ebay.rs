@@ -282,6 +282,46 @@ impl EbayClient {
         }
     }
 
+    /// Sends the request `build` makes (from the http client, the API base and the
+    /// access token) with the marketplace header, refreshing the token and retrying once
+    /// on 401/403; returns a 2xx response unread (the caller caps what it reads) or the
+    /// error its status maps to. Used by the Feed API client (`ebay_feed`).
+    pub(crate) async fn send_authorized<F>(
+        &self,
+        operation: &'static str,
+        build: F,
+    ) -> Result<reqwest::Response, ProviderError>
+    where
+        F: Fn(&reqwest::Client, &str, &str) -> reqwest::RequestBuilder,
+    {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().await?;
+            let response = build(&self.http, &self.endpoints.api_base, &token)
+                .header("X-EBAY-C-MARKETPLACE-ID", self.marketplace.as_str())
+                .send()
+                .await
+                .map_err(|err| transport_error(operation, err))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let headers = response.headers().clone();
+            let body = read_error_body(response).await;
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && !refreshed {
+                debug!(
+                    operation,
+                    status = status.as_u16(),
+                    "access token refused; refreshing it and retrying once"
+                );
+                self.token.forget(&token).await;
+                refreshed = true;
+                continue;
+            }
+            return Err(error_for_status(operation, status, &headers, &body));
+        }
+    }
+
     /// The cached access token, refreshed when it is within 60 s of expiry.
     async fn access_token(&self) -> Result<String, ProviderError> {
         self.token.get(|| self.fetch_token()).await

@@ -16,6 +16,7 @@ pub use credentials::read_env;
 
 pub mod amazon;
 pub mod ebay;
+pub mod ebay_feed;
 pub mod keepa;
 pub mod stockx;
 

@@ -55,6 +55,7 @@ pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
         "orders" => Some(&ORDERS_TABLE),
         "transactions" => Some(&TRANSACTIONS_TABLE),
         "returns" => Some(&RETURNS_TABLE),
+        "active_inventory" => Some(&super::ebay_inventory::INVENTORY_TABLE),
         _ => None,
     }
 }

@@ -8,6 +8,7 @@
 //!   cooldowns, audits).
 //! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
+//! - [`ebay_inventory`]: eBay active-inventory snapshots (per-SKU quantity and price).
 //! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
 //! - [`sales`]: the vendor sales table as the read surfaces sum it.
 //! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
@@ -18,6 +19,7 @@
 
 pub mod blocking;
 pub mod cursors;
+pub mod ebay_inventory;
 pub mod ebay_tables;
 pub mod jobs;
 pub mod leases;

@@ -4,6 +4,7 @@ mod binary;
 mod doctor;
 mod ebay;
 mod ebay_auth;
+mod ebay_inventory;
 mod fencing;
 mod hostile;
 mod hostile_documents;

@@ -20,17 +20,23 @@
 //! [`crate::shapes::AUTH_COOLDOWN`]) and the run ends [`RunOutcome::CoolingDown`]. Every
 //! call first asks the TokenManager (`context.paced`).
 //!
+//! `active_inventory` is not a time window: each run takes one snapshot of the seller's
+//! listings through the Feed API ([`inventory`]), under the same cursor row, cooldowns and
+//! failure policy.
+//!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
+//! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
 mod settings;
-pub use settings::CursorSettings;
+pub use settings::{CursorSettings, FeedSettings};
 
 pub mod adapter;
 pub mod ebay;
+pub mod inventory;
 
 /// The eBay streams built end to end.
-pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns"];
+pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns", "active_inventory"];
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -166,8 +172,11 @@ impl CursorRunner {
     ) -> Result<RunOutcome, SyncError> {
         let stream = &context.stream;
         let account = context.account.id.clone();
+        if stream.name == inventory::STREAM {
+            return inventory::run_snapshot(self, context, fence).await;
+        }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,

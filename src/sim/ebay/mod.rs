@@ -11,6 +11,8 @@
 //!   `GET /post-order/v2/return/search` (searchReturns, `creation_date_range_from`/`_to`,
 //!   `offset` entries skipped). `href`/`next`/`prev` are absolute on the simulator's own
 //!   address with the query percent-encoded.
+//! - Sell Feed `LMS_ACTIVE_INVENTORY_REPORT` ([`feed`]): createInventoryTask,
+//!   getInventoryTask, getResultFile (a zipped ActiveInventoryReport); user tokens only.
 //! - Daily call quotas per API (Fulfillment, Finances, Post-Order) that reset at midnight
 //!   Pacific time, approximated as UTC-8 (no daylight saving); the 429 body has `errorId` 2001.
 //! - Shared faults (`Simulator::provider_fault`) under the operation names in
@@ -25,6 +27,7 @@
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
 mod data;
+pub mod feed;
 mod oauth;
 mod paging;
 mod sell;
@@ -70,6 +73,9 @@ pub const OPERATIONS: &[&str] = &[
     OP_GET_ORDERS,
     OP_GET_TRANSACTIONS,
     OP_SEARCH_RETURNS,
+    feed::OP_CREATE_INVENTORY_TASK,
+    feed::OP_GET_INVENTORY_TASK,
+    feed::OP_GET_RESULT_FILE,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -119,6 +125,17 @@ pub struct EbaySimConfig {
     /// No order is created before this unix second (0: orders on every day), so a test
     /// can start a history with nothing older than its first sync.
     pub orders_since: i64,
+    /// Listings of each seller's active inventory (the Feed API's
+    /// LMS_ACTIVE_INVENTORY_REPORT; see `feed::inventory_listings`).
+    pub inventory_listings: u32,
+    /// How long one state of the inventory lasts: each period some quantities and
+    /// prices change and some listings end.
+    #[serde(with = "humantime_serde")]
+    pub inventory_change_every: Duration,
+    /// getInventoryTask polls a task answers (QUEUED, then IN_PROCESS) before COMPLETED.
+    pub feed_task_polls: u32,
+    /// LMS_ACTIVE_INVENTORY_REPORT tasks a seller may create in 24 hours (eBay: 25).
+    pub feed_daily_tasks: u32,
 }
 
 impl Default for EbaySimConfig {
@@ -132,6 +149,10 @@ impl Default for EbaySimConfig {
             post_order_daily_calls: 50_000,
             oversize_bytes: 32 << 20,
             orders_since: 0,
+            inventory_listings: 500,
+            inventory_change_every: Duration::from_secs(3600),
+            feed_task_polls: 2,
+            feed_daily_tasks: 25,
         }
     }
 }
@@ -238,6 +259,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/_sim/ebay/requests", get(requests))
         .route("/_sim/ebay/changes", get(changes))
         .route("/_sim/ebay/control", axum::routing::put(control))
+        .merge(feed::routes())
         .layer(Extension(ebay))
 }
 

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0002_supervision.sql"),
     include_str!("../../../migrations/0003_cursors.sql"),
     include_str!("../../../migrations/0004_jobs.sql"),
+    include_str!("../../../migrations/0005_ebay_inventory.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

@@ -103,6 +103,10 @@ pub struct BenchReportsArgs {
     /// `sync --once --timeout`; default: 20 × the bound, at least 10 minutes.
     #[arg(long)]
     pub timeout: Option<humantime::Duration>,
+    /// `[quota] reserve_share` of the daemon (default: the daemon's own, 0.2: a fifth of
+    /// every burst kept for manual work, which a backfill never uses).
+    #[arg(long)]
+    pub reserve_share: Option<f64>,
 }
 
 /// One scenario, fully planned before anything starts.
@@ -129,6 +133,8 @@ struct Plan {
     steady_state: Option<&'static str>,
     /// poll_min and poll_max in provider time, when not the defaults.
     poll: (Option<Duration>, Option<Duration>),
+    /// `[quota] reserve_share`, when not the daemon's default.
+    reserve_share: Option<f64>,
 }
 
 impl Plan {
@@ -234,8 +240,14 @@ pub fn run(args: BenchReportsArgs) -> anyhow::Result<i32> {
     for scenario in scenarios {
         let plan = plan(scenario, &args)?;
         let dir = tempfile::tempdir().context("creating a temp directory")?;
-        if !run_plan(dir.path(), &plan, args.timeout.map(Into::into))? {
+        let passed = run_plan(dir.path(), &plan, args.timeout.map(Into::into))?;
+        if !passed {
             failed.push(plan.name.clone());
+        }
+        if std::env::var_os("MARKETSYNC_BENCH_KEEP").is_some() {
+            // The daemon's database, config and log, for a closer look.
+            let kept = dir.keep();
+            println!("  kept {} (MARKETSYNC_BENCH_KEEP)", kept.display());
         }
     }
     if failed.is_empty() {
@@ -288,6 +300,7 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
         notes: Vec::new(),
         steady_state: None,
         poll: (args.poll_min.map(Into::into), args.poll_max.map(Into::into)),
+        reserve_share: args.reserve_share,
     };
     let plan = match scenario {
         Scenario::HeadOfLine | Scenario::HeadOfLine1000 => {
@@ -685,6 +698,9 @@ fn write_config(dir: &Path, plan: &Plan, address: std::net::SocketAddr) -> anyho
         "data_dir = \"{}\"\n[daemon]\nmax_concurrent_runs = 8\n",
         data.display()
     );
+    if let Some(share) = plan.reserve_share {
+        writeln!(text, "[quota]\nreserve_share = {share}")?;
+    }
     if plan.tell_rates {
         for operation in QUOTA_OPERATIONS {
             let spec = plan.real_rate(operation);
@@ -735,7 +751,10 @@ fn run_sync_once(config: &Path, sellers: usize, timeout: Duration) -> anyhow::Re
         .arg(config)
         .args(["sync", "--once", "--timeout"])
         .arg(humantime::format_duration(timeout).to_string())
-        .env("RUST_LOG", "marketsync=warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("MARKETSYNC_BENCH_LOG").unwrap_or_else(|_| "marketsync=warn".to_string()),
+        )
         .env("BENCH_CLIENT_ID", "bench-client")
         .env("BENCH_CLIENT_SECRET", "bench-secret")
         .stdout(log.try_clone()?)
@@ -821,6 +840,7 @@ mod tests {
             poll_min: None,
             poll_max: None,
             timeout: None,
+            reserve_share: None,
         };
         let plan = plan(Scenario::Realistic, &args).unwrap();
         assert_eq!(plan.windows_per_seller(), 56);
@@ -856,6 +876,7 @@ mod tests {
             poll_min: None,
             poll_max: None,
             timeout: None,
+            reserve_share: None,
         };
         let plan = plan(Scenario::UnknownBurst, &args).unwrap();
         assert_eq!(plan.windows_per_seller(), 12);
@@ -876,6 +897,7 @@ mod tests {
             poll_min: None,
             poll_max: None,
             timeout: None,
+            reserve_share: None,
         };
         let err = plan(Scenario::Realistic, &args).err().unwrap().to_string();
         assert!(err.contains("head-of-line only"), "{err}");

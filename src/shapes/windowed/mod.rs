@@ -291,10 +291,15 @@ impl StreamContext {
         let max_in_flight = self.stream.windowed().max_in_flight.max(1) as usize;
         let lanes = Lanes::default();
         let mut units = FuturesUnordered::new();
+        // `claiming`: false for good once the run must stop requesting (a quota stop,
+        // shutdown). `idle`: nothing was claimable at the last look; looked at again
+        // whenever a unit ends (a failed window may have become due meanwhile: a stuck
+        // report's window is requested again while the rest are still in flight).
         let mut claiming = true;
+        let mut idle = false;
         let mut tally = Tally::default();
         loop {
-            while claiming && units.len() < max_in_flight {
+            while claiming && !idle && units.len() < max_in_flight {
                 if self.cancel.is_cancelled() || self.abort.is_cancelled() {
                     claiming = false;
                     break;
@@ -304,7 +309,7 @@ impl StreamContext {
                     None => match self.claim_next(fence).await? {
                         Some(claim) => claim,
                         None => {
-                            claiming = false;
+                            idle = true;
                             break;
                         }
                     },
@@ -314,6 +319,7 @@ impl StreamContext {
             let Some(end) = units.next().await else {
                 break;
             };
+            idle = false;
             if !tally.record(end?) {
                 claiming = false;
             }
@@ -745,10 +751,6 @@ impl StreamContext {
             .polls
             .as_ref()
             .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
-        let stuck_after = self
-            .polls
-            .as_ref()
-            .and_then(|polls| polls.stuck_after(&self.account.id, VENDOR_RT_SALES_REPORT));
         let mut polls: u32 = 0;
         if let Some(requested) = requested_at {
             let pause = PollSchedule::next_pause(
@@ -795,6 +797,11 @@ impl StreamContext {
                 Ok(status) => {
                     // A resumed report is at least as old as this run's polling of it.
                     let age = requested_at.unwrap_or(started).elapsed();
+                    // Asked at every poll: the kind's history may have grown meanwhile
+                    // (a backfill's first reports are still in flight when it starts).
+                    let stuck_after = self.polls.as_ref().and_then(|polls| {
+                        polls.stuck_after(&self.account.id, VENDOR_RT_SALES_REPORT)
+                    });
                     if status.processing_status == ProcessingStatus::InQueue
                         && stuck_after.is_some_and(|limit| age > limit)
                     {

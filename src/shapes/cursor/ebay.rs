@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec};
+use super::adapter::{CursorAdapter, CursorWindow, OpenSpec, Page, Resource, TableSpec};
 use crate::domain::format_millis;
 use crate::provider::ebay::EbayApi;
+use crate::store::ebay_streams::OPEN_TRANSACTIONS;
 use crate::store::ebay_tables::{ORDERS_TABLE, RETURNS_TABLE, TRANSACTIONS_TABLE};
 
 /// The adapters of every built eBay stream.
@@ -139,8 +140,18 @@ impl CursorAdapter for OrdersAdapter {
     }
 }
 
-/// Finances API getTransactions, by `transactionDate`.
+/// Finances API getTransactions, by `transactionDate`. The date never moves while the
+/// status does (FUNDS_PROCESSING → FUNDS_AVAILABLE_FOR_PAYOUT → PAYOUT, or FUNDS_ON_HOLD
+/// first), and the `transactionStatus` filter selects a status, not a change of one: a
+/// live run re-reads back to the oldest stored transaction whose status is still open,
+/// at most [`TRANSACTIONS_REVISIT`], and the changes it sees go to the history.
 pub struct TransactionsAdapter;
+
+/// The farthest a live transactions run reads back for open transactions: eBay holds a
+/// sale's funds for up to 30 days. A transaction still open longer than this after its
+/// date is no longer re-read (its later change is not recorded); the bound keeps one
+/// stuck transaction from making every run re-read months of data.
+pub const TRANSACTIONS_REVISIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl CursorAdapter for TransactionsAdapter {
     fn stream(&self) -> &'static str {
@@ -206,6 +217,12 @@ impl CursorAdapter for TransactionsAdapter {
     }
     fn table(&self) -> &'static TableSpec {
         &TRANSACTIONS_TABLE
+    }
+    fn revisit(&self) -> Duration {
+        TRANSACTIONS_REVISIT
+    }
+    fn open_resources(&self) -> Option<&'static OpenSpec> {
+        Some(&OPEN_TRANSACTIONS)
     }
 }
 

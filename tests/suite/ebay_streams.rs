@@ -1,0 +1,187 @@
+//! The eBay streams of issue 14 end to end against the simulator over real HTTP, a real
+//! SQLite file: each test pins the engine's and the simulator's clocks together
+//! (`ebay::EbayFixture`) and moves time without sleeping.
+//!
+//! transactions: status changes (FUNDS_PROCESSING → FUNDS_AVAILABLE_FOR_PAYOUT → PAYOUT)
+//! reach the history; a live run re-reads back to the oldest open transaction only.
+
+use std::collections::BTreeSet;
+
+use marketsync::shapes::cursor::ebay::TRANSACTIONS_REVISIT;
+use marketsync::shapes::cursor::recent_events;
+use marketsync::shapes::RunOutcome;
+use marketsync::sim::ebay::{changes_between, EbayRequest, EbaySimConfig};
+
+use super::ebay::{pinned_start, sim_config, EbayFixture, DAY, HOUR, SEED, SELLER};
+use crate::common::TestSim;
+
+/// The getTransactions requests logged after the first `skip`, as (from, to) seconds.
+fn transaction_ranges(requests: &[EbayRequest], skip: usize) -> Vec<(i64, i64)> {
+    requests
+        .iter()
+        .skip(skip)
+        .filter(|request| request.operation == "ebay.getTransactions")
+        .map(|request| {
+            (
+                request.from_ms.expect("from") / 1000,
+                request.to_ms.expect("to") / 1000,
+            )
+        })
+        .collect()
+}
+
+async fn run_transactions(fixture: &EbayFixture) {
+    let outcome = fixture
+        .context("transactions")
+        .run_once()
+        .await
+        .expect("run");
+    assert!(
+        matches!(outcome, RunOutcome::Finished { failed: 0, .. }),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn ebay_streams_transaction_status_changes_are_exactly_the_history() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 20,
+        return_every: 3,
+        orders_since: t0 - 6 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let fixture = EbayFixture::new(&sim, &["transactions"], "start = \"6days\"", t0);
+    // Catch up at t0, then a run every 4 simulated hours for 6 days: every status lasts
+    // 2 days, so each one is seen.
+    let step = 4 * HOUR;
+    let steps = 36;
+    for index in 0..=steps {
+        let now = t0 + index * step;
+        fixture.set_now(now).await;
+        let logged = fixture.requests().await.len();
+        run_transactions(&fixture).await;
+        if index == 0 {
+            continue;
+        }
+        // A live run reads back to the oldest transaction still open at the previous
+        // run: in the simulator none stays open longer than 4 days.
+        let ranges = transaction_ranges(&fixture.requests().await, logged);
+        assert!(
+            !ranges.is_empty(),
+            "a live run at step {index} asked nothing"
+        );
+        for (from, _) in ranges {
+            assert!(
+                from >= now - 4 * DAY - step - 1,
+                "step {index}: read back to {from}, further than the oldest open transaction"
+            );
+            assert!(
+                from <= now - 2 * DAY + step,
+                "step {index}: the live run did not re-read the open transactions (from {from})"
+            );
+        }
+    }
+    let last = t0 + steps * step;
+    let expected: BTreeSet<(String, String, String)> =
+        changes_between(SEED, &ebay, SELLER, t0 + 1, last + 1)
+            .into_iter()
+            .filter(|change| change.stream == "transactions")
+            .map(|change| (change.resource_id, change.before, change.after))
+            .collect();
+    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let recorded: Vec<(String, String, String)> = events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.stream, "transactions");
+            assert_eq!(event.field, "transactionStatus");
+            (
+                event.resource_id.clone(),
+                event.before.clone().unwrap_or_default(),
+                event.after.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let recorded_set: BTreeSet<_> = recorded.iter().cloned().collect();
+    assert_eq!(
+        recorded.len(),
+        recorded_set.len(),
+        "no change recorded twice"
+    );
+    let missing: Vec<_> = expected.difference(&recorded_set).collect();
+    let extra: Vec<_> = recorded_set.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+    // Both transitions of sales and of refunds are in there.
+    assert!(expected.len() > 200, "{} changes", expected.len());
+    for after in ["FUNDS_AVAILABLE_FOR_PAYOUT", "PAYOUT"] {
+        for prefix in ["1", "2"] {
+            assert!(
+                expected
+                    .iter()
+                    .any(|(id, _, to)| to == after && id.starts_with(prefix)),
+                "no {after} change of a transaction {prefix}…"
+            );
+        }
+    }
+}
+
+/// Stores one transaction of `shop` as a previous run would have.
+fn store_transaction(fixture: &EbayFixture, id: &str, date: i64, status: &str) {
+    let date = marketsync::domain::format_millis(date * 1000);
+    fixture.ledger.with_conn(|conn| {
+        conn.execute(
+            "INSERT INTO ebay_transactions (account, transaction_id, transaction_type,
+                 transaction_date, transaction_status, raw, first_seen_at, updated_at)
+             VALUES ('shop', ?1, 'SALE', ?2, ?3, '{}', 0, 0)",
+            rusqlite::params![id, date, status],
+        )
+        .expect("insert transaction");
+    });
+}
+
+#[tokio::test]
+async fn ebay_streams_transactions_revisit_reaches_the_oldest_open_one_and_no_further() {
+    // A seller with no sales: what a live run reads depends on the stored rows alone.
+    let ebay = EbaySimConfig {
+        orders_per_day: 0,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let t0 = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["transactions"], "start = \"1day\"", t0);
+    fixture.set_now(t0).await;
+    run_transactions(&fixture).await;
+    let cursor = fixture.snapshot("transactions").cursor_ts;
+
+    // Nothing open: the live window is read as it is.
+    let now = t0 + HOUR;
+    fixture.set_now(now).await;
+    let logged = fixture.requests().await.len();
+    run_transactions(&fixture).await;
+    let ranges = transaction_ranges(&fixture.requests().await, logged);
+    assert_eq!(ranges.first().map(|range| range.0), Some(cursor));
+    let cursor = fixture.snapshot("transactions").cursor_ts;
+
+    // Paid out long ago (final) and on hold 10 days: back to the one on hold.
+    store_transaction(&fixture, "paid", cursor - 50 * DAY, "PAYOUT");
+    store_transaction(&fixture, "held", cursor - 10 * DAY, "FUNDS_ON_HOLD");
+    fixture.set_now(now + HOUR).await;
+    let logged = fixture.requests().await.len();
+    run_transactions(&fixture).await;
+    let ranges = transaction_ranges(&fixture.requests().await, logged);
+    assert_eq!(ranges.first().map(|range| range.0), Some(cursor - 10 * DAY));
+    let cursor = fixture.snapshot("transactions").cursor_ts;
+
+    // Open for 40 days: never further back than TRANSACTIONS_REVISIT.
+    store_transaction(&fixture, "stuck", cursor - 40 * DAY, "FUNDS_PROCESSING");
+    fixture.set_now(now + 2 * HOUR).await;
+    let logged = fixture.requests().await.len();
+    run_transactions(&fixture).await;
+    let ranges = transaction_ranges(&fixture.requests().await, logged);
+    let revisit = TRANSACTIONS_REVISIT.as_secs() as i64;
+    assert_eq!(ranges.first().map(|range| range.0), Some(cursor - revisit));
+}

@@ -185,3 +185,54 @@ async fn ebay_streams_transactions_revisit_reaches_the_oldest_open_one_and_no_fu
     let revisit = TRANSACTIONS_REVISIT.as_secs() as i64;
     assert_eq!(ranges.first().map(|range| range.0), Some(cursor - revisit));
 }
+
+/// A user access token for the simulator's seller (`SELLER` as the refresh token).
+async fn user_token(base: &str) -> String {
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/identity/v1/oauth2/token"))
+        .basic_auth("test-client", Some("test-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", SELLER),
+            (
+                "scope",
+                "https://api.ebay.com/oauth/api_scope/sell.finances",
+            ),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    token["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// getTransactions: "If no monetary transactions match the input criteria, an http status
+/// code of 204 No Content is returned with no response payload"; the stream takes that
+/// as an empty window (the revisit test above runs on such answers only).
+#[tokio::test]
+async fn ebay_streams_transactions_without_a_match_answer_204_with_no_body() {
+    let ebay = EbaySimConfig {
+        orders_per_day: 0,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let base = sim.base_url();
+    let token = user_token(&base).await;
+    let response = reqwest::Client::new()
+        .get(format!("{base}/sell/finances/v1/transaction"))
+        .query(&[(
+            "filter",
+            "transactionDate:[2026-01-01T00:00:00.000Z..2026-01-01T23:59:59.999Z]",
+        )])
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), 204);
+    assert!(response.bytes().await.expect("body").is_empty());
+}

@@ -191,6 +191,13 @@ impl CursorAdapter for TransactionsAdapter {
             amount: Option<Money>,
             order_id: Option<String>,
         }
+        // eBay answers 204 No Content, no body, when no transaction matches the filter.
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Page {
+                total: 0,
+                items: Vec::new(),
+            });
+        }
         let page: TransactionPage = serde_json::from_slice(body)
             .map_err(|err| format!("getTransactions page is not the expected json: {err}"))?;
         let items = typed(page.transactions, "transactions", |tx: Transaction| {
@@ -353,5 +360,13 @@ mod tests {
         assert!(page.items[0].raw.contains("NOT_STARTED"));
         let missing = br#"{"total":1,"orders":[{"orderId":"1-2"}]}"#;
         assert!(OrdersAdapter.parse(missing).is_err());
+    }
+
+    #[test]
+    fn an_empty_transactions_answer_is_an_empty_page_and_an_empty_orders_one_is_not() {
+        // getTransactions answers 204 with no body when nothing matches.
+        let page = TransactionsAdapter.parse(b"").expect("204 body");
+        assert_eq!((page.total, page.items.len()), (0, 0));
+        assert!(OrdersAdapter.parse(b"").is_err());
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 
@@ -216,6 +216,11 @@ pub(super) async fn get_transactions(
         .collect();
     matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let (total, page) = page_of(matching, &asked);
+    if total == 0 {
+        // getTransactions: "If no monetary transactions match the input criteria, an http
+        // status code of 204 No Content is returned with no response payload."
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let transactions: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
     let body = offset_page(
         &origin(&sim),

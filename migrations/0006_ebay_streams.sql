@@ -5,3 +5,22 @@
 -- without a scan of every transaction of the account.
 CREATE INDEX ebay_transactions_by_status
     ON ebay_transactions (account, transaction_status, transaction_date);
+
+-- finances: the seller's payouts (Finances getPayouts), read by payoutDate. payoutStatus
+-- moves (INITIATED -> SUCCEEDED, or RETRYABLE_FAILED / REVERSED -> retried); changes go
+-- to `events` under stream `finances`.
+CREATE TABLE ebay_payouts (
+    account           TEXT NOT NULL,
+    payout_id         TEXT NOT NULL,
+    payout_date       TEXT NOT NULL,
+    payout_status     TEXT NOT NULL,
+    amount_value      TEXT,
+    currency          TEXT,
+    transaction_count INTEGER,
+    instrument_type   TEXT,
+    raw               TEXT NOT NULL,      -- the payout as served, JSON
+    first_seen_at     INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    PRIMARY KEY (account, payout_id)
+) WITHOUT ROWID;
+CREATE INDEX ebay_payouts_by_status ON ebay_payouts (account, payout_status, payout_date);

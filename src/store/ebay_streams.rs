@@ -36,6 +36,33 @@ pub static OPEN_TRANSACTIONS: OpenSpec = OpenSpec {
     ],
 };
 
+/// `ebay_payouts` (stream `finances`, Finances getPayouts): the payout status moves.
+pub static PAYOUTS_TABLE: TableSpec = TableSpec {
+    table: "ebay_payouts",
+    key: "payout_id",
+    columns: &[
+        "payout_date",
+        "payout_status",
+        "amount_value",
+        "currency",
+        "transaction_count",
+        "instrument_type",
+    ],
+    tracked: &[
+        ("payout_status", "payoutStatus"),
+        ("amount_value", "amount.value"),
+    ],
+};
+
+/// `ebay_payouts`: eBay's PayoutStatusEnum: INITIATED, and RETRYABLE_FAILED and REVERSED
+/// ("Waiting to retry") still move; SUCCEEDED and TERMINAL_FAILED are final.
+pub static OPEN_PAYOUTS: OpenSpec = OpenSpec {
+    table: &PAYOUTS_TABLE,
+    date_column: "payout_date",
+    status_column: "payout_status",
+    open: &["INITIATED", "RETRYABLE_FAILED", "REVERSED"],
+};
+
 /// The earliest `date_column` of `account`'s resources in an open status, as stored
 /// (text, as eBay served it); `None` when none is open.
 pub fn oldest_open(

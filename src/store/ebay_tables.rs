@@ -56,6 +56,7 @@ pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
         "transactions" => Some(&TRANSACTIONS_TABLE),
         "returns" => Some(&RETURNS_TABLE),
         "active_inventory" => Some(&super::ebay_inventory::INVENTORY_TABLE),
+        "finances" => Some(&super::ebay_streams::PAYOUTS_TABLE),
         _ => None,
     }
 }

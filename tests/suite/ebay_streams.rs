@@ -4,13 +4,15 @@
 //!
 //! transactions: status changes (FUNDS_PROCESSING → FUNDS_AVAILABLE_FOR_PAYOUT → PAYOUT)
 //! reach the history; a live run re-reads back to the oldest open transaction only.
+//! finances: every payout (Finances getPayouts) is stored and its INITIATED → SUCCEEDED
+//! change is in the history, exactly as the simulator made it.
 
 use std::collections::BTreeSet;
 
 use marketsync::shapes::cursor::ebay::TRANSACTIONS_REVISIT;
 use marketsync::shapes::cursor::recent_events;
 use marketsync::shapes::RunOutcome;
-use marketsync::sim::ebay::{changes_between, EbayRequest, EbaySimConfig};
+use marketsync::sim::ebay::{changes_between, payouts_between, EbayRequest, EbaySimConfig};
 
 use super::ebay::{pinned_start, sim_config, EbayFixture, DAY, HOUR, SEED, SELLER};
 use crate::common::TestSim;
@@ -235,4 +237,151 @@ async fn ebay_streams_transactions_without_a_match_answer_204_with_no_body() {
         .expect("call");
     assert_eq!(response.status(), 204);
     assert!(response.bytes().await.expect("body").is_empty());
+}
+
+#[tokio::test]
+async fn ebay_streams_finances_stores_every_payout_and_its_status_changes() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 15,
+        return_every: 4,
+        orders_since: t0 - 12 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let fixture = EbayFixture::new(&sim, &["finances"], "start = \"12days\"", t0);
+    // Catch up at t0, then a run every 3 simulated hours for 4 days: a payout is
+    // INITIATED for a day, so each state is seen.
+    let step = 3 * HOUR;
+    let steps = 32;
+    for index in 0..=steps {
+        fixture.set_now(t0 + index * step).await;
+        let outcome = fixture.context("finances").run_once().await.expect("run");
+        assert!(
+            matches!(outcome, RunOutcome::Finished { failed: 0, .. }),
+            "step {index}: {outcome:?}"
+        );
+    }
+    let last = t0 + steps * step;
+    let served: Vec<(String, String, String)> =
+        payouts_between(SEED, &ebay, SELLER, t0 - 12 * DAY, last - super::ebay::LAG)
+            .into_iter()
+            .map(|payout| {
+                let cents = payout.amount_cents;
+                (
+                    payout.payout_id.clone(),
+                    payout.status_at(last).to_string(),
+                    format!("{}.{:02}", cents / 100, cents % 100),
+                )
+            })
+            .collect();
+    assert!(served.len() >= 10, "{} payouts", served.len());
+    let stored: Vec<(String, String, String)> = fixture.ledger.with_conn(|conn| {
+        let mut statement = conn
+            .prepare(
+                "SELECT payout_id, payout_status, amount_value FROM ebay_payouts
+                 WHERE account = 'shop' ORDER BY payout_date",
+            )
+            .expect("prepare");
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("query")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows")
+    });
+    assert_eq!(stored, served);
+    let expected: BTreeSet<(String, String, String)> =
+        changes_between(SEED, &ebay, SELLER, t0 + 1, last + 1)
+            .into_iter()
+            .filter(|change| change.stream == "finances")
+            .map(|change| (change.resource_id, change.before, change.after))
+            .collect();
+    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let recorded: Vec<(String, String, String)> = events
+        .iter()
+        .map(|event| {
+            assert_eq!(
+                (event.stream.as_str(), event.field.as_str()),
+                ("finances", "payoutStatus")
+            );
+            (
+                event.resource_id.clone(),
+                event.before.clone().unwrap_or_default(),
+                event.after.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let recorded_set: BTreeSet<_> = recorded.iter().cloned().collect();
+    assert_eq!(
+        recorded.len(),
+        recorded_set.len(),
+        "no change recorded twice"
+    );
+    assert_eq!(recorded_set, expected);
+    assert!(expected.len() >= 3, "{} changes", expected.len());
+    // getPayouts was asked oldest first, by payoutDate.
+    let requests = fixture.requests().await;
+    assert!(requests
+        .iter()
+        .any(|request| request.operation == "ebay.getPayouts"));
+}
+
+/// getPayouts refuses what eBay's reference does not define (a sort other than
+/// `payoutDate` / `-payoutDate`) and what the simulator does not serve (a status filter),
+/// with eBay's error body; without a sort it answers newest first.
+#[tokio::test]
+async fn ebay_streams_payouts_refuse_unknown_sorts_and_filters_and_default_to_newest_first() {
+    let now = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 10,
+        orders_since: now - 20 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let base = sim.base_url();
+    let http = reqwest::Client::new();
+    http.put(format!("{base}/_sim/ebay/control"))
+        .json(&serde_json::json!({"now_unix": now}))
+        .send()
+        .await
+        .expect("pin");
+    let token = user_token(&base).await;
+    let get = |query: Vec<(&'static str, &'static str)>| {
+        http.get(format!("{base}/sell/finances/v1/payout"))
+            .query(&query)
+            .bearer_auth(&token)
+            .send()
+    };
+    for query in [
+        vec![("sort", "payoutStatus")],
+        vec![(
+            "filter",
+            "payoutDate:[2026-01-01T00:00:00.000Z..],payoutStatus:{SUCCEEDED}",
+        )],
+        vec![("limit", "201")],
+    ] {
+        let response = get(query.clone()).await.expect("call");
+        assert_eq!(response.status(), 400, "{query:?}");
+        let body: serde_json::Value = response.json().await.expect("error json");
+        assert!(body["errors"][0]["errorId"].is_u64(), "{body}");
+    }
+    let page: serde_json::Value = get(vec![("limit", "5")])
+        .await
+        .expect("call")
+        .json()
+        .await
+        .expect("json");
+    let dates: Vec<&str> = page["payouts"]
+        .as_array()
+        .expect("payouts")
+        .iter()
+        .map(|payout| payout["payoutDate"].as_str().expect("date"))
+        .collect();
+    assert_eq!(dates.len(), 5, "{page}");
+    assert!(dates.windows(2).all(|pair| pair[0] > pair[1]), "{dates:?}");
+    assert!(page["total"].as_u64().expect("total") >= 10, "{page}");
+    assert!(page["next"]
+        .as_str()
+        .expect("next")
+        .starts_with(&format!("{base}/sell/finances/v1/payout?")));
 }

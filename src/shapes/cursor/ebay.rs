@@ -20,11 +20,12 @@ pub fn adapters() -> Vec<Arc<dyn CursorAdapter>> {
         Arc::new(OrdersAdapter),
         Arc::new(TransactionsAdapter),
         Arc::new(ReturnsAdapter),
+        Arc::new(super::ebay_streams::PayoutsAdapter),
     ]
 }
 
 /// eBay date ranges are inclusive: `[start .. end − 1 ms]` covers `[start, end)` exactly.
-fn range(window: CursorWindow) -> (String, String) {
+pub(super) fn range(window: CursorWindow) -> (String, String) {
     (
         format_millis(window.start * 1000),
         format_millis(window.end * 1000 - 1),
@@ -32,13 +33,13 @@ fn range(window: CursorWindow) -> (String, String) {
 }
 
 #[derive(Deserialize)]
-struct Money {
-    value: Option<String>,
-    currency: Option<String>,
+pub(super) struct Money {
+    pub(super) value: Option<String>,
+    pub(super) currency: Option<String>,
 }
 
 /// Parses each raw item as `T`, keeping its JSON.
-fn typed<T: for<'de> Deserialize<'de>>(
+pub(super) fn typed<T: for<'de> Deserialize<'de>>(
     items: Vec<Value>,
     what: &str,
     mut convert: impl FnMut(T) -> (String, Vec<Option<String>>),

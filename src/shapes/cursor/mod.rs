@@ -25,6 +25,7 @@
 //! failure policy.
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
+//! [`ebay_streams`] (finances),
 //! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
@@ -33,10 +34,17 @@ pub use settings::{CursorSettings, FeedSettings};
 
 pub mod adapter;
 pub mod ebay;
+pub mod ebay_streams;
 pub mod inventory;
 
 /// The eBay streams built end to end.
-pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns", "active_inventory"];
+pub const EBAY_STREAMS: &[&str] = &[
+    "orders",
+    "transactions",
+    "returns",
+    "active_inventory",
+    "finances",
+];
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -176,7 +184,7 @@ impl CursorRunner {
             return inventory::run_snapshot(self, context, fence).await;
         }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,

@@ -35,11 +35,11 @@ pub struct SimReturn {
 pub struct SimChange {
     /// When it happened (unix seconds).
     pub at: i64,
-    /// `orders`, `returns` or `transactions` (the stream that sees it).
+    /// `orders`, `returns`, `transactions` or `finances` (the stream that sees it).
     pub stream: String,
     pub resource_id: String,
     /// The wire field name (`orderFulfillmentStatus`, `orderPaymentStatus`, `state`,
-    /// `transactionStatus`).
+    /// `transactionStatus`, `payoutStatus`).
     pub field: String,
     pub before: String,
     pub after: String,
@@ -204,8 +204,8 @@ pub fn transaction_ids(order: &SimOrder) -> Vec<(String, i64, &'static str)> {
     out
 }
 
-/// Every status change of `seller`'s orders, returns and transactions with `at` in
-/// `[from, to)`, sorted by time. These are the rows a change history that saw each state
+/// Every status change of `seller`'s orders, returns, transactions and payouts with `at`
+/// in `[from, to)`, sorted by time. These are the rows a change history that saw each state
 /// records.
 pub fn changes_between(
     seed: u64,
@@ -308,6 +308,9 @@ pub fn changes_between(
             );
         }
     }
+    out.extend(super::streams::payout_changes(
+        seed, config, seller, from, to,
+    ));
     out.sort();
     out
 }

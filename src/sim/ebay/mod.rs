@@ -31,6 +31,7 @@ pub mod feed;
 mod oauth;
 mod paging;
 mod sell;
+mod streams;
 
 pub use crate::domain::{format_millis, parse_millis};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -57,6 +58,7 @@ pub use oauth::{
 };
 use paging::Asked;
 use sell::{get_orders, get_transactions, search_returns};
+pub use streams::{payouts_between, SimPayout, OP_GET_PAYOUTS};
 
 /// Fault-schedule name of the OAuth token call.
 pub const OP_TOKEN: &str = "ebay.token";
@@ -76,6 +78,7 @@ pub const OPERATIONS: &[&str] = &[
     feed::OP_CREATE_INVENTORY_TASK,
     feed::OP_GET_INVENTORY_TASK,
     feed::OP_GET_RESULT_FILE,
+    streams::OP_GET_PAYOUTS,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -260,6 +263,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/_sim/ebay/changes", get(changes))
         .route("/_sim/ebay/control", axum::routing::put(control))
         .merge(feed::routes())
+        .merge(streams::routes())
         .layer(Extension(ebay))
 }
 

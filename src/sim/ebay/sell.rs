@@ -80,7 +80,7 @@ pub(super) fn range_seconds(from_ms: Option<i64>, to_ms: Option<i64>, now: i64) 
 
 /// The simulator's own origin (`http://ip:port`) for absolute links; empty (relative
 /// links) when it was not started through [`crate::sim::serve`].
-fn origin(sim: &Simulator) -> String {
+pub(super) fn origin(sim: &Simulator) -> String {
     sim.address()
         .map(|address| format!("http://{address}"))
         .unwrap_or_default()

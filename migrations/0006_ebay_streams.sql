@@ -24,3 +24,21 @@ CREATE TABLE ebay_payouts (
     PRIMARY KEY (account, payout_id)
 ) WITHOUT ROWID;
 CREATE INDEX ebay_payouts_by_status ON ebay_payouts (account, payout_status, payout_date);
+
+-- offers: the seller's Sell Inventory offers, a snapshot per run (getInventoryItems for
+-- the SKUs, getOffers per SKU). available_quantity is text as the history compares it.
+CREATE TABLE ebay_offers (
+    account            TEXT NOT NULL,
+    offer_id           TEXT NOT NULL,
+    sku                TEXT NOT NULL,
+    status             TEXT,
+    listing_id         TEXT,
+    listing_status     TEXT,
+    price_value        TEXT,
+    currency           TEXT,
+    available_quantity TEXT,
+    raw                TEXT NOT NULL,
+    first_seen_at      INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    PRIMARY KEY (account, offer_id)
+) WITHOUT ROWID;

@@ -97,6 +97,8 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
             "getTransactions",
             "searchReturns",
             "getPayouts",
+            "getInventoryItems",
+            "getOffers",
         ],
         "stockx" => &["marketData"],
         "keepa" => &["product"],

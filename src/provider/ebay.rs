@@ -190,6 +190,8 @@ pub enum EbayApi {
     Finances,
     /// Post-Order v2 takes the OAuth token as `Authorization: IAF <token>`.
     PostOrder,
+    /// Sell Inventory (getInventoryItems, getOffers), on the API host.
+    Inventory,
 }
 
 /// An eBay client for one account. Share it via `Arc`; it is `Send + Sync`.
@@ -242,7 +244,9 @@ impl EbayClient {
     ) -> Result<Vec<u8>, ProviderError> {
         let base = match api {
             EbayApi::Finances => &self.endpoints.finances_base,
-            EbayApi::Fulfillment | EbayApi::PostOrder => &self.endpoints.api_base,
+            EbayApi::Fulfillment | EbayApi::PostOrder | EbayApi::Inventory => {
+                &self.endpoints.api_base
+            }
         };
         let url = format!("{base}{path}");
         let mut refreshed = false;
@@ -250,7 +254,7 @@ impl EbayClient {
             let token = self.access_token().await?;
             let scheme = match api {
                 EbayApi::PostOrder => "IAF",
-                EbayApi::Fulfillment | EbayApi::Finances => "Bearer",
+                EbayApi::Fulfillment | EbayApi::Finances | EbayApi::Inventory => "Bearer",
             };
             let response = self
                 .http

@@ -63,6 +63,28 @@ pub static OPEN_PAYOUTS: OpenSpec = OpenSpec {
     open: &["INITIATED", "RETRYABLE_FAILED", "REVERSED"],
 };
 
+/// `ebay_offers` (stream `offers`, Sell Inventory getOffers per SKU): the offer's status,
+/// its listing's status, price and available quantity are history.
+pub static OFFERS_TABLE: TableSpec = TableSpec {
+    table: "ebay_offers",
+    key: "offer_id",
+    columns: &[
+        "sku",
+        "status",
+        "listing_id",
+        "listing_status",
+        "price_value",
+        "currency",
+        "available_quantity",
+    ],
+    tracked: &[
+        ("status", "status"),
+        ("listing_status", "listing.listingStatus"),
+        ("price_value", "pricingSummary.price.value"),
+        ("available_quantity", "availableQuantity"),
+    ],
+};
+
 /// The earliest `date_column` of `account`'s resources in an open status, as stored
 /// (text, as eBay served it); `None` when none is open.
 pub fn oldest_open(

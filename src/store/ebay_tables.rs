@@ -57,6 +57,7 @@ pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
         "returns" => Some(&RETURNS_TABLE),
         "active_inventory" => Some(&super::ebay_inventory::INVENTORY_TABLE),
         "finances" => Some(&super::ebay_streams::PAYOUTS_TABLE),
+        "offers" => Some(&super::ebay_streams::OFFERS_TABLE),
         _ => None,
     }
 }

@@ -190,16 +190,18 @@ async fn ebay_streams_transactions_revisit_reaches_the_oldest_open_one_and_no_fu
 
 /// A user access token for the simulator's seller (`SELLER` as the refresh token).
 async fn user_token(base: &str) -> String {
+    user_token_for(base, "https://api.ebay.com/oauth/api_scope/sell.finances").await
+}
+
+/// A user access token for the simulator's seller with `scope`.
+async fn user_token_for(base: &str, scope: &str) -> String {
     let token: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/identity/v1/oauth2/token"))
         .basic_auth("test-client", Some("test-secret"))
         .form(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", SELLER),
-            (
-                "scope",
-                "https://api.ebay.com/oauth/api_scope/sell.finances",
-            ),
+            ("scope", scope),
         ])
         .send()
         .await
@@ -384,4 +386,174 @@ async fn ebay_streams_payouts_refuse_unknown_sorts_and_filters_and_default_to_ne
         .as_str()
         .expect("next")
         .starts_with(&format!("{base}/sell/finances/v1/payout?")));
+}
+
+/// (offer id → (price, quantity)) the simulator serves at `now`.
+fn served_offers(
+    ebay: &EbaySimConfig,
+    now: i64,
+) -> std::collections::BTreeMap<String, (String, String)> {
+    marketsync::sim::ebay::offers_at(SEED, ebay, SELLER, now)
+        .into_iter()
+        .map(|offer| (offer.offer_id, (offer.price, offer.quantity.to_string())))
+        .collect()
+}
+
+#[tokio::test]
+async fn ebay_streams_offers_snapshot_reads_every_sku_and_records_price_and_quantity_changes() {
+    let ebay = EbaySimConfig {
+        inventory_listings: 150,
+        inventory_change_every: std::time::Duration::from_secs(3600),
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let t0 = pinned_start() - pinned_start().rem_euclid(3600) + 60;
+    let fixture = EbayFixture::new(&sim, &["offers"], "", t0);
+    fixture.set_now(t0).await;
+    let outcome = fixture.context("offers").run_once().await.expect("run");
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 1,
+            failed: 0
+        }
+    );
+    let first = served_offers(&ebay, t0);
+    assert!(
+        first.len() > 100,
+        "{} offers: more than one page",
+        first.len()
+    );
+    let stored = || -> std::collections::BTreeMap<String, (String, String)> {
+        fixture.ledger.with_conn(|conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT offer_id, price_value, available_quantity FROM ebay_offers
+                     WHERE account = 'shop'",
+                )
+                .expect("prepare");
+            statement
+                .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        })
+    };
+    assert_eq!(stored(), first);
+    // getInventoryItems pages by page number (0, 1), 100 a page; one getOffers a SKU.
+    let requests = fixture.requests().await;
+    let item_pages: Vec<(u64, u64)> = requests
+        .iter()
+        .filter(|request| request.operation == "ebay.getInventoryItems")
+        .map(|request| (request.offset, request.limit))
+        .collect();
+    assert_eq!(item_pages, vec![(0, 100), (1, 100)]);
+    let offer_calls = requests
+        .iter()
+        .filter(|request| request.operation == "ebay.getOffers")
+        .count();
+    assert_eq!(offer_calls, first.len());
+
+    // The next hour: some prices and quantities moved; each move is one history row.
+    let t1 = t0 + 3600;
+    fixture.set_now(t1).await;
+    let outcome = fixture.context("offers").run_once().await.expect("run");
+    assert!(
+        matches!(outcome, RunOutcome::Finished { failed: 0, .. }),
+        "{outcome:?}"
+    );
+    let second = served_offers(&ebay, t1);
+    let mut expected: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    for (id, (price, quantity)) in &second {
+        if let Some((old_price, old_quantity)) = first.get(id) {
+            if old_price != price {
+                expected.insert((
+                    id.clone(),
+                    "pricingSummary.price.value".into(),
+                    old_price.clone(),
+                    price.clone(),
+                ));
+            }
+            if old_quantity != quantity {
+                expected.insert((
+                    id.clone(),
+                    "availableQuantity".into(),
+                    old_quantity.clone(),
+                    quantity.clone(),
+                ));
+            }
+        }
+    }
+    assert!(expected.len() > 10, "{} changes", expected.len());
+    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let recorded: BTreeSet<(String, String, String, String)> = events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.stream, "offers");
+            (
+                event.resource_id.clone(),
+                event.field.clone(),
+                event.before.clone().unwrap_or_default(),
+                event.after.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(recorded.len(), events.len(), "no change recorded twice");
+    assert_eq!(recorded, expected);
+}
+
+/// getOffers takes exactly one SKU: without it the call is refused (400), a SKU with no
+/// offer answers 404 with eBay's error body, and a token without an inventory scope is
+/// refused (403) like on every seller API.
+#[tokio::test]
+async fn ebay_streams_get_offers_needs_a_sku_and_answers_404_for_one_without_offers() {
+    let ebay = EbaySimConfig {
+        inventory_listings: 10,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let base = sim.base_url();
+    let http = reqwest::Client::new();
+    let token = user_token_for(
+        &base,
+        "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly",
+    )
+    .await;
+    let url = format!("{base}/sell/inventory/v1/offer");
+    let missing = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(missing.status(), 400);
+    let unknown = http
+        .get(&url)
+        .query(&[("sku", "NO-SUCH-SKU")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(unknown.status(), 404);
+    let body: serde_json::Value = unknown.json().await.expect("json");
+    assert_eq!(body["errors"][0]["errorId"], 25713, "{body}");
+    let known = http
+        .get(&url)
+        .query(&[("sku", "SKU-000001")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(known.status(), 200);
+    let page: serde_json::Value = known.json().await.expect("json");
+    assert_eq!(page["offers"][0]["sku"], "SKU-000001", "{page}");
+    let finances_only = user_token(&base).await;
+    let refused = http
+        .get(&url)
+        .query(&[("sku", "SKU-000001")])
+        .bearer_auth(&finances_only)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(refused.status(), 403);
 }

@@ -25,7 +25,7 @@
 //! failure policy.
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
-//! [`ebay_streams`] (finances),
+//! [`ebay_streams`] (finances), [`offers`] (a snapshot of Sell Inventory offers),
 //! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
@@ -36,6 +36,7 @@ pub mod adapter;
 pub mod ebay;
 pub mod ebay_streams;
 pub mod inventory;
+pub mod offers;
 
 /// The eBay streams built end to end.
 pub const EBAY_STREAMS: &[&str] = &[
@@ -44,6 +45,7 @@ pub const EBAY_STREAMS: &[&str] = &[
     "returns",
     "active_inventory",
     "finances",
+    "offers",
 ];
 
 use std::collections::{HashMap, HashSet};
@@ -183,8 +185,11 @@ impl CursorRunner {
         if stream.name == inventory::STREAM {
             return inventory::run_snapshot(self, context, fence).await;
         }
+        if stream.name == offers::STREAM {
+            return offers::run_snapshot(self, context, fence).await;
+        }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,

@@ -58,7 +58,10 @@ pub use oauth::{
 };
 use paging::Asked;
 use sell::{get_orders, get_transactions, search_returns};
-pub use streams::{payouts_between, SimPayout, OP_GET_PAYOUTS};
+pub use streams::{
+    offers_at, payouts_between, SimOffer, SimPayout, OP_GET_INVENTORY_ITEMS, OP_GET_OFFERS,
+    OP_GET_PAYOUTS,
+};
 
 /// Fault-schedule name of the OAuth token call.
 pub const OP_TOKEN: &str = "ebay.token";
@@ -79,6 +82,8 @@ pub const OPERATIONS: &[&str] = &[
     feed::OP_GET_INVENTORY_TASK,
     feed::OP_GET_RESULT_FILE,
     streams::OP_GET_PAYOUTS,
+    streams::OP_GET_INVENTORY_ITEMS,
+    streams::OP_GET_OFFERS,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -97,6 +102,8 @@ pub const MAX_TRANSACTIONS_LIMIT: u64 = 1000;
 fn max_limit(operation: &str) -> u64 {
     match operation {
         OP_GET_TRANSACTIONS => MAX_TRANSACTIONS_LIMIT,
+        // Sell Inventory getInventoryItems and getOffers: `limit` 1 to 100.
+        streams::OP_GET_INVENTORY_ITEMS | streams::OP_GET_OFFERS => 100,
         _ => MAX_LIMIT,
     }
 }
@@ -416,6 +423,7 @@ fn admit(
     let limit = match api {
         "fulfillment" => sim.config().ebay.fulfillment_daily_calls,
         "finances" => sim.config().ebay.finances_daily_calls,
+        "inventory" => streams::INVENTORY_DAILY_CALLS,
         _ => sim.config().ebay.post_order_daily_calls,
     };
     let now = ebay.now(sim);

@@ -1,5 +1,7 @@
 //! The simulated eBay streams of issue 14 beyond orders, transactions and returns:
-//! Finances getPayouts (`finances`). Deterministic from (seed, seller, day) like the rest
+//! Finances getPayouts (`finances`); Sell Inventory getInventoryItems and getOffers
+//! (`offers`), whose SKUs, prices and quantities are the active inventory's
+//! ([`super::feed::inventory_listings`]). Deterministic from (seed, seller, day) like the rest
 //! of the seller's data, and consistent with it: a day's payout pays the transactions
 //! that reached PAYOUT in the day before it.
 
@@ -14,7 +16,8 @@ use axum::{Extension, Router};
 use serde_json::{json, Value};
 
 use super::data::{orders_created, transaction_ids, SimChange, PAYOUT_AFTER};
-use super::paging::{filtered_ask, offset_page, page_of, paged_body};
+use super::feed::inventory_listings;
+use super::paging::{filtered_ask, offset_page, page_of, paged_body, parse_number, Asked};
 use super::sell::{money, origin, range_seconds};
 use super::{admit, bad_request, Ebay, EbaySimConfig, DAY, HOUR, MAX_ORDER_SPAN};
 use crate::domain::format_millis;
@@ -214,9 +217,215 @@ async fn get_payouts(
     paged_body(&ebay, &sim, OP_GET_PAYOUTS, body)
 }
 
+/// Fault-schedule name of Sell Inventory getInventoryItems.
+pub const OP_GET_INVENTORY_ITEMS: &str = "ebay.getInventoryItems";
+/// Fault-schedule name of Sell Inventory getOffers.
+pub const OP_GET_OFFERS: &str = "ebay.getOffers";
+/// Daily calls per seller to the Sell Inventory API (eBay's default: 2,000,000).
+pub(super) const INVENTORY_DAILY_CALLS: u64 = 2_000_000;
+
+/// One offer of the seller at a moment: one per SKU of a listing with a seller SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimOffer {
+    pub offer_id: String,
+    pub sku: String,
+    pub listing_id: String,
+    pub price: String,
+    pub quantity: u64,
+}
+
+/// The seller's offers at `now`, by SKU: the SKUs of its active listings
+/// ([`inventory_listings`]) with their price and quantity; a listing without a seller
+/// SKU (not created through the Inventory API) has none.
+pub fn offers_at(seed: u64, config: &EbaySimConfig, seller: &str, now: i64) -> Vec<SimOffer> {
+    let mut out = Vec::new();
+    for listing in inventory_listings(seed, config, seller, now) {
+        for (position, (item_id, sku, quantity, price)) in listing.rows().into_iter().enumerate() {
+            if sku.is_empty() {
+                continue;
+            }
+            out.push(SimOffer {
+                offer_id: format!("{item_id}{position}"),
+                sku,
+                listing_id: item_id,
+                price,
+                quantity,
+            });
+        }
+    }
+    out
+}
+
+impl SimOffer {
+    fn json(&self) -> Value {
+        json!({
+            "offerId": self.offer_id,
+            "sku": self.sku,
+            "marketplaceId": "EBAY_US",
+            "format": "FIXED_PRICE",
+            "availableQuantity": self.quantity,
+            "pricingSummary": {"price": {"value": self.price, "currency": "USD"}},
+            "listing": {"listingId": self.listing_id, "listingStatus": "ACTIVE"},
+            "status": "PUBLISHED",
+        })
+    }
+}
+
+/// `limit` and `offset` of the Inventory API: `offset` is the **page number** (0-based),
+/// not an item count ("the value passed in this query parameter sets the page number to
+/// retrieve").
+fn page_ask(query: &HashMap<String, String>, default_limit: u64) -> Result<Asked, String> {
+    Ok(Asked {
+        from_ms: None,
+        to_ms: None,
+        limit: parse_number(query, "limit", default_limit)?,
+        offset: parse_number(query, "offset", 0)?,
+        unfiltered: true,
+    })
+}
+
+/// The Inventory API's page links: `offset` counts pages.
+fn inventory_page(
+    sim: &Simulator,
+    path: &str,
+    extra_query: &str,
+    asked: &Asked,
+    total: u64,
+    key: &str,
+    items: Vec<Value>,
+) -> Value {
+    let pages = total.div_ceil(asked.limit.max(1));
+    let link = |page: u64| {
+        format!(
+            "{}{path}?{extra_query}limit={}&offset={page}",
+            origin(sim),
+            asked.limit
+        )
+    };
+    let mut body = json!({
+        "href": link(asked.offset),
+        "limit": asked.limit,
+        "size": items.len(),
+        "total": total,
+    });
+    body[key] = json!(items);
+    if asked.offset.saturating_add(1) < pages {
+        body["next"] = json!(link(asked.offset.saturating_add(1)));
+    }
+    if asked.offset > 0 {
+        body["prev"] = json!(link(asked.offset - 1));
+    }
+    body
+}
+
+/// Sell Inventory `GET /sell/inventory/v1/inventory_item` (getInventoryItems): every
+/// inventory item (SKU) of the seller, `limit` 1..100 (default 100) a page, `offset` the
+/// page number.
+async fn get_inventory_items(
+    State(sim): State<Arc<Simulator>>,
+    Extension(ebay): Extension<Arc<Ebay>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let asked = page_ask(&query, 100);
+    let (seller, asked) = match admit(
+        &sim,
+        &ebay,
+        &headers,
+        OP_GET_INVENTORY_ITEMS,
+        "inventory",
+        asked,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let now = ebay.now(&sim);
+    let offers = offers_at(sim.config().seed, &sim.config().ebay, &seller, now);
+    let total = offers.len() as u64;
+    let skip = usize::try_from(asked.offset.saturating_mul(asked.limit)).unwrap_or(usize::MAX);
+    let items: Vec<Value> = offers
+        .iter()
+        .skip(skip)
+        .take(usize::try_from(asked.limit).unwrap_or(usize::MAX))
+        .map(|offer| {
+            json!({
+                "sku": offer.sku,
+                "locale": "en_US",
+                "condition": "NEW",
+                "product": {"title": format!("Simulated item {}", offer.sku)},
+                "availability": {"shipToLocationAvailability": {"quantity": offer.quantity}},
+            })
+        })
+        .collect();
+    let body = inventory_page(
+        &sim,
+        "/sell/inventory/v1/inventory_item",
+        "",
+        &asked,
+        total,
+        "inventoryItems",
+        items,
+    );
+    paged_body(&ebay, &sim, OP_GET_INVENTORY_ITEMS, body)
+}
+
+/// Sell Inventory `GET /sell/inventory/v1/offer?sku=` (getOffers): the offers of one SKU
+/// (`sku` required); a SKU without an offer answers 404.
+async fn get_offers(
+    State(sim): State<Arc<Simulator>>,
+    Extension(ebay): Extension<Arc<Ebay>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let asked = page_ask(&query, 100);
+    let (seller, asked) = match admit(&sim, &ebay, &headers, OP_GET_OFFERS, "inventory", asked) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let Some(sku) = query
+        .get("sku")
+        .filter(|sku| !sku.is_empty() && sku.len() <= 50)
+    else {
+        return bad_request("The 'sku' query parameter is required (at most 50 characters).");
+    };
+    let now = ebay.now(&sim);
+    let offers: Vec<Value> = offers_at(sim.config().seed, &sim.config().ebay, &seller, now)
+        .iter()
+        .filter(|offer| offer.sku == *sku)
+        .map(SimOffer::json)
+        .collect();
+    if offers.is_empty() {
+        return super::ebay_error(
+            axum::http::StatusCode::NOT_FOUND,
+            25713,
+            "API_INVENTORY",
+            "REQUEST",
+            "This Offer is not available.",
+        );
+    }
+    let total = offers.len() as u64;
+    let sku_query = format!("sku={}&", super::paging::percent_encode(sku));
+    let body = inventory_page(
+        &sim,
+        "/sell/inventory/v1/offer",
+        &sku_query,
+        &asked,
+        total,
+        "offers",
+        offers,
+    );
+    paged_body(&ebay, &sim, OP_GET_OFFERS, body)
+}
+
 /// The routes of this file (merged into the eBay router).
 pub(super) fn routes() -> Router<Arc<Simulator>> {
-    Router::new().route("/sell/finances/v1/payout", get(get_payouts))
+    Router::new()
+        .route("/sell/finances/v1/payout", get(get_payouts))
+        .route(
+            "/sell/inventory/v1/inventory_item",
+            get(get_inventory_items),
+        )
+        .route("/sell/inventory/v1/offer", get(get_offers))
 }
 
 #[cfg(test)]

@@ -42,3 +42,24 @@ CREATE TABLE ebay_offers (
     updated_at         INTEGER NOT NULL,
     PRIMARY KEY (account, offer_id)
 ) WITHOUT ROWID;
+
+-- messages: the buyers' conversations (Message API getConversations), by the time of
+-- their latest message; a live run re-reads back to the oldest unread one.
+CREATE TABLE ebay_conversations (
+    account             TEXT NOT NULL,
+    conversation_id     TEXT NOT NULL,
+    conversation_type   TEXT,
+    conversation_status TEXT,
+    created_date        TEXT,
+    latest_message_id   TEXT,
+    latest_message_date TEXT,
+    read_status         TEXT,               -- "true" / "false", as the history compares it
+    unread_count        TEXT,
+    sender              TEXT,
+    raw                 TEXT NOT NULL,
+    first_seen_at       INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    PRIMARY KEY (account, conversation_id)
+) WITHOUT ROWID;
+CREATE INDEX ebay_conversations_by_read
+    ON ebay_conversations (account, read_status, latest_message_date);

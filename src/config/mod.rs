@@ -99,6 +99,7 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
             "getPayouts",
             "getInventoryItems",
             "getOffers",
+            "getConversations",
         ],
         "stockx" => &["marketData"],
         "keepa" => &["product"],

@@ -85,6 +85,38 @@ pub static OFFERS_TABLE: TableSpec = TableSpec {
     ],
 };
 
+/// `ebay_conversations` (stream `messages`, Message API getConversations): a new
+/// message, a read and a status change are history.
+pub static CONVERSATIONS_TABLE: TableSpec = TableSpec {
+    table: "ebay_conversations",
+    key: "conversation_id",
+    columns: &[
+        "conversation_type",
+        "conversation_status",
+        "created_date",
+        "latest_message_id",
+        "latest_message_date",
+        "read_status",
+        "unread_count",
+        "sender",
+    ],
+    tracked: &[
+        ("conversation_status", "conversationStatus"),
+        ("latest_message_id", "latestMessage.messageId"),
+        ("read_status", "latestMessage.readStatus"),
+        ("unread_count", "unreadCount"),
+    ],
+};
+
+/// `ebay_conversations` whose latest message is unread (`read_status` "false"): a read
+/// does not move the latest message's date, so a live run re-reads back to them.
+pub static OPEN_CONVERSATIONS: OpenSpec = OpenSpec {
+    table: &CONVERSATIONS_TABLE,
+    date_column: "latest_message_date",
+    status_column: "read_status",
+    open: &["false"],
+};
+
 /// The earliest `date_column` of `account`'s resources in an open status, as stored
 /// (text, as eBay served it); `None` when none is open.
 pub fn oldest_open(

@@ -557,3 +557,78 @@ async fn ebay_streams_get_offers_needs_a_sku_and_answers_404_for_one_without_off
         .expect("call");
     assert_eq!(refused.status(), 403);
 }
+
+#[tokio::test]
+async fn ebay_streams_messages_record_new_messages_and_reads_exactly() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 24,
+        orders_since: t0 - 3 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let fixture = EbayFixture::new(&sim, &["messages"], "start = \"3days\"", t0);
+    // Catch up at t0, then a run every simulated hour for 3 days: a message stays
+    // unread for 2 hours, so each state is seen.
+    let steps = 72;
+    for index in 0..=steps {
+        fixture.set_now(t0 + index * HOUR).await;
+        let outcome = fixture.context("messages").run_once().await.expect("run");
+        assert!(
+            matches!(outcome, RunOutcome::Finished { failed: 0, .. }),
+            "step {index}: {outcome:?}"
+        );
+    }
+    let last = t0 + steps * HOUR;
+    // A new message is seen once its window closed (last − lag); a read by the re-read
+    // of unread conversations, in the state of the last run.
+    // A conversation is read twice when it has a follow-up: compare as sorted lists.
+    let mut expected: Vec<(String, String, String, String)> =
+        changes_between(SEED, &ebay, SELLER, t0 + 1, last + 1)
+            .into_iter()
+            .filter(|change| change.stream == "messages")
+            .filter(|change| {
+                change.after == "true" || change.after == "0" || change.at < last - super::ebay::LAG
+            })
+            .map(|change| {
+                (
+                    change.resource_id,
+                    change.field,
+                    change.before,
+                    change.after,
+                )
+            })
+            .collect();
+    expected.sort();
+    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let mut recorded: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.stream, "messages");
+            (
+                event.resource_id.clone(),
+                event.field.clone(),
+                event.before.clone().unwrap_or_default(),
+                event.after.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, expected);
+    for field in [
+        "latestMessage.messageId",
+        "latestMessage.readStatus",
+        "unreadCount",
+    ] {
+        assert!(
+            expected.iter().any(|row| row.1 == field),
+            "no {field} change in the simulated history"
+        );
+    }
+    // getConversations pages at most 50 (its maximum), whatever page_limit says.
+    let requests = fixture.requests().await;
+    assert!(requests
+        .iter()
+        .filter(|request| request.operation == "ebay.getConversations")
+        .all(|request| request.limit == 50 && request.status == 200));
+}

@@ -39,4 +39,8 @@ pub trait CursorAdapter: Send + Sync + 'static {
     fn open_resources(&self) -> Option<&'static OpenSpec> {
         None
     }
+    /// The largest `limit` the operation accepts; `page_limit` is clamped to it.
+    fn max_page_limit(&self) -> u32 {
+        200
+    }
 }

@@ -21,6 +21,7 @@ pub fn adapters() -> Vec<Arc<dyn CursorAdapter>> {
         Arc::new(TransactionsAdapter),
         Arc::new(ReturnsAdapter),
         Arc::new(super::ebay_streams::PayoutsAdapter),
+        Arc::new(super::ebay_streams::ConversationsAdapter),
     ]
 }
 

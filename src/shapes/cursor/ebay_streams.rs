@@ -1,5 +1,6 @@
 //! The eBay cursor streams of issue 14 beyond orders, transactions and returns, as
-//! adapters: `finances` (Finances getPayouts). Wire formats and the operations followed:
+//! adapters: `finances` (Finances getPayouts) and `messages` (Message API
+//! getConversations). Wire formats and the operations followed:
 //! `docs/ebay-wire.md`.
 
 use std::time::Duration;
@@ -9,8 +10,11 @@ use serde_json::Value;
 
 use super::adapter::{CursorAdapter, CursorWindow, OpenSpec, Page, TableSpec};
 use super::ebay::{range, typed, Money};
+use crate::domain::format_millis;
 use crate::provider::ebay::EbayApi;
-use crate::store::ebay_streams::{OPEN_PAYOUTS, PAYOUTS_TABLE};
+use crate::store::ebay_streams::{
+    CONVERSATIONS_TABLE, OPEN_CONVERSATIONS, OPEN_PAYOUTS, PAYOUTS_TABLE,
+};
 
 /// Finances API getPayouts (`GET /sell/finances/v1/payout`), by `payoutDate`, oldest
 /// first. The date is when the payout began processing and never moves while
@@ -109,6 +113,126 @@ impl CursorAdapter for PayoutsAdapter {
     }
     fn open_resources(&self) -> Option<&'static OpenSpec> {
         Some(&OPEN_PAYOUTS)
+    }
+}
+
+/// Message API getConversations (`GET /commerce/message/v1/conversation`), the buyers'
+/// conversations (`conversation_type=FROM_MEMBERS`) by the time of their latest message
+/// (`start_time` / `end_time`). A new message moves a conversation into a later window;
+/// a read does not, so a live run re-reads back to the oldest stored conversation whose
+/// latest message is unread, at most [`MESSAGES_REVISIT`].
+pub struct ConversationsAdapter;
+
+/// The farthest a live `messages` run reads back for unread conversations.
+pub const MESSAGES_REVISIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl CursorAdapter for ConversationsAdapter {
+    fn stream(&self) -> &'static str {
+        "messages"
+    }
+    fn operation(&self) -> &'static str {
+        "getConversations"
+    }
+    fn api(&self) -> EbayApi {
+        EbayApi::Message
+    }
+    fn path(&self) -> &'static str {
+        "/commerce/message/v1/conversation"
+    }
+    fn query(&self, window: CursorWindow, offset: u64, limit: u32) -> Vec<(String, String)> {
+        // "Only messages sent after start_time" / "before end_time": both exclusive, so
+        // [start − 1 ms, end] covers [start, end) exactly.
+        let start = window.start.saturating_mul(1000).saturating_sub(1);
+        let end = window.end.saturating_mul(1000);
+        vec![
+            ("conversation_type".into(), "FROM_MEMBERS".into()),
+            ("start_time".into(), format_millis(start)),
+            ("end_time".into(), format_millis(end)),
+            ("limit".into(), limit.to_string()),
+            ("offset".into(), offset.to_string()),
+        ]
+    }
+    fn parse(&self, body: &[u8]) -> Result<Page, String> {
+        #[derive(Deserialize)]
+        struct ConversationPage {
+            total: Option<u64>,
+            #[serde(default)]
+            conversations: Vec<Value>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Conversation {
+            conversation_id: String,
+            conversation_status: Option<String>,
+            conversation_type: Option<String>,
+            created_date: Option<String>,
+            unread_count: Option<u32>,
+            latest_message: Option<Message>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Message {
+            message_id: Option<String>,
+            created_date: Option<String>,
+            read_status: Option<bool>,
+            sender_username: Option<String>,
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Page {
+                total: 0,
+                items: Vec::new(),
+            });
+        }
+        let page: ConversationPage = serde_json::from_slice(body)
+            .map_err(|err| format!("getConversations page is not the expected json: {err}"))?;
+        let total = match page.total {
+            Some(total) => total,
+            None if page.conversations.is_empty() => 0,
+            None => return Err("getConversations page lists conversations but has no total".into()),
+        };
+        let items = typed(
+            page.conversations,
+            "conversations",
+            |conversation: Conversation| {
+                let latest = conversation.latest_message;
+                let (message_id, message_date, read, sender) = match latest {
+                    Some(message) => (
+                        message.message_id,
+                        message.created_date,
+                        message.read_status.map(|read| read.to_string()),
+                        message.sender_username,
+                    ),
+                    None => (None, None, None, None),
+                };
+                (
+                    conversation.conversation_id,
+                    vec![
+                        conversation.conversation_type,
+                        conversation.conversation_status,
+                        conversation.created_date,
+                        message_id,
+                        message_date,
+                        read,
+                        conversation.unread_count.map(|count| count.to_string()),
+                        sender,
+                    ],
+                )
+            },
+        )?;
+        Ok(Page { total, items })
+    }
+    fn table(&self) -> &'static TableSpec {
+        &CONVERSATIONS_TABLE
+    }
+    fn revisit(&self) -> Duration {
+        MESSAGES_REVISIT
+    }
+    fn open_resources(&self) -> Option<&'static OpenSpec> {
+        Some(&OPEN_CONVERSATIONS)
+    }
+    fn max_page_limit(&self) -> u32 {
+        // getConversations: "Maximum: 50".
+        50
     }
 }
 

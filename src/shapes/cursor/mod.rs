@@ -25,7 +25,7 @@
 //! failure policy.
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
-//! [`ebay_streams`] (finances), [`offers`] (a snapshot of Sell Inventory offers),
+//! [`ebay_streams`] (finances, messages), [`offers`] (a snapshot of Sell Inventory offers),
 //! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
@@ -46,6 +46,7 @@ pub const EBAY_STREAMS: &[&str] = &[
     "active_inventory",
     "finances",
     "offers",
+    "messages",
 ];
 
 use std::collections::{HashMap, HashSet};
@@ -189,7 +190,7 @@ impl CursorRunner {
             return offers::run_snapshot(self, context, fence).await;
         }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers, messages");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,
@@ -368,7 +369,10 @@ impl CursorRunner {
         query_window: CursorWindow,
     ) -> Result<Vec<Resource>, WindowError> {
         let stream = &context.stream;
-        let limit = stream.cursor().page_limit.clamp(1, 200);
+        let limit = stream
+            .cursor()
+            .page_limit
+            .clamp(1, adapter.max_page_limit().clamp(1, 200));
         let operation = adapter.operation();
         let mut last_problem = String::new();
         for attempt in 1..=CONSISTENT_READ_ATTEMPTS {

@@ -35,7 +35,7 @@ pub struct SimReturn {
 pub struct SimChange {
     /// When it happened (unix seconds).
     pub at: i64,
-    /// `orders`, `returns`, `transactions` or `finances` (the stream that sees it).
+    /// `orders`, `returns`, `transactions`, `finances` or `messages` (the stream that sees it).
     pub stream: String,
     pub resource_id: String,
     /// The wire field name (`orderFulfillmentStatus`, `orderPaymentStatus`, `state`,
@@ -204,7 +204,8 @@ pub fn transaction_ids(order: &SimOrder) -> Vec<(String, i64, &'static str)> {
     out
 }
 
-/// Every status change of `seller`'s orders, returns, transactions and payouts with `at`
+/// Every status change of `seller`'s orders, returns, transactions, payouts and buyer
+/// conversations with `at`
 /// in `[from, to)`, sorted by time. These are the rows a change history that saw each state
 /// records.
 pub fn changes_between(
@@ -309,6 +310,9 @@ pub fn changes_between(
         }
     }
     out.extend(super::streams::payout_changes(
+        seed, config, seller, from, to,
+    ));
+    out.extend(super::streams::conversation_changes(
         seed, config, seller, from, to,
     ));
     out.sort();

@@ -59,8 +59,8 @@ pub use oauth::{
 use paging::Asked;
 use sell::{get_orders, get_transactions, search_returns};
 pub use streams::{
-    offers_at, payouts_between, SimOffer, SimPayout, OP_GET_INVENTORY_ITEMS, OP_GET_OFFERS,
-    OP_GET_PAYOUTS,
+    conversations_between, offers_at, payouts_between, SimConversation, SimMessage, SimOffer,
+    SimPayout, OP_GET_CONVERSATIONS, OP_GET_INVENTORY_ITEMS, OP_GET_OFFERS, OP_GET_PAYOUTS,
 };
 
 /// Fault-schedule name of the OAuth token call.
@@ -84,6 +84,7 @@ pub const OPERATIONS: &[&str] = &[
     streams::OP_GET_PAYOUTS,
     streams::OP_GET_INVENTORY_ITEMS,
     streams::OP_GET_OFFERS,
+    streams::OP_GET_CONVERSATIONS,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -104,6 +105,8 @@ fn max_limit(operation: &str) -> u64 {
         OP_GET_TRANSACTIONS => MAX_TRANSACTIONS_LIMIT,
         // Sell Inventory getInventoryItems and getOffers: `limit` 1 to 100.
         streams::OP_GET_INVENTORY_ITEMS | streams::OP_GET_OFFERS => 100,
+        // Message getConversations: `limit` at most 50.
+        streams::OP_GET_CONVERSATIONS => 50,
         _ => MAX_LIMIT,
     }
 }
@@ -424,6 +427,7 @@ fn admit(
         "fulfillment" => sim.config().ebay.fulfillment_daily_calls,
         "finances" => sim.config().ebay.finances_daily_calls,
         "inventory" => streams::INVENTORY_DAILY_CALLS,
+        "message" => streams::MESSAGE_DAILY_CALLS,
         _ => sim.config().ebay.post_order_daily_calls,
     };
     let now = ebay.now(sim);

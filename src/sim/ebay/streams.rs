@@ -417,6 +417,278 @@ async fn get_offers(
     paged_body(&ebay, &sim, OP_GET_OFFERS, body)
 }
 
+/// Fault-schedule name of Message getConversations.
+pub const OP_GET_CONVERSATIONS: &str = "ebay.getConversations";
+/// Daily calls per seller to the Message API in the simulator.
+pub(super) const MESSAGE_DAILY_CALLS: u64 = 50_000;
+
+/// A buyer's first message comes this long after the order ...
+const FIRST_MESSAGE_AFTER: i64 = HOUR;
+/// ... a follow-up (one conversation in two) this long after the order ...
+const FOLLOW_UP_AFTER: i64 = DAY;
+/// ... and the seller reads each message this long after it arrived.
+const READ_AFTER: i64 = 2 * HOUR;
+
+/// One buyer message of a simulated conversation (times in unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimMessage {
+    pub message_id: String,
+    pub sent_at: i64,
+    pub read_at: i64,
+}
+
+/// A conversation with a buyer about an order (one order in four): a first message an
+/// hour after the order, a follow-up a day after it for one conversation in two; the
+/// seller reads each two hours after it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConversation {
+    pub conversation_id: String,
+    pub buyer: String,
+    pub order_id: String,
+    pub created: i64,
+    pub messages: Vec<SimMessage>,
+}
+
+impl SimConversation {
+    /// The latest message at `now` (none before the first is sent).
+    pub fn latest_at(&self, now: i64) -> Option<&SimMessage> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|message| message.sent_at <= now)
+    }
+
+    fn json(&self, seller: &str, now: i64) -> Option<Value> {
+        let latest = self.latest_at(now)?;
+        let read = now >= latest.read_at;
+        Some(json!({
+            "conversationId": self.conversation_id,
+            "conversationStatus": "ACTIVE",
+            "conversationTitle": format!("Question about order {}", self.order_id),
+            "conversationType": "FROM_MEMBERS",
+            "createdDate": format_millis(self.created * 1000),
+            "referenceId": self.order_id,
+            "referenceType": "ORDER",
+            "unreadCount": u32::from(!read),
+            "latestMessage": {
+                "messageId": latest.message_id,
+                "createdDate": format_millis(latest.sent_at * 1000),
+                "messageBody": "Hello, when will my order ship?",
+                "readStatus": read,
+                "senderUsername": self.buyer,
+                "recipientUsername": seller,
+                "subject": format!("Question about order {}", self.order_id),
+            },
+        }))
+    }
+}
+
+/// The conversations of `seller` whose first message was sent in `[from, to)`.
+pub fn conversations_between(
+    seed: u64,
+    config: &EbaySimConfig,
+    seller: &str,
+    from: i64,
+    to: i64,
+) -> Vec<SimConversation> {
+    orders_created(seed, config, seller, from - FIRST_MESSAGE_AFTER, to)
+        .into_iter()
+        .filter(|order| order.index % 4 == 1)
+        .filter_map(|order| {
+            let created = order.created + FIRST_MESSAGE_AFTER;
+            if created < from || created >= to {
+                return None;
+            }
+            let suffix = format!("{:05}{:05}", order.day.rem_euclid(100_000), order.index);
+            let mut messages = vec![SimMessage {
+                message_id: format!("8{suffix}1"),
+                sent_at: created,
+                read_at: created + READ_AFTER,
+            }];
+            if order.index % 8 == 1 {
+                let sent_at = order.created + FOLLOW_UP_AFTER;
+                messages.push(SimMessage {
+                    message_id: format!("8{suffix}2"),
+                    sent_at,
+                    read_at: sent_at + READ_AFTER,
+                });
+            }
+            Some(SimConversation {
+                conversation_id: format!("4{suffix}"),
+                buyer: order.buyer,
+                order_id: order.order_id,
+                created,
+                messages,
+            })
+        })
+        .collect()
+}
+
+/// The conversations' changes with `at` in `[from, to)` (see `changes_between`): a read
+/// (`latestMessage.readStatus` false → true, `unreadCount` 1 → 0) and a follow-up's
+/// arrival (`latestMessage.messageId`, and back to unread).
+pub(super) fn conversation_changes(
+    seed: u64,
+    config: &EbaySimConfig,
+    seller: &str,
+    from: i64,
+    to: i64,
+) -> Vec<SimChange> {
+    let mut out = Vec::new();
+    let span = FOLLOW_UP_AFTER + READ_AFTER;
+    for conversation in conversations_between(seed, config, seller, from - span, to) {
+        let mut push = |at: i64, field: &str, before: &str, after: &str| {
+            if at >= from && at < to {
+                out.push(SimChange {
+                    at,
+                    stream: "messages".to_string(),
+                    resource_id: conversation.conversation_id.clone(),
+                    field: field.to_string(),
+                    before: before.to_string(),
+                    after: after.to_string(),
+                    created: conversation.created,
+                });
+            }
+        };
+        let mut previous: Option<&SimMessage> = None;
+        for message in &conversation.messages {
+            if let Some(before) = previous {
+                push(
+                    message.sent_at,
+                    "latestMessage.messageId",
+                    &before.message_id,
+                    &message.message_id,
+                );
+                push(message.sent_at, "latestMessage.readStatus", "true", "false");
+                push(message.sent_at, "unreadCount", "0", "1");
+            }
+            push(message.read_at, "latestMessage.readStatus", "false", "true");
+            push(message.read_at, "unreadCount", "1", "0");
+            previous = Some(message);
+        }
+    }
+    out
+}
+
+/// Message `GET /commerce/message/v1/conversation` (getConversations):
+/// `conversation_type` (FROM_EBAY | FROM_MEMBERS, required), `start_time` / `end_time`
+/// (the latest message sent after / before them, both exclusive), `limit` 1..50
+/// (default 25), `offset` (items skipped).
+async fn get_conversations(
+    State(sim): State<Arc<Simulator>>,
+    Extension(ebay): Extension<Arc<Ebay>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let time = |key: &str| -> Result<Option<i64>, String> {
+        match query.get(key) {
+            None => Ok(None),
+            Some(text) => crate::domain::parse_millis(text).map(Some).ok_or_else(|| {
+                format!("invalid {key} {text:?}; use ISO 8601 like 2026-11-23T10:00:00.000Z")
+            }),
+        }
+    };
+    let asked = (|| -> Result<Asked, String> {
+        Ok(Asked {
+            from_ms: time("start_time")?,
+            to_ms: time("end_time")?,
+            limit: parse_number(&query, "limit", 25)?,
+            offset: parse_number(&query, "offset", 0)?,
+            unfiltered: false,
+        })
+    })();
+    let (seller, asked) = match admit(
+        &sim,
+        &ebay,
+        &headers,
+        OP_GET_CONVERSATIONS,
+        "message",
+        asked,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let from_members =
+        match query.get("conversation_type").map(String::as_str) {
+            Some("FROM_MEMBERS") => true,
+            Some("FROM_EBAY") => false,
+            _ => return bad_request(
+                "The 'conversation_type' query parameter is required: FROM_EBAY or FROM_MEMBERS.",
+            ),
+        };
+    let now = ebay.now(&sim);
+    let mut matching: Vec<(i64, String, Value)> = Vec::new();
+    if from_members {
+        // A conversation's latest message is at most FOLLOW_UP_AFTER after its first.
+        // Without start_time: the last 90 days (the reference read names no default).
+        let from_ms = asked
+            .from_ms
+            .unwrap_or_else(|| now.saturating_sub(90 * DAY).saturating_mul(1000));
+        let oldest = from_ms
+            .div_euclid(1000)
+            .max(now.saturating_sub(5 * 365 * DAY))
+            - FOLLOW_UP_AFTER;
+        for conversation in conversations_between(
+            sim.config().seed,
+            &sim.config().ebay,
+            &seller,
+            oldest,
+            now.saturating_add(1),
+        ) {
+            let Some(latest) = conversation.latest_at(now) else {
+                continue;
+            };
+            let at_ms = latest.sent_at.saturating_mul(1000);
+            let after_start = match asked.from_ms {
+                Some(from) => at_ms > from,
+                None => at_ms >= from_ms,
+            };
+            let before_end = asked.to_ms.is_none_or(|to| at_ms < to);
+            if !(after_start && before_end) {
+                continue;
+            }
+            let sent_at = latest.sent_at;
+            if let Some(value) = conversation.json(&seller, now) {
+                matching.push((sent_at, conversation.conversation_id.clone(), value));
+            }
+        }
+    }
+    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let (total, page) = page_of(matching, &asked);
+    let conversations: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
+    let mut body = offset_page(
+        &origin(&sim),
+        "/commerce/message/v1/conversation",
+        &HashMap::new(),
+        &asked,
+        total,
+        "conversations",
+        conversations,
+    );
+    // The links carry the request's filters (offset_page knows only `filter`).
+    let mut base = String::new();
+    for key in ["conversation_type", "start_time", "end_time"] {
+        if let Some(value) = query.get(key) {
+            base.push_str(&format!("{key}={}&", super::paging::percent_encode(value)));
+        }
+    }
+    let (href, next, prev) = super::paging::page_links(
+        &format!("{}/commerce/message/v1/conversation", origin(&sim)),
+        &base,
+        total,
+        asked.limit,
+        asked.offset,
+    );
+    body["href"] = json!(href);
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    if let Some(prev) = prev {
+        body["prev"] = json!(prev);
+    }
+    paged_body(&ebay, &sim, OP_GET_CONVERSATIONS, body)
+}
+
 /// The routes of this file (merged into the eBay router).
 pub(super) fn routes() -> Router<Arc<Simulator>> {
     Router::new()
@@ -426,6 +698,7 @@ pub(super) fn routes() -> Router<Arc<Simulator>> {
             get(get_inventory_items),
         )
         .route("/sell/inventory/v1/offer", get(get_offers))
+        .route("/commerce/message/v1/conversation", get(get_conversations))
 }
 
 #[cfg(test)]

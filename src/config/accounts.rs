@@ -373,6 +373,10 @@ impl RawStream {
         let default_interval = match shape {
             // A whole inventory snapshot (a Feed task and its file) an hour.
             Shape::Cursor if feed_stream => Duration::from_secs(3600),
+            // An offers snapshot is one getOffers call per SKU: an hour too.
+            Shape::Cursor if name == crate::shapes::cursor::offers::STREAM => {
+                Duration::from_secs(3600)
+            }
             Shape::Windowed => Duration::from_secs(15 * 60),
             Shape::Cursor => Duration::from_secs(5 * 60),
             Shape::Jobs => Duration::from_secs(30),

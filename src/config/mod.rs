@@ -92,7 +92,15 @@ pub const AMAZON_QUOTA_OPERATIONS: &[&str] = &[
 pub fn quota_operations(provider: &str) -> &'static [&'static str] {
     match provider {
         "amazon" | "amazon_application" => AMAZON_QUOTA_OPERATIONS,
-        "ebay" => &["getOrders", "getTransactions", "searchReturns"],
+        "ebay" => &[
+            "getOrders",
+            "getTransactions",
+            "searchReturns",
+            "getPayouts",
+            "getInventoryItems",
+            "getOffers",
+            "getConversations",
+        ],
         "stockx" => &["marketData"],
         "keepa" => &["product"],
         _ => &[],

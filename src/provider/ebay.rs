@@ -57,6 +57,7 @@ const FULFILLMENT_READONLY: &str = "https://api.ebay.com/oauth/api_scope/sell.fu
 const FINANCES: &str = "https://api.ebay.com/oauth/api_scope/sell.finances";
 const INVENTORY: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory";
 const INVENTORY_READONLY: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly";
+const MESSAGE: &str = "https://api.ebay.com/oauth/api_scope/commerce.message";
 
 /// The one table of stream → operation → OAuth scope, from each operation's "OAuth
 /// scope" in eBay's API reference (docs/ebay-wire.md, "Scopes"). A stream missing here
@@ -98,6 +99,12 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
         operation: "getPayouts",
         consent: FINANCES,
         accepted: &[FINANCES],
+    },
+    StreamScope {
+        stream: "messages",
+        operation: "getConversations",
+        consent: MESSAGE,
+        accepted: &[MESSAGE],
     },
 ];
 
@@ -190,6 +197,10 @@ pub enum EbayApi {
     Finances,
     /// Post-Order v2 takes the OAuth token as `Authorization: IAF <token>`.
     PostOrder,
+    /// Sell Inventory (getInventoryItems, getOffers), on the API host.
+    Inventory,
+    /// Commerce Message (getConversations), on the API host.
+    Message,
 }
 
 /// An eBay client for one account. Share it via `Arc`; it is `Send + Sync`.
@@ -242,7 +253,9 @@ impl EbayClient {
     ) -> Result<Vec<u8>, ProviderError> {
         let base = match api {
             EbayApi::Finances => &self.endpoints.finances_base,
-            EbayApi::Fulfillment | EbayApi::PostOrder => &self.endpoints.api_base,
+            EbayApi::Fulfillment | EbayApi::PostOrder | EbayApi::Inventory | EbayApi::Message => {
+                &self.endpoints.api_base
+            }
         };
         let url = format!("{base}{path}");
         let mut refreshed = false;
@@ -250,7 +263,10 @@ impl EbayClient {
             let token = self.access_token().await?;
             let scheme = match api {
                 EbayApi::PostOrder => "IAF",
-                EbayApi::Fulfillment | EbayApi::Finances => "Bearer",
+                EbayApi::Fulfillment
+                | EbayApi::Finances
+                | EbayApi::Inventory
+                | EbayApi::Message => "Bearer",
             };
             let response = self
                 .http

@@ -56,6 +56,9 @@ pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
         "transactions" => Some(&TRANSACTIONS_TABLE),
         "returns" => Some(&RETURNS_TABLE),
         "active_inventory" => Some(&super::ebay_inventory::INVENTORY_TABLE),
+        "finances" => Some(&super::ebay_streams::PAYOUTS_TABLE),
+        "offers" => Some(&super::ebay_streams::OFFERS_TABLE),
+        "messages" => Some(&super::ebay_streams::CONVERSATIONS_TABLE),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@
 //! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
 //! - [`ebay_inventory`]: eBay active-inventory snapshots (per-SKU quantity and price).
+//! - [`ebay_streams`]: which stored eBay resources are still moving (re-read windows).
 //! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
 //! - [`sales`]: the vendor sales table as the read surfaces sum it.
 //! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
@@ -20,6 +21,7 @@
 pub mod blocking;
 pub mod cursors;
 pub mod ebay_inventory;
+pub mod ebay_streams;
 pub mod ebay_tables;
 pub mod jobs;
 pub mod leases;

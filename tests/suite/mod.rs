@@ -5,6 +5,7 @@ mod doctor;
 mod ebay;
 mod ebay_auth;
 mod ebay_inventory;
+mod ebay_streams;
 mod fencing;
 mod hostile;
 mod hostile_documents;

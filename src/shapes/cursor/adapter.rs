@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::provider::ebay::EbayApi;
 
 pub use crate::store::cursors::{CursorWindow, Page, Resource, TableSpec};
+pub use crate::store::ebay_streams::OpenSpec;
 
 /// One cursor stream of a provider.
 pub trait CursorAdapter: Send + Sync + 'static {
@@ -30,5 +31,16 @@ pub trait CursorAdapter: Send + Sync + 'static {
     /// date): re-reading recent resources is how their changes are seen. Zero: never.
     fn revisit(&self) -> Duration {
         Duration::ZERO
+    }
+    /// For an adapter that revisits: its stored resources whose status still moves. A
+    /// live window is then read again only back to the oldest of them (and not at all
+    /// when none is open), never further back than [`CursorAdapter::revisit`]. `None`:
+    /// always the whole `revisit`.
+    fn open_resources(&self) -> Option<&'static OpenSpec> {
+        None
+    }
+    /// The largest `limit` the operation accepts; `page_limit` is clamped to it.
+    fn max_page_limit(&self) -> u32 {
+        200
     }
 }

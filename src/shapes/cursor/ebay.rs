@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec};
+use super::adapter::{CursorAdapter, CursorWindow, OpenSpec, Page, Resource, TableSpec};
 use crate::domain::format_millis;
 use crate::provider::ebay::EbayApi;
+use crate::store::ebay_streams::OPEN_TRANSACTIONS;
 use crate::store::ebay_tables::{ORDERS_TABLE, RETURNS_TABLE, TRANSACTIONS_TABLE};
 
 /// The adapters of every built eBay stream.
@@ -19,11 +20,13 @@ pub fn adapters() -> Vec<Arc<dyn CursorAdapter>> {
         Arc::new(OrdersAdapter),
         Arc::new(TransactionsAdapter),
         Arc::new(ReturnsAdapter),
+        Arc::new(super::ebay_streams::PayoutsAdapter),
+        Arc::new(super::ebay_streams::ConversationsAdapter),
     ]
 }
 
 /// eBay date ranges are inclusive: `[start .. end − 1 ms]` covers `[start, end)` exactly.
-fn range(window: CursorWindow) -> (String, String) {
+pub(super) fn range(window: CursorWindow) -> (String, String) {
     (
         format_millis(window.start * 1000),
         format_millis(window.end * 1000 - 1),
@@ -31,13 +34,13 @@ fn range(window: CursorWindow) -> (String, String) {
 }
 
 #[derive(Deserialize)]
-struct Money {
-    value: Option<String>,
-    currency: Option<String>,
+pub(super) struct Money {
+    pub(super) value: Option<String>,
+    pub(super) currency: Option<String>,
 }
 
 /// Parses each raw item as `T`, keeping its JSON.
-fn typed<T: for<'de> Deserialize<'de>>(
+pub(super) fn typed<T: for<'de> Deserialize<'de>>(
     items: Vec<Value>,
     what: &str,
     mut convert: impl FnMut(T) -> (String, Vec<Option<String>>),
@@ -139,8 +142,18 @@ impl CursorAdapter for OrdersAdapter {
     }
 }
 
-/// Finances API getTransactions, by `transactionDate`.
+/// Finances API getTransactions, by `transactionDate`. The date never moves while the
+/// status does (FUNDS_PROCESSING → FUNDS_AVAILABLE_FOR_PAYOUT → PAYOUT, or FUNDS_ON_HOLD
+/// first), and the `transactionStatus` filter selects a status, not a change of one: a
+/// live run re-reads back to the oldest stored transaction whose status is still open,
+/// at most [`TRANSACTIONS_REVISIT`], and the changes it sees go to the history.
 pub struct TransactionsAdapter;
+
+/// The farthest a live transactions run reads back for open transactions: eBay holds a
+/// sale's funds for up to 30 days. A transaction still open longer than this after its
+/// date is no longer re-read (its later change is not recorded); the bound keeps one
+/// stuck transaction from making every run re-read months of data.
+pub const TRANSACTIONS_REVISIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl CursorAdapter for TransactionsAdapter {
     fn stream(&self) -> &'static str {
@@ -180,6 +193,13 @@ impl CursorAdapter for TransactionsAdapter {
             amount: Option<Money>,
             order_id: Option<String>,
         }
+        // eBay answers 204 No Content, no body, when no transaction matches the filter.
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Page {
+                total: 0,
+                items: Vec::new(),
+            });
+        }
         let page: TransactionPage = serde_json::from_slice(body)
             .map_err(|err| format!("getTransactions page is not the expected json: {err}"))?;
         let items = typed(page.transactions, "transactions", |tx: Transaction| {
@@ -206,6 +226,12 @@ impl CursorAdapter for TransactionsAdapter {
     }
     fn table(&self) -> &'static TableSpec {
         &TRANSACTIONS_TABLE
+    }
+    fn revisit(&self) -> Duration {
+        TRANSACTIONS_REVISIT
+    }
+    fn open_resources(&self) -> Option<&'static OpenSpec> {
+        Some(&OPEN_TRANSACTIONS)
     }
 }
 
@@ -336,5 +362,13 @@ mod tests {
         assert!(page.items[0].raw.contains("NOT_STARTED"));
         let missing = br#"{"total":1,"orders":[{"orderId":"1-2"}]}"#;
         assert!(OrdersAdapter.parse(missing).is_err());
+    }
+
+    #[test]
+    fn an_empty_transactions_answer_is_an_empty_page_and_an_empty_orders_one_is_not() {
+        // getTransactions answers 204 with no body when nothing matches.
+        let page = TransactionsAdapter.parse(b"").expect("204 body");
+        assert_eq!((page.total, page.items.len()), (0, 0));
+        assert!(OrdersAdapter.parse(b"").is_err());
     }
 }

@@ -25,6 +25,7 @@
 //! failure policy.
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
+//! [`ebay_streams`] (finances, messages), [`offers`] (a snapshot of Sell Inventory offers),
 //! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
@@ -33,10 +34,20 @@ pub use settings::{CursorSettings, FeedSettings};
 
 pub mod adapter;
 pub mod ebay;
+pub mod ebay_streams;
 pub mod inventory;
+pub mod offers;
 
 /// The eBay streams built end to end.
-pub const EBAY_STREAMS: &[&str] = &["orders", "transactions", "returns", "active_inventory"];
+pub const EBAY_STREAMS: &[&str] = &[
+    "orders",
+    "transactions",
+    "returns",
+    "active_inventory",
+    "finances",
+    "offers",
+    "messages",
+];
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -48,7 +59,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tracing::{debug, error, info, warn};
 
-use crate::domain::{format_ts, now_ts};
+use crate::domain::{format_ts, now_ts, parse_millis};
 use crate::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use crate::provider::ProviderError;
 use crate::quota::{Pacer, Priority};
@@ -175,8 +186,11 @@ impl CursorRunner {
         if stream.name == inventory::STREAM {
             return inventory::run_snapshot(self, context, fence).await;
         }
+        if stream.name == offers::STREAM {
+            return offers::run_snapshot(self, context, fence).await;
+        }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers, messages");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,
@@ -232,8 +246,14 @@ impl CursorRunner {
                 stream.safety_lag,
             )
             .is_none();
+            let query_window = if live {
+                self.revisit_window(context, adapter.as_ref(), window)
+                    .await?
+            } else {
+                window
+            };
             let fetched = self
-                .fetch_window(context, adapter.as_ref(), window, live)
+                .fetch_window(context, adapter.as_ref(), window, query_window)
                 .await;
             let resources = match fetched {
                 Ok(resources) => resources,
@@ -298,27 +318,61 @@ impl CursorRunner {
         Ok(RunOutcome::Finished { applied, failed: 0 })
     }
 
-    /// Every page of `window` (from `window.start − revisit` for a live window of an
-    /// adapter that revisits), checked complete: as many distinct items as `total` said,
-    /// and the same `total` on every page.
+    /// What a live `window` of `adapter` reads: from `window.start − revisit` for an
+    /// adapter that revisits; for one that knows its open resources, only back to the
+    /// oldest of them (a date that does not parse reaches back the whole `revisit`).
+    async fn revisit_window(
+        &self,
+        context: &StreamContext,
+        adapter: &dyn CursorAdapter,
+        window: CursorWindow,
+    ) -> Result<CursorWindow, SyncError> {
+        let revisit = i64::try_from(adapter.revisit().as_secs()).unwrap_or(i64::MAX);
+        if revisit <= 0 {
+            return Ok(window);
+        }
+        let earliest = window.start.saturating_sub(revisit);
+        let Some(open) = adapter.open_resources() else {
+            return Ok(CursorWindow {
+                start: earliest,
+                end: window.end,
+            });
+        };
+        let account = context.account.id.clone();
+        let oldest_opt = self
+            .on_db(move |conn| crate::store::ebay_streams::oldest_open(conn, &account, open))
+            .await?;
+        let start = match oldest_opt {
+            None => window.start,
+            Some(text) => match parse_millis(&text) {
+                Some(millis) => millis.div_euclid(1000).clamp(earliest, window.start),
+                None => {
+                    warn!(account = %context.account.id, stream = %context.stream.name, date = %text, "a stored date does not parse; reading the whole revisit span");
+                    earliest
+                }
+            },
+        };
+        Ok(CursorWindow {
+            start,
+            end: window.end,
+        })
+    }
+
+    /// Every page of `query_window` (the `window` itself, or wider for a live window of
+    /// an adapter that revisits), checked complete: as many distinct items as `total`
+    /// said, and the same `total` on every page.
     async fn fetch_window(
         &self,
         context: &StreamContext,
         adapter: &dyn CursorAdapter,
         window: CursorWindow,
-        live: bool,
+        query_window: CursorWindow,
     ) -> Result<Vec<Resource>, WindowError> {
         let stream = &context.stream;
-        let limit = stream.cursor().page_limit.clamp(1, 200);
-        let revisit = adapter.revisit().as_secs() as i64;
-        let query_window = if live && revisit > 0 {
-            CursorWindow {
-                start: window.start - revisit,
-                end: window.end,
-            }
-        } else {
-            window
-        };
+        let limit = stream
+            .cursor()
+            .page_limit
+            .clamp(1, adapter.max_page_limit().clamp(1, 200));
         let operation = adapter.operation();
         let mut last_problem = String::new();
         for attempt in 1..=CONSISTENT_READ_ATTEMPTS {

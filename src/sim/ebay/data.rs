@@ -35,10 +35,11 @@ pub struct SimReturn {
 pub struct SimChange {
     /// When it happened (unix seconds).
     pub at: i64,
-    /// `orders` or `returns` (the stream that sees it).
+    /// `orders`, `returns`, `transactions`, `finances` or `messages` (the stream that sees it).
     pub stream: String,
     pub resource_id: String,
-    /// The wire field name (`orderFulfillmentStatus`, `orderPaymentStatus`, `state`).
+    /// The wire field name (`orderFulfillmentStatus`, `orderPaymentStatus`, `state`,
+    /// `transactionStatus`, `payoutStatus`).
     pub field: String,
     pub before: String,
     pub after: String,
@@ -174,8 +175,39 @@ pub fn orders_created(
     out
 }
 
-/// Every status change of `seller`'s orders and returns with `at` in `[from, to)`, sorted
-/// by time. These are the rows a change history that saw each state records.
+/// A transaction's funds become available for payout this long after its date.
+pub const FUNDS_AVAILABLE_AFTER: i64 = 2 * DAY;
+/// ... and are paid out this long after its date.
+pub const PAYOUT_AFTER: i64 = 4 * DAY;
+
+/// `transactionStatus` of a transaction dated `booked`, at `now`: FUNDS_PROCESSING, then
+/// FUNDS_AVAILABLE_FOR_PAYOUT ([`FUNDS_AVAILABLE_AFTER`]), then PAYOUT ([`PAYOUT_AFTER`]).
+pub fn transaction_status_at(booked: i64, now: i64) -> &'static str {
+    if now >= booked.saturating_add(PAYOUT_AFTER) {
+        "PAYOUT"
+    } else if now >= booked.saturating_add(FUNDS_AVAILABLE_AFTER) {
+        "FUNDS_AVAILABLE_FOR_PAYOUT"
+    } else {
+        "FUNDS_PROCESSING"
+    }
+}
+
+/// The transactions of `order`: (transactionId, transactionDate in unix seconds,
+/// transactionType) of its SALE (30 s after creation) and, for a returned order, its
+/// REFUND (when the return closes).
+pub fn transaction_ids(order: &SimOrder) -> Vec<(String, i64, &'static str)> {
+    let suffix = format!("{:05}{:05}", order.day.rem_euclid(100_000), order.index);
+    let mut out = vec![(format!("1{suffix}"), order.created + 30, "SALE")];
+    if let Some(ret) = &order.return_info {
+        out.push((format!("2{suffix}"), ret.closed_at, "REFUND"));
+    }
+    out
+}
+
+/// Every status change of `seller`'s orders, returns, transactions, payouts and buyer
+/// conversations with `at`
+/// in `[from, to)`, sorted by time. These are the rows a change history that saw each state
+/// records.
 pub fn changes_between(
     seed: u64,
     config: &EbaySimConfig,
@@ -184,7 +216,9 @@ pub fn changes_between(
     to: i64,
 ) -> Vec<SimChange> {
     let mut out = Vec::new();
-    for order in orders_created(seed, config, seller, from - MAX_ORDER_SPAN, to) {
+    // A refund's payout comes PAYOUT_AFTER its date, the order's last change.
+    let lookback = MAX_ORDER_SPAN + PAYOUT_AFTER;
+    for order in orders_created(seed, config, seller, from - lookback, to) {
         let mut push = |at: i64,
                         stream: &str,
                         id: &str,
@@ -253,7 +287,34 @@ pub fn changes_between(
                 ret.created,
             );
         }
+        for (transaction_id, booked, _) in transaction_ids(&order) {
+            let tid = transaction_id.as_str();
+            push(
+                booked + FUNDS_AVAILABLE_AFTER,
+                "transactions",
+                tid,
+                "transactionStatus",
+                "FUNDS_PROCESSING",
+                "FUNDS_AVAILABLE_FOR_PAYOUT",
+                booked,
+            );
+            push(
+                booked + PAYOUT_AFTER,
+                "transactions",
+                tid,
+                "transactionStatus",
+                "FUNDS_AVAILABLE_FOR_PAYOUT",
+                "PAYOUT",
+                booked,
+            );
+        }
     }
+    out.extend(super::streams::payout_changes(
+        seed, config, seller, from, to,
+    ));
+    out.extend(super::streams::conversation_changes(
+        seed, config, seller, from, to,
+    ));
     out.sort();
     out
 }

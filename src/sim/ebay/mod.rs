@@ -31,6 +31,7 @@ pub mod feed;
 mod oauth;
 mod paging;
 mod sell;
+mod streams;
 
 pub use crate::domain::{format_millis, parse_millis};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -57,6 +58,10 @@ pub use oauth::{
 };
 use paging::Asked;
 use sell::{get_orders, get_transactions, search_returns};
+pub use streams::{
+    conversations_between, offers_at, payouts_between, SimConversation, SimMessage, SimOffer,
+    SimPayout, OP_GET_CONVERSATIONS, OP_GET_INVENTORY_ITEMS, OP_GET_OFFERS, OP_GET_PAYOUTS,
+};
 
 /// Fault-schedule name of the OAuth token call.
 pub const OP_TOKEN: &str = "ebay.token";
@@ -76,6 +81,10 @@ pub const OPERATIONS: &[&str] = &[
     feed::OP_CREATE_INVENTORY_TASK,
     feed::OP_GET_INVENTORY_TASK,
     feed::OP_GET_RESULT_FILE,
+    streams::OP_GET_PAYOUTS,
+    streams::OP_GET_INVENTORY_ITEMS,
+    streams::OP_GET_OFFERS,
+    streams::OP_GET_CONVERSATIONS,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -94,6 +103,10 @@ pub const MAX_TRANSACTIONS_LIMIT: u64 = 1000;
 fn max_limit(operation: &str) -> u64 {
     match operation {
         OP_GET_TRANSACTIONS => MAX_TRANSACTIONS_LIMIT,
+        // Sell Inventory getInventoryItems and getOffers: `limit` 1 to 100.
+        streams::OP_GET_INVENTORY_ITEMS | streams::OP_GET_OFFERS => 100,
+        // Message getConversations: `limit` at most 50.
+        streams::OP_GET_CONVERSATIONS => 50,
         _ => MAX_LIMIT,
     }
 }
@@ -260,6 +273,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/_sim/ebay/changes", get(changes))
         .route("/_sim/ebay/control", axum::routing::put(control))
         .merge(feed::routes())
+        .merge(streams::routes())
         .layer(Extension(ebay))
 }
 
@@ -412,6 +426,8 @@ fn admit(
     let limit = match api {
         "fulfillment" => sim.config().ebay.fulfillment_daily_calls,
         "finances" => sim.config().ebay.finances_daily_calls,
+        "inventory" => streams::INVENTORY_DAILY_CALLS,
+        "message" => streams::MESSAGE_DAILY_CALLS,
         _ => sim.config().ebay.post_order_daily_calls,
     };
     let now = ebay.now(sim);

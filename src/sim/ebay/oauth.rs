@@ -50,8 +50,12 @@ pub const SCOPE_INVENTORY: &str = "https://api.ebay.com/oauth/api_scope/sell.inv
 pub const SCOPE_INVENTORY_READONLY: &str =
     "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly";
 
+/// Message API (getConversations).
+pub const SCOPE_MESSAGE: &str = "https://api.ebay.com/oauth/api_scope/commerce.message";
+
 /// Scopes the simulator knows; a consent asking for another is refused (`invalid_scope`).
 const KNOWN_SCOPES: &[&str] = &[
+    SCOPE_MESSAGE,
     SCOPE_BASE,
     SCOPE_FULFILLMENT,
     SCOPE_FULFILLMENT_READONLY,
@@ -145,6 +149,7 @@ pub(super) fn required_scopes(api: &str) -> &'static [&'static str] {
         // Post-Order's reference names no OAuth scope; every consent carries the base one.
         "postOrder" => &[SCOPE_BASE],
         "feed" | "inventory" => &[SCOPE_INVENTORY, SCOPE_INVENTORY_READONLY],
+        "message" => &[SCOPE_MESSAGE],
         _ => &[],
     }
 }

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 
-use super::data::{orders_created, SimOrder, SimReturn};
+use super::data::{orders_created, transaction_ids, transaction_status_at, SimOrder, SimReturn};
 use super::paging::{filtered_ask, offset_page, page_of, paged_body, parse_number, Asked};
 use super::{
     admit, Ebay, DAY, MAX_ORDER_SPAN, OP_GET_ORDERS, OP_GET_TRANSACTIONS, OP_SEARCH_RETURNS,
@@ -80,7 +80,7 @@ pub(super) fn range_seconds(from_ms: Option<i64>, to_ms: Option<i64>, now: i64) 
 
 /// The simulator's own origin (`http://ip:port`) for absolute links; empty (relative
 /// links) when it was not started through [`crate::sim::serve`].
-fn origin(sim: &Simulator) -> String {
+pub(super) fn origin(sim: &Simulator) -> String {
     sim.address()
         .map(|address| format!("http://{address}"))
         .unwrap_or_default()
@@ -155,48 +155,28 @@ pub(super) async fn get_orders(
     paged_body(&ebay, &sim, OP_GET_ORDERS, body)
 }
 
-/// A SALE at creation and, for returned orders, a REFUND when the return closes.
+/// A SALE at creation and, for returned orders, a REFUND when the return closes; the
+/// status of each follows [`transaction_status_at`].
 pub(super) fn transactions_of(order: &SimOrder, now: i64) -> Vec<(i64, Value)> {
-    let mut out = Vec::new();
-    let sale_at = order.created + 30;
-    let status = |at: i64| {
-        if now >= at + 4 * DAY {
-            "PAYOUT"
-        } else if now >= at + 2 * DAY {
-            "FUNDS_AVAILABLE_FOR_PAYOUT"
-        } else {
-            "FUNDS_PROCESSING"
-        }
-    };
-    out.push((
-        sale_at,
-        json!({
-            "transactionId": format!("1{:05}{:05}", order.day.rem_euclid(100_000), order.index),
-            "orderId": order.order_id,
-            "transactionType": "SALE",
-            "transactionStatus": status(sale_at),
-            "transactionDate": format_millis(sale_at * 1000),
-            "amount": money(order.total_cents),
-            "bookingEntry": "CREDIT",
-            "buyer": {"username": order.buyer},
-        }),
-    ));
-    if let Some(ret) = &order.return_info {
-        out.push((
-            ret.closed_at,
-            json!({
-                "transactionId": format!("2{:05}{:05}", order.day.rem_euclid(100_000), order.index),
-                "orderId": order.order_id,
-                "transactionType": "REFUND",
-                "transactionStatus": status(ret.closed_at),
-                "transactionDate": format_millis(ret.closed_at * 1000),
-                "amount": money(order.total_cents),
-                "bookingEntry": "DEBIT",
-                "buyer": {"username": order.buyer},
-            }),
-        ));
-    }
-    out
+    transaction_ids(order)
+        .into_iter()
+        .map(|(transaction_id, booked, kind)| {
+            let sale = kind == "SALE";
+            (
+                booked,
+                json!({
+                    "transactionId": transaction_id,
+                    "orderId": order.order_id,
+                    "transactionType": kind,
+                    "transactionStatus": transaction_status_at(booked, now),
+                    "transactionDate": format_millis(booked * 1000),
+                    "amount": money(order.total_cents),
+                    "bookingEntry": if sale { "CREDIT" } else { "DEBIT" },
+                    "buyer": {"username": order.buyer},
+                }),
+            )
+        })
+        .collect()
 }
 
 pub(super) async fn get_transactions(
@@ -236,6 +216,11 @@ pub(super) async fn get_transactions(
         .collect();
     matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let (total, page) = page_of(matching, &asked);
+    if total == 0 {
+        // getTransactions: "If no monetary transactions match the input criteria, an http
+        // status code of 204 No Content is returned with no response payload."
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let transactions: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
     let body = offset_page(
         &origin(&sim),

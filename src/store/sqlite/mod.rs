@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0003_cursors.sql"),
     include_str!("../../../migrations/0004_jobs.sql"),
     include_str!("../../../migrations/0005_ebay_inventory.sql"),
+    include_str!("../../../migrations/0006_ebay_streams.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

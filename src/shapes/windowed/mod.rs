@@ -292,14 +292,13 @@ impl StreamContext {
         let lanes = Lanes::default();
         let mut units = FuturesUnordered::new();
         // `claiming`: false for good once the run must stop requesting (a quota stop,
-        // shutdown). `idle`: nothing was claimable at the last look; looked at again
-        // whenever a unit ends (a failed window may have become due meanwhile: a stuck
-        // report's window is requested again while the rest are still in flight).
+        // shutdown). When nothing is claimable, the ledger is asked again whenever a unit
+        // ends (a failed window may have become due meanwhile: a stuck report's window is
+        // requested again while the rest are still in flight).
         let mut claiming = true;
-        let mut idle = false;
         let mut tally = Tally::default();
         loop {
-            while claiming && !idle && units.len() < max_in_flight {
+            while claiming && units.len() < max_in_flight {
                 if self.cancel.is_cancelled() || self.abort.is_cancelled() {
                     claiming = false;
                     break;
@@ -308,10 +307,7 @@ impl StreamContext {
                     Some(claim) => claim,
                     None => match self.claim_next(fence).await? {
                         Some(claim) => claim,
-                        None => {
-                            idle = true;
-                            break;
-                        }
+                        None => break,
                     },
                 };
                 units.push(self.process(client, &lanes, claim));
@@ -319,7 +315,6 @@ impl StreamContext {
             let Some(end) = units.next().await else {
                 break;
             };
-            idle = false;
             if !tally.record(end?) {
                 claiming = false;
             }

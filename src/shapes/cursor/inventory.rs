@@ -94,27 +94,11 @@ pub(super) async fn run_snapshot(
     context: &StreamContext,
     fence: WriteFence,
 ) -> Result<RunOutcome, SyncError> {
-    if context.cancel.is_cancelled() || context.abort.is_cancelled() {
-        return Ok(RunOutcome::Cancelled);
-    }
-    if let Some(cooling) = context.cooling_down().await? {
-        return Ok(cooling);
-    }
     let account = context.account.id.clone();
-    let now = runner.clock.now();
-    let (account_db, stream_db) = (account.clone(), STREAM.to_string());
-    let cursor = runner
-        .on_db(move |conn| {
-            crate::store::cursors::load_or_init_cursor(conn, &account_db, &stream_db, 0, now)
-        })
-        .await?;
-    if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
-        return Ok(RunOutcome::Deferred {
-            reason: format!("a failed snapshot is retried at {}", format_ts(retry_at)),
-            retry_in: Duration::from_secs(u64::try_from(retry_at - now).unwrap_or(1)),
-            infrastructure: false,
-        });
-    }
+    let (cursor, now) = match runner.snapshot_start(context, STREAM).await? {
+        Ok(started) => started,
+        Err(stop) => return Ok(stop),
+    };
     let file = match fetch_file(runner, context, fence, now).await {
         Ok(file) => file,
         Err(Stop::Cancelled) => return Ok(RunOutcome::Cancelled),

@@ -164,6 +164,38 @@ impl CursorRunner {
         self
     }
 
+    /// The start every snapshot stream's run shares (active_inventory, offers): stop when
+    /// shutdown was asked or a cooldown runs, load (or create) the stream's cursor row, and
+    /// defer while a failed snapshot waits for its retry. `Ok(Err(outcome))`: the run ends
+    /// with `outcome`; `Ok(Ok((cursor, now)))`: go on.
+    pub(super) async fn snapshot_start(
+        &self,
+        context: &StreamContext,
+        stream: &'static str,
+    ) -> Result<Result<(crate::store::cursors::CursorRow, i64), RunOutcome>, SyncError> {
+        if context.cancel.is_cancelled() || context.abort.is_cancelled() {
+            return Ok(Err(RunOutcome::Cancelled));
+        }
+        if let Some(cooling) = context.cooling_down().await? {
+            return Ok(Err(cooling));
+        }
+        let now = self.clock.now();
+        let account = context.account.id.clone();
+        let cursor = self
+            .on_db(move |conn| {
+                crate::store::cursors::load_or_init_cursor(conn, &account, stream, 0, now)
+            })
+            .await?;
+        if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
+            return Ok(Err(RunOutcome::Deferred {
+                reason: format!("a failed snapshot is retried at {}", format_ts(retry_at)),
+                retry_in: Duration::from_secs(u64::try_from(retry_at - now).unwrap_or(1)),
+                infrastructure: false,
+            }));
+        }
+        Ok(Ok((cursor, now)))
+    }
+
     async fn on_db<T, F>(&self, work: F) -> Result<T, SyncError>
     where
         T: Send + 'static,

@@ -12,7 +12,6 @@
 //! What this does not see: an offer whose SKU left the inventory is not marked gone.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,7 +20,6 @@ use tracing::info;
 use super::adapter::Resource;
 use super::ebay::{typed, Money};
 use super::CursorRunner;
-use crate::domain::format_ts;
 use crate::provider::ebay::EbayApi;
 use crate::provider::ProviderError;
 use crate::quota::Priority;
@@ -262,27 +260,11 @@ pub(super) async fn run_snapshot(
     context: &StreamContext,
     fence: WriteFence,
 ) -> Result<RunOutcome, SyncError> {
-    if context.cancel.is_cancelled() || context.abort.is_cancelled() {
-        return Ok(RunOutcome::Cancelled);
-    }
-    if let Some(cooling) = context.cooling_down().await? {
-        return Ok(cooling);
-    }
     let account = context.account.id.clone();
-    let now = runner.clock.now();
-    let (account_db, stream_db) = (account.clone(), STREAM.to_string());
-    let cursor = runner
-        .on_db(move |conn| {
-            crate::store::cursors::load_or_init_cursor(conn, &account_db, &stream_db, 0, now)
-        })
-        .await?;
-    if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
-        return Ok(RunOutcome::Deferred {
-            reason: format!("a failed snapshot is retried at {}", format_ts(retry_at)),
-            retry_in: Duration::from_secs(u64::try_from(retry_at - now).unwrap_or(1)),
-            infrastructure: false,
-        });
-    }
+    let (cursor, now) = match runner.snapshot_start(context, STREAM).await? {
+        Ok(started) => started,
+        Err(stop) => return Ok(stop),
+    };
     let window = super::CursorWindow {
         start: cursor.cursor_ts,
         end: now.max(cursor.cursor_ts.saturating_add(1)),

@@ -100,6 +100,7 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
             "getInventoryItems",
             "getOffers",
             "getConversations",
+            "searchCases",
         ],
         "stockx" => &["marketData"],
         "keepa" => &["product"],

@@ -106,6 +106,13 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
         consent: MESSAGE,
         accepted: &[MESSAGE],
     },
+    // Post-Order case search: like searchReturns, the base scope.
+    StreamScope {
+        stream: "cases",
+        operation: "searchCases",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
 ];
 
 /// The scopes a consent for `streams` asks for: the base scope, then each stream's, once.

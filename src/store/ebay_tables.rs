@@ -59,6 +59,7 @@ pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
         "finances" => Some(&super::ebay_streams::PAYOUTS_TABLE),
         "offers" => Some(&super::ebay_streams::OFFERS_TABLE),
         "messages" => Some(&super::ebay_streams::CONVERSATIONS_TABLE),
+        "cases" => Some(&super::ebay_cases::CASES_TABLE),
         _ => None,
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod blocking;
 pub mod cursors;
+pub mod ebay_cases;
 pub mod ebay_inventory;
 pub mod ebay_streams;
 pub mod ebay_tables;

@@ -4,6 +4,7 @@ mod binary;
 mod doctor;
 mod ebay;
 mod ebay_auth;
+mod ebay_cases;
 mod ebay_inventory;
 mod ebay_streams;
 mod fencing;

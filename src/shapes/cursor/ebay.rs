@@ -22,6 +22,7 @@ pub fn adapters() -> Vec<Arc<dyn CursorAdapter>> {
         Arc::new(ReturnsAdapter),
         Arc::new(super::ebay_streams::PayoutsAdapter),
         Arc::new(super::ebay_streams::ConversationsAdapter),
+        Arc::new(super::ebay_cases::CasesAdapter),
     ]
 }
 

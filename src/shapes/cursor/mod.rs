@@ -34,6 +34,7 @@ pub use settings::{CursorSettings, FeedSettings};
 
 pub mod adapter;
 pub mod ebay;
+pub mod ebay_cases;
 pub mod ebay_streams;
 pub mod inventory;
 pub mod offers;
@@ -47,6 +48,7 @@ pub const EBAY_STREAMS: &[&str] = &[
     "finances",
     "offers",
     "messages",
+    "cases",
 ];
 
 use std::collections::{HashMap, HashSet};
@@ -222,7 +224,7 @@ impl CursorRunner {
             return offers::run_snapshot(self, context, fence).await;
         }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers, messages");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers, messages, cases");
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,

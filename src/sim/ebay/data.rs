@@ -35,7 +35,8 @@ pub struct SimReturn {
 pub struct SimChange {
     /// When it happened (unix seconds).
     pub at: i64,
-    /// `orders`, `returns`, `transactions`, `finances` or `messages` (the stream that sees it).
+    /// `orders`, `returns`, `transactions`, `finances`, `messages` or `cases` (the stream
+    /// that sees it).
     pub stream: String,
     pub resource_id: String,
     /// The wire field name (`orderFulfillmentStatus`, `orderPaymentStatus`, `state`,
@@ -315,6 +316,7 @@ pub fn changes_between(
     out.extend(super::streams::conversation_changes(
         seed, config, seller, from, to,
     ));
+    out.extend(super::cases::case_changes(seed, config, seller, from, to));
     out.sort();
     out
 }

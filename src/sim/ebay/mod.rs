@@ -9,7 +9,8 @@
 //!   Finances `GET /sell/finances/v1/transaction` (getTransactions,
 //!   `filter=transactionDate:[..]`, `limit` up to 1000), Post-Order
 //!   `GET /post-order/v2/return/search` (searchReturns, `creation_date_range_from`/`_to`,
-//!   `offset` entries skipped). `href`/`next`/`prev` are absolute on the simulator's own
+//!   `offset` entries skipped), and `GET /post-order/v2/casemanagement/search` ([`cases`],
+//!   searchCases, `case_creation_date_range_from`/`_to`). `href`/`next`/`prev` are absolute on the simulator's own
 //!   address with the query percent-encoded.
 //! - Sell Feed `LMS_ACTIVE_INVENTORY_REPORT` ([`feed`]): createInventoryTask,
 //!   getInventoryTask, getResultFile (a zipped ActiveInventoryReport); user tokens only.
@@ -26,6 +27,7 @@
 //! RETURN_REQUESTED → ITEM_SHIPPED → CLOSED and refunds the order (FULLY_REFUNDED, plus a
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
+mod cases;
 mod data;
 pub mod feed;
 mod oauth;
@@ -49,6 +51,7 @@ use serde_json::json;
 
 use super::{FaultKind, Simulator};
 
+pub use cases::{cases_between, SimCase, OP_SEARCH_CASES};
 pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
 use oauth::IssuedToken;
 pub use oauth::{
@@ -85,6 +88,7 @@ pub const OPERATIONS: &[&str] = &[
     streams::OP_GET_INVENTORY_ITEMS,
     streams::OP_GET_OFFERS,
     streams::OP_GET_CONVERSATIONS,
+    cases::OP_SEARCH_CASES,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -274,6 +278,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/_sim/ebay/control", axum::routing::put(control))
         .merge(feed::routes())
         .merge(streams::routes())
+        .merge(cases::routes())
         .layer(Extension(ebay))
 }
 

@@ -435,7 +435,11 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
 /// Runs one scenario; `true` when every target is met.
 fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Result<bool> {
     let bound = plan.bound_secs();
-    let timeout = timeout.unwrap_or_else(|| Duration::from_secs_f64((20.0 * bound).max(600.0)));
+    // A bound that is not a finite number of seconds (a rate of 0) gets the longest wait.
+    let timeout = timeout.unwrap_or_else(|| {
+        Duration::try_from_secs_f64((20.0 * bound).max(600.0))
+            .unwrap_or(Duration::from_secs(24 * 3600))
+    });
     println!();
     println!("== {} ==", plan.name);
     for note in &plan.notes {

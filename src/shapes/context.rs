@@ -407,26 +407,31 @@ impl StreamContext {
         let acquire = pacer
             .handle
             .acquire(pacer.keys(operation), cost, priority, deadline);
-        tokio::pin!(acquire);
-        // Waiting for a grant is progress, not a freeze: keep the stuck detection quiet.
+        tokio::select! {
+            _ = self.abort.cancelled() => Err(CallError::Cancelled),
+            _ = self.cancel.cancelled(), if stop_on_cancel => Err(CallError::Cancelled),
+            answer = self.waiting(acquire) => match answer {
+                Ok(grant) => {
+                    if grant.waited >= Duration::from_secs(1) {
+                        debug!(account = %self.account.id, operation, priority = %priority, waited_ms = grant.waited.as_millis() as u64, "quota granted after waiting");
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(CallError::Quota(err)),
+            },
+        }
+    }
+
+    /// Runs `work` to its end, telling the supervisor's stuck detection every second
+    /// that the stream is waiting (for a grant, a permit), not frozen.
+    pub async fn waiting<F: std::future::Future>(&self, work: F) -> F::Output {
+        tokio::pin!(work);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.abort.cancelled() => return Err(CallError::Cancelled),
-                _ = self.cancel.cancelled(), if stop_on_cancel => return Err(CallError::Cancelled),
                 _ = heartbeat.tick() => self.bump(),
-                answer = &mut acquire => {
-                    return match answer {
-                        Ok(grant) => {
-                            if grant.waited >= Duration::from_secs(1) {
-                                debug!(account = %self.account.id, operation, priority = %priority, waited_ms = grant.waited.as_millis() as u64, "quota granted after waiting");
-                            }
-                            Ok(())
-                        }
-                        Err(err) => Err(CallError::Quota(err)),
-                    };
-                }
+                output = &mut work => return output,
             }
         }
     }

@@ -847,17 +847,9 @@ impl StreamContext {
     /// A work permit for a download and apply; `None` when the run was aborted while
     /// waiting for one.
     async fn work_permit(&self) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
-        let acquire = self.permits.acquire();
-        tokio::pin!(acquire);
-        // Waiting for a permit is not a freeze: keep the stuck detection quiet.
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.abort.cancelled() => return None,
-                _ = heartbeat.tick() => self.bump(),
-                permit = &mut acquire => return Some(permit),
-            }
+        tokio::select! {
+            _ = self.abort.cancelled() => None,
+            permit = self.waiting(self.permits.acquire()) => Some(permit),
         }
     }
 

@@ -157,10 +157,7 @@ impl PollSchedule {
         let samples = inner
             .latencies
             .get(&(account.to_string(), report_type.to_string()))?;
-        let mut sorted: Vec<f64> = samples.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = *sorted.get(sorted.len() / 2)?;
-        Some(Duration::from_secs_f64(median))
+        median(samples).map(Duration::from_secs_f64)
     }
 
     /// How long a report of `report_type` for `account` may stay IN_QUEUE before it is
@@ -176,10 +173,7 @@ impl PollSchedule {
         if samples.len() < STUCK_MIN_SAMPLES {
             return None;
         }
-        let mut sorted: Vec<f64> = samples.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = *sorted.get(sorted.len() / 2)?;
-        Some(Duration::from_secs_f64(median * STUCK_FACTOR))
+        median(samples).map(|median| Duration::from_secs_f64(median * STUCK_FACTOR))
     }
 
     /// The pause before the next poll of a report that is `age` old (since its
@@ -202,6 +196,13 @@ impl PollSchedule {
         };
         pause.clamp(poll_min, poll_max.max(poll_min))
     }
+}
+
+/// The median of learned latencies (seconds, each finite and positive: see `learn`).
+fn median(samples: &VecDeque<f64>) -> Option<f64> {
+    let mut sorted: Vec<f64> = samples.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
 }
 
 #[cfg(test)]

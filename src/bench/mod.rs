@@ -15,6 +15,7 @@
 //! tests).
 
 pub mod cursor;
+pub mod inventory;
 pub mod jobs;
 pub mod quota;
 pub mod redis_server;
@@ -111,6 +112,12 @@ pub enum BenchCommand {
     /// minimum, 429s, duplicate createReports and cooldowns, against an in-process
     /// simulator with report latency.
     Reports(reports::BenchReportsArgs),
+    /// A large zipped active-inventory report (issue 14; default about 2 GB of XML)
+    /// parsed streaming, then parsed and applied: MB/s of XML and peak RSS growth.
+    EbayInventory {
+        #[arg(long, default_value_t = 13_500_000)]
+        listings: u32,
+    },
 }
 
 pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
@@ -160,6 +167,7 @@ pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
             runtime.block_on(bench_locks(dir.path(), scopes, concurrency, ttl.into()))
         }
         BenchCommand::Reports(args) => reports::run(args),
+        BenchCommand::EbayInventory { listings } => inventory::run(dir.path(), listings),
     }
 }
 

@@ -1,0 +1,133 @@
+//! `marketsync bench ebay-inventory` (issue 14): seed 003's crash, measured. The
+//! simulator writes a zipped active-inventory report of `listings` listings to disk (not
+//! timed); then the report is parsed streaming (XML MB/s), and parsed and applied to a
+//! fresh SQLite ledger in one snapshot (MB/s, rows/s), with the process's peak RSS growth
+//! (Linux: `VmHWM` after resetting it through `/proc/self/clear_refs`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::provider::ebay_feed;
+use crate::sim::ebay::feed::{inventory_listings, write_result_zip};
+use crate::sim::ebay::EbaySimConfig;
+use crate::store::ebay_inventory::apply_snapshot;
+use crate::store::{SqliteLedger, WriteFence};
+
+/// Targets of issue 14.
+const MAX_PEAK_GROWTH_MB: f64 = 64.0;
+const MIN_XML_MB_PER_S: f64 = 100.0;
+
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets the peak RSS to the current RSS; false where the kernel does not allow it.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
+    let config = EbaySimConfig {
+        inventory_listings: listings,
+        ..EbaySimConfig::default()
+    };
+    let (seed, seller, now) = (42, "bench-seller", 1_800_000_000);
+    let zip_path = dir.join("ActiveInventoryReport.zip");
+    let started = Instant::now();
+    write_result_zip(
+        &zip_path,
+        inventory_listings(seed, &config, seller, now),
+        "2027-01-15T08:00:00.000Z",
+        None,
+    )
+    .context("writing the report")?;
+    let xml_bytes = {
+        let file = std::fs::File::open(&zip_path)?;
+        let mut archive = zip::ZipArchive::new(file).context("reading the zip back")?;
+        let size = archive.by_index(0).context("the report entry")?.size();
+        size
+    };
+    let zip_bytes = std::fs::metadata(&zip_path)?.len();
+    let xml_mb = xml_bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "report: {listings} listings, {xml_mb:.0} MB of XML ({} MB zipped), written in {:.1}s (not timed below)",
+        zip_bytes >> 20,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Parse only: the streaming reader's speed.
+    let peak_reset = reset_peak();
+    let rss_before = status_kb("VmRSS:").unwrap_or(0);
+    let started = Instant::now();
+    let mut rows = 0u64;
+    for row in ebay_feed::open_result_file(&zip_path, u64::MAX).context("opening the report")? {
+        row.map_err(|err| anyhow::anyhow!("parsing the report: {err}"))?;
+        rows += 1;
+    }
+    let parse_secs = started.elapsed().as_secs_f64();
+    let parse_growth = status_kb("VmHWM:").unwrap_or(0).saturating_sub(rss_before);
+
+    // Parse and apply: one snapshot into a fresh ledger.
+    let ledger = SqliteLedger::open(&dir.join("marketsync.db")).context("opening the ledger")?;
+    reset_peak();
+    let rss_before = status_kb("VmRSS:").unwrap_or(0);
+    let started = Instant::now();
+    let reader = ebay_feed::open_result_file(&zip_path, u64::MAX).context("opening the report")?;
+    let applied = ledger
+        .with_conn(|conn| {
+            apply_snapshot(
+                conn,
+                "bench",
+                "active_inventory",
+                WriteFence::Unfenced,
+                reader,
+                now,
+                now,
+                &|| {},
+            )
+        })
+        .map_err(|err| anyhow::anyhow!("applying the report: {err}"))?;
+    let apply_secs = started.elapsed().as_secs_f64();
+    let apply_growth = status_kb("VmHWM:").unwrap_or(0).saturating_sub(rss_before);
+
+    let parse_rate = xml_mb / parse_secs.max(1e-9);
+    let apply_rate = xml_mb / apply_secs.max(1e-9);
+    let peak_mb = parse_growth.max(apply_growth) as f64 / 1024.0;
+    println!(
+        "parse only:      {rows} rows in {parse_secs:.1}s = {parse_rate:.0} MB/s of XML, peak RSS growth {:.1} MB",
+        parse_growth as f64 / 1024.0
+    );
+    println!(
+        "parse and apply: {} rows in {apply_secs:.1}s = {apply_rate:.0} MB/s of XML ({:.0} rows/s), peak RSS growth {:.1} MB",
+        applied.rows,
+        applied.rows as f64 / apply_secs.max(1e-9),
+        apply_growth as f64 / 1024.0
+    );
+    if !peak_reset {
+        println!("note: /proc/self/clear_refs was refused: peak RSS growth includes the report's generation");
+    }
+    let memory_ok = peak_mb <= MAX_PEAK_GROWTH_MB;
+    let parse_ok = parse_rate >= MIN_XML_MB_PER_S;
+    let apply_ok = apply_rate >= MIN_XML_MB_PER_S;
+    println!(
+        "{} peak RSS growth {peak_mb:.1} MB <= {MAX_PEAK_GROWTH_MB} MB",
+        super::verdict(memory_ok)
+    );
+    println!(
+        "{} parse {parse_rate:.0} MB/s >= {MIN_XML_MB_PER_S} MB/s",
+        super::verdict(parse_ok)
+    );
+    println!(
+        "{} parse and apply {apply_rate:.0} MB/s >= {MIN_XML_MB_PER_S} MB/s",
+        super::verdict(apply_ok)
+    );
+    Ok(if memory_ok && parse_ok && apply_ok {
+        0
+    } else {
+        1
+    })
+}

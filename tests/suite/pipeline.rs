@@ -304,7 +304,9 @@ async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
     let fixture = Fixture::new(
         &sim,
-        "lookback = \"6h\"\nchunk = \"6h\"\npoll_timeout = \"300ms\"\nretry_base = \"1h\"",
+        // Polls at least 50 ms apart: a 10 ms pause would make ~17 getReports in
+        // 300 ms, past the sim's burst of 15, and the 429 would stop the run instead.
+        "lookback = \"6h\"\nchunk = \"6h\"\npoll_timeout = \"300ms\"\npoll_min = \"50ms\"\npoll_max = \"100ms\"\nretry_base = \"1h\"",
     );
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());

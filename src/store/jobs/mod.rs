@@ -1,5 +1,5 @@
 //! The queue's SQLite tables (migration 0004): `jobs`, `market_prices`, `keepa_products`
-//! and `job_runs`. Every function takes the [`SqliteLedger`] and runs synchronously:
+//! and `job_runs`; the StockX catalog cache (migration 0008, `catalog.rs`). Every function takes the [`SqliteLedger`] and runs synchronously:
 //! callers on async threads go through `spawn_blocking`.
 //!
 //! - Enqueue merges into the live (pending or running) job of the same dedupe key and
@@ -539,11 +539,13 @@ pub fn provider_queue(
     Ok(queue)
 }
 
+mod catalog;
 mod results;
 mod work;
 
 #[cfg(test)]
 mod tests;
 
+pub use catalog::*;
 pub use results::*;
 pub use work::*;

@@ -22,17 +22,21 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{marketsync, wait_until, DaemonProcess, TestSim};
 
 /// One StockX or Keepa account on a SQLite file, with its own TokenManager.
-struct JobsFixture {
+pub(crate) struct JobsFixture {
     _dir: tempfile::TempDir,
-    config: Config,
-    ledger: Arc<SqliteLedger>,
-    quota: QuotaHandle,
+    pub(crate) config: Config,
+    pub(crate) ledger: Arc<SqliteLedger>,
+    pub(crate) quota: QuotaHandle,
 }
 
 impl JobsFixture {
     /// `provider` account `acct` whose only stream has `stream_extra` lines; the quota
     /// has no reserve (Keepa tests reason about exact balances) and `specs` overrides.
-    async fn new(provider: &str, stream_extra: &str, specs: &[(&str, BucketSpec)]) -> JobsFixture {
+    pub(crate) async fn new(
+        provider: &str,
+        stream_extra: &str,
+        specs: &[(&str, BucketSpec)],
+    ) -> JobsFixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let stream = if provider == "keepa" {
             "products"
@@ -60,7 +64,7 @@ impl JobsFixture {
         }
     }
 
-    fn stockx_client(&self, sim: &TestSim, api_key: &str) -> JobClient {
+    pub(crate) fn stockx_client(&self, sim: &TestSim, api_key: &str) -> JobClient {
         JobClient::Stockx(StockxClient::new(
             reqwest::Client::new(),
             StockxEndpoints {
@@ -76,7 +80,7 @@ impl JobsFixture {
         ))
     }
 
-    fn keepa_client(&self, sim: &TestSim) -> JobClient {
+    pub(crate) fn keepa_client(&self, sim: &TestSim) -> JobClient {
         JobClient::Keepa(KeepaClient::new(
             reqwest::Client::new(),
             &sim.base_url(),
@@ -86,16 +90,16 @@ impl JobsFixture {
     }
 
     /// A context draining StockX jobs with `api_key`, not cancelled.
-    fn stockx_context(&self, sim: &TestSim, api_key: &str) -> StreamContext {
+    pub(crate) fn stockx_context(&self, sim: &TestSim, api_key: &str) -> StreamContext {
         self.context(self.stockx_client(sim, api_key), CancellationToken::new())
     }
 
     /// A context draining Keepa jobs, not cancelled.
-    fn keepa_context(&self, sim: &TestSim) -> StreamContext {
+    pub(crate) fn keepa_context(&self, sim: &TestSim) -> StreamContext {
         self.context(self.keepa_client(sim), CancellationToken::new())
     }
 
-    fn context(&self, client: JobClient, cancel: CancellationToken) -> StreamContext {
+    pub(crate) fn context(&self, client: JobClient, cancel: CancellationToken) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
         let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger));
@@ -117,7 +121,7 @@ impl JobsFixture {
         }
     }
 
-    fn enqueue(
+    pub(crate) fn enqueue(
         &self,
         provider: &str,
         sku: &str,
@@ -137,13 +141,13 @@ impl JobsFixture {
         .expect("enqueue")
     }
 
-    fn job(&self, id: i64) -> store::Job {
+    pub(crate) fn job(&self, id: i64) -> store::Job {
         store::get_job(&self.ledger, id)
             .expect("get")
             .expect("job exists")
     }
 
-    fn states(&self) -> Vec<(String, JobState, i64)> {
+    pub(crate) fn states(&self) -> Vec<(String, JobState, i64)> {
         let mut jobs: Vec<_> = list_jobs(&self.ledger, None, 1000)
             .expect("list")
             .into_iter()
@@ -154,11 +158,11 @@ impl JobsFixture {
     }
 }
 
-fn big() -> BucketSpec {
+pub(crate) fn big() -> BucketSpec {
     BucketSpec::new(1e6, 1e6)
 }
 
-async fn keepa_stats(sim: &TestSim) -> serde_json::Value {
+pub(crate) async fn keepa_stats(sim: &TestSim) -> serde_json::Value {
     reqwest::get(format!("{}/_sim/keepa/stats", sim.base_url()))
         .await
         .expect("stats")
@@ -167,7 +171,7 @@ async fn keepa_stats(sim: &TestSim) -> serde_json::Value {
         .expect("stats json")
 }
 
-async fn stockx_stats(sim: &TestSim) -> serde_json::Value {
+pub(crate) async fn stockx_stats(sim: &TestSim) -> serde_json::Value {
     reqwest::get(format!("{}/_sim/stockx/stats", sim.base_url()))
         .await
         .expect("stats")
@@ -179,7 +183,8 @@ async fn stockx_stats(sim: &TestSim) -> serde_json::Value {
 #[tokio::test]
 async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
     let mut config = SimConfig::default();
-    config.stockx.hourly_budget = 2;
+    // Two cold lookups: search, variants and market data each.
+    config.stockx.hourly_budget = 6;
     let sim = TestSim::start(config).await;
     let fixture = JobsFixture::new("stockx", "", &[("stockx", big())]).await;
     let a = fixture.enqueue("stockx", "SKU-A", Some("10"), JobPriority::Background);
@@ -202,7 +207,7 @@ async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
         matches!(outcome, RunOutcome::CoolingDown { ref reason, .. } if reason == "quota"),
         "{outcome:?}"
     );
-    // The budget bought D (manual) then A (hot, older than C); C got the 429.
+    // The budget bought D (manual) then A (hot, older than C); C's search got the 429.
     assert_eq!(
         fixture.states(),
         vec![
@@ -215,23 +220,25 @@ async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
     let stats = stockx_stats(&sim).await;
     assert_eq!(
         (
+            stats["search_calls"].as_u64(),
+            stats["variants_calls"].as_u64(),
             stats["market_data_calls"].as_u64(),
             stats["throttled"].as_u64()
         ),
-        (Some(3), Some(1))
+        (Some(3), Some(2), Some(2), Some(1))
     );
-    // The prices are what the simulator served.
+    // The prices are what the simulator served; StockX's market data has no last sale.
     let prices = market_prices(&fixture.ledger, 10).expect("prices");
     assert_eq!(prices.len(), 2);
     for price in prices {
-        let (ask, bid, last) = marketsync::sim::stockx::market_for(
+        let (ask, bid) = marketsync::sim::stockx::market_for(
             42,
             &price.sku,
             price.size.as_deref().unwrap_or(""),
         );
         assert_eq!(
             (price.lowest_ask, price.highest_bid, price.last_sale),
-            (Some(ask), Some(bid), Some(last))
+            (ask, bid, None)
         );
         assert_eq!(price.currency, "USD");
     }
@@ -245,7 +252,7 @@ async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
             runs[0].calls_made,
             runs[0].outcome.as_str()
         ),
-        (3, 2, 1, 3, "cooldown")
+        (3, 2, 1, 7, "cooldown")
     );
 }
 
@@ -289,7 +296,7 @@ async fn a_429_defers_the_job_without_consuming_an_attempt_and_cools_the_account
 }
 
 #[tokio::test]
-async fn a_404_ends_the_job_as_not_found() {
+async fn a_style_the_catalog_does_not_know_ends_the_job_as_not_found() {
     let sim = TestSim::start(SimConfig::default()).await;
     let fixture = JobsFixture::new("stockx", "", &[("stockx", big())]).await;
     let id = fixture
@@ -315,13 +322,15 @@ async fn a_404_ends_the_job_as_not_found() {
         job.error
     );
     context.run_once().await.expect("run");
+    // One search found nothing; no variants or market data were asked.
     let stats = stockx_stats(&sim).await;
     assert_eq!(
         (
-            stats["market_data_calls"].as_u64(),
-            stats["not_found"].as_u64()
+            stats["search_calls"].as_u64(),
+            stats["variants_calls"].as_u64(),
+            stats["market_data_calls"].as_u64()
         ),
-        (Some(1), Some(1))
+        (Some(1), Some(0), Some(0))
     );
     assert!(market_prices(&fixture.ledger, 10)
         .expect("prices")
@@ -344,11 +353,12 @@ async fn a_401_starts_an_auth_cooldown_without_a_retry_loop() {
         matches!(outcome, RunOutcome::CoolingDown { ref reason, .. } if reason == "auth"),
         "{outcome:?}"
     );
-    // One call, one token refresh and one retry of the call; then the account stops.
+    // One call (the catalog search), one token refresh and one retry of the call; then
+    // the account stops.
     let stats = stockx_stats(&sim).await;
     assert_eq!(
         (
-            stats["market_data_calls"].as_u64(),
+            stats["search_calls"].as_u64(),
             stats["token_calls"].as_u64()
         ),
         (Some(2), Some(2))
@@ -377,9 +387,13 @@ async fn a_401_starts_an_auth_cooldown_without_a_retry_loop() {
             "{again:?}"
         );
     }
+    let stats = stockx_stats(&sim).await;
     assert_eq!(
-        stockx_stats(&sim).await["market_data_calls"].as_u64(),
-        Some(2)
+        (
+            stats["search_calls"].as_u64(),
+            stats["market_data_calls"].as_u64()
+        ),
+        (Some(2), Some(0))
     );
     assert!(
         list_jobs(&fixture.ledger, Some(JobState::Pending), 10)
@@ -510,7 +524,7 @@ async fn a_running_job_whose_worker_died_is_rescued_after_its_lease() {
 /// A Keepa simulator refilling 10 tokens every second (600/min), starting at `initial`.
 fn fast_keepa(initial: i64) -> SimConfig {
     let mut config = SimConfig::default();
-    config.keepa.refill_rate = 600.0;
+    config.keepa.refill_rate = 600;
     config.keepa.refill_period = Duration::from_secs(1);
     config.keepa.initial_tokens = Some(initial);
     config

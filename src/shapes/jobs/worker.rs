@@ -19,6 +19,13 @@
 //! - no grant in time, or the quota backend down: back to pending unharmed
 //!   ([`RunOutcome::Deferred`]).
 //!
+//! StockX: a job is keyed by style id and size; the catalog gives the UUIDs market data
+//! wants (search by style id, then the product's variants), cached in SQLite with a TTL
+//! and a miss cache, so a warm lookup costs one call. Every call (catalog too) is a grant
+//! of the StockX bucket. A cached id StockX says is gone (404, or its 400 validation error
+//! for a variant that does not belong to the product) is forgotten and the style resolved
+//! again, once; a fresh id refused the same way ends the job `not_found`.
+//!
 //! Keepa: every response (also a 429) carries the balance, fed to the TokenManager as
 //! [`Observation::Keepa`]; a negative balance makes the next grant wait for the refill,
 //! computed once (no polling, no spinning).
@@ -27,14 +34,18 @@
 //! "jobs drained")`, `warn!(job, previous_owner, "job rescued ...")`, `warn!(.. "provider
 //! refused the account ...")`, `debug!` per request.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use crate::domain::now_ts;
 use crate::provider::keepa::{KeepaClient, KeepaProductOutcome, OP_PRODUCT};
-use crate::provider::stockx::{StockxClient, OP_MARKET_DATA};
+use crate::provider::stockx::{
+    size_key, StockxClient, OP_CATALOG_SEARCH, OP_CATALOG_VARIANTS, OP_MARKET_DATA,
+};
 use crate::provider::ProviderError;
 use crate::quota::{Observation, Pacer};
 use crate::shapes::{
@@ -60,13 +71,32 @@ impl JobClient {
             JobClient::Keepa(_) => "keepa",
         }
     }
+}
 
-    fn operation(&self) -> &'static str {
-        match self {
-            JobClient::Stockx(_) => OP_MARKET_DATA,
-            JobClient::Keepa(_) => OP_PRODUCT,
-        }
-    }
+/// How long a style id's catalog product and a product's variant list are cached:
+/// StockX's catalog UUIDs are stable; a week bounds how long a relisted product is
+/// addressed by its old id before the cache notices by itself (a 404 notices sooner).
+pub const STOCKX_CATALOG_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a style id StockX's search does not know is remembered as a miss: a lookup
+/// of it ends `not_found` without a call until then.
+pub const STOCKX_MISS_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// The ends of a request's jobs and why the run must stop, if it must.
+type Outcome = (Vec<(Job, JobEnd)>, Option<Stop>);
+
+/// Where a StockX style id and size led.
+enum Resolution {
+    /// The ids to ask market data for; `cached`: one of them came from the cache (and may
+    /// be stale).
+    Found {
+        product_id: String,
+        variant_id: String,
+        cached: bool,
+    },
+    /// StockX's catalog has no such style or size: terminal.
+    NotFound(String),
+    /// A cached product StockX no longer has: forgotten; resolve again.
+    Gone,
 }
 
 /// The job-queue sync shape of one StockX or Keepa account.
@@ -295,81 +325,349 @@ impl JobRunner {
 
     /// Paces and makes the request for `jobs`; returns each job's end and why the run
     /// must stop, if it must.
-    async fn work(
-        &self,
-        ctx: &StreamContext,
-        jobs: &[Job],
-        run: &mut JobRun,
-    ) -> (Vec<(Job, JobEnd)>, Option<Stop>) {
+    async fn work(&self, ctx: &StreamContext, jobs: &[Job], run: &mut JobRun) -> Outcome {
         let priority: JobPriority = jobs
             .iter()
             .map(Job::level)
             .max()
             .unwrap_or(JobPriority::Background);
-        let operation = self.client.operation();
-        let cost = match &self.client {
-            JobClient::Stockx(_) => 1.0,
-            JobClient::Keepa(client) => client.tokens_per_asin() * jobs.len() as f64,
+        let client = match &self.client {
+            JobClient::Stockx(client) => {
+                return self.work_stockx(ctx, client, jobs, priority, run).await
+            }
+            JobClient::Keepa(client) => client,
         };
+        let cost = client.tokens_per_asin() * jobs.len() as f64;
         let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
         if let Err(refused) = ctx
-            .paced(operation, cost, priority.quota().into(), wait, true)
+            .paced(OP_PRODUCT, cost, priority.quota().into(), wait, true)
             .await
         {
             return self.refused(ctx, jobs, refused);
         }
         run.calls_made += 1;
-        debug!(account = %ctx.account.id, operation, jobs = jobs.len(), priority = %priority, cost, "request");
-        match &self.client {
-            JobClient::Stockx(client) => {
-                let job = &jobs[0];
-                let size = job.size.clone().unwrap_or_default();
-                let result = client.market_data(&job.sku, &size).await;
-                ctx.observe(OP_MARKET_DATA, &result);
-                match result {
-                    Ok(market) => (
-                        vec![(
-                            job.clone(),
-                            JobEnd::Succeeded(JobResult::Market {
-                                lowest_ask: market.lowest_ask,
-                                highest_bid: market.highest_bid,
-                                last_sale: market.last_sale,
-                                currency: market.currency,
-                            }),
-                        )],
-                        None,
-                    ),
-                    Err(err) => self.failed_request(ctx, jobs, err),
-                }
+        debug!(account = %ctx.account.id, operation = OP_PRODUCT, jobs = jobs.len(), priority = %priority, cost, "request");
+        let asins: Vec<String> = jobs.iter().map(|job| job.sku.clone()).collect();
+        let (balance, result) = client.products(&asins).await;
+        ctx.observe(OP_PRODUCT, &result);
+        if let (Some(balance), Some(pacer)) = (balance, ctx.work.pacer()) {
+            pacer.handle.observe(
+                pacer.key(OP_PRODUCT),
+                Observation::Keepa {
+                    tokens_left: balance.tokens_left,
+                    refill_in_ms: balance.refill_in_ms,
+                    refill_rate_per_min: balance.refill_rate_per_min,
+                },
+            );
+        }
+        match result {
+            Ok(mut outcomes) => {
+                let ends = jobs
+                    .iter()
+                    .map(|job| {
+                        let outcome = outcomes.remove(&job.sku.to_ascii_uppercase());
+                        (job.clone(), self.keepa_end(ctx, job, outcome))
+                    })
+                    .collect();
+                (ends, None)
             }
-            JobClient::Keepa(client) => {
-                let asins: Vec<String> = jobs.iter().map(|job| job.sku.clone()).collect();
-                let (balance, result) = client.products(&asins).await;
-                ctx.observe(OP_PRODUCT, &result);
-                if let (Some(balance), Some(pacer)) = (balance, ctx.work.pacer()) {
+            Err(err) => self.failed_request(ctx, jobs, err),
+        }
+    }
+
+    /// One StockX call: a grant of the StockX bucket at the jobs' priority (catalog calls
+    /// share the market-data budget), then `call`. `Err`: the TokenManager did not let it
+    /// go (the jobs' ends); `Ok`: what StockX answered.
+    async fn stockx_call<T>(
+        &self,
+        ctx: &StreamContext,
+        jobs: &[Job],
+        priority: JobPriority,
+        operation: &'static str,
+        run: &mut JobRun,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<Result<T, ProviderError>, Outcome> {
+        let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
+        if let Err(refused) = ctx
+            .paced(OP_MARKET_DATA, 1.0, priority.quota().into(), wait, true)
+            .await
+        {
+            return Err(self.refused(ctx, jobs, refused));
+        }
+        run.calls_made += 1;
+        debug!(account = %ctx.account.id, operation, priority = %priority, "request");
+        let result = call.await;
+        if operation == OP_MARKET_DATA {
+            ctx.observe(OP_MARKET_DATA, &result);
+        } else {
+            // Counted under its own operation; a 429 spends the one StockX bucket.
+            let provider = ctx.account.provider.as_str();
+            ctx.metrics.provider_call(provider, operation);
+            if let Err(ProviderError::QuotaExceeded { retry_after, .. }) = &result {
+                ctx.metrics.provider_throttled(provider, operation);
+                if let Some(pacer) = ctx.work.pacer() {
                     pacer.handle.observe(
-                        pacer.key(OP_PRODUCT),
-                        Observation::Keepa {
-                            tokens_left: balance.tokens_left,
-                            refill_in_ms: balance.refill_in_ms,
-                            refill_rate_per_min: balance.refill_rate_per_min,
+                        pacer.key(OP_MARKET_DATA),
+                        Observation::Capped {
+                            retry_after: *retry_after,
                         },
                     );
                 }
-                match result {
-                    Ok(mut outcomes) => {
-                        let ends = jobs
-                            .iter()
-                            .map(|job| {
-                                let outcome = outcomes.remove(&job.sku.to_ascii_uppercase());
-                                (job.clone(), self.keepa_end(ctx, job, outcome))
-                            })
-                            .collect();
-                        (ends, None)
+            }
+        }
+        Ok(result)
+    }
+
+    /// A StockX job: resolve its style id and size to catalog ids (cache first), then ask
+    /// their market data. A cached id StockX says is gone is forgotten and resolved again,
+    /// once.
+    async fn work_stockx(
+        &self,
+        ctx: &StreamContext,
+        client: &StockxClient,
+        jobs: &[Job],
+        priority: JobPriority,
+        run: &mut JobRun,
+    ) -> Outcome {
+        let Some(job) = jobs.first() else {
+            return (Vec::new(), None);
+        };
+        let style = job.sku.clone();
+        let size = job.size.clone().unwrap_or_default();
+        let not_found = |message: String| (vec![(job.clone(), JobEnd::NotFound(message))], None);
+        for attempt in 0..2 {
+            let resolution = match self
+                .resolve_stockx(ctx, client, jobs, priority, run, &style, &size)
+                .await
+            {
+                Ok(resolution) => resolution,
+                Err(outcome) => return outcome,
+            };
+            let (product_id, variant_id, cached) = match resolution {
+                Resolution::Found {
+                    product_id,
+                    variant_id,
+                    cached,
+                } => (product_id, variant_id, cached),
+                Resolution::NotFound(message) => return not_found(message),
+                Resolution::Gone if attempt == 0 => continue,
+                Resolution::Gone => {
+                    return not_found(format!(
+                        "stockx answered that the product of style {style} is gone, twice; nothing to look up"
+                    ))
+                }
+            };
+            let answer = match self
+                .stockx_call(
+                    ctx,
+                    jobs,
+                    priority,
+                    OP_MARKET_DATA,
+                    run,
+                    client.market_data(&product_id, &variant_id),
+                )
+                .await
+            {
+                Ok(answer) => answer,
+                Err(outcome) => return outcome,
+            };
+            match answer {
+                Ok(market) => {
+                    let result = JobResult::Market {
+                        lowest_ask: market.lowest_ask,
+                        highest_bid: market.highest_bid,
+                        // StockX's market data carries no last sale.
+                        last_sale: None,
+                        currency: market.currency,
+                    };
+                    return (vec![(job.clone(), JobEnd::Succeeded(result))], None);
+                }
+                Err(ProviderError::NotFound { message, .. }) => {
+                    self.forget_style(&style).await;
+                    if cached && attempt == 0 {
+                        warn!(account = %ctx.account.id, job = job.id, style = %style, size = %size, product_id = %product_id, variant_id = %variant_id, answer = %message, "stockx refused a cached catalog id; resolving the style again");
+                        continue;
                     }
-                    Err(err) => self.failed_request(ctx, jobs, err),
+                    return not_found(format!(
+                        "stockx has no market for style {style} size {size} (product {product_id}, variant {variant_id}): {message}"
+                    ));
+                }
+                Err(err) => return self.failed_request(ctx, jobs, err),
+            }
+        }
+        not_found(format!(
+            "stockx refused the catalog ids of style {style} size {size} after resolving them again"
+        ))
+    }
+
+    /// Drops the cached catalog entry of `style` (a failure to is logged: the entry
+    /// expires anyway).
+    async fn forget_style(&self, style: &str) {
+        let owned = style.to_string();
+        if let Err(err) = self
+            .blocking(move |ledger| store::forget_stockx_style(ledger, &owned))
+            .await
+        {
+            warn!(style, error = %err, "could not drop the stale stockx catalog entry; it expires by itself");
+        }
+    }
+
+    /// The catalog ids of `style` in `size`: from the cache when it has them, else from
+    /// StockX (search, then the product's variants), cached for next time.
+    #[allow(clippy::too_many_arguments)]
+    async fn resolve_stockx(
+        &self,
+        ctx: &StreamContext,
+        client: &StockxClient,
+        jobs: &[Job],
+        priority: JobPriority,
+        run: &mut JobRun,
+        style: &str,
+        size: &str,
+    ) -> Result<Resolution, Outcome> {
+        let owned = style.to_string();
+        let cached = self
+            .blocking(move |ledger| store::cached_stockx_style(ledger, &owned, now_ts()))
+            .await;
+        let cached = match cached {
+            Ok(cached) => cached,
+            Err(err) => {
+                warn!(style, error = %err, "stockx catalog cache unreadable; asking stockx");
+                None
+            }
+        };
+        let (product_id, product_cached) = match cached {
+            Some(store::CachedStyle::Miss { until }) => {
+                return Ok(Resolution::NotFound(format!(
+                    "stockx's catalog has no product with style id {style} (a remembered miss until {until}, unix seconds; no call spent)"
+                )))
+            }
+            Some(store::CachedStyle::Product { product_id }) => (product_id, true),
+            None => {
+                let answer = self
+                    .stockx_call(ctx, jobs, priority, OP_CATALOG_SEARCH, run, client.search_style(style))
+                    .await?;
+                match answer {
+                    Ok(Some(product)) => {
+                        let (owned, id, title) = (style.to_string(), product.product_id.clone(), product.title.clone());
+                        self.cache_write(move |ledger| {
+                            store::put_stockx_style(ledger, &owned, Some(&id), title.as_deref(), now_ts(), STOCKX_CATALOG_TTL.as_secs() as i64)
+                        })
+                        .await;
+                        (product.product_id, false)
+                    }
+                    Ok(None) | Err(ProviderError::NotFound { .. }) => {
+                        let owned = style.to_string();
+                        self.cache_write(move |ledger| {
+                            store::put_stockx_style(ledger, &owned, None, None, now_ts(), STOCKX_MISS_TTL.as_secs() as i64)
+                        })
+                        .await;
+                        return Ok(Resolution::NotFound(format!(
+                            "stockx's catalog search found no product with style id {style}; remembered as a miss for {}",
+                            humantime::format_duration(STOCKX_MISS_TTL)
+                        )));
+                    }
+                    Err(err) => return Err(self.failed_request(ctx, jobs, err)),
                 }
             }
+        };
+        let key = size_key(size);
+        let (owned_product, owned_key) = (product_id.clone(), key.clone());
+        let variant = self
+            .blocking(move |ledger| {
+                store::cached_stockx_variant(ledger, &owned_product, &owned_key, now_ts())
+            })
+            .await
+            .unwrap_or(store::CachedVariant::Unknown);
+        match variant {
+            store::CachedVariant::Variant { variant_id } => {
+                return Ok(Resolution::Found {
+                    product_id,
+                    variant_id,
+                    cached: true,
+                })
+            }
+            store::CachedVariant::NoSuchSize { sizes } => {
+                return Ok(Resolution::NotFound(format!(
+                    "stockx product {product_id} (style {style}) has no size {size:?}; it has {}",
+                    sizes.join(", ")
+                )))
+            }
+            store::CachedVariant::Unknown => {}
+        }
+        let answer = self
+            .stockx_call(
+                ctx,
+                jobs,
+                priority,
+                OP_CATALOG_VARIANTS,
+                run,
+                client.variants(&product_id),
+            )
+            .await?;
+        let variants = match answer {
+            Ok(variants) => variants,
+            Err(ProviderError::NotFound { message, .. }) => {
+                self.forget_style(style).await;
+                if product_cached {
+                    warn!(account = %ctx.account.id, style, product_id = %product_id, answer = %message, "stockx no longer has the cached product; resolving the style again");
+                    return Ok(Resolution::Gone);
+                }
+                return Ok(Resolution::NotFound(format!(
+                    "stockx has no variants for product {product_id} (style {style}): {message}"
+                )));
+            }
+            Err(err) => return Err(self.failed_request(ctx, jobs, err)),
+        };
+        let rows: Vec<store::VariantRow> = variants
+            .iter()
+            .map(|variant| store::VariantRow {
+                size_keys: variant.size_keys(),
+                variant_id: variant.variant_id.clone(),
+            })
+            .collect();
+        let found = rows
+            .iter()
+            .find(|row| row.size_keys.first() == Some(&key))
+            .or_else(|| rows.iter().find(|row| row.size_keys.contains(&key)))
+            .map(|row| row.variant_id.clone());
+        let sizes: Vec<String> = variants
+            .iter()
+            .filter_map(|variant| variant.variant_value.clone())
+            .take(40)
+            .collect();
+        let owned_product = product_id.clone();
+        self.cache_write(move |ledger| {
+            store::put_stockx_variants(
+                ledger,
+                &owned_product,
+                &rows,
+                now_ts(),
+                STOCKX_CATALOG_TTL.as_secs() as i64,
+            )
+        })
+        .await;
+        match found {
+            Some(variant_id) => Ok(Resolution::Found {
+                product_id,
+                variant_id,
+                cached: product_cached,
+            }),
+            None => Ok(Resolution::NotFound(format!(
+                "stockx product {product_id} (style {style}) has no size {size:?}; it has {}",
+                sizes.join(", ")
+            ))),
+        }
+    }
+
+    /// Writes to the catalog cache; a failure is logged, not fatal (the next lookup asks
+    /// StockX again).
+    async fn cache_write<F>(&self, write: F)
+    where
+        F: FnOnce(&SqliteLedger) -> Result<(), store::JobError> + Send + 'static,
+    {
+        if let Err(err) = self.blocking(write).await {
+            warn!(error = %err, "could not write the stockx catalog cache; the next lookup asks stockx again");
         }
     }
 
@@ -413,12 +711,7 @@ impl JobRunner {
     }
 
     /// A request that failed as a whole.
-    fn failed_request(
-        &self,
-        ctx: &StreamContext,
-        jobs: &[Job],
-        err: ProviderError,
-    ) -> (Vec<(Job, JobEnd)>, Option<Stop>) {
+    fn failed_request(&self, ctx: &StreamContext, jobs: &[Job], err: ProviderError) -> Outcome {
         if err.stops_account() {
             let cooldown = ctx.refusal_cooldown(&err);
             let ends = jobs
@@ -459,12 +752,7 @@ impl JobRunner {
 
     /// The TokenManager did not let the request go: the jobs go back unharmed (except for
     /// configuration errors, which fail them with the fix).
-    fn refused(
-        &self,
-        ctx: &StreamContext,
-        jobs: &[Job],
-        refused: CallError,
-    ) -> (Vec<(Job, JobEnd)>, Option<Stop>) {
+    fn refused(&self, ctx: &StreamContext, jobs: &[Job], refused: CallError) -> Outcome {
         let now = now_ts();
         let back = |reason: &str, not_before: i64| -> Vec<(Job, JobEnd)> {
             jobs.iter()

@@ -47,7 +47,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     let dir = tempfile::tempdir().context("creating a temp directory")?;
     let mut sim_config = crate::sim::SimConfig::default();
     sim_config.stockx.hourly_budget = u32::MAX;
-    sim_config.keepa.refill_rate = 1e9;
+    sim_config.keepa.refill_rate = 1_000_000_000;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sim = crate::sim::Simulator::new(sim_config);

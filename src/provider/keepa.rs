@@ -1,5 +1,6 @@
 //! The Keepa API client: `GET /product` for up to 100 ASINs per request, and `GET /token`
-//! for the balance alone.
+//! for the balance alone (api.keepa.com answers both with and without the trailing slash
+//! the keepa Python client puts there).
 //!
 //! Every answer, success or 429, carries the account's token balance (`tokensLeft`, which
 //! may be negative, `refillIn` in ms, `refillRate` per minute): it is returned beside the
@@ -8,6 +9,12 @@
 //! one Keepa does not know (`productType` 3 or 4, or no title and no history) is
 //! `NotFound`; anything else is `Incomplete` and is never written as data (seed 004's
 //! "Missing 1yr Avg" came from partial data applied as complete).
+//!
+//! Keepa's errors carry the balance too and `error: {type, message, details}`: 429
+//! `NOT_ENOUGH_TOKEN` is [`ProviderError::QuotaExceeded`] (waiting for the refill the
+//! balance names), 400 `REQUEST_REJECTED` (an unknown key) and 402 `PAYMENT_REQUIRED` are
+//! [`ProviderError::Auth`], anything else `Http` (a 404 is a wrong path, never a product:
+//! Keepa answers unknown ASINs inside a 200).
 //!
 //! The api key travels in the query string (as Keepa wants); errors are built without the
 //! url, so it never reaches a log or an error message.
@@ -350,9 +357,22 @@ impl KeepaClient {
                 ),
             };
         }
-        if status == StatusCode::NOT_FOUND {
-            let message = describe();
-            return (balance, Err(ProviderError::NotFound { operation, message }));
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYMENT_REQUIRED {
+            // Keepa answers an unknown access key 400 REQUEST_REJECTED and an ended
+            // subscription 402 PAYMENT_REQUIRED (the keepa Python client's SCODES); this
+            // client's requests are otherwise well-formed (1 to 100 ASINs, a domain).
+            let fix = if status == StatusCode::PAYMENT_REQUIRED {
+                "the Keepa subscription of the account's key has ended; renew it or change api_key_env"
+            } else {
+                "check the account's api_key_env variable (Keepa rejects an unknown key with 400)"
+            };
+            return (
+                balance,
+                Err(ProviderError::Auth {
+                    operation,
+                    message: format!("http {}: {}; {fix}", status.as_u16(), describe()),
+                }),
+            );
         }
         let mut error = error_for_status(
             operation,

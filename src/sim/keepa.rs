@@ -238,11 +238,14 @@ pub fn product_json(seed: u64, asin: &str, request: ProductRequest, now_unix: f6
     product
 }
 
+/// What one stats array holds for a price type's history (`None`: -1).
+type Pick<'a> = &'a dyn Fn(&[(i64, i64)]) -> Option<i64>;
+
 /// Keepa's `stats` object over `series` at `now` (Keepa minutes), `days` the requested
 /// interval.
 fn stats_json(series: &[Option<Vec<(i64, i64)>>], now: i64, days: i64) -> Value {
     let since = |days: i64| now - days * 24 * 60;
-    let per_slot = |pick: &dyn Fn(&[(i64, i64)]) -> Option<i64>| -> Vec<i64> {
+    let per_slot = |pick: Pick<'_>| -> Vec<i64> {
         series
             .iter()
             .map(|points| points.as_deref().and_then(pick).unwrap_or(-1))
@@ -402,26 +405,26 @@ fn bare(now: f64) -> serde_json::Map<String, Value> {
 
 /// The key of the request, or Keepa's refusal: 400 `REQUEST_REJECTED` for an unknown
 /// key, 402 `PAYMENT_REQUIRED` for an expired one.
-fn check_key(state: &KeepaSim, query: &HashMap<String, String>) -> Result<String, Response> {
+fn check_key(state: &KeepaSim, query: &HashMap<String, String>) -> Result<String, Box<Response>> {
     let key = query.get("key").cloned().unwrap_or_default();
     let now = state.sim.unix_now();
     if key.is_empty() || state.config.rejected_keys.contains(&key) {
         state.lock().stats.unauthorized += 1;
-        return Err(keepa_error(
+        return Err(Box::new(keepa_error(
             StatusCode::BAD_REQUEST,
             "REQUEST_REJECTED",
             "Invalid access key.",
             bare(now),
-        ));
+        )));
     }
     if state.config.expired_keys.contains(&key) {
         state.lock().stats.unauthorized += 1;
-        return Err(keepa_error(
+        return Err(Box::new(keepa_error(
             StatusCode::PAYMENT_REQUIRED,
             "PAYMENT_REQUIRED",
             "The subscription of this access key has expired.",
             bare(now),
-        ));
+        )));
     }
     Ok(key)
 }
@@ -433,7 +436,7 @@ async fn token(
     state.lock().stats.token_calls += 1;
     let key = match check_key(&state, &query) {
         Ok(key) => key,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let now = state.sim.unix_now();
     if let Some(FaultKind::ServerError) = state.sim.provider_fault("keepa.token") {
@@ -493,7 +496,7 @@ async fn product(
     state.lock().stats.product_calls += 1;
     let key = match check_key(&state, &query) {
         Ok(key) => key,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let now = state.sim.unix_now();
     let rejected = |message: String| {

@@ -290,7 +290,7 @@ fn fault(state: &StockxSim, operation: &str) -> Option<Response> {
 
 /// Checks the bearer token and api key and spends one call of the key's hourly budget;
 /// the refusal to answer otherwise.
-fn admit(state: &StockxSim, headers: &HeaderMap) -> Result<(), Response> {
+fn admit(state: &StockxSim, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let now = state.sim.unix_now();
     let api_key = headers
         .get("x-api-key")
@@ -310,7 +310,7 @@ fn admit(state: &StockxSim, headers: &HeaderMap) -> Result<(), Response> {
         .is_some_and(|expires| *expires > now);
     if api_key.is_empty() || state.config.rejected_api_keys.contains(&api_key) || !token_ok {
         guard.stats.unauthorized += 1;
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        return Err(Box::new(error(StatusCode::UNAUTHORIZED, "Unauthorized")));
     }
     let hour = (now.floor() as i64).div_euclid(3600) * 3600;
     let budget = state.config.hourly_budget;
@@ -328,7 +328,7 @@ fn admit(state: &StockxSim, headers: &HeaderMap) -> Result<(), Response> {
         if let Ok(value) = retry.to_string().parse() {
             response.headers_mut().insert(RETRY_AFTER, value);
         }
-        return Err(response);
+        return Err(Box::new(response));
     }
     entry.1 += 1;
     Ok(())
@@ -459,7 +459,7 @@ async fn search(
 ) -> Response {
     state.lock().stats.search_calls += 1;
     if let Err(refused) = admit(&state, &headers) {
-        return refused;
+        return *refused;
     }
     if let Some(response) = fault(&state, "stockx.catalogSearch") {
         return response;
@@ -548,7 +548,7 @@ async fn variants(
 ) -> Response {
     state.lock().stats.variants_calls += 1;
     if let Err(refused) = admit(&state, &headers) {
-        return refused;
+        return *refused;
     }
     if let Some(response) = fault(&state, "stockx.catalogVariants") {
         return response;
@@ -596,7 +596,7 @@ async fn market_data(
 ) -> Response {
     state.lock().stats.market_data_calls += 1;
     if let Err(refused) = admit(&state, &headers) {
-        return refused;
+        return *refused;
     }
     if let Some(response) = fault(&state, "stockx.marketData") {
         return response;

@@ -11,9 +11,13 @@
 //!   against an in-process simulator, as wall time over the quota-bound minimum
 //!   ([`reports`]).
 //!
+//! - `bench catalog`: StockX calls per market-data lookup once the catalog cache is warm
+//!   (issue 15) ([`catalog`]).
+//!
 //! Layer 15 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
 //! tests).
 
+pub mod catalog;
 pub mod cursor;
 pub mod inventory;
 pub mod jobs;

@@ -216,6 +216,8 @@ pub enum BenchWhich {
     /// Jobs drained per second when the budget is not the limit (StockX and Keepa
     /// against the simulator over HTTP).
     Jobs(crate::bench::jobs::BenchJobsArgs),
+    /// StockX calls per market-data lookup once the catalog cache is warm (target <= 1.05).
+    Catalog(crate::bench::catalog::BenchCatalogArgs),
     /// Catch-up of one eBay account 90 days behind: wall time against the quota-bound
     /// minimum, and RSS while paging.
     Ebay(crate::bench::cursor::BenchEbayArgs),
@@ -233,6 +235,7 @@ pub fn main() -> anyhow::Result<i32> {
         return match which {
             BenchWhich::Core(which) => crate::bench::run(which),
             BenchWhich::Jobs(args) => crate::bench::jobs::run(args),
+            BenchWhich::Catalog(args) => crate::bench::catalog::run(args),
             BenchWhich::Ebay(args) => crate::bench::cursor::run(args),
         };
     }

@@ -278,7 +278,11 @@ pub fn read_ack(body: &[u8]) -> Result<TradingAck, String> {
                 if depth == 2 && fields.at(&["Ack"]) {
                     ack.ack = text;
                 } else if depth == 3 {
-                    if let Some(error) = ack.errors.last_mut().filter(|_| fields.path()[1] == "Errors") {
+                    if let Some(error) = ack
+                        .errors
+                        .last_mut()
+                        .filter(|_| fields.path()[1] == "Errors")
+                    {
                         match fields.path()[2].as_str() {
                             "ErrorCode" => error.code = text.parse().ok(),
                             "ShortMessage" => error.short_message = text,
@@ -330,7 +334,9 @@ pub async fn trading_call(
         }
         if ack.has_code(TOKEN_ERROR_CODES) {
             if !refreshed {
-                let token = used.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let token = used
+                    .into_inner()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 client.forget_token(&token).await;
                 refreshed = true;
                 continue;

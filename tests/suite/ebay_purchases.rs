@@ -51,7 +51,12 @@ async fn ebay_purchases_store_every_purchase_and_exactly_its_changes() {
     let ebay = config(t0);
     let sim = TestSim::start(sim_config(ebay.clone())).await;
     // Pages of 4 orders, so a day (6 purchases) takes two pages and paging is exercised.
-    let fixture = EbayFixture::new(&sim, &["purchases"], "start = \"5days\"\npage_limit = 4", t0);
+    let fixture = EbayFixture::new(
+        &sim,
+        &["purchases"],
+        "start = \"5days\"\npage_limit = 4",
+        t0,
+    );
     let context = fixture.context("purchases");
     let step = HOUR;
     let steps = 72;
@@ -66,12 +71,20 @@ async fn ebay_purchases_store_every_purchase_and_exactly_its_changes() {
         );
         let requests = fixture.requests().await;
         for request in &requests[logged..] {
+            // The simulated clock outruns the 2 h access token: a refused call (read
+            // before its query) is followed by a refresh and the same call again.
+            if request.from_ms.is_none() {
+                continue;
+            }
             assert_eq!(request.operation, "ebay.tradingGetOrders");
             assert_eq!(request.status, 200, "{request:?}");
             assert_eq!(request.limit, 4);
             assert_eq!(request.offset % 4, 0);
             let (from, to) = (request.from_ms.expect("from"), request.to_ms.expect("to"));
-            assert!(to + 1 - from <= DAY * 1000, "a window is at most a day: {request:?}");
+            assert!(
+                to + 1 - from <= DAY * 1000,
+                "a window is at most a day: {request:?}"
+            );
         }
         if index == 0 {
             // The first run catches up five days: at least two pages a day.
@@ -105,7 +118,14 @@ async fn ebay_purchases_store_every_purchase_and_exactly_its_changes() {
         changes_between(SEED, &ebay, SELLER, t0 + 1, last - LAG)
             .into_iter()
             .filter(|change| change.stream == "purchases")
-            .map(|change| (change.resource_id, change.field, change.before, change.after))
+            .map(|change| {
+                (
+                    change.resource_id,
+                    change.field,
+                    change.before,
+                    change.after,
+                )
+            })
             .collect();
     for field in ["OrderStatus", "PaidTime", "ShippedTime"] {
         assert!(
@@ -127,7 +147,11 @@ async fn ebay_purchases_store_every_purchase_and_exactly_its_changes() {
         })
         .collect();
     let recorded_set: BTreeSet<_> = recorded.iter().cloned().collect();
-    assert_eq!(recorded.len(), recorded_set.len(), "no change recorded twice");
+    assert_eq!(
+        recorded.len(),
+        recorded_set.len(),
+        "no change recorded twice"
+    );
     assert_eq!(recorded_set, expected);
 }
 
@@ -199,7 +223,11 @@ async fn ebay_purchases_refuse_an_application_token_the_trading_way() {
         .send()
         .await
         .expect("call");
-    assert_eq!(unknown_token.status(), 200, "Trading refuses with 200 and Ack Failure");
+    assert_eq!(
+        unknown_token.status(),
+        200,
+        "Trading refuses with 200 and Ack Failure"
+    );
     let text = unknown_token.text().await.expect("body");
     assert!(
         text.contains("<Ack>Failure</Ack>") && text.contains("<ErrorCode>21916984</ErrorCode>"),
@@ -221,7 +249,10 @@ async fn ebay_purchases_oversized_page_fails_the_window_and_applies_nothing() {
     );
     fixture.set_now(t0).await;
     let outcome = fixture.context("purchases").run_once().await.expect("run");
-    assert!(matches!(outcome, RunOutcome::Deferred { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, RunOutcome::Deferred { .. }),
+        "{outcome:?}"
+    );
     let snapshot = fixture.snapshot("purchases");
     assert_eq!(snapshot.cursor_ts, t0 - 2 * DAY, "the cursor stays");
     let error = snapshot.last_error.expect("last_error");

@@ -311,13 +311,25 @@ mod tests {
         assert_eq!(first.value(&PURCHASES_TABLE, "currency"), Some("USD"));
         assert_eq!(page.items[1].value(&PURCHASES_TABLE, "paid_time"), None);
         for (from, to) in [
-            ("<Total currencyID=\"USD\">12.50</Total>", "<Total currencyID=\"USD\">1e9</Total>"),
+            (
+                "<Total currencyID=\"USD\">12.50</Total>",
+                "<Total currencyID=\"USD\">1e9</Total>",
+            ),
             ("currencyID=\"USD\"", "currencyID=\"usd!\""),
-            ("<PaidTime>2026-11-25T09:00:00.000Z</PaidTime>", "<PaidTime>yesterday</PaidTime>"),
-            ("<TotalNumberOfEntries>2</TotalNumberOfEntries>", "<TotalNumberOfEntries>-1</TotalNumberOfEntries>"),
+            (
+                "<PaidTime>2026-11-25T09:00:00.000Z</PaidTime>",
+                "<PaidTime>yesterday</PaidTime>",
+            ),
+            (
+                "<TotalNumberOfEntries>2</TotalNumberOfEntries>",
+                "<TotalNumberOfEntries>-1</TotalNumberOfEntries>",
+            ),
             ("<Ack>Success</Ack>", "<Ack>Failure</Ack>"),
             ("<OrderID>09-00001-00003</OrderID>", ""),
-            ("<OrderID>09-00001-00002</OrderID>", "<OrderID>a b</OrderID>"),
+            (
+                "<OrderID>09-00001-00002</OrderID>",
+                "<OrderID>a b</OrderID>",
+            ),
         ] {
             let hostile = PAGE.replacen(from, to, 1);
             assert!(
@@ -325,11 +337,10 @@ mod tests {
                 "{to} accepted"
             );
         }
-        let no_total = PAGE.replace(
-            "<TotalNumberOfEntries>2</TotalNumberOfEntries>",
-            "",
-        );
+        let no_total = PAGE.replace("<TotalNumberOfEntries>2</TotalNumberOfEntries>", "");
         assert!(PurchasesAdapter.parse(no_total.as_bytes()).is_err());
-        assert!(PurchasesAdapter.parse(b"<Other><Ack>Success</Ack></Other>").is_err());
+        assert!(PurchasesAdapter
+            .parse(b"<Other><Ack>Success</Ack></Other>")
+            .is_err());
     }
 }

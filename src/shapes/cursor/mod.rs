@@ -186,6 +186,10 @@ impl CursorRunner {
         if let Some(cooling) = context.cooling_down().await? {
             return Ok(Err(cooling));
         }
+        // A snapshot is the unit of these streams: the crash drill (`[chaos]`) strikes here.
+        if let Some(chaos) = &context.chaos {
+            chaos.on_unit(&context.account.id).await;
+        }
         let now = self.clock.now();
         let account = context.account.id.clone();
         let cursor = self
@@ -278,6 +282,10 @@ impl CursorRunner {
                 break;
             };
             context.bump();
+            // A window is the cursor shape's unit: the crash drill (`[chaos]`) strikes here.
+            if let Some(chaos) = &context.chaos {
+                chaos.on_unit(&context.account.id).await;
+            }
             let live = next_window(
                 window.end,
                 now,

@@ -56,12 +56,8 @@ use serde_json::json;
 use super::{FaultKind, Simulator};
 
 pub use cases::{cases_between, SimCase, OP_SEARCH_CASES};
-pub use inquiries::{inquiries_between, SimInquiry, OP_SEARCH_INQUIRIES};
-pub use purchases::{
-    purchases_created, SimPurchase, MAX_ENTRIES_PER_PAGE as MAX_TRADING_ENTRIES_PER_PAGE,
-    OP_GET_PURCHASES, PURCHASES_PER_DAY,
-};
 pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
+pub use inquiries::{inquiries_between, SimInquiry, OP_SEARCH_INQUIRIES};
 use oauth::IssuedToken;
 pub use oauth::{
     ACCESS_DENIED_BODY, CODE_LIFETIME_SECS, REFRESH_TOKEN_LIFETIME_SECS, SCOPE_BASE,
@@ -69,6 +65,10 @@ pub use oauth::{
     SCOPE_INVENTORY_READONLY,
 };
 use paging::Asked;
+pub use purchases::{
+    purchases_created, SimPurchase, MAX_ENTRIES_PER_PAGE as MAX_TRADING_ENTRIES_PER_PAGE,
+    OP_GET_PURCHASES, PURCHASES_PER_DAY,
+};
 use sell::{get_orders, get_transactions, search_returns};
 pub use streams::{
     conversations_between, offers_at, payouts_between, SimConversation, SimMessage, SimOffer,

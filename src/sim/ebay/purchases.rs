@@ -89,12 +89,16 @@ pub fn purchase(seed: u64, seller: &str, day: i64, index: u32) -> SimPurchase {
     let created = day * DAY
         + i64::from(index) * slot
         + (draw(seed, key, day, index, 40) % slot as u64) as i64;
-    let paid_at =
-        created + 2 * HOUR + (draw(seed, key, day, index, 41) % (2 * HOUR) as u64) as i64;
+    let paid_at = created + 2 * HOUR + (draw(seed, key, day, index, 41) % (2 * HOUR) as u64) as i64;
     let shipped_at =
         paid_at + 12 * HOUR + (draw(seed, key, day, index, 42) % (36 * HOUR) as u64) as i64;
     SimPurchase {
-        order_id: format!("{:02}-{:05}-9{:04}", key % 100, day.rem_euclid(100_000), index),
+        order_id: format!(
+            "{:02}-{:05}-9{:04}",
+            key % 100,
+            day.rem_euclid(100_000),
+            index
+        ),
         created,
         paid_at,
         shipped_at,
@@ -116,7 +120,9 @@ pub fn purchases_created(
     for day in from.div_euclid(DAY)..=to.div_euclid(DAY) {
         for index in 0..PURCHASES_PER_DAY {
             let bought = purchase(seed, seller, day, index);
-            if bought.created >= from && bought.created < to && bought.created >= config.orders_since
+            if bought.created >= from
+                && bought.created < to
+                && bought.created >= config.orders_since
             {
                 out.push(bought);
             }
@@ -207,7 +213,9 @@ struct GetOrdersAsk {
 /// Reads a GetOrdersRequest document (bounded: 64 KiB, depth 16, no DOCTYPE).
 fn read_request(body: &[u8]) -> Result<GetOrdersAsk, String> {
     if body.len() > MAX_REQUEST_BYTES {
-        return Err(format!("the request is larger than {MAX_REQUEST_BYTES} bytes"));
+        return Err(format!(
+            "the request is larger than {MAX_REQUEST_BYTES} bytes"
+        ));
     }
     let mut reader = quick_xml::Reader::from_reader(body);
     reader.config_mut().trim_text(true);
@@ -361,7 +369,11 @@ async fn trading(
         log("", None, 200);
         // The answer's root is `{call}Response`: only a plain name is echoed.
         let call = header("X-EBAY-API-CALL-NAME")
-            .filter(|call| !call.is_empty() && call.len() <= 64 && call.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .filter(|call| {
+                !call.is_empty()
+                    && call.len() <= 64
+                    && call.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
             .unwrap_or("GetOrders");
         return failure(
             StatusCode::OK,
@@ -389,7 +401,8 @@ async fn trading(
         }
     }
     for name in ["X-EBAY-API-SITEID", "X-EBAY-API-COMPATIBILITY-LEVEL"] {
-        if !header(name).is_some_and(|value| !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        if !header(name)
+            .is_some_and(|value| !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
         {
             log(&seller, None, 200);
             return invalid_input(&format!("the {name} header is missing or not a number"));
@@ -500,7 +513,8 @@ async fn trading(
         modified >= from && modified <= to
     })
     .collect();
-    matching.sort_by(|a, b| (a.modified_at(now), &a.order_id).cmp(&(b.modified_at(now), &b.order_id)));
+    matching
+        .sort_by(|a, b| (a.modified_at(now), &a.order_id).cmp(&(b.modified_at(now), &b.order_id)));
     let total = matching.len() as u64;
     let pages = total.div_ceil(entries);
     let skip = usize::try_from((page - 1).saturating_mul(entries)).unwrap_or(usize::MAX);
@@ -562,10 +576,9 @@ mod tests {
         assert_eq!(ask.role.as_deref(), Some("Buyer"));
         assert_eq!((ask.entries, ask.page), (Some(50), Some(2)));
         assert!(ask.unserved.is_none());
-        let unserved = read_request(
-            b"<GetOrdersRequest><NumberOfDays>3</NumberOfDays></GetOrdersRequest>",
-        )
-        .expect("read");
+        let unserved =
+            read_request(b"<GetOrdersRequest><NumberOfDays>3</NumberOfDays></GetOrdersRequest>")
+                .expect("read");
         assert_eq!(unserved.unserved.as_deref(), Some("NumberOfDays"));
         assert!(read_request(b"<Other/>").is_err());
     }

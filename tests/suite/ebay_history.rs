@@ -87,14 +87,35 @@ async fn ebay_history_over_a_simulated_week_equals_the_simulators_changes() {
         .collect();
     // The catch-up at t0 (14 day-long windows a stream), then a run of each stream every
     // simulated hour for a week, then the last run at a quiet time.
+    // `observed_at` is the wall clock; the simulated time a row was written is that of
+    // the step after which its id first appears.
+    let newest_event = || -> i64 {
+        fixture.ledger.with_conn(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .expect("max id")
+        })
+    };
+    let mut written: Vec<(i64, i64)> = Vec::new();
     let steps = 7 * 24;
     for index in 0..steps {
-        fixture.set_now(t0 + index * HOUR).await;
+        let now = t0 + index * HOUR;
+        fixture.set_now(now).await;
         run_all(&contexts, &format!("step {index}")).await;
+        written.push((newest_event(), now));
     }
     let last = quiet_time(&ebay, t0 + steps * HOUR);
     fixture.set_now(last).await;
     run_all(&contexts, "last").await;
+    written.push((newest_event(), last));
+    let written_at = |id: i64| -> i64 {
+        written
+            .iter()
+            .find(|(newest, _)| id <= *newest)
+            .map(|(_, now)| *now)
+            .expect("every row written by a step")
+    };
 
     // The simulator's changes since the catch-up, up to the last run.
     let simulated = changes_between(SEED, &ebay, SELLER, t0 + 1, last + 1);
@@ -112,7 +133,7 @@ async fn ebay_history_over_a_simulated_week_equals_the_simulators_changes() {
             event.before.clone().unwrap_or_default(),
             event.after.clone().unwrap_or_default(),
         );
-        recorded.entry(key).or_default().push(event.observed_at);
+        recorded.entry(key).or_default().push(written_at(event.id));
     }
     for stream in STREAMS {
         let mine = |map: &BTreeMap<Key, Vec<i64>>| -> BTreeMap<Key, usize> {
@@ -142,7 +163,7 @@ async fn ebay_history_over_a_simulated_week_equals_the_simulators_changes() {
         );
     }
     // Nothing outside the streams above, and no row before its change: the n-th row of a
-    // key was observed no earlier than the n-th simulated change of it.
+    // key was written (simulated time) no earlier than the n-th simulated change of it.
     for (key, times) in &recorded {
         assert!(STREAMS.contains(&key.0.as_str()), "{key:?}");
         let mut observed = times.clone();

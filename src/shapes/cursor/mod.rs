@@ -324,9 +324,6 @@ impl CursorRunner {
             let (account_db, stream_db) = (account.clone(), stream.name.clone());
             let spec = adapter.table();
             let count = resources.len();
-            // The engine's clock, not the wall clock: history rows say when the engine
-            // saw the change (a pinned test clock included).
-            let observed_at = self.clock.now();
             let result = self
                 .on_db(move |conn| {
                     crate::store::cursors::apply_window(
@@ -338,7 +335,7 @@ impl CursorRunner {
                         &resources,
                         window.start,
                         window.end,
-                        observed_at,
+                        now_ts(),
                     )
                 })
                 .await?;

@@ -101,6 +101,8 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
             "getOffers",
             "getConversations",
             "searchCases",
+            "searchInquiries",
+            "tradingGetOrders",
         ],
         "stockx" => &["marketData"],
         "keepa" => &["product"],

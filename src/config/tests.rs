@@ -77,8 +77,8 @@ fn keys_of_another_shape_and_missing_credentials_are_errors() {
             "c.toml: accounts[0].streams.orders.page_limit: 500 is out of range",
         ),
         (
-            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.purchases]\n",
-            "c.toml: accounts[0].streams.purchases: unknown stream \"purchases\" for provider ebay",
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\n[accounts.streams.bids]\n",
+            "c.toml: accounts[0].streams.bids: unknown stream \"bids\" for provider ebay",
         ),
         (
             "[[accounts]]\nid = \"k\"\nprovider = \"keepa\"\n[accounts.credentials]\nclient_id_env = \"K_ID\"\n",

@@ -113,6 +113,21 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
     },
+    // Post-Order inquiry search: like searchReturns, the base scope.
+    StreamScope {
+        stream: "inquiries",
+        operation: "searchInquiries",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
+    // Trading GetOrders (OrderRole=Buyer): Trading takes any user access token of the
+    // seller; its reference names no OAuth scope, so the base scope.
+    StreamScope {
+        stream: "purchases",
+        operation: "tradingGetOrders",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
 ];
 
 /// The scopes a consent for `streams` asks for: the base scope, then each stream's, once.
@@ -208,6 +223,9 @@ pub enum EbayApi {
     Inventory,
     /// Commerce Message (getConversations), on the API host.
     Message,
+    /// The Trading API (XML, `POST /ws/api.dll`, the token in `X-EBAY-API-IAF-TOKEN`):
+    /// GetOrders as buyer, through [`super::ebay_trading`].
+    Trading,
 }
 
 /// An eBay client for one account. Share it via `Arc`; it is `Send + Sync`.
@@ -260,16 +278,18 @@ impl EbayClient {
     ) -> Result<Vec<u8>, ProviderError> {
         let base = match api {
             EbayApi::Finances => &self.endpoints.finances_base,
-            EbayApi::Fulfillment | EbayApi::PostOrder | EbayApi::Inventory | EbayApi::Message => {
-                &self.endpoints.api_base
-            }
+            EbayApi::Fulfillment
+            | EbayApi::PostOrder
+            | EbayApi::Inventory
+            | EbayApi::Message
+            | EbayApi::Trading => &self.endpoints.api_base,
         };
         let url = format!("{base}{path}");
         let mut refreshed = false;
         loop {
             let token = self.access_token().await?;
             let scheme = match api {
-                EbayApi::PostOrder => "IAF",
+                EbayApi::PostOrder | EbayApi::Trading => "IAF",
                 EbayApi::Fulfillment
                 | EbayApi::Finances
                 | EbayApi::Inventory
@@ -343,6 +363,18 @@ impl EbayClient {
             }
             return Err(error_for_status(operation, status, &headers, &body));
         }
+    }
+
+    /// The marketplace the client was made for (`EBAY_US`).
+    pub(crate) fn marketplace(&self) -> &str {
+        &self.marketplace
+    }
+
+    /// Drops the cached access token `token` (an API refused it), so the next call
+    /// fetches a fresh one. Used by the Trading client, which learns of a refused token
+    /// from the answer's body, not its status.
+    pub(crate) async fn forget_token(&self, token: &str) {
+        self.token.forget(token).await;
     }
 
     /// The cached access token, refreshed when it is within 60 s of expiry.

@@ -17,6 +17,7 @@ pub use credentials::read_env;
 pub mod amazon;
 pub mod ebay;
 pub mod ebay_feed;
+pub mod ebay_trading;
 pub mod keepa;
 pub mod stockx;
 

@@ -60,6 +60,8 @@ pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
         "offers" => Some(&super::ebay_streams::OFFERS_TABLE),
         "messages" => Some(&super::ebay_streams::CONVERSATIONS_TABLE),
         "cases" => Some(&super::ebay_cases::CASES_TABLE),
+        "inquiries" => Some(&super::ebay_inquiries::INQUIRIES_TABLE),
+        "purchases" => Some(&super::ebay_inquiries::PURCHASES_TABLE),
         _ => None,
     }
 }

@@ -161,7 +161,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
         self.control(json!({"now_unix": now})).await;
     }
 
-    async fn control(&self, body: serde_json::Value) {
+    pub(crate) async fn control(&self, body: serde_json::Value) {
         let response = self
             .http
             .put(format!("{}/_sim/ebay/control", self.base))
@@ -187,7 +187,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
             .expect("requests json")
     }
 
-    async fn stats(&self) -> EbayStats {
+    pub(crate) async fn stats(&self) -> EbayStats {
         self.http
             .get(format!("{}/_sim/ebay/stats", self.base))
             .send()

@@ -10,6 +10,16 @@ use crate::provider::ebay::EbayApi;
 pub use crate::store::cursors::{CursorWindow, Page, Resource, TableSpec};
 pub use crate::store::ebay_streams::OpenSpec;
 
+/// A page asked for through eBay's Trading API (an XML document POSTed to
+/// `/ws/api.dll`) instead of a paged GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradingRequest {
+    /// `X-EBAY-API-CALL-NAME`, e.g. `GetOrders`.
+    pub call_name: &'static str,
+    /// The request document.
+    pub body: String,
+}
+
 /// One cursor stream of a provider.
 pub trait CursorAdapter: Send + Sync + 'static {
     /// The stream name in the configuration (`orders`).
@@ -42,5 +52,16 @@ pub trait CursorAdapter: Send + Sync + 'static {
     /// The largest `limit` the operation accepts; `page_limit` is clamped to it.
     fn max_page_limit(&self) -> u32 {
         200
+    }
+    /// For a Trading API stream: the call that reads the page of items from `offset`
+    /// (a multiple of `limit`), which then replaces the GET of [`CursorAdapter::path`]
+    /// and [`CursorAdapter::query`]. `None` (the default): a REST GET.
+    fn trading_request(
+        &self,
+        _window: CursorWindow,
+        _offset: u64,
+        _limit: u32,
+    ) -> Option<TradingRequest> {
+        None
     }
 }

@@ -23,6 +23,8 @@ pub fn adapters() -> Vec<Arc<dyn CursorAdapter>> {
         Arc::new(super::ebay_streams::PayoutsAdapter),
         Arc::new(super::ebay_streams::ConversationsAdapter),
         Arc::new(super::ebay_cases::CasesAdapter),
+        Arc::new(super::ebay_inquiries::InquiriesAdapter),
+        Arc::new(super::ebay_purchases::PurchasesAdapter),
     ]
 }
 

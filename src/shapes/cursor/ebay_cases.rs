@@ -27,8 +27,8 @@ pub const CASES_REVISIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A Post-Order `DateTime` container: `{"value": "2026-11-23T10:00:00.000Z"}`.
 #[derive(Deserialize)]
-struct DateValue {
-    value: String,
+pub(super) struct DateValue {
+    pub(super) value: String,
 }
 
 /// A Post-Order integer identifier: the reference types `caseId`, `itemId` and
@@ -36,13 +36,13 @@ struct DateValue {
 /// as text. Anything else (a float, an object) is refused.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Identifier {
+pub(super) enum Identifier {
     Number(u64),
     Text(String),
 }
 
 impl Identifier {
-    fn into_text(self) -> String {
+    pub(super) fn into_text(self) -> String {
         match self {
             Identifier::Number(number) => number.to_string(),
             Identifier::Text(text) => text,

@@ -25,7 +25,8 @@
 //! failure policy.
 //!
 //! Modules: [`adapter`] (the per-stream seam), [`ebay`] (orders, transactions, returns),
-//! [`ebay_streams`] (finances, messages), [`offers`] (a snapshot of Sell Inventory offers),
+//! [`ebay_streams`] (finances, messages), [`ebay_cases`] (cases), [`ebay_inquiries`]
+//! (inquiries), [`ebay_purchases`] (purchases, Trading XML), [`offers`] (a snapshot of Sell Inventory offers),
 //! [`inventory`] (active_inventory),
 //! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
 
@@ -35,6 +36,8 @@ pub use settings::{CursorSettings, FeedSettings};
 pub mod adapter;
 pub mod ebay;
 pub mod ebay_cases;
+pub mod ebay_inquiries;
+pub mod ebay_purchases;
 pub mod ebay_streams;
 pub mod inventory;
 pub mod offers;
@@ -49,6 +52,8 @@ pub const EBAY_STREAMS: &[&str] = &[
     "offers",
     "messages",
     "cases",
+    "inquiries",
+    "purchases",
 ];
 
 use std::collections::{HashMap, HashSet};
@@ -75,7 +80,7 @@ use crate::store::{LedgerError, SqliteLedger};
 pub use crate::store::cursors::{
     cursor_snapshot, latest_orders, recent_events, ChangeEvent, CursorSnapshot, OrderSummary,
 };
-pub use adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec};
+pub use adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec, TradingRequest};
 
 /// Attempts at reading a window whose result set changed while it was paged (an item
 /// modified meanwhile leaves the window and shifts the offsets) before it counts as failed.
@@ -181,6 +186,10 @@ impl CursorRunner {
         if let Some(cooling) = context.cooling_down().await? {
             return Ok(Err(cooling));
         }
+        // A snapshot is the unit of these streams: the crash drill (`[chaos]`) strikes here.
+        if let Some(chaos) = &context.chaos {
+            chaos.on_unit(&context.account.id).await;
+        }
         let now = self.clock.now();
         let account = context.account.id.clone();
         let cursor = self
@@ -224,7 +233,7 @@ impl CursorRunner {
             return offers::run_snapshot(self, context, fence).await;
         }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of orders, transactions, returns, active_inventory, finances, offers, messages, cases");
+            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of {}", EBAY_STREAMS.join(", "));
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,
@@ -273,6 +282,10 @@ impl CursorRunner {
                 break;
             };
             context.bump();
+            // A window is the cursor shape's unit: the crash drill (`[chaos]`) strikes here.
+            if let Some(chaos) = &context.chaos {
+                chaos.on_unit(&context.account.id).await;
+            }
             let live = next_window(
                 window.end,
                 now,
@@ -421,16 +434,30 @@ impl CursorRunner {
                     .paced(operation, 1.0, Priority::Background, QUOTA_WAIT_MAX, true)
                     .await
                     .map_err(WindowError::Refused)?;
-                let result = self
-                    .client
-                    .get_capped(
-                        operation,
-                        adapter.api(),
-                        adapter.path(),
-                        &adapter.query(query_window, offset, limit),
-                        stream.cursor().max_response_bytes,
-                    )
-                    .await;
+                let max_bytes = stream.cursor().max_response_bytes;
+                let result = match adapter.trading_request(query_window, offset, limit) {
+                    Some(request) => {
+                        crate::provider::ebay_trading::trading_call(
+                            &self.client,
+                            operation,
+                            request.call_name,
+                            &request.body,
+                            max_bytes,
+                        )
+                        .await
+                    }
+                    None => {
+                        self.client
+                            .get_capped(
+                                operation,
+                                adapter.api(),
+                                adapter.path(),
+                                &adapter.query(query_window, offset, limit),
+                                max_bytes,
+                            )
+                            .await
+                    }
+                };
                 context.observe(operation, &result);
                 let body = result.map_err(WindowError::Provider)?;
                 let page = adapter.parse(&body).map_err(|message| {

@@ -35,8 +35,8 @@ pub struct SimReturn {
 pub struct SimChange {
     /// When it happened (unix seconds).
     pub at: i64,
-    /// `orders`, `returns`, `transactions`, `finances`, `messages` or `cases` (the stream
-    /// that sees it).
+    /// `orders`, `returns`, `transactions`, `finances`, `messages`, `cases`, `inquiries`
+    /// or `purchases` (the stream that sees it).
     pub stream: String,
     pub resource_id: String,
     /// The wire field name (`orderFulfillmentStatus`, `orderPaymentStatus`, `state`,
@@ -317,6 +317,12 @@ pub fn changes_between(
         seed, config, seller, from, to,
     ));
     out.extend(super::cases::case_changes(seed, config, seller, from, to));
+    out.extend(super::inquiries::inquiry_changes(
+        seed, config, seller, from, to,
+    ));
+    out.extend(super::purchases::purchase_changes(
+        seed, config, seller, from, to,
+    ));
     out.sort();
     out
 }

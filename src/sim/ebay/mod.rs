@@ -10,7 +10,9 @@
 //!   `filter=transactionDate:[..]`, `limit` up to 1000), Post-Order
 //!   `GET /post-order/v2/return/search` (searchReturns, `creation_date_range_from`/`_to`,
 //!   `offset` entries skipped), and `GET /post-order/v2/casemanagement/search` ([`cases`],
-//!   searchCases, `case_creation_date_range_from`/`_to`). `href`/`next`/`prev` are absolute on the simulator's own
+//!   searchCases, `case_creation_date_range_from`/`_to`), `GET /post-order/v2/inquiry/search`
+//!   ([`inquiries`], searchInquiries, `inquiry_creation_date_range_from`/`_to`) and the
+//!   Trading API's `POST /ws/api.dll` ([`purchases`], GetOrders as buyer, XML). `href`/`next`/`prev` are absolute on the simulator's own
 //!   address with the query percent-encoded.
 //! - Sell Feed `LMS_ACTIVE_INVENTORY_REPORT` ([`feed`]): createInventoryTask,
 //!   getInventoryTask, getResultFile (a zipped ActiveInventoryReport); user tokens only.
@@ -30,8 +32,10 @@
 mod cases;
 mod data;
 pub mod feed;
+mod inquiries;
 mod oauth;
 mod paging;
+mod purchases;
 mod sell;
 mod streams;
 
@@ -53,6 +57,7 @@ use super::{FaultKind, Simulator};
 
 pub use cases::{cases_between, SimCase, OP_SEARCH_CASES};
 pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
+pub use inquiries::{inquiries_between, SimInquiry, OP_SEARCH_INQUIRIES};
 use oauth::IssuedToken;
 pub use oauth::{
     ACCESS_DENIED_BODY, CODE_LIFETIME_SECS, REFRESH_TOKEN_LIFETIME_SECS, SCOPE_BASE,
@@ -60,6 +65,10 @@ pub use oauth::{
     SCOPE_INVENTORY_READONLY,
 };
 use paging::Asked;
+pub use purchases::{
+    purchases_created, SimPurchase, MAX_ENTRIES_PER_PAGE as MAX_TRADING_ENTRIES_PER_PAGE,
+    OP_GET_PURCHASES, PURCHASES_PER_DAY,
+};
 use sell::{get_orders, get_transactions, search_returns};
 pub use streams::{
     conversations_between, offers_at, payouts_between, SimConversation, SimMessage, SimOffer,
@@ -89,6 +98,8 @@ pub const OPERATIONS: &[&str] = &[
     streams::OP_GET_OFFERS,
     streams::OP_GET_CONVERSATIONS,
     cases::OP_SEARCH_CASES,
+    inquiries::OP_SEARCH_INQUIRIES,
+    purchases::OP_GET_PURCHASES,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -220,6 +231,10 @@ pub struct EbayControl {
     pub oversize_next: Option<u32>,
     /// Serve this many data pages normally before the oversized ones.
     pub oversize_after: Option<u32>,
+    /// Hold the answers of these operations (fault names, e.g. `ebay.tradingGetOrders`)
+    /// until a later control replaces the list (`[]` releases all); a held call waits
+    /// at most [`MAX_HOLD`]. Served by the operations that call `Ebay::hold_point`.
+    pub hold: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -236,12 +251,19 @@ struct EbayState {
     now_pinned: Option<i64>,
     oversize_next: u32,
     oversize_after: u32,
+    /// Operations whose answers wait (see [`EbayControl::hold`]).
+    held: std::collections::BTreeSet<String>,
 }
 
 /// The eBay simulator's own state, beside the shared [`Simulator`].
 struct Ebay {
     state: Mutex<EbayState>,
+    /// Woken when the held operations change.
+    released: tokio::sync::Notify,
 }
+
+/// The longest a held call waits before it is answered anyway.
+pub const MAX_HOLD: Duration = Duration::from_secs(120);
 
 impl Ebay {
     fn lock(&self) -> MutexGuard<'_, EbayState> {
@@ -259,12 +281,28 @@ impl Ebay {
     fn bump(map: &mut BTreeMap<String, u64>, operation: &str) {
         *map.entry(operation.to_string()).or_default() += 1;
     }
+
+    /// Waits while `operation` is held (`PUT /_sim/ebay/control {"hold": [...]}`), at
+    /// most [`MAX_HOLD`].
+    async fn hold_point(&self, operation: &str) {
+        let wait = async {
+            loop {
+                let released = self.released.notified();
+                if !self.lock().held.contains(operation) {
+                    return;
+                }
+                released.await;
+            }
+        };
+        let _ = tokio::time::timeout(MAX_HOLD, wait).await;
+    }
 }
 
 /// The eBay routes.
 pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
     let ebay = Arc::new(Ebay {
         state: Mutex::new(EbayState::default()),
+        released: tokio::sync::Notify::new(),
     });
     Router::new()
         .route("/identity/v1/oauth2/token", post(oauth::token))
@@ -279,6 +317,8 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .merge(feed::routes())
         .merge(streams::routes())
         .merge(cases::routes())
+        .merge(inquiries::routes())
+        .merge(purchases::routes())
         .layer(Extension(ebay))
 }
 
@@ -533,6 +573,11 @@ async fn control(
     }
     if let Some(after) = control.oversize_after {
         state.oversize_after = after;
+    }
+    if let Some(hold) = control.hold {
+        state.held = hold.into_iter().collect();
+        drop(state);
+        ebay.released.notify_waiters();
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_ebay_streams.sql"),
     include_str!("../../../migrations/0007_ebay_cases.sql"),
     include_str!("../../../migrations/0008_stockx_catalog.sql"),
+    include_str!("../../../migrations/0011_ebay_inquiries_purchases.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

@@ -13,6 +13,8 @@ mod hostile_documents;
 mod http;
 mod jobs;
 mod locks;
+mod market_alias;
+mod market_ebay;
 mod pipeline;
 mod quota;
 mod quota_correction;

@@ -12,12 +12,16 @@
 //!   for the account is persisted and the run stops ([`RunOutcome::CoolingDown`]);
 //! - 401/403: the same with an `auth` cooldown ([`crate::shapes::AUTH_COOLDOWN`]): no retry
 //!   loop, `status` and `cooldowns` name it until an operator fixes the credentials;
-//! - 404 (StockX) or an unknown ASIN (Keepa): terminal `not_found`;
+//! - 404 (StockX), an unknown ASIN (Keepa), no catalog item or an unlisted size (Alias),
+//!   no listing (eBay Browse): terminal `not_found`;
 //! - 5xx, timeouts, invalid or incomplete answers: an attempt is consumed and the job is
 //!   retried after `retry_delay` (capped exponential backoff), `failed` after
 //!   `max_attempts`;
 //! - no grant in time, or the quota backend down: back to pending unharmed
 //!   ([`RunOutcome::Deferred`]).
+//!
+//! Alias: a lookup whose catalog id is not cached yet asks the TokenManager for 2 tokens
+//! (catalog search and pricing), otherwise 1; `calls_made` counts both calls.
 //!
 //! Keepa: every response (also a 429) carries the balance, fed to the TokenManager as
 //! [`Observation::Keepa`]; a negative balance makes the next grant wait for the refill,
@@ -33,6 +37,8 @@ use futures_util::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use crate::domain::now_ts;
+use crate::provider::alias::{AliasClient, OP_PRICING};
+use crate::provider::ebay_browse::{BrowseOutcome, EbayBrowseClient, OP_SEARCH};
 use crate::provider::keepa::{KeepaClient, KeepaProductOutcome, OP_PRODUCT};
 use crate::provider::stockx::{StockxClient, OP_MARKET_DATA};
 use crate::provider::ProviderError;
@@ -43,6 +49,7 @@ use crate::shapes::{
 };
 use crate::store::jobs::{
     self as store, Claimer, Job, JobEnd, JobPriority, JobResult, JobRun, KeepaSnapshot,
+    ListingStats,
 };
 use crate::store::{Cooldown, SqliteLedger};
 
@@ -50,14 +57,20 @@ use crate::store::{Cooldown, SqliteLedger};
 pub enum JobClient {
     Stockx(StockxClient),
     Keepa(KeepaClient),
+    /// Alias pricing insights (catalog search when the catalog id is not cached).
+    Alias(AliasClient),
+    /// eBay Browse item search with the application token (the `ebay` queue).
+    EbayBrowse(EbayBrowseClient),
 }
 
 impl JobClient {
-    /// `stockx` or `keepa`: the jobs this client drains.
+    /// `stockx`, `keepa`, `alias` or `ebay`: the jobs this client drains.
     pub fn provider(&self) -> &'static str {
         match self {
             JobClient::Stockx(_) => "stockx",
             JobClient::Keepa(_) => "keepa",
+            JobClient::Alias(_) => "alias",
+            JobClient::EbayBrowse(_) => "ebay",
         }
     }
 
@@ -65,6 +78,8 @@ impl JobClient {
         match self {
             JobClient::Stockx(_) => OP_MARKET_DATA,
             JobClient::Keepa(_) => OP_PRODUCT,
+            JobClient::Alias(_) => OP_PRICING,
+            JobClient::EbayBrowse(_) => OP_SEARCH,
         }
     }
 }
@@ -175,7 +190,7 @@ impl JobRunner {
         }
         run.rescued = rescued.len() as i64;
         let batch = match self.client {
-            JobClient::Stockx(_) => 1,
+            JobClient::Stockx(_) | JobClient::Alias(_) | JobClient::EbayBrowse(_) => 1,
             JobClient::Keepa(_) => {
                 (ctx.stream.jobs().batch as usize).clamp(1, crate::provider::keepa::MAX_ASINS)
             }
@@ -308,7 +323,9 @@ impl JobRunner {
             .unwrap_or(JobPriority::Background);
         let operation = self.client.operation();
         let cost = match &self.client {
-            JobClient::Stockx(_) => 1.0,
+            JobClient::Stockx(_) | JobClient::EbayBrowse(_) => 1.0,
+            // Two calls when the style id's catalog id is not cached yet.
+            JobClient::Alias(client) => f64::from(client.calls_needed(&jobs[0].sku)),
             JobClient::Keepa(client) => client.tokens_per_asin() * jobs.len() as f64,
         };
         let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
@@ -318,7 +335,10 @@ impl JobRunner {
         {
             return self.refused(ctx, jobs, refused);
         }
-        run.calls_made += 1;
+        if !matches!(self.client, JobClient::Alias(_)) {
+            // Alias counts the calls it made below (one or two).
+            run.calls_made += 1;
+        }
         debug!(account = %ctx.account.id, operation, jobs = jobs.len(), priority = %priority, cost, "request");
         match &self.client {
             JobClient::Stockx(client) => {
@@ -336,6 +356,61 @@ impl JobRunner {
                                 last_sale: market.last_sale,
                                 currency: market.currency,
                             }),
+                        )],
+                        None,
+                    ),
+                    Err(err) => self.failed_request(ctx, jobs, err),
+                }
+            }
+            JobClient::Alias(client) => {
+                let job = &jobs[0];
+                let size = job.size.clone().unwrap_or_default();
+                let (calls, result) = client.market(&job.sku, &size).await;
+                run.calls_made += i64::from(calls);
+                ctx.observe(OP_PRICING, &result);
+                match result {
+                    Ok(market) => (
+                        vec![(
+                            job.clone(),
+                            JobEnd::Succeeded(JobResult::Market {
+                                lowest_ask: market.lowest_ask,
+                                highest_bid: market.highest_bid,
+                                last_sale: market.last_sale,
+                                currency: market.currency,
+                            }),
+                        )],
+                        None,
+                    ),
+                    Err(err) => self.failed_request(ctx, jobs, err),
+                }
+            }
+            JobClient::EbayBrowse(client) => {
+                let job = &jobs[0];
+                let result = client.search(&job.sku, job.size.as_deref()).await;
+                ctx.observe(OP_SEARCH, &result);
+                match result {
+                    Ok(BrowseOutcome::Stats(stats)) => (
+                        vec![(
+                            job.clone(),
+                            JobEnd::Succeeded(JobResult::Listings(ListingStats {
+                                count: stats.count,
+                                min: stats.min,
+                                median: stats.median,
+                                mean: stats.mean,
+                                max: stats.max,
+                                currency: stats.currency,
+                                total: stats.total,
+                            })),
+                        )],
+                        None,
+                    ),
+                    Ok(BrowseOutcome::NoListings) => (
+                        vec![(
+                            job.clone(),
+                            JobEnd::NotFound(format!(
+                                "no active fixed-price ebay listing matches {:?}",
+                                job.sku
+                            )),
                         )],
                         None,
                     ),

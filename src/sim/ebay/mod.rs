@@ -27,6 +27,7 @@
 //! RETURN_REQUESTED → ITEM_SHIPPED → CLOSED and refunds the order (FULLY_REFUNDED, plus a
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
+mod browse;
 mod cases;
 mod data;
 pub mod feed;
@@ -51,6 +52,7 @@ use serde_json::json;
 
 use super::{FaultKind, Simulator};
 
+pub use browse::{listings_for, BrowseFixture, BROWSE_DAILY_CALLS, OP_SEARCH as OP_ITEM_SEARCH};
 pub use cases::{cases_between, SimCase, OP_SEARCH_CASES};
 pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
 use oauth::IssuedToken;
@@ -89,6 +91,7 @@ pub const OPERATIONS: &[&str] = &[
     streams::OP_GET_OFFERS,
     streams::OP_GET_CONVERSATIONS,
     cases::OP_SEARCH_CASES,
+    browse::OP_SEARCH,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -279,6 +282,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .merge(feed::routes())
         .merge(streams::routes())
         .merge(cases::routes())
+        .merge(browse::routes())
         .layer(Extension(ebay))
 }
 

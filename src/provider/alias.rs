@@ -140,7 +140,7 @@ impl AliasClient {
                 entry
             }
         };
-        if !entry.sizes.is_empty() && !entry.sizes.iter().any(|listed| *listed == wanted) {
+        if !entry.sizes.is_empty() && !entry.sizes.contains(&wanted) {
             return Err(ProviderError::NotFound {
                 operation: OP_PRICING,
                 message: format!(

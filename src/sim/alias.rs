@@ -242,7 +242,7 @@ fn with_request_id(state: &AliasSim, mut response: Response) -> Response {
 }
 
 /// The common front of every call: token, budget, faults. `Err` is the answer to give.
-fn admit(state: &AliasSim, headers: &HeaderMap, operation: &str) -> Result<(), Response> {
+fn admit(state: &AliasSim, headers: &HeaderMap, operation: &str) -> Result<(), Box<Response>> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -252,12 +252,12 @@ fn admit(state: &AliasSim, headers: &HeaderMap, operation: &str) -> Result<(), R
         .to_string();
     if token.is_empty() || state.config.rejected_tokens.contains(&token) {
         state.lock().stats.unauthorized += 1;
-        return Err(status(
+        return Err(Box::new(status(
             state,
             StatusCode::UNAUTHORIZED,
             16,
             "request unauthenticated with bearer",
-        ));
+        )));
     }
     let now = state.sim.unix_now().floor() as i64;
     let hour = now.div_euclid(3600) * 3600;
@@ -271,33 +271,33 @@ fn admit(state: &AliasSim, headers: &HeaderMap, operation: &str) -> Result<(), R
         if entry.1 >= budget {
             guard.stats.throttled += 1;
             drop(guard);
-            return Err(status(
+            return Err(Box::new(status(
                 state,
                 StatusCode::TOO_MANY_REQUESTS,
                 8,
                 "too many requests",
-            ));
+            )));
         }
         entry.1 += 1;
     }
     match state.sim.provider_fault(operation) {
         Some(FaultKind::Throttle) => {
             state.lock().stats.throttled += 1;
-            Err(status(
+            Err(Box::new(status(
                 state,
                 StatusCode::TOO_MANY_REQUESTS,
                 8,
                 "too many requests",
-            ))
+            )))
         }
         Some(FaultKind::ServerError) => {
             state.lock().stats.server_errors += 1;
-            Err(status(
+            Err(Box::new(status(
                 state,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 13,
                 "internal error",
-            ))
+            )))
         }
         _ => Ok(()),
     }
@@ -315,7 +315,7 @@ async fn search_catalog(
 ) -> Response {
     state.lock().stats.catalog_calls += 1;
     if let Err(response) = admit(&state, &headers, OP_CATALOG) {
-        return response;
+        return *response;
     }
     let Some(text) = query
         .get("query")
@@ -366,7 +366,7 @@ async fn get_catalog_item(
 ) -> Response {
     state.lock().stats.catalog_calls += 1;
     if let Err(response) = admit(&state, &headers, OP_CATALOG) {
-        return response;
+        return *response;
     }
     let Some(key) = known_catalog_id(&state, &catalog_id) else {
         state.lock().stats.not_found += 1;
@@ -387,7 +387,7 @@ async fn availability(
 ) -> Response {
     state.lock().stats.pricing_calls += 1;
     if let Err(response) = admit(&state, &headers, OP_PRICING) {
-        return response;
+        return *response;
     }
     let field = |name: &str| {
         query

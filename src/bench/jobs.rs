@@ -34,6 +34,9 @@ pub struct BenchJobsArgs {
     /// is reported, since one run on a shared machine varies.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Only these providers (comma-separated: stockx, keepa, alias, ebay); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    pub providers: Vec<String>,
 }
 
 /// Runs the benchmark; prints the figures.
@@ -90,6 +93,14 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     );
     for account in &config.accounts {
         let provider = account.provider;
+        if !args.providers.is_empty()
+            && !args
+                .providers
+                .iter()
+                .any(|name| name.trim() == provider.as_str())
+        {
+            continue;
+        }
         let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
         let pacer = Pacer::new(handle.clone(), provider.as_str(), account.quota_scope());
         let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));

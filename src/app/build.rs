@@ -35,7 +35,22 @@ pub(super) fn build_work(
                 .with_own_addresses(own_addresses.to_vec()),
         ))),
         Shape::Cursor => {
-            crate::shapes::cursor::stream_work(account, http, simulator, pacer, Arc::clone(ledger))
+            let cursor = crate::shapes::cursor::stream_work(
+                account,
+                http,
+                simulator,
+                pacer.clone(),
+                Arc::clone(ledger),
+            )?;
+            // eBay's `market_prices` stream drains the `ebay` job queue beside the cursors.
+            crate::shapes::jobs::with_market_prices(
+                account,
+                http,
+                simulator,
+                pacer,
+                Arc::clone(ledger),
+                cursor,
+            )
         }
         Shape::Jobs => {
             crate::shapes::jobs::stream_work(account, http, simulator, pacer, Arc::clone(ledger))

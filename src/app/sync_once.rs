@@ -206,7 +206,7 @@ fn other_shapes_progress(
             ));
             continue;
         }
-        match account.provider.shape() {
+        match account.provider.stream_shape(&stream.name) {
             crate::domain::Shape::Cursor => {
                 match crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)? {
                     None => pending = true,

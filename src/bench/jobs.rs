@@ -2,9 +2,11 @@
 //!
 //! Starts the simulator on a loopback port with the StockX hourly budget and the Keepa
 //! refill lifted, a TokenManager whose stockx and keepa buckets are huge, a SQLite file
-//! in a temp directory; queues `jobs` StockX jobs (or Keepa ASINs) and drains them with
-//! one run of the provider's drainer over real HTTP, `rounds` times. Prints the median
-//! jobs/s.
+//! in a temp directory; queues `jobs` StockX jobs (or Keepa ASINs, Alias style ids in 4
+//! sizes each, eBay keyword searches) and drains them with one run of the provider's
+//! drainer over real HTTP, `rounds` times. Prints the median jobs/s, and for Alias the
+//! calls per lookup against the theoretical 1.25 (one catalog search per style id, then
+//! one pricing call per size).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +34,9 @@ pub struct BenchJobsArgs {
     /// is reported, since one run on a shared machine varies.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Only these providers (comma-separated: stockx, keepa, alias, ebay); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    pub providers: Vec<String>,
 }
 
 /// Runs the benchmark; prints the figures.
@@ -48,6 +53,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     let mut sim_config = crate::sim::SimConfig::default();
     sim_config.stockx.hourly_budget = u32::MAX;
     sim_config.keepa.refill_rate = 1_000_000_000;
+    sim_config.alias.hourly_budget = u32::MAX;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sim = crate::sim::Simulator::new(sim_config);
@@ -56,9 +62,17 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     tokio::spawn(async move {
         let _ = crate::sim::serve(listener, sim, async move { stopped.cancelled().await }).await;
     });
+    // Lift the simulated Browse API's daily limit (5,000 calls per application).
+    reqwest::Client::new()
+        .put(format!("http://{addr}/_sim/ebay/browse"))
+        .json(&serde_json::json!({ "daily_calls": u64::MAX }))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("lifting the simulator's Browse API daily limit")?;
 
     let text = format!(
-        "data_dir = \"{}\"\n[simulator]\nenabled = true\n\n[[accounts]]\nid = \"bench-stockx\"\nprovider = \"stockx\"\n[accounts.streams.market_data]\n\n[[accounts]]\nid = \"bench-keepa\"\nprovider = \"keepa\"\n[accounts.streams.products]\nbatch = {}\n",
+        "data_dir = \"{}\"\n[simulator]\nenabled = true\n\n[[accounts]]\nid = \"bench-stockx\"\nprovider = \"stockx\"\n[accounts.streams.market_data]\n\n[[accounts]]\nid = \"bench-keepa\"\nprovider = \"keepa\"\n[accounts.streams.products]\nbatch = {}\n\n[[accounts]]\nid = \"bench-alias\"\nprovider = \"alias\"\n[accounts.streams.market_data]\n\n[[accounts]]\nid = \"bench-ebay\"\nprovider = \"ebay\"\n[accounts.streams.market_prices]\n",
         dir.path().display(),
         args.batch.clamp(1, 100)
     );
@@ -66,7 +80,9 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     let ledger = Arc::new(SqliteLedger::open(&config.database_path())?);
     let quota = QuotaConfig::new(QuotaBackend::InProcess)
         .with_spec("stockx", "*", BucketSpec::new(1e12, 1e12))
-        .with_spec("keepa", "*", BucketSpec::new(1e12, 1e12));
+        .with_spec("keepa", "*", BucketSpec::new(1e12, 1e12))
+        .with_spec("alias", "*", BucketSpec::new(1e12, 1e12))
+        .with_spec("ebay", "*", BucketSpec::new(1e12, 1e12));
     let (actor, _join) = TokenManager::spawn(quota).await?;
     let handle = QuotaHandle::new(actor);
     let http = reqwest::Client::new();
@@ -77,6 +93,14 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     );
     for account in &config.accounts {
         let provider = account.provider;
+        if !args.providers.is_empty()
+            && !args
+                .providers
+                .iter()
+                .any(|name| name.trim() == provider.as_str())
+        {
+            continue;
+        }
         let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
         let pacer = Pacer::new(handle.clone(), provider.as_str(), account.quota_scope());
         let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
@@ -99,6 +123,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
         };
         let mut enqueue_rates = Vec::new();
         let mut drain_rates = Vec::new();
+        let mut calls_per_job = Vec::new();
         for round in 0..args.rounds.max(1) {
             let enqueue_started = Instant::now();
             {
@@ -110,6 +135,12 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                             "stockx" => {
                                 (format!("BENCH-{round}-{index:06}"), Some("10".to_string()))
                             }
+                            // Four sizes per style id: one catalog search, four pricings.
+                            "alias" => (
+                                format!("BENCH-{round}-{:06}", index / 4),
+                                Some(["9", "9.5", "10", "10.5"][index % 4].to_string()),
+                            ),
+                            "ebay" => (format!("bench {round} {index}"), None),
                             _ => (format!("B{round:02}{index:07}"), None),
                         };
                         store::enqueue(
@@ -142,6 +173,13 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                 );
             }
             drain_rates.push(applied as f64 / secs.max(1e-9));
+            let runs = {
+                let ledger = Arc::clone(&ledger);
+                tokio::task::spawn_blocking(move || store::recent_runs(&ledger, 1)).await??
+            };
+            if let Some(run) = runs.first() {
+                calls_per_job.push(run.calls_made as f64 / (applied as f64).max(1.0));
+            }
         }
         println!(
             "  {provider:<6} drained {:>6.0} jobs/s (median of {}; runs {}), enqueue {:>6.0} jobs/s",
@@ -154,6 +192,13 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                 .join(", "),
             median(&mut enqueue_rates),
         );
+        if provider.as_str() == "alias" {
+            println!(
+                "         calls per lookup {:.3} (theoretical minimum 1.250: 1 catalog search per 4 sizes; ratio {:.3})",
+                median(&mut calls_per_job),
+                median(&mut calls_per_job) / 1.25,
+            );
+        }
     }
     stop.cancel();
     Ok(0)

@@ -180,14 +180,14 @@ pub enum Command {
         #[command(subcommand)]
         which: BenchWhich,
     },
-    /// Queue a StockX market-data or Keepa product lookup (merged into a pending job of
-    /// the same key, keeping the higher priority).
+    /// Queue a StockX or Alias market-data, eBay market-price or Keepa product lookup
+    /// (merged into a pending job of the same key, keeping the higher priority).
     Enqueue {
-        /// stockx or keepa.
+        /// stockx, alias, ebay or keepa.
         provider: String,
-        /// StockX style id (e.g. DD1391-100) or Keepa ASIN.
+        /// StockX/Alias style id (e.g. DD1391-100), eBay GTIN or keywords, Keepa ASIN.
         sku: String,
-        /// StockX size (required for stockx).
+        /// Size (required for stockx and alias, optional for ebay, none for keepa).
         #[arg(long)]
         size: Option<String>,
         /// manual, hot or background.

@@ -40,12 +40,27 @@ impl RawAccount {
             (_, "stockx") => "US".to_string(),
             // Keepa's domain id: 1 is amazon.com.
             (_, "keepa") => "1".to_string(),
+            // Alias's `region_id`; `global` sends none (prices across every region).
+            (_, "alias") => "global".to_string(),
             _ => {
                 return Err(format!(
                     "{key}.marketplace: missing; give the marketplace id, e.g. ATVPDKIKX0DER for amazon.com"
                 ))
             }
         };
+        if provider == "alias"
+            && marketplace != "global"
+            && !(marketplace.len() <= 8 && marketplace.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(format!(
+                "{key}.marketplace: {marketplace:?} is not an Alias region; use global (every region) or a region id such as 1"
+            ));
+        }
+        if provider == "alias" && self.token_url.is_some() {
+            return Err(format!(
+                "{key}.token_url: alias accounts authenticate with a personal access token (api_key_env), not an OAuth token url; remove it"
+            ));
+        }
         if self.region.is_some() && provider != "amazon" {
             return Err(format!(
                 "{key}.region: only amazon accounts have a region; remove it (use endpoint to point a {provider} account elsewhere)"
@@ -85,6 +100,14 @@ impl RawAccount {
             refresh_token_env: raw.refresh_token_env,
             api_key_env: raw.api_key_env,
         });
+        // An eBay account whose only streams are `market_prices` calls the Browse API with
+        // the application token (client-credentials grant): it needs no seller.
+        let browse_only = provider == "ebay"
+            && !self.streams.is_empty()
+            && self
+                .streams
+                .keys()
+                .all(|name| name == crate::domain::provider::EBAY_MARKET_PRICES_STREAM);
         let (required, optional): (&[&str], &[&str]) = match provider {
             "amazon" => (
                 &["client_id_env", "client_secret_env", "refresh_token_env"],
@@ -92,6 +115,10 @@ impl RawAccount {
             ),
             // eBay's seller APIs take a user token only (the refresh-token grant): without
             // refresh_token_env every call would be refused (403, errorId 1100).
+            "ebay" if browse_only => (
+                &["client_id_env", "client_secret_env"],
+                &["refresh_token_env"],
+            ),
             "ebay" => (
                 &["client_id_env", "client_secret_env", "refresh_token_env"],
                 &[],
@@ -129,7 +156,11 @@ impl RawAccount {
                 ("api_key_env", &credentials.api_key_env),
             ];
             for (name, value) in fields {
-                if value.is_none() && name == "refresh_token_env" && provider == "ebay" {
+                if value.is_none()
+                    && name == "refresh_token_env"
+                    && provider == "ebay"
+                    && !browse_only
+                {
                     return Err(format!(
                         "{key}.credentials.refresh_token_env: missing; eBay's seller APIs (orders, transactions, returns, ...) refuse an application token, so the account needs a seller's refresh token: run `marketsync auth ebay {}` (it needs {key}.ru_name), then name the variable holding the token here",
                         self.id
@@ -230,7 +261,8 @@ impl RawAccount {
             if raw.enabled == Some(false) {
                 continue;
             }
-            streams.push(raw.validate(&stream_key, name, provider_kind.shape())?);
+            let shape = provider_kind.stream_shape(&name);
+            streams.push(raw.validate(&stream_key, name, shape)?);
         }
         // Kept for the daemon's life, 10,000 accounts of it: no spare capacity.
         streams.shrink_to_fit();
@@ -615,6 +647,8 @@ fn default_endpoints(provider: &str, region: &str) -> Option<(&'static str, &'st
             ))
         }
         "keepa" => return Some(("https://api.keepa.com", "https://api.keepa.com/token")),
+        // Alias has no token endpoint (personal access tokens); the url is never called.
+        "alias" => return Some(("https://api.alias.org", "https://api.alias.org")),
         _ => {}
     }
     match region {

@@ -34,13 +34,18 @@ use raw::RawConfig;
 /// The configuration used when no `--config` is given: the demo against the embedded simulator.
 pub const EMBEDDED_DEMO: &str = include_str!("../../config/demo.toml");
 
-/// Streams each provider supports today.
-pub fn streams_of(provider: Provider) -> &'static [&'static str] {
+/// Streams each provider supports today. eBay's are its cursor streams and
+/// `market_prices`, the Browse API job queue.
+pub fn streams_of(provider: Provider) -> Vec<&'static str> {
     match provider {
-        Provider::Amazon => &["vendor_rt_sales"],
-        Provider::Ebay => crate::shapes::cursor::EBAY_STREAMS,
-        Provider::Stockx => &["market_data"],
-        Provider::Keepa => &["products"],
+        Provider::Amazon => vec!["vendor_rt_sales"],
+        Provider::Ebay => crate::shapes::cursor::EBAY_STREAMS
+            .iter()
+            .copied()
+            .chain([crate::domain::provider::EBAY_MARKET_PRICES_STREAM])
+            .collect(),
+        Provider::Stockx | Provider::Alias => vec!["market_data"],
+        Provider::Keepa => vec!["products"],
     }
 }
 
@@ -103,9 +108,11 @@ pub fn quota_operations(provider: &str) -> &'static [&'static str] {
             "searchCases",
             "searchInquiries",
             "tradingGetOrders",
+            "itemSummarySearch",
         ],
         "stockx" => &["marketData"],
         "keepa" => &["product"],
+        "alias" => &["pricingInsights"],
         _ => &[],
     }
 }

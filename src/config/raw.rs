@@ -39,6 +39,8 @@ pub(super) struct RawQuota {
     pub(super) stockx: BTreeMap<String, RawBucket>,
     #[serde(default)]
     pub(super) keepa: BTreeMap<String, RawBucket>,
+    #[serde(default)]
+    pub(super) alias: BTreeMap<String, RawBucket>,
 }
 
 #[derive(Debug, Deserialize)]

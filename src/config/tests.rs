@@ -112,7 +112,7 @@ fn errors_name_the_key_and_the_fix() {
     let err = Config::parse(text, "c.toml").unwrap_err().to_string();
     assert_eq!(
         err,
-        "c.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa"
+        "c.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa, alias"
     );
     let text = "[simulator]\nenabled = true\n[[accounts]]\nid = \"a\"\nprovider = \"amazon\"\nmarketplace = \"X\"\n[accounts.streams.vendor_rt_sales]\nlookback = \"3 hourz\"\n";
     let err = Config::parse(text, "c.toml").unwrap_err().to_string();

@@ -119,6 +119,7 @@ impl RawQuota {
             ("ebay", self.ebay),
             ("stockx", self.stockx),
             ("keepa", self.keepa),
+            ("alias", self.alias),
         ] {
             let buckets = validate_buckets(provider, raw)?;
             if !buckets.is_empty() {

@@ -243,7 +243,7 @@ pub(crate) fn hour_facts(
         }),
     };
     ledger.with_read_conn(|conn| {
-        let shape = match account.provider.shape() {
+        let shape = match account.provider.stream_shape(&stream.name) {
             crate::domain::Shape::Windowed => ShapeFacts::Windowed,
             crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
             crate::domain::Shape::Jobs => ShapeFacts::Jobs(crate::store::jobs::provider_queue(

@@ -144,7 +144,7 @@ pub fn collect(
                 .zip(snapshot.counts)
                 .map(|(state, count)| (state.as_str(), count))
                 .collect();
-            let shape = account.provider.shape();
+            let shape = account.provider.stream_shape(&stream.name);
             let (mut cursor, mut queue, mut last_error, mut next_retry_at) =
                 (None, None, snapshot.last_error, snapshot.next_retry_at);
             match shape {

@@ -4,6 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The eBay stream that drains the `ebay` job queue (Browse API market prices).
+pub const EBAY_MARKET_PRICES_STREAM: &str = "market_prices";
+
 /// A marketplace API marketsync syncs from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,14 +19,17 @@ pub enum Provider {
     Stockx,
     /// Keepa products (job queue).
     Keepa,
+    /// Alias (GOAT's seller platform) pricing insights (job queue).
+    Alias,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 4] = [
+    pub const ALL: [Provider; 5] = [
         Provider::Amazon,
         Provider::Ebay,
         Provider::Stockx,
         Provider::Keepa,
+        Provider::Alias,
     ];
 
     /// The name used in the configuration, in scopes and in metrics labels.
@@ -33,6 +39,7 @@ impl Provider {
             Provider::Ebay => "ebay",
             Provider::Stockx => "stockx",
             Provider::Keepa => "keepa",
+            Provider::Alias => "alias",
         }
     }
 
@@ -42,7 +49,7 @@ impl Provider {
             .find(|provider| provider.as_str() == text)
     }
 
-    /// The names of every provider, for messages (`amazon, ebay, stockx, keepa`).
+    /// The names of every provider, for messages (`amazon, ebay, stockx, keepa, alias`).
     pub fn names() -> String {
         Provider::ALL.map(Provider::as_str).join(", ")
     }
@@ -52,7 +59,17 @@ impl Provider {
         match self {
             Provider::Amazon => Shape::Windowed,
             Provider::Ebay => Shape::Cursor,
-            Provider::Stockx | Provider::Keepa => Shape::Jobs,
+            Provider::Stockx | Provider::Keepa | Provider::Alias => Shape::Jobs,
+        }
+    }
+
+    /// The sync shape of the provider's stream `stream`: the provider's [`Provider::shape`],
+    /// except eBay's `market_prices`, a job queue (Browse API lookups) beside its cursor
+    /// streams.
+    pub fn stream_shape(self, stream: &str) -> Shape {
+        match (self, stream) {
+            (Provider::Ebay, EBAY_MARKET_PRICES_STREAM) => Shape::Jobs,
+            _ => self.shape(),
         }
     }
 }
@@ -70,7 +87,8 @@ pub enum Shape {
     Windowed,
     /// A cursor per (account, stream), moved one bounded window per run (eBay).
     Cursor,
-    /// Keyed on-demand lookups drained from a queue (StockX, Keepa).
+    /// Keyed on-demand lookups drained from a queue (StockX, Keepa, Alias, eBay market
+    /// prices).
     Jobs,
 }
 

@@ -343,7 +343,7 @@ pub async fn summary(
                 summary["orders"] = encode(serde_json::to_value(orders))?;
                 summary["changes"] = encode(serde_json::to_value(events))?;
             }
-            "stockx" | "keepa" => {
+            "stockx" | "keepa" | "alias" => {
                 let prices: Vec<_> = crate::store::jobs::market_prices(&state.ledger, 200)?
                     .into_iter()
                     .filter(|price| price.provider == account.provider.as_str())

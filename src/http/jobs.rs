@@ -98,12 +98,13 @@ pub async fn enqueue(State(state): State<HttpState>, body: Bytes) -> Result<Json
         None => JobPriority::Manual,
     };
     let provider = body.provider.trim().to_ascii_lowercase();
-    if !state
-        .config
-        .accounts
-        .iter()
-        .any(|account| account.provider.as_str() == provider && !account.streams.is_empty())
-    {
+    if !state.config.accounts.iter().any(|account| {
+        account.provider.as_str() == provider
+            && account
+                .streams
+                .iter()
+                .any(|stream| matches!(stream.shape, crate::shapes::spec::ShapeSettings::Jobs(_)))
+    }) {
         let served: Vec<&str> = store::JOB_PROVIDERS
             .iter()
             .copied()

@@ -14,8 +14,11 @@
 pub mod credentials;
 pub use credentials::read_env;
 
+pub mod alias;
+pub mod alias_wire;
 pub mod amazon;
 pub mod ebay;
+pub mod ebay_browse;
 pub mod ebay_feed;
 pub mod ebay_trading;
 pub mod keepa;

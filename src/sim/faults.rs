@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::Operation;
-use super::{ebay, keepa, stockx};
+use super::{alias, ebay, keepa, stockx};
 
 /// Injected faults. Probabilities are in `[0, 1]` and drawn per call (or per report) from
 /// a RNG seeded with [`super::SimConfig::seed`]; `schedule` pins a fault on the nth call.
@@ -148,6 +148,7 @@ pub(super) fn provider_operations() -> impl Iterator<Item = &'static str> {
         .iter()
         .chain(stockx::OPERATIONS)
         .chain(keepa::OPERATIONS)
+        .chain(alias::OPERATIONS)
         .copied()
 }
 

@@ -50,6 +50,7 @@ pub(super) fn router(sim: Arc<Simulator>) -> Router {
         .merge(super::ebay::router(Arc::clone(&sim)))
         .merge(super::stockx::router(Arc::clone(&sim)))
         .merge(super::keepa::router(Arc::clone(&sim)))
+        .merge(super::alias::router(Arc::clone(&sim)))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -17,6 +17,7 @@
 //! Layer 1 of docs/architecture.md. May use: `domain` only. May not be imported by the
 //! product, except by `app` (the embedded simulator) and by `cli`/`bench`.
 
+pub mod alias;
 pub mod amazon;
 mod bucket;
 pub mod ebay;
@@ -90,6 +91,8 @@ pub struct SimConfig {
     pub stockx: stockx::StockxSimConfig,
     /// The Keepa simulator (`/product`, `/token`).
     pub keepa: keepa::KeepaSimConfig,
+    /// The Alias simulator (catalog search, pricing insights).
+    pub alias: alias::AliasSimConfig,
 }
 
 impl Default for SimConfig {
@@ -107,6 +110,7 @@ impl Default for SimConfig {
             ebay: ebay::EbaySimConfig::default(),
             stockx: stockx::StockxSimConfig::default(),
             keepa: keepa::KeepaSimConfig::default(),
+            alias: alias::AliasSimConfig::default(),
         }
     }
 }

@@ -36,7 +36,7 @@ fn check_config_names_the_file_the_key_and_the_fix() {
         ),
         (
             "[[accounts]]\nid = \"a\"\nprovider = \"ebya\"\nmarketplace = \"X\"\n".to_string(),
-            "marketsync: bad.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa",
+            "marketsync: bad.toml: accounts[0].provider: unknown provider \"ebya\"; expected one of amazon, ebay, stockx, keepa, alias",
         ),
         (
             format!("{base}[accounts.streams.vendor_rt_sales]\nlokback = \"3h\"\n"),

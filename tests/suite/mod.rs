@@ -18,6 +18,8 @@ mod jobs;
 mod locks;
 mod market_keepa;
 mod market_stockx;
+mod market_alias;
+mod market_ebay;
 mod pipeline;
 mod quota;
 mod quota_correction;

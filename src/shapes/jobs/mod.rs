@@ -20,17 +20,22 @@ pub mod worker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
+use crate::provider::alias::AliasClient;
+use crate::provider::ebay::EbayEndpoints;
+use crate::provider::ebay_browse::EbayBrowseClient;
 use crate::provider::keepa::KeepaClient;
 use crate::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use crate::quota::Pacer;
-use crate::shapes::spec::{AccountConfig, Endpoints};
-use crate::shapes::StreamWork;
+use crate::shapes::spec::{AccountConfig, Endpoints, ShapeSettings};
+use crate::shapes::{RunOutcome, ShapeRunner, StreamContext, StreamWork, SyncError};
 use crate::store::SqliteLedger;
 
 pub use crate::store::jobs::{
     enqueue, keepa_products, list_jobs, market_prices, queue_depth, recent_runs, reset_failed,
-    EnqueueOutcome, Job, JobError, JobPriority, JobRun, JobState, KeepaProduct, MarketPrice,
-    NewJob,
+    EnqueueOutcome, Job, JobError, JobPriority, JobRun, JobState, KeepaProduct, ListingStats,
+    MarketPrice, NewJob,
 };
 pub use worker::{JobClient, JobRunner};
 
@@ -52,14 +57,68 @@ pub fn stream_work(
     ))))
 }
 
-/// The provider client of a StockX or Keepa account: its endpoints (the embedded
-/// simulator's or explicit ones) and credentials read from the named variables (the
-/// simulator's accounts need none).
+/// An eBay account's work: `cursor` (its cursor streams), plus the `ebay` job queue's
+/// drainer for its `market_prices` stream when it has one (Browse API lookups with the
+/// account's application token). Every stream keeps the account's one pacer.
+pub fn with_market_prices(
+    account: &AccountConfig,
+    http: &reqwest::Client,
+    simulator: Option<SocketAddr>,
+    pacer: Pacer,
+    ledger: Arc<SqliteLedger>,
+    cursor: StreamWork,
+) -> anyhow::Result<StreamWork> {
+    let has_jobs = account
+        .streams
+        .iter()
+        .any(|stream| matches!(stream.shape, ShapeSettings::Jobs(_)));
+    if !has_jobs {
+        return Ok(cursor);
+    }
+    let client = build_client(account, http, simulator)?;
+    let jobs = StreamWork::shape(Arc::new(JobRunner::new(client, Some(pacer), ledger)));
+    Ok(StreamWork::shape(Arc::new(ByShape { cursor, jobs })))
+}
+
+/// The runner of an account whose streams have two shapes: job-queue streams go to
+/// `jobs`, the others to `cursor`.
+struct ByShape {
+    cursor: StreamWork,
+    jobs: StreamWork,
+}
+
+impl ShapeRunner for ByShape {
+    fn pacer(&self) -> Option<&Pacer> {
+        self.cursor.pacer()
+    }
+
+    fn run<'a>(
+        &'a self,
+        context: &'a StreamContext,
+        fence: crate::store::WriteFence,
+    ) -> BoxFuture<'a, Result<RunOutcome, SyncError>> {
+        match context.stream.shape {
+            ShapeSettings::Jobs(_) => self.jobs.runner().run(context, fence),
+            _ => self.cursor.runner().run(context, fence),
+        }
+    }
+
+    fn observed_rate_limit(&self, operation: &str) -> Option<f64> {
+        self.cursor.runner().observed_rate_limit(operation)
+    }
+}
+
+/// The provider client of a StockX, Keepa, Alias account, or of an eBay account's
+/// `market_prices` stream: its endpoints (the embedded simulator's or explicit ones)
+/// and credentials read from the named variables (the simulator's accounts need none).
 pub fn build_client(
     account: &AccountConfig,
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
 ) -> anyhow::Result<JobClient> {
+    if account.provider == crate::domain::Provider::Ebay {
+        return ebay_browse_client(account, http, simulator);
+    }
     let (api_base, token_url) = match (&account.endpoints, simulator) {
         (Endpoints::EmbeddedSimulator, Some(addr)) => (
             format!("http://{addr}"),
@@ -116,9 +175,65 @@ pub fn build_client(
                 &account.marketplace,
             )))
         }
+        "alias" => {
+            // A personal access token; the simulator takes any token.
+            let token = match &account.credentials {
+                Some(names) => read(names.api_key_env.as_ref())?,
+                None => format!("simulator-pat-{}", account.quota_scope()),
+            };
+            Ok(JobClient::Alias(AliasClient::new(
+                http.clone(),
+                &api_base,
+                &token,
+                &account.marketplace,
+            )))
+        }
         other => anyhow::bail!(
-            "account {}: provider {other} has no job queue; job queues serve stockx and keepa",
+            "account {}: provider {other} has no job queue; job queues serve stockx, keepa, alias and ebay market_prices",
             account.id
         ),
     }
+}
+
+/// The Browse client of an eBay account: the application's client id and secret (the
+/// client-credentials grant; the seller's refresh token is not used).
+fn ebay_browse_client(
+    account: &AccountConfig,
+    http: &reqwest::Client,
+    simulator: Option<SocketAddr>,
+) -> anyhow::Result<JobClient> {
+    let endpoints = match (&account.endpoints, simulator) {
+        (Endpoints::EmbeddedSimulator, Some(addr)) => EbayEndpoints::new(
+            &format!("http://{addr}"),
+            &format!("http://{addr}/identity/v1/oauth2/token"),
+        ),
+        (Endpoints::EmbeddedSimulator, None) => anyhow::bail!(
+            "account {}: uses the embedded simulator, which is not enabled; set [simulator] enabled = true or give the account an endpoint",
+            account.id
+        ),
+        (
+            Endpoints::Explicit {
+                api_base,
+                token_url,
+            },
+            _,
+        ) => EbayEndpoints::new(api_base, token_url),
+    };
+    let (client_id, client_secret) = match &account.credentials {
+        Some(names) => (
+            crate::provider::read_env(&account.id, names.client_id_env.as_deref())?,
+            crate::provider::read_env(&account.id, names.client_secret_env.as_deref())?,
+        ),
+        None => (
+            format!("simulator-app-{}", account.quota_scope()),
+            "simulator-secret".to_string(),
+        ),
+    };
+    Ok(JobClient::EbayBrowse(EbayBrowseClient::new(
+        http.clone(),
+        endpoints,
+        client_id,
+        client_secret,
+        &account.marketplace,
+    )))
 }

@@ -12,7 +12,8 @@
 //!   for the account is persisted and the run stops ([`RunOutcome::CoolingDown`]);
 //! - 401/403: the same with an `auth` cooldown ([`crate::shapes::AUTH_COOLDOWN`]): no retry
 //!   loop, `status` and `cooldowns` name it until an operator fixes the credentials;
-//! - 404 (StockX) or an unknown ASIN (Keepa): terminal `not_found`;
+//! - 404 (StockX), an unknown ASIN (Keepa), no catalog item or an unlisted size (Alias),
+//!   no listing (eBay Browse): terminal `not_found`;
 //! - 5xx, timeouts, invalid or incomplete answers: an attempt is consumed and the job is
 //!   retried after `retry_delay` (capped exponential backoff), `failed` after
 //!   `max_attempts`;
@@ -25,6 +26,9 @@
 //! of the StockX bucket. A cached id StockX says is gone (404, or its 400 validation error
 //! for a variant that does not belong to the product) is forgotten and the style resolved
 //! again, once; a fresh id refused the same way ends the job `not_found`.
+//!
+//! Alias: a lookup whose catalog id is not cached yet asks the TokenManager for 2 tokens
+//! (catalog search and pricing), otherwise 1; `calls_made` counts both calls.
 //!
 //! Keepa: every response (also a 429) carries the balance, fed to the TokenManager as
 //! [`Observation::Keepa`]; a negative balance makes the next grant wait for the refill,
@@ -42,6 +46,8 @@ use futures_util::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use crate::domain::now_ts;
+use crate::provider::alias::{AliasClient, OP_PRICING};
+use crate::provider::ebay_browse::{BrowseOutcome, EbayBrowseClient, OP_SEARCH};
 use crate::provider::keepa::{KeepaClient, KeepaProductOutcome, OP_PRODUCT};
 use crate::provider::stockx::{
     size_key, StockxClient, OP_CATALOG_SEARCH, OP_CATALOG_VARIANTS, OP_MARKET_DATA,
@@ -54,6 +60,7 @@ use crate::shapes::{
 };
 use crate::store::jobs::{
     self as store, Claimer, Job, JobEnd, JobPriority, JobResult, JobRun, KeepaSnapshot,
+    ListingStats,
 };
 use crate::store::{Cooldown, SqliteLedger};
 
@@ -61,14 +68,20 @@ use crate::store::{Cooldown, SqliteLedger};
 pub enum JobClient {
     Stockx(StockxClient),
     Keepa(KeepaClient),
+    /// Alias pricing insights (catalog search when the catalog id is not cached).
+    Alias(AliasClient),
+    /// eBay Browse item search with the application token (the `ebay` queue).
+    EbayBrowse(EbayBrowseClient),
 }
 
 impl JobClient {
-    /// `stockx` or `keepa`: the jobs this client drains.
+    /// `stockx`, `keepa`, `alias` or `ebay`: the jobs this client drains.
     pub fn provider(&self) -> &'static str {
         match self {
             JobClient::Stockx(_) => "stockx",
             JobClient::Keepa(_) => "keepa",
+            JobClient::Alias(_) => "alias",
+            JobClient::EbayBrowse(_) => "ebay",
         }
     }
 }
@@ -205,7 +218,7 @@ impl JobRunner {
         }
         run.rescued = rescued.len() as i64;
         let batch = match self.client {
-            JobClient::Stockx(_) => 1,
+            JobClient::Stockx(_) | JobClient::Alias(_) | JobClient::EbayBrowse(_) => 1,
             JobClient::Keepa(_) => {
                 (ctx.stream.jobs().batch as usize).clamp(1, crate::provider::keepa::MAX_ASINS)
             }
@@ -335,6 +348,12 @@ impl JobRunner {
             JobClient::Stockx(client) => {
                 return self.work_stockx(ctx, client, jobs, priority, run).await
             }
+            JobClient::Alias(client) => {
+                return self.work_alias(ctx, client, jobs, priority, run).await
+            }
+            JobClient::EbayBrowse(client) => {
+                return self.work_ebay(ctx, client, jobs, priority, run).await
+            }
             JobClient::Keepa(client) => client,
         };
         let cost = client.tokens_per_asin() * jobs.len() as f64;
@@ -371,6 +390,103 @@ impl JobRunner {
                     .collect();
                 (ends, None)
             }
+            Err(err) => self.failed_request(ctx, jobs, err),
+        }
+    }
+
+    /// An Alias job (one a request): a grant of `calls_needed` tokens (2 while the style's
+    /// catalog id is not cached: catalog search and pricing), then the lookup.
+    async fn work_alias(
+        &self,
+        ctx: &StreamContext,
+        client: &AliasClient,
+        jobs: &[Job],
+        priority: JobPriority,
+        run: &mut JobRun,
+    ) -> Outcome {
+        let Some(job) = jobs.first() else {
+            return (Vec::new(), None);
+        };
+        let cost = f64::from(client.calls_needed(&job.sku));
+        let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
+        if let Err(refused) = ctx
+            .paced(OP_PRICING, cost, priority.quota().into(), wait, true)
+            .await
+        {
+            return self.refused(ctx, jobs, refused);
+        }
+        debug!(account = %ctx.account.id, operation = OP_PRICING, priority = %priority, cost, "request");
+        let size = job.size.clone().unwrap_or_default();
+        let (calls, result) = client.market(&job.sku, &size).await;
+        run.calls_made += i64::from(calls);
+        ctx.observe(OP_PRICING, &result);
+        match result {
+            Ok(market) => (
+                vec![(
+                    job.clone(),
+                    JobEnd::Succeeded(JobResult::Market {
+                        lowest_ask: market.lowest_ask,
+                        highest_bid: market.highest_bid,
+                        last_sale: market.last_sale,
+                        currency: market.currency,
+                    }),
+                )],
+                None,
+            ),
+            Err(err) => self.failed_request(ctx, jobs, err),
+        }
+    }
+
+    /// An eBay market-price job (one a request): a grant of the Browse bucket, then the
+    /// item search and its listing statistics.
+    async fn work_ebay(
+        &self,
+        ctx: &StreamContext,
+        client: &EbayBrowseClient,
+        jobs: &[Job],
+        priority: JobPriority,
+        run: &mut JobRun,
+    ) -> Outcome {
+        let Some(job) = jobs.first() else {
+            return (Vec::new(), None);
+        };
+        let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
+        if let Err(refused) = ctx
+            .paced(OP_SEARCH, 1.0, priority.quota().into(), wait, true)
+            .await
+        {
+            return self.refused(ctx, jobs, refused);
+        }
+        run.calls_made += 1;
+        debug!(account = %ctx.account.id, operation = OP_SEARCH, priority = %priority, "request");
+        let result = client.search(&job.sku, job.size.as_deref()).await;
+        ctx.observe(OP_SEARCH, &result);
+        match result {
+            Ok(BrowseOutcome::Stats(stats)) => (
+                vec![(
+                    job.clone(),
+                    JobEnd::Succeeded(JobResult::Listings(ListingStats {
+                        count: stats.count,
+                        min: stats.min,
+                        median: stats.median,
+                        mean: stats.mean,
+                        max: stats.max,
+                        currency: stats.currency,
+                        total: stats.total,
+                    })),
+                )],
+                None,
+            ),
+            Ok(BrowseOutcome::NoListings) => (
+                vec![(
+                    job.clone(),
+                    JobEnd::NotFound(format!(
+                        "no active fixed-price ebay listing matches {:?}",
+                        job.sku
+                    )),
+                )],
+                None,
+            ),
             Err(err) => self.failed_request(ctx, jobs, err),
         }
     }

@@ -29,6 +29,7 @@
 //! RETURN_REQUESTED → ITEM_SHIPPED → CLOSED and refunds the order (FULLY_REFUNDED, plus a
 //! REFUND transaction). An entity exists once its time is ≤ the simulator's now.
 
+mod browse;
 mod cases;
 mod data;
 pub mod feed;
@@ -55,6 +56,7 @@ use serde_json::json;
 
 use super::{FaultKind, Simulator};
 
+pub use browse::{listings_for, BrowseFixture, BROWSE_DAILY_CALLS, OP_SEARCH as OP_ITEM_SEARCH};
 pub use cases::{cases_between, SimCase, OP_SEARCH_CASES};
 pub use data::{changes_between, order, orders_created, SimChange, SimOrder, SimReturn};
 pub use inquiries::{inquiries_between, SimInquiry, OP_SEARCH_INQUIRIES};
@@ -100,6 +102,7 @@ pub const OPERATIONS: &[&str] = &[
     cases::OP_SEARCH_CASES,
     inquiries::OP_SEARCH_INQUIRIES,
     purchases::OP_GET_PURCHASES,
+    browse::OP_SEARCH,
 ];
 
 /// The body of every eBay 429, byte for byte.
@@ -319,6 +322,7 @@ pub(super) fn router(_sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
         .merge(cases::routes())
         .merge(inquiries::routes())
         .merge(purchases::routes())
+        .merge(browse::routes())
         .layer(Extension(ebay))
 }
 

@@ -20,8 +20,12 @@ use serde::Serialize;
 
 use crate::store::{LedgerError, SqliteLedger};
 
-/// Providers whose keys live in this queue.
-pub const JOB_PROVIDERS: &[&str] = &["stockx", "keepa"];
+/// Providers whose keys live in this queue (`ebay`: Browse API market prices).
+pub const JOB_PROVIDERS: &[&str] = &["stockx", "keepa", "alias", "ebay"];
+
+/// The largest Alias size accepted: Alias takes US sizes as numbers (`size` is a double
+/// in its pricing insights), and no shoe or apparel size comes near this.
+const MAX_ALIAS_SIZE: f64 = 100.0;
 
 /// Longest accepted SKU / ASIN.
 const MAX_KEY_CHARS: usize = 64;
@@ -178,11 +182,11 @@ impl FromStr for JobState {
 /// A lookup to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
-    /// `stockx` or `keepa`.
+    /// `stockx`, `keepa`, `alias` or `ebay`.
     pub provider: String,
-    /// StockX style id (e.g. `DD1391-100`) or Keepa ASIN.
+    /// StockX/Alias style id (e.g. `DD1391-100`), Keepa ASIN, eBay GTIN or keywords.
     pub sku: String,
-    /// StockX size (required); Keepa has none.
+    /// StockX and Alias size (required); eBay's is optional; Keepa has none.
     pub size: Option<String>,
     pub priority: JobPriority,
     /// Who asked: `deal`, `backfill`, `cli`, `api`, ...
@@ -279,7 +283,10 @@ pub fn validate(job: &NewJob) -> Result<NewJob, JobError> {
             sku = sku.to_ascii_uppercase();
             None
         }
+        ("alias", Some(size)) => Some(alias_size(&check("size", size)?)?),
         (_, Some(size)) => Some(check("size", size)?),
+        // eBay market prices: a GTIN or keywords, the size optional (docs/jobs.md).
+        ("ebay", None) => None,
         (_, None) => {
             return Err(JobError::Invalid(format!(
                 "{provider} market data is per size; give one with --size (e.g. --size 10)"
@@ -295,6 +302,19 @@ pub fn validate(job: &NewJob) -> Result<NewJob, JobError> {
         priority: job.priority,
         source: source.to_string(),
     })
+}
+
+/// An Alias size as the key stores it: a positive number in its shortest form (`10`,
+/// `10.5`), so `10.0` and `10` are one key.
+fn alias_size(size: &str) -> Result<String, JobError> {
+    match size.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 && value <= MAX_ALIAS_SIZE => {
+            Ok(format!("{value}"))
+        }
+        _ => Err(JobError::Invalid(format!(
+            "invalid alias size {size:?}: Alias prices US sizes given as numbers; use e.g. --size 10 or --size 10.5"
+        ))),
+    }
 }
 
 const JOB_COLUMNS: &str =

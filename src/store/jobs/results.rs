@@ -19,6 +19,9 @@ pub struct MarketPrice {
     pub last_sale: Option<f64>,
     pub currency: String,
     pub updated_at: i64,
+    /// Listing statistics (eBay market prices); `None` for market answers (StockX, Alias).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listings: Option<ListingStats>,
 }
 
 /// One row of `keepa_products`: a complete snapshot (history and stats present).
@@ -62,7 +65,8 @@ pub struct JobRun {
 pub fn market_prices(ledger: &SqliteLedger, limit: usize) -> Result<Vec<MarketPrice>, JobError> {
     select(
         ledger,
-        "SELECT provider, sku, size, lowest_ask, highest_bid, last_sale, currency, updated_at
+        "SELECT provider, sku, size, lowest_ask, highest_bid, last_sale, currency, updated_at,
+                listing_count, price_min, price_median, price_mean, price_max, listings_total
          FROM market_prices ORDER BY updated_at DESC, provider, sku, size LIMIT ?1",
         params![sql_limit(limit)],
         |row| {
@@ -76,9 +80,37 @@ pub fn market_prices(ledger: &SqliteLedger, limit: usize) -> Result<Vec<MarketPr
                 last_sale: row.get(5)?,
                 currency: row.get(6)?,
                 updated_at: row.get(7)?,
+                listings: listing_stats(row, 6)?,
             })
         },
     )
+}
+
+/// The listing statistics of a `market_prices` row (columns 8 to 13; `currency` at
+/// `currency_column`), when it has them.
+fn listing_stats(
+    row: &rusqlite::Row<'_>,
+    currency_column: usize,
+) -> rusqlite::Result<Option<ListingStats>> {
+    let count: Option<i64> = row.get(8)?;
+    let (Some(count), Some(min), Some(median), Some(mean), Some(max)) = (
+        count,
+        row.get::<_, Option<f64>>(9)?,
+        row.get::<_, Option<f64>>(10)?,
+        row.get::<_, Option<f64>>(11)?,
+        row.get::<_, Option<f64>>(12)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(ListingStats {
+        count,
+        min,
+        median,
+        mean,
+        max,
+        currency: row.get(currency_column)?,
+        total: row.get::<_, Option<i64>>(13)?.unwrap_or(count),
+    }))
 }
 
 /// The most recently updated Keepa snapshots, at most `limit`.

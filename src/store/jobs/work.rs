@@ -133,6 +133,23 @@ pub enum JobResult {
         currency: String,
     },
     Keepa(Box<KeepaSnapshot>),
+    /// Statistics of active listings (eBay Browse): `lowest_ask` is their minimum.
+    Listings(ListingStats),
+}
+
+/// Price statistics of the active listings a search returned, in one currency.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListingStats {
+    /// Listings whose price entered the statistics.
+    pub count: i64,
+    pub min: f64,
+    pub median: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub currency: String,
+    /// The provider's count of matching listings (eBay's `total`), of which at most one
+    /// page was read.
+    pub total: i64,
 }
 
 /// A complete Keepa product, as written to `keepa_products`.
@@ -274,6 +291,33 @@ fn write_result(
                 currency,
                 now,
                 job.id
+            ])?;
+        }
+        JobResult::Listings(stats) => {
+            tx.prepare_cached(
+                "INSERT INTO market_prices (provider, sku, size, lowest_ask, highest_bid, last_sale, currency, updated_at, job_id,
+                                           listing_count, price_min, price_median, price_mean, price_max, listings_total)
+                 VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6, ?7, ?8, ?4, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (provider, sku, size) DO UPDATE SET lowest_ask = excluded.lowest_ask,
+                     highest_bid = NULL, last_sale = NULL, currency = excluded.currency,
+                     updated_at = excluded.updated_at, job_id = excluded.job_id,
+                     listing_count = excluded.listing_count, price_min = excluded.price_min,
+                     price_median = excluded.price_median, price_mean = excluded.price_mean,
+                     price_max = excluded.price_max, listings_total = excluded.listings_total",
+            )?
+            .execute(params![
+                job.provider,
+                job.sku,
+                job.size.clone().unwrap_or_default(),
+                stats.min,
+                stats.currency,
+                now,
+                job.id,
+                stats.count,
+                stats.median,
+                stats.mean,
+                stats.max,
+                stats.total
             ])?;
         }
         JobResult::Keepa(snapshot) => {

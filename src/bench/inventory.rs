@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::provider::ebay_feed;
 use crate::sim::ebay::feed::{inventory_listings, write_result_zip};
 use crate::sim::ebay::EbaySimConfig;
-use crate::store::ebay_inventory::apply_snapshot;
+use crate::store::ebay_inventory::{apply_snapshot, SnapshotApplied};
 use crate::store::{SqliteLedger, WriteFence};
 
 /// Targets of issue 14.
@@ -59,6 +59,18 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         started.elapsed().as_secs_f64()
     );
 
+    // Inflate only: the bytes the parser reads, without parsing (the ceiling for it).
+    let started = Instant::now();
+    let inflated = {
+        let file = std::fs::File::open(&zip_path)?;
+        let mut archive = zip::ZipArchive::new(file).context("reading the zip back")?;
+        let mut entry = archive.by_index(0).context("the report entry")?;
+        std::io::copy(&mut entry, &mut std::io::sink()).context("inflating the report")?
+    };
+    let inflate_secs = started.elapsed().as_secs_f64();
+    let inflate_rate = inflated as f64 / (1024.0 * 1024.0) / inflate_secs.max(1e-9);
+    println!("inflate only:    {inflate_rate:.0} MB/s of XML (zip entry read to a sink; the ceiling for parsing)");
+
     // Parse only: the streaming reader's speed.
     let peak_reset = reset_peak();
     let rss_before = status_kb("VmRSS:").unwrap_or(0);
@@ -71,48 +83,69 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
     let parse_secs = started.elapsed().as_secs_f64();
     let parse_growth = status_kb("VmHWM:").unwrap_or(0).saturating_sub(rss_before);
 
-    // Parse and apply: one snapshot into a fresh ledger.
+    // Parse and apply: the first snapshot into a fresh ledger (every row inserted), then
+    // the same report again as the next snapshot (every row looked up, found unchanged
+    // and marked seen: a steady-state day).
     let ledger = SqliteLedger::open(&dir.join("marketsync.db")).context("opening the ledger")?;
-    reset_peak();
-    let rss_before = status_kb("VmRSS:").unwrap_or(0);
-    let started = Instant::now();
-    let reader = ebay_feed::open_result_file(&zip_path, u64::MAX).context("opening the report")?;
-    let applied = ledger
-        .with_conn(|conn| {
-            apply_snapshot(
-                conn,
-                "bench",
-                "active_inventory",
-                WriteFence::Unfenced,
-                reader,
-                now,
-                now,
-                &|| {},
-            )
-        })
-        .map_err(|err| anyhow::anyhow!("applying the report: {err}"))?;
-    let apply_secs = started.elapsed().as_secs_f64();
-    let apply_growth = status_kb("VmHWM:").unwrap_or(0).saturating_sub(rss_before);
+    let apply = |taken_at: i64| -> anyhow::Result<(SnapshotApplied, f64, u64)> {
+        reset_peak();
+        let rss_before = status_kb("VmRSS:").unwrap_or(0);
+        let started = Instant::now();
+        let reader =
+            ebay_feed::open_result_file(&zip_path, u64::MAX).context("opening the report")?;
+        let applied = ledger
+            .with_conn(|conn| {
+                apply_snapshot(
+                    conn,
+                    "bench",
+                    "active_inventory",
+                    WriteFence::Unfenced,
+                    reader,
+                    taken_at,
+                    taken_at,
+                    &|| {},
+                )
+            })
+            .map_err(|err| anyhow::anyhow!("applying the report: {err}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        let growth = status_kb("VmHWM:").unwrap_or(0).saturating_sub(rss_before);
+        Ok((applied, secs, growth))
+    };
+    let (applied, apply_secs, apply_growth) = apply(now)?;
+    let (again, again_secs, again_growth) = apply(now + 86_400)?;
+    anyhow::ensure!(
+        again.unchanged == again.rows && again.events == 0,
+        "the second snapshot of the same report changed rows: {again:?}"
+    );
+    let again_rate = xml_mb / again_secs.max(1e-9);
+    let apply_growth = apply_growth.max(again_growth);
 
     let parse_rate = xml_mb / parse_secs.max(1e-9);
     let apply_rate = xml_mb / apply_secs.max(1e-9);
     let peak_mb = parse_growth.max(apply_growth) as f64 / 1024.0;
     println!(
-        "parse only:      {rows} rows in {parse_secs:.1}s = {parse_rate:.0} MB/s of XML, peak RSS growth {:.1} MB",
+        "parse only:      {rows} rows in {parse_secs:.1}s = {parse_rate:.0} MB/s of XML ({:.2} of inflate only), peak RSS growth {:.1} MB",
+        parse_rate / inflate_rate.max(1e-9),
         parse_growth as f64 / 1024.0
     );
     println!(
-        "parse and apply: {} rows in {apply_secs:.1}s = {apply_rate:.0} MB/s of XML ({:.0} rows/s), peak RSS growth {:.1} MB",
+        "parse and apply: {} rows in {apply_secs:.1}s = {apply_rate:.0} MB/s of XML ({:.0} rows/s, {:.2} of parse only), peak RSS growth {:.1} MB",
         applied.rows,
         applied.rows as f64 / apply_secs.max(1e-9),
+        apply_rate / parse_rate.max(1e-9),
         apply_growth as f64 / 1024.0
+    );
+    println!(
+        "apply again:     {} rows in {again_secs:.1}s = {again_rate:.0} MB/s of XML (the next snapshot, every row unchanged; {:.2} of parse only)",
+        again.rows,
+        again_rate / parse_rate.max(1e-9),
     );
     if !peak_reset {
         println!("note: /proc/self/clear_refs was refused: peak RSS growth includes the report's generation");
     }
     let memory_ok = peak_mb <= MAX_PEAK_GROWTH_MB;
     let parse_ok = parse_rate >= MIN_XML_MB_PER_S;
-    let apply_ok = apply_rate >= MIN_XML_MB_PER_S;
+    let apply_ok = apply_rate.min(again_rate) >= MIN_XML_MB_PER_S;
     println!(
         "{} peak RSS growth {peak_mb:.1} MB <= {MAX_PEAK_GROWTH_MB} MB",
         super::verdict(memory_ok)
@@ -122,8 +155,9 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         super::verdict(parse_ok)
     );
     println!(
-        "{} parse and apply {apply_rate:.0} MB/s >= {MIN_XML_MB_PER_S} MB/s",
-        super::verdict(apply_ok)
+        "{} parse and apply {:.0} MB/s (the slower snapshot) >= {MIN_XML_MB_PER_S} MB/s",
+        super::verdict(apply_ok),
+        apply_rate.min(again_rate)
     );
     Ok(if memory_ok && parse_ok && apply_ok {
         0

@@ -556,6 +556,39 @@ enum Field {
     Ack,
 }
 
+/// The element names the reader acts on; every other name is `Other` (its text is
+/// skipped). Kept as a small copyable tag so the open-element path allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    ActiveInventoryReport,
+    SkuDetails,
+    Variations,
+    Variation,
+    Ack,
+    ItemId,
+    Sku,
+    Price,
+    Quantity,
+    Other,
+}
+
+impl Name {
+    fn of(local: &[u8]) -> Name {
+        match local {
+            b"ActiveInventoryReport" => Name::ActiveInventoryReport,
+            b"SKUDetails" => Name::SkuDetails,
+            b"Variations" => Name::Variations,
+            b"Variation" => Name::Variation,
+            b"Ack" => Name::Ack,
+            b"ItemID" => Name::ItemId,
+            b"SKU" => Name::Sku,
+            b"Price" => Name::Price,
+            b"Quantity" => Name::Quantity,
+            _ => Name::Other,
+        }
+    }
+}
+
 /// One `SKUDetails` or `Variation` being read.
 #[derive(Debug, Default)]
 struct Partial {
@@ -572,11 +605,18 @@ struct Partial {
 /// inside `BulkDataExchangeResponses`), `SKUDetails` with `ItemID`, `SKU`,
 /// `Price currencyID`, `Quantity`, and `Variations/Variation` with `SKU`, `Price`,
 /// `Quantity`; anything else is skipped. After the first error it yields nothing more.
+///
+/// Events are read into one reused buffer and never copied; open elements are kept as
+/// [`Name`] tags (the innermost one's text, for a truncation message, is kept apart).
 pub struct InventoryReader<R: BufRead> {
     reader: quick_xml::Reader<MarkupGuard<R>>,
     buf: Vec<u8>,
-    /// Local names of the open elements (at most [`MAX_DEPTH`]).
-    path: Vec<Vec<u8>>,
+    /// The open elements (at most [`MAX_DEPTH`]), each with where its name starts in
+    /// `names`.
+    path: Vec<(Name, usize)>,
+    /// The open elements' names as read (at most 64 bytes each), end to end: only for
+    /// a truncation message, reused without allocating.
+    names: Vec<u8>,
     saw_report: bool,
     closed_report: bool,
     item: Option<Partial>,
@@ -604,6 +644,7 @@ impl<R: BufRead> InventoryReader<R> {
             reader,
             buf: Vec::with_capacity(1024),
             path: Vec::new(),
+            names: Vec::new(),
             saw_report: false,
             closed_report: false,
             item: None,
@@ -630,14 +671,15 @@ impl<R: BufRead> InventoryReader<R> {
 
     /// The innermost open element's name (for a truncation message).
     fn open_element(&self) -> String {
-        self.path
+        let start = self
+            .path
             .last()
-            .map(|open| String::from_utf8_lossy(open).chars().take(64).collect())
-            .unwrap_or_default()
+            .map_or(self.names.len(), |(_, start)| *start);
+        String::from_utf8_lossy(&self.names[start..]).into_owned()
     }
 
-    fn parent_is(&self, name: &[u8]) -> bool {
-        self.path.last().is_some_and(|last| last.as_slice() == name)
+    fn parent_is(&self, name: Name) -> bool {
+        self.path.last().is_some_and(|(last, _)| *last == name)
     }
 
     fn push_text(&mut self, text: &str) -> Result<(), FeedFileError> {
@@ -653,12 +695,16 @@ impl<R: BufRead> InventoryReader<R> {
 
     /// The next event, mapped to at most one finished listing (pushed to `pending`).
     fn step(&mut self) -> Result<bool, FeedFileError> {
-        self.buf.clear();
-        let read = self
-            .reader
-            .read_event_into(&mut self.buf)
-            .map(|event| event.into_owned());
-        let event = match read {
+        // The buffer is lent to the event for the time of this step, then given back.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let stepped = self.step_into(&mut buf);
+        self.buf = buf;
+        stepped
+    }
+
+    fn step_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, FeedFileError> {
+        let event = match self.reader.read_event_into(buf) {
             Ok(event) => event,
             Err(quick_xml::Error::Io(err)) => {
                 if let Some(marker) = err
@@ -677,40 +723,37 @@ impl<R: BufRead> InventoryReader<R> {
         };
         match event {
             Event::Start(start) => {
-                let name = start.local_name().as_ref().to_vec();
+                let local = start.local_name();
+                let name = Name::of(local.as_ref());
                 if self.path.len() >= MAX_DEPTH {
                     return Err(self.malformed(format!("elements nested deeper than {MAX_DEPTH}")));
                 }
                 if self.field.is_some() {
                     return Err(self.malformed("an element inside a field"));
                 }
-                match name.as_slice() {
-                    b"ActiveInventoryReport" => {
+                match name {
+                    Name::ActiveInventoryReport => {
                         if self.saw_report {
                             return Err(self.malformed("a second ActiveInventoryReport"));
                         }
                         self.saw_report = true;
                     }
-                    b"SKUDetails" if self.parent_is(b"ActiveInventoryReport") => {
+                    Name::SkuDetails if self.parent_is(Name::ActiveInventoryReport) => {
                         self.item = Some(Partial::default());
                         self.variations.clear();
                     }
-                    b"Variation" if self.parent_is(b"Variations") && self.item.is_some() => {
+                    Name::Variation if self.parent_is(Name::Variations) && self.item.is_some() => {
                         self.variation = Some(Partial::default());
                     }
-                    b"Ack" if self.parent_is(b"ActiveInventoryReport") => {
+                    Name::Ack if self.parent_is(Name::ActiveInventoryReport) => {
                         self.field = Some(Field::Ack);
                     }
-                    b"ItemID" if self.parent_is(b"SKUDetails") => self.field = Some(Field::ItemId),
-                    b"SKU" if self.parent_is(b"SKUDetails") || self.parent_is(b"Variation") => {
-                        self.field = Some(Field::Sku)
+                    Name::ItemId if self.parent_is(Name::SkuDetails) => {
+                        self.field = Some(Field::ItemId)
                     }
-                    b"Quantity"
-                        if self.parent_is(b"SKUDetails") || self.parent_is(b"Variation") =>
-                    {
-                        self.field = Some(Field::Quantity)
-                    }
-                    b"Price" if self.parent_is(b"SKUDetails") || self.parent_is(b"Variation") => {
+                    Name::Sku if self.in_listing() => self.field = Some(Field::Sku),
+                    Name::Quantity if self.in_listing() => self.field = Some(Field::Quantity),
+                    Name::Price if self.in_listing() => {
                         self.field = Some(Field::Price);
                         let mut currency = None;
                         for attribute in start.attributes() {
@@ -725,7 +768,7 @@ impl<R: BufRead> InventoryReader<R> {
                                 })?);
                             }
                         }
-                        let target = if self.parent_is(b"Variation") {
+                        let target = if self.parent_is(Name::Variation) {
                             self.variation.as_mut()
                         } else {
                             self.item.as_mut()
@@ -737,18 +780,23 @@ impl<R: BufRead> InventoryReader<R> {
                     _ => {}
                 }
                 self.text.clear();
-                self.path.push(name);
+                let start = self.names.len();
+                self.names
+                    .extend_from_slice(&local.as_ref()[..local.as_ref().len().min(64)]);
+                self.path.push((name, start));
             }
             Event::End(end) => {
-                let name = end.local_name().as_ref().to_vec();
-                self.path.pop();
+                let name = Name::of(end.local_name().as_ref());
+                if let Some((_, start)) = self.path.pop() {
+                    self.names.truncate(start);
+                }
                 if let Some(field) = self.field.take() {
                     let text = std::mem::take(&mut self.text);
                     self.set_field(field, text)?;
                     return Ok(false);
                 }
-                match name.as_slice() {
-                    b"Variation" => {
+                match name {
+                    Name::Variation => {
                         if let (Some(variation), Some(item)) = (self.variation.take(), &self.item) {
                             if self.variations.len() >= MAX_VARIATIONS {
                                 return Err(self.malformed(format!(
@@ -760,7 +808,7 @@ impl<R: BufRead> InventoryReader<R> {
                             self.variations.push(row);
                         }
                     }
-                    b"SKUDetails" if self.parent_is(b"ActiveInventoryReport") => {
+                    Name::SkuDetails if self.parent_is(Name::ActiveInventoryReport) => {
                         if let Some(item) = self.item.take() {
                             let item_id = item
                                 .item_id
@@ -773,46 +821,48 @@ impl<R: BufRead> InventoryReader<R> {
                                 // Variations carry the price and quantity; their ItemID is
                                 // the listing's (it may come after them).
                                 for mut row in self.variations.drain(..) {
-                                    row.item_id = item_id.clone();
+                                    row.item_id.clone_from(&item_id);
                                     self.pending.push_back(row);
                                 }
                             }
                             return Ok(true);
                         }
                     }
-                    b"ActiveInventoryReport" => self.closed_report = true,
+                    Name::ActiveInventoryReport => self.closed_report = true,
                     _ => {}
                 }
             }
             Event::Text(text) => {
-                let decoded = text
-                    .decode()
-                    .map_err(|err| self.malformed(err.to_string()))?;
-                self.push_text(&decoded)?;
+                if self.field.is_some() {
+                    let decoded = text
+                        .decode()
+                        .map_err(|err| self.malformed(err.to_string()))?;
+                    self.push_text(&decoded)?;
+                }
             }
             Event::CData(data) => {
-                let bytes = data.into_inner();
-                let decoded = std::str::from_utf8(&bytes)
-                    .map_err(|err| self.malformed(err.to_string()))?
-                    .to_string();
-                self.push_text(&decoded)?;
+                if self.field.is_some() {
+                    let decoded = std::str::from_utf8(&data)
+                        .map_err(|err| self.malformed(err.to_string()))?;
+                    self.push_text(decoded)?;
+                }
             }
             Event::GeneralRef(reference) => {
-                let resolved = match reference
+                let mut utf8 = [0u8; 4];
+                let resolved: &str = match reference
                     .resolve_char_ref()
                     .map_err(|err| self.malformed(err.to_string()))?
                 {
-                    Some(ch) => ch.to_string(),
+                    Some(ch) => ch.encode_utf8(&mut utf8),
                     None => {
                         let name = reference
                             .decode()
                             .map_err(|err| self.malformed(err.to_string()))?;
                         quick_xml::escape::resolve_predefined_entity(&name)
                             .ok_or_else(|| self.malformed(format!("unknown entity &{name};")))?
-                            .to_string()
                     }
                 };
-                self.push_text(&resolved)?;
+                self.push_text(resolved)?;
             }
             Event::Eof => {
                 if !self.path.is_empty() {
@@ -829,8 +879,20 @@ impl<R: BufRead> InventoryReader<R> {
         Ok(false)
     }
 
-    fn set_field(&mut self, field: Field, text: String) -> Result<(), FeedFileError> {
-        let text = text.trim().to_string();
+    /// The innermost open element is a listing or one of its variations.
+    fn in_listing(&self) -> bool {
+        self.parent_is(Name::SkuDetails) || self.parent_is(Name::Variation)
+    }
+
+    fn set_field(&mut self, field: Field, mut text: String) -> Result<(), FeedFileError> {
+        // trim_text already dropped the whitespace around the text events; what is left
+        // is trimmed in place (no new string).
+        let trimmed_end = text.trim_end().len();
+        text.truncate(trimmed_end);
+        let leading = text.len() - text.trim_start().len();
+        if leading > 0 {
+            text.drain(..leading);
+        }
         if field == Field::Ack {
             if text == "Failure" {
                 return Err(FeedFileError::Failure(text));
@@ -863,7 +925,7 @@ impl<R: BufRead> InventoryReader<R> {
         what: &str,
     ) -> Result<InventoryRow, FeedFileError> {
         let item_id = item_id.or(partial.item_id).unwrap_or_default();
-        if !item_id.is_empty() && !item_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if !item_id.is_empty() && !item_id.bytes().all(|c| c.is_ascii_alphanumeric()) {
             return Err(self.malformed(format!("{what}: ItemID is not an item id")));
         }
         let quantity_text = partial

@@ -99,9 +99,60 @@ impl From<rusqlite::Error> for SnapshotError {
     }
 }
 
+/// Rows handed from the reader thread to the writer at a time.
+const READ_AHEAD_BATCH: usize = 1024;
+/// Batches the reader may be ahead of the writer: with [`READ_AHEAD_BATCH`], about 5,000
+/// rows (well under a megabyte) in memory at most.
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// What the reader thread hands the writer.
+enum ReadAhead {
+    Rows(Vec<InventoryRow>),
+    /// The source failed: nothing may be applied.
+    Failed(String),
+    /// The source ended cleanly. Without it (the reader panicked) nothing is applied.
+    End,
+}
+
+/// Reads `rows` to its end on the calling thread, handing them on in batches; stops at
+/// the first error or when the writer hangs up.
+fn read_ahead<E, I>(rows: I, sender: std::sync::mpsc::SyncSender<ReadAhead>)
+where
+    E: std::fmt::Display,
+    I: Iterator<Item = Result<InventoryRow, E>>,
+{
+    let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
+    for row in rows {
+        match row {
+            Ok(row) => {
+                batch.push(row);
+                if batch.len() == READ_AHEAD_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_BATCH));
+                    if sender.send(ReadAhead::Rows(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                let _ = sender.send(ReadAhead::Failed(err.to_string()));
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() && sender.send(ReadAhead::Rows(batch)).is_err() {
+        return;
+    }
+    let _ = sender.send(ReadAhead::End);
+}
+
 /// Applies one snapshot of (account, stream) taken at `taken_at` in one transaction (see
 /// the module doc). `rows` is read to its end inside the transaction; its first error
 /// rolls everything back. `progress` is called every 10,000 rows (stuck detection).
+///
+/// The source is read (a report file: inflating and parsing XML) on a thread of its own,
+/// a few batches ahead of the writer, so parsing and SQLite overlap on two cores. The
+/// thread is scoped to this call: it ends (and is joined) before the call returns, and
+/// a reader that panics or stops without saying it ended applies nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_snapshot<E, I>(
     conn: &mut Connection,
@@ -116,7 +167,46 @@ pub fn apply_snapshot<E, I>(
 where
     E: std::fmt::Display,
     I: IntoIterator<Item = Result<InventoryRow, E>>,
+    I::IntoIter: Send,
 {
+    let rows = rows.into_iter();
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+        let reader = std::thread::Builder::new()
+            .name("inventory-read".to_string())
+            .spawn_scoped(scope, move || read_ahead(rows, sender))
+            .map_err(|err| {
+                SnapshotError::Source(format!("cannot start the report reader thread: {err}"))
+            })?;
+        let applied = apply_read_ahead(
+            conn, account, stream, fence, &receiver, taken_at, now, progress,
+        );
+        // Hang up first: a reader blocked on a full channel (the writer failed) ends.
+        drop(receiver);
+        let joined = reader.join();
+        match (applied, joined) {
+            (Err(err), _) => Err(err),
+            (Ok(_), Err(_)) => Err(SnapshotError::Source(
+                "the report reader panicked".to_string(),
+            )),
+            (Ok(applied), Ok(())) => Ok(applied),
+        }
+    })
+}
+
+/// The writer's side of [`apply_snapshot`]: commits only after the reader's
+/// [`ReadAhead::End`].
+#[allow(clippy::too_many_arguments)]
+fn apply_read_ahead(
+    conn: &mut Connection,
+    account: &str,
+    stream: &str,
+    fence: WriteFence,
+    receiver: &std::sync::mpsc::Receiver<ReadAhead>,
+    taken_at: i64,
+    now: i64,
+    progress: &dyn Fn(),
+) -> Result<SnapshotApplied, SnapshotError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     check_fence(&tx, account, stream, fence, "inventory snapshot apply", now)?;
     tx.prepare_cached(
@@ -148,28 +238,85 @@ where
             "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        for row in rows {
-            let row = row.map_err(|err| SnapshotError::Source(err.to_string()))?;
-            applied.rows = applied.rows.saturating_add(1);
-            if applied.rows % 10_000 == 0 {
-                progress();
-            }
-            // SQLite integers are signed: a quantity is bounded by the parser, this only
-            // keeps the conversion total.
-            let quantity = i64::try_from(row.quantity).unwrap_or(i64::MAX);
-            let previous: Option<StoredState> = select
-                .query_row(params![account, row.item_id, row.sku], |found| {
-                    Ok((
-                        found.get(0)?,
-                        found.get(1)?,
-                        found.get(2)?,
-                        found.get(3)?,
-                        found.get(4)?,
+        loop {
+            let batch = match receiver.recv() {
+                Ok(ReadAhead::Rows(batch)) => batch,
+                Ok(ReadAhead::Failed(message)) => return Err(SnapshotError::Source(message)),
+                Ok(ReadAhead::End) => break,
+                Err(_) => {
+                    return Err(SnapshotError::Source(
+                        "the report reader stopped before the end of the file".to_string(),
                     ))
-                })
-                .optional()?;
-            let Some((old_quantity, old_price, old_currency, old_state, old_snapshot)) = previous
-            else {
+                }
+            };
+            for row in batch {
+                applied.rows = applied.rows.saturating_add(1);
+                if applied.rows % 10_000 == 0 {
+                    progress();
+                }
+                // SQLite integers are signed: a quantity is bounded by the parser, this only
+                // keeps the conversion total.
+                let quantity = i64::try_from(row.quantity).unwrap_or(i64::MAX);
+                let previous: Option<StoredState> = select
+                    .query_row(params![account, row.item_id, row.sku], |found| {
+                        Ok((
+                            found.get(0)?,
+                            found.get(1)?,
+                            found.get(2)?,
+                            found.get(3)?,
+                            found.get(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((old_quantity, old_price, old_currency, old_state, old_snapshot)) =
+                    previous
+                else {
+                    upsert.execute(params![
+                        account,
+                        row.item_id,
+                        row.sku,
+                        quantity,
+                        row.price,
+                        row.currency,
+                        snapshot,
+                        now
+                    ])?;
+                    applied.inserted += 1;
+                    continue;
+                };
+                if old_snapshot == snapshot {
+                    applied.duplicates += 1;
+                    continue;
+                }
+                let resource = row.resource_id();
+                let mut changes: Vec<(&str, Option<String>, Option<String>)> = Vec::new();
+                if old_quantity != quantity {
+                    changes.push((
+                        FIELD_QUANTITY,
+                        Some(old_quantity.to_string()),
+                        Some(quantity.to_string()),
+                    ));
+                }
+                if old_price != row.price {
+                    changes.push((FIELD_PRICE, old_price, row.price.clone()));
+                }
+                if old_currency != row.currency {
+                    changes.push((FIELD_CURRENCY, old_currency, row.currency.clone()));
+                }
+                if old_state != STATE_ACTIVE {
+                    changes.push((FIELD_STATE, Some(old_state), Some(STATE_ACTIVE.to_string())));
+                }
+                if changes.is_empty() {
+                    seen.execute(params![account, row.item_id, row.sku, snapshot])?;
+                    applied.unchanged += 1;
+                    continue;
+                }
+                for (field, before, after) in changes {
+                    event.execute(params![
+                        account, stream, resource, field, before, after, now
+                    ])?;
+                    applied.events += 1;
+                }
                 upsert.execute(params![
                     account,
                     row.item_id,
@@ -180,53 +327,8 @@ where
                     snapshot,
                     now
                 ])?;
-                applied.inserted += 1;
-                continue;
-            };
-            if old_snapshot == snapshot {
-                applied.duplicates += 1;
-                continue;
+                applied.updated += 1;
             }
-            let resource = row.resource_id();
-            let mut changes: Vec<(&str, Option<String>, Option<String>)> = Vec::new();
-            if old_quantity != quantity {
-                changes.push((
-                    FIELD_QUANTITY,
-                    Some(old_quantity.to_string()),
-                    Some(quantity.to_string()),
-                ));
-            }
-            if old_price != row.price {
-                changes.push((FIELD_PRICE, old_price, row.price.clone()));
-            }
-            if old_currency != row.currency {
-                changes.push((FIELD_CURRENCY, old_currency, row.currency.clone()));
-            }
-            if old_state != STATE_ACTIVE {
-                changes.push((FIELD_STATE, Some(old_state), Some(STATE_ACTIVE.to_string())));
-            }
-            if changes.is_empty() {
-                seen.execute(params![account, row.item_id, row.sku, snapshot])?;
-                applied.unchanged += 1;
-                continue;
-            }
-            for (field, before, after) in changes {
-                event.execute(params![
-                    account, stream, resource, field, before, after, now
-                ])?;
-                applied.events += 1;
-            }
-            upsert.execute(params![
-                account,
-                row.item_id,
-                row.sku,
-                quantity,
-                row.price,
-                row.currency,
-                snapshot,
-                now
-            ])?;
-            applied.updated += 1;
         }
         // Every SKU still active that this snapshot did not list has ended.
         let mut gone = tx.prepare_cached(
@@ -447,6 +549,66 @@ mod tests {
                     (4, "ACTIVE")
                 );
                 assert_eq!((stored[1].quantity, stored[1].state.as_str()), (0, "ENDED"));
+                Ok::<_, LedgerError>(())
+            })
+            .expect("apply");
+    }
+
+    /// The source is read on a thread of its own: a reader that panics part way (after
+    /// more rows than one batch) applies nothing, and the call says why instead of
+    /// taking the rows it got for the whole snapshot.
+    #[test]
+    fn a_reader_that_panics_applies_nothing() {
+        let ledger = SqliteLedger::open_in_memory().expect("ledger");
+        ledger
+            .with_conn(|conn| {
+                apply(conn, vec![row("1", "A", 5, "9.99")], 10).expect("first");
+                let rows = (0..READ_AHEAD_BATCH * 3).map(|index| {
+                    if index == READ_AHEAD_BATCH * 2 {
+                        panic!("the parser broke");
+                    }
+                    row(&format!("{}", 100 + index), "", 1, "1.00")
+                });
+                let failed = apply_snapshot(
+                    conn,
+                    "a",
+                    "active_inventory",
+                    WriteFence::Unfenced,
+                    rows,
+                    20,
+                    20,
+                    &|| {},
+                );
+                match failed {
+                    Err(SnapshotError::Source(message)) => {
+                        assert!(message.contains("reader"), "{message}")
+                    }
+                    other => panic!("expected a source error, got {other:?}"),
+                }
+                let stored = inventory_of(conn, "a")?;
+                assert_eq!(stored.len(), 1, "nothing of the broken snapshot");
+                assert_eq!(
+                    (stored[0].quantity, stored[0].state.as_str()),
+                    (5, "ACTIVE")
+                );
+                Ok::<_, LedgerError>(())
+            })
+            .expect("apply");
+    }
+
+    /// Many more rows than the read-ahead holds all arrive, in order.
+    #[test]
+    fn a_snapshot_longer_than_the_read_ahead_is_applied_whole() {
+        let ledger = SqliteLedger::open_in_memory().expect("ledger");
+        ledger
+            .with_conn(|conn| {
+                let count = READ_AHEAD_BATCH * (READ_AHEAD_BATCHES + 3) + 7;
+                let rows = (0..count)
+                    .map(|index| row(&format!("{}", 1000 + index), "", 1, "1.00"))
+                    .collect();
+                let applied = apply(conn, rows, 10).expect("applied");
+                assert_eq!(applied.inserted, count as u64);
+                assert_eq!(inventory_of(conn, "a")?.len(), count);
                 Ok::<_, LedgerError>(())
             })
             .expect("apply");

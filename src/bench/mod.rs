@@ -15,6 +15,7 @@
 //! tests).
 
 pub mod cursor;
+pub mod freshness;
 pub mod inventory;
 pub mod jobs;
 pub mod quota;

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0005_ebay_inventory.sql"),
     include_str!("../../../migrations/0006_ebay_streams.sql"),
     include_str!("../../../migrations/0007_ebay_cases.sql"),
+    include_str!("../../../migrations/0010_tracked.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

@@ -190,10 +190,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         .with_spec(
             "stockx",
             "*",
-            BucketSpec::new(
-                (100.0 - STOCKX_BURST) / hour.as_secs_f64(),
-                STOCKX_BURST,
-            ),
+            BucketSpec::new((100.0 - STOCKX_BURST) / hour.as_secs_f64(), STOCKX_BURST),
         )
         .with_spec("keepa", "*", BucketSpec::new(20.0 * scale / 60.0, 1200.0));
     quota_config.reserve_share = 0.0;
@@ -499,10 +496,7 @@ async fn sim_stats(
         .send()
         .await
         .with_context(|| format!("GET {url}"))?;
-    Ok(response
-        .json()
-        .await
-        .with_context(|| format!("GET {url}"))?)
+    response.json().await.with_context(|| format!("GET {url}"))
 }
 
 /// The provider's request counter in the simulator.

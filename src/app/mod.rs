@@ -153,6 +153,8 @@ impl Daemon {
             .await
             .context("starting the token manager")?;
         let quota = QuotaHandle::new(quota_actor.clone());
+        // The freshness scheduler reads bucket specs for buckets not used yet.
+        let scheduler_quota = quota_settings.clone();
         // The root restarts a failed TokenManager with these settings and points every
         // clone of `quota` at the new actor; its buckets start full again, its cooldowns
         // come back from the ledger or Redis.
@@ -376,6 +378,10 @@ impl Daemon {
                 chaos.clone(),
             ),
         );
+        if let Some(freshness) = freshness_service(config, &ledger, &quota, scheduler_quota, &chaos)
+        {
+            services.insert(0, freshness);
+        }
         services.insert(
             0,
             crate::actors::housekeeping::service(HousekeepingArgs {
@@ -508,6 +514,74 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),
         None => Ok(()),
     }
+}
+
+/// The freshness scheduler as a root service (`freshness`), when `[freshness]` is
+/// enabled and an account drains a job queue. Its passes read and write only the tables,
+/// so a restarted incarnation continues where the last one stopped.
+fn freshness_service(
+    config: &Config,
+    ledger: &Arc<SqliteLedger>,
+    quota: &QuotaHandle,
+    quota_config: crate::quota::QuotaConfig,
+    chaos: &Option<Arc<Chaos>>,
+) -> Option<ServiceSpec> {
+    use crate::shapes::jobs::scheduler::{ProviderAccounts, Scheduler};
+    if !config.freshness.enabled {
+        return None;
+    }
+    let mut providers: Vec<ProviderAccounts> = Vec::new();
+    for account in &config.accounts {
+        let provider = account.provider.as_str();
+        if !crate::store::jobs::JOB_PROVIDERS.contains(&provider) || account.streams.is_empty() {
+            continue;
+        }
+        // An eBay account drains the `ebay` market-price queue only with its job-queue
+        // stream (`market_prices`); its seller streams are cursors.
+        if !account
+            .streams
+            .iter()
+            .any(|stream| account.provider.stream_shape(&stream.name) == crate::domain::Shape::Jobs)
+        {
+            continue;
+        }
+        let scope = account.quota_scope().to_string();
+        match providers
+            .iter_mut()
+            .find(|known| known.provider == provider)
+        {
+            Some(known) if !known.scopes.contains(&scope) => known.scopes.push(scope),
+            Some(_) => {}
+            None => providers.push(ProviderAccounts {
+                provider: provider.to_string(),
+                scopes: vec![scope],
+            }),
+        }
+    }
+    if providers.is_empty() {
+        return None;
+    }
+    info!(
+        providers = ?providers.iter().map(|p| p.provider.as_str()).collect::<Vec<_>>(),
+        interval = %humantime::format_duration(config.freshness.interval),
+        "freshness scheduler configured"
+    );
+    let scheduler = Arc::new(Scheduler::new(
+        Arc::clone(ledger),
+        quota.clone(),
+        quota_config,
+        providers,
+        config.freshness.clone(),
+        chaos.clone(),
+    ));
+    Some(ServiceSpec::task(
+        "freshness",
+        Arc::new(move || {
+            let scheduler = Arc::clone(&scheduler);
+            // Runs until the root stops it (at shutdown, which aborts the task).
+            Box::pin(async move { scheduler.run(CancellationToken::new()).await })
+        }),
+    ))
 }
 
 /// The listener bound at startup (so a busy port is an error the operator sees at once),

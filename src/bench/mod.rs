@@ -19,6 +19,7 @@
 
 pub mod catalog;
 pub mod cursor;
+pub mod freshness;
 pub mod inventory;
 pub mod jobs;
 pub mod quota;

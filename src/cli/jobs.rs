@@ -16,6 +16,104 @@ use crate::store::SqliteLedger;
 pub enum JobsAction {
     /// Move failed jobs (of PROVIDER, or all) back to pending with their attempts reset.
     ResetFailed { provider: Option<String> },
+    /// Freshness scheduler passes (newest first): per provider the tracked keys, the
+    /// share fresh, what the pass queued (hot, background), deferred and budget left.
+    Runs {
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// `marketsync jobs runs [--provider P] [--json] [--limit N]`.
+pub fn runs_command(
+    config: &Config,
+    provider: Option<&str>,
+    json: bool,
+    limit: usize,
+) -> anyhow::Result<i32> {
+    let ledger = open(config)?;
+    let passes = crate::store::tracked::recent_passes(&ledger, provider, limit.clamp(1, 10_000))?;
+    if json {
+        let rows: Vec<serde_json::Value> = passes
+            .iter()
+            .map(|pass| {
+                let mut value = serde_json::to_value(pass).unwrap_or_default();
+                value["fresh_share"] = serde_json::json!(pass.fresh_share());
+                value
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    print!("{}", render_runs(&passes));
+    Ok(0)
+}
+
+/// The aligned table of `marketsync jobs runs`.
+pub fn render_runs(passes: &[crate::store::tracked::PassRecord]) -> String {
+    let mut rows = vec![[
+        "STARTED",
+        "PROVIDER",
+        "TRACKED",
+        "FRESH",
+        "SELECTED",
+        "HOT",
+        "BACKGROUND",
+        "MERGED",
+        "LIVE",
+        "DEFERRED",
+        "BUDGET_LEFT",
+        "OUTCOME",
+    ]
+    .map(str::to_string)];
+    for pass in passes {
+        rows.push([
+            format_ts(pass.started_at),
+            pass.provider.clone(),
+            pass.tracked.to_string(),
+            format!("{} ({:.1}%)", pass.fresh, pass.fresh_share() * 100.0),
+            pass.selected.to_string(),
+            pass.hot.to_string(),
+            pass.background.to_string(),
+            pass.merged.to_string(),
+            pass.live.to_string(),
+            pass.deferred.to_string(),
+            format!("{:.1}", pass.budget_left),
+            pass.outcome.clone(),
+        ]);
+    }
+    let mut out = aligned(&rows);
+    if passes.is_empty() {
+        out.push_str("(no scheduler passes yet; the daemon runs one every [freshness] interval when keys are tracked)\n");
+    }
+    out
+}
+
+/// Rows as left-aligned columns two spaces apart.
+pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn open(config: &Config) -> anyhow::Result<SqliteLedger> {

@@ -16,6 +16,7 @@ mod run;
 mod sim;
 mod status;
 mod sync;
+pub mod track;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -206,6 +207,11 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Keys the freshness scheduler keeps fresh: add, import a CSV, list, remove.
+    Track {
+        #[command(subcommand)]
+        action: crate::cli::track::TrackAction,
+    },
 }
 
 /// `marketsync bench ...`: the benchmarks of `crate::bench` plus those of other modules.
@@ -221,6 +227,9 @@ pub enum BenchWhich {
     /// Catch-up of one eBay account 90 days behind: wall time against the quota-bound
     /// minimum, and RSS while paging.
     Ebay(crate::bench::cursor::BenchEbayArgs),
+    /// The freshness scheduler: 10,000 tracked keys at the providers' budgets over 6
+    /// simulated hours; fresh share per hour against the budgets' maximum.
+    Freshness(crate::bench::freshness::BenchFreshnessArgs),
 }
 
 /// Parses the arguments and runs the command; returns the process exit code.
@@ -237,6 +246,7 @@ pub fn main() -> anyhow::Result<i32> {
             BenchWhich::Jobs(args) => crate::bench::jobs::run(args),
             BenchWhich::Catalog(args) => crate::bench::catalog::run(args),
             BenchWhich::Ebay(args) => crate::bench::cursor::run(args),
+            BenchWhich::Freshness(args) => crate::bench::freshness::run(args),
         };
     }
     match &cli.command {
@@ -295,6 +305,10 @@ pub fn main() -> anyhow::Result<i32> {
             let config = load_config(&cli.config, &cli.data_dir)?;
             crate::cli::jobs::enqueue_command(&config, provider, sku, size.as_deref(), priority)
         }
+        Command::Track { action } => {
+            let config = load_config(&cli.config, &cli.data_dir)?;
+            crate::cli::track::command(&config, action)
+        }
         Command::Jobs {
             action,
             state,
@@ -306,6 +320,11 @@ pub fn main() -> anyhow::Result<i32> {
                 Some(crate::cli::jobs::JobsAction::ResetFailed { provider }) => {
                     crate::cli::jobs::reset_failed_command(&config, provider.as_deref())
                 }
+                Some(crate::cli::jobs::JobsAction::Runs {
+                    provider,
+                    json,
+                    limit,
+                }) => crate::cli::jobs::runs_command(&config, provider.as_deref(), *json, *limit),
                 None => crate::cli::jobs::list_command(&config, state.as_deref(), *json, *limit),
             }
         }

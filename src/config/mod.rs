@@ -81,6 +81,8 @@ pub struct Config {
     pub quota: QuotaSettings,
     /// The operator HTTP server (`[http]`): status and admin API, dashboard, metrics.
     pub http: Option<HttpSettings>,
+    /// The freshness scheduler (`[freshness]`).
+    pub freshness: crate::shapes::jobs::scheduler::FreshnessSettings,
     pub accounts: Vec<AccountConfig>,
 }
 

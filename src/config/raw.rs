@@ -18,8 +18,22 @@ pub(super) struct RawConfig {
     pub(super) chaos: Option<RawChaos>,
     pub(super) quota: Option<RawQuota>,
     pub(super) http: Option<RawHttp>,
+    pub(super) freshness: Option<RawFreshness>,
     #[serde(default)]
     pub(super) accounts: Vec<RawAccount>,
+}
+
+/// `[freshness]`: the freshness scheduler (docs/jobs.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFreshness {
+    pub(super) enabled: Option<bool>,
+    pub(super) interval: Option<String>,
+    pub(super) max_per_pass: Option<usize>,
+    pub(super) keep_runs: Option<String>,
+    /// Provider → duration (`stockx = "60m"`).
+    #[serde(default)]
+    pub(super) stale_after: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

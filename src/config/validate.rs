@@ -70,6 +70,10 @@ impl RawConfig {
             Some(raw) => raw.validate()?,
             None => QuotaSettings::default(),
         };
+        let freshness = match self.freshness {
+            Some(raw) => raw.validate()?,
+            None => crate::shapes::jobs::scheduler::FreshnessSettings::default(),
+        };
         let locks = match self.locks {
             Some(raw) => raw.validate()?,
             None => LockSettings {
@@ -89,7 +93,59 @@ impl RawConfig {
             chaos,
             quota,
             http,
+            freshness,
             accounts,
+        })
+    }
+}
+
+impl super::raw::RawFreshness {
+    fn validate(self) -> Result<crate::shapes::jobs::scheduler::FreshnessSettings, String> {
+        use crate::shapes::jobs::scheduler as freshness;
+        let interval = bounded_duration(
+            "freshness.interval",
+            self.interval.as_ref(),
+            freshness::DEFAULT_INTERVAL,
+            Duration::from_millis(100),
+            Duration::from_secs(24 * 3600),
+        )?;
+        let max_per_pass = check_count(
+            "freshness.max_per_pass",
+            self.max_per_pass.unwrap_or(freshness::DEFAULT_MAX_PER_PASS),
+            1,
+            100_000,
+        )?;
+        let keep_runs = bounded_duration(
+            "freshness.keep_runs",
+            self.keep_runs.as_ref(),
+            freshness::DEFAULT_KEEP_RUNS,
+            Duration::from_secs(60),
+            Duration::from_secs(366 * 24 * 3600),
+        )?;
+        let mut stale_after = BTreeMap::new();
+        for (provider, text) in &self.stale_after {
+            if !crate::store::jobs::JOB_PROVIDERS.contains(&provider.as_str()) {
+                return Err(format!(
+                    "freshness.stale_after.{provider}: unknown job provider; expected one of {}",
+                    crate::store::jobs::JOB_PROVIDERS.join(", ")
+                ));
+            }
+            let key = format!("freshness.stale_after.{provider}");
+            let value = bounded_duration(
+                &key,
+                Some(text),
+                freshness::DEFAULT_STALE_AFTER,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 24 * 3600),
+            )?;
+            stale_after.insert(provider.clone(), value);
+        }
+        Ok(freshness::FreshnessSettings {
+            enabled: self.enabled.unwrap_or(true),
+            interval,
+            max_per_pass,
+            stale_after,
+            keep_runs,
         })
     }
 }

@@ -36,7 +36,12 @@ pub enum ChaosTarget {
 }
 
 /// The infrastructure services a drill may target.
-pub const SERVICES: &[&str] = &["housekeeping", "cooldown-watch", "token-manager"];
+pub const SERVICES: &[&str] = &[
+    "housekeeping",
+    "cooldown-watch",
+    "token-manager",
+    "freshness",
+];
 
 #[derive(Debug)]
 pub struct Chaos {

@@ -71,7 +71,17 @@ pub async fn list(
             .iter()
             .map(job_json)
             .collect();
-        Ok(json!({"depth": depth, "jobs": jobs}))
+        // The freshness scheduler: its newest pass per provider (with the fresh share)
+        // and the recent passes.
+        let freshness: Vec<Value> = crate::store::tracked::latest_passes(&state.ledger)?
+            .iter()
+            .map(pass_json)
+            .collect();
+        let runs: Vec<Value> = crate::store::tracked::recent_passes(&state.ledger, None, 20)?
+            .iter()
+            .map(pass_json)
+            .collect();
+        Ok(json!({"depth": depth, "jobs": jobs, "freshness": freshness, "runs": runs}))
     })
     .await?;
     Ok(Json(value))
@@ -170,4 +180,137 @@ pub async fn reset_failed(
     .await?;
     info!(reset, "failed jobs re-queued over http");
     Ok(Json(json!({"status": "success", "reset": reset})))
+}
+
+/// The most keys one `POST /api/tracked` may carry (bodies are capped at 64 KiB anyway).
+pub const MAX_TRACK_ITEMS: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackItem {
+    provider: String,
+    sku: String,
+    size: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackBody {
+    provider: Option<String>,
+    sku: Option<String>,
+    size: Option<String>,
+    items: Option<Vec<TrackItem>>,
+}
+
+/// `POST /api/tracked` `{"provider": "stockx", "sku": "DD1391-100", "size": "10"}` or
+/// `{"items": [{"provider", "sku", "size"?}, ...]}` (at most [`MAX_TRACK_ITEMS`]): tracks
+/// the keys; the next freshness pass queues new ones at hot priority. All or nothing:
+/// the first invalid item is named (`items[3]: ...`) and nothing is tracked.
+pub async fn track(State(state): State<HttpState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    const EXAMPLE: &str = r#"{"provider": "stockx", "sku": "DD1391-100", "size": "10"} or {"items": [{"provider": "keepa", "sku": "B07FZ8S74R"}]}"#;
+    let body: TrackBody = parse_body(&body, None, EXAMPLE)?;
+    let items = match (body.items, body.provider, body.sku) {
+        (Some(items), None, None) if body.size.is_none() => items,
+        (None, Some(provider), Some(sku)) => vec![TrackItem {
+            provider,
+            sku,
+            size: body.size,
+        }],
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "give either provider and sku (and size) or items, not both or neither; send for example {EXAMPLE}"
+            )))
+        }
+    };
+    if items.is_empty() || items.len() > MAX_TRACK_ITEMS {
+        return Err(ApiError::bad_request(format!(
+            "items holds {} keys; send 1 to {MAX_TRACK_ITEMS} per request (or use `marketsync track import` for a file)",
+            items.len()
+        )));
+    }
+    let mut jobs = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let job = store::validate(&NewJob {
+            provider: item.provider,
+            sku: item.sku,
+            size: item.size,
+            priority: JobPriority::Hot,
+            source: "api".to_string(),
+        })
+        .map_err(|err| ApiError::bad_request(format!("items[{index}]: {err}")))?;
+        jobs.push(job);
+    }
+    let outcome = blocking(&state, move |state| {
+        Ok(crate::store::tracked::track_many(
+            &state.ledger,
+            &jobs,
+            "api",
+            crate::domain::now_ts(),
+        )?)
+    })
+    .await?;
+    info!(
+        added = outcome.added,
+        already = outcome.already,
+        "keys tracked over http"
+    );
+    Ok(Json(
+        json!({"status": "success", "added": outcome.added, "already": outcome.already}),
+    ))
+}
+
+/// `GET /api/tracked?provider=stockx&limit=100`: tracked keys with their last success.
+pub async fn tracked_list(
+    State(state): State<HttpState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let query = query_map(query)?;
+    check_query_keys(&query, &["provider", "limit"])?;
+    let limit = query_number(&query, "limit", 100, 1000)? as usize;
+    let provider = query.get("provider").cloned();
+    let value = blocking(&state, move |state| {
+        let items: Vec<Value> =
+            crate::store::tracked::list_tracked(&state.ledger, provider.as_deref(), limit)?
+                .iter()
+                .map(|item| {
+                    json!({
+                        "provider": item.provider,
+                        "sku": item.sku,
+                        "size": item.size,
+                        "dedupe_key": item.dedupe_key,
+                        "added_at": format_ts(item.added_at),
+                        "source": item.source,
+                        "last_success": item.last_success.map(format_ts),
+                    })
+                })
+                .collect();
+        let counts: Vec<Value> = crate::store::tracked::tracked_providers(&state.ledger)?
+            .into_iter()
+            .map(|(provider, count)| json!({"provider": provider, "tracked": count}))
+            .collect();
+        Ok(json!({"counts": counts, "items": items}))
+    })
+    .await?;
+    Ok(Json(value))
+}
+
+/// A scheduler pass as the API shows it.
+pub fn pass_json(pass: &crate::store::tracked::PassRecord) -> Value {
+    json!({
+        "provider": pass.provider,
+        "started_at": format_ts(pass.started_at),
+        "finished_at": format_ts(pass.finished_at),
+        "tracked": pass.tracked,
+        "fresh": pass.fresh,
+        "fresh_share": pass.fresh_share(),
+        "stale_after_secs": pass.stale_after,
+        "live": pass.live,
+        "selected": pass.selected,
+        "hot": pass.hot,
+        "background": pass.background,
+        "merged": pass.merged,
+        "deferred": pass.deferred,
+        "budget_left": pass.budget_left,
+        "outcome": pass.outcome,
+    })
 }

@@ -12,7 +12,8 @@
 //! | GET | `/api/accounts/{id}/summary?hours=24` | RT sales totals per hour and per ASIN, from the database only |
 //! | GET | `/api/failures?limit=50` | the most recent FAILED hours with their `last_error` |
 //! | GET | `/api/locks` | the leases (scope, owner, fence, expiry, stale) |
-//! | GET | `/api/jobs?state=failed&limit=100` | job queue depth per provider and state, and the latest jobs |
+//! | GET | `/api/jobs?state=failed&limit=100` | job queue depth per provider and state, the latest jobs, the freshness scheduler's last pass per provider (`freshness`, with `fresh_share`) and recent passes (`runs`) |
+//! | GET | `/api/tracked?provider=stockx&limit=100` | tracked keys with their last success, and counts per provider |
 //! | GET | `/api/budgets` | every quota bucket in use: rate, burst (as learned from 429s), configured burst, burst corrections, tokens now, calls made this hour |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
@@ -21,6 +22,7 @@
 //! | POST | `/api/accounts/{id}/clear-cooldown` | ends the account's provider cooldown |
 //! | POST | `/api/accounts/{id}/resume` | asks the supervisor to resume a quarantined account |
 //! | POST | `/api/jobs` | `{"provider", "sku", "size"?, "priority"?}`: enqueue (merges into a live job with the same key, keeping the higher priority) |
+//! | POST | `/api/tracked` | `{"provider", "sku", "size"?}` or `{"items": [...]}` (≤ 1000): keys the freshness scheduler keeps fresh |
 //! | POST | `/api/jobs/reset-failed` | `{"provider": optional}`: failed jobs back to pending |
 //! | POST | `/api/locks/{account}/{stream}/release` | `{"force": bool}`: a live lease only with force |
 //!
@@ -211,6 +213,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         )
         .route("/api/accounts/{id}/resume", post(api::resume))
         .route("/api/jobs", post(jobs::enqueue))
+        .route("/api/tracked", post(jobs::track))
         .route("/api/jobs/reset-failed", post(jobs::reset_failed))
         .route(
             "/api/locks/{account}/{stream}/release",
@@ -228,6 +231,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         .route("/api/locks", get(api::locks))
         .route("/api/budgets", get(api::budgets))
         .route("/api/jobs", get(jobs::list))
+        .route("/api/tracked", get(jobs::tracked_list))
         .route("/metrics", get(metrics::scrape))
         .merge(admin)
         .fallback(not_found)

@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod sales;
 pub mod sqlite;
 pub mod supervision;
+pub mod tracked;
 
 pub use blocking::{blocking, BlockingFailed};
 pub use ledger::*;

@@ -7,6 +7,8 @@
 //!   [`reset_failed`], [`queue_depth`], [`market_prices`], [`recent_runs`]).
 //! - [`worker`]: the drainer, a [`crate::shapes::ShapeRunner`] run by the daemon's stream
 //!   loop under the stream's lease; every provider call is paced by the TokenManager.
+//! - [`scheduler`]: the freshness scheduler, which queues tracked keys within each
+//!   provider's budget (hot when never fetched, background when stale).
 //! - [`bench`]: `marketsync bench jobs`.
 //!
 //! docs/jobs.md describes states, priorities, dedupe, leases, the failure table, the
@@ -15,6 +17,7 @@
 mod settings;
 pub use settings::JobsSettings;
 
+pub mod scheduler;
 pub mod worker;
 
 use std::net::SocketAddr;

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_ebay_cases.sql"),
     include_str!("../../../migrations/0008_stockx_catalog.sql"),
     include_str!("../../../migrations/0009_market_prices.sql"),
+    include_str!("../../../migrations/0010_tracked.sql"),
     include_str!("../../../migrations/0011_ebay_inquiries_purchases.sql"),
 ];
 

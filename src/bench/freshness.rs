@@ -157,7 +157,8 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     let dir = tempfile::tempdir().context("creating a temp directory")?;
     let mut sim_config = crate::sim::SimConfig::default();
     sim_config.stockx.hourly_budget = u32::MAX;
-    sim_config.keepa.refill_rate = 20.0 * scale;
+    // Whole tokens a minute (Keepa's refillRate is an integer); scale is at most 360.
+    sim_config.keepa.refill_rate = (20.0 * scale).round() as u32;
     sim_config.keepa.refill_period = minute;
     sim_config.keepa.initial_tokens = Some(1200);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

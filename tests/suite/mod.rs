@@ -13,6 +13,7 @@ mod hostile_documents;
 mod http;
 mod jobs;
 mod locks;
+mod ops;
 mod pipeline;
 mod quota;
 mod quota_correction;

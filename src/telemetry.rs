@@ -95,8 +95,10 @@ impl Metrics {
             .inc();
         // Its 429 counter exists from the first call on, at 0: `rate()` and the Grafana
         // panels see the series before the first 429.
-        self.provider_throttled
-            .get_or_create(&provider_labels(provider, operation));
+        drop(
+            self.provider_throttled
+                .get_or_create(&provider_labels(provider, operation)),
+        );
         let hour = now_ts().div_euclid(HOUR) * HOUR;
         let mut hourly = self
             .calls_this_hour
@@ -140,14 +142,18 @@ impl Metrics {
 
     /// A lease on `scope` is held: its takeover counter exists from now on, at 0.
     pub fn lease_held(&self, scope: &str) {
-        self.lock_takeovers
-            .get_or_create(&vec![("scope", scope.to_string())]);
+        drop(
+            self.lock_takeovers
+                .get_or_create(&vec![("scope", scope.to_string())]),
+        );
     }
 
     /// An infrastructure service started: its restart counter exists from now on, at 0.
     pub fn service_started(&self, service: &str) {
-        self.service_restarts
-            .get_or_create(&vec![("service", service.to_string())]);
+        drop(
+            self.service_restarts
+                .get_or_create(&vec![("service", service.to_string())]),
+        );
     }
 
     /// An infrastructure service failed (and is restarted, or ends the daemon).

@@ -17,6 +17,18 @@ use serde_json::Value;
 use crate::common::{fast_sim, marketsync, wait_until, DaemonProcess, Fixture, TestSim};
 
 const TOKEN: &str = "ops-test-admin-token";
+/// 2025-11-24T16:00:00Z: the seeded rows' first hour.
+const HOUR_START: i64 = 1_764_000_000;
+
+/// A child process killed and reaped when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The address a daemon logged for `what`.
 fn logged_address(logs: &str, what: &str) -> Option<String> {
@@ -177,21 +189,23 @@ lookback = "6h"
     let log_path = dir.path().join("daemon.log");
     // WATCHDOG_PID must name the daemon itself (sd_watchdog_enabled(3)): the shell
     // sets its own pid, then becomes the daemon with exec.
-    let mut process = Command::new("sh")
-        .args([
-            "-c",
-            "WATCHDOG_PID=$$ exec \"$MARKETSYNC_BIN\" --config \"$CONFIG_PATH\" run",
-        ])
-        .env_remove("MARKETSYNC_CONFIG")
-        .env("RUST_LOG", "marketsync=info")
-        .env("NOTIFY_SOCKET", &notify.path)
-        .env("WATCHDOG_USEC", "400000")
-        .env("MARKETSYNC_BIN", env!("CARGO_BIN_EXE_marketsync"))
-        .env("CONFIG_PATH", &config_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut process = Reaped(
+        Command::new("sh")
+            .args([
+                "-c",
+                "WATCHDOG_PID=$$ exec \"$MARKETSYNC_BIN\" --config \"$CONFIG_PATH\" run",
+            ])
+            .env_remove("MARKETSYNC_CONFIG")
+            .env("RUST_LOG", "marketsync=info")
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "400000")
+            .env("MARKETSYNC_BIN", env!("CARGO_BIN_EXE_marketsync"))
+            .env("CONFIG_PATH", &config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let mut messages = Vec::new();
@@ -218,7 +232,7 @@ lookback = "6h"
     );
     assert!(position(&messages, "STOPPING=1").is_none());
 
-    let pid = process.id().to_string();
+    let pid = process.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -237,7 +251,7 @@ lookback = "6h"
     let end = Instant::now() + Duration::from_secs(30);
     let mut exit = None;
     while exit.is_none() && Instant::now() < end {
-        exit = process.try_wait().unwrap();
+        exit = process.0.try_wait().unwrap();
         // Draining the socket is the wait: each recv blocks up to 200 ms.
         let mut after = Vec::new();
         notify.receive_until(&mut after, Duration::from_millis(200), |_| false);
@@ -485,7 +499,7 @@ interval = "1s"
 /// Two accounts' sales over 4 hours, orders, change events, prices and jobs.
 fn seed_export_rows(database: &Path) {
     let ledger = SqliteLedger::open(database).unwrap();
-    let base = 1_764_000_000 - 1_764_000_000 % 3600; // an hour start
+    let base = HOUR_START;
     ledger.with_conn(|conn| {
         let tx = conn.transaction().unwrap();
         for (account, offset) in [("acct", 0), ("other", 1)] {
@@ -557,7 +571,7 @@ async fn export_writes_each_kind_as_csv_or_jsonl_filtered_by_account_and_since()
     let fixture = Fixture::new(&sim, "");
     seed_export_rows(&fixture.database_path());
     let config = &fixture.config_path;
-    let base = 1_764_000_000 - 1_764_000_000 % 3600;
+    let base = HOUR_START;
 
     let (code, csv, stderr) = export_output(config, &["sales"]);
     assert_eq!(code, Some(0), "{stderr}");

@@ -34,6 +34,20 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  # tests/suite/ops.rs runs `systemd-analyze verify` on contrib/systemd/marketsync.service
+  # (and checks the file textually only, saying so, when the tool is absent).
+  log "installing systemd (for systemd-analyze verify)"
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null || log "systemd not installed; the unit is checked textually only"
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null || log "systemd not installed; the unit is checked textually only"
+  fi
+fi
+
+log "contrib/grafana/marketsync.json is valid JSON (tests/suite/ops.rs checks its queries against a live /metrics)"
+python3 -m json.tool contrib/grafana/marketsync.json >/dev/null
+
 runner=(cargo test)
 if cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked >/dev/null 2>&1; then
   runner=(cargo nextest run --no-fail-fast)
@@ -56,3 +70,11 @@ cargo clippy --lib --bins -- -D warnings
 
 log "tests: ${runner[*]}"
 "${runner[@]}" --all-targets
+
+# The documented install works (a debug build, reusing most of the tests' build; the
+# release profile is the same code with line tables only).
+log "cargo install --path . (debug, into a temporary root)"
+install_root="$(mktemp -d)"
+cargo install --path . --debug --locked --quiet --root "${install_root}"
+"${install_root}/bin/marketsync" --version
+rm -rf "${install_root}"

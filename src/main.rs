@@ -20,6 +20,8 @@ fn main() {
     }
     match marketsync::cli::main() {
         Ok(code) => std::process::exit(code),
+        // The reader of stdout went away (`| head`): it has what it wanted.
+        Err(err) if marketsync::cli::is_broken_pipe(&err) => std::process::exit(0),
         Err(err) => {
             eprintln!("marketsync: {err:#}");
             std::process::exit(2);

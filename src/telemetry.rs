@@ -93,6 +93,12 @@ impl Metrics {
         self.provider_calls
             .get_or_create(&provider_labels(provider, operation))
             .inc();
+        // Its 429 counter exists from the first call on, at 0: `rate()` and the Grafana
+        // panels see the series before the first 429.
+        drop(
+            self.provider_throttled
+                .get_or_create(&provider_labels(provider, operation)),
+        );
         let hour = now_ts().div_euclid(HOUR) * HOUR;
         let mut hourly = self
             .calls_this_hour
@@ -132,6 +138,22 @@ impl Metrics {
         self.lock_takeovers
             .get_or_create(&vec![("scope", scope.to_string())])
             .inc();
+    }
+
+    /// A lease on `scope` is held: its takeover counter exists from now on, at 0.
+    pub fn lease_held(&self, scope: &str) {
+        drop(
+            self.lock_takeovers
+                .get_or_create(&vec![("scope", scope.to_string())]),
+        );
+    }
+
+    /// An infrastructure service started: its restart counter exists from now on, at 0.
+    pub fn service_started(&self, service: &str) {
+        drop(
+            self.service_restarts
+                .get_or_create(&vec![("service", service.to_string())]),
+        );
     }
 
     /// An infrastructure service failed (and is restarted, or ends the daemon).

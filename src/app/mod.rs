@@ -5,6 +5,7 @@
 //! - `build`: each account's sync shape and client, the lease backend, the quota settings.
 //! - `cooldown_watch`: notices cooldowns cleared early.
 //! - `sync_once`: `marketsync sync --once`.
+//! - `notify`: systemd's readiness, watchdog, status and stopping notifications.
 //!
 //! Shutdown is "tell, then wait": a `CancellationToken` tells every runner to stop
 //! claiming; a `TaskTracker` shows when they have. Units in flight keep their report ids
@@ -52,6 +53,7 @@ use tokio::sync::watch;
 
 mod build;
 mod cooldown_watch;
+pub mod notify;
 mod sync_once;
 
 use build::build_work;
@@ -91,6 +93,15 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the ledger and starts every runner; returns once they are running.
     pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
+        Daemon::start_with(config, None).await
+    }
+
+    /// [`Daemon::start`] with the root reporting the tree's health on `heartbeat` (the
+    /// systemd watchdog and status line, see [`notify`]).
+    pub async fn start_with(
+        config: &Config,
+        heartbeat: Option<crate::actors::root::RootHeartbeat>,
+    ) -> anyhow::Result<Daemon> {
         if let Some(refusal) = config.http.as_ref().and_then(|http| http.exposure_error()) {
             anyhow::bail!("{}: {refusal}", config.source_name);
         }
@@ -408,6 +419,7 @@ impl Daemon {
                 policy: config.supervisor.clone(),
                 metrics: Arc::clone(&metrics),
                 failed: failed_tx,
+                heartbeat,
             },
         )
         .await
@@ -497,8 +509,17 @@ impl Daemon {
 /// Runs the daemon until `shutdown` resolves, then stops it gracefully. An
 /// infrastructure actor's failure stops it too, and is returned as an error (the
 /// process exits non-zero so a service manager notices).
+///
+/// Under systemd (`NOTIFY_SOCKET` set) it sends `READY=1` once the daemon started,
+/// `WATCHDOG=1` and `STATUS=` from the root's heartbeat, and `STOPPING=1` when the
+/// shutdown begins (see [`notify`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let daemon = Daemon::start(&config).await?;
+    let notifier = notify::Notifier::from_env();
+    let daemon =
+        Daemon::start_with(&config, notifier.as_ref().map(notify::Notifier::heartbeat)).await?;
+    if let Some(notifier) = &notifier {
+        notifier.ready();
+    }
     let grace = config.shutdown_grace;
     // Everything running holds what it needs; the parsed file itself is not needed again.
     drop(config);
@@ -509,6 +530,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             changed.ok().and_then(|failure| failure.clone())
         }
     };
+    if let Some(notifier) = &notifier {
+        notifier.stopping(failure.as_deref().unwrap_or("shutdown requested"));
+    }
     daemon.shutdown(grace).await;
     match failure {
         Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),

@@ -65,14 +65,15 @@ pub fn command(
                 if let Some(warning) = &warning {
                     eprintln!("marketsync: cannot read cooldowns from redis: {warning}; showing sqlite only");
                 }
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({ "cooldowns": rows }))?
-                    );
+                let text = if json {
+                    let mut text =
+                        serde_json::to_string_pretty(&serde_json::json!({ "cooldowns": rows }))?;
+                    text.push('\n');
+                    text
                 } else {
-                    print!("{}", render_table(&rows));
-                }
+                    render_table(&rows)
+                };
+                super::write_stdout(text.as_bytes())?;
                 Ok(0)
             }
             Some(CooldownsAction::Clear { scope }) => {
@@ -94,17 +95,18 @@ pub fn command(
 
 /// An aligned table; `(no running cooldowns)` when empty.
 pub fn render_table(rows: &[CooldownRow]) -> String {
-    let mut table = vec![[
-        "SCOPE".to_string(),
-        "REASON".to_string(),
-        "STARTED".to_string(),
-        "UNTIL".to_string(),
-        "REMAINING".to_string(),
-        "STORE".to_string(),
-        "DETAIL".to_string(),
-    ]];
+    let header = [
+        "SCOPE",
+        "REASON",
+        "STARTED",
+        "UNTIL",
+        "REMAINING",
+        "STORE",
+        "DETAIL",
+    ];
+    let mut table = Vec::with_capacity(rows.len());
     for row in rows {
-        table.push([
+        table.push(vec![
             row.scope.clone(),
             row.reason.clone(),
             row.started_utc.clone(),
@@ -117,19 +119,7 @@ pub fn render_table(rows: &[CooldownRow]) -> String {
             row.detail.clone().unwrap_or_default(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &table {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::diagnose::table::render(&header, table, &[]);
     if rows.is_empty() {
         out.push_str("(no running cooldowns)\n");
     }

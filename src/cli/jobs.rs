@@ -176,16 +176,18 @@ pub fn list_command(
     let ledger = open(config)?;
     let jobs = store::list_jobs(&ledger, state, limit)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        let mut text = serde_json::to_string_pretty(&jobs)?;
+        text.push('\n');
+        super::write_stdout(text.as_bytes())?;
         return Ok(0);
     }
-    print!("{}", render_table(&jobs));
+    super::write_stdout(render_table(&jobs).as_bytes())?;
     Ok(0)
 }
 
 /// The aligned table of `marketsync jobs`.
 pub fn render_table(jobs: &[store::Job]) -> String {
-    let mut rows = vec![[
+    let header = [
         "ID",
         "PROVIDER",
         "SKU",
@@ -196,10 +198,10 @@ pub fn render_table(jobs: &[store::Job]) -> String {
         "NOT_BEFORE",
         "UPDATED",
         "ERROR",
-    ]
-    .map(str::to_string)];
+    ];
+    let mut rows = Vec::with_capacity(jobs.len());
     for job in jobs {
-        rows.push([
+        rows.push(vec![
             job.id.to_string(),
             job.provider.clone(),
             job.sku.clone(),
@@ -221,25 +223,7 @@ pub fn render_table(jobs: &[store::Job]) -> String {
                 .collect(),
         ]);
     }
-    let columns = rows[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter()
-                .map(|row| row[column].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::diagnose::table::render(&header, rows, &[0, 6]);
     if jobs.is_empty() {
         out.push_str("(no jobs)\n");
     }

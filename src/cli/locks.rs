@@ -62,19 +62,22 @@ pub(super) async fn locks_command(
         None => {
             let all = locks.list().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                let mut text = serde_json::to_string_pretty(&all)?;
+                text.push('\n');
+                super::write_stdout(text.as_bytes())?;
                 return Ok(0);
             }
-            let mut rows = vec![[
-                "SCOPE".to_string(),
-                "OWNER".to_string(),
-                "FENCE".to_string(),
-                "EXPIRES_AT".to_string(),
-                "REMAINING".to_string(),
-                "STALE".to_string(),
-            ]];
+            let header = [
+                "SCOPE",
+                "OWNER",
+                "FENCE",
+                "EXPIRES_AT",
+                "REMAINING",
+                "STALE",
+            ];
+            let mut rows = Vec::with_capacity(all.len());
             for info in &all {
-                rows.push([
+                rows.push(vec![
                     info.scope.clone(),
                     info.owner.clone(),
                     info.fence.to_string(),
@@ -92,20 +95,11 @@ pub(super) async fn locks_command(
                     info.stale.to_string(),
                 ]);
             }
-            let widths: Vec<usize> = (0..6)
-                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-                .collect();
-            for row in rows {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(&widths)
-                    .map(|(cell, w)| format!("{cell:<w$}"))
-                    .collect();
-                println!("{}", line.join("  ").trim_end());
-            }
+            let mut out = crate::diagnose::table::render(&header, rows, &[2]);
             if all.is_empty() {
-                println!("(no leases held)");
+                out.push_str("(no leases held)\n");
             }
+            super::write_stdout(out.as_bytes())?;
             Ok(0)
         }
         Some(LocksAction::Release { scope, force }) => {

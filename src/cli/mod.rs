@@ -7,11 +7,14 @@
 mod accounts;
 mod auth;
 mod check_config;
+mod completions;
 pub mod cooldowns;
 mod doctor;
+mod export;
 mod fill_day;
 pub mod jobs;
 mod locks;
+mod man;
 mod run;
 mod sim;
 mod status;
@@ -212,6 +215,27 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::cli::track::TrackAction,
     },
+    /// Export one table family to stdout as CSV or JSON lines, row by row (constant
+    /// memory): sales (vendor real-time sales), orders (eBay), events (eBay change
+    /// history), prices (StockX/Keepa market data), jobs.
+    Export {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(export::KINDS))]
+        kind: String,
+        /// Only this account's rows (sales, orders, events).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Only rows at or after TIME: RFC 3339 (2026-11-01T00:00:00Z), a UTC date
+        /// (2026-11-01) or a duration back from now (24h, 7days).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(long, default_value = "csv", value_parser = clap::builder::PossibleValuesParser::new(export::FORMATS))]
+        format: String,
+    },
+    /// Print the shell completion script (e.g. `marketsync completions bash >
+    /// /etc/bash_completion.d/marketsync`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `marketsync man > /usr/local/share/man/man1/marketsync.1`.
+    Man,
 }
 
 /// `marketsync bench ...`: the benchmarks of `crate::bench` plus those of other modules.
@@ -240,6 +264,9 @@ pub fn main() -> anyhow::Result<i32> {
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
+    if !matches!(cli.command, Command::Run | Command::Sim { .. }) {
+        quiet_on_closed_stdout();
+    }
     if let Command::Bench { which } = cli.command {
         return match which {
             BenchWhich::Core(which) => crate::bench::run(which),
@@ -296,6 +323,14 @@ pub fn main() -> anyhow::Result<i32> {
             json,
         } => doctor::command(&cli, account, stream, *json),
         Command::Bench { .. } => unreachable!("bench is dispatched above"),
+        Command::Export {
+            kind,
+            account,
+            since,
+            format,
+        } => export::command(&cli, kind, account.as_deref(), since.as_deref(), format),
+        Command::Completions { shell } => completions::command(*shell),
+        Command::Man => man::command(),
         Command::Enqueue {
             provider,
             sku,
@@ -329,6 +364,48 @@ pub fn main() -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// Writes `bytes` to stdout and flushes; a closed stdout comes back as the `BrokenPipe`
+/// error that `main` turns into a quiet exit 0.
+pub(crate) fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// Whether `err` is stdout (or another output) closed by its reader: `status --json |
+/// head -1` has what it wanted, so the command ends quietly with exit 0, as ripgrep does.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<crate::store::export::ExportError>()
+                .is_some_and(crate::store::export::ExportError::is_broken_pipe)
+    })
+}
+
+/// The backstop for output written with `println!` (which panics on a closed stdout):
+/// that panic ends a one-shot command quietly with exit 0 instead of a backtrace. Every
+/// other panic goes to the default hook. Not installed for `run` and `sim`, where stdout
+/// is not the product and a panic must be seen.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

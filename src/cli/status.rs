@@ -23,10 +23,13 @@ pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
         &supervision,
         now_ts(),
     )?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&report)?;
+        text.push('\n');
+        text
     } else {
-        print!("{}", crate::diagnose::status::render_table(&report));
-    }
+        crate::diagnose::status::render_table(&report)
+    };
+    super::write_stdout(text.as_bytes())?;
     Ok(0)
 }

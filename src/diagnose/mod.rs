@@ -49,6 +49,7 @@ pub mod deployment;
 pub mod repair;
 
 pub mod status;
+pub mod table;
 
 pub mod tokens;
 

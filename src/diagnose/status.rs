@@ -233,7 +233,7 @@ pub fn render_table(report: &StatusReport) -> String {
         "COOLDOWN",
         "ACTOR",
     ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for account in &report.accounts {
         if account.streams.is_empty() {
             let mut row = vec![account.id.clone(), "(no streams enabled)".to_string()];
@@ -289,26 +289,7 @@ pub fn render_table(report: &StatusReport) -> String {
             rows.push(row);
         }
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(column, (cell, width))| {
-                if (2..7).contains(&column) {
-                    format!("{cell:>width$}")
-                } else {
-                    format!("{cell:<width$}")
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = super::table::render(&header, rows, &[2, 3, 4, 5, 6]);
     let errors: Vec<String> = report
         .accounts
         .iter()

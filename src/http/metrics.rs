@@ -31,6 +31,11 @@
 //! | `lock_backend_up` | gauge | backend |
 //! | `cursor_lag_seconds` | gauge | account, stream |
 //! | `job_queue_depth` | gauge | provider, state |
+//!
+//! `provider_throttled_total` exists at 0 from a (provider, operation)'s first call,
+//! `service_restarts_total` from a service's first start and `lock_takeovers_total` from
+//! a scope's first lease, so `rate()` (and contrib/grafana/marketsync.json) see every
+//! series before its first event.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};

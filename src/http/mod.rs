@@ -50,6 +50,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod export;
 pub mod jobs;
 pub mod metrics;
 pub mod settings;
@@ -93,6 +94,9 @@ pub struct HttpState {
     /// Host allowlist additions and slow-client timeouts (`[http]`); the listen address
     /// is added by [`serve`].
     pub surface: Arc<SurfaceSettings>,
+    /// Permits of the exports running now (`GET /api/export/{kind}`): at most
+    /// [`export::MAX_CONCURRENT_EXPORTS`].
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the request guards of [`serve`] need from `[http]`.
@@ -134,6 +138,7 @@ impl HttpState {
             quota: None,
             metrics: Arc::default(),
             surface: Arc::default(),
+            exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_CONCURRENT_EXPORTS)),
         }
     }
 
@@ -215,6 +220,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         .route("/api/jobs", post(jobs::enqueue))
         .route("/api/tracked", post(jobs::track))
         .route("/api/jobs/reset-failed", post(jobs::reset_failed))
+        .route("/api/export/{kind}", get(export::export))
         .route(
             "/api/locks/{account}/{stream}/release",
             post(api::release_lock),

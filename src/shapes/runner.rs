@@ -271,6 +271,7 @@ impl StreamContext {
         }
         let lease = match acquired {
             Ok(HeldLease { lease, taken_from }) => {
+                self.metrics.lease_held(&scope);
                 if taken_from.is_some() {
                     // An expired lease of another owner: seed 000's "steal", counted.
                     self.metrics.lock_takeover(&scope);

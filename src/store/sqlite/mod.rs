@@ -151,6 +151,11 @@ impl SqliteLedger {
         })
     }
 
+    /// The database file; `None` for an in-memory ledger.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// Runs `work` with the connection. A poisoned lock only means another thread
     /// panicked mid-call; SQLite rolled its transaction back, so the connection is fine.
     pub fn with_conn<T>(&self, work: impl FnOnce(&mut Connection) -> T) -> T {
@@ -220,7 +225,7 @@ fn is_busy(err: &LedgerError) -> bool {
 }
 
 /// A read-only connection on the ledger's file (the writer already migrated it).
-fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -217,7 +217,7 @@ pub enum Command {
     },
     /// Export one table family to stdout as CSV or JSON lines, row by row (constant
     /// memory): sales (vendor real-time sales), orders (eBay), events (eBay change
-    /// history), prices (StockX/Keepa market data), jobs.
+    /// history), prices (StockX, Alias and eBay market prices), jobs.
     Export {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(export::KINDS))]
         kind: String,

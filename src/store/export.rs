@@ -10,7 +10,7 @@
 //! | `sales` | `vendor_realtime_sales` | `hour_utc >= since` | yes |
 //! | `orders` | `ebay_orders` | `last_modified_date >= since` | yes |
 //! | `events` | `events` (eBay change history) | `observed_at >= since` | yes |
-//! | `prices` | `market_prices` (StockX / Keepa market data) | `updated_at >= since` | no (not per account) |
+//! | `prices` | `market_prices` (StockX, Alias and eBay market prices) | `updated_at >= since` | no (not per account) |
 //! | `jobs` | `jobs` | `updated_at >= since` | no (per provider) |
 
 use std::fmt;

@@ -536,7 +536,7 @@ fn seed_export_rows(database: &Path) {
         )
         .unwrap();
         tx.execute(
-            "INSERT INTO market_prices VALUES ('stockx', 'DD1391-100', '10', 101.5, 99.0, NULL, 'USD', ?1, 7)",
+            "INSERT INTO market_prices (provider, sku, size, lowest_ask, highest_bid, last_sale, currency, updated_at, job_id) VALUES ('stockx', 'DD1391-100', '10', 101.5, 99.0, NULL, 'USD', ?1, 7)",
             [base],
         )
         .unwrap();

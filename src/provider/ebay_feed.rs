@@ -832,20 +832,17 @@ impl<R: BufRead> InventoryReader<R> {
                     _ => {}
                 }
             }
-            Event::Text(text) => {
-                if self.field.is_some() {
-                    let decoded = text
-                        .decode()
-                        .map_err(|err| self.malformed(err.to_string()))?;
-                    self.push_text(&decoded)?;
-                }
+            // Text outside a field is skipped undecoded.
+            Event::Text(text) if self.field.is_some() => {
+                let decoded = text
+                    .decode()
+                    .map_err(|err| self.malformed(err.to_string()))?;
+                self.push_text(&decoded)?;
             }
-            Event::CData(data) => {
-                if self.field.is_some() {
-                    let decoded = std::str::from_utf8(&data)
-                        .map_err(|err| self.malformed(err.to_string()))?;
-                    self.push_text(decoded)?;
-                }
+            Event::CData(data) if self.field.is_some() => {
+                let decoded =
+                    std::str::from_utf8(&data).map_err(|err| self.malformed(err.to_string()))?;
+                self.push_text(decoded)?;
             }
             Event::GeneralRef(reference) => {
                 let mut utf8 = [0u8; 4];

@@ -445,7 +445,13 @@ interval = "1s"
     .await;
     let http_addr = http_addr.unwrap_or_else(|| panic!("logs:\n{}", daemon.logs()));
     let client = reqwest::Client::new();
-    // Scrape until the samples of every shape are there: calls, ledger hours, a cursor.
+    // Scrape until every metric a panel queries is there (some appear only once their
+    // first sample exists: the newest applied hour's lag after the first apply), or the
+    // deadline passes; what is still missing then fails below.
+    let wanted: Vec<String> = dashboard_queries(&dashboard())
+        .iter()
+        .flat_map(|(_, expr)| queried_names(expr))
+        .collect();
     let mut text = String::new();
     let end = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end {
@@ -455,19 +461,8 @@ interval = "1s"
             .await
         {
             text = response.text().await.unwrap_or_default();
-            if [
-                "marketsync_provider_calls_total{",
-                "marketsync_provider_throttled_total{",
-                "marketsync_ledger_hours{",
-                "marketsync_cursor_lag_seconds{",
-                "marketsync_job_queue_depth{",
-                "marketsync_service_restarts_total{",
-                "marketsync_lock_takeovers_total{",
-                "marketsync_cooldown_remaining_seconds{",
-            ]
-            .iter()
-            .all(|sample| text.contains(sample))
-            {
+            let exposed = exposed_names(&text);
+            if wanted.iter().all(|name| exposed.contains(name)) {
                 break;
             }
         }

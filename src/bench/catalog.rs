@@ -209,8 +209,15 @@ async fn bench(args: BenchCatalogArgs) -> anyhow::Result<i32> {
         lookups as f64 / secs.max(1e-9)
     );
     stop.cancel();
-    let _ = server.await;
-    Ok(if ratio <= 1.05 && calls.throttled == 0 {
+    // A simulator that panicked spoils the figures: say so and fail the bench.
+    let server_ok = match server.await {
+        Ok(_) => true,
+        Err(err) => {
+            eprintln!("bench catalog: the simulator task ended abnormally: {err}");
+            false
+        }
+    };
+    Ok(if ratio <= 1.05 && calls.throttled == 0 && server_ok {
         0
     } else {
         1

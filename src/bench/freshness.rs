@@ -416,9 +416,17 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         println!("{line}");
     }
     cancel.cancel();
-    let _ = scheduler_task.await;
+    // A task that panicked spoils the figures: say so and fail the bench.
+    let mut panicked = 0usize;
+    if let Err(err) = scheduler_task.await {
+        eprintln!("bench freshness: the scheduler task ended abnormally: {err}");
+        panicked += 1;
+    }
     for drainer in drainers {
-        let _ = drainer.await;
+        if let Err(err) = drainer.await {
+            eprintln!("bench freshness: a drainer task ended abnormally: {err}");
+            panicked += 1;
+        }
     }
 
     // Figures.
@@ -466,9 +474,12 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         manuals.len()
     );
     println!("  load at end: {}", loadavg());
-    ok &= within == served_manual.len() && worst >= 0.98;
+    ok &= within == served_manual.len() && worst >= 0.98 && panicked == 0;
     stop.cancel();
-    let _ = sim_task.await;
+    if let Err(err) = sim_task.await {
+        eprintln!("bench freshness: the simulator task ended abnormally: {err}");
+        ok = false;
+    }
     Ok(if ok { 0 } else { 1 })
 }
 

@@ -16,8 +16,13 @@
 //! assert_eq!(metrics.provider_calls("amazon", "createReport"), 1);
 //! ```
 //!
+//! [`history`] keeps the last hour of quota buckets, cursor lag and queue depth for the
+//! dashboard's pictures, in bounded rings.
+//!
 //! Layer 3 of docs/architecture.md. May use: `domain`. May not be a global: one handle per
 //! daemon, passed down.
+
+pub mod history;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

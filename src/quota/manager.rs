@@ -138,6 +138,9 @@ pub struct ManagerState {
     stats: QuotaStats,
     /// The 429s read as model corrections, per bucket (issue 12).
     corrections: Corrections,
+    /// Grants per bucket since the manager started (one entry per bucket used, like
+    /// `corrections`), shown in [`BucketView::grants`].
+    grants: HashMap<BucketKey, u64>,
 }
 
 impl ManagerState {
@@ -400,6 +403,10 @@ impl ManagerState {
             let answer = match outcome {
                 Outcome::Granted { waited } => {
                     self.stats.grants += 1;
+                    for key in &pending.keys {
+                        let count = self.grants.entry(key.clone()).or_insert(0);
+                        *count = count.saturating_add(1);
+                    }
                     Ok(Grant {
                         keys: pending.keys,
                         cost: pending.cost,
@@ -487,6 +494,7 @@ impl Actor for TokenManager {
             generation: 0,
             stats: QuotaStats::default(),
             corrections: Corrections::default(),
+            grants: HashMap::new(),
         })
     }
 
@@ -538,10 +546,16 @@ impl Actor for TokenManager {
                         reserve_share: bucket.reserve_share(),
                         configured_burst: bucket.burst(),
                         corrections: 0,
+                        grants: 0,
                     })),
                     Buckets::Redis(remote) => remote.view(&key).await,
                 }
-                .map(|view| view.map(|view| state.corrections.annotate(&key, view)));
+                .map(|view| {
+                    view.map(|view| BucketView {
+                        grants: state.grants.get(&key).copied().unwrap_or(0),
+                        ..state.corrections.annotate(&key, view)
+                    })
+                });
                 let _ = reply.send(view);
             }
             QuotaMsg::Buckets(reply) => {
@@ -558,6 +572,7 @@ impl Actor for TokenManager {
                                 reserve_share: bucket.reserve_share(),
                                 configured_burst: bucket.burst(),
                                 corrections: 0,
+                                grants: 0,
                             };
                             (key.clone(), view)
                         })
@@ -582,12 +597,15 @@ impl Actor for TokenManager {
                         }
                     }
                 };
-                let corrections = &state.corrections;
+                let (corrections, grants) = (&state.corrections, &state.grants);
                 let _ = reply.send(views.map(|views| {
                     let mut views: Vec<(BucketKey, BucketView)> = views
                         .into_iter()
                         .map(|(key, view)| {
-                            let view = corrections.annotate(&key, view);
+                            let view = BucketView {
+                                grants: grants.get(&key).copied().unwrap_or(0),
+                                ..corrections.annotate(&key, view)
+                            };
                             (key, view)
                         })
                         .collect();

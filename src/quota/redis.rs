@@ -374,6 +374,7 @@ impl RedisBuckets {
             reserve_share: self.reserve_share,
             configured_burst: number(&burst),
             corrections: 0,
+            grants: 0,
         }))
     }
 }

@@ -11,6 +11,7 @@
 //! - [`ebay_inventory`]: eBay active-inventory snapshots (per-SKU quantity and price).
 //! - [`ebay_streams`]: which stored eBay resources are still moving (re-read windows).
 //! - [`ebay_inquiries`]: the eBay `inquiries` and `purchases` tables.
+//! - [`history`]: the dashboard's pictures: a stream's hours over a range, cursor positions.
 //! - [`export`]: one table family streamed as CSV or JSON lines (`marketsync export`).
 //! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
 //! - [`sales`]: the vendor sales table as the read surfaces sum it.
@@ -28,6 +29,7 @@ pub mod ebay_inventory;
 pub mod ebay_streams;
 pub mod ebay_tables;
 pub mod export;
+pub mod history;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;

@@ -347,6 +347,20 @@ impl Daemon {
                 if state.admin_token.is_none() {
                     warn!("http: no admin token (set [http] admin_token_env and export that variable); mutating endpoints answer 403");
                 }
+                // The dashboard's pictures: a root service samples the last hour into
+                // bounded rings the handlers read (kept across the sampler's restarts).
+                let every = settings.history_interval;
+                let state = state.with_history(Arc::new(crate::http::history::history_for(every)));
+                {
+                    let state = state.clone();
+                    services.push(ServiceSpec::task(
+                        "history",
+                        Arc::new(move || {
+                            let state = state.clone();
+                            Box::pin(crate::http::history::run_sampler(state, every))
+                        }),
+                    ));
+                }
                 let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
                 services.push(ServiceSpec::task(
                     "http",

@@ -93,6 +93,7 @@ pub(super) struct RawHttp {
     pub(super) allow_unauthenticated: Option<bool>,
     pub(super) header_read_timeout: Option<String>,
     pub(super) body_read_timeout: Option<String>,
+    pub(super) history_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

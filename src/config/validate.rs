@@ -414,6 +414,13 @@ impl RawHttp {
             limits::SECOND,
             limits::HTTP_TIMEOUT_MAX,
         )?;
+        let history_interval = bounded_duration(
+            "http.history_interval",
+            self.history_interval.as_ref(),
+            HttpSettings::DEFAULT_HISTORY_INTERVAL,
+            limits::SECOND,
+            std::time::Duration::from_secs(300),
+        )?;
         Ok(HttpSettings {
             listen,
             admin_token_env: self.admin_token_env,
@@ -421,6 +428,7 @@ impl RawHttp {
             allow_unauthenticated,
             header_read_timeout,
             body_read_timeout,
+            history_interval,
         })
     }
 }

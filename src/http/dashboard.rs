@@ -12,7 +12,17 @@
 //! `GET /api/accounts/{id}/summary`. Rows are compact and sorted problems first, with a
 //! text filter and verdict chips, so 200 accounts stay readable.
 //!
-//! Every count cell carries `data-cell="ACCOUNT/STREAM/STATE"` (and the verdict cell
+//! Below the table, the pictures (inline SVG built by the page's script, redrawn on every
+//! refresh): a heatmap of the hours per report stream (days × hours coloured by ledger
+//! state, failed hours marked with ×, a click shows the hour's error), from
+//! `GET /api/accounts/{id}/streams/{stream}/hours`; and the last hour of every quota
+//! bucket (tokens, calls), cursor stream (lag) and job provider (queue depth), from
+//! `GET /api/history/*` (see [`super::history`]). At most 12 heatmaps and 60 series per
+//! chart group are drawn.
+//!
+//! Every heatmap cell carries `data-hour` and `data-state` inside
+//! `data-heatmap="ACCOUNT/STREAM"`; every chart `data-chart="KIND:KEY"` and its SVG
+//! `data-points`. Every count cell carries `data-cell="ACCOUNT/STREAM/STATE"` (and the verdict cell
 //! `data-cell="ACCOUNT/STREAM/verdict"`) so tests can read the rendered numbers.
 
 use axum::http::{header, HeaderValue};

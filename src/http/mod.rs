@@ -16,6 +16,8 @@
 //! | GET | `/api/tracked?provider=stockx&limit=100` | tracked keys with their last success, and counts per provider |
 //! | GET | `/api/budgets` | every quota bucket in use: rate, burst (as learned from 429s), configured burst, burst corrections, tokens now, calls made this hour |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
+//! | GET | `/api/accounts/{id}/streams/{stream}/hours?days=N` | a report stream's hours with state and failure record: the dashboard's heatmap ([`history`]) |
+//! | GET | `/api/history/buckets`, `/api/history/cursors`, `/api/history/queues` | the last hour of quota tokens and calls, cursor lag, queue depth ([`history`]) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
 //! | POST | `/api/accounts/{id}/fill-day` | `{"date": "YYYY-MM-DD", "stream": optional}` |
 //! | POST | `/api/accounts/{id}/reset-failed` | `{"stream": optional}`: FAILED hours to MISSING now |
@@ -51,6 +53,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod export;
+pub mod history;
 pub mod jobs;
 pub mod metrics;
 pub mod settings;
@@ -97,6 +100,9 @@ pub struct HttpState {
     /// Permits of the exports running now (`GET /api/export/{kind}`): at most
     /// [`export::MAX_CONCURRENT_EXPORTS`].
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// The last hour of buckets, cursor lag and queue depth the dashboard draws (empty
+    /// unless the daemon's `history` sampler feeds it, see [`history::run_sampler`]).
+    pub history: Arc<crate::telemetry::history::History>,
 }
 
 /// What the request guards of [`serve`] need from `[http]`.
@@ -139,7 +145,14 @@ impl HttpState {
             metrics: Arc::default(),
             surface: Arc::default(),
             exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_CONCURRENT_EXPORTS)),
+            history: Arc::default(),
         }
+    }
+
+    /// The same state reading the daemon's short history.
+    pub fn with_history(mut self, history: Arc<crate::telemetry::history::History>) -> HttpState {
+        self.history = history;
+        self
     }
 
     /// The same state with `[http]`'s allowed hosts and timeouts.
@@ -238,6 +251,13 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         .route("/api/budgets", get(api::budgets))
         .route("/api/jobs", get(jobs::list))
         .route("/api/tracked", get(jobs::tracked_list))
+        .route(
+            "/api/accounts/{id}/streams/{stream}/hours",
+            get(history::hours),
+        )
+        .route("/api/history/buckets", get(history::buckets))
+        .route("/api/history/cursors", get(history::cursors))
+        .route("/api/history/queues", get(history::queues))
         .route("/metrics", get(metrics::scrape))
         .merge(admin)
         .fallback(not_found)

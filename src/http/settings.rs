@@ -18,11 +18,15 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// A request body not complete by then is answered 408 and the connection closed.
     pub body_read_timeout: Duration,
+    /// How often the `history` service samples quota buckets, cursor lag and queue
+    /// depth for the dashboard's pictures.
+    pub history_interval: Duration,
 }
 
 impl HttpSettings {
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_HISTORY_INTERVAL: Duration = Duration::from_secs(15);
 
     /// Settings for `listen` with every other key at its default.
     pub fn new(listen: SocketAddr) -> HttpSettings {
@@ -33,6 +37,7 @@ impl HttpSettings {
             allow_unauthenticated: false,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
+            history_interval: Self::DEFAULT_HISTORY_INTERVAL,
         }
     }
 

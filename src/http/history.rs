@@ -116,8 +116,10 @@ pub async fn hours(
             to,
             usize::try_from(days * 24).unwrap_or(0),
         )?;
-        let mut by_hour: HashMap<i64, crate::store::history::HourCell> =
-            cells.into_iter().map(|cell| (cell.hour_utc, cell)).collect();
+        let mut by_hour: HashMap<i64, crate::store::history::HourCell> = cells
+            .into_iter()
+            .map(|cell| (cell.hour_utc, cell))
+            .collect();
         let mut counts = BTreeMap::new();
         let mut hours = Vec::with_capacity(usize::try_from(days * 24).unwrap_or(0));
         let mut hour = from;
@@ -566,7 +568,9 @@ start = "3days"
     }
 
     async fn get(running: &Running, path: &str) -> (u16, serde_json::Value) {
-        let response = reqwest::get(format!("{}{path}", running.base)).await.unwrap();
+        let response = reqwest::get(format!("{}{path}", running.base))
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or_default())
     }
@@ -592,23 +596,38 @@ start = "3days"
             .await;
             assert_eq!(status, 400, "days={days}: {body}");
             let message = body["message"].as_str().unwrap();
-            assert!(message.contains("days") && message.contains("90"), "{message}");
+            assert!(
+                message.contains("days") && message.contains("90"),
+                "{message}"
+            );
         }
-        let (status, body) = get(&state, "/api/accounts/acme/streams/vendor_rt_sales/hours?days=90").await;
+        let (status, body) = get(
+            &state,
+            "/api/accounts/acme/streams/vendor_rt_sales/hours?days=90",
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(body["hours"].as_array().unwrap().len(), 90 * 24);
-        let (status, body) = get(&state, "/api/accounts/acme/streams/vendor_rt_sales/hours?weeks=1").await;
+        let (status, body) = get(
+            &state,
+            "/api/accounts/acme/streams/vendor_rt_sales/hours?weeks=1",
+        )
+        .await;
         assert_eq!(status, 400, "{body}");
     }
 
     #[tokio::test]
     async fn unknown_account_or_stream_is_a_404_and_a_cursor_stream_a_400() {
         let state = start().await;
-        let (status, body) = get(&state, "/api/accounts/nobody/streams/vendor_rt_sales/hours").await;
+        let (status, body) =
+            get(&state, "/api/accounts/nobody/streams/vendor_rt_sales/hours").await;
         assert_eq!(status, 404, "{body}");
         let (status, body) = get(&state, "/api/accounts/acme/streams/nothing/hours").await;
         assert_eq!(status, 404, "{body}");
-        assert!(body["message"].as_str().unwrap().contains("vendor_rt_sales"));
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("vendor_rt_sales"));
         let (status, body) = get(&state, "/api/accounts/seller/streams/orders/hours").await;
         assert_eq!(status, 400, "{body}");
     }
@@ -616,7 +635,11 @@ start = "3days"
     #[tokio::test]
     async fn history_limit_out_of_bounds_is_a_400_naming_the_bound() {
         let state = start().await;
-        for path in ["/api/history/buckets", "/api/history/cursors", "/api/history/queues"] {
+        for path in [
+            "/api/history/buckets",
+            "/api/history/cursors",
+            "/api/history/queues",
+        ] {
             for limit in ["0", "1001", "many"] {
                 let (status, body) = get(&state, &format!("{path}?limit={limit}")).await;
                 assert_eq!(status, 400, "{path} limit={limit}: {body}");
@@ -635,13 +658,21 @@ start = "3days"
             let mut buckets = lock(&state.state.history.buckets);
             for (at, tokens, calls) in [(100, 15.0, 0), (115, 12.0, 3), (130, 14.5, 1)] {
                 buckets.push(
-                    &("amazon".to_string(), "createReport".to_string(), "acme".to_string()),
+                    &(
+                        "amazon".to_string(),
+                        "createReport".to_string(),
+                        "acme".to_string(),
+                    ),
                     BucketSample { at, tokens, calls },
                 );
             }
             buckets.push(
                 &("keepa".to_string(), "product".to_string(), "k".to_string()),
-                BucketSample { at: 130, tokens: 1.0, calls: 0 },
+                BucketSample {
+                    at: 130,
+                    tokens: 1.0,
+                    calls: 0,
+                },
             );
         }
         let (status, body) = get(&state, "/api/history/buckets?provider=amazon").await;

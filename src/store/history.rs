@@ -121,7 +121,8 @@ mod tests {
             )
             .unwrap();
         });
-        let hours = stream_hours(&ledger, "acct", "s", start + HOUR, start + 4 * HOUR, 100).unwrap();
+        let hours =
+            stream_hours(&ledger, "acct", "s", start + HOUR, start + 4 * HOUR, 100).unwrap();
         let at: Vec<i64> = hours.iter().map(|h| h.hour_utc).collect();
         assert_eq!(at, [start + HOUR, start + 2 * HOUR, start + 3 * HOUR]);
         let failed = &hours[1];
@@ -129,12 +130,18 @@ mod tests {
         assert_eq!(failed.attempts, 2);
         assert_eq!(failed.next_retry_at, Some(start + 99));
         let error = failed.last_error.as_deref().unwrap();
-        assert_eq!(error.chars().count(), MAX_CELL_ERROR_CHARS + 1, "cut, with an ellipsis");
+        assert_eq!(
+            error.chars().count(),
+            MAX_CELL_ERROR_CHARS + 1,
+            "cut, with an ellipsis"
+        );
         assert_eq!(hours[0].state, "MISSING");
         let limited = stream_hours(&ledger, "acct", "s", start, start + 6 * HOUR, 2).unwrap();
         assert_eq!(limited.len(), 2);
-        assert!(stream_hours(&ledger, "other", "s", start, start + 6 * HOUR, 10)
-            .unwrap()
-            .is_empty());
+        assert!(
+            stream_hours(&ledger, "other", "s", start, start + 6 * HOUR, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

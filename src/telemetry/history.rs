@@ -187,7 +187,10 @@ impl<K: std::hash::Hash + Eq + Clone + Ord, S: Timed + Copy> Family<K, S> {
 
     /// Samples in every series together.
     pub fn samples(&self) -> usize {
-        self.series.values().map(|series| series.samples.len()).sum()
+        self.series
+            .values()
+            .map(|series| series.samples.len())
+            .sum()
     }
 
     /// The series whose key passes `keep`, sorted by key, at most `limit`, each with its
@@ -277,12 +280,20 @@ mod tests {
         let key = "a".to_string();
         for at in 0..1_000 {
             family.push(&key, lag(at));
-            assert!(family.samples() <= 5, "{} samples at {at}", family.samples());
+            assert!(
+                family.samples() <= 5,
+                "{} samples at {at}",
+                family.samples()
+            );
         }
         let (series, total) = family.snapshot(|_| true, 10);
         assert_eq!(total, 1);
         let kept: Vec<i64> = series[0].1.iter().map(|s| s.at).collect();
-        assert_eq!(kept, [995, 996, 997, 998, 999], "the newest five, oldest first");
+        assert_eq!(
+            kept,
+            [995, 996, 997, 998, 999],
+            "the newest five, oldest first"
+        );
     }
 
     #[test]

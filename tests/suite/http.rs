@@ -1194,7 +1194,7 @@ async fn metrics_parse_as_prometheus_text_and_move() {
 }
 
 /// The configured browser: Debian's `chromium` (or a chromium/chrome on PATH).
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for name in [
         "chromium",
@@ -1214,7 +1214,7 @@ fn chromium() -> PathBuf {
     );
 }
 
-async fn run_chromium(args: &[String]) -> std::process::Output {
+pub async fn run_chromium(args: &[String]) -> std::process::Output {
     let browser = chromium();
     let profile = tempfile::tempdir().expect("profile dir");
     let mut command = tokio::process::Command::new(&browser);
@@ -1415,6 +1415,8 @@ async fn dashboard_in_headless_chromium_matches_api_status() {
         .unwrap()
         .starts_with("text/html"));
     let html = page.text().await.unwrap();
+    // The SVG namespace is a name the pictures' elements are created in, not a fetch.
+    let html = html.replace("\"http://www.w3.org/2000/svg\"", "");
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external resources"
@@ -1530,7 +1532,7 @@ async fn dashboard_stays_readable_with_200_accounts() {
 
 /// A WebDriver session on Debian's chromedriver driving headless chromium: the W3C
 /// protocol is plain JSON over HTTP, so reqwest is the whole client.
-struct Browser {
+pub struct Browser {
     driver: std::process::Child,
     base: String,
     session: String,
@@ -1538,7 +1540,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub async fn start() -> Browser {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             probe.local_addr().expect("addr").port()
@@ -1592,7 +1594,7 @@ impl Browser {
         }
     }
 
-    async fn command(&self, path: &str, body: Value) -> Value {
+    pub async fn command(&self, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let answer: Value = self
             .http
@@ -1611,16 +1613,54 @@ impl Browser {
         answer["value"].clone()
     }
 
-    async fn open(&self, url: &str) {
+    pub async fn open(&self, url: &str) {
         self.command("/url", json!({ "url": url })).await;
     }
 
-    async fn script(&self, script: &str) -> Value {
+    pub async fn script(&self, script: &str) -> Value {
         self.command("/execute/sync", json!({ "script": script, "args": [] }))
             .await
     }
 
-    async fn click(&self, css: &str) {
+    /// The W3C element id of the first element matching `css`.
+    pub async fn element(&self, css: &str) -> String {
+        let found = self
+            .command("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        found
+            .as_object()
+            .and_then(|object| object.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("element {css}: {found}"))
+            .to_string()
+    }
+
+    /// A PNG of the first element matching `css` (scrolled into view), written to `path`.
+    pub async fn screenshot_element(&self, css: &str, path: &std::path::Path) -> Vec<u8> {
+        let id = self.element(css).await;
+        let url = format!(
+            "{}/session/{}/element/{id}/screenshot",
+            self.base, self.session
+        );
+        let answer: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("webdriver screenshot")
+            .json()
+            .await
+            .expect("webdriver json");
+        let png = base64_decode(
+            answer["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a screenshot: {answer}")),
+        );
+        std::fs::write(path, &png).expect("write screenshot");
+        png
+    }
+
+    pub async fn click(&self, css: &str) {
         let found = self
             .command("/element", json!({"using": "css selector", "value": css}))
             .await;
@@ -1635,7 +1675,7 @@ impl Browser {
     }
 
     /// Waits up to 20 s for `script` to return a truthy value.
-    async fn wait_for(&self, script: &str) -> Value {
+    pub async fn wait_for(&self, script: &str) -> Value {
         for _ in 0..200 {
             let value = self.script(script).await;
             if !value.is_null() && value != json!(false) && value != json!("") {
@@ -1656,7 +1696,7 @@ impl Drop for Browser {
 
 /// The address a daemon logged for `what` (`http api, dashboard and metrics listening`,
 /// `embedded simulator listening`).
-fn logged_address(logs: &str, what: &str) -> Option<String> {
+pub fn logged_address(logs: &str, what: &str) -> Option<String> {
     let line = logs.lines().find(|line| line.contains(what))?;
     let start = line.find("address=")? + "address=".len();
     Some(
@@ -2100,4 +2140,31 @@ async fn jobs_api_enqueues_merges_lists_and_resets() {
         Some(1.0),
         "{text}"
     );
+}
+
+/// Standard base64 (RFC 4648, with padding) as WebDriver sends screenshots.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    fn value(byte: u8) -> Option<u32> {
+        match byte {
+            b'A'..=b'Z' => Some(u32::from(byte - b'A')),
+            b'a'..=b'z' => Some(u32::from(byte - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(byte - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for byte in text.bytes() {
+        let Some(v) = value(byte) else { continue };
+        buffer = (buffer << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    out
 }

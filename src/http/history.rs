@@ -2,7 +2,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `/api/accounts/{id}/streams/{stream}/hours?days=N` | every hour of a report stream's last `N` days (default: its lookback, at most [`MAX_HEATMAP_DAYS`]) with its ledger state and failure record: the heatmap |
+//! | GET | `/api/accounts/{id}/streams/{stream}/hours?days=N` | every hour of a report stream's last `N` days (default: exactly its lookback; `N` at most [`MAX_HEATMAP_DAYS`]) with its ledger state and failure record: the heatmap |
 //! | GET | `/api/history/buckets?provider=&limit=` | per quota bucket, the last hour of tokens and calls |
 //! | GET | `/api/history/cursors?account=&limit=` | per cursor stream, the last hour of its lag |
 //! | GET | `/api/history/queues?provider=` | per job provider, the last hour of its queue depth |
@@ -63,6 +63,7 @@ pub struct HourView {
 pub struct HoursView {
     pub account: String,
     pub stream: String,
+    /// The `days` asked for, or the lookback in days rounded up when none was.
     pub days: i64,
     /// The stream's configured lookback, in hours.
     pub lookback_hours: i64,
@@ -72,7 +73,8 @@ pub struct HoursView {
     pub to: String,
     /// Hours per state over the range (`NONE` included).
     pub counts: BTreeMap<String, u64>,
-    /// Every hour of the range, oldest first: `days * 24` entries.
+    /// Every hour of the range, oldest first: `days * 24` entries, or one per hour of
+    /// the lookback when `days` was not given.
     pub hours: Vec<HourView>,
 }
 
@@ -102,26 +104,33 @@ pub async fn hours(
     let lookback_hours = i64::try_from(windowed.lookback.as_secs() / 3600).unwrap_or(i64::MAX);
     let query = query_map(query)?;
     check_query_keys(&query, &["days"])?;
+    let max_hours = MAX_HEATMAP_DAYS * 24;
     let default_days = (lookback_hours.saturating_add(23) / 24).clamp(1, MAX_HEATMAP_DAYS);
     let days = query_number(&query, "days", default_days, MAX_HEATMAP_DAYS)?;
+    // Without `days`: exactly the lookback's hours (a 12 h lookback is 12 cells).
+    let span_hours = if query.contains_key("days") {
+        days * 24
+    } else {
+        lookback_hours.clamp(1, max_hours)
+    };
     let view = blocking(&state, move |state| {
         let now = now_ts();
         let to = crate::shapes::windowed::lookback_window(&stream, now).end;
-        let from = to.saturating_sub(days.saturating_mul(24 * HOUR));
+        let from = to.saturating_sub(span_hours.saturating_mul(HOUR));
         let cells = crate::store::history::stream_hours(
             &state.ledger,
             &account.id,
             &stream.name,
             from,
             to,
-            usize::try_from(days * 24).unwrap_or(0),
+            usize::try_from(span_hours).unwrap_or(0),
         )?;
         let mut by_hour: HashMap<i64, crate::store::history::HourCell> = cells
             .into_iter()
             .map(|cell| (cell.hour_utc, cell))
             .collect();
         let mut counts = BTreeMap::new();
-        let mut hours = Vec::with_capacity(usize::try_from(days * 24).unwrap_or(0));
+        let mut hours = Vec::with_capacity(usize::try_from(span_hours).unwrap_or(0));
         let mut hour = from;
         while hour < to {
             let view = match by_hour.remove(&hour) {
@@ -583,6 +592,12 @@ start = "3days"
         assert_eq!(body["days"], 3);
         assert_eq!(body["hours"].as_array().unwrap().len(), 72);
         assert_eq!(body["counts"]["NONE"], 72, "nothing seeded yet");
+        let (_, body) = get(
+            &state,
+            "/api/accounts/acme/streams/vendor_rt_sales/hours?days=4",
+        )
+        .await;
+        assert_eq!(body["hours"].as_array().unwrap().len(), 96);
     }
 
     #[tokio::test]

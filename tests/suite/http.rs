@@ -1856,6 +1856,11 @@ interval = "1s"
         .script("return document.querySelector('[data-cell=\"acme-live/vendor_rt_sales/verdict\"]').textContent")
         .await;
     assert_eq!(verdict, json!("caught_up"));
+    // The heatmap draws one cell per hour of the 12 h lookback.
+    let cells = browser
+        .wait_for("const c = document.querySelectorAll('[data-heatmap=\"acme-live/vendor_rt_sales\"] rect.cell'); return c.length ? c.length : null")
+        .await;
+    assert_eq!(cells, json!(12), "a cell per hour of the lookback");
     // Cursor and job streams show their position and queue instead of hours.
     let position = |key: &str| {
         format!("const c = document.querySelector('[data-cell=\"{key}/position\"]'); return c ? c.textContent : null")

@@ -702,4 +702,54 @@ start = "3days"
         assert_eq!(body["total"], 2);
         assert_eq!(body["buckets"].as_array().unwrap().len(), 1);
     }
+
+    #[tokio::test]
+    async fn the_sampler_records_tokens_and_the_calls_granted_between_samples() {
+        use crate::quota::{
+            BucketKey, BucketSpec, Priority, QuotaConfig, QuotaHandle, TokenManager,
+        };
+        let running = start().await;
+        let config = QuotaConfig::default().with_spec(
+            "amazon",
+            "createReport",
+            BucketSpec::new(0.001, 10.0),
+        );
+        let (actor, _task) = TokenManager::spawn(config).await.unwrap();
+        let quota = QuotaHandle::new(actor);
+        let state = running.state.clone().with_quota(quota.clone());
+        let key = BucketKey::new("amazon", "createReport", "acme");
+        let grant = |n: usize| {
+            let (quota, key) = (quota.clone(), key.clone());
+            async move {
+                for _ in 0..n {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    quota
+                        .acquire(vec![key.clone()], 1.0, Priority::Manual, deadline)
+                        .await
+                        .expect("a grant");
+                }
+            }
+        };
+        let mut sampler = Sampler::new(&state);
+        grant(3).await;
+        sampler.sample(&state).await;
+        grant(2).await;
+        sampler.sample(&state).await;
+        sampler.sample(&state).await;
+        let (series, total) = lock(&state.history.buckets).snapshot(|_| true, 10);
+        assert_eq!(total, 1);
+        let samples = &series[0].1;
+        let calls: Vec<u32> = samples.iter().map(|s| s.calls).collect();
+        // The first sight of a bucket has no sample before it: 0, then the differences.
+        assert_eq!(calls, [0, 2, 0]);
+        assert!(
+            (samples[0].tokens - 7.0).abs() < 0.1 && (samples[1].tokens - 5.0).abs() < 0.1,
+            "{samples:?}"
+        );
+        // The configured cursor stream (ebay orders) has no cursor yet: no series; the
+        // configuration has no job provider: no queue series.
+        assert!(lock(&state.history.cursors).is_empty());
+        assert!(lock(&state.history.queues).is_empty());
+        quota.stop();
+    }
 }

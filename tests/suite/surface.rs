@@ -129,6 +129,14 @@ fn config_bounds_refuse_huge_values_naming_the_key_and_the_allowed_range() {
             "http.header_read_timeout: 1h is above the maximum of 5m",
         ),
         (
+            format!("{amazon}[http]\nhistory_interval = \"1h\"\n"),
+            "http.history_interval: 1h is above the maximum of 5m",
+        ),
+        (
+            format!("{amazon}[http]\nhistory_interval = \"10ms\"\n"),
+            "http.history_interval: 10ms is below the minimum of 1s",
+        ),
+        (
             format!("{amazon}[quota.amazon.getReport]\nrate = 1e300\nburst = 15\n"),
             "quota.amazon.getReport.rate: 1e300 is not a rate",
         ),

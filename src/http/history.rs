@@ -191,6 +191,8 @@ pub struct BucketSeries {
 pub struct BucketHistory {
     /// Seconds between samples.
     pub interval_secs: u64,
+    /// How far back a series reaches at most (an hour, or 240 samples when fewer).
+    pub kept_secs: u64,
     /// Series that matched (`buckets` holds at most `limit` of them).
     pub total: usize,
     pub buckets: Vec<BucketSeries>,
@@ -210,6 +212,7 @@ pub struct CursorSeries {
 #[derive(Debug, Clone, Serialize)]
 pub struct CursorHistory {
     pub interval_secs: u64,
+    pub kept_secs: u64,
     pub total: usize,
     pub cursors: Vec<CursorSeries>,
 }
@@ -227,6 +230,7 @@ pub struct QueueSeries {
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueHistory {
     pub interval_secs: u64,
+    pub kept_secs: u64,
     pub total: usize,
     pub queues: Vec<QueueSeries>,
 }
@@ -267,6 +271,7 @@ pub async fn buckets(
         .collect();
     Ok(Json(BucketHistory {
         interval_secs: state.history.interval_secs,
+        kept_secs: state.history.kept_secs(),
         total,
         buckets,
     }))
@@ -296,6 +301,7 @@ pub async fn cursors(
         .collect();
     Ok(Json(CursorHistory {
         interval_secs: state.history.interval_secs,
+        kept_secs: state.history.kept_secs(),
         total,
         cursors,
     }))
@@ -325,6 +331,7 @@ pub async fn queues(
         .collect();
     Ok(Json(QueueHistory {
         interval_secs: state.history.interval_secs,
+        kept_secs: state.history.kept_secs(),
         total,
         queues,
     }))

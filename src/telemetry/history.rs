@@ -223,6 +223,8 @@ pub type StreamId = (String, String);
 pub struct History {
     /// Seconds between samples, as the sampler was configured (the page shows it).
     pub interval_secs: u64,
+    /// The bounds of every family.
+    pub limits: SeriesLimits,
     pub buckets: Mutex<Family<BucketId, BucketSample>>,
     pub cursors: Mutex<Family<StreamId, LagSample>>,
     pub queues: Mutex<Family<String, QueueSample>>,
@@ -238,10 +240,22 @@ impl History {
     pub fn with_limits(interval_secs: u64, limits: SeriesLimits) -> History {
         History {
             interval_secs,
+            limits,
             buckets: Mutex::new(Family::new(limits)),
             cursors: Mutex::new(Family::new(limits)),
             queues: Mutex::new(Family::new(limits)),
         }
+    }
+}
+
+impl History {
+    /// How far back a series reaches at most: its window, or fewer seconds when its
+    /// sample cap fills first (a short interval).
+    pub fn kept_secs(&self) -> u64 {
+        let by_samples = self
+            .interval_secs
+            .saturating_mul(u64::try_from(self.limits.max_samples).unwrap_or(u64::MAX));
+        by_samples.min(u64::try_from(self.limits.window_secs).unwrap_or(0))
     }
 }
 
@@ -376,6 +390,13 @@ mod tests {
         assert_eq!(total, 3);
         let keys: Vec<&str> = series.iter().map(|(key, _)| key.as_str()).collect();
         assert_eq!(keys, ["a", "ab"]);
+    }
+
+    #[test]
+    fn kept_is_an_hour_at_15s_and_less_when_the_cap_fills_first() {
+        assert_eq!(History::new(15).kept_secs(), 3600);
+        assert_eq!(History::new(1).kept_secs(), 240);
+        assert_eq!(History::new(60).kept_secs(), 3600);
     }
 
     #[test]

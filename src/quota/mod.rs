@@ -453,8 +453,8 @@ pub struct BucketView {
     pub configured_burst: f64,
     /// 429s read as corrections of this bucket since the manager started.
     pub corrections: u64,
-    /// Tokens granted from this bucket by this manager since it started (its calls; the
-    /// dashboard's sparkline samples the difference).
+    /// Grants of this bucket by this manager since it started, whatever their cost: its
+    /// calls (the dashboard's sparkline samples the difference).
     pub grants: u64,
 }
 

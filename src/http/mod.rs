@@ -16,6 +16,7 @@
 //! | GET | `/api/tracked?provider=stockx&limit=100` | tracked keys with their last success, and counts per provider |
 //! | GET | `/api/budgets` | every quota bucket in use: rate, burst (as learned from 429s), configured burst, burst corrections, tokens now, calls made this hour |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
+//! | GET | `/api/openapi.json` | this API as an OpenAPI 3.1 document ([`openapi`]; checked in as docs/openapi.json) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
 //! | POST | `/api/accounts/{id}/fill-day` | `{"date": "YYYY-MM-DD", "stream": optional}` |
 //! | POST | `/api/accounts/{id}/reset-failed` | `{"stream": optional}`: FAILED hours to MISSING now |
@@ -53,6 +54,7 @@ pub mod dashboard;
 pub mod export;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod settings;
 
 pub use settings::HttpSettings;
@@ -69,7 +71,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::lock::LockService;
@@ -239,6 +240,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         .route("/api/jobs", get(jobs::list))
         .route("/api/tracked", get(jobs::tracked_list))
         .route("/metrics", get(metrics::scrape))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .merge(admin)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(no_store))
@@ -625,11 +627,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"status": "error", "error": self.code, "message": self.message})),
-        )
-            .into_response()
+        let body = openapi::ErrorBody {
+            status: openapi::ErrorStatus::Error,
+            error: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -8,7 +8,7 @@
 # match its schema. The daemon's log must show no panic, and the daemon must stop cleanly.
 #
 # Environment:
-#   MARKETSYNC_BIN         the binary to run (default: target/debug/marketsync, built if missing)
+#   MARKETSYNC_BIN         the binary to run (default: target/debug/marketsync, built first)
 #   API_FUZZ_MAX_EXAMPLES  test cases per operation and phase (default 20: about 2 minutes here)
 #   API_FUZZ_SEED          a seed to replay a run (schemathesis prints the one it used)
 #
@@ -39,10 +39,13 @@ if ! "${venv}/bin/schemathesis" --version 2>/dev/null | grep -qF "version ${SCHE
   "${venv}/bin/pip" install --quiet --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}"
 fi
 
-binary="${MARKETSYNC_BIN:-target/debug/marketsync}"
-if [ ! -x "${binary}" ]; then
-  log "building ${binary}"
-  cargo build --quiet --bin marketsync
+binary="${MARKETSYNC_BIN:-}"
+if [ -z "${binary}" ]; then
+  # With the features the test build uses ('testing' only adds the tests' manual clocks),
+  # so after `cargo nextest run` this reuses its build instead of compiling the crate again.
+  log "building target/debug/marketsync"
+  cargo build --quiet --bin marketsync --features testing
+  binary=target/debug/marketsync
 fi
 
 work="$(mktemp -d)"
@@ -112,6 +115,29 @@ timeout 600 "${venv}/bin/schemathesis" run "${base}/api/openapi.json" \
   --report junit --report-dir "${out}" \
   --no-color \
   "${seed_args[@]}" || status=$?
+
+# The checks must be able to fail: the same run on one operation of a document that
+# wrongly requires a field no status answer has must report a failure.
+if [ "${status}" = 0 ]; then
+  log "self-check: a schema the answers do not match must fail"
+  curl -fsS --max-time 10 "${base}/api/openapi.json" | python3 -c '
+import json, sys
+document = json.load(sys.stdin)
+schema = document["components"]["schemas"]["StatusDocument"]
+schema["required"] = schema.get("required", []) + ["field_no_answer_has"]
+json.dump(document, sys.stdout)
+' >"${work}/wrong.json"
+  if timeout 300 "${venv}/bin/schemathesis" run "${work}/wrong.json" --url "${base}" \
+      --include-path /api/status --phases examples,fuzzing --max-examples 1 \
+      --checks response_schema_conformance --generation-database none --no-color \
+      >"${out}/self-check.log" 2>&1; then
+    log "self-check failed: schemathesis passed a schema the answers do not match (see ${out}/self-check.log)"
+    status=1
+  elif ! grep -q "field_no_answer_has" "${out}/self-check.log"; then
+    log "self-check failed: schemathesis failed for another reason (see ${out}/self-check.log)"
+    status=1
+  fi
+fi
 
 stop_daemon
 code=0

@@ -907,9 +907,10 @@ fn select_streams(
 #[serde(deny_unknown_fields)]
 pub struct FillDayBody {
     /// The UTC day, `YYYY-MM-DD`, within the stream's lookback.
-    #[schema(example = "2025-12-09")]
+    #[schema(example = "2025-12-09", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     date: String,
     /// One stream of the account; every enabled stream when absent.
+    #[schema(example = "vendor_rt_sales")]
     stream: Option<String>,
 }
 
@@ -1001,6 +1002,7 @@ pub async fn fill_day(
 #[serde(deny_unknown_fields)]
 pub struct StreamBody {
     /// One stream of the account; every enabled stream when absent.
+    #[schema(example = "vendor_rt_sales")]
     stream: Option<String>,
 }
 

@@ -27,6 +27,21 @@ impl From<JobError> for ApiError {
     }
 }
 
+/// The `provider` of the job endpoints: the names of [`store::JOB_PROVIDERS`].
+pub struct JobProviderName;
+
+impl utoipa::PartialSchema for JobProviderName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::string_enum("A provider whose lookups run as jobs", store::JOB_PROVIDERS.iter().copied())
+    }
+}
+
+impl ToSchema for JobProviderName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "JobProvider".into()
+    }
+}
+
 /// The most jobs or tracked keys one list answer carries.
 pub const MAX_LIST: i64 = 1000;
 
@@ -166,12 +181,16 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueBody {
-    /// A job provider with a configured account: `stockx`, `keepa`, `alias` or `ebay`.
-    #[schema(example = "stockx")]
+    /// A job provider with a configured account.
+    #[schema(value_type = JobProviderName)]
     provider: String,
-    /// The product key (StockX style, ASIN, ...).
-    #[schema(example = "DD1391-100")]
+    /// The product key (StockX style, ASIN, eBay GTIN or keywords): 1 to 64 letters,
+    /// digits, `-`, `_`, `.`, `:`, `/` or spaces.
+    #[schema(example = "DD1391-100", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
     sku: String,
+    /// The size (StockX, Alias: required; Keepa: none; eBay: optional); Alias sizes are
+    /// positive numbers up to 100.
+    #[schema(example = "10", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
     size: Option<String>,
     /// Default `manual` (a person asked).
     #[schema(value_type = Option<JobPriority>)]
@@ -258,7 +277,7 @@ pub async fn enqueue(
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
     /// Only this job provider's failed jobs.
-    #[schema(example = "stockx")]
+    #[schema(value_type = Option<JobProviderName>)]
     provider: Option<String>,
 }
 
@@ -322,10 +341,13 @@ pub const MAX_TRACK_ITEMS: usize = 1_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackItem {
-    #[schema(example = "keepa")]
+    #[schema(value_type = JobProviderName)]
     provider: String,
-    #[schema(example = "B07FZ8S74R")]
+    /// As in `POST /api/jobs`.
+    #[schema(example = "B07FZ8S74R", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
     sku: String,
+    /// As in `POST /api/jobs`.
+    #[schema(pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
     size: Option<String>,
 }
 
@@ -333,10 +355,13 @@ pub struct TrackItem {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackBody {
-    #[schema(example = "stockx")]
+    #[schema(value_type = Option<JobProviderName>)]
     provider: Option<String>,
-    #[schema(example = "DD1391-100")]
+    /// As in `POST /api/jobs`.
+    #[schema(example = "DD1391-100", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
     sku: Option<String>,
+    /// As in `POST /api/jobs`.
+    #[schema(pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
     size: Option<String>,
     /// 1 to 1000 keys, all or nothing.
     #[schema(max_items = 1000)]

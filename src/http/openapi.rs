@@ -90,7 +90,7 @@ pub enum ErrorStatus {
         export::export,
         api::release_lock,
     ),
-    components(schemas(ErrorBody, export::ExportKindName, export::ExportFormatName)),
+    components(schemas(ErrorBody, export::ExportKindName, export::ExportFormatName, jobs::JobProviderName)),
     modifiers(&AdminScheme, &AdminErrors, &RequestGuards),
     tags(
         (name = "status", description = "Where every account and stream stands; read only"),
@@ -341,5 +341,29 @@ mod tests {
             .map(|kind| kind.as_str())
             .collect();
         assert_eq!(kinds, &serde_json::json!(expected));
+    }
+
+    /// The key pattern and length the job bodies document are what the store accepts
+    /// (it trims, then takes 1 to 64 of those characters).
+    #[test]
+    fn documented_job_key_rules_are_the_stores() {
+        let document: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        let sku = &document["components"]["schemas"]["EnqueueBody"]["properties"]["sku"];
+        let max = sku["maxLength"].as_u64().expect("maxLength") as usize;
+        let pattern = sku["pattern"].as_str().expect("pattern");
+        assert_eq!(pattern, "^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$");
+        let job = |sku: String| crate::store::jobs::NewJob {
+            provider: "stockx".to_string(),
+            sku,
+            size: Some("10".to_string()),
+            priority: crate::store::jobs::JobPriority::Manual,
+            source: "api".to_string(),
+        };
+        assert!(crate::store::jobs::validate(&job("A".repeat(max))).is_ok());
+        assert!(crate::store::jobs::validate(&job("A".repeat(max + 1))).is_err());
+        assert!(crate::store::jobs::validate(&job("aZ09._:/- x".to_string())).is_ok());
+        assert!(crate::store::jobs::validate(&job("a#b".to_string())).is_err());
+        let providers = &document["components"]["schemas"]["JobProvider"]["enum"];
+        assert_eq!(providers, &serde_json::json!(crate::store::jobs::JOB_PROVIDERS));
     }
 }

@@ -105,16 +105,18 @@ fi
 
 log "schemathesis ${SCHEMATHESIS_VERSION} against ${base}/api/openapi.json"
 status=0
-timeout 600 "${venv}/bin/schemathesis" run "${base}/api/openapi.json" \
+# From inside target/api-fuzz: schemathesis keeps its cache (.schemathesis/) in the
+# working directory, which must not be the repository.
+(cd "${out}" && timeout 600 venv/bin/schemathesis run "${base}/api/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --header "Authorization: Bearer ${token}" \
   --max-examples "${API_FUZZ_MAX_EXAMPLES:-20}" \
   --workers 2 \
   --request-timeout 30 \
   --generation-database none \
-  --report junit --report-dir "${out}" \
+  --report junit --report-dir . \
   --no-color \
-  "${seed_args[@]}" || status=$?
+  "${seed_args[@]}") || status=$?
 
 # The checks must be able to fail: the same run on one operation of a document that
 # wrongly requires a field no status answer has must report a failure.
@@ -127,10 +129,10 @@ schema = document["components"]["schemas"]["StatusDocument"]
 schema["required"] = schema.get("required", []) + ["field_no_answer_has"]
 json.dump(document, sys.stdout)
 ' >"${work}/wrong.json"
-  if timeout 300 "${venv}/bin/schemathesis" run "${work}/wrong.json" --url "${base}" \
+  if (cd "${out}" && timeout 300 venv/bin/schemathesis run "${work}/wrong.json" --url "${base}" \
       --include-path /api/status --phases examples,fuzzing --max-examples 1 \
       --checks response_schema_conformance --generation-database none --no-color \
-      >"${out}/self-check.log" 2>&1; then
+      >self-check.log 2>&1); then
     log "self-check failed: schemathesis passed a schema the answers do not match (see ${out}/self-check.log)"
     status=1
   elif ! grep -q "field_no_answer_has" "${out}/self-check.log"; then
@@ -153,7 +155,7 @@ if [ "${code}" != 0 ]; then
   status=1
 fi
 if [ "${status}" != 0 ]; then
-  log "failed (daemon log: ${daemon_log}, JUnit report: ${out}/junit.xml)"
+  log "failed (daemon log: ${daemon_log}, JUnit report: ${out}/junit-*.xml)"
 else
   log "passed"
 fi

@@ -640,11 +640,7 @@ pub async fn summary(
         // prices and product snapshots (job providers). Still only the database.
         match account.provider.as_str() {
             "ebay" => {
-                summary.orders = Some(crate::store::cursors::latest_orders(
-                    &state.ledger,
-                    id,
-                    20,
-                )?);
+                summary.orders = Some(crate::store::cursors::latest_orders(&state.ledger, id, 20)?);
                 summary.changes = Some(crate::store::cursors::recent_events(
                     &state.ledger,
                     Some(id),
@@ -1044,11 +1040,13 @@ pub async fn reset_failed(
     body: Bytes,
 ) -> Result<Json<ResetFailedDone>, ApiError> {
     let account = state.account(&id)?.clone();
-    let body: StreamBody = parse_body(
+    // The document calls the body optional (an empty body or JSON `null`).
+    let body: StreamBody = parse_body::<Option<StreamBody>>(
         &body,
-        Some(StreamBody::default()),
+        Some(None),
         r#"{"stream":"vendor_rt_sales"} or an empty body"#,
-    )?;
+    )?
+    .unwrap_or_default();
     let streams = select_streams(&account, body.stream.as_deref())?;
     debug_assert!(HourState::Failed.can_become(HourState::Missing));
     let done = blocking(&state, move |state| {
@@ -1071,7 +1069,9 @@ pub async fn reset_failed(
             status: SuccessStatus::Success,
             hours_reset: total,
             streams: out,
-            message: format!("{total} FAILED hour(s) reset to MISSING; the daemon retries them on its next run"),
+            message: format!(
+                "{total} FAILED hour(s) reset to MISSING; the daemon retries them on its next run"
+            ),
         })
     })
     .await?;
@@ -1200,7 +1200,10 @@ pub async fn resume(
         Ok(ResumeDone {
             status: SuccessStatus::Success,
             resume_requested: true,
-            message: format!("resume of {} requested; the daemon restarts it within one supervisor heartbeat", account.id),
+            message: format!(
+                "resume of {} requested; the daemon restarts it within one supervisor heartbeat",
+                account.id
+            ),
         })
     })
     .await?;
@@ -1250,11 +1253,10 @@ pub async fn release_lock(
     Path((account, stream)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ReleaseDone>, ApiError> {
-    let body: ReleaseBody = parse_body(
-        &body,
-        Some(ReleaseBody::default()),
-        r#"{"force":true} or an empty body"#,
-    )?;
+    // The document calls the body optional (an empty body or JSON `null`).
+    let body: ReleaseBody =
+        parse_body::<Option<ReleaseBody>>(&body, Some(None), r#"{"force":true} or an empty body"#)?
+            .unwrap_or_default();
     let scope = format!("{account}/{stream}");
     let released =
         tokio::time::timeout(LOCKS_TIMEOUT, state.locks.release_scope(&scope, body.force))

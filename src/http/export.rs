@@ -93,7 +93,7 @@ impl utoipa::ToSchema for ExportFormatName {
     params(
         ("kind" = ExportKindName, Path, description = "sales, orders, events, prices or jobs"),
         ("account" = Option<String>, Query, description = "Only this configured account's rows (not for prices)"),
-        ("since" = Option<String>, Query, description = "Only rows from this time on: RFC 3339, a UTC date (YYYY-MM-DD) or a duration back from now (`24h`, `7days`)"),
+        ("since" = Option<String>, Query, min_length = 1, description = "Only rows from this time on: RFC 3339, a UTC date (YYYY-MM-DD) or a duration back from now (`24h`, `7days`)"),
         ("format" = Option<ExportFormatName>, Query, description = "csv (default) or jsonl"),
     ),
     security(("admin_token" = [])),

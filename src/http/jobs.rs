@@ -32,7 +32,10 @@ pub struct JobProviderName;
 
 impl utoipa::PartialSchema for JobProviderName {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        super::openapi::string_enum("A provider whose lookups run as jobs", store::JOB_PROVIDERS.iter().copied())
+        super::openapi::string_enum(
+            "A provider whose lookups run as jobs",
+            store::JOB_PROVIDERS.iter().copied(),
+        )
     }
 }
 
@@ -186,11 +189,19 @@ pub struct EnqueueBody {
     provider: String,
     /// The product key (StockX style, ASIN, eBay GTIN or keywords): 1 to 64 letters,
     /// digits, `-`, `_`, `.`, `:`, `/` or spaces.
-    #[schema(example = "DD1391-100", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
+    #[schema(
+        example = "DD1391-100",
+        pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$",
+        max_length = 64
+    )]
     sku: String,
     /// The size (StockX, Alias: required; Keepa: none; eBay: optional); Alias sizes are
     /// positive numbers up to 100.
-    #[schema(example = "10", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
+    #[schema(
+        example = "10",
+        pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$",
+        max_length = 64
+    )]
     size: Option<String>,
     /// Default `manual` (a person asked).
     #[schema(value_type = Option<JobPriority>)]
@@ -307,11 +318,10 @@ pub async fn reset_failed(
     State(state): State<HttpState>,
     body: Bytes,
 ) -> Result<Json<ResetJobsDone>, ApiError> {
-    let body: ResetBody = parse_body(
-        &body,
-        Some(ResetBody::default()),
-        r#"{"provider": "stockx"}"#,
-    )?;
+    // The document calls the body optional (an empty body or JSON `null`).
+    let body: ResetBody =
+        parse_body::<Option<ResetBody>>(&body, Some(None), r#"{"provider": "stockx"}"#)?
+            .unwrap_or_default();
     if let Some(provider) = &body.provider {
         if !store::JOB_PROVIDERS.contains(&provider.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -344,7 +354,11 @@ pub struct TrackItem {
     #[schema(value_type = JobProviderName)]
     provider: String,
     /// As in `POST /api/jobs`.
-    #[schema(example = "B07FZ8S74R", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
+    #[schema(
+        example = "B07FZ8S74R",
+        pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$",
+        max_length = 64
+    )]
     sku: String,
     /// As in `POST /api/jobs`.
     #[schema(pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
@@ -358,7 +372,11 @@ pub struct TrackBody {
     #[schema(value_type = Option<JobProviderName>)]
     provider: Option<String>,
     /// As in `POST /api/jobs`.
-    #[schema(example = "DD1391-100", pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
+    #[schema(
+        example = "DD1391-100",
+        pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$",
+        max_length = 64
+    )]
     sku: Option<String>,
     /// As in `POST /api/jobs`.
     #[schema(pattern = r"^[A-Za-z0-9._:/-][A-Za-z0-9._:/ -]*$", max_length = 64)]
@@ -504,19 +522,18 @@ pub async fn tracked_list(
     let limit = query_number(&query, "limit", 100, MAX_LIST)? as usize;
     let provider = query.get("provider").cloned();
     let document = blocking(&state, move |state| {
-        let items =
-            crate::store::tracked::list_tracked(&state.ledger, provider.as_deref(), limit)?
-                .iter()
-                .map(|item| TrackedView {
-                    provider: item.provider.clone(),
-                    sku: item.sku.clone(),
-                    size: item.size.clone(),
-                    dedupe_key: item.dedupe_key.clone(),
-                    added_at: format_ts(item.added_at),
-                    source: item.source.clone(),
-                    last_success: item.last_success.map(format_ts),
-                })
-                .collect();
+        let items = crate::store::tracked::list_tracked(&state.ledger, provider.as_deref(), limit)?
+            .iter()
+            .map(|item| TrackedView {
+                provider: item.provider.clone(),
+                sku: item.sku.clone(),
+                size: item.size.clone(),
+                dedupe_key: item.dedupe_key.clone(),
+                added_at: format_ts(item.added_at),
+                source: item.source.clone(),
+                last_success: item.last_success.map(format_ts),
+            })
+            .collect();
         let counts = crate::store::tracked::tracked_providers(&state.ledger)?
             .into_iter()
             .map(|(provider, tracked)| TrackedCount { provider, tracked })

@@ -297,9 +297,11 @@ mod tests {
             );
         }
         let status = &value["paths"]["/api/status"]["get"];
-        assert!(status["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
-            .as_str()
-            .is_some_and(|reference| reference.ends_with("/StatusDocument")));
+        assert!(
+            status["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .is_some_and(|reference| reference.ends_with("/StatusDocument"))
+        );
         assert!(status["security"].is_null(), "reads are open: {status}");
         assert!(status["responses"]["401"].is_null(), "{status}");
     }
@@ -315,8 +317,12 @@ mod tests {
             .unwrap_or_else(|| panic!("{path} documents ?{name}"));
         let schema = &parameter["schema"];
         (
-            schema["minimum"].as_i64().unwrap_or_else(|| panic!("{path} ?{name} minimum: {schema}")),
-            schema["maximum"].as_i64().unwrap_or_else(|| panic!("{path} ?{name} maximum: {schema}")),
+            schema["minimum"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{path} ?{name} minimum: {schema}")),
+            schema["maximum"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{path} ?{name} maximum: {schema}")),
         )
     }
 
@@ -324,11 +330,23 @@ mod tests {
     fn documented_query_bounds_are_the_handlers_bounds() {
         let document: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
         let summary = "/api/accounts/{id}/summary";
-        assert_eq!(bounds(&document, summary, "hours"), (1, api::MAX_SUMMARY_HOURS));
-        assert_eq!(bounds(&document, summary, "asins"), (1, api::MAX_SUMMARY_ASINS));
-        assert_eq!(bounds(&document, "/api/failures", "limit"), (1, api::MAX_FAILURES));
+        assert_eq!(
+            bounds(&document, summary, "hours"),
+            (1, api::MAX_SUMMARY_HOURS)
+        );
+        assert_eq!(
+            bounds(&document, summary, "asins"),
+            (1, api::MAX_SUMMARY_ASINS)
+        );
+        assert_eq!(
+            bounds(&document, "/api/failures", "limit"),
+            (1, api::MAX_FAILURES)
+        );
         assert_eq!(bounds(&document, "/api/jobs", "limit"), (1, jobs::MAX_LIST));
-        assert_eq!(bounds(&document, "/api/tracked", "limit"), (1, jobs::MAX_LIST));
+        assert_eq!(
+            bounds(&document, "/api/tracked", "limit"),
+            (1, jobs::MAX_LIST)
+        );
         let track_items = &document["components"]["schemas"]["TrackBody"]["properties"]["items"];
         assert_eq!(
             track_items["maxItems"].as_u64(),
@@ -364,6 +382,9 @@ mod tests {
         assert!(crate::store::jobs::validate(&job("aZ09._:/- x".to_string())).is_ok());
         assert!(crate::store::jobs::validate(&job("a#b".to_string())).is_err());
         let providers = &document["components"]["schemas"]["JobProvider"]["enum"];
-        assert_eq!(providers, &serde_json::json!(crate::store::jobs::JOB_PROVIDERS));
+        assert_eq!(
+            providers,
+            &serde_json::json!(crate::store::jobs::JOB_PROVIDERS)
+        );
     }
 }

@@ -152,10 +152,7 @@ async fn openapi_every_route_is_documented_and_answers_as_documented() {
         ("/api/accounts/{id}/refresh", r#"{"window":"last_3h"}"#),
         ("/api/accounts/{id}/fill-day", r#"{"date":"1999-01-01"}"#),
         ("/api/jobs", r#"{"provider":"stockx","sku":"DD1391-100"}"#),
-        (
-            "/api/tracked",
-            r#"{"provider":"keepa","sku":"B07FZ8S74R"}"#,
-        ),
+        ("/api/tracked", r#"{"provider":"keepa","sku":"B07FZ8S74R"}"#),
     ];
     for (method, path) in &documented {
         let operation = &document["paths"][path][method.to_ascii_lowercase()];

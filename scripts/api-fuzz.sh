@@ -24,6 +24,7 @@ venv="${out}/venv"
 log() { printf '== api-fuzz: %s\n' "$*" >&2; }
 
 mkdir -p "${out}"
+rm -f "${out}"/junit-*.xml "${out}/self-check.log"
 if ! "${venv}/bin/schemathesis" --version 2>/dev/null | grep -qF "version ${SCHEMATHESIS_VERSION}"; then
   log "installing schemathesis ${SCHEMATHESIS_VERSION} into ${venv}"
   rm -rf "${venv}"

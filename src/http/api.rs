@@ -123,7 +123,8 @@ pub struct LockView {
     pub acquired_at: Option<String>,
 }
 
-/// `GET /api/status`.
+/// `GET /api/status`: every configured account and stream, its counts, lease, cooldown
+/// and supervisor state, with a verdict and its explanation.
 #[utoipa::path(
     get,
     path = "/api/status",
@@ -737,7 +738,7 @@ pub struct LocksDocument {
     pub locks: Vec<LockInfo>,
 }
 
-/// `GET /api/locks`.
+/// `GET /api/locks`: every lease in the lock backend (scope, owner, fence, expiry, stale).
 #[utoipa::path(
     get,
     path = "/api/locks",

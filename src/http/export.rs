@@ -85,7 +85,8 @@ impl utoipa::ToSchema for ExportFormatName {
     }
 }
 
-/// `GET /api/export/{kind}`.
+/// `GET /api/export/{kind}`: a table family as CSV or JSON lines, streamed in constant
+/// memory (admin only: orders carry buyer names).
 #[utoipa::path(
     get,
     path = "/api/export/{kind}",

@@ -57,7 +57,7 @@ use crate::store::HourState;
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `GET /metrics`.
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(
     get,
     path = "/metrics",

@@ -111,7 +111,7 @@ pub fn document_json() -> String {
     text
 }
 
-/// `GET /api/openapi.json`.
+/// `GET /api/openapi.json`: this document.
 #[utoipa::path(
     get,
     path = "/api/openapi.json",
@@ -131,8 +131,8 @@ pub async fn openapi_json() -> Response {
     response
 }
 
-/// `GET /`: described here, not on [`super::dashboard::page`], so the page's file stays
-/// the dashboard's own.
+// Described here, not on `dashboard::page`, so the page's file stays the dashboard's own.
+/// `GET /`: the dashboard page.
 #[utoipa::path(
     get,
     path = "/",

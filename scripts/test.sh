@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests.
 # Installs what a fresh machine lacks (rustfmt/clippy components, cargo-nextest, redis-server,
-# chromium and chromedriver for the dashboard tests).
+# chromium and chromedriver for the dashboard tests; scripts/api-fuzz.sh installs a pinned
+# schemathesis into target/api-fuzz/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests.
 # Installs what a fresh machine lacks (rustfmt/clippy components, cargo-nextest, redis-server,
-# chromium and chromedriver for the dashboard tests).
+# chromium and chromedriver for the dashboard tests; scripts/api-fuzz.sh installs a pinned
+# schemathesis into target/api-fuzz/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +71,11 @@ cargo clippy --lib --bins -- -D warnings
 
 log "tests: ${runner[*]}"
 "${runner[@]}" --all-targets
+
+# The HTTP API against its OpenAPI document: schemathesis (pinned, in a venv under target/)
+# sends generated requests to the real daemon; no 5xx, every answer as documented.
+log "property-based API test (scripts/api-fuzz.sh)"
+scripts/api-fuzz.sh
 
 # The documented install works (a debug build, reusing most of the tests' build; the
 # release profile is the same code with line tables only).

@@ -30,7 +30,7 @@ pub struct AccountStatus {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SupervisorStatus {
     /// `running`, `backing_off`, `quarantined`, `halted` or `stopped`.
     pub state: String,
@@ -66,7 +66,7 @@ pub struct StreamStatus {
 }
 
 /// A cursor stream's position.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CursorStatus {
     /// Everything modified before this is applied.
     pub position: String,
@@ -92,7 +92,7 @@ pub struct LockStatus {
     pub stale: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CooldownStatus {
     /// `quota`, `lock_busy`, `lock_unavailable`, `auth` or `none`.
     pub reason: String,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 
 /// The one-word state of a stream, shown by the status endpoint and the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     CaughtUp,

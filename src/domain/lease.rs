@@ -34,7 +34,7 @@ impl Lease {
 }
 
 /// What `list` shows about one lease (never its token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LockInfo {
     pub scope: String,
     pub owner: String,

@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 pub const EBAY_MARKET_PRICES_STREAM: &str = "market_prices";
 
 /// A marketplace API marketsync syncs from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// Amazon Selling Partner API (report streams).

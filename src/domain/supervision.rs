@@ -50,7 +50,7 @@ impl std::fmt::Display for ChildState {
 }
 
 /// The last crash of a child.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CrashInfo {
     /// RFC 3339, UTC, whole seconds.
     pub at_utc: String,

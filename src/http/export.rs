@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::api::{check_query_keys, query_map};
+use super::openapi::ErrorBody;
 use super::{ApiError, HttpState};
 use crate::domain::now_ts;
 use crate::store::export::{self as store, ExportError, ExportFormat, ExportKind, ExportQuery};
@@ -48,7 +49,65 @@ impl From<ExportError> for ApiError {
     }
 }
 
-/// `GET /api/export/{kind}`.
+/// The `kind` path parameter: the names of [`ExportKind::ALL`].
+pub struct ExportKindName;
+
+impl utoipa::PartialSchema for ExportKindName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::string_enum(
+            "What to export",
+            ExportKind::ALL.iter().map(|kind| kind.as_str()),
+        )
+    }
+}
+
+impl utoipa::ToSchema for ExportKindName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ExportKind".into()
+    }
+}
+
+/// The `format` query parameter.
+pub struct ExportFormatName;
+
+impl utoipa::PartialSchema for ExportFormatName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::string_enum(
+            "csv (RFC 4180 with a header row, the default) or jsonl (one JSON object per line)",
+            [ExportFormat::Csv, ExportFormat::Jsonl].map(ExportFormat::as_str),
+        )
+    }
+}
+
+impl utoipa::ToSchema for ExportFormatName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ExportFormat".into()
+    }
+}
+
+/// `GET /api/export/{kind}`: a table family as CSV or JSON lines, streamed in constant
+/// memory (admin only: orders carry buyer names).
+#[utoipa::path(
+    get,
+    path = "/api/export/{kind}",
+    tag = "export",
+    params(
+        ("kind" = ExportKindName, Path, description = "sales, orders, events, prices or jobs"),
+        ("account" = Option<String>, Query, description = "Only this configured account's rows (not for prices)"),
+        ("since" = Option<String>, Query, min_length = 1, description = "Only rows from this time on: RFC 3339, a UTC date (YYYY-MM-DD) or a duration back from now (`24h`, `7days`)"),
+        ("format" = Option<ExportFormatName>, Query, description = "csv (default) or jsonl"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The rows, streamed (chunked); a body cut short means the export failed or passed its deadline", headers(("Content-Disposition" = String, description = "attachment; filename=\"marketsync-KIND.FORMAT\"")), content(
+            (String = "text/csv"),
+            (String = "application/jsonl"),
+        )),
+        (status = 400, description = "An unknown format, a bad `since`, an `account` where the kind has none, or an unknown query parameter", body = ErrorBody),
+        (status = 404, description = "Unknown kind or account", body = ErrorBody),
+        (status = 429, description = "Two exports are running already (`too_many_exports`)", body = ErrorBody),
+    ),
+)]
 pub async fn export(
     State(state): State<HttpState>,
     Path(kind): Path<String>,

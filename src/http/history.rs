@@ -24,8 +24,10 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Serialize;
 use tracing::warn;
+use utoipa::ToSchema;
 
 use super::api::{check_query_keys, query_map, query_number};
+use super::openapi::ErrorBody;
 use super::{blocking, ApiError, HttpState};
 use crate::domain::{format_ts, now_ts, HOUR};
 use crate::shapes::spec::ShapeSettings;
@@ -43,7 +45,7 @@ pub const DEFAULT_SERIES_PER_ANSWER: i64 = 50;
 const SAMPLE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One hour of the heatmap.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HourView {
     /// The hour's start, `2026-11-23T14:00:00Z`.
     pub hour_utc: String,
@@ -59,7 +61,7 @@ pub struct HourView {
 }
 
 /// `GET /api/accounts/{id}/streams/{stream}/hours`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HoursView {
     pub account: String,
     pub stream: String,
@@ -79,6 +81,22 @@ pub struct HoursView {
 }
 
 /// `GET /api/accounts/{id}/streams/{stream}/hours?days=N`.
+#[utoipa::path(
+    get,
+    path = "/api/accounts/{id}/streams/{stream}/hours",
+    tag = "status",
+    params(
+        ("id" = String, Path, description = "The account id"),
+        ("stream" = String, Path, description = "A report (windowed) stream of that account"),
+        ("days" = Option<i64>, Query, minimum = 1, maximum = 90, description = "Days back from the end of the lookback window (default: exactly the lookback)"),
+    ),
+    responses(
+        (status = 200, description = "Every hour of the range with its ledger state and failure record", body = HoursView),
+        (status = 400, description = "`days` out of range, an unknown query parameter, or a stream that is not a report stream", body = ErrorBody),
+        (status = 404, description = "No such account or no such enabled stream", body = ErrorBody),
+        (status = 500, description = "The database could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn hours(
     State(state): State<HttpState>,
     Path((id, stream_name)): Path<(String, String)>,
@@ -173,7 +191,7 @@ pub async fn hours(
 }
 
 /// One quota bucket's last hour, as columns (oldest first).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BucketSeries {
     pub provider: String,
     pub operation: String,
@@ -187,7 +205,7 @@ pub struct BucketSeries {
 }
 
 /// `GET /api/history/buckets`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BucketHistory {
     /// Seconds between samples.
     pub interval_secs: u64,
@@ -199,7 +217,7 @@ pub struct BucketHistory {
 }
 
 /// One cursor stream's last hour.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CursorSeries {
     pub account: String,
     pub stream: String,
@@ -209,7 +227,7 @@ pub struct CursorSeries {
 }
 
 /// `GET /api/history/cursors`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CursorHistory {
     pub interval_secs: u64,
     pub kept_secs: u64,
@@ -218,7 +236,7 @@ pub struct CursorHistory {
 }
 
 /// One provider's job queue over the last hour.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueueSeries {
     pub provider: String,
     pub at: Vec<i64>,
@@ -227,7 +245,7 @@ pub struct QueueSeries {
 }
 
 /// `GET /api/history/queues`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueueHistory {
     pub interval_secs: u64,
     pub kept_secs: u64,
@@ -246,6 +264,19 @@ fn series_limit(query: &HashMap<String, String>) -> Result<usize, ApiError> {
 }
 
 /// `GET /api/history/buckets?provider=amazon&limit=50`.
+#[utoipa::path(
+    get,
+    path = "/api/history/buckets",
+    tag = "status",
+    params(
+        ("provider" = Option<String>, Query, description = "Only series of this provider"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "How many series (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The last hour of samples per quota bucket, kept in memory", body = BucketHistory),
+        (status = 400, description = "`limit` out of range or an unknown query parameter", body = ErrorBody),
+    ),
+)]
 pub async fn buckets(
     State(state): State<HttpState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -278,6 +309,19 @@ pub async fn buckets(
 }
 
 /// `GET /api/history/cursors?account=ebay-1&limit=50`.
+#[utoipa::path(
+    get,
+    path = "/api/history/cursors",
+    tag = "status",
+    params(
+        ("account" = Option<String>, Query, description = "Only series of this account"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "How many series (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The last hour of samples per cursor stream, kept in memory", body = CursorHistory),
+        (status = 400, description = "`limit` out of range or an unknown query parameter", body = ErrorBody),
+    ),
+)]
 pub async fn cursors(
     State(state): State<HttpState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -308,6 +352,19 @@ pub async fn cursors(
 }
 
 /// `GET /api/history/queues?provider=stockx`.
+#[utoipa::path(
+    get,
+    path = "/api/history/queues",
+    tag = "status",
+    params(
+        ("provider" = Option<String>, Query, description = "Only series of this provider"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "How many series (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The last hour of samples per job provider, kept in memory", body = QueueHistory),
+        (status = 400, description = "`limit` out of range or an unknown query parameter", body = ErrorBody),
+    ),
+)]
 pub async fn queues(
     State(state): State<HttpState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,

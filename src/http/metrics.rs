@@ -57,7 +57,16 @@ use crate::store::HourState;
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `GET /metrics`.
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "surface",
+    responses(
+        (status = 200, description = "Prometheus metrics in the OpenMetrics text format (version 1.0.0)", content_type = "application/openmetrics-text", body = String),
+        (status = 500, description = "The database could not be read", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn scrape(State(state): State<HttpState>) -> Result<Response, ApiError> {
     let (locks, lock_error) = super::api::list_locks(&state).await;
     if let Some(quota) = &state.quota {

@@ -18,6 +18,7 @@
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`metrics`]) |
 //! | GET | `/api/accounts/{id}/streams/{stream}/hours?days=N` | a report stream's hours with state and failure record: the dashboard's heatmap ([`history`]) |
 //! | GET | `/api/history/buckets`, `/api/history/cursors`, `/api/history/queues` | the last hour of quota tokens and calls, cursor lag, queue depth ([`history`]) |
+//! | GET | `/api/openapi.json` | this API as an OpenAPI 3.1 document ([`openapi`]; checked in as docs/openapi.json) |
 //! | POST | `/api/accounts/{id}/refresh` | `{"window": "last_3h" \| "last_24h"}`: those hours to MISSING at manual priority; during a quota cooldown 200 `{"status":"error","error":"QuotaExceeded",...}` and no provider call |
 //! | POST | `/api/accounts/{id}/fill-day` | `{"date": "YYYY-MM-DD", "stream": optional}` |
 //! | POST | `/api/accounts/{id}/reset-failed` | `{"stream": optional}`: FAILED hours to MISSING now |
@@ -56,6 +57,7 @@ pub mod export;
 pub mod history;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod settings;
 
 pub use settings::HttpSettings;
@@ -72,7 +74,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::lock::LockService;
@@ -259,6 +260,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         .route("/api/history/cursors", get(history::cursors))
         .route("/api/history/queues", get(history::queues))
         .route("/metrics", get(metrics::scrape))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .merge(admin)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(no_store))
@@ -645,11 +647,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"status": "error", "error": self.code, "message": self.message})),
-        )
-            .into_response()
+        let body = openapi::ErrorBody {
+            status: openapi::ErrorStatus::Error,
+            error: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -85,7 +85,7 @@ impl CursorSnapshot {
 }
 
 /// One change-history row: a field of a resource went from `before` to `after`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChangeEvent {
     pub id: i64,
     pub account: String,
@@ -99,7 +99,7 @@ pub struct ChangeEvent {
 }
 
 /// An eBay order as the summary shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderSummary {
     pub order_id: String,
     pub creation_date: String,

@@ -48,7 +48,7 @@ impl From<rusqlite::Error> for JobError {
 
 /// Seed 002's priorities. Higher is claimed first and asks the TokenManager at the
 /// matching [`crate::quota::Priority`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobPriority {
     /// 100: history backfill, stale refreshes.
@@ -119,7 +119,7 @@ impl FromStr for JobPriority {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting to be claimed once `not_before` has passed.
@@ -194,7 +194,7 @@ pub struct NewJob {
 }
 
 /// What [`enqueue`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum EnqueueOutcome {
     /// A new pending job.

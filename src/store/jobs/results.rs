@@ -8,7 +8,7 @@ use super::*;
 use crate::store::SqliteLedger;
 
 /// One row of `market_prices`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MarketPrice {
     pub provider: String,
     pub sku: String,
@@ -25,7 +25,7 @@ pub struct MarketPrice {
 }
 
 /// One row of `keepa_products`: a complete snapshot (history and stats present).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeepaProduct {
     pub asin: String,
     pub domain: i64,

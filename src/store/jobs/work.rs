@@ -138,7 +138,7 @@ pub enum JobResult {
 }
 
 /// Price statistics of the active listings a search returned, in one currency.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ListingStats {
     /// Listings whose price entered the statistics.
     pub count: i64,

@@ -104,7 +104,8 @@ pub struct ProviderCost {
 /// The cost row of `provider`; `None` for a provider without a job drainer.
 pub fn provider_cost(provider: &str) -> Option<ProviderCost> {
     match provider {
-        // One market-data request per style id and size.
+        // One market-data request per style id and size once the style's catalog ids
+        // are cached (a cold style costs a search and a variant list first).
         "stockx" => Some(ProviderCost {
             operation: crate::provider::stockx::OP_MARKET_DATA,
             tokens_per_job: 1.0,
@@ -115,7 +116,8 @@ pub fn provider_cost(provider: &str) -> Option<ProviderCost> {
             tokens_per_job: 1.0,
         }),
         // One pricing call per style id and size once the catalog id is cached (the
-        // first lookup of a style costs a catalog search too).
+        // first lookup of a style costs a catalog search too: docs/jobs.md, "Catalog
+        // cost and the order of sizes", says why that is not counted here).
         "alias" => Some(ProviderCost {
             operation: crate::provider::alias::OP_PRICING,
             tokens_per_job: 1.0,

@@ -62,8 +62,8 @@ const BURST: f64 = 1.25;
 /// The sizes a style is tracked in (US; every simulated StockX product and Alias item
 /// has them).
 const SIZES: &[&str] = &[
-    "4.5", "5", "5.5", "6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11",
-    "11.5", "12", "12.5", "13", "14", "15",
+    "4.5", "5", "5.5", "6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11", "11.5",
+    "12", "12.5", "13", "14", "15",
 ];
 
 /// Options of `marketsync bench freshness`.
@@ -153,7 +153,11 @@ pub fn bench_row(provider: &str) -> Option<BenchRow> {
 
 /// The keys of `row`, `count` of them, in the order the scheduler takes new keys (all
 /// tracked at once: by dedupe key), with the style index of each.
-pub fn bench_keys(row: &BenchRow, count: usize, sizes: usize) -> Vec<(String, Option<String>, usize)> {
+pub fn bench_keys(
+    row: &BenchRow,
+    count: usize,
+    sizes: usize,
+) -> Vec<(String, Option<String>, usize)> {
     if !row.sized {
         return (0..count)
             .map(|n| (format!("{}{n:08}", row.prefix), None, n))
@@ -171,8 +175,11 @@ pub fn bench_keys(row: &BenchRow, count: usize, sizes: usize) -> Vec<(String, Op
         })
         .collect();
     keys.sort_by(|a, b| {
-        store::dedupe_key(row.provider, &a.0, a.1.as_deref())
-            .cmp(&store::dedupe_key(row.provider, &b.0, b.1.as_deref()))
+        store::dedupe_key(row.provider, &a.0, a.1.as_deref()).cmp(&store::dedupe_key(
+            row.provider,
+            &b.0,
+            b.1.as_deref(),
+        ))
     });
     keys
 }
@@ -252,6 +259,7 @@ pub fn run(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
 struct Manual {
     provider: &'static str,
     sku: String,
+    size: Option<String>,
     job: i64,
     /// The provider's request counter when it was queued.
     before: u64,
@@ -501,27 +509,26 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                 let pick = manual_index * 7919;
                 let provider = row.provider.to_string();
                 let ledger_for = Arc::clone(&ledger);
-                let key = tokio::task::spawn_blocking(move || {
-                    priced_key(&ledger_for, &provider, pick)
-                })
-                .await??;
+                let key =
+                    tokio::task::spawn_blocking(move || priced_key(&ledger_for, &provider, pick))
+                        .await??;
                 if let Some((sku, size)) = key {
                     let before = sim_counter(&http, &base, row.provider).await?;
                     let job = NewJob {
                         provider: row.provider.to_string(),
                         sku: sku.clone(),
-                        size,
+                        size: size.clone(),
                         priority: JobPriority::Manual,
                         source: "bench-manual".to_string(),
                     };
                     let ledger_for = Arc::clone(&ledger);
-                    let id =
-                        tokio::task::spawn_blocking(move || store::enqueue(&ledger_for, &job))
-                            .await??
-                            .id();
+                    let id = tokio::task::spawn_blocking(move || store::enqueue(&ledger_for, &job))
+                        .await??
+                        .id();
                     manuals.push(Manual {
                         provider: row.provider,
                         sku,
+                        size: size.clone(),
                         job: id,
                         before,
                         queued: tokio::time::Instant::now(),
@@ -804,14 +811,20 @@ async fn requests_before(
                 .filter(char::is_ascii_alphanumeric)
                 .map(|c| c.to_ascii_uppercase())
                 .collect();
+            let size = manual
+                .size
+                .as_deref()
+                .and_then(|size| size.parse::<f64>().ok())
+                .map(|size| format!("{size}"))
+                .unwrap_or_default();
+            // Its own request is the pricing call of its style and size (the catalog id
+            // is cached).
+            let own = format!("pricing:{key}|{size}");
             let requests = stats["requests"].as_array().cloned().unwrap_or_default();
             let recent = &requests[requests.len().saturating_sub(since)..];
-            // Its own request is the pricing call of its style (the catalog id is
-            // cached); another size of the same style would match too, so the count is
-            // at most that early, never late.
             recent
                 .iter()
-                .position(|request| request.as_str() == Some(format!("pricing:{key}").as_str()))
+                .position(|request| request.as_str() == Some(own.as_str()))
         }
         _ => {
             let calls = sim_counter(http, base, manual.provider).await?;

@@ -116,11 +116,7 @@ impl AliasClient {
 
     /// The market of catalog item `catalog_id` in US size `size` (new, good box). A 404
     /// (the id is gone, or was never Alias's) is `NotFound`.
-    pub async fn pricing(
-        &self,
-        catalog_id: &str,
-        size: f64,
-    ) -> Result<AliasMarket, ProviderError> {
+    pub async fn pricing(&self, catalog_id: &str, size: f64) -> Result<AliasMarket, ProviderError> {
         let size_param = wire::size_param(size);
         let mut query = vec![
             ("catalog_id", catalog_id),
@@ -131,7 +127,9 @@ impl AliasClient {
         if let Some(region) = &self.region {
             query.push(("region_id", region.as_str()));
         }
-        let body = self.get(OP_PRICING, wire::AVAILABILITY_PATH, &query).await?;
+        let body = self
+            .get(OP_PRICING, wire::AVAILABILITY_PATH, &query)
+            .await?;
         let answer: AvailabilityAnswer = serde_json::from_slice(&body)
             .map_err(|err| invalid(OP_PRICING, &format!("pricing insights: {err}")))?;
         let availability = &answer.availability;

@@ -28,7 +28,7 @@
 //!   id; the old one answers 404 (an item Alias removed and listed again).
 //! - `GET /_sim/alias/stats`: calls and answers per kind, `served` (calls past the token
 //!   and budget checks) and `requests`, the style id keys of the last
-//!   [`REQUEST_LOG_CAP`] of them (`catalog:KEY`, `pricing:KEY`) in order.
+//!   [`REQUEST_LOG_CAP`] of them (`catalog:KEY`, `pricing:KEY|SIZE`) in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,8 +110,9 @@ pub struct AliasStats {
     pub bad_requests: u64,
     /// Calls past the token and budget checks (the ones a budget pays for).
     pub served: u64,
-    /// `catalog:KEY` / `pricing:KEY` of the last [`REQUEST_LOG_CAP`] served calls, oldest
-    /// first (KEY: the style id's letters and digits, upper-cased).
+    /// `catalog:KEY` / `pricing:KEY|SIZE` of the last [`REQUEST_LOG_CAP`] served calls,
+    /// oldest first (KEY: the style id's letters and digits, upper-cased; SIZE: the US
+    /// size asked, as a shortest decimal).
     pub requests: VecDeque<String>,
 }
 
@@ -415,8 +416,7 @@ fn parse_catalog_id(catalog_id: &str) -> Option<(String, u32)> {
         None => (rest, 0),
     };
     let key = key.to_ascii_uppercase();
-    (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric()))
-        .then_some((key, generation))
+    (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric())).then_some((key, generation))
 }
 
 /// The style id key behind a simulated catalog id, when it is one the catalog knows now
@@ -462,7 +462,21 @@ async fn availability(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     state.lock().stats.pricing_calls += 1;
-    let logged = logged_key(query.get("catalog_id").map(String::as_str).unwrap_or_default());
+    let logged = format!(
+        "{}|{}",
+        logged_key(
+            query
+                .get("catalog_id")
+                .map(String::as_str)
+                .unwrap_or_default()
+        ),
+        query
+            .get("size")
+            .and_then(|size| size.parse::<f64>().ok())
+            .filter(|size| size.is_finite())
+            .map(|size| format!("{size}"))
+            .unwrap_or_default()
+    );
     if let Err(response) = admit(&state, &headers, OP_PRICING, &logged) {
         return *response;
     }

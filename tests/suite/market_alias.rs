@@ -667,7 +667,10 @@ async fn alias_catalog_ids_are_cached_in_sqlite_across_restarts_with_a_ttl_and_a
     let job = fixture.job(unknown_again);
     assert_eq!(job.state, JobState::NotFound);
     assert!(
-        job.error.as_deref().unwrap_or_default().contains("remembered miss"),
+        job.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("remembered miss"),
         "{:?}",
         job.error
     );
@@ -737,13 +740,32 @@ async fn an_alias_item_relisted_under_a_new_id_is_searched_again_once_and_priced
     // The cached id's pricing call was answered 404; the entry was dropped, the style id
     // searched again, and the new id priced: one more search, two more pricing calls.
     let job = fixture.job(id);
-    assert_eq!((job.state, job.attempts), (JobState::Succeeded, 0), "{job:?}");
-    assert_eq!(alias_calls(&sim).await, (2, 3));
     assert_eq!(
-        alias_stats(&sim).await["not_found"].as_u64(),
+        (job.state, job.attempts),
+        (JobState::Succeeded, 0),
+        "{job:?}"
+    );
+    assert_eq!(alias_calls(&sim).await, (2, 3));
+    let stats = alias_stats(&sim).await;
+    assert_eq!(
+        stats["not_found"].as_u64(),
         Some(1),
         "the old id was refused once"
     );
+    // The simulator's request log, in order (the bench reads it to place a request).
+    let requests: Vec<String> =
+        serde_json::from_value(stats["requests"].clone()).expect("requests");
+    assert_eq!(
+        requests,
+        [
+            "catalog:DD1391100",
+            "pricing:DD1391100|10",
+            "pricing:DD1391100|10",
+            "catalog:DD1391100",
+            "pricing:DD1391100|10"
+        ]
+    );
+    assert_eq!(stats["served"].as_u64(), Some(5));
     assert!(matches!(
         store::cached_alias_item(&fixture.ledger, "DD1391-100", now_ts()).expect("cache"),
         Some(store::CachedAliasItem::Item { catalog_id, .. }) if catalog_id == new_id

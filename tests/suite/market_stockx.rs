@@ -483,7 +483,11 @@ async fn a_cold_lookup_yields_to_a_manual_refresh_after_its_catalog_step_and_los
     );
     for id in [background, manual] {
         let job = fixture.job(id);
-        assert_eq!((job.state, job.attempts), (JobState::Succeeded, 0), "{job:?}");
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Succeeded, 0),
+            "{job:?}"
+        );
     }
     // The background lookup went back after its variant list (deferred once), the manual
     // refresh took the next grant, and the lookup then finished from the cache: one
@@ -495,7 +499,12 @@ async fn a_cold_lookup_yields_to_a_manual_refresh_after_its_catalog_step_and_los
     assert_eq!(calls(&sim).await, (1, 1, 2));
     let runs = recent_runs(&fixture.ledger, 1).expect("runs");
     assert_eq!(
-        (runs[0].jobs_run, runs[0].succeeded, runs[0].deferred, runs[0].calls_made),
+        (
+            runs[0].jobs_run,
+            runs[0].succeeded,
+            runs[0].deferred,
+            runs[0].calls_made
+        ),
         (3, 2, 1, 4)
     );
 }

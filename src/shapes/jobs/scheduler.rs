@@ -7,7 +7,8 @@
 //!    per account scope) and computes the jobs they can serve **before the next pass**
 //!    for non-manual work: `max(0, tokens − reserve) + rate × interval` per bucket,
 //!    divided by the tokens one job costs ([`provider_cost`]), minus the provider's
-//!    live (pending or running) jobs, capped at `max_per_pass`. The reserve
+//!    live (pending or running) jobs, rounded to the nearest whole job, capped at
+//!    `max_per_pass`. The reserve
 //!    (`[quota] reserve_share`) is left to manual refreshes (priority 200), which the
 //!    drainer claims first and the TokenManager serves first;
 //! 2. reads every tracked key with its last success and last end ([`key_states`]);
@@ -318,10 +319,15 @@ impl Scheduler {
                 .await?
         };
         let budget_left = (budget.unwrap_or(0.0) - live_jobs as f64).max(0.0);
+        // The nearest whole number of jobs, not the floor: a budget of 2.7 queues 3, so
+        // the drainer still holds a job (waiting for its grant) when the next pass comes
+        // instead of idling while its bucket refills (with a small burst, the refill of
+        // an idle drainer is lost at the cap). The job queued early waits into the next
+        // interval, and that pass subtracts it.
         let room = if budget_left >= self.settings.max_per_pass as f64 {
             self.settings.max_per_pass
         } else {
-            budget_left.floor() as usize
+            budget_left.round() as usize
         };
         let keys = {
             let provider = provider.clone();

@@ -955,7 +955,11 @@ impl JobRunner {
         if !waiting {
             return None;
         }
-        debug!(provider, jobs = jobs.len(), "a higher-priority job is waiting; this lookup yields after its catalog step");
+        debug!(
+            provider,
+            jobs = jobs.len(),
+            "a higher-priority job is waiting; this lookup yields after its catalog step"
+        );
         let now = now_ts();
         let ends = jobs
             .iter()

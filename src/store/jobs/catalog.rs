@@ -403,7 +403,15 @@ mod tests {
     fn alias_items_misses_expiry_and_forgetting() {
         let ledger = SqliteLedger::open_in_memory().unwrap();
         assert_eq!(cached_alias_item(&ledger, "DD1391-100", 100).unwrap(), None);
-        put_alias_item(&ledger, "DD1391-100", Some("dunk-low"), &[9.0, 10.5, f64::NAN, -1.0], 100, 50).unwrap();
+        put_alias_item(
+            &ledger,
+            "DD1391-100",
+            Some("dunk-low"),
+            &[9.0, 10.5, f64::NAN, -1.0],
+            100,
+            50,
+        )
+        .unwrap();
         put_alias_item(&ledger, "UNKNOWN-1", None, &[], 100, 10).unwrap();
         // One entry whatever the separators and case.
         assert_eq!(

@@ -1,20 +1,28 @@
 //! `marketsync bench freshness`: the freshness scheduler at the providers' budgets.
 //!
-//! 10,000 tracked keys (split evenly across `--providers`) over `--hours` simulated hours
-//! against the simulator over real HTTP, a real SQLite file, a real TokenManager, the
-//! real drainers ([`JobRunner`]) and the real [`Scheduler`]. Time is scaled: one
-//! simulated hour lasts `--hour` real seconds (default 60 s), and every duration with it
-//! (stale_after = 1 simulated hour, a pass every simulated minute, the budgets).
+//! 10,000 tracked keys (split evenly across `--providers`: StockX, Alias, eBay and Keepa
+//! by default) over `--hours` simulated hours against the simulator over real HTTP, a
+//! real SQLite file, a real TokenManager, the real drainers ([`JobRunner`]) and the real
+//! [`Scheduler`]. Time is scaled: one simulated hour lasts `--hour` real seconds (default
+//! 60 s), and every duration with it (stale_after = 1 simulated hour, a pass every
+//! simulated minute, the budgets).
+//!
+//! Keys are shaped as trackers hold them: StockX, Alias and eBay keys are styles ×
+//! `--sizes` sizes (20: US 4.5 to 13 in half sizes, 14, 15), Keepa keys ASINs.
 //!
 //! At the end of every simulated hour it counts the keys **fresh** (a succeeded lookup
-//! within the last simulated hour) per provider and compares them with the most the
-//! provider's budget allows in that hour ([`BenchRow`]: StockX 100 calls, Keepa its
-//! refill of 20 tokens/min at 1 token per ASIN plus the starting balance in hour 1),
-//! capped by the keys tracked. Target: ≥ 0.98 of it. It also injects manual refreshes
-//! (priority 200) every `--manual-every` simulated minutes, alternating providers, and
-//! checks each was served within one grant: at most one other request of its provider
-//! went out between the enqueue and its own request. 429s come from the simulator's
-//! counters.
+//! within that hour) per provider and compares them with the **theoretical maximum**
+//! ([`ideal_fresh`]): the scheduler's own order (new keys first, then the stalest)
+//! replayed minute by minute with the provider's whole budget (StockX 100 calls/h,
+//! Alias 200, eBay 150, Keepa its refill of 20 tokens/min plus its starting balance of
+//! 1,200) and what each key really costs: a style not yet in the catalog cache costs its
+//! catalog calls once (StockX 2: search and variants; Alias 1: the search), then 1 call
+//! per size; eBay 1 call and Keepa 1 token per key. Target: ≥ 0.98 of it. It also
+//! injects manual refreshes (priority 200) every `--manual-every` simulated minutes,
+//! rotating through the providers, of keys already priced (a person refreshes a price
+//! they see), and checks each was served within one grant: at most one other request of
+//! its provider went out between its enqueue and its own request. 429s come from the
+//! simulator's counters.
 //!
 //! Scaling, and what it changes (see docs/jobs.md):
 //! - Keepa: the simulator refills `20 × scale` tokens per real minute in steps of one
@@ -22,15 +30,14 @@
 //!   `refillRate` × scale, which the TokenManager reads as a bucket 60 × that size: the
 //!   bench runs with `reserve_share = 0` (no reserve to keep), and manual work is served
 //!   first by priority alone.
-//! - StockX: the simulator's hourly budget counts wall-clock hours, so it is lifted and
-//!   the bench counts StockX calls per simulated hour itself (from the simulator's
-//!   counter at every hour boundary) and fails on more than 100. The TokenManager bucket
-//!   is `rate = 98.75 per hour, burst 1.25` ([`STOCKX_BURST`]): no window of an hour
-//!   sees more than `burst + rate·1h = 100` grants, and 98.75 % of the budget is used.
-//!
-//! Provider rows: [`bench_row`]; alias and ebay get a row when their drainers exist.
+//! - StockX and Alias: the simulators' hourly budgets count wall-clock hours, so they
+//!   are lifted and the bench counts every call (catalog calls too) per simulated hour
+//!   itself (from the simulators' counters at every hour boundary) and fails on more
+//!   than the budget; eBay likewise (its simulator enforces eBay's 5,000 calls a day).
+//!   Each TokenManager bucket is `rate = (budget − burst) per hour, burst 1.25`
+//!   ([`BURST`]): no window of an hour sees more than `burst + rate·1h = budget` grants.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,11 +53,18 @@ use crate::shapes::{StreamContext, StreamWork};
 use crate::store::jobs::{self as store, JobPriority, JobState, NewJob};
 use crate::store::{LedgerStore, SqliteLedger};
 
-/// The StockX bucket's burst: `rate = (100 − burst)/h` keeps every window of an hour
-/// (a clock hour included) within 100 calls, and a burst above 1 lets a grant wait up
-/// to `burst − 1` grant intervals for the drainer (its claim and write between two
-/// calls) without losing refill.
-const STOCKX_BURST: f64 = 1.25;
+/// The burst of the hourly-budget buckets: `rate = (budget − burst)/h` keeps every window
+/// of an hour (a clock hour included) within the budget, and a burst above 1 lets a
+/// grant wait up to `burst − 1` grant intervals for the drainer (its claim and write
+/// between two calls) without losing refill.
+const BURST: f64 = 1.25;
+
+/// The sizes a style is tracked in (US; every simulated StockX product and Alias item
+/// has them).
+const SIZES: &[&str] = &[
+    "4.5", "5", "5.5", "6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11", "11.5",
+    "12", "12.5", "13", "14", "15",
+];
 
 /// Options of `marketsync bench freshness`.
 #[derive(Debug, clap::Args)]
@@ -58,9 +72,12 @@ pub struct BenchFreshnessArgs {
     /// Tracked keys in all, split evenly across the providers.
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
-    /// Job providers, comma-separated (stockx, keepa; alias and ebay once they drain).
-    #[arg(long, default_value = "stockx,keepa", value_delimiter = ',')]
+    /// Job providers, comma-separated (stockx, alias, ebay, keepa).
+    #[arg(long, default_value = "stockx,alias,ebay,keepa", value_delimiter = ',')]
     pub providers: Vec<String>,
+    /// Sizes per style of the StockX, Alias and eBay keys (1 to 20).
+    #[arg(long, default_value_t = 20)]
+    pub sizes: usize,
     /// Simulated hours.
     #[arg(long, default_value_t = 6)]
     pub hours: u32,
@@ -72,19 +89,23 @@ pub struct BenchFreshnessArgs {
     pub manual_every: u64,
 }
 
-/// One provider's budget as the bench drives it: the row the merge adds for alias and
-/// ebay.
+/// One provider's budget and costs as the bench drives it.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchRow {
     pub provider: &'static str,
     /// The account's stream.
     pub stream: &'static str,
-    /// Requests (StockX) or tokens (Keepa) per simulated hour.
+    /// Calls (StockX, Alias, eBay) or tokens (Keepa) per simulated hour.
     pub per_hour: f64,
     /// Tokens the account holds at the start (Keepa: one hour of refill), 0 otherwise.
     pub starting_balance: f64,
-    /// Keys one token buys.
-    pub keys_per_token: f64,
+    /// Catalog calls a style costs before its first price while not cached (StockX:
+    /// search and variants; Alias: the search); 0 for providers without a catalog.
+    pub catalog_calls: u32,
+    /// Keys are styles × sizes (else one key per item: Keepa ASINs).
+    pub sized: bool,
+    /// The style id prefix of the provider's keys.
+    pub prefix: &'static str,
 }
 
 /// The bench row of `provider`.
@@ -95,17 +116,135 @@ pub fn bench_row(provider: &str) -> Option<BenchRow> {
             stream: "market_data",
             per_hour: 100.0,
             starting_balance: 0.0,
-            keys_per_token: 1.0,
+            catalog_calls: 2,
+            sized: true,
+            prefix: "SX",
+        }),
+        "alias" => Some(BenchRow {
+            provider: "alias",
+            stream: "market_data",
+            per_hour: 200.0,
+            starting_balance: 0.0,
+            catalog_calls: 1,
+            sized: true,
+            prefix: "AL",
+        }),
+        "ebay" => Some(BenchRow {
+            provider: "ebay",
+            stream: "market_prices",
+            per_hour: 150.0,
+            starting_balance: 0.0,
+            catalog_calls: 0,
+            sized: true,
+            prefix: "EB",
         }),
         "keepa" => Some(BenchRow {
             provider: "keepa",
             stream: "products",
             per_hour: 20.0 * 60.0,
             starting_balance: 20.0 * 60.0,
-            keys_per_token: 1.0,
+            catalog_calls: 0,
+            sized: false,
+            prefix: "B0",
         }),
         _ => None,
     }
+}
+
+/// The keys of `row`, `count` of them, in the order the scheduler takes new keys (all
+/// tracked at once: by dedupe key), with the style index of each.
+pub fn bench_keys(
+    row: &BenchRow,
+    count: usize,
+    sizes: usize,
+) -> Vec<(String, Option<String>, usize)> {
+    if !row.sized {
+        return (0..count)
+            .map(|n| (format!("{}{n:08}", row.prefix), None, n))
+            .collect();
+    }
+    let sizes = sizes.clamp(1, SIZES.len());
+    let mut keys: Vec<(String, Option<String>, usize)> = (0..count)
+        .map(|n| {
+            let style = n / sizes;
+            (
+                format!("{}{style:05}-100", row.prefix),
+                Some(SIZES[n % sizes].to_string()),
+                style,
+            )
+        })
+        .collect();
+    keys.sort_by(|a, b| {
+        store::dedupe_key(row.provider, &a.0, a.1.as_deref()).cmp(&store::dedupe_key(
+            row.provider,
+            &b.0,
+            b.1.as_deref(),
+        ))
+    });
+    keys
+}
+
+/// The theoretical maximum: keys fresh in each of `hours` simulated hours when the
+/// budget (`per_hour`, plus `starting` at the start) is spent without loss, minute by
+/// minute, in the scheduler's order (never-looked-at keys first in `style_of` order,
+/// then the stalest once `stale_minutes` old), a key costing 1 call or token plus
+/// `catalog_calls` when its style is not cached yet (the cache outlives the run). A key
+/// counts once per hour. Unspent tokens are kept up to one hour's worth (Keepa's tokens
+/// expire after an hour; an hourly call budget does not carry over).
+pub fn ideal_fresh(
+    per_hour: f64,
+    starting: f64,
+    catalog_calls: u32,
+    style_of: &[usize],
+    hours: u32,
+    stale_minutes: u64,
+) -> Vec<u64> {
+    let per_minute = per_hour / 60.0;
+    let cap = per_hour.max(starting) + per_minute;
+    let mut tokens = starting;
+    let mut warm: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut next_new = 0usize;
+    // (key, minute served), oldest first: the stalest is always at the front.
+    let mut served: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut fresh = Vec::new();
+    for hour in 0..u64::from(hours) {
+        let mut this_hour: std::collections::HashSet<usize> = std::collections::HashSet::new();
+        for minute in hour * 60..(hour + 1) * 60 {
+            tokens = (tokens + per_minute).min(cap);
+            loop {
+                let key = if next_new < style_of.len() {
+                    next_new
+                } else {
+                    match served.front() {
+                        Some(&(key, at)) if at + stale_minutes <= minute => key,
+                        _ => break,
+                    }
+                };
+                let style = style_of[key];
+                let cost = 1.0
+                    + if warm.contains(&style) {
+                        0.0
+                    } else {
+                        f64::from(catalog_calls)
+                    };
+                // (The per-minute sums carry rounding; a whole token is a whole token.)
+                if tokens + 1e-9 < cost {
+                    break;
+                }
+                tokens -= cost;
+                warm.insert(style);
+                if key == next_new && next_new < style_of.len() {
+                    next_new += 1;
+                } else {
+                    served.pop_front();
+                }
+                served.push_back((key, minute));
+                this_hour.insert(key);
+            }
+        }
+        fresh.push(this_hour.len() as u64);
+    }
+    fresh
 }
 
 /// Runs the benchmark; prints the figures. Exit 1 when a target is missed.
@@ -120,10 +259,24 @@ pub fn run(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
 struct Manual {
     provider: &'static str,
     sku: String,
+    size: Option<String>,
     job: i64,
     /// The provider's request counter when it was queued.
     before: u64,
     queued: tokio::time::Instant,
+}
+
+/// One provider's figures for one simulated hour.
+struct HourFigure {
+    provider: &'static str,
+    fresh: i64,
+    max: u64,
+}
+
+impl HourFigure {
+    fn ratio(&self) -> f64 {
+        self.fresh as f64 / (self.max.max(1)) as f64
+    }
 }
 
 async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
@@ -137,10 +290,15 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         (1..=1_000_000).contains(&args.keys),
         "--keys: use 1 to 1000000"
     );
+    anyhow::ensure!(
+        (1..=SIZES.len()).contains(&args.sizes),
+        "--sizes: use 1 to {}",
+        SIZES.len()
+    );
     let mut rows = Vec::new();
     for name in &args.providers {
         let row = bench_row(name.trim()).with_context(|| {
-            format!("--providers: {name:?} has no bench row; expected stockx or keepa")
+            format!("--providers: {name:?} has no bench row; expected stockx, alias, ebay or keepa")
         })?;
         if !rows
             .iter()
@@ -156,7 +314,10 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
 
     let dir = tempfile::tempdir().context("creating a temp directory")?;
     let mut sim_config = crate::sim::SimConfig::default();
+    // Hourly budgets of the simulators count wall-clock hours: the bench counts calls
+    // per simulated hour itself.
     sim_config.stockx.hourly_budget = u32::MAX;
+    sim_config.alias.hourly_budget = u32::MAX;
     // Whole tokens a minute (Keepa's refillRate is an integer); scale is at most 360.
     sim_config.keepa.refill_rate = (20.0 * scale).round() as u32;
     sim_config.keepa.refill_period = minute;
@@ -187,35 +348,41 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     }
     let config = Config::parse(&text, "<bench freshness>")?;
     let ledger = Arc::new(SqliteLedger::open(&config.database_path())?);
-    let mut quota_config = QuotaConfig::new(QuotaBackend::InProcess)
-        .with_spec(
-            "stockx",
-            "*",
-            BucketSpec::new((100.0 - STOCKX_BURST) / hour.as_secs_f64(), STOCKX_BURST),
-        )
-        .with_spec("keepa", "*", BucketSpec::new(20.0 * scale / 60.0, 1200.0));
+    let mut quota_config = QuotaConfig::new(QuotaBackend::InProcess);
+    for row in &rows {
+        let spec = match row.provider {
+            "keepa" => BucketSpec::new(20.0 * scale / 60.0, 1200.0),
+            _ => BucketSpec::new((row.per_hour - BURST) / hour.as_secs_f64(), BURST),
+        };
+        quota_config = quota_config.with_spec(row.provider, "*", spec);
+    }
     quota_config.reserve_share = 0.0;
     let (actor, _join) = TokenManager::spawn(quota_config.clone()).await?;
     let quota = QuotaHandle::new(actor);
     let http = reqwest::Client::new();
 
-    // Tracked keys.
+    // Tracked keys, and the theoretical maximum of each provider's hours.
     let per_provider = args.keys / rows.len();
-    let mut keys: HashMap<&'static str, Vec<(String, Option<String>)>> = HashMap::new();
+    let mut keys: HashMap<&'static str, usize> = HashMap::new();
+    let mut maxima: HashMap<&'static str, Vec<u64>> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
         let count = per_provider + usize::from(index < args.keys % rows.len());
-        let list: Vec<(String, Option<String>)> = (0..count)
-            .map(|n| match row.provider {
-                "keepa" => (format!("B0{n:08}"), None),
-                other => (
-                    format!("{}-{n:06}", other.to_ascii_uppercase()),
-                    Some("10".to_string()),
-                ),
-            })
-            .collect();
+        let list = bench_keys(row, count, args.sizes);
+        let style_of: Vec<usize> = list.iter().map(|(_, _, style)| *style).collect();
+        maxima.insert(
+            row.provider,
+            ideal_fresh(
+                row.per_hour,
+                row.starting_balance,
+                row.catalog_calls,
+                &style_of,
+                args.hours,
+                60,
+            ),
+        );
         let items: Vec<NewJob> = list
             .iter()
-            .map(|(sku, size)| NewJob {
+            .map(|(sku, size, _)| NewJob {
                 provider: row.provider.to_string(),
                 sku: sku.clone(),
                 size: size.clone(),
@@ -228,7 +395,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             crate::store::tracked::track_many(&ledger, &items, "bench", now_ts())
         })
         .await??;
-        keys.insert(row.provider, list);
+        keys.insert(row.provider, count);
     }
 
     // Start on a whole second, so hour windows match the ledger's whole-second stamps.
@@ -237,9 +404,10 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     println!(
-        "bench freshness: {} keys across {}, {} simulated hours of {} s each (scale {scale:.0}x), simulator over http on {addr}",
+        "bench freshness: {} keys across {} ({} sizes per style; keepa ASINs), {} simulated hours of {} s each (scale {scale:.0}x), simulator over http on {addr}",
         args.keys,
         rows.iter().map(|row| row.provider).collect::<Vec<_>>().join(", "),
+        args.sizes,
         args.hours,
         args.hour
     );
@@ -319,8 +487,12 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     let base = format!("http://{addr}");
     let mut manuals: Vec<Manual> = Vec::new();
     let mut served_manual: Vec<(&'static str, u64, Duration)> = Vec::new();
-    let mut stockx_calls_at_boundary = vec![sim_counter(&http, &base, "stockx").await?];
-    let mut results = Vec::new();
+    let mut calls_at_boundary: Vec<HashMap<&'static str, u64>> = vec![HashMap::new()];
+    for row in &rows {
+        let calls = sim_counter(&http, &base, row.provider).await?;
+        calls_at_boundary[0].insert(row.provider, calls);
+    }
+    let mut results: Vec<(i64, HourFigure)> = Vec::new();
     let manual_every = minute * u32::try_from(args.manual_every.clamp(1, 600)).unwrap_or(15);
     let mut next_manual = tokio::time::Instant::now() + manual_every;
     let mut manual_index = 0usize;
@@ -334,27 +506,34 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                 next_manual += manual_every;
                 let row = rows[manual_index % rows.len()];
                 manual_index += 1;
-                let list = &keys[row.provider];
-                let (sku, size) = list[(manual_index * 7919) % list.len()].clone();
-                let before = sim_counter(&http, &base, row.provider).await?;
-                let job = NewJob {
-                    provider: row.provider.to_string(),
-                    sku: sku.clone(),
-                    size,
-                    priority: JobPriority::Manual,
-                    source: "bench-manual".to_string(),
-                };
+                let pick = manual_index * 7919;
+                let provider = row.provider.to_string();
                 let ledger_for = Arc::clone(&ledger);
-                let id = tokio::task::spawn_blocking(move || store::enqueue(&ledger_for, &job))
-                    .await??
-                    .id();
-                manuals.push(Manual {
-                    provider: row.provider,
-                    sku,
-                    job: id,
-                    before,
-                    queued: tokio::time::Instant::now(),
-                });
+                let key =
+                    tokio::task::spawn_blocking(move || priced_key(&ledger_for, &provider, pick))
+                        .await??;
+                if let Some((sku, size)) = key {
+                    let before = sim_counter(&http, &base, row.provider).await?;
+                    let job = NewJob {
+                        provider: row.provider.to_string(),
+                        sku: sku.clone(),
+                        size: size.clone(),
+                        priority: JobPriority::Manual,
+                        source: "bench-manual".to_string(),
+                    };
+                    let ledger_for = Arc::clone(&ledger);
+                    let id = tokio::task::spawn_blocking(move || store::enqueue(&ledger_for, &job))
+                        .await??
+                        .id();
+                    manuals.push(Manual {
+                        provider: row.provider,
+                        sku,
+                        size: size.clone(),
+                        job: id,
+                        before,
+                        queued: tokio::time::Instant::now(),
+                    });
+                }
             }
             let mut still = Vec::new();
             for manual in manuals.drain(..) {
@@ -364,14 +543,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                     tokio::task::spawn_blocking(move || store::get_job(&ledger_for, id)).await??;
                 match job.map(|job| job.state) {
                     Some(JobState::Succeeded) => {
-                        let before_it = requests_before(
-                            &http,
-                            &base,
-                            manual.provider,
-                            &manual.sku,
-                            manual.before,
-                        )
-                        .await?;
+                        let before_it = requests_before(&http, &base, &manual).await?;
                         served_manual.push((manual.provider, before_it, manual.queued.elapsed()));
                     }
                     Some(JobState::Pending | JobState::Running) => still.push(manual),
@@ -387,31 +559,36 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             manuals = still;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stockx_calls_at_boundary.push(sim_counter(&http, &base, "stockx").await?);
+        let mut counters = HashMap::new();
+        for row in &rows {
+            counters.insert(row.provider, sim_counter(&http, &base, row.provider).await?);
+        }
+        calls_at_boundary.push(counters);
         let mut line = format!("  hour {hour_index}:");
         for (index, row) in rows.iter().enumerate() {
-            let tracked = keys[row.provider].len() as f64;
             let provider = row.provider.to_string();
             let ledger_for = Arc::clone(&ledger);
             let (from, to) = (boundary - args.hour as i64, boundary);
             let fresh =
                 tokio::task::spawn_blocking(move || fresh_in(&ledger_for, &provider, from, to))
                     .await??;
-            let budget = row.per_hour
-                + if hour_index == 1 {
-                    row.starting_balance
-                } else {
-                    0.0
-                };
-            let max = (budget * row.keys_per_token).min(tracked);
-            let ratio = fresh as f64 / max.max(1.0);
-            results.push((row.provider, hour_index, fresh, max, ratio));
+            let max = maxima[row.provider]
+                .get(usize::try_from(hour_index - 1).unwrap_or(0))
+                .copied()
+                .unwrap_or(0);
+            let figure = HourFigure {
+                provider: row.provider,
+                fresh,
+                max,
+            };
             line.push_str(&format!(
-                "{} {} {fresh}/{} fresh (max {max:.0}, ratio {ratio:.3})",
+                "{} {} {fresh} fresh of {} (max {max}, ratio {:.3})",
                 if index == 0 { "" } else { " |" },
                 row.provider,
-                tracked
+                keys[row.provider],
+                figure.ratio()
             ));
+            results.push((hour_index, figure));
         }
         println!("{line}");
     }
@@ -432,30 +609,53 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     // Figures.
     let worst = results
         .iter()
-        .map(|(_, _, _, _, ratio)| *ratio)
+        .map(|(_, figure)| figure.ratio())
         .fold(f64::INFINITY, f64::min);
-    let total_fresh: i64 = results.iter().map(|(_, _, fresh, _, _)| *fresh).sum();
-    let total_max: f64 = results.iter().map(|(_, _, _, max, _)| *max).sum();
+    let total_fresh: i64 = results.iter().map(|(_, figure)| figure.fresh).sum();
+    let total_max: u64 = results.iter().map(|(_, figure)| figure.max).sum();
+    let mut per_provider = Vec::new();
+    for row in &rows {
+        let fresh: i64 = results
+            .iter()
+            .filter(|(_, figure)| figure.provider == row.provider)
+            .map(|(_, figure)| figure.fresh)
+            .sum();
+        let max: u64 = maxima[row.provider].iter().sum();
+        per_provider.push(format!(
+            "{} {fresh}/{max} = {:.3}",
+            row.provider,
+            fresh as f64 / max.max(1) as f64
+        ));
+    }
     println!(
-        "  fresh share against the budgets' maximum: overall {:.3}, worst provider-hour {worst:.3} (target >= 0.98)",
-        total_fresh as f64 / total_max.max(1.0)
+        "  fresh share against the budgets' maximum: overall {:.3} ({}), worst provider-hour {worst:.3} (target >= 0.98)",
+        total_fresh as f64 / total_max.max(1) as f64,
+        per_provider.join(", ")
     );
     let mut throttled = Vec::new();
     for row in &rows {
-        let stats = sim_stats(&http, &base, row.provider).await?;
-        let count = stats["throttled"].as_u64().unwrap_or(0);
+        let count = sim_throttled(&http, &base, row.provider).await?;
         throttled.push(format!("{} {count}", row.provider));
         ok &= count == 0;
     }
     println!("  429s: {}", throttled.join(", "));
-    if rows.iter().any(|row| row.provider == "stockx") {
-        let per_hour: Vec<u64> = stockx_calls_at_boundary
+    for row in rows.iter().filter(|row| row.provider != "keepa") {
+        let per_hour: Vec<u64> = calls_at_boundary
             .windows(2)
-            .map(|pair| pair[1].saturating_sub(pair[0]))
+            .map(|pair| {
+                pair[1]
+                    .get(row.provider)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(pair[0].get(row.provider).copied().unwrap_or(0))
+            })
             .collect();
         let most = per_hour.iter().copied().max().unwrap_or(0);
-        println!("  stockx calls per simulated hour: {per_hour:?} (budget 100)");
-        ok &= most <= 100;
+        println!(
+            "  {} calls per simulated hour (catalog calls included): {per_hour:?} (budget {})",
+            row.provider, row.per_hour
+        );
+        ok &= most as f64 <= row.per_hour;
     }
     let within = served_manual
         .iter()
@@ -465,9 +665,26 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     waits.sort();
     let median = waits.get(waits.len() / 2).copied().unwrap_or_default();
     let longest = waits.last().copied().unwrap_or_default();
+    let by_provider: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let mine: Vec<u64> = served_manual
+                .iter()
+                .filter(|(provider, _, _)| *provider == row.provider)
+                .map(|(_, before, _)| *before)
+                .collect();
+            format!(
+                "{} {} (max {} before)",
+                row.provider,
+                mine.len(),
+                mine.iter().max().copied().unwrap_or(0)
+            )
+        })
+        .collect();
     println!(
-        "  manual refreshes: {} served, {within} within one grant (other requests before it: max {}), wait median {} ms / max {} ms ({} still queued at the end)",
+        "  manual refreshes: {} served ({}), {within} within one grant (other requests before it: max {}), wait median {} ms / max {} ms ({} still queued at the end)",
         served_manual.len(),
+        by_provider.join(", "),
         served_manual.iter().map(|(_, before, _)| *before).max().unwrap_or(0),
         median.as_millis(),
         longest.as_millis(),
@@ -496,6 +713,33 @@ fn fresh_in(ledger: &SqliteLedger, provider: &str, from: i64, to: i64) -> anyhow
     })?)
 }
 
+/// A key of `provider` already priced (the `pick`-th modulo their number), or `None`
+/// when none is yet.
+fn priced_key(
+    ledger: &SqliteLedger,
+    provider: &str,
+    pick: usize,
+) -> anyhow::Result<Option<(String, Option<String>)>> {
+    Ok(ledger.with_read_conn(|conn| {
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND state = 'succeeded'",
+            rusqlite::params![provider],
+            |row| row.get(0),
+        )?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let offset = i64::try_from(pick).unwrap_or(0).rem_euclid(count);
+        conn.query_row(
+            "SELECT sku, size FROM jobs WHERE provider = ?1 AND state = 'succeeded' ORDER BY id LIMIT 1 OFFSET ?2",
+            rusqlite::params![provider, offset],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
+        )
+        .map(Some)
+        .map_err(crate::store::LedgerError::Sqlite)
+    })?)
+}
+
 async fn sim_stats(
     http: &reqwest::Client,
     base: &str,
@@ -511,49 +755,136 @@ async fn sim_stats(
     response.json().await.with_context(|| format!("GET {url}"))
 }
 
-/// The provider's request counter in the simulator.
+/// The provider's request counter in the simulator: every call its budget pays for
+/// (StockX: catalog searches, variant lists and market data).
 async fn sim_counter(http: &reqwest::Client, base: &str, provider: &str) -> anyhow::Result<u64> {
     let stats = sim_stats(http, base, provider).await?;
-    let field = match provider {
-        "stockx" => "market_data_calls",
-        _ => "served",
-    };
-    Ok(stats[field].as_u64().unwrap_or(0))
+    let number = |field: &str| stats[field].as_u64().unwrap_or(0);
+    Ok(match provider {
+        "stockx" => number("search_calls") + number("variants_calls") + number("market_data_calls"),
+        "ebay" => stats["calls"][crate::sim::ebay::OP_ITEM_SEARCH]
+            .as_u64()
+            .unwrap_or(0),
+        _ => number("served"),
+    })
 }
 
-/// Requests of `provider` the simulator served after `before` and ahead of the one that
-/// carried `sku`.
+/// 429s the simulator answered the provider.
+async fn sim_throttled(http: &reqwest::Client, base: &str, provider: &str) -> anyhow::Result<u64> {
+    let stats = sim_stats(http, base, provider).await?;
+    Ok(match provider {
+        "ebay" => stats["throttled"]
+            .as_object()
+            .map(|counts| counts.values().filter_map(|count| count.as_u64()).sum())
+            .unwrap_or(0),
+        _ => stats["throttled"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Requests of the manual refresh's provider the simulator served after it was queued
+/// and ahead of its own. Keepa and Alias log their requests (found by the key); StockX
+/// and eBay serve a priced key in one request, so it is the requests since, less its own.
 async fn requests_before(
     http: &reqwest::Client,
     base: &str,
-    provider: &str,
-    sku: &str,
-    before: u64,
+    manual: &Manual,
 ) -> anyhow::Result<u64> {
-    let stats = sim_stats(http, base, provider).await?;
-    match provider {
+    let stats = sim_stats(http, base, manual.provider).await?;
+    let served = stats["served"].as_u64().unwrap_or(0);
+    let since = served.saturating_sub(manual.before) as usize;
+    let position = match manual.provider {
         "keepa" => {
-            let served = stats["served"].as_u64().unwrap_or(0);
-            let since = served.saturating_sub(before) as usize;
             let requests = stats["requests"].as_array().cloned().unwrap_or_default();
             let recent = &requests[requests.len().saturating_sub(since)..];
-            let position = recent.iter().position(|request| {
-                request
-                    .as_array()
-                    .is_some_and(|asins| asins.iter().any(|asin| asin.as_str() == Some(sku)))
-            });
-            Ok(position.map_or(u64::MAX, |at| at as u64))
+            recent.iter().position(|request| {
+                request.as_array().is_some_and(|asins| {
+                    asins
+                        .iter()
+                        .any(|asin| asin.as_str() == Some(manual.sku.as_str()))
+                })
+            })
         }
-        // StockX serves one key per request: the requests since, less its own.
+        "alias" => {
+            let key: String = manual
+                .sku
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+            let size = manual
+                .size
+                .as_deref()
+                .and_then(|size| size.parse::<f64>().ok())
+                .map(|size| format!("{size}"))
+                .unwrap_or_default();
+            // Its own request is the pricing call of its style and size (the catalog id
+            // is cached).
+            let own = format!("pricing:{key}|{size}");
+            let requests = stats["requests"].as_array().cloned().unwrap_or_default();
+            let recent = &requests[requests.len().saturating_sub(since)..];
+            recent
+                .iter()
+                .position(|request| request.as_str() == Some(own.as_str()))
+        }
         _ => {
-            let calls = stats["market_data_calls"].as_u64().unwrap_or(0);
-            Ok(calls.saturating_sub(before).saturating_sub(1))
+            let calls = sim_counter(http, base, manual.provider).await?;
+            return Ok(calls.saturating_sub(manual.before).saturating_sub(1));
         }
-    }
+    };
+    Ok(position.map_or(u64::MAX, |at| at as u64))
 }
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| text.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_maximum_pays_a_cold_style_once_then_one_call_a_size() {
+        // 100 calls an hour, 2 catalog calls per cold style, 20 sizes per style: the
+        // first hour serves 4 styles (88 calls) and 10 sizes of the fifth (12 calls).
+        let style_of: Vec<usize> = (0..2_500).map(|n| n / 20).collect();
+        let fresh = ideal_fresh(100.0, 0.0, 2, &style_of, 3, 60);
+        assert_eq!(fresh[0], 90);
+        // Then the fifth style's 10 other sizes (10 calls, warm) and 4 cold styles (88
+        // calls); the 2 calls left wait for the next style's first size (3).
+        assert_eq!(fresh[1], 90);
+        assert!(fresh.iter().all(|&keys| keys <= 100));
+        // Without a catalog (eBay) every call is a key.
+        assert_eq!(ideal_fresh(150.0, 0.0, 0, &style_of, 2, 60), vec![150, 150]);
+    }
+
+    #[test]
+    fn the_maximum_refreshes_stale_keys_once_every_key_was_seen() {
+        // Keepa: 1,200 starting tokens and 1,200 an hour. Over 2,500 keys, hour 1 sees
+        // 2,400 new keys; hour 2 the last 100 new ones, then 1,100 keys as they turn stale.
+        let style_of: Vec<usize> = (0..2_500).collect();
+        let fresh = ideal_fresh(1_200.0, 1_200.0, 0, &style_of, 3, 60);
+        assert_eq!(fresh, vec![2_400, 1_200, 1_200]);
+        // Over 1,300 keys every key is seen in hour 1, and the tokens saved meanwhile
+        // (at most an hour's worth) refresh every one in hour 2.
+        let style_of: Vec<usize> = (0..1_300).collect();
+        assert_eq!(
+            ideal_fresh(1_200.0, 1_200.0, 0, &style_of, 2, 60),
+            vec![1_300, 1_300]
+        );
+    }
+
+    #[test]
+    fn bench_keys_keep_a_styles_sizes_together_in_the_schedulers_order() {
+        let row = bench_row("stockx").expect("row");
+        let keys = bench_keys(&row, 45, 20);
+        assert_eq!(keys.len(), 45);
+        let styles: Vec<usize> = keys.iter().map(|(_, _, style)| *style).collect();
+        let mut sorted = styles.clone();
+        sorted.sort();
+        assert_eq!(styles, sorted, "a style's sizes are adjacent");
+        let keepa = bench_keys(&bench_row("keepa").expect("row"), 3, 20);
+        assert_eq!(keepa[2], ("B000000002".to_string(), None, 2));
+    }
 }

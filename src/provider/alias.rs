@@ -1,22 +1,18 @@
-//! The Alias (GOAT's seller platform) pricing client: a style id's catalog id (searched
-//! once, then cached), then the market of one variant (catalog id, US size, new in a good
+//! The Alias (GOAT's seller platform) pricing client: a style id's catalog item
+//! ([`AliasClient::search`], SearchCatalog), then the market of one variant
+//! ([`AliasClient::pricing`], GetPricingInsights: catalog id, US size, new in a good
 //! box). The wire format lives in [`super::alias_wire`].
 //!
-//! A lookup costs two calls when the catalog id is not cached (SearchCatalog, then
-//! GetPricingInsights) and one when it is: [`AliasClient::calls_needed`] tells the drainer
-//! what to ask the TokenManager for before it calls. Catalog ids "will not change over
-//! time" (Alias's reference), so the cache has no TTL; it holds at most
-//! [`CATALOG_CACHE_MAX`] style ids (emptied when full) and forgets an id the pricing
-//! call answers 404 for.
+//! The client keeps no state: the drainer (`shapes::jobs::worker`) caches catalog ids
+//! in SQLite (`store::jobs::catalog`, migration 0014) with a TTL and a miss cache, asks
+//! the TokenManager for one token per call, and forgets an id the pricing call answers
+//! 404 for.
 //!
 //! Errors are [`ProviderError`]s: 429 `QuotaExceeded`, 401/403 `Auth` (a personal access
 //! token cannot be refreshed: the operator replaces it), no catalog item for the style id
 //! or a size the item does not list is `NotFound`, other statuses `Http`, a body that is
 //! not the expected JSON (or holds an out-of-range amount) `InvalidResponse`. The token
 //! never appears in errors or logs.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use reqwest::StatusCode;
@@ -31,9 +27,9 @@ use super::{
 /// The operation name for quota buckets, metrics and fault schedules (both calls pay
 /// the provider's one hourly budget).
 pub const OP_PRICING: &str = "pricingInsights";
-const OP_CATALOG: &str = "aliasCatalog";
-/// Style ids whose catalog id is kept.
-pub const CATALOG_CACHE_MAX: usize = 10_000;
+/// The catalog search's name in metrics and errors (its grants come from the
+/// [`OP_PRICING`] bucket).
+pub const OP_CATALOG: &str = "aliasCatalog";
 
 /// The market of one Alias variant in US dollars; `None` where Alias has no price.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,11 +41,11 @@ pub struct AliasMarket {
     pub currency: String,
 }
 
-/// A cached catalog item: its id and the US sizes it is priced in.
-#[derive(Debug, Clone)]
-struct CatalogEntry {
-    catalog_id: String,
-    sizes: Vec<f64>,
+/// A catalog item: its id and the US sizes it is priced in (empty: none listed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasItem {
+    pub catalog_id: String,
+    pub sizes: Vec<f64>,
 }
 
 /// An Alias client for one personal access token.
@@ -60,9 +56,6 @@ pub struct AliasClient {
     token: String,
     /// `region_id`, or `None` for every region.
     region: Option<String>,
-    /// Style id key ([`wire::sku_key`]) → catalog item. Why a std Mutex: held for a map
-    /// lookup or insert only, never across an await.
-    catalog: Mutex<HashMap<String, CatalogEntry>>,
 }
 
 impl std::fmt::Debug for AliasClient {
@@ -84,75 +77,49 @@ impl AliasClient {
             token: token.to_string(),
             region: (marketplace != wire::GLOBAL_REGION && !marketplace.is_empty())
                 .then(|| marketplace.to_string()),
-            catalog: Mutex::new(HashMap::new()),
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CatalogEntry>> {
-        self.catalog
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Calls a lookup of `sku` will make: 1 with its catalog id cached, else 2.
-    pub fn calls_needed(&self, sku: &str) -> u32 {
-        if self.cache().contains_key(&wire::sku_key(sku)) {
-            1
-        } else {
-            2
-        }
-    }
-
-    /// The market of `sku` in US size `size`, and the calls it took.
-    pub async fn market(&self, sku: &str, size: &str) -> (u32, Result<AliasMarket, ProviderError>) {
-        let mut calls = 0;
-        let result = self.market_counted(sku, size, &mut calls).await;
-        (calls, result)
-    }
-
-    async fn market_counted(
-        &self,
-        sku: &str,
-        size: &str,
-        calls: &mut u32,
-    ) -> Result<AliasMarket, ProviderError> {
-        let wanted = size
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|value| value.is_finite() && *value > 0.0 && *value <= wire::MAX_SIZE)
-            .ok_or_else(|| ProviderError::NotFound {
-                operation: OP_PRICING,
-                message: format!("size {size:?} is not a US size number"),
-            })?;
+    /// The catalog item whose style id is `sku` (compared without case, spaces or
+    /// hyphens); `Ok(None)` when the search lists none.
+    pub async fn search(&self, sku: &str) -> Result<Option<AliasItem>, ProviderError> {
         let key = wire::sku_key(sku);
-        let cached = self.cache().get(&key).cloned();
-        let entry = match cached {
-            Some(entry) => entry,
-            None => {
-                *calls += 1;
-                let entry = self.search(sku, &key).await?;
-                let mut cache = self.cache();
-                if cache.len() >= CATALOG_CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(key.clone(), entry.clone());
-                entry
-            }
+        let body = self
+            .get(
+                OP_CATALOG,
+                wire::CATALOG_PATH,
+                &[("query", sku), ("limit", wire::CATALOG_LIMIT)],
+            )
+            .await?;
+        let page: CatalogPage = serde_json::from_slice(&body)
+            .map_err(|err| invalid(OP_CATALOG, &format!("catalog search: {err}")))?;
+        let Some(item) = page
+            .catalog_items
+            .iter()
+            .take(wire::MAX_CATALOG_ITEMS)
+            .find(|item| item.sku.as_deref().map(wire::sku_key) == Some(key.clone()))
+        else {
+            return Ok(None);
         };
-        if !entry.sizes.is_empty() && !entry.sizes.contains(&wanted) {
-            return Err(ProviderError::NotFound {
-                operation: OP_PRICING,
-                message: format!(
-                    "alias item {} ({sku}) is not sold in US size {size}",
-                    entry.catalog_id
-                ),
-            });
+        if item.catalog_id.is_empty() || item.catalog_id.len() > wire::MAX_CATALOG_ID {
+            return Err(invalid(
+                OP_CATALOG,
+                "catalog item with an empty or oversized catalog_id",
+            ));
         }
-        *calls += 1;
-        let size_param = wire::size_param(wanted);
+        debug!(sku, catalog_id = %item.catalog_id, "alias catalog id found");
+        Ok(Some(AliasItem {
+            catalog_id: item.catalog_id.clone(),
+            sizes: wire::us_sizes(item),
+        }))
+    }
+
+    /// The market of catalog item `catalog_id` in US size `size` (new, good box). A 404
+    /// (the id is gone, or was never Alias's) is `NotFound`.
+    pub async fn pricing(&self, catalog_id: &str, size: f64) -> Result<AliasMarket, ProviderError> {
+        let size_param = wire::size_param(size);
         let mut query = vec![
-            ("catalog_id", entry.catalog_id.as_str()),
+            ("catalog_id", catalog_id),
             ("size", size_param.as_str()),
             ("product_condition", wire::PRODUCT_CONDITION),
             ("packaging_condition", wire::PACKAGING_CONDITION),
@@ -160,20 +127,9 @@ impl AliasClient {
         if let Some(region) = &self.region {
             query.push(("region_id", region.as_str()));
         }
-        let body = match self.get(OP_PRICING, wire::AVAILABILITY_PATH, &query).await {
-            Err(ProviderError::NotFound { .. }) => {
-                // The id is gone: search again next time.
-                self.cache().remove(&key);
-                return Err(ProviderError::NotFound {
-                    operation: OP_PRICING,
-                    message: format!(
-                        "alias has no pricing for {} ({sku}) in size {size}; its catalog id is searched again next time",
-                        entry.catalog_id
-                    ),
-                });
-            }
-            other => other?,
-        };
+        let body = self
+            .get(OP_PRICING, wire::AVAILABILITY_PATH, &query)
+            .await?;
         let answer: AvailabilityAnswer = serde_json::from_slice(&body)
             .map_err(|err| invalid(OP_PRICING, &format!("pricing insights: {err}")))?;
         let availability = &answer.availability;
@@ -198,39 +154,6 @@ impl AliasClient {
                 "global_indicator_price_cents",
             )?,
             currency: wire::CURRENCY.to_string(),
-        })
-    }
-
-    /// The catalog item whose style id is `sku` (compared as `key`).
-    async fn search(&self, sku: &str, key: &str) -> Result<CatalogEntry, ProviderError> {
-        let body = self
-            .get(
-                OP_CATALOG,
-                wire::CATALOG_PATH,
-                &[("query", sku), ("limit", wire::CATALOG_LIMIT)],
-            )
-            .await?;
-        let page: CatalogPage = serde_json::from_slice(&body)
-            .map_err(|err| invalid(OP_CATALOG, &format!("catalog search: {err}")))?;
-        let item = page
-            .catalog_items
-            .iter()
-            .take(wire::MAX_CATALOG_ITEMS)
-            .find(|item| item.sku.as_deref().map(wire::sku_key).as_deref() == Some(key))
-            .ok_or_else(|| ProviderError::NotFound {
-                operation: OP_PRICING,
-                message: format!("no alias catalog item has the style id {sku:?}"),
-            })?;
-        if item.catalog_id.is_empty() || item.catalog_id.len() > 256 {
-            return Err(invalid(
-                OP_CATALOG,
-                "catalog item with an empty or oversized catalog_id",
-            ));
-        }
-        debug!(sku, catalog_id = %item.catalog_id, "alias catalog id found");
-        Ok(CatalogEntry {
-            catalog_id: item.catalog_id.clone(),
-            sizes: wire::us_sizes(item),
         })
     }
 

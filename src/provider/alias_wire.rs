@@ -40,6 +40,8 @@ pub const MAX_CATALOG_ITEMS: usize = 50;
 pub const MAX_ALLOWED_SIZES: usize = 200;
 /// The largest size value accepted (US sizes are small numbers).
 pub const MAX_SIZE: f64 = 100.0;
+/// The longest catalog id accepted (the simulator's and the reference's are short).
+pub const MAX_CATALOG_ID: usize = 256;
 
 /// SearchCatalog's answer (the fields marketsync reads).
 #[derive(Debug, Deserialize)]
@@ -158,6 +160,15 @@ pub fn us_sizes(item: &CatalogItem) -> Vec<f64> {
         .collect()
 }
 
+/// A job's size as the US size number pricing insights take; `None` when it is not a
+/// number in (0, [`MAX_SIZE`]].
+pub fn parse_size(size: &str) -> Option<f64> {
+    size.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|value| value.is_finite() && *value > 0.0 && *value <= MAX_SIZE)
+}
+
 /// The `size` query value for a US size: its shortest decimal form (`10`, `10.5`).
 pub fn size_param(size: f64) -> String {
     format!("{size}")
@@ -198,5 +209,9 @@ mod tests {
         assert_eq!(us_sizes(&item), vec![8.5, 10.0]);
         assert_eq!(size_param(10.0), "10");
         assert_eq!(size_param(10.5), "10.5");
+        assert_eq!(parse_size(" 10.5 "), Some(10.5));
+        for bad in ["XL", "-3", "0", "NaN", "inf", "101", ""] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 }

@@ -24,16 +24,20 @@
 //!   limits are not known: the budget is seed 002's.
 //! - `x-request-id` on every answer (Alias's reference names the header).
 //! - Faults: `alias.catalog`, `alias.pricing` (`throttle` → 429, `server_error` → 500).
-//! - `GET /_sim/alias/stats`: calls and answers per kind.
+//! - `POST /_sim/alias/catalog/relist` `{"sku"}`: the style id's item gets a new catalog
+//!   id; the old one answers 404 (an item Alias removed and listed again).
+//! - `GET /_sim/alias/stats`: calls and answers per kind, `served` (calls past the token
+//!   and budget checks) and `requests`, the style id keys of the last
+//!   [`REQUEST_LOG_CAP`] of them (`catalog:KEY`, `pricing:KEY|SIZE`) in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -50,6 +54,8 @@ pub const OPERATIONS: &[&str] = &[OP_CATALOG, OP_PRICING];
 /// The largest catalog `limit` the simulator takes (Alias documents a maximum without
 /// its value: assumed).
 pub const MAX_CATALOG_LIMIT: u64 = 100;
+/// Requests kept in the stats' `requests` log (the oldest are dropped).
+pub const REQUEST_LOG_CAP: usize = 10_000;
 /// The US sizes every simulated item lists: 3.5 to 15 in half sizes.
 pub fn allowed_sizes() -> impl Iterator<Item = f64> {
     (7..=30).map(|half| f64::from(half) / 2.0)
@@ -102,6 +108,12 @@ pub struct AliasStats {
     pub unauthorized: u64,
     pub not_found: u64,
     pub bad_requests: u64,
+    /// Calls past the token and budget checks (the ones a budget pays for).
+    pub served: u64,
+    /// `catalog:KEY` / `pricing:KEY|SIZE` of the last [`REQUEST_LOG_CAP`] served calls,
+    /// oldest first (KEY: the style id's letters and digits, upper-cased; SIZE: the US
+    /// size asked, as a shortest decimal).
+    pub requests: VecDeque<String>,
 }
 
 struct AliasState {
@@ -109,6 +121,8 @@ struct AliasState {
     budgets: HashMap<String, (i64, u32)>,
     stats: AliasStats,
     next_request: u64,
+    /// Style id key → how often its item was relisted (its catalog id's generation).
+    generations: HashMap<String, u32>,
 }
 
 struct AliasSim {
@@ -135,7 +149,17 @@ fn sku_key(sku: &str) -> String {
 
 /// The catalog id of a style id: `sim-` and the style id's key, lower-cased.
 pub fn catalog_id_of(sku: &str) -> String {
-    format!("sim-{}", sku_key(sku).to_ascii_lowercase())
+    catalog_id_in(sku, 0)
+}
+
+/// The catalog id of a style id after `generation` relists (`-r1`, `-r2`, ... appended).
+pub fn catalog_id_in(sku: &str, generation: u32) -> String {
+    let base = format!("sim-{}", sku_key(sku).to_ascii_lowercase());
+    if generation == 0 {
+        base
+    } else {
+        format!("{base}-r{generation}")
+    }
 }
 
 /// Whether the catalog knows `sku`.
@@ -207,12 +231,14 @@ pub(super) fn router(sim: Arc<Simulator>) -> Router<Arc<Simulator>> {
             budgets: HashMap::new(),
             stats: AliasStats::default(),
             next_request: 0,
+            generations: HashMap::new(),
         }),
     });
     Router::new()
         .route("/api/v1/catalog", get(search_catalog))
         .route("/api/v1/catalog/{catalog_id}", get(get_catalog_item))
         .route("/api/v1/pricing_insights/availability", get(availability))
+        .route("/_sim/alias/catalog/relist", post(relist))
         .route("/_sim/alias/stats", get(stats))
         .with_state(state)
 }
@@ -242,7 +268,12 @@ fn with_request_id(state: &AliasSim, mut response: Response) -> Response {
 }
 
 /// The common front of every call: token, budget, faults. `Err` is the answer to give.
-fn admit(state: &AliasSim, headers: &HeaderMap, operation: &str) -> Result<(), Box<Response>> {
+fn admit(
+    state: &AliasSim,
+    headers: &HeaderMap,
+    operation: &str,
+    key: &str,
+) -> Result<(), Box<Response>> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -299,7 +330,20 @@ fn admit(state: &AliasSim, headers: &HeaderMap, operation: &str) -> Result<(), B
                 "internal error",
             )))
         }
-        _ => Ok(()),
+        _ => {
+            let kind = if operation == OP_CATALOG {
+                "catalog"
+            } else {
+                "pricing"
+            };
+            let mut guard = state.lock();
+            guard.stats.served += 1;
+            if guard.stats.requests.len() >= REQUEST_LOG_CAP {
+                guard.stats.requests.pop_front();
+            }
+            guard.stats.requests.push_back(format!("{kind}:{key}"));
+            Ok(())
+        }
     }
 }
 
@@ -314,7 +358,8 @@ async fn search_catalog(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     state.lock().stats.catalog_calls += 1;
-    if let Err(response) = admit(&state, &headers, OP_CATALOG) {
+    let logged = query.get("query").map(|q| sku_key(q)).unwrap_or_default();
+    if let Err(response) = admit(&state, &headers, OP_CATALOG, &logged) {
         return *response;
     }
     let Some(text) = query
@@ -340,9 +385,18 @@ async fn search_catalog(
     } else {
         let sku = alias_sku(text);
         let decoy = format!("{sku} GS");
+        let (decoy_generation, generation) = {
+            let guard = state.lock();
+            let of = |key: &str| guard.generations.get(key).copied().unwrap_or(0);
+            (of(&sku_key(&decoy)), of(&sku_key(text)))
+        };
         vec![
-            catalog_item(&catalog_id_of(&decoy), &decoy, "Simulated sneaker (GS)"),
-            catalog_item(&catalog_id_of(text), &sku, "Simulated sneaker"),
+            catalog_item(
+                &catalog_id_in(&decoy, decoy_generation),
+                &decoy,
+                "Simulated sneaker (GS)",
+            ),
+            catalog_item(&catalog_id_in(text, generation), &sku, "Simulated sneaker"),
         ]
     };
     state.lock().stats.ok += 1;
@@ -353,10 +407,32 @@ async fn search_catalog(
     )
 }
 
-/// The style id key behind a simulated catalog id, when it is one the catalog knows.
+/// The style id key and generation a simulated catalog id names (any text: `None`
+/// when it is not of the form `sim-KEY[-rN]`).
+fn parse_catalog_id(catalog_id: &str) -> Option<(String, u32)> {
+    let rest = catalog_id.strip_prefix("sim-")?;
+    let (key, generation) = match rest.split_once("-r") {
+        Some((key, generation)) => (key, generation.parse::<u32>().ok()?),
+        None => (rest, 0),
+    };
+    let key = key.to_ascii_uppercase();
+    (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric())).then_some((key, generation))
+}
+
+/// The style id key behind a simulated catalog id, when it is one the catalog knows now
+/// (a relisted item's old id is not).
 fn known_catalog_id(state: &AliasSim, catalog_id: &str) -> Option<String> {
-    let key = catalog_id.strip_prefix("sim-")?.to_ascii_uppercase();
-    (!key.is_empty() && !is_unknown(&state.config, &key)).then_some(key)
+    let (key, generation) = parse_catalog_id(catalog_id)?;
+    let current = state.lock().generations.get(&key).copied().unwrap_or(0);
+    (generation == current && !is_unknown(&state.config, &key)).then_some(key)
+}
+
+/// The style id key a catalog id names for the request log (the raw id, clipped, when
+/// it is not a simulated one).
+fn logged_key(catalog_id: &str) -> String {
+    parse_catalog_id(catalog_id)
+        .map(|(key, _)| key)
+        .unwrap_or_else(|| catalog_id.chars().take(64).collect())
 }
 
 async fn get_catalog_item(
@@ -365,7 +441,7 @@ async fn get_catalog_item(
     Path(catalog_id): Path<String>,
 ) -> Response {
     state.lock().stats.catalog_calls += 1;
-    if let Err(response) = admit(&state, &headers, OP_CATALOG) {
+    if let Err(response) = admit(&state, &headers, OP_CATALOG, &logged_key(&catalog_id)) {
         return *response;
     }
     let Some(key) = known_catalog_id(&state, &catalog_id) else {
@@ -386,7 +462,22 @@ async fn availability(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     state.lock().stats.pricing_calls += 1;
-    if let Err(response) = admit(&state, &headers, OP_PRICING) {
+    let logged = format!(
+        "{}|{}",
+        logged_key(
+            query
+                .get("catalog_id")
+                .map(String::as_str)
+                .unwrap_or_default()
+        ),
+        query
+            .get("size")
+            .and_then(|size| size.parse::<f64>().ok())
+            .filter(|size| size.is_finite())
+            .map(|size| format!("{size}"))
+            .unwrap_or_default()
+    );
+    if let Err(response) = admit(&state, &headers, OP_PRICING, &logged) {
         return *response;
     }
     let field = |name: &str| {
@@ -442,6 +533,31 @@ async fn availability(
         &state,
         Json(json!({ "availability": availability })).into_response(),
     )
+}
+
+/// `POST /_sim/alias/catalog/relist` body.
+#[derive(Debug, Deserialize)]
+struct Relist {
+    sku: String,
+}
+
+/// The style id's item gets a new catalog id; the old one answers 404 from now on.
+async fn relist(State(state): State<Arc<AliasSim>>, Json(relist): Json<Relist>) -> Response {
+    let key = sku_key(&relist.sku);
+    if key.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": 3, "message": "sku has no letters or digits", "details": []})),
+        )
+            .into_response();
+    }
+    let generation = {
+        let mut guard = state.lock();
+        let generation = guard.generations.entry(key.clone()).or_insert(0);
+        *generation = generation.saturating_add(1);
+        *generation
+    };
+    Json(json!({"sku": relist.sku, "catalog_id": catalog_id_in(&key, generation)})).into_response()
 }
 
 async fn stats(State(state): State<Arc<AliasSim>>) -> Json<AliasStats> {

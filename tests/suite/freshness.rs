@@ -259,6 +259,29 @@ async fn the_budget_is_what_the_token_manager_says_is_left() {
 }
 
 #[tokio::test]
+async fn a_fractional_budget_queues_the_nearest_whole_number_of_jobs() {
+    // 2.7 tokens and practically no refill: 3 jobs, not 2, so the drainer still holds one
+    // (waiting for its grant) when the next pass comes instead of idling while the bucket
+    // refills. 2.4 tokens: 2.
+    for (tokens, expected) in [(2.7, 3), (2.4, 2)] {
+        let fixture = Fixture::new("stockx", BucketSpec::new(1e-6, tokens), 0.0).await;
+        for index in 0..10 {
+            fixture.track("stockx", &format!("KEY-{index}"), Some("10"));
+        }
+        let records = fixture.scheduler("stockx").pass().await;
+        assert_eq!(
+            (records[0].selected, records[0].deferred),
+            (expected, 10 - expected),
+            "{tokens} tokens: {records:?}"
+        );
+        assert!(
+            (records[0].budget_left - tokens).abs() < 0.01,
+            "{records:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_manual_refresh_is_served_from_the_reserve_the_scheduler_leaves() {
     let sim = TestSim::start(SimConfig::default()).await;
     // 5 tokens, reserve 0.2 × 5 = 1.

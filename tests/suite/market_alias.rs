@@ -608,3 +608,169 @@ interval = "1s"
         .filter(|price| price.provider == "ebay")
         .all(|price| price.listings.as_ref().is_some_and(|stats| stats.count > 0)));
 }
+
+/// (catalog, pricing) calls the Alias simulator counted.
+async fn alias_calls(sim: &TestSim) -> (u64, u64) {
+    let stats = alias_stats(sim).await;
+    (
+        stats["catalog_calls"].as_u64().unwrap_or(u64::MAX),
+        stats["pricing_calls"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+#[tokio::test]
+async fn alias_catalog_ids_are_cached_in_sqlite_across_restarts_with_a_ttl_and_a_miss_cache() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let fixture = MarketFixture::new("alias", "market_data", "", &[("alias", big())]).await;
+    fixture
+        .enqueue("alias", "DD1391-100", Some("10"), JobPriority::Hot)
+        .expect("enqueue");
+    fixture
+        .enqueue("alias", "UNKNOWN-9", Some("10"), JobPriority::Hot)
+        .expect("enqueue");
+    fixture
+        .context(alias_client(&sim, "pat-1"))
+        .run_once()
+        .await
+        .expect("run");
+    assert_eq!(alias_calls(&sim).await, (2, 1));
+    let now = now_ts();
+    assert_eq!(
+        store::cached_alias_item(&fixture.ledger, "DD1391 100", now).expect("cache"),
+        Some(store::CachedAliasItem::Item {
+            catalog_id: marketsync::sim::alias::catalog_id_of("DD1391-100"),
+            sizes: marketsync::sim::alias::allowed_sizes().collect(),
+        })
+    );
+    assert!(matches!(
+        store::cached_alias_item(&fixture.ledger, "UNKNOWN-9", now).expect("cache"),
+        Some(store::CachedAliasItem::Miss { until }) if until >= now + 6 * 3600 - 5
+    ));
+
+    // A new client and runner on the same database (a restart): another size of the
+    // known style is one pricing call; the unknown style ends not_found without a call.
+    let other_size = fixture
+        .enqueue("alias", "DD1391-100", Some("9.5"), JobPriority::Hot)
+        .expect("enqueue")
+        .id();
+    let unknown_again = fixture
+        .enqueue("alias", "UNKNOWN-9", Some("11"), JobPriority::Hot)
+        .expect("enqueue")
+        .id();
+    fixture
+        .context(alias_client(&sim, "pat-1"))
+        .run_once()
+        .await
+        .expect("run");
+    assert_eq!(alias_calls(&sim).await, (2, 2));
+    assert_eq!(fixture.job(other_size).state, JobState::Succeeded);
+    let job = fixture.job(unknown_again);
+    assert_eq!(job.state, JobState::NotFound);
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("remembered miss"),
+        "{:?}",
+        job.error
+    );
+
+    // An expired entry is not used: the style id is searched again (an entry written a
+    // week ago with a one-second TTL stands for one past its TTL).
+    store::put_alias_item(
+        &fixture.ledger,
+        "FZ5000-1",
+        Some("sim-stale-id"),
+        &[10.0],
+        now - 7 * 24 * 3600,
+        1,
+    )
+    .expect("put");
+    let expired = fixture
+        .enqueue("alias", "FZ5000-1", Some("10"), JobPriority::Hot)
+        .expect("enqueue")
+        .id();
+    fixture
+        .context(alias_client(&sim, "pat-1"))
+        .run_once()
+        .await
+        .expect("run");
+    assert_eq!(fixture.job(expired).state, JobState::Succeeded);
+    assert_eq!(alias_calls(&sim).await, (3, 3));
+    assert!(matches!(
+        store::cached_alias_item(&fixture.ledger, "FZ5000-1", now_ts()).expect("cache"),
+        Some(store::CachedAliasItem::Item { catalog_id, .. }) if catalog_id == marketsync::sim::alias::catalog_id_of("FZ5000-1")
+    ));
+}
+
+#[tokio::test]
+async fn an_alias_item_relisted_under_a_new_id_is_searched_again_once_and_priced() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let fixture = MarketFixture::new("alias", "market_data", "", &[("alias", big())]).await;
+    fixture
+        .enqueue("alias", "DD1391-100", Some("10"), JobPriority::Hot)
+        .expect("enqueue");
+    fixture
+        .context(alias_client(&sim, "pat-1"))
+        .run_once()
+        .await
+        .expect("run");
+    assert_eq!(alias_calls(&sim).await, (1, 1));
+    let relisted: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/_sim/alias/catalog/relist", sim.base_url()))
+        .json(&serde_json::json!({"sku": "DD1391-100"}))
+        .send()
+        .await
+        .expect("relist")
+        .json()
+        .await
+        .expect("relist json");
+    let new_id = relisted["catalog_id"].as_str().expect("new id").to_string();
+    assert_ne!(new_id, marketsync::sim::alias::catalog_id_of("DD1391-100"));
+
+    let id = fixture
+        .enqueue("alias", "DD1391-100", Some("10"), JobPriority::Manual)
+        .expect("enqueue")
+        .id();
+    fixture
+        .context(alias_client(&sim, "pat-1"))
+        .run_once()
+        .await
+        .expect("run");
+    // The cached id's pricing call was answered 404; the entry was dropped, the style id
+    // searched again, and the new id priced: one more search, two more pricing calls.
+    let job = fixture.job(id);
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Succeeded, 0),
+        "{job:?}"
+    );
+    assert_eq!(alias_calls(&sim).await, (2, 3));
+    let stats = alias_stats(&sim).await;
+    assert_eq!(
+        stats["not_found"].as_u64(),
+        Some(1),
+        "the old id was refused once"
+    );
+    // The simulator's request log, in order (the bench reads it to place a request).
+    let requests: Vec<String> =
+        serde_json::from_value(stats["requests"].clone()).expect("requests");
+    assert_eq!(
+        requests,
+        [
+            "catalog:DD1391100",
+            "pricing:DD1391100|10",
+            "pricing:DD1391100|10",
+            "catalog:DD1391100",
+            "pricing:DD1391100|10"
+        ]
+    );
+    assert_eq!(stats["served"].as_u64(), Some(5));
+    assert!(matches!(
+        store::cached_alias_item(&fixture.ledger, "DD1391-100", now_ts()).expect("cache"),
+        Some(store::CachedAliasItem::Item { catalog_id, .. }) if catalog_id == new_id
+    ));
+    let prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let (lowest, _, _, _) = marketsync::sim::alias::market_for(42, &new_id, 10.0);
+    assert_eq!(prices[0].lowest_ask, Some(lowest as f64 / 100.0));
+}

@@ -441,3 +441,70 @@ async fn catalog_calls_are_grants_of_the_stockx_bucket() {
         (2, "deferred")
     );
 }
+
+#[tokio::test]
+async fn a_cold_lookup_yields_to_a_manual_refresh_after_its_catalog_step_and_loses_no_call() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    // One grant every 2 s (burst 1): the search goes at once, the variant list at 2 s,
+    // each market-data call 2 s after the one before.
+    let fixture = JobsFixture::new(
+        "stockx",
+        "job_lease = \"30s\"",
+        &[("stockx", BucketSpec::new(0.5, 1.0))],
+    )
+    .await;
+    let background = fixture
+        .enqueue("stockx", "DD1391-100", Some("10"), JobPriority::Background)
+        .id();
+    // A manual refresh of another size of the same style that becomes due 1 to 2 s from
+    // now: after the background lookup's search (at once), by the time its variant list
+    // is in (2 s), so the lookup meets it between its calls.
+    let manual = store::enqueue_at(
+        &fixture.ledger,
+        &store::NewJob {
+            provider: "stockx".to_string(),
+            sku: "DD1391-100".to_string(),
+            size: Some("11".to_string()),
+            priority: JobPriority::Manual,
+            source: "test".to_string(),
+        },
+        now_ts() + 2,
+    )
+    .expect("enqueue")
+    .id();
+    let context = fixture.stockx_context(&sim, "key-1");
+    let outcome = context.run_once().await.expect("run");
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 2,
+            failed: 0
+        }
+    );
+    for id in [background, manual] {
+        let job = fixture.job(id);
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Succeeded, 0),
+            "{job:?}"
+        );
+    }
+    // The background lookup went back after its variant list (deferred once), the manual
+    // refresh took the next grant, and the lookup then finished from the cache: one
+    // search, one variant list, two market-data calls; no call lost.
+    assert!(
+        fixture.job(manual).finished_at <= fixture.job(background).finished_at,
+        "the manual refresh finished first"
+    );
+    assert_eq!(calls(&sim).await, (1, 1, 2));
+    let runs = recent_runs(&fixture.ledger, 1).expect("runs");
+    assert_eq!(
+        (
+            runs[0].jobs_run,
+            runs[0].succeeded,
+            runs[0].deferred,
+            runs[0].calls_made
+        ),
+        (3, 2, 1, 4)
+    );
+}

@@ -7,7 +7,8 @@
 //!    per account scope) and computes the jobs they can serve **before the next pass**
 //!    for non-manual work: `max(0, tokens − reserve) + rate × interval` per bucket,
 //!    divided by the tokens one job costs ([`provider_cost`]), minus the provider's
-//!    live (pending or running) jobs, capped at `max_per_pass`. The reserve
+//!    live (pending or running) jobs, rounded to the nearest whole job, capped at
+//!    `max_per_pass`. The reserve
 //!    (`[quota] reserve_share`) is left to manual refreshes (priority 200), which the
 //!    drainer claims first and the TokenManager serves first;
 //! 2. reads every tracked key with its last success and last end ([`key_states`]);
@@ -104,7 +105,8 @@ pub struct ProviderCost {
 /// The cost row of `provider`; `None` for a provider without a job drainer.
 pub fn provider_cost(provider: &str) -> Option<ProviderCost> {
     match provider {
-        // One market-data request per style id and size.
+        // One market-data request per style id and size once the style's catalog ids
+        // are cached (a cold style costs a search and a variant list first).
         "stockx" => Some(ProviderCost {
             operation: crate::provider::stockx::OP_MARKET_DATA,
             tokens_per_job: 1.0,
@@ -115,7 +117,8 @@ pub fn provider_cost(provider: &str) -> Option<ProviderCost> {
             tokens_per_job: 1.0,
         }),
         // One pricing call per style id and size once the catalog id is cached (the
-        // first lookup of a style costs a catalog search too).
+        // first lookup of a style costs a catalog search too: docs/jobs.md, "Catalog
+        // cost and the order of sizes", says why that is not counted here).
         "alias" => Some(ProviderCost {
             operation: crate::provider::alias::OP_PRICING,
             tokens_per_job: 1.0,
@@ -316,10 +319,15 @@ impl Scheduler {
                 .await?
         };
         let budget_left = (budget.unwrap_or(0.0) - live_jobs as f64).max(0.0);
+        // The nearest whole number of jobs, not the floor: a budget of 2.7 queues 3, so
+        // the drainer still holds a job (waiting for its grant) when the next pass comes
+        // instead of idling while its bucket refills (with a small burst, the refill of
+        // an idle drainer is lost at the cap). The job queued early waits into the next
+        // interval, and that pass subtracts it.
         let room = if budget_left >= self.settings.max_per_pass as f64 {
             self.settings.max_per_pass
         } else {
-            budget_left.floor() as usize
+            budget_left.round() as usize
         };
         let keys = {
             let provider = provider.clone();

@@ -27,8 +27,10 @@
 //! for a variant that does not belong to the product) is forgotten and the style resolved
 //! again, once; a fresh id refused the same way ends the job `not_found`.
 //!
-//! Alias: a lookup whose catalog id is not cached yet asks the TokenManager for 2 tokens
-//! (catalog search and pricing), otherwise 1; `calls_made` counts both calls.
+//! Alias: likewise, a style id's catalog item (its id and US sizes) is cached in SQLite
+//! with a TTL and a miss cache, so a warm lookup is one pricing call; each call is a
+//! grant of the Alias bucket, and a cached id the pricing call answers 404 for is
+//! forgotten and searched again, once.
 //!
 //! Keepa: every response (also a 429) carries the balance, fed to the TokenManager as
 //! [`Observation::Keepa`]; a negative balance makes the next grant wait for the refill,
@@ -46,7 +48,7 @@ use futures_util::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use crate::domain::now_ts;
-use crate::provider::alias::{AliasClient, OP_PRICING};
+use crate::provider::alias::{AliasClient, OP_CATALOG, OP_PRICING};
 use crate::provider::ebay_browse::{BrowseOutcome, EbayBrowseClient, OP_SEARCH};
 use crate::provider::keepa::{KeepaClient, KeepaProductOutcome, OP_PRODUCT};
 use crate::provider::stockx::{
@@ -93,6 +95,13 @@ pub const STOCKX_CATALOG_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a style id StockX's search does not know is remembered as a miss: a lookup
 /// of it ends `not_found` without a call until then.
 pub const STOCKX_MISS_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// How long a style id's Alias catalog item is cached: Alias says its catalog ids "will
+/// not change over time"; a week bounds how long a size added to an item stays unknown
+/// (a 404 for the id notices a removed item sooner).
+pub const ALIAS_CATALOG_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a style id Alias's catalog search does not know is remembered as a miss.
+pub const ALIAS_MISS_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// The ends of a request's jobs and why the run must stop, if it must.
 type Outcome = (Vec<(Job, JobEnd)>, Option<Stop>);
@@ -394,8 +403,10 @@ impl JobRunner {
         }
     }
 
-    /// An Alias job (one a request): a grant of `calls_needed` tokens (2 while the style's
-    /// catalog id is not cached: catalog search and pricing), then the lookup.
+    /// An Alias job: its style id's catalog item (the SQLite cache first, else one
+    /// catalog search, cached), then one pricing call; one grant of the Alias bucket per
+    /// call. A cached id the pricing call answers 404 for is forgotten and the style id
+    /// searched again, once; a fresh id refused the same way ends the job `not_found`.
     async fn work_alias(
         &self,
         ctx: &StreamContext,
@@ -407,34 +418,144 @@ impl JobRunner {
         let Some(job) = jobs.first() else {
             return (Vec::new(), None);
         };
-        let cost = f64::from(client.calls_needed(&job.sku));
-        let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
-        if let Err(refused) = ctx
-            .paced(OP_PRICING, cost, priority.quota().into(), wait, true)
+        let sku = job.sku.clone();
+        let size_text = job.size.clone().unwrap_or_default();
+        let not_found = |message: String| (vec![(job.clone(), JobEnd::NotFound(message))], None);
+        let Some(size) = crate::provider::alias_wire::parse_size(&size_text) else {
+            return not_found(format!("size {size_text:?} is not a US size number"));
+        };
+        for attempt in 0..2 {
+            let owned = sku.clone();
+            let cached = match self
+                .blocking(move |ledger| store::cached_alias_item(ledger, &owned, now_ts()))
+                .await
+            {
+                Ok(cached) => cached,
+                Err(err) => {
+                    warn!(sku = %sku, error = %err, "alias catalog cache unreadable; asking alias");
+                    None
+                }
+            };
+            let (catalog_id, sizes, cached) = match cached {
+                Some(store::CachedAliasItem::Miss { until }) => {
+                    return not_found(format!(
+                        "no alias catalog item has the style id {sku:?} (a remembered miss until {until}, unix seconds; no call spent)"
+                    ))
+                }
+                Some(store::CachedAliasItem::Item { catalog_id, sizes }) => {
+                    (catalog_id, sizes, true)
+                }
+                None => {
+                    let answer = match self
+                        .alias_call(ctx, jobs, priority, OP_CATALOG, run, client.search(&sku))
+                        .await
+                    {
+                        Ok(answer) => answer,
+                        Err(outcome) => return outcome,
+                    };
+                    match answer {
+                        Ok(Some(item)) => {
+                            let (owned, id, sizes) =
+                                (sku.clone(), item.catalog_id.clone(), item.sizes.clone());
+                            self.cache_write(move |ledger| {
+                                store::put_alias_item(ledger, &owned, Some(&id), &sizes, now_ts(), ALIAS_CATALOG_TTL.as_secs() as i64)
+                            })
+                            .await;
+                            (item.catalog_id, item.sizes, false)
+                        }
+                        Ok(None) | Err(ProviderError::NotFound { .. }) => {
+                            let owned = sku.clone();
+                            self.cache_write(move |ledger| {
+                                store::put_alias_item(ledger, &owned, None, &[], now_ts(), ALIAS_MISS_TTL.as_secs() as i64)
+                            })
+                            .await;
+                            return not_found(format!(
+                                "no alias catalog item has the style id {sku:?}; remembered as a miss for {}",
+                                humantime::format_duration(ALIAS_MISS_TTL)
+                            ));
+                        }
+                        Err(err) => return self.failed_request(ctx, jobs, err),
+                    }
+                }
+            };
+            if !sizes.is_empty() && !sizes.contains(&size) {
+                return not_found(format!(
+                    "alias item {catalog_id} ({sku}) is not sold in US size {size_text}"
+                ));
+            }
+            if !cached {
+                // The search was this lookup's call so far.
+                if let Some(yielded) = self.yield_to_higher(jobs, priority).await {
+                    return yielded;
+                }
+            }
+            let answer = match self
+                .alias_call(
+                    ctx,
+                    jobs,
+                    priority,
+                    OP_PRICING,
+                    run,
+                    client.pricing(&catalog_id, size),
+                )
+                .await
+            {
+                Ok(answer) => answer,
+                Err(outcome) => return outcome,
+            };
+            match answer {
+                Ok(market) => {
+                    return (
+                        vec![(
+                            job.clone(),
+                            JobEnd::Succeeded(JobResult::Market {
+                                lowest_ask: market.lowest_ask,
+                                highest_bid: market.highest_bid,
+                                last_sale: market.last_sale,
+                                currency: market.currency,
+                            }),
+                        )],
+                        None,
+                    )
+                }
+                Err(ProviderError::NotFound { message, .. }) => {
+                    let owned = sku.clone();
+                    if let Err(err) = self
+                        .blocking(move |ledger| store::forget_alias_sku(ledger, &owned))
+                        .await
+                    {
+                        warn!(sku = %sku, error = %err, "could not drop the stale alias catalog entry; it expires by itself");
+                    }
+                    if cached && attempt == 0 {
+                        warn!(account = %ctx.account.id, job = job.id, sku = %sku, catalog_id = %catalog_id, answer = %message, "alias refused a cached catalog id; searching the style id again");
+                        continue;
+                    }
+                    return not_found(format!(
+                        "alias has no pricing for {catalog_id} ({sku}) in size {size_text}: {message}"
+                    ));
+                }
+                Err(err) => return self.failed_request(ctx, jobs, err),
+            }
+        }
+        not_found(format!(
+            "alias refused the catalog id of {sku} after it was searched again"
+        ))
+    }
+
+    /// One Alias call: a grant of the Alias bucket (the catalog search shares the pricing
+    /// budget) at the jobs' priority, then `call`. `Err`: the TokenManager did not let it
+    /// go (the jobs' ends); `Ok`: what Alias answered.
+    async fn alias_call<T>(
+        &self,
+        ctx: &StreamContext,
+        jobs: &[Job],
+        priority: JobPriority,
+        operation: &'static str,
+        run: &mut JobRun,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<Result<T, ProviderError>, Outcome> {
+        self.shared_bucket_call(ctx, jobs, priority, OP_PRICING, operation, run, call)
             .await
-        {
-            return self.refused(ctx, jobs, refused);
-        }
-        debug!(account = %ctx.account.id, operation = OP_PRICING, priority = %priority, cost, "request");
-        let size = job.size.clone().unwrap_or_default();
-        let (calls, result) = client.market(&job.sku, &size).await;
-        run.calls_made += i64::from(calls);
-        ctx.observe(OP_PRICING, &result);
-        match result {
-            Ok(market) => (
-                vec![(
-                    job.clone(),
-                    JobEnd::Succeeded(JobResult::Market {
-                        lowest_ask: market.lowest_ask,
-                        highest_bid: market.highest_bid,
-                        last_sale: market.last_sale,
-                        currency: market.currency,
-                    }),
-                )],
-                None,
-            ),
-            Err(err) => self.failed_request(ctx, jobs, err),
-        }
     }
 
     /// An eBay market-price job (one a request): a grant of the Browse bucket, then the
@@ -503,9 +624,27 @@ impl JobRunner {
         run: &mut JobRun,
         call: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<Result<T, ProviderError>, Outcome> {
+        self.shared_bucket_call(ctx, jobs, priority, OP_MARKET_DATA, operation, run, call)
+            .await
+    }
+
+    /// One call paid from the bucket of `bucket_operation` (a provider whose catalog
+    /// calls share its market-data budget): a grant at the jobs' priority, then `call`,
+    /// counted under `operation`; a 429 to any of them spends that one bucket.
+    #[allow(clippy::too_many_arguments)]
+    async fn shared_bucket_call<T>(
+        &self,
+        ctx: &StreamContext,
+        jobs: &[Job],
+        priority: JobPriority,
+        bucket_operation: &'static str,
+        operation: &'static str,
+        run: &mut JobRun,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<Result<T, ProviderError>, Outcome> {
         let wait = QUOTA_WAIT_MAX.min(ctx.stream.jobs().job_lease / 2);
         if let Err(refused) = ctx
-            .paced(OP_MARKET_DATA, 1.0, priority.quota().into(), wait, true)
+            .paced(bucket_operation, 1.0, priority.quota().into(), wait, true)
             .await
         {
             return Err(self.refused(ctx, jobs, refused));
@@ -513,17 +652,17 @@ impl JobRunner {
         run.calls_made += 1;
         debug!(account = %ctx.account.id, operation, priority = %priority, "request");
         let result = call.await;
-        if operation == OP_MARKET_DATA {
-            ctx.observe(OP_MARKET_DATA, &result);
+        if operation == bucket_operation {
+            ctx.observe(bucket_operation, &result);
         } else {
-            // Counted under its own operation; a 429 spends the one StockX bucket.
+            // Counted under its own operation; a 429 spends the provider's one bucket.
             let provider = ctx.account.provider.as_str();
             ctx.metrics.provider_call(provider, operation);
             if let Err(ProviderError::QuotaExceeded { retry_after, .. }) = &result {
                 ctx.metrics.provider_throttled(provider, operation);
                 if let Some(pacer) = ctx.work.pacer() {
                     pacer.handle.observe(
-                        pacer.key(OP_MARKET_DATA),
+                        pacer.key(bucket_operation),
                         Observation::Capped {
                             retry_after: *retry_after,
                         },
@@ -551,6 +690,7 @@ impl JobRunner {
         let style = job.sku.clone();
         let size = job.size.clone().unwrap_or_default();
         let not_found = |message: String| (vec![(job.clone(), JobEnd::NotFound(message))], None);
+        let calls_at_start = run.calls_made;
         for attempt in 0..2 {
             let resolution = match self
                 .resolve_stockx(ctx, client, jobs, priority, run, &style, &size)
@@ -573,6 +713,11 @@ impl JobRunner {
                     ))
                 }
             };
+            if run.calls_made > calls_at_start {
+                if let Some(yielded) = self.yield_to_higher(jobs, priority).await {
+                    return yielded;
+                }
+            }
             let answer = match self
                 .stockx_call(
                     ctx,
@@ -711,6 +856,12 @@ impl JobRunner {
             }
             store::CachedVariant::Unknown => {}
         }
+        if !product_cached {
+            // The search was this lookup's first call.
+            if let Some(yielded) = self.yield_to_higher(jobs, priority).await {
+                return Err(yielded);
+            }
+        }
         let answer = self
             .stockx_call(
                 ctx,
@@ -783,8 +934,46 @@ impl JobRunner {
         F: FnOnce(&SqliteLedger) -> Result<(), store::JobError> + Send + 'static,
     {
         if let Err(err) = self.blocking(write).await {
-            warn!(error = %err, "could not write the stockx catalog cache; the next lookup asks stockx again");
+            warn!(error = %err, "could not write the catalog cache; the next lookup asks the provider again");
         }
+    }
+
+    /// Between two calls of one lookup (a catalog step done, its answer cached): when a
+    /// job of a higher priority (a manual refresh) is waiting, the lookup goes back to
+    /// pending without an attempt so that job is claimed next and waits for no more than
+    /// the one call already made. The next claim of this job starts from the cache, so no
+    /// call is lost. `None`: go on.
+    async fn yield_to_higher(&self, jobs: &[Job], priority: JobPriority) -> Option<Outcome> {
+        if priority >= JobPriority::Manual {
+            return None;
+        }
+        let provider = self.client.provider();
+        let waiting = self
+            .blocking(move |ledger| store::pending_above(ledger, provider, priority, now_ts()))
+            .await
+            .unwrap_or(false);
+        if !waiting {
+            return None;
+        }
+        debug!(
+            provider,
+            jobs = jobs.len(),
+            "a higher-priority job is waiting; this lookup yields after its catalog step"
+        );
+        let now = now_ts();
+        let ends = jobs
+            .iter()
+            .map(|job| {
+                (
+                    job.clone(),
+                    JobEnd::Deferred {
+                        reason: "yielded to a manual refresh after its catalog step".to_string(),
+                        not_before: now,
+                    },
+                )
+            })
+            .collect();
+        Some((ends, None))
     }
 
     fn keepa_end(

@@ -1,7 +1,13 @@
-//! The StockX catalog cache (migration 0008): a style id's catalog product (or a
-//! remembered miss) and a product's variants by size, each with an expiry. The drainer
-//! reads it before spending a call and writes what StockX answered; a product or variant
-//! StockX says is gone is forgotten ([`forget_stockx_style`]) and resolved again.
+//! The catalog caches of the market-data providers that address prices by catalog id.
+//!
+//! - StockX (migration 0008): a style id's catalog product (or a remembered miss) and a
+//!   product's variants by size, each with an expiry.
+//! - Alias (migration 0014): a style id's catalog item and the US sizes it lists (or a
+//!   remembered miss), with an expiry.
+//!
+//! The drainer reads a cache before spending a call and writes what the provider
+//! answered; an id the provider says is gone is forgotten ([`forget_stockx_style`],
+//! [`forget_alias_sku`]) and resolved again.
 //!
 //! Cache rows are facts about StockX, not ledger data: they are written without the job
 //! fence (a late writer writes the same facts) and may be dropped at any time.
@@ -215,6 +221,120 @@ pub fn stockx_cache_counts(ledger: &SqliteLedger, now: i64) -> Result<(i64, i64,
     })
 }
 
+/// The most sizes cached per Alias item (an item lists a few dozen at most).
+pub const MAX_ALIAS_SIZES: usize = 200;
+
+/// The key an Alias style id is cached under: its letters and digits, upper-cased, so
+/// `DD1391-100`, `dd1391 100` and `DD1391100` are one entry (Alias writes `DD1391 100`).
+pub fn alias_sku_key(sku: &str) -> String {
+    sku.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// What the Alias cache knows about a style id (only unexpired entries are answered).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CachedAliasItem {
+    /// The style's catalog item and the US sizes it lists (empty: none listed, every size
+    /// is asked).
+    Item { catalog_id: String, sizes: Vec<f64> },
+    /// Alias's catalog search had no item with this style id, until `until`.
+    Miss { until: i64 },
+}
+
+/// The unexpired Alias cache entry of `sku` at `now`. Sizes that do not read back as
+/// positive numbers are dropped (the column is ours, but a file can be edited).
+pub fn cached_alias_item(
+    ledger: &SqliteLedger,
+    sku: &str,
+    now: i64,
+) -> Result<Option<CachedAliasItem>, JobError> {
+    let key = alias_sku_key(sku);
+    ledger.with_read_conn(|conn| {
+        let row: Option<(Option<String>, String, i64)> = conn
+            .prepare_cached(
+                "SELECT catalog_id, sizes, expires_at FROM alias_catalog WHERE sku_key = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![key, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .optional()?;
+        Ok(row.map(|(catalog_id, sizes, until)| match catalog_id {
+            Some(catalog_id) => CachedAliasItem::Item {
+                catalog_id,
+                sizes: sizes
+                    .split(',')
+                    .take(MAX_ALIAS_SIZES)
+                    .filter_map(|size| size.trim().parse::<f64>().ok())
+                    .filter(|size| size.is_finite() && *size > 0.0)
+                    .collect(),
+            },
+            None => CachedAliasItem::Miss { until },
+        }))
+    })
+}
+
+/// Remembers that `sku` is Alias catalog item `catalog_id` listing `sizes` (`None`: a
+/// miss) until `now + ttl_secs`. At most [`MAX_ALIAS_SIZES`] sizes are kept.
+pub fn put_alias_item(
+    ledger: &SqliteLedger,
+    sku: &str,
+    catalog_id: Option<&str>,
+    sizes: &[f64],
+    now: i64,
+    ttl_secs: i64,
+) -> Result<(), JobError> {
+    let key = alias_sku_key(sku);
+    let sizes_text = sizes
+        .iter()
+        .take(MAX_ALIAS_SIZES)
+        .filter(|size| size.is_finite() && **size > 0.0)
+        .map(|size| format!("{size}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    ledger.with_conn(|conn| {
+        conn.prepare_cached(
+            "INSERT INTO alias_catalog (sku_key, sku, catalog_id, sizes, resolved_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (sku_key) DO UPDATE SET sku = excluded.sku,
+                 catalog_id = excluded.catalog_id, sizes = excluded.sizes,
+                 resolved_at = excluded.resolved_at, expires_at = excluded.expires_at",
+        )?
+        .execute(params![
+            key,
+            sku.trim(),
+            catalog_id,
+            sizes_text,
+            now,
+            now.saturating_add(ttl_secs.max(1))
+        ])?;
+        Ok(())
+    })
+}
+
+/// Forgets the Alias cache entry of `sku`: called when Alias says its catalog id is gone;
+/// the next lookup searches again.
+pub fn forget_alias_sku(ledger: &SqliteLedger, sku: &str) -> Result<(), JobError> {
+    let key = alias_sku_key(sku);
+    ledger.with_conn(|conn| {
+        conn.prepare_cached("DELETE FROM alias_catalog WHERE sku_key = ?1")?
+            .execute(params![key])?;
+        Ok(())
+    })
+}
+
+/// Counts of the Alias cache: (style ids resolved to an item, remembered misses),
+/// unexpired at `now`.
+pub fn alias_cache_counts(ledger: &SqliteLedger, now: i64) -> Result<(i64, i64), JobError> {
+    ledger.with_read_conn(|conn| {
+        conn.prepare_cached(
+            "SELECT COALESCE(SUM(catalog_id IS NOT NULL), 0), COALESCE(SUM(catalog_id IS NULL), 0)
+             FROM alias_catalog WHERE expires_at > ?1",
+        )?
+        .query_row(params![now], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(JobError::from)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +397,48 @@ mod tests {
             cached_stockx_variant(&ledger, "p-1", "10", 120).unwrap(),
             CachedVariant::Unknown
         );
+    }
+
+    #[test]
+    fn alias_items_misses_expiry_and_forgetting() {
+        let ledger = SqliteLedger::open_in_memory().unwrap();
+        assert_eq!(cached_alias_item(&ledger, "DD1391-100", 100).unwrap(), None);
+        put_alias_item(
+            &ledger,
+            "DD1391-100",
+            Some("dunk-low"),
+            &[9.0, 10.5, f64::NAN, -1.0],
+            100,
+            50,
+        )
+        .unwrap();
+        put_alias_item(&ledger, "UNKNOWN-1", None, &[], 100, 10).unwrap();
+        // One entry whatever the separators and case.
+        assert_eq!(
+            cached_alias_item(&ledger, "dd1391 100", 120).unwrap(),
+            Some(CachedAliasItem::Item {
+                catalog_id: "dunk-low".to_string(),
+                sizes: vec![9.0, 10.5]
+            })
+        );
+        assert_eq!(
+            cached_alias_item(&ledger, "UNKNOWN-1", 105).unwrap(),
+            Some(CachedAliasItem::Miss { until: 110 })
+        );
+        assert_eq!(alias_cache_counts(&ledger, 105).unwrap(), (1, 1));
+        // Expired entries are not answered.
+        assert_eq!(cached_alias_item(&ledger, "UNKNOWN-1", 110).unwrap(), None);
+        assert_eq!(cached_alias_item(&ledger, "DD1391-100", 150).unwrap(), None);
+        // A new answer replaces the entry; forgetting drops it.
+        put_alias_item(&ledger, "DD1391100", Some("dunk-low-2"), &[], 150, 50).unwrap();
+        assert_eq!(
+            cached_alias_item(&ledger, "DD1391-100", 160).unwrap(),
+            Some(CachedAliasItem::Item {
+                catalog_id: "dunk-low-2".to_string(),
+                sizes: vec![]
+            })
+        );
+        forget_alias_sku(&ledger, "dd1391-100").unwrap();
+        assert_eq!(cached_alias_item(&ledger, "DD1391-100", 160).unwrap(), None);
     }
 }

@@ -1,5 +1,5 @@
 //! The queue's SQLite tables (migration 0004): `jobs`, `market_prices`, `keepa_products`
-//! and `job_runs`; the StockX catalog cache (migration 0008, `catalog.rs`). Every function takes the [`SqliteLedger`] and runs synchronously:
+//! and `job_runs`; the StockX and Alias catalog caches (migrations 0008 and 0014, `catalog.rs`). Every function takes the [`SqliteLedger`] and runs synchronously:
 //! callers on async threads go through `spawn_blocking`.
 //!
 //! - Enqueue merges into the live (pending or running) job of the same dedupe key and

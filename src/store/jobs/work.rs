@@ -105,6 +105,24 @@ pub fn claim(
     })
 }
 
+/// Whether `provider` has a due pending job of a priority above `priority` (a manual
+/// refresh waiting while a lower job is between its calls).
+pub fn pending_above(
+    ledger: &SqliteLedger,
+    provider: &str,
+    priority: JobPriority,
+    now: i64,
+) -> Result<bool, JobError> {
+    ledger.with_read_conn(|conn| {
+        conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE provider = ?1 AND state = 'pending'
+                 AND priority > ?2 AND not_before <= ?3)",
+        )?
+        .query_row(params![provider, priority.value(), now], |row| row.get(0))
+        .map_err(JobError::from)
+    })
+}
+
 /// What became of one claimed job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobEnd {

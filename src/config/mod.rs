@@ -169,10 +169,9 @@ impl Config {
             source_name: source_name.to_string(),
             message,
         };
-        let deserializer = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
+        // A syntax error is found while parsing, a wrong key or value while deserializing;
+        // both name the line, the latter also the key's path.
+        let describe = |path: String, inner: toml::de::Error| {
             let message = inner.message().trim_end_matches('\n').to_string();
             let location = match inner.span() {
                 Some(span) => {
@@ -188,6 +187,12 @@ impl Config {
             } else {
                 error(format!("{path}: {message}{location}"))
             }
+        };
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|err| describe(String::new(), err))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            describe(path, err.into_inner())
         })?;
         let mut config = raw.validate().map_err(error)?;
         config.source_name = source_name.to_string();

@@ -206,8 +206,8 @@ impl RedisLocks {
             // Fail fast: a caller gets `Unavailable` at once and retries at its own pace
             // (a holder renews every ttl/3); the next call reconnects.
             .set_number_of_retries(0)
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT);
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
         let conn = tokio::time::timeout(
             OP_TIMEOUT,
             ConnectionManager::new_with_config(client, config),

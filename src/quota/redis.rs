@@ -212,8 +212,8 @@ impl RedisLink {
                 .get_or_try_init(|| {
                     let config = ConnectionManagerConfig::new()
                         .set_number_of_retries(0)
-                        .set_connection_timeout(CONNECT_TIMEOUT)
-                        .set_response_timeout(RESPONSE_TIMEOUT);
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT));
                     ConnectionManager::new_with_config(self.client.clone(), config)
                 })
                 .await?

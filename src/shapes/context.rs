@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rand::Rng;
+use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -26,7 +26,7 @@ pub fn retry_delay(stream: &StreamConfig, attempts_before: i64) -> Duration {
     let exponent = attempts_before.clamp(0, 30) as u32;
     let base = stream.retry_base.as_secs_f64() * 2f64.powi(exponent as i32);
     let capped = base.min(stream.retry_max.as_secs_f64());
-    let jitter = 1.0 + rand::thread_rng().gen_range(0.0..0.2);
+    let jitter = 1.0 + rand::rng().random_range(0.0..0.2);
     Duration::from_secs_f64(capped * jitter)
 }
 

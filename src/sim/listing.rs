@@ -5,7 +5,7 @@
 //! meanwhile never shift a page. Tokens live in the simulator's state, at most
 //! [`MAX_PAGE_TOKENS`], and belong to the seller that asked.
 
-use rand::Rng;
+use rand::RngExt;
 use tracing::debug;
 
 use super::amazon;
@@ -227,7 +227,7 @@ impl Simulator {
         matching.truncate(filter.page_size);
         let next_token = match (more, matching.last()) {
             (true, Some((created, id, _))) => {
-                let token = format!("{:032x}", state.id_rng.gen::<u128>());
+                let token = format!("{:032x}", state.id_rng.random::<u128>());
                 state.page_tokens.insert(
                     token.clone(),
                     PageCursor {

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -190,8 +190,8 @@ impl Simulator {
                 "time_scale out of range; clamped"
             );
         }
-        let mut id_rng = StdRng::from_entropy();
-        let instance_tag = id_rng.gen_range(10_000..100_000);
+        let mut id_rng = rand::make_rng::<StdRng>();
+        let instance_tag = id_rng.random_range(10_000..100_000);
         let state = SimState {
             faults: config.faults.clone(),
             fault_rng: StdRng::seed_from_u64(config.seed ^ 0x5eed_fa01_7000_0000),
@@ -381,8 +381,8 @@ impl Simulator {
         let serial = state.next_id();
         let access_token = format!(
             "Atza|IwEB{:016x}{:016x}{serial:x}",
-            state.id_rng.gen::<u64>(),
-            state.id_rng.gen::<u64>()
+            state.id_rng.random::<u64>(),
+            state.id_rng.random::<u64>()
         );
         let lifetime = self.config.token_lifetime;
         state.tokens.insert(

@@ -14,7 +14,7 @@
 use std::str::FromStr;
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 /// Median processing time of a realistic report (simulated seconds).
@@ -110,9 +110,9 @@ impl Timing {
 
     /// One draw of the realistic profile.
     pub(super) fn realistic(rng: &mut StdRng) -> Timing {
-        if rng.gen::<f64>() < REALISTIC_STUCK {
-            let total = REALISTIC_STUCK_SECS * (1.0 + 0.5 * rng.gen::<f64>());
-            let end = if rng.gen::<bool>() {
+        if rng.random::<f64>() < REALISTIC_STUCK {
+            let total = REALISTIC_STUCK_SECS * (1.0 + 0.5 * rng.random::<f64>());
+            let end = if rng.random::<bool>() {
                 StuckEnd::Cancelled
             } else {
                 StuckEnd::Fatal
@@ -126,7 +126,7 @@ impl Timing {
         let total = (REALISTIC_MEDIAN_SECS * (REALISTIC_SIGMA * standard_normal(rng)).exp())
             .clamp(REALISTIC_MIN_SECS, REALISTIC_MAX_SECS);
         // IN_QUEUE for 20–60 % of the time, the rest IN_PROGRESS.
-        let queued = total * (0.2 + 0.4 * rng.gen::<f64>());
+        let queued = total * (0.2 + 0.4 * rng.random::<f64>());
         Timing {
             queued,
             total,
@@ -147,8 +147,8 @@ impl Timing {
 /// A standard normal draw (Box–Muller); finite for every RNG output.
 fn standard_normal(rng: &mut StdRng) -> f64 {
     // `1 - gen()` is in (0, 1], so the logarithm is finite.
-    let u1 = 1.0 - rng.gen::<f64>();
-    let u2 = rng.gen::<f64>();
+    let u1 = 1.0 - rng.random::<f64>();
+    let u2 = rng.random::<f64>();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 

@@ -1,7 +1,7 @@
 //! The Reports API of the simulator: createReport, getReport, getReportDocument and the
 //! document download, rendered from the deterministic vendor sales rows.
 
-use rand::Rng;
+use rand::RngExt;
 use tracing::debug;
 
 use super::amazon;
@@ -161,7 +161,7 @@ impl Simulator {
                 let document_id = format!(
                     "amzn1.spdoc.1.4.na.{:08x}-{:04x}-{:012x}",
                     self.instance_tag,
-                    state.id_rng.gen::<u16>(),
+                    state.id_rng.random::<u16>(),
                     serial
                 );
                 state

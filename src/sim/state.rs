@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 
 use super::bucket::TokenBucket;
 use super::faults::{ContentFault, FaultKind, SimFaults};
@@ -211,7 +211,7 @@ impl SimState {
 
     /// `true` with probability `probability`; draws nothing when it is zero.
     pub(super) fn chance(&mut self, probability: f64) -> bool {
-        probability > 0.0 && self.fault_rng.gen::<f64>() < probability
+        probability > 0.0 && self.fault_rng.random::<f64>() < probability
     }
 
     /// The gate of every SP-API call: count, authenticate, faults, then the bucket.

@@ -684,15 +684,13 @@ impl StreamContext {
                         .await;
                 };
                 // Downloading and applying cost CPU, memory and database time: they take
-                // a work permit (`daemon.max_concurrent_runs`); waiting did not.
-                let Some(_permit) = self.work_permit().await else {
-                    return Ok(UnitEnd::Cancelled);
-                };
+                // a work permit (`daemon.max_concurrent_runs`); waiting did not, and the
+                // getReportDocument call (and its quota wait) does not either.
                 match self
                     .download_retrying(client, lanes, &claim, &document_id)
                     .await
                 {
-                    Ok((path, _gzip)) => {
+                    Ok((path, _gzip, _permit)) => {
                         let path_text = path.display().to_string();
                         let stored = claim.clone();
                         let document = document_id.clone();
@@ -873,20 +871,33 @@ impl StreamContext {
         }
     }
 
-    /// [`Self::download`], retried with backoff while the failure is one a finished
-    /// report's document recovers from (a 5xx or transport failure of getReportDocument
-    /// or of the download, an expired download url): a new getReportDocument each time,
-    /// never a new createReport. Gives up after [`DOCUMENT_ATTEMPTS`] with the last error.
+    /// getReportDocument then the download, retried with backoff while the failure is
+    /// one a finished report's document recovers from (a 5xx or transport failure of
+    /// getReportDocument or of the download, an expired download url): a new
+    /// getReportDocument each time, never a new createReport. Gives up after
+    /// [`DOCUMENT_ATTEMPTS`] with the last error.
+    ///
+    /// getReportDocument (and its quota wait) holds no work permit; the download takes
+    /// one, returned with the file so the apply runs under it.
     async fn download_retrying(
         &self,
         client: &SpApiClient,
         lanes: &Lanes,
         claim: &Claim,
         document_id: &str,
-    ) -> Result<(PathBuf, bool), CallError> {
+    ) -> Result<(PathBuf, bool, Option<tokio::sync::OwnedSemaphorePermit>), CallError> {
         let mut attempt: u32 = 0;
         loop {
-            match self.download(client, lanes, claim, document_id).await {
+            let attempted = async {
+                let document = self.report_document(client, lanes, document_id, claim).await?;
+                let Some(permit) = self.work_permit().await else {
+                    return Err(CallError::Cancelled);
+                };
+                let (path, gzip) = self.fetch_document(client, claim, document_id, &document).await?;
+                Ok((path, gzip, permit))
+            }
+            .await;
+            match attempted {
                 Err(CallError::Provider(err))
                     if document_retryable(&err) && attempt + 1 < DOCUMENT_ATTEMPTS =>
                 {
@@ -908,8 +919,9 @@ impl StreamContext {
         }
     }
 
-    /// getReportDocument then stream the body to a file. Returns the path and whether
-    /// it is gzip-compressed.
+    /// getReportDocument then stream the body to a file (an error document of a FATAL
+    /// report: small, no work permit). Returns the path and whether it is
+    /// gzip-compressed.
     async fn download(
         &self,
         client: &SpApiClient,
@@ -917,12 +929,37 @@ impl StreamContext {
         claim: &Claim,
         document_id: &str,
     ) -> Result<(PathBuf, bool), CallError> {
+        let document = self
+            .report_document(client, lanes, document_id, claim)
+            .await?;
+        self.fetch_document(client, claim, document_id, &document).await
+    }
+
+    /// getReportDocument, one at a time per run (see [`Lanes`]), paced.
+    async fn report_document(
+        &self,
+        client: &SpApiClient,
+        lanes: &Lanes,
+        document_id: &str,
+        claim: &Claim,
+    ) -> Result<crate::provider::amazon::ReportDocument, CallError> {
         let lane = lanes.document.lock().await;
         self.gate(OP_GET_REPORT_DOCUMENT, claim, false).await?;
         let result = client.get_report_document(document_id).await;
         self.observe(OP_GET_REPORT_DOCUMENT, &result);
         drop(lane);
-        let document = result?;
+        Ok(result?)
+    }
+
+    /// Streams a document's body to a file under the stream's documents directory, named
+    /// by the id the report gave (not the one in the answer).
+    async fn fetch_document(
+        &self,
+        client: &SpApiClient,
+        claim: &Claim,
+        document_id: &str,
+        document: &crate::provider::amazon::ReportDocument,
+    ) -> Result<(PathBuf, bool), CallError> {
         let file_name = format!(
             "{}-{}-{}{}",
             self.account.id,
@@ -938,7 +975,7 @@ impl StreamContext {
             }));
         }
         let bytes = client
-            .download_document(&document, &path, self.stream.windowed().max_document_bytes)
+            .download_document(document, &path, self.stream.windowed().max_document_bytes)
             .await?;
         debug!(account = %self.account.id, document_id, bytes, "document downloaded");
         Ok((path, document.gzip))

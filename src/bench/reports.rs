@@ -598,8 +598,8 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         long_cooldowns,
         interval,
         cooldowns.len(),
+        drawn_rows(&drawn, bound, wall, offset),
     );
-    print_drawn(&drawn, bound, wall, offset);
     match steady {
         Some(Ok(lines)) => checks.extend(lines),
         Some(Err(err)) => checks.push((format!("steady state not measured: {err:#}"), false)),
@@ -630,10 +630,11 @@ fn print_table(
     long_cooldowns: usize,
     interval: f64,
     cooldowns: usize,
+    extra: Vec<(String, String)>,
 ) {
     let create = plan.real_rate("createReport");
     let document = plan.real_rate("getReportDocument");
-    let rows: Vec<(String, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         (
             "sellers x windows".into(),
             format!(
@@ -719,6 +720,7 @@ fn print_table(
             format!("{long_cooldowns} of {cooldowns} persisted (interval {interval:.2}s)"),
         ),
     ];
+    rows.extend(extra);
     let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     for (key, value) in rows {
         println!("  {key:<width$}  {value}");
@@ -957,11 +959,11 @@ fn quantile(values: &[f64], share: f64) -> f64 {
 
 /// Where a backfill's time went, per seller, from the simulator's timeline (times since
 /// the bench started the daemon; the simulator started `offset` seconds earlier).
-fn print_drawn(drawn: &Drawn, one_latency_bound: f64, wall: f64, offset: f64) {
+fn drawn_rows(drawn: &Drawn, one_latency_bound: f64, wall: f64, offset: f64) -> Vec<(String, String)> {
     let since_start: Vec<f64> = drawn.last_end.iter().map(|end| end - offset).collect();
     let create_lag: Vec<f64> = drawn.create_lag.iter().map(|lag| lag - offset).collect();
     let last = since_start.iter().copied().fold(0.0, f64::max);
-    let rows: Vec<(String, String)> = vec![
+    vec![
         (
             "bound of the latencies drawn".into(),
             format!(
@@ -1005,11 +1007,7 @@ fn print_drawn(drawn: &Drawn, one_latency_bound: f64, wall: f64, offset: f64) {
             "wall - last report end".into(),
             format!("{:.2}s (polls, documents, applies, shutdown)", wall - last),
         ),
-    ];
-    let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
-    for (key, value) in rows {
-        println!("  {key:<width$}  {value}");
-    }
+    ]
 }
 
 /// The steady state after a backfill: `marketsync run` on the same database until

@@ -298,7 +298,9 @@ async fn an_interrupted_request_without_a_report_is_requested_again() {
 }
 
 /// Point 5: a report stuck past `poll_timeout` is cancelled with cancelReport and its
-/// window fails, to be requested again (it is not applied as empty).
+/// window fails, to be requested again (it is not applied as empty): at once after its
+/// first stuck report (the report failed, not the window), with the backoff after the
+/// second.
 #[tokio::test]
 async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
@@ -315,11 +317,17 @@ async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
         outcome,
         RunOutcome::Finished {
             applied: 0,
-            failed: 1
+            failed: 2
         }
     );
     let stats = sim.stats();
-    assert_eq!(stats.calls("cancelReport"), 1, "{stats:?}");
+    assert_eq!(stats.calls("cancelReport"), 2, "{stats:?}");
+    assert_eq!(
+        stats.calls("createReport"),
+        2,
+        "requested again at once after the first stuck report, then backing off (retry_base 1h): {stats:?}"
+    );
+    assert_eq!(stats.duplicate_reports(), 0, "each was cancelled first");
     let state = counts(&ledger);
     assert_eq!(
         state[APPLIED], 0,
@@ -355,8 +363,10 @@ fn client(sim: &TestSim) -> SpApiClient {
     )
 }
 
-/// A report still IN_QUEUE after ten times the latency learned for its kind is taken
-/// for stuck long before `poll_timeout`: cancelled, its window requested again.
+/// A report still IN_QUEUE after ten times the latency learned for its kind (three
+/// times once its stream has nothing else to request, as here: one window) is taken for
+/// stuck long before `poll_timeout`: cancelled, its window requested again at once, and
+/// after a second stuck report with the backoff.
 #[tokio::test]
 async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
@@ -382,10 +392,11 @@ async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
         outcome,
         RunOutcome::Finished {
             applied: 0,
-            failed: 1
+            failed: 2
         }
     );
-    assert_eq!(sim.stats().calls("cancelReport"), 1);
+    assert_eq!(sim.stats().calls("cancelReport"), 2);
+    assert_eq!(sim.stats().calls("createReport"), 2);
     stop.cancel();
     driver.await.unwrap();
     let failures = ledger.recent_failures(10).unwrap();
@@ -393,7 +404,7 @@ async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
         failures.iter().any(|failure| failure
             .last_error
             .as_deref()
-            .is_some_and(|error| error.contains("still IN_QUEUE"))),
+            .is_some_and(|error| error.contains("still IN_QUEUE") && error.contains(", 3x its usual latency"))),
         "{failures:?}"
     );
 }

@@ -91,6 +91,9 @@ struct Lanes {
     /// Cancelled by the unit that met a quota stop (or deferral): the units behind it
     /// give their windows back instead of requesting them.
     stopped: CancellationToken,
+    /// Nothing is left to claim: every window of the run is requested or in flight, so
+    /// a stuck report is taken for stuck sooner ([`poll::IDLE_STUCK_FACTOR`]).
+    idle: std::sync::atomic::AtomicBool,
 }
 
 /// What the units of one run came to.
@@ -186,8 +189,9 @@ enum Poll {
     Refused(CallError),
     TimedOut(Duration),
     /// Still IN_QUEUE far longer than its kind's usual latency (see
-    /// [`PollSchedule::stuck_after`]).
-    Stuck(Duration),
+    /// [`PollSchedule::stuck_after`]): its age, and how many median latencies made it
+    /// stuck.
+    Stuck(Duration, f64),
     Cancelled,
 }
 
@@ -307,9 +311,13 @@ impl StreamContext {
                     Some(claim) => claim,
                     None => match self.claim_next(fence).await? {
                         Some(claim) => claim,
-                        None => break,
+                        None => {
+                            lanes.idle.store(true, std::sync::atomic::Ordering::Relaxed);
+                            break;
+                        }
                     },
                 };
+                lanes.idle.store(false, std::sync::atomic::Ordering::Relaxed);
                 units.push(self.process(client, &lanes, claim));
             }
             let Some(end) = units.next().await else {
@@ -613,16 +621,15 @@ impl StreamContext {
                     "report {report_id} not finished after {} ({cancelled}); the window is requested again",
                     humantime::format_duration(elapsed)
                 );
-                return self.fail(&claim, &message).await;
+                return self.fail_stuck(&claim, &message).await;
             }
-            Poll::Stuck(elapsed) => {
+            Poll::Stuck(elapsed, factor) => {
                 let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
                 let message = format!(
-                    "report {report_id} still IN_QUEUE after {}, {}x its usual latency ({cancelled}); the window is requested again",
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                    crate::shapes::windowed::poll::STUCK_FACTOR
+                    "report {report_id} still IN_QUEUE after {}, {factor}x its usual latency ({cancelled}); the window is requested again",
+                    humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64 / 100 * 100)),
                 );
-                return self.fail(&claim, &message).await;
+                return self.fail_stuck(&claim, &message).await;
             }
             Poll::Cancelled => return Ok(UnitEnd::Cancelled),
         };
@@ -792,13 +799,18 @@ impl StreamContext {
                     let age = requested_at.unwrap_or(started).elapsed();
                     // Asked at every poll: the kind's history may have grown meanwhile
                     // (a backfill's first reports are still in flight when it starts).
+                    let factor = if lanes.idle.load(std::sync::atomic::Ordering::Relaxed) {
+                        poll::IDLE_STUCK_FACTOR
+                    } else {
+                        poll::STUCK_FACTOR
+                    };
                     let stuck_after = self.polls.as_ref().and_then(|polls| {
-                        polls.stuck_after(&self.account.id, VENDOR_RT_SALES_REPORT)
+                        polls.stuck_after_times(&self.account.id, VENDOR_RT_SALES_REPORT, factor)
                     });
                     if status.processing_status == ProcessingStatus::InQueue
                         && stuck_after.is_some_and(|limit| age > limit)
                     {
-                        return Poll::Stuck(age);
+                        return Poll::Stuck(age, factor);
                     }
                     debug!(account = %self.account.id, report_id, status = ?status.processing_status, "report still in progress")
                 }
@@ -1072,7 +1084,29 @@ impl StreamContext {
     async fn fail(&self, claim: &Claim, message: &str) -> Result<UnitEnd, SyncError> {
         let delay = retry_delay(&self.stream, claim.attempts);
         let now = now_ts();
-        let retry_at = now + delay.as_secs().max(1) as i64;
+        self.fail_at(claim, message, now + delay.as_secs().max(1) as i64, now)
+            .await
+    }
+
+    /// A unit whose report was stuck (cancelled, or past `poll_timeout`): the report
+    /// failed, not the window, so the window's first stuck report has it requested
+    /// again at once, with no backoff; a window whose reports keep getting stuck backs
+    /// off like any failure.
+    async fn fail_stuck(&self, claim: &Claim, message: &str) -> Result<UnitEnd, SyncError> {
+        if claim.attempts > 0 {
+            return self.fail(claim, message).await;
+        }
+        let now = now_ts();
+        self.fail_at(claim, message, now, now).await
+    }
+
+    async fn fail_at(
+        &self,
+        claim: &Claim,
+        message: &str,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<UnitEnd, SyncError> {
         warn!(
             account = %self.account.id,
             stream = %self.stream.name,

@@ -19,7 +19,8 @@
 //! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
 //! requested again, long before `poll_timeout` (Amazon's stuck reports sit queued for
-//! tens of minutes, then end CANCELLED or FATAL).
+//! tens of minutes, then end CANCELLED or FATAL); after [`IDLE_STUCK_FACTOR`] times it
+//! when the stream has nothing else to request.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -35,6 +36,12 @@ pub const FIRST_POLL_SHARE: f64 = 0.8;
 pub const AGE_SHARE: f64 = 0.15;
 /// A report IN_QUEUE for this many times its kind's median latency is stuck.
 pub const STUCK_FACTOR: f64 = 10.0;
+/// The same once its stream has nothing left to request (every window of the run is
+/// requested or in flight): the createReport token a new request costs would otherwise
+/// go unused, and a queued report has produced nothing yet, so cancelling one that was
+/// merely slow loses only the time it queued. It shortens the tail a stuck report adds
+/// to the end of a backfill and to a steady-state hour.
+pub const IDLE_STUCK_FACTOR: f64 = 3.0;
 /// Latencies known before a report can be taken for stuck.
 pub const STUCK_MIN_SAMPLES: usize = 5;
 /// Latencies remembered per (account, report type).
@@ -166,6 +173,21 @@ impl PollSchedule {
     /// applies). Why IN_QUEUE only: a report that started processing is working, and
     /// Amazon cancels only queued reports.
     pub fn stuck_after(&self, account: &str, report_type: &str) -> Option<Duration> {
+        self.stuck_after_times(account, report_type, STUCK_FACTOR)
+    }
+
+    /// [`Self::stuck_after`] with `factor` times the median instead of [`STUCK_FACTOR`]
+    /// (e.g. [`IDLE_STUCK_FACTOR`]); a factor that is not a positive number takes none
+    /// for stuck.
+    pub fn stuck_after_times(
+        &self,
+        account: &str,
+        report_type: &str,
+        factor: f64,
+    ) -> Option<Duration> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return None;
+        }
         let inner = self.lock();
         let samples = inner
             .latencies
@@ -173,7 +195,7 @@ impl PollSchedule {
         if samples.len() < STUCK_MIN_SAMPLES {
             return None;
         }
-        median(samples).map(|median| Duration::from_secs_f64(median * STUCK_FACTOR))
+        median(samples).and_then(|median| Duration::try_from_secs_f64(median * factor).ok())
     }
 
     /// The pause before the next poll of a report that is `age` old (since its
@@ -252,6 +274,12 @@ mod tests {
             schedule.stuck_after("acct", "T"),
             Some(Duration::from_secs(600))
         );
+        assert_eq!(
+            schedule.stuck_after_times("acct", "T", IDLE_STUCK_FACTOR),
+            Some(Duration::from_secs(180))
+        );
+        assert_eq!(schedule.stuck_after_times("acct", "T", f64::NAN), None);
+        assert_eq!(schedule.stuck_after_times("acct", "T", 0.0), None);
     }
 
     #[test]

@@ -959,7 +959,12 @@ fn quantile(values: &[f64], share: f64) -> f64 {
 
 /// Where a backfill's time went, per seller, from the simulator's timeline (times since
 /// the bench started the daemon; the simulator started `offset` seconds earlier).
-fn drawn_rows(drawn: &Drawn, one_latency_bound: f64, wall: f64, offset: f64) -> Vec<(String, String)> {
+fn drawn_rows(
+    drawn: &Drawn,
+    one_latency_bound: f64,
+    wall: f64,
+    offset: f64,
+) -> Vec<(String, String)> {
     let since_start: Vec<f64> = drawn.last_end.iter().map(|end| end - offset).collect();
     let create_lag: Vec<f64> = drawn.create_lag.iter().map(|lag| lag - offset).collect();
     let last = since_start.iter().copied().fold(0.0, f64::max);
@@ -1052,10 +1057,7 @@ fn run_steady_state(
     );
     let log = std::fs::File::create(config.with_extension("steady.log"))?;
     let mut command = daemon_command(config, plan.sellers)?;
-    command
-        .arg("run")
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    command.arg("run").stdout(log.try_clone()?).stderr(log);
     let mut child = command.spawn().context("starting marketsync run")?;
     let database = config.with_file_name("marketsync.db");
     let expected = plan.sellers * hours.len();

@@ -265,7 +265,8 @@ fn slow_refill_sim() -> SimConfig {
     }
 }
 
-const SLOW_REFILL_QUOTA: &str = "[quota]\nreserve_share = 0.2\n[quota.amazon.createReport]\nrate = 0.1\nburst = 15\n";
+const SLOW_REFILL_QUOTA: &str =
+    "[quota]\nreserve_share = 0.2\n[quota.amazon.createReport]\nrate = 0.1\nburst = 15\n";
 
 /// Seconds between the first and the last createReport the simulator saw.
 fn create_span(sim: &TestSim) -> f64 {

@@ -317,7 +317,9 @@ impl StreamContext {
                         }
                     },
                 };
-                lanes.idle.store(false, std::sync::atomic::Ordering::Relaxed);
+                lanes
+                    .idle
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 units.push(self.process(client, &lanes, claim));
             }
             let Some(end) = units.next().await else {
@@ -550,26 +552,32 @@ impl StreamContext {
                 self.give_back(&claim, "quota").await?;
                 return Ok(UnitEnd::Stopped);
             }
-            let created = match self.gate(OP_CREATE_REPORT, &claim, true).await {
-                Ok(()) => {
-                    let result = client
-                        .create_report(
-                            VENDOR_RT_SALES_REPORT,
-                            &self.account.marketplace,
-                            claim.window,
-                        )
-                        .await;
-                    self.observe(OP_CREATE_REPORT, &result);
-                    result
-                }
-                Err(CallError::Provider(err)) => Err(err),
-                Err(refused) => {
-                    let end = self.refused(&claim, refused).await?;
-                    if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
-                        lanes.stopped.cancel();
+            // The access token first (see [`SpApiClient::warm_token`]); its failure is
+            // the call's.
+            let warmed = client.warm_token().await;
+            let created = match warmed {
+                Err(err) => Err(err),
+                Ok(()) => match self.gate(OP_CREATE_REPORT, &claim, true).await {
+                    Ok(()) => {
+                        let result = client
+                            .create_report(
+                                VENDOR_RT_SALES_REPORT,
+                                &self.account.marketplace,
+                                claim.window,
+                            )
+                            .await;
+                        self.observe(OP_CREATE_REPORT, &result);
+                        result
                     }
-                    return Ok(end);
-                }
+                    Err(CallError::Provider(err)) => Err(err),
+                    Err(refused) => {
+                        let end = self.refused(&claim, refused).await?;
+                        if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
+                            lanes.stopped.cancel();
+                        }
+                        return Ok(end);
+                    }
+                },
             };
             match created {
                 Ok(report_id) => {
@@ -602,10 +610,38 @@ impl StreamContext {
         let Some(report_id) = claim.report_id.clone() else {
             return self.fail(&claim, "internal: claim has no report id").await;
         };
-        let status = match self
-            .poll(client, lanes, &claim, &report_id, requested_at)
-            .await
-        {
+        // A stuck report that could not be cancelled (it left IN_QUEUE meanwhile, or the
+        // cancel was refused) is still working: it is polled on, with only
+        // `poll_timeout` left to end it, instead of requesting its window twice.
+        let mut detect_stuck = true;
+        let polled = loop {
+            match self
+                .poll(
+                    client,
+                    lanes,
+                    &claim,
+                    &report_id,
+                    requested_at,
+                    detect_stuck,
+                )
+                .await
+            {
+                Poll::Stuck(elapsed, factor) => {
+                    let (cancelled, how) = self.cancel_stuck(client, &claim, &report_id).await;
+                    if cancelled {
+                        let message = format!(
+                            "report {report_id} still IN_QUEUE after {}, {factor}x its usual latency ({how}); the window is requested again",
+                            humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64 / 100 * 100)),
+                        );
+                        return self.fail_stuck(&claim, &message).await;
+                    }
+                    info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, outcome = %how, "a report taken for stuck was not cancelled; polling it on");
+                    detect_stuck = false;
+                }
+                other => break other,
+            }
+        };
+        let status = match polled {
             Poll::Finished(status) => status,
             Poll::Error(err) if err.stops_account() => {
                 return Ok(UnitEnd::Quota {
@@ -616,20 +652,17 @@ impl StreamContext {
             Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
             Poll::Refused(refused) => return self.refused(&claim, refused).await,
             Poll::TimedOut(elapsed) => {
-                let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
+                let (_, how) = self.cancel_stuck(client, &claim, &report_id).await;
                 let message = format!(
-                    "report {report_id} not finished after {} ({cancelled}); the window is requested again",
+                    "report {report_id} not finished after {} ({how}); the window is requested again",
                     humantime::format_duration(elapsed)
                 );
                 return self.fail_stuck(&claim, &message).await;
             }
-            Poll::Stuck(elapsed, factor) => {
-                let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
-                let message = format!(
-                    "report {report_id} still IN_QUEUE after {}, {factor}x its usual latency ({cancelled}); the window is requested again",
-                    humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64 / 100 * 100)),
-                );
-                return self.fail_stuck(&claim, &message).await;
+            Poll::Stuck(..) => {
+                return self
+                    .fail(&claim, "internal: poll returned a stuck report twice")
+                    .await
             }
             Poll::Cancelled => return Ok(UnitEnd::Cancelled),
         };
@@ -744,6 +777,7 @@ impl StreamContext {
         claim: &Claim,
         report_id: &str,
         requested_at: Option<tokio::time::Instant>,
+        detect_stuck: bool,
     ) -> Poll {
         let started = tokio::time::Instant::now();
         let settings = self.stream.windowed();
@@ -807,7 +841,8 @@ impl StreamContext {
                     let stuck_after = self.polls.as_ref().and_then(|polls| {
                         polls.stuck_after_times(&self.account.id, VENDOR_RT_SALES_REPORT, factor)
                     });
-                    if status.processing_status == ProcessingStatus::InQueue
+                    if detect_stuck
+                        && status.processing_status == ProcessingStatus::InQueue
                         && stuck_after.is_some_and(|limit| age > limit)
                     {
                         return Poll::Stuck(age, factor);
@@ -863,22 +898,30 @@ impl StreamContext {
         }
     }
 
-    /// Asks Amazon to cancel a report stuck past `poll_timeout` (only an IN_QUEUE report
-    /// can be); says what became of the request, for the unit's error.
-    async fn cancel_stuck(&self, client: &SpApiClient, claim: &Claim, report_id: &str) -> String {
+    /// Asks Amazon to cancel a stuck report (only an IN_QUEUE report can be): whether it
+    /// was cancelled, and what became of the request, for the unit's error.
+    async fn cancel_stuck(
+        &self,
+        client: &SpApiClient,
+        claim: &Claim,
+        report_id: &str,
+    ) -> (bool, String) {
         if let Err(refused) = self.gate(OP_CANCEL_REPORT, claim, false).await {
-            return format!("not cancelled: no quota grant ({refused:?})");
+            return (
+                false,
+                format!("not cancelled: no quota grant ({refused:?})"),
+            );
         }
         let result = client.cancel_report(report_id).await;
         self.observe(OP_CANCEL_REPORT, &result);
         match result {
             Ok(()) => {
                 info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id, "stuck report cancelled");
-                "cancelled with cancelReport".to_string()
+                (true, "cancelled with cancelReport".to_string())
             }
             Err(err) => {
                 debug!(account = %self.account.id, report_id, error = %err, "cancelReport refused");
-                format!("cancelReport refused: {err}")
+                (false, format!("cancelReport refused: {err}"))
             }
         }
     }
@@ -901,11 +944,15 @@ impl StreamContext {
         let mut attempt: u32 = 0;
         loop {
             let attempted = async {
-                let document = self.report_document(client, lanes, document_id, claim).await?;
+                let document = self
+                    .report_document(client, lanes, document_id, claim)
+                    .await?;
                 let Some(permit) = self.work_permit().await else {
                     return Err(CallError::Cancelled);
                 };
-                let (path, gzip) = self.fetch_document(client, claim, document_id, &document).await?;
+                let (path, gzip) = self
+                    .fetch_document(client, claim, document_id, &document)
+                    .await?;
                 Ok((path, gzip, permit))
             }
             .await;
@@ -944,7 +991,8 @@ impl StreamContext {
         let document = self
             .report_document(client, lanes, document_id, claim)
             .await?;
-        self.fetch_document(client, claim, document_id, &document).await
+        self.fetch_document(client, claim, document_id, &document)
+            .await
     }
 
     /// getReportDocument, one at a time per run (see [`Lanes`]), paced.

@@ -872,7 +872,7 @@ struct Drawn {
 /// at once, then one per `1 / rate`. A rate that is not positive gives 0 (no bound).
 fn earliest_call(k: usize, spec: RateSpec) -> f64 {
     let beyond = (k as f64 + 1.0 - spec.burst).max(0.0);
-    if beyond == 0.0 || !(spec.rate > 0.0) {
+    if beyond == 0.0 || spec.rate.is_nan() || spec.rate <= 0.0 {
         0.0
     } else {
         beyond / spec.rate

@@ -26,8 +26,13 @@ const FULL_LOOK_MANY: Duration = Duration::from_secs(2);
 ///
 /// With more than [`FULL_LOOK_STREAMS`] streams the per-stream look is taken every
 /// [`FULL_LOOK_MANY`] (or as soon as every hour is applied).
+///
+/// The reserve rule (see [`without_unused_reserve`]): with no `[http]` and no `[redis]`
+/// nobody can enqueue manual work into this process or share its buckets, so its
+/// background work may spend the whole burst.
 pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32> {
     use std::io::IsTerminal;
+    let config = without_unused_reserve(config);
     let daemon = Daemon::start(&config).await?;
     let ledger: Arc<dyn LedgerStore> = daemon.ledger.clone();
     let sqlite = Arc::clone(&daemon.ledger);
@@ -184,6 +189,25 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         println!("{line}");
     }
     Ok(if stopped.is_empty() { 0 } else { 1 })
+}
+
+/// `sync --once`'s reserve rule: the `[quota] reserve_share` of every burst is kept for
+/// manual work (an operator's fill-day or refresh through the HTTP API) that background
+/// work must not starve. A `sync --once` without `[http]` has no API to enqueue such
+/// work, and without `[redis]` its buckets are its own (no daemon beside it shares them
+/// and keeps a reserve in them), so a reserve there would serve nobody: it only delays
+/// every window past the burst by the reserve's tokens. Such a run uses a share of 0.
+/// With `[http]` (manual work can arrive) or `[redis]` (the buckets are shared with
+/// other processes that keep their reserve) the configured share stays.
+pub fn without_unused_reserve(mut config: Config) -> Config {
+    if config.http.is_none() && config.redis.is_none() && config.quota.reserve_share > 0.0 {
+        tracing::info!(
+            configured = config.quota.reserve_share,
+            "sync --once: no [http] and no [redis], so no manual work can use the quota reserve; background work may spend every token"
+        );
+        config.quota.reserve_share = 0.0;
+    }
+    config
 }
 
 /// Whether cursor and job streams still have work (`sync --once`), and the ones that

@@ -4,9 +4,10 @@
 //! its [`SimStats`] can be read afterwards), writes a config whose Amazon accounts point
 //! at it, each account its own seller (its own `BENCH_REFRESH_TOKEN_<n>` variable: the
 //! simulator keys its buckets by refresh token), times `marketsync sync --once` run as a
-//! child process of this executable, then reads the ledger (APPLIED hours, cooldowns)
-//! and the simulator's counters. One table per scenario; the exit code is 1 when a
-//! target fails.
+//! child process of this executable, then reads the ledger (APPLIED hours, cooldowns),
+//! the simulator's counters and its report timeline (per seller: when each report was
+//! created and how long it was drawn to take; where the time went). One table per
+//! scenario; the exit code is 1 when a target fails.
 //!
 //! Scenarios (`--scenario NAME`, or `all` for every one but `head-of-line-1000`):
 //! - `head-of-line`: 32 accounts, one 6-hour unit each, fast profile with a 20 s
@@ -16,7 +17,11 @@
 //! - `latency-backfill`: 4 sellers × 7 days in 6-hour windows, createReport and
 //!   getReportDocument 1/s burst 15, latency 2 s. Target: ≤ 1.3 × the quota-bound minimum.
 //! - `realistic`: 200 sellers × 14 days, realistic profile at `time_scale` 60, Amazon's
-//!   documented rates. Target: ≤ 1.05 × the bound, 0 429s, 0 duplicate createReports.
+//!   documented rates. Target: ≤ 1.05 × the bound of the latencies drawn in the run
+//!   ([`seller_drawn_bound`]), 0 429s, 0 duplicate createReports. Then the steady state:
+//!   `marketsync run` on the backfilled database for `--steady-hours` hours (real hours:
+//!   hours complete on the real clock), each hour APPLIED within `interval` + its
+//!   report's latency of becoming eligible; p50/p99 lag.
 //! - `unknown-burst`: 4 sellers × 72 hours, createReport burst 10 (rate 1/min) at the
 //!   simulator, rates not told to the daemon. Target: ≤ 1 429 per bucket, no cooldown
 //!   longer than one token interval, `sync --once` completes, ≤ 1.10 × the minimum.
@@ -49,6 +54,8 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const QUOTA_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 const RETRY_BASE: Duration = Duration::from_secs(60);
 const RETRY_MAX: Duration = Duration::from_secs(3600);
+const INTERVAL: Duration = Duration::from_secs(15 * 60);
+const SAFETY_LAG: Duration = Duration::from_secs(5 * 60);
 
 /// The operations the daemon has `[quota.amazon.OPERATION]` tables for.
 const QUOTA_OPERATIONS: [&str; 3] = ["createReport", "getReport", "getReportDocument"];
@@ -60,18 +67,21 @@ pub enum Scenario {
     #[value(name = "head-of-line-1000")]
     HeadOfLine1000,
     LatencyBackfill,
-    /// 200 sellers x 14 days on the realistic profile at time_scale 60.
+    /// 200 sellers x 14 days on the realistic profile at time_scale 60, then the steady
+    /// state (`--steady-hours`).
     ///
-    /// The steady state of issue 12 (2 simulated hours after the backfill, p50/p99
-    /// freshness lag) is not measured, and the table says so: `time_scale` speeds up the
-    /// simulator's clock (report latencies, bucket refills) but not the daemon's. The
-    /// daemon seeds an hour once it is over on the real clock (plus `safety_lag`), and the
-    /// simulator refuses a window in the future of the real clock, so a new hour to sync
-    /// arrives once per real hour whatever `time_scale` is: 2 simulated hours of steady
-    /// state are 2 real hours. Shortening `interval` and `safety_lag` would not help
-    /// (hours still complete hourly), and running the daemon on a simulated clock needs
-    /// a clock injected into the product, which it does not have outside tests. Measuring
-    /// it honestly is a 2-hour run at time_scale 1.
+    /// The backfill is timed as `sync --once`; its target is taken against the
+    /// quota-bound minimum of the latencies this run drew ([`drawn_bound`]), and the
+    /// ratio to the one-latency bound (the profile's median) is printed beside it.
+    ///
+    /// The steady state runs the daemon (`marketsync run`, not `sync --once`) on the
+    /// backfilled database until `--steady-hours` more hours have become eligible and
+    /// been served. `time_scale` speeds up the simulator's clock (report latencies,
+    /// bucket refills) but not the daemon's: an hour completes on the real clock, so
+    /// each steady-state hour is a real hour of waiting. The daemon's provider-time
+    /// settings (interval, safety_lag, polls) are divided by time_scale like the rates,
+    /// so the lag of each hour from eligible (its end + safety_lag) to APPLIED keeps
+    /// production's ratios against interval + that report's latency.
     Realistic,
     UnknownBurst,
     /// Every scenario in turn except `head-of-line-1000` (run that one on its own).
@@ -107,6 +117,12 @@ pub struct BenchReportsArgs {
     /// every burst kept for manual work, which a backfill never uses).
     #[arg(long)]
     pub reserve_share: Option<f64>,
+    /// realistic only: the steady state after the backfill, in hours that become
+    /// eligible while `marketsync run` serves them (0 skips it). Hours complete on the
+    /// real clock (time_scale speeds up only the simulator), so N hours take up to N
+    /// real hours plus a few minutes.
+    #[arg(long, default_value_t = 2)]
+    pub steady_hours: u64,
 }
 
 /// One scenario, fully planned before anything starts.
@@ -129,8 +145,11 @@ struct Plan {
     short_cooldowns_only: bool,
     /// What the reader needs to know about this scenario's setup and its bound.
     notes: Vec<String>,
-    /// The steady-state measurement, or why there is none.
-    steady_state: Option<&'static str>,
+    /// Hours of steady state measured after the backfill (realistic only; 0: none).
+    steady_hours: u64,
+    /// Whether the target ratio is taken against the bound of the latencies drawn in
+    /// this run ([`drawn_bound`]) rather than [`quota_bound_minimum`] with one latency.
+    bound_from_draws: bool,
     /// poll_min and poll_max in provider time, when not the defaults.
     poll: (Option<Duration>, Option<Duration>),
     /// `[quota] reserve_share`, when not the daemon's default.
@@ -298,7 +317,8 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
         max_bucket_throttles: None,
         short_cooldowns_only: false,
         notes: Vec::new(),
-        steady_state: None,
+        steady_hours: 0,
+        bound_from_draws: false,
         poll: (args.poll_min.map(Into::into), args.poll_max.map(Into::into)),
         reserve_share: args.reserve_share,
     };
@@ -389,11 +409,11 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
             notes: vec![
                 "simulator: Amazon's documented rates (its defaults) refilling 60x faster on the real clock; the daemon paces on real time, so its [quota.amazon.*] tables carry the documented rates x 60".to_string(),
                 "daemon durations that stand for provider time are divided by 60: poll_min, poll_max, poll_timeout, quota_cooldown, retry_base, retry_max".to_string(),
-                "the bound uses the realistic profile's median latency (60 s / 60): a bound, not a tight minimum (a seller's last window may draw the 10-minute tail, 1 % of reports are stuck)".to_string(),
+                "daemon durations that stand for provider time are divided by 60 too: interval and safety_lag (the steady state's hours are eligible 5 s after they end and a pass comes every 15 s)".to_string(),
+                "target bound: the quota-bound minimum of the latencies drawn in this run (every seller's reports created as early as the bucket allows, each ending after its drawn latency); the one-latency bound (median 60 s / 60) is printed beside it and no engine can meet 1.05x of it when a seller's last reports draw the 10-minute tail".to_string(),
             ],
-            steady_state: Some(
-                "not measured: the daemon seeds hours as they complete on the real clock (time_scale speeds up only the simulator), so 2 simulated hours of steady state take 2 real hours; see the doc of Scenario::Realistic in src/bench/reports.rs",
-            ),
+            steady_hours: args.steady_hours,
+            bound_from_draws: true,
             ..base
         },
         Scenario::UnknownBurst => {
@@ -459,6 +479,8 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // The simulator's clock starts here; `offset` below turns it into time since start.
+    let sim_born = Instant::now();
     let sim = Simulator::new(plan.sim.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = runtime
@@ -471,12 +493,25 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
 
     let config = write_config(dir, plan, address)?;
     let started = Instant::now();
+    let offset = started.duration_since(sim_born).as_secs_f64();
     let outcome = run_sync_once(&config, plan.sellers, timeout);
     let wall = started.elapsed().as_secs_f64();
     let stats = sim.stats();
+    let timeline = sim.report_timeline();
+    let backfilled = matches!(outcome, Ok(Some(0)));
+    let steady = if plan.steady_hours > 0 && backfilled {
+        Some(run_steady_state(plan, &config, &sim))
+    } else {
+        None
+    };
     let _ = stop.send(());
     let _ = runtime.block_on(server);
     let exit = outcome?;
+    let drawn = drawn_bound(
+        &timeline,
+        plan.real_rate("createReport"),
+        plan.real_rate("getReportDocument"),
+    );
 
     let database = config.with_file_name("marketsync.db");
     let ledger = SqliteLedger::open(&database)
@@ -492,7 +527,14 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         .filter(|cooldown| (cooldown.until_at - cooldown.started_at) as f64 > interval.ceil() + 1.0)
         .count();
 
-    let ratio = wall / bound;
+    let one_latency_ratio = wall / bound;
+    // The target's bound: the one-latency bound, or (realistic) the drawn latencies'.
+    let (target_bound, target_name) = if plan.bound_from_draws {
+        (drawn.bound, "the drawn latencies' bound")
+    } else {
+        (bound, "bound")
+    };
+    let ratio = wall / target_bound;
     let completed = exit == Some(0) && applied >= expected;
     let mut checks: Vec<(String, bool)> = vec![
         (
@@ -504,9 +546,9 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         ),
         (
             format!(
-                "wall {wall:.2}s <= {:.2} x bound {bound:.2}s = {:.2}s (ratio {ratio:.3})",
+                "wall {wall:.2}s <= {:.2} x {target_name} {target_bound:.2}s = {:.2}s (ratio {ratio:.3})",
                 plan.factor,
-                plan.factor * bound
+                plan.factor * target_bound
             ),
             ratio <= plan.factor,
         ),
@@ -551,17 +593,24 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         plan,
         wall,
         bound,
-        ratio,
+        one_latency_ratio,
         &stats,
         long_cooldowns,
         interval,
         cooldowns.len(),
+        drawn_rows(&drawn, bound, wall, offset),
     );
+    match steady {
+        Some(Ok(lines)) => checks.extend(lines),
+        Some(Err(err)) => checks.push((format!("steady state not measured: {err:#}"), false)),
+        None if plan.steady_hours > 0 => checks.push((
+            "steady state not measured: the backfill did not complete".to_string(),
+            false,
+        )),
+        None => {}
+    }
     for (check, ok) in &checks {
         println!("  {} {check}", if *ok { "PASS" } else { "FAIL" });
-    }
-    if let Some(steady) = plan.steady_state {
-        println!("  steady state (p50/p99 freshness lag): {steady}");
     }
     let passed = checks.iter().all(|(_, ok)| *ok);
     println!("  {}: {}", plan.name, if passed { "PASS" } else { "FAIL" });
@@ -581,10 +630,11 @@ fn print_table(
     long_cooldowns: usize,
     interval: f64,
     cooldowns: usize,
+    extra: Vec<(String, String)>,
 ) {
     let create = plan.real_rate("createReport");
     let document = plan.real_rate("getReportDocument");
-    let rows: Vec<(String, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         (
             "sellers x windows".into(),
             format!(
@@ -620,10 +670,17 @@ fn print_table(
             ),
         ),
         ("wall".into(), format!("{wall:.2}s")),
-        ("bound (quota-bound minimum)".into(), format!("{bound:.2}s")),
+        (
+            "bound (quota-bound minimum, one latency)".into(),
+            format!("{bound:.2}s"),
+        ),
         (
             "ratio wall/bound".into(),
-            format!("{ratio:.3} (target <= {})", plan.factor),
+            if plan.bound_from_draws {
+                format!("{ratio:.3} (the target is taken against the drawn latencies' bound below)")
+            } else {
+                format!("{ratio:.3} (target <= {})", plan.factor)
+            },
         ),
         (
             "createReport calls".into(),
@@ -663,6 +720,7 @@ fn print_table(
             format!("{long_cooldowns} of {cooldowns} persisted (interval {interval:.2}s)"),
         ),
     ];
+    rows.extend(extra);
     let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     for (key, value) in rows {
         println!("  {key:<width$}  {value}");
@@ -729,6 +787,8 @@ fn write_config(dir: &Path, plan: &Plan, address: std::net::SocketAddr) -> anyho
             ("quota_cooldown", QUOTA_COOLDOWN),
             ("retry_base", RETRY_BASE),
             ("retry_max", RETRY_MAX),
+            ("interval", INTERVAL),
+            ("safety_lag", SAFETY_LAG),
         ] {
             writeln!(stream, "{key} = \"{}\"", scaled(value, time_scale))?;
         }
@@ -745,30 +805,37 @@ fn write_config(dir: &Path, plan: &Plan, address: std::net::SocketAddr) -> anyho
     Ok(path)
 }
 
-/// Runs `marketsync sync --once` on `config`; its exit code, `None` when it had to be
-/// killed (it overran its own timeout by a minute).
-fn run_sync_once(config: &Path, sellers: usize, timeout: Duration) -> anyhow::Result<Option<i32>> {
-    let log = std::fs::File::create(config.with_extension("log"))?;
+/// This executable on `config` with the sellers' credentials in its environment.
+fn daemon_command(config: &Path, sellers: usize) -> anyhow::Result<std::process::Command> {
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
         .arg("--config")
         .arg(config)
-        .args(["sync", "--once", "--timeout"])
-        .arg(humantime::format_duration(timeout).to_string())
         .env(
             "RUST_LOG",
             std::env::var("MARKETSYNC_BENCH_LOG").unwrap_or_else(|_| "marketsync=warn".to_string()),
         )
         .env("BENCH_CLIENT_ID", "bench-client")
-        .env("BENCH_CLIENT_SECRET", "bench-secret")
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .env("BENCH_CLIENT_SECRET", "bench-secret");
     for seller in 0..sellers {
         command.env(
             refresh_token_env(seller),
             format!("bench-seller-{seller:04}"),
         );
     }
+    Ok(command)
+}
+
+/// Runs `marketsync sync --once` on `config`; its exit code, `None` when it had to be
+/// killed (it overran its own timeout by a minute).
+fn run_sync_once(config: &Path, sellers: usize, timeout: Duration) -> anyhow::Result<Option<i32>> {
+    let log = std::fs::File::create(config.with_extension("log"))?;
+    let mut command = daemon_command(config, sellers)?;
+    command
+        .args(["sync", "--once", "--timeout"])
+        .arg(humantime::format_duration(timeout).to_string())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     let mut child = command.spawn().context("starting marketsync sync --once")?;
     let deadline = Instant::now() + timeout + Duration::from_secs(60);
     loop {
@@ -782,6 +849,333 @@ fn run_sync_once(config: &Path, sellers: usize, timeout: Duration) -> anyhow::Re
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What the simulator's report timeline says about one backfill.
+struct Drawn {
+    /// The quota-bound minimum of the latencies drawn in this run, in real seconds from
+    /// the start: the largest over sellers of [`seller_drawn_bound`].
+    bound: f64,
+    /// Per seller: the end of its last DONE report (simulator clock).
+    last_end: Vec<f64>,
+    /// Per seller: how much later than the earliest the bucket allowed its last
+    /// createReport was made.
+    create_lag: Vec<f64>,
+    /// Per seller: its last DONE report's end minus its own drawn bound.
+    behind: Vec<f64>,
+    reports: usize,
+    /// Reports that did not end DONE (stuck, FATAL, cancelled by request).
+    not_done: usize,
+}
+
+/// The earliest the `k`-th (0-based) call of a bucket can be made: the first `burst`
+/// at once, then one per `1 / rate`. A rate that is not positive gives 0 (no bound).
+fn earliest_call(k: usize, spec: RateSpec) -> f64 {
+    let beyond = (k as f64 + 1.0 - spec.burst).max(0.0);
+    if beyond == 0.0 || spec.rate.is_nan() || spec.rate <= 0.0 {
+        0.0
+    } else {
+        beyond / spec.rate
+    }
+}
+
+/// One seller's quota-bound minimum given the latencies its reports drew, in the order
+/// they were created (`reports`: (processing seconds, ended DONE)): the `k`-th report
+/// cannot be created before [`earliest_call`]`(k)`, and a window it serves is not ready
+/// before that plus its latency; its documents cannot come faster than
+/// getReportDocument's bucket after the first report ends. Why it is a lower bound for
+/// these draws: any engine that makes the same createReports (the stuck ones' windows
+/// requested again too) and gets the same latencies finishes no sooner. The draws come
+/// from one seeded generator in creation order, so another engine's interleaving would
+/// draw other latencies: it is this run's bound, not a constant.
+fn seller_drawn_bound(reports: &[(f64, bool)], create: RateSpec, document: RateSpec) -> f64 {
+    let mut bound: f64 = 0.0;
+    let mut done = 0usize;
+    let mut shortest = f64::INFINITY;
+    for (k, (processing, ended_done)) in reports.iter().enumerate() {
+        if *ended_done {
+            bound = bound.max(earliest_call(k, create) + processing);
+            done += 1;
+            shortest = shortest.min(*processing);
+        }
+    }
+    if done > 0 {
+        bound = bound.max(shortest + earliest_call(done - 1, document));
+    }
+    bound
+}
+
+fn drawn_bound(
+    timeline: &[crate::sim::ReportTimeline],
+    create: RateSpec,
+    document: RateSpec,
+) -> Drawn {
+    let mut by_seller: std::collections::BTreeMap<&str, Vec<&crate::sim::ReportTimeline>> =
+        Default::default();
+    for report in timeline {
+        by_seller.entry(&report.seller).or_default().push(report);
+    }
+    let mut drawn = Drawn {
+        bound: 0.0,
+        last_end: Vec::new(),
+        create_lag: Vec::new(),
+        behind: Vec::new(),
+        reports: timeline.len(),
+        not_done: timeline.iter().filter(|report| !report.done).count(),
+    };
+    for reports in by_seller.values() {
+        let draws: Vec<(f64, bool)> = reports
+            .iter()
+            .map(|report| (report.processing, report.done))
+            .collect();
+        let own = seller_drawn_bound(&draws, create, document);
+        drawn.bound = drawn.bound.max(own);
+        let last_end = reports
+            .iter()
+            .filter(|report| report.done)
+            .map(|report| report.created_at + report.processing)
+            .fold(0.0, f64::max);
+        drawn.last_end.push(last_end);
+        drawn.behind.push(last_end - own);
+        if let Some(last) = reports.last() {
+            drawn
+                .create_lag
+                .push(last.created_at - earliest_call(reports.len() - 1, create));
+        }
+    }
+    drawn
+}
+
+/// The `share` quantile (0..=1, nearest rank) of `values`; 0 when there are none.
+fn quantile(values: &[f64], share: f64) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 * share).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Where a backfill's time went, per seller, from the simulator's timeline (times since
+/// the bench started the daemon; the simulator started `offset` seconds earlier).
+fn drawn_rows(
+    drawn: &Drawn,
+    one_latency_bound: f64,
+    wall: f64,
+    offset: f64,
+) -> Vec<(String, String)> {
+    let since_start: Vec<f64> = drawn.last_end.iter().map(|end| end - offset).collect();
+    let create_lag: Vec<f64> = drawn.create_lag.iter().map(|lag| lag - offset).collect();
+    let last = since_start.iter().copied().fold(0.0, f64::max);
+    vec![
+        (
+            "bound of the latencies drawn".into(),
+            format!(
+                "{:.2}s ({:.3}x the one-latency bound; wall/drawn {:.3})",
+                drawn.bound,
+                drawn.bound / one_latency_bound,
+                wall / drawn.bound
+            ),
+        ),
+        (
+            "reports created / not DONE".into(),
+            format!("{} / {}", drawn.reports, drawn.not_done),
+        ),
+        (
+            "sellers' last report ended".into(),
+            format!(
+                "p50 {:.2}s, p90 {:.2}s, max {last:.2}s",
+                quantile(&since_start, 0.5),
+                quantile(&since_start, 0.9)
+            ),
+        ),
+        (
+            "last createReport after earliest".into(),
+            format!(
+                "p50 {:.2}s, p90 {:.2}s, max {:.2}s",
+                quantile(&create_lag, 0.5),
+                quantile(&create_lag, 0.9),
+                quantile(&create_lag, 1.0)
+            ),
+        ),
+        (
+            "last report end - own drawn bound".into(),
+            format!(
+                "p50 {:.2}s, p90 {:.2}s, max {:.2}s",
+                quantile(&drawn.behind, 0.5),
+                quantile(&drawn.behind, 0.9),
+                quantile(&drawn.behind, 1.0)
+            ),
+        ),
+        (
+            "wall - last report end".into(),
+            format!("{:.2}s (polls, documents, applies, shutdown)", wall - last),
+        ),
+    ]
+}
+
+/// The steady state after a backfill: `marketsync run` on the same database until
+/// `plan.steady_hours` more hours have become eligible (ended, plus the scaled
+/// `safety_lag`) and been APPLIED, or a grace period after the last is over. For every
+/// (seller, hour) the lag from eligible to APPLIED is compared with the scaled
+/// `interval` plus the latency drawn for the report that served the hour. `applied_at`
+/// is whole seconds, so each lag is taken at its upper end (+1 s). Returns the checks.
+fn run_steady_state(
+    plan: &Plan,
+    config: &Path,
+    sim: &Simulator,
+) -> anyhow::Result<Vec<(String, bool)>> {
+    let time_scale = plan.time_scale();
+    let safety_lag = SAFETY_LAG.as_secs_f64() / time_scale;
+    let interval = INTERVAL.as_secs_f64() / time_scale;
+    // A stuck report is cancelled after ten median latencies and its hour requested
+    // again: the grace covers that and the longest DONE report twice over.
+    let grace = 2.0 * (interval + crate::sim::REALISTIC_MAX_SECS / time_scale)
+        + 10.0 * REALISTIC_MEDIAN_SECS / time_scale
+        + 30.0;
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64())
+    };
+    let hour = crate::domain::HOUR;
+    // The next hour to become eligible ends at `first_end`.
+    let first_end = crate::domain::floor_hour((unix_now() - safety_lag) as i64) + hour;
+    let hours: Vec<i64> = (0..plan.steady_hours as i64)
+        .map(|n| first_end - hour + n * hour)
+        .collect();
+    let Some(&last_hour) = hours.last() else {
+        return Ok(Vec::new());
+    };
+    let eligible = |hour_start: i64| (hour_start + hour) as f64 + safety_lag;
+    let deadline = eligible(last_hour) + grace;
+    println!(
+        "  steady state: marketsync run until {} hour(s) after the backfill are eligible and applied (the last at {}, grace {grace:.0}s; hours complete on the real clock)",
+        hours.len(),
+        crate::domain::format_ts(eligible(last_hour) as i64)
+    );
+    let log = std::fs::File::create(config.with_extension("steady.log"))?;
+    let mut command = daemon_command(config, plan.sellers)?;
+    command.arg("run").stdout(log.try_clone()?).stderr(log);
+    let mut child = command.spawn().context("starting marketsync run")?;
+    let database = config.with_file_name("marketsync.db");
+    let expected = plan.sellers * hours.len();
+    let read = |database: &Path| -> anyhow::Result<Vec<(String, i64, Option<i64>)>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            database,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut statement = conn.prepare(
+            "SELECT account, hour_utc, CASE WHEN state = 'APPLIED' THEN applied_at END FROM ledger_hours WHERE hour_utc >= ?1 AND hour_utc <= ?2",
+        )?;
+        let rows = statement
+            .query_map([hours[0], last_hour], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    };
+    let mut rows = Vec::new();
+    let mut exited = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            exited = Some(status);
+            break;
+        }
+        let now = unix_now();
+        if now > eligible(last_hour) {
+            rows = read(&database)?;
+            let applied = rows.iter().filter(|row| row.2.is_some()).count();
+            if applied >= expected || now > deadline {
+                break;
+            }
+        }
+        // A harness wait for a child process, not a synchronisation: at most a second
+        // late on a phase that lasts an hour or more.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop_child(&mut child);
+    if let Some(status) = exited {
+        anyhow::bail!(
+            "marketsync run exited early ({status}); see {}",
+            config.with_extension("steady.log").display()
+        );
+    }
+    let timeline = sim.report_timeline();
+    let mut lags = Vec::new();
+    let mut engine = Vec::new();
+    let (mut late, mut missing) = (0usize, 0usize);
+    for seller in 0..plan.sellers {
+        let account = format!("seller-{seller:04}");
+        let sim_seller = format!("bench-{account}");
+        for &hour_start in &hours {
+            let applied = rows
+                .iter()
+                .find(|row| row.0 == account && row.1 == hour_start)
+                .and_then(|row| row.2);
+            let Some(applied) = applied else {
+                missing += 1;
+                continue;
+            };
+            let lag = (applied + 1) as f64 - eligible(hour_start);
+            let latency = timeline
+                .iter()
+                .rev()
+                .find(|report| {
+                    report.done
+                        && report.seller == sim_seller
+                        && report.start <= hour_start
+                        && hour_start < report.end
+                })
+                .map_or(0.0, |report| report.processing);
+            if lag > interval + latency {
+                late += 1;
+            }
+            lags.push(lag);
+            engine.push(lag - latency);
+        }
+    }
+    println!(
+        "  steady state: lag eligible -> APPLIED p50 {:.2}s, p99 {:.2}s, max {:.2}s (minus the report's own latency: p50 {:.2}s, p99 {:.2}s); interval {interval:.1}s",
+        quantile(&lags, 0.5),
+        quantile(&lags, 0.99),
+        quantile(&lags, 1.0),
+        quantile(&engine, 0.5),
+        quantile(&engine, 0.99),
+    );
+    Ok(vec![
+        (
+            format!(
+                "steady state: {}/{expected} hours APPLIED after becoming eligible",
+                expected - missing
+            ),
+            missing == 0,
+        ),
+        (
+            format!(
+                "steady state: {late} hours later than interval ({interval:.1}s) + their report's latency (target 0)"
+            ),
+            late == 0 && missing == 0,
+        ),
+    ])
+}
+
+/// SIGTERM (the daemon's graceful stop), then a kill if it has not exited in a minute.
+fn stop_child(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
@@ -823,6 +1217,34 @@ mod tests {
     }
 
     #[test]
+    fn drawn_bound_takes_each_report_at_its_earliest_creation_plus_its_own_latency() {
+        let create = spec(1.0, 2.0);
+        let document = spec(100.0, 100.0);
+        // Created at 0, 0, 1, 2: the third one's 5 s latency ends last, at 6.
+        let draws = [(1.0, true), (1.0, true), (5.0, true), (1.0, true)];
+        assert!((seller_drawn_bound(&draws, create, document) - 6.0).abs() < 1e-9);
+        // A report that did not end DONE (stuck, cancelled) bounds nothing itself, but
+        // the window it failed is requested again: the later ones come later.
+        let draws = [(1.0, true), (45.0, false), (1.0, true), (1.0, true)];
+        assert!((seller_drawn_bound(&draws, create, document) - 3.0).abs() < 1e-9);
+        // Documents slower than reports bind: 4 documents at 1/s burst 1 after the
+        // shortest latency.
+        let draws = [(1.0, true); 4];
+        let bound = seller_drawn_bound(&draws, spec(100.0, 100.0), spec(1.0, 1.0));
+        assert!((bound - 4.0).abs() < 1e-9, "{bound}");
+        assert_eq!(seller_drawn_bound(&[], create, document), 0.0);
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&values, 0.5), 50.0);
+        assert_eq!(quantile(&values, 0.99), 99.0);
+        assert_eq!(quantile(&values, 1.0), 100.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
     fn bound_of_no_work_is_zero() {
         assert_eq!(
             quota_bound_minimum(&[], spec(1.0, 1.0), spec(1.0, 1.0), 5.0),
@@ -845,6 +1267,7 @@ mod tests {
             poll_max: None,
             timeout: None,
             reserve_share: None,
+            steady_hours: 2,
         };
         let plan = plan(Scenario::Realistic, &args).unwrap();
         assert_eq!(plan.windows_per_seller(), 56);
@@ -881,6 +1304,7 @@ mod tests {
             poll_max: None,
             timeout: None,
             reserve_share: None,
+            steady_hours: 2,
         };
         let plan = plan(Scenario::UnknownBurst, &args).unwrap();
         assert_eq!(plan.windows_per_seller(), 12);
@@ -902,6 +1326,7 @@ mod tests {
             poll_max: None,
             timeout: None,
             reserve_share: None,
+            steady_hours: 2,
         };
         let err = plan(Scenario::Realistic, &args).err().unwrap().to_string();
         assert!(err.contains("head-of-line only"), "{err}");

@@ -159,6 +159,22 @@ pub struct RateSpec {
     pub burst: f64,
 }
 
+/// One report of [`Simulator::report_timeline`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportTimeline {
+    /// The seller (refresh token's selling partner) that created it.
+    pub seller: String,
+    /// The report's window (`dataStartTime`, `dataEndTime`), unix seconds.
+    pub start: i64,
+    pub end: i64,
+    /// Simulator clock at creation: real seconds since the simulator started.
+    pub created_at: f64,
+    /// Real seconds from creation to its end (DONE, FATAL or CANCELLED) as drawn.
+    pub processing: f64,
+    /// Ended DONE (a document to apply), not FATAL, CANCELLED or cancelled by request.
+    pub done: bool,
+}
+
 /// The simulator: configuration plus state, shared by every handler through an `Arc`.
 pub struct Simulator {
     config: SimConfig,
@@ -248,6 +264,29 @@ impl Simulator {
     /// asin), sorted by those. Truncated, malformed and wrong-window documents do not count.
     pub fn served_rows(&self) -> Vec<ServedRow> {
         self.lock().served.values().cloned().collect()
+    }
+
+    /// Every report created so far, in creation order: who asked, for which window, when (simulator clock,
+    /// real seconds since start), how long its processing was drawn to take (real
+    /// seconds) and whether it ended DONE with a document. Read-only, for benchmarks that
+    /// compare a run with the quota-bound minimum of the latencies actually drawn.
+    pub fn report_timeline(&self) -> Vec<ReportTimeline> {
+        let state = self.lock();
+        let mut reports: Vec<ReportTimeline> = state
+            .reports
+            .values()
+            .map(|report| ReportTimeline {
+                seller: report.seller.clone(),
+                start: report.start,
+                end: report.end,
+                created_at: report.created_at,
+                processing: report.ends_after,
+                done: matches!(report.outcome, state::Outcome::Done(_))
+                    && !report.cancelled_by_request,
+            })
+            .collect();
+        reports.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        reports
     }
 
     /// The fault injection of the other providers' simulators, under the same

@@ -298,7 +298,9 @@ async fn an_interrupted_request_without_a_report_is_requested_again() {
 }
 
 /// Point 5: a report stuck past `poll_timeout` is cancelled with cancelReport and its
-/// window fails, to be requested again (it is not applied as empty).
+/// window fails, to be requested again (it is not applied as empty): at once after its
+/// first stuck report (the report failed, not the window), with the backoff after the
+/// second.
 #[tokio::test]
 async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
@@ -315,11 +317,17 @@ async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
         outcome,
         RunOutcome::Finished {
             applied: 0,
-            failed: 1
+            failed: 2
         }
     );
     let stats = sim.stats();
-    assert_eq!(stats.calls("cancelReport"), 1, "{stats:?}");
+    assert_eq!(stats.calls("cancelReport"), 2, "{stats:?}");
+    assert_eq!(
+        stats.calls("createReport"),
+        2,
+        "requested again at once after the first stuck report, then backing off (retry_base 1h): {stats:?}"
+    );
+    assert_eq!(stats.duplicate_reports(), 0, "each was cancelled first");
     let state = counts(&ledger);
     assert_eq!(
         state[APPLIED], 0,
@@ -355,8 +363,10 @@ fn client(sim: &TestSim) -> SpApiClient {
     )
 }
 
-/// A report still IN_QUEUE after ten times the latency learned for its kind is taken
-/// for stuck long before `poll_timeout`: cancelled, its window requested again.
+/// A report still IN_QUEUE after ten times the latency learned for its kind (three
+/// times once its stream has nothing else to request, as here: one window) is taken for
+/// stuck long before `poll_timeout`: cancelled, its window requested again at once, and
+/// after a second stuck report with the backoff.
 #[tokio::test]
 async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
@@ -382,10 +392,11 @@ async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
         outcome,
         RunOutcome::Finished {
             applied: 0,
-            failed: 1
+            failed: 2
         }
     );
-    assert_eq!(sim.stats().calls("cancelReport"), 1);
+    assert_eq!(sim.stats().calls("cancelReport"), 2);
+    assert_eq!(sim.stats().calls("createReport"), 2);
     stop.cancel();
     driver.await.unwrap();
     let failures = ledger.recent_failures(10).unwrap();
@@ -393,7 +404,52 @@ async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
         failures.iter().any(|failure| failure
             .last_error
             .as_deref()
-            .is_some_and(|error| error.contains("still IN_QUEUE"))),
+            .is_some_and(|error| error.contains("still IN_QUEUE")
+                && error.contains(", 3x its usual latency"))),
         "{failures:?}"
     );
+}
+
+/// A report taken for stuck whose cancel does not go through (here a 500; in production
+/// mostly a report that left IN_QUEUE between the poll and the cancel) is still working:
+/// it is polled on to its end and applied, and its window is not requested twice.
+#[tokio::test]
+async fn a_stuck_report_that_cannot_be_cancelled_is_polled_on_not_requested_again() {
+    let mut config = slow_sim(Duration::from_secs(1));
+    config.faults = faults("cancelReport", &[1], FaultKind::ServerError);
+    let sim = TestSim::start(config).await;
+    // Polls 100-200 ms apart: about 10 getReports in the report's second, within the
+    // simulator's getReport burst of 15 (a 429 would stop the run instead).
+    let fixture = Fixture::new(
+        &sim,
+        "lookback = \"6h\"\nchunk = \"6h\"\npoll_min = \"100ms\"\npoll_max = \"200ms\"\nretry_base = \"1h\"",
+    );
+    let ledger = fixture.open_ledger();
+    let mut context = fixture.context(&ledger, CancellationToken::new());
+    // Learned: reports of this kind take 30 ms, so one queued for half a second looks
+    // stuck.
+    let schedule = std::sync::Arc::new(marketsync::shapes::windowed::PollSchedule::new());
+    for _ in 0..5 {
+        schedule.learn("acct", VENDOR_RT_SALES_REPORT, Duration::from_millis(30));
+    }
+    context.polls = Some(std::sync::Arc::clone(&schedule));
+    let stop = CancellationToken::new();
+    let driver = {
+        let (schedule, stop) = (std::sync::Arc::clone(&schedule), stop.clone());
+        tokio::spawn(async move { schedule.drive(stop).await })
+    };
+    let outcome = context.run_once().await.unwrap();
+    stop.cancel();
+    driver.await.unwrap();
+    assert_eq!(
+        outcome,
+        RunOutcome::Finished {
+            applied: 6,
+            failed: 0
+        }
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.calls("cancelReport"), 1, "{stats:?}");
+    assert_eq!(stats.calls("createReport"), 1, "{stats:?}");
+    assert_eq!(stats.duplicate_reports(), 0);
 }

@@ -241,3 +241,102 @@ quota_cooldown = "40m"
         assert!((39 * 60..=40 * 60).contains(&remaining), "{row}");
     }
 }
+
+/// createReport at one token per 10 s with Amazon's burst of 15, told to the daemon;
+/// the other operations out of the way.
+fn slow_refill_sim() -> SimConfig {
+    let roomy = RateSpec {
+        rate: 100.0,
+        burst: 100.0,
+    };
+    SimConfig {
+        rates: BTreeMap::from([
+            (
+                "createReport".to_string(),
+                RateSpec {
+                    rate: 0.1,
+                    burst: 15.0,
+                },
+            ),
+            ("getReport".to_string(), roomy),
+            ("getReportDocument".to_string(), roomy),
+        ]),
+        ..fast_sim()
+    }
+}
+
+const SLOW_REFILL_QUOTA: &str =
+    "[quota]\nreserve_share = 0.2\n[quota.amazon.createReport]\nrate = 0.1\nburst = 15\n";
+
+/// Seconds between the first and the last createReport the simulator saw.
+fn create_span(sim: &TestSim) -> f64 {
+    let timeline = sim.sim.report_timeline();
+    match (timeline.first(), timeline.last()) {
+        (Some(first), Some(last)) => last.created_at - first.created_at,
+        _ => f64::INFINITY,
+    }
+}
+
+/// The reserve rule of `sync --once`: without `[http]` and `[redis]` no manual work can
+/// use the `reserve_share` of a burst, so a backfill of exactly one burst (15 windows)
+/// spends all of it at once. With the reserve (3 of 15 tokens) the last three windows
+/// would each wait a token interval (10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_without_http_spends_the_whole_burst_on_its_backfill() {
+    let sim = TestSim::start(slow_refill_sim()).await;
+    let fixture = Fixture::with_globals(
+        &sim,
+        SLOW_REFILL_QUOTA,
+        "lookback = \"15h\"\nchunk = \"1h\"\ndaily_audit = false",
+    );
+    let output = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["sync", "--once", "--timeout", "120s"])
+        .output()
+        .expect("run sync --once");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "sync --once completes: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("15 of 15 hours applied"), "{stdout}");
+    assert_eq!(sim.stats().calls("createReport"), 15, "{:?}", sim.stats());
+    let span = create_span(&sim);
+    assert!(
+        span < 10.0,
+        "all 15 windows requested within one token interval (10 s), not held for a reserve: {span:.2}s"
+    );
+    assert_eq!(sim.stats().throttled("createReport"), 0);
+}
+
+/// The daemon keeps the reserve: with an HTTP API an operator's manual work can arrive,
+/// so background work stops at 12 of the 15 tokens and the 13th window waits for the
+/// bucket to refill (a token every 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_the_reserve_for_manual_work() {
+    let sim = TestSim::start(slow_refill_sim()).await;
+    let port = free_port();
+    let fixture = Fixture::with_globals(
+        &sim,
+        &format!("{SLOW_REFILL_QUOTA}[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        "lookback = \"15h\"\nchunk = \"1h\"\ndaily_audit = false",
+    );
+    let daemon = DaemonProcess::spawn(&fixture.config_path);
+    let twelve = wait_until(Duration::from_secs(20), || {
+        sim.stats().calls("createReport") >= 12
+    })
+    .await;
+    assert!(twelve, "{:?}\nlogs:\n{}", sim.stats(), daemon.logs());
+    // The 13th token exists only as the reserve until the bucket refills (10 s).
+    let thirteenth = wait_until(Duration::from_secs(4), || {
+        sim.stats().calls("createReport") > 12
+    })
+    .await;
+    assert!(
+        !thirteenth,
+        "background work took a reserved token: {:?}",
+        sim.stats()
+    );
+}

@@ -626,6 +626,15 @@ impl SpApiClient {
         }
     }
 
+    /// Makes sure an access token is cached (fetching one from LWA when there is none
+    /// or it is within 60 s of expiry). The report engine calls it before asking the
+    /// quota for a createReport grant: a grant is taken to be spent when it is given, so
+    /// a call must not then wait on LWA, or the provider's bucket sees it (and the calls
+    /// granted while it waited) later than the model counted, and answers 429.
+    pub async fn warm_token(&self) -> Result<(), ProviderError> {
+        self.access_token().await.map(|_| ())
+    }
+
     /// The cached access token, refreshed when it is within 60 s of expiry.
     async fn access_token(&self) -> Result<String, ProviderError> {
         self.token.get(|| self.fetch_token()).await

@@ -91,6 +91,9 @@ struct Lanes {
     /// Cancelled by the unit that met a quota stop (or deferral): the units behind it
     /// give their windows back instead of requesting them.
     stopped: CancellationToken,
+    /// Nothing is left to claim: every window of the run is requested or in flight, so
+    /// a stuck report is taken for stuck sooner ([`poll::IDLE_STUCK_FACTOR`]).
+    idle: std::sync::atomic::AtomicBool,
 }
 
 /// What the units of one run came to.
@@ -186,8 +189,9 @@ enum Poll {
     Refused(CallError),
     TimedOut(Duration),
     /// Still IN_QUEUE far longer than its kind's usual latency (see
-    /// [`PollSchedule::stuck_after`]).
-    Stuck(Duration),
+    /// [`PollSchedule::stuck_after`]): its age, and how many median latencies made it
+    /// stuck.
+    Stuck(Duration, f64),
     Cancelled,
 }
 
@@ -307,9 +311,15 @@ impl StreamContext {
                     Some(claim) => claim,
                     None => match self.claim_next(fence).await? {
                         Some(claim) => claim,
-                        None => break,
+                        None => {
+                            lanes.idle.store(true, std::sync::atomic::Ordering::Relaxed);
+                            break;
+                        }
                     },
                 };
+                lanes
+                    .idle
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 units.push(self.process(client, &lanes, claim));
             }
             let Some(end) = units.next().await else {
@@ -542,26 +552,32 @@ impl StreamContext {
                 self.give_back(&claim, "quota").await?;
                 return Ok(UnitEnd::Stopped);
             }
-            let created = match self.gate(OP_CREATE_REPORT, &claim, true).await {
-                Ok(()) => {
-                    let result = client
-                        .create_report(
-                            VENDOR_RT_SALES_REPORT,
-                            &self.account.marketplace,
-                            claim.window,
-                        )
-                        .await;
-                    self.observe(OP_CREATE_REPORT, &result);
-                    result
-                }
-                Err(CallError::Provider(err)) => Err(err),
-                Err(refused) => {
-                    let end = self.refused(&claim, refused).await?;
-                    if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
-                        lanes.stopped.cancel();
+            // The access token first (see [`SpApiClient::warm_token`]); its failure is
+            // the call's.
+            let warmed = client.warm_token().await;
+            let created = match warmed {
+                Err(err) => Err(err),
+                Ok(()) => match self.gate(OP_CREATE_REPORT, &claim, true).await {
+                    Ok(()) => {
+                        let result = client
+                            .create_report(
+                                VENDOR_RT_SALES_REPORT,
+                                &self.account.marketplace,
+                                claim.window,
+                            )
+                            .await;
+                        self.observe(OP_CREATE_REPORT, &result);
+                        result
                     }
-                    return Ok(end);
-                }
+                    Err(CallError::Provider(err)) => Err(err),
+                    Err(refused) => {
+                        let end = self.refused(&claim, refused).await?;
+                        if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
+                            lanes.stopped.cancel();
+                        }
+                        return Ok(end);
+                    }
+                },
             };
             match created {
                 Ok(report_id) => {
@@ -594,10 +610,38 @@ impl StreamContext {
         let Some(report_id) = claim.report_id.clone() else {
             return self.fail(&claim, "internal: claim has no report id").await;
         };
-        let status = match self
-            .poll(client, lanes, &claim, &report_id, requested_at)
-            .await
-        {
+        // A stuck report that could not be cancelled (it left IN_QUEUE meanwhile, or the
+        // cancel was refused) is still working: it is polled on, with only
+        // `poll_timeout` left to end it, instead of requesting its window twice.
+        let mut detect_stuck = true;
+        let polled = loop {
+            match self
+                .poll(
+                    client,
+                    lanes,
+                    &claim,
+                    &report_id,
+                    requested_at,
+                    detect_stuck,
+                )
+                .await
+            {
+                Poll::Stuck(elapsed, factor) => {
+                    let (cancelled, how) = self.cancel_stuck(client, &claim, &report_id).await;
+                    if cancelled {
+                        let message = format!(
+                            "report {report_id} still IN_QUEUE after {}, {factor}x its usual latency ({how}); the window is requested again",
+                            humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64 / 100 * 100)),
+                        );
+                        return self.fail_stuck(&claim, &message).await;
+                    }
+                    info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, outcome = %how, "a report taken for stuck was not cancelled; polling it on");
+                    detect_stuck = false;
+                }
+                other => break other,
+            }
+        };
+        let status = match polled {
             Poll::Finished(status) => status,
             Poll::Error(err) if err.stops_account() => {
                 return Ok(UnitEnd::Quota {
@@ -608,21 +652,17 @@ impl StreamContext {
             Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
             Poll::Refused(refused) => return self.refused(&claim, refused).await,
             Poll::TimedOut(elapsed) => {
-                let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
+                let (_, how) = self.cancel_stuck(client, &claim, &report_id).await;
                 let message = format!(
-                    "report {report_id} not finished after {} ({cancelled}); the window is requested again",
+                    "report {report_id} not finished after {} ({how}); the window is requested again",
                     humantime::format_duration(elapsed)
                 );
-                return self.fail(&claim, &message).await;
+                return self.fail_stuck(&claim, &message).await;
             }
-            Poll::Stuck(elapsed) => {
-                let cancelled = self.cancel_stuck(client, &claim, &report_id).await;
-                let message = format!(
-                    "report {report_id} still IN_QUEUE after {}, {}x its usual latency ({cancelled}); the window is requested again",
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                    crate::shapes::windowed::poll::STUCK_FACTOR
-                );
-                return self.fail(&claim, &message).await;
+            Poll::Stuck(..) => {
+                return self
+                    .fail(&claim, "internal: poll returned a stuck report twice")
+                    .await
             }
             Poll::Cancelled => return Ok(UnitEnd::Cancelled),
         };
@@ -684,15 +724,13 @@ impl StreamContext {
                         .await;
                 };
                 // Downloading and applying cost CPU, memory and database time: they take
-                // a work permit (`daemon.max_concurrent_runs`); waiting did not.
-                let Some(_permit) = self.work_permit().await else {
-                    return Ok(UnitEnd::Cancelled);
-                };
+                // a work permit (`daemon.max_concurrent_runs`); waiting did not, and the
+                // getReportDocument call (and its quota wait) does not either.
                 match self
                     .download_retrying(client, lanes, &claim, &document_id)
                     .await
                 {
-                    Ok((path, _gzip)) => {
+                    Ok((path, _gzip, _permit)) => {
                         let path_text = path.display().to_string();
                         let stored = claim.clone();
                         let document = document_id.clone();
@@ -739,6 +777,7 @@ impl StreamContext {
         claim: &Claim,
         report_id: &str,
         requested_at: Option<tokio::time::Instant>,
+        detect_stuck: bool,
     ) -> Poll {
         let started = tokio::time::Instant::now();
         let settings = self.stream.windowed();
@@ -794,13 +833,19 @@ impl StreamContext {
                     let age = requested_at.unwrap_or(started).elapsed();
                     // Asked at every poll: the kind's history may have grown meanwhile
                     // (a backfill's first reports are still in flight when it starts).
+                    let factor = if lanes.idle.load(std::sync::atomic::Ordering::Relaxed) {
+                        poll::IDLE_STUCK_FACTOR
+                    } else {
+                        poll::STUCK_FACTOR
+                    };
                     let stuck_after = self.polls.as_ref().and_then(|polls| {
-                        polls.stuck_after(&self.account.id, VENDOR_RT_SALES_REPORT)
+                        polls.stuck_after_times(&self.account.id, VENDOR_RT_SALES_REPORT, factor)
                     });
-                    if status.processing_status == ProcessingStatus::InQueue
+                    if detect_stuck
+                        && status.processing_status == ProcessingStatus::InQueue
                         && stuck_after.is_some_and(|limit| age > limit)
                     {
-                        return Poll::Stuck(age);
+                        return Poll::Stuck(age, factor);
                     }
                     debug!(account = %self.account.id, report_id, status = ?status.processing_status, "report still in progress")
                 }
@@ -853,40 +898,65 @@ impl StreamContext {
         }
     }
 
-    /// Asks Amazon to cancel a report stuck past `poll_timeout` (only an IN_QUEUE report
-    /// can be); says what became of the request, for the unit's error.
-    async fn cancel_stuck(&self, client: &SpApiClient, claim: &Claim, report_id: &str) -> String {
+    /// Asks Amazon to cancel a stuck report (only an IN_QUEUE report can be): whether it
+    /// was cancelled, and what became of the request, for the unit's error.
+    async fn cancel_stuck(
+        &self,
+        client: &SpApiClient,
+        claim: &Claim,
+        report_id: &str,
+    ) -> (bool, String) {
         if let Err(refused) = self.gate(OP_CANCEL_REPORT, claim, false).await {
-            return format!("not cancelled: no quota grant ({refused:?})");
+            return (
+                false,
+                format!("not cancelled: no quota grant ({refused:?})"),
+            );
         }
         let result = client.cancel_report(report_id).await;
         self.observe(OP_CANCEL_REPORT, &result);
         match result {
             Ok(()) => {
                 info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id, "stuck report cancelled");
-                "cancelled with cancelReport".to_string()
+                (true, "cancelled with cancelReport".to_string())
             }
             Err(err) => {
                 debug!(account = %self.account.id, report_id, error = %err, "cancelReport refused");
-                format!("cancelReport refused: {err}")
+                (false, format!("cancelReport refused: {err}"))
             }
         }
     }
 
-    /// [`Self::download`], retried with backoff while the failure is one a finished
-    /// report's document recovers from (a 5xx or transport failure of getReportDocument
-    /// or of the download, an expired download url): a new getReportDocument each time,
-    /// never a new createReport. Gives up after [`DOCUMENT_ATTEMPTS`] with the last error.
+    /// getReportDocument then the download, retried with backoff while the failure is
+    /// one a finished report's document recovers from (a 5xx or transport failure of
+    /// getReportDocument or of the download, an expired download url): a new
+    /// getReportDocument each time, never a new createReport. Gives up after
+    /// [`DOCUMENT_ATTEMPTS`] with the last error.
+    ///
+    /// getReportDocument (and its quota wait) holds no work permit; the download takes
+    /// one, returned with the file so the apply runs under it.
     async fn download_retrying(
         &self,
         client: &SpApiClient,
         lanes: &Lanes,
         claim: &Claim,
         document_id: &str,
-    ) -> Result<(PathBuf, bool), CallError> {
+    ) -> Result<(PathBuf, bool, Option<tokio::sync::OwnedSemaphorePermit>), CallError> {
         let mut attempt: u32 = 0;
         loop {
-            match self.download(client, lanes, claim, document_id).await {
+            let attempted = async {
+                let document = self
+                    .report_document(client, lanes, document_id, claim)
+                    .await?;
+                let Some(permit) = self.work_permit().await else {
+                    return Err(CallError::Cancelled);
+                };
+                let (path, gzip) = self
+                    .fetch_document(client, claim, document_id, &document)
+                    .await?;
+                Ok((path, gzip, permit))
+            }
+            .await;
+            match attempted {
                 Err(CallError::Provider(err))
                     if document_retryable(&err) && attempt + 1 < DOCUMENT_ATTEMPTS =>
                 {
@@ -908,8 +978,9 @@ impl StreamContext {
         }
     }
 
-    /// getReportDocument then stream the body to a file. Returns the path and whether
-    /// it is gzip-compressed.
+    /// getReportDocument then stream the body to a file (an error document of a FATAL
+    /// report: small, no work permit). Returns the path and whether it is
+    /// gzip-compressed.
     async fn download(
         &self,
         client: &SpApiClient,
@@ -917,12 +988,38 @@ impl StreamContext {
         claim: &Claim,
         document_id: &str,
     ) -> Result<(PathBuf, bool), CallError> {
+        let document = self
+            .report_document(client, lanes, document_id, claim)
+            .await?;
+        self.fetch_document(client, claim, document_id, &document)
+            .await
+    }
+
+    /// getReportDocument, one at a time per run (see [`Lanes`]), paced.
+    async fn report_document(
+        &self,
+        client: &SpApiClient,
+        lanes: &Lanes,
+        document_id: &str,
+        claim: &Claim,
+    ) -> Result<crate::provider::amazon::ReportDocument, CallError> {
         let lane = lanes.document.lock().await;
         self.gate(OP_GET_REPORT_DOCUMENT, claim, false).await?;
         let result = client.get_report_document(document_id).await;
         self.observe(OP_GET_REPORT_DOCUMENT, &result);
         drop(lane);
-        let document = result?;
+        Ok(result?)
+    }
+
+    /// Streams a document's body to a file under the stream's documents directory, named
+    /// by the id the report gave (not the one in the answer).
+    async fn fetch_document(
+        &self,
+        client: &SpApiClient,
+        claim: &Claim,
+        document_id: &str,
+        document: &crate::provider::amazon::ReportDocument,
+    ) -> Result<(PathBuf, bool), CallError> {
         let file_name = format!(
             "{}-{}-{}{}",
             self.account.id,
@@ -938,7 +1035,7 @@ impl StreamContext {
             }));
         }
         let bytes = client
-            .download_document(&document, &path, self.stream.windowed().max_document_bytes)
+            .download_document(document, &path, self.stream.windowed().max_document_bytes)
             .await?;
         debug!(account = %self.account.id, document_id, bytes, "document downloaded");
         Ok((path, document.gzip))
@@ -1035,7 +1132,29 @@ impl StreamContext {
     async fn fail(&self, claim: &Claim, message: &str) -> Result<UnitEnd, SyncError> {
         let delay = retry_delay(&self.stream, claim.attempts);
         let now = now_ts();
-        let retry_at = now + delay.as_secs().max(1) as i64;
+        self.fail_at(claim, message, now + delay.as_secs().max(1) as i64, now)
+            .await
+    }
+
+    /// A unit whose report was stuck (cancelled, or past `poll_timeout`): the report
+    /// failed, not the window, so the window's first stuck report has it requested
+    /// again at once, with no backoff; a window whose reports keep getting stuck backs
+    /// off like any failure.
+    async fn fail_stuck(&self, claim: &Claim, message: &str) -> Result<UnitEnd, SyncError> {
+        if claim.attempts > 0 {
+            return self.fail(claim, message).await;
+        }
+        let now = now_ts();
+        self.fail_at(claim, message, now, now).await
+    }
+
+    async fn fail_at(
+        &self,
+        claim: &Claim,
+        message: &str,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<UnitEnd, SyncError> {
         warn!(
             account = %self.account.id,
             stream = %self.stream.name,

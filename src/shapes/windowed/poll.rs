@@ -9,6 +9,11 @@
 //! shared [`PollSchedule`], not in the driver, so a restarted driver serves them all. The
 //! getReport call itself still goes through the TokenManager (the woken unit asks it).
 //!
+//! Latencies are learned per (account, report type); a kind with fewer than
+//! [`STUCK_MIN_SAMPLES`] of its own goes by its report type's latest over every account
+//! (a restarted daemon, or a steady state of one report an hour per account, would
+//! otherwise wait hours for history).
+//!
 //! When to poll ([`PollSchedule::next_pause`]): a report of a kind never seen is first
 //! polled after `poll_min`; one whose type and account have history after
 //! [`FIRST_POLL_SHARE`] of the learned median latency. After that the pause grows with the
@@ -19,7 +24,8 @@
 //! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
 //! requested again, long before `poll_timeout` (Amazon's stuck reports sit queued for
-//! tens of minutes, then end CANCELLED or FATAL).
+//! tens of minutes, then end CANCELLED or FATAL); after [`IDLE_STUCK_FACTOR`] times it
+//! when the stream has nothing else to request.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -35,10 +41,20 @@ pub const FIRST_POLL_SHARE: f64 = 0.8;
 pub const AGE_SHARE: f64 = 0.15;
 /// A report IN_QUEUE for this many times its kind's median latency is stuck.
 pub const STUCK_FACTOR: f64 = 10.0;
+/// The same once its stream has nothing left to request (every window of the run is
+/// requested or in flight): the createReport token a new request costs would otherwise
+/// go unused, and a queued report has produced nothing yet, so cancelling one that was
+/// merely slow loses only the time it queued. It shortens the tail a stuck report adds
+/// to the end of a backfill and to a steady-state hour.
+pub const IDLE_STUCK_FACTOR: f64 = 3.0;
 /// Latencies known before a report can be taken for stuck.
 pub const STUCK_MIN_SAMPLES: usize = 5;
 /// Latencies remembered per (account, report type).
 const LATENCY_SAMPLES: usize = 16;
+/// Latencies remembered per report type over every account.
+const TYPE_SAMPLES: usize = 64;
+/// Report types remembered over every account (beyond: new types are not learned).
+const MAX_TYPES: usize = 64;
 /// Kinds (account, report type) whose latencies are remembered; the oldest-learned kind
 /// is forgotten first beyond this (10,000 accounts with one report type each fit).
 const MAX_KINDS: usize = 20_000;
@@ -57,6 +73,10 @@ struct Inner {
     sequence: u64,
     latencies: HashMap<(String, String), VecDeque<f64>>,
     learned_order: VecDeque<(String, String)>,
+    /// The latest latencies of each report type over every account: what a kind with
+    /// too little history of its own goes by (a restarted daemon, an account that
+    /// requests one report an hour).
+    by_type: HashMap<String, VecDeque<f64>>,
 }
 
 impl PollSchedule {
@@ -149,14 +169,41 @@ impl PollSchedule {
             samples.pop_front();
         }
         samples.push_back(seconds);
+        if inner.by_type.len() < MAX_TYPES || inner.by_type.contains_key(report_type) {
+            let samples = inner.by_type.entry(report_type.to_string()).or_default();
+            if samples.len() >= TYPE_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(seconds);
+        }
     }
 
-    /// The median latency learned for `report_type` of `account`, if any.
+    /// The latencies a kind goes by: its own once it has [`STUCK_MIN_SAMPLES`], else
+    /// its report type's over every account when that has as many, else its own (or
+    /// none).
+    fn samples<'a>(
+        inner: &'a Inner,
+        account: &str,
+        report_type: &str,
+    ) -> Option<&'a VecDeque<f64>> {
+        let own = inner
+            .latencies
+            .get(&(account.to_string(), report_type.to_string()));
+        if own.is_some_and(|own| own.len() >= STUCK_MIN_SAMPLES) {
+            return own;
+        }
+        match inner.by_type.get(report_type) {
+            Some(shared) if shared.len() >= STUCK_MIN_SAMPLES => Some(shared),
+            _ => own,
+        }
+    }
+
+    /// The median latency learned for `report_type` of `account` (or, while that kind
+    /// has fewer than [`STUCK_MIN_SAMPLES`], of the report type over every account), if
+    /// any.
     pub fn expected(&self, account: &str, report_type: &str) -> Option<Duration> {
         let inner = self.lock();
-        let samples = inner
-            .latencies
-            .get(&(account.to_string(), report_type.to_string()))?;
+        let samples = Self::samples(&inner, account, report_type)?;
         median(samples).map(Duration::from_secs_f64)
     }
 
@@ -166,14 +213,27 @@ impl PollSchedule {
     /// applies). Why IN_QUEUE only: a report that started processing is working, and
     /// Amazon cancels only queued reports.
     pub fn stuck_after(&self, account: &str, report_type: &str) -> Option<Duration> {
+        self.stuck_after_times(account, report_type, STUCK_FACTOR)
+    }
+
+    /// [`Self::stuck_after`] with `factor` times the median instead of [`STUCK_FACTOR`]
+    /// (e.g. [`IDLE_STUCK_FACTOR`]); a factor that is not a positive number takes none
+    /// for stuck.
+    pub fn stuck_after_times(
+        &self,
+        account: &str,
+        report_type: &str,
+        factor: f64,
+    ) -> Option<Duration> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return None;
+        }
         let inner = self.lock();
-        let samples = inner
-            .latencies
-            .get(&(account.to_string(), report_type.to_string()))?;
+        let samples = Self::samples(&inner, account, report_type)?;
         if samples.len() < STUCK_MIN_SAMPLES {
             return None;
         }
-        median(samples).map(|median| Duration::from_secs_f64(median * STUCK_FACTOR))
+        median(samples).and_then(|median| Duration::try_from_secs_f64(median * factor).ok())
     }
 
     /// The pause before the next poll of a report that is `age` old (since its
@@ -252,6 +312,34 @@ mod tests {
             schedule.stuck_after("acct", "T"),
             Some(Duration::from_secs(600))
         );
+        assert_eq!(
+            schedule.stuck_after_times("acct", "T", IDLE_STUCK_FACTOR),
+            Some(Duration::from_secs(180))
+        );
+        assert_eq!(schedule.stuck_after_times("acct", "T", f64::NAN), None);
+        assert_eq!(schedule.stuck_after_times("acct", "T", 0.0), None);
+    }
+
+    #[test]
+    fn a_kind_without_history_goes_by_its_report_type_over_every_account() {
+        let schedule = PollSchedule::new();
+        for account in ["a", "b", "c", "d", "e"] {
+            schedule.learn(account, "T", Duration::from_secs(60));
+        }
+        // "new" has no report of its own, "a" only one: both go by the type's five.
+        assert_eq!(schedule.expected("new", "T"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            schedule.stuck_after("new", "T"),
+            Some(Duration::from_secs(600))
+        );
+        // Enough history of its own wins over the type's.
+        for _ in 0..STUCK_MIN_SAMPLES {
+            schedule.learn("own", "T", Duration::from_secs(10));
+        }
+        assert_eq!(schedule.expected("own", "T"), Some(Duration::from_secs(10)));
+        // Another type knows nothing.
+        assert_eq!(schedule.expected("new", "U"), None);
+        assert_eq!(schedule.stuck_after("new", "U"), None);
     }
 
     #[test]

@@ -814,14 +814,14 @@ impl<R: BufRead> InventoryReader<R> {
                     }
                     Name::SkuDetails if self.parent_is(Name::ActiveInventoryReport) => {
                         if let Some(item) = self.item.take() {
-                            let item_id = item
-                                .item_id
-                                .clone()
-                                .ok_or_else(|| self.malformed("a SKUDetails without ItemID"))?;
+                            if item.item_id.is_none() {
+                                return Err(self.malformed("a SKUDetails without ItemID"));
+                            }
                             if self.variations.is_empty() {
                                 let row = self.finish(item, None, "SKUDetails")?;
                                 self.pending.push_back(row);
                             } else {
+                                let item_id = item.item_id.unwrap_or_default();
                                 // Variations carry the price and quantity; their ItemID is
                                 // the listing's (it may come after them).
                                 for mut row in self.variations.drain(..) {

@@ -185,7 +185,8 @@ enum Mode {
 #[derive(Debug)]
 struct Unsorted;
 
-const EVENT_SQL: &str = "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
+const EVENT_SQL: &str =
+    "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Applies one snapshot of (account, stream) taken at `taken_at` in one transaction (see
@@ -410,7 +411,11 @@ fn changes_of(
         ));
     }
     if old_price != row.price.as_deref() {
-        changes.push((FIELD_PRICE, old_price.map(str::to_string), row.price.clone()));
+        changes.push((
+            FIELD_PRICE,
+            old_price.map(str::to_string),
+            row.price.clone(),
+        ));
     }
     if old_currency != row.currency.as_deref() {
         changes.push((
@@ -733,7 +738,9 @@ fn apply_looked_up(
             }
             let resource = row.resource_id();
             for (field, before, after) in changes {
-                event.execute(params![account, stream, resource, field, before, after, now])?;
+                event.execute(params![
+                    account, stream, resource, field, before, after, now
+                ])?;
                 applied.events += 1;
             }
             upsert.execute(params![
@@ -1014,7 +1021,11 @@ mod tests {
     fn outcome(
         apply_one: &dyn Fn(&mut Connection, &[Spec], i64) -> SnapshotApplied,
         snapshots: &[Vec<Spec>],
-    ) -> (Vec<StoredSku>, Vec<(String, String, Option<String>, Option<String>, i64)>, Vec<SnapshotApplied>) {
+    ) -> (
+        Vec<StoredSku>,
+        Vec<(String, String, Option<String>, Option<String>, i64)>,
+        Vec<SnapshotApplied>,
+    ) {
         let ledger = SqliteLedger::open_in_memory().expect("ledger");
         ledger.with_conn(|conn| {
             let reports = snapshots
@@ -1047,12 +1058,28 @@ mod tests {
     #[test]
     fn a_merge_and_a_lookup_apply_snapshots_alike() {
         let snapshots: Vec<Vec<Spec>> = vec![
-            vec![("1", "A", 5, "9.99"), ("1", "B", 2, "1.00"), ("2", "", 1, "3.00"), ("3", "X", 4, "2.00")],
+            vec![
+                ("1", "A", 5, "9.99"),
+                ("1", "B", 2, "1.00"),
+                ("2", "", 1, "3.00"),
+                ("3", "X", 4, "2.00"),
+            ],
             // 1/A's quantity and 1/B's price change, 2 ends, 3/X is unchanged, 4 is new
             // and listed twice (the first is kept).
-            vec![("1", "A", 4, "9.99"), ("1", "B", 2, "1.50"), ("3", "X", 4, "2.00"), ("4", "", 7, "1.00"), ("4", "", 9, "1.00")],
+            vec![
+                ("1", "A", 4, "9.99"),
+                ("1", "B", 2, "1.50"),
+                ("3", "X", 4, "2.00"),
+                ("4", "", 7, "1.00"),
+                ("4", "", 9, "1.00"),
+            ],
             // 1/A ends, 2 is back, 3/X sells out; the last SKU of the table (4) stays.
-            vec![("1", "B", 2, "1.50"), ("2", "", 1, "3.00"), ("3", "X", 0, "2.00"), ("4", "", 7, "1.00")],
+            vec![
+                ("1", "B", 2, "1.50"),
+                ("2", "", 1, "3.00"),
+                ("3", "X", 0, "2.00"),
+                ("4", "", 7, "1.00"),
+            ],
             // Everything ends.
             vec![],
         ];
@@ -1063,24 +1090,46 @@ mod tests {
         let opened = std::cell::Cell::new(0);
         let merge = outcome(
             &|conn, specs, now| {
-                apply_snapshot_from(conn, "a", "active_inventory", WriteFence::Unfenced, || {
-                    opened.set(opened.get() + 1);
-                    Ok::<_, String>(rows_of(specs))
-                }, now, now, &|| {})
+                apply_snapshot_from(
+                    conn,
+                    "a",
+                    "active_inventory",
+                    WriteFence::Unfenced,
+                    || {
+                        opened.set(opened.get() + 1);
+                        Ok::<_, String>(rows_of(specs))
+                    },
+                    now,
+                    now,
+                    &|| {},
+                )
                 .expect("merge")
             },
             &snapshots,
         );
-        assert_eq!(opened.get(), snapshots.len(), "a sorted source is read once");
+        assert_eq!(
+            opened.get(),
+            snapshots.len(),
+            "a sorted source is read once"
+        );
         opened.set(0);
         let unsorted = outcome(
             &|conn, specs, now| {
-                apply_snapshot_from(conn, "a", "active_inventory", WriteFence::Unfenced, || {
-                    opened.set(opened.get() + 1);
-                    let mut rows = rows_of(specs);
-                    rows.reverse();
-                    Ok::<_, String>(rows)
-                }, now, now, &|| {})
+                apply_snapshot_from(
+                    conn,
+                    "a",
+                    "active_inventory",
+                    WriteFence::Unfenced,
+                    || {
+                        opened.set(opened.get() + 1);
+                        let mut rows = rows_of(specs);
+                        rows.reverse();
+                        Ok::<_, String>(rows)
+                    },
+                    now,
+                    now,
+                    &|| {},
+                )
                 .expect("unsorted")
             },
             &snapshots,
@@ -1094,21 +1143,47 @@ mod tests {
         // A reversed duplicate keeps the other row (the first one read): only the
         // history of 4 differs, so compare everything else.
         let not_four = |events: &Vec<(String, String, Option<String>, Option<String>, i64)>| {
-            events.iter().filter(|event| event.0 != "4").cloned().collect::<Vec<_>>()
+            events
+                .iter()
+                .filter(|event| event.0 != "4")
+                .cloned()
+                .collect::<Vec<_>>()
         };
         assert_eq!(not_four(&unsorted.1), not_four(&lookup.1));
-        assert_eq!(unsorted.2.iter().map(|applied| applied.ended).collect::<Vec<_>>(), lookup.2.iter().map(|applied| applied.ended).collect::<Vec<_>>());
+        assert_eq!(
+            unsorted
+                .2
+                .iter()
+                .map(|applied| applied.ended)
+                .collect::<Vec<_>>(),
+            lookup
+                .2
+                .iter()
+                .map(|applied| applied.ended)
+                .collect::<Vec<_>>()
+        );
         let second = lookup.2[1];
         assert_eq!(
-            (second.inserted, second.updated, second.unchanged, second.duplicates, second.ended),
+            (
+                second.inserted,
+                second.updated,
+                second.unchanged,
+                second.duplicates,
+                second.ended
+            ),
             (1, 2, 1, 1, 1)
         );
         let third = lookup.2[2];
         assert_eq!((third.updated, third.ended, third.unchanged), (2, 1, 2));
         assert_eq!(lookup.2[3].ended, 4);
-        assert!(lookup.0.iter().all(|sku| sku.state == STATE_ENDED && sku.quantity == 0));
+        assert!(lookup
+            .0
+            .iter()
+            .all(|sku| sku.state == STATE_ENDED && sku.quantity == 0));
         // 2 came back: ENDED -> ACTIVE and 0 -> 1 are in its history.
-        assert!(lookup.1.iter().any(|event| event.0 == "2" && event.1 == FIELD_STATE && event.3.as_deref() == Some(STATE_ACTIVE)));
+        assert!(lookup.1.iter().any(|event| event.0 == "2"
+            && event.1 == FIELD_STATE
+            && event.3.as_deref() == Some(STATE_ACTIVE)));
     }
 
     /// Many more rows than the read-ahead holds all arrive, in order.

@@ -1015,17 +1015,15 @@ mod tests {
     }
 
     type Spec = (&'static str, &'static str, u64, &'static str);
+    /// A history row: (resource, field, before, after, observed at).
+    type EventRow = (String, String, Option<String>, Option<String>, i64);
 
     /// The table and the history (sorted) after applying `snapshots` one by one with
     /// `apply_one`, and what each apply reported.
     fn outcome(
         apply_one: &dyn Fn(&mut Connection, &[Spec], i64) -> SnapshotApplied,
         snapshots: &[Vec<Spec>],
-    ) -> (
-        Vec<StoredSku>,
-        Vec<(String, String, Option<String>, Option<String>, i64)>,
-        Vec<SnapshotApplied>,
-    ) {
+    ) -> (Vec<StoredSku>, Vec<EventRow>, Vec<SnapshotApplied>) {
         let ledger = SqliteLedger::open_in_memory().expect("ledger");
         ledger.with_conn(|conn| {
             let reports = snapshots
@@ -1142,7 +1140,7 @@ mod tests {
         assert_eq!(merge.2, lookup.2);
         // A reversed duplicate keeps the other row (the first one read): only the
         // history of 4 differs, so compare everything else.
-        let not_four = |events: &Vec<(String, String, Option<String>, Option<String>, i64)>| {
+        let not_four = |events: &Vec<EventRow>| {
             events
                 .iter()
                 .filter(|event| event.0 != "4")

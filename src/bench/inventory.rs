@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::provider::ebay_feed;
 use crate::sim::ebay::feed::{inventory_listings, write_result_zip};
 use crate::sim::ebay::EbaySimConfig;
-use crate::store::ebay_inventory::{apply_snapshot, SnapshotApplied};
+use crate::store::ebay_inventory::{apply_snapshot_from, SnapshotApplied};
 use crate::store::{SqliteLedger, WriteFence};
 
 /// Targets of issue 14.
@@ -91,16 +91,15 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         reset_peak();
         let rss_before = status_kb("VmRSS:").unwrap_or(0);
         let started = Instant::now();
-        let reader =
-            ebay_feed::open_result_file(&zip_path, u64::MAX).context("opening the report")?;
+        let open = || ebay_feed::open_result_file(&zip_path, u64::MAX);
         let applied = ledger
             .with_conn(|conn| {
-                apply_snapshot(
+                apply_snapshot_from(
                     conn,
                     "bench",
                     "active_inventory",
                     WriteFence::Unfenced,
-                    reader,
+                    open,
                     taken_at,
                     taken_at,
                     &|| {},

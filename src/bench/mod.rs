@@ -13,12 +13,15 @@
 //!
 //! - `bench catalog`: StockX calls per market-data lookup once the catalog cache is warm
 //!   (issue 15) ([`catalog`]).
+//! - `bench ebay-streams`: one eBay seller, all ten streams 90 days behind, caught up by
+//!   `sync --once`: wall time over the quota-bound minimum (issue 14) ([`ebay_streams`]).
 //!
 //! Layer 15 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
 //! tests).
 
 pub mod catalog;
 pub mod cursor;
+pub mod ebay_streams;
 pub mod freshness;
 pub mod inventory;
 pub mod jobs;

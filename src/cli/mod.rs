@@ -251,6 +251,9 @@ pub enum BenchWhich {
     /// Catch-up of one eBay account 90 days behind: wall time against the quota-bound
     /// minimum, and RSS while paging.
     Ebay(crate::bench::cursor::BenchEbayArgs),
+    /// One eBay seller, all ten streams 90 days behind, caught up by `sync --once`: wall
+    /// time against the quota-bound minimum (target <= 1.05), 429s, peak RSS.
+    EbayStreams(crate::bench::ebay_streams::BenchEbayStreamsArgs),
     /// The freshness scheduler: 10,000 tracked keys at the providers' budgets over 6
     /// simulated hours; fresh share per hour against the budgets' maximum.
     Freshness(crate::bench::freshness::BenchFreshnessArgs),
@@ -273,6 +276,7 @@ pub fn main() -> anyhow::Result<i32> {
             BenchWhich::Jobs(args) => crate::bench::jobs::run(args),
             BenchWhich::Catalog(args) => crate::bench::catalog::run(args),
             BenchWhich::Ebay(args) => crate::bench::cursor::run(args),
+            BenchWhich::EbayStreams(args) => crate::bench::ebay_streams::run(args),
             BenchWhich::Freshness(args) => crate::bench::freshness::run(args),
         };
     }

@@ -531,12 +531,15 @@ impl<R: BufRead> BufRead for MarkupGuard<R> {
 
     fn consume(&mut self, amount: usize) {
         if let Ok(available) = self.inner.fill_buf() {
-            for byte in &available[..amount.min(available.len())] {
-                if *byte == b'<' || *byte == b'>' {
-                    self.run = 0;
-                } else {
-                    self.run += 1;
-                }
+            let consumed = &available[..amount.min(available.len())];
+            // Only the bytes after the last `<` or `>` extend the run: searched from the
+            // end, where the parser's consumed spans nearly always end in markup.
+            match consumed
+                .iter()
+                .rposition(|byte| *byte == b'<' || *byte == b'>')
+            {
+                Some(at) => self.run = consumed.len() - at - 1,
+                None => self.run = self.run.saturating_add(consumed.len()),
             }
             if self.run > MAX_TOKEN_BYTES {
                 self.failed = true;
@@ -596,7 +599,8 @@ struct Partial {
     sku: Option<String>,
     price: Option<String>,
     currency: Option<String>,
-    quantity: Option<String>,
+    /// Parsed as it is read (no string kept).
+    quantity: Option<u64>,
 }
 
 /// The streaming reader of an ActiveInventoryReport: an iterator of rows, one
@@ -810,14 +814,14 @@ impl<R: BufRead> InventoryReader<R> {
                     }
                     Name::SkuDetails if self.parent_is(Name::ActiveInventoryReport) => {
                         if let Some(item) = self.item.take() {
-                            let item_id = item
-                                .item_id
-                                .clone()
-                                .ok_or_else(|| self.malformed("a SKUDetails without ItemID"))?;
+                            if item.item_id.is_none() {
+                                return Err(self.malformed("a SKUDetails without ItemID"));
+                            }
                             if self.variations.is_empty() {
                                 let row = self.finish(item, None, "SKUDetails")?;
                                 self.pending.push_back(row);
                             } else {
+                                let item_id = item.item_id.unwrap_or_default();
                                 // Variations carry the price and quantity; their ItemID is
                                 // the listing's (it may come after them).
                                 for mut row in self.variations.drain(..) {
@@ -896,6 +900,16 @@ impl<R: BufRead> InventoryReader<R> {
             }
             return Ok(());
         }
+        let quantity = if field == Field::Quantity {
+            let quantity =
+                parse_count(&text).ok_or_else(|| self.malformed("Quantity is not a count"))?;
+            // The buffer is kept for the next field.
+            text.clear();
+            self.text = std::mem::take(&mut text);
+            Some(quantity)
+        } else {
+            None
+        };
         let target = if self.variation.is_some() {
             self.variation.as_mut()
         } else {
@@ -908,7 +922,7 @@ impl<R: BufRead> InventoryReader<R> {
             Field::ItemId => target.item_id = Some(text),
             Field::Sku => target.sku = Some(text),
             Field::Price => target.price = Some(text),
-            Field::Quantity => target.quantity = Some(text),
+            Field::Quantity => target.quantity = quantity,
             Field::Ack => {}
         }
         Ok(())
@@ -925,14 +939,9 @@ impl<R: BufRead> InventoryReader<R> {
         if !item_id.is_empty() && !item_id.bytes().all(|c| c.is_ascii_alphanumeric()) {
             return Err(self.malformed(format!("{what}: ItemID is not an item id")));
         }
-        let quantity_text = partial
+        let quantity = partial
             .quantity
             .ok_or_else(|| self.malformed(format!("{what} without Quantity")))?;
-        let quantity = quantity_text
-            .parse::<u64>()
-            .ok()
-            .filter(|quantity| *quantity <= MAX_QUANTITY)
-            .ok_or_else(|| self.malformed(format!("{what}: Quantity is not a count")))?;
         let price = match partial.price {
             Some(price) if is_decimal(&price) => Some(price),
             Some(_) => return Err(self.malformed(format!("{what}: Price is not an amount"))),
@@ -946,6 +955,21 @@ impl<R: BufRead> InventoryReader<R> {
             currency: partial.currency,
         })
     }
+}
+
+/// A count of at most [`MAX_QUANTITY`]: ASCII digits only (at most 10 of them).
+fn parse_count(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 10 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for byte in text.bytes() {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(byte - b'0');
+    }
+    (value <= MAX_QUANTITY).then_some(value)
 }
 
 fn check_currency(value: &str) -> Option<String> {

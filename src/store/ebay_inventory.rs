@@ -9,6 +9,13 @@
 //! are appended to the history. A row source that fails (a malformed or truncated file)
 //! rolls the whole transaction back: nothing of that snapshot is applied.
 //!
+//! A report sorted by (ItemID, SKU), as eBay's files are, is applied as a merge
+//! ([`apply_snapshot_from`]): the rows are walked beside the account's stored rows in
+//! primary-key order, so a new SKU is inserted without a lookup, an unchanged one is not
+//! written at all, and a stored SKU the walk passes has ended. A report out of order is
+//! read again and applied row by row (a lookup per row, the SKUs it did not mark ended
+//! after the last row). The snapshot counter is `ebay_inventory_snapshots`.
+//!
 //! `ebay_feed_tasks` holds the Feed task a stream waits for until its file is applied, so
 //! an interrupted run resumes it ([`pending_task`], [`record_task`], [`forget_task`]).
 //!
@@ -16,6 +23,7 @@
 //! snapshot was taken, `last_error`/`failures`/`retry_at` as for cursor streams.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tracing::debug;
 
 use super::cursors::TableSpec;
 use crate::store::sqlite::check_fence;
@@ -100,9 +108,9 @@ impl From<rusqlite::Error> for SnapshotError {
 }
 
 /// Rows handed from the reader thread to the writer at a time.
-const READ_AHEAD_BATCH: usize = 1024;
-/// Batches the reader may be ahead of the writer: with [`READ_AHEAD_BATCH`], about 5,000
-/// rows (well under a megabyte) in memory at most.
+const READ_AHEAD_BATCH: usize = 4096;
+/// Batches the reader may be ahead of the writer: with [`READ_AHEAD_BATCH`], about
+/// 20,000 rows (a few megabytes) in memory at most.
 const READ_AHEAD_BATCHES: usize = 4;
 
 /// What the reader thread hands the writer.
@@ -145,9 +153,48 @@ where
     let _ = sender.send(ReadAhead::End);
 }
 
+/// The writer's next batch; `None` after the reader's clean [`ReadAhead::End`].
+fn next_batch(
+    receiver: &std::sync::mpsc::Receiver<ReadAhead>,
+) -> Result<Option<Vec<InventoryRow>>, SnapshotError> {
+    match receiver.recv() {
+        Ok(ReadAhead::Rows(batch)) => Ok(Some(batch)),
+        Ok(ReadAhead::Failed(message)) => Err(SnapshotError::Source(message)),
+        Ok(ReadAhead::End) => Ok(None),
+        Err(_) => Err(SnapshotError::Source(
+            "the report reader stopped before the end of the file".to_string(),
+        )),
+    }
+}
+
+/// How a snapshot's rows meet the stored ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The rows come sorted by (ItemID, SKU) (eBay's files, as the simulator serves
+    /// them): they are walked beside the account's stored rows in primary-key order. An
+    /// unchanged row is not written at all, a new one is inserted without a lookup, a
+    /// stored row the walk passes is ended on the spot. The first row out of order gives
+    /// the merge up ([`Unsorted`]).
+    Merge,
+    /// Any order: each row is looked up by its key and marked with the snapshot; the
+    /// active rows left unmarked are ended after the last row.
+    Lookup,
+}
+
+/// A merge met a row out of order: it gave up, and its transaction was rolled back.
+#[derive(Debug)]
+struct Unsorted;
+
+const EVENT_SQL: &str =
+    "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 /// Applies one snapshot of (account, stream) taken at `taken_at` in one transaction (see
-/// the module doc). `rows` is read to its end inside the transaction; its first error
-/// rolls everything back. `progress` is called every 10,000 rows (stuck detection).
+/// the module doc), reading `rows` once, each row looked up by its key (any order).
+/// `rows` is read to its end inside the transaction; its first error rolls everything
+/// back. `progress` is called every 10,000 rows (stuck detection).
+///
+/// [`apply_snapshot_from`] is the faster form for a source that can be read twice.
 ///
 /// The source is read (a report file: inflating and parsing XML) on a thread of its own,
 /// a few batches ahead of the writer, so parsing and SQLite overlap on two cores. The
@@ -169,6 +216,91 @@ where
     I: IntoIterator<Item = Result<InventoryRow, E>>,
     I::IntoIter: Send,
 {
+    let target = Target {
+        account,
+        stream,
+        fence,
+        taken_at,
+        now,
+    };
+    match apply_once(conn, &target, rows, Mode::Lookup, progress)? {
+        Ok(applied) => Ok(applied),
+        // A lookup takes any order; kept total all the same.
+        Err(Unsorted) => Err(SnapshotError::Source(
+            "the rows are out of order".to_string(),
+        )),
+    }
+}
+
+/// [`apply_snapshot`] for a source `open` can open again (a report file): the snapshot is
+/// first applied as a merge ([`Mode::Merge`]: rows sorted by ItemID and SKU, as eBay's
+/// files are); if a row comes out of order, that attempt is rolled back and the file is
+/// read again and applied row by row ([`Mode::Lookup`]). Either way the snapshot is one
+/// transaction with the same result.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_snapshot_from<F, S, E, I>(
+    conn: &mut Connection,
+    account: &str,
+    stream: &str,
+    fence: WriteFence,
+    mut open: F,
+    taken_at: i64,
+    now: i64,
+    progress: &dyn Fn(),
+) -> Result<SnapshotApplied, SnapshotError>
+where
+    F: FnMut() -> Result<I, S>,
+    S: std::fmt::Display,
+    E: std::fmt::Display,
+    I: IntoIterator<Item = Result<InventoryRow, E>>,
+    I::IntoIter: Send,
+{
+    let target = Target {
+        account,
+        stream,
+        fence,
+        taken_at,
+        now,
+    };
+    let rows = open().map_err(|err| SnapshotError::Source(err.to_string()))?;
+    if let Ok(applied) = apply_once(conn, &target, rows, Mode::Merge, progress)? {
+        return Ok(applied);
+    }
+    debug!(
+        account,
+        stream, "inventory rows out of (ItemID, SKU) order: applying them by lookup"
+    );
+    let rows = open().map_err(|err| SnapshotError::Source(err.to_string()))?;
+    match apply_once(conn, &target, rows, Mode::Lookup, progress)? {
+        Ok(applied) => Ok(applied),
+        Err(Unsorted) => Err(SnapshotError::Source(
+            "the rows are out of order".to_string(),
+        )),
+    }
+}
+
+/// What a snapshot is applied to, and when.
+struct Target<'a> {
+    account: &'a str,
+    stream: &'a str,
+    fence: WriteFence,
+    taken_at: i64,
+    now: i64,
+}
+
+/// One attempt: the reader thread and the writer (see [`apply_snapshot`]).
+fn apply_once<E, I>(
+    conn: &mut Connection,
+    target: &Target<'_>,
+    rows: I,
+    mode: Mode,
+    progress: &dyn Fn(),
+) -> Result<Result<SnapshotApplied, Unsorted>, SnapshotError>
+where
+    E: std::fmt::Display,
+    I: IntoIterator<Item = Result<InventoryRow, E>>,
+    I::IntoIter: Send,
+{
     let rows = rows.into_iter();
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
@@ -178,14 +310,14 @@ where
             .map_err(|err| {
                 SnapshotError::Source(format!("cannot start the report reader thread: {err}"))
             })?;
-        let applied = apply_read_ahead(
-            conn, account, stream, fence, &receiver, taken_at, now, progress,
-        );
-        // Hang up first: a reader blocked on a full channel (the writer failed) ends.
+        let applied = apply_read_ahead(conn, target, &receiver, mode, progress);
+        // Hang up first: a reader blocked on a full channel (the writer failed or gave
+        // the merge up) ends.
         drop(receiver);
         let joined = reader.join();
         match (applied, joined) {
             (Err(err), _) => Err(err),
+            (Ok(Err(Unsorted)), _) => Ok(Err(Unsorted)),
             (Ok(_), Err(_)) => Err(SnapshotError::Source(
                 "the report reader panicked".to_string(),
             )),
@@ -194,19 +326,22 @@ where
     })
 }
 
-/// The writer's side of [`apply_snapshot`]: commits only after the reader's
+/// The writer's side of [`apply_once`]: commits only after the reader's
 /// [`ReadAhead::End`].
-#[allow(clippy::too_many_arguments)]
 fn apply_read_ahead(
     conn: &mut Connection,
-    account: &str,
-    stream: &str,
-    fence: WriteFence,
+    target: &Target<'_>,
     receiver: &std::sync::mpsc::Receiver<ReadAhead>,
-    taken_at: i64,
-    now: i64,
+    mode: Mode,
     progress: &dyn Fn(),
-) -> Result<SnapshotApplied, SnapshotError> {
+) -> Result<Result<SnapshotApplied, Unsorted>, SnapshotError> {
+    let Target {
+        account,
+        stream,
+        fence,
+        taken_at,
+        now,
+    } = *target;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     check_fence(&tx, account, stream, fence, "inventory snapshot apply", now)?;
     tx.prepare_cached(
@@ -215,108 +350,362 @@ fn apply_read_ahead(
     .execute(params![account, stream, now])?;
     let snapshot: i64 = tx
         .prepare_cached(
-            "SELECT COALESCE(MAX(snapshot), 0) + 1 FROM ebay_inventory WHERE account = ?1",
+            "SELECT COALESCE((SELECT snapshot FROM ebay_inventory_snapshots WHERE account = ?1), 0) + 1",
         )?
         .query_row([account], |row| row.get(0))?;
     let mut applied = SnapshotApplied::default();
-    {
-        let mut select = tx.prepare_cached(
-            "SELECT quantity, price, currency, state, snapshot FROM ebay_inventory
-             WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
-        )?;
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO ebay_inventory (account, item_id, sku, quantity, price, currency, state, snapshot, first_seen_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'ACTIVE', ?7, ?8, ?8)
-             ON CONFLICT(account, item_id, sku) DO UPDATE SET quantity = excluded.quantity,
-                 price = excluded.price, currency = excluded.currency, state = 'ACTIVE',
-                 snapshot = excluded.snapshot, updated_at = excluded.updated_at",
-        )?;
-        let mut seen = tx.prepare_cached(
-            "UPDATE ebay_inventory SET snapshot = ?4 WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
-        )?;
-        let mut event = tx.prepare_cached(
-            "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+    let walked = match mode {
+        Mode::Merge => apply_merged(&tx, target, receiver, snapshot, progress, &mut applied)?,
+        Mode::Lookup => {
+            apply_looked_up(&tx, target, receiver, snapshot, progress, &mut applied)?;
+            Ok(())
+        }
+    };
+    if let Err(Unsorted) = walked {
+        // Dropping the transaction rolls the attempt back.
+        return Ok(Err(Unsorted));
+    }
+    tx.prepare_cached(
+        "INSERT INTO ebay_inventory_snapshots (account, snapshot) VALUES (?1, ?2)
+         ON CONFLICT(account) DO UPDATE SET snapshot = excluded.snapshot",
+    )?
+    .execute(params![account, snapshot])?;
+    tx.prepare_cached("DELETE FROM ebay_feed_tasks WHERE account = ?1 AND stream = ?2")?
+        .execute(params![account, stream])?;
+    tx.prepare_cached(
+        "UPDATE cursors SET cursor_ts = ?3, updated_at = ?4, last_run_at = ?4, last_error = NULL,
+             failures = 0, retry_at = NULL
+         WHERE account = ?1 AND stream = ?2",
+    )?
+    .execute(params![account, stream, taken_at, now])?;
+    tx.commit()?;
+    Ok(Ok(applied))
+}
+
+/// Counts a row, calling `progress` every 10,000.
+fn count_row(applied: &mut SnapshotApplied, progress: &dyn Fn()) {
+    applied.rows = applied.rows.saturating_add(1);
+    if applied.rows % 10_000 == 0 {
+        progress();
+    }
+}
+
+/// The history rows a listed SKU's change appends: (field, before, after).
+type Changes = Vec<(&'static str, Option<String>, Option<String>)>;
+
+/// What changed between a stored SKU and its row in this snapshot (empty: nothing).
+fn changes_of(
+    old_quantity: i64,
+    old_price: Option<&str>,
+    old_currency: Option<&str>,
+    old_state: &str,
+    row: &InventoryRow,
+    quantity: i64,
+) -> Changes {
+    let mut changes = Changes::new();
+    if old_quantity != quantity {
+        changes.push((
+            FIELD_QUANTITY,
+            Some(old_quantity.to_string()),
+            Some(quantity.to_string()),
+        ));
+    }
+    if old_price != row.price.as_deref() {
+        changes.push((
+            FIELD_PRICE,
+            old_price.map(str::to_string),
+            row.price.clone(),
+        ));
+    }
+    if old_currency != row.currency.as_deref() {
+        changes.push((
+            FIELD_CURRENCY,
+            old_currency.map(str::to_string),
+            row.currency.clone(),
+        ));
+    }
+    if old_state != STATE_ACTIVE {
+        changes.push((
+            FIELD_STATE,
+            Some(old_state.to_string()),
+            Some(STATE_ACTIVE.to_string()),
+        ));
+    }
+    changes
+}
+
+/// SQLite integers are signed: a quantity is bounded by the parser, this only keeps the
+/// conversion total.
+fn quantity_of(row: &InventoryRow) -> i64 {
+    i64::try_from(row.quantity).unwrap_or(i64::MAX)
+}
+
+/// One stored SKU as the merge walks past it; its buffers are reused row after row.
+#[derive(Debug, Default)]
+struct Stored {
+    item_id: String,
+    sku: String,
+    quantity: i64,
+    price: Option<String>,
+    currency: Option<String>,
+    state: String,
+    /// The key of the row before (the walk moves strictly forward), once there is one.
+    previous_item_id: String,
+    previous_sku: String,
+    started: bool,
+}
+
+/// Copies `from` into `into`, reusing its allocation.
+fn copy_into(into: &mut String, from: &str) {
+    into.clear();
+    into.push_str(from);
+}
+
+fn copy_optional(into: &mut Option<String>, from: Option<&str>) {
+    match (into.as_mut(), from) {
+        (Some(buffer), Some(from)) => copy_into(buffer, from),
+        (None, Some(from)) => *into = Some(from.to_string()),
+        (_, None) => *into = None,
+    }
+}
+
+fn text_at<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<&'r str>> {
+    row.get_ref(index)?.as_str_or_null().map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, err.into())
+    })
+}
+
+impl Stored {
+    /// Moves to the walk's next row with a key above the current one; false once the
+    /// walk is done. Writing the row a statement is on may show it once more (SQLite:
+    /// whether a running statement sees the connection's own changes is undefined), so a
+    /// key not above the last one is passed over.
+    fn advance(&mut self, walk: &mut rusqlite::Rows<'_>) -> rusqlite::Result<bool> {
+        let had = std::mem::replace(&mut self.started, true);
+        if had {
+            std::mem::swap(&mut self.item_id, &mut self.previous_item_id);
+            std::mem::swap(&mut self.sku, &mut self.previous_sku);
+        }
         loop {
-            let batch = match receiver.recv() {
-                Ok(ReadAhead::Rows(batch)) => batch,
-                Ok(ReadAhead::Failed(message)) => return Err(SnapshotError::Source(message)),
-                Ok(ReadAhead::End) => break,
-                Err(_) => {
-                    return Err(SnapshotError::Source(
-                        "the report reader stopped before the end of the file".to_string(),
+            if !self.load(walk.next()?)? {
+                return Ok(false);
+            }
+            if !had
+                || (self.item_id.as_str(), self.sku.as_str())
+                    > (self.previous_item_id.as_str(), self.previous_sku.as_str())
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Loads the scan's next row; false once the scan is done.
+    fn load(&mut self, row: Option<&rusqlite::Row<'_>>) -> rusqlite::Result<bool> {
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        copy_into(&mut self.item_id, text_at(row, 0)?.unwrap_or(""));
+        copy_into(&mut self.sku, text_at(row, 1)?.unwrap_or(""));
+        self.quantity = row.get(2)?;
+        copy_optional(&mut self.price, text_at(row, 3)?);
+        copy_optional(&mut self.currency, text_at(row, 4)?);
+        copy_into(&mut self.state, text_at(row, 5)?.unwrap_or(""));
+        Ok(true)
+    }
+}
+
+/// [`Mode::Merge`]: the rows walked beside the stored ones in primary-key order.
+fn apply_merged(
+    tx: &rusqlite::Transaction<'_>,
+    target: &Target<'_>,
+    receiver: &std::sync::mpsc::Receiver<ReadAhead>,
+    snapshot: i64,
+    progress: &dyn Fn(),
+    applied: &mut SnapshotApplied,
+) -> Result<Result<(), Unsorted>, SnapshotError> {
+    let (account, stream, now) = (target.account, target.stream, target.now);
+    let mut scan = tx.prepare(
+        "SELECT item_id, sku, quantity, price, currency, state FROM ebay_inventory
+         WHERE account = ?1 ORDER BY item_id, sku",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO ebay_inventory (account, item_id, sku, quantity, price, currency, state, snapshot, first_seen_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'ACTIVE', ?7, ?8, ?8)",
+    )?;
+    let mut update = tx.prepare_cached(
+        "UPDATE ebay_inventory SET quantity = ?4, price = ?5, currency = ?6, state = 'ACTIVE',
+             snapshot = ?7, updated_at = ?8
+         WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
+    )?;
+    let mut end = tx.prepare_cached(
+        "UPDATE ebay_inventory SET quantity = 0, state = 'ENDED', snapshot = ?4, updated_at = ?5
+         WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
+    )?;
+    let mut event = tx.prepare_cached(EVENT_SQL)?;
+    // A stored SKU the walk passed without meeting it in the snapshot has ended.
+    let mut end_stored = |stored: &Stored, applied: &mut SnapshotApplied| -> rusqlite::Result<()> {
+        if stored.state != STATE_ACTIVE {
+            return Ok(());
+        }
+        let resource = resource_id(&stored.item_id, &stored.sku);
+        if stored.quantity != 0 {
+            event.execute(params![
+                account,
+                stream,
+                resource,
+                FIELD_QUANTITY,
+                stored.quantity.to_string(),
+                "0",
+                now
+            ])?;
+            applied.events += 1;
+        }
+        event.execute(params![
+            account,
+            stream,
+            resource,
+            FIELD_STATE,
+            STATE_ACTIVE,
+            STATE_ENDED,
+            now
+        ])?;
+        applied.events += 1;
+        end.execute(params![account, stored.item_id, stored.sku, snapshot, now])?;
+        applied.ended += 1;
+        Ok(())
+    };
+    let mut event = tx.prepare_cached(EVENT_SQL)?;
+    let mut walk = scan.query([account])?;
+    let mut stored = Stored::default();
+    let mut more = stored.advance(&mut walk)?;
+    let (mut last_item, mut last_sku, mut any) = (String::new(), String::new(), false);
+    while let Some(batch) = next_batch(receiver)? {
+        for row in batch {
+            count_row(applied, progress);
+            let key = (row.item_id.as_str(), row.sku.as_str());
+            if any {
+                match key.cmp(&(last_item.as_str(), last_sku.as_str())) {
+                    std::cmp::Ordering::Less => return Ok(Err(Unsorted)),
+                    std::cmp::Ordering::Equal => {
+                        applied.duplicates += 1;
+                        continue;
+                    }
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+            copy_into(&mut last_item, key.0);
+            copy_into(&mut last_sku, key.1);
+            any = true;
+            let quantity = quantity_of(&row);
+            let mut met = false;
+            while more {
+                match (stored.item_id.as_str(), stored.sku.as_str()).cmp(&key) {
+                    std::cmp::Ordering::Less => {
+                        end_stored(&stored, applied)?;
+                        more = stored.advance(&mut walk)?;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        met = true;
+                        let changes = changes_of(
+                            stored.quantity,
+                            stored.price.as_deref(),
+                            stored.currency.as_deref(),
+                            &stored.state,
+                            &row,
+                            quantity,
+                        );
+                        if changes.is_empty() {
+                            applied.unchanged += 1;
+                        } else {
+                            let resource = row.resource_id();
+                            for (field, before, after) in changes {
+                                event.execute(params![
+                                    account, stream, resource, field, before, after, now
+                                ])?;
+                                applied.events += 1;
+                            }
+                            update.execute(params![
+                                account,
+                                row.item_id,
+                                row.sku,
+                                quantity,
+                                row.price,
+                                row.currency,
+                                snapshot,
+                                now
+                            ])?;
+                            applied.updated += 1;
+                        }
+                        more = stored.advance(&mut walk)?;
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            if !met {
+                insert.execute(params![
+                    account,
+                    row.item_id,
+                    row.sku,
+                    quantity,
+                    row.price,
+                    row.currency,
+                    snapshot,
+                    now
+                ])?;
+                applied.inserted += 1;
+            }
+        }
+    }
+    while more {
+        end_stored(&stored, applied)?;
+        more = stored.advance(&mut walk)?;
+    }
+    Ok(Ok(()))
+}
+
+/// [`Mode::Lookup`]: each row looked up by its key, in any order.
+fn apply_looked_up(
+    tx: &rusqlite::Transaction<'_>,
+    target: &Target<'_>,
+    receiver: &std::sync::mpsc::Receiver<ReadAhead>,
+    snapshot: i64,
+    progress: &dyn Fn(),
+    applied: &mut SnapshotApplied,
+) -> Result<(), SnapshotError> {
+    let (account, stream, now) = (target.account, target.stream, target.now);
+    let mut select = tx.prepare_cached(
+        "SELECT quantity, price, currency, state, snapshot FROM ebay_inventory
+         WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
+    )?;
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO ebay_inventory (account, item_id, sku, quantity, price, currency, state, snapshot, first_seen_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'ACTIVE', ?7, ?8, ?8)
+         ON CONFLICT(account, item_id, sku) DO UPDATE SET quantity = excluded.quantity,
+             price = excluded.price, currency = excluded.currency, state = 'ACTIVE',
+             snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+    )?;
+    let mut seen = tx.prepare_cached(
+        "UPDATE ebay_inventory SET snapshot = ?4 WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
+    )?;
+    let mut event = tx.prepare_cached(EVENT_SQL)?;
+    while let Some(batch) = next_batch(receiver)? {
+        for row in batch {
+            count_row(applied, progress);
+            let quantity = quantity_of(&row);
+            let previous: Option<StoredState> = select
+                .query_row(params![account, row.item_id, row.sku], |found| {
+                    Ok((
+                        found.get(0)?,
+                        found.get(1)?,
+                        found.get(2)?,
+                        found.get(3)?,
+                        found.get(4)?,
                     ))
-                }
-            };
-            for row in batch {
-                applied.rows = applied.rows.saturating_add(1);
-                if applied.rows % 10_000 == 0 {
-                    progress();
-                }
-                // SQLite integers are signed: a quantity is bounded by the parser, this only
-                // keeps the conversion total.
-                let quantity = i64::try_from(row.quantity).unwrap_or(i64::MAX);
-                let previous: Option<StoredState> = select
-                    .query_row(params![account, row.item_id, row.sku], |found| {
-                        Ok((
-                            found.get(0)?,
-                            found.get(1)?,
-                            found.get(2)?,
-                            found.get(3)?,
-                            found.get(4)?,
-                        ))
-                    })
-                    .optional()?;
-                let Some((old_quantity, old_price, old_currency, old_state, old_snapshot)) =
-                    previous
-                else {
-                    upsert.execute(params![
-                        account,
-                        row.item_id,
-                        row.sku,
-                        quantity,
-                        row.price,
-                        row.currency,
-                        snapshot,
-                        now
-                    ])?;
-                    applied.inserted += 1;
-                    continue;
-                };
-                if old_snapshot == snapshot {
-                    applied.duplicates += 1;
-                    continue;
-                }
-                let resource = row.resource_id();
-                let mut changes: Vec<(&str, Option<String>, Option<String>)> = Vec::new();
-                if old_quantity != quantity {
-                    changes.push((
-                        FIELD_QUANTITY,
-                        Some(old_quantity.to_string()),
-                        Some(quantity.to_string()),
-                    ));
-                }
-                if old_price != row.price {
-                    changes.push((FIELD_PRICE, old_price, row.price.clone()));
-                }
-                if old_currency != row.currency {
-                    changes.push((FIELD_CURRENCY, old_currency, row.currency.clone()));
-                }
-                if old_state != STATE_ACTIVE {
-                    changes.push((FIELD_STATE, Some(old_state), Some(STATE_ACTIVE.to_string())));
-                }
-                if changes.is_empty() {
-                    seen.execute(params![account, row.item_id, row.sku, snapshot])?;
-                    applied.unchanged += 1;
-                    continue;
-                }
-                for (field, before, after) in changes {
-                    event.execute(params![
-                        account, stream, resource, field, before, after, now
-                    ])?;
-                    applied.events += 1;
-                }
+                })
+                .optional()?;
+            let Some((old_quantity, old_price, old_currency, old_state, old_snapshot)) = previous
+            else {
                 upsert.execute(params![
                     account,
                     row.item_id,
@@ -327,60 +716,89 @@ fn apply_read_ahead(
                     snapshot,
                     now
                 ])?;
-                applied.updated += 1;
+                applied.inserted += 1;
+                continue;
+            };
+            if old_snapshot == snapshot {
+                applied.duplicates += 1;
+                continue;
             }
-        }
-        // Every SKU still active that this snapshot did not list has ended.
-        let mut gone = tx.prepare_cached(
-            "SELECT item_id, sku, quantity FROM ebay_inventory
-             WHERE account = ?1 AND state = 'ACTIVE' AND snapshot < ?2",
-        )?;
-        let mut ended = gone.query(params![account, snapshot])?;
-        while let Some(found) = ended.next()? {
-            let item_id: String = found.get(0)?;
-            let sku: String = found.get(1)?;
-            let quantity: i64 = found.get(2)?;
-            let resource = resource_id(&item_id, &sku);
-            if quantity != 0 {
+            let changes = changes_of(
+                old_quantity,
+                old_price.as_deref(),
+                old_currency.as_deref(),
+                &old_state,
+                &row,
+                quantity,
+            );
+            if changes.is_empty() {
+                seen.execute(params![account, row.item_id, row.sku, snapshot])?;
+                applied.unchanged += 1;
+                continue;
+            }
+            let resource = row.resource_id();
+            for (field, before, after) in changes {
                 event.execute(params![
-                    account,
-                    stream,
-                    resource,
-                    FIELD_QUANTITY,
-                    quantity.to_string(),
-                    "0",
-                    now
+                    account, stream, resource, field, before, after, now
                 ])?;
                 applied.events += 1;
             }
+            upsert.execute(params![
+                account,
+                row.item_id,
+                row.sku,
+                quantity,
+                row.price,
+                row.currency,
+                snapshot,
+                now
+            ])?;
+            applied.updated += 1;
+        }
+    }
+    // Every SKU still active that this snapshot did not list has ended (one walk of the
+    // account's primary-key range).
+    let mut gone = tx.prepare_cached(
+        "SELECT item_id, sku, quantity FROM ebay_inventory
+         WHERE account = ?1 AND state = 'ACTIVE' AND snapshot < ?2",
+    )?;
+    let mut ended = gone.query(params![account, snapshot])?;
+    while let Some(found) = ended.next()? {
+        let item_id: String = found.get(0)?;
+        let sku: String = found.get(1)?;
+        let quantity: i64 = found.get(2)?;
+        let resource = resource_id(&item_id, &sku);
+        if quantity != 0 {
             event.execute(params![
                 account,
                 stream,
                 resource,
-                FIELD_STATE,
-                STATE_ACTIVE,
-                STATE_ENDED,
+                FIELD_QUANTITY,
+                quantity.to_string(),
+                "0",
                 now
             ])?;
             applied.events += 1;
-            applied.ended += 1;
         }
+        event.execute(params![
+            account,
+            stream,
+            resource,
+            FIELD_STATE,
+            STATE_ACTIVE,
+            STATE_ENDED,
+            now
+        ])?;
+        applied.events += 1;
+        applied.ended += 1;
     }
+    drop(ended);
     tx.prepare_cached(
         "UPDATE ebay_inventory SET quantity = 0, state = 'ENDED', updated_at = ?3
          WHERE account = ?1 AND state = 'ACTIVE' AND snapshot < ?2",
     )?
     .execute(params![account, snapshot, now])?;
-    tx.prepare_cached("DELETE FROM ebay_feed_tasks WHERE account = ?1 AND stream = ?2")?
-        .execute(params![account, stream])?;
-    tx.prepare_cached(
-        "UPDATE cursors SET cursor_ts = ?3, updated_at = ?4, last_run_at = ?4, last_error = NULL,
-             failures = 0, retry_at = NULL
-         WHERE account = ?1 AND stream = ?2",
-    )?
-    .execute(params![account, stream, taken_at, now])?;
-    tx.commit()?;
-    Ok(applied)
+    Ok(())
 }
 
 /// A Feed task a snapshot stream waits for (see `ebay_feed_tasks` in the migration).
@@ -594,6 +1012,176 @@ mod tests {
                 Ok::<_, LedgerError>(())
             })
             .expect("apply");
+    }
+
+    type Spec = (&'static str, &'static str, u64, &'static str);
+    /// A history row: (resource, field, before, after, observed at).
+    type EventRow = (String, String, Option<String>, Option<String>, i64);
+
+    /// The table and the history (sorted) after applying `snapshots` one by one with
+    /// `apply_one`, and what each apply reported.
+    fn outcome(
+        apply_one: &dyn Fn(&mut Connection, &[Spec], i64) -> SnapshotApplied,
+        snapshots: &[Vec<Spec>],
+    ) -> (Vec<StoredSku>, Vec<EventRow>, Vec<SnapshotApplied>) {
+        let ledger = SqliteLedger::open_in_memory().expect("ledger");
+        ledger.with_conn(|conn| {
+            let reports = snapshots
+                .iter()
+                .enumerate()
+                .map(|(index, specs)| apply_one(conn, specs, 10 * (index as i64 + 1)))
+                .collect();
+            let mut events: Vec<_> = conn
+                .prepare("SELECT resource_id, field, before, after, observed_at FROM events WHERE account = 'a'")
+                .expect("prepare")
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("events");
+            events.sort();
+            (inventory_of(conn, "a").expect("inventory"), events, reports)
+        })
+    }
+
+    fn rows_of(specs: &[Spec]) -> Vec<Result<InventoryRow, String>> {
+        specs
+            .iter()
+            .map(|(item, sku, quantity, price)| row(item, sku, *quantity, price))
+            .collect()
+    }
+
+    /// A sorted report is applied as a merge, any other by lookup (a merge that meets a
+    /// row out of order gives up and reads the source again): all three leave the same
+    /// table and the same history, and report the same counts.
+    #[test]
+    fn a_merge_and_a_lookup_apply_snapshots_alike() {
+        let snapshots: Vec<Vec<Spec>> = vec![
+            vec![
+                ("1", "A", 5, "9.99"),
+                ("1", "B", 2, "1.00"),
+                ("2", "", 1, "3.00"),
+                ("3", "X", 4, "2.00"),
+            ],
+            // 1/A's quantity and 1/B's price change, 2 ends, 3/X is unchanged, 4 is new
+            // and listed twice (the first is kept).
+            vec![
+                ("1", "A", 4, "9.99"),
+                ("1", "B", 2, "1.50"),
+                ("3", "X", 4, "2.00"),
+                ("4", "", 7, "1.00"),
+                ("4", "", 9, "1.00"),
+            ],
+            // 1/A ends, 2 is back, 3/X sells out; the last SKU of the table (4) stays.
+            vec![
+                ("1", "B", 2, "1.50"),
+                ("2", "", 1, "3.00"),
+                ("3", "X", 0, "2.00"),
+                ("4", "", 7, "1.00"),
+            ],
+            // Everything ends.
+            vec![],
+        ];
+        let lookup = outcome(
+            &|conn, specs, now| apply(conn, rows_of(specs), now).expect("lookup"),
+            &snapshots,
+        );
+        let opened = std::cell::Cell::new(0);
+        let merge = outcome(
+            &|conn, specs, now| {
+                apply_snapshot_from(
+                    conn,
+                    "a",
+                    "active_inventory",
+                    WriteFence::Unfenced,
+                    || {
+                        opened.set(opened.get() + 1);
+                        Ok::<_, String>(rows_of(specs))
+                    },
+                    now,
+                    now,
+                    &|| {},
+                )
+                .expect("merge")
+            },
+            &snapshots,
+        );
+        assert_eq!(
+            opened.get(),
+            snapshots.len(),
+            "a sorted source is read once"
+        );
+        opened.set(0);
+        let unsorted = outcome(
+            &|conn, specs, now| {
+                apply_snapshot_from(
+                    conn,
+                    "a",
+                    "active_inventory",
+                    WriteFence::Unfenced,
+                    || {
+                        opened.set(opened.get() + 1);
+                        let mut rows = rows_of(specs);
+                        rows.reverse();
+                        Ok::<_, String>(rows)
+                    },
+                    now,
+                    now,
+                    &|| {},
+                )
+                .expect("unsorted")
+            },
+            &snapshots,
+        );
+        // Reversed, the first three snapshots are out of order (read twice); the empty
+        // one is not.
+        assert_eq!(opened.get(), 2 * 3 + 1);
+        assert_eq!(merge.0, lookup.0);
+        assert_eq!(merge.1, lookup.1);
+        assert_eq!(merge.2, lookup.2);
+        // A reversed duplicate keeps the other row (the first one read): only the
+        // history of 4 differs, so compare everything else.
+        let not_four = |events: &Vec<EventRow>| {
+            events
+                .iter()
+                .filter(|event| event.0 != "4")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(not_four(&unsorted.1), not_four(&lookup.1));
+        assert_eq!(
+            unsorted
+                .2
+                .iter()
+                .map(|applied| applied.ended)
+                .collect::<Vec<_>>(),
+            lookup
+                .2
+                .iter()
+                .map(|applied| applied.ended)
+                .collect::<Vec<_>>()
+        );
+        let second = lookup.2[1];
+        assert_eq!(
+            (
+                second.inserted,
+                second.updated,
+                second.unchanged,
+                second.duplicates,
+                second.ended
+            ),
+            (1, 2, 1, 1, 1)
+        );
+        let third = lookup.2[2];
+        assert_eq!((third.updated, third.ended, third.unchanged), (2, 1, 2));
+        assert_eq!(lookup.2[3].ended, 4);
+        assert!(lookup
+            .0
+            .iter()
+            .all(|sku| sku.state == STATE_ENDED && sku.quantity == 0));
+        // 2 came back: ENDED -> ACTIVE and 0 -> 1 are in its history.
+        assert!(lookup.1.iter().any(|event| event.0 == "2"
+            && event.1 == FIELD_STATE
+            && event.3.as_deref() == Some(STATE_ACTIVE)));
     }
 
     /// Many more rows than the read-ahead holds all arrive, in order.

@@ -11,7 +11,7 @@
 //! 3. getResultFile, streamed to `documents_dir` with a byte cap (`max_document_bytes`)
 //!    and a total deadline;
 //! 4. the file is parsed as a stream ([`crate::provider::ebay_feed::InventoryReader`]) and
-//!    applied in one transaction ([`crate::store::ebay_inventory::apply_snapshot`]): per-SKU
+//!    applied in one transaction ([`crate::store::ebay_inventory::apply_snapshot_from`]): per-SKU
 //!    quantity and price upserted, changes and ended SKUs appended to the history. A
 //!    malformed, truncated or oversized file fails the run and applies nothing.
 //!
@@ -42,7 +42,7 @@ use crate::provider::ProviderError;
 use crate::quota::Priority;
 use crate::shapes::{retry_delay, CallError, RunOutcome, StreamContext, SyncError, QUOTA_WAIT_MAX};
 use crate::store::ebay_inventory::{
-    apply_snapshot, forget_task, pending_task, record_task, PendingTask, SnapshotApplied,
+    apply_snapshot_from, forget_task, pending_task, record_task, PendingTask, SnapshotApplied,
     SnapshotError,
 };
 use crate::store::WriteFence;
@@ -130,21 +130,18 @@ pub(super) async fn run_snapshot(
     let progress = context.progress.clone();
     let applied = runner
         .on_db(move |conn| {
-            let rows = match ebay_feed::open_result_file(&path_db, settings.max_xml_bytes) {
-                Ok(rows) => rows,
-                Err(err) => return Ok(Err(err.to_string())),
-            };
+            let open = || ebay_feed::open_result_file(&path_db, settings.max_xml_bytes);
             let bump = move || {
                 if let Some(progress) = &progress {
                     progress.bump();
                 }
             };
-            match apply_snapshot(
+            match apply_snapshot_from(
                 conn,
                 &account_db,
                 &stream_db,
                 fence,
-                rows,
+                open,
                 taken_at,
                 crate::domain::now_ts(),
                 &bump,

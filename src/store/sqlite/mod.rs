@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0009_market_prices.sql"),
     include_str!("../../../migrations/0010_tracked.sql"),
     include_str!("../../../migrations/0011_ebay_inquiries_purchases.sql"),
+    include_str!("../../../migrations/0013_ebay_inventory_merge.sql"),
     include_str!("../../../migrations/0014_alias_catalog.sql"),
 ];
 

@@ -659,19 +659,19 @@ pub(super) fn short_duration(value: Duration) -> String {
             return "0s".to_string();
         }
         for (unit, suffix) in UNITS {
-            if seconds % unit == 0 {
+            if seconds.is_multiple_of(unit) {
                 return format!("{}{suffix}", seconds / unit);
             }
         }
     }
-    if value.subsec_nanos() % 1_000_000 == 0 && value.as_secs() < 60 {
+    if value.subsec_nanos().is_multiple_of(1_000_000) && value.as_secs() < 60 {
         return format!("{}ms", value.as_millis());
     }
     humantime::format_duration(value).to_string()
 }
 
 pub(super) fn whole_hours(key: &str, value: Duration) -> Result<Duration, String> {
-    if value.as_secs() == 0 || value.as_secs() % 3600 != 0 || value.subsec_nanos() != 0 {
+    if value.as_secs() == 0 || !value.as_secs().is_multiple_of(3600) || value.subsec_nanos() != 0 {
         return Err(format!(
             "{key}: {} is not a whole number of hours; use a form like 6h",
             humantime::format_duration(value)

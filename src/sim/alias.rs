@@ -184,7 +184,7 @@ pub fn market_for(seed: u64, catalog_id: &str, size: f64) -> (u64, Option<u64>, 
     let offer = lowest.saturating_sub((5 + (hash >> 16) % 20) * 100);
     let last = offer + ((hash >> 32) % 10) * 100;
     let indicator = lowest - 100;
-    let offer = ((hash >> 8) % 5 != 0).then_some(offer);
+    let offer = (!(hash >> 8).is_multiple_of(5)).then_some(offer);
     (lowest, offer, last, indicator)
 }
 

@@ -218,7 +218,7 @@ pub fn market_for(seed: u64, style: &str, size: &str) -> (Option<f64>, Option<f6
     let hash = fnv(&[&seed.to_le_bytes(), style.as_bytes(), size.as_bytes()]);
     let ask = 100 + (hash % 300) as i64;
     let bid = ask - 5 - ((hash >> 16) % 20) as i64;
-    let has_asks = (hash >> 40) % 13 != 0;
+    let has_asks = !(hash >> 40).is_multiple_of(13);
     (has_asks.then_some(ask as f64), Some(bid as f64))
 }
 
@@ -505,7 +505,7 @@ async fn search(
             hits.push(search_product(seed, hit, &product_id));
         }
         drop(guard);
-        if fnv(&[&seed.to_le_bytes(), style.as_bytes(), b"order"]) % 2 == 0 {
+        if fnv(&[&seed.to_le_bytes(), style.as_bytes(), b"order"]).is_multiple_of(2) {
             hits.reverse();
         }
         products = hits;
@@ -572,7 +572,7 @@ async fn variants(
                     "defaultConversion": {"size": format!("US M {size}"), "type": "us m"},
                 },
                 "gtins": [{"identifier": format!("{:012}", hash % 1_000_000_000_000), "type": "UPC"}],
-                "isFlexEligible": hash % 3 == 0,
+                "isFlexEligible": hash.is_multiple_of(3),
                 "isDirectEligible": false,
             })
         })

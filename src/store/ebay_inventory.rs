@@ -385,7 +385,7 @@ fn apply_read_ahead(
 /// Counts a row, calling `progress` every 10,000.
 fn count_row(applied: &mut SnapshotApplied, progress: &dyn Fn()) {
     applied.rows = applied.rows.saturating_add(1);
-    if applied.rows % 10_000 == 0 {
+    if applied.rows.is_multiple_of(10_000) {
         progress();
     }
 }

@@ -54,7 +54,7 @@ impl SimCase {
 pub fn case_of(seed: u64, seller: &str, order: &SimOrder) -> Option<SimCase> {
     let ret = order.return_info.as_ref()?;
     let key = seller_key(seller);
-    if draw(seed, key, order.day, order.index, 20) % 2 != 0 {
+    if !draw(seed, key, order.day, order.index, 20).is_multiple_of(2) {
         return None;
     }
     let suffix = format!("{:05}{:05}", order.day.rem_euclid(100_000), order.index);

@@ -127,7 +127,7 @@ pub fn order(seed: u64, config: &EbaySimConfig, seller: &str, day: i64, index: u
         index
     );
     let with_return = config.return_every > 0
-        && draw(seed, key, day, index, 4) % u64::from(config.return_every) == 0;
+        && draw(seed, key, day, index, 4).is_multiple_of(u64::from(config.return_every));
     let return_info = with_return.then(|| {
         let created_r =
             fulfilled_at + DAY + (draw(seed, key, day, index, 5) % (2 * DAY) as u64) as i64;

@@ -108,7 +108,7 @@ pub fn inventory_listings(
     let epoch = now.div_euclid(every);
     let count = config.inventory_listings;
     let quantity = move |index: u32, salt: u64| -> u64 {
-        if draw(seed, key, epoch, index, salt + 1) % 5 == 0 {
+        if draw(seed, key, epoch, index, salt + 1).is_multiple_of(5) {
             1 + draw(seed, key, epoch, index, salt) % 40
         } else {
             1 + draw(seed, key, 0, index, salt) % 40
@@ -116,14 +116,14 @@ pub fn inventory_listings(
     };
     let price = move |index: u32, salt: u64| -> String {
         let base = 500 + draw(seed, key, 0, index, salt) % 20_000;
-        if draw(seed, key, epoch, index, salt + 1) % 10 == 0 {
+        if draw(seed, key, epoch, index, salt + 1).is_multiple_of(10) {
             price_text(base + 100 + draw(seed, key, epoch, index, salt) % 1_000)
         } else {
             price_text(base)
         }
     };
     (0..count).filter_map(move |index| {
-        if draw(seed, key, epoch, index, 11) % 50 == 0 {
+        if draw(seed, key, epoch, index, 11).is_multiple_of(50) {
             return None;
         }
         let item_id = format!(

@@ -71,7 +71,7 @@ pub fn inquiry_of(seed: u64, seller: &str, order: &SimOrder) -> Option<SimInquir
         return None;
     }
     let key = seller_key(seller);
-    if draw(seed, key, order.day, order.index, 30) % INQUIRY_EVERY != 0 {
+    if !draw(seed, key, order.day, order.index, 30).is_multiple_of(INQUIRY_EVERY) {
         return None;
     }
     let suffix = format!("{:05}{:05}", order.day.rem_euclid(100_000), order.index);

@@ -262,7 +262,15 @@ async fn bench(args: BenchEbayStreamsArgs) -> anyhow::Result<i32> {
         .json()
         .await?;
     stop.cancel();
-    let _ = server.await;
+    // A simulator that panicked spoils the figures: say so and fail the bench (as bench
+    // catalog and bench freshness do).
+    let server_ok = match server.await {
+        Ok(_) => true,
+        Err(err) => {
+            eprintln!("bench ebay-streams: the simulator task ended abnormally: {err}");
+            false
+        }
+    };
 
     let poll_min: Duration = args.poll_min.into();
     let poll_min_secs = poll_min.as_secs_f64();
@@ -341,7 +349,7 @@ async fn bench(args: BenchEbayStreamsArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let ok = finished && ratio <= MAX_RATIO && throttled_total == 0;
+    let ok = finished && ratio <= MAX_RATIO && throttled_total == 0 && server_ok;
     println!(
         "{} wall / minimum {ratio:.3} <= {MAX_RATIO}, no 429",
         super::verdict(ok)

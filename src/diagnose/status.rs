@@ -35,9 +35,12 @@ pub struct SupervisorStatus {
     /// `running`, `backing_off`, `quarantined`, `halted` or `stopped`.
     pub state: String,
     pub restarts: u64,
+    #[schema(required = true)]
     pub last_crash: Option<crate::actors::supervisor::CrashInfo>,
+    #[schema(required = true)]
     pub quarantined_until: Option<String>,
     /// Why the actor is in this state (the crash reason, or the mass failure).
+    #[schema(required = true)]
     pub reason: Option<String>,
 }
 
@@ -73,9 +76,11 @@ pub struct CursorStatus {
     /// How far the cursor is behind the newest time a window may end at (now minus the
     /// safety lag), in seconds.
     pub behind_seconds: i64,
+    #[schema(required = true)]
     pub last_run_at: Option<String>,
     /// Consecutive failed windows (the cursor stays until one applies).
     pub failures: i64,
+    #[schema(required = true)]
     pub retry_at: Option<String>,
     /// Resources stored and change-history rows recorded for the stream.
     pub resources: i64,
@@ -96,6 +101,7 @@ pub struct LockStatus {
 pub struct CooldownStatus {
     /// `quota`, `lock_busy`, `lock_unavailable`, `auth` or `none`.
     pub reason: String,
+    #[schema(required = true)]
     pub until_utc: Option<String>,
 }
 

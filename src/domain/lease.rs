@@ -40,13 +40,16 @@ pub struct LockInfo {
     pub owner: String,
     pub fence: u64,
     /// When the lease stops blocking others; `None` = the key never expires (a zombie).
+    #[schema(required = true)]
     pub expires_at_ms: Option<i64>,
     /// `expires_at_ms - now`, never negative; `None` when there is no expiry.
+    #[schema(required = true)]
     pub remaining_ms: Option<i64>,
     /// The lease's own expiry (`expires_at`) is `<= now`: its holder is gone or late, and
     /// the next `acquire` takes it over.
     pub stale: bool,
     /// When the holder acquired it (epoch ms); `None` when the stored lease is unreadable.
+    #[schema(required = true)]
     pub acquired_at_ms: Option<i64>,
 }
 

@@ -56,6 +56,7 @@ pub struct StatusDocument {
     /// `redis` or `sqlite`.
     pub lock_backend: String,
     /// Why the leases could not be read; the document is served without them.
+    #[schema(required = true)]
     pub lock_error: Option<String>,
     /// How many streams have each verdict (every verdict is present).
     pub summary: BTreeMap<Verdict, u64>,
@@ -69,6 +70,7 @@ pub struct AccountView {
     pub provider: crate::domain::Provider,
     /// The account actor as its supervisor last recorded it; `null` before the daemon
     /// first ran the account.
+    #[schema(required = true)]
     pub supervisor: Option<SupervisorStatus>,
     pub streams: Vec<StreamView>,
     /// Things to act on before they stop the account (an eBay refresh token within 14
@@ -96,13 +98,18 @@ pub struct StreamView {
     /// Hours per ledger state: MISSING, REQUESTED, DOWNLOADED, APPLIED, FAILED.
     #[schema(value_type = BTreeMap<String, u64>)]
     pub counts: BTreeMap<&'static str, u64>,
+    #[schema(required = true)]
     pub last_applied_hour: Option<String>,
+    #[schema(required = true)]
     pub next_claimable_hour: Option<String>,
     /// When the earliest FAILED hour may be retried.
+    #[schema(required = true)]
     pub next_retry_at: Option<String>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub cooldown: CooldownStatus,
     /// The stream's lease, when one is held (or left behind).
+    #[schema(required = true)]
     pub lock: Option<LockView>,
     pub verdict: Verdict,
     /// Why the verdict, in a sentence.
@@ -115,6 +122,7 @@ pub struct LockView {
     pub owner: String,
     pub fence: u64,
     /// `null`: the key has no expiry at all (a zombie the hygiene pass repairs).
+    #[schema(required = true)]
     pub expires_at: Option<String>,
     /// The lease's expiry has passed: its owner most likely died mid-flight.
     pub stale: bool,
@@ -503,6 +511,7 @@ pub struct SummaryDocument {
 pub struct StreamCoverage {
     pub stream: String,
     pub applied_hours: i64,
+    #[schema(required = true)]
     pub last_applied_hour: Option<String>,
 }
 
@@ -675,7 +684,9 @@ pub struct FailedHourView {
     pub stream: String,
     pub hour_utc: String,
     pub attempts: i64,
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    #[schema(required = true)]
     pub next_retry_at: Option<String>,
     /// When the hour failed (its last update).
     pub failed_at: String,
@@ -1085,6 +1096,7 @@ pub struct ClearedCooldown {
     /// `quota`, `auth`, ...
     pub reason: String,
     pub until_utc: String,
+    #[schema(required = true)]
     pub detail: Option<String>,
 }
 
@@ -1097,6 +1109,7 @@ pub struct ClearCooldownDone {
     /// A cooldown was active and is gone.
     pub cleared: bool,
     /// The cooldown that was active, if any.
+    #[schema(required = true)]
     pub previous: Option<ClearedCooldown>,
     pub message: String,
 }

@@ -54,9 +54,13 @@ pub struct HourView {
     pub state: String,
     pub attempts: i64,
     /// The failure record of a FAILED hour (the last error of an hour claimed again).
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    #[schema(required = true)]
     pub next_retry_at: Option<String>,
+    #[schema(required = true)]
     pub updated_at: Option<String>,
+    #[schema(required = true)]
     pub applied_at: Option<String>,
 }
 

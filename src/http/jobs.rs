@@ -54,6 +54,7 @@ pub struct JobView {
     pub id: i64,
     pub provider: String,
     pub sku: String,
+    #[schema(required = true)]
     pub size: Option<String>,
     /// The key jobs are deduplicated on.
     pub dedupe_key: String,
@@ -62,15 +63,19 @@ pub struct JobView {
     pub priority_name: JobPriority,
     pub state: JobState,
     pub attempts: i64,
+    #[schema(required = true)]
     pub error: Option<String>,
     /// Not claimed before this time.
     pub not_before: String,
+    #[schema(required = true)]
     pub lease_owner: Option<String>,
+    #[schema(required = true)]
     pub lease_until: Option<String>,
     /// Who asked: `deal`, `backfill`, `cli`, `api`, `freshness`, ...
     pub source: String,
     pub created_at: String,
     pub updated_at: String,
+    #[schema(required = true)]
     pub finished_at: Option<String>,
 }
 
@@ -475,12 +480,14 @@ pub async fn track(
 pub struct TrackedView {
     pub provider: String,
     pub sku: String,
+    #[schema(required = true)]
     pub size: Option<String>,
     pub dedupe_key: String,
     pub added_at: String,
     /// Who tracked it: `api`, `cli`, `import`, ...
     pub source: String,
     /// When its last job succeeded.
+    #[schema(required = true)]
     pub last_success: Option<String>,
 }
 

@@ -93,7 +93,9 @@ pub struct ChangeEvent {
     pub resource_id: String,
     /// The wire field name, e.g. `orderFulfillmentStatus`.
     pub field: String,
+    #[schema(required = true)]
     pub before: Option<String>,
+    #[schema(required = true)]
     pub after: Option<String>,
     pub observed_at: i64,
 }
@@ -106,8 +108,11 @@ pub struct OrderSummary {
     pub last_modified_date: String,
     pub fulfillment_status: String,
     pub payment_status: String,
+    #[schema(required = true)]
     pub total_value: Option<String>,
+    #[schema(required = true)]
     pub currency: Option<String>,
+    #[schema(required = true)]
     pub buyer: Option<String>,
 }
 

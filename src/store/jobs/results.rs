@@ -13,9 +13,13 @@ pub struct MarketPrice {
     pub provider: String,
     pub sku: String,
     /// `None` when the key has no size.
+    #[schema(required = true)]
     pub size: Option<String>,
+    #[schema(required = true)]
     pub lowest_ask: Option<f64>,
+    #[schema(required = true)]
     pub highest_bid: Option<f64>,
+    #[schema(required = true)]
     pub last_sale: Option<f64>,
     pub currency: String,
     pub updated_at: i64,
@@ -29,13 +33,19 @@ pub struct MarketPrice {
 pub struct KeepaProduct {
     pub asin: String,
     pub domain: i64,
+    #[schema(required = true)]
     pub title: Option<String>,
     /// Keepa prices are integer cents; -1 means none.
+    #[schema(required = true)]
     pub current_amazon: Option<i64>,
+    #[schema(required = true)]
     pub current_new: Option<i64>,
+    #[schema(required = true)]
     pub sales_rank: Option<i64>,
+    #[schema(required = true)]
     pub avg_90_new: Option<i64>,
     /// The one-year average (seed 004's "1yr avg").
+    #[schema(required = true)]
     pub avg_365_new: Option<i64>,
     pub history_points: i64,
     /// The product JSON as received.

@@ -579,22 +579,7 @@ impl Actor for TokenManager {
                         .collect()),
                     Buckets::Redis(remote) => {
                         let keys: Vec<BucketKey> = remote.known_keys();
-                        let mut views = Vec::with_capacity(keys.len());
-                        let mut failed = None;
-                        for key in keys {
-                            match remote.view(&key).await {
-                                Ok(Some(view)) => views.push((key, view)),
-                                Ok(None) => {}
-                                Err(err) => {
-                                    failed = Some(err);
-                                    break;
-                                }
-                            }
-                        }
-                        match failed {
-                            Some(err) => Err(err),
-                            None => Ok(views),
-                        }
+                        remote.views(&keys).await
                     }
                 };
                 let (corrections, grants) = (&state.corrections, &state.grants);

@@ -169,6 +169,9 @@ fn script(body: &str) -> Script {
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| script(LUA_ACQUIRE));
 static OBSERVE: LazyLock<Script> = LazyLock::new(|| script(LUA_OBSERVE));
+/// Buckets read per pipeline by [`RedisBuckets::views`].
+pub(crate) const VIEW_BATCH: usize = 500;
+
 static READ: LazyLock<Script> = LazyLock::new(|| script(LUA_READ));
 static COOLDOWN_SET: LazyLock<Script> = LazyLock::new(|| Script::new(LUA_COOLDOWN_SET));
 
@@ -365,9 +368,68 @@ impl RedisBuckets {
                 Ok((tokens, rate, burst))
             })
             .await;
-        let (tokens, rate, burst) = self.note(result)?;
+        let reply = self.note(result)?;
+        Ok(Some(self.read_view(reply)))
+    }
+
+    /// The state of every bucket in `keys` this manager knows, read in pipelined batches of
+    /// [`VIEW_BATCH`] (one `SCRIPT LOAD` and one pipeline per batch) instead of one round
+    /// trip per bucket: `/api/budgets` and the dashboard's history sampler read them all.
+    pub(crate) async fn views(
+        &mut self,
+        keys: &[BucketKey],
+    ) -> Result<Vec<(BucketKey, BucketView)>, QuotaError> {
+        self.check_up()?;
+        let known: Vec<(BucketKey, String, BucketSpec)> = keys
+            .iter()
+            .filter_map(|key| {
+                let spec = self.spec(key)?;
+                Some((key.clone(), self.link.bucket_key(key), spec))
+            })
+            .collect();
+        let mut views = Vec::with_capacity(known.len());
+        for batch in known.chunks(VIEW_BATCH) {
+            let calls: Vec<(String, f64, f64)> = batch
+                .iter()
+                .map(|(_, redis_key, spec)| (redis_key.clone(), spec.rate, spec.burst))
+                .collect();
+            let result = self
+                .link
+                .run("read", |mut conn| async move {
+                    let sha: String = READ.load_async(&mut conn).await?;
+                    let mut pipe = ::redis::pipe();
+                    for (redis_key, rate, burst) in &calls {
+                        pipe.cmd("EVALSHA")
+                            .arg(&sha)
+                            .arg(1)
+                            .arg(redis_key)
+                            .arg(*rate)
+                            .arg(*burst);
+                    }
+                    let replies: Vec<(String, String, String)> =
+                        pipe.query_async(&mut conn).await?;
+                    Ok(replies)
+                })
+                .await;
+            let replies = self.note(result)?;
+            if replies.len() != batch.len() {
+                return Err(QuotaError::Unavailable(format!(
+                    "redis read: {} replies for {} buckets",
+                    replies.len(),
+                    batch.len()
+                )));
+            }
+            for ((key, _, _), reply) in batch.iter().zip(replies) {
+                views.push((key.clone(), self.read_view(reply)));
+            }
+        }
+        Ok(views)
+    }
+
+    /// A bucket's view from the read script's reply (tokens, rate, burst as text).
+    fn read_view(&self, (tokens, rate, burst): (String, String, String)) -> BucketView {
         let number = |text: &str| text.parse::<f64>().unwrap_or(f64::NAN);
-        Ok(Some(BucketView {
+        BucketView {
             rate: number(&rate),
             burst: number(&burst),
             tokens: number(&tokens),
@@ -375,7 +437,7 @@ impl RedisBuckets {
             configured_burst: number(&burst),
             corrections: 0,
             grants: 0,
-        }))
+        }
     }
 }
 

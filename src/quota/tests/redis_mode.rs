@@ -214,3 +214,41 @@ async fn bench_grants_on_redis_measures_something() {
     .expect("bench");
     assert!(rate > 0.0 && rate.is_finite(), "{rate}");
 }
+
+/// Every bucket is read back, in pipelined batches (more buckets than one batch holds),
+/// each with its own level: a bucket paid twice shows one token fewer than the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_buckets_are_read_in_pipelined_batches_each_with_its_own_level() {
+    let server = RedisServer::start().expect("redis-server");
+    // A slow refill, so the levels read back are what was paid, within a few ms of refill.
+    let spec = BucketSpec::new(0.01, 5.0);
+    let (handle, join) = start(redis_config(&server, "views:").with_spec("test", "op", spec)).await;
+    let count = crate::quota::redis::VIEW_BATCH * 2 + 7;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0..count {
+        let key = BucketKey::new("test", "op", &format!("scope-{n}"));
+        let paid = if n == 3 { 2 } else { 1 };
+        for _ in 0..paid {
+            handle
+                .acquire(vec![key.clone()], 1.0, Priority::Background, deadline)
+                .await
+                .expect("a fresh bucket grants at once");
+        }
+    }
+    let views = handle.buckets().await.expect("buckets");
+    assert_eq!(views.len(), count, "every bucket is read back");
+    for (key, view) in &views {
+        let expected = if key == &BucketKey::new("test", "op", "scope-3") {
+            3.0
+        } else {
+            4.0
+        };
+        assert!(
+            (view.tokens - expected).abs() < 0.05,
+            "{key:?}: {} tokens, expected {expected}",
+            view.tokens
+        );
+        assert!((view.rate - 0.01).abs() < 1e-9, "{key:?}: rate {}", view.rate);
+    }
+    stop(handle, join).await;
+}

@@ -440,6 +440,70 @@ fn quantity_of(row: &InventoryRow) -> i64 {
     i64::try_from(row.quantity).unwrap_or(i64::MAX)
 }
 
+/// Writes `row` with `statement`: the insert, update or upsert of a SKU, which all take
+/// (account, item, sku, quantity, price, currency, snapshot, now).
+fn write_row(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    target: &Target<'_>,
+    row: &InventoryRow,
+    quantity: i64,
+    snapshot: i64,
+) -> rusqlite::Result<()> {
+    statement.execute(params![
+        target.account,
+        row.item_id,
+        row.sku,
+        quantity,
+        row.price,
+        row.currency,
+        snapshot,
+        target.now
+    ])?;
+    Ok(())
+}
+
+/// Appends one history event per changed field of a SKU.
+fn append_changes(
+    event: &mut rusqlite::CachedStatement<'_>,
+    target: &Target<'_>,
+    resource: &str,
+    changes: Changes,
+    applied: &mut SnapshotApplied,
+) -> rusqlite::Result<()> {
+    for (field, before, after) in changes {
+        event.execute(params![
+            target.account,
+            target.stream,
+            resource,
+            field,
+            before,
+            after,
+            target.now
+        ])?;
+        applied.events += 1;
+    }
+    Ok(())
+}
+
+/// The events of a SKU that a snapshot no longer lists: its quantity to 0 (when it was
+/// not already) and its state from ACTIVE to ENDED.
+fn ending_changes(quantity: i64) -> Changes {
+    let mut changes = Changes::new();
+    if quantity != 0 {
+        changes.push((
+            FIELD_QUANTITY,
+            Some(quantity.to_string()),
+            Some("0".to_string()),
+        ));
+    }
+    changes.push((
+        FIELD_STATE,
+        Some(STATE_ACTIVE.to_string()),
+        Some(STATE_ENDED.to_string()),
+    ));
+    changes
+}
+
 /// One stored SKU as the merge walks past it; its buffers are reused row after row.
 #[derive(Debug, Default)]
 struct Stored {
@@ -523,7 +587,7 @@ fn apply_merged(
     progress: &dyn Fn(),
     applied: &mut SnapshotApplied,
 ) -> Result<Result<(), Unsorted>, SnapshotError> {
-    let (account, stream, now) = (target.account, target.stream, target.now);
+    let (account, now) = (target.account, target.now);
     let mut scan = tx.prepare(
         "SELECT item_id, sku, quantity, price, currency, state FROM ebay_inventory
          WHERE account = ?1 ORDER BY item_id, sku",
@@ -548,33 +612,19 @@ fn apply_merged(
             return Ok(());
         }
         let resource = resource_id(&stored.item_id, &stored.sku);
-        if stored.quantity != 0 {
-            event.execute(params![
-                account,
-                stream,
-                resource,
-                FIELD_QUANTITY,
-                stored.quantity.to_string(),
-                "0",
-                now
-            ])?;
-            applied.events += 1;
-        }
-        event.execute(params![
-            account,
-            stream,
-            resource,
-            FIELD_STATE,
-            STATE_ACTIVE,
-            STATE_ENDED,
-            now
-        ])?;
-        applied.events += 1;
+        append_changes(
+            &mut event,
+            target,
+            &resource,
+            ending_changes(stored.quantity),
+            applied,
+        )?;
         end.execute(params![account, stored.item_id, stored.sku, snapshot, now])?;
         applied.ended += 1;
         Ok(())
     };
-    let mut event = tx.prepare_cached(EVENT_SQL)?;
+    // A second handle on the event statement: `end_stored` holds the first.
+    let mut event_changed = tx.prepare_cached(EVENT_SQL)?;
     let mut walk = scan.query([account])?;
     let mut stored = Stored::default();
     let mut more = stored.advance(&mut walk)?;
@@ -617,23 +667,14 @@ fn apply_merged(
                         if changes.is_empty() {
                             applied.unchanged += 1;
                         } else {
-                            let resource = row.resource_id();
-                            for (field, before, after) in changes {
-                                event.execute(params![
-                                    account, stream, resource, field, before, after, now
-                                ])?;
-                                applied.events += 1;
-                            }
-                            update.execute(params![
-                                account,
-                                row.item_id,
-                                row.sku,
-                                quantity,
-                                row.price,
-                                row.currency,
-                                snapshot,
-                                now
-                            ])?;
+                            append_changes(
+                                &mut event_changed,
+                                target,
+                                &row.resource_id(),
+                                changes,
+                                applied,
+                            )?;
+                            write_row(&mut update, target, &row, quantity, snapshot)?;
                             applied.updated += 1;
                         }
                         more = stored.advance(&mut walk)?;
@@ -643,16 +684,7 @@ fn apply_merged(
                 }
             }
             if !met {
-                insert.execute(params![
-                    account,
-                    row.item_id,
-                    row.sku,
-                    quantity,
-                    row.price,
-                    row.currency,
-                    snapshot,
-                    now
-                ])?;
+                write_row(&mut insert, target, &row, quantity, snapshot)?;
                 applied.inserted += 1;
             }
         }
@@ -673,7 +705,7 @@ fn apply_looked_up(
     progress: &dyn Fn(),
     applied: &mut SnapshotApplied,
 ) -> Result<(), SnapshotError> {
-    let (account, stream, now) = (target.account, target.stream, target.now);
+    let (account, now) = (target.account, target.now);
     let mut select = tx.prepare_cached(
         "SELECT quantity, price, currency, state, snapshot FROM ebay_inventory
          WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
@@ -706,16 +738,7 @@ fn apply_looked_up(
                 .optional()?;
             let Some((old_quantity, old_price, old_currency, old_state, old_snapshot)) = previous
             else {
-                upsert.execute(params![
-                    account,
-                    row.item_id,
-                    row.sku,
-                    quantity,
-                    row.price,
-                    row.currency,
-                    snapshot,
-                    now
-                ])?;
+                write_row(&mut upsert, target, &row, quantity, snapshot)?;
                 applied.inserted += 1;
                 continue;
             };
@@ -736,23 +759,8 @@ fn apply_looked_up(
                 applied.unchanged += 1;
                 continue;
             }
-            let resource = row.resource_id();
-            for (field, before, after) in changes {
-                event.execute(params![
-                    account, stream, resource, field, before, after, now
-                ])?;
-                applied.events += 1;
-            }
-            upsert.execute(params![
-                account,
-                row.item_id,
-                row.sku,
-                quantity,
-                row.price,
-                row.currency,
-                snapshot,
-                now
-            ])?;
+            append_changes(&mut event, target, &row.resource_id(), changes, applied)?;
+            write_row(&mut upsert, target, &row, quantity, snapshot)?;
             applied.updated += 1;
         }
     }
@@ -768,28 +776,13 @@ fn apply_looked_up(
         let sku: String = found.get(1)?;
         let quantity: i64 = found.get(2)?;
         let resource = resource_id(&item_id, &sku);
-        if quantity != 0 {
-            event.execute(params![
-                account,
-                stream,
-                resource,
-                FIELD_QUANTITY,
-                quantity.to_string(),
-                "0",
-                now
-            ])?;
-            applied.events += 1;
-        }
-        event.execute(params![
-            account,
-            stream,
-            resource,
-            FIELD_STATE,
-            STATE_ACTIVE,
-            STATE_ENDED,
-            now
-        ])?;
-        applied.events += 1;
+        append_changes(
+            &mut event,
+            target,
+            &resource,
+            ending_changes(quantity),
+            applied,
+        )?;
         applied.ended += 1;
     }
     drop(ended);

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::data::{draw, orders_created, seller_key, SimChange, SimOrder};
-use super::paging::{page_of, paged_body, parse_number, Asked};
+use super::paging::{paged_body, parse_number, post_order_page, Asked};
 use super::sell::{candidates, money};
 use super::{admit, Ebay, EbaySimConfig, DAY, MAX_ORDER_SPAN};
 use crate::domain::{format_millis, parse_millis};
@@ -232,7 +232,7 @@ async fn search_inquiries(
     };
     let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
     let seed = sim.config().seed;
-    let mut matching: Vec<(i64, String, Value)> = candidates
+    let matching: Vec<(i64, String, Value)> = candidates
         .iter()
         .filter_map(|order| {
             let inquiry = inquiry_of(seed, &seller, order)?;
@@ -245,19 +245,7 @@ async fn search_inquiries(
             })
         })
         .collect();
-    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let (total, page) = page_of(matching, &asked);
-    let members: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
-    let body = json!({
-        "members": members,
-        "paginationOutput": {
-            "limit": asked.limit,
-            "offset": asked.offset,
-            "totalEntries": total,
-            "totalPages": total.div_ceil(asked.limit.max(1)),
-        },
-        "totalNumberOfInquiries": total,
-    });
+    let body = post_order_page(matching, &asked, "totalNumberOfInquiries");
     paged_body(&ebay, &sim, OP_SEARCH_INQUIRIES, body)
 }
 

@@ -155,6 +155,30 @@ pub(super) fn parse_number(
     }
 }
 
+/// A Post-Order search answer (`searchCases`, `inquiry/search`): the `(created, id, json)`
+/// members sorted by creation then id, the page `asked` for, eBay's `paginationOutput`,
+/// and the total once more under `total_field` (`totalNumberOfCases`, ...).
+pub(super) fn post_order_page(
+    mut matching: Vec<(i64, String, Value)>,
+    asked: &Asked,
+    total_field: &str,
+) -> Value {
+    matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let (total, page) = page_of(matching, asked);
+    let members: Vec<Value> = page.into_iter().map(|(_, _, value)| value).collect();
+    let mut body = json!({
+        "members": members,
+        "paginationOutput": {
+            "limit": asked.limit,
+            "offset": asked.offset,
+            "totalEntries": total,
+            "totalPages": total.div_ceil(asked.limit.max(1)),
+        },
+    });
+    body[total_field] = json!(total);
+    body
+}
+
 /// One page of `items`, padded when an oversized page is due.
 pub(super) fn paged_body(
     ebay: &Ebay,

@@ -17,12 +17,14 @@
 //! ```
 //!
 //! [`history`] keeps the last hour of quota buckets, cursor lag and queue depth for the
-//! dashboard's pictures, in bounded rings.
+//! dashboard's pictures, in bounded rings. [`spans`] makes the spans that carry an
+//! account's and a stream's names into the log lines logged inside them.
 //!
 //! Layer 3 of docs/architecture.md. May use: `domain`. May not be a global: one handle per
 //! daemon, passed down.
 
 pub mod history;
+pub mod spans;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

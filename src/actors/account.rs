@@ -171,6 +171,8 @@ impl Actor for AccountActor {
                 crate::shapes::runner::run_stream(Arc::new(context), state.args.locks.clone(), ttl);
             let me = myself.clone();
             // The runner reports its own panic: one task per stream, none waiting on it.
+            // It makes its stream's span for each pass (`StreamContext::span`): the task
+            // itself logs nothing, and an idle stream keeps no span alive.
             let runner = state.args.tracker.spawn(async move {
                 if let Err(payload) = AssertUnwindSafe(runner).catch_unwind().await {
                     let _ = me.cast(AccountMsg::StreamPanicked {
@@ -181,7 +183,9 @@ impl Actor for AccountActor {
             });
             state.runners.push(AbortOnDrop(runner.abort_handle()));
         }
-        debug!(account = %state.args.id, streams = state.runners.len(), "account actor running");
+        crate::telemetry::spans::account_span(&state.args.id).in_scope(|| {
+            debug!(streams = state.runners.len(), "account actor running");
+        });
         Ok(())
     }
 

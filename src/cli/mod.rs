@@ -433,7 +433,15 @@ fn init_logging(format: LogFormat, default_level: &str) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Every line lists the spans it was logged in (`"spans":[{"name":"account",
+        // "account":"shop"},{"name":"stream","stream":"orders"}]`): that is where a
+        // stream's lines carry their account and stream (crate::telemetry::spans). The
+        // current span alone would repeat the last entry of that list.
+        LogFormat::Json => builder
+            .json()
+            .with_span_list(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 

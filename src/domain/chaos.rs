@@ -89,12 +89,13 @@ impl Chaos {
             return;
         }
         match self.action {
+            // Called inside the stream's span, which names the account.
             ChaosAction::Panic => {
-                tracing::warn!(account, unit, "chaos drill: panicking");
+                tracing::warn!(unit, "chaos drill: panicking");
                 panic!("chaos drill: account {account} panics on unit {unit}");
             }
             ChaosAction::Freeze => {
-                tracing::warn!(account, unit, "chaos drill: freezing without progress");
+                tracing::warn!(unit, "chaos drill: freezing without progress");
                 std::future::pending::<()>().await;
             }
         }

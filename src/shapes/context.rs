@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use super::spec::{AccountConfig, StreamConfig};
 use super::windowed::WindowedRunner;
@@ -267,8 +267,19 @@ impl StreamContext {
     /// One run without a lease (single-process tools and tests): its writes say so with
     /// [`crate::store::WriteFence::Unfenced`]. The daemon's runner never uses this; it
     /// runs under its lease's fence (see [`Self::run_leased`]).
+    ///
+    /// Runs in the stream's [span](Self::span), as the daemon's passes do.
     pub async fn run_once(&self) -> Result<RunOutcome, SyncError> {
-        self.run_fenced(crate::store::WriteFence::Unfenced).await
+        self.run_fenced(crate::store::WriteFence::Unfenced)
+            .instrument(self.span())
+            .await
+    }
+
+    /// A new span for one pass of this stream: `account{account=ID}:stream{stream=NAME}`
+    /// ([`crate::telemetry::spans::stream_span`]). Every line logged inside it names the
+    /// account and the stream, so the shapes' log lines do not repeat them.
+    pub fn span(&self) -> tracing::Span {
+        crate::telemetry::spans::stream_span(&self.account.id, &self.stream.name)
     }
 
     /// One run of the stream's shape. Every ledger write carries `fence`, so a run whose
@@ -413,7 +424,7 @@ impl StreamContext {
             answer = self.waiting(acquire) => match answer {
                 Ok(grant) => {
                     if grant.waited >= Duration::from_secs(1) {
-                        debug!(account = %self.account.id, operation, priority = %priority, waited_ms = grant.waited.as_millis() as u64, "quota granted after waiting");
+                        debug!(operation, priority = %priority, waited_ms = grant.waited.as_millis() as u64, "quota granted after waiting");
                     }
                     Ok(())
                 }
@@ -546,8 +557,6 @@ impl StreamContext {
             return Ok(None);
         };
         debug!(
-            account = %self.account.id,
-            stream = %self.stream.name,
             until = %format_ts(cooldown.until_at),
             reason = %cooldown.reason,
             "in cooldown; skipping provider calls this run"
@@ -567,7 +576,7 @@ impl StreamContext {
                 reason,
                 until_utc,
             } => {
-                debug!(account = %self.account.id, scope = %scope, until = %until_utc.to_rfc3339(), "cooling down; no call made");
+                debug!(scope = %scope, until = %until_utc.to_rfc3339(), "cooling down; no call made");
                 let (cooldown, record) =
                     self.quota_cooldown_copy(&scope, &reason, until_utc.timestamp());
                 QuotaStop::Cooldown { cooldown, record }
@@ -611,9 +620,7 @@ impl StreamContext {
                     )
                     .min(crate::quota::MAX_COOLDOWN);
                     warn!(
-                        account = %self.account.id,
                         provider = %self.account.provider,
-                        stream = %self.stream.name,
                         retry_in_ms = retry_in.as_millis() as u64,
                         detail = cooldown.detail.as_deref().unwrap_or(""),
                         "429 read as a model correction; the work goes back and is retried when the corrected bucket allows"
@@ -654,9 +661,7 @@ impl StreamContext {
             (cooldown, record)
         };
         error!(
-            account = %self.account.id,
             provider = %self.account.provider,
-            stream = %self.stream.name,
             until = %format_ts(cooldown.until_at),
             detail = cooldown.detail.as_deref().unwrap_or(""),
             reason = %cooldown.reason,

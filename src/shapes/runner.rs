@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::context::{blocking, RunOutcome, StreamContext, SyncError};
 use crate::domain::{format_ts, now_ts};
@@ -21,97 +21,126 @@ const COOLDOWN_RECHECK: Duration = Duration::from_secs(60);
 /// end, the lease holder's expiry or the next retry, whichever comes first;
 /// infrastructure errors back off without crashing.
 ///
+/// Each pass (the run, and the waits and retries that follow from its outcome) runs in
+/// the stream's span ([`StreamContext::span`]), so every line it logs, down to the
+/// store work it sends to the blocking pool, names the account and the stream.
+///
 /// Memory: 10,000 accounts keep 10,000 of these futures resident while idle, so the
-/// future holds the context behind an `Arc` and boxes every await that is not the idle
-/// wait (the run, the cooldown wait, the next-wake lookup): those are allocated only
-/// while they happen.
+/// future holds the context behind an `Arc` and boxes the pass (the run, the cooldown
+/// wait, the next-wake lookup): it is allocated only while it happens. The span is made
+/// per pass for the same reason: an idle stream keeps no span (a registry slot and its
+/// formatted fields) alive.
 pub async fn run_stream(context: Arc<StreamContext>, keeper: KeeperHandle, ttl: Duration) {
-    let interval = context.stream.interval;
     let mut infra_failures: u32 = 0;
     loop {
-        let outcome = {
-            // A shape that works throughout its run holds a work permit for it (let go
-            // while it waits for quota); a report stream takes one only to download and
-            // apply (its reports wait in flight holding nothing).
-            let permits = context.permits.for_run();
-            if context.work.runner().works_throughout() {
-                tokio::select! {
-                    _ = context.cancel.cancelled() => break,
-                    _ = permits.hold() => {}
-                }
+        // A shape that works throughout its run holds a work permit for it (let go
+        // while it waits for quota); a report stream takes one only to download and
+        // apply (its reports wait in flight holding nothing).
+        let permits = context.permits.for_run();
+        if context.work.runner().works_throughout() {
+            tokio::select! {
+                _ = context.cancel.cancelled() => break,
+                _ = permits.hold() => {}
             }
-            let _busy = context
-                .progress
-                .as_ref()
-                .map(|progress| progress.busy_scope());
-            // Boxed: a run's future (HTTP, parsing, ledger calls) is tens of KB; boxing
-            // keeps it allocated only while the run is in flight, not for every idle
-            // stream of 10,000 accounts.
-            Box::pin(async {
-                // Each run gets its own cancellation scope under the daemon's `abort`,
-                // closed when the run ends or is dropped: what the run leaves behind on
-                // it (its lease renewer task) stops with the run, instead of idling
-                // until the next renewal time and then failing to renew a released
-                // lease (one resident task per stream, issue 3's RSS).
-                let run_scope = context.abort.child_token();
-                let _close_scope = run_scope.clone().drop_guard();
-                let mut run_context = StreamContext::clone(&context);
-                run_context.abort = run_scope;
-                run_context.permits = permits;
-                run_context.run_leased(&keeper, ttl).await
-            })
-            .await
-        };
-        let wait = match outcome {
-            Ok(LeasedOutcome::Busy { until_ms, .. }) => {
-                let until = until_ms / 1000 + 1;
-                Duration::from_secs(
-                    (until - now_ts()).clamp(1, interval.as_secs().max(1) as i64) as u64,
-                )
-            }
-            Ok(LeasedOutcome::Unavailable(_)) => {
-                infra_failures = infra_failures.saturating_add(1);
-                Duration::from_secs(1u64 << infra_failures.min(4))
-            }
-            Ok(LeasedOutcome::Lost(_)) => Duration::from_secs(1),
-            Ok(LeasedOutcome::Ran(RunOutcome::Cancelled)) => break,
-            Ok(LeasedOutcome::Ran(RunOutcome::CoolingDown { until, reason })) => {
-                infra_failures = 0;
-                info!(account = %context.account.id, stream = %context.stream.name, reason = %reason, until = %format_ts(until), "cooling down");
-                if !Box::pin(wait_out_cooldown(&context, until)).await {
-                    break;
-                }
-                continue;
-            }
-            Ok(LeasedOutcome::Ran(RunOutcome::Deferred {
-                retry_in,
-                infrastructure,
-                ..
-            })) => {
-                if infrastructure {
-                    infra_failures = infra_failures.saturating_add(1);
-                    Duration::from_secs(1u64 << infra_failures.min(4)).max(retry_in)
-                } else {
-                    infra_failures = 0;
-                    retry_in
-                }
-            }
-            Ok(LeasedOutcome::Ran(RunOutcome::Finished { .. })) => {
-                infra_failures = 0;
-                Box::pin(next_wake(&context, interval)).await
-            }
-            Err(err) => {
-                infra_failures = infra_failures.saturating_add(1);
-                let backoff = Duration::from_secs(1u64 << infra_failures.min(6));
-                error!(account = %context.account.id, stream = %context.stream.name, error = %err, retry_in = %humantime::format_duration(backoff), "run failed; retrying");
-                backoff
-            }
+        }
+        let pass = Box::pin(
+            pass(&context, &keeper, ttl, permits, &mut infra_failures).instrument(context.span()),
+        );
+        let wait = match pass.await {
+            Next::Stop => break,
+            Next::Again => continue,
+            Next::Wait(wait) => wait,
         };
         tokio::select! {
             _ = context.cancel.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// What the runner loop does after a pass.
+enum Next {
+    /// Shutdown: the runner ends.
+    Stop,
+    /// Run again at once (a cooldown just ended).
+    Again,
+    /// Run again after this long.
+    Wait(Duration),
+}
+
+/// One pass of the runner loop: the leased run, then what its outcome calls for (the
+/// cooldown wait, the next wake); see [`run_stream`].
+async fn pass(
+    context: &Arc<StreamContext>,
+    keeper: &KeeperHandle,
+    ttl: Duration,
+    permits: super::context::RunPermits,
+    infra_failures: &mut u32,
+) -> Next {
+    let interval = context.stream.interval;
+    let outcome = {
+        let _busy = context
+            .progress
+            .as_ref()
+            .map(|progress| progress.busy_scope());
+        // Each run gets its own cancellation scope under the daemon's `abort`, closed
+        // when the run ends or is dropped: what the run leaves behind on it (its lease
+        // renewer task) stops with the run, instead of idling until the next renewal
+        // time and then failing to renew a released lease (one resident task per
+        // stream, issue 3's RSS).
+        let run_scope = context.abort.child_token();
+        let _close_scope = run_scope.clone().drop_guard();
+        let mut run_context = StreamContext::clone(context);
+        run_context.abort = run_scope;
+        run_context.permits = permits;
+        run_context.run_leased(keeper, ttl).await
+    };
+    let wait = match outcome {
+        Ok(LeasedOutcome::Busy { until_ms, .. }) => {
+            let until = until_ms / 1000 + 1;
+            Duration::from_secs(
+                (until - now_ts()).clamp(1, interval.as_secs().max(1) as i64) as u64,
+            )
+        }
+        Ok(LeasedOutcome::Unavailable(_)) => {
+            *infra_failures = infra_failures.saturating_add(1);
+            Duration::from_secs(1u64 << (*infra_failures).min(4))
+        }
+        Ok(LeasedOutcome::Lost(_)) => Duration::from_secs(1),
+        Ok(LeasedOutcome::Ran(RunOutcome::Cancelled)) => return Next::Stop,
+        Ok(LeasedOutcome::Ran(RunOutcome::CoolingDown { until, reason })) => {
+            *infra_failures = 0;
+            info!(reason = %reason, until = %format_ts(until), "cooling down");
+            if !wait_out_cooldown(context, until).await {
+                return Next::Stop;
+            }
+            return Next::Again;
+        }
+        Ok(LeasedOutcome::Ran(RunOutcome::Deferred {
+            retry_in,
+            infrastructure,
+            ..
+        })) => {
+            if infrastructure {
+                *infra_failures = infra_failures.saturating_add(1);
+                Duration::from_secs(1u64 << (*infra_failures).min(4)).max(retry_in)
+            } else {
+                *infra_failures = 0;
+                retry_in
+            }
+        }
+        Ok(LeasedOutcome::Ran(RunOutcome::Finished { .. })) => {
+            *infra_failures = 0;
+            next_wake(context, interval).await
+        }
+        Err(err) => {
+            *infra_failures = infra_failures.saturating_add(1);
+            let backoff = Duration::from_secs(1u64 << (*infra_failures).min(6));
+            error!(error = %err, retry_in = %humantime::format_duration(backoff), "run failed; retrying");
+            backoff
+        }
+    };
+    Next::Wait(wait)
 }
 
 /// Waits until the cooldown that stopped the last run is over: its end, an early clear
@@ -145,11 +174,11 @@ async fn wait_out_cooldown(context: &StreamContext, until: i64) -> bool {
         match context.active_cooldown().await {
             Ok(Some(cooldown)) => until = cooldown.until_at,
             Ok(None) => {
-                info!(account = %context.account.id, stream = %context.stream.name, "cooldown over; resuming");
+                info!("cooldown over; resuming");
                 return true;
             }
             Err(err) => {
-                debug!(account = %context.account.id, error = %err, "cannot read the cooldown; keeping the known end")
+                debug!(error = %err, "cannot read the cooldown; keeping the known end")
             }
         }
     }

@@ -12,12 +12,17 @@ pub struct BlockingFailed(pub String);
 /// Runs `work` on the blocking pool and returns what it returned. Callers map
 /// [`BlockingFailed`] into their own error (an infrastructure error: retry, do not blame
 /// the unit of work).
+///
+/// `work` runs inside the caller's current span: what it logs names the account and
+/// stream whose run sent it (see [`crate::telemetry::spans`]); a blocking-pool thread
+/// has no span of its own.
 pub async fn blocking<T, F>(work: F) -> Result<T, BlockingFailed>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|err| BlockingFailed(describe(&err)))
 }

@@ -243,6 +243,16 @@ impl DaemonProcess {
 
     /// Like [`DaemonProcess::spawn`], with extra environment variables (credentials).
     pub fn spawn_with_env(config_path: &std::path::Path, env: &[(&str, &str)]) -> DaemonProcess {
+        DaemonProcess::spawn_with(config_path, env, &[])
+    }
+
+    /// Like [`DaemonProcess::spawn_with_env`], with extra global options before `run`
+    /// (`--log-format json`).
+    pub fn spawn_with(
+        config_path: &std::path::Path,
+        env: &[(&str, &str)],
+        global_args: &[&str],
+    ) -> DaemonProcess {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("daemon.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -250,6 +260,7 @@ impl DaemonProcess {
             .envs(env.iter().copied())
             .arg("--config")
             .arg(config_path)
+            .args(global_args)
             .arg("run")
             .stdout(std::process::Stdio::null())
             .stderr(log)

@@ -376,3 +376,124 @@ async fn sync_once_catches_up_and_exits_saying_what_stopped() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("sync needs --once"));
 }
+
+/// A daemon run of one Amazon account against the embedded simulator, logging in
+/// `format` at debug level: its log once `want` has been logged (or the deadline passed).
+async fn logs_of_a_run(format: &str, want: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("run.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+data_dir = "{}"
+[simulator]
+enabled = true
+listen = "127.0.0.1:0"
+processing_latency = "0s"
+asins_per_marketplace = 3
+[[accounts]]
+id = "shop-7"
+provider = "amazon"
+marketplace = "ATVPDKIKX0DER"
+[accounts.streams.vendor_rt_sales]
+lookback = "2h"
+chunk = "2h"
+poll_min = "10ms"
+poll_max = "50ms"
+safety_lag = "0s"
+daily_audit = false
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = DaemonProcess::spawn_with(
+        &config_path,
+        &[("RUST_LOG", "marketsync=debug")],
+        &["--log-format", format],
+    );
+    let logged = wait_until(Duration::from_secs(60), || {
+        let logs = daemon.logs();
+        want.iter().all(|needle| logs.contains(needle))
+    })
+    .await;
+    daemon.signal("TERM");
+    let code = daemon.wait_exit_code(Duration::from_secs(30)).await;
+    let logs = daemon.logs();
+    assert!(logged, "{want:?} logged within 60s; logs:\n{logs}");
+    assert_eq!(code, Some(0), "logs:\n{logs}");
+    logs
+}
+
+/// Issue 16 point 8: the account and the stream come from spans, not from fields
+/// repeated by hand. "hours applied" is logged deep inside a stream's run, "staged rows
+/// swapped in" by the store on the blocking pool (whose threads have no span of their
+/// own): both must name the account and the stream, once, in the text format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_log_lines_inside_a_stream_run_carry_account_and_stream_from_its_spans() {
+    let logs = logs_of_a_run("text", &["hours applied", "staged rows swapped in"]).await;
+    for message in ["hours applied", "staged rows swapped in"] {
+        let line = logs
+            .lines()
+            .find(|line| line.contains(message))
+            .unwrap_or_else(|| panic!("no {message:?} line in\n{logs}"));
+        assert!(
+            line.contains("account{account=shop-7}:stream{stream=vendor_rt_sales}: "),
+            "{line}"
+        );
+        assert_eq!(line.matches("shop-7").count(), 1, "named once: {line}");
+        assert_eq!(line.matches("vendor_rt_sales").count(), 1, "{line}");
+    }
+    // The actor's own line is in the account's span only; the supervisor's line about
+    // its child is outside it and names the account itself.
+    let actor = logs
+        .lines()
+        .find(|line| line.contains("account actor running"))
+        .unwrap_or_else(|| panic!("no actor line in\n{logs}"));
+    assert!(actor.contains("account{account=shop-7}: "), "{actor}");
+    assert!(!actor.contains("stream{"), "{actor}");
+}
+
+/// The same in the JSON format: every line inside a stream's run lists the account and
+/// stream spans under `spans`, root first, and repeats neither among its own fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_inside_a_stream_run_list_account_and_stream_spans() {
+    let logs = logs_of_a_run("json", &["hours applied", "staged rows swapped in"]).await;
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: not JSON: {line}"))
+        })
+        .collect();
+    let expected = serde_json::json!([
+        {"name": "account", "account": "shop-7"},
+        {"name": "stream", "stream": "vendor_rt_sales"},
+    ]);
+    for message in ["hours applied", "staged rows swapped in"] {
+        let line = lines
+            .iter()
+            .find(|line| line["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in\n{logs}"));
+        assert_eq!(line["spans"], expected, "{line}");
+        assert!(line["fields"].get("account").is_none(), "{line}");
+        assert!(line["fields"].get("stream").is_none(), "{line}");
+        assert!(
+            line.get("span").is_none(),
+            "no repeat of the last span: {line}"
+        );
+    }
+    // Every line of the stream's run lists both, not only the two looked at above.
+    let in_stream = lines
+        .iter()
+        .filter(|line| {
+            line["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("marketsync::shapes"))
+        })
+        .collect::<Vec<_>>();
+    assert!(!in_stream.is_empty(), "{logs}");
+    for line in in_stream {
+        assert_eq!(line["spans"], expected, "{line}");
+    }
+}

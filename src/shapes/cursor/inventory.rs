@@ -153,7 +153,7 @@ pub(super) async fn run_snapshot(
         })
         .await;
     if let Err(err) = tokio::fs::remove_file(&path).await {
-        warn!(account = %account, stream = STREAM, path = %path.display(), error = %err, "cannot remove the result file");
+        warn!(path = %path.display(), error = %err, "cannot remove the result file");
     }
     let applied: SnapshotApplied = match applied? {
         Ok(applied) => applied,
@@ -165,8 +165,6 @@ pub(super) async fn run_snapshot(
         }
     };
     info!(
-        account = %account,
-        stream = STREAM,
         task_id = %task_id,
         bytes,
         rows = applied.rows,
@@ -203,7 +201,7 @@ async fn fetch_file(
         .filter(|task| now.saturating_sub(task.created_at) < timeout_secs);
     let task = match pending {
         Some(task) => {
-            info!(account = %account, stream = STREAM, task_id = %task.task_id, created = %format_ts(task.created_at), "resuming the inventory task of an interrupted run");
+            info!(task_id = %task.task_id, created = %format_ts(task.created_at), "resuming the inventory task of an interrupted run");
             task
         }
         None => {
@@ -333,8 +331,6 @@ async fn fail(
     let now = runner.clock.now();
     let retry_at = now.saturating_add(i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX));
     warn!(
-        account = %context.account.id,
-        stream = STREAM,
         error = %message,
         retry_at = %format_ts(retry_at),
         "inventory snapshot failed; nothing applied, retrying later"

@@ -233,7 +233,10 @@ impl CursorRunner {
             return offers::run_snapshot(self, context, fence).await;
         }
         let Some(adapter) = self.adapters.get(stream.name.as_str()).cloned() else {
-            error!(account = %account, stream = %stream.name, "no cursor adapter for this stream; expected one of {}", EBAY_STREAMS.join(", "));
+            error!(
+                "no cursor adapter for this stream; expected one of {}",
+                EBAY_STREAMS.join(", ")
+            );
             return Ok(RunOutcome::Finished {
                 applied: 0,
                 failed: 1,
@@ -340,8 +343,6 @@ impl CursorRunner {
                 })
                 .await?;
             debug!(
-                account = %account,
-                stream = %stream.name,
                 from = %format_ts(window.start),
                 to = %format_ts(window.end),
                 resources = count,
@@ -360,7 +361,7 @@ impl CursorRunner {
             }
         }
         if applied > 0 {
-            info!(account = %account, stream = %stream.name, windows = applied, cursor = %format_ts(cursor_ts), "caught up");
+            info!(windows = applied, cursor = %format_ts(cursor_ts), "caught up");
         }
         Ok(RunOutcome::Finished { applied, failed: 0 })
     }
@@ -394,7 +395,7 @@ impl CursorRunner {
             Some(text) => match parse_millis(&text) {
                 Some(millis) => millis.div_euclid(1000).clamp(earliest, window.start),
                 None => {
-                    warn!(account = %context.account.id, stream = %context.stream.name, date = %text, "a stored date does not parse; reading the whole revisit span");
+                    warn!(date = %text, "a stored date does not parse; reading the whole revisit span");
                     earliest
                 }
             },
@@ -511,7 +512,7 @@ impl CursorRunner {
                 totals.iter().take(8).collect::<Vec<_>>(),
                 unique.len()
             );
-            warn!(account = %context.account.id, stream = %stream.name, attempt, problem = %last_problem, "reading the window again");
+            warn!(attempt, problem = %last_problem, "reading the window again");
         }
         Err(WindowError::Inconsistent(last_problem))
     }
@@ -529,8 +530,6 @@ impl CursorRunner {
         let now = self.clock.now();
         let retry_at = now + delay.as_secs().max(1) as i64;
         warn!(
-            account = %context.account.id,
-            stream = %context.stream.name,
             from = %format_ts(window.start),
             to = %format_ts(window.end),
             error = %message,
@@ -594,7 +593,7 @@ impl CursorRunner {
             QuotaStop::Misconfigured(err) => {
                 let message =
                     format!("quota refused the call: {err}; fix [quota.ebay] in the configuration");
-                error!(account = %context.account.id, stream = %context.stream.name, error = %message, "window not read");
+                error!(error = %message, "window not read");
                 Ok(RunOutcome::Finished {
                     applied: 0,
                     failed: 1,

@@ -317,8 +317,6 @@ pub(super) async fn run_snapshot(
         })
         .await?;
     info!(
-        account = %account,
-        stream = STREAM,
         skus = sku_count,
         offers = count,
         inserted = applied.inserted,

@@ -36,9 +36,10 @@
 //! [`Observation::Keepa`]; a negative balance makes the next grant wait for the refill,
 //! computed once (no polling, no spinning).
 //!
-//! Emits: `info!(account, provider, jobs, succeeded, failed, not_found, deferred, calls,
-//! "jobs drained")`, `warn!(job, previous_owner, "job rescued ...")`, `warn!(.. "provider
-//! refused the account ...")`, `debug!` per request.
+//! Emits (inside the stream's `account` and `stream` spans, which name both): `info!(provider,
+//! jobs, succeeded, failed, not_found, deferred, calls, "jobs drained")`, `warn!(job,
+//! previous_owner, "job rescued ...")`, `warn!(.. "provider refused the account ...")`,
+//! `debug!` per request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -223,7 +224,7 @@ impl JobRunner {
             .blocking(move |ledger| store::rescue_expired(ledger, provider, now_ts()))
             .await?;
         for (job, previous_owner) in &rescued {
-            warn!(account = %ctx.account.id, provider, job, previous_owner = %previous_owner, "job rescued: the lease of its worker expired; back to pending without consuming an attempt");
+            warn!(provider, job, previous_owner = %previous_owner, "job rescued: the lease of its worker expired; back to pending without consuming an attempt");
         }
         run.rescued = rescued.len() as i64;
         let batch = match self.client {
@@ -283,7 +284,7 @@ impl JobRunner {
                 infrastructure,
             }) => {
                 run.outcome = "deferred".to_string();
-                warn!(account = %ctx.account.id, provider, reason = %reason, infrastructure, "no quota grant; the jobs went back without consuming an attempt and the run ends");
+                warn!(provider, reason = %reason, infrastructure, "no quota grant; the jobs went back without consuming an attempt and the run ends");
                 RunOutcome::Deferred {
                     reason,
                     retry_in: DEFERRED_RETRY,
@@ -313,7 +314,7 @@ impl JobRunner {
                         )
                         .await
                     {
-                        warn!(account = %ctx.account.id, error = %err, "the token manager could not persist the cooldown; it holds in this process");
+                        warn!(error = %err, "the token manager could not persist the cooldown; it holds in this process");
                     }
                 }
                 ctx.cool_down(
@@ -327,7 +328,6 @@ impl JobRunner {
         run.finished_at = now_ts();
         if run.jobs_run > 0 || run.rescued > 0 {
             info!(
-                account = %ctx.account.id,
                 provider,
                 jobs = run.jobs_run,
                 succeeded = run.succeeded,
@@ -374,7 +374,7 @@ impl JobRunner {
             return self.refused(ctx, jobs, refused);
         }
         run.calls_made += 1;
-        debug!(account = %ctx.account.id, operation = OP_PRODUCT, jobs = jobs.len(), priority = %priority, cost, "request");
+        debug!(operation = OP_PRODUCT, jobs = jobs.len(), priority = %priority, cost, "request");
         let asins: Vec<String> = jobs.iter().map(|job| job.sku.clone()).collect();
         let (balance, result) = client.products(&asins).await;
         ctx.observe(OP_PRODUCT, &result);
@@ -527,7 +527,7 @@ impl JobRunner {
                         warn!(sku = %sku, error = %err, "could not drop the stale alias catalog entry; it expires by itself");
                     }
                     if cached && attempt == 0 {
-                        warn!(account = %ctx.account.id, job = job.id, sku = %sku, catalog_id = %catalog_id, answer = %message, "alias refused a cached catalog id; searching the style id again");
+                        warn!(job = job.id, sku = %sku, catalog_id = %catalog_id, answer = %message, "alias refused a cached catalog id; searching the style id again");
                         continue;
                     }
                     return not_found(format!(
@@ -579,7 +579,7 @@ impl JobRunner {
             return self.refused(ctx, jobs, refused);
         }
         run.calls_made += 1;
-        debug!(account = %ctx.account.id, operation = OP_SEARCH, priority = %priority, "request");
+        debug!(operation = OP_SEARCH, priority = %priority, "request");
         let result = client.search(&job.sku, job.size.as_deref()).await;
         ctx.observe(OP_SEARCH, &result);
         match result {
@@ -650,7 +650,7 @@ impl JobRunner {
             return Err(self.refused(ctx, jobs, refused));
         }
         run.calls_made += 1;
-        debug!(account = %ctx.account.id, operation, priority = %priority, "request");
+        debug!(operation, priority = %priority, "request");
         let result = call.await;
         if operation == bucket_operation {
             ctx.observe(bucket_operation, &result);
@@ -746,7 +746,7 @@ impl JobRunner {
                 Err(ProviderError::NotFound { message, .. }) => {
                     self.forget_style(&style).await;
                     if cached && attempt == 0 {
-                        warn!(account = %ctx.account.id, job = job.id, style = %style, size = %size, product_id = %product_id, variant_id = %variant_id, answer = %message, "stockx refused a cached catalog id; resolving the style again");
+                        warn!(job = job.id, style = %style, size = %size, product_id = %product_id, variant_id = %variant_id, answer = %message, "stockx refused a cached catalog id; resolving the style again");
                         continue;
                     }
                     return not_found(format!(
@@ -877,7 +877,7 @@ impl JobRunner {
             Err(ProviderError::NotFound { message, .. }) => {
                 self.forget_style(style).await;
                 if product_cached {
-                    warn!(account = %ctx.account.id, style, product_id = %product_id, answer = %message, "stockx no longer has the cached product; resolving the style again");
+                    warn!(style, product_id = %product_id, answer = %message, "stockx no longer has the cached product; resolving the style again");
                     return Ok(Resolution::Gone);
                 }
                 return Ok(Resolution::NotFound(format!(
@@ -1047,7 +1047,7 @@ impl JobRunner {
                 .collect();
             return (ends, None);
         }
-        warn!(account = %ctx.account.id, jobs = jobs.len(), error = %err, "request failed; the jobs are retried with backoff");
+        warn!(jobs = jobs.len(), error = %err, "request failed; the jobs are retried with backoff");
         let ends = jobs
             .iter()
             .map(|job| (job.clone(), self.retry(ctx, job, err.to_string())))

@@ -287,7 +287,7 @@ impl StreamContext {
             .map(|claim| Claim { fence, ..claim })
             .collect();
         if !resumable.is_empty() {
-            info!(account = %self.account.id, stream = %self.stream.name, units = resumable.len(), "resuming units in flight");
+            info!(units = resumable.len(), "resuming units in flight");
         }
         let mut queue: std::collections::VecDeque<Claim> =
             self.recover_orphans(client, resumable).await?.into();
@@ -343,8 +343,6 @@ impl StreamContext {
         }
         if let Some((reason, infrastructure)) = tally.deferred {
             warn!(
-                account = %self.account.id,
-                stream = %self.stream.name,
                 reason = %reason,
                 infrastructure,
                 "no quota grant; the unit went back without consuming an attempt and the run ends"
@@ -356,7 +354,12 @@ impl StreamContext {
             });
         }
         if tally.applied > 0 || tally.failed > 0 || tally.postponed > 0 {
-            info!(account = %self.account.id, stream = %self.stream.name, applied_hours = tally.applied, failed_units = tally.failed, postponed_units = tally.postponed, "run complete");
+            info!(
+                applied_hours = tally.applied,
+                failed_units = tally.failed,
+                postponed_units = tally.postponed,
+                "run complete"
+            );
         }
         Ok(RunOutcome::Finished {
             applied: tally.applied,
@@ -424,7 +427,7 @@ impl StreamContext {
         let mut next: Option<String> = None;
         for _ in 0..ORPHAN_PAGES {
             if let Err(refused) = self.gate(OP_GET_REPORTS, &priority, true).await {
-                debug!(account = %self.account.id, error = ?refused, "getReports not granted; units in flight are requested again");
+                debug!(error = ?refused, "getReports not granted; units in flight are requested again");
                 return Ok(claims);
             }
             let result = client
@@ -440,7 +443,7 @@ impl StreamContext {
                     }
                 }
                 Err(err) => {
-                    warn!(account = %self.account.id, stream = %self.stream.name, error = %err, "getReports failed; units in flight whose report id was not saved are requested again");
+                    warn!(error = %err, "getReports failed; units in flight whose report id was not saved are requested again");
                     return Ok(claims);
                 }
             }
@@ -470,7 +473,7 @@ impl StreamContext {
                 ledger.set_report_id(&stored, &id, now_ts())
             })
             .await?;
-            info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %listed.status.report_id, "report of an interrupted request found by getReports; resuming it instead of requesting the window again");
+            info!(window = %claim.window, report_id = %listed.status.report_id, "report of an interrupted request found by getReports; resuming it instead of requesting the window again");
             claim.report_id = Some(listed.status.report_id.clone());
         }
         Ok(claims)
@@ -516,10 +519,13 @@ impl StreamContext {
         })
         .await?;
         if seeded > 0 {
-            debug!(account = %self.account.id, stream = %self.stream.name, hours = seeded, window = %window, "seeded missing hours");
+            debug!(hours = seeded, window = %window, "seeded missing hours");
         }
         for (kind, hours) in audited {
-            info!(account = %self.account.id, stream = %self.stream.name, kind, hours, "audit scheduled; hours will be re-requested at audit priority");
+            info!(
+                kind,
+                hours, "audit scheduled; hours will be re-requested at audit priority"
+            );
         }
         Ok(())
     }
@@ -586,7 +592,7 @@ impl StreamContext {
                         ledger.set_report_id(&stored, &id, now_ts())
                     })
                     .await?;
-                    info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report requested");
+                    info!(window = %claim.window, report_id = %report_id, "report requested");
                     claim.report_id = Some(report_id);
                     requested_at = Some(tokio::time::Instant::now());
                 }
@@ -635,7 +641,7 @@ impl StreamContext {
                         );
                         return self.fail_stuck(&claim, &message).await;
                     }
-                    info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, outcome = %how, "a report taken for stuck was not cancelled; polling it on");
+                    info!(window = %claim.window, report_id = %report_id, outcome = %how, "a report taken for stuck was not cancelled; polling it on");
                     detect_stuck = false;
                 }
                 other => break other,
@@ -668,7 +674,7 @@ impl StreamContext {
         };
         match status.processing_status {
             ProcessingStatus::Cancelled => {
-                info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, "report cancelled: no data for the window; applying zero rows");
+                info!(window = %claim.window, report_id = %report_id, "report cancelled: no data for the window; applying zero rows");
                 let applied_claim = claim.clone();
                 let applied = blocking(&self.ledger, move |ledger| {
                     ledger.apply_sales(
@@ -751,7 +757,7 @@ impl StreamContext {
                         // The report is finished and its document still there: keep
                         // the report id; the next run asks for the document again
                         // instead of requesting the window again.
-                        warn!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id = %report_id, error = %err, "report document still unavailable after retries; kept in flight for the next run");
+                        warn!(window = %claim.window, report_id = %report_id, error = %err, "report document still unavailable after retries; kept in flight for the next run");
                         Ok(UnitEnd::Postponed)
                     }
                     Err(CallError::Provider(err)) => self.fail(&claim, &err.to_string()).await,
@@ -847,10 +853,10 @@ impl StreamContext {
                     {
                         return Poll::Stuck(age, factor);
                     }
-                    debug!(account = %self.account.id, report_id, status = ?status.processing_status, "report still in progress")
+                    debug!(report_id, status = ?status.processing_status, "report still in progress")
                 }
                 Err(err) if err.is_transient() => {
-                    warn!(account = %self.account.id, report_id, error = %err, "getReport failed; polling again")
+                    warn!(report_id, error = %err, "getReport failed; polling again")
                 }
                 Err(err) => return Poll::Error(err),
             }
@@ -916,11 +922,11 @@ impl StreamContext {
         self.observe(OP_CANCEL_REPORT, &result);
         match result {
             Ok(()) => {
-                info!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, report_id, "stuck report cancelled");
+                info!(window = %claim.window, report_id, "stuck report cancelled");
                 (true, "cancelled with cancelReport".to_string())
             }
             Err(err) => {
-                debug!(account = %self.account.id, report_id, error = %err, "cancelReport refused");
+                debug!(report_id, error = %err, "cancelReport refused");
                 (false, format!("cancelReport refused: {err}"))
             }
         }
@@ -966,7 +972,7 @@ impl StreamContext {
                         .poll_min
                         .saturating_mul(1u32 << attempt.min(8))
                         .min(DOCUMENT_RETRY_MAX);
-                    warn!(account = %self.account.id, stream = %self.stream.name, window = %claim.window, document_id, attempt = attempt + 1, retry_in_ms = pause.as_millis() as u64, error = %err, "report document unavailable; asking for it again");
+                    warn!(window = %claim.window, document_id, attempt = attempt + 1, retry_in_ms = pause.as_millis() as u64, error = %err, "report document unavailable; asking for it again");
                     tokio::select! {
                         _ = self.abort.cancelled() => return Err(CallError::Cancelled),
                         _ = tokio::time::sleep(pause) => {}
@@ -1037,7 +1043,7 @@ impl StreamContext {
         let bytes = client
             .download_document(document, &path, self.stream.windowed().max_document_bytes)
             .await?;
-        debug!(account = %self.account.id, document_id, bytes, "document downloaded");
+        debug!(document_id, bytes, "document downloaded");
         Ok((path, document.gzip))
     }
 
@@ -1073,14 +1079,14 @@ impl StreamContext {
         .map_err(|err| SyncError::Join(err.0))?;
         let summary = match validated {
             (Ok(summary), elapsed) => {
-                debug!(account = %self.account.id, stream = %self.stream.name, window = %window, rows = summary.rows, validate_ms = elapsed.as_millis() as u64, "document validated and staged");
+                debug!(window = %window, rows = summary.rows, validate_ms = elapsed.as_millis() as u64, "document validated and staged");
                 summary
             }
             (Err(err), _) => {
                 // The unit fails and is requested again; the document is of no more use.
                 remove_document(&path);
                 if let ReportError::TooLarge(exceeded) = &err {
-                    warn!(account = %self.account.id, stream = %self.stream.name, window = %window, cap = %exceeded, "document rejected by a size cap");
+                    warn!(window = %window, cap = %exceeded, "document rejected by a size cap");
                 }
                 return self.fail(&claim, &describe_document_error(&err)).await;
             }
@@ -1112,8 +1118,6 @@ impl StreamContext {
         match result {
             (Ok(applied), elapsed) => {
                 info!(
-                    account = %self.account.id,
-                    stream = %self.stream.name,
                     window = %claim.window,
                     rows = applied.summary.rows,
                     skipped_partial = applied.summary.skipped_partial,
@@ -1156,8 +1160,6 @@ impl StreamContext {
         now: i64,
     ) -> Result<UnitEnd, SyncError> {
         warn!(
-            account = %self.account.id,
-            stream = %self.stream.name,
             window = %claim.window,
             attempt = claim.attempts + 1,
             retry_at = %format_ts(retry_at),

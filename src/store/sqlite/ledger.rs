@@ -352,8 +352,8 @@ impl LedgerStore for SqliteLedger {
                 summary,
             })
         });
+        // The account and stream come from the caller's span (a windowed run's).
         tracing::debug!(
-            account = %claim.account,
             claim_id = claim.claim_id,
             rows = summary_rows(&result),
             swap_ms = u64::try_from(swap_started.elapsed().as_millis()).unwrap_or(u64::MAX),

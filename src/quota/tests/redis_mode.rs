@@ -248,7 +248,11 @@ async fn redis_buckets_are_read_in_pipelined_batches_each_with_its_own_level() {
             "{key:?}: {} tokens, expected {expected}",
             view.tokens
         );
-        assert!((view.rate - 0.01).abs() < 1e-9, "{key:?}: rate {}", view.rate);
+        assert!(
+            (view.rate - 0.01).abs() < 1e-9,
+            "{key:?}: rate {}",
+            view.rate
+        );
     }
     stop(handle, join).await;
 }

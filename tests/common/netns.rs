@@ -5,14 +5,18 @@
 //! parallel tests and the namespaces of a crashed earlier run never collide):
 //!
 //! ```text
-//!  netns ms-PID-N-infra                         netns ms-PID-N-h1      netns ms-PID-N-h2
-//!  ┌──────────────────────────────────────┐    ┌──────────────────┐   ┌──────────────────┐
-//!  │ br0  10.77.0.1  redis-server :6379   │    │ eth0 10.77.0.11  │   │ eth0 10.77.0.12  │
-//!  │      10.77.0.2  postgres     :5432   │◄───┤ marketsync run   │   │ marketsync run   │
-//!  │      10.77.0.3  marketsync sim :8000 │◄───┼──────────────────┼───┤                  │
-//!  │ veth-h1, veth-h2 enslaved to br0     │    │ lo up            │   │ lo up            │
-//!  └──────────────────────────────────────┘    └──────────────────┘   └──────────────────┘
+//!  netns ms-PID-N-infra                        netns ms-PID-N-h1        netns ms-PID-N-h2
+//!  ┌─────────────────────────────────────┐    ┌────────────────────┐   ┌────────────────────┐
+//!  │ br0 10.77.0.1  redis-server :6379   │    │ eth0 10.77.0.11    │   │ eth0 10.77.0.12    │
+//!  │     10.77.0.2  postgres     :5432   │◄───┤ marketsync run     │   │ marketsync run     │
+//!  │     10.77.0.3:8000 ─► 127.0.0.1:8000│◄───┤ 127.0.0.1:8000 ─►  │   │ 127.0.0.1:8000 ─►  │
+//!  │                   marketsync sim    │    │   10.77.0.3:8000   │   │   10.77.0.3:8000   │
+//!  │ veth-h1, veth-h2 enslaved to br0    │    │ lo up              │   │ lo up              │
+//!  └─────────────────────────────────────┘    └────────────────────┘   └────────────────────┘
 //! ```
+//!
+//! The simulator is reached through two forwarders run by the test (`─►`; see
+//! [`Forwarder`] for why: the daemon fetches plain-http documents only from loopback).
 //!
 //! The services live in a namespace of their own, not in the root namespace: the
 //! addresses never touch the machine's routing, so every `Net` uses the same 10.77.0.0/24
@@ -37,8 +41,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use super::{with_test_env, DaemonProcess};
@@ -99,10 +103,15 @@ pub fn postgres_url() -> String {
     )
 }
 
-/// `http://10.77.0.3:8000`.
+/// Where a host's daemon finds the simulator: `http://127.0.0.1:8000`, the host's
+/// forwarder to 10.77.0.3:8000 (see [`Forwarder`] for why).
 pub fn simulator_url() -> String {
-    format!("http://{}", Service::Simulator.socket())
+    format!("http://{SIMULATOR_LOOPBACK}")
 }
+
+/// The simulator's own listen address in the infra namespace, and each host's forwarder
+/// to it: the same, so the document URLs the simulator writes work on every host.
+const SIMULATOR_LOOPBACK: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
 
 /// Fails the test unless it runs as root: `ip netns` needs it, and a silent skip would
 /// pass a suite that proved nothing.
@@ -174,26 +183,150 @@ fn kill_everything_in(name: &str) {
     }
 }
 
+/// Moves the calling thread into network namespace `name` (for good: threads it spawns
+/// afterwards start there too).
+fn join_namespace(name: &str) -> io::Result<()> {
+    let file = std::fs::File::open(Path::new("/run/netns").join(name))?;
+    rustix::thread::move_into_link_name_space(
+        file.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    Ok(())
+}
+
 /// Runs `work` on a thread that entered network namespace `name`: sockets it opens
 /// belong to that namespace (and keep working once handed back to another thread).
 fn enter_namespace<T: Send>(
     name: &str,
     work: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
-    let path = Path::new("/run/netns").join(name);
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
-                let file = std::fs::File::open(&path)?;
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )?;
+                join_namespace(name)?;
                 work()
             })
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
     })
+}
+
+/// A TCP forwarder run by the test inside one namespace: it listens on `listen` and
+/// connects each accepted connection to `target`, both from inside that namespace (so the
+/// namespace's routes, and a cut, apply to the onward connection). Stopped on drop, its
+/// open connections shut down.
+///
+/// Why: the daemon downloads report documents over plain http only from a loopback
+/// address (pre-signed URLs never travel in clear over a network), and the simulator
+/// names its own listen address in those URLs. So the simulator listens on 127.0.0.1 in
+/// the infra namespace behind a forwarder on 10.77.0.3, and every host reaches it through
+/// a forwarder on its own 127.0.0.1 (a sidecar, as a TLS-terminating proxy would be).
+struct Forwarder {
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An idle forwarded connection is closed after this long (so a connection whose far
+/// end went silent behind a cut does not hold a thread for ever).
+const FORWARD_IDLE: Duration = Duration::from_secs(120);
+
+impl Forwarder {
+    fn start(namespace: &str, listen: SocketAddr, target: SocketAddr) -> Forwarder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (ready, started) = std::sync::mpsc::channel();
+        let thread = {
+            let (stop, open) = (Arc::clone(&stop), Arc::clone(&open));
+            let namespace = namespace.to_string();
+            std::thread::spawn(move || {
+                let bound = join_namespace(&namespace).and_then(|()| {
+                    let listener = std::net::TcpListener::bind(listen)?;
+                    listener.set_nonblocking(true)?;
+                    Ok(listener)
+                });
+                let listener = match bound {
+                    Ok(listener) => {
+                        let _ = ready.send(Ok(()));
+                        listener
+                    }
+                    Err(err) => {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let open = Arc::clone(&open);
+                            // Spawned here, so the onward connect happens in the namespace.
+                            std::thread::spawn(move || forward(client, target, &open));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        started
+            .recv()
+            .expect("forwarder thread")
+            .unwrap_or_else(|err| panic!("forwarder on {listen} in {namespace}: {err}"));
+        Forwarder {
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Connects `client` to `target` and copies both ways until either side closes; a
+/// target that cannot be reached closes the client at once.
+fn forward(client: TcpStream, target: SocketAddr, open: &Mutex<Vec<TcpStream>>) {
+    let Ok(server) = TcpStream::connect_timeout(&target, PROBE_TIMEOUT) else {
+        return;
+    };
+    let streams = (|| -> io::Result<_> {
+        client.set_nonblocking(false)?;
+        for stream in [&client, &server] {
+            stream.set_read_timeout(Some(FORWARD_IDLE))?;
+            stream.set_nodelay(true)?;
+        }
+        let mut registry = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        registry.push(client.try_clone()?);
+        registry.push(server.try_clone()?);
+        Ok((client.try_clone()?, server.try_clone()?))
+    })();
+    let Ok((mut client_reader, mut server_writer)) = streams else {
+        return;
+    };
+    let upstream = std::thread::spawn(move || {
+        let _ = io::copy(&mut client_reader, &mut server_writer);
+        let _ = server_writer.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut server_reader, mut client_writer) = (server, client);
+    let _ = io::copy(&mut server_reader, &mut client_writer);
+    let _ = client_writer.shutdown(std::net::Shutdown::Both);
+    let _ = server_reader.shutdown(std::net::Shutdown::Both);
+    let _ = upstream.join();
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        for stream in self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// A TCP connection to `target` from inside network namespace `name`.
@@ -312,6 +445,8 @@ pub struct Net {
     id: String,
     redis: Option<ServiceProcess>,
     simulator: Option<ServiceProcess>,
+    /// 10.77.0.3:8000 → the simulator on 127.0.0.1:8000.
+    simulator_front: Option<Forwarder>,
     postgres: Option<Postgres>,
     next_host: u8,
     infra: Namespace,
@@ -345,6 +480,7 @@ impl Net {
             id,
             redis: None,
             simulator: None,
+            simulator_front: None,
             postgres: None,
             next_host: 0,
             infra,
@@ -374,14 +510,20 @@ impl Net {
         self.redis = Some(redis);
     }
 
-    /// `marketsync sim ARGS --listen 10.77.0.3:8000`; waits until it answers over HTTP.
+    /// `marketsync sim ARGS`, reachable on 10.77.0.3:8000 (it listens on 127.0.0.1:8000 of
+    /// the infra namespace, see [`Forwarder`]); waits until it answers over HTTP.
     pub fn start_simulator(&mut self, args: &[&str]) {
         let mut command = self.infra.command(env!("CARGO_BIN_EXE_marketsync"));
         with_test_env(&mut command);
         command
             .arg("sim")
-            .args(["--listen", &Service::Simulator.socket().to_string()])
+            .args(["--listen", &SIMULATOR_LOOPBACK.to_string()])
             .args(args);
+        self.simulator_front = Some(Forwarder::start(
+            &self.infra.name,
+            Service::Simulator.socket(),
+            SIMULATOR_LOOPBACK,
+        ));
         let mut simulator = ServiceProcess::spawn(command, self.dir.path().join("sim.log"));
         let ready = poll_until(STARTUP_DEADLINE, || {
             simulator.assert_running("marketsync sim");
@@ -453,10 +595,16 @@ impl Net {
             .prefix(&format!("marketsync-{label}-"))
             .tempdir()
             .expect("tempdir");
+        let simulator_sidecar = Forwarder::start(
+            &namespace.name,
+            SIMULATOR_LOOPBACK,
+            Service::Simulator.socket(),
+        );
         Host {
             label,
             addr,
             daemon: None,
+            _simulator_sidecar: simulator_sidecar,
             dir,
             namespace,
         }
@@ -496,6 +644,7 @@ impl Drop for Net {
     fn drop(&mut self) {
         // Processes before their namespace (the fields below drop in declaration order).
         self.redis.take();
+        self.simulator_front.take();
         self.simulator.take();
         self.postgres.take();
     }
@@ -521,6 +670,8 @@ pub struct Host {
     pub label: String,
     pub addr: Ipv4Addr,
     daemon: Option<DaemonProcess>,
+    /// 127.0.0.1:8000 in this host → the simulator (see [`Forwarder`]).
+    _simulator_sidecar: Forwarder,
     dir: tempfile::TempDir,
     /// After the daemon: the namespace is deleted once the daemon is dead.
     namespace: Namespace,
@@ -543,7 +694,16 @@ impl Host {
         self.daemon.take();
         let text = format!("data_dir = \"{}\"\n{config}", self.data_dir().display());
         std::fs::write(self.config_path(), text).expect("write host config");
-        let mut command = self.namespace.command(env!("CARGO_BIN_EXE_marketsync"));
+        // A host has a hostname of its own (a UTS namespace; `unshare` and `sh` exec, so
+        // the child's pid is the daemon's): lease owners name `pid@hostname`, and an
+        // owner on "this host" whose pid is gone is provably dead, its lease deleted at
+        // once by the hygiene pass. Sharing the hostname would turn every failover into
+        // that shortcut instead of a lease expiry.
+        let mut command = self.namespace.command("unshare");
+        command
+            .args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\""])
+            .arg(self.hostname())
+            .arg(env!("CARGO_BIN_EXE_marketsync"));
         with_test_env(&mut command);
         command
             .env("RUST_LOG", rust_log)
@@ -551,6 +711,11 @@ impl Host {
             .arg(self.config_path())
             .arg("run");
         self.daemon = Some(DaemonProcess::spawn_command(command));
+    }
+
+    /// The daemon's hostname (in its lease owners): `ms-PID-N-hK`, unique per run.
+    pub fn hostname(&self) -> &str {
+        &self.namespace.name
     }
 
     /// The daemon (running, frozen or dead: its log stays readable).
@@ -621,9 +786,14 @@ impl Host {
         ]);
     }
 
-    /// A TCP connection from this host to `service` (what its daemon would get).
+    /// A TCP connection from this host to `service`, the way its daemon connects (to the
+    /// simulator through the host's forwarder on 127.0.0.1).
     pub fn connect(&self, service: Service) -> io::Result<TcpStream> {
-        self.namespace.connect(service.socket())
+        let target = match service {
+            Service::Simulator => SIMULATOR_LOOPBACK,
+            other => other.socket(),
+        };
+        self.namespace.connect(target)
     }
 }
 

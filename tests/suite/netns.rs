@@ -226,6 +226,21 @@ fn applied_hours(host: &Host) -> u64 {
         .map_or(0, |snapshot| snapshot.counts[3])
 }
 
+/// Waits until `host` (the new holder) applies a chunk more than it has now.
+async fn assert_works_on(host: &Host) {
+    let applied = applied_hours(host);
+    let working = wait_until(Duration::from_secs(30), || {
+        applied_hours(host) >= applied + 6
+    })
+    .await;
+    assert!(
+        working,
+        "{} applied a chunk after the takeover; log:\n{}",
+        host.label,
+        host.daemon().logs()
+    );
+}
+
 /// Provider calls (`operation` field) in `log` at or after `since_ms`.
 fn calls_since(log: &[LogLine], since_ms: i64) -> Vec<&LogLine> {
     log.iter()
@@ -377,18 +392,12 @@ async fn sigkill_of_the_lease_holder_moves_its_scope_within_ttl_and_one_renewal(
         lease.fence,
         before.fence
     );
-    // The new holder works: it applies hours of its own.
-    let applied = applied_hours(&second);
-    let working = wait_until(Duration::from_secs(30), || {
-        applied_hours(&second) >= applied + 6
-    })
-    .await;
     assert!(
-        working,
-        "{} applied a chunk after the takeover; log:\n{}",
-        second.label,
-        second.daemon().logs()
+        lease.owner.contains(&format!("@{}#", second.hostname())),
+        "the owner names the host: {}",
+        lease.owner
     );
+    assert_works_on(&second).await;
     second.kill();
     let stats = net.sim_get("/_sim/stats").expect("stats");
     eprintln!(
@@ -402,9 +411,9 @@ async fn sigkill_of_the_lease_holder_moves_its_scope_within_ttl_and_one_renewal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_the_heal() {
     let (net, mut first, mut second) = two_hosts().await;
+    let cut_at_ms = epoch_ms();
     first.cut_from(Service::Redis);
     let cut_at = Instant::now();
-    let cut_at_ms = epoch_ms();
     // The test is not cut: it still sees the lease, which nobody renews any more.
     let taken = wait_for_takeover(&net, &second, failover_bound() * 3).await;
     let (taken_at, lease, previous) = taken.unwrap_or_else(|| {
@@ -462,8 +471,8 @@ async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_
     );
 
     // Heal: the host reaches Redis again, finds the scope held and waits, without error.
-    first.heal(Service::Redis);
     let healed_at_ms = epoch_ms();
+    first.heal(Service::Redis);
     let rejoined = wait_until(Duration::from_secs(40), || {
         first.log().iter().any(|line| {
             line.at_ms() >= healed_at_ms
@@ -499,6 +508,7 @@ async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_
         second.daemon().logs()
     );
     assert_eq!(holder_pid(&net), Some(second.pid()));
+    assert_works_on(&second).await;
     first.kill();
     second.kill();
     assert_database_matches_simulator(&net, &first);
@@ -528,8 +538,9 @@ async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_requests_not
     let frozen_lease = previous.expect("the frozen host's lease was seen");
     assert!(lease.fence > frozen_lease.fence);
 
-    first.thaw();
+    // Taken before the signal: the host may log within a millisecond of it.
     let thawed_at_ms = epoch_ms();
+    first.thaw();
     // Its overdue renewal is refused: the scope is held by the newer lease.
     let lost = wait_until(Duration::from_secs(20), || {
         first.log().iter().any(|line| {
@@ -581,6 +592,7 @@ async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_requests_not
         "the resumed host requested reports for a scope it no longer holds: {created:?}"
     );
     assert_eq!(holder_pid(&net), Some(second.pid()));
+    assert_works_on(&second).await;
     first.kill();
     second.kill();
     assert_database_matches_simulator(&net, &first);

@@ -362,6 +362,45 @@ async fn a_cut_separates_a_host_from_one_service_and_not_the_others() {
     assert!(answers(&first, Service::Postgres), "started again");
 }
 
+#[test]
+fn a_test_that_panics_leaves_no_namespace_and_no_process_behind() {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let test = std::thread::spawn(move || {
+        let mut net = Net::new();
+        net.start_redis();
+        net.start_postgres();
+        net.start_simulator(&["--latency", "1s"]);
+        let mut host = net.add_host();
+        host.spawn_daemon(&daemon_config(), RUST_LOG);
+        host.freeze();
+        let names = vec![
+            net.infra_namespace().to_string(),
+            host.hostname().to_string(),
+        ];
+        let mut pids = netns::pids_in(net.infra_namespace());
+        pids.push(host.pid());
+        sender.send((names, pids)).expect("send");
+        panic!("a test fails with a frozen daemon, redis, postgres and the simulator running");
+    });
+    assert!(test.join().is_err(), "the test thread panicked");
+    let (names, pids) = receiver.recv().expect("names");
+    assert!(
+        pids.len() >= 4,
+        "redis, postgres, simulator and daemon ran: {pids:?}"
+    );
+    let left: Vec<String> = netns::namespaces()
+        .into_iter()
+        .filter(|name| names.contains(name))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new("/proc").join(pid.to_string()).exists(),
+            "process {pid} left behind"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_lease_holder_moves_its_scope_within_ttl_and_one_renewal() {
     let (net, mut first, mut second) = two_hosts().await;

@@ -109,6 +109,9 @@ pub fn simulator_url() -> String {
     format!("http://{SIMULATOR_LOOPBACK}")
 }
 
+/// Where a host's daemon serves its API (the default `[http] listen`, inside the host).
+const DAEMON_API: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+
 /// The simulator's own listen address in the infra namespace, and each host's forwarder
 /// to it: the same, so the document URLs the simulator writes work on every host.
 const SIMULATOR_LOOPBACK: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
@@ -807,6 +810,15 @@ impl Host {
         ]);
     }
 
+    /// `GET path` on this host's daemon API (its default 127.0.0.1:8080, inside the
+    /// host): the status and the JSON body. What an operator on that host would see.
+    pub fn api_get(&self, path: &str) -> io::Result<(u16, serde_json::Value)> {
+        let mut stream = self.namespace.connect(DAEMON_API)?;
+        // Longer than the API's own bounds (a lock backend that does not answer: 3 s).
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        http_get(&mut stream, path, DAEMON_API)
+    }
+
     /// A TCP connection from this host to `service`, the way its daemon connects (to the
     /// simulator through the host's forwarder on 127.0.0.1).
     pub fn connect(&self, service: Service) -> io::Result<TcpStream> {
@@ -1051,10 +1063,22 @@ fn resp_command(stream: &mut TcpStream, args: &[&str]) -> io::Result<Resp> {
 /// `GET path` over HTTP/1.1 (`Connection: close`), the body parsed as JSON; an answer
 /// other than 200 is an error.
 fn http_get_json(stream: &mut TcpStream, path: &str) -> io::Result<serde_json::Value> {
+    match http_get(stream, path, Service::Simulator.socket())? {
+        (200, body) => Ok(body),
+        (status, body) => Err(io::Error::other(format!("GET {path}: {status} {body}"))),
+    }
+}
+
+/// `GET path` over HTTP/1.1 (`Connection: close`) with `Host: host`: the status and the
+/// body parsed as JSON.
+fn http_get(
+    stream: &mut TcpStream,
+    path: &str,
+    host: SocketAddr,
+) -> io::Result<(u16, serde_json::Value)> {
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        Service::Simulator.socket()
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
@@ -1062,19 +1086,20 @@ fn http_get_json(stream: &mut TcpStream, path: &str) -> io::Result<serde_json::V
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| io::Error::other("no end of headers"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(io::Error::other(format!(
-            "GET {path}: {}",
-            head.lines().next().unwrap_or("")
-        )));
-    }
+    let status: u16 = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("GET {path}: no status line")))?;
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
         return Err(io::Error::other(format!("GET {path}: chunked body")));
     }
-    serde_json::from_str(body).map_err(|err| io::Error::other(format!("GET {path}: {err}")))
+    let body =
+        serde_json::from_str(body).map_err(|err| io::Error::other(format!("GET {path}: {err}")))?;
+    Ok((status, body))
 }
 
 /// Polls `check` every 20 ms until it holds or `deadline` passes (blocking: service

@@ -8,7 +8,9 @@
 //!   lease TTL + one renew interval;
 //! - a host cut from Redis (and only Redis) while it holds the lease: it makes no
 //!   simulator call after its lease expired, the other host takes over within TTL + one
-//!   renew interval, and after the heal it rejoins (finds the scope busy) without error;
+//!   renew interval, each side's `/api/locks` says what its operator would see (the
+//!   lease; "lock backend unavailable"), and after the heal it rejoins (finds the scope
+//!   busy, lists the new holder's lease) without error;
 //! - a host frozen (SIGSTOP) past its TTL, then resumed: its renewal is refused (the
 //!   scope is held by the other host's newer lease), and it requests no report after it
 //!   resumed;
@@ -100,6 +102,10 @@ url = "{redis}"
 [locks]
 ttl = "{ttl}s"
 hygiene_interval = "1s"
+
+# The operator API inside the host (Host::api_get).
+[http]
+listen = "127.0.0.1:8080"
 
 [quota.amazon.createReport]
 rate = 100.0
@@ -472,6 +478,18 @@ async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_
         "takeover took {failover:?}, above ttl + one renew interval ({:?})",
         failover_bound()
     );
+    // Each side of the partition, as its operator sees it: the new holder lists its
+    // lease; the cut host cannot reach the lock backend and says so.
+    let (status, locks) = second.api_get("/api/locks").expect("h2 api");
+    assert_eq!(status, 200, "{locks}");
+    assert!(
+        locks["locks"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|info| info["owner"] == lease.owner.as_str())),
+        "h2 lists its lease: {locks}"
+    );
+    let (status, body) = first.api_get("/api/locks").expect("h1 api");
+    assert_eq!(status, 503, "the cut host cannot list leases: {body}");
     let cut_lease = previous.expect("the cut host's lease was seen before the takeover");
     assert_eq!(cut_lease.owner_pid(), Some(first.pid()));
     assert!(lease.fence > cut_lease.fence);
@@ -526,6 +544,14 @@ async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_
         first.label,
         lease.owner,
         first.daemon().logs()
+    );
+    let (status, locks) = first.api_get("/api/locks").expect("h1 api");
+    assert_eq!(status, 200, "healed, the host lists leases again: {locks}");
+    assert!(
+        locks["locks"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|info| info["owner"] == lease.owner.as_str())),
+        "healed, h1 sees h2's lease: {locks}"
     );
     let log = first.log();
     let first_busy = log

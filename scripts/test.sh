@@ -35,6 +35,26 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# tests/suite/netns.rs runs daemons as hosts in network namespaces (`ip netns`, veth, a
+# bridge: needs root, which CI has; without root those tests fail saying so) against a
+# private PostgreSQL (initdb/postgres, run as the postgres user) and redis-server.
+if ! command -v ip >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1 || ! command -v setpriv >/dev/null 2>&1; then
+  log "installing iproute2 and util-linux (the multi-host tests use ip netns, unshare and setpriv)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux
+  fi
+fi
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing postgresql (the multi-host tests start their own server with initdb)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+  fi
+fi
+
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   # tests/suite/ops.rs runs `systemd-analyze verify` on contrib/systemd/marketsync.service
   # (and checks the file textually only, saying so, when the tool is absent).

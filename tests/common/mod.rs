@@ -1,5 +1,8 @@
 //! Shared test fixtures: a simulator over real HTTP, a real SQLite file in a temp dir,
-//! and stream contexts wired to both.
+//! and stream contexts wired to both; [`netns`] runs daemons as hosts in network
+//! namespaces.
+
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -220,13 +223,19 @@ pub fn counts(ledger: &SqliteLedger) -> [u64; 5] {
 /// The real binary with the test credentials in its environment (never in the file).
 pub fn marketsync() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marketsync"));
+    with_test_env(&mut command);
+    command
+}
+
+/// The environment [`marketsync`] gives the binary, for commands that run it through a
+/// wrapper (`ip netns exec NAME marketsync ...`).
+pub fn with_test_env(command: &mut std::process::Command) {
     command
         .env_remove("MARKETSYNC_CONFIG")
         .env("RUST_LOG", "marketsync=info")
         .env("TEST_CLIENT_ID", "test-client")
         .env("TEST_CLIENT_SECRET", "test-secret-value")
         .env("TEST_REFRESH_TOKEN", "test-refresh-acct");
-    command
 }
 
 /// A daemon process (`marketsync run`) whose log goes to a file, read with [`Daemon::logs`].
@@ -253,15 +262,23 @@ impl DaemonProcess {
         env: &[(&str, &str)],
         global_args: &[&str],
     ) -> DaemonProcess {
-        let log_dir = tempfile::tempdir().expect("tempdir");
-        let log_path = log_dir.path().join("daemon.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = marketsync()
+        let mut command = marketsync();
+        command
             .envs(env.iter().copied())
             .arg("--config")
             .arg(config_path)
             .args(global_args)
-            .arg("run")
+            .arg("run");
+        DaemonProcess::spawn_command(command)
+    }
+
+    /// Spawns `command` (a `marketsync run`, possibly behind a wrapper that execs it, so
+    /// the child's pid is the daemon's) with its stderr going to the log.
+    pub fn spawn_command(mut command: std::process::Command) -> DaemonProcess {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("daemon.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

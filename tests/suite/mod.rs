@@ -22,6 +22,7 @@ mod market_alias;
 mod market_ebay;
 mod market_keepa;
 mod market_stockx;
+mod netns;
 mod openapi;
 mod ops;
 mod pipeline;

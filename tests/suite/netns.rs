@@ -1,0 +1,695 @@
+//! Several daemons as separate hosts on real network boundaries (issue 17, point 4):
+//! each daemon runs in its own network namespace behind a bridge to Redis, PostgreSQL
+//! and the simulator (see `tests/common/netns.rs` for the topology and how a partition
+//! is made). What today's code offers across hosts is Redis leases with fencing and a
+//! SQLite file per host; these scenarios prove that part:
+//!
+//! - SIGKILL of the host holding a scope's lease: the other host takes the scope within
+//!   lease TTL + one renew interval;
+//! - a host cut from Redis (and only Redis) while it holds the lease: it makes no
+//!   simulator call after its lease expired, the other host takes over within TTL + one
+//!   renew interval, each side's `/api/locks` says what its operator would see (the
+//!   lease; "lock backend unavailable"), and after the heal it rejoins (finds the scope
+//!   busy, lists the new holder's lease) without error;
+//! - a host frozen (SIGSTOP) past its TTL, then resumed: its renewal is refused (the
+//!   scope is held by the other host's newer lease), and it stops: at most the one unit
+//!   it had in flight gets a request out before the refusal, none after;
+//! - the harness itself: a cut separates a host from one service and not the others, and
+//!   a test that panics leaves no namespace and no process behind.
+//!
+//! Each scenario ends by checking every host's database against the simulator's truth
+//! (every applied hour holds exactly the rows the simulator served for it).
+//!
+//! They need root (`ip netns`); without it they fail saying so. They run one at a time
+//! (nextest group `netns` in .config/nextest.toml): each holds two daemons, a simulator
+//! and a Redis, and measures failover times that a loaded machine would stretch.
+//!
+//! # Once the PostgreSQL store and cluster membership land (TODO, issue 17)
+//!
+//! The harness already starts PostgreSQL ([`Net::start_postgres`], URL
+//! [`netns::postgres_url`]) and cuts hosts from it alone. The scenarios of issue 17 are
+//! then a few lines each on top of [`two_hosts`]' shape:
+//!
+//! ```text
+//! // shared store + membership: every host gets
+//! //   [store] url_env = "MARKETSYNC_DATABASE_URL"      (env: netns::postgres_url();
+//! //                                   Host::spawn_daemon grows an `env` argument for it)
+//! //   [cluster] enabled = true
+//! // and the accounts are split, so use several accounts (acct-0..acct-5) instead of one.
+//!
+//! // SIGKILL of one host (point 4, first bullet):
+//! //   let owners = cluster_owners(&net);            // GET /api/cluster on a live host
+//! //   h1.kill(); let killed_at = Instant::now();
+//! //   wait until every account of h1 has a live owner among h2/h3 (GET /api/cluster);
+//! //   assert!(killed_at.elapsed() <= TTL + renew_every(TTL));
+//! //   assert_eq!(sim_stats(&net).duplicate_create_reports, 0);   // resumed by reportId
+//! //   the shared ledger == the simulator's truth (assert_database_matches_simulator,
+//! //   reading PostgreSQL instead of a host's SQLite file)
+//!
+//! // partitioned from Redis but not PostgreSQL, and the reverse:
+//! //   h1.cut_from(Service::Redis) / h1.cut_from(Service::Postgres)
+//! //   after h1's lease expiry, every write h1 still attempts is refused by the store's
+//! //   fence check inside the write's transaction: count `stale fence` refusals in h1's log,
+//! //   assert zero hours applied twice (ledger vs /_sim/served), heal, converge.
+//!
+//! // SIGSTOP past the lease: as `a_frozen_host_...` below, plus: h1's stale write after
+//! //   SIGCONT is refused by the PostgreSQL store (LedgerError::StaleFence in h1's log,
+//! //   "lease taken over; stopped before writing").
+//!
+//! // PostgreSQL restart mid-run:
+//! //   net.postgres_mut().stop(); ...; net.postgres_mut().start();
+//! //   daemons wait and resume: no account quarantined (status), database == simulator.
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use marketsync::domain::now_ts;
+use marketsync::lock::Lease;
+use marketsync::store::{LedgerStore, SqliteLedger};
+
+use crate::common::netns::{
+    postgres_answers, redis_answers, simulator_answers, simulator_url, Host, LeaseView, LogLine,
+    Net, Resp, Service,
+};
+use crate::common::{netns, wait_until};
+
+/// The lease TTL of the scenarios: short so each takes seconds, long enough that a
+/// renewal (every TTL/3) survives a loaded 2-core machine.
+const TTL: Duration = Duration::from_secs(6);
+/// The one scope of the scenarios.
+const SCOPE: &str = "acct/vendor_rt_sales";
+const STREAM: &str = "vendor_rt_sales";
+/// What a host's log shows: info, plus every provider call (debug lines with an
+/// `operation` field) and the runner's "lease busy".
+const RUST_LOG: &str =
+    "marketsync=info,marketsync::provider=debug,marketsync::shapes::runner=debug";
+
+/// How long after a host knows its lease is lost a provider answer may still be logged
+/// (a request sent just before).
+const LATE_RESPONSE: Duration = Duration::from_millis(500);
+
+/// The bound of a failover: the lease's TTL and one renew interval.
+fn failover_bound() -> Duration {
+    TTL + Lease::renew_every(TTL)
+}
+
+/// One amazon account against the simulator on the bridge, leases and quota in the
+/// bridge's Redis. Reports take 1 s and the lookback is 240 h in chunks of 6 h, one in
+/// flight: one run lasts about a minute, so the lease holder holds it throughout a
+/// scenario; the stream is retried every second, so a waiting host asks again within a
+/// second of the holder's expiry.
+fn daemon_config() -> String {
+    let sim = simulator_url();
+    format!(
+        r#"
+[redis]
+url = "{redis}"
+
+[locks]
+ttl = "{ttl}s"
+hygiene_interval = "1s"
+
+# The operator API inside the host (Host::api_get).
+[http]
+listen = "127.0.0.1:8080"
+
+[quota.amazon.createReport]
+rate = 100.0
+burst = 100.0
+[quota.amazon.getReport]
+rate = 100.0
+burst = 100.0
+[quota.amazon.getReportDocument]
+rate = 100.0
+burst = 100.0
+
+[[accounts]]
+id = "acct"
+provider = "amazon"
+marketplace = "ATVPDKIKX0DER"
+endpoint = "{sim}"
+token_url = "{sim}/auth/o2/token"
+
+[accounts.credentials]
+client_id_env = "TEST_CLIENT_ID"
+client_secret_env = "TEST_CLIENT_SECRET"
+refresh_token_env = "TEST_REFRESH_TOKEN"
+
+[accounts.streams.vendor_rt_sales]
+lookback = "240h"
+chunk = "6h"
+interval = "1s"
+poll_min = "100ms"
+poll_max = "200ms"
+safety_lag = "0s"
+max_in_flight = 1
+"#,
+        redis = netns::redis_url(),
+        ttl = TTL.as_secs(),
+    )
+}
+
+/// A net with Redis and the simulator, and two hosts running the same account: `first`
+/// holds the scope's lease (it started alone), `second` has found it busy and waits.
+async fn two_hosts() -> (Net, Host, Host) {
+    let mut net = Net::new();
+    net.start_redis();
+    net.start_simulator(&["--latency", "1s", "--unlimited", "--seed", "7"]);
+    let mut first = net.add_host();
+    let mut second = net.add_host();
+    first.spawn_daemon(&daemon_config(), RUST_LOG);
+    let holds = wait_until(Duration::from_secs(30), || {
+        holder_pid(&net) == Some(first.pid())
+    })
+    .await;
+    assert!(
+        holds,
+        "{} took the lease; log:\n{}",
+        first.label,
+        first.daemon().logs()
+    );
+    second.spawn_daemon(&daemon_config(), RUST_LOG);
+    let waiting = wait_until(Duration::from_secs(30), || {
+        second
+            .log()
+            .iter()
+            .any(|line| line.message.contains("lease busy"))
+    })
+    .await;
+    assert!(
+        waiting,
+        "{} found the scope busy; log:\n{}",
+        second.label,
+        second.daemon().logs()
+    );
+    // The holder is working: a chunk applied.
+    let working = wait_until(Duration::from_secs(30), || applied_hours(&first) >= 6).await;
+    assert!(
+        working,
+        "{} applied a chunk; log:\n{}",
+        first.label,
+        first.daemon().logs()
+    );
+    assert_eq!(holder_pid(&net), Some(first.pid()), "still the holder");
+    (net, first, second)
+}
+
+/// The pid of the scope's lease holder, per Redis.
+fn holder_pid(net: &Net) -> Option<u32> {
+    net.lease(SCOPE)
+        .ok()
+        .flatten()
+        .and_then(|lease| lease.owner_pid())
+}
+
+/// Waits until `host` holds the scope's lease; returns when it was first seen, the lease,
+/// and the last lease of another owner seen before it.
+async fn wait_for_takeover(
+    net: &Net,
+    host: &Host,
+    deadline: Duration,
+) -> Option<(Instant, LeaseView, Option<LeaseView>)> {
+    let mut previous: Option<LeaseView> = None;
+    let mut taken: Option<(Instant, LeaseView)> = None;
+    wait_until(deadline, || match net.lease(SCOPE) {
+        Ok(Some(lease)) if lease.owner_pid() == Some(host.pid()) => {
+            taken = Some((Instant::now(), lease));
+            true
+        }
+        Ok(Some(lease)) => {
+            previous = Some(lease);
+            false
+        }
+        _ => false,
+    })
+    .await;
+    taken.map(|(at, lease)| (at, lease, previous))
+}
+
+/// APPLIED hours of the scope in `host`'s own SQLite file.
+fn applied_hours(host: &Host) -> u64 {
+    let path = host.data_dir().join("marketsync.db");
+    if !path.exists() {
+        return 0;
+    }
+    SqliteLedger::open(&path)
+        .ok()
+        .and_then(|ledger| ledger.snapshot("acct", STREAM, now_ts()).ok())
+        .map_or(0, |snapshot| snapshot.counts[3])
+}
+
+/// Waits until `host` (the new holder) applies a chunk more than it has now.
+async fn assert_works_on(host: &Host) {
+    let applied = applied_hours(host);
+    let working = wait_until(Duration::from_secs(30), || {
+        applied_hours(host) >= applied + 6
+    })
+    .await;
+    assert!(
+        working,
+        "{} applied a chunk after the takeover; log:\n{}",
+        host.label,
+        host.daemon().logs()
+    );
+}
+
+/// Provider calls (`operation` field) in `log` at or after `since_ms`.
+fn calls_since(log: &[LogLine], since_ms: i64) -> Vec<&LogLine> {
+    log.iter()
+        .filter(|line| line.field("operation").is_some() && line.at_ms() >= since_ms)
+        .collect()
+}
+
+fn epoch_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Every applied hour in `host`'s database holds exactly the rows the simulator served
+/// for that hour (and nothing else is stored). Run with the daemons stopped.
+fn assert_database_matches_simulator(net: &Net, host: &Host) {
+    type Row = (String, i64, i64);
+    let served = net.sim_get("/_sim/served").expect("served rows");
+    let mut truth: BTreeMap<i64, BTreeSet<Row>> = BTreeMap::new();
+    for row in served["rows"].as_array().expect("rows") {
+        let revenue = row["ordered_revenue"].as_f64().expect("revenue");
+        truth
+            .entry(row["hour_utc"].as_i64().expect("hour"))
+            .or_default()
+            .insert((
+                row["asin"].as_str().expect("asin").to_string(),
+                row["ordered_units"].as_i64().expect("units"),
+                (revenue * 100.0).round() as i64,
+            ));
+    }
+    let ledger = SqliteLedger::open(&host.data_dir().join("marketsync.db")).expect("ledger");
+    let mut stored: BTreeMap<i64, BTreeSet<Row>> = BTreeMap::new();
+    for (hour, asin, units, revenue) in crate::common::sales_rows(&ledger, "acct") {
+        stored
+            .entry(hour)
+            .or_default()
+            .insert((asin, units, (revenue * 100.0).round() as i64));
+    }
+    let applied: Vec<i64> = ledger.with_conn(|conn| {
+        let mut statement = conn
+            .prepare(
+                "SELECT hour_utc FROM ledger_hours
+                 WHERE account = 'acct' AND stream = ?1 AND state = 'APPLIED' ORDER BY hour_utc",
+            )
+            .expect("prepare");
+        statement
+            .query_map([STREAM], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows")
+    });
+    assert!(!applied.is_empty(), "{} applied nothing", host.label);
+    for hour in &applied {
+        assert_eq!(
+            stored.get(hour),
+            truth.get(hour),
+            "{}: hour {hour} differs from what the simulator served",
+            host.label
+        );
+    }
+    for hour in stored.keys() {
+        assert!(
+            applied.contains(hour),
+            "{}: rows stored for hour {hour}, which is not applied",
+            host.label
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_separates_a_host_from_one_service_and_not_the_others() {
+    let mut net = Net::new();
+    net.start_redis();
+    net.start_postgres();
+    net.start_simulator(&["--latency", "1s"]);
+    let first = net.add_host();
+    let second = net.add_host();
+    let answers = |host: &Host, service: Service| match host.connect(service) {
+        Ok(mut stream) => match service {
+            Service::Redis => redis_answers(&mut stream),
+            Service::Postgres => postgres_answers(&mut stream),
+            Service::Simulator => simulator_answers(&mut stream),
+        },
+        Err(_) => false,
+    };
+    let all = [Service::Redis, Service::Postgres, Service::Simulator];
+    for service in all {
+        assert!(answers(&first, service), "{service:?} reachable from h1");
+        assert!(answers(&second, service), "{service:?} reachable from h2");
+    }
+    for cut in all {
+        first.cut_from(cut);
+        for service in all {
+            assert_eq!(
+                answers(&first, service),
+                service != cut,
+                "h1 cut from {cut:?}: {service:?}"
+            );
+            assert!(answers(&second, service), "h2 still reaches {service:?}");
+        }
+        first.heal(cut);
+        for service in all {
+            assert!(answers(&first, service), "healed: h1 reaches {service:?}");
+        }
+    }
+    // Each host talks from its own address across the bridge.
+    let mut held = first.connect(Service::Redis).expect("h1 to redis");
+    assert!(redis_answers(&mut held));
+    let Ok(Resp::Bulk(Some(clients))) = net.redis_command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    assert!(
+        clients.contains(&format!("addr={}:", first.addr)),
+        "redis sees h1 at {}: {clients}",
+        first.addr
+    );
+    // Stopped and started again (for the scenario "PostgreSQL restart mid-run").
+    net.postgres_mut().stop();
+    assert!(!answers(&first, Service::Postgres), "stopped");
+    net.postgres_mut().start();
+    assert!(answers(&first, Service::Postgres), "started again");
+}
+
+#[test]
+fn a_test_that_panics_leaves_no_namespace_and_no_process_behind() {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let test = std::thread::spawn(move || {
+        let mut net = Net::new();
+        net.start_redis();
+        net.start_postgres();
+        net.start_simulator(&["--latency", "1s"]);
+        let mut host = net.add_host();
+        host.spawn_daemon(&daemon_config(), RUST_LOG);
+        host.freeze();
+        let names = vec![
+            net.infra_namespace().to_string(),
+            host.hostname().to_string(),
+        ];
+        let mut pids = netns::pids_in(net.infra_namespace());
+        pids.push(host.pid());
+        sender.send((names, pids)).expect("send");
+        panic!("a test fails with a frozen daemon, redis, postgres and the simulator running");
+    });
+    assert!(test.join().is_err(), "the test thread panicked");
+    let (names, pids) = receiver.recv().expect("names");
+    assert!(
+        pids.len() >= 4,
+        "redis, postgres, simulator and daemon ran: {pids:?}"
+    );
+    let left: Vec<String> = netns::namespaces()
+        .into_iter()
+        .filter(|name| names.contains(name))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new("/proc").join(pid.to_string()).exists(),
+            "process {pid} left behind"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_lease_holder_moves_its_scope_within_ttl_and_one_renewal() {
+    let (net, mut first, mut second) = two_hosts().await;
+    let before = net.lease(SCOPE).unwrap().expect("a lease");
+    first.kill();
+    let killed_at = Instant::now();
+    let taken = wait_for_takeover(&net, &second, failover_bound() * 3).await;
+    let (taken_at, lease, _) = taken.unwrap_or_else(|| {
+        panic!(
+            "{} took the scope over; log:\n{}",
+            second.label,
+            second.daemon().logs()
+        )
+    });
+    let failover = taken_at - killed_at;
+    eprintln!(
+        "failover after SIGKILL: {failover:?} (bound: ttl {TTL:?} + renew interval {:?})",
+        Lease::renew_every(TTL)
+    );
+    assert!(
+        failover <= failover_bound(),
+        "failover took {failover:?}, above ttl + one renew interval ({:?})",
+        failover_bound()
+    );
+    assert!(
+        lease.fence > before.fence,
+        "the new lease's fence {} is above the dead holder's {}",
+        lease.fence,
+        before.fence
+    );
+    assert!(
+        lease.owner.contains(&format!("@{}#", second.hostname())),
+        "the owner names the host: {}",
+        lease.owner
+    );
+    assert_works_on(&second).await;
+    second.kill();
+    let stats = net.sim_get("/_sim/stats").expect("stats");
+    eprintln!(
+        "duplicate createReports with a SQLite file per host: {} (a shared store resumes by reportId instead)",
+        stats["duplicate_create_reports"]
+    );
+    assert_database_matches_simulator(&net, &first);
+    assert_database_matches_simulator(&net, &second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_the_heal() {
+    let (net, mut first, mut second) = two_hosts().await;
+    let cut_at_ms = epoch_ms();
+    first.cut_from(Service::Redis);
+    let cut_at = Instant::now();
+    // The test is not cut: it still sees the lease, which nobody renews any more.
+    let taken = wait_for_takeover(&net, &second, failover_bound() * 3).await;
+    let (taken_at, lease, previous) = taken.unwrap_or_else(|| {
+        panic!(
+            "{} took the scope over; log:\n{}",
+            second.label,
+            second.daemon().logs()
+        )
+    });
+    let failover = taken_at - cut_at;
+    eprintln!(
+        "takeover after the cut from redis: {failover:?} (bound: ttl {TTL:?} + renew interval {:?})",
+        Lease::renew_every(TTL)
+    );
+    assert!(
+        failover <= failover_bound(),
+        "takeover took {failover:?}, above ttl + one renew interval ({:?})",
+        failover_bound()
+    );
+    // Each side of the partition, as its operator sees it: the new holder lists its
+    // lease; the cut host cannot reach the lock backend and says so.
+    let (status, locks) = second.api_get("/api/locks").expect("h2 api");
+    assert_eq!(status, 200, "{locks}");
+    assert!(
+        locks["locks"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|info| info["owner"] == lease.owner.as_str())),
+        "h2 lists its lease: {locks}"
+    );
+    let (status, body) = first.api_get("/api/locks").expect("h1 api");
+    assert_eq!(status, 503, "the cut host cannot list leases: {body}");
+    let cut_lease = previous.expect("the cut host's lease was seen before the takeover");
+    assert_eq!(cut_lease.owner_pid(), Some(first.pid()));
+    assert!(lease.fence > cut_lease.fence);
+
+    // The cut host noticed (renewals and quota grants fail) and made no simulator call
+    // after its lease expired: the takeover never overlaps with its work.
+    let noticed = wait_until(Duration::from_secs(20), || {
+        first.log().iter().any(|line| {
+            line.at_ms() >= cut_at_ms
+                && (line.level == "WARN" || line.level == "ERROR")
+                && (line.message.contains("lease") || line.message.contains("lock backend"))
+        })
+    })
+    .await;
+    assert!(
+        noticed,
+        "{} logged that its lease cannot be renewed; log:\n{}",
+        first.label,
+        first.daemon().logs()
+    );
+    let log = first.log();
+    let late: Vec<&LogLine> = calls_since(&log, cut_lease.expires_at_ms);
+    let last_call_ms = calls_since(&log, cut_at_ms)
+        .last()
+        .map(|line| line.at_ms() - cut_lease.expires_at_ms);
+    eprintln!("cut host: last simulator call {last_call_ms:?} ms relative to its lease's expiry");
+    assert!(
+        late.is_empty(),
+        "{} called the simulator after its lease expired at {}: {late:?}",
+        first.label,
+        cut_lease.expires_at_ms
+    );
+    assert!(
+        first.daemon_mut().child.try_wait().unwrap().is_none(),
+        "the cut host keeps running"
+    );
+
+    // Heal: the host reaches Redis again, finds the scope held and waits, without error.
+    let healed_at_ms = epoch_ms();
+    first.heal(Service::Redis);
+    let rejoined = wait_until(Duration::from_secs(40), || {
+        first.log().iter().any(|line| {
+            line.at_ms() >= healed_at_ms
+                && line.message.contains("lease busy")
+                && line.field("holder") == Some(lease.owner.as_str())
+        })
+    })
+    .await;
+    assert!(
+        rejoined,
+        "{} found the scope held by {} after the heal; log:\n{}",
+        first.label,
+        lease.owner,
+        first.daemon().logs()
+    );
+    let (status, locks) = first.api_get("/api/locks").expect("h1 api");
+    assert_eq!(status, 200, "healed, the host lists leases again: {locks}");
+    assert!(
+        locks["locks"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|info| info["owner"] == lease.owner.as_str())),
+        "healed, h1 sees h2's lease: {locks}"
+    );
+    let log = first.log();
+    let first_busy = log
+        .iter()
+        .find(|line| line.at_ms() >= healed_at_ms && line.message.contains("lease busy"))
+        .map(LogLine::at_ms)
+        .unwrap_or(healed_at_ms);
+    let errors: Vec<&LogLine> = log
+        .iter()
+        .filter(|line| line.at_ms() >= first_busy && line.level == "ERROR")
+        .collect();
+    assert!(errors.is_empty(), "errors after rejoining: {errors:?}");
+    assert!(
+        !second
+            .log()
+            .iter()
+            .any(|line| line.message.contains("lease lost")),
+        "the new holder never lost its lease; log:\n{}",
+        second.daemon().logs()
+    );
+    assert_eq!(holder_pid(&net), Some(second.pid()));
+    assert_works_on(&second).await;
+    first.kill();
+    second.kill();
+    assert_database_matches_simulator(&net, &first);
+    assert_database_matches_simulator(&net, &second);
+}
+
+/// Today the resumed host can still make a call or two in the moment between SIGCONT
+/// and its keeper's refused renewal (a getReport of the unit it was polling; in one run
+/// of several, that unit's window was applied and the next one requested: one
+/// createReport): nothing checks the lease's expiry by the local clock before a call.
+/// The test prints those calls and bounds them: at most the one unit in flight, and
+/// nothing once the loss is known. With a shared store the fence check refuses that
+/// unit's writes; a local lease deadline would stop the call itself (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_stops_requesting() {
+    let (net, mut first, mut second) = two_hosts().await;
+    first.freeze();
+    let frozen_at = Instant::now();
+    let taken = wait_for_takeover(&net, &second, failover_bound() * 3).await;
+    let (taken_at, lease, previous) = taken.unwrap_or_else(|| {
+        panic!(
+            "{} took the scope over; log:\n{}",
+            second.label,
+            second.daemon().logs()
+        )
+    });
+    let failover = taken_at - frozen_at;
+    eprintln!("takeover from a frozen holder: {failover:?}");
+    assert!(
+        failover <= failover_bound(),
+        "takeover took {failover:?}, above ttl + one renew interval ({:?})",
+        failover_bound()
+    );
+    let frozen_lease = previous.expect("the frozen host's lease was seen");
+    assert!(lease.fence > frozen_lease.fence);
+
+    // Taken before the signal: the host may log within a millisecond of it.
+    let thawed_at_ms = epoch_ms();
+    first.thaw();
+    // Its overdue renewal is refused: the scope is held by the newer lease.
+    let lost = wait_until(Duration::from_secs(20), || {
+        first.log().iter().any(|line| {
+            line.at_ms() >= thawed_at_ms
+                && line.message.contains("lease lost")
+                && line
+                    .field("error")
+                    .is_some_and(|error| error.contains(&lease.owner))
+        })
+    })
+    .await;
+    assert!(
+        lost,
+        "the resumed host's renewal was refused in favour of {}; log:\n{}",
+        lease.owner,
+        first.daemon().logs()
+    );
+    // It goes back to waiting: it finds the scope busy.
+    let waits = wait_until(Duration::from_secs(20), || {
+        first.log().iter().any(|line| {
+            line.at_ms() >= thawed_at_ms
+                && line.message.contains("lease busy")
+                && line.field("holder") == Some(lease.owner.as_str())
+        })
+    })
+    .await;
+    assert!(
+        waits,
+        "{} waits for the scope again; log:\n{}",
+        first.label,
+        first.daemon().logs()
+    );
+    let log = first.log();
+    let after_thaw = calls_since(&log, thawed_at_ms);
+    eprintln!(
+        "resumed host: {} simulator call(s) after SIGCONT before it stopped: {:?}",
+        after_thaw.len(),
+        after_thaw
+            .iter()
+            .map(|line| line.field("operation").unwrap_or(""))
+            .collect::<Vec<_>>()
+    );
+    let lost_at_ms = log
+        .iter()
+        .find(|line| line.at_ms() >= thawed_at_ms && line.message.contains("lease lost"))
+        .map(LogLine::at_ms)
+        .expect("the lost line seen above");
+    let created: Vec<&&LogLine> = after_thaw
+        .iter()
+        .filter(|line| line.field("operation") == Some("createReport"))
+        .collect();
+    // Between SIGCONT and the refused renewal at most the one unit in flight
+    // (max_in_flight = 1) can get its request out; none is made once the loss is known
+    // (a response in flight may still land: LATE_RESPONSE).
+    assert!(
+        created.len() <= 1,
+        "the resumed host requested several reports for a scope it no longer holds: {created:?}"
+    );
+    let after_loss: Vec<&&&LogLine> = created
+        .iter()
+        .filter(|line| line.at_ms() > lost_at_ms + LATE_RESPONSE.as_millis() as i64)
+        .collect();
+    assert!(
+        after_loss.is_empty(),
+        "the resumed host requested reports after it knew its lease was lost ({lost_at_ms}): {after_loss:?}"
+    );
+    assert_eq!(holder_pid(&net), Some(second.pid()));
+    assert_works_on(&second).await;
+    first.kill();
+    second.kill();
+    assert_database_matches_simulator(&net, &first);
+    assert_database_matches_simulator(&net, &second);
+}

@@ -94,6 +94,7 @@ impl AccountSpec {
             metrics: Arc::clone(&shared.metrics),
             permits: shared.permits.clone(),
             polls: shared.polls.clone(),
+            lease_deadline: None,
         };
         Some((context, shared.lock_settings.ttl_for(stream.interval)))
     }

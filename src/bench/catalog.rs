@@ -156,6 +156,7 @@ async fn bench(args: BenchCatalogArgs) -> anyhow::Result<i32> {
         metrics: Default::default(),
         permits: Default::default(),
         polls: None,
+        lease_deadline: None,
     };
 
     println!(

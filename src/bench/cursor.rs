@@ -149,6 +149,7 @@ page_limit = {limit}
         metrics: Default::default(),
         permits: Default::default(),
         polls: None,
+        lease_deadline: None,
     };
 
     println!(

@@ -440,6 +440,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
         };
         let cancel = cancel.clone();
         let idle = minute / 10;

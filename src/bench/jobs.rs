@@ -120,6 +120,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
         };
         let mut enqueue_rates = Vec::new();
         let mut drain_rates = Vec::new();

@@ -48,6 +48,41 @@ pub struct HeldLease {
     pub lease: Lease,
     /// The owner of the expired lease this acquisition took over, if any.
     pub taken_from: Option<String>,
+    /// Until when the lease is known to be ours by this process's clock.
+    pub deadline: LeaseDeadline,
+}
+
+/// Until when a held lease is known to be ours by this process's monotonic clock: the
+/// instant just before the acquisition or renewal the backend last accepted, plus the TTL
+/// less a margin (the backend started its TTL later than that instant, so this ends
+/// first). The keeper extends it on every renewal; the holder checks it synchronously
+/// before every provider call ([`LeaseDeadline::passed`]). A process frozen past its lease
+/// (SIGSTOP, a paused VM) thus makes no call after it resumes, even before the keeper's
+/// overdue renewal is refused and cancels the holder.
+#[derive(Debug, Clone)]
+pub struct LeaseDeadline(Arc<std::sync::Mutex<Instant>>);
+
+impl LeaseDeadline {
+    /// A lease whose TTL `ttl` started no earlier than `at`.
+    pub fn starting(at: Instant, ttl: Duration) -> LeaseDeadline {
+        LeaseDeadline(Arc::new(std::sync::Mutex::new(at + Self::valid_for(ttl))))
+    }
+
+    /// A renewal sent at `at` was accepted: the lease is ours until `at` + the TTL's share.
+    fn extend(&self, at: Instant, ttl: Duration) {
+        let mut until = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *until = (*until).max(at + Self::valid_for(ttl));
+    }
+
+    /// True once the lease may have expired in the backend.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The TTL less a margin for clock-rate differences: 5 %, at most one second.
+    fn valid_for(ttl: Duration) -> Duration {
+        ttl.saturating_sub((ttl / 20).min(Duration::from_secs(1)))
+    }
 }
 
 #[derive(Debug)]
@@ -57,6 +92,8 @@ pub enum KeeperMsg {
         lease: Lease,
         ttl: Duration,
         lost: CancellationToken,
+        /// Extended on every accepted renewal.
+        deadline: LeaseDeadline,
         /// Answered once the keeper holds it (so a keeper that dies afterwards takes the
         /// holder down with it).
         reply: RpcReplyPort<()>,
@@ -77,6 +114,7 @@ struct Held {
     lease: Lease,
     ttl: Duration,
     due: Instant,
+    deadline: LeaseDeadline,
     /// Cancels the holder's token when dropped: when the lease is lost, or when the
     /// keeper's state goes with a crash. Disarmed on a clean release.
     guard: DropGuard,
@@ -178,13 +216,16 @@ impl KeeperHandle {
         floor: u64,
         lost: CancellationToken,
     ) -> Result<HeldLease, LockError> {
+        let started = Instant::now();
         let (lease, taken_from) = self.locks.acquire_above(scope, owner, ttl, floor).await?;
+        let deadline = LeaseDeadline::starting(started, ttl);
         let held = ractor::call_t!(
             self.actor(),
             |reply| KeeperMsg::Hold {
                 lease: lease.clone(),
                 ttl,
                 lost,
+                deadline: deadline.clone(),
                 reply,
             },
             u64::try_from(RELEASE_WAIT.as_millis()).unwrap_or(u64::MAX)
@@ -195,7 +236,11 @@ impl KeeperHandle {
                 "the lease keeper did not take the lease: {err}"
             )));
         }
-        Ok(HeldLease { lease, taken_from })
+        Ok(HeldLease {
+            lease,
+            taken_from,
+            deadline,
+        })
     }
 
     /// Stops renewing `lease` and releases it; waits at most `RELEASE_WAIT` (5 s) (the lease
@@ -256,6 +301,7 @@ impl Actor for LeaseKeeper {
                 lease,
                 ttl,
                 lost,
+                deadline,
                 reply,
             } => {
                 let due = Instant::now() + Lease::renew_every(ttl);
@@ -263,6 +309,7 @@ impl Actor for LeaseKeeper {
                     lease,
                     ttl,
                     due,
+                    deadline,
                     guard: lost.drop_guard(),
                 };
                 if let Some(previous) = state.held.insert(held.lease.scope.clone(), held) {
@@ -329,6 +376,7 @@ async fn renew_due(state: &mut KeeperState) {
     if due.is_empty() {
         return;
     }
+    let sent = Instant::now();
     let results = state.locks.renew_many(&due).await;
     let wall_now_ms = chrono::Utc::now().timestamp_millis();
     for ((lease, ttl), result) in due.into_iter().zip(results) {
@@ -339,6 +387,7 @@ async fn renew_due(state: &mut KeeperState) {
                 if let Some(held) = state.held.get_mut(&lease.scope) {
                     held.lease = renewed;
                     held.due = Instant::now() + every;
+                    held.deadline.extend(sent, ttl);
                 }
             }
             Err(LockError::Unavailable(message))
@@ -414,6 +463,55 @@ mod tests {
         keeper.release(&held.lease).await;
         assert!(locks.list().await.unwrap().is_empty(), "released");
         assert!(!lost.is_cancelled(), "a clean release is not a loss");
+    }
+
+    #[test]
+    fn a_lease_deadline_ends_a_margin_before_the_ttl_and_renewals_extend_it() {
+        let ttl = Duration::from_secs(10);
+        let ago = |millis: u64| {
+            Instant::now()
+                .checked_sub(Duration::from_millis(millis))
+                .expect("the clock is past this")
+        };
+        let young = LeaseDeadline::starting(ago(9_000), ttl);
+        assert!(!young.passed(), "9 s into a 10 s lease (margin 0.5 s)");
+        let old = LeaseDeadline::starting(ago(9_600), ttl);
+        assert!(old.passed(), "9.6 s into a 10 s lease");
+        old.extend(Instant::now(), ttl);
+        assert!(!old.passed(), "a renewal accepted now extends it");
+        // An older renewal's answer never shortens it.
+        old.extend(ago(20_000), ttl);
+        assert!(!old.passed());
+    }
+
+    #[tokio::test]
+    async fn the_keeper_extends_a_held_leases_deadline_on_every_renewal() {
+        let (_dir, locks) = sqlite_locks().await;
+        let keeper = LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let ttl = Duration::from_millis(300);
+        let held = keeper
+            .acquire(
+                "acct/s",
+                "auto-sync:1@here#a",
+                ttl,
+                0,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        // Three TTLs on, the renewals kept the deadline ahead.
+        while started.elapsed() < ttl * 3 {
+            assert!(
+                !held.deadline.passed(),
+                "passed {:?} after the acquisition",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        keeper.release(&held.lease).await;
     }
 
     #[tokio::test]

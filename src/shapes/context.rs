@@ -59,6 +59,9 @@ pub struct StreamContext {
     /// The daemon's poll schedule for reports in flight (`None`: a unit sleeps for its
     /// own polls; tools and tests).
     pub polls: Option<Arc<super::windowed::PollSchedule>>,
+    /// Until when the run's lease is known to be ours (`None`: no lease; tools and
+    /// tests). Checked before every provider call ([`StreamContext::paced`]).
+    pub lease_deadline: Option<crate::lock::keeper::LeaseDeadline>,
 }
 
 /// The daemon's work permits and, for a run of a shape that holds one throughout, the
@@ -387,6 +390,7 @@ impl StreamContext {
         wait: Duration,
         stop_on_cancel: bool,
     ) -> Result<(), CallError> {
+        self.check_lease()?;
         let Some(pacer) = self.work.pacer() else {
             return Ok(());
         };
@@ -402,7 +406,24 @@ impl StreamContext {
                 _ = self.permits.hold() => {}
             }
         }
-        granted
+        granted?;
+        // The wait may have been long (or the process frozen): the lease is checked again
+        // right before the call goes.
+        self.check_lease()
+    }
+
+    /// Refuses a provider call once the run's lease may have expired: the run stops as if
+    /// the keeper had reported the lease lost (its units keep their report ids for the
+    /// next owner).
+    fn check_lease(&self) -> Result<(), CallError> {
+        match &self.lease_deadline {
+            Some(deadline) if deadline.passed() => {
+                warn!("lease expired by this process's clock before a provider call (the process was stalled or frozen); stopping work on this scope");
+                self.abort.cancel();
+                Err(CallError::Cancelled)
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn paced_wait(

@@ -298,14 +298,18 @@ impl StreamContext {
                     .await;
             }
         }
-        let lease = match acquired {
-            Ok(HeldLease { lease, taken_from }) => {
+        let (lease, deadline) = match acquired {
+            Ok(HeldLease {
+                lease,
+                taken_from,
+                deadline,
+            }) => {
                 self.metrics.lease_held(&scope);
                 if taken_from.is_some() {
                     // An expired lease of another owner: seed 000's "steal", counted.
                     self.metrics.lock_takeover(&scope);
                 }
-                lease
+                (lease, deadline)
             }
             Err(LockError::Busy { holder, .. }) => {
                 let until_ms = locks
@@ -353,6 +357,7 @@ impl StreamContext {
         // The keeper renews the lease every ttl/3 until it is released below.
         let mut leased = self.clone();
         leased.abort = lost.clone();
+        leased.lease_deadline = Some(deadline);
         let outcome = leased.run_fenced(WriteFence::of(&lease)).await;
         keeper.release(&lease).await;
         match outcome {

@@ -175,6 +175,7 @@ refresh_token_env = "TEST_REFRESH_TOKEN"
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
         }
     }
 }

@@ -146,6 +146,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
             progress: None,
             chaos: None,
         }

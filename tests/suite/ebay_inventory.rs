@@ -154,6 +154,7 @@ max_document_bytes = 67108864
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
             progress: None,
             chaos: None,
         }

@@ -578,3 +578,39 @@ async fn doctor_says_the_disk_is_full_instead_of_all_is_well() {
     assert!(line.contains("free") && line.contains("fix:"), "{line}");
     assert!(!out.contains("all is well"), "{out}");
 }
+
+/// A run whose lease has expired by the process's own clock (a host frozen past its TTL,
+/// then resumed) makes no provider call: the first paced call stops the run as if the
+/// lease were lost. The same run under a lease with time left requests its windows.
+#[tokio::test]
+async fn a_run_whose_lease_deadline_passed_makes_no_provider_call() {
+    use marketsync::lock::keeper::LeaseDeadline;
+    let sim = TestSim::start(fast_sim()).await;
+    let fixture = Fixture::new(&sim, "lookback = \"12h\"\nchunk = \"6h\"");
+    let ledger = fixture.open_ledger();
+
+    let mut expired = fixture.context(&ledger, CancellationToken::new());
+    expired.lease_deadline = Some(LeaseDeadline::starting(
+        tokio::time::Instant::now(),
+        Duration::ZERO,
+    ));
+    let outcome = expired.run_once().await;
+    assert_eq!(
+        sim.stats().calls("createReport"),
+        0,
+        "no report requested under an expired lease: {outcome:?}"
+    );
+    assert!(
+        expired.abort.is_cancelled(),
+        "the run stopped as on a lost lease"
+    );
+
+    let mut held = fixture.context(&ledger, CancellationToken::new());
+    held.lease_deadline = Some(LeaseDeadline::starting(
+        tokio::time::Instant::now(),
+        Duration::from_secs(600),
+    ));
+    held.run_once().await.expect("run under a live lease");
+    assert!(sim.stats().calls("createReport") > 0);
+    assert!(!held.abort.is_cancelled());
+}

@@ -126,6 +126,7 @@ impl Fixture {
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
         }
     }
 }

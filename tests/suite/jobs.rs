@@ -118,6 +118,7 @@ impl JobsFixture {
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
         }
     }
 

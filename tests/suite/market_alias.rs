@@ -79,6 +79,7 @@ impl MarketFixture {
             metrics: Default::default(),
             permits: Default::default(),
             polls: None,
+            lease_deadline: None,
         }
     }
 

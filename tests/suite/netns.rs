@@ -587,13 +587,14 @@ async fn a_host_cut_from_redis_stops_before_its_lease_expires_and_rejoins_after_
     assert_database_matches_simulator(&net, &second);
 }
 
-/// Today the resumed host can still make a call or two in the moment between SIGCONT
-/// and its keeper's refused renewal (a getReport of the unit it was polling; in one run
-/// of several, that unit's window was applied and the next one requested: one
-/// createReport): nothing checks the lease's expiry by the local clock before a call.
-/// The test prints those calls and bounds them: at most the one unit in flight, and
-/// nothing once the loss is known. With a shared store the fence check refuses that
-/// unit's writes; a local lease deadline would stop the call itself (issue 17).
+/// A host frozen past its lease makes no new provider call after SIGCONT: every call
+/// first checks the lease's deadline by the process's own monotonic clock
+/// (`LeaseDeadline`), which passed while it was frozen, so the run stops before the
+/// keeper's overdue renewal is even refused. What can still show up after SIGCONT is the
+/// answer to a request sent before the freeze (its "report requested" line is logged when
+/// the answer is read): the test bounds those at the one unit in flight
+/// (max_in_flight = 1) and nothing once the loss is known. With a shared store the fence
+/// check refuses that unit's writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_stops_requesting() {
     let (net, mut first, mut second) = two_hosts().await;

@@ -238,6 +238,16 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
     let alpha = Member::new("alpha", &redis.url()).await;
     let beta = Member::new("beta", &redis.url()).await;
     let client = reqwest::Client::new();
+    // Beta is registered a moment before alpha starts (as if it had started first), so
+    // alpha's first view already splits the accounts: a daemon alone runs every account,
+    // and its simulator would see beta's until beta joined.
+    let registry = Registry::connect(&redis.url(), "marketsync:")
+        .await
+        .unwrap();
+    registry
+        .heartbeat("beta", Duration::from_secs(30))
+        .await
+        .unwrap();
     let mut alpha_daemon = alpha.spawn();
     let mut beta_daemon = beta.spawn();
     let (alpha_share, beta_share) = (owned_by("alpha"), owned_by("beta"));
@@ -400,9 +410,6 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
         beta_again.wait_exit_code(Duration::from_secs(30)).await,
         Some(0)
     );
-    let registry = Registry::connect(&redis.url(), "marketsync:")
-        .await
-        .unwrap();
     let members: Vec<String> = registry
         .read()
         .await

@@ -7,12 +7,15 @@
 //! Also the member registry on a real Redis.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marketsync::bench::redis_server::RedisServer;
 use marketsync::cluster::{Membership, Registry};
 use serde_json::Value;
+
+use marketsync::sim::SimConfig;
 
 use crate::common::{fast_sim, status_json, DaemonProcess, TestSim};
 
@@ -50,16 +53,25 @@ fn free_port() -> u16 {
 
 struct Member {
     name: &'static str,
-    sim: TestSim,
+    sim: Arc<TestSim>,
     config_path: PathBuf,
     http_port: u16,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Member {
+    /// A member with its own data dir and its own simulator.
     async fn new(name: &'static str, redis_url: &str) -> Member {
-        let sim = TestSim::start(fast_sim()).await;
+        let sim = Arc::new(TestSim::start(fast_sim()).await);
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut member = Member::sharing(name, redis_url, sim, dir.path());
+        member._dir = Some(dir);
+        member
+    }
+
+    /// A member whose data dir (its SQLite ledger) and simulator are `data_dir` and `sim`,
+    /// possibly shared with other members.
+    fn sharing(name: &'static str, redis_url: &str, sim: Arc<TestSim>, data_dir: &Path) -> Member {
         let http_port = free_port();
         let mut text = format!(
             r#"
@@ -78,7 +90,7 @@ heartbeat = "1s"
 [http]
 listen = "127.0.0.1:{http_port}"
 "#,
-            data = dir.path().display(),
+            data = data_dir.display(),
             lease = LEASE_TTL.as_secs(),
             heartbeat = HEARTBEAT.as_secs(),
             ttl = MEMBER_TTL.as_secs(),
@@ -98,6 +110,7 @@ client_secret_env = "TEST_CLIENT_SECRET"
 refresh_token_env = "REFRESH_{env}"
 [accounts.streams.vendor_rt_sales]
 lookback = "6h"
+chunk = "1h"
 interval = "2s"
 poll_min = "10ms"
 poll_max = "50ms"
@@ -108,14 +121,14 @@ daily_audit = false
                 env = account.replace('-', "_").to_uppercase(),
             ));
         }
-        let config_path = dir.path().join("config.toml");
+        let config_path = data_dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, text).expect("write config");
         Member {
             name,
             sim,
             config_path,
             http_port,
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -135,11 +148,7 @@ daily_audit = false
 
     /// Reports created at this member's simulator, per seller.
     fn reports_by_seller(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for report in self.sim.sim.report_timeline() {
-            *counts.entry(report.seller).or_insert(0) += 1;
-        }
-        counts
+        reports_by_seller(&self.sim)
     }
 
     fn sellers_seen(&self) -> BTreeSet<String> {
@@ -201,6 +210,15 @@ daily_audit = false
                 .collect(),
         )
     }
+}
+
+/// Reports created at `sim`, per seller.
+fn reports_by_seller(sim: &TestSim) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for report in sim.sim.report_timeline() {
+        *counts.entry(report.seller).or_insert(0) += 1;
+    }
+    counts
 }
 
 fn owned_by(name: &str) -> BTreeSet<String> {
@@ -424,6 +442,130 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
         alpha_daemon.wait_exit_code(Duration::from_secs(30)).await,
         Some(0)
     );
+    drop(redis);
+}
+
+/// Hours of every account's stream per state, from `status --json` (a shared ledger).
+fn hour_counts(config_path: &Path) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let Some(status) = status_json(config_path) else {
+        return BTreeMap::new();
+    };
+    status["accounts"]
+        .as_array()
+        .map(|accounts| {
+            accounts
+                .iter()
+                .filter_map(|account| {
+                    let counts = account["streams"][0]["counts"].as_object()?;
+                    Some((
+                        account["id"].as_str()?.to_string(),
+                        counts
+                            .iter()
+                            .map(|(state, count)| (state.clone(), count.as_u64().unwrap_or(0)))
+                            .collect(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With a shared ledger (two daemons on one SQLite file, one host), the accounts of a
+/// member killed while its reports were being processed are resumed by reportId on the
+/// survivor: every hour ends APPLIED and the simulator saw no report requested twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_members_reports_in_flight_resume_by_report_id_on_the_survivor() {
+    let redis = RedisServer::start().expect("redis-server");
+    // Reports take 3 s: the kill lands while beta's are still being processed.
+    let sim = Arc::new(
+        TestSim::start(SimConfig {
+            processing_latency: Duration::from_secs(3),
+            ..SimConfig::default()
+        })
+        .await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alpha = Member::sharing("alpha", &redis.url(), Arc::clone(&sim), dir.path());
+    let beta = Member::sharing("beta", &redis.url(), Arc::clone(&sim), dir.path());
+    let registry = Registry::connect(&redis.url(), "marketsync:")
+        .await
+        .unwrap();
+    registry
+        .heartbeat("beta", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let alpha_daemon = alpha.spawn();
+    let beta_daemon = beta.spawn();
+    let beta_sellers = sellers_of(&owned_by("beta"));
+    let in_flight = eventually(Duration::from_secs(60), || async {
+        beta_sellers.is_subset(&reports_by_seller(&sim).into_keys().collect())
+    })
+    .await;
+    assert!(
+        in_flight,
+        "beta requested no reports for its accounts: {:?}\nbeta log:\n{}",
+        reports_by_seller(&sim),
+        beta_daemon.logs()
+    );
+    let beta_reports_before = sim
+        .sim
+        .report_timeline()
+        .iter()
+        .filter(|report| beta_sellers.contains(&report.seller))
+        .count();
+    beta_daemon.signal("KILL");
+    let killed_at = Instant::now();
+
+    let all_applied = eventually(Duration::from_secs(90), || async {
+        let counts = hour_counts(&alpha.config_path);
+        counts.len() == ACCOUNTS
+            && counts.values().all(|states| {
+                states.get("APPLIED").copied().unwrap_or(0) >= 6
+                    && ["MISSING", "REQUESTED", "DOWNLOADED", "FAILED"]
+                        .iter()
+                        .all(|state| states.get(*state).copied().unwrap_or(0) == 0)
+            })
+    })
+    .await;
+    assert!(
+        all_applied,
+        "not every hour applied after the takeover: {:?}\nalpha log:\n{}",
+        hour_counts(&alpha.config_path),
+        alpha_daemon.logs()
+    );
+    println!(
+        "shared ledger: every hour of all six accounts applied {:.2}s after SIGKILL of beta ({beta_reports_before} of beta's reports created before it)",
+        killed_at.elapsed().as_secs_f64()
+    );
+    let stats = sim.stats();
+    assert_eq!(
+        stats.duplicate_create_reports, 0,
+        "a report was requested again for a window already in flight"
+    );
+    // Every window was requested once, by whoever ran its account.
+    let timeline = sim.sim.report_timeline();
+    let windows: BTreeSet<(String, i64, i64)> = timeline
+        .iter()
+        .map(|report| (report.seller.clone(), report.start, report.end))
+        .collect();
+    assert_eq!(
+        windows.len(),
+        timeline.len(),
+        "a window was requested twice"
+    );
+    let log = alpha_daemon.logs();
+    let resumed_beta = log.lines().any(|line| {
+        line.contains("resuming units in flight")
+            && owned_by("beta")
+                .iter()
+                .any(|account| line.contains(&format!("account={account} ")))
+    });
+    assert!(
+        resumed_beta,
+        "alpha resumed none of beta's reports in flight:\n{log}"
+    );
+    drop(beta_daemon);
+    drop(alpha_daemon);
     drop(redis);
 }
 

@@ -188,3 +188,98 @@ pub fn findings(report: &ClusterReport) -> Vec<super::findings::Finding> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterView, Member};
+    use crate::diagnose::findings::Severity;
+
+    fn deployment(cluster: bool) -> Deployment {
+        let mut text = String::from("data_dir = \"/nonexistent\"\n[simulator]\nenabled = true\n");
+        if cluster {
+            text.push_str("[redis]\nurl = \"redis://127.0.0.1:1\"\n[cluster]\nenabled = true\nmember_id = \"a\"\n");
+        }
+        for index in 0..20 {
+            text.push_str(&format!(
+                "[[accounts]]\nid = \"acct-{index}\"\nprovider = \"amazon\"\nmarketplace = \"ATVPDKIKX0DER\"\n"
+            ));
+        }
+        crate::config::Config::parse(&text, "t.toml")
+            .unwrap()
+            .deployment()
+    }
+
+    fn view(members: &[&str]) -> ClusterView {
+        ClusterView {
+            me: "a".to_string(),
+            members: members
+                .iter()
+                .map(|id| Member {
+                    id: (*id).to_string(),
+                    expires_at_ms: 1_700_000_003_000,
+                    last_heartbeat_ms: Some(1_700_000_000_000),
+                })
+                .collect(),
+            redis_now_ms: 1_700_000_000_500,
+            sent_at: tokio::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_report_counts_each_members_share_and_names_unowned_accounts() {
+        let config = deployment(true);
+        let seen = view(&["a", "b"]);
+        let report = report(&config, "a", Some(&seen), None);
+        assert!(report.enabled);
+        assert_eq!(report.members.len(), 2);
+        let shares: usize = report.members.iter().map(|m| m.accounts_owned).sum();
+        assert_eq!(shares, 20, "every account has exactly one owner");
+        assert!(report.members.iter().all(|m| m.accounts_owned > 0));
+        assert!(report.members[0].this_member && !report.members[1].this_member);
+        assert_eq!(
+            report.members[0].last_heartbeat.as_deref(),
+            Some("2023-11-14T22:13:20.000Z")
+        );
+        assert!(report.unowned.is_empty());
+        let lines: Vec<String> = findings(&report).iter().map(|f| f.line()).collect();
+        assert!(
+            lines[0].contains("2 live member(s) share 20 account(s)"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("this member (a) runs"), "{lines:?}");
+
+        // No live member: every account unowned, an action for a person.
+        let empty = report_of(&config, Some(&view(&[])), None);
+        assert_eq!(empty.unowned.len(), 20);
+        let found = findings(&empty);
+        assert!(found.iter().any(|f| f.severity == Severity::Action
+            && f.message.contains("20 account(s) have no live member")));
+        assert_eq!(
+            owner_label(true, Some(&view(&[])), "acct-1").as_deref(),
+            Some(UNOWNED)
+        );
+
+        // An unreadable registry is said, not hidden.
+        let unread = report_of(&config, None, Some("redis: refused".to_string()));
+        assert!(findings(&unread)[0].message.contains("redis: refused"));
+    }
+
+    fn report_of(
+        config: &Deployment,
+        seen: Option<&ClusterView>,
+        error: Option<String>,
+    ) -> ClusterReport {
+        report(config, "a", seen, error)
+    }
+
+    #[test]
+    fn with_the_cluster_off_there_is_no_owner_and_nothing_to_report() {
+        let config = deployment(false);
+        let report = report(&config, "pid@host#x", None, None);
+        assert!(!report.enabled);
+        assert!(report.members.is_empty() && report.unowned.is_empty());
+        assert!(findings(&report).is_empty());
+        assert_eq!(owner_label(false, None, "acct-1"), None);
+    }
+}

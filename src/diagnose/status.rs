@@ -444,5 +444,18 @@ provider = "stockx"
         assert!(header.ends_with("ACTOR"), "{header}");
         let row = lines.next().unwrap();
         assert!(row.ends_with("running (2 restarts)"), "{row}");
+
+        // With `[cluster]`: the member that runs the account, as the last column.
+        let mut clustered = report;
+        clustered.accounts[0].owner = Some("web1".to_string());
+        let table = render_table(&clustered);
+        let mut lines = table.lines();
+        let header = lines.next().unwrap();
+        assert!(
+            header.ends_with("ACTOR | OWNER") || header.ends_with("OWNER"),
+            "{header}"
+        );
+        let row = lines.next().unwrap();
+        assert!(row.ends_with("web1"), "{row}");
     }
 }

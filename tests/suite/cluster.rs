@@ -309,6 +309,20 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
             );
         }
     }
+    // `doctor` reads the members from Redis and reports this member's share.
+    let doctor = crate::common::marketsync()
+        .arg("--config")
+        .arg(&alpha.config_path)
+        .arg("doctor")
+        .output()
+        .expect("doctor");
+    let doctor = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        doctor
+            .contains("2 live member(s) share 6 account(s): alpha (3 accounts), beta (3 accounts)")
+            && doctor.contains("this member (alpha) runs 3 of 6 account(s)"),
+        "{doctor}"
+    );
     let metrics = client
         .get(format!("http://127.0.0.1:{}/metrics", alpha.http_port))
         .send()

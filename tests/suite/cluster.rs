@@ -232,6 +232,21 @@ fn sellers_of(accounts: &BTreeSet<String>) -> BTreeSet<String> {
     accounts.iter().map(|account| seller(account)).collect()
 }
 
+/// Registers alpha and beta a moment before either daemon starts (as if each had started
+/// just before the other), so each one's first view already splits the accounts: a
+/// daemon alone runs every account, and would call for the other's until it joined. Each
+/// daemon's own heartbeats replace these registrations' 30 s expiry with its own.
+async fn register_both(redis_url: &str) -> Registry {
+    let registry = Registry::connect(redis_url, "marketsync:").await.unwrap();
+    for name in ["alpha", "beta"] {
+        registry
+            .heartbeat(name, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    registry
+}
+
 /// Polls the async `check` every 50 ms until it holds or `deadline` passes.
 async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
@@ -256,16 +271,7 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
     let alpha = Member::new("alpha", &redis.url()).await;
     let beta = Member::new("beta", &redis.url()).await;
     let client = reqwest::Client::new();
-    // Beta is registered a moment before alpha starts (as if it had started first), so
-    // alpha's first view already splits the accounts: a daemon alone runs every account,
-    // and its simulator would see beta's until beta joined.
-    let registry = Registry::connect(&redis.url(), "marketsync:")
-        .await
-        .unwrap();
-    registry
-        .heartbeat("beta", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let registry = register_both(&redis.url()).await;
     let mut alpha_daemon = alpha.spawn();
     let mut beta_daemon = beta.spawn();
     let (alpha_share, beta_share) = (owned_by("alpha"), owned_by("beta"));
@@ -369,6 +375,7 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
 
     // Restart beta: it takes its three back; alpha stops them (a move, not a crash).
     let mut beta_again = beta.spawn();
+    let restarted_at = Instant::now();
     let moved = eventually(Duration::from_secs(30), || async {
         let Some(seen) = alpha.accounts(&client).await else {
             return false;
@@ -389,6 +396,10 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
         alpha.accounts(&client).await,
         alpha_daemon.logs(),
         beta_again.logs()
+    );
+    println!(
+        "rebalance: beta restarted, alpha stopped its three accounts {:.2}s later",
+        restarted_at.elapsed().as_secs_f64()
     );
     // From here on alpha must not call for beta's accounts: it stopped them.
     let alpha_calls_at_handover = alpha.reports_by_seller();
@@ -437,6 +448,7 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
 
     // A clean stop leaves the cluster at once: alpha sees beta gone without waiting for
     // its registration to lapse.
+    let stopping_at = Instant::now();
     beta_again.signal("TERM");
     assert_eq!(
         beta_again.wait_exit_code(Duration::from_secs(30)).await,
@@ -451,6 +463,10 @@ async fn two_daemons_split_the_accounts_and_the_survivor_takes_over_a_killed_one
         .map(|member| member.id)
         .collect();
     assert_eq!(members, ["alpha"], "beta left on shutdown");
+    println!(
+        "clean stop: beta exited and left the member set {:.2}s after SIGTERM",
+        stopping_at.elapsed().as_secs_f64()
+    );
     alpha_daemon.signal("TERM");
     assert_eq!(
         alpha_daemon.wait_exit_code(Duration::from_secs(30)).await,
@@ -501,13 +517,7 @@ async fn a_killed_members_reports_in_flight_resume_by_report_id_on_the_survivor(
     let dir = tempfile::tempdir().expect("tempdir");
     let alpha = Member::sharing("alpha", &redis.url(), Arc::clone(&sim), dir.path());
     let beta = Member::sharing("beta", &redis.url(), Arc::clone(&sim), dir.path());
-    let registry = Registry::connect(&redis.url(), "marketsync:")
-        .await
-        .unwrap();
-    registry
-        .heartbeat("beta", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let registry = register_both(&redis.url()).await;
     let alpha_daemon = alpha.spawn();
     let beta_daemon = beta.spawn();
     let beta_sellers = sellers_of(&owned_by("beta"));

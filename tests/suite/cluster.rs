@@ -517,7 +517,7 @@ async fn a_killed_members_reports_in_flight_resume_by_report_id_on_the_survivor(
     let dir = tempfile::tempdir().expect("tempdir");
     let alpha = Member::sharing("alpha", &redis.url(), Arc::clone(&sim), dir.path());
     let beta = Member::sharing("beta", &redis.url(), Arc::clone(&sim), dir.path());
-    let registry = register_both(&redis.url()).await;
+    register_both(&redis.url()).await;
     let alpha_daemon = alpha.spawn();
     let beta_daemon = beta.spawn();
     let beta_sellers = sellers_of(&owned_by("beta"));

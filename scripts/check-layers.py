@@ -21,6 +21,7 @@ LAYERS = [
     "telemetry",
     "store",
     "lock",
+    "cluster",
     "quota",
     "provider",
     "shapes",

@@ -7,6 +7,8 @@
 //! - [`telemetry`]: the in-process metrics handle (calls, 429s, takeovers, tokens).
 //! - [`store`]: all SQL: the SQLite connection, migrations, one file per table family.
 //! - [`lock`]: leases with fencing tokens (Redis and SQLite backends) and their hygiene.
+//! - [`cluster`]: daemons sharing one Redis: membership (heartbeats) and which member
+//!   runs each account (rendezvous hashing).
 //! - [`quota`]: the TokenManager quota model (buckets, priorities, cooldowns).
 //! - [`report`]: streaming parser for report documents.
 //! - [`provider`]: provider clients and the error enum callers branch on.
@@ -25,6 +27,7 @@ pub mod actors;
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod diagnose;
 pub mod domain;

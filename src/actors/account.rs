@@ -78,6 +78,7 @@ impl AccountSpec {
         shared: &StreamShared,
         index: usize,
         progress: &Arc<ChildProgress>,
+        cancel: &CancellationToken,
     ) -> Option<(StreamContext, Duration)> {
         let stream = self.account.streams.get(index)?;
         let context = StreamContext {
@@ -87,7 +88,7 @@ impl AccountSpec {
             work: self.work.clone(),
             documents_dir: shared.documents_dir.clone(),
             owner: shared.owner.clone(),
-            cancel: shared.cancel.clone(),
+            cancel: cancel.clone(),
             abort: shared.abort.clone(),
             progress: Some(Arc::clone(progress)),
             chaos: shared.chaos.clone(),
@@ -135,7 +136,17 @@ pub struct AccountState {
     args: AccountArgs,
     /// Why a guard: aborts the runners when the state drops, panic or not.
     runners: Vec<AbortOnDrop>,
+    /// The runners, awaited when the account is stopped (not killed): see `post_stop`.
+    joins: Vec<tokio::task::JoinHandle<()>>,
+    /// This incarnation's "stop claiming": a child of the daemon's, cancelled on its own
+    /// when the supervisor stops just this account (it moved to another member).
+    cancel: CancellationToken,
 }
+
+/// How long a stopped account waits for its runners to finish their unit and release
+/// their leases before they are aborted; below the supervisor's
+/// [`SHUTDOWN_GRACE`](crate::actors::supervisor::SHUTDOWN_GRACE), after which it kills.
+pub const STOP_GRACE: Duration = Duration::from_secs(8);
 
 impl Actor for AccountActor {
     type Msg = AccountMsg;
@@ -150,6 +161,8 @@ impl Actor for AccountActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(AccountState {
             runners: Vec::with_capacity(args.spec.account.streams.len()),
+            joins: Vec::with_capacity(args.spec.account.streams.len()),
+            cancel: args.shared.cancel.child_token(),
             args,
         })
     }
@@ -160,12 +173,12 @@ impl Actor for AccountActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         for index in 0..state.args.spec.account.streams.len() {
-            let Some((context, ttl)) =
-                state
-                    .args
-                    .spec
-                    .context(&state.args.shared, index, &state.args.progress)
-            else {
+            let Some((context, ttl)) = state.args.spec.context(
+                &state.args.shared,
+                index,
+                &state.args.progress,
+                &state.cancel,
+            ) else {
                 continue;
             };
             let runner =
@@ -183,10 +196,34 @@ impl Actor for AccountActor {
                 }
             });
             state.runners.push(AbortOnDrop(runner.abort_handle()));
+            state.joins.push(runner);
         }
         crate::telemetry::spans::account_span(&state.args.id).in_scope(|| {
             debug!(streams = state.runners.len(), "account actor running");
         });
+        Ok(())
+    }
+
+    /// A stop of this account alone (not a kill, not a crash: ractor runs this only after
+    /// a requested stop), i.e. it moved to another member: the runners stop claiming,
+    /// finish the unit in hand and release their leases, as at a daemon shutdown, within
+    /// [`STOP_GRACE`]; then the state drops and aborts what is left. Units in flight keep
+    /// their report ids in the ledger for whoever runs the account next.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.args.shared.cancel.is_cancelled() {
+            // A daemon shutdown: the daemon waits for the runners itself (its grace), and
+            // what is left when it stops the accounts is aborted as the state drops.
+            return Ok(());
+        }
+        state.cancel.cancel();
+        let joins = futures_util::future::join_all(state.joins.iter_mut());
+        if tokio::time::timeout(STOP_GRACE, joins).await.is_err() {
+            tracing::warn!(account = %state.args.id, grace = %humantime::format_duration(STOP_GRACE), "account runners did not stop within the grace period; aborting them");
+        }
         Ok(())
     }
 

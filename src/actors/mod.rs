@@ -6,7 +6,7 @@
 //! - `account`: the Account actor, one per configured account;
 //! - `housekeeping`: lock hygiene and claim-history pruning on a timer.
 //!
-//! Layer 9 of docs/architecture.md. May use: everything up to `shapes`. May not touch: the
+//! Layer 10 of docs/architecture.md. May use: everything up to `shapes`. May not touch: the
 //! configuration or the surfaces.
 
 pub mod account;

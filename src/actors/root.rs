@@ -501,6 +501,7 @@ mod tests {
                         gate: Arc::clone(&gate),
                     }),
                     ledger: Arc::new(SqliteLedger::open_in_memory().unwrap()),
+                    ownership: None,
                 },
                 services: Vec::new(),
                 adopted: Vec::new(),

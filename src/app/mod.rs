@@ -20,7 +20,7 @@
 //! its end (`marketsync cooldowns clear`) is forgotten by the TokenManager and wakes the
 //! runners waiting for it.
 //!
-//! Layer 13 of docs/architecture.md. May use: everything below it, and `sim` to start the
+//! Layer 14 of docs/architecture.md. May use: everything below it, and `sim` to start the
 //! embedded simulator. May not touch: sync logic (that lives in `shapes`).
 
 use std::future::Future;
@@ -88,6 +88,9 @@ pub struct Daemon {
     /// The TokenManager every provider call asks first.
     pub quota: QuotaHandle,
     quota_task: tokio::task::JoinHandle<()>,
+    /// This daemon's cluster membership (`[cluster]`): left at shutdown, after the
+    /// accounts stopped, so the others take them at once.
+    pub membership: Option<crate::cluster::Membership>,
 }
 
 impl Daemon {
@@ -146,6 +149,13 @@ impl Daemon {
                     Box::pin(async move { LeaseKeeper::spawn_linked(&handle, every, root).await })
                 }),
             }
+        };
+
+        // `[cluster]`: register as a member before the tree starts, so the accounts
+        // supervisor's first look at the view already sees this member.
+        let membership = match (&config.cluster, &config.redis) {
+            (Some(cluster), Some(redis)) => Some(join_cluster(config, cluster, redis).await?),
+            _ => None,
         };
 
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
@@ -259,6 +269,11 @@ impl Daemon {
             .context("building the http client")?;
         let documents_dir = config.data_dir.join("documents");
         let owner = crate::lock::local_owner("auto-sync");
+        // The daemon's identity on the surfaces: its member id, or `pid@host#instance`.
+        let member_id = match &membership {
+            Some(membership) => membership.settings.member_id.clone(),
+            None => crate::cluster::default_member_id(),
+        };
 
         let mut accounts = HashMap::with_capacity(config.accounts.len());
         for account in &config.accounts {
@@ -343,7 +358,13 @@ impl Daemon {
                 )
                 .with_quota(quota.clone())
                 .with_metrics(Arc::clone(&metrics))
-                .with_settings(settings);
+                .with_settings(settings)
+                .with_cluster(
+                    &member_id,
+                    membership
+                        .as_ref()
+                        .map(|membership| membership.view.subscribe()),
+                );
                 if state.admin_token.is_none() {
                     warn!("http: no admin token (set [http] admin_token_env and export that variable); mutating endpoints answer 403");
                 }
@@ -415,6 +436,25 @@ impl Daemon {
                 chaos: chaos.clone(),
             }),
         );
+        if let Some(membership) = &membership {
+            // Renews the registration every heartbeat and publishes the view the accounts
+            // supervisor follows (a root service: restarted like the others).
+            let membership = membership.clone();
+            let configured: Arc<Vec<String>> =
+                Arc::new(config.accounts.iter().map(|a| a.id.clone()).collect());
+            services.insert(
+                0,
+                ServiceSpec::task(
+                    "membership",
+                    Arc::new(move || {
+                        Box::pin(crate::cluster::run_heartbeats(
+                            membership.clone(),
+                            Arc::clone(&configured),
+                        ))
+                    }),
+                ),
+            );
+        }
         let (failed_tx, failed) = watch::channel(None);
         let (root, root_task) = Actor::spawn(
             None,
@@ -424,6 +464,7 @@ impl Daemon {
                     policy: config.supervisor.clone(),
                     factory: Arc::new(factory),
                     ledger: Arc::clone(&ledger),
+                    ownership: membership.as_ref().map(crate::cluster::Membership::feed),
                 },
                 services,
                 adopted: vec![
@@ -450,7 +491,7 @@ impl Daemon {
                     .collect(),
             ))
             .context("starting the account actors")?;
-        info!(accounts = config.accounts.len(), owner = %owner, "daemon started");
+        info!(accounts = config.accounts.len(), owner = %owner, member = %member_id, cluster = membership.is_some(), "daemon started");
         Ok(Daemon {
             simulator_addr,
             http_addr,
@@ -465,6 +506,7 @@ impl Daemon {
             tracker,
             quota,
             quota_task,
+            membership,
         })
     }
 
@@ -507,6 +549,12 @@ impl Daemon {
         }
         self.root.stop(None);
         let _ = tokio::time::timeout(left().min(Duration::from_secs(2)), self.root_task).await;
+        // The membership service stopped with the root: leaving now cannot be undone by
+        // a late heartbeat. The accounts were stopped and their leases released above.
+        if let Some(membership) = &self.membership {
+            let _ =
+                tokio::time::timeout(left().min(Duration::from_secs(2)), membership.leave()).await;
+        }
         // The root takes its linked TokenManager down with it; this covers a root that
         // was already gone.
         self.quota.stop();
@@ -552,6 +600,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(failure) => anyhow::bail!("infrastructure failure: {failure}"),
         None => Ok(()),
     }
+}
+
+/// Connects the member registry (`[cluster]`), waiting for Redis like the leases do, and
+/// registers once.
+async fn join_cluster(
+    config: &Config,
+    cluster: &crate::cluster::ClusterSettings,
+    redis: &crate::lock::settings::RedisSettings,
+) -> anyhow::Result<crate::cluster::Membership> {
+    let url = redis
+        .url
+        .resolve()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.source_name))?;
+    let mut delay = Duration::from_millis(500);
+    let registry = loop {
+        match crate::cluster::Registry::connect(&url, &redis.prefix).await {
+            Ok(registry) => break registry,
+            Err(crate::cluster::ClusterError::Invalid(message)) => {
+                anyhow::bail!("redis.url: {message}")
+            }
+            Err(err) => {
+                warn!(error = %err, retry_in = %humantime::format_duration(delay), "redis unreachable at startup; joining the cluster waits for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    let membership = crate::cluster::Membership::new(registry, cluster.clone());
+    match membership.beat().await {
+        Ok(_) => {
+            let members = membership
+                .view
+                .borrow()
+                .as_ref()
+                .map(|view| view.members.len())
+                .unwrap_or(0);
+            info!(member = %cluster.member_id, members, heartbeat = %humantime::format_duration(cluster.heartbeat), member_ttl = %humantime::format_duration(cluster.member_ttl), "joined the cluster");
+        }
+        Err(err) => {
+            warn!(member = %cluster.member_id, error = %err, "first cluster heartbeat failed; accounts start once one succeeds")
+        }
+    }
+    Ok(membership)
 }
 
 /// The freshness scheduler as a root service (`freshness`), when `[freshness]` is

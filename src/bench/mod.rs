@@ -16,7 +16,7 @@
 //! - `bench ebay-streams`: one eBay seller, all ten streams 90 days behind, caught up by
 //!   `sync --once`: wall time over the quota-bound minimum (issue 14) ([`ebay_streams`]).
 //!
-//! Layer 15 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
+//! Layer 16 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
 //! tests).
 
 pub mod catalog;

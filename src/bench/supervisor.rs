@@ -92,6 +92,7 @@ pub async fn bench_restart_overhead(dir: &Path, crashes: usize) -> anyhow::Resul
                 running: running_tx,
             }),
             ledger,
+            ownership: None,
         },
     )
     .await?;

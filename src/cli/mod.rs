@@ -1,7 +1,7 @@
 //! Command-line parsing (clap) and dispatch. Flags are parsed once here and turned into
 //! a validated [`Config`]; nothing downstream re-validates.
 //!
-//! Layer 14 of docs/architecture.md. May use: everything, including `bench`. Holds no logic
+//! Layer 15 of docs/architecture.md. May use: everything, including `bench`. Holds no logic
 //! a surface shares (that lives in `diagnose`).
 
 mod accounts;

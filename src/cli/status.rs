@@ -16,13 +16,18 @@ pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
         }
     };
     let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
-    let report = crate::diagnose::status::collect(
-        &config.deployment(),
-        &ledger,
-        lock_list,
-        &supervision,
-        now_ts(),
-    )?;
+    let deployment = config.deployment();
+    let mut report =
+        crate::diagnose::status::collect(&deployment, &ledger, lock_list, &supervision, now_ts())?;
+    if deployment.cluster.is_some() {
+        let (view, error) = runtime()?.block_on(crate::diagnose::probe::read_cluster(&deployment));
+        if let Some(error) = error {
+            eprintln!(
+                "marketsync: cannot read the cluster members: {error}; owners show as unowned"
+            );
+        }
+        report.assign_owners(true, view.as_ref());
+    }
     let text = if json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');

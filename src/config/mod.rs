@@ -9,9 +9,10 @@
 //! serde structs the file is read into, `validate` checks the top-level tables and
 //! `accounts` checks each account and its streams.
 //!
-//! Layer 12 of docs/architecture.md. May use: the settings types of the modules below it.
+//! Layer 13 of docs/architecture.md. May use: the settings types of the modules below it.
 //! Only `app` and `cli` read `Config`.
 
+pub use crate::cluster::ClusterSettings;
 pub use crate::domain::chaos::ChaosSettings;
 pub use crate::domain::{ClaimOrder, Provider, Shape};
 pub use crate::http::HttpSettings;
@@ -69,6 +70,9 @@ pub struct Config {
     /// Redis for leases, when configured; otherwise leases live in the SQLite file.
     pub redis: Option<RedisSettings>,
     pub locks: LockSettings,
+    /// Membership and account ownership across daemons, when `[cluster] enabled = true`
+    /// (needs `[redis]`).
+    pub cluster: Option<ClusterSettings>,
     /// Restart policy of the accounts supervisor (`[supervisor]`).
     pub supervisor: crate::actors::supervisor::policy::RestartPolicy,
     /// Stream runs in flight at once across all accounts (`[daemon] max_concurrent_runs`).
@@ -214,6 +218,7 @@ impl Config {
             source_name: self.source_name.clone(),
             data_dir: self.data_dir.clone(),
             redis: self.redis.clone(),
+            cluster: self.cluster.clone(),
             simulator_listen: self.simulator.as_ref().map(|simulator| simulator.listen),
             accounts: self.accounts.clone(),
         }

@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub(super) simulator: Option<RawSimulator>,
     pub(super) redis: Option<RawRedis>,
     pub(super) locks: Option<RawLocks>,
+    pub(super) cluster: Option<RawCluster>,
     pub(super) supervisor: Option<crate::actors::supervisor::policy::RestartPolicy>,
     pub(super) daemon: Option<RawDaemon>,
     pub(super) chaos: Option<RawChaos>,
@@ -102,6 +103,16 @@ pub(super) struct RawRedis {
     pub(super) url: Option<String>,
     pub(super) url_env: Option<String>,
     pub(super) prefix: Option<String>,
+}
+
+/// `[cluster]`: several daemons sharing one Redis split the accounts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) enabled: Option<bool>,
+    pub(super) member_id: Option<String>,
+    pub(super) heartbeat: Option<String>,
+    pub(super) member_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -247,3 +247,59 @@ fn ebay_oauth_keys_are_validated() {
         assert!(err.starts_with(expected), "{err}");
     }
 }
+
+#[test]
+fn cluster_defaults_bounds_and_its_need_for_redis() {
+    let base = r#"
+[redis]
+url = "redis://127.0.0.1:6379"
+"#;
+    let config = Config::parse(&format!("{base}[cluster]\nenabled = true\n"), "c.toml").unwrap();
+    assert!(config.deployment().cluster.is_some());
+    let cluster = config.cluster.expect("enabled");
+    assert_eq!(cluster.heartbeat, Duration::from_secs(5));
+    assert_eq!(cluster.member_ttl, Duration::from_secs(15));
+    assert_eq!(cluster.member_id, crate::cluster::default_member_id());
+
+    let off = Config::parse(
+        &format!("{base}[cluster]\nmember_id = \"web1\"\n"),
+        "c.toml",
+    )
+    .unwrap();
+    assert!(off.cluster.is_none(), "enabled defaults to false");
+    assert!(Config::parse("", "c.toml").unwrap().cluster.is_none());
+
+    let named = Config::parse(
+        &format!("{base}[cluster]\nenabled = true\nmember_id = \"web1\"\nheartbeat = \"1s\"\nmember_ttl = \"3s\"\n"),
+        "c.toml",
+    )
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(named.member_id, "web1");
+    assert_eq!(named.member_ttl, Duration::from_secs(3));
+
+    let error = |text: &str| Config::parse(text, "c.toml").unwrap_err().to_string();
+    let without_redis = error("[cluster]\nenabled = true\n");
+    assert!(
+        without_redis.contains("cluster.enabled")
+            && without_redis.contains("needs a [redis] section"),
+        "{without_redis}"
+    );
+    let short_ttl = error(&format!(
+        "{base}[cluster]\nenabled = true\nheartbeat = \"5s\"\nmember_ttl = \"6s\"\n"
+    ));
+    assert!(
+        short_ttl.contains("at least twice cluster.heartbeat"),
+        "{short_ttl}"
+    );
+    let long_heartbeat = error(&format!("{base}[cluster]\nheartbeat = \"2h\"\n"));
+    assert!(
+        long_heartbeat.contains("cluster.heartbeat"),
+        "{long_heartbeat}"
+    );
+    let spaced = error(&format!("{base}[cluster]\nmember_id = \"web 1\"\n"));
+    assert!(spaced.contains("cluster.member_id"), "{spaced}");
+    let unknown = error(&format!("{base}[cluster]\nmembers = 3\n"));
+    assert!(unknown.contains("members"), "{unknown}");
+}

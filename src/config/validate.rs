@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    RawBucket, RawChaos, RawConfig, RawHttp, RawLocks, RawQuota, RawRedis, RawSimulator,
+    RawBucket, RawChaos, RawCluster, RawConfig, RawHttp, RawLocks, RawQuota, RawRedis, RawSimulator,
 };
 use super::{
     quota_operations, AccountConfig, ChaosSettings, Config, HttpSettings, LockSettings,
@@ -40,6 +40,10 @@ impl RawConfig {
             accounts.push(account);
         }
         let redis = self.redis.map(RawRedis::validate).transpose()?;
+        let cluster = match self.cluster {
+            Some(raw) => raw.validate(redis.is_some())?,
+            None => None,
+        };
         let supervisor = self.supervisor.unwrap_or_default();
         supervisor.validate().map_err(|err| err.to_string())?;
         check_supervisor(&supervisor)?;
@@ -87,6 +91,7 @@ impl RawConfig {
             simulator,
             redis,
             locks,
+            cluster,
             supervisor,
             max_concurrent_runs,
             shutdown_grace,
@@ -468,6 +473,56 @@ impl RawRedis {
                 .prefix
                 .unwrap_or_else(|| crate::lock::DEFAULT_PREFIX.to_string()),
         })
+    }
+}
+
+impl RawCluster {
+    /// `None` unless `enabled = true`; the other keys are checked either way.
+    fn validate(self, redis: bool) -> Result<Option<crate::cluster::ClusterSettings>, String> {
+        use crate::cluster::{
+            DEFAULT_HEARTBEAT, DEFAULT_MEMBER_TTL, MAX_HEARTBEAT, MAX_MEMBER_TTL, MIN_HEARTBEAT,
+        };
+        let member_id = match self.member_id {
+            Some(id) => {
+                crate::cluster::check_member_id(&id).map_err(|why| {
+                    format!("cluster.member_id: {id:?} {why}; use a name like \"web1\"")
+                })?;
+                id
+            }
+            None => crate::cluster::default_member_id(),
+        };
+        let heartbeat = bounded_duration(
+            "cluster.heartbeat",
+            self.heartbeat.as_ref(),
+            DEFAULT_HEARTBEAT,
+            MIN_HEARTBEAT,
+            MAX_HEARTBEAT,
+        )?;
+        let member_ttl = bounded_duration(
+            "cluster.member_ttl",
+            self.member_ttl.as_ref(),
+            DEFAULT_MEMBER_TTL,
+            limits::SECOND,
+            MAX_MEMBER_TTL,
+        )?;
+        if member_ttl < heartbeat.saturating_mul(2) {
+            return Err(format!(
+                "cluster.member_ttl ({}) must be at least twice cluster.heartbeat ({}): one late heartbeat must not declare a live member dead; raise member_ttl or lower heartbeat",
+                short_duration(member_ttl),
+                short_duration(heartbeat)
+            ));
+        }
+        if !self.enabled.unwrap_or(false) {
+            return Ok(None);
+        }
+        if !redis {
+            return Err("cluster.enabled: the members register in Redis and share its leases, so a cluster needs a [redis] section; add [redis] url = \"redis://...\" (the same for every daemon) or set enabled = false".to_string());
+        }
+        Ok(Some(crate::cluster::ClusterSettings {
+            member_id,
+            heartbeat,
+            member_ttl,
+        }))
     }
 }
 

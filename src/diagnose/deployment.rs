@@ -18,6 +18,8 @@ pub struct Deployment {
     pub data_dir: PathBuf,
     /// Redis for leases and quota, when configured.
     pub redis: Option<RedisSettings>,
+    /// Membership across daemons (`[cluster]`), when enabled.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Where the embedded simulator listens, when it is enabled.
     pub simulator_listen: Option<SocketAddr>,
     pub accounts: Vec<AccountConfig>,

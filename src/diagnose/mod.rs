@@ -38,10 +38,11 @@
 //! The same facts give the one-word [`Verdict`] (and its one-line explanation) that the
 //! HTTP status endpoint and the dashboard show per stream (see [`crate::http`]).
 //!
-//! Layer 10 of docs/architecture.md. May use: everything up to `actors`. May not touch: SQL
+//! Layer 11 of docs/architecture.md. May use: everything up to `actors`. May not touch: SQL
 //! or Redis key names (it asks the store and the lock service); the raw configuration (it
 //! reads a `Deployment`).
 
+pub mod cluster;
 pub mod cooldowns;
 
 pub mod deployment;

@@ -313,6 +313,24 @@ pub async fn probe_endpoints(
     findings
 }
 
+/// One read of the cluster members from the configured Redis (`[cluster]` on): the
+/// view, or why there is none. Bounded by the registry's call timeouts.
+pub async fn read_cluster(
+    config: &Deployment,
+) -> (Option<crate::cluster::ClusterView>, Option<String>) {
+    let (Some(cluster), Some(redis)) = (&config.cluster, &config.redis) else {
+        return (None, None);
+    };
+    let url = match redis.url.resolve() {
+        Ok(url) => url,
+        Err(err) => return (None, Some(err)),
+    };
+    match crate::cluster::read_view(&url, &redis.prefix, &cluster.member_id).await {
+        Ok(view) => (Some(view), None),
+        Err(err) => (None, Some(err.to_string())),
+    }
+}
+
 /// Everything `marketsync doctor` checks, as a report (async: probes run concurrently).
 pub async fn diagnose(
     config: &Deployment,
@@ -352,6 +370,20 @@ pub async fn diagnose(
     );
     let mut all = probe.findings;
     all.extend(endpoint_findings);
+    if config.cluster.is_some() {
+        let (view, error) = read_cluster(config).await;
+        let me = config
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.member_id.clone())
+            .unwrap_or_default();
+        all.extend(super::cluster::findings(&super::cluster::report(
+            config,
+            &me,
+            view.as_ref(),
+            error,
+        )));
+    }
     let disk = disk_findings(&config.data_dir, MIN_FREE_BYTES);
     let disk_reported = disk
         .iter()

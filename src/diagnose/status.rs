@@ -20,6 +20,10 @@ pub struct StatusReport {
 pub struct AccountStatus {
     pub id: String,
     pub provider: crate::domain::Provider,
+    /// With `[cluster]`: the member that runs the account (a member id), or `unowned`
+    /// when no member is live; absent when the cluster is off (this daemon runs it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The account actor as its supervisor last recorded it; `None` before the daemon
     /// first ran the account.
     pub supervisor: Option<SupervisorStatus>,
@@ -214,6 +218,7 @@ pub fn collect(
         accounts.push(AccountStatus {
             id: account.id.clone(),
             provider: account.provider,
+            owner: None,
             supervisor,
             streams,
             warnings: super::tokens::refresh_token_warning(account, now)
@@ -222,6 +227,16 @@ pub fn collect(
         });
     }
     Ok(StatusReport { accounts })
+}
+
+impl StatusReport {
+    /// Fills each account's `owner` from the cluster view (`[cluster]` on; see
+    /// [`super::cluster::owner_label`]).
+    pub fn assign_owners(&mut self, enabled: bool, view: Option<&crate::cluster::ClusterView>) {
+        for account in &mut self.accounts {
+            account.owner = super::cluster::owner_label(enabled, view, &account.id);
+        }
+    }
 }
 
 /// An aligned, human-readable table.
@@ -293,6 +308,22 @@ pub fn render_table(report: &StatusReport) -> String {
                 None => "-".to_string(),
             });
             rows.push(row);
+        }
+    }
+    // With `[cluster]`: which member runs each account, as the last column.
+    let with_owner = report
+        .accounts
+        .iter()
+        .any(|account| account.owner.is_some());
+    let mut header = header.to_vec();
+    if with_owner {
+        header.push("OWNER");
+        let owners = report.accounts.iter().flat_map(|account| {
+            let owner = account.owner.clone().unwrap_or_else(|| "-".to_string());
+            std::iter::repeat_n(owner, account.streams.len().max(1))
+        });
+        for (row, owner) in rows.iter_mut().zip(owners) {
+            row.push(owner);
         }
     }
     let mut out = super::table::render(&header, rows, &[2, 3, 4, 5, 6]);
@@ -383,6 +414,7 @@ provider = "stockx"
             accounts: vec![AccountStatus {
                 id: "acme".to_string(),
                 provider: crate::domain::Provider::Amazon,
+                owner: None,
                 supervisor: Some(SupervisorStatus {
                     state: "running".to_string(),
                     restarts: 2,
@@ -418,5 +450,18 @@ provider = "stockx"
         assert!(header.ends_with("ACTOR"), "{header}");
         let row = lines.next().unwrap();
         assert!(row.ends_with("running (2 restarts)"), "{row}");
+
+        // With `[cluster]`: the member that runs the account, as the last column.
+        let mut clustered = report;
+        clustered.accounts[0].owner = Some("web1".to_string());
+        let table = render_table(&clustered);
+        let mut lines = table.lines();
+        let header = lines.next().unwrap();
+        assert!(
+            header.ends_with("ACTOR | OWNER") || header.ends_with("OWNER"),
+            "{header}"
+        );
+        let row = lines.next().unwrap();
+        assert!(row.ends_with("web1"), "{row}");
     }
 }

@@ -68,6 +68,11 @@ pub struct StatusDocument {
 pub struct AccountView {
     pub id: String,
     pub provider: crate::domain::Provider,
+    /// With `[cluster]`: the member that runs the account (a member id, see
+    /// `GET /api/cluster`), or `unowned` when no member is live; absent when the cluster
+    /// is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The account actor as its supervisor last recorded it; `null` before the daemon
     /// first ran the account.
     #[schema(required = true)]
@@ -162,7 +167,12 @@ pub fn status_document(
 ) -> Result<StatusDocument, ApiError> {
     let ledger = state.ledger.as_ref();
     let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
-    let report = crate::diagnose::status::collect(&state.config, ledger, locks, &supervision, now)?;
+    let mut report =
+        crate::diagnose::status::collect(&state.config, ledger, locks, &supervision, now)?;
+    report.assign_owners(
+        state.config.cluster.is_some(),
+        state.cluster_view().as_ref(),
+    );
     let acquired = crate::domain::lease::acquired_at_by_scope(locks);
     let facts = diagnose::gather(
         &state.config,
@@ -211,6 +221,7 @@ pub fn status_document(
         accounts.push(AccountView {
             id: account.id,
             provider: account.provider,
+            owner: account.owner,
             supervisor: account.supervisor,
             streams,
             warnings: account.warnings,

@@ -48,10 +48,11 @@
 //!
 //! SQLite work runs on the blocking pool (`spawn_blocking`), never on the async workers.
 //!
-//! Layer 11 of docs/architecture.md. May use: everything up to `diagnose`. May not touch:
+//! Layer 12 of docs/architecture.md. May use: everything up to `diagnose`. May not touch:
 //! the raw configuration.
 
 pub mod api;
+pub mod cluster;
 pub mod dashboard;
 pub mod export;
 pub mod history;
@@ -104,6 +105,12 @@ pub struct HttpState {
     /// The last hour of buckets, cursor lag and queue depth the dashboard draws (empty
     /// unless the daemon's `history` sampler feeds it, see [`history::run_sampler`]).
     pub history: Arc<crate::telemetry::history::History>,
+    /// This daemon's identity on `/metrics` and `/api/cluster`: its `[cluster]` member
+    /// id, or its lease owner identity (`pid@host#instance`) when the cluster is off.
+    pub member_id: Arc<str>,
+    /// The membership service's latest view (`[cluster]` on, inside the daemon); `None`
+    /// when the server runs without one.
+    pub cluster: Option<tokio::sync::watch::Receiver<Option<crate::cluster::ClusterView>>>,
 }
 
 /// What the request guards of [`serve`] need from `[http]`.
@@ -147,7 +154,27 @@ impl HttpState {
             surface: Arc::default(),
             exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_CONCURRENT_EXPORTS)),
             history: Arc::default(),
+            member_id: Arc::from(crate::cluster::default_member_id()),
+            cluster: None,
         }
+    }
+
+    /// The same state following the daemon's cluster membership (`member_id` is then its
+    /// member id).
+    pub fn with_cluster(
+        mut self,
+        member_id: &str,
+        view: Option<tokio::sync::watch::Receiver<Option<crate::cluster::ClusterView>>>,
+    ) -> HttpState {
+        self.member_id = Arc::from(member_id);
+        self.cluster = view;
+        self
+    }
+
+    /// The cluster view to show now: the latest heartbeat's (a clone; the channel is not
+    /// held across anything).
+    pub fn cluster_view(&self) -> Option<crate::cluster::ClusterView> {
+        self.cluster.as_ref().and_then(|view| view.borrow().clone())
     }
 
     /// The same state reading the daemon's short history.
@@ -249,6 +276,7 @@ fn routes(state: HttpState, allowlist: Option<Arc<HostAllowlist>>) -> Router {
         .route("/api/accounts/{id}/summary", get(api::summary))
         .route("/api/failures", get(api::failures))
         .route("/api/locks", get(api::locks))
+        .route("/api/cluster", get(cluster::cluster))
         .route("/api/budgets", get(api::budgets))
         .route("/api/jobs", get(jobs::list))
         .route("/api/tracked", get(jobs::tracked_list))

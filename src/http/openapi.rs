@@ -25,7 +25,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{api, export, history, jobs, metrics};
+use super::{api, cluster, export, history, jobs, metrics};
 
 /// The name of the bearer-token security scheme of the mutating endpoints.
 pub const ADMIN_SCHEME: &str = "admin_token";
@@ -75,6 +75,7 @@ pub enum ErrorStatus {
         api::summary,
         api::failures,
         api::locks,
+        cluster::cluster,
         api::budgets,
         jobs::list,
         jobs::tracked_list,

@@ -8,7 +8,7 @@
 //! [`ProviderError`] (`error_for_status`), `Retry-After` parsing, capped body reads,
 //! transport errors with the URL stripped and messages clipped to a readable length.
 //!
-//! Layer 7 of docs/architecture.md. May use: `domain`, `quota` (the pacer). May not touch:
+//! Layer 8 of docs/architecture.md. May use: `domain`, `quota` (the pacer). May not touch:
 //! the ledger.
 
 pub mod credentials;

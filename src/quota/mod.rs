@@ -61,7 +61,7 @@
 //! "cooldown started")`, `info!(scope, "cooldown cleared")`, `warn!(scope, error, "cooldown store
 //! failed")`, and from Redis mode `warn!(error, "quota redis unavailable")`.
 //!
-//! Layer 6 of docs/architecture.md. May use: `domain`, `store`, `lock`. May not touch:
+//! Layer 7 of docs/architecture.md. May use: `domain`, `store`, `lock`. May not touch:
 //! provider calls (callers ask it, then call).
 
 pub mod bucket;

@@ -10,7 +10,7 @@
 //! - [`cursor`]: eBay cursor streams, one bounded window per run.
 //! - [`jobs`]: the keyed job queue (StockX, Keepa).
 //!
-//! Layer 8 of docs/architecture.md. May use: everything up to `provider`. May not touch:
+//! Layer 9 of docs/architecture.md. May use: everything up to `provider`. May not touch:
 //! actors, surfaces, the raw configuration.
 
 pub mod context;

@@ -1,6 +1,7 @@
 //! Integration test modules, one per area.
 
 mod binary;
+mod cluster;
 mod dashboard;
 mod doctor;
 mod ebay;

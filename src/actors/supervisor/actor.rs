@@ -34,6 +34,8 @@ impl Actor for AccountsSupervisor {
             dirty: BTreeSet::new(),
             shutting_down: false,
             next_heartbeat_at: Instant::now(),
+            ownership_opt: args.ownership,
+            configured: BTreeSet::new(),
         })
     }
 
@@ -62,6 +64,7 @@ impl Actor for AccountsSupervisor {
             }
         }
         state.schedule_heartbeat(&myself);
+        state.schedule_ownership(&myself);
         Ok(())
     }
 
@@ -97,6 +100,10 @@ impl Actor for AccountsSupervisor {
             SupervisorMsg::Shutdown(reply) => {
                 state.shutdown_children().await;
                 let _ = reply.send(());
+            }
+            SupervisorMsg::Ownership => {
+                state.reconcile_ownership(&myself).await;
+                state.schedule_ownership(&myself);
             }
         }
         Ok(())

@@ -23,7 +23,16 @@
 //! a stable id; a restart creates a new actor for the same id. Messages: [`SupervisorMsg`].
 //!
 //! Options: [`SupervisorArgs`] (the policy, the factory, the ledger whose SQLite file
-//! holds `account_supervision`, see [`crate::store::supervision`]).
+//! holds `account_supervision`, see [`crate::store::supervision`], and with `[cluster]`
+//! the ownership feed).
+//!
+//! Ownership (`[cluster]`, see [`crate::cluster`]): `Start` then names the configured
+//! accounts, and only those the cluster view gives this member get a child. Every
+//! cluster heartbeat ([`SupervisorMsg::Ownership`]) the supervisor compares: an account
+//! it gained starts (its stored quarantine, if any, still holds); an account it lost is
+//! stopped like at shutdown (its runners finish their unit and release their leases),
+//! recorded as `stopped` with the reason "run by another member", and forgotten. A move
+//! is not a crash: no restart is counted, no backoff, no quarantine.
 //!
 //! Emits:
 //! - logs (tracing, structured): `warn` "account actor crashed; restarting after backoff"
@@ -41,6 +50,7 @@
 
 mod actor;
 mod heartbeat;
+mod ownership;
 pub mod policy;
 mod state;
 
@@ -57,6 +67,7 @@ pub use crate::domain::supervision::{
     BusyGuard, ChildProgress, ChildState, ChildStatus, CrashInfo,
 };
 use crate::store::sqlite::SqliteLedger;
+pub use ownership::MOVED_REASON;
 use policy::RestartPolicy;
 pub use state::SupervisorState;
 
@@ -99,6 +110,10 @@ pub enum SupervisorMsg {
     /// Stop every child (stop, not kill; killed after [`SHUTDOWN_GRACE`]), stop
     /// restarting, persist, then reply. The supervisor stays up to answer `Status`.
     Shutdown(RpcReplyPort<()>),
+    /// Look at the cluster view again (self-sent every heartbeat of `[cluster]` when
+    /// [`SupervisorArgs::ownership`] is set): start the accounts this member gained, stop
+    /// the ones it lost.
+    Ownership,
 }
 
 /// What the supervisor is started with.
@@ -107,6 +122,9 @@ pub struct SupervisorArgs {
     pub factory: Arc<dyn ChildFactory>,
     /// The ledger whose SQLite file holds `account_supervision`.
     pub ledger: Arc<SqliteLedger>,
+    /// Which accounts this daemon runs when several share them (`[cluster]`); `None`:
+    /// every account it is started with (one daemon).
+    pub ownership: Option<crate::cluster::OwnershipFeed>,
 }
 
 /// The actor. Spawn it with `Actor::spawn_linked(Some(name), AccountsSupervisor,

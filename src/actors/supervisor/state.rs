@@ -143,6 +143,11 @@ pub struct SupervisorState {
     /// When the next scheduled heartbeat is due; a heartbeat arriving well before it came
     /// from elsewhere and does not schedule another (one chain only).
     pub(super) next_heartbeat_at: Instant,
+    /// Which accounts this member runs (`[cluster]`); `None`: all it is started with.
+    pub(super) ownership_opt: Option<crate::cluster::OwnershipFeed>,
+    /// With ownership: every account `Start` named (a child exists only for those this
+    /// member owns).
+    pub(super) configured: BTreeSet<String>,
 }
 
 impl SupervisorState {
@@ -158,51 +163,61 @@ impl SupervisorState {
             );
             return;
         }
-        let now = Instant::now();
-        let now_unix = Utc::now().timestamp();
+        if self.ownership_opt.is_some() {
+            self.configured.extend(ids);
+            self.reconcile_ownership(myself).await;
+            return;
+        }
         for id in ids {
-            if self.children.contains_key(&id) {
-                continue;
-            }
-            let mut child = Child::new(id.clone(), now);
-            let mut kind_opt = Some(SpawnKind::Normal);
-            if let Some(row) = self.persisted.remove(&id) {
-                child.restarts = row.restarts;
-                child.last_crash_opt = row
-                    .last_crash_at
-                    .and_then(|at| DateTime::<Utc>::from_timestamp(at, 0))
-                    .map(|at| CrashRecord {
-                        at,
-                        reason: row.last_crash_reason.clone().unwrap_or_default(),
-                    });
-                if row.state == ChildState::Quarantined || row.quarantined_until.is_some() {
-                    match row.quarantined_until {
-                        Some(until_unix) if until_unix > now_unix => {
-                            let wait = Duration::from_secs(
-                                u64::try_from(until_unix - now_unix).unwrap_or(0),
-                            );
-                            let at_utc = DateTime::<Utc>::from_timestamp(until_unix, 0)
-                                .unwrap_or_else(Utc::now);
-                            child.state = ChildState::Quarantined;
-                            child.quarantine_opt = Some(QuarantineEnd {
-                                at: instant_after(now, wait),
-                                at_utc,
-                            });
-                            child.state_reason_opt = row.state_reason.clone();
-                            info!(account = %id, until = %rfc3339(at_utc), "account still quarantined; not starting it before its probe time");
-                            kind_opt = None;
-                        }
-                        _ => kind_opt = Some(SpawnKind::Probe),
-                    }
-                }
-            }
-            self.children.insert(id.clone(), child);
-            self.dirty.insert(id.clone());
-            if let Some(kind) = kind_opt {
-                self.spawn_child(myself, &id, kind).await;
-            }
+            self.add_child(myself, id).await;
         }
         self.flush(false).await;
+    }
+
+    /// Adds the child `id` (unless known) with its persisted history, and starts it unless
+    /// it is still quarantined in the store.
+    pub(super) async fn add_child(&mut self, myself: &ActorRef<SupervisorMsg>, id: String) {
+        let now = Instant::now();
+        let now_unix = Utc::now().timestamp();
+        if self.children.contains_key(&id) {
+            return;
+        }
+        let mut child = Child::new(id.clone(), now);
+        let mut kind_opt = Some(SpawnKind::Normal);
+        if let Some(row) = self.persisted.remove(&id) {
+            child.restarts = row.restarts;
+            child.last_crash_opt = row
+                .last_crash_at
+                .and_then(|at| DateTime::<Utc>::from_timestamp(at, 0))
+                .map(|at| CrashRecord {
+                    at,
+                    reason: row.last_crash_reason.clone().unwrap_or_default(),
+                });
+            if row.state == ChildState::Quarantined || row.quarantined_until.is_some() {
+                match row.quarantined_until {
+                    Some(until_unix) if until_unix > now_unix => {
+                        let wait =
+                            Duration::from_secs(u64::try_from(until_unix - now_unix).unwrap_or(0));
+                        let at_utc =
+                            DateTime::<Utc>::from_timestamp(until_unix, 0).unwrap_or_else(Utc::now);
+                        child.state = ChildState::Quarantined;
+                        child.quarantine_opt = Some(QuarantineEnd {
+                            at: instant_after(now, wait),
+                            at_utc,
+                        });
+                        child.state_reason_opt = row.state_reason.clone();
+                        info!(account = %id, until = %rfc3339(at_utc), "account still quarantined; not starting it before its probe time");
+                        kind_opt = None;
+                    }
+                    _ => kind_opt = Some(SpawnKind::Probe),
+                }
+            }
+        }
+        self.children.insert(id.clone(), child);
+        self.dirty.insert(id.clone());
+        if let Some(kind) = kind_opt {
+            self.spawn_child(myself, &id, kind).await;
+        }
     }
 
     /// Spawns a new incarnation of `id`. A failed spawn counts as a crash; returns true

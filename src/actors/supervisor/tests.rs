@@ -211,6 +211,7 @@ async fn start_supervisor(
         policy,
         factory: Arc::new(factory.clone()),
         ledger,
+        ownership: None,
     };
     let (supervisor, _join) = Actor::spawn(None, AccountsSupervisor, args).await.unwrap();
     supervisor
@@ -669,6 +670,7 @@ async fn invalid_policy_fails_the_spawn_with_the_key_named() {
         },
         factory: Arc::new(TestFactory::default()),
         ledger: memory_ledger(),
+        ownership: None,
     };
     let error = Actor::spawn(None, AccountsSupervisor, args)
         .await
@@ -705,5 +707,117 @@ async fn events_from_unknown_cells_are_ignored() {
         (ChildState::Running, 0)
     );
     assert_eq!(factory.increment("a").await, 1);
+    shut_down(supervisor).await;
+}
+
+/// A cluster view in which `me` and `others` are live, taken now.
+fn cluster_view(me: &str, members: &[&str]) -> Option<crate::cluster::ClusterView> {
+    Some(crate::cluster::ClusterView {
+        me: me.to_string(),
+        members: members
+            .iter()
+            .map(|id| crate::cluster::Member {
+                id: (*id).to_string(),
+                expires_at_ms: 2,
+                last_heartbeat_ms: Some(1),
+            })
+            .collect(),
+        redis_now_ms: 1,
+        sent_at: Instant::now(),
+    })
+}
+
+/// Ids of the children the supervisor runs (has a record of), in order.
+async fn supervised_ids(supervisor: &ActorRef<SupervisorMsg>) -> Vec<String> {
+    statuses(supervisor)
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+/// `[cluster]`: the supervisor runs only the accounts the view gives this member, hands
+/// the others over when a member joins (stopped, persisted as moved, no restart or
+/// crash counted), and takes them back when it leaves; a stale view runs nothing.
+#[tokio::test]
+async fn ownership_runs_only_owned_accounts_and_a_move_is_not_a_crash() {
+    let ids: Vec<String> = (0..12).map(|index| format!("acct-{index}")).collect();
+    let (view_tx, view_rx) = tokio::sync::watch::channel(cluster_view("me", &["me"]));
+    let factory = TestFactory::default();
+    let ledger = memory_ledger();
+    let args = SupervisorArgs {
+        policy: fast_policy(),
+        factory: Arc::new(factory.clone()),
+        ledger: Arc::clone(&ledger),
+        ownership: Some(crate::cluster::OwnershipFeed {
+            view: view_rx,
+            every: Duration::from_millis(20),
+            member_ttl: Duration::from_secs(3600),
+        }),
+    };
+    let (supervisor, _join) = Actor::spawn(None, AccountsSupervisor, args).await.unwrap();
+    supervisor.cast(SupervisorMsg::Start(ids.clone())).unwrap();
+    let wait_for_ids = |expected: Vec<String>| {
+        let supervisor = supervisor.clone();
+        async move {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let seen = supervised_ids(&supervisor).await;
+                let running = statuses(&supervisor)
+                    .await
+                    .iter()
+                    .all(|s| s.state == ChildState::Running);
+                if seen == expected && running {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "supervises {seen:?}, expected {expected:?}"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    // Alone: every account.
+    let mut sorted = ids.clone();
+    sorted.sort();
+    wait_for_ids(sorted.clone()).await;
+
+    // Another member joins: keep exactly our rendezvous share.
+    view_tx.send_replace(cluster_view("me", &["me", "other"]));
+    let view = cluster_view("me", &["me", "other"]).unwrap();
+    let mine: Vec<String> = sorted.iter().filter(|id| view.owns(id)).cloned().collect();
+    let theirs: Vec<String> = sorted.iter().filter(|id| !view.owns(id)).cloned().collect();
+    assert!(
+        !mine.is_empty() && !theirs.is_empty(),
+        "12 accounts split over 2"
+    );
+    wait_for_ids(mine.clone()).await;
+    for id in &theirs {
+        // Stopped for the move: one incarnation so far, no crash recorded.
+        assert_eq!(factory.generation(id), 1, "{id} was restarted");
+    }
+    let rows = ledger.with_conn(|conn| store::load(conn)).unwrap();
+    for id in &theirs {
+        let row = rows
+            .iter()
+            .find(|row| &row.account == id)
+            .expect("row kept");
+        assert_eq!(row.state, ChildState::Stopped, "{id}");
+        assert_eq!(row.state_reason.as_deref(), Some(super::MOVED_REASON));
+        assert_eq!(row.restarts, 0, "{id}: a move is not a restart");
+        assert_eq!(row.last_crash_at, None, "{id}: a move is not a crash");
+    }
+    for id in &mine {
+        assert_eq!(status_of(&supervisor, id).await.restarts, 0);
+    }
+
+    // The other member leaves: ours again.
+    view_tx.send_replace(cluster_view("me", &["me"]));
+    wait_for_ids(sorted.clone()).await;
+
+    // No view that speaks for this member (it lapsed: see `cluster`'s own test): nothing.
+    view_tx.send_replace(None);
+    wait_for_ids(Vec::new()).await;
     shut_down(supervisor).await;
 }

@@ -582,7 +582,7 @@ async fn a_killed_members_reports_in_flight_resume_by_report_id_on_the_survivor(
         line.contains("resuming units in flight")
             && owned_by("beta")
                 .iter()
-                .any(|account| line.contains(&format!("account={account} ")))
+                .any(|account| line.contains(&format!("account{{account={account}}}")))
     });
     assert!(
         resumed_beta,

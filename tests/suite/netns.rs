@@ -621,15 +621,19 @@ async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_stops_reques
     // Taken before the signal: the host may log within a millisecond of it.
     let thawed_at_ms = epoch_ms();
     first.thaw();
-    // Its overdue renewal is refused: the scope is held by the newer lease.
+    // It learns the lease is gone: either its own clock says the lease expired before
+    // its next provider call, or its overdue renewal is refused in favour of the newer
+    // lease (whichever of the run and the keeper runs first after SIGCONT).
+    let knows_lost = |line: &LogLine| {
+        line.at_ms() >= thawed_at_ms
+            && (line.message.contains("lease expired by this process's clock")
+                || (line.message.contains("lease lost")
+                    && line
+                        .field("error")
+                        .is_some_and(|error| error.contains(&lease.owner))))
+    };
     let lost = wait_until(Duration::from_secs(20), || {
-        first.log().iter().any(|line| {
-            line.at_ms() >= thawed_at_ms
-                && line.message.contains("lease lost")
-                && line
-                    .field("error")
-                    .is_some_and(|error| error.contains(&lease.owner))
-        })
+        first.log().iter().any(|line| knows_lost(line))
     })
     .await;
     assert!(
@@ -665,7 +669,7 @@ async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_stops_reques
     );
     let lost_at_ms = log
         .iter()
-        .find(|line| line.at_ms() >= thawed_at_ms && line.message.contains("lease lost"))
+        .find(|line| knows_lost(line))
         .map(LogLine::at_ms)
         .expect("the lost line seen above");
     let created: Vec<&&LogLine> = after_thaw

@@ -455,3 +455,17 @@ pub fn load_config(path: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> anyhow
 fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
     Ok(SqliteLedger::open(&config.database_path())?)
 }
+
+/// The SQLite file and the engine holding the hour ledger (the same file, or PostgreSQL
+/// with `[store] url_env`).
+fn open_stores(
+    config: &Config,
+) -> anyhow::Result<(
+    std::sync::Arc<SqliteLedger>,
+    std::sync::Arc<dyn crate::store::LedgerStore>,
+)> {
+    let ledger = std::sync::Arc::new(open_ledger(config)?);
+    let hours = crate::store::hour_ledger(config.store.as_ref(), &ledger)
+        .context("opening the hour ledger")?;
+    Ok((ledger, hours))
+}

@@ -25,6 +25,7 @@ pub use crate::shapes::{
     jobs::JobsSettings,
     windowed::WindowedSettings,
 };
+pub use crate::store::postgres::StoreSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct Config {
     pub simulator: Option<SimulatorSettings>,
     /// Redis for leases, when configured; otherwise leases live in the SQLite file.
     pub redis: Option<RedisSettings>,
+    /// PostgreSQL for the hour ledger (`[store] url_env`); `None`: SQLite holds it.
+    pub store: Option<StoreSettings>,
     pub locks: LockSettings,
     /// Restart policy of the accounts supervisor (`[supervisor]`).
     pub supervisor: crate::actors::supervisor::policy::RestartPolicy,
@@ -215,6 +218,7 @@ impl Config {
             data_dir: self.data_dir.clone(),
             redis: self.redis.clone(),
             simulator_listen: self.simulator.as_ref().map(|simulator| simulator.listen),
+            store: self.store.clone(),
             accounts: self.accounts.clone(),
         }
     }

@@ -20,6 +20,8 @@ pub struct Deployment {
     pub redis: Option<RedisSettings>,
     /// Where the embedded simulator listens, when it is enabled.
     pub simulator_listen: Option<SocketAddr>,
+    /// PostgreSQL for the hour ledger (`[store] url_env`); `None`: the SQLite file.
+    pub store: Option<crate::store::postgres::StoreSettings>,
     pub accounts: Vec<AccountConfig>,
 }
 

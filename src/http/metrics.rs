@@ -119,6 +119,7 @@ fn snapshot_registry(
     let facts = diagnose::gather(
         &state.config,
         ledger,
+        state.hours.as_ref(),
         locks,
         &Default::default(),
         &supervision,
@@ -214,7 +215,7 @@ fn snapshot_registry(
     );
 
     let cooldowns = Family::<Labels, Gauge>::default();
-    for cooldown in crate::store::sqlite::ledger_cooldowns(ledger, now)? {
+    for cooldown in state.hours.cooldowns(now)? {
         cooldowns
             .get_or_create(&labels(&[
                 ("scope", &cooldown.scope),

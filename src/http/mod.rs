@@ -85,6 +85,9 @@ use crate::store::SqliteLedger;
 pub struct HttpState {
     pub config: Arc<crate::diagnose::Deployment>,
     pub ledger: Arc<SqliteLedger>,
+    /// The engine holding the hour ledger (hours, claims, cooldowns, sales): `ledger`
+    /// itself unless the daemon keeps it in PostgreSQL ([`HttpState::with_hours`]).
+    pub hours: Arc<dyn crate::store::LedgerStore>,
     pub locks: LockService,
     /// The resolved admin secret (read from the environment variable the config names);
     /// `None`: mutating endpoints answer 403.
@@ -139,6 +142,7 @@ impl HttpState {
     ) -> HttpState {
         HttpState {
             config,
+            hours: Arc::clone(&ledger) as Arc<dyn crate::store::LedgerStore>,
             ledger,
             locks,
             admin_token: admin_token.filter(|token| !token.is_empty()),
@@ -169,6 +173,12 @@ impl HttpState {
     /// The same state counting into the daemon's metrics.
     pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> HttpState {
         self.metrics = metrics;
+        self
+    }
+
+    /// The same state reading the hour ledger from `hours` (PostgreSQL, `[store] url_env`).
+    pub fn with_hours(mut self, hours: Arc<dyn crate::store::LedgerStore>) -> HttpState {
+        self.hours = hours;
         self
     }
 

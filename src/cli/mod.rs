@@ -18,6 +18,7 @@ mod man;
 mod run;
 mod sim;
 mod status;
+pub mod store;
 mod sync;
 pub mod track;
 
@@ -153,6 +154,11 @@ pub enum Command {
         action: Option<LocksAction>,
         #[arg(long)]
         json: bool,
+    },
+    /// The store: `store copy` moves the hour ledger from the SQLite file into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        action: store::StoreAction,
     },
     /// List running cooldowns (scope, reason, started, until, detail), or end one early.
     Cooldowns {
@@ -313,6 +319,7 @@ pub fn main() -> anyhow::Result<i32> {
             date,
         } => fill_day::command(&cli, account, stream, date),
         Command::Accounts { action } => accounts::command(&cli, action),
+        Command::Store { action } => store::command(&cli, action),
         Command::Locks { action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
             runtime()?.block_on(locks::locks_command(&config, action.as_ref(), *json))

@@ -25,6 +25,7 @@ mod market_stockx;
 mod openapi;
 mod ops;
 mod pipeline;
+mod postgres;
 mod quota;
 mod quota_correction;
 mod sim_profile;

@@ -26,6 +26,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{Claim, HourState, LedgerError, WriteFence};
 
+pub mod copy;
 mod ledger;
 mod reads;
 #[cfg(any(test, feature = "testing"))]
@@ -139,7 +140,8 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// The hour ledger on PostgreSQL.
 pub struct PgLedger {
-    pool: Pool,
+    /// `Some` until dropped (see the `Drop` impl).
+    pool: Option<Pool>,
     /// The URL without its password, for messages.
     shown_url: String,
     /// The SQLite file whose `scope_fences` the cursor and job shapes still fence their
@@ -199,7 +201,7 @@ impl PgLedger {
                 message: err.to_string(),
             })?;
         let ledger = PgLedger {
-            pool,
+            pool: Some(pool),
             shown_url,
             local_fences: None,
         };
@@ -222,7 +224,13 @@ impl PgLedger {
     pub(crate) fn client(
         &self,
     ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, LedgerError> {
-        self.pool.get().map_err(|err| LedgerError::PgUnavailable {
+        let Some(pool) = &self.pool else {
+            return Err(LedgerError::PgUnavailable {
+                url: self.shown_url.clone(),
+                message: "the pool is closed".to_string(),
+            });
+        };
+        pool.get().map_err(|err| LedgerError::PgUnavailable {
             url: self.shown_url.clone(),
             message: err.to_string(),
         })
@@ -373,6 +381,28 @@ pub fn probe_schema(url: &DatabaseUrl, timeout: Duration) -> Result<i64, LedgerE
 /// The newest schema version this binary knows.
 pub fn known_schema_version() -> i64 {
     MIGRATIONS.last().map(|migration| migration.0).unwrap_or(0)
+}
+
+/// The sync `postgres` client closes a connection with a `block_on` of its own, which
+/// panics on a thread that drives async tasks; the last `Arc` of a ledger may well be
+/// dropped there (the daemon's shutdown). So the pool, and the connections in it, are
+/// dropped on a short-lived thread of their own, joined before `drop` returns.
+impl Drop for PgLedger {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closer = std::thread::Builder::new()
+                .name("pg-pool-close".to_string())
+                .spawn(move || drop(pool));
+            match closer {
+                Ok(handle) => {
+                    let _ = handle.join();
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start a thread to close the postgresql pool");
+                }
+            }
+        }
+    }
 }
 
 /// r2d2 logs connection errors through the `log` crate by default; they come back to the

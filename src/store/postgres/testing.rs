@@ -31,10 +31,20 @@ impl TestDb {
             .filter(|url| !url.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_TEST_URL.to_string());
         let name = format!("ms_test_{:016x}", rand::random::<u64>());
-        let mut admin = connect(&base_url);
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|err| panic!("creating test database {name}: {err}"));
+        // Off this thread: the sync client panics on a thread that drives async tasks.
+        let created = {
+            let (base_url, name) = (base_url.clone(), name.clone());
+            std::thread::spawn(move || {
+                let mut admin = connect(&base_url);
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .unwrap_or_else(|err| panic!("creating test database {name}: {err}"));
+            })
+            .join()
+        };
+        if let Err(panic) = created {
+            std::panic::resume_unwind(panic);
+        }
         let url = with_database(&base_url, &name);
         TestDb {
             base_url,
@@ -43,7 +53,8 @@ impl TestDb {
         }
     }
 
-    /// A plain client on the test database, for assertions a test makes in SQL.
+    /// A plain client on the test database, for assertions a test makes in SQL. Not on
+    /// an async worker thread: the sync client panics there (use `spawn_blocking`).
     pub fn client(&self) -> postgres::Client {
         connect(&self.url)
     }
@@ -51,15 +62,17 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut config) = self.base_url.parse::<postgres::Config>() {
-            config.connect_timeout(Duration::from_secs(5));
-            if let Ok(mut admin) = config.connect(postgres::NoTls) {
-                let _ = admin.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ));
+        let (base_url, name) = (self.base_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            if let Ok(mut config) = base_url.parse::<postgres::Config>() {
+                config.connect_timeout(Duration::from_secs(5));
+                if let Ok(mut admin) = config.connect(postgres::NoTls) {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
             }
-        }
+        });
+        let _ = dropped.join();
     }
 }
 

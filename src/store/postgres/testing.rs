@@ -84,8 +84,9 @@ fn connect(url: &str) -> postgres::Client {
     config.connect(postgres::NoTls).unwrap_or_else(|err| {
         panic!(
             "postgresql is not reachable at {} ({err}); the PostgreSQL tests need a server: \
-             start one (e.g. `pg_ctl -D /var/lib/postgresql/data -l /tmp/pg.log start`, or \
-             `initdb -D DIR -U postgres --auth=trust && pg_ctl -D DIR start`) or point \
+             start the machine's cluster (`pg_ctlcluster --skip-systemctl-redirect \
+             $(ls /etc/postgresql) main start`), or a throwaway one (`initdb -D DIR -U \
+             postgres --auth=trust && pg_ctl -D DIR -o '-p 5432' start`), or point \
              MARKETSYNC_TEST_PG_URL at one",
             redact_url(url)
         )

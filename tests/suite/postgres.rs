@@ -142,6 +142,19 @@ fn store_copy_moves_the_ledger_and_a_daemon_on_the_copy_requests_nothing_again()
     .unwrap();
     let pg_counts = status_counts(&pg_config, &[(var, &db.url)]);
     assert_eq!(pg_counts, sqlite_counts, "status reads the same counts");
+    let doctor = marketsync()
+        .env(var, &db.url)
+        .arg("--config")
+        .arg(&pg_config)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let doctor_out = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        doctor_out.contains("reachable, schema version 1 (current)"),
+        "{doctor_out}\n{}",
+        String::from_utf8_lossy(&doctor.stderr)
+    );
 
     let output = marketsync()
         .env(var, &db.url)

@@ -78,6 +78,17 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// The store itself failed (SQLite or PostgreSQL, a connection, a timeout): the unit
+    /// is not to blame and its downloaded document is kept for the next try.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Sqlite(_) | LedgerError::Postgres(_) | LedgerError::PgUnavailable { .. }
+        )
+    }
+}
+
 /// A claimed, contiguous run of hours handled by one report request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {

@@ -276,3 +276,83 @@ fn an_unreachable_server_fails_in_time_without_the_password() {
     let err = PgLedger::open("mysql://ms:hunter2@h/x", &settings).unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// A deadlock is retried: the ledger's transaction (the victim PostgreSQL picks, as its
+/// backend detects the cycle first) runs again from the start and succeeds once the
+/// other transaction is through. The interleaving is forced with channels, not sleeps.
+#[test]
+fn a_deadlocked_transaction_is_retried_from_the_start() {
+    use std::sync::mpsc;
+    let db = TestDb::create();
+    let ledger = open(&db);
+    let mut setup = db.client();
+    setup
+        .batch_execute(
+            "INSERT INTO cooldowns (scope, reason, started_at, until_at) VALUES ('a', 'x', 0, 0), ('b', 'x', 0, 0)",
+        )
+        .unwrap();
+    let (a_locked_tx, a_locked_rx) = mpsc::channel::<()>();
+    let (b_locked_tx, b_locked_rx) = mpsc::channel::<()>();
+    let other = {
+        let url = db.url.clone();
+        std::thread::spawn(move || {
+            let mut client: postgres::Client = url
+                .parse::<postgres::Config>()
+                .unwrap()
+                .connect(postgres::NoTls)
+                .unwrap();
+            // This side waits long before looking for a deadlock: the ledger's side,
+            // with the default second, finds it and is the one rolled back.
+            client
+                .batch_execute("SET deadlock_timeout = '60s'")
+                .unwrap();
+            let mut tx = client.transaction().unwrap();
+            a_locked_rx.recv().unwrap();
+            tx.execute("SELECT 1 FROM cooldowns WHERE scope = 'b' FOR UPDATE", &[])
+                .unwrap();
+            b_locked_tx.send(()).unwrap();
+            tx.execute("SELECT 1 FROM cooldowns WHERE scope = 'a' FOR UPDATE", &[])
+                .unwrap();
+            tx.execute(
+                "UPDATE cooldowns SET reason = 'other' WHERE scope = 'a'",
+                &[],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        })
+    };
+    let mut attempts = 0u32;
+    let result = ledger.with_tx(|tx| {
+        attempts += 1;
+        tx.execute("SELECT 1 FROM cooldowns WHERE scope = 'a' FOR UPDATE", &[])?;
+        if attempts == 1 {
+            a_locked_tx.send(()).unwrap();
+            b_locked_rx.recv().unwrap();
+        }
+        tx.execute("SELECT 1 FROM cooldowns WHERE scope = 'b' FOR UPDATE", &[])?;
+        tx.execute(
+            "UPDATE cooldowns SET reason = 'ledger' WHERE scope = 'b'",
+            &[],
+        )?;
+        Ok(attempts)
+    });
+    other.join().expect("the other transaction committed");
+    assert_eq!(
+        result.expect("retried to success"),
+        2,
+        "one deadlock, one retry"
+    );
+    let reasons: Vec<(String, String)> = setup
+        .query("SELECT scope, reason FROM cooldowns ORDER BY scope", &[])
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("a".to_string(), "other".to_string()),
+            ("b".to_string(), "ledger".to_string())
+        ]
+    );
+}

@@ -66,6 +66,20 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   fi
 fi
 
+# The PostgreSQL store's tests (src/store/contract_tests.rs, src/store/postgres/tests.rs,
+# tests/suite/postgres.rs) use the server at MARKETSYNC_TEST_PG_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres) and fail, saying how to start it, when it
+# does not answer. The machines start one; start it again if it stopped.
+if [ -z "${MARKETSYNC_TEST_PG_URL:-}" ] && command -v pg_isready >/dev/null 2>&1 \
+  && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  log "postgresql at 127.0.0.1:5432 does not answer; starting the machine's cluster"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    for version in /etc/postgresql/*; do
+      pg_ctlcluster --skip-systemctl-redirect "$(basename "${version}")" main start || true
+    done
+  fi
+fi
+
 log "contrib/grafana/marketsync.json is valid JSON (tests/suite/ops.rs checks its queries against a live /metrics)"
 python3 -m json.tool contrib/grafana/marketsync.json >/dev/null
 

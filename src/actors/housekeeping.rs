@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::actors::services::ServiceSpec;
 use crate::domain::chaos::Chaos;
-use crate::store::SqliteLedger;
+use crate::store::LedgerStore;
 
 /// How long claim history (`ledger_claims`) is kept.
 pub const CLAIM_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -22,7 +22,8 @@ pub struct Housekeeping;
 
 #[derive(Clone)]
 pub struct HousekeepingArgs {
-    pub ledger: Arc<SqliteLedger>,
+    /// The engine holding the hour ledger (its claim history is pruned).
+    pub ledger: Arc<dyn LedgerStore>,
     pub every: Duration,
     /// Crash drills (`[chaos] service = "housekeeping"`).
     pub chaos: Option<Arc<Chaos>>,

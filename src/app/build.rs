@@ -107,7 +107,7 @@ fn build_client(
 /// (when given) so `status` says why nothing moves.
 pub async fn open_locks(
     config: &Config,
-    ledger: Option<&Arc<SqliteLedger>>,
+    ledger: Option<&Arc<dyn LedgerStore>>,
 ) -> anyhow::Result<LockService> {
     match &config.redis {
         Some(redis) => {
@@ -141,7 +141,7 @@ pub async fn open_locks(
 /// Records `lock_unavailable` for every configured stream until `retry_in` from now.
 async fn mark_locks_unavailable(
     config: &Config,
-    ledger: &Arc<SqliteLedger>,
+    ledger: &Arc<dyn LedgerStore>,
     detail: &str,
     retry_in: Duration,
 ) {

@@ -9,7 +9,7 @@ use tracing::{debug, info};
 use crate::actors::services::ServiceSpec;
 use crate::domain::chaos::Chaos;
 use crate::quota::QuotaHandle;
-use crate::store::SqliteLedger;
+use crate::store::LedgerStore;
 use std::collections::HashMap;
 
 use crate::domain::now_ts;
@@ -23,7 +23,7 @@ const COOLDOWN_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// forgets what it remembered about the scope, and `cleared` wakes the waiting runners.
 /// Runs as the root's `cooldown-watch` service (see [`service`]); it never returns.
 pub(super) async fn cooldown_watch(
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     quota: QuotaHandle,
     cleared: Arc<watch::Sender<u64>>,
     chaos: Option<Arc<Chaos>>,
@@ -39,11 +39,7 @@ pub(super) async fn cooldown_watch(
             }
             let now = now_ts();
             let reader = Arc::clone(&ledger);
-            let current = match crate::store::blocking(move || {
-                crate::store::sqlite::ledger_cooldowns(&reader, now)
-            })
-            .await
-            {
+            let current = match crate::store::blocking(move || reader.cooldowns(now)).await {
                 Ok(Ok(current)) => current,
                 Ok(Err(err)) => {
                     debug!(error = %err, "cooldown watch cannot read the ledger; retrying");
@@ -79,7 +75,7 @@ pub(super) async fn cooldown_watch(
 
 /// The cooldown watch as a restartable service of the root.
 pub(super) fn service(
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     quota: QuotaHandle,
     cleared: Arc<watch::Sender<u64>>,
     chaos: Option<Arc<Chaos>>,

@@ -70,6 +70,9 @@ pub struct Daemon {
     /// Where the operator HTTP API and dashboard listen, when `[http]` is configured.
     pub http_addr: Option<SocketAddr>,
     pub ledger: Arc<SqliteLedger>,
+    /// The engine holding the hour ledger: `ledger` itself, or PostgreSQL when
+    /// `[store] url_env` is set.
+    pub hours: Arc<dyn LedgerStore>,
     pub locks: LockService,
     /// The accounts supervisor: one Account actor per account below it.
     pub supervisor: ActorRef<SupervisorMsg>,
@@ -123,6 +126,13 @@ impl Daemon {
         };
         let ledger = Arc::new(ledger);
         info!(database = %database.display(), "ledger open");
+        // The hour ledger's engine: PostgreSQL with `[store] url_env`, else the same file.
+        let hours: Arc<dyn LedgerStore> = {
+            let (store, sqlite) = (config.store.clone(), Arc::clone(&ledger));
+            tokio::task::spawn_blocking(move || crate::store::hour_ledger(store.as_ref(), &sqlite))
+                .await
+                .context("opening the hour ledger")??
+        };
 
         let cancel = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -130,7 +140,7 @@ impl Daemon {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let tracker = TaskTracker::new();
 
-        let locks = open_locks(config, Some(&ledger)).await?;
+        let locks = open_locks(config, Some(&hours)).await?;
         // The zombie-lock cure: repair lock keys before anything waits on them; the
         // lease keeper repeats it every locks.hygiene_interval.
         lock_hygiene(&locks).await;
@@ -158,7 +168,7 @@ impl Daemon {
             _ => None,
         };
 
-        let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
+        let dyn_ledger: Arc<dyn LedgerStore> = Arc::clone(&hours);
         let chaos = config.chaos.as_ref().map(|drill| {
             warn!(target = %drill.account, kind = ?drill.target, action = ?drill.action, when = ?drill.when, "chaos drill armed");
             Arc::new(Chaos::targeting(
@@ -356,6 +366,7 @@ impl Daemon {
                     locks.clone(),
                     settings.admin_token(),
                 )
+                .with_hours(Arc::clone(&hours))
                 .with_quota(quota.clone())
                 .with_metrics(Arc::clone(&metrics))
                 .with_settings(settings)
@@ -418,7 +429,7 @@ impl Daemon {
         services.insert(
             0,
             cooldown_watch::service(
-                Arc::clone(&ledger),
+                Arc::clone(&hours),
                 quota.clone(),
                 Arc::clone(&cleared_tx),
                 chaos.clone(),
@@ -431,7 +442,7 @@ impl Daemon {
         services.insert(
             0,
             crate::actors::housekeeping::service(HousekeepingArgs {
-                ledger: Arc::clone(&ledger),
+                ledger: Arc::clone(&hours),
                 every: config.locks.hygiene_interval,
                 chaos: chaos.clone(),
             }),
@@ -496,6 +507,7 @@ impl Daemon {
             simulator_addr,
             http_addr,
             ledger,
+            hours,
             locks,
             supervisor,
             root,

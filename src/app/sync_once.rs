@@ -34,7 +34,9 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     use std::io::IsTerminal;
     let config = without_unused_reserve(config);
     let daemon = Daemon::start(&config).await?;
-    let ledger: Arc<dyn LedgerStore> = daemon.ledger.clone();
+    // The hour ledger's engine (SQLite or PostgreSQL), and the SQLite file for the
+    // cursor and job streams' tables.
+    let ledger: Arc<dyn LedgerStore> = Arc::clone(&daemon.hours);
     let sqlite = Arc::clone(&daemon.ledger);
     // (account, stream, account cooldown scope, lookback hours; 0 for other shapes)
     let streams: Vec<(String, String, String, u64)> = config
@@ -100,8 +102,8 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         ticker.tick().await;
         if let Some(last) = last_full {
             if last.elapsed() < full_every {
-                let sqlite = Arc::clone(&sqlite);
-                let applied = tokio::task::spawn_blocking(move || sqlite.applied_hours_total())
+                let hours = Arc::clone(&ledger);
+                let applied = tokio::task::spawn_blocking(move || hours.applied_hours_total())
                     .await
                     .context("counting applied hours")??;
                 if let Some(bar) = &bar {
@@ -154,11 +156,12 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         })
         .await?;
         let others = others.clone();
-        let sqlite = Arc::clone(&sqlite);
-        let (others_pending, others_stopped) =
-            tokio::task::spawn_blocking(move || other_shapes_progress(&sqlite, &others, now_ts()))
-                .await
-                .context("reading cursor and job streams")??;
+        let (sqlite, hours) = (Arc::clone(&sqlite), Arc::clone(&ledger));
+        let (others_pending, others_stopped) = tokio::task::spawn_blocking(move || {
+            other_shapes_progress(&sqlite, hours.as_ref(), &others, now_ts())
+        })
+        .await
+        .context("reading cursor and job streams")??;
         let pending = pending || others_pending;
         let mut stopped = stopped;
         stopped.extend(others_stopped);
@@ -214,13 +217,14 @@ pub fn without_unused_reserve(mut config: Config) -> Config {
 /// stopped for a reason a person should read.
 fn other_shapes_progress(
     ledger: &SqliteLedger,
+    hours: &dyn LedgerStore,
     streams: &[(crate::config::AccountConfig, crate::config::StreamConfig)],
     now: i64,
 ) -> anyhow::Result<(bool, Vec<String>)> {
     let (mut pending, mut stopped) = (false, Vec::new());
     for (account, stream) in streams {
         let scope = crate::store::account_scope(account.provider.as_str(), &account.id);
-        if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
+        if let Some(cooldown) = hours.active_cooldown(&scope, now)? {
             stopped.push(format!(
                 "{}/{}: {} cooldown until {} (see marketsync status)",
                 account.id,

@@ -43,6 +43,14 @@ pub(super) fn command(
             );
         }
     }
+    if kind == ExportKind::Sales {
+        if let Some(settings) = &config.store {
+            bail!(
+                "export sales: the sales table lives in postgresql ({}) with [store] url_env, and this export reads the sqlite file only; use psql's \\copy vendor_realtime_sales to a file meanwhile",
+                settings.url
+            );
+        }
+    }
     let ledger = open_ledger(&config)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());

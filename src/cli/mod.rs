@@ -18,6 +18,7 @@ mod man;
 mod run;
 mod sim;
 mod status;
+pub mod store;
 mod sync;
 pub mod track;
 
@@ -153,6 +154,11 @@ pub enum Command {
         action: Option<LocksAction>,
         #[arg(long)]
         json: bool,
+    },
+    /// The store: `store copy` moves the hour ledger from the SQLite file into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        action: store::StoreAction,
     },
     /// List running cooldowns (scope, reason, started, until, detail), or end one early.
     Cooldowns {
@@ -313,6 +319,7 @@ pub fn main() -> anyhow::Result<i32> {
             date,
         } => fill_day::command(&cli, account, stream, date),
         Command::Accounts { action } => accounts::command(&cli, action),
+        Command::Store { action } => store::command(&cli, action),
         Command::Locks { action, json } => {
             let config = load_config(&cli.config, &cli.data_dir)?;
             runtime()?.block_on(locks::locks_command(&config, action.as_ref(), *json))
@@ -462,4 +469,18 @@ pub fn load_config(path: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> anyhow
 
 fn open_ledger(config: &Config) -> anyhow::Result<SqliteLedger> {
     Ok(SqliteLedger::open(&config.database_path())?)
+}
+
+/// The SQLite file and the engine holding the hour ledger (the same file, or PostgreSQL
+/// with `[store] url_env`).
+fn open_stores(
+    config: &Config,
+) -> anyhow::Result<(
+    std::sync::Arc<SqliteLedger>,
+    std::sync::Arc<dyn crate::store::LedgerStore>,
+)> {
+    let ledger = std::sync::Arc::new(open_ledger(config)?);
+    let hours = crate::store::hour_ledger(config.store.as_ref(), &ledger)
+        .context("opening the hour ledger")?;
+    Ok((ledger, hours))
 }

@@ -1,12 +1,12 @@
 //! `marketsync status [--json]`: where every account and stream stands.
 
 use super::locks::list_locks;
-use super::{load_config, open_ledger, runtime, Cli};
+use super::{load_config, open_stores, runtime, Cli};
 use crate::domain::now_ts;
 
 pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
     let config = load_config(&cli.config, &cli.data_dir)?;
-    let ledger = open_ledger(&config)?;
+    let (ledger, hours) = open_stores(&config)?;
     let locks = runtime()?.block_on(list_locks(&config));
     let lock_list = match &locks {
         Ok(list) => list.as_slice(),
@@ -17,8 +17,14 @@ pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
     };
     let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
     let deployment = config.deployment();
-    let mut report =
-        crate::diagnose::status::collect(&deployment, &ledger, lock_list, &supervision, now_ts())?;
+    let mut report = crate::diagnose::status::collect(
+        &deployment,
+        &ledger,
+        hours.as_ref(),
+        lock_list,
+        &supervision,
+        now_ts(),
+    )?;
     if deployment.cluster.is_some() {
         let (view, error) = runtime()?.block_on(crate::diagnose::probe::read_cluster(&deployment));
         if let Some(error) = error {

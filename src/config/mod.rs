@@ -26,6 +26,7 @@ pub use crate::shapes::{
     jobs::JobsSettings,
     windowed::WindowedSettings,
 };
+pub use crate::store::postgres::StoreSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub struct Config {
     pub simulator: Option<SimulatorSettings>,
     /// Redis for leases, when configured; otherwise leases live in the SQLite file.
     pub redis: Option<RedisSettings>,
+    /// PostgreSQL for the hour ledger (`[store] url_env`); `None`: SQLite holds it.
+    pub store: Option<StoreSettings>,
     pub locks: LockSettings,
     /// Membership and account ownership across daemons, when `[cluster] enabled = true`
     /// (needs `[redis]`).
@@ -220,6 +223,7 @@ impl Config {
             redis: self.redis.clone(),
             cluster: self.cluster.clone(),
             simulator_listen: self.simulator.as_ref().map(|simulator| simulator.listen),
+            store: self.store.clone(),
             accounts: self.accounts.clone(),
         }
     }

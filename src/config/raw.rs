@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) quota: Option<RawQuota>,
     pub(super) http: Option<RawHttp>,
     pub(super) freshness: Option<RawFreshness>,
+    pub(super) store: Option<RawStore>,
     #[serde(default)]
     pub(super) accounts: Vec<RawAccount>,
 }
@@ -95,6 +96,15 @@ pub(super) struct RawHttp {
     pub(super) header_read_timeout: Option<String>,
     pub(super) body_read_timeout: Option<String>,
     pub(super) history_interval: Option<String>,
+}
+
+/// `[store]`: where the hour ledger lives (docs/configuration.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) url_env: Option<String>,
+    pub(super) pool_size: Option<u32>,
+    pub(super) statement_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -303,3 +303,55 @@ url = "redis://127.0.0.1:6379"
     let unknown = error(&format!("{base}[cluster]\nmembers = 3\n"));
     assert!(unknown.contains("members"), "{unknown}");
 }
+
+/// `[store] url_env`: absent is SQLite; a named variable that is unset, empty or not a
+/// PostgreSQL URL is an error naming the variable; the password never shows.
+#[test]
+fn store_url_env_is_read_checked_and_never_shown() {
+    let base = r#"
+data_dir = "/tmp/x"
+"#;
+    assert!(Config::parse(base, "t.toml").unwrap().store.is_none());
+    let without_url = format!("{base}\n[store]\npool_size = 4\n");
+    assert!(Config::parse(&without_url, "t.toml")
+        .unwrap()
+        .store
+        .is_none());
+
+    let var = "MARKETSYNC_TEST_STORE_URL_UNSET_3F1A";
+    let text = format!("{base}\n[store]\nurl_env = \"{var}\"\n");
+    let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains(var) && err.contains("not set"), "{err}");
+
+    let var = "MARKETSYNC_TEST_STORE_URL_MYSQL_3F1A";
+    std::env::set_var(var, "mysql://ms:hunter2@db/ms");
+    let text = format!("{base}\n[store]\nurl_env = \"{var}\"\n");
+    let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains(var) && err.contains("not a postgresql url"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let var = "MARKETSYNC_TEST_STORE_URL_OK_3F1A";
+    std::env::set_var(var, "postgres://ms:hunter2@db.example:5432/ms");
+    let text = format!(
+        "{base}\n[store]\nurl_env = \"{var}\"\npool_size = 3\nstatement_timeout = \"5s\"\n"
+    );
+    let config = Config::parse(&text, "t.toml").unwrap();
+    let store = config.store.as_ref().unwrap();
+    assert_eq!(store.url_env, var);
+    assert_eq!(store.pg.pool_size, 3);
+    assert_eq!(store.pg.statement_timeout, Duration::from_secs(5));
+    assert_eq!(
+        store.url.expose(),
+        "postgres://ms:hunter2@db.example:5432/ms"
+    );
+    let shown = format!("{config:?} {}", store.url);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("ms:***@db.example"), "{shown}");
+
+    let text = format!("{base}\n[store]\nurl_env = \"{var}\"\npool_size = 0\n");
+    let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("store.pool_size"), "{err}");
+}

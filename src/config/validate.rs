@@ -1,5 +1,5 @@
 //! Validation of the top-level tables: `RawConfig` into [`Config`], and the `[quota]`,
-//! `[chaos]`, `[http]`, `[redis]`, `[locks]` and `[simulator]` sections, plus the duration
+//! `[chaos]`, `[http]`, `[redis]`, `[store]`, `[locks]` and `[simulator]` sections, plus the duration
 //! helpers every section uses. Accounts and their streams are validated in
 //! [`super::accounts`]. Every error names the key path and the fix.
 
@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    RawBucket, RawChaos, RawCluster, RawConfig, RawHttp, RawLocks, RawQuota, RawRedis, RawSimulator,
+    RawBucket, RawChaos, RawCluster, RawConfig, RawHttp, RawLocks, RawQuota, RawRedis,
+    RawSimulator, RawStore,
 };
 use super::{
     quota_operations, AccountConfig, ChaosSettings, Config, HttpSettings, LockSettings,
     QuotaSettings, RedisSettings, RedisUrl, SimulatorProfile, SimulatorSettings,
 };
+use crate::store::postgres::{DatabaseUrl, PgSettings, StoreSettings};
 
 impl RawConfig {
     pub(super) fn validate(self) -> Result<Config, String> {
@@ -42,6 +44,10 @@ impl RawConfig {
         let redis = self.redis.map(RawRedis::validate).transpose()?;
         let cluster = match self.cluster {
             Some(raw) => raw.validate(redis.is_some())?,
+            None => None,
+        };
+        let store = match self.store {
+            Some(raw) => raw.validate()?,
             None => None,
         };
         let supervisor = self.supervisor.unwrap_or_default();
@@ -90,6 +96,7 @@ impl RawConfig {
             data_dir,
             simulator,
             redis,
+            store,
             locks,
             cluster,
             supervisor,
@@ -435,6 +442,56 @@ impl RawHttp {
             body_read_timeout,
             history_interval,
         })
+    }
+}
+
+impl RawStore {
+    /// `None` (SQLite holds everything) without `url_env`; with it, the URL read from
+    /// that variable now, so a missing or wrong one is a configuration error at once.
+    fn validate(self) -> Result<Option<StoreSettings>, String> {
+        let defaults = PgSettings::default();
+        let pool_size = check_count(
+            "store.pool_size",
+            self.pool_size.unwrap_or(defaults.pool_size),
+            1,
+            limits::STORE_POOL_SIZE_MAX,
+        )?;
+        let statement_timeout = bounded_duration(
+            "store.statement_timeout",
+            self.statement_timeout.as_ref(),
+            defaults.statement_timeout,
+            limits::SECOND,
+            limits::STORE_STATEMENT_TIMEOUT_MAX,
+        )?;
+        let Some(name) = self.url_env else {
+            return Ok(None);
+        };
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(
+                "store.url_env: empty; name the environment variable that holds the postgresql url, e.g. url_env = \"MARKETSYNC_DATABASE_URL\""
+                    .to_string(),
+            );
+        }
+        let url = match std::env::var(&name) {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ => {
+                return Err(format!(
+                    "store.url_env: environment variable {name} is not set or empty; export it with the postgresql url (postgres://user:password@host:5432/marketsync), or remove url_env to keep everything in SQLite"
+                ))
+            }
+        };
+        let url = DatabaseUrl::new(&url)
+            .map_err(|message| format!("store.url_env: {name} holds {message}"))?;
+        Ok(Some(StoreSettings {
+            url_env: name,
+            url,
+            pg: PgSettings {
+                pool_size,
+                statement_timeout,
+                ..defaults
+            },
+        }))
     }
 }
 
@@ -789,4 +846,7 @@ pub(super) mod limits {
     pub const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(300);
     pub const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(300);
     pub const ALLOWED_HOSTS_MAX: usize = 64;
+    /// `[store] pool_size`: PostgreSQL connections one daemon holds at most.
+    pub const STORE_POOL_SIZE_MAX: u32 = 256;
+    pub const STORE_STATEMENT_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 }

@@ -16,6 +16,8 @@
 //! [`crate::app`]); a daemon on another host sharing the Redis within a minute.
 //! Emits nothing (prints its result).
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use serde::Serialize;
 
@@ -71,9 +73,11 @@ pub fn redis_cooldowns(config: &Deployment) -> anyhow::Result<Option<RedisCooldo
 pub async fn list(config: &Deployment) -> anyhow::Result<(Vec<CooldownRow>, Option<String>)> {
     let now = now_ts();
     let ledger = open_ledger(config).await?;
-    let mut rows: Vec<CooldownRow> = ledger_cooldowns(&ledger, now)?
+    let store = ledger_store_name(config);
+    let mut rows: Vec<CooldownRow> = ledger
+        .cooldowns(now)?
         .into_iter()
-        .map(|cooldown| CooldownRow::new(cooldown, "sqlite", now))
+        .map(|cooldown| CooldownRow::new(cooldown, store, now))
         .collect();
     let mut warning = None;
     if let Some(redis) = redis_cooldowns(config)? {
@@ -129,17 +133,18 @@ pub async fn clear(
 ) -> anyhow::Result<Vec<(String, &'static str)>> {
     let scopes = related_scopes(config, scope);
     let ledger = open_ledger(config).await?;
+    let store = ledger_store_name(config);
     let mut cleared = Vec::new();
     for scope in &scopes {
         if ledger.clear_cooldown(scope)? {
-            cleared.push((scope.clone(), "sqlite"));
+            cleared.push((scope.clone(), store));
         }
     }
     if let Some(redis) = redis_cooldowns(config)? {
         for scope in &scopes {
             let removed = redis.clear(scope).await.with_context(|| {
                 format!(
-                    "cleared {} in sqlite, but redis cannot be reached; run the command again once it is up",
+                    "cleared {} in {store}, but redis cannot be reached; run the command again once it is up",
                     if cleared.is_empty() {
                         "nothing".to_string()
                     } else {
@@ -159,11 +164,24 @@ pub async fn clear(
     Ok(cleared)
 }
 
-async fn open_ledger(config: &Deployment) -> anyhow::Result<SqliteLedger> {
+/// The engine holding the ledger's cooldowns: the SQLite file, or PostgreSQL with
+/// `[store] url_env`.
+async fn open_ledger(config: &Deployment) -> anyhow::Result<Arc<dyn LedgerStore>> {
     let path = config.database_path();
-    Ok(
-        tokio::task::spawn_blocking(move || SqliteLedger::open(&path))
-            .await
-            .context("opening the ledger")??,
-    )
+    let store = config.store.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn LedgerStore>> {
+        let sqlite = Arc::new(SqliteLedger::open(&path)?);
+        Ok(crate::store::hour_ledger(store.as_ref(), &sqlite)?)
+    })
+    .await
+    .context("opening the ledger")?
+}
+
+/// How `cooldowns list` names the ledger's store.
+fn ledger_store_name(config: &Deployment) -> &'static str {
+    if config.store.is_some() {
+        "postgresql"
+    } else {
+        "sqlite"
+    }
 }

@@ -22,6 +22,8 @@ pub struct Deployment {
     pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Where the embedded simulator listens, when it is enabled.
     pub simulator_listen: Option<SocketAddr>,
+    /// PostgreSQL for the hour ledger (`[store] url_env`); `None`: the SQLite file.
+    pub store: Option<crate::store::postgres::StoreSettings>,
     pub accounts: Vec<AccountConfig>,
 }
 

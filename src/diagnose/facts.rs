@@ -157,6 +157,7 @@ impl StreamFacts {
 pub fn gather(
     config: &Deployment,
     ledger: &SqliteLedger,
+    hours: &dyn LedgerStore,
     locks: &[LockInfo],
     lock_acquired_at_ms: &HashMap<String, i64>,
     supervision: &[ChildStatus],
@@ -170,7 +171,7 @@ pub fn gather(
             continue;
         }
         let cooldown =
-            ledger.active_cooldown(&account_scope(account.provider.as_str(), &account.id), now)?;
+            hours.active_cooldown(&account_scope(account.provider.as_str(), &account.id), now)?;
         let mut streams = Vec::new();
         for stream in &account.streams {
             if only_stream.is_some_and(|only| only != stream.name) {
@@ -178,6 +179,7 @@ pub fn gather(
             }
             streams.push(stream_facts(
                 ledger,
+                hours,
                 account,
                 stream,
                 locks,
@@ -202,13 +204,22 @@ pub fn gather(
 
 pub(crate) fn stream_facts(
     ledger: &SqliteLedger,
+    hours: &dyn LedgerStore,
     account: &AccountConfig,
     stream: &StreamConfig,
     locks: &[LockInfo],
     lock_acquired_at_ms: &HashMap<String, i64>,
     now: i64,
 ) -> Result<StreamFacts, LedgerError> {
-    let mut facts = hour_facts(ledger, account, stream, locks, lock_acquired_at_ms, now)?;
+    let mut facts = hour_facts(
+        ledger,
+        hours,
+        account,
+        stream,
+        locks,
+        lock_acquired_at_ms,
+        now,
+    )?;
     if let ShapeFacts::Cursor(snapshot) = &mut facts.shape {
         *snapshot = crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)?;
     }
@@ -217,19 +228,20 @@ pub(crate) fn stream_facts(
 
 pub(crate) fn hour_facts(
     ledger: &SqliteLedger,
+    hour_ledger: &dyn LedgerStore,
     account: &AccountConfig,
     stream: &StreamConfig,
     locks: &[LockInfo],
     lock_acquired_at_ms: &HashMap<String, i64>,
     now: i64,
 ) -> Result<StreamFacts, LedgerError> {
-    let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
-    let lock_cooldown = ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?;
+    let snapshot = hour_ledger.snapshot(&account.id, &stream.name, now)?;
+    let lock_cooldown = hour_ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?;
     let scope = format!("{}/{}", account.id, stream.name);
     let lock = locks.iter().find(|info| info.scope == scope).cloned();
     let acquired = lock_acquired_at_ms.get(&scope).copied();
     let (id, name) = (account.id.as_str(), stream.name.as_str());
-    let hours = ledger.hour_diagnostics(id, name, now)?;
+    let hours = hour_ledger.hour_diagnostics(id, name, now)?;
     let failed = match hours.failed {
         0 => None,
         count => Some(FailedFacts {

@@ -95,6 +95,59 @@ pub struct LockProbe {
     pub findings: Vec<Finding>,
 }
 
+/// With `[store] url_env`: whether PostgreSQL answers within [`CONNECT_TIMEOUT`] and its
+/// schema is the one this binary knows. Nothing is changed (the daemon migrates at start).
+pub async fn probe_store(config: &Deployment) -> Vec<Finding> {
+    let Some(store) = config.store.clone() else {
+        return Vec::new();
+    };
+    let known = crate::store::postgres::known_schema_version();
+    let url = store.url.clone();
+    let probed = tokio::task::spawn_blocking(move || {
+        crate::store::postgres::probe_schema(&url, CONNECT_TIMEOUT)
+    })
+    .await;
+    let shown = store.url.to_string();
+    let finding = match probed {
+        Ok(Ok(version)) if version == known => Finding::new(
+            Severity::Info,
+            "postgresql",
+            format!("{shown} reachable, schema version {version} (current)"),
+        ),
+        Ok(Ok(version)) if version < known => Finding::new(
+            Severity::Action,
+            "postgresql",
+            format!(
+                "{shown} has schema version {version}, this marketsync needs {known}: the hour ledger cannot be used until it is migrated"
+            ),
+        )
+        .fix("start the daemon once (it migrates the database at start), or run `marketsync store copy` into it"),
+        Ok(Ok(version)) => Finding::new(
+            Severity::Action,
+            "postgresql",
+            format!(
+                "{shown} has schema version {version}, newer than the {known} this marketsync knows"
+            ),
+        )
+        .fix("upgrade marketsync on this host (or point [store] url_env at another database)"),
+        Ok(Err(err)) => Finding::new(
+            Severity::Action,
+            "postgresql",
+            format!("{err}"),
+        )
+        .fix(format!(
+            "start PostgreSQL (or correct the url in {}); the daemon cannot read or write the hour ledger without it",
+            store.url_env
+        )),
+        Err(err) => Finding::new(
+            Severity::Action,
+            "postgresql",
+            format!("the postgresql probe failed: {err}"),
+        ),
+    };
+    vec![finding]
+}
+
 /// Lists the leases and when they were acquired; a Redis that does not answer a TCP
 /// connect within [`CONNECT_TIMEOUT`] is a finding (and the list is empty).
 pub async fn probe_locks(config: &Deployment) -> LockProbe {
@@ -364,9 +417,10 @@ pub async fn diagnose(
             }
         }
     }
-    let (probe, endpoint_findings) = tokio::join!(
+    let (probe, endpoint_findings, store_findings) = tokio::join!(
         probe_locks(config),
-        probe_endpoints(config, only_account, options)
+        probe_endpoints(config, only_account, options),
+        probe_store(config)
     );
     let mut all = probe.findings;
     all.extend(endpoint_findings);
@@ -383,6 +437,14 @@ pub async fn diagnose(
             view.as_ref(),
             error,
         )));
+    }
+    let store_down = store_findings
+        .iter()
+        .any(|finding| finding.severity == Severity::Action);
+    all.extend(store_findings);
+    if store_down {
+        // The hour ledger cannot be read: the streams' facts would be guesses.
+        return Ok(Report::new(all));
     }
     let disk = disk_findings(&config.data_dir, MIN_FREE_BYTES);
     let disk_reported = disk
@@ -411,13 +473,18 @@ pub async fn diagnose(
     let locks = probe.locks;
     let acquired = probe.acquired_at_ms;
     let stream_findings = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Finding>> {
-        let ledger = SqliteLedger::open(&config_owned.database_path())
-            .with_context(|| "opening the database")?;
+        let ledger = std::sync::Arc::new(
+            SqliteLedger::open(&config_owned.database_path())
+                .with_context(|| "opening the database")?,
+        );
+        let hours = crate::store::hour_ledger(config_owned.store.as_ref(), &ledger)
+            .with_context(|| "opening the hour ledger")?;
         let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
         let now = now_ts();
         let facts = gather(
             &config_owned,
             &ledger,
+            hours.as_ref(),
             &locks,
             &acquired,
             &supervision,

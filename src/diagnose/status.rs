@@ -114,6 +114,7 @@ pub struct CooldownStatus {
 pub fn collect(
     config: &Deployment,
     ledger: &SqliteLedger,
+    hours: &dyn LedgerStore,
     locks: &[LockInfo],
     supervision: &[crate::actors::supervisor::ChildStatus],
     now: i64,
@@ -131,13 +132,13 @@ pub fn collect(
                 reason: child.reason.clone(),
             });
         let cooldown =
-            ledger.active_cooldown(&account_scope(account.provider.as_str(), &account.id), now)?;
+            hours.active_cooldown(&account_scope(account.provider.as_str(), &account.id), now)?;
         let mut streams = Vec::with_capacity(account.streams.len());
         for stream in &account.streams {
-            let snapshot = ledger.snapshot(&account.id, &stream.name, now)?;
+            let snapshot = hours.snapshot(&account.id, &stream.name, now)?;
             let lock_cooldown = match &cooldown {
                 Some(_) => None,
-                None => ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?,
+                None => hours.active_cooldown(&lock_scope(&account.id, &stream.name), now)?,
             };
             let scope = format!("{}/{}", account.id, stream.name);
             let lock = locks
@@ -398,7 +399,7 @@ provider = "stockx"
         .unwrap()
         .deployment();
         let ledger = SqliteLedger::open_in_memory().unwrap();
-        let report = collect(&config, &ledger, &[], &[], 1_764_756_000).unwrap();
+        let report = collect(&config, &ledger, &ledger, &[], &[], 1_764_756_000).unwrap();
         let queue = report.accounts[0].streams[0].queue.clone().unwrap();
         let keys: Vec<&str> = queue.keys().map(String::as_str).collect();
         assert_eq!(

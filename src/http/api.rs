@@ -25,7 +25,7 @@ use crate::diagnose::{self, Verdict};
 use crate::domain::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::lock::{LockError, LockInfo};
 use crate::shapes::windowed::lookback_window;
-use crate::store::{account_scope, HourState, LedgerStore, Priority};
+use crate::store::{account_scope, HourState, Priority};
 
 /// How long a handler waits for the lease backend before answering without it.
 const LOCKS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -166,9 +166,10 @@ pub fn status_document(
     now: i64,
 ) -> Result<StatusDocument, ApiError> {
     let ledger = state.ledger.as_ref();
+    let hours = state.hours.as_ref();
     let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
     let mut report =
-        crate::diagnose::status::collect(&state.config, ledger, locks, &supervision, now)?;
+        crate::diagnose::status::collect(&state.config, ledger, hours, locks, &supervision, now)?;
     report.assign_owners(
         state.config.cluster.is_some(),
         state.cluster_view().as_ref(),
@@ -177,6 +178,7 @@ pub fn status_document(
     let facts = diagnose::gather(
         &state.config,
         ledger,
+        hours,
         locks,
         &acquired,
         &supervision,
@@ -365,7 +367,7 @@ pub async fn refresh(
     let hours = window_name.hours();
     let answer = blocking(&state, move |state| {
         let now = now_ts();
-        let ledger = state.ledger.as_ref();
+        let ledger = state.hours.as_ref();
         let scope = account_scope(account.provider.as_str(), &account.id);
         if let Some(cooldown) = ledger.active_cooldown(&scope, now)? {
             let until = format_ts(cooldown.until_at);
@@ -610,7 +612,7 @@ pub async fn summary(
         // Hour totals are the report streams' data; other shapes have their own below.
         if account.provider.shape() == crate::domain::Shape::Windowed {
             let (hour_rows, asin_rows, sums) =
-                crate::store::sales::sales_summary(&state.ledger, id, from, to, asin_limit)?;
+                state.hours.sales_summary(id, from, to, asin_limit)?;
             summary.by_hour = Some(
                 hour_rows
                     .into_iter()
@@ -642,13 +644,7 @@ pub async fn summary(
             });
             let mut coverage = Vec::new();
             for stream in &account.streams {
-                let (applied, last) = crate::store::sales::applied_coverage(
-                    &state.ledger,
-                    id,
-                    &stream.name,
-                    from,
-                    to,
-                )?;
+                let (applied, last) = state.hours.applied_coverage(id, &stream.name, from, to)?;
                 coverage.push(StreamCoverage {
                     stream: stream.name.clone(),
                     applied_hours: applied,
@@ -733,7 +729,7 @@ pub async fn failures(
     let limit = query_number(&query, "limit", 50, MAX_FAILURES)?;
     let document = blocking(&state, move |state| {
         let failures = state
-            .ledger
+            .hours
             .recent_failures(limit)?
             .into_iter()
             .map(|failed| FailedHourView {
@@ -988,7 +984,7 @@ pub async fn fill_day(
         let mut out = Vec::new();
         let mut total = 0;
         for (stream, window) in windows {
-            let reset = state.ledger.reset_window(
+            let reset = state.hours.reset_window(
                 &account.id,
                 &stream,
                 window,
@@ -1079,7 +1075,7 @@ pub async fn reset_failed(
         for stream in &streams {
             let reset =
                 state
-                    .ledger
+                    .hours
                     .reset_failed(&account.id, &stream.name, Priority::Manual, now)?;
             total += reset;
             out.push(StreamReset {
@@ -1148,7 +1144,7 @@ pub async fn clear_cooldown(
     let previous = {
         let scope = scope.clone();
         blocking(&state, move |state| {
-            Ok(state.ledger.active_cooldown(&scope, now_ts())?)
+            Ok(state.hours.active_cooldown(&scope, now_ts())?)
         })
         .await?
     };

@@ -139,8 +139,7 @@ pub async fn hours(
         let now = now_ts();
         let to = crate::shapes::windowed::lookback_window(&stream, now).end;
         let from = to.saturating_sub(span_hours.saturating_mul(HOUR));
-        let cells = crate::store::history::stream_hours(
-            &state.ledger,
+        let cells = state.hours.stream_hours(
             &account.id,
             &stream.name,
             from,

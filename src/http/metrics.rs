@@ -130,6 +130,7 @@ fn snapshot_registry(
     let facts = diagnose::gather(
         &state.config,
         ledger,
+        state.hours.as_ref(),
         locks,
         &Default::default(),
         &supervision,
@@ -225,7 +226,7 @@ fn snapshot_registry(
     );
 
     let cooldowns = Family::<Labels, Gauge>::default();
-    for cooldown in crate::store::sqlite::ledger_cooldowns(ledger, now)? {
+    for cooldown in state.hours.cooldowns(now)? {
         cooldowns
             .get_or_create(&labels(&[
                 ("scope", &cooldown.scope),

@@ -86,6 +86,9 @@ use crate::store::SqliteLedger;
 pub struct HttpState {
     pub config: Arc<crate::diagnose::Deployment>,
     pub ledger: Arc<SqliteLedger>,
+    /// The engine holding the hour ledger (hours, claims, cooldowns, sales): `ledger`
+    /// itself unless the daemon keeps it in PostgreSQL ([`HttpState::with_hours`]).
+    pub hours: Arc<dyn crate::store::LedgerStore>,
     pub locks: LockService,
     /// The resolved admin secret (read from the environment variable the config names);
     /// `None`: mutating endpoints answer 403.
@@ -146,6 +149,7 @@ impl HttpState {
     ) -> HttpState {
         HttpState {
             config,
+            hours: Arc::clone(&ledger) as Arc<dyn crate::store::LedgerStore>,
             ledger,
             locks,
             admin_token: admin_token.filter(|token| !token.is_empty()),
@@ -197,6 +201,17 @@ impl HttpState {
     pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> HttpState {
         self.metrics = metrics;
         self
+    }
+
+    /// The same state reading the hour ledger from `hours` (PostgreSQL, `[store] url_env`).
+    pub fn with_hours(mut self, hours: Arc<dyn crate::store::LedgerStore>) -> HttpState {
+        self.hours = hours;
+        self
+    }
+
+    /// Whether the hour ledger is the SQLite file itself (not PostgreSQL).
+    pub fn hours_in_sqlite(&self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.hours), Arc::as_ptr(&self.ledger))
     }
 
     /// The same state with the daemon's TokenManager attached.

@@ -9,7 +9,8 @@
 //! The allowed transitions live in [`HourState::can_become`] and nowhere else; the store
 //! refuses (and rolls back) any write that would make an illegal one. Storage is behind
 //! the [`LedgerStore`] trait so a server database is a new implementation, not a rewrite;
-//! [`super::sqlite::SqliteLedger`] is the one-host implementation.
+//! [`super::sqlite::SqliteLedger`] is the one-host implementation and
+//! [`super::postgres::PgLedger`] the one several hosts share.
 
 use crate::domain::{HourWindow, SalesRow};
 use crate::report::{ReportError, ReportSummary};
@@ -60,6 +61,32 @@ pub enum LedgerError {
     Migration(String),
     #[error("cannot open the database at {path}: {message}")]
     Open { path: String, message: String },
+    /// A statement on PostgreSQL failed (the server answered with an error, or the
+    /// connection broke mid-call).
+    #[error("postgresql: {0}; check the server's log and that the database is reachable")]
+    Postgres(#[from] postgres::Error),
+    /// No connection to PostgreSQL within the deadline (pool checkout or connect). `url`
+    /// is shown without its password.
+    #[error("cannot reach postgresql at {url}: {message}; check that the server runs, the url in the [store] url_env variable is right, and max_connections leaves room for [store] pool_size")]
+    PgUnavailable { url: String, message: String },
+    /// The database was migrated by a newer marketsync than this one.
+    #[error("the postgresql database at {url} has schema version {database}, newer than the {known} this marketsync knows; upgrade marketsync (or point [store] url_env at another database)")]
+    SchemaTooNew {
+        url: String,
+        database: i64,
+        known: i64,
+    },
+}
+
+impl LedgerError {
+    /// The store itself failed (SQLite or PostgreSQL, a connection, a timeout): the unit
+    /// is not to blame and its downloaded document is kept for the next try.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Sqlite(_) | LedgerError::Postgres(_) | LedgerError::PgUnavailable { .. }
+        )
+    }
 }
 
 /// A claimed, contiguous run of hours handled by one report request.
@@ -113,7 +140,7 @@ pub type RowFeed<'a> = &'a mut dyn FnMut(
 
 /// Storage for the ledger. Methods are blocking: async callers run them on the blocking
 /// pool (see [`crate::shapes::windowed`]), never on the async worker threads.
-pub trait LedgerStore: Send + Sync + 'static {
+pub trait LedgerStore: super::reads::LedgerReads + Send + Sync + 'static {
     /// Inserts MISSING rows for every hour of `window` that has no row yet; returns how many.
     fn seed(
         &self,

@@ -1,11 +1,14 @@
 //! The store: every SQL statement of marketsync lives below this module.
 //!
-//! One SQLite file (WAL) holds the ledger and everything beside it, one file per table
-//! family:
+//! One SQLite file (WAL) holds the daemon's state, one file per table family; the hour
+//! ledger's tables may live in PostgreSQL instead (`[store] url_env`):
 //! - [`blocking`](mod@blocking): the one helper that runs store work on the blocking pool.
 //! - [`ledger`]: the ledger's storage trait ([`LedgerStore`]), its error and row types.
+//! - [`reads`]: the ledger's read surfaces ([`LedgerReads`]), implemented by both engines.
 //! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
 //!   cooldowns, audits).
+//! - [`postgres`]: the hour ledger on PostgreSQL ([`PgLedger`]): pool, migrations,
+//!   claims with `SKIP LOCKED`, fences in every write's transaction.
 //! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
 //! - [`ebay_inventory`]: eBay active-inventory snapshots (per-SKU quantity and price).
@@ -33,11 +36,37 @@ pub mod history;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;
+pub mod postgres;
+pub mod reads;
 pub mod sales;
 pub mod sqlite;
 pub mod supervision;
 pub mod tracked;
 
 pub use blocking::{blocking, BlockingFailed};
+
+#[cfg(test)]
+mod contract_tests;
 pub use ledger::*;
+pub use postgres::PgLedger;
+pub use reads::{FailedHour, HourDiagnostics, LedgerReads};
 pub use sqlite::SqliteLedger;
+
+/// The engine that holds the hour ledger: PostgreSQL when `[store] url_env` is set
+/// (`store`), the SQLite file otherwise. Blocking (connects and migrates): async callers
+/// run it on the blocking pool. The PostgreSQL ledger also consults the SQLite file's
+/// fences, which the cursor and job shapes still write (see `PgLedger::with_local_fences`).
+pub fn hour_ledger(
+    store: Option<&postgres::StoreSettings>,
+    sqlite: &std::sync::Arc<SqliteLedger>,
+) -> Result<std::sync::Arc<dyn LedgerStore>, LedgerError> {
+    match store {
+        Some(settings) => {
+            let ledger = PgLedger::open(settings.url.expose(), &settings.pg)?
+                .with_local_fences(std::sync::Arc::clone(sqlite));
+            tracing::info!(url = %settings.url, pool_size = settings.pg.pool_size, "hour ledger on postgresql");
+            Ok(std::sync::Arc::new(ledger))
+        }
+        None => Ok(std::sync::Arc::clone(sqlite) as std::sync::Arc<dyn LedgerStore>),
+    }
+}

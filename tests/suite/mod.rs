@@ -27,6 +27,7 @@ mod netns;
 mod openapi;
 mod ops;
 mod pipeline;
+mod postgres;
 mod quota;
 mod quota_correction;
 mod sim_profile;

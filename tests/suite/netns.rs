@@ -626,7 +626,9 @@ async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_stops_reques
     // lease (whichever of the run and the keeper runs first after SIGCONT).
     let knows_lost = |line: &LogLine| {
         line.at_ms() >= thawed_at_ms
-            && (line.message.contains("lease expired by this process's clock")
+            && (line
+                .message
+                .contains("lease expired by this process's clock")
                 || (line.message.contains("lease lost")
                     && line
                         .field("error")

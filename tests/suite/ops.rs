@@ -744,7 +744,8 @@ async fn export_over_http_streams_the_same_rows_behind_the_admin_token() {
     seed_export_rows(&fixture.database_path());
     let ledger = std::sync::Arc::new(SqliteLedger::open(&fixture.database_path()).unwrap());
     let config = &fixture.config;
-    let locks = marketsync::app::open_locks(config, Some(&ledger))
+    let hours: std::sync::Arc<dyn marketsync::store::LedgerStore> = ledger.clone();
+    let locks = marketsync::app::open_locks(config, Some(&hours))
         .await
         .unwrap();
     let state = marketsync::http::HttpState::new(

@@ -1107,7 +1107,7 @@ impl StreamContext {
                 },
                 now_ts(),
             );
-            if !matches!(outcome, Err(LedgerError::Sqlite(_))) {
+            if !matches!(&outcome, Err(err) if err.is_store_failure()) {
                 remove_document(&path);
                 remove_document(&staging);
             }

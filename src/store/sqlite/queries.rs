@@ -5,30 +5,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::*;
-
-/// What `doctor` needs to know about a stream's hours beyond the state counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HourDiagnostics {
-    /// Ledger rows of the stream.
-    pub rows: u64,
-    /// The oldest update of an hour in flight (REQUESTED or DOWNLOADED).
-    pub in_flight_since: Option<i64>,
-    /// The report id of the oldest hour in flight.
-    pub in_flight_report: Option<String>,
-    /// Hours claimable now (MISSING, or FAILED whose retry time passed).
-    pub claimable_now: u64,
-    /// The oldest update among them.
-    pub claimable_since: Option<i64>,
-    /// FAILED hours, their highest attempt count and their range.
-    pub failed: u64,
-    pub max_attempts: i64,
-    pub oldest_failed_hour: i64,
-    pub newest_failed_hour: i64,
-    /// The newest FAILED hour's error when it names an authentication failure.
-    pub auth_error: Option<String>,
-    /// (claimed_at, claimed_by) of the stream's newest claim.
-    pub last_claim: Option<(i64, String)>,
-}
+pub use crate::store::reads::{FailedHour, HourDiagnostics};
 
 impl SqliteLedger {
     /// The facts behind a windowed stream's verdict (see [`HourDiagnostics`]).
@@ -128,19 +105,6 @@ impl SqliteLedger {
     }
 }
 
-/// One FAILED hour, as `GET /api/failures` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedHour {
-    pub account: String,
-    pub stream: String,
-    pub hour_utc: i64,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub next_retry_at: Option<i64>,
-    /// When the hour failed (its last update).
-    pub updated_at: i64,
-}
-
 impl SqliteLedger {
     /// The `limit` most recently failed hours, newest first.
     pub fn recent_failures(&self, limit: i64) -> Result<Vec<FailedHour>, LedgerError> {
@@ -231,4 +195,72 @@ pub fn ledger_cooldowns(ledger: &SqliteLedger, now: i64) -> Result<Vec<Cooldown>
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     })
+}
+
+impl crate::store::reads::LedgerReads for SqliteLedger {
+    fn hour_diagnostics(
+        &self,
+        account: &str,
+        stream: &str,
+        now: i64,
+    ) -> Result<HourDiagnostics, LedgerError> {
+        SqliteLedger::hour_diagnostics(self, account, stream, now)
+    }
+
+    fn recent_failures(&self, limit: i64) -> Result<Vec<FailedHour>, LedgerError> {
+        SqliteLedger::recent_failures(self, limit)
+    }
+
+    fn reset_failed(
+        &self,
+        account: &str,
+        stream: &str,
+        priority: Priority,
+        now: i64,
+    ) -> Result<u64, LedgerError> {
+        SqliteLedger::reset_failed(self, account, stream, priority, now)
+    }
+
+    fn applied_hours_total(&self) -> Result<u64, LedgerError> {
+        SqliteLedger::applied_hours_total(self)
+    }
+
+    fn prune_claims(&self, before: i64) -> Result<u64, LedgerError> {
+        SqliteLedger::prune_claims(self, before)
+    }
+
+    fn stream_hours(
+        &self,
+        account: &str,
+        stream: &str,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::history::HourCell>, LedgerError> {
+        crate::store::history::stream_hours(self, account, stream, from, to, limit)
+    }
+
+    fn sales_summary(
+        &self,
+        account: &str,
+        from: i64,
+        to: i64,
+        asin_limit: i64,
+    ) -> Result<crate::store::reads::SalesSummary, LedgerError> {
+        crate::store::sales::sales_summary(self, account, from, to, asin_limit)
+    }
+
+    fn applied_coverage(
+        &self,
+        account: &str,
+        stream: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<(i64, Option<i64>), LedgerError> {
+        crate::store::sales::applied_coverage(self, account, stream, from, to)
+    }
+
+    fn cooldowns(&self, now: i64) -> Result<Vec<Cooldown>, LedgerError> {
+        ledger_cooldowns(self, now)
+    }
 }

@@ -505,3 +505,56 @@ impl RowHasher {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checksum(rows: &[Vec<Value>]) -> String {
+        let mut hasher = RowHasher::default();
+        for row in rows {
+            hasher.row(row);
+        }
+        hasher.finish()
+    }
+
+    fn text(value: &str) -> Value {
+        Value::Text(Some(value.to_string()))
+    }
+
+    /// The checksum tells apart what a naive concatenation would not: where a text value
+    /// ends, NULL from empty text, a row boundary, and the exact bits of a real.
+    #[test]
+    fn the_row_checksum_separates_values_rows_nulls_and_reals() {
+        let base = checksum(&[vec![text("ab"), text("c")]]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            checksum(&[vec![text("ab"), text("c")]]),
+            "deterministic"
+        );
+        for other in [
+            vec![vec![text("a"), text("bc")]],
+            vec![vec![text("ab")], vec![text("c")]],
+            vec![vec![text("ab"), Value::Text(None)]],
+        ] {
+            assert_ne!(base, checksum(&other));
+        }
+        assert_ne!(
+            checksum(&[vec![Value::Text(None)]]),
+            checksum(&[vec![text("")]])
+        );
+        assert_ne!(
+            checksum(&[vec![Value::Real(Some(0.0))]]),
+            checksum(&[vec![Value::Real(Some(-0.0))]])
+        );
+        assert_ne!(
+            checksum(&[vec![Value::Int(Some(12))]]),
+            checksum(&[vec![Value::Int(Some(1)), Value::Int(Some(2))]])
+        );
+        assert_eq!(SPECS.len(), TABLES.len());
+        for (spec, table) in SPECS.iter().zip(TABLES) {
+            assert_eq!(spec.name, *table);
+        }
+    }
+}

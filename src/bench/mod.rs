@@ -15,6 +15,8 @@
 //!   (issue 15) ([`catalog`]).
 //! - `bench ebay-streams`: one eBay seller, all ten streams 90 days behind, caught up by
 //!   `sync --once`: wall time over the quota-bound minimum (issue 14) ([`ebay_streams`]).
+//! - `bench store-claims`: claims per second of the hour ledger shared by several daemons
+//!   on PostgreSQL, against one SQLite file (issue 17) ([`store_claims`]).
 //!
 //! Layer 16 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
 //! tests).
@@ -28,6 +30,7 @@ pub mod jobs;
 pub mod quota;
 pub mod redis_server;
 pub mod reports;
+pub mod store_claims;
 pub mod supervisor;
 
 use std::io::Write;

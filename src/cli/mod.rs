@@ -263,6 +263,9 @@ pub enum BenchWhich {
     /// The freshness scheduler: 10,000 tracked keys at the providers' budgets over 6
     /// simulated hours; fresh share per hour against the budgets' maximum.
     Freshness(crate::bench::freshness::BenchFreshnessArgs),
+    /// Claims per second of the hour ledger shared by several daemons on PostgreSQL
+    /// (each its own pool), against the same work on one SQLite file.
+    StoreClaims(crate::bench::store_claims::BenchStoreClaimsArgs),
 }
 
 /// Parses the arguments and runs the command; returns the process exit code.
@@ -284,6 +287,7 @@ pub fn main() -> anyhow::Result<i32> {
             BenchWhich::Ebay(args) => crate::bench::cursor::run(args),
             BenchWhich::EbayStreams(args) => crate::bench::ebay_streams::run(args),
             BenchWhich::Freshness(args) => crate::bench::freshness::run(args),
+            BenchWhich::StoreClaims(args) => crate::bench::store_claims::run(args),
         };
     }
     match &cli.command {

@@ -33,7 +33,7 @@ mod reads;
 pub mod testing;
 pub mod url;
 
-pub use url::{is_postgres_url, redact_url};
+pub use url::{is_postgres_url, redact_url, with_database};
 
 /// The migrations of the PostgreSQL store, in order; a file's number is its version.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[(

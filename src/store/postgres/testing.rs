@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::redact_url;
+pub use super::url::with_database;
 
 /// The server the tests use when `MARKETSYNC_TEST_PG_URL` is not set.
 pub const DEFAULT_TEST_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -91,23 +92,4 @@ fn connect(url: &str) -> postgres::Client {
             redact_url(url)
         )
     })
-}
-
-/// `url` with its database (the path) replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (head, query_opt) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    let base = match head.split_once("://") {
-        Some((scheme, rest)) => match rest.find('/') {
-            Some(slash) => format!("{scheme}://{}/{database}", &rest[..slash]),
-            None => format!("{scheme}://{rest}/{database}"),
-        },
-        None => format!("{head} dbname={database}"),
-    };
-    match query_opt {
-        Some(query) => format!("{base}?{query}"),
-        None => base,
-    }
 }

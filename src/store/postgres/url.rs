@@ -96,3 +96,22 @@ mod tests {
         assert!(!is_postgres_url("sqlite:/var/lib/ms.db"));
     }
 }
+
+/// `url` with its database (the path) replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (head, query_opt) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let base = match head.split_once("://") {
+        Some((scheme, rest)) => match rest.find('/') {
+            Some(slash) => format!("{scheme}://{}/{database}", &rest[..slash]),
+            None => format!("{scheme}://{rest}/{database}"),
+        },
+        None => format!("{head} dbname={database}"),
+    };
+    match query_opt {
+        Some(query) => format!("{base}?{query}"),
+        None => base,
+    }
+}

@@ -89,6 +89,36 @@ impl LedgerError {
     }
 }
 
+/// The fence a write is checked against, by the same rules on every engine: `None` for
+/// a write that says explicitly it takes no lease ([`WriteFence::Unfenced`]: operator
+/// tools and tests); an error for one that carries no fence ([`WriteFence::Missing`]) or
+/// one above `i64::MAX`.
+pub(crate) fn fence_to_check(
+    account: &str,
+    stream: &str,
+    fence: WriteFence,
+    what: &'static str,
+) -> Result<Option<i64>, LedgerError> {
+    let fence = match fence {
+        WriteFence::Lease(fence) => fence,
+        WriteFence::Unfenced => return Ok(None),
+        WriteFence::Missing => {
+            return Err(LedgerError::Unfenced {
+                account: account.to_string(),
+                stream: stream.to_string(),
+                what,
+            })
+        }
+    };
+    i64::try_from(fence)
+        .map(Some)
+        .map_err(|_| LedgerError::FenceOutOfRange {
+            account: account.to_string(),
+            stream: stream.to_string(),
+            fence,
+        })
+}
+
 /// A claimed, contiguous run of hours handled by one report request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {

@@ -24,6 +24,7 @@ use postgres::types::ToSql;
 use postgres::{NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
+use super::ledger::fence_to_check;
 use super::{Claim, HourState, LedgerError, WriteFence};
 
 pub mod copy;
@@ -450,22 +451,11 @@ pub(crate) fn check_fence(
     what: &'static str,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let fence = match fence {
-        WriteFence::Lease(fence) => fence,
-        WriteFence::Unfenced => return Ok(()),
-        WriteFence::Missing => {
-            return Err(LedgerError::Unfenced {
-                account: account.to_string(),
-                stream: stream.to_string(),
-                what,
-            })
-        }
+    let Some(fence_db) = fence_to_check(account, stream, fence, what)? else {
+        return Ok(());
     };
-    let fence_db = i64::try_from(fence).map_err(|_| LedgerError::FenceOutOfRange {
-        account: account.to_string(),
-        stream: stream.to_string(),
-        fence,
-    })?;
+    // Non-negative: it came from a u64.
+    let fence = fence_db.unsigned_abs();
     // At most two rounds: a first writer inserts the row, then reads it locked.
     for _ in 0..2 {
         let newest_opt: Option<i64> = tx

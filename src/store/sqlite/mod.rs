@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 use rusqlite_migration::{Migrations, M};
 
+use super::ledger::fence_to_check;
 use super::{
     Applied, Claim, Cooldown, HourState, LedgerError, LedgerStore, Priority, RowFeed,
     StreamSnapshot, WriteFence,
@@ -311,22 +312,11 @@ pub(crate) fn check_fence(
     what: &'static str,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let fence = match fence {
-        WriteFence::Lease(fence) => fence,
-        WriteFence::Unfenced => return Ok(()),
-        WriteFence::Missing => {
-            return Err(LedgerError::Unfenced {
-                account: account.to_string(),
-                stream: stream.to_string(),
-                what,
-            })
-        }
+    let Some(fence_db) = fence_to_check(account, stream, fence, what)? else {
+        return Ok(());
     };
-    let fence_db = i64::try_from(fence).map_err(|_| LedgerError::FenceOutOfRange {
-        account: account.to_string(),
-        stream: stream.to_string(),
-        fence,
-    })?;
+    // Non-negative: it came from a u64.
+    let fence = fence_db.unsigned_abs();
     let newest: Option<i64> = tx
         .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
         .query_row(params![account, stream], |row| row.get(0))

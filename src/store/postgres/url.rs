@@ -57,6 +57,25 @@ pub fn is_postgres_url(url: &str) -> bool {
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
+/// `url` with its database (the path) replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (head, query_opt) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let base = match head.split_once("://") {
+        Some((scheme, rest)) => match rest.find('/') {
+            Some(slash) => format!("{scheme}://{}/{database}", &rest[..slash]),
+            None => format!("{scheme}://{rest}/{database}"),
+        },
+        None => format!("{head} dbname={database}"),
+    };
+    match query_opt {
+        Some(query) => format!("{base}?{query}"),
+        None => base,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,24 +113,5 @@ mod tests {
         assert!(is_postgres_url("PostgreSQL://h/db"));
         assert!(!is_postgres_url("mysql://h/db"));
         assert!(!is_postgres_url("sqlite:/var/lib/ms.db"));
-    }
-}
-
-/// `url` with its database (the path) replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (head, query_opt) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    let base = match head.split_once("://") {
-        Some((scheme, rest)) => match rest.find('/') {
-            Some(slash) => format!("{scheme}://{}/{database}", &rest[..slash]),
-            None => format!("{scheme}://{rest}/{database}"),
-        },
-        None => format!("{head} dbname={database}"),
-    };
-    match query_opt {
-        Some(query) => format!("{base}?{query}"),
-        None => base,
     }
 }

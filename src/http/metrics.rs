@@ -32,15 +32,15 @@
 //! | `cursor_lag_seconds` | gauge | account, stream |
 //! | `job_queue_depth` | gauge | provider, state |
 //! | `member_info` | gauge (1) | member |
-//! | `accounts_owned` | gauge | |
+//! | `accounts_owned` | gauge | member |
 //!
 //! The daemon's identity is one info metric, `member_info{member="..."} 1` (its
 //! `[cluster]` member id, or `pid@host#instance` when the cluster is off), not a label on
 //! every series: Prometheus' own `instance` label already tells scrape targets apart, a
 //! per-start member id on every series would start new series at each restart, and a
 //! query that wants the member joins it in (`... * on(instance) group_left(member)
-//! marketsync_member_info`). `accounts_owned` is how many configured accounts this daemon
-//! runs: its share by the cluster view (0 while it has none), or all of them when the
+//! marketsync_member_info`). `accounts_owned{member}` is how many configured accounts this
+//! daemon runs, labelled with the member id so a sum over daemons shows who runs what: its share by the cluster view (0 while it has none), or all of them when the
 //! cluster is off.
 //!
 //! `provider_throttled_total` exists at 0 from a (provider, operation)'s first call,
@@ -296,7 +296,7 @@ fn snapshot_registry(
         "1, labelled with this daemon's member id (its lease owner identity when [cluster] is off)",
         member,
     );
-    let owned = Gauge::<i64>::default();
+    let owned = Family::<Labels, Gauge>::default();
     let owned_count = if state.config.cluster.is_some() {
         let view = state.cluster_view();
         state
@@ -308,7 +308,9 @@ fn snapshot_registry(
     } else {
         state.config.accounts.len()
     };
-    owned.set(i64::try_from(owned_count).unwrap_or(i64::MAX));
+    owned
+        .get_or_create(&labels(&[("member", state.member_id.as_ref())]))
+        .set(i64::try_from(owned_count).unwrap_or(i64::MAX));
     registry.register(
         "accounts_owned",
         "Configured accounts this daemon runs (its share of the cluster, or all when [cluster] is off)",

@@ -95,7 +95,6 @@ pub fn redis_url() -> String {
 }
 
 /// `postgres://postgres@10.77.0.2:5432/postgres` (trust authentication on the bridge).
-#[allow(dead_code)] // for the PostgreSQL store's scenarios (issue 17), see tests/suite/netns.rs
 pub fn postgres_url() -> String {
     format!(
         "postgres://postgres@{}/postgres",
@@ -651,6 +650,25 @@ impl Net {
         }
     }
 
+    /// Runs `work` with a client of the infra PostgreSQL (`postgres_url`), connected from
+    /// inside the infra namespace (the sync client runs on a plain thread there).
+    pub fn postgres<T: Send>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
+    ) -> io::Result<T> {
+        enter_namespace(&self.infra.name, || {
+            let mut client = postgres::Config::new()
+                .host(&Service::Postgres.addr().to_string())
+                .port(Service::Postgres.port())
+                .user(POSTGRES_USER)
+                .dbname("postgres")
+                .connect_timeout(PROBE_TIMEOUT)
+                .connect(postgres::NoTls)
+                .map_err(io::Error::other)?;
+            work(&mut client).map_err(io::Error::other)
+        })
+    }
+
     /// `GET path` on the simulator, its JSON body.
     pub fn sim_get(&self, path: &str) -> io::Result<serde_json::Value> {
         let mut stream = self.infra.connect(Service::Simulator.socket())?;
@@ -712,9 +730,10 @@ impl Host {
     }
 
     /// Runs `marketsync run` in this host's namespace with `config` (the file's text
-    /// without `data_dir`: the host's own goes first), JSON log lines, and `rust_log` as
-    /// `RUST_LOG`. A daemon still running is killed first.
-    pub fn spawn_daemon(&mut self, config: &str, rust_log: &str) {
+    /// without `data_dir`: the host's own goes first), JSON log lines, `rust_log` as
+    /// `RUST_LOG` and the variables `env` (credentials, the PostgreSQL URL) on top of the
+    /// test environment. A daemon still running is killed first.
+    pub fn spawn_daemon(&mut self, config: &str, rust_log: &str, env: &[(String, String)]) {
         self.daemon.take();
         let text = format!("data_dir = \"{}\"\n{config}", self.data_dir().display());
         std::fs::write(self.config_path(), text).expect("write host config");
@@ -730,6 +749,7 @@ impl Host {
             .arg(env!("CARGO_BIN_EXE_marketsync"));
         with_test_env(&mut command);
         command
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", rust_log)
             .args(["--log-format", "json", "--config"])
             .arg(self.config_path())

@@ -720,6 +720,9 @@ const LOOKBACK_HOURS: i64 = 48;
 /// the latest: its registration lapses (member_ttl), the others see that at their next
 /// heartbeat (each of them one heartbeat late at worst), and a lease it held expires
 /// (lease TTL) before the new owner's next try (README "Several daemons").
+/// How long the scenario's PostgreSQL stays down at least: longer than a lease.
+const POSTGRES_OUTAGE: Duration = Duration::from_secs(8);
+
 fn cluster_failover_bound() -> Duration {
     MEMBER_TTL + HEARTBEAT * 2 + LEASE_TTL
 }
@@ -1086,8 +1089,14 @@ fn assert_postgres_matches_simulator(net: &Net) {
 /// No account of any host is quarantined (or halted, or backing off after a crash).
 fn assert_no_account_crashed(hosts: &[Host]) {
     for host in hosts {
-        let accounts =
-            accounts_on(host).unwrap_or_else(|| panic!("{} answers /api/status", host.label));
+        let accounts = accounts_on(host).unwrap_or_else(|| {
+            panic!(
+                "{} answers /api/status: {:?}\n{}",
+                host.label,
+                host.api_get("/api/status"),
+                host.daemon().logs()
+            )
+        });
         for (account, (owner, state)) in &accounts {
             // "-": never started on this host (another member runs it).
             assert!(
@@ -1097,13 +1106,18 @@ fn assert_no_account_crashed(hosts: &[Host]) {
                 host.daemon().logs()
             );
         }
-        let crashed: Vec<LogLine> = host
-            .log()
-            .into_iter()
-            .filter(|line| line.message.contains("crashed") || line.message.contains("quarantin"))
-            .collect();
-        assert!(crashed.is_empty(), "{}: {crashed:?}", host.label);
+        assert_no_crash_logged(host);
     }
+}
+
+/// `host` logged no account crash and no quarantine.
+fn assert_no_crash_logged(host: &Host) {
+    let crashed: Vec<LogLine> = host
+        .log()
+        .into_iter()
+        .filter(|line| line.message.contains("crashed") || line.message.contains("quarantin"))
+        .collect();
+    assert!(crashed.is_empty(), "{}: {crashed:?}", host.label);
 }
 
 /// The accounts `owners` gives to `member`.
@@ -1248,13 +1262,19 @@ async fn a_postgres_restart_mid_run_is_waited_out_without_quarantine() {
     let stopped_at_ms = epoch_ms();
     net.postgres_mut().stop();
     let stopped_at = Instant::now();
-    // Both hosts notice: a store call fails and says so.
+    // Both hosts notice (a store call fails and says so), and the outage lasts longer
+    // than a lease, so the runs in flight when it began are over.
+    let mut noticed_after = None;
     let noticed = wait_until(Duration::from_secs(30), || {
-        hosts.iter().all(|host| {
+        let all = hosts.iter().all(|host| {
             host.log().iter().any(|line| {
                 line.at_ms() >= stopped_at_ms && (line.level == "WARN" || line.level == "ERROR")
             })
-        })
+        });
+        if all && noticed_after.is_none() {
+            noticed_after = Some(stopped_at.elapsed());
+        }
+        all && stopped_at.elapsed() >= POSTGRES_OUTAGE
     })
     .await;
     assert!(
@@ -1262,8 +1282,12 @@ async fn a_postgres_restart_mid_run_is_waited_out_without_quarantine() {
         "both hosts noticed PostgreSQL is down\n{}",
         logs(&hosts)
     );
-    // While it is down, no account is given up on.
-    assert_no_account_crashed(&hosts);
+    eprintln!("both hosts logged the outage {noticed_after:?} after postgres stopped");
+    // While it is down, no account is given up on (`/api/status` reads the hours from
+    // PostgreSQL: the logs say it meanwhile).
+    for host in &hosts {
+        assert_no_crash_logged(host);
+    }
     net.postgres_mut().start();
     eprintln!("postgres was down {:?}", stopped_at.elapsed());
     let started = Instant::now();
@@ -1362,6 +1386,132 @@ async fn a_member_frozen_past_its_leases_has_its_stale_writes_refused_after_sigc
         logs(&hosts)
     );
     assert_converges(&net, &hosts).await;
+    assert_no_account_crashed(&hosts);
+    assert_postgres_matches_simulator(&net);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_from_redis_loses_its_accounts_to_the_others_and_rejoins_after_the_heal() {
+    let (net, hosts) = cluster(2).await;
+    let owners = agreed_owners(&hosts).expect("owners");
+    let cut = (0..hosts.len())
+        .max_by_key(|index| owned_by(&owners, &hosts[*index].label).len())
+        .expect("a host");
+    let other = 1 - cut;
+    let orphans = owned_by(&owners, &hosts[cut].label);
+    let cut_at_ms = epoch_ms();
+    hosts[cut].cut_from(Service::Redis);
+    let cut_at = Instant::now();
+    let bound = cluster_failover_bound();
+    let taken = wait_for_leases(&net, &orphans, &[hosts[other].pid()], cut_at, bound * 3).await;
+    eprintln!(
+        "takeover from a member cut from redis ({} accounts): {taken:?} (bound {bound:?})",
+        orphans.len()
+    );
+    assert_eq!(
+        taken.len(),
+        orphans.len(),
+        "every account taken over\n{}",
+        logs(&hosts)
+    );
+    let slowest = taken.values().max().copied().unwrap_or_default();
+    assert!(
+        slowest <= bound,
+        "takeover took {slowest:?}, above {bound:?}"
+    );
+    // The new owner works on while the cut member still reaches PostgreSQL.
+    let before = hour_states(&net);
+    let progressed = wait_until(Duration::from_secs(30), || {
+        let now = hour_states(&net);
+        orphans.iter().all(|account| {
+            state_count(&now, account, "APPLIED") > state_count(&before, account, "APPLIED")
+                || state_count(&now, account, "APPLIED") >= LOOKBACK_HOURS
+        })
+    })
+    .await;
+    assert!(
+        progressed,
+        "{} works the taken accounts\n{}",
+        hosts[other].label,
+        logs(&hosts)
+    );
+    // The cut member's leases were renewed last before the cut: from one lease TTL after
+    // it, whatever it still does is without a lease. It makes no provider call then, and
+    // any write it attempted was refused by the fence in the write's transaction.
+    let log = hosts[cut].log();
+    let late = calls_since(&log, cut_at_ms + LEASE_TTL.as_millis() as i64);
+    assert!(
+        late.is_empty(),
+        "{} called the simulator after its leases expired: {late:?}",
+        hosts[cut].label
+    );
+    let refused = log
+        .iter()
+        .filter(|line| line.message.contains("lease taken over"))
+        .count();
+    eprintln!("cut member: {refused} write(s) refused by the store's fence");
+
+    let healed_at = Instant::now();
+    hosts[cut].heal(Service::Redis);
+    let rejoined = wait_until(Duration::from_secs(30), || {
+        agreed_owners(&hosts).is_some_and(|now| now == owners)
+    })
+    .await;
+    assert!(
+        rejoined,
+        "the healed member runs its share again\n{}",
+        logs(&hosts)
+    );
+    eprintln!(
+        "healed member rejoined {:?} after the heal",
+        healed_at.elapsed()
+    );
+    assert_converges(&net, &hosts).await;
+    assert_no_account_crashed(&hosts);
+    assert_postgres_matches_simulator(&net);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_from_postgres_writes_nothing_and_converges_after_the_heal() {
+    let (net, hosts) = cluster(2).await;
+    let owners = agreed_owners(&hosts).expect("owners");
+    let cut = (0..hosts.len())
+        .max_by_key(|index| owned_by(&owners, &hosts[*index].label).len())
+        .expect("a host");
+    let stranded = owned_by(&owners, &hosts[cut].label);
+    let cut_at_ms = epoch_ms();
+    hosts[cut].cut_from(Service::Postgres);
+    let cut_at = Instant::now();
+    // It notices (a store call fails and says so); the cut lasts longer than a lease.
+    let noticed = wait_until(Duration::from_secs(30), || {
+        hosts[cut].log().iter().any(|line| {
+            line.at_ms() >= cut_at_ms && (line.level == "WARN" || line.level == "ERROR")
+        }) && cut_at.elapsed() >= POSTGRES_OUTAGE
+    })
+    .await;
+    assert!(noticed, "the cut member noticed\n{}", logs(&hosts));
+    // It is still a live member (Redis reaches it): its accounts stay its own, and wait.
+    let during = hour_states(&net);
+    assert_no_crash_logged(&hosts[cut]);
+    let healed_at = Instant::now();
+    hosts[cut].heal(Service::Postgres);
+    eprintln!(
+        "cut from postgres for {:?}; its accounts then: {:?}",
+        cut_at.elapsed(),
+        stranded
+            .iter()
+            .map(|account| (account, state_count(&during, account, "APPLIED")))
+            .collect::<Vec<_>>()
+    );
+    assert_converges(&net, &hosts).await;
+    eprintln!(
+        "every hour of every account applied {:?} after the heal",
+        healed_at.elapsed()
+    );
+    assert!(
+        agreed_owners(&hosts).is_some_and(|now| now == owners),
+        "the split holds"
+    );
     assert_no_account_crashed(&hosts);
     assert_postgres_matches_simulator(&net);
 }

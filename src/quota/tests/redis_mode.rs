@@ -226,7 +226,7 @@ async fn redis_buckets_are_read_in_pipelined_batches_each_with_its_own_level() {
     let count = crate::quota::redis::VIEW_BATCH * 2 + 7;
     let deadline = Instant::now() + Duration::from_secs(30);
     for n in 0..count {
-        let key = BucketKey::new("test", "op", &format!("scope-{n}"));
+        let key = BucketKey::new("test", "op", format!("scope-{n}"));
         let paid = if n == 3 { 2 } else { 1 };
         for _ in 0..paid {
             handle

@@ -635,7 +635,7 @@ async fn a_frozen_host_resumed_after_a_takeover_loses_its_lease_and_stops_reques
                         .is_some_and(|error| error.contains(&lease.owner))))
     };
     let lost = wait_until(Duration::from_secs(20), || {
-        first.log().iter().any(|line| knows_lost(line))
+        first.log().iter().any(&knows_lost)
     })
     .await;
     assert!(
@@ -1019,7 +1019,8 @@ fn assert_postgres_matches_simulator(net: &Net) {
             ));
     }
     type Stored = (String, i64, String, i64, f64, Option<String>);
-    let (sales, applied): (Vec<Stored>, BTreeMap<(String, i64), Option<String>>) = net
+    type Applied = BTreeMap<(String, i64), Option<String>>;
+    let (sales, applied): (Vec<Stored>, Applied) = net
         .postgres(|client| {
             let sales = client
                 .query(

@@ -1,8 +1,9 @@
 //! Several daemons as separate hosts on real network boundaries (issue 17, point 4):
 //! each daemon runs in its own network namespace behind a bridge to Redis, PostgreSQL
 //! and the simulator (see `tests/common/netns.rs` for the topology and how a partition
-//! is made). What today's code offers across hosts is Redis leases with fencing and a
-//! SQLite file per host; these scenarios prove that part:
+//! is made).
+//!
+//! Redis leases with fencing and a SQLite file per host (one account, two hosts):
 //!
 //! - SIGKILL of the host holding a scope's lease: the other host takes the scope within
 //!   lease TTL + one renew interval;
@@ -17,49 +18,37 @@
 //! - the harness itself: a cut separates a host from one service and not the others, and
 //!   a test that panics leaves no namespace and no process behind.
 //!
-//! Each scenario ends by checking every host's database against the simulator's truth
-//! (every applied hour holds exactly the rows the simulator served for it).
+//! A shared PostgreSQL store and cluster membership (`[store] url_env`, `[cluster]`):
+//! two or three hosts, member ids `h1`.., six accounts split by rendezvous hashing,
+//! heartbeat 1 s, member_ttl 3 s, lease TTL 3 s, reports taking 2 s:
+//!
+//! - SIGKILL of the member running the most accounts: every one of them is leased by a
+//!   survivor within member_ttl + 2 x heartbeat + lease TTL (measured and printed), and
+//!   the hours it had in flight are applied from the very report it had requested
+//!   (resumed by reportId);
+//! - PostgreSQL stopped (immediate shutdown) for longer than a lease, then started: both
+//!   daemons log the outage, no account crashes or is quarantined, all converge;
+//! - a member frozen (SIGSTOP) past member_ttl and its leases: the other takes its
+//!   accounts within the same bound and works on; after SIGCONT the frozen one learns its
+//!   leases are gone (its own clock, a refused renewal or a write refused by the fence)
+//!   and gets its share back;
+//! - a member cut from Redis but not PostgreSQL: the other takes its accounts within the
+//!   bound, the cut one makes no provider call once its leases expired, and rejoins after
+//!   the heal;
+//! - a member cut from PostgreSQL but not Redis: it stays a member and keeps its
+//!   accounts, which wait; after the heal all converge.
+//!
+//! Each scenario ends by checking the databases against the simulator's truth: with a
+//! SQLite file per host every host's file; with PostgreSQL the shared ledger (every
+//! applied hour of every account holds exactly the rows the simulator served, from the
+//! report its ledger row names, no rows for an hour not applied), every hour of every
+//! account applied, and no window requested again while an earlier report of it was
+//! alive (the simulator's `duplicate_create_reports`).
 //!
 //! They need root (`ip netns`); without it they fail saying so. They run one at a time
-//! (nextest group `netns` in .config/nextest.toml): each holds two daemons, a simulator
-//! and a Redis, and measures failover times that a loaded machine would stretch.
-//!
-//! # Once the PostgreSQL store and cluster membership land (TODO, issue 17)
-//!
-//! The harness already starts PostgreSQL ([`Net::start_postgres`], URL
-//! [`netns::postgres_url`]) and cuts hosts from it alone. The scenarios of issue 17 are
-//! then a few lines each on top of [`two_hosts`]' shape:
-//!
-//! ```text
-//! // shared store + membership: every host gets
-//! //   [store] url_env = "MARKETSYNC_DATABASE_URL"      (env: netns::postgres_url();
-//! //                                   Host::spawn_daemon grows an `env` argument for it)
-//! //   [cluster] enabled = true
-//! // and the accounts are split, so use several accounts (acct-0..acct-5) instead of one.
-//!
-//! // SIGKILL of one host (point 4, first bullet):
-//! //   let owners = cluster_owners(&net);            // GET /api/cluster on a live host
-//! //   h1.kill(); let killed_at = Instant::now();
-//! //   wait until every account of h1 has a live owner among h2/h3 (GET /api/cluster);
-//! //   assert!(killed_at.elapsed() <= TTL + renew_every(TTL));
-//! //   assert_eq!(sim_stats(&net).duplicate_create_reports, 0);   // resumed by reportId
-//! //   the shared ledger == the simulator's truth (assert_database_matches_simulator,
-//! //   reading PostgreSQL instead of a host's SQLite file)
-//!
-//! // partitioned from Redis but not PostgreSQL, and the reverse:
-//! //   h1.cut_from(Service::Redis) / h1.cut_from(Service::Postgres)
-//! //   after h1's lease expiry, every write h1 still attempts is refused by the store's
-//! //   fence check inside the write's transaction: count `stale fence` refusals in h1's log,
-//! //   assert zero hours applied twice (ledger vs /_sim/served), heal, converge.
-//!
-//! // SIGSTOP past the lease: as `a_frozen_host_...` below, plus: h1's stale write after
-//! //   SIGCONT is refused by the PostgreSQL store (LedgerError::StaleFence in h1's log,
-//! //   "lease taken over; stopped before writing").
-//!
-//! // PostgreSQL restart mid-run:
-//! //   net.postgres_mut().stop(); ...; net.postgres_mut().start();
-//! //   daemons wait and resume: no account quarantined (status), database == simulator.
-//! ```
+//! (nextest group `netns` in .config/nextest.toml): each holds two or three daemons, a
+//! simulator, Redis and PostgreSQL, and measures failover times that a loaded machine
+//! would stretch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

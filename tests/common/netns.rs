@@ -55,6 +55,9 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 /// One connection attempt of a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The bridge's own MAC address (locally administered), fixed for the bridge's life.
+const BRIDGE_MAC: &str = "02:00:0a:4d:00:01";
+
 /// A per-process counter: with the pid, it makes every `Net`'s names unique.
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
@@ -489,6 +492,19 @@ impl Net {
             .expect("tempdir");
         let infra = Namespace::create(format!("{id}-infra"));
         ip(&["-n", &infra.name, "link", "add", "br0", "type", "bridge"]);
+        // A fixed address: a bridge without one takes the lowest of its ports', so it
+        // changes when a host (its veth) goes away, and every other host's ARP entry for
+        // the services goes stale: Redis and PostgreSQL stop answering them for tens of
+        // seconds (seen after a host was dropped mid-test).
+        ip(&[
+            "-n",
+            &infra.name,
+            "link",
+            "set",
+            "br0",
+            "address",
+            BRIDGE_MAC,
+        ]);
         ip(&["-n", &infra.name, "link", "set", "br0", "up"]);
         for service in [Service::Redis, Service::Postgres, Service::Simulator] {
             let address = format!("{}/24", service.addr());

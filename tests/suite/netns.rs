@@ -709,6 +709,9 @@ const LOOKBACK_HOURS: i64 = 48;
 /// the latest: its registration lapses (member_ttl), the others see that at their next
 /// heartbeat (each of them one heartbeat late at worst), and a lease it held expires
 /// (lease TTL) before the new owner's next try (README "Several daemons").
+/// A report requested this recently (reports take 2 s) is still in flight.
+const FRESH_REQUEST: Duration = Duration::from_millis(500);
+
 /// How long the scenario's PostgreSQL stays down at least: longer than a lease.
 const POSTGRES_OUTAGE: Duration = Duration::from_secs(8);
 
@@ -1161,6 +1164,23 @@ async fn sigkill_of_a_member_moves_its_accounts_and_they_resume_their_reports_by
         "{} runs an account: {owners:?}",
         hosts[victim].label
     );
+    // The kill lands while a report is in flight: right after the member stored a new
+    // report's id (reports take 2 s).
+    let fresh = wait_until(Duration::from_secs(30), || {
+        let since = epoch_ms() - FRESH_REQUEST.as_millis() as i64;
+        hosts[victim].log().iter().rev().any(|line| {
+            line.at_ms() >= since
+                && line.message == "report requested"
+                && line.field("operation").is_none()
+        })
+    })
+    .await;
+    assert!(
+        fresh,
+        "{} requested a report\n{}",
+        hosts[victim].label,
+        logs(&hosts)
+    );
     hosts[victim].kill();
     let killed_at = Instant::now();
     let in_flight = hours_in_flight(&net, &orphans);
@@ -1211,7 +1231,7 @@ async fn sigkill_of_a_member_moves_its_accounts_and_they_resume_their_reports_by
     );
     assert_converges(&net, &survivors_hosts).await;
     eprintln!(
-        "every hour of every account applied {:?} after the kill; {} report(s) were in flight on the killed member",
+        "every hour of every account applied {:?} after the kill; {} hour(s) were in flight on the killed member",
         killed_at.elapsed(),
         in_flight.len()
     );

@@ -1361,15 +1361,19 @@ async fn a_member_frozen_past_its_leases_loses_them_and_the_shared_ledger_stays_
 
     let thawed_at_ms = epoch_ms();
     hosts[frozen].thaw();
-    // It learns its leases are gone (its own clock, a refused renewal or a refused
-    // write), and comes back as a member: the split is restored.
+    // It learns its accounts are gone, whichever comes first after SIGCONT: its own
+    // registration lapsed by its clock (it stops every account, as for a move), a lease
+    // expired by its clock, a refused renewal or a write refused by the fence. Then it
+    // comes back as a member: the split is restored.
     let knows_lost = |line: &LogLine| {
         line.at_ms() >= thawed_at_ms
             && (line
                 .message
                 .contains("lease expired by this process's clock")
                 || line.message.contains("lease lost")
-                || line.message.contains("lease taken over"))
+                || line.message.contains("lease taken over")
+                || (line.message.contains("account ownership changed")
+                    && line.fields["lost"].as_u64().is_some_and(|lost| lost > 0)))
     };
     let lost = wait_until(Duration::from_secs(20), || {
         hosts[frozen].log().iter().any(knows_lost)

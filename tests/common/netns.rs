@@ -55,6 +55,9 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 /// One connection attempt of a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The bridge's own MAC address (locally administered), fixed for the bridge's life.
+const BRIDGE_MAC: &str = "02:00:0a:4d:00:01";
+
 /// A per-process counter: with the pid, it makes every `Net`'s names unique.
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
@@ -95,7 +98,6 @@ pub fn redis_url() -> String {
 }
 
 /// `postgres://postgres@10.77.0.2:5432/postgres` (trust authentication on the bridge).
-#[allow(dead_code)] // for the PostgreSQL store's scenarios (issue 17), see tests/suite/netns.rs
 pub fn postgres_url() -> String {
     format!(
         "postgres://postgres@{}/postgres",
@@ -490,6 +492,19 @@ impl Net {
             .expect("tempdir");
         let infra = Namespace::create(format!("{id}-infra"));
         ip(&["-n", &infra.name, "link", "add", "br0", "type", "bridge"]);
+        // A fixed address: a bridge without one takes the lowest of its ports', so it
+        // changes when a host (its veth) goes away, and every other host's ARP entry for
+        // the services goes stale: Redis and PostgreSQL stop answering them for tens of
+        // seconds (seen after a host was dropped mid-test).
+        ip(&[
+            "-n",
+            &infra.name,
+            "link",
+            "set",
+            "br0",
+            "address",
+            BRIDGE_MAC,
+        ]);
         ip(&["-n", &infra.name, "link", "set", "br0", "up"]);
         for service in [Service::Redis, Service::Postgres, Service::Simulator] {
             let address = format!("{}/24", service.addr());
@@ -651,6 +666,25 @@ impl Net {
         }
     }
 
+    /// Runs `work` with a client of the infra PostgreSQL (`postgres_url`), connected from
+    /// inside the infra namespace (the sync client runs on a plain thread there).
+    pub fn postgres<T: Send>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
+    ) -> io::Result<T> {
+        enter_namespace(&self.infra.name, || {
+            let mut client = postgres::Config::new()
+                .host(&Service::Postgres.addr().to_string())
+                .port(Service::Postgres.port())
+                .user(POSTGRES_USER)
+                .dbname("postgres")
+                .connect_timeout(PROBE_TIMEOUT)
+                .connect(postgres::NoTls)
+                .map_err(io::Error::other)?;
+            work(&mut client).map_err(io::Error::other)
+        })
+    }
+
     /// `GET path` on the simulator, its JSON body.
     pub fn sim_get(&self, path: &str) -> io::Result<serde_json::Value> {
         let mut stream = self.infra.connect(Service::Simulator.socket())?;
@@ -712,9 +746,10 @@ impl Host {
     }
 
     /// Runs `marketsync run` in this host's namespace with `config` (the file's text
-    /// without `data_dir`: the host's own goes first), JSON log lines, and `rust_log` as
-    /// `RUST_LOG`. A daemon still running is killed first.
-    pub fn spawn_daemon(&mut self, config: &str, rust_log: &str) {
+    /// without `data_dir`: the host's own goes first), JSON log lines, `rust_log` as
+    /// `RUST_LOG` and the variables `env` (credentials, the PostgreSQL URL) on top of the
+    /// test environment. A daemon still running is killed first.
+    pub fn spawn_daemon(&mut self, config: &str, rust_log: &str, env: &[(String, String)]) {
         self.daemon.take();
         let text = format!("data_dir = \"{}\"\n{config}", self.data_dir().display());
         std::fs::write(self.config_path(), text).expect("write host config");
@@ -730,6 +765,7 @@ impl Host {
             .arg(env!("CARGO_BIN_EXE_marketsync"));
         with_test_env(&mut command);
         command
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", rust_log)
             .args(["--log-format", "json", "--config"])
             .arg(self.config_path())

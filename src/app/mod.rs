@@ -474,7 +474,7 @@ impl Daemon {
                 supervisor: SupervisorArgs {
                     policy: config.supervisor.clone(),
                     factory: Arc::new(factory),
-                    ledger: Arc::clone(&ledger),
+                    ledger: Arc::clone(&hours),
                     ownership: membership.as_ref().map(crate::cluster::Membership::feed),
                 },
                 services,

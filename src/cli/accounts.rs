@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use super::{load_config, open_ledger, AccountsAction, Cli};
+use super::{load_config, open_stores, AccountsAction, Cli};
 
 pub(super) fn command(cli: &Cli, action: &AccountsAction) -> anyhow::Result<i32> {
     let AccountsAction::Resume { id } = action;
@@ -14,8 +14,9 @@ pub(super) fn command(cli: &Cli, action: &AccountsAction) -> anyhow::Result<i32>
             known.join(", ")
         );
     }
-    let ledger = open_ledger(&config)?;
-    let requested = ledger.with_conn(|conn| crate::store::supervision::request_resume(conn, id))?;
+    // The supervision rows live with the hour ledger (PostgreSQL under `[store]`).
+    let (_ledger, hours) = open_stores(&config)?;
+    let requested = hours.request_resume(id)?;
     if requested {
         println!("{id}: resume requested; the daemon restarts it within one supervisor heartbeat");
         Ok(0)

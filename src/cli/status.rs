@@ -15,7 +15,7 @@ pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
             &[]
         }
     };
-    let supervision = ledger.with_conn(|conn| crate::store::supervision::statuses(conn))?;
+    let supervision = hours.supervision_statuses()?;
     let deployment = config.deployment();
     let mut report = crate::diagnose::status::collect(
         &deployment,

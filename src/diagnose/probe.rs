@@ -479,7 +479,7 @@ pub async fn diagnose(
         );
         let hours = crate::store::hour_ledger(config_owned.store.as_ref(), &ledger)
             .with_context(|| "opening the hour ledger")?;
-        let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
+        let supervision = hours.supervision_statuses()?;
         let now = now_ts();
         let facts = gather(
             &config_owned,

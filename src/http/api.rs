@@ -167,7 +167,7 @@ pub fn status_document(
 ) -> Result<StatusDocument, ApiError> {
     let ledger = state.ledger.as_ref();
     let hours = state.hours.as_ref();
-    let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
+    let supervision = state.hours.supervision_statuses()?;
     let mut report =
         crate::diagnose::status::collect(&state.config, ledger, hours, locks, &supervision, now)?;
     report.assign_owners(
@@ -1201,11 +1201,8 @@ pub async fn resume(
 ) -> Result<Json<ResumeDone>, ApiError> {
     let account = state.account(&id)?.clone();
     let done = blocking(&state, move |state| {
-        let (requested, current) = state.ledger.with_conn(|conn| {
-            let requested = crate::store::supervision::request_resume(conn, &account.id)?;
-            let current = crate::store::supervision::state_of(conn, &account.id)?;
-            Ok::<_, rusqlite::Error>((requested, current))
-        })?;
+        let requested = state.hours.request_resume(&account.id)?;
+        let current = state.hours.child_state(&account.id)?;
         if !requested {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -126,7 +126,7 @@ fn snapshot_registry(
 ) -> Result<Registry, ApiError> {
     let mut registry = Registry::with_prefix("marketsync");
     let ledger = state.ledger.as_ref();
-    let supervision = ledger.with_read_conn(crate::store::supervision::statuses)?;
+    let supervision = state.hours.supervision_statuses()?;
     let facts = diagnose::gather(
         &state.config,
         ledger,

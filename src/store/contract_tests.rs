@@ -140,6 +140,7 @@ contract!(
     audits_remember_the_last_run,
     prune_deletes_only_old_applied_hours,
     reads_show_failures_coverage_sales_and_hours,
+    supervision_rows_round_trip_and_resume_requests_are_taken_once,
 );
 
 fn seeding_is_idempotent(engine: &Engine) {
@@ -670,4 +671,93 @@ fn reads_show_failures_coverage_sales_and_hours(engine: &Engine) {
         2
     );
     assert!(ledger.recent_failures(10).unwrap().is_empty());
+}
+
+fn supervision_rows_round_trip_and_resume_requests_are_taken_once(engine: &Engine) {
+    use crate::domain::supervision::ChildState;
+    use crate::store::supervision::StoredChild;
+    let ledger = engine.ledger.as_ref();
+    assert!(ledger.load_children().unwrap().is_empty());
+    let quarantined = StoredChild {
+        account: "poison".to_string(),
+        state: ChildState::Quarantined,
+        restarts: 7,
+        last_crash_at: Some(T0),
+        last_crash_reason: Some("panicked: bad row".to_string()),
+        quarantined_until: Some(T0 + 3_600),
+        state_reason: Some("5 crashes in 60s".to_string()),
+        resume_requested: false,
+        updated_at: 0,
+    };
+    let running = StoredChild {
+        account: "healthy".to_string(),
+        state: ChildState::Running,
+        restarts: 0,
+        last_crash_at: None,
+        last_crash_reason: None,
+        quarantined_until: None,
+        state_reason: None,
+        resume_requested: false,
+        updated_at: 0,
+    };
+    ledger
+        .save_children(&[quarantined.clone(), running.clone()], T0)
+        .unwrap();
+    let loaded = ledger.load_children().unwrap();
+    assert_eq!(
+        loaded,
+        vec![
+            StoredChild {
+                updated_at: T0,
+                ..running.clone()
+            },
+            StoredChild {
+                updated_at: T0,
+                ..quarantined.clone()
+            },
+        ],
+        "ordered by account, every field kept"
+    );
+    assert_eq!(
+        ledger.child_state("poison").unwrap().as_deref(),
+        Some("quarantined")
+    );
+    assert_eq!(ledger.child_state("nobody").unwrap(), None);
+    // Only a quarantined account can be asked to resume.
+    assert!(!ledger.request_resume("healthy").unwrap());
+    assert!(ledger.request_resume("poison").unwrap());
+    // A supervisor that does not run the account leaves the request pending; the one that
+    // does takes it, once.
+    assert!(ledger
+        .take_resume_requests(&["healthy".to_string()])
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ledger
+            .take_resume_requests(&["healthy".to_string(), "poison".to_string()])
+            .unwrap(),
+        vec!["poison".to_string()]
+    );
+    assert!(ledger
+        .take_resume_requests(&["poison".to_string()])
+        .unwrap()
+        .is_empty());
+    // A later save keeps what it does not write (the resume flag) and updates the rest.
+    ledger
+        .save_children(
+            &[StoredChild {
+                state: ChildState::Running,
+                quarantined_until: None,
+                ..quarantined.clone()
+            }],
+            T0 + 10,
+        )
+        .unwrap();
+    let statuses = ledger.supervision_statuses().unwrap();
+    let poison = statuses
+        .iter()
+        .find(|status| status.id == "poison")
+        .expect("poison");
+    assert_eq!(poison.state, ChildState::Running);
+    assert_eq!(poison.restarts, 7);
 }

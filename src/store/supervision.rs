@@ -200,6 +200,59 @@ pub fn state_of(conn: &Connection, account: &str) -> rusqlite::Result<Option<Str
     .optional()
 }
 
+/// Where the accounts supervisor keeps its rows: the SQLite file, or PostgreSQL when the
+/// hour ledger is there (`[store] url_env`), so a quarantine follows an account that
+/// moves to another member. Every engine of [`super::LedgerStore`] is one.
+pub trait SupervisionStore: Send + Sync + 'static {
+    /// Every row, ordered by account.
+    fn load_children(&self) -> Result<Vec<StoredChild>, super::LedgerError>;
+    /// Upserts `rows` in one transaction (see [`save`]).
+    fn save_children(&self, rows: &[StoredChild], now_unix: i64) -> Result<(), super::LedgerError>;
+    /// Takes the pending resume requests among `accounts` (see [`take_resume_requests`]).
+    fn take_resume_requests(&self, accounts: &[String]) -> Result<Vec<String>, super::LedgerError>;
+    /// Asks the running daemon to resume a quarantined account (see [`request_resume`]).
+    fn request_resume(&self, account: &str) -> Result<bool, super::LedgerError>;
+    /// The stored state of `account`, if it was ever supervised.
+    fn child_state(&self, account: &str) -> Result<Option<String>, super::LedgerError>;
+    /// True when several daemons share these rows (PostgreSQL): a member that hands an
+    /// account over then leaves its row to the new owner instead of writing `stopped`
+    /// over what the new owner may already have written.
+    fn supervision_is_shared(&self) -> bool {
+        false
+    }
+
+    /// Every account's supervision status, as the daemons last wrote it.
+    fn supervision_statuses(&self) -> Result<Vec<ChildStatus>, super::LedgerError> {
+        Ok(self
+            .load_children()?
+            .iter()
+            .map(StoredChild::to_status)
+            .collect())
+    }
+}
+
+impl SupervisionStore for super::SqliteLedger {
+    fn load_children(&self) -> Result<Vec<StoredChild>, super::LedgerError> {
+        Ok(self.with_read_conn(load)?)
+    }
+
+    fn save_children(&self, rows: &[StoredChild], now_unix: i64) -> Result<(), super::LedgerError> {
+        Ok(self.with_conn(|conn| save(conn, rows, now_unix))?)
+    }
+
+    fn take_resume_requests(&self, accounts: &[String]) -> Result<Vec<String>, super::LedgerError> {
+        Ok(self.with_conn(|conn| take_resume_requests(conn, accounts))?)
+    }
+
+    fn request_resume(&self, account: &str) -> Result<bool, super::LedgerError> {
+        Ok(self.with_conn(|conn| request_resume(conn, account))?)
+    }
+
+    fn child_state(&self, account: &str) -> Result<Option<String>, super::LedgerError> {
+        Ok(self.with_read_conn(|conn| state_of(conn, account))?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,8 @@
 //! alive (the simulator's `duplicate_create_reports`).
 //!
 //! They need root (`ip netns`); without it they fail saying so. They run one at a time
-//! (nextest group `netns` in .config/nextest.toml): each holds two or three daemons, a
+//! (nextest group `measuring` in .config/nextest.toml, beside no other test that
+//! measures time): each holds two or three daemons, a
 //! simulator, Redis and PostgreSQL, and measures failover times that a loaded machine
 //! would stretch.
 

@@ -151,7 +151,10 @@ fn store_copy_moves_the_ledger_and_a_daemon_on_the_copy_requests_nothing_again()
         .unwrap();
     let doctor_out = String::from_utf8_lossy(&doctor.stdout);
     assert!(
-        doctor_out.contains("reachable, schema version 1 (current)"),
+        doctor_out.contains(&format!(
+            "reachable, schema version {} (current)",
+            marketsync::store::postgres::known_schema_version()
+        )),
         "{doctor_out}\n{}",
         String::from_utf8_lossy(&doctor.stderr)
     );

@@ -45,11 +45,7 @@ impl Actor for AccountsSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         let ledger = state.ledger.clone();
-        match tokio::task::spawn_blocking(move || {
-            ledger.with_conn(|conn| crate::store::supervision::load(conn))
-        })
-        .await
-        {
+        match tokio::task::spawn_blocking(move || ledger.load_children()).await {
             Ok(Ok(rows)) => {
                 state.persisted = rows
                     .into_iter()

@@ -66,7 +66,6 @@ use ractor::{ActorCell, RpcReplyPort, SpawnErr};
 pub use crate::domain::supervision::{
     BusyGuard, ChildProgress, ChildState, ChildStatus, CrashInfo,
 };
-use crate::store::sqlite::SqliteLedger;
 pub use ownership::MOVED_REASON;
 use policy::RestartPolicy;
 pub use state::SupervisorState;
@@ -120,8 +119,9 @@ pub enum SupervisorMsg {
 pub struct SupervisorArgs {
     pub policy: RestartPolicy,
     pub factory: Arc<dyn ChildFactory>,
-    /// The ledger whose SQLite file holds `account_supervision`.
-    pub ledger: Arc<SqliteLedger>,
+    /// The store that holds `account_supervision`: the hour ledger's engine (the SQLite
+    /// file, or PostgreSQL shared by the members).
+    pub ledger: Arc<dyn crate::store::LedgerStore>,
     /// Which accounts this daemon runs when several share them (`[cluster]`); `None`:
     /// every account it is started with (one daemon).
     pub ownership: Option<crate::cluster::OwnershipFeed>,

@@ -1,8 +1,9 @@
 //! Ownership across daemons (`[cluster]`): every cluster heartbeat the supervisor starts
 //! the accounts this member gained and stops the ones it lost. A move is not a crash: the
 //! child is stopped like at shutdown (its runners finish their unit, release their
-//! leases), its row says `stopped` with the reason [`MOVED_REASON`], and the record is
-//! forgotten; no restart, backoff or quarantine is counted. A gained account reads its
+//! leases), its row says `stopped` with the reason [`MOVED_REASON`] (unless the rows are
+//! shared with the other members, on PostgreSQL: then the new owner writes it), and the
+//! record is forgotten; no restart, backoff or quarantine is counted. A gained account reads its
 //! stored row again first, so a quarantine recorded in a shared store still holds.
 
 use std::collections::BTreeSet;
@@ -94,10 +95,17 @@ impl SupervisorState {
             }
         });
         futures_util::future::join_all(stops).await;
+        let shared = self.ledger.supervision_is_shared();
         for id in ids {
             let Some(child) = self.children.get_mut(id) else {
                 continue;
             };
+            if shared && child.state != ChildState::Quarantined {
+                // The members share the rows: the new owner writes this one (a `stopped`
+                // written now could land after its `running`).
+                self.dirty.remove(id);
+                continue;
+            }
             // A quarantine stays on record for whoever runs the account next.
             if child.state != ChildState::Quarantined {
                 child.state = ChildState::Stopped;
@@ -124,10 +132,7 @@ impl SupervisorState {
     async fn reload_persisted(&mut self, ids: &[String]) {
         let wanted: BTreeSet<String> = ids.iter().cloned().collect();
         let ledger = self.ledger.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            ledger.with_conn(|conn| crate::store::supervision::load(conn))
-        })
-        .await;
+        let loaded = tokio::task::spawn_blocking(move || ledger.load_children()).await;
         match loaded {
             Ok(Ok(rows)) => {
                 for row in rows {

@@ -19,7 +19,6 @@ use super::{
     ChildFactory, ChildProgress, ChildState, ChildStatus, CrashInfo, SupervisorMsg, SHUTDOWN_GRACE,
     SPAWN_TIMEOUT,
 };
-use crate::store::sqlite::SqliteLedger;
 use crate::store::supervision::{rfc3339, StoredChild};
 
 /// A crash as kept in memory.
@@ -128,7 +127,7 @@ pub(super) enum SpawnKind {
 pub struct SupervisorState {
     pub(super) policy: RestartPolicy,
     pub(super) factory: Arc<dyn ChildFactory>,
-    pub(super) ledger: Arc<SqliteLedger>,
+    pub(super) ledger: Arc<dyn crate::store::LedgerStore>,
     /// Ordered so status output and persistence are stable.
     pub(super) children: BTreeMap<String, Child>,
     /// Current incarnations only: an event for any other cell is ignored.
@@ -485,15 +484,13 @@ impl SupervisorState {
         let ledger = self.ledger.clone();
         let now_unix = Utc::now().timestamp();
         let outcome = tokio::task::spawn_blocking(move || {
-            ledger.with_conn(|conn| -> Result<Vec<String>, rusqlite::Error> {
-                if !rows.is_empty() {
-                    crate::store::supervision::save(conn, &rows, now_unix)?;
-                }
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                crate::store::supervision::take_resume_requests(conn, &ids)
-            })
+            if !rows.is_empty() {
+                ledger.save_children(&rows, now_unix)?;
+            }
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            ledger.take_resume_requests(&ids)
         })
         .await;
         match outcome {

@@ -210,7 +210,7 @@ async fn start_supervisor(
     let args = SupervisorArgs {
         policy,
         factory: Arc::new(factory.clone()),
-        ledger,
+        ledger: ledger as Arc<dyn crate::store::LedgerStore>,
         ownership: None,
     };
     let (supervisor, _join) = Actor::spawn(None, AccountsSupervisor, args).await.unwrap();
@@ -748,7 +748,7 @@ async fn ownership_runs_only_owned_accounts_and_a_move_is_not_a_crash() {
     let args = SupervisorArgs {
         policy: fast_policy(),
         factory: Arc::new(factory.clone()),
-        ledger: Arc::clone(&ledger),
+        ledger: Arc::clone(&ledger) as Arc<dyn crate::store::LedgerStore>,
         ownership: Some(crate::cluster::OwnershipFeed {
             view: view_rx,
             every: Duration::from_millis(20),

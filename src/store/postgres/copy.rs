@@ -123,6 +123,21 @@ const SPECS: &[TableSpec] = &[
         ],
         key: &["account", "stream"],
     },
+    TableSpec {
+        name: "account_supervision",
+        columns: &[
+            ("account", Kind::Text),
+            ("state", Kind::Text),
+            ("restarts", Kind::Int),
+            ("last_crash_at", Kind::Int),
+            ("last_crash_reason", Kind::Text),
+            ("quarantined_until", Kind::Int),
+            ("resume_requested", Kind::Int),
+            ("updated_at", Kind::Int),
+            ("state_reason", Kind::Text),
+        ],
+        key: &["account"],
+    },
 ];
 
 /// Why a copy did not happen (a verification mismatch is not an error: see

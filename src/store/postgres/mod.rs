@@ -30,6 +30,7 @@ use super::{Claim, HourState, LedgerError, WriteFence};
 pub mod copy;
 mod ledger;
 mod reads;
+mod supervision;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod url;
@@ -37,11 +38,18 @@ pub mod url;
 pub use url::{is_postgres_url, redact_url, with_database};
 
 /// The migrations of the PostgreSQL store, in order; a file's number is its version.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_ledger",
-    include_str!("../../../migrations/postgres/0001_ledger.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_ledger",
+        include_str!("../../../migrations/postgres/0001_ledger.sql"),
+    ),
+    (
+        2,
+        "0002_supervision",
+        include_str!("../../../migrations/postgres/0002_supervision.sql"),
+    ),
+];
 
 /// The tables the PostgreSQL store holds (the rest of the daemon's state stays in the
 /// SQLite file): what `marketsync store copy` copies, in this order.
@@ -52,6 +60,7 @@ pub const TABLES: &[&str] = &[
     "audits",
     "vendor_realtime_sales",
     "scope_fences",
+    "account_supervision",
 ];
 
 /// The advisory lock key the migration runner holds (any constant unlikely to clash with

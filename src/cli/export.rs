@@ -7,7 +7,7 @@ use std::io::Write;
 
 use anyhow::bail;
 
-use super::{load_config, open_ledger, Cli};
+use super::{load_config, open_stores, Cli};
 use crate::domain::now_ts;
 use crate::store::export::{self as store, ExportFormat, ExportKind, ExportQuery};
 
@@ -43,18 +43,14 @@ pub(super) fn command(
             );
         }
     }
-    if kind == ExportKind::Sales {
-        if let Some(settings) = &config.store {
-            bail!(
-                "export sales: the sales table lives in postgresql ({}) with [store] url_env, and this export reads the sqlite file only; use psql's \\copy vendor_realtime_sales to a file meanwhile",
-                settings.url
-            );
-        }
-    }
-    let ledger = open_ledger(&config)?;
+    let (ledger, hours) = open_stores(&config)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let result = ledger.with_read_conn(|conn| store::export(conn, &query, &mut out));
+    // A table the PostgreSQL store holds ([store] url_env) is read there.
+    let result = match hours.as_postgres() {
+        Some(pg) if store::lives_in_postgres(kind) => pg.export(&query, &mut out),
+        _ => ledger.with_read_conn(|conn| store::export(conn, &query, &mut out)),
+    };
     match result.and_then(|rows| out.flush().map(|()| rows).map_err(Into::into)) {
         Ok(rows) => {
             tracing::info!(kind = kind.as_str(), rows, "export written");

@@ -145,17 +145,35 @@ pub struct LockView {
     responses(
         (status = 200, description = "Every configured account and stream with its verdict", body = StatusDocument),
         (status = 500, description = "The database could not be read", body = ErrorBody),
+        (status = 503, description = "The state database (PostgreSQL) is unreachable or did not answer within 10 s (`store_unavailable`, `store_slow`); the daemon waits for it", body = ErrorBody),
     ),
 )]
 pub async fn status(State(state): State<HttpState>) -> Result<Json<StatusDocument>, ApiError> {
     let (locks, lock_error) = list_locks(&state).await;
     let now = now_ts();
     let document = blocking(&state, move |state| {
+        if let Some(down) = state.hours.unavailable() {
+            return Err(ApiError::store_down(&down));
+        }
         status_document(state, &locks, lock_error, now)
-    })
-    .await?;
+    });
+    let document = tokio::time::timeout(STATUS_DEADLINE, document)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_slow",
+                format!(
+                    "the state database did not answer within {}; it may be overloaded or unreachable: see `marketsync doctor`",
+                    humantime::format_duration(STATUS_DEADLINE)
+                ),
+            )
+        })??;
     Ok(Json(document))
 }
+
+/// The longest `/api/status` waits for the store before it answers 503.
+const STATUS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The status document: `marketsync status --json` plus `verdict` and `explanation` per
 /// stream (and the worst verdict per account), a verdict summary, and the lease backend.

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -44,7 +45,10 @@ impl From<ExportError> for ApiError {
             ExportError::UnknownFormat(_)
             | ExportError::AccountNotApplicable(_)
             | ExportError::InvalidTime(_) => ApiError::bad_request(err.to_string()),
-            ExportError::Sqlite(_) | ExportError::Write(_) => ApiError::internal(err.to_string()),
+            ExportError::Store(err) => err.into(),
+            ExportError::Sqlite(_) | ExportError::Postgres(_) | ExportError::Write(_) => {
+                ApiError::internal(err.to_string())
+            }
         }
     }
 }
@@ -126,13 +130,6 @@ pub async fn export(
     };
     let account = query.get("account").cloned();
     let export_query = ExportQuery::new(kind, account, since, format)?;
-    if export_query.kind == store::ExportKind::Sales && !state.hours_in_sqlite() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "export_unavailable",
-            "the sales table lives in postgresql ([store] url_env) and this export reads the sqlite file only; use psql's \\copy vendor_realtime_sales meanwhile".to_string(),
-        ));
-    }
     if let Some(account) = &export_query.account {
         state.account(account)?;
     }
@@ -147,6 +144,9 @@ pub async fn export(
     let runtime = tokio::runtime::Handle::current();
     let deadline = Instant::now() + EXPORT_DEADLINE;
     let ledger = state.ledger.clone();
+    // A table the PostgreSQL store holds is read there.
+    let hours = (store::lives_in_postgres(export_query.kind) && !state.hours_in_sqlite())
+        .then(|| Arc::clone(&state.hours));
     // Ends when the rows are written, the client is gone or the deadline passed; its
     // panic (caught here) is logged and ends the body early.
     drop(tokio::task::spawn_blocking(move || {
@@ -157,14 +157,18 @@ pub async fn export(
             buffer: Vec::with_capacity(CHUNK_BYTES),
             deadline,
         };
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match ledger.path() {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(pg) = hours.as_deref().and_then(|hours| hours.as_postgres()) {
+                return pg.export(&export_query, &mut sink);
+            }
+            match ledger.path() {
                 Some(path) => {
                     let conn = crate::store::sqlite::open_reader(path)?;
                     store::export(&conn, &export_query, &mut sink)
                 }
                 None => ledger.with_read_conn(|conn| store::export(conn, &export_query, &mut sink)),
-            }));
+            }
+        }));
         let kind = export_query.kind.as_str();
         match outcome {
             Ok(Ok(rows)) => info!(kind, rows, "export sent"),

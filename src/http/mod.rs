@@ -701,7 +701,31 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::LedgerError> for ApiError {
     fn from(err: crate::store::LedgerError) -> Self {
-        ApiError::internal(format!("database error: {err}"))
+        match err {
+            // The server is down or unreachable: not a fault of this request, and the
+            // daemon waits for it; a client may retry.
+            crate::store::LedgerError::PgUnavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("{err}; the daemon waits for it and resumes where it stopped"),
+            ),
+            err => ApiError::internal(format!("database error: {err}")),
+        }
+    }
+}
+
+impl ApiError {
+    /// 503 for a store known to be down ([`crate::store::LedgerStore::unavailable`]).
+    pub fn store_down(down: &crate::store::StoreDown) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!(
+                "the state database has been unreachable since {} ({}); the daemon waits for it and resumes where it stopped, losing nothing; check that postgresql runs and that the url in [store] url_env is right",
+                crate::domain::format_ts(down.since),
+                down.error
+            ),
+        )
     }
 }
 

@@ -282,6 +282,10 @@ pub enum ExportError {
     InvalidTime(String),
     #[error("reading the database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("reading postgresql: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("reading postgresql: {0}")]
+    Store(#[from] crate::store::LedgerError),
     /// Writing the output failed (a closed pipe, a client gone, a deadline).
     #[error("writing the export: {0}")]
     Write(#[from] std::io::Error),
@@ -313,29 +317,49 @@ pub fn parse_since(text: &str, now: i64) -> Result<i64, ExportError> {
     now.checked_sub(back).ok_or_else(invalid)
 }
 
-/// Writes every row of `query` to `out`, as it reads it; returns the number of rows.
-pub fn export(
-    conn: &Connection,
+/// One value of a row as either engine gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cell<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(&'a [u8]),
+}
+
+impl<'a> From<ValueRef<'a>> for Cell<'a> {
+    fn from(value: ValueRef<'a>) -> Self {
+        match value {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(value) => Cell::Integer(value),
+            ValueRef::Real(value) => Cell::Real(value),
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Cell::Text(bytes),
+        }
+    }
+}
+
+/// The `SELECT` of `query` and the values its placeholders take, written with
+/// `placeholder(n)` for the n-th (1-based) bound value: `?n` on SQLite, `$n` on
+/// PostgreSQL.
+pub(crate) fn select(
     query: &ExportQuery,
-    out: &mut dyn Write,
-) -> Result<u64, ExportError> {
+    placeholder: fn(usize) -> String,
+) -> (String, Vec<BoundValue>) {
     let kind = query.kind;
     let (table, since_column, order) = kind.table();
-    let columns = kind.columns();
-    let names: Vec<&str> = columns.iter().map(|column| column.name).collect();
+    let names: Vec<&str> = kind.columns().iter().map(|column| column.name).collect();
     let mut clauses = Vec::new();
-    let mut bound: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bound = Vec::new();
     if let Some(account) = &query.account {
-        bound.push(account.clone().into());
-        clauses.push(format!("account = ?{}", bound.len()));
+        bound.push(BoundValue::Text(account.clone()));
+        clauses.push(format!("account = {}", placeholder(bound.len())));
     }
     if let Some(since) = query.since {
         // eBay dates are text in one format (millis, `Z`): text order is time order.
         bound.push(match kind {
-            ExportKind::Orders => format_millis(since.saturating_mul(1000)).into(),
-            _ => since.into(),
+            ExportKind::Orders => BoundValue::Text(format_millis(since.saturating_mul(1000))),
+            _ => BoundValue::Integer(since),
         });
-        clauses.push(format!("{since_column} >= ?{}", bound.len()));
+        clauses.push(format!("{since_column} >= {}", placeholder(bound.len())));
     }
     let filter = if clauses.is_empty() {
         String::new()
@@ -346,66 +370,137 @@ pub fn export(
         "SELECT {} FROM {table}{filter} ORDER BY {order}",
         names.join(", ")
     );
-    let mut statement = conn.prepare(&sql)?;
-    let mut rows = statement.query(rusqlite::params_from_iter(bound))?;
-    let mut count = 0u64;
-    match query.format {
-        ExportFormat::Csv => {
-            let mut writer = csv::WriterBuilder::new().from_writer(out);
-            writer.write_record(&names).map_err(csv_error)?;
-            let mut record = csv::ByteRecord::new();
-            while let Some(row) = rows.next()? {
+    (sql, bound)
+}
+
+/// A value bound to the export's `SELECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BoundValue {
+    Text(String),
+    Integer(i64),
+}
+
+/// Writes rows of one kind in one format as they come; [`RowWriter::finish`] flushes.
+pub(crate) struct RowWriter<'w> {
+    columns: &'static [Column],
+    format: WriterFormat<'w>,
+    count: u64,
+}
+
+enum WriterFormat<'w> {
+    Csv(csv::Writer<&'w mut dyn Write>, csv::ByteRecord),
+    Jsonl(&'w mut dyn Write, Vec<u8>),
+}
+
+impl<'w> RowWriter<'w> {
+    /// Starts the output of `query` (the CSV header line).
+    pub(crate) fn new(query: &ExportQuery, out: &'w mut dyn Write) -> Result<Self, ExportError> {
+        let columns = query.kind.columns();
+        let format = match query.format {
+            ExportFormat::Csv => {
+                let mut writer = csv::WriterBuilder::new().from_writer(out);
+                let names: Vec<&str> = columns.iter().map(|column| column.name).collect();
+                writer.write_record(&names).map_err(csv_error)?;
+                WriterFormat::Csv(writer, csv::ByteRecord::new())
+            }
+            ExportFormat::Jsonl => WriterFormat::Jsonl(out, Vec::with_capacity(512)),
+        };
+        Ok(RowWriter {
+            columns,
+            format,
+            count: 0,
+        })
+    }
+
+    /// Writes one row: `cell(i)` gives the value of the i-th column.
+    pub(crate) fn row<'c, E>(
+        &mut self,
+        mut cell: impl FnMut(usize) -> Result<Cell<'c>, E>,
+    ) -> Result<(), ExportError>
+    where
+        ExportError: From<E>,
+    {
+        match &mut self.format {
+            WriterFormat::Csv(writer, record) => {
                 record.clear();
-                for (index, column) in columns.iter().enumerate() {
-                    match row.get_ref(index)? {
-                        ValueRef::Null => record.push_field(b""),
-                        ValueRef::Integer(value) if column.kind == ColumnType::UnixSeconds => {
+                for (index, column) in self.columns.iter().enumerate() {
+                    match cell(index)? {
+                        Cell::Null => record.push_field(b""),
+                        Cell::Integer(value) if column.kind == ColumnType::UnixSeconds => {
                             record.push_field(format_ts(value).as_bytes())
                         }
-                        ValueRef::Integer(value) => record.push_field(value.to_string().as_bytes()),
-                        ValueRef::Real(value) => record.push_field(value.to_string().as_bytes()),
-                        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => record.push_field(bytes),
+                        Cell::Integer(value) => record.push_field(value.to_string().as_bytes()),
+                        Cell::Real(value) => record.push_field(value.to_string().as_bytes()),
+                        Cell::Text(bytes) => record.push_field(bytes),
                     }
                 }
-                writer.write_byte_record(&record).map_err(csv_error)?;
-                count = count.saturating_add(1);
+                writer.write_byte_record(record).map_err(csv_error)?;
             }
-            writer.flush()?;
-        }
-        ExportFormat::Jsonl => {
-            let mut line = Vec::with_capacity(512);
-            while let Some(row) = rows.next()? {
+            WriterFormat::Jsonl(out, line) => {
                 line.clear();
                 line.push(b'{');
-                for (index, column) in columns.iter().enumerate() {
+                for (index, column) in self.columns.iter().enumerate() {
                     if index > 0 {
                         line.push(b',');
                     }
-                    write_json(&mut line, column.name)?;
+                    write_json(line, column.name)?;
                     line.push(b':');
-                    match row.get_ref(index)? {
-                        ValueRef::Null => line.extend_from_slice(b"null"),
-                        ValueRef::Integer(value) if column.kind == ColumnType::UnixSeconds => {
-                            write_json(&mut line, &format_ts(value))?
+                    match cell(index)? {
+                        Cell::Null => line.extend_from_slice(b"null"),
+                        Cell::Integer(value) if column.kind == ColumnType::UnixSeconds => {
+                            write_json(line, &format_ts(value))?
                         }
-                        ValueRef::Integer(value) => write!(line, "{value}")?,
-                        ValueRef::Real(value) => match serde_json::Number::from_f64(value) {
+                        Cell::Integer(value) => write!(line, "{value}")?,
+                        Cell::Real(value) => match serde_json::Number::from_f64(value) {
                             Some(number) => write!(line, "{number}")?,
                             None => line.extend_from_slice(b"null"),
                         },
-                        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-                            write_json(&mut line, &String::from_utf8_lossy(bytes))?
-                        }
+                        Cell::Text(bytes) => write_json(line, &String::from_utf8_lossy(bytes))?,
                     }
                 }
                 line.extend_from_slice(b"}\n");
-                out.write_all(&line)?;
-                count = count.saturating_add(1);
+                out.write_all(line)?;
             }
-            out.flush()?;
         }
+        self.count = self.count.saturating_add(1);
+        Ok(())
     }
-    Ok(count)
+
+    /// Flushes the output; returns the number of rows written.
+    pub(crate) fn finish(self) -> Result<u64, ExportError> {
+        match self.format {
+            WriterFormat::Csv(mut writer, _) => writer.flush()?,
+            WriterFormat::Jsonl(out, _) => out.flush()?,
+        }
+        Ok(self.count)
+    }
+}
+
+/// Writes every row of `query` to `out`, as it reads it from the SQLite file; returns the
+/// number of rows. (PostgreSQL: `PgLedger::export`.)
+pub fn export(
+    conn: &Connection,
+    query: &ExportQuery,
+    out: &mut dyn Write,
+) -> Result<u64, ExportError> {
+    let (sql, bound) = select(query, |n| format!("?{n}"));
+    let bound = bound.into_iter().map(|value| match value {
+        BoundValue::Text(text) => rusqlite::types::Value::Text(text),
+        BoundValue::Integer(value) => rusqlite::types::Value::Integer(value),
+    });
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(bound))?;
+    let mut writer = RowWriter::new(query, out)?;
+    while let Some(row) = rows.next()? {
+        writer.row(|index| row.get_ref(index).map(Cell::from))?;
+    }
+    writer.finish()
+}
+
+/// Whether `kind`'s table is one the PostgreSQL store holds (`[store] url_env`): then the
+/// export reads it there.
+pub fn lives_in_postgres(kind: ExportKind) -> bool {
+    crate::store::postgres::TABLES.contains(&kind.table().0)
 }
 
 fn write_json(line: &mut Vec<u8>, text: &str) -> std::io::Result<()> {

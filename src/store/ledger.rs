@@ -285,4 +285,25 @@ pub trait LedgerStore:
         stream: &str,
         now: i64,
     ) -> Result<StreamSnapshot, LedgerError>;
+
+    /// The PostgreSQL store behind this ledger, if it is one (exports read its tables
+    /// there).
+    fn as_postgres(&self) -> Option<&super::PgLedger> {
+        None
+    }
+
+    /// Why the store cannot be reached right now, when it is known to be down (its last
+    /// connection attempt failed and none has succeeded since): callers that answer a
+    /// person (status, dashboard) say so at once instead of waiting out a deadline per
+    /// read. `None` for an embedded store, or when the last attempt succeeded.
+    fn unavailable(&self) -> Option<StoreDown> {
+        None
+    }
+}
+
+/// The store is down: since when (unix seconds) and the last error (no password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDown {
+    pub since: i64,
+    pub error: String,
 }

@@ -1294,10 +1294,23 @@ async fn a_postgres_restart_mid_run_is_waited_out_without_quarantine() {
         logs(&hosts)
     );
     eprintln!("both hosts logged the outage {noticed_after:?} after postgres stopped");
-    // While it is down, no account is given up on (`/api/status` reads the hours from
-    // PostgreSQL: the logs say it meanwhile).
+    // While it is down, no account is given up on, and `/api/status` (which reads the
+    // hours from PostgreSQL) says at once that the store is down instead of waiting out
+    // a pool deadline per read.
     for host in &hosts {
         assert_no_crash_logged(host);
+        let asked = Instant::now();
+        let (code, body) = host.api_get("/api/status").expect("/api/status answers");
+        let took = asked.elapsed();
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(body["error"], "store_unavailable", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("unreachable since"), "{message}");
+        assert!(
+            took < Duration::from_secs(3),
+            "/api/status took {took:?} with postgres down"
+        );
+        eprintln!("/api/status answered 503 in {took:?} with postgres down");
     }
     net.postgres_mut().start();
     eprintln!("postgres was down {:?}", stopped_at.elapsed());

@@ -492,7 +492,7 @@ interval = "1s"
 // Export
 
 /// Two accounts' sales over 4 hours, orders, change events, prices and jobs.
-fn seed_export_rows(database: &Path) {
+pub(super) fn seed_export_rows(database: &Path) {
     let ledger = SqliteLedger::open(database).unwrap();
     let base = HOUR_START;
     ledger.with_conn(|conn| {

@@ -260,3 +260,113 @@ async fn a_missing_or_unreachable_postgresql_is_reported_clearly() {
     assert!(all.contains("ms:***@127.0.0.1"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+/// Every export kind reads its table where it lives: after `store copy`, an export under
+/// `[store] url_env` writes byte for byte what the SQLite export wrote, and it reads
+/// PostgreSQL (the copied tables are emptied in the SQLite file first).
+#[test]
+fn export_reads_the_tables_postgresql_holds_and_writes_the_same_bytes() {
+    use marketsync::store::export::{lives_in_postgres, ExportKind};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = runtime.block_on(TestSim::start(fast_sim()));
+    let fixture = Fixture::new(&sim, "");
+    super::ops::seed_export_rows(&fixture.database_path());
+    let var = "MARKETSYNC_TEST_EXPORT_URL";
+    let export = |config: &std::path::Path, url: Option<&str>, args: &[&str]| {
+        let mut command = marketsync();
+        if let Some(url) = url {
+            command.env(var, url);
+        }
+        let output = command
+            .arg("--config")
+            .arg(config)
+            .arg("export")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "export {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let mut cases: Vec<Vec<String>> = Vec::new();
+    for kind in ExportKind::ALL {
+        for format in ["csv", "jsonl"] {
+            cases.push(vec![kind.as_str().into(), "--format".into(), format.into()]);
+        }
+        if kind.per_account() {
+            cases.push(vec![
+                kind.as_str().into(),
+                "--account".into(),
+                "acct".into(),
+                "--since".into(),
+                "2025-11-01".into(),
+            ]);
+        }
+    }
+    let expected: Vec<String> = cases
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            export(&fixture.config_path, None, &args)
+        })
+        .collect();
+    let sales_csv = &expected[0];
+    assert_eq!(sales_csv.lines().count(), 9, "{sales_csv}");
+
+    let db = TestDb::create();
+    let copied = marketsync()
+        .env(var, &db.url)
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .args(["store", "copy", "--to", &format!("env:{var}")])
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let in_postgres: Vec<ExportKind> = ExportKind::ALL
+        .into_iter()
+        .filter(|kind| lives_in_postgres(*kind))
+        .collect();
+    assert!(in_postgres.contains(&ExportKind::Sales));
+    let sqlite = fixture.open_ledger();
+    sqlite.with_conn(|conn| {
+        for (table, kind) in [
+            ("vendor_realtime_sales", ExportKind::Sales),
+            ("ebay_orders", ExportKind::Orders),
+            ("events", ExportKind::Events),
+            ("market_prices", ExportKind::Prices),
+            ("jobs", ExportKind::Jobs),
+        ] {
+            if in_postgres.contains(&kind) {
+                conn.execute(&format!("DELETE FROM {table}"), []).unwrap();
+            }
+        }
+    });
+    drop(sqlite);
+
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    let pg_config = fixture.config_path.with_file_name("postgres.toml");
+    std::fs::write(
+        &pg_config,
+        format!("{text}\n[store]\nurl_env = \"{var}\"\n"),
+    )
+    .unwrap();
+    for (args, expected) in cases.iter().zip(&expected) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let got = export(&pg_config, Some(&db.url), &args);
+        assert_eq!(&got, expected, "export {args:?} on postgresql");
+    }
+    drop(db);
+    drop(sim);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+}

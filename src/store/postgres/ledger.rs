@@ -15,6 +15,14 @@ const SEED_BATCH_HOURS: i64 = 10_000;
 const APPLY_BATCH_ROWS: usize = 5_000;
 
 impl LedgerStore for PgLedger {
+    fn as_postgres(&self) -> Option<&PgLedger> {
+        Some(self)
+    }
+
+    fn unavailable(&self) -> Option<crate::store::StoreDown> {
+        self.known_down()
+    }
+
     fn seed(
         &self,
         account: &str,

@@ -25,9 +25,10 @@ use postgres::{NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::ledger::fence_to_check;
-use super::{Claim, HourState, LedgerError, WriteFence};
+use super::{Claim, HourState, LedgerError, StoreDown, WriteFence};
 
 pub mod copy;
+mod export;
 mod ledger;
 mod reads;
 mod supervision;
@@ -158,7 +159,14 @@ pub struct PgLedger {
     /// writes against (their tables stay there): [`LedgerStore::newest_fence`] answers
     /// the newer of both, so a lease is never granted below a fence either store saw.
     local_fences: Option<std::sync::Arc<crate::store::SqliteLedger>>,
+    /// Set when a pool checkout fails, cleared by the next one that succeeds: what
+    /// [`LedgerStore::unavailable`] answers.
+    down: std::sync::Mutex<Option<StoreDown>>,
 }
+
+/// How long [`LedgerStore::unavailable`] tries for a connection when the store is known
+/// to be down (a person waits for that answer).
+const DOWN_PROBE: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for PgLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,6 +222,7 @@ impl PgLedger {
             pool: Some(pool),
             shown_url,
             local_fences: None,
+            down: std::sync::Mutex::new(None),
         };
         ledger.migrate()?;
         Ok(ledger)
@@ -240,10 +249,61 @@ impl PgLedger {
                 message: "the pool is closed".to_string(),
             });
         };
-        pool.get().map_err(|err| LedgerError::PgUnavailable {
+        let checkout = pool.get();
+        self.note_checkout(checkout.as_ref().err());
+        checkout.map_err(|err| LedgerError::PgUnavailable {
             url: self.shown_url.clone(),
             message: err.to_string(),
         })
+    }
+
+    /// Records the outcome of a pool checkout for [`LedgerStore::unavailable`].
+    fn note_checkout(&self, error: Option<&r2d2::Error>) {
+        let mut down = self
+            .down
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match (error, down.is_some()) {
+            (None, true) => {
+                tracing::info!(url = %self.shown_url, "postgresql is reachable again");
+                *down = None;
+            }
+            (Some(err), false) => {
+                tracing::warn!(url = %self.shown_url, error = %err, "postgresql is unreachable; store calls wait and retry");
+                *down = Some(StoreDown {
+                    since: crate::domain::now_ts(),
+                    error: err.to_string(),
+                });
+            }
+            (Some(err), true) => {
+                if let Some(state) = down.as_mut() {
+                    state.error = err.to_string();
+                }
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// [`LedgerStore::unavailable`]: when the store is known down, one short checkout
+    /// decides whether it still is.
+    pub(crate) fn known_down(&self) -> Option<StoreDown> {
+        let latched = self
+            .down
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        latched.as_ref()?;
+        let pool = self.pool.as_ref()?;
+        let checkout = pool.get_timeout(DOWN_PROBE);
+        self.note_checkout(checkout.as_ref().err());
+        match checkout {
+            Ok(_) => None,
+            Err(_) => self
+                .down
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        }
     }
 
     /// Runs `work` in a transaction and commits it; retried (from the start, with a new

@@ -17,11 +17,14 @@
 //!   `sync --once`: wall time over the quota-bound minimum (issue 14) ([`ebay_streams`]).
 //! - `bench store-claims`: claims per second of the hour ledger shared by several daemons
 //!   on PostgreSQL, against one SQLite file (issue 17) ([`store_claims`]).
+//! - `bench cluster`: catch-up of the same accounts by one daemon on SQLite and by several
+//!   sharing PostgreSQL and Redis, as separate processes (issue 17) ([`cluster`]).
 //!
 //! Layer 16 of docs/architecture.md. May use: everything. Nothing imports it but `cli` (and
 //! tests).
 
 pub mod catalog;
+pub mod cluster;
 pub mod cursor;
 pub mod ebay_streams;
 pub mod freshness;

@@ -128,7 +128,7 @@ fn report(label: &str, outcome: &Outcome, writers: usize, baseline: Option<&Outc
 }
 
 /// `/proc/loadavg`'s first three fields (the machine is shared: figures carry it).
-fn load_average() -> String {
+pub(super) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| {
             text.split_whitespace()
@@ -212,14 +212,14 @@ fn drive(
 }
 
 /// The bench's own database on the server of `url`, dropped on drop.
-struct BenchDatabase {
+pub(super) struct BenchDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(super) url: String,
 }
 
 impl BenchDatabase {
-    fn create(admin_url: &str) -> anyhow::Result<BenchDatabase> {
+    pub(super) fn create(admin_url: &str) -> anyhow::Result<BenchDatabase> {
         let name = format!("ms_bench_{}", std::process::id());
         let database = BenchDatabase {
             admin_url: admin_url.to_string(),
@@ -256,6 +256,18 @@ impl BenchDatabase {
             .batch_execute(sql)
             .with_context(|| format!("{sql} on {}", redact_url(&self.admin_url)))?;
         Ok(())
+    }
+}
+
+impl BenchDatabase {
+    /// The first column of the first row of `sql` (a count) on the bench's database.
+    pub(super) fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        let mut config: postgres::Config = self.url.parse().context("the bench database url")?;
+        config.connect_timeout(Duration::from_secs(10));
+        let mut client = config
+            .connect(postgres::NoTls)
+            .with_context(|| format!("connecting to {}", redact_url(&self.url)))?;
+        Ok(client.query_one(sql, &[])?.get(0))
     }
 }
 

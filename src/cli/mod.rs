@@ -266,6 +266,10 @@ pub enum BenchWhich {
     /// Claims per second of the hour ledger shared by several daemons on PostgreSQL
     /// (each its own pool), against the same work on one SQLite file.
     StoreClaims(crate::bench::store_claims::BenchStoreClaimsArgs),
+    /// Catch-up of the same accounts by one daemon on SQLite, then by several daemons
+    /// sharing PostgreSQL and Redis: wall time against each other and the quota-bound
+    /// minimum, claims/s of the shared store (target: cluster <= 1.1x the single daemon).
+    Cluster(crate::bench::cluster::BenchClusterArgs),
 }
 
 /// Parses the arguments and runs the command; returns the process exit code.
@@ -288,6 +292,7 @@ pub fn main() -> anyhow::Result<i32> {
             BenchWhich::EbayStreams(args) => crate::bench::ebay_streams::run(args),
             BenchWhich::Freshness(args) => crate::bench::freshness::run(args),
             BenchWhich::StoreClaims(args) => crate::bench::store_claims::run(args),
+            BenchWhich::Cluster(args) => crate::bench::cluster::run(args),
         };
     }
     match &cli.command {

@@ -177,7 +177,13 @@ pub fn run(args: BenchClusterArgs) -> anyhow::Result<i32> {
             stats: sim.stats()?,
         }
     };
-    report("1 daemon, sqlite", &single, None, bound, accounts as u64 * windows_per_account);
+    report(
+        "1 daemon, sqlite",
+        &single,
+        None,
+        bound,
+        accounts as u64 * windows_per_account,
+    );
     println!("load average (1/5/15 min): {}", load_average());
 
     // `daemons` daemons on one PostgreSQL database and one Redis.
@@ -334,9 +340,7 @@ impl Simulator {
             self.address
         )?;
         let mut response = Vec::new();
-        stream
-            .take(16 * 1024 * 1024)
-            .read_to_end(&mut response)?;
+        stream.take(16 * 1024 * 1024).read_to_end(&mut response)?;
         let text = String::from_utf8_lossy(&response);
         let body = text
             .split_once("\r\n\r\n")

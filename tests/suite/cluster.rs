@@ -62,9 +62,16 @@ struct Member {
 impl Member {
     /// A member with its own data dir and its own simulator.
     async fn new(name: &'static str, redis_url: &str) -> Member {
+        Member::with_extra(name, redis_url, "").await
+    }
+
+    /// [`Member::new`] with the tables of `extra` appended to its configuration.
+    async fn with_extra(name: &'static str, redis_url: &str, extra: &str) -> Member {
         let sim = Arc::new(TestSim::start(fast_sim()).await);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut member = Member::sharing(name, redis_url, sim, dir.path());
+        let text = std::fs::read_to_string(&member.config_path).expect("config");
+        std::fs::write(&member.config_path, format!("{text}\n{extra}")).expect("config");
         member._dir = Some(dir);
         member
     }
@@ -680,4 +687,137 @@ async fn wait_for(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Quarantines hold across a move (issue 17, point 2): with the supervision rows in the
+/// shared PostgreSQL store, an account quarantined on one member stays quarantined when
+/// another member takes it over: the new owner does not start it (no call for it at its
+/// simulator) while it runs the other moved accounts, and shows the old owner's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_holds_when_its_account_moves_to_another_member() {
+    let redis = RedisServer::start().expect("redis-server");
+    let db = tokio::task::spawn_blocking(marketsync::store::postgres::testing::TestDb::create)
+        .await
+        .expect("test database");
+    let var = "MARKETSYNC_TEST_CLUSTER_DB";
+    let store = format!("[store]\nurl_env = \"{var}\"\n");
+    let poison = "vendor-1";
+    // The poison account panics on every unit on alpha only: were beta to run it, it
+    // would sync it without trouble, and its simulator would see the calls.
+    let alpha = Member::with_extra(
+        "alpha",
+        &redis.url(),
+        &format!(
+            "{store}[chaos]\nenabled = true\naccount = \"{poison}\"\naction = \"panic\"\nevery_unit = true\n"
+        ),
+    )
+    .await;
+    let beta = Member::with_extra("beta", &redis.url(), &store).await;
+    for member in [&alpha, &beta] {
+        let text = std::fs::read_to_string(&member.config_path).expect("config");
+        let text = text.replace(
+            "[supervisor]\nheartbeat = \"1s\"",
+            "[supervisor]\nheartbeat = \"1s\"\nmin_backoff = \"50ms\"\nmax_backoff = \"100ms\"\nmax_crashes = 2\ncrash_window = \"1m\"\nprobe_after = \"1h\"",
+        );
+        assert!(text.contains("max_crashes = 2"), "{text}");
+        std::fs::write(&member.config_path, text).expect("config");
+    }
+    let client = reqwest::Client::new();
+    let spawn = |member: &Member| {
+        let mut env: Vec<(String, String)> = account_ids()
+            .iter()
+            .map(|account| {
+                (
+                    format!("REFRESH_{}", account.replace('-', "_").to_uppercase()),
+                    seller(account),
+                )
+            })
+            .collect();
+        env.push((var.to_string(), db.url.clone()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        DaemonProcess::spawn_with_env(&member.config_path, &env)
+    };
+
+    // Alpha alone owns every account; the poison one crashes past max_crashes.
+    let mut alpha_daemon = spawn(&alpha);
+    let quarantined = eventually(Duration::from_secs(60), || async {
+        alpha.accounts(&client).await.is_some_and(|accounts| {
+            accounts
+                .get(poison)
+                .is_some_and(|(owner, state, _)| owner == "alpha" && state == "quarantined")
+        })
+    })
+    .await;
+    assert!(
+        quarantined,
+        "alpha quarantined {poison}: {:?}\n{}",
+        alpha.accounts(&client).await,
+        alpha_daemon.logs()
+    );
+    assert!(
+        !alpha.sellers_seen().contains(&seller(poison)),
+        "the poison account panics before its first call"
+    );
+
+    // Alpha dies; beta joins and takes every account over.
+    alpha_daemon.signal("KILL");
+    alpha_daemon.wait_exit(Duration::from_secs(10)).await;
+    let beta_daemon = spawn(&beta);
+    let others: BTreeSet<String> = account_ids()
+        .into_iter()
+        .filter(|account| account != poison)
+        .collect();
+    let taken = eventually(
+        MEMBER_TTL + HEARTBEAT * 2 + LEASE_TTL + Duration::from_secs(30),
+        || async {
+            beta.accounts(&client).await.is_some_and(|accounts| {
+                accounts.len() == ACCOUNTS
+                    && accounts.values().all(|(owner, _, _)| owner == "beta")
+                    && others
+                        .iter()
+                        .all(|account| accounts[account].1 == "running")
+            })
+        },
+    )
+    .await;
+    assert!(
+        taken,
+        "beta runs every account: {:?}\n{}",
+        beta.accounts(&client).await,
+        beta_daemon.logs()
+    );
+    let accounts = beta.accounts(&client).await.expect("status");
+    let (_, state, reason) = &accounts[poison];
+    assert_eq!(state, "quarantined", "{accounts:?}");
+    assert!(
+        reason.contains("panic") || reason.contains("chaos"),
+        "{reason}"
+    );
+    // Beta's share of the work goes on (a pass of every other account), and in all that
+    // time it never starts the quarantined one: its simulator sees no call for it.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(6) {
+        assert!(
+            !beta.sellers_seen().contains(&seller(poison)),
+            "beta ran the quarantined {poison}\n{}",
+            beta_daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let state: String = tokio::task::spawn_blocking(move || {
+        let mut client = db.client();
+        let state: String = client
+            .query_one(
+                "SELECT state FROM account_supervision WHERE account = $1",
+                &[&poison],
+            )
+            .expect("supervision row")
+            .get(0);
+        drop(client);
+        drop(db);
+        state
+    })
+    .await
+    .expect("query");
+    assert_eq!(state, "quarantined");
 }

@@ -51,6 +51,14 @@ impl ExportKind {
         }
     }
 
+    /// The table this kind reads when the PostgreSQL store holds it
+    /// ([`super::postgres::TABLES`]): with `[store] url_env` set, an export (which reads
+    /// the SQLite file) refuses it rather than write stale rows.
+    pub fn postgres_table(self) -> Option<&'static str> {
+        let (table, _, _) = self.table();
+        super::postgres::TABLES.contains(&table).then_some(table)
+    }
+
     /// Whether rows belong to an account (`--account` applies).
     pub fn per_account(self) -> bool {
         matches!(

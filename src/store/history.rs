@@ -76,29 +76,6 @@ pub struct CursorPosition {
     pub cursor_ts: i64,
 }
 
-/// Every cursor, by (account, stream), at most `limit`.
-pub fn cursor_positions(
-    ledger: &SqliteLedger,
-    limit: usize,
-) -> Result<Vec<CursorPosition>, LedgerError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT account, stream, cursor_ts FROM cursors ORDER BY account, stream LIMIT ?1",
-        )?;
-        let rows = statement
-            .query_map(params![limit], |row| {
-                Ok(CursorPosition {
-                    account: row.get(0)?,
-                    stream: row.get(1)?,
-                    cursor_ts: row.get(2)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use marketsync::config::Config;
 use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
-use marketsync::shapes::cursor::{cursor_snapshot, recent_events, Clock, CursorRunner};
+use marketsync::shapes::cursor::{Clock, CursorRunner, CursorStore};
 use marketsync::shapes::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::ebay::{
     changes_between, orders_created, EbayRequest, EbaySimConfig, EbayStats, SimChange,
@@ -217,7 +217,8 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
     }
 
     pub(crate) fn snapshot(&self, stream: &str) -> marketsync::shapes::cursor::CursorSnapshot {
-        cursor_snapshot(&self.ledger, "shop", stream)
+        self.ledger
+            .cursor_snapshot("shop", stream)
             .expect("snapshot")
             .expect("cursor exists")
     }
@@ -472,7 +473,10 @@ async fn ebay_history_rows_are_exactly_the_changes_the_simulator_made() {
                 )
             })
             .collect();
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String, String, String)> = events
         .iter()
         .map(|event| {
@@ -669,7 +673,8 @@ async fn ebay_daemon_binary_syncs_orders() {
     );
     let ledger = Arc::clone(&fixture.ledger);
     let caught_up = wait_until(Duration::from_secs(60), || {
-        cursor_snapshot(&ledger, "shop", "orders")
+        ledger
+            .cursor_snapshot("shop", "orders")
             .ok()
             .flatten()
             .is_some_and(|snapshot| {
@@ -682,7 +687,7 @@ async fn ebay_daemon_binary_syncs_orders() {
         "daemon did not catch up; logs:\n{}",
         daemon.logs()
     );
-    let orders = marketsync::shapes::cursor::latest_orders(&ledger, "shop", 10).expect("orders");
+    let orders = ledger.latest_orders("shop", 10).expect("orders");
     assert_eq!(orders.len(), 10);
     assert!(fixture.stored_orders().len() > 100);
     let requests = fixture.requests().await;
@@ -997,13 +1002,16 @@ async fn ebay_summary_and_metrics_come_from_the_database() {
     let (code, summary) = server.get("/api/accounts/shop/summary").await;
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["provider"], "ebay");
-    let want_orders = serde_json::to_value(
-        marketsync::shapes::cursor::latest_orders(&fixture.ledger, "shop", 20).expect("orders"),
+    let want_orders =
+        serde_json::to_value(fixture.ledger.latest_orders("shop", 20).expect("orders"))
+            .expect("json");
+    let want_changes = serde_json::to_value(
+        fixture
+            .ledger
+            .recent_events(Some("shop"), 20)
+            .expect("events"),
     )
     .expect("json");
-    let want_changes =
-        serde_json::to_value(recent_events(&fixture.ledger, Some("shop"), 20).expect("events"))
-            .expect("json");
     assert_eq!(want_orders.as_array().map(Vec::len), Some(20));
     assert!(
         want_changes

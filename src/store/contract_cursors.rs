@@ -1002,3 +1002,86 @@ fn every_stream_table_takes_a_window_on(ledger: &dyn LedgerStore) {
             .unwrap();
     }
 }
+
+/// Two daemons (own pools) apply the same window at once, each with changes to the same
+/// orders: exactly one commits; the other finds the cursor moved and writes nothing (no
+/// event twice, no row of its own), whatever the interleaving.
+#[test]
+fn concurrent_applies_of_one_window_on_two_pools_commit_once() {
+    let db = TestDb::create();
+    let first = PgLedger::open(&db.url, &PgSettings::default()).expect("open pg");
+    first.load_or_init_cursor("a", "orders", 0, 0).unwrap();
+    apply_orders(
+        &first,
+        "a",
+        &[order("o1", "m", "NOT_STARTED", "1", "{}")],
+        0,
+        10,
+        1,
+    )
+    .unwrap();
+    let ledgers: Vec<Arc<PgLedger>> = vec![
+        Arc::new(first),
+        Arc::new(PgLedger::open(&db.url, &PgSettings::default()).expect("open pg")),
+    ];
+    for round in 0..10i64 {
+        let start = 10 + round * 10;
+        let barrier = Arc::new(std::sync::Barrier::new(ledgers.len()));
+        let outcomes: Vec<Result<crate::store::cursors::Applied, LedgerError>> = ledgers
+            .iter()
+            .enumerate()
+            .map(|(index, ledger)| {
+                let (ledger, barrier) = (Arc::clone(ledger), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let status = format!("R{round}-{index}");
+                    let resources = [
+                        order("o1", "m", &status, "1", "{}"),
+                        order(&format!("only-{round}-{index}"), "m", "NEW", "1", "{}"),
+                    ];
+                    barrier.wait();
+                    apply_orders(ledger.as_ref(), "a", &resources, start, start + 10, start)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|handle| handle.join().expect("thread"))
+            .collect();
+        let won: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {outcomes:?}");
+        let lost = 1 - won[0];
+        assert!(
+            matches!(outcomes[lost], Err(LedgerError::CursorMoved { .. })),
+            "round {round}: {outcomes:?}"
+        );
+        let mut client = db.client();
+        let mut count =
+            |sql: &str, id: String| -> i64 { client.query_one(sql, &[&id]).unwrap().get(0) };
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM ebay_orders WHERE order_id = $1",
+                format!("only-{round}-{lost}")
+            ),
+            0,
+            "round {round}: the refused apply's new order was rolled back"
+        );
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM events WHERE after = $1",
+                format!("R{round}-{lost}")
+            ),
+            0,
+            "round {round}: the refused apply's event was rolled back"
+        );
+    }
+    let ledger: &dyn LedgerStore = ledgers[0].as_ref();
+    let snapshot = ledger.cursor_snapshot("a", "orders").unwrap().unwrap();
+    assert_eq!(
+        (snapshot.cursor_ts, snapshot.events, snapshot.resources),
+        (110, 10, 11)
+    );
+}

@@ -703,6 +703,110 @@ async fn ebay_daemon_binary_syncs_orders() {
     );
 }
 
+/// The daemon binary with `[store] url_env`: the cursor runner writes the orders stream
+/// to PostgreSQL (cursor, orders, fence), nothing of it to the SQLite file, and the
+/// PostgreSQL ledger answers the reads the surfaces make. Sync PostgreSQL calls run on the
+/// blocking pool (the sync client must not run on an async worker thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_daemon_on_postgres_keeps_the_cursor_stream_there() {
+    use marketsync::store::postgres::{testing::TestDb, PgLedger, PgSettings};
+    let ebay = EbaySimConfig {
+        orders_per_day: 40,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders"],
+        "start = \"3days\"\nsafety_lag = \"0s\"",
+        pinned_start(),
+    );
+    let db = tokio::task::spawn_blocking(TestDb::create).await.unwrap();
+    let var = "MARKETSYNC_TEST_EBAY_PG";
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    let pg_config = fixture.config_path.with_file_name("postgres.toml");
+    std::fs::write(
+        &pg_config,
+        format!("{text}\n[store]\nurl_env = \"{var}\"\n"),
+    )
+    .unwrap();
+    let mut daemon = DaemonProcess::spawn_with_env(
+        &pg_config,
+        &[
+            ("TEST_EBAY_CLIENT_ID", "daemon-client"),
+            ("TEST_EBAY_CLIENT_SECRET", "daemon-secret"),
+            ("TEST_EBAY_REFRESH_TOKEN", SELLER),
+            (var, db.url.as_str()),
+        ],
+    );
+    let url = db.url.clone();
+    let pg: Arc<dyn LedgerStore> = tokio::task::spawn_blocking(move || {
+        Arc::new(PgLedger::open(&url, &PgSettings::default()).expect("open pg"))
+            as Arc<dyn LedgerStore>
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let snapshot = loop {
+        let reader = Arc::clone(&pg);
+        let snapshot =
+            tokio::task::spawn_blocking(move || reader.cursor_snapshot("shop", "orders"))
+                .await
+                .unwrap()
+                .expect("snapshot");
+        if let Some(snapshot) = snapshot.filter(|snapshot| {
+            snapshot.cursor_ts >= marketsync::domain::now_ts() - 60 && snapshot.resources > 0
+        }) {
+            break snapshot;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "daemon did not catch up on postgresql; logs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(snapshot.resources > 100, "{snapshot:?}");
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+    let reader = Arc::clone(&pg);
+    let (orders, fence) = tokio::task::spawn_blocking(move || {
+        (
+            reader.latest_orders("shop", 10).expect("orders"),
+            reader.newest_fence("shop", "orders").expect("fence"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(orders.len(), 10);
+    assert!(
+        fence >= 1,
+        "the lease's fence was recorded in postgresql: {fence}"
+    );
+    // Nothing of the stream in the SQLite file: no cursor, no orders, no fence.
+    assert_eq!(
+        fixture
+            .ledger
+            .cursor_snapshot("shop", "orders")
+            .expect("sqlite"),
+        None
+    );
+    assert!(fixture.stored_orders().is_empty());
+    assert_eq!(
+        fixture
+            .ledger
+            .newest_fence("shop", "orders")
+            .expect("sqlite"),
+        0
+    );
+    tokio::task::spawn_blocking(move || drop((pg, db)))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn ebay_expired_token_is_refreshed_once_and_the_call_retried() {
     let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;

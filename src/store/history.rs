@@ -1,6 +1,7 @@
 //! The reads behind the dashboard's pictures: one stream's ledger hours over a range
-//! (the heatmap) and every cursor's position (the sampler's cursor lag). Both run on the
-//! read pool, so the dashboard never queues behind an apply.
+//! (the heatmap), on the read pool, so the dashboard never queues behind an apply; and
+//! the row type of every cursor's position (the sampler's cursor lag), which both engines
+//! read through [`super::cursors::CursorStore::cursor_positions`].
 
 use rusqlite::params;
 
@@ -67,7 +68,7 @@ pub fn stream_hours(
     })
 }
 
-/// One cursor's position.
+/// One cursor's position ([`super::cursors::CursorStore::cursor_positions`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorPosition {
     pub account: String,

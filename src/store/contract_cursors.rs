@@ -101,7 +101,64 @@ cursor_contract!(
     latest_orders_are_the_most_recently_modified,
     oldest_open_and_cursor_positions_compare_text_in_byte_order,
     every_stream_table_takes_a_window,
+    a_resource_served_twice_in_a_window_is_compared_with_its_first_copy,
 );
+
+fn a_resource_served_twice_in_a_window_is_compared_with_its_first_copy(engine: &Engine) {
+    let ledger = engine.ledger.as_ref();
+    ledger.load_or_init_cursor("a", "orders", 0, 0).unwrap();
+    apply_orders(ledger, "a", &[order("o1", "m", "S0", "1", "{}")], 0, 10, 1).unwrap();
+    let applied = apply_orders(
+        ledger,
+        "a",
+        &[
+            order("o1", "m", "S1", "1", "{}"),
+            order("new", "m", "N0", "1", "{}"),
+            order("o1", "m", "S2", "1", "{}"),
+            order("new", "m", "N0", "1", "{}"),
+            order("new", "m", "N1", "1", "{}"),
+        ],
+        10,
+        20,
+        2,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            applied.inserted,
+            applied.updated,
+            applied.unchanged,
+            applied.events
+        ),
+        (1, 3, 1, 3)
+    );
+    let changes: Vec<(String, Option<String>, Option<String>)> = ledger
+        .recent_events(Some("a"), 10)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|event| (event.resource_id, event.before, event.after))
+        .collect();
+    let change = |id: &str, before: &str, after: &str| {
+        (
+            id.to_string(),
+            Some(before.to_string()),
+            Some(after.to_string()),
+        )
+    };
+    assert_eq!(
+        changes,
+        [
+            change("o1", "S0", "S1"),
+            change("o1", "S1", "S2"),
+            change("new", "N0", "N1")
+        ]
+    );
+    assert_eq!(
+        engine.sql("SELECT COUNT(*) FROM ebay_orders WHERE fulfillment_status IN ('S2', 'N1')"),
+        2
+    );
+}
 
 fn a_window_upserts_its_resources_and_moves_the_cursor(engine: &Engine) {
     let ledger = engine.ledger.as_ref();

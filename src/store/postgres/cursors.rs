@@ -14,6 +14,7 @@
 //!   reads that span streams merge both.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use postgres::types::ToSql;
 
@@ -57,14 +58,21 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The statements of one resource table: the previous tracked values and raw of a
-/// resource, and its upsert.
+/// Resources whose stored state one statement reads before a window is applied.
+const PREFETCH_IDS: usize = 1_000;
+
+/// A resource's stored tracked values and raw document.
+type Stored = (Vec<Option<String>>, String);
+
+/// The statements of one resource table: the stored key, tracked values and raw of the
+/// resources whose ids are in an array, and the upsert of one resource.
 fn statements(spec: &TableSpec) -> (String, String) {
-    let tracked: Vec<&str> = spec.tracked.iter().map(|(column, _)| *column).collect();
+    let mut selected: Vec<&str> = vec![spec.key];
+    selected.extend(spec.tracked.iter().map(|(column, _)| *column));
+    selected.push("raw");
     let select = format!(
-        "SELECT {}{}raw FROM {} WHERE account = $1 AND {} = $2",
-        tracked.join(", "),
-        if tracked.is_empty() { "" } else { ", " },
+        "SELECT {} FROM {} WHERE account = $1 AND {} = ANY($2::text[])",
+        selected.join(", "),
         spec.table,
         spec.key
     );
@@ -204,7 +212,21 @@ impl CursorStore for PgLedger {
                     expected: window.start,
                 });
             }
-            let select_statement = tx.prepare(&select)?;
+            // The stored state of the window's resources, read in a few statements rather
+            // than one per resource; kept up to date below, so a resource served twice is
+            // compared with its first copy, as on SQLite.
+            let tracked_count = spec.tracked.len();
+            let mut stored: HashMap<String, Stored> = HashMap::with_capacity(resources.len());
+            for chunk in resources.chunks(PREFETCH_IDS) {
+                let ids: Vec<&str> = chunk.iter().map(|resource| resource.id.as_str()).collect();
+                for row in tx.query(select.as_str(), &[&account, &ids])? {
+                    let key: String = row.try_get(0)?;
+                    let tracked = (1..=tracked_count)
+                        .map(|index| row.try_get::<_, Option<String>>(index))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    stored.insert(key, (tracked, row.try_get(tracked_count + 1)?));
+                }
+            }
             let upsert_statement = tx.prepare(&upsert)?;
             let event_statement = tx.prepare(
                 "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
@@ -212,23 +234,26 @@ impl CursorStore for PgLedger {
             )?;
             let mut applied = Applied::default();
             for resource in resources {
-                let previous = tx.query_opt(&select_statement, &[&account, &resource.id])?;
-                if let Some(row) = &previous {
+                let tracked_now: Vec<Option<&str>> = spec
+                    .tracked
+                    .iter()
+                    .map(|(column, _)| resource.value(spec, column))
+                    .collect();
+                if let Some((before, raw)) = stored.get(&resource.id) {
                     let mut changed = false;
-                    for (index, (column, field)) in spec.tracked.iter().enumerate() {
-                        let old: Option<String> = row.try_get(index)?;
-                        let new = resource.value(spec, column);
-                        if old.as_deref() != new {
+                    for (((_, field), old), new) in
+                        spec.tracked.iter().zip(before).zip(&tracked_now)
+                    {
+                        if old.as_deref() != *new {
                             tx.execute(
                                 &event_statement,
-                                &[&account, &stream, &resource.id, field, &old, &new, &now],
+                                &[&account, &stream, &resource.id, field, old, new, &now],
                             )?;
                             applied.events += 1;
                             changed = true;
                         }
                     }
-                    let raw: String = row.try_get(spec.tracked.len())?;
-                    if !changed && raw == resource.raw {
+                    if !changed && *raw == resource.raw {
                         applied.unchanged += 1;
                         continue;
                     }
@@ -246,6 +271,13 @@ impl CursorStore for PgLedger {
                 values.push(&resource.raw);
                 values.push(&now);
                 tx.execute(&upsert_statement, &values)?;
+                stored.insert(
+                    resource.id.clone(),
+                    (
+                        tracked_now.iter().map(|value| value.map(str::to_string)).collect(),
+                        resource.raw.clone(),
+                    ),
+                );
             }
             tx.execute(
                 "UPDATE cursors SET cursor_ts = $3, updated_at = $4, last_run_at = $4, last_error = NULL,

@@ -19,7 +19,8 @@ use crate::provider::read_env;
 use crate::shapes::StreamWork;
 
 /// The sync shape and client of an account's streams, by provider. Every shape's client
-/// carries `pacer`, so its calls ask the TokenManager first.
+/// carries `pacer`, so its calls ask the TokenManager first. `hours`: the hour ledger's
+/// engine, which holds the eBay cursor streams too.
 pub(super) fn build_work(
     account: &AccountConfig,
     http: &reqwest::Client,
@@ -27,6 +28,7 @@ pub(super) fn build_work(
     own_addresses: &[SocketAddr],
     pacer: Pacer,
     ledger: &Arc<SqliteLedger>,
+    hours: &Arc<dyn LedgerStore>,
 ) -> anyhow::Result<StreamWork> {
     match account.provider.shape() {
         Shape::Windowed => Ok(StreamWork::reports(Arc::new(
@@ -41,6 +43,7 @@ pub(super) fn build_work(
                 simulator,
                 pacer.clone(),
                 Arc::clone(ledger),
+                Arc::clone(hours),
             )?;
             // eBay's `market_prices` stream drains the `ebay` job queue beside the cursors.
             crate::shapes::jobs::with_market_prices(

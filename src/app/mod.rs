@@ -319,6 +319,7 @@ impl Daemon {
                 &own_addresses,
                 pacer,
                 &ledger,
+                &hours,
             )?;
             // Only the account's own part: the contexts are built per incarnation from
             // it and `shared` (10,000 accounts keep these for the daemon's life).

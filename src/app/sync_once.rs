@@ -236,7 +236,7 @@ fn other_shapes_progress(
         }
         match account.provider.stream_shape(&stream.name) {
             crate::domain::Shape::Cursor => {
-                match crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)? {
+                match hours.cursor_snapshot(&account.id, &stream.name)? {
                     None => pending = true,
                     Some(cursor) if cursor.failures > 0 => stopped.push(format!(
                         "{}/{}: window from {} failed: {}",

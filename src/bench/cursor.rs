@@ -180,8 +180,12 @@ page_limit = {limit}
         RunOutcome::Finished { applied, failed: 0 } => applied,
         other => anyhow::bail!("the catch-up did not finish: {other:?}"),
     };
-    let snapshot = crate::store::cursors::cursor_snapshot(&ledger, "bench-ebay", "orders")?
-        .context("no cursor after the run")?;
+    let snapshot = crate::store::cursors::CursorStore::cursor_snapshot(
+        ledger.as_ref(),
+        "bench-ebay",
+        "orders",
+    )?
+    .context("no cursor after the run")?;
     let calls = reqwest::get(format!("{base}/_sim/ebay/stats"))
         .await?
         .json::<crate::sim::ebay::EbayStats>()

@@ -221,7 +221,7 @@ pub(crate) fn stream_facts(
         now,
     )?;
     if let ShapeFacts::Cursor(snapshot) = &mut facts.shape {
-        *snapshot = crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)?;
+        *snapshot = hours.cursor_snapshot(&account.id, &stream.name)?;
     }
     Ok(facts)
 }

@@ -161,9 +161,7 @@ pub fn collect(
             match shape {
                 Shape::Windowed => {}
                 Shape::Cursor => {
-                    if let Some(found) =
-                        crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)?
-                    {
+                    if let Some(found) = hours.cursor_snapshot(&account.id, &stream.name)? {
                         last_error = found.last_error.clone();
                         next_retry_at = found.retry_at;
                         cursor = Some(CursorStatus {

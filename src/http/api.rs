@@ -675,12 +675,8 @@ pub async fn summary(
         // prices and product snapshots (job providers). Still only the database.
         match account.provider.as_str() {
             "ebay" => {
-                summary.orders = Some(crate::store::cursors::latest_orders(&state.ledger, id, 20)?);
-                summary.changes = Some(crate::store::cursors::recent_events(
-                    &state.ledger,
-                    Some(id),
-                    20,
-                )?);
+                summary.orders = Some(state.hours.latest_orders(id, 20)?);
+                summary.changes = Some(state.hours.recent_events(Some(id), 20)?);
             }
             "stockx" | "keepa" | "alias" => {
                 let prices: Vec<_> = crate::store::jobs::market_prices(&state.ledger, 200)?

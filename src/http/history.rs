@@ -494,7 +494,7 @@ impl Sampler {
             let cursors = if safety_lags.is_empty() {
                 Vec::new()
             } else {
-                crate::store::history::cursor_positions(&state.ledger, DEFAULT_MAX_SERIES)?
+                state.hours.cursor_positions(DEFAULT_MAX_SERIES)?
             };
             let depth = if job_providers.is_empty() {
                 Vec::new()

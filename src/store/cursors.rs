@@ -1,14 +1,166 @@
-//! SQLite side of cursor streams (tables of migration 0003): cursors, resource upserts
-//! with their change history, and the read API for status and HTTP. Everything here is
-//! synchronous and runs on the blocking pool.
+//! Cursor streams (tables of SQLite migrations 0003, 0006, 0007 and 0011; PostgreSQL
+//! migration `0003_cursors.sql`): cursors, resource upserts with their change history,
+//! and the read API for status and HTTP, behind the [`CursorStore`] trait that both
+//! engines implement ([`SqliteLedger`] here, `PgLedger` in `store::postgres::cursors`).
+//! Everything here is synchronous and runs on the blocking pool.
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use crate::store::ebay_streams::OpenSpec;
+use crate::store::history::CursorPosition;
 use crate::store::sqlite::check_fence;
 use crate::store::WriteFence;
 use crate::store::{LedgerError, SqliteLedger};
+
+/// Storage for the cursor streams: the `cursors` rows, the streams' resource tables and
+/// the `events` history. A supertrait of [`crate::store::LedgerStore`], so the engine
+/// that holds the hour ledger (`store::hour_ledger`) holds the cursor streams too.
+/// Methods are blocking: async callers use `store::blocking`. The same contract tests run
+/// against both engines (`store::contract_cursors`).
+pub trait CursorStore: Send + Sync {
+    /// The cursor of (account, stream), created at `initial` when absent.
+    fn load_or_init_cursor(
+        &self,
+        account: &str,
+        stream: &str,
+        initial: i64,
+        now: i64,
+    ) -> Result<CursorRow, LedgerError>;
+
+    /// Applies one window in one transaction: checks the fence, upserts every resource
+    /// into `spec`'s table, appends one event per changed tracked field of a resource
+    /// seen before, and moves the cursor from `window.start` to `window.end`. A cursor no
+    /// longer at `window.start` (another run moved it) is
+    /// [`LedgerError::CursorMoved`]; a stale fence is [`LedgerError::StaleFence`]; in
+    /// both cases nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_window(
+        &self,
+        account: &str,
+        stream: &str,
+        fence: WriteFence,
+        spec: &TableSpec,
+        resources: &[Resource],
+        window: CursorWindow,
+        now: i64,
+    ) -> Result<Applied, LedgerError>;
+
+    /// Records a failed window: the cursor stays, `failures + 1`, the error and when to
+    /// retry. The fence is checked in the same transaction.
+    fn record_failure(
+        &self,
+        account: &str,
+        stream: &str,
+        fence: WriteFence,
+        message: &str,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Where (account, stream) stands; `None` before its first run.
+    fn cursor_snapshot(
+        &self,
+        account: &str,
+        stream: &str,
+    ) -> Result<Option<CursorSnapshot>, LedgerError>;
+
+    /// The newest `limit` change-history rows, of one account or all, newest first.
+    fn recent_events(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChangeEvent>, LedgerError>;
+
+    /// The `limit` most recently modified orders of an account.
+    fn latest_orders(&self, account: &str, limit: usize) -> Result<Vec<OrderSummary>, LedgerError>;
+
+    /// The earliest `spec.date_column` of `account`'s resources in an open status, as
+    /// stored (text, compared in byte order); `None` when none is open.
+    fn oldest_open(&self, account: &str, spec: &OpenSpec) -> Result<Option<String>, LedgerError>;
+
+    /// Every cursor, by (account, stream) in byte order, at most `limit`: the
+    /// dashboard's cursor positions.
+    fn cursor_positions(&self, limit: usize) -> Result<Vec<CursorPosition>, LedgerError>;
+}
+
+impl CursorStore for SqliteLedger {
+    fn load_or_init_cursor(
+        &self,
+        account: &str,
+        stream: &str,
+        initial: i64,
+        now: i64,
+    ) -> Result<CursorRow, LedgerError> {
+        self.with_conn(|conn| load_or_init_cursor(conn, account, stream, initial, now))
+    }
+
+    fn apply_window(
+        &self,
+        account: &str,
+        stream: &str,
+        fence: WriteFence,
+        spec: &TableSpec,
+        resources: &[Resource],
+        window: CursorWindow,
+        now: i64,
+    ) -> Result<Applied, LedgerError> {
+        self.with_conn(|conn| {
+            apply_window(
+                conn,
+                account,
+                stream,
+                fence,
+                spec,
+                resources,
+                window.start,
+                window.end,
+                now,
+            )
+        })
+    }
+
+    fn record_failure(
+        &self,
+        account: &str,
+        stream: &str,
+        fence: WriteFence,
+        message: &str,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        self.with_conn(|conn| record_failure(conn, account, stream, fence, message, retry_at, now))
+    }
+
+    fn cursor_snapshot(
+        &self,
+        account: &str,
+        stream: &str,
+    ) -> Result<Option<CursorSnapshot>, LedgerError> {
+        self.with_read_conn(|conn| cursor_snapshot(conn, account, stream))
+    }
+
+    fn recent_events(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChangeEvent>, LedgerError> {
+        self.with_read_conn(|conn| recent_events_of(conn, account, None, limit))
+    }
+
+    fn latest_orders(&self, account: &str, limit: usize) -> Result<Vec<OrderSummary>, LedgerError> {
+        self.with_read_conn(|conn| latest_orders(conn, account, limit))
+    }
+
+    fn oldest_open(&self, account: &str, spec: &OpenSpec) -> Result<Option<String>, LedgerError> {
+        self.with_read_conn(|conn| super::ebay_streams::oldest_open(conn, account, spec))
+    }
+
+    fn cursor_positions(&self, limit: usize) -> Result<Vec<CursorPosition>, LedgerError> {
+        self.with_read_conn(|conn| cursor_positions_of(conn, None, limit))
+    }
+}
 
 /// A half-open window `[start, end)` of unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +285,9 @@ pub struct Applied {
     pub events: u64,
 }
 
-/// The cursor of (account, stream), created at `initial` when absent.
+/// The cursor of (account, stream), created at `initial` when absent, on a connection
+/// of the SQLite file (the daemon goes through [`CursorStore`]; the `active_inventory`
+/// snapshot, whose tables stay in the file, calls this directly).
 pub fn load_or_init_cursor(
     conn: &mut Connection,
     account: &str,
@@ -159,10 +313,7 @@ pub fn load_or_init_cursor(
     Ok(row)
 }
 
-/// Applies one window in one transaction: checks the fence, upserts every resource,
-/// appends one event per changed tracked field of a resource seen before, and moves the
-/// cursor from `window_start` to `window_end`. If the cursor is no longer at
-/// `window_start` (another run moved it), nothing is written.
+/// [`CursorStore::apply_window`] on a connection of the SQLite file.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_window(
     conn: &mut Connection,
@@ -272,15 +423,18 @@ pub fn apply_window(
         .execute(params![account, stream, window_end, now, window_start])?;
     if moved != 1 {
         // Another run moved the cursor (only possible without leases): drop this window.
-        return Err(LedgerError::Sqlite(rusqlite::Error::StatementChangedRows(
-            moved,
-        )));
+        return Err(LedgerError::CursorMoved {
+            account: account.to_string(),
+            stream: stream.to_string(),
+            expected: window_start,
+        });
     }
     tx.commit()?;
     Ok(applied)
 }
 
-/// Records a failed window: the cursor stays, `failures + 1`, the error and when to retry.
+/// [`CursorStore::record_failure`] on a connection of the SQLite file (the
+/// `active_inventory` snapshot calls it directly: its cursor row stays in the file).
 pub fn record_failure(
     conn: &mut Connection,
     account: &str,
@@ -301,13 +455,12 @@ pub fn record_failure(
     Ok(())
 }
 
-/// Where (account, stream) stands; `None` before its first run.
-pub fn cursor_snapshot(
-    ledger: &SqliteLedger,
+fn cursor_snapshot(
+    conn: &Connection,
     account: &str,
     stream: &str,
 ) -> Result<Option<CursorSnapshot>, LedgerError> {
-    ledger.with_read_conn(|conn| {
+    {
         let row = conn
             .prepare_cached(
                 "SELECT cursor_ts, last_run_at, last_error, failures, retry_at FROM cursors
@@ -340,43 +493,84 @@ pub fn cursor_snapshot(
             .prepare_cached("SELECT COUNT(*) FROM events WHERE account = ?1 AND stream = ?2")?
             .query_row(params![account, stream], |row| row.get(0))?;
         Ok(Some(snapshot))
-    })
+    }
 }
 
-/// The newest `limit` change-history rows, of one account or all, newest first.
-pub fn recent_events(
-    ledger: &SqliteLedger,
+/// The newest `limit` events, of one account or all, newest first; with `streams`, only
+/// those streams' (names are the store's constants, never input).
+pub(crate) fn recent_events_of(
+    conn: &Connection,
     account: Option<&str>,
+    streams: Option<&[&str]>,
     limit: usize,
 ) -> Result<Vec<ChangeEvent>, LedgerError> {
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT id, account, stream, resource_id, field, before, after, observed_at FROM events
-             WHERE (?1 IS NULL OR account = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![account, limit as i64], |row| {
-            Ok(ChangeEvent {
-                id: row.get(0)?,
-                account: row.get(1)?,
-                stream: row.get(2)?,
-                resource_id: row.get(3)?,
-                field: row.get(4)?,
-                before: row.get(5)?,
-                after: row.get(6)?,
-                observed_at: row.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
+    let only = stream_filter(streams);
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT id, account, stream, resource_id, field, before, after, observed_at FROM events
+         WHERE (?1 IS NULL OR account = ?1){only} ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![account, limit], |row| {
+        Ok(ChangeEvent {
+            id: row.get(0)?,
+            account: row.get(1)?,
+            stream: row.get(2)?,
+            resource_id: row.get(3)?,
+            field: row.get(4)?,
+            before: row.get(5)?,
+            after: row.get(6)?,
+            observed_at: row.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The `limit` most recently modified orders of an account.
-pub fn latest_orders(
-    ledger: &SqliteLedger,
+/// Every cursor by (account, stream), at most `limit`; with `streams`, only theirs.
+pub(crate) fn cursor_positions_of(
+    conn: &Connection,
+    streams: Option<&[&str]>,
+    limit: usize,
+) -> Result<Vec<CursorPosition>, LedgerError> {
+    let only = stream_filter(streams);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT account, stream, cursor_ts FROM cursors WHERE 1 = 1{only}
+         ORDER BY account, stream LIMIT ?1"
+    ))?;
+    let rows = statement
+        .query_map(params![limit], |row| {
+            Ok(CursorPosition {
+                account: row.get(0)?,
+                stream: row.get(1)?,
+                cursor_ts: row.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// ` AND stream IN (...)` for `streams` (constants of the store, quoted), or nothing.
+fn stream_filter(streams: Option<&[&str]>) -> String {
+    match streams {
+        None => String::new(),
+        Some(streams) => format!(
+            " AND stream IN ({})",
+            streams
+                .iter()
+                .map(|stream| format!("'{}'", stream.replace('\'', "''")))
+                .chain(std::iter::once("NULL".to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn latest_orders(
+    conn: &Connection,
     account: &str,
     limit: usize,
 ) -> Result<Vec<OrderSummary>, LedgerError> {
-    ledger.with_read_conn(|conn| {
+    {
         let mut statement = conn.prepare_cached(
             "SELECT order_id, creation_date, last_modified_date, fulfillment_status, payment_status,
                     total_value, currency, buyer
@@ -395,7 +589,7 @@ pub fn latest_orders(
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
+    }
 }
 
 #[cfg(test)]
@@ -462,22 +656,26 @@ mod tests {
                 let moved = apply_order(conn, order("1", "FULFILLED", "{\"x\":1}"), 20, 30, 3)?;
                 assert_eq!((moved.updated, moved.events), (1, 1));
                 // A window that does not start at the cursor is refused and writes nothing.
-                assert!(apply_order(conn, order("2", "NOT_STARTED", "{}"), 0, 10, 4).is_err());
+                assert!(matches!(
+                    apply_order(conn, order("2", "NOT_STARTED", "{}"), 0, 10, 4),
+                    Err(LedgerError::CursorMoved { expected: 0, .. })
+                ));
                 Ok::<_, LedgerError>(())
             })
             .expect("apply");
-        let events = recent_events(&ledger, Some("a"), 10).expect("events");
+        let events = ledger.recent_events(Some("a"), 10).expect("events");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].field, "orderFulfillmentStatus");
         assert_eq!(events[0].before.as_deref(), Some("NOT_STARTED"));
         assert_eq!(events[0].after.as_deref(), Some("FULFILLED"));
-        let snapshot = cursor_snapshot(&ledger, "a", "orders")
+        let snapshot = ledger
+            .cursor_snapshot("a", "orders")
             .expect("snapshot")
             .expect("cursor");
         assert_eq!(
             (snapshot.cursor_ts, snapshot.resources, snapshot.events),
             (30, 1, 1)
         );
-        assert_eq!(latest_orders(&ledger, "a", 5).expect("orders").len(), 1);
+        assert_eq!(ledger.latest_orders("a", 5).expect("orders").len(), 1);
     }
 }

@@ -49,6 +49,20 @@ pub static RETURNS_TABLE: TableSpec = TableSpec {
     tracked: &[("state", "state"), ("return_type", "currentType")],
 };
 
+/// The eBay cursor streams that have a resource table ([`table_for_stream`]).
+pub const CURSOR_STREAMS: &[&str] = &[
+    "orders",
+    "transactions",
+    "returns",
+    "active_inventory",
+    "finances",
+    "offers",
+    "messages",
+    "cases",
+    "inquiries",
+    "purchases",
+];
+
 /// The resource table of an eBay stream.
 pub fn table_for_stream(stream: &str) -> Option<&'static TableSpec> {
     match stream {

@@ -1,6 +1,7 @@
 //! The reads behind the dashboard's pictures: one stream's ledger hours over a range
-//! (the heatmap) and every cursor's position (the sampler's cursor lag). Both run on the
-//! read pool, so the dashboard never queues behind an apply.
+//! (the heatmap), on the read pool, so the dashboard never queues behind an apply; and
+//! the row type of every cursor's position (the sampler's cursor lag), which both engines
+//! read through [`super::cursors::CursorStore::cursor_positions`].
 
 use rusqlite::params;
 
@@ -67,36 +68,13 @@ pub fn stream_hours(
     })
 }
 
-/// One cursor's position.
+/// One cursor's position ([`super::cursors::CursorStore::cursor_positions`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorPosition {
     pub account: String,
     pub stream: String,
     /// Everything modified before this (unix seconds) is applied.
     pub cursor_ts: i64,
-}
-
-/// Every cursor, by (account, stream), at most `limit`.
-pub fn cursor_positions(
-    ledger: &SqliteLedger,
-    limit: usize,
-) -> Result<Vec<CursorPosition>, LedgerError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT account, stream, cursor_ts FROM cursors ORDER BY account, stream LIMIT ?1",
-        )?;
-        let rows = statement
-            .query_map(params![limit], |row| {
-                Ok(CursorPosition {
-                    account: row.get(0)?,
-                    stream: row.get(1)?,
-                    cursor_ts: row.get(2)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    })
 }
 
 #[cfg(test)]

@@ -53,6 +53,14 @@ pub enum LedgerError {
         stream: String,
         fence: u64,
     },
+    /// A cursor window whose cursor moved meanwhile (another run applied it): the window
+    /// is dropped, nothing was written.
+    #[error("the cursor of {account}/{stream} is no longer at {expected}: another run applied this window, so it is dropped and nothing was written")]
+    CursorMoved {
+        account: String,
+        stream: String,
+        expected: i64,
+    },
     #[error("document rejected: {0}")]
     Document(#[from] ReportError),
     #[error("sqlite: {0}")]
@@ -171,7 +179,12 @@ pub type RowFeed<'a> = &'a mut dyn FnMut(
 /// Storage for the ledger. Methods are blocking: async callers run them on the blocking
 /// pool (see [`crate::shapes::windowed`]), never on the async worker threads.
 pub trait LedgerStore:
-    super::reads::LedgerReads + super::supervision::SupervisionStore + Send + Sync + 'static
+    super::reads::LedgerReads
+    + super::supervision::SupervisionStore
+    + super::cursors::CursorStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Inserts MISSING rows for every hour of `window` that has no row yet; returns how many.
     fn seed(

@@ -1,15 +1,20 @@
 //! The store: every SQL statement of marketsync lives below this module.
 //!
 //! One SQLite file (WAL) holds the daemon's state, one file per table family; the hour
-//! ledger's tables may live in PostgreSQL instead (`[store] url_env`):
+//! ledger's tables, the supervision rows and the eBay cursor streams' tables may live in
+//! PostgreSQL instead (`[store] url_env`), behind the same traits:
 //! - [`blocking`](mod@blocking): the one helper that runs store work on the blocking pool.
-//! - [`ledger`]: the ledger's storage trait ([`LedgerStore`]), its error and row types.
+//! - [`ledger`]: the ledger's storage trait ([`LedgerStore`], with the supertraits
+//!   [`LedgerReads`], [`supervision::SupervisionStore`] and [`cursors::CursorStore`]), its
+//!   error and row types.
 //! - [`reads`]: the ledger's read surfaces ([`LedgerReads`]), implemented by both engines.
 //! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
 //!   cooldowns, audits).
-//! - [`postgres`]: the hour ledger on PostgreSQL ([`PgLedger`]): pool, migrations,
-//!   claims with `SKIP LOCKED`, fences in every write's transaction.
-//! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
+//! - [`postgres`]: the hour ledger, supervision and cursor streams on PostgreSQL
+//!   ([`PgLedger`]): pool, migrations, claims with `SKIP LOCKED`, fences in every write's
+//!   transaction.
+//! - [`cursors`]: eBay cursor streams ([`cursors::CursorStore`]): cursors, resources and
+//!   their change history; the SQLite implementation.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
 //! - [`ebay_inventory`]: eBay active-inventory snapshots (per-SKU quantity and price).
 //! - [`ebay_streams`]: which stored eBay resources are still moving (re-read windows).
@@ -46,16 +51,20 @@ pub mod tracked;
 pub use blocking::{blocking, BlockingFailed};
 
 #[cfg(test)]
+mod contract_cursors;
+#[cfg(test)]
 mod contract_tests;
 pub use ledger::*;
 pub use postgres::PgLedger;
 pub use reads::{FailedHour, HourDiagnostics, LedgerReads};
 pub use sqlite::SqliteLedger;
 
-/// The engine that holds the hour ledger: PostgreSQL when `[store] url_env` is set
-/// (`store`), the SQLite file otherwise. Blocking (connects and migrates): async callers
-/// run it on the blocking pool. The PostgreSQL ledger also consults the SQLite file's
-/// fences, which the cursor and job shapes still write (see `PgLedger::with_local_fences`).
+/// The engine that holds the hour ledger, the supervision rows and the eBay cursor
+/// streams: PostgreSQL when `[store] url_env` is set (`store`), the SQLite file otherwise.
+/// Blocking (connects and migrates): async callers run it on the blocking pool. The
+/// PostgreSQL ledger also consults the SQLite file (see `PgLedger::with_local_fences`):
+/// its fences, which the job shapes and the `active_inventory` snapshot still write, and
+/// that stream's cursor row and history, which stay there with its tables.
 pub fn hour_ledger(
     store: Option<&postgres::StoreSettings>,
     sqlite: &std::sync::Arc<SqliteLedger>,

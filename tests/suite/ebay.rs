@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use marketsync::config::Config;
 use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
-use marketsync::shapes::cursor::{cursor_snapshot, recent_events, Clock, CursorRunner};
+use marketsync::shapes::cursor::{Clock, CursorRunner, CursorStore};
 use marketsync::shapes::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::ebay::{
     changes_between, orders_created, EbayRequest, EbaySimConfig, EbayStats, SimChange,
@@ -217,7 +217,8 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
     }
 
     pub(crate) fn snapshot(&self, stream: &str) -> marketsync::shapes::cursor::CursorSnapshot {
-        cursor_snapshot(&self.ledger, "shop", stream)
+        self.ledger
+            .cursor_snapshot("shop", stream)
             .expect("snapshot")
             .expect("cursor exists")
     }
@@ -472,7 +473,10 @@ async fn ebay_history_rows_are_exactly_the_changes_the_simulator_made() {
                 )
             })
             .collect();
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String, String, String)> = events
         .iter()
         .map(|event| {
@@ -669,7 +673,8 @@ async fn ebay_daemon_binary_syncs_orders() {
     );
     let ledger = Arc::clone(&fixture.ledger);
     let caught_up = wait_until(Duration::from_secs(60), || {
-        cursor_snapshot(&ledger, "shop", "orders")
+        ledger
+            .cursor_snapshot("shop", "orders")
             .ok()
             .flatten()
             .is_some_and(|snapshot| {
@@ -682,7 +687,7 @@ async fn ebay_daemon_binary_syncs_orders() {
         "daemon did not catch up; logs:\n{}",
         daemon.logs()
     );
-    let orders = marketsync::shapes::cursor::latest_orders(&ledger, "shop", 10).expect("orders");
+    let orders = ledger.latest_orders("shop", 10).expect("orders");
     assert_eq!(orders.len(), 10);
     assert!(fixture.stored_orders().len() > 100);
     let requests = fixture.requests().await;
@@ -696,6 +701,110 @@ async fn ebay_daemon_binary_syncs_orders() {
         daemon.wait_exit_code(Duration::from_secs(30)).await,
         Some(0)
     );
+}
+
+/// The daemon binary with `[store] url_env`: the cursor runner writes the orders stream
+/// to PostgreSQL (cursor, orders, fence), nothing of it to the SQLite file, and the
+/// PostgreSQL ledger answers the reads the surfaces make. Sync PostgreSQL calls run on the
+/// blocking pool (the sync client must not run on an async worker thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_daemon_on_postgres_keeps_the_cursor_stream_there() {
+    use marketsync::store::postgres::{testing::TestDb, PgLedger, PgSettings};
+    let ebay = EbaySimConfig {
+        orders_per_day: 40,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let fixture = EbayFixture::new(
+        &sim,
+        &["orders"],
+        "start = \"3days\"\nsafety_lag = \"0s\"",
+        pinned_start(),
+    );
+    let db = tokio::task::spawn_blocking(TestDb::create).await.unwrap();
+    let var = "MARKETSYNC_TEST_EBAY_PG";
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    let pg_config = fixture.config_path.with_file_name("postgres.toml");
+    std::fs::write(
+        &pg_config,
+        format!("{text}\n[store]\nurl_env = \"{var}\"\n"),
+    )
+    .unwrap();
+    let mut daemon = DaemonProcess::spawn_with_env(
+        &pg_config,
+        &[
+            ("TEST_EBAY_CLIENT_ID", "daemon-client"),
+            ("TEST_EBAY_CLIENT_SECRET", "daemon-secret"),
+            ("TEST_EBAY_REFRESH_TOKEN", SELLER),
+            (var, db.url.as_str()),
+        ],
+    );
+    let url = db.url.clone();
+    let pg: Arc<dyn LedgerStore> = tokio::task::spawn_blocking(move || {
+        Arc::new(PgLedger::open(&url, &PgSettings::default()).expect("open pg"))
+            as Arc<dyn LedgerStore>
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let snapshot = loop {
+        let reader = Arc::clone(&pg);
+        let snapshot =
+            tokio::task::spawn_blocking(move || reader.cursor_snapshot("shop", "orders"))
+                .await
+                .unwrap()
+                .expect("snapshot");
+        if let Some(snapshot) = snapshot.filter(|snapshot| {
+            snapshot.cursor_ts >= marketsync::domain::now_ts() - 60 && snapshot.resources > 0
+        }) {
+            break snapshot;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "daemon did not catch up on postgresql; logs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(snapshot.resources > 100, "{snapshot:?}");
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+    let reader = Arc::clone(&pg);
+    let (orders, fence) = tokio::task::spawn_blocking(move || {
+        (
+            reader.latest_orders("shop", 10).expect("orders"),
+            reader.newest_fence("shop", "orders").expect("fence"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(orders.len(), 10);
+    assert!(
+        fence >= 1,
+        "the lease's fence was recorded in postgresql: {fence}"
+    );
+    // Nothing of the stream in the SQLite file: no cursor, no orders, no fence.
+    assert_eq!(
+        fixture
+            .ledger
+            .cursor_snapshot("shop", "orders")
+            .expect("sqlite"),
+        None
+    );
+    assert!(fixture.stored_orders().is_empty());
+    assert_eq!(
+        fixture
+            .ledger
+            .newest_fence("shop", "orders")
+            .expect("sqlite"),
+        0
+    );
+    tokio::task::spawn_blocking(move || drop((pg, db)))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -997,13 +1106,16 @@ async fn ebay_summary_and_metrics_come_from_the_database() {
     let (code, summary) = server.get("/api/accounts/shop/summary").await;
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["provider"], "ebay");
-    let want_orders = serde_json::to_value(
-        marketsync::shapes::cursor::latest_orders(&fixture.ledger, "shop", 20).expect("orders"),
+    let want_orders =
+        serde_json::to_value(fixture.ledger.latest_orders("shop", 20).expect("orders"))
+            .expect("json");
+    let want_changes = serde_json::to_value(
+        fixture
+            .ledger
+            .recent_events(Some("shop"), 20)
+            .expect("events"),
     )
     .expect("json");
-    let want_changes =
-        serde_json::to_value(recent_events(&fixture.ledger, Some("shop"), 20).expect("events"))
-            .expect("json");
     assert_eq!(want_orders.as_array().map(Vec::len), Some(20));
     assert!(
         want_changes

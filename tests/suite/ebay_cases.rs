@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use marketsync::shapes::cursor::recent_events;
+use marketsync::shapes::cursor::CursorStore;
 use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{cases_between, changes_between, EbaySimConfig};
 
@@ -94,7 +94,10 @@ async fn ebay_cases_stores_every_case_and_exactly_its_status_changes() {
             && expected.iter().any(|change| change.2 == "CLOSED"),
         "{expected:?}"
     );
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String)> = events
         .iter()
         .map(|event| {

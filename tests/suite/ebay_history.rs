@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use marketsync::shapes::cursor::recent_events;
+use marketsync::shapes::cursor::CursorStore;
 use marketsync::shapes::{RunOutcome, StreamContext};
 use marketsync::sim::ebay::{changes_between, EbaySimConfig, SimChange};
 
@@ -123,7 +123,10 @@ async fn ebay_history_over_a_simulated_week_equals_the_simulators_changes() {
     for change in &simulated {
         expected.entry(key_of(change)).or_default().push(change.at);
     }
-    let events = recent_events(&fixture.ledger, Some("shop"), 1_000_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 1_000_000)
+        .expect("events");
     let mut recorded: BTreeMap<Key, Vec<i64>> = BTreeMap::new();
     for event in &events {
         let key = (

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use marketsync::provider::ebay::{EbayApi, EbayClient, EbayCredentials, EbayEndpoints};
 use marketsync::provider::ProviderError;
-use marketsync::shapes::cursor::recent_events;
+use marketsync::shapes::cursor::CursorStore;
 use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{changes_between, inquiries_between, EbaySimConfig};
 use serde_json::json;
@@ -114,7 +114,10 @@ async fn ebay_inquiries_store_every_inquiry_and_exactly_its_status_changes() {
             && expected.iter().any(|change| change.2 == "CLOSED"),
         "{expected:?}"
     );
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String)> = events
         .iter()
         .map(|event| {

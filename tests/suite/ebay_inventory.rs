@@ -11,7 +11,7 @@ use std::time::Duration;
 use marketsync::config::Config;
 use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use marketsync::provider::ebay_feed;
-use marketsync::shapes::cursor::{cursor_snapshot, Clock, CursorRunner};
+use marketsync::shapes::cursor::{Clock, CursorRunner, CursorStore};
 use marketsync::shapes::{RunOutcome, StreamContext, StreamWork};
 use marketsync::sim::ebay::feed::{inventory_listings, write_result_zip};
 use marketsync::sim::ebay::EbaySimConfig;
@@ -377,7 +377,9 @@ async fn ebay_inventory_sync_stores_every_sku_and_records_changes_between_runs()
         "{outcome:?}"
     );
     assert_eq!(fixture.events().len(), wanted.len());
-    let snapshot = cursor_snapshot(&fixture.ledger, "shop", "active_inventory")
+    let snapshot = fixture
+        .ledger
+        .cursor_snapshot("shop", "active_inventory")
         .expect("snapshot")
         .expect("cursor row");
     assert_eq!(
@@ -435,7 +437,9 @@ async fn ebay_inventory_truncated_or_malformed_file_applies_nothing() {
             fixture.events().is_empty(),
             "{how}: no history from a failed file"
         );
-        let snapshot = cursor_snapshot(&fixture.ledger, "shop", "active_inventory")
+        let snapshot = fixture
+            .ledger
+            .cursor_snapshot("shop", "active_inventory")
             .expect("snapshot")
             .expect("cursor row");
         let error = snapshot.last_error.unwrap_or_default();
@@ -729,7 +733,9 @@ async fn ebay_inventory_sync_once_through_the_daemon_stores_the_snapshot() {
         active(&fixture.stored()),
         expected(&sim_config(300).ebay, t0)
     );
-    let snapshot = cursor_snapshot(&fixture.ledger, "shop", "active_inventory")
+    let snapshot = fixture
+        .ledger
+        .cursor_snapshot("shop", "active_inventory")
         .expect("snapshot")
         .expect("cursor row");
     assert_eq!((snapshot.failures, snapshot.last_error), (0, None));
@@ -785,7 +791,9 @@ async fn ebay_inventory_an_interrupted_run_resumes_its_task() {
         .expect("stats json");
     assert_eq!(stats.calls("ebay.createInventoryTask"), 1, "{stats:?}");
     assert_eq!(stats.calls("ebay.getResultFile"), 2, "{stats:?}");
-    let snapshot = cursor_snapshot(&fixture.ledger, "shop", "active_inventory")
+    let snapshot = fixture
+        .ledger
+        .cursor_snapshot("shop", "active_inventory")
         .expect("snapshot")
         .expect("cursor row");
     assert_eq!(

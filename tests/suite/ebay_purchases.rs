@@ -11,7 +11,7 @@ use marketsync::domain::format_millis;
 use marketsync::provider::ebay::{EbayClient, EbayCredentials, EbayEndpoints};
 use marketsync::provider::ebay_trading::trading_call;
 use marketsync::provider::ProviderError;
-use marketsync::shapes::cursor::recent_events;
+use marketsync::shapes::cursor::CursorStore;
 use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{changes_between, purchases_created, EbaySimConfig, PURCHASES_PER_DAY};
 
@@ -133,7 +133,10 @@ async fn ebay_purchases_store_every_purchase_and_exactly_its_changes() {
             "{field}: {expected:?}"
         );
     }
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String, String)> = events
         .iter()
         .map(|event| {

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use marketsync::shapes::cursor::ebay::TRANSACTIONS_REVISIT;
-use marketsync::shapes::cursor::recent_events;
+use marketsync::shapes::cursor::CursorStore;
 use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{changes_between, payouts_between, EbayRequest, EbaySimConfig};
 
@@ -92,7 +92,10 @@ async fn ebay_streams_transaction_status_changes_are_exactly_the_history() {
             .filter(|change| change.stream == "transactions")
             .map(|change| (change.resource_id, change.before, change.after))
             .collect();
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String)> = events
         .iter()
         .map(|event| {
@@ -298,7 +301,10 @@ async fn ebay_streams_finances_stores_every_payout_and_its_status_changes() {
             .filter(|change| change.stream == "finances")
             .map(|change| (change.resource_id, change.before, change.after))
             .collect();
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: Vec<(String, String, String)> = events
         .iter()
         .map(|event| {
@@ -485,7 +491,10 @@ async fn ebay_streams_offers_snapshot_reads_every_sku_and_records_price_and_quan
         }
     }
     assert!(expected.len() > 10, "{} changes", expected.len());
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let recorded: BTreeSet<(String, String, String, String)> = events
         .iter()
         .map(|event| {
@@ -600,7 +609,10 @@ async fn ebay_streams_messages_record_new_messages_and_reads_exactly() {
             })
             .collect();
     expected.sort();
-    let events = recent_events(&fixture.ledger, Some("shop"), 100_000).expect("events");
+    let events = fixture
+        .ledger
+        .recent_events(Some("shop"), 100_000)
+        .expect("events");
     let mut recorded: Vec<(String, String, String, String)> = events
         .iter()
         .map(|event| {

@@ -28,7 +28,13 @@
 //! [`ebay_streams`] (finances, messages), [`ebay_cases`] (cases), [`ebay_inquiries`]
 //! (inquiries), [`ebay_purchases`] (purchases, Trading XML), [`offers`] (a snapshot of Sell Inventory offers),
 //! [`inventory`] (active_inventory),
-//! [`crate::store::cursors`] (SQLite), [`crate::bench::cursor`] (`marketsync bench ebay`).
+//! [`crate::store::cursors`] (the [`CursorStore`] both engines implement),
+//! [`crate::bench::cursor`] (`marketsync bench ebay`).
+//!
+//! Storage: the cursor rows, resource tables and history live with the hour ledger (the
+//! engine `store::hour_ledger` opens: PostgreSQL with `[store] url_env`, else the SQLite
+//! file), except `active_inventory`'s, whose snapshot tables stay in the SQLite file
+//! (its cursor row moves in the snapshot's SQLite transaction).
 
 mod settings;
 pub use settings::{CursorSettings, FeedSettings};
@@ -75,11 +81,9 @@ use crate::shapes::{
     retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, StreamWork,
     SyncError, DEFERRED_RETRY, QUOTA_WAIT_MAX,
 };
-use crate::store::{LedgerError, SqliteLedger};
+use crate::store::{LedgerError, LedgerStore, SqliteLedger};
 
-pub use crate::store::cursors::{
-    cursor_snapshot, latest_orders, recent_events, ChangeEvent, CursorSnapshot, OrderSummary,
-};
+pub use crate::store::cursors::{ChangeEvent, CursorSnapshot, CursorStore, OrderSummary};
 pub use adapter::{CursorAdapter, CursorWindow, Page, Resource, TableSpec, TradingRequest};
 
 /// Attempts at reading a window whose result set changed while it was paged (an item
@@ -129,12 +133,15 @@ impl Clock {
 }
 
 /// The cursor engine of one account: its eBay client, the stream adapters, and the
-/// SQLite store its tables live in.
+/// stores its tables live in.
 pub struct CursorRunner {
     client: Arc<EbayClient>,
     pacer: Option<Pacer>,
-    /// The concrete store: the cursor tables are not part of the `LedgerStore` trait.
+    /// The SQLite file: the `active_inventory` snapshot's tables and its cursor row.
     ledger: Arc<SqliteLedger>,
+    /// The engine of every other stream's cursor, resources and history: the hour
+    /// ledger's (PostgreSQL with `[store] url_env`, else `ledger` itself).
+    cursors: Arc<dyn LedgerStore>,
     adapters: HashMap<&'static str, Arc<dyn CursorAdapter>>,
     clock: Clock,
 }
@@ -151,18 +158,27 @@ enum WindowError {
 }
 
 impl CursorRunner {
-    /// A runner for the built eBay streams.
+    /// A runner for the built eBay streams, its tables in the SQLite file `ledger`.
     pub fn new(client: Arc<EbayClient>, pacer: Option<Pacer>, ledger: Arc<SqliteLedger>) -> Self {
+        let cursors: Arc<dyn LedgerStore> = Arc::clone(&ledger) as Arc<dyn LedgerStore>;
         CursorRunner {
             client,
             pacer,
             ledger,
+            cursors,
             adapters: ebay::adapters()
                 .into_iter()
                 .map(|adapter| (adapter.stream(), adapter))
                 .collect(),
             clock: Clock::System,
         }
+    }
+
+    /// Keeps the cursor streams in `cursors` (the hour ledger's engine) instead of the
+    /// SQLite file; `active_inventory` stays in the file.
+    pub fn with_cursor_store(mut self, cursors: Arc<dyn LedgerStore>) -> Self {
+        self.cursors = cursors;
+        self
     }
 
     /// Uses `clock` for windows (tests pin it together with the simulator's).
@@ -193,8 +209,8 @@ impl CursorRunner {
         let now = self.clock.now();
         let account = context.account.id.clone();
         let cursor = self
-            .on_db(move |conn| {
-                crate::store::cursors::load_or_init_cursor(conn, &account, stream, 0, now)
+            .on_cursors(stream, move |store| {
+                store.load_or_init_cursor(&account, stream, 0, now)
             })
             .await?;
         if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
@@ -205,6 +221,24 @@ impl CursorRunner {
             }));
         }
         Ok(Ok((cursor, now)))
+    }
+
+    /// Runs `work` on the blocking pool against the store `stream`'s cursor lives in:
+    /// the SQLite file for `active_inventory`, the cursor store for the rest.
+    async fn on_cursors<T, F>(&self, stream: &str, work: F) -> Result<T, SyncError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let store: Arc<dyn LedgerStore> = if stream == inventory::STREAM {
+            Arc::clone(&self.ledger) as Arc<dyn LedgerStore>
+        } else {
+            Arc::clone(&self.cursors)
+        };
+        crate::store::blocking(move || work(store.as_ref()))
+            .await
+            .map_err(|err| SyncError::Join(err.0))?
+            .map_err(SyncError::from)
     }
 
     async fn on_db<T, F>(&self, work: F) -> Result<T, SyncError>
@@ -252,14 +286,8 @@ impl CursorRunner {
         let initial = now - stream.cursor().start.as_secs() as i64;
         let (account_db, stream_db) = (account.clone(), stream.name.clone());
         let cursor = self
-            .on_db(move |conn| {
-                crate::store::cursors::load_or_init_cursor(
-                    conn,
-                    &account_db,
-                    &stream_db,
-                    initial,
-                    now,
-                )
+            .on_cursors(&stream.name, move |store| {
+                store.load_or_init_cursor(&account_db, &stream_db, initial, now)
             })
             .await?;
         if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
@@ -328,16 +356,14 @@ impl CursorRunner {
             let spec = adapter.table();
             let count = resources.len();
             let result = self
-                .on_db(move |conn| {
-                    crate::store::cursors::apply_window(
-                        conn,
+                .on_cursors(&stream.name, move |store| {
+                    store.apply_window(
                         &account_db,
                         &stream_db,
                         fence,
                         spec,
                         &resources,
-                        window.start,
-                        window.end,
+                        window,
                         now_ts(),
                     )
                 })
@@ -388,7 +414,9 @@ impl CursorRunner {
         };
         let account = context.account.id.clone();
         let oldest_opt = self
-            .on_db(move |conn| crate::store::ebay_streams::oldest_open(conn, &account, open))
+            .on_cursors(&context.stream.name, move |store| {
+                store.oldest_open(&account, open)
+            })
             .await?;
         let start = match oldest_opt {
             None => window.start,
@@ -541,10 +569,8 @@ impl CursorRunner {
             context.stream.name.clone(),
             message.to_string(),
         );
-        self.on_db(move |conn| {
-            crate::store::cursors::record_failure(
-                conn, &account, &stream, fence, &text, retry_at, now,
-            )
+        self.on_cursors(&context.stream.name, move |store| {
+            store.record_failure(&account, &stream, fence, &text, retry_at, now)
         })
         .await?;
         Ok(RunOutcome::Deferred {
@@ -669,20 +695,21 @@ pub fn ebay_client(
 }
 
 /// The sync shape of an eBay account's streams: its client (paced by `pacer`) and the
-/// cursor runner. `ledger`: the SQLite store its tables live in. `simulator`: the embedded simulator's address, for accounts served by it.
+/// cursor runner. `ledger`: the SQLite file (the `active_inventory` snapshot's tables);
+/// `cursors`: the engine of the other streams' cursors, resources and history (the hour
+/// ledger's). `simulator`: the embedded simulator's address, for accounts served by it.
 pub fn stream_work(
     account: &AccountConfig,
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
     pacer: Pacer,
     ledger: Arc<SqliteLedger>,
+    cursors: Arc<dyn LedgerStore>,
 ) -> anyhow::Result<StreamWork> {
     let client = ebay_client(account, http, simulator)?;
-    Ok(StreamWork::shape(Arc::new(CursorRunner::new(
-        Arc::new(client),
-        Some(pacer),
-        ledger,
-    ))))
+    Ok(StreamWork::shape(Arc::new(
+        CursorRunner::new(Arc::new(client), Some(pacer), ledger).with_cursor_store(cursors),
+    )))
 }
 
 #[cfg(test)]

@@ -302,16 +302,14 @@ pub(super) async fn run_snapshot(
     let count = resources.len();
     let account_db = account.clone();
     let applied = runner
-        .on_db(move |conn| {
-            crate::store::cursors::apply_window(
-                conn,
+        .on_cursors(STREAM, move |store| {
+            store.apply_window(
                 &account_db,
                 STREAM,
                 fence,
                 &OFFERS_TABLE,
                 &resources,
-                window.start,
-                window.end,
+                window,
                 crate::domain::now_ts(),
             )
         })

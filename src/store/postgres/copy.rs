@@ -10,8 +10,8 @@
 //!   rows in primary-key order (byte order of the text keys on both sides), each row
 //!   serialised canonically in Rust ([`RowHasher`]) from what each engine returns. A
 //!   mismatch rolls the whole copy back.
-//! - The claim id sequence is set past the highest id copied (and past SQLite's
-//!   AUTOINCREMENT counter), so new claims never reuse an id.
+//! - The claim and event id sequences are set past the highest id copied (and past
+//!   SQLite's AUTOINCREMENT counters), so new claims and events never reuse an id.
 
 use std::path::Path;
 
@@ -138,7 +138,199 @@ const SPECS: &[TableSpec] = &[
         ],
         key: &["account"],
     },
+    TableSpec {
+        name: "cursors",
+        columns: &[
+            ("account", Kind::Text),
+            ("stream", Kind::Text),
+            ("cursor_ts", Kind::Int),
+            ("updated_at", Kind::Int),
+            ("last_run_at", Kind::Int),
+            ("last_error", Kind::Text),
+            ("failures", Kind::Int),
+            ("retry_at", Kind::Int),
+        ],
+        key: &["account", "stream"],
+    },
+    TableSpec {
+        name: "ebay_orders",
+        columns: &[
+            ("account", Kind::Text),
+            ("order_id", Kind::Text),
+            ("creation_date", Kind::Text),
+            ("last_modified_date", Kind::Text),
+            ("fulfillment_status", Kind::Text),
+            ("payment_status", Kind::Text),
+            ("total_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("buyer", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "order_id"],
+    },
+    TableSpec {
+        name: "ebay_transactions",
+        columns: &[
+            ("account", Kind::Text),
+            ("transaction_id", Kind::Text),
+            ("transaction_type", Kind::Text),
+            ("transaction_date", Kind::Text),
+            ("transaction_status", Kind::Text),
+            ("amount_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("order_id", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "transaction_id"],
+    },
+    TableSpec {
+        name: "ebay_returns",
+        columns: &[
+            ("account", Kind::Text),
+            ("return_id", Kind::Text),
+            ("order_id", Kind::Text),
+            ("creation_date", Kind::Text),
+            ("state", Kind::Text),
+            ("return_type", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "return_id"],
+    },
+    TableSpec {
+        name: "events",
+        columns: &[
+            ("id", Kind::Int),
+            ("account", Kind::Text),
+            ("stream", Kind::Text),
+            ("resource_id", Kind::Text),
+            ("field", Kind::Text),
+            ("before", Kind::Text),
+            ("after", Kind::Text),
+            ("observed_at", Kind::Int),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "ebay_payouts",
+        columns: &[
+            ("account", Kind::Text),
+            ("payout_id", Kind::Text),
+            ("payout_date", Kind::Text),
+            ("payout_status", Kind::Text),
+            ("amount_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("transaction_count", Kind::Int),
+            ("instrument_type", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "payout_id"],
+    },
+    TableSpec {
+        name: "ebay_offers",
+        columns: &[
+            ("account", Kind::Text),
+            ("offer_id", Kind::Text),
+            ("sku", Kind::Text),
+            ("status", Kind::Text),
+            ("listing_id", Kind::Text),
+            ("listing_status", Kind::Text),
+            ("price_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("available_quantity", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "offer_id"],
+    },
+    TableSpec {
+        name: "ebay_conversations",
+        columns: &[
+            ("account", Kind::Text),
+            ("conversation_id", Kind::Text),
+            ("conversation_type", Kind::Text),
+            ("conversation_status", Kind::Text),
+            ("created_date", Kind::Text),
+            ("latest_message_id", Kind::Text),
+            ("latest_message_date", Kind::Text),
+            ("read_status", Kind::Text),
+            ("unread_count", Kind::Text),
+            ("sender", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "conversation_id"],
+    },
+    TableSpec {
+        name: "ebay_cases",
+        columns: &[
+            ("account", Kind::Text),
+            ("case_id", Kind::Text),
+            ("case_type", Kind::Text),
+            ("status", Kind::Text),
+            ("creation_date", Kind::Text),
+            ("claim_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("item_id", Kind::Text),
+            ("transaction_id", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "case_id"],
+    },
+    TableSpec {
+        name: "ebay_inquiries",
+        columns: &[
+            ("account", Kind::Text),
+            ("inquiry_id", Kind::Text),
+            ("status", Kind::Text),
+            ("creation_date", Kind::Text),
+            ("last_modified", Kind::Text),
+            ("respond_by", Kind::Text),
+            ("claim_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("item_id", Kind::Text),
+            ("transaction_id", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "inquiry_id"],
+    },
+    TableSpec {
+        name: "ebay_purchases",
+        columns: &[
+            ("account", Kind::Text),
+            ("order_id", Kind::Text),
+            ("order_status", Kind::Text),
+            ("created_time", Kind::Text),
+            ("last_modified", Kind::Text),
+            ("paid_time", Kind::Text),
+            ("shipped_time", Kind::Text),
+            ("total_value", Kind::Text),
+            ("currency", Kind::Text),
+            ("seller_user_id", Kind::Text),
+            ("raw", Kind::Text),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "order_id"],
+    },
 ];
+
+/// The identity columns of the copied tables: (table, column), moved past the ids copied
+/// and past SQLite's AUTOINCREMENT counter of the same table.
+const IDENTITIES: &[(&str, &str)] = &[("ledger_claims", "id"), ("events", "id")];
 
 /// Why a copy did not happen (a verification mismatch is not an error: see
 /// [`TableCheck::ok`]).
@@ -267,20 +459,26 @@ pub fn copy_sqlite_to_postgres(
             target_checksum,
         });
     }
-    // New claims continue after the highest id either engine handed out.
-    let sqlite_next: i64 = sqlite
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'ledger_claims'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap_or(0);
-    tx.execute(
-        "SELECT setval(pg_get_serial_sequence('ledger_claims', 'id'),
-                       GREATEST((SELECT COALESCE(MAX(id), 0) FROM ledger_claims), $1::bigint, 1),
-                       GREATEST((SELECT COALESCE(MAX(id), 0) FROM ledger_claims), $1::bigint) > 0)",
-        &[&sqlite_next],
-    )?;
+    // New claims and events continue after the highest id either engine handed out.
+    for (table, column) in IDENTITIES {
+        let sqlite_next: i64 = sqlite
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+                [table],
+                |row| row.get(0),
+            )
+            .unwrap_or(0);
+        // Names are this module's constants, never input.
+        tx.execute(
+            format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', '{column}'),
+                               GREATEST((SELECT COALESCE(MAX({column}), 0) FROM {table}), $1::bigint, 1),
+                               GREATEST((SELECT COALESCE(MAX({column}), 0) FROM {table}), $1::bigint) > 0)"
+            )
+            .as_str(),
+            &[&sqlite_next],
+        )?;
+    }
     if checks.iter().all(TableCheck::ok) {
         tx.commit()?;
     } else {

@@ -1,6 +1,8 @@
-//! The PostgreSQL implementation of [`LedgerStore`] and [`LedgerReads`]: the hour ledger
-//! (hours, claims, cooldowns, audits, sales, scope fences) in a server database that
-//! several daemons on several hosts share.
+//! The PostgreSQL implementation of [`LedgerStore`] and its supertraits: the hour ledger
+//! (hours, claims, cooldowns, audits, sales, scope fences; [`LedgerReads`]), the
+//! supervision rows (`supervision`) and the eBay cursor streams (cursors, resource
+//! tables, events; `cursors`) in a server database that several daemons on several hosts
+//! share. [`TABLES`] lists them; the rest of the daemon's state stays in the SQLite file.
 //!
 //! - A pool of sync `postgres` connections (`r2d2`): `[store] pool_size` connections,
 //!   each opened with `statement_timeout` and `lock_timeout` set and TCP keepalives on,
@@ -28,6 +30,7 @@ use super::ledger::fence_to_check;
 use super::{Claim, HourState, LedgerError, StoreDown, WriteFence};
 
 pub mod copy;
+pub(crate) mod cursors;
 mod export;
 mod ledger;
 mod reads;
@@ -50,6 +53,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_supervision",
         include_str!("../../../migrations/postgres/0002_supervision.sql"),
     ),
+    (
+        3,
+        "0003_cursors",
+        include_str!("../../../migrations/postgres/0003_cursors.sql"),
+    ),
 ];
 
 /// The tables the PostgreSQL store holds (the rest of the daemon's state stays in the
@@ -62,6 +70,17 @@ pub const TABLES: &[&str] = &[
     "vendor_realtime_sales",
     "scope_fences",
     "account_supervision",
+    "cursors",
+    "ebay_orders",
+    "ebay_transactions",
+    "ebay_returns",
+    "events",
+    "ebay_payouts",
+    "ebay_offers",
+    "ebay_conversations",
+    "ebay_cases",
+    "ebay_inquiries",
+    "ebay_purchases",
 ];
 
 /// The advisory lock key the migration runner holds (any constant unlikely to clash with
@@ -155,9 +174,11 @@ pub struct PgLedger {
     pool: Option<Pool>,
     /// The URL without its password, for messages.
     shown_url: String,
-    /// The SQLite file whose `scope_fences` the cursor and job shapes still fence their
-    /// writes against (their tables stay there): [`LedgerStore::newest_fence`] answers
-    /// the newer of both, so a lease is never granted below a fence either store saw.
+    /// The SQLite file whose `scope_fences` the job shapes and the `active_inventory`
+    /// snapshot still fence their writes against (their tables stay there):
+    /// [`LedgerStore::newest_fence`] answers the newer of both, so a lease is never
+    /// granted below a fence either store saw. The cursor calls of a stream whose
+    /// resource table is not in [`TABLES`] (`active_inventory`) go to this file too.
     local_fences: Option<std::sync::Arc<crate::store::SqliteLedger>>,
     /// Set when a pool checkout fails, cleared by the next one that succeeds: what
     /// [`LedgerStore::unavailable`] answers.
@@ -228,7 +249,8 @@ impl PgLedger {
         Ok(ledger)
     }
 
-    /// Also consults `sqlite`'s fences in [`LedgerStore::newest_fence`] (see the field).
+    /// Also consults `sqlite`'s fences in [`LedgerStore::newest_fence`], and serves the
+    /// cursor streams whose tables stay there from it (see the field).
     pub fn with_local_fences(mut self, sqlite: std::sync::Arc<crate::store::SqliteLedger>) -> Self {
         self.local_fences = Some(sqlite);
         self

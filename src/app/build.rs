@@ -27,6 +27,7 @@ pub(super) fn build_work(
     own_addresses: &[SocketAddr],
     pacer: Pacer,
     ledger: &Arc<SqliteLedger>,
+    jobs: &Arc<dyn LedgerStore>,
 ) -> anyhow::Result<StreamWork> {
     match account.provider.shape() {
         Shape::Windowed => Ok(StreamWork::reports(Arc::new(
@@ -48,12 +49,12 @@ pub(super) fn build_work(
                 http,
                 simulator,
                 pacer,
-                Arc::clone(ledger),
+                Arc::clone(jobs),
                 cursor,
             )
         }
         Shape::Jobs => {
-            crate::shapes::jobs::stream_work(account, http, simulator, pacer, Arc::clone(ledger))
+            crate::shapes::jobs::stream_work(account, http, simulator, pacer, Arc::clone(jobs))
         }
     }
 }

@@ -319,6 +319,7 @@ impl Daemon {
                 &own_addresses,
                 pacer,
                 &ledger,
+                &hours,
             )?;
             // Only the account's own part: the contexts are built per incarnation from
             // it and `shared` (10,000 accounts keep these for the daemon's life).
@@ -435,7 +436,7 @@ impl Daemon {
                 chaos.clone(),
             ),
         );
-        if let Some(freshness) = freshness_service(config, &ledger, &quota, scheduler_quota, &chaos)
+        if let Some(freshness) = freshness_service(config, &hours, &quota, scheduler_quota, &chaos)
         {
             services.insert(0, freshness);
         }
@@ -662,7 +663,7 @@ async fn join_cluster(
 /// so a restarted incarnation continues where the last one stopped.
 fn freshness_service(
     config: &Config,
-    ledger: &Arc<SqliteLedger>,
+    ledger: &Arc<dyn LedgerStore>,
     quota: &QuotaHandle,
     quota_config: crate::quota::QuotaConfig,
     chaos: &Option<Arc<Chaos>>,

@@ -255,11 +255,9 @@ fn other_shapes_progress(
                 }
             }
             crate::domain::Shape::Jobs => {
-                let due = ledger
-                    .with_conn(|conn| {
-                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
-                    })?
-                    .due_now;
+                let due =
+                    crate::store::jobs::provider_queue(hours, account.provider.as_str(), now)?
+                        .due_now;
                 if due > 0 {
                     pending = true;
                 }

@@ -212,7 +212,6 @@ pub(crate) fn stream_facts(
     now: i64,
 ) -> Result<StreamFacts, LedgerError> {
     let mut facts = hour_facts(
-        ledger,
         hours,
         account,
         stream,
@@ -227,7 +226,6 @@ pub(crate) fn stream_facts(
 }
 
 pub(crate) fn hour_facts(
-    ledger: &SqliteLedger,
     hour_ledger: &dyn LedgerStore,
     account: &AccountConfig,
     stream: &StreamConfig,
@@ -254,17 +252,16 @@ pub(crate) fn hour_facts(
             auth_error: hours.auth_error,
         }),
     };
-    ledger.with_read_conn(|conn| {
-        let shape = match account.provider.stream_shape(&stream.name) {
-            crate::domain::Shape::Windowed => ShapeFacts::Windowed,
-            crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
-            crate::domain::Shape::Jobs => ShapeFacts::Jobs(crate::store::jobs::provider_queue(
-                conn,
-                account.provider.as_str(),
-                now,
-            )?),
-        };
-        Ok(StreamFacts {
+    let shape = match account.provider.stream_shape(&stream.name) {
+        crate::domain::Shape::Windowed => ShapeFacts::Windowed,
+        crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
+        crate::domain::Shape::Jobs => ShapeFacts::Jobs(crate::store::jobs::provider_queue(
+            hour_ledger,
+            account.provider.as_str(),
+            now,
+        )?),
+    };
+    Ok(StreamFacts {
             shape,
             account: account.id.clone(),
             stream: stream.clone(),
@@ -282,5 +279,4 @@ pub(crate) fn hour_facts(
             lock,
             lock_acquired_at_ms: acquired,
         })
-    })
 }

@@ -178,9 +178,8 @@ pub fn collect(
                     }
                 }
                 Shape::Jobs => {
-                    let found = ledger.with_read_conn(|conn| {
-                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
-                    })?;
+                    let found =
+                        crate::store::jobs::provider_queue(hours, account.provider.as_str(), now)?;
                     // Every state, zeros included (README shows all five keys).
                     let mut depth = found.depth;
                     for state in crate::store::jobs::JobState::ALL {

@@ -665,7 +665,7 @@ pub async fn summary(
                 )?);
             }
             "stockx" | "keepa" | "alias" => {
-                let prices: Vec<_> = crate::store::jobs::market_prices(&state.ledger, 200)?
+                let prices: Vec<_> = crate::store::jobs::market_prices(state.hours.as_ref(), 200)?
                     .into_iter()
                     .filter(|price| price.provider == account.provider.as_str())
                     .take(50)
@@ -673,7 +673,7 @@ pub async fn summary(
                 summary.market_prices = Some(prices);
                 if account.provider == crate::domain::Provider::Keepa {
                     summary.keepa_products =
-                        Some(crate::store::jobs::keepa_products(&state.ledger, 50)?);
+                        Some(crate::store::jobs::keepa_products(state.hours.as_ref(), 50)?);
                 }
             }
             _ => {}

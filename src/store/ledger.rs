@@ -171,7 +171,13 @@ pub type RowFeed<'a> = &'a mut dyn FnMut(
 /// Storage for the ledger. Methods are blocking: async callers run them on the blocking
 /// pool (see [`crate::shapes::windowed`]), never on the async worker threads.
 pub trait LedgerStore:
-    super::reads::LedgerReads + super::supervision::SupervisionStore + Send + Sync + 'static
+    super::reads::LedgerReads
+    + super::supervision::SupervisionStore
+    + super::jobs::JobStore
+    + super::tracked::TrackedStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Inserts MISSING rows for every hour of `window` that has no row yet; returns how many.
     fn seed(

@@ -33,7 +33,7 @@ use crate::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use crate::quota::Pacer;
 use crate::shapes::spec::{AccountConfig, Endpoints, ShapeSettings};
 use crate::shapes::{RunOutcome, ShapeRunner, StreamContext, StreamWork, SyncError};
-use crate::store::SqliteLedger;
+use crate::store::LedgerStore;
 
 pub use crate::store::jobs::{
     enqueue, keepa_products, list_jobs, market_prices, queue_depth, recent_runs, reset_failed,
@@ -50,7 +50,7 @@ pub fn stream_work(
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
     pacer: Pacer,
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
 ) -> anyhow::Result<StreamWork> {
     let client = build_client(account, http, simulator)?;
     Ok(StreamWork::shape(Arc::new(JobRunner::new(
@@ -68,7 +68,7 @@ pub fn with_market_prices(
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
     pacer: Pacer,
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     cursor: StreamWork,
 ) -> anyhow::Result<StreamWork> {
     let has_jobs = account

@@ -10,8 +10,9 @@
 //!   rows in primary-key order (byte order of the text keys on both sides), each row
 //!   serialised canonically in Rust ([`RowHasher`]) from what each engine returns. A
 //!   mismatch rolls the whole copy back.
-//! - The claim id sequence is set past the highest id copied (and past SQLite's
-//!   AUTOINCREMENT counter), so new claims never reuse an id.
+//! - Every identity sequence (claims, jobs, job runs, scheduler passes) is set past the
+//!   highest id copied (and past SQLite's AUTOINCREMENT counter), so new rows never
+//!   reuse an id.
 
 use std::path::Path;
 
@@ -138,7 +139,169 @@ const SPECS: &[TableSpec] = &[
         ],
         key: &["account"],
     },
+    TableSpec {
+        name: "jobs",
+        columns: &[
+            ("id", Kind::Int),
+            ("provider", Kind::Text),
+            ("sku", Kind::Text),
+            ("size", Kind::Text),
+            ("dedupe_key", Kind::Text),
+            ("priority", Kind::Int),
+            ("state", Kind::Text),
+            ("attempts", Kind::Int),
+            ("error", Kind::Text),
+            ("not_before", Kind::Int),
+            ("lease_owner", Kind::Text),
+            ("lease_until", Kind::Int),
+            ("created_at", Kind::Int),
+            ("updated_at", Kind::Int),
+            ("finished_at", Kind::Int),
+            ("source", Kind::Text),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "market_prices",
+        columns: &[
+            ("provider", Kind::Text),
+            ("sku", Kind::Text),
+            ("size", Kind::Text),
+            ("lowest_ask", Kind::Real),
+            ("highest_bid", Kind::Real),
+            ("last_sale", Kind::Real),
+            ("currency", Kind::Text),
+            ("updated_at", Kind::Int),
+            ("job_id", Kind::Int),
+            ("listing_count", Kind::Int),
+            ("price_min", Kind::Real),
+            ("price_median", Kind::Real),
+            ("price_mean", Kind::Real),
+            ("price_max", Kind::Real),
+            ("listings_total", Kind::Int),
+        ],
+        key: &["provider", "sku", "size"],
+    },
+    TableSpec {
+        name: "keepa_products",
+        columns: &[
+            ("asin", Kind::Text),
+            ("domain", Kind::Int),
+            ("title", Kind::Text),
+            ("current_amazon", Kind::Int),
+            ("current_new", Kind::Int),
+            ("sales_rank", Kind::Int),
+            ("avg_90_new", Kind::Int),
+            ("avg_365_new", Kind::Int),
+            ("history_points", Kind::Int),
+            ("raw", Kind::Text),
+            ("updated_at", Kind::Int),
+            ("job_id", Kind::Int),
+        ],
+        key: &["asin", "domain"],
+    },
+    TableSpec {
+        name: "job_runs",
+        columns: &[
+            ("id", Kind::Int),
+            ("provider", Kind::Text),
+            ("account", Kind::Text),
+            ("started_at", Kind::Int),
+            ("finished_at", Kind::Int),
+            ("jobs_run", Kind::Int),
+            ("succeeded", Kind::Int),
+            ("failed", Kind::Int),
+            ("deferred", Kind::Int),
+            ("not_found", Kind::Int),
+            ("calls_made", Kind::Int),
+            ("rescued", Kind::Int),
+            ("outcome", Kind::Text),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "stockx_styles",
+        columns: &[
+            ("style_key", Kind::Text),
+            ("style_id", Kind::Text),
+            ("product_id", Kind::Text),
+            ("title", Kind::Text),
+            ("resolved_at", Kind::Int),
+            ("expires_at", Kind::Int),
+        ],
+        key: &["style_key"],
+    },
+    // Before stockx_variants, which references it.
+    TableSpec {
+        name: "stockx_products",
+        columns: &[
+            ("product_id", Kind::Text),
+            ("resolved_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("variants", Kind::Int),
+        ],
+        key: &["product_id"],
+    },
+    TableSpec {
+        name: "stockx_variants",
+        columns: &[
+            ("product_id", Kind::Text),
+            ("size_key", Kind::Text),
+            ("variant_id", Kind::Text),
+        ],
+        key: &["product_id", "size_key"],
+    },
+    TableSpec {
+        name: "tracked_items",
+        columns: &[
+            ("provider", Kind::Text),
+            ("sku", Kind::Text),
+            ("size", Kind::Text),
+            ("dedupe_key", Kind::Text),
+            ("added_at", Kind::Int),
+            ("source", Kind::Text),
+        ],
+        key: &["provider", "sku", "size"],
+    },
+    TableSpec {
+        name: "market_job_runs",
+        columns: &[
+            ("id", Kind::Int),
+            ("provider", Kind::Text),
+            ("started_at", Kind::Int),
+            ("finished_at", Kind::Int),
+            ("tracked", Kind::Int),
+            ("fresh", Kind::Int),
+            ("stale_after", Kind::Int),
+            ("live", Kind::Int),
+            ("selected", Kind::Int),
+            ("hot", Kind::Int),
+            ("background", Kind::Int),
+            ("merged", Kind::Int),
+            ("deferred", Kind::Int),
+            ("budget_left", Kind::Real),
+            ("outcome", Kind::Text),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "alias_catalog",
+        columns: &[
+            ("sku_key", Kind::Text),
+            ("sku", Kind::Text),
+            ("catalog_id", Kind::Text),
+            ("sizes", Kind::Text),
+            ("resolved_at", Kind::Int),
+            ("expires_at", Kind::Int),
+        ],
+        key: &["sku_key"],
+    },
 ];
+
+/// The tables whose `id` is an identity on PostgreSQL: after a copy each sequence is set
+/// past the highest id copied (and past SQLite's AUTOINCREMENT counter, where the table
+/// has one), so new rows never reuse an id.
+const IDENTITY_TABLES: &[&str] = &["ledger_claims", "jobs", "job_runs", "market_job_runs"];
 
 /// Why a copy did not happen (a verification mismatch is not an error: see
 /// [`TableCheck::ok`]).
@@ -267,20 +430,25 @@ pub fn copy_sqlite_to_postgres(
             target_checksum,
         });
     }
-    // New claims continue after the highest id either engine handed out.
-    let sqlite_next: i64 = sqlite
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'ledger_claims'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap_or(0);
-    tx.execute(
-        "SELECT setval(pg_get_serial_sequence('ledger_claims', 'id'),
-                       GREATEST((SELECT COALESCE(MAX(id), 0) FROM ledger_claims), $1::bigint, 1),
-                       GREATEST((SELECT COALESCE(MAX(id), 0) FROM ledger_claims), $1::bigint) > 0)",
-        &[&sqlite_next],
-    )?;
+    // New rows continue after the highest id either engine handed out.
+    for table in IDENTITY_TABLES {
+        let sqlite_next: i64 = sqlite
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+                [table],
+                |row| row.get(0),
+            )
+            .unwrap_or(0);
+        tx.execute(
+            format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
+                               GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), $1::bigint, 1),
+                               GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), $1::bigint) > 0)"
+            )
+            .as_str(),
+            &[&sqlite_next],
+        )?;
+    }
     if checks.iter().all(TableCheck::ok) {
         tx.commit()?;
     } else {

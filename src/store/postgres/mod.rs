@@ -28,9 +28,11 @@ use super::ledger::fence_to_check;
 use super::{Claim, HourState, LedgerError, WriteFence};
 
 pub mod copy;
+mod jobs;
 mod ledger;
 mod reads;
 mod supervision;
+mod tracked;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod url;
@@ -49,6 +51,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_supervision",
         include_str!("../../../migrations/postgres/0002_supervision.sql"),
     ),
+    (
+        4,
+        "0004_jobs",
+        include_str!("../../../migrations/postgres/0004_jobs.sql"),
+    ),
 ];
 
 /// The tables the PostgreSQL store holds (the rest of the daemon's state stays in the
@@ -61,6 +68,16 @@ pub const TABLES: &[&str] = &[
     "vendor_realtime_sales",
     "scope_fences",
     "account_supervision",
+    "jobs",
+    "market_prices",
+    "keepa_products",
+    "job_runs",
+    "stockx_styles",
+    "stockx_products",
+    "stockx_variants",
+    "tracked_items",
+    "market_job_runs",
+    "alias_catalog",
 ];
 
 /// The advisory lock key the migration runner holds (any constant unlikely to clash with

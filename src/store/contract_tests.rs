@@ -69,7 +69,7 @@ impl Engine {
         }
     }
 
-    fn sql(&self, sql: &str) -> i64 {
+    pub(crate) fn sql(&self, sql: &str) -> i64 {
         (self.sql)(sql)
     }
 

@@ -46,6 +46,8 @@ pub mod tracked;
 pub use blocking::{blocking, BlockingFailed};
 
 #[cfg(test)]
+mod contract_jobs;
+#[cfg(test)]
 mod contract_tests;
 pub use ledger::*;
 pub use postgres::PgLedger;

@@ -139,7 +139,11 @@ async fn bench(args: BenchCatalogArgs) -> anyhow::Result<i32> {
         account.provider.as_str(),
         account.quota_scope(),
     );
-    let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger) as Arc<dyn LedgerStore>));
+    let runner = Arc::new(JobRunner::new(
+        client,
+        Some(pacer),
+        Arc::clone(&ledger) as Arc<dyn LedgerStore>,
+    ));
     let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
     let cancel = CancellationToken::new();
     let context = StreamContext {

@@ -424,7 +424,11 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             account.provider.as_str(),
             account.quota_scope(),
         );
-        let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger) as Arc<dyn LedgerStore>));
+        let runner = Arc::new(JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&ledger) as Arc<dyn LedgerStore>,
+        ));
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
         let context = StreamContext {
             account: Arc::new(account.clone()),
@@ -523,9 +527,10 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                         source: "bench-manual".to_string(),
                     };
                     let ledger_for = Arc::clone(&ledger);
-                    let id = tokio::task::spawn_blocking(move || store::enqueue(&*ledger_for, &job))
-                        .await??
-                        .id();
+                    let id =
+                        tokio::task::spawn_blocking(move || store::enqueue(&*ledger_for, &job))
+                            .await??
+                            .id();
                     manuals.push(Manual {
                         provider: row.provider,
                         sku,

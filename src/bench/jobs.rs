@@ -103,7 +103,11 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
         }
         let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
         let pacer = Pacer::new(handle.clone(), provider.as_str(), account.quota_scope());
-        let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger) as Arc<dyn LedgerStore>));
+        let runner = Arc::new(JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&ledger) as Arc<dyn LedgerStore>,
+        ));
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
         let cancel = CancellationToken::new();
         let context = StreamContext {

@@ -211,14 +211,7 @@ pub(crate) fn stream_facts(
     lock_acquired_at_ms: &HashMap<String, i64>,
     now: i64,
 ) -> Result<StreamFacts, LedgerError> {
-    let mut facts = hour_facts(
-        hours,
-        account,
-        stream,
-        locks,
-        lock_acquired_at_ms,
-        now,
-    )?;
+    let mut facts = hour_facts(hours, account, stream, locks, lock_acquired_at_ms, now)?;
     if let ShapeFacts::Cursor(snapshot) = &mut facts.shape {
         *snapshot = crate::store::cursors::cursor_snapshot(ledger, &account.id, &stream.name)?;
     }
@@ -262,21 +255,21 @@ pub(crate) fn hour_facts(
         )?),
     };
     Ok(StreamFacts {
-            shape,
-            account: account.id.clone(),
-            stream: stream.clone(),
-            counts: snapshot.counts,
-            rows: hours.rows,
-            last_applied_hour: snapshot.last_applied_hour,
-            next_claimable_hour: snapshot.next_claimable_hour,
-            claimable_now: hours.claimable_now,
-            claimable_since: hours.claimable_since,
-            in_flight_since: hours.in_flight_since,
-            in_flight_report: hours.in_flight_report,
-            last_claim: hours.last_claim,
-            failed,
-            lock_cooldown,
-            lock,
-            lock_acquired_at_ms: acquired,
-        })
+        shape,
+        account: account.id.clone(),
+        stream: stream.clone(),
+        counts: snapshot.counts,
+        rows: hours.rows,
+        last_applied_hour: snapshot.last_applied_hour,
+        next_claimable_hour: snapshot.next_claimable_hour,
+        claimable_now: hours.claimable_now,
+        claimable_since: hours.claimable_since,
+        in_flight_since: hours.in_flight_since,
+        in_flight_report: hours.in_flight_report,
+        last_claim: hours.last_claim,
+        failed,
+        lock_cooldown,
+        lock,
+        lock_acquired_at_ms: acquired,
+    })
 }

@@ -672,8 +672,10 @@ pub async fn summary(
                     .collect();
                 summary.market_prices = Some(prices);
                 if account.provider == crate::domain::Provider::Keepa {
-                    summary.keepa_products =
-                        Some(crate::store::jobs::keepa_products(state.hours.as_ref(), 50)?);
+                    summary.keepa_products = Some(crate::store::jobs::keepa_products(
+                        state.hours.as_ref(),
+                        50,
+                    )?);
                 }
             }
             _ => {}

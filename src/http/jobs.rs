@@ -529,18 +529,19 @@ pub async fn tracked_list(
     let limit = query_number(&query, "limit", 100, MAX_LIST)? as usize;
     let provider = query.get("provider").cloned();
     let document = blocking(&state, move |state| {
-        let items = crate::store::tracked::list_tracked(state.hours.as_ref(), provider.as_deref(), limit)?
-            .iter()
-            .map(|item| TrackedView {
-                provider: item.provider.clone(),
-                sku: item.sku.clone(),
-                size: item.size.clone(),
-                dedupe_key: item.dedupe_key.clone(),
-                added_at: format_ts(item.added_at),
-                source: item.source.clone(),
-                last_success: item.last_success.map(format_ts),
-            })
-            .collect();
+        let items =
+            crate::store::tracked::list_tracked(state.hours.as_ref(), provider.as_deref(), limit)?
+                .iter()
+                .map(|item| TrackedView {
+                    provider: item.provider.clone(),
+                    sku: item.sku.clone(),
+                    size: item.size.clone(),
+                    dedupe_key: item.dedupe_key.clone(),
+                    added_at: format_ts(item.added_at),
+                    source: item.source.clone(),
+                    last_success: item.last_success.map(format_ts),
+                })
+                .collect();
         let counts = crate::store::tracked::tracked_providers(state.hours.as_ref())?
             .into_iter()
             .map(|(provider, tracked)| TrackedCount { provider, tracked })

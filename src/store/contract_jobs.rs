@@ -93,7 +93,11 @@ fn enqueue_dedupes_by_key_and_raises_priority(engine: &Engine) {
     };
     for (priority, now) in [(JobPriority::Hot, 101), (JobPriority::Background, 102)] {
         assert_eq!(
-            put(store, job("stockx", "DD1391-100", Some("10"), priority), now),
+            put(
+                store,
+                job("stockx", "DD1391-100", Some("10"), priority),
+                now
+            ),
             EnqueueOutcome::Merged {
                 id,
                 priority: JobPriority::Hot
@@ -114,9 +118,17 @@ fn enqueue_dedupes_by_key_and_raises_priority(engine: &Engine) {
         ),
         EnqueueOutcome::Created { .. }
     ));
-    let asin = put(store, job("keepa", "b00abc", None, JobPriority::Background), 104);
+    let asin = put(
+        store,
+        job("keepa", "b00abc", None, JobPriority::Background),
+        104,
+    );
     assert_eq!(
-        put(store, job("keepa", "B00ABC", None, JobPriority::Manual), 105),
+        put(
+            store,
+            job("keepa", "B00ABC", None, JobPriority::Manual),
+            105
+        ),
         EnqueueOutcome::Merged {
             id: asin.id(),
             priority: JobPriority::Manual
@@ -166,12 +178,22 @@ fn claims_take_the_head_priority_oldest_first(engine: &Engine) {
         && job.lease_until == Some(630)
         && job.updated_at == 30));
     let second = claim(store, &claimer("keepa"), 2, 600, 31).unwrap();
-    assert_eq!(skus(&second), ["B1", "B2"], "oldest first, at most the batch");
+    assert_eq!(
+        skus(&second),
+        ["B1", "B2"],
+        "oldest first, at most the batch"
+    );
     assert!(claim(store, &claimer("stockx"), 10, 600, 31)
         .unwrap()
         .is_empty());
-    assert_eq!(skus(&claim(store, &claimer("keepa"), 10, 600, 1000).unwrap()), ["M1"]);
-    assert_eq!(skus(&claim(store, &claimer("keepa"), 10, 600, 1000).unwrap()), ["B3"]);
+    assert_eq!(
+        skus(&claim(store, &claimer("keepa"), 10, 600, 1000).unwrap()),
+        ["M1"]
+    );
+    assert_eq!(
+        skus(&claim(store, &claimer("keepa"), 10, 600, 1000).unwrap()),
+        ["B3"]
+    );
     assert!(claim(store, &claimer("keepa"), 10, 600, 1000)
         .unwrap()
         .is_empty());
@@ -184,13 +206,7 @@ fn finishing_writes_results_retries_with_backoff_and_gives_up(engine: &Engine) {
     }
     let claimed = claim(store, &claimer("stockx"), 10, 600, 20).unwrap();
     assert_eq!(claimed.len(), 4);
-    let by_sku = |sku: &str| {
-        claimed
-            .iter()
-            .find(|job| job.sku == sku)
-            .cloned()
-            .unwrap()
-    };
+    let by_sku = |sku: &str| claimed.iter().find(|job| job.sku == sku).cloned().unwrap();
     let failed = |retry_at| JobEnd::Failed {
         error: "http 500".to_string(),
         retry_at,
@@ -226,29 +242,59 @@ fn finishing_writes_results_retries_with_backoff_and_gives_up(engine: &Engine) {
     );
     let state = |sku: &str| get_job(store, by_sku(sku).id).unwrap().unwrap();
     let ok = state("OK");
-    assert_eq!((ok.state, ok.finished_at, ok.lease_owner), (JobState::Succeeded, Some(30), None));
+    assert_eq!(
+        (ok.state, ok.finished_at, ok.lease_owner),
+        (JobState::Succeeded, Some(30), None)
+    );
     let gone = state("GONE");
-    assert_eq!((gone.state, gone.error.as_deref()), (JobState::NotFound, Some("no such product")));
+    assert_eq!(
+        (gone.state, gone.error.as_deref()),
+        (JobState::NotFound, Some("no such product"))
+    );
     let flaky = state("FLAKY");
     assert_eq!(
-        (flaky.state, flaky.attempts, flaky.not_before, flaky.lease_until),
+        (
+            flaky.state,
+            flaky.attempts,
+            flaky.not_before,
+            flaky.lease_until
+        ),
         (JobState::Pending, 1, 80, None),
         "back to pending at its retry time"
     );
     let later = state("LATER");
-    assert_eq!((later.state, later.attempts, later.not_before), (JobState::Pending, 0, 90));
+    assert_eq!(
+        (later.state, later.attempts, later.not_before),
+        (JobState::Pending, 0, 90)
+    );
     let prices = market_prices(store, 10).unwrap();
     assert_eq!(prices.len(), 1);
     assert_eq!(prices[0].lowest_ask, Some(101.5));
-    assert_eq!(prices[0].last_sale, Some(0.1 + 0.2), "reals round-trip exactly");
+    assert_eq!(
+        prices[0].last_sale,
+        Some(0.1 + 0.2),
+        "reals round-trip exactly"
+    );
     // The backoff holds: not claimable before 80.
-    assert_eq!(skus(&claim(store, &claimer("stockx"), 10, 600, 79).unwrap()), Vec::<&str>::new());
+    assert_eq!(
+        skus(&claim(store, &claimer("stockx"), 10, 600, 79).unwrap()),
+        Vec::<&str>::new()
+    );
     let retry = claim(store, &claimer("stockx"), 1, 600, 80).unwrap();
     assert_eq!(skus(&retry), ["FLAKY"]);
-    let counts = finish(store, &claimer("stockx"), &[(retry[0].clone(), failed(200))], 81).unwrap();
+    let counts = finish(
+        store,
+        &claimer("stockx"),
+        &[(retry[0].clone(), failed(200))],
+        81,
+    )
+    .unwrap();
     assert_eq!((counts.failed, counts.exhausted), (1, 1));
     let given_up = state("FLAKY");
-    assert_eq!((given_up.state, given_up.attempts, given_up.finished_at), (JobState::Failed, 2, Some(81)));
+    assert_eq!(
+        (given_up.state, given_up.attempts, given_up.finished_at),
+        (JobState::Failed, 2, Some(81))
+    );
     // Another owner's job is left alone.
     let other = Claimer {
         owner: "someone-else",
@@ -283,7 +329,10 @@ fn expired_claims_are_rescued_without_an_attempt(engine: &Engine) {
         job.error.as_deref(),
         Some("rescued: the lease of its worker expired")
     );
-    assert_eq!(get_job(store, id2).unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        get_job(store, id2).unwrap().unwrap().state,
+        JobState::Running
+    );
     // The dead worker's late result is not written over the rescued job.
     let late = finish(
         store,
@@ -293,7 +342,10 @@ fn expired_claims_are_rescued_without_an_attempt(engine: &Engine) {
     )
     .unwrap();
     assert_eq!(late, Finished::default());
-    assert_eq!(get_job(store, id).unwrap().unwrap().state, JobState::Pending);
+    assert_eq!(
+        get_job(store, id).unwrap().unwrap().state,
+        JobState::Pending
+    );
 }
 
 fn a_stale_fence_is_refused_and_nothing_is_written(engine: &Engine) {
@@ -314,7 +366,16 @@ fn a_stale_fence_is_refused_and_nothing_is_written(engine: &Engine) {
     };
     assert_eq!(skus(&claim(store, &new, 1, 600, 21).unwrap()), ["B"]);
     assert_eq!(store.newest_fence("acct", "products").unwrap(), 5);
-    let stale = |err: JobError| matches!(err, JobError::Ledger(LedgerError::StaleFence { fence: 4, newest: 5, .. }));
+    let stale = |err: JobError| {
+        matches!(
+            err,
+            JobError::Ledger(LedgerError::StaleFence {
+                fence: 4,
+                newest: 5,
+                ..
+            })
+        )
+    };
     let err = finish(store, &old, &[(taken[0].clone(), market(9.0))], 22).unwrap_err();
     assert!(stale(err), "the old owner's result is refused");
     put(store, job("stockx", "C", Some("9"), JobPriority::Hot), 23);
@@ -385,7 +446,10 @@ fn market_prices_and_keepa_products_are_stored_and_read(engine: &Engine) {
     finish(
         store,
         &claimer("ebay"),
-        &[(ebay[0].clone(), JobEnd::Succeeded(JobResult::Listings(stats.clone())))],
+        &[(
+            ebay[0].clone(),
+            JobEnd::Succeeded(JobResult::Listings(stats.clone())),
+        )],
         31,
     )
     .unwrap();
@@ -447,9 +511,22 @@ fn market_prices_and_keepa_products_are_stored_and_read(engine: &Engine) {
     // A newer answer replaces the row.
     put(store, job("stockx", "S1", Some("10"), JobPriority::Hot), 40);
     let again = claim(store, &claimer("stockx"), 5, 600, 41).unwrap();
-    finish(store, &claimer("stockx"), &[(again[0].clone(), market(125.0))], 42).unwrap();
+    finish(
+        store,
+        &claimer("stockx"),
+        &[(again[0].clone(), market(125.0))],
+        42,
+    )
+    .unwrap();
     let prices = market_prices(store, 10).unwrap();
-    assert_eq!((prices[0].sku.as_str(), prices[0].lowest_ask, prices[0].highest_bid), ("S1", Some(125.0), None));
+    assert_eq!(
+        (
+            prices[0].sku.as_str(),
+            prices[0].lowest_ask,
+            prices[0].highest_bid
+        ),
+        ("S1", Some(125.0), None)
+    );
     // Run records.
     let run = JobRun {
         provider: "stockx".into(),
@@ -463,11 +540,25 @@ fn market_prices_and_keepa_products_are_stored_and_read(engine: &Engine) {
         ..JobRun::default()
     };
     let first = record_run(store, &run).unwrap();
-    let second = record_run(store, &JobRun { started_at: 50, ..run.clone() }).unwrap();
+    let second = record_run(
+        store,
+        &JobRun {
+            started_at: 50,
+            ..run.clone()
+        },
+    )
+    .unwrap();
     assert!(second > first);
     let runs = recent_runs(store, 10).unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0], JobRun { id: second, started_at: 50, ..run.clone() });
+    assert_eq!(
+        runs[0],
+        JobRun {
+            id: second,
+            started_at: 50,
+            ..run.clone()
+        }
+    );
     assert_eq!(runs[1], JobRun { id: first, ..run });
 }
 
@@ -486,7 +577,11 @@ fn catalog_caches_expire_and_remember_misses(engine: &Engine) {
         cached_stockx_style(store, "NOPE-1", 105).unwrap(),
         Some(CachedStyle::Miss { until: 110 })
     );
-    assert_eq!(cached_stockx_style(store, "NOPE-1", 110).unwrap(), None, "expired");
+    assert_eq!(
+        cached_stockx_style(store, "NOPE-1", 110).unwrap(),
+        None,
+        "expired"
+    );
     assert_eq!(
         cached_stockx_variant(store, "p-1", "10", 120).unwrap(),
         CachedVariant::Unknown
@@ -618,8 +713,11 @@ fn pass(provider: &str, started_at: i64) -> PassRecord {
 fn tracked_keys_key_states_selection_and_passes(engine: &Engine) {
     let store = engine.ledger.as_ref();
     assert!(tracked::track(store, "stockx", "A-1", Some("10"), "cli", 100).unwrap());
-    assert!(!tracked::track(store, "stockx", "A-1", Some("10"), "cli", 101).unwrap(), "already");
-    let items = vec![
+    assert!(
+        !tracked::track(store, "stockx", "A-1", Some("10"), "cli", 101).unwrap(),
+        "already"
+    );
+    let items = [
         job("stockx", "B-2", Some("9"), JobPriority::Background),
         job("stockx", "C-3", Some("9"), JobPriority::Background),
         job("stockx", "A-1", Some("10"), JobPriority::Background),
@@ -656,7 +754,11 @@ fn tracked_keys_key_states_selection_and_passes(engine: &Engine) {
         },
         160,
     );
-    put(store, job("stockx", "C-3", Some("9"), JobPriority::Background), 170);
+    put(
+        store,
+        job("stockx", "C-3", Some("9"), JobPriority::Background),
+        170,
+    );
     let states = tracked::key_states(store, "stockx").unwrap();
     let view: Vec<_> = states
         .iter()
@@ -674,7 +776,14 @@ fn tracked_keys_key_states_selection_and_passes(engine: &Engine) {
     assert_eq!(
         view,
         vec![
-            ("stockx|A-1|10", Some("10"), 100, Some(150), Some(150), false),
+            (
+                "stockx|A-1|10",
+                Some("10"),
+                100,
+                Some(150),
+                Some(150),
+                false
+            ),
             ("stockx|B-2|9", Some("9"), 102, Some(140), Some(160), false),
             ("stockx|C-3|9", Some("9"), 102, None, None, true),
         ]
@@ -685,7 +794,11 @@ fn tracked_keys_key_states_selection_and_passes(engine: &Engine) {
             .iter()
             .map(|item| (item.sku.as_str(), item.last_success, item.source.as_str()))
             .collect::<Vec<_>>(),
-        vec![("A-1", Some(150), "cli"), ("B-2", Some(140), "import"), ("C-3", None, "import")]
+        vec![
+            ("A-1", Some(150), "cli"),
+            ("B-2", Some(140), "import"),
+            ("C-3", None, "import")
+        ]
     );
     assert_eq!(tracked::list_tracked(store, None, 10).unwrap().len(), 4);
     let keepa = &tracked::list_tracked(store, Some("keepa"), 10).unwrap()[0];
@@ -695,7 +808,11 @@ fn tracked_keys_key_states_selection_and_passes(engine: &Engine) {
     // The scheduler's selection: C-3 merges (raised to hot), the others are created.
     let selected = vec![
         ("C-3".to_string(), Some("9".to_string()), JobPriority::Hot),
-        ("B-2".to_string(), Some("9".to_string()), JobPriority::Background),
+        (
+            "B-2".to_string(),
+            Some("9".to_string()),
+            JobPriority::Background,
+        ),
         ("NEW-4".to_string(), Some("8".to_string()), JobPriority::Hot),
     ];
     assert_eq!(
@@ -711,7 +828,10 @@ fn tracked_keys_key_states_selection_and_passes(engine: &Engine) {
         2
     );
     assert_eq!(tracked::live_jobs(store, "stockx").unwrap(), 3);
-    assert!(tracked::key_states(store, "stockx").unwrap().iter().all(|key| key.live != (key.sku == "A-1")));
+    assert!(tracked::key_states(store, "stockx")
+        .unwrap()
+        .iter()
+        .all(|key| key.live != (key.sku == "A-1")));
 
     assert!(tracked::untrack(store, "stockx", "C-3", Some("9")).unwrap());
     assert!(!tracked::untrack(store, "stockx", "C-3", Some("9")).unwrap());
@@ -767,7 +887,13 @@ fn failed_jobs_are_reset_and_queue_views_count(engine: &Engine) {
         retry_at: 0,
         max_attempts: 1,
     };
-    finish(store, &claimer("stockx"), &[(taken[0].clone(), give_up)], 21).unwrap();
+    finish(
+        store,
+        &claimer("stockx"),
+        &[(taken[0].clone(), give_up)],
+        21,
+    )
+    .unwrap();
     claim(store, &claimer("keepa"), 1, 600, 22).unwrap();
     assert_eq!(
         queue_depth(store).unwrap(),
@@ -783,18 +909,31 @@ fn failed_jobs_are_reset_and_queue_views_count(engine: &Engine) {
         queue.last_failure,
         Some(("stockx|S|9".to_string(), "http 500".to_string()))
     );
-    assert_eq!((queue.pending_due_since, queue.last_activity, queue.due_now), (None, Some(21), 0));
+    assert_eq!(
+        (queue.pending_due_since, queue.last_activity, queue.due_now),
+        (None, Some(21), 0)
+    );
     let keepa = provider_queue(store, "keepa", 30).unwrap();
     assert_eq!(
         (keepa.pending_due_since, keepa.last_activity, keepa.due_now),
         (Some(12), Some(22), 2)
     );
-    assert_eq!(provider_queue(store, "keepa", 5).unwrap().due_now, 1, "only the running one");
-    assert_eq!(list_jobs(store, Some(JobState::Failed), 10).unwrap()[0].id, id);
+    assert_eq!(
+        provider_queue(store, "keepa", 5).unwrap().due_now,
+        1,
+        "only the running one"
+    );
+    assert_eq!(
+        list_jobs(store, Some(JobState::Failed), 10).unwrap()[0].id,
+        id
+    );
     assert_eq!(list_jobs(store, None, 10).unwrap().len(), 3);
     assert_eq!(list_jobs(store, None, 2).unwrap().len(), 2);
     assert_eq!(get_job(store, 9_999).unwrap(), None);
-    assert!(matches!(reset_failed(store, Some("nope")), Err(JobError::Invalid(_))));
+    assert!(matches!(
+        reset_failed(store, Some("nope")),
+        Err(JobError::Invalid(_))
+    ));
     assert_eq!(reset_failed(store, Some("keepa")).unwrap(), 0);
     assert_eq!(reset_failed(store, None).unwrap(), 1);
     let again = get_job(store, id).unwrap().unwrap();
@@ -802,7 +941,11 @@ fn failed_jobs_are_reset_and_queue_views_count(engine: &Engine) {
         (again.state, again.attempts, again.finished_at),
         (JobState::Pending, 0, None)
     );
-    assert_eq!(reset_failed(store, None).unwrap(), 0, "nothing failed any more");
+    assert_eq!(
+        reset_failed(store, None).unwrap(),
+        0,
+        "nothing failed any more"
+    );
 }
 
 /// One script of every write, then every read as text: the same on both engines.
@@ -819,7 +962,11 @@ fn script(store: &dyn LedgerStore) -> Vec<String> {
     .into_iter()
     .enumerate()
     {
-        put(store, job(provider, sku, size, JobPriority::Background), 10 + index as i64 % 2);
+        put(
+            store,
+            job(provider, sku, size, JobPriority::Background),
+            10 + index as i64 % 2,
+        );
         tracked::track(store, provider, sku, size, "script", 5).unwrap();
     }
     for provider in JOB_PROVIDERS {
@@ -845,14 +992,26 @@ fn script(store: &dyn LedgerStore) -> Vec<String> {
             })
             .collect();
         reads.push(format!("{provider} claimed {:?}", skus(&taken)));
-        reads.push(format!("{:?}", finish(store, &claimer(provider), &ends, 30).unwrap()));
-        reads.push(format!("{:?}", tracked::key_states(store, provider).unwrap()));
-        reads.push(format!("{:?}", provider_queue(store, provider, 40).unwrap()));
+        reads.push(format!(
+            "{:?}",
+            finish(store, &claimer(provider), &ends, 30).unwrap()
+        ));
+        reads.push(format!(
+            "{:?}",
+            tracked::key_states(store, provider).unwrap()
+        ));
+        reads.push(format!(
+            "{:?}",
+            provider_queue(store, provider, 40).unwrap()
+        ));
     }
     reads.push(format!("{:?}", list_jobs(store, None, 100).unwrap()));
     reads.push(format!("{:?}", market_prices(store, 100).unwrap()));
     reads.push(format!("{:?}", queue_depth(store).unwrap()));
-    reads.push(format!("{:?}", tracked::list_tracked(store, None, 100).unwrap()));
+    reads.push(format!(
+        "{:?}",
+        tracked::list_tracked(store, None, 100).unwrap()
+    ));
     reads.push(format!("{:?}", tracked::tracked_providers(store).unwrap()));
     reads
 }
@@ -862,7 +1021,10 @@ fn script(store: &dyn LedgerStore) -> Vec<String> {
 fn both_engines_answer_alike() {
     let sqlite = Engine::sqlite();
     let postgres = Engine::postgres();
-    let (left, right) = (script(sqlite.ledger.as_ref()), script(postgres.ledger.as_ref()));
+    let (left, right) = (
+        script(sqlite.ledger.as_ref()),
+        script(postgres.ledger.as_ref()),
+    );
     assert_eq!(left.len(), right.len());
     for (sqlite_read, postgres_read) in left.iter().zip(&right) {
         assert_eq!(sqlite_read, postgres_read, "sqlite and postgresql diverge");
@@ -886,38 +1048,39 @@ fn concurrent_job_claims_on_postgres_never_overlap() {
         );
     }
     let start = Arc::new(Barrier::new(4));
-    let workers: Vec<_> = (0..4)
-        .map(|worker| {
-            let store = if worker % 2 == 0 {
-                Arc::clone(&first)
-            } else {
-                Arc::clone(&second)
-            };
-            let start = Arc::clone(&start);
-            std::thread::spawn(move || {
-                let owner = format!("daemon-{worker}");
-                let me = Claimer {
-                    owner: &owner,
-                    fence: WriteFence::Lease(1),
-                    ..claimer("keepa")
+    let workers: Vec<_> =
+        (0..4)
+            .map(|worker| {
+                let store = if worker % 2 == 0 {
+                    Arc::clone(&first)
+                } else {
+                    Arc::clone(&second)
                 };
-                // Connected before the start, so both pools race from the first claim.
-                pending_above(store.as_ref(), "keepa", JobPriority::Manual, 20).expect("warm");
-                start.wait();
-                let mut mine = Vec::new();
-                loop {
-                    let taken = claim(store.as_ref(), &me, 3, 600, 20).expect("claim");
-                    if taken.is_empty() {
-                        break;
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    let owner = format!("daemon-{worker}");
+                    let me = Claimer {
+                        owner: &owner,
+                        fence: WriteFence::Lease(1),
+                        ..claimer("keepa")
+                    };
+                    // Connected before the start, so both pools race from the first claim.
+                    pending_above(store.as_ref(), "keepa", JobPriority::Manual, 20).expect("warm");
+                    start.wait();
+                    let mut mine = Vec::new();
+                    loop {
+                        let taken = claim(store.as_ref(), &me, 3, 600, 20).expect("claim");
+                        if taken.is_empty() {
+                            break;
+                        }
+                        assert!(taken.iter().all(|job| job.lease_owner.as_deref()
+                            == Some(format!("acct/{owner}").as_str())));
+                        mine.extend(taken.iter().map(|job| job.id));
                     }
-                    assert!(taken.iter().all(|job| job.lease_owner.as_deref()
-                        == Some(format!("acct/{owner}").as_str())));
-                    mine.extend(taken.iter().map(|job| job.id));
-                }
-                mine
+                    mine
+                })
             })
-        })
-        .collect();
+            .collect();
     let claimed: Vec<Vec<i64>> = workers
         .into_iter()
         .map(|worker| worker.join().expect("worker"))
@@ -986,8 +1149,9 @@ fn store_copy_moves_the_queue_and_ids_continue_above_the_copied() {
 
     let db = TestDb::create();
     let url = crate::store::postgres::DatabaseUrl::new(&db.url).expect("url");
-    let checks = crate::store::postgres::copy::copy_sqlite_to_postgres(&path, &url, false, &mut |_, _| {})
-        .expect("copy");
+    let checks =
+        crate::store::postgres::copy::copy_sqlite_to_postgres(&path, &url, false, &mut |_, _| {})
+            .expect("copy");
     for table in [
         "jobs",
         "market_prices",
@@ -999,7 +1163,10 @@ fn store_copy_moves_the_queue_and_ids_continue_above_the_copied() {
         "market_job_runs",
         "alias_catalog",
     ] {
-        let check = checks.iter().find(|check| check.table == table).expect(table);
+        let check = checks
+            .iter()
+            .find(|check| check.table == table)
+            .expect(table);
         assert!(check.ok(), "{check:?}");
         assert!(check.source_rows > 0, "{table} was copied empty");
     }
@@ -1007,8 +1174,14 @@ fn store_copy_moves_the_queue_and_ids_continue_above_the_copied() {
 
     let pg = PgLedger::open(&db.url, &PgSettings::default()).expect("open");
     // The copy reads back as the source was read.
-    assert_eq!(format!("{:?}", list_jobs(&pg, None, 100).unwrap()), source_reads[source_reads.len() - 5]);
-    assert_eq!(format!("{:?}", market_prices(&pg, 100).unwrap()), source_reads[source_reads.len() - 4]);
+    assert_eq!(
+        format!("{:?}", list_jobs(&pg, None, 100).unwrap()),
+        source_reads[source_reads.len() - 5]
+    );
+    assert_eq!(
+        format!("{:?}", market_prices(&pg, 100).unwrap()),
+        source_reads[source_reads.len() - 4]
+    );
     assert_eq!(
         cached_alias_item(&pg, "DD1391-100", 120).unwrap(),
         Some(CachedAliasItem::Item {
@@ -1026,5 +1199,8 @@ fn store_copy_moves_the_queue_and_ids_continue_above_the_copied() {
     let new_job = put(&pg, job("keepa", "B0NEW", None, JobPriority::Hot), 500).id();
     assert_eq!(new_job, max_job + 1);
     assert_eq!(record_run(&pg, &run).unwrap(), max_run + 1);
-    assert_eq!(tracked::record_pass(&pg, &pass("keepa", 2000)).unwrap(), max_pass + 1);
+    assert_eq!(
+        tracked::record_pass(&pg, &pass("keepa", 2000)).unwrap(),
+        max_pass + 1
+    );
 }

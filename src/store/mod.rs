@@ -1,14 +1,17 @@
 //! The store: every SQL statement of marketsync lives below this module.
 //!
 //! One SQLite file (WAL) holds the daemon's state, one file per table family; the hour
-//! ledger's tables may live in PostgreSQL instead (`[store] url_env`):
+//! ledger's tables, the supervision rows and the job queue (with its prices, catalog
+//! caches and tracked keys) may live in PostgreSQL instead (`[store] url_env`); the
+//! eBay cursor tables and the SQLite leases stay in the file:
 //! - [`blocking`](mod@blocking): the one helper that runs store work on the blocking pool.
 //! - [`ledger`]: the ledger's storage trait ([`LedgerStore`]), its error and row types.
 //! - [`reads`]: the ledger's read surfaces ([`LedgerReads`]), implemented by both engines.
 //! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
 //!   cooldowns, audits).
-//! - [`postgres`]: the hour ledger on PostgreSQL ([`PgLedger`]): pool, migrations,
-//!   claims with `SKIP LOCKED`, fences in every write's transaction.
+//! - [`postgres`]: the hour ledger, supervision and the job queue on PostgreSQL
+//!   ([`PgLedger`]): pool, migrations, claims with `SKIP LOCKED`, fences in every
+//!   write's transaction, `store copy`.
 //! - [`cursors`]: eBay cursor streams: cursors, resources and their change history.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
 //! - [`ebay_inventory`]: eBay active-inventory snapshots (per-SKU quantity and price).
@@ -16,7 +19,10 @@
 //! - [`ebay_inquiries`]: the eBay `inquiries` and `purchases` tables.
 //! - [`history`]: the dashboard's pictures: a stream's hours over a range, cursor positions.
 //! - [`export`]: one table family streamed as CSV or JSON lines (`marketsync export`).
-//! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
+//! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots and catalog
+//!   caches it fills, behind [`jobs::JobStore`] (both engines).
+//! - [`tracked`]: tracked keys and freshness-scheduler passes, behind
+//!   [`tracked::TrackedStore`] (both engines).
 //! - [`sales`]: the vendor sales table as the read surfaces sum it.
 //! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
 //! - [`leases`]: the SQLite lease backend's tables.
@@ -56,8 +62,10 @@ pub use sqlite::SqliteLedger;
 
 /// The engine that holds the hour ledger: PostgreSQL when `[store] url_env` is set
 /// (`store`), the SQLite file otherwise. Blocking (connects and migrates): async callers
-/// run it on the blocking pool. The PostgreSQL ledger also consults the SQLite file's
-/// fences, which the cursor and job shapes still write (see `PgLedger::with_local_fences`).
+/// run it on the blocking pool. The same engine holds the job queue ([`jobs::JobStore`],
+/// [`tracked::TrackedStore`] are supertraits of [`LedgerStore`]). The PostgreSQL ledger
+/// also consults the SQLite file's fences, which the cursor shapes still write (see
+/// `PgLedger::with_local_fences`).
 pub fn hour_ledger(
     store: Option<&postgres::StoreSettings>,
     sqlite: &std::sync::Arc<SqliteLedger>,

@@ -2,8 +2,8 @@
 //! ASINs) with dedupe, priorities 200 manual / 150 hot / 100 background, leases that
 //! rescue jobs whose worker died, and per-run metrics.
 //!
-//! - [`crate::store::jobs`]: the SQLite tables (`jobs`, `market_prices`, `keepa_products`, `job_runs`)
-//!   and the public API the CLI, the HTTP API and status use ([`enqueue`], [`list_jobs`],
+//! - [`crate::store::jobs`]: the tables (`jobs`, `market_prices`, `keepa_products`,
+//!   `job_runs`) on the hour ledger's engine (SQLite or PostgreSQL) and the public API the CLI, the HTTP API and status use ([`enqueue`], [`list_jobs`],
 //!   [`reset_failed`], [`queue_depth`], [`market_prices`], [`recent_runs`]).
 //! - [`worker`]: the drainer, a [`crate::shapes::ShapeRunner`] run by the daemon's stream
 //!   loop under the stream's lease; every provider call is paced by the TokenManager.

@@ -105,7 +105,12 @@ pub fn put_stockx_variants(
     now: i64,
     ttl_secs: i64,
 ) -> Result<(), JobError> {
-    store.replace_stockx_variants(product_id, variants, now, now.saturating_add(ttl_secs.max(1)))
+    store.replace_stockx_variants(
+        product_id,
+        variants,
+        now,
+        now.saturating_add(ttl_secs.max(1)),
+    )
 }
 
 /// The size keys of `variants` in the order they are inserted: every variant's own value

@@ -386,8 +386,11 @@ pub trait JobStore: Send + Sync {
     fn job_run_rows(&self, limit: i64) -> Result<Vec<JobRun>, JobError>;
 
     /// The unexpired `stockx_styles` row of `key` at `now`: (product id, expires_at).
-    fn stockx_style_row(&self, key: &str, now: i64)
-        -> Result<Option<(Option<String>, i64)>, JobError>;
+    fn stockx_style_row(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(Option<String>, i64)>, JobError>;
     /// See [`cached_stockx_variant`].
     fn stockx_variant_lookup(
         &self,

@@ -73,8 +73,10 @@ impl JobStore for SqliteLedger {
             Ok(match live {
                 Some((id, priority)) => {
                     let merged = priority.max(job.priority.value());
-                    tx.prepare_cached("UPDATE jobs SET priority = ?1, updated_at = ?2 WHERE id = ?3")?
-                        .execute(params![merged, now, id])?;
+                    tx.prepare_cached(
+                        "UPDATE jobs SET priority = ?1, updated_at = ?2 WHERE id = ?3",
+                    )?
+                    .execute(params![merged, now, id])?;
                     EnqueueOutcome::Merged {
                         id,
                         priority: JobPriority::from_value(merged),
@@ -223,7 +225,14 @@ impl JobStore for SqliteLedger {
         now: i64,
     ) -> Result<Vec<Job>, JobError> {
         immediate(self, |tx| {
-            check_fence(tx, claimer.account, claimer.stream, claimer.fence, "job claim", now)?;
+            check_fence(
+                tx,
+                claimer.account,
+                claimer.stream,
+                claimer.fence,
+                "job claim",
+                now,
+            )?;
             let head: Option<i64> = tx
                 .prepare_cached(
                     "SELECT priority FROM jobs WHERE provider = ?1 AND state = 'pending' AND not_before <= ?2
@@ -281,7 +290,14 @@ impl JobStore for SqliteLedger {
     ) -> Result<Finished, JobError> {
         let owner = format!("{}/{}", claimer.account, claimer.owner);
         immediate(self, |tx| {
-            check_fence(tx, claimer.account, claimer.stream, claimer.fence, "job result", now)?;
+            check_fence(
+                tx,
+                claimer.account,
+                claimer.stream,
+                claimer.fence,
+                "job result",
+                now,
+            )?;
             let mut counts = Finished::default();
             for (job, end) in ends {
                 let ours: Option<i64> = tx

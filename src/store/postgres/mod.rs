@@ -1,6 +1,9 @@
-//! The PostgreSQL implementation of [`LedgerStore`] and [`LedgerReads`]: the hour ledger
-//! (hours, claims, cooldowns, audits, sales, scope fences) in a server database that
-//! several daemons on several hosts share.
+//! The PostgreSQL implementation of [`LedgerStore`] and its supertraits: the hour ledger
+//! (hours, claims, cooldowns, audits, sales, scope fences), the supervision rows
+//! (`supervision.rs`) and the job queue with what it fills (jobs, market prices, Keepa
+//! snapshots, run records, the StockX and Alias catalog caches, tracked keys, scheduler
+//! passes: `jobs.rs`, `tracked.rs`) in a server database that several daemons on
+//! several hosts share.
 //!
 //! - A pool of sync `postgres` connections (`r2d2`): `[store] pool_size` connections,
 //!   each opened with `statement_timeout` and `lock_timeout` set and TCP keepalives on,
@@ -10,8 +13,8 @@
 //!   once take turns), recorded in `schema_migrations`; a database migrated by a newer
 //!   binary is refused.
 //! - Claims lock their rows with `FOR UPDATE SKIP LOCKED`: daemons claiming the same
-//!   scope at once take disjoint runs; fences are checked in the transaction of every
-//!   write (the fence row is held `FOR SHARE` until commit, so a takeover's newer fence
+//!   scope (or the same provider's job queue) at once take disjoint runs (jobs); fences
+//!   are checked in the transaction of every write, job claims and results included (the fence row is held `FOR SHARE` until commit, so a takeover's newer fence
 //!   waits for a write under way and refuses every later one).
 //! - Serialization failures and deadlocks are retried a bounded number of times.
 //!
@@ -32,9 +35,9 @@ mod jobs;
 mod ledger;
 mod reads;
 mod supervision;
-mod tracked;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tracked;
 pub mod url;
 
 pub use url::{is_postgres_url, redact_url, with_database};

@@ -8,8 +8,8 @@ use super::jobs::upsert_live_job;
 use super::PgLedger;
 use crate::store::jobs::{dedupe_key, sql_limit, JobError, JobPriority, NewJob};
 use crate::store::tracked::{
-    stored_budget, too_many_tracked, KeyState, PassRecord, TrackOutcome, TrackedItem,
-    TrackedStore, MAX_TRACKED, PASS_COLUMNS,
+    stored_budget, too_many_tracked, KeyState, PassRecord, TrackOutcome, TrackedItem, TrackedStore,
+    MAX_TRACKED, PASS_COLUMNS,
 };
 
 fn pass_from_row(row: &Row) -> Result<PassRecord, JobError> {

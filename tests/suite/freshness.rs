@@ -101,7 +101,8 @@ impl Fixture {
     }
 
     fn pending(&self) -> Vec<store::Job> {
-        let mut jobs = store::list_jobs(&*self.ledger, Some(JobState::Pending), 1000).expect("jobs");
+        let mut jobs =
+            store::list_jobs(&*self.ledger, Some(JobState::Pending), 1000).expect("jobs");
         jobs.sort_by_key(|job| job.id);
         jobs
     }
@@ -109,7 +110,11 @@ impl Fixture {
     fn context(&self, client: JobClient) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
-        let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>);
+        let runner = JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>,
+        );
         let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
         let cancel = CancellationToken::new();
         StreamContext {

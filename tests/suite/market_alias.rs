@@ -63,7 +63,11 @@ impl MarketFixture {
         let cancel = CancellationToken::new();
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
-        let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>);
+        let runner = JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>,
+        );
         let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
         StreamContext {
             stream: account.streams[0].clone(),

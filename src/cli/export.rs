@@ -43,13 +43,12 @@ pub(super) fn command(
             );
         }
     }
-    if kind == ExportKind::Sales {
-        if let Some(settings) = &config.store {
-            bail!(
-                "export sales: the sales table lives in postgresql ({}) with [store] url_env, and this export reads the sqlite file only; use psql's \\copy vendor_realtime_sales to a file meanwhile",
-                settings.url
-            );
-        }
+    if let (Some(table), Some(settings)) = (kind.postgres_table(), &config.store) {
+        bail!(
+            "export {}: the {table} table lives in postgresql ({}) with [store] url_env, and this export reads the sqlite file only; use psql's \\copy {table} to a file meanwhile",
+            kind.as_str(),
+            settings.url
+        );
     }
     let ledger = open_ledger(&config)?;
     let stdout = std::io::stdout();

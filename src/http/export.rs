@@ -126,12 +126,14 @@ pub async fn export(
     };
     let account = query.get("account").cloned();
     let export_query = ExportQuery::new(kind, account, since, format)?;
-    if export_query.kind == store::ExportKind::Sales && !state.hours_in_sqlite() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "export_unavailable",
-            "the sales table lives in postgresql ([store] url_env) and this export reads the sqlite file only; use psql's \\copy vendor_realtime_sales meanwhile".to_string(),
-        ));
+    if let Some(table) = export_query.kind.postgres_table() {
+        if !state.hours_in_sqlite() {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "export_unavailable",
+                format!("the {table} table lives in postgresql ([store] url_env) and this export reads the sqlite file only; use psql's \\copy {table} meanwhile"),
+            ));
+        }
     }
     if let Some(account) = &export_query.account {
         state.account(account)?;

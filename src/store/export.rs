@@ -59,6 +59,16 @@ impl ExportKind {
         )
     }
 
+    /// The table of this kind when it lives in PostgreSQL with `[store] url_env` (the
+    /// hour ledger's sales, the job queue's prices and jobs): this export reads the
+    /// SQLite file only, so such a kind is refused there rather than read stale.
+    pub fn postgres_table(self) -> Option<&'static str> {
+        match self {
+            ExportKind::Sales | ExportKind::Prices | ExportKind::Jobs => Some(self.table().0),
+            ExportKind::Orders | ExportKind::Events => None,
+        }
+    }
+
     /// The columns, in output order.
     pub fn columns(self) -> &'static [Column] {
         use ColumnType::{Integer, Real, Text, UnixSeconds};

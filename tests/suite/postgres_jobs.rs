@@ -145,6 +145,23 @@ fn two_daemons_on_one_postgresql_drain_one_job_queue_each_job_once() {
             "SELECT COUNT(*) FROM scope_fences WHERE account IN ('keepa-a', 'keepa-b')"
         ) >= 1
     );
+    // The export reads the SQLite file only: refused for the queue's tables rather
+    // than answered from a stale file.
+    for (kind, table) in [("prices", "market_prices"), ("jobs", "jobs")] {
+        let output = marketsync()
+            .env(VAR, &db.url)
+            .arg("--config")
+            .arg(&config_a)
+            .args(["export", kind])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("the {table} table lives in postgresql")),
+            "{stderr}"
+        );
+    }
     for dir in [dir_a.path(), dir_b.path()] {
         let sqlite = SqliteLedger::open(&dir.join("marketsync.db")).expect("sqlite");
         assert!(

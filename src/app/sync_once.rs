@@ -34,8 +34,8 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     use std::io::IsTerminal;
     let config = without_unused_reserve(config);
     let daemon = Daemon::start(&config).await?;
-    // The hour ledger's engine (SQLite or PostgreSQL), and the SQLite file for the
-    // cursor and job streams' tables.
+    // The hour ledger's engine (SQLite or PostgreSQL; the job queue lives there too),
+    // and the SQLite file for the cursor streams' tables.
     let ledger: Arc<dyn LedgerStore> = Arc::clone(&daemon.hours);
     let sqlite = Arc::clone(&daemon.ledger);
     // (account, stream, account cooldown scope, lookback hours; 0 for other shapes)

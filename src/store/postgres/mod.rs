@@ -174,9 +174,11 @@ pub struct PgLedger {
     pool: Option<Pool>,
     /// The URL without its password, for messages.
     shown_url: String,
-    /// The SQLite file whose `scope_fences` the cursor and job shapes still fence their
-    /// writes against (their tables stay there): [`LedgerStore::newest_fence`] answers
-    /// the newer of both, so a lease is never granted below a fence either store saw.
+    /// The SQLite file whose `scope_fences` the cursor shapes still fence their writes
+    /// against (their tables stay there; the job shapes fence here, with the queue, and
+    /// fences they recorded in the file before the move still count):
+    /// [`LedgerStore::newest_fence`] answers the newer of both, so a lease is never
+    /// granted below a fence either store saw.
     local_fences: Option<std::sync::Arc<crate::store::SqliteLedger>>,
 }
 

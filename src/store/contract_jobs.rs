@@ -1,9 +1,10 @@
-//! The job queue's contract: every behaviour of [`JobStore`] and [`TrackedStore`] the
+//! The job queue's contract: every behaviour of [`JobStore`] and [`tracked::TrackedStore`] the
 //! drainers, the scheduler and the surfaces rely on, run against both engines (SQLite in
 //! memory, a fresh PostgreSQL database; see `contract_tests`). Each case asserts exact
 //! values, so an engine whose answers diverge fails it; `both_engines_answer_alike` also
 //! runs one script on both and compares every read. PostgreSQL-only cases: claims by
-//! two daemons at once (`SKIP LOCKED`), and `store copy` of the queue's tables.
+//! two daemons at once (`SKIP LOCKED`), enqueues of one key at once (one live job), and
+//! `store copy` of the queue's tables.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
@@ -1103,6 +1104,64 @@ fn concurrent_job_claims_on_postgres_never_overlap() {
         .unwrap()
         .get(0);
     assert_eq!(running, i64::try_from(total).unwrap());
+}
+
+/// Daemons queueing the same keys at once (two pools, eight threads) leave one live job
+/// per key: the unique index of live keys turns a racing insert into a merge.
+#[test]
+fn concurrent_enqueues_of_one_key_on_postgres_leave_one_live_job() {
+    let db = TestDb::create();
+    let pools = [
+        Arc::new(PgLedger::open(&db.url, &PgSettings::default()).expect("open")),
+        Arc::new(PgLedger::open(&db.url, &PgSettings::default()).expect("open")),
+    ];
+    let threads = 8;
+    let keys = 20;
+    let start = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let store = Arc::clone(&pools[thread % 2]);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                pending_above(store.as_ref(), "stockx", JobPriority::Manual, 0).expect("warm");
+                start.wait();
+                (0..keys)
+                    .map(|key| {
+                        let priority = if thread == 3 {
+                            JobPriority::Manual
+                        } else {
+                            JobPriority::Background
+                        };
+                        let new = job("stockx", &format!("K-{key}"), Some("10"), priority);
+                        enqueue_at(store.as_ref(), &new, 100).expect("enqueue")
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let outcomes: Vec<EnqueueOutcome> = workers
+        .into_iter()
+        .flat_map(|worker| worker.join().expect("worker"))
+        .collect();
+    let created = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, EnqueueOutcome::Created { .. }))
+        .count();
+    assert_eq!(created, keys, "one job created per key, the rest merged");
+    let mut client = db.client();
+    let live: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(live, i64::try_from(keys).unwrap());
+    let manual: i64 = client
+        .query_one("SELECT COUNT(*) FROM jobs WHERE priority = 200", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(manual, live, "every key kept the manual request's priority");
 }
 
 /// `store copy` moves the queue's tables (reals exactly, NULLs as NULLs), verifies them,

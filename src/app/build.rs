@@ -51,12 +51,12 @@ pub(super) fn build_work(
                 http,
                 simulator,
                 pacer,
-                Arc::clone(ledger),
+                Arc::clone(hours),
                 cursor,
             )
         }
         Shape::Jobs => {
-            crate::shapes::jobs::stream_work(account, http, simulator, pacer, Arc::clone(ledger))
+            crate::shapes::jobs::stream_work(account, http, simulator, pacer, Arc::clone(hours))
         }
     }
 }

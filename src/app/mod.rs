@@ -436,7 +436,7 @@ impl Daemon {
                 chaos.clone(),
             ),
         );
-        if let Some(freshness) = freshness_service(config, &ledger, &quota, scheduler_quota, &chaos)
+        if let Some(freshness) = freshness_service(config, &hours, &quota, scheduler_quota, &chaos)
         {
             services.insert(0, freshness);
         }
@@ -663,7 +663,7 @@ async fn join_cluster(
 /// so a restarted incarnation continues where the last one stopped.
 fn freshness_service(
     config: &Config,
-    ledger: &Arc<SqliteLedger>,
+    ledger: &Arc<dyn LedgerStore>,
     quota: &QuotaHandle,
     quota_config: crate::quota::QuotaConfig,
     chaos: &Option<Arc<Chaos>>,

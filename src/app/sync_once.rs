@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::store::{LedgerStore, SqliteLedger};
+use crate::store::LedgerStore;
 
 use crate::domain::{format_ts, now_ts};
 use crate::shapes::blocking;
@@ -34,10 +34,9 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     use std::io::IsTerminal;
     let config = without_unused_reserve(config);
     let daemon = Daemon::start(&config).await?;
-    // The hour ledger's engine (SQLite or PostgreSQL), and the SQLite file for the
-    // cursor and job streams' tables.
+    // The hour ledger's engine (SQLite or PostgreSQL; the job queue lives there too),
+    // and the SQLite file for the cursor streams' tables.
     let ledger: Arc<dyn LedgerStore> = Arc::clone(&daemon.hours);
-    let sqlite = Arc::clone(&daemon.ledger);
     // (account, stream, account cooldown scope, lookback hours; 0 for other shapes)
     let streams: Vec<(String, String, String, u64)> = config
         .accounts
@@ -156,9 +155,9 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
         })
         .await?;
         let others = others.clone();
-        let (sqlite, hours) = (Arc::clone(&sqlite), Arc::clone(&ledger));
+        let hours = Arc::clone(&ledger);
         let (others_pending, others_stopped) = tokio::task::spawn_blocking(move || {
-            other_shapes_progress(&sqlite, hours.as_ref(), &others, now_ts())
+            other_shapes_progress(hours.as_ref(), &others, now_ts())
         })
         .await
         .context("reading cursor and job streams")??;
@@ -216,7 +215,6 @@ pub fn without_unused_reserve(mut config: Config) -> Config {
 /// Whether cursor and job streams still have work (`sync --once`), and the ones that
 /// stopped for a reason a person should read.
 fn other_shapes_progress(
-    ledger: &SqliteLedger,
     hours: &dyn LedgerStore,
     streams: &[(crate::config::AccountConfig, crate::config::StreamConfig)],
     now: i64,
@@ -255,11 +253,9 @@ fn other_shapes_progress(
                 }
             }
             crate::domain::Shape::Jobs => {
-                let due = ledger
-                    .with_conn(|conn| {
-                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
-                    })?
-                    .due_now;
+                let due =
+                    crate::store::jobs::provider_queue(hours, account.provider.as_str(), now)?
+                        .due_now;
                 if due > 0 {
                     pending = true;
                 }

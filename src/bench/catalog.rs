@@ -139,7 +139,11 @@ async fn bench(args: BenchCatalogArgs) -> anyhow::Result<i32> {
         account.provider.as_str(),
         account.quota_scope(),
     );
-    let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
+    let runner = Arc::new(JobRunner::new(
+        client,
+        Some(pacer),
+        Arc::clone(&ledger) as Arc<dyn LedgerStore>,
+    ));
     let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
     let cancel = CancellationToken::new();
     let context = StreamContext {
@@ -246,7 +250,7 @@ async fn round(
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         for (style, size) in order {
             store::enqueue(
-                &ledger_for_enqueue,
+                &*ledger_for_enqueue,
                 &NewJob {
                     provider: "stockx".to_string(),
                     sku: style,

@@ -392,7 +392,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             .collect();
         let ledger = Arc::clone(&ledger);
         tokio::task::spawn_blocking(move || {
-            crate::store::tracked::track_many(&ledger, &items, "bench", now_ts())
+            crate::store::tracked::track_many(&*ledger, &items, "bench", now_ts())
         })
         .await??;
         keys.insert(row.provider, count);
@@ -424,7 +424,11 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             account.provider.as_str(),
             account.quota_scope(),
         );
-        let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
+        let runner = Arc::new(JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&ledger) as Arc<dyn LedgerStore>,
+        ));
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
         let context = StreamContext {
             account: Arc::new(account.clone()),
@@ -476,7 +480,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         })
         .collect();
     let scheduler = Arc::new(Scheduler::new(
-        Arc::clone(&ledger),
+        Arc::clone(&ledger) as Arc<dyn LedgerStore>,
         quota.clone(),
         quota_config,
         providers,
@@ -523,9 +527,10 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                         source: "bench-manual".to_string(),
                     };
                     let ledger_for = Arc::clone(&ledger);
-                    let id = tokio::task::spawn_blocking(move || store::enqueue(&ledger_for, &job))
-                        .await??
-                        .id();
+                    let id =
+                        tokio::task::spawn_blocking(move || store::enqueue(&*ledger_for, &job))
+                            .await??
+                            .id();
                     manuals.push(Manual {
                         provider: row.provider,
                         sku,
@@ -541,7 +546,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                 let ledger_for = Arc::clone(&ledger);
                 let id = manual.job;
                 let job =
-                    tokio::task::spawn_blocking(move || store::get_job(&ledger_for, id)).await??;
+                    tokio::task::spawn_blocking(move || store::get_job(&*ledger_for, id)).await??;
                 match job.map(|job| job.state) {
                     Some(JobState::Succeeded) => {
                         let before_it = requests_before(&http, &base, &manual).await?;

@@ -103,7 +103,11 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
         }
         let client = crate::shapes::jobs::build_client(account, &http, Some(addr))?;
         let pacer = Pacer::new(handle.clone(), provider.as_str(), account.quota_scope());
-        let runner = Arc::new(JobRunner::new(client, Some(pacer), Arc::clone(&ledger)));
+        let runner = Arc::new(JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&ledger) as Arc<dyn LedgerStore>,
+        ));
         let dyn_ledger: Arc<dyn LedgerStore> = ledger.clone();
         let cancel = CancellationToken::new();
         let context = StreamContext {
@@ -145,7 +149,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                             _ => (format!("B{round:02}{index:07}"), None),
                         };
                         store::enqueue(
-                            &ledger,
+                            &*ledger,
                             &NewJob {
                                 provider: provider.to_string(),
                                 sku,
@@ -176,7 +180,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
             drain_rates.push(applied as f64 / secs.max(1e-9));
             let runs = {
                 let ledger = Arc::clone(&ledger);
-                tokio::task::spawn_blocking(move || store::recent_runs(&ledger, 1)).await??
+                tokio::task::spawn_blocking(move || store::recent_runs(&*ledger, 1)).await??
             };
             if let Some(run) = runs.first() {
                 calls_per_job.push(run.calls_made as f64 / (applied as f64).max(1.0));

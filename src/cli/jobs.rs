@@ -3,13 +3,11 @@
 //! arguments and calls these; they open the configuration's SQLite file directly (the
 //! daemon need not run: it drains what is queued on its next run).
 
-use anyhow::Context;
 use clap::Subcommand;
 
 use crate::config::Config;
 use crate::domain::format_ts;
 use crate::store::jobs::{self as store, JobPriority, JobState, NewJob};
-use crate::store::SqliteLedger;
 
 /// `marketsync jobs ...` actions.
 #[derive(Debug, Subcommand)]
@@ -36,7 +34,7 @@ pub fn runs_command(
     limit: usize,
 ) -> anyhow::Result<i32> {
     let ledger = open(config)?;
-    let passes = crate::store::tracked::recent_passes(&ledger, provider, limit.clamp(1, 10_000))?;
+    let passes = crate::store::tracked::recent_passes(&*ledger, provider, limit.clamp(1, 10_000))?;
     if json {
         let rows: Vec<serde_json::Value> = passes
             .iter()
@@ -116,9 +114,9 @@ pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
-fn open(config: &Config) -> anyhow::Result<SqliteLedger> {
-    SqliteLedger::open(&config.database_path())
-        .with_context(|| format!("opening {}", config.database_path().display()))
+/// The engine holding the job queue: PostgreSQL with `[store] url_env`, else the file.
+fn open(config: &Config) -> anyhow::Result<std::sync::Arc<dyn crate::store::LedgerStore>> {
+    Ok(super::open_stores(config)?.1)
 }
 
 /// `marketsync enqueue PROVIDER SKU [--size S] [--priority P]`.
@@ -144,7 +142,7 @@ pub fn enqueue_command(
         .accounts
         .iter()
         .any(|account| account.provider.as_str() == provider.trim().to_ascii_lowercase());
-    match store::enqueue(&ledger, &job)? {
+    match store::enqueue(&*ledger, &job)? {
         store::EnqueueOutcome::Created { id } => {
             println!(
                 "job {id} queued ({provider} {sku}{}, {priority})",
@@ -174,7 +172,7 @@ pub fn list_command(
         .transpose()
         .map_err(|err| anyhow::anyhow!("--state: {err}"))?;
     let ledger = open(config)?;
-    let jobs = store::list_jobs(&ledger, state, limit)?;
+    let jobs = store::list_jobs(&*ledger, state, limit)?;
     if json {
         let mut text = serde_json::to_string_pretty(&jobs)?;
         text.push('\n');
@@ -233,7 +231,7 @@ pub fn render_table(jobs: &[store::Job]) -> String {
 /// `marketsync jobs reset-failed [PROVIDER]`.
 pub fn reset_failed_command(config: &Config, provider: Option<&str>) -> anyhow::Result<i32> {
     let ledger = open(config)?;
-    let reset = store::reset_failed(&ledger, provider)?;
+    let reset = store::reset_failed(&*ledger, provider)?;
     println!(
         "{reset} failed job{} moved back to pending; the daemon drains them on its next run",
         if reset == 1 { "" } else { "s" }

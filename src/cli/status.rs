@@ -6,7 +6,7 @@ use crate::domain::now_ts;
 
 pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
     let config = load_config(&cli.config, &cli.data_dir)?;
-    let (ledger, hours) = open_stores(&config)?;
+    let (_, hours) = open_stores(&config)?;
     let locks = runtime()?.block_on(list_locks(&config));
     let lock_list = match &locks {
         Ok(list) => list.as_slice(),
@@ -19,7 +19,6 @@ pub(super) fn command(cli: &Cli, json: bool) -> anyhow::Result<i32> {
     let deployment = config.deployment();
     let mut report = crate::diagnose::status::collect(
         &deployment,
-        &ledger,
         hours.as_ref(),
         lock_list,
         &supervision,

@@ -15,7 +15,6 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::domain::{format_ts, now_ts};
 use crate::store::tracked;
-use crate::store::SqliteLedger;
 
 /// `marketsync track ...` actions.
 #[derive(Debug, Subcommand)]
@@ -48,9 +47,9 @@ pub enum TrackAction {
     },
 }
 
-fn open(config: &Config) -> anyhow::Result<SqliteLedger> {
-    SqliteLedger::open(&config.database_path())
-        .with_context(|| format!("opening {}", config.database_path().display()))
+/// The engine holding the job queue: PostgreSQL with `[store] url_env`, else the file.
+fn open(config: &Config) -> anyhow::Result<std::sync::Arc<dyn crate::store::LedgerStore>> {
+    Ok(super::open_stores(config)?.1)
 }
 
 /// Runs `action`; returns the exit code.
@@ -62,7 +61,7 @@ pub fn command(config: &Config, action: &TrackAction) -> anyhow::Result<i32> {
             sku,
             size,
         } => {
-            let added = tracked::track(&ledger, provider, sku, size.as_deref(), "cli", now_ts())?;
+            let added = tracked::track(&*ledger, provider, sku, size.as_deref(), "cli", now_ts())?;
             let what = format!(
                 "{} {sku}{}",
                 provider.trim().to_ascii_lowercase(),
@@ -92,7 +91,7 @@ pub fn command(config: &Config, action: &TrackAction) -> anyhow::Result<i32> {
             let reader = std::fs::File::open(file)
                 .with_context(|| format!("{name}: cannot open it; check the path"))?;
             let items = tracked::parse_items_csv(reader, &name)?;
-            let outcome = tracked::track_many(&ledger, &items, "import", now_ts())?;
+            let outcome = tracked::track_many(&*ledger, &items, "import", now_ts())?;
             println!(
                 "{name}: {} key{} newly tracked, {} tracked already",
                 outcome.added,
@@ -106,7 +105,7 @@ pub fn command(config: &Config, action: &TrackAction) -> anyhow::Result<i32> {
             json,
             limit,
         } => {
-            let items = tracked::list_tracked(&ledger, provider.as_deref(), *limit)?;
+            let items = tracked::list_tracked(&*ledger, provider.as_deref(), *limit)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
                 return Ok(0);
@@ -139,7 +138,7 @@ pub fn command(config: &Config, action: &TrackAction) -> anyhow::Result<i32> {
             sku,
             size,
         } => {
-            if tracked::untrack(&ledger, provider, sku, size.as_deref())? {
+            if tracked::untrack(&*ledger, provider, sku, size.as_deref())? {
                 println!("no longer tracking {provider} {sku}");
                 Ok(0)
             } else {

@@ -6,7 +6,7 @@ use crate::domain::{format_ts, HOUR};
 use crate::lock::LockInfo;
 use crate::shapes::lock_scope;
 use crate::shapes::spec::{AccountConfig, CredentialEnv, StreamConfig};
-use crate::store::{account_scope, Cooldown, LedgerError, LedgerStore, SqliteLedger};
+use crate::store::{account_scope, Cooldown, LedgerError, LedgerStore};
 use std::collections::HashMap;
 
 use super::*;
@@ -156,7 +156,6 @@ impl StreamFacts {
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     config: &Deployment,
-    ledger: &SqliteLedger,
     hours: &dyn LedgerStore,
     locks: &[LockInfo],
     lock_acquired_at_ms: &HashMap<String, i64>,
@@ -178,7 +177,6 @@ pub fn gather(
                 continue;
             }
             streams.push(stream_facts(
-                ledger,
                 hours,
                 account,
                 stream,
@@ -203,7 +201,6 @@ pub fn gather(
 }
 
 pub(crate) fn stream_facts(
-    ledger: &SqliteLedger,
     hours: &dyn LedgerStore,
     account: &AccountConfig,
     stream: &StreamConfig,
@@ -211,15 +208,7 @@ pub(crate) fn stream_facts(
     lock_acquired_at_ms: &HashMap<String, i64>,
     now: i64,
 ) -> Result<StreamFacts, LedgerError> {
-    let mut facts = hour_facts(
-        ledger,
-        hours,
-        account,
-        stream,
-        locks,
-        lock_acquired_at_ms,
-        now,
-    )?;
+    let mut facts = hour_facts(hours, account, stream, locks, lock_acquired_at_ms, now)?;
     if let ShapeFacts::Cursor(snapshot) = &mut facts.shape {
         *snapshot = hours.cursor_snapshot(&account.id, &stream.name)?;
     }
@@ -227,7 +216,6 @@ pub(crate) fn stream_facts(
 }
 
 pub(crate) fn hour_facts(
-    ledger: &SqliteLedger,
     hour_ledger: &dyn LedgerStore,
     account: &AccountConfig,
     stream: &StreamConfig,
@@ -254,33 +242,31 @@ pub(crate) fn hour_facts(
             auth_error: hours.auth_error,
         }),
     };
-    ledger.with_read_conn(|conn| {
-        let shape = match account.provider.stream_shape(&stream.name) {
-            crate::domain::Shape::Windowed => ShapeFacts::Windowed,
-            crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
-            crate::domain::Shape::Jobs => ShapeFacts::Jobs(crate::store::jobs::provider_queue(
-                conn,
-                account.provider.as_str(),
-                now,
-            )?),
-        };
-        Ok(StreamFacts {
-            shape,
-            account: account.id.clone(),
-            stream: stream.clone(),
-            counts: snapshot.counts,
-            rows: hours.rows,
-            last_applied_hour: snapshot.last_applied_hour,
-            next_claimable_hour: snapshot.next_claimable_hour,
-            claimable_now: hours.claimable_now,
-            claimable_since: hours.claimable_since,
-            in_flight_since: hours.in_flight_since,
-            in_flight_report: hours.in_flight_report,
-            last_claim: hours.last_claim,
-            failed,
-            lock_cooldown,
-            lock,
-            lock_acquired_at_ms: acquired,
-        })
+    let shape = match account.provider.stream_shape(&stream.name) {
+        crate::domain::Shape::Windowed => ShapeFacts::Windowed,
+        crate::domain::Shape::Cursor => ShapeFacts::Cursor(None),
+        crate::domain::Shape::Jobs => ShapeFacts::Jobs(crate::store::jobs::provider_queue(
+            hour_ledger,
+            account.provider.as_str(),
+            now,
+        )?),
+    };
+    Ok(StreamFacts {
+        shape,
+        account: account.id.clone(),
+        stream: stream.clone(),
+        counts: snapshot.counts,
+        rows: hours.rows,
+        last_applied_hour: snapshot.last_applied_hour,
+        next_claimable_hour: snapshot.next_claimable_hour,
+        claimable_now: hours.claimable_now,
+        claimable_since: hours.claimable_since,
+        in_flight_since: hours.in_flight_since,
+        in_flight_report: hours.in_flight_report,
+        last_claim: hours.last_claim,
+        failed,
+        lock_cooldown,
+        lock,
+        lock_acquired_at_ms: acquired,
     })
 }

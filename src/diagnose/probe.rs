@@ -483,7 +483,6 @@ pub async fn diagnose(
         let now = now_ts();
         let facts = gather(
             &config_owned,
-            &ledger,
             hours.as_ref(),
             &locks,
             &acquired,

@@ -9,7 +9,7 @@ use crate::domain::format_ts;
 use crate::domain::Shape;
 use crate::lock::LockInfo;
 use crate::shapes::lock_scope;
-use crate::store::{account_scope, HourState, LedgerError, LedgerStore, SqliteLedger};
+use crate::store::{account_scope, HourState, LedgerError, LedgerStore};
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -113,7 +113,6 @@ pub struct CooldownStatus {
 /// backend's list, when it could be read.
 pub fn collect(
     config: &Deployment,
-    ledger: &SqliteLedger,
     hours: &dyn LedgerStore,
     locks: &[LockInfo],
     supervision: &[crate::actors::supervisor::ChildStatus],
@@ -176,9 +175,8 @@ pub fn collect(
                     }
                 }
                 Shape::Jobs => {
-                    let found = ledger.with_read_conn(|conn| {
-                        crate::store::jobs::provider_queue(conn, account.provider.as_str(), now)
-                    })?;
+                    let found =
+                        crate::store::jobs::provider_queue(hours, account.provider.as_str(), now)?;
                     // Every state, zeros included (README shows all five keys).
                     let mut depth = found.depth;
                     for state in crate::store::jobs::JobState::ALL {
@@ -396,8 +394,8 @@ provider = "stockx"
         )
         .unwrap()
         .deployment();
-        let ledger = SqliteLedger::open_in_memory().unwrap();
-        let report = collect(&config, &ledger, &ledger, &[], &[], 1_764_756_000).unwrap();
+        let ledger = crate::store::SqliteLedger::open_in_memory().unwrap();
+        let report = collect(&config, &ledger, &[], &[], 1_764_756_000).unwrap();
         let queue = report.accounts[0].streams[0].queue.clone().unwrap();
         let keys: Vec<&str> = queue.keys().map(String::as_str).collect();
         assert_eq!(

@@ -33,7 +33,6 @@ fn facts(ledger: &SqliteLedger, now: i64) -> Vec<AccountFacts> {
     gather(
         &config(),
         ledger,
-        ledger,
         &[],
         &HashMap::new(),
         &[],
@@ -75,18 +74,7 @@ safety_lag = "2m"
 
 fn cursor_verdict(ledger: &SqliteLedger, now: i64) -> (Verdict, String, Vec<Finding>) {
     let config = ebay_config();
-    let accounts = gather(
-        &config,
-        ledger,
-        ledger,
-        &[],
-        &HashMap::new(),
-        &[],
-        None,
-        None,
-        now,
-    )
-    .unwrap();
+    let accounts = gather(&config, ledger, &[], &HashMap::new(), &[], None, None, now).unwrap();
     let (verdict, why) = verdict(&accounts[0], &accounts[0].streams[0], now);
     let found = findings(&config, &accounts, &DoctorOptions::default(), now);
     (verdict, why, found)

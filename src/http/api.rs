@@ -183,11 +183,10 @@ pub fn status_document(
     lock_error: Option<String>,
     now: i64,
 ) -> Result<StatusDocument, ApiError> {
-    let ledger = state.ledger.as_ref();
     let hours = state.hours.as_ref();
     let supervision = state.hours.supervision_statuses()?;
     let mut report =
-        crate::diagnose::status::collect(&state.config, ledger, hours, locks, &supervision, now)?;
+        crate::diagnose::status::collect(&state.config, hours, locks, &supervision, now)?;
     report.assign_owners(
         state.config.cluster.is_some(),
         state.cluster_view().as_ref(),
@@ -195,7 +194,6 @@ pub fn status_document(
     let acquired = crate::domain::lease::acquired_at_by_scope(locks);
     let facts = diagnose::gather(
         &state.config,
-        ledger,
         hours,
         locks,
         &acquired,
@@ -679,15 +677,17 @@ pub async fn summary(
                 summary.changes = Some(state.hours.recent_events(Some(id), 20)?);
             }
             "stockx" | "keepa" | "alias" => {
-                let prices: Vec<_> = crate::store::jobs::market_prices(&state.ledger, 200)?
+                let prices: Vec<_> = crate::store::jobs::market_prices(state.hours.as_ref(), 200)?
                     .into_iter()
                     .filter(|price| price.provider == account.provider.as_str())
                     .take(50)
                     .collect();
                 summary.market_prices = Some(prices);
                 if account.provider == crate::domain::Provider::Keepa {
-                    summary.keepa_products =
-                        Some(crate::store::jobs::keepa_products(&state.ledger, 50)?);
+                    summary.keepa_products = Some(crate::store::jobs::keepa_products(
+                        state.hours.as_ref(),
+                        50,
+                    )?);
                 }
             }
             _ => {}

@@ -499,7 +499,7 @@ impl Sampler {
             let depth = if job_providers.is_empty() {
                 Vec::new()
             } else {
-                crate::store::jobs::queue_depth(&state.ledger)
+                crate::store::jobs::queue_depth(state.hours.as_ref())
                     .map_err(|err| ApiError::internal(format!("job queue depth: {err}")))?
             };
             Ok((cursors, depth))

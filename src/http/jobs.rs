@@ -152,7 +152,7 @@ pub async fn list(
         None => None,
     };
     let document = blocking(&state, move |state| {
-        let depth = store::queue_depth(&state.ledger)?
+        let depth = store::queue_depth(state.hours.as_ref())?
             .into_iter()
             .map(|(provider, state, count)| QueueDepth {
                 provider,
@@ -160,17 +160,17 @@ pub async fn list(
                 count,
             })
             .collect();
-        let jobs = store::list_jobs(&state.ledger, job_state, limit)?
+        let jobs = store::list_jobs(state.hours.as_ref(), job_state, limit)?
             .iter()
             .map(JobView::from)
             .collect();
         // The freshness scheduler: its newest pass per provider (with the fresh share)
         // and the recent passes.
-        let freshness = crate::store::tracked::latest_passes(&state.ledger)?
+        let freshness = crate::store::tracked::latest_passes(state.hours.as_ref())?
             .iter()
             .map(PassView::from)
             .collect();
-        let runs = crate::store::tracked::recent_passes(&state.ledger, None, 20)?
+        let runs = crate::store::tracked::recent_passes(state.hours.as_ref(), None, 20)?
             .iter()
             .map(PassView::from)
             .collect();
@@ -278,7 +278,7 @@ pub async fn enqueue(
         source: "api".to_string(),
     };
     let outcome = blocking(&state, move |state| {
-        Ok(store::enqueue(&state.ledger, &job)?)
+        Ok(store::enqueue(state.hours.as_ref(), &job)?)
     })
     .await?;
     info!(outcome = ?outcome, "job enqueued over http");
@@ -337,7 +337,7 @@ pub async fn reset_failed(
     }
     let reset = blocking(&state, move |state| {
         Ok(store::reset_failed(
-            &state.ledger,
+            state.hours.as_ref(),
             body.provider.as_deref(),
         )?)
     })
@@ -456,7 +456,7 @@ pub async fn track(
     }
     let outcome = blocking(&state, move |state| {
         Ok(crate::store::tracked::track_many(
-            &state.ledger,
+            state.hours.as_ref(),
             &jobs,
             "api",
             crate::domain::now_ts(),
@@ -529,19 +529,20 @@ pub async fn tracked_list(
     let limit = query_number(&query, "limit", 100, MAX_LIST)? as usize;
     let provider = query.get("provider").cloned();
     let document = blocking(&state, move |state| {
-        let items = crate::store::tracked::list_tracked(&state.ledger, provider.as_deref(), limit)?
-            .iter()
-            .map(|item| TrackedView {
-                provider: item.provider.clone(),
-                sku: item.sku.clone(),
-                size: item.size.clone(),
-                dedupe_key: item.dedupe_key.clone(),
-                added_at: format_ts(item.added_at),
-                source: item.source.clone(),
-                last_success: item.last_success.map(format_ts),
-            })
-            .collect();
-        let counts = crate::store::tracked::tracked_providers(&state.ledger)?
+        let items =
+            crate::store::tracked::list_tracked(state.hours.as_ref(), provider.as_deref(), limit)?
+                .iter()
+                .map(|item| TrackedView {
+                    provider: item.provider.clone(),
+                    sku: item.sku.clone(),
+                    size: item.size.clone(),
+                    dedupe_key: item.dedupe_key.clone(),
+                    added_at: format_ts(item.added_at),
+                    source: item.source.clone(),
+                    last_success: item.last_success.map(format_ts),
+                })
+                .collect();
+        let counts = crate::store::tracked::tracked_providers(state.hours.as_ref())?
             .into_iter()
             .map(|(provider, tracked)| TrackedCount { provider, tracked })
             .collect();

@@ -125,11 +125,9 @@ fn snapshot_registry(
     now: i64,
 ) -> Result<Registry, ApiError> {
     let mut registry = Registry::with_prefix("marketsync");
-    let ledger = state.ledger.as_ref();
     let supervision = state.hours.supervision_statuses()?;
     let facts = diagnose::gather(
         &state.config,
-        ledger,
         state.hours.as_ref(),
         locks,
         &Default::default(),

@@ -4,7 +4,7 @@
 //! box). The wire format lives in [`super::alias_wire`].
 //!
 //! The client keeps no state: the drainer (`shapes::jobs::worker`) caches catalog ids
-//! in SQLite (`store::jobs::catalog`, migration 0014) with a TTL and a miss cache, asks
+//! in the store (`store::jobs::catalog`, migration 0014) with a TTL and a miss cache, asks
 //! the TokenManager for one token per call, and forgets an id the pricing call answers
 //! 404 for.
 //!

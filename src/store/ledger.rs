@@ -182,6 +182,8 @@ pub trait LedgerStore:
     super::reads::LedgerReads
     + super::supervision::SupervisionStore
     + super::cursors::CursorStore
+    + super::jobs::JobStore
+    + super::tracked::TrackedStore
     + Send
     + Sync
     + 'static

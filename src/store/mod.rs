@@ -1,8 +1,10 @@
 //! The store: every SQL statement of marketsync lives below this module.
 //!
 //! One SQLite file (WAL) holds the daemon's state, one file per table family; the hour
-//! ledger's tables, the supervision rows and the eBay cursor streams' tables may live in
-//! PostgreSQL instead (`[store] url_env`), behind the same traits:
+//! ledger's tables, the supervision rows, the eBay cursor streams' tables and the job
+//! queue (with its prices, catalog caches and tracked keys) may live in PostgreSQL
+//! instead (`[store] url_env`), behind the same traits; `active_inventory`'s snapshot
+//! tables and the SQLite leases stay in the file:
 //! - [`blocking`](mod@blocking): the one helper that runs store work on the blocking pool.
 //! - [`ledger`]: the ledger's storage trait ([`LedgerStore`], with the supertraits
 //!   [`LedgerReads`], [`supervision::SupervisionStore`] and [`cursors::CursorStore`]), its
@@ -10,9 +12,9 @@
 //! - [`reads`]: the ledger's read surfaces ([`LedgerReads`]), implemented by both engines.
 //! - [`sqlite`]: the SQLite connection, migrations and the hour ledger (claims, sales,
 //!   cooldowns, audits).
-//! - [`postgres`]: the hour ledger, supervision and cursor streams on PostgreSQL
-//!   ([`PgLedger`]): pool, migrations, claims with `SKIP LOCKED`, fences in every write's
-//!   transaction.
+//! - [`postgres`]: the hour ledger, supervision, cursor streams and the job queue on
+//!   PostgreSQL ([`PgLedger`]): pool, migrations, claims with `SKIP LOCKED`, fences in
+//!   every write's transaction, `store copy`, exports.
 //! - [`cursors`]: eBay cursor streams ([`cursors::CursorStore`]): cursors, resources and
 //!   their change history; the SQLite implementation.
 //! - [`ebay_tables`]: the eBay streams' resource tables and their tracked fields.
@@ -21,7 +23,10 @@
 //! - [`ebay_inquiries`]: the eBay `inquiries` and `purchases` tables.
 //! - [`history`]: the dashboard's pictures: a stream's hours over a range, cursor positions.
 //! - [`export`]: one table family streamed as CSV or JSON lines (`marketsync export`).
-//! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots it fills.
+//! - [`jobs`]: the keyed job queue and the market prices / Keepa snapshots and catalog
+//!   caches it fills, behind [`jobs::JobStore`] (both engines).
+//! - [`tracked`]: tracked keys and freshness-scheduler passes, behind
+//!   [`tracked::TrackedStore`] (both engines).
 //! - [`sales`]: the vendor sales table as the read surfaces sum it.
 //! - [`supervision`]: restart counts, crashes and quarantines of the accounts supervisor.
 //! - [`leases`]: the SQLite lease backend's tables.
@@ -53,18 +58,22 @@ pub use blocking::{blocking, BlockingFailed};
 #[cfg(test)]
 mod contract_cursors;
 #[cfg(test)]
+mod contract_jobs;
+#[cfg(test)]
 mod contract_tests;
 pub use ledger::*;
 pub use postgres::PgLedger;
 pub use reads::{FailedHour, HourDiagnostics, LedgerReads};
 pub use sqlite::SqliteLedger;
 
-/// The engine that holds the hour ledger, the supervision rows and the eBay cursor
-/// streams: PostgreSQL when `[store] url_env` is set (`store`), the SQLite file otherwise.
-/// Blocking (connects and migrates): async callers run it on the blocking pool. The
-/// PostgreSQL ledger also consults the SQLite file (see `PgLedger::with_local_fences`):
-/// its fences, which the job shapes and the `active_inventory` snapshot still write, and
-/// that stream's cursor row and history, which stay there with its tables.
+/// The engine that holds the hour ledger, the supervision rows, the eBay cursor streams
+/// and the job queue ([`cursors::CursorStore`], [`jobs::JobStore`] and
+/// [`tracked::TrackedStore`] are supertraits of [`LedgerStore`]): PostgreSQL when
+/// `[store] url_env` is set (`store`), the SQLite file otherwise. Blocking (connects and
+/// migrates): async callers run it on the blocking pool. The PostgreSQL ledger also
+/// consults the SQLite file (see `PgLedger::with_local_fences`): its fences, which the
+/// `active_inventory` snapshot still writes (and those recorded before a move), and that
+/// stream's cursor row and history, which stay there with its tables.
 pub fn hour_ledger(
     store: Option<&postgres::StoreSettings>,
     sqlite: &std::sync::Arc<SqliteLedger>,

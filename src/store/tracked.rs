@@ -9,14 +9,16 @@
 //! key (its `finished_at`), and the last ended one (`succeeded`, `not_found`, `failed`)
 //! for "when was it last looked at".
 //!
-//! Every function is synchronous: async callers go through [`crate::store::blocking`].
+//! Storage is behind [`TrackedStore`] (SQLite file or PostgreSQL, the engine of the job
+//! queue). Every function is synchronous: async callers go through
+//! [`crate::store::blocking`].
 
 use std::io::Read;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use crate::store::jobs::{dedupe_key, validate, JobError, JobPriority, NewJob};
+use crate::store::jobs::{dedupe_key, sql_limit, validate, JobError, JobPriority, NewJob};
 use crate::store::SqliteLedger;
 
 /// The largest `track import` file read (bytes); a larger one is refused before parsing.
@@ -112,9 +114,47 @@ fn normalise(provider: &str, sku: &str, size: Option<&str>) -> Result<NewJob, Jo
     })
 }
 
+/// The storage of tracked keys and scheduler passes, one implementation per engine
+/// ([`SqliteLedger`], [`crate::store::PgLedger`]); a supertrait of
+/// [`crate::store::LedgerStore`]. Blocking. Keys are validated by the free functions of
+/// this module, which are what callers use.
+pub trait TrackedStore: Send + Sync {
+    /// Tracks validated `items` in one transaction (at most [`MAX_TRACKED`] in all).
+    fn insert_tracked(
+        &self,
+        items: &[NewJob],
+        source: &str,
+        now: i64,
+    ) -> Result<TrackOutcome, JobError>;
+    /// Stops tracking the key `dedupe_key`; true when it was tracked.
+    fn delete_tracked(&self, dedupe_key: &str) -> Result<bool, JobError>;
+    /// See [`list_tracked`].
+    fn tracked_rows(
+        &self,
+        provider: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TrackedItem>, JobError>;
+    fn tracked_counts(&self) -> Result<Vec<(String, i64)>, JobError>;
+    /// See [`key_states`]; ordered by dedupe key.
+    fn tracked_key_states(&self, provider: &str) -> Result<Vec<KeyState>, JobError>;
+    fn live_job_count(&self, provider: &str) -> Result<i64, JobError>;
+    /// See [`enqueue_selected`].
+    fn enqueue_selected_jobs(
+        &self,
+        provider: &str,
+        selected: &[(String, Option<String>, JobPriority)],
+        source: &str,
+        now: i64,
+    ) -> Result<(i64, i64), JobError>;
+    fn insert_pass(&self, pass: &PassRecord) -> Result<i64, JobError>;
+    fn pass_rows(&self, provider: Option<&str>, limit: i64) -> Result<Vec<PassRecord>, JobError>;
+    fn latest_pass_rows(&self) -> Result<Vec<PassRecord>, JobError>;
+    fn delete_passes_before(&self, before: i64) -> Result<usize, JobError>;
+}
+
 /// Tracks one key; `Ok(true)` when it is new.
 pub fn track(
-    ledger: &SqliteLedger,
+    store: &dyn TrackedStore,
     provider: &str,
     sku: &str,
     size: Option<&str>,
@@ -122,12 +162,12 @@ pub fn track(
     now: i64,
 ) -> Result<bool, JobError> {
     let item = normalise(provider, sku, size)?;
-    Ok(track_many(ledger, &[item], source, now)?.added == 1)
+    Ok(track_many(store, &[item], source, now)?.added == 1)
 }
 
 /// Tracks validated keys (see [`parse_items_csv`], [`validate`]) in one transaction.
 pub fn track_many(
-    ledger: &SqliteLedger,
+    store: &dyn TrackedStore,
     items: &[NewJob],
     source: &str,
     now: i64,
@@ -143,233 +183,103 @@ pub fn track_many(
     } else {
         source.trim()
     };
-    ledger.with_conn(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let total: i64 = tx.query_row("SELECT COUNT(*) FROM tracked_items", [], |row| row.get(0))?;
-        let room = MAX_TRACKED.saturating_sub(total);
-        let mut outcome = TrackOutcome::default();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO tracked_items (provider, sku, size, dedupe_key, added_at, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for item in items {
-                let key = dedupe_key(&item.provider, &item.sku, item.size.as_deref());
-                if outcome.added as i64 >= room {
-                    return Err(JobError::Invalid(format!(
-                        "{MAX_TRACKED} keys are tracked already; remove some with `marketsync track remove` first"
-                    )));
-                }
-                let inserted = insert.execute(params![
-                    item.provider,
-                    item.sku,
-                    item.size.as_deref().unwrap_or(""),
-                    key,
-                    now,
-                    source
-                ])?;
-                if inserted == 1 {
-                    outcome.added += 1;
-                } else {
-                    outcome.already += 1;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(outcome)
-    })
+    store.insert_tracked(items, source, now)
+}
+
+/// The refusal when tracking more would pass [`MAX_TRACKED`].
+pub(crate) fn too_many_tracked() -> JobError {
+    JobError::Invalid(format!(
+        "{MAX_TRACKED} keys are tracked already; remove some with `marketsync track remove` first"
+    ))
 }
 
 /// Stops tracking a key; true when it was tracked. Its jobs and results stay.
 pub fn untrack(
-    ledger: &SqliteLedger,
+    store: &dyn TrackedStore,
     provider: &str,
     sku: &str,
     size: Option<&str>,
 ) -> Result<bool, JobError> {
     let item = normalise(provider, sku, size)?;
-    let key = dedupe_key(&item.provider, &item.sku, item.size.as_deref());
-    ledger.with_conn(|conn| {
-        Ok(conn
-            .prepare_cached("DELETE FROM tracked_items WHERE dedupe_key = ?1")?
-            .execute(params![key])?
-            == 1)
-    })
+    store.delete_tracked(&dedupe_key(&item.provider, &item.sku, item.size.as_deref()))
 }
 
 /// Tracked keys (of `provider`, or all), oldest first, at most `limit`, with their last
 /// success.
 pub fn list_tracked(
-    ledger: &SqliteLedger,
+    store: &dyn TrackedStore,
     provider: Option<&str>,
     limit: usize,
 ) -> Result<Vec<TrackedItem>, JobError> {
-    let limit = limit.min(i64::MAX as usize) as i64;
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT t.provider, t.sku, t.size, t.dedupe_key, t.added_at, t.source,
-                    (SELECT MAX(j.finished_at) FROM jobs j
-                      WHERE j.dedupe_key = t.dedupe_key AND j.state = 'succeeded')
-             FROM tracked_items t
-             WHERE ?1 IS NULL OR t.provider = ?1
-             ORDER BY t.added_at, t.provider, t.sku, t.size LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![provider, limit], |row| {
-            let size: String = row.get(2)?;
-            Ok(TrackedItem {
-                provider: row.get(0)?,
-                sku: row.get(1)?,
-                size: (!size.is_empty()).then_some(size),
-                dedupe_key: row.get(3)?,
-                added_at: row.get(4)?,
-                source: row.get(5)?,
-                last_success: row.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
+    store.tracked_rows(provider, sql_limit(limit))
 }
 
 /// Providers with tracked keys, and how many each.
-pub fn tracked_providers(ledger: &SqliteLedger) -> Result<Vec<(String, i64)>, JobError> {
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT provider, COUNT(*) FROM tracked_items GROUP BY provider ORDER BY provider",
-        )?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
+pub fn tracked_providers(store: &dyn TrackedStore) -> Result<Vec<(String, i64)>, JobError> {
+    store.tracked_counts()
 }
 
 /// Every tracked key of `provider` with its last success, last end and whether a job
 /// of it is live.
-pub fn key_states(ledger: &SqliteLedger, provider: &str) -> Result<Vec<KeyState>, JobError> {
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(
-            "SELECT t.sku, t.size, t.dedupe_key, t.added_at,
-                    MAX(CASE WHEN j.state = 'succeeded' THEN j.finished_at END),
-                    MAX(CASE WHEN j.state IN ('succeeded', 'not_found', 'failed') THEN j.finished_at END),
-                    COALESCE(MAX(j.state IN ('pending', 'running')), 0)
-             FROM tracked_items t LEFT JOIN jobs j ON j.dedupe_key = t.dedupe_key
-             WHERE t.provider = ?1
-             GROUP BY t.dedupe_key",
-        )?;
-        let rows = statement.query_map(params![provider], |row| {
-            let size: String = row.get(1)?;
-            Ok(KeyState {
-                sku: row.get(0)?,
-                size: (!size.is_empty()).then_some(size),
-                dedupe_key: row.get(2)?,
-                added_at: row.get(3)?,
-                last_success: row.get(4)?,
-                last_end: row.get(5)?,
-                live: row.get::<_, i64>(6)? != 0,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
+pub fn key_states(store: &dyn TrackedStore, provider: &str) -> Result<Vec<KeyState>, JobError> {
+    store.tracked_key_states(provider)
 }
 
 /// Pending or running jobs of `provider` (tracked or not): work the buckets serve first.
-pub fn live_jobs(ledger: &SqliteLedger, provider: &str) -> Result<i64, JobError> {
-    ledger.with_read_conn(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND state IN ('pending', 'running')",
-            )?
-            .query_row(params![provider], |row| row.get(0))?)
-    })
+pub fn live_jobs(store: &dyn TrackedStore, provider: &str) -> Result<i64, JobError> {
+    store.live_job_count(provider)
 }
 
 /// Queues `selected` (sku, size, priority) of `provider` in one transaction, as
 /// [`crate::store::jobs::enqueue`] would one by one: a key with a live job merges into it
 /// (keeping the higher priority). Returns (created, merged).
 pub fn enqueue_selected(
-    ledger: &SqliteLedger,
+    store: &dyn TrackedStore,
     provider: &str,
     selected: &[(String, Option<String>, JobPriority)],
     source: &str,
     now: i64,
 ) -> Result<(i64, i64), JobError> {
-    ledger.with_conn(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (mut created, mut merged) = (0i64, 0i64);
-        {
-            let mut live = tx.prepare_cached(
-                "SELECT id, priority FROM jobs WHERE dedupe_key = ?1 AND state IN ('pending', 'running')",
-            )?;
-            let mut raise = tx.prepare_cached(
-                "UPDATE jobs SET priority = MAX(priority, ?1), updated_at = ?2 WHERE id = ?3",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO jobs (provider, sku, size, dedupe_key, priority, state, attempts, not_before, created_at, updated_at, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6, ?7)",
-            )?;
-            for (sku, size, priority) in selected {
-                let key = dedupe_key(provider, sku, size.as_deref());
-                let existing: Option<(i64, i64)> = live
-                    .query_row(params![key], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                match existing {
-                    Some((id, _)) => {
-                        raise.execute(params![priority.value(), now, id])?;
-                        merged += 1;
-                    }
-                    None => {
-                        insert.execute(params![
-                            provider,
-                            sku,
-                            size,
-                            key,
-                            priority.value(),
-                            now,
-                            source
-                        ])?;
-                        created += 1;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok((created, merged))
-    })
+    store.enqueue_selected_jobs(provider, selected, source, now)
 }
 
 /// Records one provider's part of a pass; returns its id.
-pub fn record_pass(ledger: &SqliteLedger, pass: &PassRecord) -> Result<i64, JobError> {
-    ledger.with_conn(|conn| {
-        conn.prepare_cached(
-            "INSERT INTO market_job_runs (provider, started_at, finished_at, tracked, fresh, stale_after, live,
-                                          selected, hot, background, merged, deferred, budget_left, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?
-        .execute(params![
-            pass.provider,
-            pass.started_at,
-            pass.finished_at,
-            pass.tracked,
-            pass.fresh,
-            pass.stale_after,
-            pass.live,
-            pass.selected,
-            pass.hot,
-            pass.background,
-            pass.merged,
-            pass.deferred,
-            if pass.budget_left.is_finite() {
-                pass.budget_left
-            } else {
-                0.0
-            },
-            pass.outcome
-        ])?;
-        Ok(conn.last_insert_rowid())
-    })
+pub fn record_pass(store: &dyn TrackedStore, pass: &PassRecord) -> Result<i64, JobError> {
+    store.insert_pass(pass)
 }
 
-const PASS_COLUMNS: &str =
+/// The newest pass rows (of `provider`, or all), newest first, at most `limit`.
+pub fn recent_passes(
+    store: &dyn TrackedStore,
+    provider: Option<&str>,
+    limit: usize,
+) -> Result<Vec<PassRecord>, JobError> {
+    store.pass_rows(provider, sql_limit(limit))
+}
+
+/// The newest pass row of every provider (the fresh share as of the last pass).
+pub fn latest_passes(store: &dyn TrackedStore) -> Result<Vec<PassRecord>, JobError> {
+    store.latest_pass_rows()
+}
+
+/// Deletes pass rows older than `before` (unix s); returns how many.
+pub fn prune_passes(store: &dyn TrackedStore, before: i64) -> Result<usize, JobError> {
+    store.delete_passes_before(before)
+}
+
+/// The columns of a `market_job_runs` row, in [`PassRecord`]'s order.
+pub(crate) const PASS_COLUMNS: &str =
     "id, provider, started_at, finished_at, tracked, fresh, stale_after, live, \
      selected, hot, background, merged, deferred, budget_left, outcome";
+
+/// A pass's `budget_left` as stored: 0 when it is not finite.
+pub(crate) fn stored_budget(pass: &PassRecord) -> f64 {
+    if pass.budget_left.is_finite() {
+        pass.budget_left
+    } else {
+        0.0
+    }
+}
 
 fn pass_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PassRecord> {
     Ok(PassRecord {
@@ -391,43 +301,244 @@ fn pass_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PassRecord> {
     })
 }
 
-/// The newest pass rows (of `provider`, or all), newest first, at most `limit`.
-pub fn recent_passes(
-    ledger: &SqliteLedger,
-    provider: Option<&str>,
-    limit: usize,
-) -> Result<Vec<PassRecord>, JobError> {
-    let limit = limit.min(i64::MAX as usize) as i64;
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT {PASS_COLUMNS} FROM market_job_runs WHERE ?1 IS NULL OR provider = ?1
-             ORDER BY started_at DESC, id DESC LIMIT ?2"
-        ))?;
-        let rows = statement.query_map(params![provider, limit], pass_from_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
-}
+impl TrackedStore for SqliteLedger {
+    fn insert_tracked(
+        &self,
+        items: &[NewJob],
+        source: &str,
+        now: i64,
+    ) -> Result<TrackOutcome, JobError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let total: i64 =
+                tx.query_row("SELECT COUNT(*) FROM tracked_items", [], |row| row.get(0))?;
+            let room = MAX_TRACKED.saturating_sub(total);
+            let mut outcome = TrackOutcome::default();
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO tracked_items (provider, sku, size, dedupe_key, added_at, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for item in items {
+                    let key = dedupe_key(&item.provider, &item.sku, item.size.as_deref());
+                    if sql_limit(outcome.added) >= room {
+                        return Err(too_many_tracked());
+                    }
+                    let inserted = insert.execute(params![
+                        item.provider,
+                        item.sku,
+                        item.size.as_deref().unwrap_or(""),
+                        key,
+                        now,
+                        source
+                    ])?;
+                    if inserted == 1 {
+                        outcome.added += 1;
+                    } else {
+                        outcome.already += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
 
-/// The newest pass row of every provider (the fresh share as of the last pass).
-pub fn latest_passes(ledger: &SqliteLedger) -> Result<Vec<PassRecord>, JobError> {
-    ledger.with_read_conn(|conn| {
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT {PASS_COLUMNS} FROM market_job_runs
-             WHERE id IN (SELECT MAX(id) FROM market_job_runs GROUP BY provider)
-             ORDER BY provider"
-        ))?;
-        let rows = statement.query_map([], pass_from_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    })
-}
+    fn delete_tracked(&self, dedupe_key: &str) -> Result<bool, JobError> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM tracked_items WHERE dedupe_key = ?1")?
+                .execute(params![dedupe_key])?
+                == 1)
+        })
+    }
 
-/// Deletes pass rows older than `before` (unix s); returns how many.
-pub fn prune_passes(ledger: &SqliteLedger, before: i64) -> Result<usize, JobError> {
-    ledger.with_conn(|conn| {
-        Ok(conn
-            .prepare_cached("DELETE FROM market_job_runs WHERE started_at < ?1")?
-            .execute(params![before])?)
-    })
+    fn tracked_rows(
+        &self,
+        provider: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TrackedItem>, JobError> {
+        self.with_read_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT t.provider, t.sku, t.size, t.dedupe_key, t.added_at, t.source,
+                        (SELECT MAX(j.finished_at) FROM jobs j
+                          WHERE j.dedupe_key = t.dedupe_key AND j.state = 'succeeded')
+                 FROM tracked_items t
+                 WHERE ?1 IS NULL OR t.provider = ?1
+                 ORDER BY t.added_at, t.provider, t.sku, t.size LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![provider, limit], |row| {
+                let size: String = row.get(2)?;
+                Ok(TrackedItem {
+                    provider: row.get(0)?,
+                    sku: row.get(1)?,
+                    size: (!size.is_empty()).then_some(size),
+                    dedupe_key: row.get(3)?,
+                    added_at: row.get(4)?,
+                    source: row.get(5)?,
+                    last_success: row.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn tracked_counts(&self) -> Result<Vec<(String, i64)>, JobError> {
+        self.with_read_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT provider, COUNT(*) FROM tracked_items GROUP BY provider ORDER BY provider",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn tracked_key_states(&self, provider: &str) -> Result<Vec<KeyState>, JobError> {
+        self.with_read_conn(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT t.sku, t.size, t.dedupe_key, t.added_at,
+                        MAX(CASE WHEN j.state = 'succeeded' THEN j.finished_at END),
+                        MAX(CASE WHEN j.state IN ('succeeded', 'not_found', 'failed') THEN j.finished_at END),
+                        COALESCE(MAX(j.state IN ('pending', 'running')), 0)
+                 FROM tracked_items t LEFT JOIN jobs j ON j.dedupe_key = t.dedupe_key
+                 WHERE t.provider = ?1
+                 GROUP BY t.dedupe_key
+                 ORDER BY t.dedupe_key",
+            )?;
+            let rows = statement.query_map(params![provider], |row| {
+                let size: String = row.get(1)?;
+                Ok(KeyState {
+                    sku: row.get(0)?,
+                    size: (!size.is_empty()).then_some(size),
+                    dedupe_key: row.get(2)?,
+                    added_at: row.get(3)?,
+                    last_success: row.get(4)?,
+                    last_end: row.get(5)?,
+                    live: row.get::<_, i64>(6)? != 0,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn live_job_count(&self, provider: &str) -> Result<i64, JobError> {
+        self.with_read_conn(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs WHERE provider = ?1 AND state IN ('pending', 'running')",
+                )?
+                .query_row(params![provider], |row| row.get(0))?)
+        })
+    }
+
+    fn enqueue_selected_jobs(
+        &self,
+        provider: &str,
+        selected: &[(String, Option<String>, JobPriority)],
+        source: &str,
+        now: i64,
+    ) -> Result<(i64, i64), JobError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (mut created, mut merged) = (0i64, 0i64);
+            {
+                let mut live = tx.prepare_cached(
+                    "SELECT id, priority FROM jobs WHERE dedupe_key = ?1 AND state IN ('pending', 'running')",
+                )?;
+                let mut raise = tx.prepare_cached(
+                    "UPDATE jobs SET priority = MAX(priority, ?1), updated_at = ?2 WHERE id = ?3",
+                )?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO jobs (provider, sku, size, dedupe_key, priority, state, attempts, not_before, created_at, updated_at, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6, ?7)",
+                )?;
+                for (sku, size, priority) in selected {
+                    let key = dedupe_key(provider, sku, size.as_deref());
+                    let existing: Option<(i64, i64)> = live
+                        .query_row(params![key], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    match existing {
+                        Some((id, _)) => {
+                            raise.execute(params![priority.value(), now, id])?;
+                            merged += 1;
+                        }
+                        None => {
+                            insert.execute(params![
+                                provider,
+                                sku,
+                                size,
+                                key,
+                                priority.value(),
+                                now,
+                                source
+                            ])?;
+                            created += 1;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok((created, merged))
+        })
+    }
+
+    fn insert_pass(&self, pass: &PassRecord) -> Result<i64, JobError> {
+        self.with_conn(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO market_job_runs (provider, started_at, finished_at, tracked, fresh, stale_after, live,
+                                              selected, hot, background, merged, deferred, budget_left, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                pass.provider,
+                pass.started_at,
+                pass.finished_at,
+                pass.tracked,
+                pass.fresh,
+                pass.stale_after,
+                pass.live,
+                pass.selected,
+                pass.hot,
+                pass.background,
+                pass.merged,
+                pass.deferred,
+                stored_budget(pass),
+                pass.outcome
+            ])?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    fn pass_rows(&self, provider: Option<&str>, limit: i64) -> Result<Vec<PassRecord>, JobError> {
+        self.with_read_conn(|conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {PASS_COLUMNS} FROM market_job_runs WHERE ?1 IS NULL OR provider = ?1
+                 ORDER BY started_at DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = statement.query_map(params![provider, limit], pass_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn latest_pass_rows(&self) -> Result<Vec<PassRecord>, JobError> {
+        self.with_read_conn(|conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {PASS_COLUMNS} FROM market_job_runs
+                 WHERE id IN (SELECT MAX(id) FROM market_job_runs GROUP BY provider)
+                 ORDER BY provider"
+            ))?;
+            let rows = statement.query_map([], pass_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn delete_passes_before(&self, before: i64) -> Result<usize, JobError> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM market_job_runs WHERE started_at < ?1")?
+                .execute(params![before])?)
+        })
+    }
 }
 
 /// Reads a `track import` file: a header row naming `provider`, `sku` and optionally

@@ -67,7 +67,7 @@ impl Fixture {
 
     fn scheduler(&self, provider: &str) -> Scheduler {
         Scheduler::new(
-            Arc::clone(&self.ledger),
+            Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>,
             self.quota.clone(),
             self.quota_config.clone(),
             vec![ProviderAccounts {
@@ -81,7 +81,7 @@ impl Fixture {
 
     fn track(&self, provider: &str, sku: &str, size: Option<&str>) {
         assert!(
-            tracked::track(&self.ledger, provider, sku, size, "test", now_ts()).expect("track"),
+            tracked::track(&*self.ledger, provider, sku, size, "test", now_ts()).expect("track"),
             "{sku} tracked twice"
         );
     }
@@ -101,7 +101,8 @@ impl Fixture {
     }
 
     fn pending(&self) -> Vec<store::Job> {
-        let mut jobs = store::list_jobs(&self.ledger, Some(JobState::Pending), 1000).expect("jobs");
+        let mut jobs =
+            store::list_jobs(&*self.ledger, Some(JobState::Pending), 1000).expect("jobs");
         jobs.sort_by_key(|job| job.id);
         jobs
     }
@@ -109,7 +110,11 @@ impl Fixture {
     fn context(&self, client: JobClient) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
-        let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger));
+        let runner = JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>,
+        );
         let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
         let cancel = CancellationToken::new();
         StreamContext {
@@ -182,7 +187,7 @@ async fn a_pass_queues_new_keys_hot_then_the_stalest_within_the_budget_left() {
     // A key with a live job is not queued again.
     fixture.track("stockx", "QUEUED", Some("10"));
     store::enqueue(
-        &fixture.ledger,
+        &*fixture.ledger,
         &NewJob {
             provider: "stockx".into(),
             sku: "QUEUED".into(),
@@ -228,7 +233,7 @@ async fn a_pass_queues_new_keys_hot_then_the_stalest_within_the_budget_left() {
     assert_eq!(fixture.pending().len(), 4);
 
     // Both passes are recorded, newest first.
-    let runs = tracked::recent_passes(&fixture.ledger, Some("stockx"), 10).expect("runs");
+    let runs = tracked::recent_passes(&*fixture.ledger, Some("stockx"), 10).expect("runs");
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].outcome, "no_budget");
     assert_eq!(runs[1].selected, 3);
@@ -300,7 +305,7 @@ async fn a_manual_refresh_is_served_from_the_reserve_the_scheduler_leaves() {
         priority,
         source: "api".into(),
     };
-    store::enqueue(&fixture.ledger, &manual(JobPriority::Background)).expect("enqueue");
+    store::enqueue(&*fixture.ledger, &manual(JobPriority::Background)).expect("enqueue");
     fixture
         .context(stockx_client(&sim))
         .run_once()
@@ -325,7 +330,7 @@ async fn a_manual_refresh_is_served_from_the_reserve_the_scheduler_leaves() {
         "{records:?}"
     );
     assert_eq!(records[0].outcome, "no_budget");
-    store::enqueue(&fixture.ledger, &manual(JobPriority::Manual)).expect("enqueue");
+    store::enqueue(&*fixture.ledger, &manual(JobPriority::Manual)).expect("enqueue");
     let started = tokio::time::Instant::now();
     fixture
         .context(stockx_client(&sim))
@@ -336,7 +341,7 @@ async fn a_manual_refresh_is_served_from_the_reserve_the_scheduler_leaves() {
         started.elapsed() < Duration::from_secs(5),
         "waited for a refill"
     );
-    let served = store::list_jobs(&fixture.ledger, Some(JobState::Succeeded), 10).expect("jobs");
+    let served = store::list_jobs(&*fixture.ledger, Some(JobState::Succeeded), 10).expect("jobs");
     assert_eq!(served.len(), 2, "the first lookup and the manual refresh");
     assert!(served.iter().all(|job| job.sku == "MANUAL-2"), "{served:?}");
     let stats = sim_stats(&sim, "stockx").await;
@@ -356,7 +361,7 @@ async fn a_manual_keepa_refresh_rides_alone_ahead_of_the_planned_batches() {
     let records = fixture.scheduler("keepa").pass().await;
     assert_eq!(records[0].hot, 150, "{records:?}");
     store::enqueue(
-        &fixture.ledger,
+        &*fixture.ledger,
         &NewJob {
             provider: "keepa".into(),
             sku: "BMANUAL001".into(),
@@ -428,7 +433,7 @@ async fn post_api_tracked_validates_every_item_and_api_jobs_shows_the_passes() {
         assert!(message.contains(expected), "{body}: {message}");
     }
     assert!(
-        tracked::list_tracked(&fixture.ledger, None, 10)
+        tracked::list_tracked(&*fixture.ledger, None, 10)
             .expect("list")
             .is_empty(),
         "a refused request tracks nothing"

@@ -102,7 +102,11 @@ impl JobsFixture {
     pub(crate) fn context(&self, client: JobClient, cancel: CancellationToken) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
-        let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger));
+        let runner = JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>,
+        );
         let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
         StreamContext {
             stream: account.streams[0].clone(),
@@ -130,7 +134,7 @@ impl JobsFixture {
         priority: JobPriority,
     ) -> EnqueueOutcome {
         enqueue(
-            &self.ledger,
+            &*self.ledger,
             &NewJob {
                 provider: provider.to_string(),
                 sku: sku.to_string(),
@@ -143,13 +147,13 @@ impl JobsFixture {
     }
 
     pub(crate) fn job(&self, id: i64) -> store::Job {
-        store::get_job(&self.ledger, id)
+        store::get_job(&*self.ledger, id)
             .expect("get")
             .expect("job exists")
     }
 
     pub(crate) fn states(&self) -> Vec<(String, JobState, i64)> {
-        let mut jobs: Vec<_> = list_jobs(&self.ledger, None, 1000)
+        let mut jobs: Vec<_> = list_jobs(&*self.ledger, None, 1000)
             .expect("list")
             .into_iter()
             .map(|job| (job.sku, job.state, job.attempts))
@@ -229,7 +233,7 @@ async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
         (Some(3), Some(2), Some(2), Some(1))
     );
     // The prices are what the simulator served; StockX's market data has no last sale.
-    let prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let prices = market_prices(&*fixture.ledger, 10).expect("prices");
     assert_eq!(prices.len(), 2);
     for price in prices {
         let (ask, bid) = marketsync::sim::stockx::market_for(
@@ -243,7 +247,7 @@ async fn dedupe_and_priority_decide_what_a_small_budget_buys() {
         );
         assert_eq!(price.currency, "USD");
     }
-    let runs = recent_runs(&fixture.ledger, 5).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 5).expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(
         (
@@ -333,7 +337,7 @@ async fn a_style_the_catalog_does_not_know_ends_the_job_as_not_found() {
         ),
         (Some(1), Some(0), Some(0))
     );
-    assert!(market_prices(&fixture.ledger, 10)
+    assert!(market_prices(&*fixture.ledger, 10)
         .expect("prices")
         .is_empty());
 }
@@ -397,7 +401,7 @@ async fn a_401_starts_an_auth_cooldown_without_a_retry_loop() {
         (Some(2), Some(0))
     );
     assert!(
-        list_jobs(&fixture.ledger, Some(JobState::Pending), 10)
+        list_jobs(&*fixture.ledger, Some(JobState::Pending), 10)
             .expect("list")
             .len()
             == 2
@@ -455,7 +459,7 @@ async fn server_errors_are_retried_with_backoff_then_the_job_fails_and_reset_fai
     // An operator re-queues it.
     sim.sim.set_faults(marketsync::sim::SimFaults::default());
     assert_eq!(
-        reset_failed(&fixture.ledger, Some("stockx")).expect("reset"),
+        reset_failed(&*fixture.ledger, Some("stockx")).expect("reset"),
         1
     );
     context.run_once().await.expect("run");
@@ -468,7 +472,7 @@ async fn a_running_job_whose_worker_died_is_rescued_after_its_lease() {
     let fixture = JobsFixture::new("stockx", "", &[("stockx", big())]).await;
     // Queued ten minutes ago.
     let stuck = store::enqueue_at(
-        &fixture.ledger,
+        &*fixture.ledger,
         &NewJob {
             provider: "stockx".to_string(),
             sku: "SKU-STUCK".to_string(),
@@ -492,10 +496,10 @@ async fn a_running_job_whose_worker_died_is_rescued_after_its_lease() {
     };
     // The dead worker claimed the first job long ago (its lease has expired); a live
     // worker holds the second under a lease that has not.
-    let taken = store::claim(&fixture.ledger, &dead, 1, 60, now_ts() - 600).expect("claim");
+    let taken = store::claim(&*fixture.ledger, &dead, 1, 60, now_ts() - 600).expect("claim");
     assert_eq!(taken[0].id, stuck);
     let held = store::claim(
-        &fixture.ledger,
+        &*fixture.ledger,
         &Claimer {
             owner: "live-worker",
             ..dead.clone()
@@ -514,7 +518,7 @@ async fn a_running_job_whose_worker_died_is_rescued_after_its_lease() {
     let untouched = fixture.job(live);
     assert_eq!(untouched.state, JobState::Running);
     assert_eq!(untouched.lease_owner.as_deref(), Some("other/live-worker"));
-    let runs = recent_runs(&fixture.ledger, 1).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 1).expect("runs");
     assert_eq!((runs[0].rescued, runs[0].succeeded), (1, 1));
     assert_eq!(
         stockx_stats(&sim).await["market_data_calls"].as_u64(),
@@ -569,7 +573,7 @@ async fn keepa_negative_balance_waits_for_the_refill_without_spinning() {
         "{quota:?}"
     );
     // Every product is a complete snapshot with its one-year average.
-    let products = store::keepa_products(&fixture.ledger, 100).expect("products");
+    let products = store::keepa_products(&*fixture.ledger, 100).expect("products");
     assert_eq!(products.len(), 40);
     assert!(products
         .iter()
@@ -609,7 +613,7 @@ async fn keepa_partial_and_unknown_products_are_never_written_as_data() {
         partial.error
     );
     assert_eq!(fixture.job(unknown).state, JobState::NotFound);
-    let products = store::keepa_products(&fixture.ledger, 10).expect("products");
+    let products = store::keepa_products(&*fixture.ledger, 10).expect("products");
     let asins: Vec<&str> = products
         .iter()
         .map(|product| product.asin.as_str())
@@ -643,7 +647,7 @@ async fn backfill_never_delays_a_hot_keepa_job_beyond_one_grant() {
     let served_at_enqueue = keepa_stats(&sim).await["served"].as_u64().unwrap_or(0) as usize;
     let ledger = &fixture.ledger;
     let done = wait_until_async(Duration::from_secs(20), || async move {
-        list_jobs(ledger, Some(JobState::Succeeded), 1000)
+        list_jobs(&**ledger, Some(JobState::Succeeded), 1000)
             .expect("list")
             .iter()
             .any(|job| job.sku == "HOTDEAL001")

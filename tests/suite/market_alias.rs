@@ -63,7 +63,11 @@ impl MarketFixture {
         let cancel = CancellationToken::new();
         let account = self.config.accounts[0].clone();
         let pacer = Pacer::new(self.quota.clone(), account.provider.as_str(), &account.id);
-        let runner = JobRunner::new(client, Some(pacer), Arc::clone(&self.ledger));
+        let runner = JobRunner::new(
+            client,
+            Some(pacer),
+            Arc::clone(&self.ledger) as Arc<dyn marketsync::store::LedgerStore>,
+        );
         let dyn_ledger: Arc<dyn LedgerStore> = self.ledger.clone();
         StreamContext {
             stream: account.streams[0].clone(),
@@ -91,7 +95,7 @@ impl MarketFixture {
         priority: JobPriority,
     ) -> Result<EnqueueOutcome, JobError> {
         enqueue(
-            &self.ledger,
+            &*self.ledger,
             &NewJob {
                 provider: provider.to_string(),
                 sku: sku.to_string(),
@@ -103,14 +107,14 @@ impl MarketFixture {
     }
 
     pub(crate) fn job(&self, id: i64) -> store::Job {
-        store::get_job(&self.ledger, id)
+        store::get_job(&*self.ledger, id)
             .expect("get")
             .expect("job exists")
     }
 
     /// (sku, size, state, attempts) of every job, sorted.
     pub(crate) fn states(&self) -> Vec<(String, Option<String>, JobState, i64)> {
-        let mut jobs: Vec<_> = list_jobs(&self.ledger, None, 1000)
+        let mut jobs: Vec<_> = list_jobs(&*self.ledger, None, 1000)
             .expect("list")
             .into_iter()
             .map(|job| (job.sku, job.size, job.state, job.attempts))
@@ -186,7 +190,7 @@ async fn alias_prices_come_through_the_cached_catalog_id_and_land_in_market_pric
         ),
         (Some(2), Some(3), Some(0))
     );
-    let mut prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let mut prices = market_prices(&*fixture.ledger, 10).expect("prices");
     prices.sort_by(|a, b| (&a.sku, &a.size).cmp(&(&b.sku, &b.size)));
     let got: Vec<_> = prices
         .iter()
@@ -226,7 +230,7 @@ async fn alias_prices_come_through_the_cached_catalog_id_and_land_in_market_pric
             ),
         ]
     );
-    let runs = recent_runs(&fixture.ledger, 5).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 5).expect("runs");
     assert_eq!((runs[0].jobs_run, runs[0].calls_made), (3, 5));
 }
 
@@ -265,7 +269,7 @@ async fn an_unknown_style_id_or_an_unlisted_size_ends_not_found_without_a_pricin
         ),
         (Some(2), Some(0))
     );
-    assert!(market_prices(&fixture.ledger, 10)
+    assert!(market_prices(&*fixture.ledger, 10)
         .expect("prices")
         .is_empty());
 }
@@ -637,14 +641,14 @@ async fn alias_catalog_ids_are_cached_in_sqlite_across_restarts_with_a_ttl_and_a
     assert_eq!(alias_calls(&sim).await, (2, 1));
     let now = now_ts();
     assert_eq!(
-        store::cached_alias_item(&fixture.ledger, "DD1391 100", now).expect("cache"),
+        store::cached_alias_item(&*fixture.ledger, "DD1391 100", now).expect("cache"),
         Some(store::CachedAliasItem::Item {
             catalog_id: marketsync::sim::alias::catalog_id_of("DD1391-100"),
             sizes: marketsync::sim::alias::allowed_sizes().collect(),
         })
     );
     assert!(matches!(
-        store::cached_alias_item(&fixture.ledger, "UNKNOWN-9", now).expect("cache"),
+        store::cached_alias_item(&*fixture.ledger, "UNKNOWN-9", now).expect("cache"),
         Some(store::CachedAliasItem::Miss { until }) if until >= now + 6 * 3600 - 5
     ));
 
@@ -679,7 +683,7 @@ async fn alias_catalog_ids_are_cached_in_sqlite_across_restarts_with_a_ttl_and_a
     // An expired entry is not used: the style id is searched again (an entry written a
     // week ago with a one-second TTL stands for one past its TTL).
     store::put_alias_item(
-        &fixture.ledger,
+        &*fixture.ledger,
         "FZ5000-1",
         Some("sim-stale-id"),
         &[10.0],
@@ -699,7 +703,7 @@ async fn alias_catalog_ids_are_cached_in_sqlite_across_restarts_with_a_ttl_and_a
     assert_eq!(fixture.job(expired).state, JobState::Succeeded);
     assert_eq!(alias_calls(&sim).await, (3, 3));
     assert!(matches!(
-        store::cached_alias_item(&fixture.ledger, "FZ5000-1", now_ts()).expect("cache"),
+        store::cached_alias_item(&*fixture.ledger, "FZ5000-1", now_ts()).expect("cache"),
         Some(store::CachedAliasItem::Item { catalog_id, .. }) if catalog_id == marketsync::sim::alias::catalog_id_of("FZ5000-1")
     ));
 }
@@ -768,10 +772,10 @@ async fn an_alias_item_relisted_under_a_new_id_is_searched_again_once_and_priced
     );
     assert_eq!(stats["served"].as_u64(), Some(5));
     assert!(matches!(
-        store::cached_alias_item(&fixture.ledger, "DD1391-100", now_ts()).expect("cache"),
+        store::cached_alias_item(&*fixture.ledger, "DD1391-100", now_ts()).expect("cache"),
         Some(store::CachedAliasItem::Item { catalog_id, .. }) if catalog_id == new_id
     ));
-    let prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let prices = market_prices(&*fixture.ledger, 10).expect("prices");
     let (lowest, _, _, _) = marketsync::sim::alias::market_for(42, &new_id, 10.0);
     assert_eq!(prices[0].lowest_ask, Some(lowest as f64 / 100.0));
 }

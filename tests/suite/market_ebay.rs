@@ -57,7 +57,7 @@ async fn requests(sim: &TestSim) -> Vec<Value> {
 }
 
 fn stats_of(fixture: &MarketFixture, sku: &str) -> Option<ListingStats> {
-    market_prices(&fixture.ledger, 50)
+    market_prices(&*fixture.ledger, 50)
         .expect("prices")
         .into_iter()
         .find(|price| price.provider == "ebay" && price.sku == sku)
@@ -115,7 +115,7 @@ async fn listing_statistics_are_computed_over_a_known_fixture_with_the_app_token
             total: 37,
         }
     );
-    let prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let prices = market_prices(&*fixture.ledger, 10).expect("prices");
     let row = prices
         .iter()
         .find(|price| price.sku == "DD1391-100")
@@ -246,7 +246,7 @@ async fn no_listing_ends_the_job_not_found_and_writes_nothing() {
     context.run_once().await.expect("run");
     let job = fixture.job(id);
     assert_eq!((job.state, job.attempts), (JobState::NotFound, 0));
-    assert!(market_prices(&fixture.ledger, 10)
+    assert!(market_prices(&*fixture.ledger, 10)
         .expect("prices")
         .is_empty());
 }

@@ -62,7 +62,7 @@ async fn a_style_resolves_through_search_then_its_size_through_the_variants() {
     assert_eq!(fixture.job(id).state, JobState::Succeeded);
     // One search, one variant list, one market-data call by the catalog's UUIDs.
     assert_eq!(calls(&sim).await, (1, 1, 1));
-    let prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let prices = market_prices(&*fixture.ledger, 10).expect("prices");
     assert_eq!(prices.len(), 1);
     let (ask, bid) = market_for(42, "DD1391-100", "10");
     // The job keeps its user-facing key; StockX sends no last sale, none is stored.
@@ -76,18 +76,18 @@ async fn a_style_resolves_through_search_then_its_size_through_the_variants() {
         ),
         ("DD1391-100", Some("10"), ask, bid, None)
     );
-    let runs = recent_runs(&fixture.ledger, 1).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 1).expect("runs");
     assert_eq!(runs[0].calls_made, 3);
     // The catalog is cached: the style's product, the product's variant list.
     assert_eq!(
-        store::cached_stockx_style(&fixture.ledger, "DD1391-100", now_ts()).expect("cache"),
+        store::cached_stockx_style(&*fixture.ledger, "DD1391-100", now_ts()).expect("cache"),
         Some(store::CachedStyle::Product {
             product_id: product_uuid(42, "DD1391-100", 0)
         })
     );
     assert_eq!(
         store::cached_stockx_variant(
-            &fixture.ledger,
+            &*fixture.ledger,
             &product_uuid(42, "DD1391-100", 0),
             "10",
             now_ts()
@@ -131,7 +131,7 @@ async fn a_warm_lookup_costs_one_market_data_call() {
     }
     // Three lookups, three calls: market data only.
     assert_eq!(calls(&sim).await, (1, 1, 4));
-    let prices = market_prices(&fixture.ledger, 10).expect("prices");
+    let prices = market_prices(&*fixture.ledger, 10).expect("prices");
     let uk_price = prices
         .iter()
         .find(|price| price.size.as_deref() == Some("UK 9"))
@@ -177,7 +177,7 @@ async fn a_style_stockx_does_not_know_is_remembered_as_a_miss() {
         );
     }
     assert_eq!(calls(&sim).await, (1, 0, 0));
-    let runs = recent_runs(&fixture.ledger, 1).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 1).expect("runs");
     assert_eq!((runs[0].not_found, runs[0].calls_made), (2, 0));
 }
 
@@ -209,7 +209,7 @@ async fn a_product_stockx_relisted_is_resolved_again_once() {
     assert_eq!(calls(&sim).await, (2, 2, 3));
     assert_eq!(stockx_stats(&sim).await["not_found"].as_u64(), Some(1));
     assert_eq!(
-        store::cached_stockx_style(&fixture.ledger, "CW2288-111", now_ts()).expect("cache"),
+        store::cached_stockx_style(&*fixture.ledger, "CW2288-111", now_ts()).expect("cache"),
         Some(store::CachedStyle::Product {
             product_id: product_uuid(42, "CW2288-111", 1)
         })
@@ -435,7 +435,7 @@ async fn catalog_calls_are_grants_of_the_stockx_bucket() {
     assert_eq!(calls(&sim).await, (1, 1, 0));
     let job = fixture.job(id);
     assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
-    let runs = recent_runs(&fixture.ledger, 1).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 1).expect("runs");
     assert_eq!(
         (runs[0].calls_made, runs[0].outcome.as_str()),
         (2, "deferred")
@@ -460,7 +460,7 @@ async fn a_cold_lookup_yields_to_a_manual_refresh_after_its_catalog_step_and_los
     // now: after the background lookup's search (at once), by the time its variant list
     // is in (2 s), so the lookup meets it between its calls.
     let manual = store::enqueue_at(
-        &fixture.ledger,
+        &*fixture.ledger,
         &store::NewJob {
             provider: "stockx".to_string(),
             sku: "DD1391-100".to_string(),
@@ -497,7 +497,7 @@ async fn a_cold_lookup_yields_to_a_manual_refresh_after_its_catalog_step_and_los
         "the manual refresh finished first"
     );
     assert_eq!(calls(&sim).await, (1, 1, 2));
-    let runs = recent_runs(&fixture.ledger, 1).expect("runs");
+    let runs = recent_runs(&*fixture.ledger, 1).expect("runs");
     assert_eq!(
         (
             runs[0].jobs_run,

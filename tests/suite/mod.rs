@@ -28,6 +28,7 @@ mod openapi;
 mod ops;
 mod pipeline;
 mod postgres;
+mod postgres_jobs;
 mod quota;
 mod quota_correction;
 mod sim_profile;

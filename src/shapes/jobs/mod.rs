@@ -2,8 +2,8 @@
 //! ASINs) with dedupe, priorities 200 manual / 150 hot / 100 background, leases that
 //! rescue jobs whose worker died, and per-run metrics.
 //!
-//! - [`crate::store::jobs`]: the SQLite tables (`jobs`, `market_prices`, `keepa_products`, `job_runs`)
-//!   and the public API the CLI, the HTTP API and status use ([`enqueue`], [`list_jobs`],
+//! - [`crate::store::jobs`]: the tables (`jobs`, `market_prices`, `keepa_products`,
+//!   `job_runs`) on the hour ledger's engine (SQLite or PostgreSQL) and the public API the CLI, the HTTP API and status use ([`enqueue`], [`list_jobs`],
 //!   [`reset_failed`], [`queue_depth`], [`market_prices`], [`recent_runs`]).
 //! - [`worker`]: the drainer, a [`crate::shapes::ShapeRunner`] run by the daemon's stream
 //!   loop under the stream's lease; every provider call is paced by the TokenManager.
@@ -33,7 +33,7 @@ use crate::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use crate::quota::Pacer;
 use crate::shapes::spec::{AccountConfig, Endpoints, ShapeSettings};
 use crate::shapes::{RunOutcome, ShapeRunner, StreamContext, StreamWork, SyncError};
-use crate::store::SqliteLedger;
+use crate::store::LedgerStore;
 
 pub use crate::store::jobs::{
     enqueue, keepa_products, list_jobs, market_prices, queue_depth, recent_runs, reset_failed,
@@ -50,7 +50,7 @@ pub fn stream_work(
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
     pacer: Pacer,
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
 ) -> anyhow::Result<StreamWork> {
     let client = build_client(account, http, simulator)?;
     Ok(StreamWork::shape(Arc::new(JobRunner::new(
@@ -68,7 +68,7 @@ pub fn with_market_prices(
     http: &reqwest::Client,
     simulator: Option<SocketAddr>,
     pacer: Pacer,
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     cursor: StreamWork,
 ) -> anyhow::Result<StreamWork> {
     let has_jobs = account

@@ -46,7 +46,7 @@ use crate::domain::now_ts;
 use crate::quota::{BucketKey, QuotaConfig, QuotaHandle};
 use crate::store::jobs::{JobError, JobPriority};
 use crate::store::tracked::{self, KeyState, PassRecord};
-use crate::store::SqliteLedger;
+use crate::store::LedgerStore;
 
 /// Seed 002: "a background refresh of every price older than 60 minutes".
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60 * 60);
@@ -142,7 +142,7 @@ pub struct ProviderAccounts {
 
 /// The scheduler: stateless between passes (everything lives in the tables).
 pub struct Scheduler {
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     quota: QuotaHandle,
     /// For buckets the TokenManager has not created yet (no call so far): their spec
     /// (full), and the reserve share.
@@ -214,7 +214,7 @@ pub fn select(keys: &[KeyState], now: i64, stale_after: Duration, room: usize) -
 
 impl Scheduler {
     pub fn new(
-        ledger: Arc<SqliteLedger>,
+        ledger: Arc<dyn LedgerStore>,
         quota: QuotaHandle,
         quota_config: QuotaConfig,
         providers: Vec<ProviderAccounts>,
@@ -275,7 +275,7 @@ impl Scheduler {
         }
         // Keys of providers no account drains: recorded, so the operator sees them wait.
         let orphans = self
-            .blocking(tracked::tracked_providers)
+            .blocking(|ledger| tracked::tracked_providers(ledger))
             .await
             .unwrap_or_default();
         for (provider, count) in orphans {
@@ -424,10 +424,10 @@ impl Scheduler {
     async fn blocking<T, F>(&self, work: F) -> Result<T, JobError>
     where
         T: Send + 'static,
-        F: FnOnce(&SqliteLedger) -> Result<T, JobError> + Send + 'static,
+        F: FnOnce(&dyn LedgerStore) -> Result<T, JobError> + Send + 'static,
     {
         let ledger = Arc::clone(&self.ledger);
-        crate::store::blocking(move || work(&ledger))
+        crate::store::blocking(move || work(ledger.as_ref()))
             .await
             .map_err(|err| JobError::Invalid(format!("blocking task failed: {}", err.0)))?
     }

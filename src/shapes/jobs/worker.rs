@@ -65,7 +65,7 @@ use crate::store::jobs::{
     self as store, Claimer, Job, JobEnd, JobPriority, JobResult, JobRun, KeepaSnapshot,
     ListingStats,
 };
-use crate::store::{Cooldown, SqliteLedger};
+use crate::store::{Cooldown, LedgerStore};
 
 /// The provider client a drainer calls.
 pub enum JobClient {
@@ -126,7 +126,7 @@ enum Resolution {
 pub struct JobRunner {
     client: JobClient,
     pacer: Option<Pacer>,
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
 }
 
 /// Why a run stopped before the queue was empty.
@@ -147,7 +147,7 @@ enum Stop {
 
 impl JobRunner {
     /// `pacer`: the TokenManager every call asks first (`None`: unpaced, tools only).
-    pub fn new(client: JobClient, pacer: Option<Pacer>, ledger: Arc<SqliteLedger>) -> JobRunner {
+    pub fn new(client: JobClient, pacer: Option<Pacer>, ledger: Arc<dyn LedgerStore>) -> JobRunner {
         JobRunner {
             client,
             pacer,
@@ -158,10 +158,10 @@ impl JobRunner {
     async fn blocking<T, F>(&self, work: F) -> Result<T, SyncError>
     where
         T: Send + 'static,
-        F: FnOnce(&SqliteLedger) -> Result<T, store::JobError> + Send + 'static,
+        F: FnOnce(&dyn LedgerStore) -> Result<T, store::JobError> + Send + 'static,
     {
         let ledger = Arc::clone(&self.ledger);
-        crate::store::blocking(move || work(&ledger))
+        crate::store::blocking(move || work(ledger.as_ref()))
             .await
             .map_err(|err| SyncError::Join(err.0))?
             .map_err(|err| match err {
@@ -180,7 +180,7 @@ impl JobRunner {
     ) -> Result<T, SyncError>
     where
         T: Send + 'static,
-        F: FnOnce(&SqliteLedger, &Claimer<'_>) -> Result<T, store::JobError> + Send + 'static,
+        F: FnOnce(&dyn LedgerStore, &Claimer<'_>) -> Result<T, store::JobError> + Send + 'static,
     {
         let provider = self.client.provider();
         let (account, stream, owner) = (
@@ -931,7 +931,7 @@ impl JobRunner {
     /// StockX again).
     async fn cache_write<F>(&self, write: F)
     where
-        F: FnOnce(&SqliteLedger) -> Result<(), store::JobError> + Send + 'static,
+        F: FnOnce(&dyn LedgerStore) -> Result<(), store::JobError> + Send + 'static,
     {
         if let Err(err) = self.blocking(write).await {
             warn!(error = %err, "could not write the catalog cache; the next lookup asks the provider again");

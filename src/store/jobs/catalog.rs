@@ -9,12 +9,12 @@
 //! answered; an id the provider says is gone is forgotten ([`forget_stockx_style`],
 //! [`forget_alias_sku`]) and resolved again.
 //!
-//! Cache rows are facts about StockX, not ledger data: they are written without the job
-//! fence (a late writer writes the same facts) and may be dropped at any time.
+//! Cache rows are facts about StockX and Alias, not ledger data: they are written without
+//! the job fence (a late writer writes the same facts) and may be dropped at any time.
+//! They live on the engine of the job queue ([`JobStore`]).
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
-
-use super::JobError;
+use super::{JobError, JobStore};
+#[cfg(test)]
 use crate::store::SqliteLedger;
 
 /// The key a style id is cached under: trimmed, lower-case.
@@ -54,171 +54,92 @@ pub struct VariantRow {
 
 /// The unexpired cache entry of `style` at `now`.
 pub fn cached_stockx_style(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     style: &str,
     now: i64,
 ) -> Result<Option<CachedStyle>, JobError> {
-    let key = style_key(style);
-    ledger.with_read_conn(|conn| {
-        let row: Option<(Option<String>, i64)> = conn
-            .prepare_cached(
-                "SELECT product_id, expires_at FROM stockx_styles WHERE style_key = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![key, now], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?;
-        Ok(row.map(|(product_id, until)| match product_id {
-            Some(product_id) => CachedStyle::Product { product_id },
-            None => CachedStyle::Miss { until },
-        }))
-    })
+    let row = store.stockx_style_row(&style_key(style), now)?;
+    Ok(row.map(|(product_id, until)| match product_id {
+        Some(product_id) => CachedStyle::Product { product_id },
+        None => CachedStyle::Miss { until },
+    }))
 }
 
 /// The variant of `product_id` that `size_key` names, as far as the unexpired cache
 /// knows at `now`.
 pub fn cached_stockx_variant(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     product_id: &str,
     size_key: &str,
     now: i64,
 ) -> Result<CachedVariant, JobError> {
-    ledger.with_read_conn(|conn| {
-        let listed: Option<i64> = conn
-            .prepare_cached(
-                "SELECT variants FROM stockx_products WHERE product_id = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![product_id, now], |row| row.get(0))
-            .optional()?;
-        if listed.is_none() {
-            return Ok(CachedVariant::Unknown);
-        }
-        let variant: Option<String> = conn
-            .prepare_cached(
-                "SELECT variant_id FROM stockx_variants WHERE product_id = ?1 AND size_key = ?2",
-            )?
-            .query_row(params![product_id, size_key], |row| row.get(0))
-            .optional()?;
-        if let Some(variant_id) = variant {
-            return Ok(CachedVariant::Variant { variant_id });
-        }
-        let sizes: Vec<String> = conn
-            .prepare_cached(
-                "SELECT size_key FROM stockx_variants WHERE product_id = ?1 AND size_key NOT LIKE '% %'
-                 ORDER BY size_key LIMIT 40",
-            )?
-            .query_map(params![product_id], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(CachedVariant::NoSuchSize { sizes })
-    })
+    store.stockx_variant_lookup(product_id, size_key, now)
 }
 
 /// Remembers that `style` is catalog product `product_id` (`None`: a miss) until
 /// `now + ttl_secs`.
 pub fn put_stockx_style(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     style: &str,
     product_id: Option<&str>,
     title: Option<&str>,
     now: i64,
     ttl_secs: i64,
 ) -> Result<(), JobError> {
-    let key = style_key(style);
-    ledger.with_conn(|conn| {
-        conn.prepare_cached(
-            "INSERT INTO stockx_styles (style_key, style_id, product_id, title, resolved_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (style_key) DO UPDATE SET style_id = excluded.style_id,
-                 product_id = excluded.product_id, title = excluded.title,
-                 resolved_at = excluded.resolved_at, expires_at = excluded.expires_at",
-        )?
-        .execute(params![
-            key,
-            style.trim(),
-            product_id,
-            title,
-            now,
-            now.saturating_add(ttl_secs.max(1))
-        ])?;
-        Ok(())
-    })
+    store.upsert_stockx_style(
+        &style_key(style),
+        style.trim(),
+        product_id,
+        title,
+        now,
+        now.saturating_add(ttl_secs.max(1)),
+    )
 }
 
 /// Replaces the cached variant list of `product_id` with `variants` until
 /// `now + ttl_secs`. A size key two variants share names the first.
 pub fn put_stockx_variants(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     product_id: &str,
     variants: &[VariantRow],
     now: i64,
     ttl_secs: i64,
 ) -> Result<(), JobError> {
-    ledger.with_conn(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("DELETE FROM stockx_products WHERE product_id = ?1")?
-            .execute(params![product_id])?;
-        tx.prepare_cached(
-            "INSERT INTO stockx_products (product_id, resolved_at, expires_at, variants) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            product_id,
-            now,
-            now.saturating_add(ttl_secs.max(1)),
-            variants.len() as i64
-        ])?;
-        // Every variant's own value first, so a value never loses to another variant's
-        // size-chart entry of the same text.
-        for pass in 0..2 {
-            for variant in variants {
-                let keys = if pass == 0 {
-                    &variant.size_keys[..variant.size_keys.len().min(1)]
-                } else {
-                    &variant.size_keys[variant.size_keys.len().min(1)..]
-                };
-                for key in keys {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO stockx_variants (product_id, size_key, variant_id) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![product_id, key, variant.variant_id])?;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    })
+    store.replace_stockx_variants(
+        product_id,
+        variants,
+        now,
+        now.saturating_add(ttl_secs.max(1)),
+    )
+}
+
+/// The size keys of `variants` in the order they are inserted: every variant's own value
+/// first, so a value never loses to another variant's size-chart entry of the same text
+/// (a size key two variants share names the first inserted).
+pub(crate) fn variant_keys(variants: &[VariantRow]) -> impl Iterator<Item = (&str, &str)> {
+    let firsts = variants.iter().flat_map(|variant| {
+        variant.size_keys[..variant.size_keys.len().min(1)]
+            .iter()
+            .map(move |key| (key.as_str(), variant.variant_id.as_str()))
+    });
+    let rest = variants.iter().flat_map(|variant| {
+        variant.size_keys[variant.size_keys.len().min(1)..]
+            .iter()
+            .map(move |key| (key.as_str(), variant.variant_id.as_str()))
+    });
+    firsts.chain(rest)
 }
 
 /// Forgets what the cache holds for `style`: its product (and that product's variants).
 /// Called when StockX says a cached id is gone; the next lookup resolves again.
-pub fn forget_stockx_style(ledger: &SqliteLedger, style: &str) -> Result<(), JobError> {
-    let key = style_key(style);
-    ledger.with_conn(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached(
-            "DELETE FROM stockx_products WHERE product_id IN
-                 (SELECT product_id FROM stockx_styles WHERE style_key = ?1 AND product_id IS NOT NULL)",
-        )?
-        .execute(params![key])?;
-        tx.prepare_cached("DELETE FROM stockx_styles WHERE style_key = ?1")?
-            .execute(params![key])?;
-        tx.commit()?;
-        Ok(())
-    })
+pub fn forget_stockx_style(store: &dyn JobStore, style: &str) -> Result<(), JobError> {
+    store.delete_stockx_style(&style_key(style))
 }
 
 /// Counts of the cache: (styles resolved to a product, remembered misses, products with a
 /// variant list), unexpired at `now`.
-pub fn stockx_cache_counts(ledger: &SqliteLedger, now: i64) -> Result<(i64, i64, i64), JobError> {
-    ledger.with_read_conn(|conn| {
-        let (hits, misses): (i64, i64) = conn
-            .prepare_cached(
-                "SELECT COALESCE(SUM(product_id IS NOT NULL), 0), COALESCE(SUM(product_id IS NULL), 0)
-                 FROM stockx_styles WHERE expires_at > ?1",
-            )?
-            .query_row(params![now], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        let products: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM stockx_products WHERE expires_at > ?1")?
-            .query_row(params![now], |row| row.get(0))?;
-        Ok((hits, misses, products))
-    })
+pub fn stockx_cache_counts(store: &dyn JobStore, now: i64) -> Result<(i64, i64, i64), JobError> {
+    store.stockx_cache_totals(now)
 }
 
 /// The most sizes cached per Alias item (an item lists a few dozen at most).
@@ -246,44 +167,35 @@ pub enum CachedAliasItem {
 /// The unexpired Alias cache entry of `sku` at `now`. Sizes that do not read back as
 /// positive numbers are dropped (the column is ours, but a file can be edited).
 pub fn cached_alias_item(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     sku: &str,
     now: i64,
 ) -> Result<Option<CachedAliasItem>, JobError> {
-    let key = alias_sku_key(sku);
-    ledger.with_read_conn(|conn| {
-        let row: Option<(Option<String>, String, i64)> = conn
-            .prepare_cached(
-                "SELECT catalog_id, sizes, expires_at FROM alias_catalog WHERE sku_key = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![key, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .optional()?;
-        Ok(row.map(|(catalog_id, sizes, until)| match catalog_id {
-            Some(catalog_id) => CachedAliasItem::Item {
-                catalog_id,
-                sizes: sizes
-                    .split(',')
-                    .take(MAX_ALIAS_SIZES)
-                    .filter_map(|size| size.trim().parse::<f64>().ok())
-                    .filter(|size| size.is_finite() && *size > 0.0)
-                    .collect(),
-            },
-            None => CachedAliasItem::Miss { until },
-        }))
-    })
+    let row = store.alias_catalog_row(&alias_sku_key(sku), now)?;
+    Ok(row.map(|(catalog_id, sizes, until)| match catalog_id {
+        Some(catalog_id) => CachedAliasItem::Item {
+            catalog_id,
+            sizes: sizes
+                .split(',')
+                .take(MAX_ALIAS_SIZES)
+                .filter_map(|size| size.trim().parse::<f64>().ok())
+                .filter(|size| size.is_finite() && *size > 0.0)
+                .collect(),
+        },
+        None => CachedAliasItem::Miss { until },
+    }))
 }
 
 /// Remembers that `sku` is Alias catalog item `catalog_id` listing `sizes` (`None`: a
 /// miss) until `now + ttl_secs`. At most [`MAX_ALIAS_SIZES`] sizes are kept.
 pub fn put_alias_item(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     sku: &str,
     catalog_id: Option<&str>,
     sizes: &[f64],
     now: i64,
     ttl_secs: i64,
 ) -> Result<(), JobError> {
-    let key = alias_sku_key(sku);
     let sizes_text = sizes
         .iter()
         .take(MAX_ALIAS_SIZES)
@@ -291,48 +203,26 @@ pub fn put_alias_item(
         .map(|size| format!("{size}"))
         .collect::<Vec<_>>()
         .join(",");
-    ledger.with_conn(|conn| {
-        conn.prepare_cached(
-            "INSERT INTO alias_catalog (sku_key, sku, catalog_id, sizes, resolved_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (sku_key) DO UPDATE SET sku = excluded.sku,
-                 catalog_id = excluded.catalog_id, sizes = excluded.sizes,
-                 resolved_at = excluded.resolved_at, expires_at = excluded.expires_at",
-        )?
-        .execute(params![
-            key,
-            sku.trim(),
-            catalog_id,
-            sizes_text,
-            now,
-            now.saturating_add(ttl_secs.max(1))
-        ])?;
-        Ok(())
-    })
+    store.upsert_alias_item(
+        &alias_sku_key(sku),
+        sku.trim(),
+        catalog_id,
+        &sizes_text,
+        now,
+        now.saturating_add(ttl_secs.max(1)),
+    )
 }
 
 /// Forgets the Alias cache entry of `sku`: called when Alias says its catalog id is gone;
 /// the next lookup searches again.
-pub fn forget_alias_sku(ledger: &SqliteLedger, sku: &str) -> Result<(), JobError> {
-    let key = alias_sku_key(sku);
-    ledger.with_conn(|conn| {
-        conn.prepare_cached("DELETE FROM alias_catalog WHERE sku_key = ?1")?
-            .execute(params![key])?;
-        Ok(())
-    })
+pub fn forget_alias_sku(store: &dyn JobStore, sku: &str) -> Result<(), JobError> {
+    store.delete_alias_item(&alias_sku_key(sku))
 }
 
 /// Counts of the Alias cache: (style ids resolved to an item, remembered misses),
 /// unexpired at `now`.
-pub fn alias_cache_counts(ledger: &SqliteLedger, now: i64) -> Result<(i64, i64), JobError> {
-    ledger.with_read_conn(|conn| {
-        conn.prepare_cached(
-            "SELECT COALESCE(SUM(catalog_id IS NOT NULL), 0), COALESCE(SUM(catalog_id IS NULL), 0)
-             FROM alias_catalog WHERE expires_at > ?1",
-        )?
-        .query_row(params![now], |row| Ok((row.get(0)?, row.get(1)?)))
-        .map_err(JobError::from)
-    })
+pub fn alias_cache_counts(store: &dyn JobStore, now: i64) -> Result<(i64, i64), JobError> {
+    store.alias_cache_totals(now)
 }
 
 #[cfg(test)]

@@ -1,13 +1,20 @@
-//! The queue's SQLite tables (migration 0004): `jobs`, `market_prices`, `keepa_products`
-//! and `job_runs`; the StockX and Alias catalog caches (migrations 0008 and 0014, `catalog.rs`). Every function takes the [`SqliteLedger`] and runs synchronously:
-//! callers on async threads go through `spawn_blocking`.
+//! The job queue's tables (migration 0004): `jobs`, `market_prices`, `keepa_products`
+//! and `job_runs`; the StockX and Alias catalog caches (migrations 0008 and 0014,
+//! `catalog.rs`). Storage is behind the [`JobStore`] trait, implemented by the SQLite
+//! file ([`SqliteLedger`], `sqlite.rs`) and by PostgreSQL ([`crate::store::PgLedger`],
+//! `store/postgres/jobs.rs`, migration `postgres/0004_jobs.sql`); a supertrait of
+//! [`crate::store::LedgerStore`], so the engine that holds the hour ledger holds the
+//! queue too. The free functions here validate input and call the trait; they run
+//! synchronously: callers on async threads go through [`crate::store::blocking`].
 //!
 //! - Enqueue merges into the live (pending or running) job of the same dedupe key and
 //!   keeps the higher priority; a key whose last job finished gets a new pending job
 //!   (the finished row stays as history).
-//! - Claim takes, in one `BEGIN IMMEDIATE` transaction, the highest-priority due pending
-//!   jobs of a provider (oldest first within a priority), up to `batch`, all of the head's
-//!   priority, and marks them running under a lease.
+//! - Claim takes, in one transaction (`BEGIN IMMEDIATE` on SQLite; rows locked
+//!   `FOR UPDATE SKIP LOCKED` on PostgreSQL, so daemons claiming at once take disjoint
+//!   jobs), the highest-priority due pending jobs of a provider (oldest first within a
+//!   priority), up to `batch`, all of the head's priority, and marks them running under
+//!   a lease.
 //! - Rescue moves running jobs whose lease expired back to pending (their worker died;
 //!   seed 002 did this by hand after 10 minutes).
 //! - Results and job states are written in one transaction that checks the lease fence.
@@ -15,7 +22,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use crate::store::{LedgerError, SqliteLedger};
@@ -43,6 +49,12 @@ pub enum JobError {
 impl From<rusqlite::Error> for JobError {
     fn from(err: rusqlite::Error) -> JobError {
         JobError::Ledger(LedgerError::Sqlite(err))
+    }
+}
+
+impl From<postgres::Error> for JobError {
+    fn from(err: postgres::Error) -> JobError {
+        JobError::Ledger(LedgerError::Postgres(err))
     }
 }
 
@@ -317,151 +329,156 @@ fn alias_size(size: &str) -> Result<String, JobError> {
     }
 }
 
-const JOB_COLUMNS: &str =
+/// The columns of a `jobs` row, in [`Job`]'s order (both engines read them so).
+pub(crate) const JOB_COLUMNS: &str =
     "id, provider, sku, size, dedupe_key, priority, state, attempts, error, not_before, \
      lease_owner, lease_until, created_at, updated_at, finished_at, source";
 
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
-    let state: String = row.get(6)?;
-    let state = state.parse::<JobState>().map_err(|err| {
-        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, err.into())
-    })?;
-    Ok(Job {
-        id: row.get(0)?,
-        provider: row.get(1)?,
-        sku: row.get(2)?,
-        size: row.get(3)?,
-        dedupe_key: row.get(4)?,
-        priority: row.get(5)?,
-        state,
-        attempts: row.get(7)?,
-        error: row.get(8)?,
-        not_before: row.get(9)?,
-        lease_owner: row.get(10)?,
-        lease_until: row.get(11)?,
-        created_at: row.get(12)?,
-        updated_at: row.get(13)?,
-        finished_at: row.get(14)?,
-        source: row.get(15)?,
-    })
+/// The storage of the job queue and of what it fills (market prices, Keepa snapshots,
+/// run records, the StockX and Alias catalog caches), one implementation per engine:
+/// [`SqliteLedger`] (the SQLite file) and [`crate::store::PgLedger`] (PostgreSQL, shared
+/// by several daemons). Methods are blocking. Input is validated by the free functions
+/// of this module ([`enqueue`], [`reset_failed`], ...), which are what callers use; the
+/// methods take what those checked and normalised.
+pub trait JobStore: Send + Sync {
+    /// Queues validated `job` under dedupe key `key`, or merges it into the key's live
+    /// job keeping the higher priority (see [`enqueue`]).
+    fn insert_job(&self, job: &NewJob, key: &str, now: i64) -> Result<EnqueueOutcome, JobError>;
+    /// Jobs in `state` (all when `None`), newest first, at most `limit`.
+    fn job_rows(&self, state: Option<JobState>, limit: i64) -> Result<Vec<Job>, JobError>;
+    fn job_by_id(&self, id: i64) -> Result<Option<Job>, JobError>;
+    /// See [`reset_failed`]; `provider` is a known one.
+    fn requeue_failed_jobs(&self, provider: Option<&str>, now: i64) -> Result<usize, JobError>;
+    /// Job counts per (provider, state), ordered by provider then state.
+    fn job_counts(&self) -> Result<Vec<(String, String, i64)>, JobError>;
+    /// See [`provider_queue`].
+    fn job_queue(&self, provider: &str, now: i64) -> Result<ProviderQueue, LedgerError>;
+    /// See [`rescue_expired`].
+    fn rescue_expired_jobs(&self, provider: &str, now: i64)
+        -> Result<Vec<(i64, String)>, JobError>;
+    /// See [`claim`]; `batch` is at least 1. The claimer's fence is checked in the
+    /// claim's transaction; claims by several daemons at once never overlap.
+    fn claim_jobs(
+        &self,
+        claimer: &Claimer<'_>,
+        batch: i64,
+        lease_secs: i64,
+        now: i64,
+    ) -> Result<Vec<Job>, JobError>;
+    /// See [`pending_above`].
+    fn has_pending_above(
+        &self,
+        provider: &str,
+        priority: JobPriority,
+        now: i64,
+    ) -> Result<bool, JobError>;
+    /// See [`finish`]: the fence is checked in the transaction that writes the ends.
+    fn finish_jobs(
+        &self,
+        claimer: &Claimer<'_>,
+        ends: &[(Job, JobEnd)],
+        now: i64,
+    ) -> Result<Finished, JobError>;
+    /// Records one drainer run; returns its id.
+    fn insert_job_run(&self, run: &JobRun) -> Result<i64, JobError>;
+    fn market_price_rows(&self, limit: i64) -> Result<Vec<MarketPrice>, JobError>;
+    fn keepa_product_rows(&self, limit: i64) -> Result<Vec<KeepaProduct>, JobError>;
+    fn job_run_rows(&self, limit: i64) -> Result<Vec<JobRun>, JobError>;
+
+    /// The unexpired `stockx_styles` row of `key` at `now`: (product id, expires_at).
+    fn stockx_style_row(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(Option<String>, i64)>, JobError>;
+    /// See [`cached_stockx_variant`].
+    fn stockx_variant_lookup(
+        &self,
+        product_id: &str,
+        size_key: &str,
+        now: i64,
+    ) -> Result<CachedVariant, JobError>;
+    #[allow(clippy::too_many_arguments)]
+    fn upsert_stockx_style(
+        &self,
+        key: &str,
+        style_id: &str,
+        product_id: Option<&str>,
+        title: Option<&str>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), JobError>;
+    /// Replaces the variant list of `product_id` (see [`put_stockx_variants`]).
+    fn replace_stockx_variants(
+        &self,
+        product_id: &str,
+        variants: &[VariantRow],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), JobError>;
+    fn delete_stockx_style(&self, key: &str) -> Result<(), JobError>;
+    fn stockx_cache_totals(&self, now: i64) -> Result<(i64, i64, i64), JobError>;
+    /// The unexpired `alias_catalog` row of `key`: (catalog id, sizes text, expires_at).
+    fn alias_catalog_row(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(Option<String>, String, i64)>, JobError>;
+    #[allow(clippy::too_many_arguments)]
+    fn upsert_alias_item(
+        &self,
+        key: &str,
+        sku: &str,
+        catalog_id: Option<&str>,
+        sizes: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), JobError>;
+    fn delete_alias_item(&self, key: &str) -> Result<(), JobError>;
+    fn alias_cache_totals(&self, now: i64) -> Result<(i64, i64), JobError>;
 }
 
 /// Queues a lookup, or merges it into the live job of the same key (keeping the higher
 /// priority; a pending job waiting for a retry keeps its `not_before`). A key whose last
 /// job finished (succeeded, failed, not_found) gets a new pending job.
-pub fn enqueue(ledger: &SqliteLedger, job: &NewJob) -> Result<EnqueueOutcome, JobError> {
-    enqueue_at(ledger, job, crate::domain::now_ts())
+pub fn enqueue(store: &dyn JobStore, job: &NewJob) -> Result<EnqueueOutcome, JobError> {
+    enqueue_at(store, job, crate::domain::now_ts())
 }
 
 /// [`enqueue`] at `now`.
 pub fn enqueue_at(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     job: &NewJob,
     now: i64,
 ) -> Result<EnqueueOutcome, JobError> {
     let job = validate(job)?;
     let key = dedupe_key(&job.provider, &job.sku, job.size.as_deref());
-    ledger.with_conn(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let live: Option<(i64, i64)> = tx
-            .prepare_cached(
-                "SELECT id, priority FROM jobs WHERE dedupe_key = ?1 AND state IN ('pending', 'running')",
-            )?
-            .query_row(params![key], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?;
-        let outcome = match live {
-            Some((id, priority)) => {
-                let merged = priority.max(job.priority.value());
-                tx.prepare_cached("UPDATE jobs SET priority = ?1, updated_at = ?2 WHERE id = ?3")?
-                    .execute(params![merged, now, id])?;
-                EnqueueOutcome::Merged {
-                    id,
-                    priority: JobPriority::from_value(merged),
-                }
-            }
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO jobs (provider, sku, size, dedupe_key, priority, state, attempts, not_before, created_at, updated_at, source)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6, ?7)",
-                )?
-                .execute(params![
-                    job.provider,
-                    job.sku,
-                    job.size,
-                    key,
-                    job.priority.value(),
-                    now,
-                    job.source
-                ])?;
-                EnqueueOutcome::Created {
-                    id: tx.last_insert_rowid(),
-                }
-            }
-        };
-        tx.commit()?;
-        Ok(outcome)
-    })
+    store.insert_job(&job, &key, now)
 }
 
 /// Jobs in `state` (all states when `None`), newest first, at most `limit`.
 pub fn list_jobs(
-    ledger: &SqliteLedger,
+    store: &dyn JobStore,
     state: Option<JobState>,
     limit: usize,
 ) -> Result<Vec<Job>, JobError> {
-    let limit = sql_limit(limit);
-    match state {
-        Some(state) => select(
-            ledger,
-            &format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2"
-            ),
-            params![state.as_str(), limit],
-            job_from_row,
-        ),
-        None => select(
-            ledger,
-            &format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY updated_at DESC, id DESC LIMIT ?1"),
-            params![limit],
-            job_from_row,
-        ),
-    }
+    store.job_rows(state, sql_limit(limit))
 }
 
-/// The rows `sql` selects with `params`, each read by `read`: the listings' one path.
-fn select<T, P: rusqlite::Params>(
-    ledger: &SqliteLedger,
-    sql: &str,
-    params: P,
-    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, JobError> {
-    ledger.with_read_conn(|conn| {
-        Ok(conn
-            .prepare_cached(sql)?
-            .query_map(params, read)?
-            .collect::<Result<Vec<_>, _>>()?)
-    })
-}
-
-/// A caller's row limit as SQLite's integer.
-fn sql_limit(limit: usize) -> i64 {
-    limit.min(i64::MAX as usize) as i64
+/// A caller's row limit as the databases' integer.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// One job by id.
-pub fn get_job(ledger: &SqliteLedger, id: i64) -> Result<Option<Job>, JobError> {
-    ledger.with_read_conn(|conn| {
-        Ok(conn
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
-            .query_row(params![id], job_from_row)
-            .optional()?)
-    })
+pub fn get_job(store: &dyn JobStore, id: i64) -> Result<Option<Job>, JobError> {
+    store.job_by_id(id)
 }
 
 /// Moves failed jobs (of `provider`, or all) back to pending with their attempts reset.
 /// A failed job whose key has a live job already is left alone (the live one covers it).
 /// Returns how many were re-queued.
-pub fn reset_failed(ledger: &SqliteLedger, provider: Option<&str>) -> Result<usize, JobError> {
+pub fn reset_failed(store: &dyn JobStore, provider: Option<&str>) -> Result<usize, JobError> {
     if let Some(provider) = provider {
         if !JOB_PROVIDERS.contains(&provider) {
             return Err(JobError::Invalid(format!(
@@ -470,33 +487,12 @@ pub fn reset_failed(ledger: &SqliteLedger, provider: Option<&str>) -> Result<usi
             )));
         }
     }
-    let now = crate::domain::now_ts();
-    ledger.with_conn(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let reset = tx
-            .prepare_cached(
-                "UPDATE jobs SET state = 'pending', attempts = 0, not_before = ?1, updated_at = ?1,
-                        finished_at = NULL, lease_owner = NULL, lease_until = NULL
-                 WHERE id IN (
-                     SELECT f.id FROM jobs f
-                     WHERE f.state = 'failed' AND (?2 IS NULL OR f.provider = ?2)
-                       AND NOT EXISTS (SELECT 1 FROM jobs l WHERE l.dedupe_key = f.dedupe_key AND l.state IN ('pending', 'running'))
-                       AND f.id = (SELECT MAX(g.id) FROM jobs g WHERE g.dedupe_key = f.dedupe_key AND g.state = 'failed'))",
-            )?
-            .execute(params![now, provider])?;
-        tx.commit()?;
-        Ok(reset)
-    })
+    store.requeue_failed_jobs(provider, crate::domain::now_ts())
 }
 
 /// Job counts per (provider, state), for status and metrics.
-pub fn queue_depth(ledger: &SqliteLedger) -> Result<Vec<(String, String, i64)>, JobError> {
-    select(
-        ledger,
-        "SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state ORDER BY provider, state",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )
+pub fn queue_depth(store: &dyn JobStore) -> Result<Vec<(String, String, i64)>, JobError> {
+    store.job_counts()
 }
 
 /// One provider's queue as status, doctor and `sync --once` read it.
@@ -521,46 +517,18 @@ impl ProviderQueue {
     }
 }
 
-/// The queue of `provider` at `now`, on a connection the caller holds (status and
-/// doctor read it alongside their other facts).
+/// The queue of `provider` at `now` (status, doctor and `sync --once` read it).
 pub fn provider_queue(
-    conn: &rusqlite::Connection,
+    store: &dyn JobStore,
     provider: &str,
     now: i64,
-) -> Result<ProviderQueue, rusqlite::Error> {
-    let mut queue = ProviderQueue::default();
-    let mut statement =
-        conn.prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE provider = ?1 GROUP BY state")?;
-    let rows = statement.query_map(params![provider], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (state, count) = row?;
-        queue.depth.insert(state, count);
-    }
-    queue.last_failure = conn
-        .prepare_cached(
-            "SELECT dedupe_key, COALESCE(error, 'no error recorded') FROM jobs
-             WHERE provider = ?1 AND state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 1",
-        )?
-        .query_row(params![provider], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    (queue.pending_due_since, queue.last_activity, queue.due_now) = conn
-        .prepare_cached(
-            "SELECT MIN(CASE WHEN state = 'pending' THEN not_before END),
-                    MAX(CASE WHEN state <> 'pending' THEN updated_at END),
-                    COALESCE(SUM(CASE WHEN state = 'running'
-                                       OR (state = 'pending' AND not_before <= ?2) THEN 1 END), 0)
-             FROM jobs WHERE provider = ?1",
-        )?
-        .query_row(params![provider, now], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
-    Ok(queue)
+) -> Result<ProviderQueue, LedgerError> {
+    store.job_queue(provider, now)
 }
 
 mod catalog;
 mod results;
+mod sqlite;
 mod work;
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 //!   rows in primary-key order (byte order of the text keys on both sides), each row
 //!   serialised canonically in Rust ([`RowHasher`]) from what each engine returns. A
 //!   mismatch rolls the whole copy back.
-//! - The claim and event id sequences are set past the highest id copied (and past
-//!   SQLite's AUTOINCREMENT counters), so new claims and events never reuse an id.
+//! - Every identity sequence (claims, events, jobs, job runs, scheduler passes) is set
+//!   past the highest id copied (and past SQLite's AUTOINCREMENT counters), so new rows
+//!   never reuse an id.
 
 use std::path::Path;
 
@@ -326,11 +327,174 @@ const SPECS: &[TableSpec] = &[
         ],
         key: &["account", "order_id"],
     },
+    TableSpec {
+        name: "jobs",
+        columns: &[
+            ("id", Kind::Int),
+            ("provider", Kind::Text),
+            ("sku", Kind::Text),
+            ("size", Kind::Text),
+            ("dedupe_key", Kind::Text),
+            ("priority", Kind::Int),
+            ("state", Kind::Text),
+            ("attempts", Kind::Int),
+            ("error", Kind::Text),
+            ("not_before", Kind::Int),
+            ("lease_owner", Kind::Text),
+            ("lease_until", Kind::Int),
+            ("created_at", Kind::Int),
+            ("updated_at", Kind::Int),
+            ("finished_at", Kind::Int),
+            ("source", Kind::Text),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "market_prices",
+        columns: &[
+            ("provider", Kind::Text),
+            ("sku", Kind::Text),
+            ("size", Kind::Text),
+            ("lowest_ask", Kind::Real),
+            ("highest_bid", Kind::Real),
+            ("last_sale", Kind::Real),
+            ("currency", Kind::Text),
+            ("updated_at", Kind::Int),
+            ("job_id", Kind::Int),
+            ("listing_count", Kind::Int),
+            ("price_min", Kind::Real),
+            ("price_median", Kind::Real),
+            ("price_mean", Kind::Real),
+            ("price_max", Kind::Real),
+            ("listings_total", Kind::Int),
+        ],
+        key: &["provider", "sku", "size"],
+    },
+    TableSpec {
+        name: "keepa_products",
+        columns: &[
+            ("asin", Kind::Text),
+            ("domain", Kind::Int),
+            ("title", Kind::Text),
+            ("current_amazon", Kind::Int),
+            ("current_new", Kind::Int),
+            ("sales_rank", Kind::Int),
+            ("avg_90_new", Kind::Int),
+            ("avg_365_new", Kind::Int),
+            ("history_points", Kind::Int),
+            ("raw", Kind::Text),
+            ("updated_at", Kind::Int),
+            ("job_id", Kind::Int),
+        ],
+        key: &["asin", "domain"],
+    },
+    TableSpec {
+        name: "job_runs",
+        columns: &[
+            ("id", Kind::Int),
+            ("provider", Kind::Text),
+            ("account", Kind::Text),
+            ("started_at", Kind::Int),
+            ("finished_at", Kind::Int),
+            ("jobs_run", Kind::Int),
+            ("succeeded", Kind::Int),
+            ("failed", Kind::Int),
+            ("deferred", Kind::Int),
+            ("not_found", Kind::Int),
+            ("calls_made", Kind::Int),
+            ("rescued", Kind::Int),
+            ("outcome", Kind::Text),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "stockx_styles",
+        columns: &[
+            ("style_key", Kind::Text),
+            ("style_id", Kind::Text),
+            ("product_id", Kind::Text),
+            ("title", Kind::Text),
+            ("resolved_at", Kind::Int),
+            ("expires_at", Kind::Int),
+        ],
+        key: &["style_key"],
+    },
+    // Before stockx_variants, which references it.
+    TableSpec {
+        name: "stockx_products",
+        columns: &[
+            ("product_id", Kind::Text),
+            ("resolved_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("variants", Kind::Int),
+        ],
+        key: &["product_id"],
+    },
+    TableSpec {
+        name: "stockx_variants",
+        columns: &[
+            ("product_id", Kind::Text),
+            ("size_key", Kind::Text),
+            ("variant_id", Kind::Text),
+        ],
+        key: &["product_id", "size_key"],
+    },
+    TableSpec {
+        name: "tracked_items",
+        columns: &[
+            ("provider", Kind::Text),
+            ("sku", Kind::Text),
+            ("size", Kind::Text),
+            ("dedupe_key", Kind::Text),
+            ("added_at", Kind::Int),
+            ("source", Kind::Text),
+        ],
+        key: &["provider", "sku", "size"],
+    },
+    TableSpec {
+        name: "market_job_runs",
+        columns: &[
+            ("id", Kind::Int),
+            ("provider", Kind::Text),
+            ("started_at", Kind::Int),
+            ("finished_at", Kind::Int),
+            ("tracked", Kind::Int),
+            ("fresh", Kind::Int),
+            ("stale_after", Kind::Int),
+            ("live", Kind::Int),
+            ("selected", Kind::Int),
+            ("hot", Kind::Int),
+            ("background", Kind::Int),
+            ("merged", Kind::Int),
+            ("deferred", Kind::Int),
+            ("budget_left", Kind::Real),
+            ("outcome", Kind::Text),
+        ],
+        key: &["id"],
+    },
+    TableSpec {
+        name: "alias_catalog",
+        columns: &[
+            ("sku_key", Kind::Text),
+            ("sku", Kind::Text),
+            ("catalog_id", Kind::Text),
+            ("sizes", Kind::Text),
+            ("resolved_at", Kind::Int),
+            ("expires_at", Kind::Int),
+        ],
+        key: &["sku_key"],
+    },
 ];
 
 /// The identity columns of the copied tables: (table, column), moved past the ids copied
 /// and past SQLite's AUTOINCREMENT counter of the same table.
-const IDENTITIES: &[(&str, &str)] = &[("ledger_claims", "id"), ("events", "id")];
+const IDENTITIES: &[(&str, &str)] = &[
+    ("ledger_claims", "id"),
+    ("events", "id"),
+    ("jobs", "id"),
+    ("job_runs", "id"),
+    ("market_job_runs", "id"),
+];
 
 /// Why a copy did not happen (a verification mismatch is not an error: see
 /// [`TableCheck::ok`]).
@@ -459,7 +623,7 @@ pub fn copy_sqlite_to_postgres(
             target_checksum,
         });
     }
-    // New claims and events continue after the highest id either engine handed out.
+    // New rows continue after the highest id either engine handed out.
     for (table, column) in IDENTITIES {
         let sqlite_next: i64 = sqlite
             .query_row(

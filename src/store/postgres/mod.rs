@@ -1,8 +1,11 @@
 //! The PostgreSQL implementation of [`LedgerStore`] and its supertraits: the hour ledger
 //! (hours, claims, cooldowns, audits, sales, scope fences; [`LedgerReads`]), the
-//! supervision rows (`supervision`) and the eBay cursor streams (cursors, resource
-//! tables, events; `cursors`) in a server database that several daemons on several hosts
-//! share. [`TABLES`] lists them; the rest of the daemon's state stays in the SQLite file.
+//! supervision rows (`supervision`), the eBay cursor streams (cursors, resource tables,
+//! events; `cursors`) and the job queue with what it fills (jobs, market prices, Keepa
+//! snapshots, run records, the StockX and Alias catalog caches, tracked keys, scheduler
+//! passes: `jobs`, `tracked`) in a server database that several daemons on several
+//! hosts share. [`TABLES`] lists them; the rest of the daemon's state stays in the
+//! SQLite file.
 //!
 //! - A pool of sync `postgres` connections (`r2d2`): `[store] pool_size` connections,
 //!   each opened with `statement_timeout` and `lock_timeout` set and TCP keepalives on,
@@ -12,8 +15,8 @@
 //!   once take turns), recorded in `schema_migrations`; a database migrated by a newer
 //!   binary is refused.
 //! - Claims lock their rows with `FOR UPDATE SKIP LOCKED`: daemons claiming the same
-//!   scope at once take disjoint runs; fences are checked in the transaction of every
-//!   write (the fence row is held `FOR SHARE` until commit, so a takeover's newer fence
+//!   scope (or the same provider's job queue) at once take disjoint runs (jobs); fences
+//!   are checked in the transaction of every write, job claims and results included (the fence row is held `FOR SHARE` until commit, so a takeover's newer fence
 //!   waits for a write under way and refuses every later one).
 //! - Serialization failures and deadlocks are retried a bounded number of times.
 //!
@@ -32,11 +35,13 @@ use super::{Claim, HourState, LedgerError, StoreDown, WriteFence};
 pub mod copy;
 pub(crate) mod cursors;
 mod export;
+mod jobs;
 mod ledger;
 mod reads;
 mod supervision;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tracked;
 pub mod url;
 
 pub use url::{is_postgres_url, redact_url, with_database};
@@ -57,6 +62,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "0003_cursors",
         include_str!("../../../migrations/postgres/0003_cursors.sql"),
+    ),
+    (
+        4,
+        "0004_jobs",
+        include_str!("../../../migrations/postgres/0004_jobs.sql"),
     ),
 ];
 
@@ -81,6 +91,16 @@ pub const TABLES: &[&str] = &[
     "ebay_cases",
     "ebay_inquiries",
     "ebay_purchases",
+    "jobs",
+    "market_prices",
+    "keepa_products",
+    "job_runs",
+    "stockx_styles",
+    "stockx_products",
+    "stockx_variants",
+    "tracked_items",
+    "market_job_runs",
+    "alias_catalog",
 ];
 
 /// The advisory lock key the migration runner holds (any constant unlikely to clash with
@@ -174,11 +194,12 @@ pub struct PgLedger {
     pool: Option<Pool>,
     /// The URL without its password, for messages.
     shown_url: String,
-    /// The SQLite file whose `scope_fences` the job shapes and the `active_inventory`
-    /// snapshot still fence their writes against (their tables stay there):
-    /// [`LedgerStore::newest_fence`] answers the newer of both, so a lease is never
-    /// granted below a fence either store saw. The cursor calls of a stream whose
-    /// resource table is not in [`TABLES`] (`active_inventory`) go to this file too.
+    /// The SQLite file whose `scope_fences` the `active_inventory` snapshot still fences
+    /// its writes against (its tables stay there; fences recorded in the file before a
+    /// move still count): [`LedgerStore::newest_fence`] answers the newer of both, so a
+    /// lease is never granted below a fence either store saw. The cursor calls of a
+    /// stream whose resource table is not in [`TABLES`] (`active_inventory`) go to this
+    /// file too.
     local_fences: Option<std::sync::Arc<crate::store::SqliteLedger>>,
     /// Set when a pool checkout fails, cleared by the next one that succeeds: what
     /// [`LedgerStore::unavailable`] answers.

@@ -103,6 +103,10 @@ pub enum KeeperMsg {
         lease: Lease,
         reply: RpcReplyPort<()>,
     },
+    /// The holder is gone without releasing (its task was aborted: a [`ReleaseGuard`]
+    /// dropped armed): stop renewing the lease and release it in the backend, so the next
+    /// owner (another member, after a move) need not wait for a lease nobody works under.
+    Abandon { lease: Lease },
     /// Renew what is due.
     Renew,
     /// Run the hygiene scan, and schedule the next one.
@@ -243,6 +247,16 @@ impl KeeperHandle {
         })
     }
 
+    /// A guard that releases `lease` when dropped unless [`ReleaseGuard::release`] ran:
+    /// a holder whose task is aborted (an account stopped past its grace period) must not
+    /// leave the keeper renewing its lease for ever.
+    pub fn release_guard(&self, lease: &Lease) -> ReleaseGuard {
+        ReleaseGuard {
+            keeper: self.clone(),
+            lease: Some(lease.clone()),
+        }
+    }
+
     /// Stops renewing `lease` and releases it; waits at most `RELEASE_WAIT` (5 s) (the lease
     /// expires by itself otherwise).
     pub async fn release(&self, lease: &Lease) {
@@ -257,6 +271,33 @@ impl KeeperHandle {
         if let Err(err) = sent {
             debug!(scope = %lease.scope, error = %err, "keeper did not confirm the release; the lease expires by itself");
             let _ = self.locks.release(lease).await;
+        }
+    }
+}
+
+/// Releases its lease through the keeper when dropped armed (see
+/// [`KeeperHandle::release_guard`]); [`ReleaseGuard::release`] is the clean release.
+pub struct ReleaseGuard {
+    keeper: KeeperHandle,
+    lease: Option<Lease>,
+}
+
+impl ReleaseGuard {
+    /// Releases the lease and waits for the keeper (see [`KeeperHandle::release`]).
+    pub async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.keeper.release(&lease).await;
+        }
+    }
+}
+
+impl Drop for ReleaseGuard {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            // No await in a destructor: a message the keeper handles in turn.
+            if let Err(err) = self.keeper.actor().cast(KeeperMsg::Abandon { lease }) {
+                debug!(error = %err, "keeper gone; the abandoned lease expires by itself");
+            }
         }
     }
 }
@@ -335,6 +376,21 @@ impl Actor for LeaseKeeper {
                     debug!(scope = %lease.scope, error = %err, "lease release failed; it expires by itself");
                 }
                 let _ = reply.send(());
+            }
+            KeeperMsg::Abandon { lease } => {
+                let mine = state
+                    .held
+                    .get(&lease.scope)
+                    .is_some_and(|held| held.lease.token == lease.token);
+                if mine {
+                    if let Some(held) = state.held.remove(&lease.scope) {
+                        let _ = held.guard.disarm();
+                    }
+                    warn!(scope = %lease.scope, "lease released: its holder stopped without releasing it (aborted)");
+                }
+                if let Err(err) = state.locks.release(&lease).await {
+                    debug!(scope = %lease.scope, error = %err, "lease release failed; it expires by itself");
+                }
             }
             KeeperMsg::Renew => {
                 state.next_pass_opt = None;
@@ -463,6 +519,59 @@ mod tests {
         keeper.release(&held.lease).await;
         assert!(locks.list().await.unwrap().is_empty(), "released");
         assert!(!lost.is_cancelled(), "a clean release is not a loss");
+    }
+
+    #[tokio::test]
+    async fn a_holder_aborted_before_its_release_leaves_no_lease_renewed_for_ever() {
+        let (_dir, locks) = sqlite_locks().await;
+        let keeper = LeaseKeeper::spawn(locks.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(600);
+        let held = keeper
+            .acquire(
+                "acct/s",
+                "auto-sync:1@here#a",
+                ttl,
+                0,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        // A holder task that holds the guard and never gets to release: aborted.
+        let guard = keeper.release_guard(&held.lease);
+        let holder = tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(
+            locks.list().await.unwrap().len(),
+            1,
+            "held while the holder runs"
+        );
+        holder.abort();
+        let _ = holder.await;
+        // The keeper releases it (not after the 10-minute TTL): another owner gets it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !locks.list().await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "{:?}", locks.list().await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let other = keeper
+            .acquire(
+                "acct/s",
+                "auto-sync:2@there#b",
+                ttl,
+                0,
+                CancellationToken::new(),
+            )
+            .await;
+        assert!(other.is_ok(), "{other:?}");
+        // A clean release through the guard releases at once and sends nothing later.
+        let other = other.unwrap();
+        keeper.release_guard(&other.lease).release().await;
+        assert!(locks.list().await.unwrap().is_empty());
     }
 
     #[test]

@@ -354,12 +354,15 @@ impl StreamContext {
         })
         .await?;
 
-        // The keeper renews the lease every ttl/3 until it is released below.
+        // The keeper renews the lease every ttl/3 until it is released below, or, when
+        // this task is aborted before that (an account stopped past its grace period),
+        // when the guard drops.
+        let release = keeper.release_guard(&lease);
         let mut leased = self.clone();
         leased.abort = lost.clone();
         leased.lease_deadline = Some(deadline);
         let outcome = leased.run_fenced(WriteFence::of(&lease)).await;
-        keeper.release(&lease).await;
+        release.release().await;
         match outcome {
             Err(SyncError::Ledger(LedgerError::StaleFence { fence, newest, .. })) => {
                 let refusals = self

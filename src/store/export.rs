@@ -388,7 +388,7 @@ pub(crate) struct RowWriter<'w> {
 }
 
 enum WriterFormat<'w> {
-    Csv(csv::Writer<&'w mut dyn Write>, csv::ByteRecord),
+    Csv(Box<csv::Writer<&'w mut dyn Write>>, csv::ByteRecord),
     Jsonl(&'w mut dyn Write, Vec<u8>),
 }
 
@@ -401,7 +401,7 @@ impl<'w> RowWriter<'w> {
                 let mut writer = csv::WriterBuilder::new().from_writer(out);
                 let names: Vec<&str> = columns.iter().map(|column| column.name).collect();
                 writer.write_record(&names).map_err(csv_error)?;
-                WriterFormat::Csv(writer, csv::ByteRecord::new())
+                WriterFormat::Csv(Box::new(writer), csv::ByteRecord::new())
             }
             ExportFormat::Jsonl => WriterFormat::Jsonl(out, Vec::with_capacity(512)),
         };

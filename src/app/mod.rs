@@ -641,6 +641,15 @@ async fn join_cluster(
         }
     };
     let membership = crate::cluster::Membership::new(registry, cluster.clone());
+    // Join settle (as Kafka's initial rebalance delay): members started together register
+    // within about one heartbeat of each other, so a member looks again one heartbeat
+    // after registering before it runs any account. Without it the first member up owns
+    // every account for a moment and hands two thirds of them over at once (bench
+    // cluster: 2,000 accounts stopping and restarting elsewhere at startup).
+    let first = membership.beat().await;
+    if first.is_ok() {
+        tokio::time::sleep(cluster.heartbeat).await;
+    }
     match membership.beat().await {
         Ok(_) => {
             let members = membership

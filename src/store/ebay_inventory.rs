@@ -15,9 +15,9 @@
 //! written at all, and a stored SKU the walk passes has ended. A report out of order is
 //! read again and applied row by row (a lookup per row, the SKUs it did not mark ended
 //! after the last row). The snapshot counter is `ebay_inventory_snapshots`. New SKUs and
-//! history rows are written `INSERT_ROWS` and `EVENT_ROWS` (64) per statement (a
-//! statement per row spent most of a first snapshot's time starting statements and
-//! descending the primary key from its root).
+//! history rows are written `INSERT_ROWS` and `EVENT_ROWS` (64) per statement: a
+//! statement per row started a statement and descended the primary key from its root for
+//! every SKU (`bench ebay-inventory`: first snapshot 1.3×, changed snapshot 1.2×).
 //!
 //! `ebay_feed_tasks` holds the Feed task a stream waits for until its file is applied, so
 //! an interrupted run resumes it ([`pending_task`], [`record_task`], [`forget_task`]).

@@ -1,8 +1,10 @@
 //! `marketsync bench ebay-inventory` (issue 14): seed 003's crash, measured. The
 //! simulator writes a zipped active-inventory report of `listings` listings to disk (not
 //! timed); then the report is parsed streaming (XML MB/s), and parsed and applied to a
-//! fresh SQLite ledger in one snapshot (MB/s, rows/s), with the process's peak RSS growth
-//! (Linux: `VmHWM` after resetting it through `/proc/self/clear_refs`).
+//! fresh SQLite ledger in one snapshot (MB/s, rows/s), applied again unchanged, and the
+//! next day's report (quantities and prices changed, some listings ended) applied as the
+//! third snapshot, with the process's peak RSS growth (Linux: `VmHWM` after resetting it
+//! through `/proc/self/clear_refs`). Every apply is held to the target.
 
 use std::path::Path;
 use std::time::Instant;
@@ -87,11 +89,11 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
     // the same report again as the next snapshot (every row looked up, found unchanged
     // and marked seen: a steady-state day).
     let ledger = SqliteLedger::open(&dir.join("marketsync.db")).context("opening the ledger")?;
-    let apply = |taken_at: i64| -> anyhow::Result<(SnapshotApplied, f64, u64)> {
+    let apply = |zip_path: &Path, taken_at: i64| -> anyhow::Result<(SnapshotApplied, f64, u64)> {
         reset_peak();
         let rss_before = status_kb("VmRSS:").unwrap_or(0);
         let started = Instant::now();
-        let open = || ebay_feed::open_result_file(&zip_path, u64::MAX);
+        let open = || ebay_feed::open_result_file(zip_path, u64::MAX);
         let applied = ledger
             .with_conn(|conn| {
                 apply_snapshot_from(
@@ -110,14 +112,43 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         let growth = status_kb("VmHWM:").unwrap_or(0).saturating_sub(rss_before);
         Ok((applied, secs, growth))
     };
-    let (applied, apply_secs, apply_growth) = apply(now)?;
-    let (again, again_secs, again_growth) = apply(now + 86_400)?;
+    let (applied, apply_secs, apply_growth) = apply(&zip_path, now)?;
+    let (again, again_secs, again_growth) = apply(&zip_path, now + 86_400)?;
     anyhow::ensure!(
         again.unchanged == again.rows && again.events == 0,
         "the second snapshot of the same report changed rows: {again:?}"
     );
     let again_rate = xml_mb / again_secs.max(1e-9);
-    let apply_growth = apply_growth.max(again_growth);
+
+    // The next day's report (the simulator's quantities and prices move, a few listings
+    // end and others come back): applied as the third snapshot, with its history.
+    let next_day = now + 86_400;
+    let changed_path = dir.join("ActiveInventoryReport-next.zip");
+    let started = Instant::now();
+    write_result_zip(
+        &changed_path,
+        inventory_listings(seed, &config, seller, next_day),
+        "2027-01-16T08:00:00.000Z",
+        None,
+    )
+    .context("writing the next day's report")?;
+    let changed_mb = {
+        let file = std::fs::File::open(&changed_path)?;
+        let mut archive = zip::ZipArchive::new(file).context("reading the zip back")?;
+        let size = archive.by_index(0).context("the report entry")?.size();
+        size as f64 / (1024.0 * 1024.0)
+    };
+    println!(
+        "next day's report: {changed_mb:.0} MB of XML, written in {:.1}s (not timed below)",
+        started.elapsed().as_secs_f64()
+    );
+    let (changed, changed_secs, changed_growth) = apply(&changed_path, next_day + 86_400)?;
+    anyhow::ensure!(
+        changed.events > 0 && changed.updated > 0,
+        "the next day's report changed nothing: {changed:?}"
+    );
+    let changed_rate = changed_mb / changed_secs.max(1e-9);
+    let apply_growth = apply_growth.max(again_growth).max(changed_growth);
 
     let parse_rate = xml_mb / parse_secs.max(1e-9);
     let apply_rate = xml_mb / apply_secs.max(1e-9);
@@ -139,12 +170,22 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         again.rows,
         again_rate / parse_rate.max(1e-9),
     );
+    println!(
+        "apply changed:   {} rows in {changed_secs:.1}s = {changed_rate:.0} MB/s of XML (the next day's report: {} updated, {} inserted, {} ended, {} history rows; {:.2} of parse only)",
+        changed.rows,
+        changed.updated,
+        changed.inserted,
+        changed.ended,
+        changed.events,
+        changed_rate / parse_rate.max(1e-9),
+    );
     if !peak_reset {
         println!("note: /proc/self/clear_refs was refused: peak RSS growth includes the report's generation");
     }
     let memory_ok = peak_mb <= MAX_PEAK_GROWTH_MB;
     let parse_ok = parse_rate >= MIN_XML_MB_PER_S;
-    let apply_ok = apply_rate.min(again_rate) >= MIN_XML_MB_PER_S;
+    let slowest = apply_rate.min(again_rate).min(changed_rate);
+    let apply_ok = slowest >= MIN_XML_MB_PER_S;
     println!(
         "{} peak RSS growth {peak_mb:.1} MB <= {MAX_PEAK_GROWTH_MB} MB",
         super::verdict(memory_ok)
@@ -154,9 +195,8 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         super::verdict(parse_ok)
     );
     println!(
-        "{} parse and apply {:.0} MB/s (the slower snapshot) >= {MIN_XML_MB_PER_S} MB/s",
+        "{} parse and apply {slowest:.0} MB/s (the slowest of the three snapshots) >= {MIN_XML_MB_PER_S} MB/s",
         super::verdict(apply_ok),
-        apply_rate.min(again_rate)
     );
     Ok(if memory_ok && parse_ok && apply_ok {
         0

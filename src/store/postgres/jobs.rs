@@ -13,11 +13,9 @@
 //! Text is ordered `COLLATE "C"` (byte order), as SQLite's BINARY collation orders it,
 //! so listings come back in the same order on both engines.
 
-use std::time::Duration;
-
 use postgres::{Row, Transaction};
 
-use super::{check_fence, is_retryable, PgLedger, MAX_TRIES};
+use super::{check_fence, PgLedger, MAX_TRIES};
 use crate::store::jobs::*;
 use crate::store::LedgerError;
 
@@ -52,28 +50,9 @@ impl PgLedger {
     /// (including [`JobError::Invalid`]) rolls it back.
     pub(super) fn job_tx<T>(
         &self,
-        mut work: impl FnMut(&mut Transaction<'_>) -> Result<T, JobError>,
+        work: impl FnMut(&mut Transaction<'_>) -> Result<T, JobError>,
     ) -> Result<T, JobError> {
-        let mut client = self.client()?;
-        let mut tries = 0u32;
-        loop {
-            tries = tries.saturating_add(1);
-            let result = client
-                .transaction()
-                .map_err(JobError::from)
-                .and_then(|mut tx| {
-                    let value = work(&mut tx)?;
-                    tx.commit()?;
-                    Ok(value)
-                });
-            match result {
-                Err(JobError::Ledger(ref err)) if is_retryable(err) && tries < MAX_TRIES => {
-                    tracing::debug!(tries, error = %err, "postgresql transaction retried");
-                    std::thread::sleep(Duration::from_millis(5u64 << tries.min(6)));
-                }
-                other => return other,
-            }
-        }
+        self.with_tx(work)
     }
 
     /// Reads outside an explicit transaction.

@@ -352,24 +352,28 @@ impl PgLedger {
     /// Runs `work` in a transaction and commits it; retried (from the start, with a new
     /// transaction) up to [`MAX_TRIES`] times when PostgreSQL reports a serialization
     /// failure or a deadlock. Any error rolls the transaction back.
-    pub(crate) fn with_tx<T>(
+    /// Generic over the error (the ledger's, the job queue's): anything a
+    /// [`LedgerError`] converts into that says which of its values is one.
+    pub(crate) fn with_tx<T, E>(
         &self,
-        mut work: impl FnMut(&mut Transaction<'_>) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
+        mut work: impl FnMut(&mut Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<LedgerError> + From<postgres::Error> + std::fmt::Display + AsLedgerError,
+    {
         let mut client = self.client()?;
         let mut tries = 0u32;
         loop {
             tries = tries.saturating_add(1);
-            let result = client
-                .transaction()
-                .map_err(LedgerError::from)
-                .and_then(|mut tx| {
-                    let value = work(&mut tx)?;
-                    tx.commit()?;
-                    Ok(value)
-                });
+            let result = client.transaction().map_err(E::from).and_then(|mut tx| {
+                let value = work(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            });
             match result {
-                Err(err) if is_retryable(&err) && tries < MAX_TRIES => {
+                Err(err)
+                    if err.as_ledger_error().is_some_and(is_retryable) && tries < MAX_TRIES =>
+                {
                     tracing::debug!(tries, error = %err, "postgresql transaction retried");
                     std::thread::sleep(Duration::from_millis(5u64 << tries.min(6)));
                 }
@@ -526,6 +530,27 @@ struct QuietErrors;
 impl r2d2::HandleError<postgres::Error> for QuietErrors {
     fn handle_error(&self, error: postgres::Error) {
         tracing::debug!(error = %error, "postgresql connection attempt failed");
+    }
+}
+
+/// The [`LedgerError`] inside an error a transaction may end with (to tell a retryable
+/// one), if it holds one.
+pub(crate) trait AsLedgerError {
+    fn as_ledger_error(&self) -> Option<&LedgerError>;
+}
+
+impl AsLedgerError for LedgerError {
+    fn as_ledger_error(&self) -> Option<&LedgerError> {
+        Some(self)
+    }
+}
+
+impl AsLedgerError for crate::store::jobs::JobError {
+    fn as_ledger_error(&self) -> Option<&LedgerError> {
+        match self {
+            crate::store::jobs::JobError::Ledger(err) => Some(err),
+            crate::store::jobs::JobError::Invalid(_) => None,
+        }
     }
 }
 

@@ -322,7 +322,7 @@ fn a_deadlocked_transaction_is_retried_from_the_start() {
         })
     };
     let mut attempts = 0u32;
-    let result = ledger.with_tx(|tx| {
+    let result: Result<u32, LedgerError> = ledger.with_tx(|tx| {
         attempts += 1;
         tx.execute("SELECT 1 FROM cooldowns WHERE scope = 'a' FOR UPDATE", &[])?;
         if attempts == 1 {

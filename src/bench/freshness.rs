@@ -34,8 +34,11 @@
 //!   are lifted and the bench counts every call (catalog calls too) per simulated hour
 //!   itself (from the simulators' counters at every hour boundary) and fails on more
 //!   than the budget; eBay likewise (its simulator enforces eBay's 5,000 calls a day).
-//!   Each TokenManager bucket is `rate = (budget − burst) per hour, burst 1.25`
-//!   ([`BURST`]): no window of an hour sees more than `burst + rate·1h = budget` grants.
+//!   Each TokenManager bucket is the daemon's hourly budget
+//!   ([`BucketSpec::hourly_budget`], one simulated hour long): paced at the full
+//!   `budget` an hour with a burst of 1.25 ([`BURST`]), and capped at `budget` grants in
+//!   any window of a simulated hour (a clock hour included) by the TokenManager's log of
+//!   grants.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -53,10 +56,9 @@ use crate::shapes::{StreamContext, StreamWork};
 use crate::store::jobs::{self as store, JobPriority, JobState, NewJob};
 use crate::store::{LedgerStore, SqliteLedger};
 
-/// The burst of the hourly-budget buckets: `rate = (budget − burst)/h` keeps every window
-/// of an hour (a clock hour included) within the budget, and a burst above 1 lets a
-/// grant wait up to `burst − 1` grant intervals for the drainer (its claim and write
-/// between two calls) without losing refill.
+/// The burst of the hourly-budget buckets: a burst above 1 lets a grant wait up to
+/// `burst − 1` grant intervals for the drainer (its claim and write between two calls)
+/// without losing refill; the window cap keeps every hour within the budget.
 const BURST: f64 = 1.25;
 
 /// The sizes a style is tracked in (US; every simulated StockX product and Alias item
@@ -352,7 +354,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     for row in &rows {
         let spec = match row.provider {
             "keepa" => BucketSpec::new(20.0 * scale / 60.0, 1200.0),
-            _ => BucketSpec::new((row.per_hour - BURST) / hour.as_secs_f64(), BURST),
+            _ => BucketSpec::windowed(row.per_hour, hour, BURST),
         };
         quota_config = quota_config.with_spec(row.provider, "*", spec);
     }

@@ -21,8 +21,11 @@
 //! injects manual refreshes (priority 200) every `--manual-every` simulated minutes,
 //! rotating through the providers, of keys already priced (a person refreshes a price
 //! they see), and checks each was served within one grant: at most one other request of
-//! its provider went out between its enqueue and its own request. 429s come from the
-//! simulator's counters.
+//! its provider went out between its enqueue and its own request. The maximum is that
+//! of the workload offered, refreshes included: its replay serves the same refreshes
+//! (same keys, from the simulated minute each was queued, first) at what they cost, and
+//! counts a refreshed key fresh in that hour, as the run's count does. 429s come from
+//! the simulator's counters.
 //!
 //! Scaling, and what it changes (see docs/jobs.md):
 //! - Keepa: the simulator refills `20 × scale` tokens per real minute in steps of one
@@ -34,8 +37,11 @@
 //!   are lifted and the bench counts every call (catalog calls too) per simulated hour
 //!   itself (from the simulators' counters at every hour boundary) and fails on more
 //!   than the budget; eBay likewise (its simulator enforces eBay's 5,000 calls a day).
-//!   Each TokenManager bucket is `rate = (budget − burst) per hour, burst 1.25`
-//!   ([`BURST`]): no window of an hour sees more than `burst + rate·1h = budget` grants.
+//!   Each TokenManager bucket is the daemon's hourly budget
+//!   ([`BucketSpec::hourly_budget`], one simulated hour long): paced at the full
+//!   `budget` an hour with a burst of `--burst` (default [`BURST`]), and capped at
+//!   `budget` grants in any window of a simulated hour (a clock hour included) by the
+//!   TokenManager's log of grants.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -53,11 +59,12 @@ use crate::shapes::{StreamContext, StreamWork};
 use crate::store::jobs::{self as store, JobPriority, JobState, NewJob};
 use crate::store::{LedgerStore, SqliteLedger};
 
-/// The burst of the hourly-budget buckets: `rate = (budget − burst)/h` keeps every window
-/// of an hour (a clock hour included) within the budget, and a burst above 1 lets a
-/// grant wait up to `burst − 1` grant intervals for the drainer (its claim and write
-/// between two calls) without losing refill.
-const BURST: f64 = 1.25;
+/// The default burst of the hourly-budget buckets: a burst above 1 lets the drainer be
+/// up to `burst − 1` grant intervals late (its claim and write between two calls, a
+/// loaded machine) without losing refill; the window cap keeps every hour within the
+/// budget whatever the burst (with a bucket alone it had to be 1.25 at a rate of
+/// `budget − 1.25` an hour).
+const BURST: f64 = 5.0;
 
 /// The sizes a style is tracked in (US; every simulated StockX product and Alias item
 /// has them).
@@ -87,6 +94,10 @@ pub struct BenchFreshnessArgs {
     /// Simulated minutes between two manual refreshes.
     #[arg(long, default_value_t = 15)]
     pub manual_every: u64,
+    /// Burst of the StockX, Alias and eBay buckets (1 to 50); their hourly cap keeps
+    /// every hour within the budget whatever it is.
+    #[arg(long, default_value_t = BURST)]
+    pub burst: f64,
 }
 
 /// One provider's budget and costs as the bench drives it.
@@ -191,6 +202,15 @@ pub fn bench_keys(
 /// `catalog_calls` when its style is not cached yet (the cache outlives the run). A key
 /// counts once per hour. Unspent tokens are kept up to one hour's worth (Keepa's tokens
 /// expire after an hour; an hourly call budget does not carry over).
+///
+/// `manual` is the workload's manual refreshes, `(simulated minute, key index)`: each
+/// is served first from its minute on, as the drainer claims it before anything else,
+/// at what it costs in the run (1 call or token, plus the catalog calls if its style is
+/// still cold), and does what a succeeded manual job does in the run: the key counts
+/// as fresh in that hour (the bench counts every succeeded job of a tracked key) and
+/// its staleness starts again (the scheduler reads the key's last succeeded job), so it
+/// leaves the stale queue until it turns stale again; a key never looked at that a
+/// refresh served is not new any more. Indices outside `style_of` are ignored.
 pub fn ideal_fresh(
     per_hour: f64,
     starting: f64,
@@ -198,25 +218,56 @@ pub fn ideal_fresh(
     style_of: &[usize],
     hours: u32,
     stale_minutes: u64,
+    manual: &[(u64, usize)],
 ) -> Vec<u64> {
     let per_minute = per_hour / 60.0;
     let cap = per_hour.max(starting) + per_minute;
     let mut tokens = starting;
     let mut warm: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let mut next_new = 0usize;
-    // (key, minute served), oldest first: the stalest is always at the front.
+    // The minute each key was last served (a manual refresh included).
+    let mut last: Vec<Option<u64>> = vec![None; style_of.len()];
+    // (key, minute served), oldest first: the stalest is always at the front once the
+    // entries a later serving of the same key superseded are dropped.
     let mut served: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut manual: Vec<(u64, usize)> = manual
+        .iter()
+        .copied()
+        .filter(|&(_, key)| key < style_of.len())
+        .collect();
+    manual.sort_by_key(|&(minute, _)| minute);
+    let mut next_manual = 0usize;
+    let mut due: VecDeque<usize> = VecDeque::new();
     let mut fresh = Vec::new();
     for hour in 0..u64::from(hours) {
         let mut this_hour: std::collections::HashSet<usize> = std::collections::HashSet::new();
         for minute in hour * 60..(hour + 1) * 60 {
             tokens = (tokens + per_minute).min(cap);
+            while let Some(&(at, key)) = manual.get(next_manual) {
+                if at > minute {
+                    break;
+                }
+                due.push_back(key);
+                next_manual += 1;
+            }
             loop {
-                let key = if next_new < style_of.len() {
-                    next_new
+                while next_new < style_of.len() && last[next_new].is_some() {
+                    next_new += 1;
+                }
+                while let Some(&(key, at)) = served.front() {
+                    if last[key] == Some(at) {
+                        break;
+                    }
+                    served.pop_front();
+                }
+                // A manual refresh first, then a new key, then the stalest if stale.
+                let (key, is_manual) = if let Some(&key) = due.front() {
+                    (key, true)
+                } else if next_new < style_of.len() {
+                    (next_new, false)
                 } else {
                     match served.front() {
-                        Some(&(key, at)) if at + stale_minutes <= minute => key,
+                        Some(&(key, at)) if at + stale_minutes <= minute => (key, false),
                         _ => break,
                     }
                 };
@@ -233,11 +284,10 @@ pub fn ideal_fresh(
                 }
                 tokens -= cost;
                 warm.insert(style);
-                if key == next_new && next_new < style_of.len() {
-                    next_new += 1;
-                } else {
-                    served.pop_front();
+                if is_manual {
+                    due.pop_front();
                 }
+                last[key] = Some(minute);
                 served.push_back((key, minute));
                 this_hour.insert(key);
             }
@@ -286,6 +336,11 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         args.hour
     );
     anyhow::ensure!((1..=48).contains(&args.hours), "--hours: use 1 to 48");
+    anyhow::ensure!(
+        args.burst.is_finite() && (1.0..=50.0).contains(&args.burst),
+        "--burst: {} is out of range; use 1 to 50",
+        args.burst
+    );
     anyhow::ensure!(
         (1..=1_000_000).contains(&args.keys),
         "--keys: use 1 to 1000000"
@@ -352,7 +407,7 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     for row in &rows {
         let spec = match row.provider {
             "keepa" => BucketSpec::new(20.0 * scale / 60.0, 1200.0),
-            _ => BucketSpec::new((row.per_hour - BURST) / hour.as_secs_f64(), BURST),
+            _ => BucketSpec::windowed(row.per_hour, hour, args.burst),
         };
         quota_config = quota_config.with_spec(row.provider, "*", spec);
     }
@@ -361,25 +416,31 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
     let quota = QuotaHandle::new(actor);
     let http = reqwest::Client::new();
 
-    // Tracked keys, and the theoretical maximum of each provider's hours.
+    // Tracked keys, and what the theoretical maximum of each provider's hours replays:
+    // the keys' styles in the scheduler's order, and (filled as the run injects them)
+    // the manual refreshes.
     let per_provider = args.keys / rows.len();
     let mut keys: HashMap<&'static str, usize> = HashMap::new();
-    let mut maxima: HashMap<&'static str, Vec<u64>> = HashMap::new();
+    let mut styles: HashMap<&'static str, Vec<usize>> = HashMap::new();
+    let mut key_index: HashMap<&'static str, HashMap<String, usize>> = HashMap::new();
+    let mut injected: HashMap<&'static str, Vec<(u64, usize)>> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
         let count = per_provider + usize::from(index < args.keys % rows.len());
         let list = bench_keys(row, count, args.sizes);
-        let style_of: Vec<usize> = list.iter().map(|(_, _, style)| *style).collect();
-        maxima.insert(
+        styles.insert(
             row.provider,
-            ideal_fresh(
-                row.per_hour,
-                row.starting_balance,
-                row.catalog_calls,
-                &style_of,
-                args.hours,
-                60,
-            ),
+            list.iter().map(|(_, _, style)| *style).collect(),
         );
+        key_index.insert(
+            row.provider,
+            list.iter()
+                .enumerate()
+                .map(|(at, (sku, size, _))| {
+                    (store::dedupe_key(row.provider, sku, size.as_deref()), at)
+                })
+                .collect(),
+        );
+        injected.insert(row.provider, Vec::new());
         let items: Vec<NewJob> = list
             .iter()
             .map(|(sku, size, _)| NewJob {
@@ -410,6 +471,10 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         args.sizes,
         args.hours,
         args.hour
+    );
+    println!(
+        "  hourly budgets (stockx, alias, ebay): paced at the budget with a burst of {}, capped at the budget in any simulated hour",
+        args.burst
     );
     println!("  load at start: {}", loadavg());
 
@@ -531,6 +596,21 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
                         tokio::task::spawn_blocking(move || store::enqueue(&*ledger_for, &job))
                             .await??
                             .id();
+                    // The replay of the maximum serves the same refresh at its minute.
+                    let at = sim_minute(start_ts, args.hour);
+                    let dedupe = store::dedupe_key(row.provider, &sku, size.as_deref());
+                    match key_index
+                        .get(row.provider)
+                        .and_then(|index| index.get(&dedupe))
+                    {
+                        Some(&key) => injected.entry(row.provider).or_default().push((at, key)),
+                        None => {
+                            eprintln!(
+                                "bench freshness: manual refresh of {dedupe} is no tracked key; the maximum cannot replay it"
+                            );
+                            ok = false;
+                        }
+                    }
                     manuals.push(Manual {
                         provider: row.provider,
                         sku,
@@ -578,10 +658,20 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             let fresh =
                 tokio::task::spawn_blocking(move || fresh_in(&ledger_for, &provider, from, to))
                     .await??;
-            let max = maxima[row.provider]
-                .get(usize::try_from(hour_index - 1).unwrap_or(0))
-                .copied()
-                .unwrap_or(0);
+            // The replay up to this hour, with the manual refreshes injected so far
+            // (later ones cannot change it).
+            let max = ideal_fresh(
+                row.per_hour,
+                row.starting_balance,
+                row.catalog_calls,
+                styles.get(row.provider).map_or(&[][..], Vec::as_slice),
+                u32::try_from(hour_index).unwrap_or(0),
+                60,
+                injected.get(row.provider).map_or(&[][..], Vec::as_slice),
+            )
+            .last()
+            .copied()
+            .unwrap_or(0);
             let figure = HourFigure {
                 provider: row.provider,
                 fresh,
@@ -626,7 +716,11 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
             .filter(|(_, figure)| figure.provider == row.provider)
             .map(|(_, figure)| figure.fresh)
             .sum();
-        let max: u64 = maxima[row.provider].iter().sum();
+        let max: u64 = results
+            .iter()
+            .filter(|(_, figure)| figure.provider == row.provider)
+            .map(|(_, figure)| figure.max)
+            .sum();
         per_provider.push(format!(
             "{} {fresh}/{max} = {:.3}",
             row.provider,
@@ -645,6 +739,20 @@ async fn bench(args: BenchFreshnessArgs) -> anyhow::Result<i32> {
         ok &= count == 0;
     }
     println!("  429s: {}", throttled.join(", "));
+    let replayed: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{} {}",
+                row.provider,
+                injected.get(row.provider).map_or(0, Vec::len)
+            )
+        })
+        .collect();
+    println!(
+        "  manual refreshes the maximum replays (each at its minute, first): {}",
+        replayed.join(", ")
+    );
     for row in rows.iter().filter(|row| row.provider != "keepa") {
         let per_hour: Vec<u64> = calls_at_boundary
             .windows(2)
@@ -840,6 +948,14 @@ async fn requests_before(
     Ok(position.map_or(u64::MAX, |at| at as u64))
 }
 
+/// The simulated minute now, counted from `start_ts` (unix s) with a simulated hour of
+/// `hour` real seconds.
+fn sim_minute(start_ts: i64, hour: u64) -> u64 {
+    let elapsed_ms = (chrono::Utc::now().timestamp_millis() - start_ts * 1000).max(0);
+    let minute_ms = (hour.max(1) * 1000) as f64 / 60.0;
+    (elapsed_ms as f64 / minute_ms).floor() as u64
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| text.trim().to_string())
@@ -855,14 +971,17 @@ mod tests {
         // 100 calls an hour, 2 catalog calls per cold style, 20 sizes per style: the
         // first hour serves 4 styles (88 calls) and 10 sizes of the fifth (12 calls).
         let style_of: Vec<usize> = (0..2_500).map(|n| n / 20).collect();
-        let fresh = ideal_fresh(100.0, 0.0, 2, &style_of, 3, 60);
+        let fresh = ideal_fresh(100.0, 0.0, 2, &style_of, 3, 60, &[]);
         assert_eq!(fresh[0], 90);
         // Then the fifth style's 10 other sizes (10 calls, warm) and 4 cold styles (88
         // calls); the 2 calls left wait for the next style's first size (3).
         assert_eq!(fresh[1], 90);
         assert!(fresh.iter().all(|&keys| keys <= 100));
         // Without a catalog (eBay) every call is a key.
-        assert_eq!(ideal_fresh(150.0, 0.0, 0, &style_of, 2, 60), vec![150, 150]);
+        assert_eq!(
+            ideal_fresh(150.0, 0.0, 0, &style_of, 2, 60, &[]),
+            vec![150, 150]
+        );
     }
 
     #[test]
@@ -870,14 +989,71 @@ mod tests {
         // Keepa: 1,200 starting tokens and 1,200 an hour. Over 2,500 keys, hour 1 sees
         // 2,400 new keys; hour 2 the last 100 new ones, then 1,100 keys as they turn stale.
         let style_of: Vec<usize> = (0..2_500).collect();
-        let fresh = ideal_fresh(1_200.0, 1_200.0, 0, &style_of, 3, 60);
+        let fresh = ideal_fresh(1_200.0, 1_200.0, 0, &style_of, 3, 60, &[]);
         assert_eq!(fresh, vec![2_400, 1_200, 1_200]);
         // Over 1,300 keys every key is seen in hour 1, and the tokens saved meanwhile
         // (at most an hour's worth) refresh every one in hour 2.
         let style_of: Vec<usize> = (0..1_300).collect();
         assert_eq!(
-            ideal_fresh(1_200.0, 1_200.0, 0, &style_of, 2, 60),
+            ideal_fresh(1_200.0, 1_200.0, 0, &style_of, 2, 60, &[]),
             vec![1_300, 1_300]
+        );
+    }
+
+    #[test]
+    fn the_maximum_serves_each_injected_refresh_at_its_minute_for_one_call() {
+        let style_of: Vec<usize> = (0..2_500).map(|n| n / 20).collect();
+        // eBay, 150 calls an hour. A refresh at minute 15 of key 0 (priced at minute 0)
+        // spends one of hour 1's calls on a key already fresh in it: 149 keys.
+        assert_eq!(
+            ideal_fresh(150.0, 0.0, 0, &style_of, 2, 60, &[(15, 0)]),
+            vec![149, 150]
+        );
+        // At minute 75 it spends one of hour 2's calls and makes key 0, priced in hour
+        // 1, fresh in hour 2 as the run counts it: 149 new keys and key 0.
+        assert_eq!(
+            ideal_fresh(150.0, 0.0, 0, &style_of, 2, 60, &[(75, 0)]),
+            vec![150, 150]
+        );
+        // StockX (2 catalog calls a cold style): the refresh at minute 15 leaves hour
+        // 1 with 99 calls for new keys: 4 styles (88) and 9 sizes of the fifth (11).
+        let fresh = ideal_fresh(100.0, 0.0, 2, &style_of, 1, 60, &[(15, 0)]);
+        assert_eq!(fresh, vec![89]);
+        // A refresh of a key the replay has not priced yet pays its style's catalog
+        // and is not new any more when the replay's order reaches it.
+        let fresh = ideal_fresh(100.0, 0.0, 2, &style_of, 1, 60, &[(0, 2_000)]);
+        assert_eq!(fresh, vec![88]);
+        // Indices outside the keys are ignored.
+        assert_eq!(
+            ideal_fresh(150.0, 0.0, 0, &style_of, 1, 60, &[(15, 9_999)]),
+            vec![150]
+        );
+    }
+
+    #[test]
+    fn a_manual_refresh_starts_the_keys_staleness_again() {
+        // 1 call a minute, 3 keys priced at minutes 0, 1, 2, stale after 90 minutes.
+        // Refreshed by hand at minute 30, key 0 turns stale at minute 120, not 90: hour
+        // 2 refreshes keys 1 and 2 only.
+        assert_eq!(
+            ideal_fresh(60.0, 0.0, 0, &[0, 1, 2], 2, 90, &[]),
+            vec![3, 3]
+        );
+        assert_eq!(
+            ideal_fresh(60.0, 0.0, 0, &[0, 1, 2], 2, 90, &[(30, 0)]),
+            vec![3, 2]
+        );
+    }
+
+    #[test]
+    fn the_maximum_with_the_benchs_refreshes_is_what_the_run_measured() {
+        // One StockX refresh an hour at minute 15 of a key priced in hour 1 (key 0):
+        // docs/jobs.md, "Hourly budgets".
+        let style_of: Vec<usize> = (0..2_500).map(|n| n / 20).collect();
+        let manual: Vec<(u64, usize)> = (0..6).map(|hour| (hour * 60 + 15, 0)).collect();
+        assert_eq!(
+            ideal_fresh(100.0, 0.0, 2, &style_of, 6, 60, &manual),
+            vec![89, 92, 90, 92, 90, 92]
         );
     }
 

@@ -64,6 +64,8 @@ pub(super) struct RawQuota {
 pub(super) struct RawBucket {
     pub(super) rate: f64,
     pub(super) burst: f64,
+    /// At most this many calls in any hour (an hourly budget), on top of the bucket.
+    pub(super) per_hour: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -153,6 +153,25 @@ fn quota_section_parses_overrides_and_defaults() {
         config.quota.providers["ebay"].get("getTransactions"),
         Some(&crate::quota::BucketSpec::new(0.05, 500.0))
     );
+    // An hourly budget reached whole: a cap of 100 in any hour beside the bucket.
+    let text = format!(
+        "[quota.stockx.marketData]\nrate = 0.027778\nburst = 1.25\nper_hour = 100\n{ACCOUNT}"
+    );
+    let config = Config::parse(&text, "c.toml").unwrap();
+    assert_eq!(
+        config.quota.providers["stockx"]["marketData"].window,
+        Some(crate::quota::WindowCap {
+            limit: 100.0,
+            length: std::time::Duration::from_secs(3600)
+        })
+    );
+    let text =
+        format!("[quota.stockx.marketData]\nrate = 0.027778\nburst = 10\nper_hour = 5\n{ACCOUNT}");
+    let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("quota.stockx.marketData.per_hour: 5 is out of range"),
+        "{err}"
+    );
     let text = format!("[quota.keepa.products]\nrate = 1\nburst = 5\n{ACCOUNT}");
     let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
     assert!(

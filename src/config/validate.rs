@@ -282,9 +282,26 @@ fn validate_buckets(
                 limits::BUCKET_BURST_MAX
             ));
         }
+        let window = match raw.per_hour {
+            None => None,
+            Some(limit) if limit.is_finite() && limit >= raw.burst && limit <= limits::BUCKET_BURST_MAX => {
+                Some(crate::quota::WindowCap {
+                    limit,
+                    length: std::time::Duration::from_secs(3600),
+                })
+            }
+            Some(limit) => {
+                return Err(format!(
+                    "{key}.per_hour: {} is out of range; give the calls allowed in any hour, at least the burst ({}) and at most {}, e.g. 100",
+                    show_number(limit),
+                    show_number(raw.burst),
+                    limits::BUCKET_BURST_MAX
+                ))
+            }
+        };
         buckets.insert(
             operation,
-            crate::quota::BucketSpec::new(raw.rate, raw.burst),
+            crate::quota::BucketSpec::new(raw.rate, raw.burst).with_window(window),
         );
     }
     Ok(buckets)

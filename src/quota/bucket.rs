@@ -17,10 +17,19 @@
 //! - A failed take returns how long to wait until it would succeed if nobody else takes
 //!   in between; it changes nothing.
 //!
+//! - A window cap ([`WindowCap`], an hourly call budget): with one, the bucket also logs
+//!   its takes and a take waits until at most `limit` tokens were taken in the trailing
+//!   `length` (plus a guard of `length/1000`, at most 1 s, for a call that reaches the
+//!   provider later than its grant). The wait is the end of the oldest takes that must
+//!   leave the window, computed once from the log.
+//!
 //! Options: `rate` (tokens/s, learned from `x-amzn-RateLimit-Limit` via
 //! [`Bucket::set_rate`]), `burst`, `reserve_share`. Emits nothing (no logging here).
 
+use std::collections::VecDeque;
 use std::time::Duration;
+
+use super::WindowCap;
 
 /// The share of `burst` that non-manual work may not take.
 pub const DEFAULT_RESERVE_SHARE: f64 = 0.2;
@@ -43,6 +52,22 @@ pub struct Bucket {
     /// The time the level refers to. It may lie in the future after a Keepa resync: the
     /// bucket does not refill before it (the provider's next refill).
     updated_at: Duration,
+    /// At most `limit` tokens taken in any trailing `length`; `None`: no cap.
+    window: Option<WindowCap>,
+    /// The takes still inside the window, oldest first: (when, tokens).
+    log: VecDeque<(Duration, f64)>,
+}
+
+/// The most entries a window log keeps; beyond it the two oldest are merged into the
+/// later one's time (which keeps the merged tokens in the window longer, never shorter).
+const MAX_LOG: usize = 100_000;
+
+/// How long after `length` a take still counts: `length/1000`, at most 1 s, so a call
+/// that reached the provider a little after its grant is out of the provider's window
+/// too before its slot is given again.
+fn window_span(cap: &WindowCap) -> Duration {
+    cap.length
+        .saturating_add((cap.length / 1000).min(Duration::from_secs(1)))
 }
 
 /// The smallest rate and burst a bucket accepts; smaller or non-finite settings are
@@ -80,6 +105,85 @@ impl Bucket {
             reserve_share: DEFAULT_RESERVE_SHARE,
             tokens: burst,
             updated_at: now,
+            window: None,
+            log: VecDeque::new(),
+        }
+    }
+
+    /// Sets the window cap (`None`: none). A cap with a limit that is not finite and
+    /// `> 0` or a zero length is no cap.
+    pub fn with_window(mut self, window: Option<WindowCap>) -> Bucket {
+        self.window =
+            window.filter(|cap| cap.limit.is_finite() && cap.limit > 0.0 && !cap.length.is_zero());
+        self
+    }
+
+    pub fn window(&self) -> Option<WindowCap> {
+        self.window
+    }
+
+    /// Tokens taken within the window as of `now` (0 without a window).
+    pub fn window_used(&self, now: Duration) -> f64 {
+        let Some(cap) = &self.window else {
+            return 0.0;
+        };
+        let span = window_span(cap);
+        self.log
+            .iter()
+            .filter(|(at, _)| at.saturating_add(span) > now)
+            .map(|(_, tokens)| tokens)
+            .sum()
+    }
+
+    /// How long until `cost` more fits in the window (zero: now; [`Duration::MAX`]: a
+    /// cost above the limit never does).
+    fn window_wait(&self, cost: f64, now: Duration) -> Duration {
+        let Some(cap) = &self.window else {
+            return Duration::ZERO;
+        };
+        let slack = EPSILON * cap.limit.max(1.0);
+        if cost > cap.limit + slack {
+            return Duration::MAX;
+        }
+        let span = window_span(cap);
+        let mut used = self.window_used(now);
+        if used + cost <= cap.limit + slack {
+            return Duration::ZERO;
+        }
+        for (at, tokens) in &self.log {
+            let leaves = at.saturating_add(span);
+            if leaves <= now {
+                continue;
+            }
+            used -= tokens;
+            if used + cost <= cap.limit + slack {
+                return leaves - now;
+            }
+        }
+        Duration::MAX
+    }
+
+    fn log_take(&mut self, cost: f64, now: Duration) {
+        let Some(cap) = &self.window else {
+            return;
+        };
+        let span = window_span(cap);
+        while self
+            .log
+            .front()
+            .is_some_and(|(at, _)| at.saturating_add(span) <= now)
+        {
+            self.log.pop_front();
+        }
+        if cost > 0.0 && cost.is_finite() {
+            self.log.push_back((now, cost));
+        }
+        while self.log.len() > MAX_LOG {
+            if let Some((_, tokens)) = self.log.pop_front() {
+                if let Some(next) = self.log.front_mut() {
+                    next.1 += tokens;
+                }
+            }
         }
     }
 
@@ -131,10 +235,16 @@ impl Bucket {
 
     /// How long until a take of `cost` would succeed (zero: now). Changes nothing.
     /// A cost above `burst` can never be paid: the wait is [`Duration::MAX`].
+    /// With a window cap, also until `cost` more fits in the window.
     pub fn wait(&self, cost: f64, reserved: bool, now: Duration) -> Duration {
         if cost > self.burst * (1.0 + EPSILON) {
             return Duration::MAX;
         }
+        self.level_wait(cost, reserved, now)
+            .max(self.window_wait(cost, now))
+    }
+
+    fn level_wait(&self, cost: f64, reserved: bool, now: Duration) -> Duration {
         let need = self.need(cost, reserved);
         let slack = EPSILON * need.abs().max(1.0);
         let level = self.level(now);
@@ -148,11 +258,12 @@ impl Bucket {
         hold.saturating_add(secs_up(deficit / self.rate))
     }
 
-    /// Takes `cost` unconditionally (the level may go negative). Used once every bucket
-    /// of a request agreed it can pay.
+    /// Takes `cost` unconditionally (the level may go negative; the window logs it).
+    /// Used once every bucket of a request agreed it can pay.
     pub fn take(&mut self, cost: f64, now: Duration) {
         self.refill(now);
         self.tokens -= cost;
+        self.log_take(cost, now);
     }
 
     /// A manual take: succeeds while `level >= cost` (the reserve may be used);
@@ -345,6 +456,61 @@ mod tests {
         bucket.correct(1.0, secs(30), secs(0));
         assert_eq!(bucket.wait(1.0, false, secs(0)), secs(30));
         assert_eq!(bucket.try_take(1.0, secs(30)), Ok(()));
+    }
+
+    #[test]
+    fn a_window_cap_grants_the_whole_limit_in_any_window_and_not_one_more() {
+        // 5 an hour at the full rate (720 s a token), burst 1.25, capped at 5 in any hour.
+        let spec = crate::quota::BucketSpec::hourly_budget(5.0, 1.25);
+        let mut bucket = Bucket::new(spec.rate, spec.burst, secs(0)).with_window(spec.window);
+        let mut grants = Vec::new();
+        let mut now = secs(0);
+        // A drainer always waiting: each take as soon as the bucket lets it.
+        while now < secs(5 * 3600) {
+            match bucket.try_take(1.0, now) {
+                Ok(()) => grants.push(now),
+                Err(wait) => now += wait,
+            }
+        }
+        // Every window of an hour (the clock hours and every other) holds at most 5.
+        for &from in &grants {
+            let within = grants
+                .iter()
+                .filter(|&&at| at >= from && at < from + secs(3600))
+                .count();
+            assert!(within <= 5, "{within} grants in the hour from {from:?}");
+        }
+        // The whole budget is reached: 5 in every clock hour (the bucket alone, at
+        // (5 − 1.25)/h so that it keeps every hour within 5, gives 4 in some).
+        for hour in 0..5u64 {
+            let within = grants
+                .iter()
+                .filter(|&&at| at >= secs(hour * 3600) && at < secs((hour + 1) * 3600))
+                .count();
+            assert_eq!(within, 5, "hour {hour}: {grants:?}");
+        }
+        // The 6th take of the first hour waits for the first to leave the window (its
+        // hour and the guard of 1 s).
+        let mut bucket = Bucket::new(1.0, 10.0, secs(0)).with_window(spec.window);
+        for _ in 0..5 {
+            assert_eq!(bucket.try_take(1.0, secs(0)), Ok(()));
+        }
+        assert_eq!(bucket.wait(1.0, false, secs(10)), secs(3591));
+        assert_eq!(bucket.window_used(secs(10)), 5.0);
+        assert_eq!(bucket.try_take(1.0, secs(3601)), Ok(()));
+        // A cost above the limit never fits.
+        assert_eq!(bucket.wait(6.0, false, secs(9000)), Duration::MAX);
+    }
+
+    #[test]
+    fn without_a_log_a_window_becomes_the_bucket_that_keeps_it() {
+        let spec = crate::quota::BucketSpec::hourly_budget(100.0, 1.25);
+        let plain = spec.without_window();
+        assert_eq!(plain.window, None);
+        assert!((plain.rate * 3600.0 - 98.75).abs() < 1e-9, "{plain:?}");
+        assert_eq!(plain.burst, 1.25);
+        let bucket = crate::quota::BucketSpec::new(0.5, 2.0);
+        assert_eq!(bucket.without_window(), bucket);
     }
 
     #[test]

@@ -29,9 +29,11 @@ impl LocalBuckets {
         now: Duration,
     ) -> &mut Bucket {
         let share = self.reserve_share;
-        self.buckets
-            .entry(key.clone())
-            .or_insert_with(|| Bucket::new(spec.rate, spec.burst, now).with_reserve_share(share))
+        self.buckets.entry(key.clone()).or_insert_with(|| {
+            Bucket::new(spec.rate, spec.burst, now)
+                .with_reserve_share(share)
+                .with_window(spec.window)
+        })
     }
 
     pub(crate) fn get(&self, key: &BucketKey) -> Option<&Bucket> {

@@ -159,7 +159,9 @@ impl ManagerState {
         match &self.buckets {
             Buckets::Local(local) => local
                 .get(key)
-                .map(|bucket| BucketSpec::new(bucket.rate(), bucket.burst()))
+                .map(|bucket| {
+                    BucketSpec::new(bucket.rate(), bucket.burst()).with_window(bucket.window())
+                })
                 .or_else(|| self.config.effective_spec(key)),
             Buckets::Redis(remote) => remote.spec(key).or_else(|| self.config.effective_spec(key)),
         }
@@ -366,11 +368,15 @@ impl ManagerState {
             let spec = self
                 .spec_for(key)
                 .ok_or_else(|| QuotaError::UnknownBucket { key: key.clone() })?;
-            if cost > spec.burst {
+            // A window's limit bounds a take like the burst does.
+            let most = spec
+                .window
+                .map_or(spec.burst, |cap| spec.burst.min(cap.limit));
+            if cost > most {
                 return Err(QuotaError::CostExceedsBurst {
                     key: key.clone(),
                     cost,
-                    burst: spec.burst,
+                    burst: most,
                 });
             }
             self.ensure(key, spec);
@@ -547,6 +553,9 @@ impl Actor for TokenManager {
                         configured_burst: bucket.burst(),
                         corrections: 0,
                         grants: 0,
+                        window_room: bucket
+                            .window()
+                            .map(|cap| (cap.limit - bucket.window_used(now)).max(0.0)),
                     })),
                     Buckets::Redis(remote) => remote.view(&key).await,
                 }
@@ -573,6 +582,9 @@ impl Actor for TokenManager {
                                 configured_burst: bucket.burst(),
                                 corrections: 0,
                                 grants: 0,
+                                window_room: bucket
+                                    .window()
+                                    .map(|cap| (cap.limit - bucket.window_used(now)).max(0.0)),
                             };
                             (key.clone(), view)
                         })

@@ -220,16 +220,76 @@ impl From<crate::store::Priority> for Priority {
     }
 }
 
-/// A bucket's refill rate (tokens per second) and capacity.
+/// A bucket's refill rate (tokens per second) and capacity, and optionally a cap on the
+/// tokens taken in any window ([`WindowCap`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BucketSpec {
     pub rate: f64,
     pub burst: f64,
+    /// At most `limit` tokens in any window of `length` (an hourly call budget), kept by
+    /// a log of grants on top of the bucket; `None`: the bucket alone.
+    pub window: Option<WindowCap>,
+}
+
+/// A budget of `limit` tokens in **any** window of `length`, the strictest reading of
+/// "n calls an hour": it holds whether the provider counts clock hours or trailing
+/// hours. The in-process TokenManager keeps a log of its grants and grants nothing that
+/// would put more than `limit` in the trailing `length`; so the bucket beside it may
+/// refill at the full `limit/length` (no `burst` taken off the rate) without ever
+/// exceeding the budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowCap {
+    pub limit: f64,
+    pub length: Duration,
 }
 
 impl BucketSpec {
     pub const fn new(rate: f64, burst: f64) -> BucketSpec {
-        BucketSpec { rate, burst }
+        BucketSpec {
+            rate,
+            burst,
+            window: None,
+        }
+    }
+
+    /// A budget of `n` calls in any hour paced at its full rate: a bucket refilling
+    /// `n` an hour with `burst` (so a grant that waited for its drainer is not lost at
+    /// the cap), and a [`WindowCap`] of `n` per hour that keeps every hour, a clock hour
+    /// or any other, within `n`. [`BucketSpec::per_hour`] needs `rate = (n − burst)/h`
+    /// for that and so never reaches `n`; this one does.
+    pub fn hourly_budget(n: f64, burst: f64) -> BucketSpec {
+        BucketSpec::windowed(n, Duration::from_secs(3600), burst)
+    }
+
+    /// `limit` tokens in any window of `length`, paced at `limit/length` with `burst`
+    /// (see [`BucketSpec::hourly_budget`]).
+    pub fn windowed(limit: f64, length: Duration, burst: f64) -> BucketSpec {
+        let seconds = length.as_secs_f64().max(f64::MIN_POSITIVE);
+        BucketSpec {
+            rate: limit / seconds,
+            burst,
+            window: Some(WindowCap { limit, length }),
+        }
+    }
+
+    /// The spec with `window` (kept as is by every other change of the spec).
+    pub fn with_window(mut self, window: Option<WindowCap>) -> BucketSpec {
+        self.window = window;
+        self
+    }
+
+    /// The same budget for a store that keeps no log of grants (Redis): a bucket alone
+    /// whose `burst + rate·length` stays within the window's limit (the rate lowered to
+    /// `(limit − burst)/length` when it is above it); a spec without a window as is.
+    pub fn without_window(self) -> BucketSpec {
+        match self.window {
+            None => self,
+            Some(cap) => {
+                let seconds = cap.length.as_secs_f64().max(f64::MIN_POSITIVE);
+                let safe = ((cap.limit - self.burst) / seconds).max(bucket::MIN_SETTING);
+                BucketSpec::new(self.rate.min(safe), self.burst)
+            }
+        }
     }
 
     /// A provider budget of `n` calls per hour (seed 002). A continuous bucket grants at
@@ -240,6 +300,7 @@ impl BucketSpec {
         BucketSpec {
             rate: 0.9 * n / 3600.0,
             burst: 0.1 * n,
+            window: None,
         }
     }
 
@@ -249,6 +310,7 @@ impl BucketSpec {
         BucketSpec {
             rate: 0.9 * n / 86_400.0,
             burst: 0.1 * n,
+            window: None,
         }
     }
 
@@ -258,6 +320,7 @@ impl BucketSpec {
         BucketSpec {
             rate: n / 60.0,
             burst: 60.0 * n,
+            window: None,
         }
     }
 }
@@ -456,6 +519,9 @@ pub struct BucketView {
     /// Grants of this bucket by this manager since it started, whatever their cost: its
     /// calls (the dashboard's sparkline samples the difference).
     pub grants: u64,
+    /// Tokens its window cap still lets through now (`limit` less what the trailing
+    /// window holds); `None`: no window (or one this backend turns into the bucket).
+    pub window_room: Option<f64>,
 }
 
 /// Where bucket state lives.

@@ -264,9 +264,13 @@ impl RedisBuckets {
         }
     }
 
-    /// Remembers the spec a new bucket is created with.
+    /// Remembers the spec a new bucket is created with. Redis keeps no log of grants, so
+    /// a window cap becomes the bucket alone that keeps every window within its limit
+    /// ([`BucketSpec::without_window`]).
     pub(crate) fn ensure(&mut self, key: &BucketKey, spec: BucketSpec) {
-        self.specs.entry(key.clone()).or_insert(spec);
+        self.specs
+            .entry(key.clone())
+            .or_insert(spec.without_window());
     }
 
     /// The buckets this manager created or used.
@@ -437,6 +441,7 @@ impl RedisBuckets {
             configured_burst: number(&burst),
             corrections: 0,
             grants: 0,
+            window_room: None,
         }
     }
 }

@@ -80,10 +80,13 @@ impl QuotaConfig {
     }
 
     /// [`QuotaConfig::spec_for`] with the margin taken off the rate: what a new bucket
-    /// is created with.
+    /// is created with. A spec with a window cap (an hourly budget) keeps its rate: the
+    /// rate only paces, the cap is the provider's budget and carries its own guard.
     pub fn effective_spec(&self, key: &BucketKey) -> Option<BucketSpec> {
-        self.spec_for(key)
-            .map(|spec| BucketSpec::new(self.margined(spec.rate), spec.burst))
+        self.spec_for(key).map(|spec| match spec.window {
+            Some(_) => spec,
+            None => BucketSpec::new(self.margined(spec.rate), spec.burst),
+        })
     }
 
     /// Sets the spec of (provider, operation); `*` as operation covers the provider.

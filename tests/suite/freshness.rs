@@ -11,7 +11,8 @@ use marketsync::domain::now_ts;
 use marketsync::provider::keepa::KeepaClient;
 use marketsync::provider::stockx::{StockxClient, StockxCredentials, StockxEndpoints};
 use marketsync::quota::{
-    BucketKey, BucketSpec, Pacer, Priority, QuotaBackend, QuotaConfig, QuotaHandle, TokenManager,
+    BucketKey, BucketSpec, Clock, ManualClock, Pacer, Priority, QuotaBackend, QuotaConfig,
+    QuotaHandle, TokenManager,
 };
 use marketsync::shapes::jobs::scheduler::{FreshnessSettings, ProviderAccounts, Scheduler};
 use marketsync::shapes::jobs::{JobClient, JobPriority, JobRunner, JobState, NewJob};
@@ -38,6 +39,11 @@ struct Fixture {
 
 impl Fixture {
     async fn new(provider: &str, spec: BucketSpec, reserve: f64) -> Fixture {
+        Fixture::with_clock(provider, spec, reserve, Clock::Tokio).await
+    }
+
+    /// [`Fixture::new`] with the TokenManager on `clock`.
+    async fn with_clock(provider: &str, spec: BucketSpec, reserve: f64, clock: Clock) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let stream = if provider == "keepa" {
             "products]\nbatch = 100"
@@ -50,8 +56,9 @@ impl Fixture {
         );
         let config = Config::parse(&text, "freshness-test.toml").expect("valid config");
         let ledger = Arc::new(SqliteLedger::open(&config.database_path()).expect("ledger"));
-        let mut quota_config =
-            QuotaConfig::new(QuotaBackend::InProcess).with_spec(provider, "*", spec);
+        let mut quota_config = QuotaConfig::new(QuotaBackend::InProcess)
+            .with_spec(provider, "*", spec)
+            .with_clock(clock);
         quota_config.reserve_share = reserve;
         let (actor, _join) = TokenManager::spawn(quota_config.clone())
             .await
@@ -285,6 +292,119 @@ async fn a_fractional_budget_queues_the_nearest_whole_number_of_jobs() {
             "{records:?}"
         );
     }
+}
+
+/// Waits (bounded) until the drainer asks the TokenManager for its next grant again.
+async fn drainer_waiting(quota: &QuotaHandle) -> bool {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < end {
+        if quota.stats().await.map(|stats| stats.queued).unwrap_or(0) >= 1 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hourly_budget_is_spent_whole_in_every_hour_and_never_beyond() {
+    // An hourly budget of 10 calls, the hour shortened to 60 s of a manual clock: paced
+    // at the full 10 an hour with a burst of 1.25 and capped at 10 in any hour. A bucket
+    // alone must refill at (10 − 1.25)/h to keep every hour within 10 and so makes 9 calls
+    // in some; the cap lets the real drainer over the simulator make exactly 10 in every
+    // clock hour and never 11 in any hour.
+    let mut sim_config = SimConfig::default();
+    // The simulator counts wall-clock hours; this test counts its own (manual) hours.
+    sim_config.stockx.hourly_budget = u32::MAX;
+    let sim = TestSim::start(sim_config).await;
+    let hour = Duration::from_secs(60);
+    let clock = ManualClock::new();
+    let fixture = Fixture::with_clock(
+        "stockx",
+        BucketSpec::windowed(10.0, hour, 1.25),
+        0.0,
+        Clock::Manual(clock.clone()),
+    )
+    .await;
+    // One cold style (2 catalog calls) in 18 sizes and a warm one: more than 3 hours' work.
+    for size in [
+        "4", "4.5", "5", "5.5", "6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11",
+        "11.5", "12", "12.5",
+    ] {
+        for style in ["WIN-A", "WIN-B"] {
+            fixture.track("stockx", style, Some(size));
+        }
+    }
+    let records = fixture.scheduler("stockx").pass().await;
+    assert!(records[0].selected >= 1, "{records:?}");
+    for job in tracked::key_states(&*fixture.ledger, "stockx").expect("keys") {
+        store::enqueue(
+            &*fixture.ledger,
+            &NewJob {
+                provider: "stockx".into(),
+                sku: job.sku,
+                size: job.size,
+                priority: JobPriority::Background,
+                source: "test".into(),
+            },
+        )
+        .expect("enqueue");
+    }
+    let context = fixture.context(stockx_client(&sim));
+    let cancel = context.cancel.clone();
+    let drainer = tokio::spawn(async move { context.run_once().await });
+
+    // Time moves in steps of 0.5 s; a grant is stamped with the step it came at, and the
+    // next step waits until the drainer asks again (so no grant is late for it).
+    let step = Duration::from_millis(500);
+    let mut grants: Vec<Duration> = Vec::new();
+    assert!(
+        drainer_waiting(&fixture.quota).await,
+        "the drainer never asked"
+    );
+    let mut seen = fixture.quota.stats().await.expect("stats").grants;
+    grants.extend(std::iter::repeat_n(Duration::ZERO, seen as usize));
+    while clock.elapsed() + step < hour * 3 {
+        clock.advance(step);
+        loop {
+            let now = fixture.quota.stats().await.expect("stats").grants;
+            if now == seen {
+                break;
+            }
+            grants.extend(std::iter::repeat_n(clock.elapsed(), (now - seen) as usize));
+            seen = now;
+            assert!(
+                drainer_waiting(&fixture.quota).await,
+                "the drainer stopped asking"
+            );
+        }
+    }
+    cancel.cancel();
+    clock.advance(hour);
+    let _ = drainer.await;
+
+    for index in 0..3u32 {
+        let (from, to) = (hour * index, hour * (index + 1));
+        let within = grants.iter().filter(|&&at| at >= from && at < to).count();
+        assert_eq!(within, 10, "hour {index}: {grants:?}");
+    }
+    for &from in &grants {
+        let within = grants
+            .iter()
+            .filter(|&&at| at >= from && at < from + hour)
+            .count();
+        assert!(
+            within <= 10,
+            "{within} calls in the hour from {from:?}: {grants:?}"
+        );
+    }
+    let stats = sim_stats(&sim, "stockx").await;
+    let calls = ["search_calls", "variants_calls", "market_data_calls"]
+        .iter()
+        .map(|field| stats[*field].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert!(calls >= 30, "{stats}");
+    assert_eq!(stats["throttled"].as_u64(), Some(0), "{stats}");
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 //! provider with accounts:
 //! 1. asks the TokenManager what the provider's buckets hold ([`QuotaHandle::bucket`]
 //!    per account scope) and computes the jobs they can serve **before the next pass**
-//!    for non-manual work: `max(0, tokens − reserve) + rate × interval` per bucket,
+//!    for non-manual work: `max(0, tokens − reserve) + rate × interval` per bucket (with
+//!    a window cap, an hourly budget, at most `room + rate × interval`, `room` being
+//!    what the window still lets through now),
 //!    divided by the tokens one job costs ([`provider_cost`]), minus the provider's
 //!    live (pending or running) jobs, rounded to the nearest whole job, capped at
 //!    `max_per_pass`. The reserve
@@ -403,20 +405,34 @@ impl Scheduler {
                     continue;
                 }
             };
-            let (rate, burst, level, share) = match view {
-                Some(view) => (view.rate, view.burst, view.tokens, view.reserve_share),
-                // Not used yet: the TokenManager creates it full with this spec.
+            let (rate, burst, level, share, room) = match view {
+                Some(view) => (
+                    view.rate,
+                    view.burst,
+                    view.tokens,
+                    view.reserve_share,
+                    view.window_room,
+                ),
+                // Not used yet: the TokenManager creates it full with this spec (and its
+                // window empty).
                 None => match self.quota_config.effective_spec(&key) {
                     Some(spec) => (
                         spec.rate,
                         spec.burst,
                         spec.burst,
                         self.quota_config.reserve_share,
+                        spec.window.map(|cap| cap.limit),
                     ),
                     None => continue,
                 },
             };
-            tokens += bucket_budget(rate, burst, level, share, horizon);
+            let mut budget = bucket_budget(rate, burst, level, share, horizon);
+            if let Some(room) = room {
+                // A window cap (an hourly budget) already full lets through only what
+                // leaves it, at most the refill, before the next pass.
+                budget = budget.min(bucket_budget(rate, room, room, 0.0, horizon));
+            }
+            tokens += budget;
         }
         Some(tokens / cost.tokens_per_job.max(f64::MIN_POSITIVE))
     }

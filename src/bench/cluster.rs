@@ -409,79 +409,43 @@ fn write_config(
     Ok(path)
 }
 
-/// `marketsync run` on `config`, logging to a file next to it.
+/// `marketsync run` on `config` with every seller's refresh token and `env`.
 fn spawn_daemon(config: &Path, sellers: usize, env: &[(&str, &str)]) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(config.with_extension("log"))?;
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env("RUST_LOG", "marketsync=warn")
-        .env("BENCH_CLIENT_ID", "bench-client")
-        .env("BENCH_CLIENT_SECRET", "bench-secret")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for seller in 0..sellers {
-        command.env(refresh_env(seller), format!("bench-seller-{seller}"));
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    Ok(command.spawn()?)
+    let tokens: Vec<(String, String)> = (0..sellers)
+        .map(|seller| (refresh_env(seller), format!("bench-seller-{seller}")))
+        .collect();
+    let mut all: Vec<(&str, &str)> = tokens
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    all.extend_from_slice(env);
+    super::spawn_daemon_with(config, &all)
 }
 
-/// Polls `applied` until it reaches `target` hours; the error names the log to read.
+/// Polls `applied` until it reaches `target` hours, printing the count every 15 s.
 fn wait_for(
     target: u64,
     deadline: Duration,
     config: &Path,
-    mut applied: impl FnMut() -> Option<u64>,
+    applied: impl FnMut() -> Option<u64>,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut last_print = Instant::now();
-    loop {
-        let now = applied().unwrap_or(0);
-        if now >= target {
-            return Ok(());
-        }
-        if started.elapsed() > deadline {
-            anyhow::bail!(
-                "only {now} of {target} hours applied after {}; see {}",
-                humantime::format_duration(deadline),
-                config.with_extension("log").display()
-            );
-        }
-        if last_print.elapsed() >= Duration::from_secs(15) {
-            eprintln!(
-                "  {now} of {target} hours applied after {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-            last_print = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    super::wait_until_applied(
+        target,
+        deadline,
+        config,
+        Some(Duration::from_secs(15)),
+        applied,
+    )
+    .map(|_| ())
 }
 
-/// SIGTERM to every daemon, then waits (SIGKILL after 40 s).
+/// SIGTERM to every daemon at once (they shut down together), then
+/// [`super::stop_daemon`] on each (it waits, SIGKILL after 40 s).
 fn stop(children: Vec<Child>) {
     for child in &children {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
     }
-    for mut child in children {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    children.into_iter().for_each(super::stop_daemon);
 }

@@ -216,6 +216,6 @@ page_limit = {limit}
     actor.stop(None);
     let _ = quota_join.await;
     stop.cancel();
-    let _ = server.await;
+    crate::bench::jobs::report_server_end(server.await);
     Ok(0)
 }

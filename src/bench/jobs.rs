@@ -59,8 +59,8 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
     let sim = crate::sim::Simulator::new(sim_config);
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    tokio::spawn(async move {
-        let _ = crate::sim::serve(listener, sim, async move { stopped.cancelled().await }).await;
+    let server = tokio::spawn(async move {
+        crate::sim::serve(listener, sim, async move { stopped.cancelled().await }).await
     });
     // Lift the simulated Browse API's daily limit (5,000 calls per application).
     reqwest::Client::new()
@@ -206,10 +206,23 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
         }
     }
     stop.cancel();
+    report_server_end(server.await);
     Ok(0)
 }
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Says how the bench's in-process simulator ended when it did not end cleanly (an error,
+/// or a panic the join reports), so a figure taken beside a broken server is not trusted.
+pub(crate) fn report_server_end<E: std::fmt::Display>(
+    ended: Result<Result<(), E>, tokio::task::JoinError>,
+) {
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => eprintln!("bench: the simulator ended with an error: {err}"),
+        Err(err) => eprintln!("bench: the simulator task failed: {err}"),
+    }
 }

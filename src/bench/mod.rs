@@ -482,6 +482,12 @@ fn write_accounts_config(
 
 /// Starts `marketsync run` (this executable) on `config`, logging to a file.
 fn spawn_daemon(config: &Path) -> anyhow::Result<std::process::Child> {
+    spawn_daemon_with(config, &[("BENCH_REFRESH_TOKEN", "bench-refresh")])
+}
+
+/// [`spawn_daemon`] with the bench client's credentials and `env` (refresh tokens, the
+/// store's URL) in the daemon's environment; its stderr goes to `config` with `.log`.
+fn spawn_daemon_with(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<std::process::Child> {
     let log = std::fs::File::create(config.with_extension("log"))?;
     Ok(std::process::Command::new(std::env::current_exe()?)
         .arg("--config")
@@ -490,7 +496,7 @@ fn spawn_daemon(config: &Path) -> anyhow::Result<std::process::Child> {
         .env("RUST_LOG", "marketsync=warn")
         .env("BENCH_CLIENT_ID", "bench-client")
         .env("BENCH_CLIENT_SECRET", "bench-secret")
-        .env("BENCH_REFRESH_TOKEN", "bench-refresh")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()?)
@@ -512,19 +518,47 @@ fn wait_for_applied(
     target: i64,
     deadline: std::time::Duration,
 ) -> anyhow::Result<std::time::Duration> {
+    wait_until_applied(
+        u64::try_from(target).unwrap_or(0),
+        deadline,
+        config,
+        None,
+        || u64::try_from(applied_hours_total(config)).ok(),
+    )
+}
+
+/// Polls `applied` every 200 ms until it reaches `target` hours; returns how long that
+/// took. Prints the count every `progress` if given. The error names `config`'s log.
+fn wait_until_applied(
+    target: u64,
+    deadline: std::time::Duration,
+    config: &Path,
+    progress: Option<std::time::Duration>,
+    mut applied: impl FnMut() -> Option<u64>,
+) -> anyhow::Result<std::time::Duration> {
     let started = Instant::now();
-    while applied_hours_total(config) < target {
+    let mut last_print = Instant::now();
+    loop {
+        let now = applied().unwrap_or(0);
+        if now >= target {
+            return Ok(started.elapsed());
+        }
         if started.elapsed() > deadline {
             anyhow::bail!(
-                "only {} of {target} hours applied after {}; see {}",
-                applied_hours_total(config),
+                "only {now} of {target} hours applied after {}; see {}",
                 humantime::format_duration(deadline),
                 config.with_extension("log").display()
             );
         }
+        if progress.is_some_and(|every| last_print.elapsed() >= every) {
+            eprintln!(
+                "  {now} of {target} hours applied after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    Ok(started.elapsed())
 }
 
 /// (resident MB, cpu seconds) of a process, from /proc.

@@ -145,8 +145,7 @@ pub async fn export(
     let deadline = Instant::now() + EXPORT_DEADLINE;
     let ledger = state.ledger.clone();
     // A table the PostgreSQL store holds is read there.
-    let hours = (store::lives_in_postgres(export_query.kind) && !state.hours_in_sqlite())
-        .then(|| Arc::clone(&state.hours));
+    let hours = store::lives_in_postgres(export_query.kind).then(|| Arc::clone(&state.hours));
     // Ends when the rows are written, the client is gone or the deadline passed; its
     // panic (caught here) is logged and ends the body early.
     drop(tokio::task::spawn_blocking(move || {

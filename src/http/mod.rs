@@ -209,11 +209,6 @@ impl HttpState {
         self
     }
 
-    /// Whether the hour ledger is the SQLite file itself (not PostgreSQL).
-    pub fn hours_in_sqlite(&self) -> bool {
-        std::ptr::addr_eq(Arc::as_ptr(&self.hours), Arc::as_ptr(&self.ledger))
-    }
-
     /// The same state with the daemon's TokenManager attached.
     pub fn with_quota(mut self, quota: crate::quota::QuotaHandle) -> HttpState {
         self.quota = Some(quota);

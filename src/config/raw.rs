@@ -86,6 +86,8 @@ pub(super) struct RawChaos {
     pub(super) action: Option<String>,
     pub(super) every_unit: Option<bool>,
     pub(super) nth_unit: Option<u64>,
+    /// `pause_before_apply` only: how long the apply waits (a duration like "15s").
+    pub(super) pause: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

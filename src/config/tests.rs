@@ -374,3 +374,53 @@ data_dir = "/tmp/x"
     let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
     assert!(err.contains("store.pool_size"), "{err}");
 }
+
+#[test]
+fn chaos_pause_before_apply_needs_a_bounded_pause_and_only_that_action_takes_one() {
+    use crate::domain::chaos::{ChaosAction, ChaosWhen};
+    let drill = |rest: &str| {
+        format!("{ACCOUNT}[chaos]\nenabled = true\naccount = \"a\"\nnth_unit = 2\n{rest}")
+    };
+    let config = Config::parse(
+        &drill("action = \"pause_before_apply\"\npause = \"15s\"\n"),
+        "c.toml",
+    )
+    .unwrap();
+    let chaos = config.chaos.expect("the drill");
+    assert_eq!(
+        chaos.action,
+        ChaosAction::PauseBeforeApply(Duration::from_secs(15))
+    );
+    assert_eq!(chaos.when, ChaosWhen::NthUnit(2));
+    for (rest, expected) in [
+        (
+            "action = \"pause_before_apply\"\n",
+            "c.toml: chaos.pause: missing; pause_before_apply needs pause = \"DURATION\" (e.g. \"15s\")",
+        ),
+        (
+            "action = \"freeze\"\npause = \"15s\"\n",
+            "c.toml: chaos.pause: only action = \"pause_before_apply\" takes a pause; remove it",
+        ),
+        (
+            "action = \"pause_before_apply\"\npause = \"11m\"\n",
+            "c.toml: chaos.pause: 11m is above the maximum of 10m; use a pause of at most 10m (allowed: 1ms to 10m)",
+        ),
+        (
+            "action = \"pause_before_apply\"\npause = \"soon\"\n",
+            "c.toml: chaos.pause: invalid duration \"soon\"; use a form like 72h, 15m or 30s",
+        ),
+        (
+            "action = \"stall\"\n",
+            "c.toml: chaos.action: unknown action \"stall\"; expected panic, freeze or pause_before_apply",
+        ),
+    ] {
+        let err = Config::parse(&drill(rest), "c.toml").unwrap_err().to_string();
+        assert_eq!(err, expected);
+    }
+    let disarmed = format!("{ACCOUNT}[chaos]\npause = \"15s\"\n");
+    let err = Config::parse(&disarmed, "c.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("crash drills are refused unless enabled = true"),
+        "{err}"
+    );
+}

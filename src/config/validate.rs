@@ -309,13 +309,14 @@ fn validate_buckets(
 
 impl RawChaos {
     fn validate(self, accounts: &[AccountConfig]) -> Result<Option<ChaosSettings>, String> {
-        use crate::domain::chaos::{ChaosAction, ChaosTarget, ChaosWhen, SERVICES};
+        use crate::domain::chaos::{ChaosAction, ChaosTarget, ChaosWhen, PAUSE_MAX, SERVICES};
         if !self.enabled {
             if self.account.is_some()
                 || self.service.is_some()
                 || self.action.is_some()
                 || self.every_unit.is_some()
                 || self.nth_unit.is_some()
+                || self.pause.is_some()
             {
                 return Err(
                     "chaos: crash drills are refused unless enabled = true; remove [chaos] or arm it explicitly"
@@ -360,12 +361,33 @@ impl RawChaos {
                 )
             }
         };
-        let action = match self.action.as_deref() {
-            None | Some("panic") => ChaosAction::Panic,
-            Some("freeze") => ChaosAction::Freeze,
-            Some(other) => {
+        let action = match (self.action.as_deref(), self.pause) {
+            (None | Some("panic"), None) => ChaosAction::Panic,
+            (Some("freeze"), None) => ChaosAction::Freeze,
+            (Some("pause_before_apply"), Some(pause)) => {
+                ChaosAction::PauseBeforeApply(bounded_duration(
+                    "chaos.pause",
+                    Some(&pause),
+                    Duration::ZERO,
+                    Duration::from_millis(1),
+                    PAUSE_MAX,
+                )?)
+            }
+            (Some("pause_before_apply"), None) => {
+                return Err(
+                    "chaos.pause: missing; pause_before_apply needs pause = \"DURATION\" (e.g. \"15s\")"
+                        .to_string(),
+                )
+            }
+            (Some("panic" | "freeze") | None, Some(_)) => {
+                return Err(
+                    "chaos.pause: only action = \"pause_before_apply\" takes a pause; remove it"
+                        .to_string(),
+                )
+            }
+            (Some(other), _) => {
                 return Err(format!(
-                    "chaos.action: unknown action {other:?}; expected panic or freeze"
+                    "chaos.action: unknown action {other:?}; expected panic, freeze or pause_before_apply"
                 ))
             }
         };

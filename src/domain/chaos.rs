@@ -1,6 +1,9 @@
 //! Crash drills (`[chaos]` in the configuration): make one named account's actor panic,
 //! or freeze without progress, when it handles its Nth unit (or every unit), so operators
 //! and tests can prove on the real binary that one poison account only takes itself down;
+//! or make it pause before its Nth apply (a stall between a downloaded document and its
+//! write, as a long GC pause or a frozen host makes), to prove that a write whose lease
+//! was taken over meanwhile is refused by the store's fence;
 //! or make one infrastructure service (`housekeeping`, `cooldown-watch`, `token-manager`)
 //! panic on its Nth step (or every step), to prove the root restarts it and escalates only when its restart
 //! budget is spent.
@@ -9,6 +12,7 @@
 //! by every incarnation of the account's actor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// What the drill does to the account's actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +20,13 @@ pub enum ChaosAction {
     Panic,
     /// Blocks the unit forever without bumping progress: stuck detection's business.
     Freeze,
+    /// Pauses for this long right before the Nth apply (counted in applies, not units),
+    /// deaf to cancellation like a stalled thread, then writes with the fence it had.
+    PauseBeforeApply(Duration),
 }
+
+/// The longest `pause` a `pause_before_apply` drill may ask for.
+pub const PAUSE_MAX: Duration = Duration::from_secs(600);
 
 /// Which units trigger the drill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,19 +85,27 @@ impl Chaos {
         }
     }
 
-    /// Called as `account` starts a unit; panics or freezes when the drill says so.
-    pub async fn on_unit(&self, account: &str) {
+    /// Counts one event of `account` and says whether it is the one the drill names.
+    fn count(&self, account: &str) -> Option<u64> {
         if self.target != ChaosTarget::Account || account != self.account {
-            return;
+            return None;
         }
         let unit = self.units.fetch_add(1, Ordering::Relaxed) + 1;
         let triggered = match self.when {
             ChaosWhen::EveryUnit => true,
             ChaosWhen::NthUnit(nth) => unit == nth,
         };
-        if !triggered {
+        triggered.then_some(unit)
+    }
+
+    /// Called as `account` starts a unit; panics or freezes when the drill says so.
+    pub async fn on_unit(&self, account: &str) {
+        if matches!(self.action, ChaosAction::PauseBeforeApply(_)) {
             return;
         }
+        let Some(unit) = self.count(account) else {
+            return;
+        };
         match self.action {
             // Called inside the stream's span, which names the account.
             ChaosAction::Panic => {
@@ -98,7 +116,27 @@ impl Chaos {
                 tracing::warn!(unit, "chaos drill: freezing without progress");
                 std::future::pending::<()>().await;
             }
+            ChaosAction::PauseBeforeApply(_) => {}
         }
+    }
+
+    /// Called as `account` is about to apply a downloaded document (after its last lease
+    /// check); pauses when the drill says so. The pause ignores cancellation: the write
+    /// that follows carries the fence of the lease the unit started under.
+    pub async fn before_apply(&self, account: &str) {
+        let ChaosAction::PauseBeforeApply(pause) = self.action else {
+            return;
+        };
+        let Some(apply) = self.count(account) else {
+            return;
+        };
+        tracing::warn!(
+            apply,
+            pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            "chaos drill: pausing before apply"
+        );
+        tokio::time::sleep(pause).await;
+        tracing::warn!(apply, "chaos drill: pause over; applying");
     }
 }
 
@@ -130,4 +168,40 @@ pub struct ChaosSettings {
     pub target: ChaosTarget,
     pub action: ChaosAction,
     pub when: ChaosWhen,
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pause_before_apply_waits_on_the_nth_apply_only_and_never_on_a_unit() {
+        let pause = Duration::from_secs(3600);
+        let chaos = Chaos::new(
+            "a".to_string(),
+            ChaosAction::PauseBeforeApply(pause),
+            ChaosWhen::NthUnit(2),
+        );
+        // Units are not what this drill counts: they never pause and never count.
+        assert!(chaos.on_unit("a").now_or_never().is_some());
+        assert!(chaos.on_unit("a").now_or_never().is_some());
+        assert!(
+            chaos.before_apply("b").now_or_never().is_some(),
+            "another account"
+        );
+        assert!(
+            chaos.before_apply("a").now_or_never().is_some(),
+            "the first apply"
+        );
+        assert!(
+            chaos.before_apply("a").now_or_never().is_none(),
+            "the second apply waits the pause"
+        );
+        assert!(
+            chaos.before_apply("a").now_or_never().is_some(),
+            "the third"
+        );
+    }
 }

@@ -32,6 +32,10 @@
 //!   accounts within the same bound and works on; after SIGCONT the frozen one learns its
 //!   leases are gone (its own clock, a refused renewal or a write refused by the fence)
 //!   and gets its share back;
+//! - the same freeze where only the fence can stop the write: a chaos drill pauses one
+//!   account's apply after its last lease check, the member is frozen during the pause
+//!   until the account is taken over and applied on; after SIGCONT the paused write goes
+//!   out with the old fence and PostgreSQL refuses it ("lease taken over");
 //! - a member cut from Redis but not PostgreSQL: the other takes its accounts within the
 //!   bound, the cut one makes no provider call once its leases expired, and rejoins after
 //!   the heal;
@@ -821,13 +825,18 @@ daily_audit = false
 /// accounts: every host sees all members and no unowned account, every account runs on
 /// its owner (the same on every host), and every account has applied a chunk.
 async fn cluster(count: usize) -> (Net, Vec<Host>) {
+    cluster_with(count, "").await
+}
+
+/// [`cluster`], every host's configuration ending with `extra` (a `[chaos]` drill).
+async fn cluster_with(count: usize, extra: &str) -> (Net, Vec<Host>) {
     let mut net = Net::new();
     net.start_redis();
     net.start_postgres();
     net.start_simulator(&["--latency", "2s", "--unlimited", "--seed", "7"]);
     let mut hosts: Vec<Host> = (0..count).map(|_| net.add_host()).collect();
     for host in &mut hosts {
-        let config = cluster_config(&host.label);
+        let config = format!("{}{extra}", cluster_config(&host.label));
         host.spawn_daemon(&config, RUST_LOG, &cluster_env());
     }
     let split = wait_until(Duration::from_secs(60), || {
@@ -1411,6 +1420,109 @@ async fn a_member_frozen_past_its_leases_loses_them_and_the_shared_ledger_stays_
     assert!(
         rejoined,
         "the resumed member runs its share again\n{}",
+        logs(&hosts)
+    );
+    assert_converges(&net, &hosts).await;
+    assert_no_account_crashed(&hosts);
+    assert_postgres_matches_simulator(&net);
+}
+
+/// The frozen member of the scenario above, frozen where the fence is the only guard: a
+/// chaos drill pauses acct-0's second apply between its validated document and its write
+/// (after the last lease check), the test freezes the member during that pause and keeps
+/// it frozen past member_ttl, its leases and the pause's end, while the other member takes
+/// acct-0 over and applies it on. After SIGCONT the pause is over and the write goes out
+/// with the old lease's fence: PostgreSQL refuses it in the write's transaction, the member
+/// logs "lease taken over" for that scope, and the shared ledger still equals the
+/// simulator's truth (the window the frozen member had downloaded applied once, by the
+/// new owner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_a_member_frozen_past_its_lease_is_refused_by_the_fence_in_postgres() {
+    const PAUSED: &str = "acct-0";
+    let pause = Duration::from_secs(30);
+    let drill = format!(
+        "\n[chaos]\nenabled = true\naccount = \"{PAUSED}\"\naction = \"pause_before_apply\"\npause = \"{}s\"\nnth_unit = 2\n",
+        pause.as_secs()
+    );
+    let (net, hosts) = cluster_with(2, &drill).await;
+    let pausing = |line: &LogLine| line.message.contains("chaos drill: pausing before apply");
+    let paused = wait_until(Duration::from_secs(60), || {
+        hosts.iter().any(|host| host.log().iter().any(pausing))
+    })
+    .await;
+    assert!(paused, "{PAUSED}'s second apply paused\n{}", logs(&hosts));
+    let frozen = hosts
+        .iter()
+        .position(|host| host.log().iter().any(pausing))
+        .expect("the pausing member");
+    let other = 1 - frozen;
+    hosts[frozen].freeze();
+    let frozen_at = Instant::now();
+    let frozen_at_ms = epoch_ms();
+    let pause_ends_ms = hosts[frozen]
+        .log()
+        .iter()
+        .find(|line| pausing(line))
+        .map(|line| line.at_ms() + pause.as_millis() as i64)
+        .expect("the pause's line");
+    assert!(
+        frozen_at_ms < pause_ends_ms,
+        "the member was frozen after its pause had ended; nothing to prove\n{}",
+        logs(&hosts)
+    );
+    let before = hour_states(&net);
+    let orphans = BTreeSet::from([PAUSED.to_string()]);
+    let bound = cluster_failover_bound();
+    let taken = wait_for_leases(&net, &orphans, &[hosts[other].pid()], frozen_at, bound * 3).await;
+    assert_eq!(
+        taken.len(),
+        1,
+        "{PAUSED} taken over by {}\n{}",
+        hosts[other].label,
+        logs(&hosts)
+    );
+    // The new owner applies on (the fence row now carries its lease), and the frozen
+    // member's pause has ended by the time it is resumed.
+    let progressed = wait_until(Duration::from_secs(60), || {
+        let now = hour_states(&net);
+        epoch_ms() > pause_ends_ms + 500
+            && (state_count(&now, PAUSED, "APPLIED") > state_count(&before, PAUSED, "APPLIED")
+                || state_count(&now, PAUSED, "APPLIED") >= LOOKBACK_HOURS)
+    })
+    .await;
+    assert!(
+        progressed,
+        "{} applies {PAUSED} on\n{}",
+        hosts[other].label,
+        logs(&hosts)
+    );
+
+    let thawed_at_ms = epoch_ms();
+    hosts[frozen].thaw();
+    let refused_write = |line: &LogLine| {
+        line.at_ms() >= thawed_at_ms
+            && line
+                .message
+                .contains("lease taken over; stopped before writing")
+            && line.fields["scope"]
+                .as_str()
+                .is_some_and(|scope| scope.starts_with(&format!("{PAUSED}/")))
+    };
+    let refused = wait_until(Duration::from_secs(30), || {
+        hosts[frozen].log().iter().any(refused_write)
+    })
+    .await;
+    assert!(
+        refused,
+        "the resumed member's write for {PAUSED} refused by the fence\n{}",
+        logs(&hosts)
+    );
+    let resumed_apply = hosts[frozen].log().iter().any(|line| {
+        line.at_ms() >= thawed_at_ms && line.message.contains("chaos drill: pause over; applying")
+    });
+    assert!(
+        resumed_apply,
+        "the refused write is the paused apply\n{}",
         logs(&hosts)
     );
     assert_converges(&net, &hosts).await;

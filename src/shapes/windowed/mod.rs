@@ -1091,6 +1091,9 @@ impl StreamContext {
                 return self.fail(&claim, &describe_document_error(&err)).await;
             }
         };
+        if let Some(chaos) = &self.chaos {
+            chaos.before_apply(&self.account.id).await;
+        }
         let applied_claim = claim.clone();
         let ledger = Arc::clone(&self.ledger);
         let staging = staged.clone();

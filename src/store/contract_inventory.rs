@@ -295,6 +295,34 @@ fn rows_in_any_order_apply_alike(engine: &Engine) {
     assert_eq!(a, b);
     // 3/X's quantity, 1/A's price, 2's end (quantity and state).
     assert_eq!(sorted_history.len(), 4, "{sorted_history:?}");
+    // Out of order, a SKU listed twice apart keeps its first row.
+    let applied = apply(
+        ledger,
+        "twice",
+        &[
+            ("2", "", 1, "1.00"),
+            ("1", "A", 5, "9.99"),
+            ("2", "", 9, "2.00"),
+        ],
+        10,
+    );
+    assert_eq!(
+        (applied.rows, applied.inserted, applied.duplicates),
+        (3, 2, 1)
+    );
+    assert_eq!(
+        stored(ledger, "twice"),
+        [
+            (
+                "1".into(),
+                "A".into(),
+                5,
+                "9.99".into(),
+                STATE_ACTIVE.into()
+            ),
+            ("2".into(), "".into(), 1, "1.00".into(), STATE_ACTIVE.into()),
+        ]
+    );
 }
 
 fn a_failing_source_rolls_the_whole_snapshot_back(engine: &Engine) {
@@ -749,4 +777,71 @@ fn store_copy_moves_the_inventory_tables_and_the_next_snapshot_continues() {
         .unwrap()
         .get(0);
     assert_eq!(snapshot, 3);
+}
+
+/// The PostgreSQL apply of a large snapshot (`MARKETSYNC_INVENTORY_SKUS`, default one
+/// million): the first snapshot, one with a tenth of the quantities changed and a
+/// hundredth ended, and the same again unchanged; time, rows/s and the process's peak
+/// RSS growth of each (Linux). A measurement, not a check: run it by name with
+/// `--run-ignored only` (docs/testing.md).
+#[test]
+#[ignore = "measurement; run by name"]
+fn measure_a_large_snapshot_on_postgres() {
+    fn status_kb(field: &str) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|line| line.starts_with(field))?;
+                line.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+    let count: u64 = std::env::var("MARKETSYNC_INVENTORY_SKUS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1_000_000);
+    let db = TestDb::create();
+    let pg = PgLedger::open(&db.url, &PgSettings::default()).expect("open pg");
+    let ledger: &dyn LedgerStore = &pg;
+    for (label, changed, now) in [
+        ("first", false, 10),
+        ("changed", true, 20),
+        ("unchanged", true, 30),
+    ] {
+        let mut open = move || {
+            Ok(Box::new((0..count).filter_map(move |index| {
+                if changed && index % 100 == 99 {
+                    return None;
+                }
+                let quantity = if changed && index % 10 == 0 { 7 } else { 5 };
+                Some(Ok(row(&format!("{index:012}"), "SKU", quantity, "9.99")))
+            })) as RowSource)
+        };
+        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let before = status_kb("VmRSS:");
+        let started = std::time::Instant::now();
+        let applied = ledger
+            .apply_inventory_snapshot(
+                SnapshotTarget {
+                    account: "big",
+                    stream: STREAM,
+                    fence: WriteFence::Lease(1),
+                    taken_at: now,
+                    now,
+                },
+                &mut open,
+                &|| {},
+            )
+            .expect("apply");
+        let secs = started.elapsed().as_secs_f64();
+        let growth = if reset {
+            format!("{} MB", status_kb("VmHWM:").saturating_sub(before) / 1024)
+        } else {
+            "unknown".to_string()
+        };
+        eprintln!(
+            "{label}: {secs:.2} s, {:.0} rows/s, peak rss growth {growth}, {applied:?}",
+            applied.rows as f64 / secs.max(1e-9)
+        );
+    }
 }

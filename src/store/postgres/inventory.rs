@@ -9,12 +9,17 @@
 //!    then compares with what it wrote: the history is never written twice;
 //! 2. the rows are read as parsed and staged [`STAGE_ROWS`] at a time (one
 //!    `INSERT ... SELECT FROM unnest(...)` per batch) into a temporary table dropped at
-//!    commit: the daemon holds one batch, never the whole report, whatever its size;
-//! 3. after the last row, set-based statements keep each SKU's first row, join it with
-//!    the stored one, append the history (changed fields of listed SKUs and the ends of
-//!    the SKUs no longer listed, in (ItemID, SKU) byte order as the merge walks them),
-//!    end, update and insert the rows, bump the snapshot counter, forget the Feed task
-//!    and move the cursor.
+//!    commit: the daemon holds one batch, never the whole report, whatever its size. A
+//!    SKU listed twice keeps its first row: in a report sorted by (ItemID, SKU), as
+//!    eBay's are, the repeat is the row before and is passed over as it is read; in any
+//!    other order one statement drops the later rows after the last;
+//! 3. one full join of the staged rows with the account's stored ones gives each listed
+//!    SKU beside its stored row and each stored ACTIVE SKU the snapshot no longer lists
+//!    (one pass over the account's rows); from it, set-based statements append the
+//!    history (changed fields of listed SKUs, quantity → 0 and ACTIVE → ENDED of those no
+//!    longer listed, in (ItemID, SKU) byte order as the merge walks them), update and end
+//!    the stored rows, insert the new ones, bump the snapshot counter, forget the Feed
+//!    task and move the cursor.
 //!
 //! A row source that fails rolls the transaction back: nothing of the snapshot is
 //! applied. Text is compared and sorted in byte order (`COLLATE "C"`).
@@ -23,8 +28,8 @@ use postgres::Transaction;
 
 use super::{check_fence, AsLedgerError, PgLedger};
 use crate::store::ebay_inventory::{
-    PendingTask, SnapshotApplied, SnapshotError, StoredSku, FIELD_CURRENCY, FIELD_PRICE,
-    FIELD_QUANTITY, FIELD_STATE,
+    InventoryRow, PendingTask, SnapshotApplied, SnapshotError, StoredSku, FIELD_CURRENCY,
+    FIELD_PRICE, FIELD_QUANTITY, FIELD_STATE,
 };
 use crate::store::inventory::{InventoryStore, OpenRows, SnapshotTarget};
 use crate::store::{LedgerError, WriteFence};
@@ -99,7 +104,7 @@ impl Stage {
     }
 }
 
-/// The staged snapshot, and each of its SKUs (first row kept) beside the stored one.
+/// The staged snapshot, and every SKU it lists or that is stored ACTIVE beside each other.
 const TEMP_TABLES: &str = "
     CREATE TEMPORARY TABLE inventory_stage (
         ord      BIGINT NOT NULL,
@@ -109,24 +114,57 @@ const TEMP_TABLES: &str = "
         price    TEXT,
         currency TEXT
     ) ON COMMIT DROP;
-    CREATE TEMPORARY TABLE inventory_seen (
+    CREATE TEMPORARY TABLE inventory_diff (
         item_id      TEXT    NOT NULL,
         sku          TEXT    NOT NULL,
-        quantity     BIGINT  NOT NULL,
-        price        TEXT,
-        currency     TEXT,
+        listed       BOOLEAN NOT NULL,
         stored       BOOLEAN NOT NULL,
         changed      BOOLEAN NOT NULL,
+        quantity     BIGINT,
+        price        TEXT,
+        currency     TEXT,
         old_quantity BIGINT,
         old_price    TEXT,
         old_currency TEXT,
-        old_state    TEXT,
-        PRIMARY KEY (item_id, sku)
+        old_state    TEXT
     ) ON COMMIT DROP;";
 
-/// The stored SKUs of $1 still ACTIVE that the snapshot does not list (alias `i`).
-const NOT_LISTED: &str = "i.account = $1 AND i.state = 'ACTIVE'
-    AND NOT EXISTS (SELECT 1 FROM inventory_seen s WHERE s.item_id = i.item_id AND s.sku = i.sku)";
+/// Keeps each SKU's first row while the rows come sorted by (ItemID, SKU) in byte order
+/// (eBay's files are): a duplicate is then the row just before, passed over here. The
+/// first row out of order ends the watch; the staging table is deduplicated in SQL then.
+#[derive(Default)]
+struct Order {
+    item_id: String,
+    sku: String,
+    any: bool,
+    unsorted: bool,
+}
+
+impl Order {
+    /// False when `row` repeats the row before (a duplicate to pass over).
+    fn keep(&mut self, row: &InventoryRow) -> bool {
+        if self.unsorted {
+            return true;
+        }
+        if self.any {
+            let key = (row.item_id.as_str(), row.sku.as_str());
+            match key.cmp(&(self.item_id.as_str(), self.sku.as_str())) {
+                std::cmp::Ordering::Equal => return false,
+                std::cmp::Ordering::Less => {
+                    self.unsorted = true;
+                    return true;
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        self.item_id.clear();
+        self.item_id.push_str(&row.item_id);
+        self.sku.clear();
+        self.sku.push_str(&row.sku);
+        self.any = true;
+        true
+    }
+}
 
 fn apply(
     tx: &mut Transaction<'_>,
@@ -166,6 +204,7 @@ fn apply(
     )?;
     let mut applied = SnapshotApplied::default();
     let mut stage = Stage::default();
+    let mut order = Order::default();
     let rows = open().map_err(SnapshotError::Source)?;
     for row in rows {
         let row = row.map_err(SnapshotError::Source)?;
@@ -173,6 +212,10 @@ fn apply(
         applied.rows = applied.rows.saturating_add(1);
         if applied.rows.is_multiple_of(PROGRESS_ROWS) {
             progress();
+        }
+        if !order.keep(&row) {
+            applied.duplicates = applied.duplicates.saturating_add(1);
+            continue;
         }
         stage.ord.push(ord);
         stage.item_id.push(row.item_id);
@@ -188,81 +231,80 @@ fn apply(
         }
     }
     stage.flush(tx, &insert)?;
+    if order.unsorted {
+        // Out of order: a SKU listed again keeps its first row.
+        let dropped = tx.execute(
+            "DELETE FROM inventory_stage s USING inventory_stage t
+             WHERE t.item_id = s.item_id AND t.sku = s.sku AND t.ord < s.ord",
+            &[],
+        )?;
+        applied.duplicates = applied.duplicates.saturating_add(dropped);
+    }
     tx.batch_execute("ANALYZE inventory_stage")?;
-    // Each SKU's first row, beside the stored one.
+    // One pass over the snapshot and the account's rows: each listed SKU beside its
+    // stored row, and each stored ACTIVE SKU the snapshot no longer lists.
     tx.execute(
-        "INSERT INTO inventory_seen
-         SELECT DISTINCT ON (s.item_id, s.sku) s.item_id, s.sku, s.quantity, s.price, s.currency,
-                i.item_id IS NOT NULL,
-                i.item_id IS NOT NULL AND (i.quantity <> s.quantity
+        "INSERT INTO inventory_diff
+         SELECT COALESCE(s.item_id, i.item_id), COALESCE(s.sku, i.sku),
+                s.item_id IS NOT NULL, i.item_id IS NOT NULL,
+                s.item_id IS NOT NULL AND i.item_id IS NOT NULL AND (i.quantity <> s.quantity
                     OR i.price IS DISTINCT FROM s.price OR i.currency IS DISTINCT FROM s.currency
                     OR i.state <> 'ACTIVE'),
-                i.quantity, i.price, i.currency, i.state
+                s.quantity, s.price, s.currency, i.quantity, i.price, i.currency, i.state
          FROM inventory_stage s
-         LEFT JOIN ebay_inventory i ON i.account = $1 AND i.item_id = s.item_id AND i.sku = s.sku
-         ORDER BY s.item_id, s.sku, s.ord",
+         FULL JOIN (SELECT item_id, sku, quantity, price, currency, state FROM ebay_inventory
+                    WHERE account = $1) AS i
+             ON i.item_id = s.item_id AND i.sku = s.sku
+         WHERE s.item_id IS NOT NULL OR i.state = 'ACTIVE'",
         &[&account],
     )?;
-    tx.batch_execute("ANALYZE inventory_seen")?;
+    tx.batch_execute("ANALYZE inventory_diff")?;
     let counts = tx.query_one(
-        "SELECT COUNT(*), COUNT(*) FILTER (WHERE NOT stored), COUNT(*) FILTER (WHERE changed)
-         FROM inventory_seen",
+        "SELECT COUNT(*) FILTER (WHERE listed AND NOT stored), COUNT(*) FILTER (WHERE changed),
+                COUNT(*) FILTER (WHERE listed AND stored AND NOT changed),
+                COUNT(*) FILTER (WHERE NOT listed)
+         FROM inventory_diff",
         &[],
     )?;
     let count = |index: usize| -> Result<u64, SnapshotError> {
         let value: i64 = counts.try_get(index)?;
         Ok(u64::try_from(value).unwrap_or(0))
     };
-    let (distinct, inserted, updated) = (count(0)?, count(1)?, count(2)?);
-    applied.inserted = inserted;
-    applied.updated = updated;
-    applied.unchanged = distinct.saturating_sub(inserted).saturating_sub(updated);
-    applied.duplicates = applied.rows.saturating_sub(distinct);
+    applied.inserted = count(0)?;
+    applied.updated = count(1)?;
+    applied.unchanged = count(2)?;
+    applied.ended = count(3)?;
     // The history, against the stored values, in the order the merge walks the SKUs.
     let events = format!(
         "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at)
-         SELECT $1, $2, CASE WHEN c.sku = '' THEN c.item_id ELSE c.item_id || '/' || c.sku END,
-                c.field, c.before, c.after, $3
-         FROM (
-             SELECT s.item_id, s.sku, f.n, f.field, f.before, f.after
-             FROM inventory_seen s CROSS JOIN LATERAL (VALUES
-                 (1, '{FIELD_QUANTITY}', s.old_quantity::text, s.quantity::text),
-                 (2, '{FIELD_PRICE}', s.old_price, s.price),
-                 (3, '{FIELD_CURRENCY}', s.old_currency, s.currency),
-                 (4, '{FIELD_STATE}', s.old_state, 'ACTIVE')
-             ) AS f (n, field, before, after)
-             WHERE s.changed AND f.before IS DISTINCT FROM f.after
-             UNION ALL
-             SELECT i.item_id, i.sku, f.n, f.field, f.before, f.after
-             FROM ebay_inventory i CROSS JOIN LATERAL (VALUES
-                 (1, '{FIELD_QUANTITY}', i.quantity::text, '0'),
-                 (4, '{FIELD_STATE}', 'ACTIVE', 'ENDED')
-             ) AS f (n, field, before, after)
-             WHERE {NOT_LISTED} AND f.before IS DISTINCT FROM f.after
-         ) AS c
-         ORDER BY c.item_id COLLATE \"C\", c.sku COLLATE \"C\", c.n"
+         SELECT $1, $2, CASE WHEN d.sku = '' THEN d.item_id ELSE d.item_id || '/' || d.sku END,
+                f.field, f.before, f.after, $3
+         FROM inventory_diff d CROSS JOIN LATERAL (VALUES
+             (1, '{FIELD_QUANTITY}', d.old_quantity::text, COALESCE(d.quantity, 0)::text),
+             (2, '{FIELD_PRICE}', d.old_price, CASE WHEN d.listed THEN d.price ELSE d.old_price END),
+             (3, '{FIELD_CURRENCY}', d.old_currency,
+                 CASE WHEN d.listed THEN d.currency ELSE d.old_currency END),
+             (4, '{FIELD_STATE}', d.old_state, CASE WHEN d.listed THEN 'ACTIVE' ELSE 'ENDED' END)
+         ) AS f (n, field, before, after)
+         WHERE (d.changed OR NOT d.listed) AND f.before IS DISTINCT FROM f.after
+         ORDER BY d.item_id COLLATE \"C\", d.sku COLLATE \"C\", f.n"
     );
     applied.events = tx.execute(events.as_str(), &[&account, &stream, &now])?;
-    applied.ended = tx.execute(
-        format!(
-            "UPDATE ebay_inventory i SET quantity = 0, state = 'ENDED', snapshot = $2, updated_at = $3
-             WHERE {NOT_LISTED}"
-        )
-        .as_str(),
-        &[&account, &snapshot, &now],
-    )?;
     tx.execute(
-        "UPDATE ebay_inventory i SET quantity = s.quantity, price = s.price, currency = s.currency,
-             state = 'ACTIVE', snapshot = $2, updated_at = $3
-         FROM inventory_seen s
-         WHERE i.account = $1 AND i.item_id = s.item_id AND i.sku = s.sku AND s.changed",
+        "UPDATE ebay_inventory i SET quantity = COALESCE(d.quantity, 0),
+             price = CASE WHEN d.listed THEN d.price ELSE i.price END,
+             currency = CASE WHEN d.listed THEN d.currency ELSE i.currency END, state = CASE WHEN d.listed THEN 'ACTIVE' ELSE 'ENDED' END,
+             snapshot = $2, updated_at = $3
+         FROM inventory_diff d
+         WHERE i.account = $1 AND i.item_id = d.item_id AND i.sku = d.sku
+           AND (d.changed OR NOT d.listed)",
         &[&account, &snapshot, &now],
     )?;
     tx.execute(
         "INSERT INTO ebay_inventory (account, item_id, sku, quantity, price, currency, state, snapshot,
              first_seen_at, updated_at)
          SELECT $1, item_id, sku, quantity, price, currency, 'ACTIVE', $2, $3, $3
-         FROM inventory_seen WHERE NOT stored
+         FROM inventory_diff WHERE listed AND NOT stored
          ORDER BY item_id COLLATE \"C\", sku COLLATE \"C\"",
         &[&account, &snapshot, &now],
     )?;

@@ -617,7 +617,8 @@ fn a_snapshot_longer_than_a_batch_is_applied_whole(engine: &Engine) {
         )
         .unwrap();
     assert_eq!((applied.rows, applied.inserted), (23_456, 23_456));
-    assert_eq!(progressed.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // At least once per 10,000 rows read (PostgreSQL also between its statements).
+    assert!(progressed.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     let stored = ledger.inventory_of("big").unwrap();
     assert_eq!(stored.len(), count);
     assert_eq!(stored[count - 1].item_id, format!("{:08}", count - 1));

@@ -960,5 +960,35 @@ async fn ebay_inventory_on_postgresql_through_the_daemon_writes_nothing_to_sqlit
     assert_eq!(events, wanted, "the history holds exactly the changes");
     assert_eq!(cursor.events, i64::try_from(wanted.len()).expect("count"));
     nothing_in_sqlite(&fixture);
+    // `status` counts the stream's SKUs and history from postgresql.
+    let output = crate::common::marketsync()
+        .env(URL_VAR, &db.url)
+        .env("TEST_EBAY_CLIENT_ID", "cli-client")
+        .env("TEST_EBAY_CLIENT_SECRET", "cli-secret")
+        .env("TEST_EBAY_REFRESH_TOKEN", SELLER)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    assert!(
+        output.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let stream = report["accounts"][0]["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|stream| stream["name"] == "active_inventory")
+        .expect("the stream in status")
+        .clone();
+    assert_eq!(
+        stream["cursor"]["resources"],
+        json!(stored.len()),
+        "{stream}"
+    );
+    assert_eq!(stream["cursor"]["events"], json!(wanted.len()), "{stream}");
     drop(sim);
 }

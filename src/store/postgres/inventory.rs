@@ -241,6 +241,8 @@ fn apply(
         applied.duplicates = applied.duplicates.saturating_add(dropped);
     }
     tx.batch_execute("ANALYZE inventory_stage")?;
+    // The statements below each take a while for a large account: progress between them.
+    progress();
     // One pass over the snapshot and the account's rows: each listed SKU beside its
     // stored row, and each stored ACTIVE SKU the snapshot no longer lists.
     tx.execute(
@@ -259,6 +261,7 @@ fn apply(
         &[&account],
     )?;
     tx.batch_execute("ANALYZE inventory_diff")?;
+    progress();
     let counts = tx.query_one(
         "SELECT COUNT(*) FILTER (WHERE listed AND NOT stored), COUNT(*) FILTER (WHERE changed),
                 COUNT(*) FILTER (WHERE listed AND stored AND NOT changed),
@@ -290,6 +293,7 @@ fn apply(
          ORDER BY d.item_id COLLATE \"C\", d.sku COLLATE \"C\", f.n"
     );
     applied.events = tx.execute(events.as_str(), &[&account, &stream, &now])?;
+    progress();
     tx.execute(
         "UPDATE ebay_inventory i SET quantity = COALESCE(d.quantity, 0),
              price = CASE WHEN d.listed THEN d.price ELSE i.price END,

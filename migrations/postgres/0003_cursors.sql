@@ -3,8 +3,8 @@
 -- with the same names and columns (so `marketsync store copy` maps them one to one).
 -- Times the daemon keeps are unix seconds (BIGINT); eBay's own dates are TEXT as eBay
 -- served them (compared and sorted in byte order: COLLATE "C" in the queries).
--- ebay_inventory, ebay_inventory_snapshots and ebay_feed_tasks stay in the SQLite file
--- for now, and with them the `active_inventory` stream's cursor row and events.
+-- ebay_inventory, ebay_inventory_snapshots and ebay_feed_tasks (the `active_inventory`
+-- snapshot) follow in 0005_inventory.sql.
 
 -- One cursor per (account, stream): everything modified before cursor_ts is applied.
 -- It moves only in the transaction that applies a window's data.

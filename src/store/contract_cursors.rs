@@ -1,8 +1,7 @@
 //! The cursor streams' contract: every behaviour of [`CursorStore`] a caller relies on,
 //! run against both engines through the hour ledger's trait object (SQLite in memory, a
 //! fresh PostgreSQL database), as `contract_tests` does for the hour ledger. Then the
-//! PostgreSQL-only parts: the streams that stay in the local SQLite file, the integer
-//! columns, and `store copy` of the cursor tables.
+//! PostgreSQL-only parts: the integer columns, and `store copy` of the cursor tables.
 
 use std::sync::Arc;
 
@@ -803,106 +802,6 @@ fn every_stream_table_takes_a_window(engine: &Engine) {
     assert_eq!(
         engine.sql("SELECT transaction_count FROM ebay_payouts WHERE payout_id = 'r1'"),
         3
-    );
-}
-
-/// The PostgreSQL ledger with the local SQLite file, as `store::hour_ledger` opens it.
-fn pg_with_local(db: &TestDb) -> (Arc<SqliteLedger>, Arc<PgLedger>) {
-    let sqlite = Arc::new(SqliteLedger::open_in_memory().expect("sqlite"));
-    let pg = PgLedger::open(&db.url, &PgSettings::default())
-        .expect("open pg")
-        .with_local_fences(Arc::clone(&sqlite));
-    (sqlite, Arc::new(pg))
-}
-
-/// `active_inventory`'s snapshot writes its tables and its cursor row in one SQLite
-/// transaction, so with the hour ledger on PostgreSQL its cursor calls go to the local
-/// file, and the reads across streams merge both engines without duplicates.
-#[test]
-fn a_stream_whose_table_stays_in_sqlite_is_served_from_the_local_file() {
-    let db = TestDb::create();
-    let (sqlite, pg) = pg_with_local(&db);
-    let sqlite_dyn: &dyn LedgerStore = sqlite.as_ref();
-    pg.load_or_init_cursor("a", "active_inventory", 40, 1)
-        .unwrap();
-    pg.record_failure("a", "active_inventory", WriteFence::Lease(3), "feed", 90, 2)
-        .unwrap();
-    let local = sqlite_dyn
-        .cursor_snapshot("a", "active_inventory")
-        .unwrap()
-        .expect("the row is in the sqlite file");
-    assert_eq!((local.cursor_ts, local.failures), (40, 1));
-    assert_eq!(
-        pg.cursor_snapshot("a", "active_inventory").unwrap(),
-        Some(local)
-    );
-    let mut client = db.client();
-    let on_pg: i64 = client
-        .query_one("SELECT COUNT(*) FROM cursors", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(on_pg, 0, "nothing of active_inventory in postgresql");
-    // Its fence is the SQLite file's; the lease floor sees it through the PG ledger.
-    assert_eq!(pg.newest_fence("a", "active_inventory").unwrap(), 3);
-
-    // Orders on PostgreSQL; inventory history in SQLite (as its snapshot writes it), and a
-    // stale copy of an orders event in SQLite (what `store copy` leaves behind) that the
-    // merged history must not show.
-    pg.load_or_init_cursor("a", "orders", 0, 0).unwrap();
-    apply_orders(
-        pg.as_ref(),
-        "a",
-        &[order("o1", "m", "S0", "1", "{}")],
-        0,
-        10,
-        100,
-    )
-    .unwrap();
-    apply_orders(
-        pg.as_ref(),
-        "a",
-        &[order("o1", "m", "S1", "1", "{}")],
-        10,
-        20,
-        300,
-    )
-    .unwrap();
-    sqlite.with_conn(|conn| {
-        conn.execute_batch(
-            "INSERT INTO events (account, stream, resource_id, field, before, after, observed_at) VALUES
-                 ('a', 'active_inventory', 'i1', 'quantity', '1', '0', 200),
-                 ('a', 'orders', 'o0', 'orderFulfillmentStatus', 'X', 'Y', 250),
-                 ('a', 'active_inventory', 'i2', 'quantity', '5', '4', 400);",
-        )
-        .unwrap()
-    });
-    let merged: Vec<(String, i64)> = pg
-        .recent_events(Some("a"), 10)
-        .unwrap()
-        .into_iter()
-        .map(|event| (event.resource_id, event.observed_at))
-        .collect();
-    assert_eq!(
-        merged,
-        [
-            ("i2".to_string(), 400),
-            ("o1".to_string(), 300),
-            ("i1".to_string(), 200)
-        ]
-    );
-    assert_eq!(pg.recent_events(Some("a"), 2).unwrap().len(), 2);
-    let positions: Vec<(String, String)> = pg
-        .cursor_positions(10)
-        .unwrap()
-        .into_iter()
-        .map(|position| (position.account, position.stream))
-        .collect();
-    assert_eq!(
-        positions,
-        [
-            ("a".to_string(), "active_inventory".to_string()),
-            ("a".to_string(), "orders".to_string())
-        ]
     );
 }
 

@@ -146,7 +146,7 @@ impl CursorStore for SqliteLedger {
         account: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ChangeEvent>, LedgerError> {
-        self.with_read_conn(|conn| recent_events_of(conn, account, None, limit))
+        self.with_read_conn(|conn| recent_events_of(conn, account, limit))
     }
 
     fn latest_orders(&self, account: &str, limit: usize) -> Result<Vec<OrderSummary>, LedgerError> {
@@ -158,7 +158,7 @@ impl CursorStore for SqliteLedger {
     }
 
     fn cursor_positions(&self, limit: usize) -> Result<Vec<CursorPosition>, LedgerError> {
-        self.with_read_conn(|conn| cursor_positions_of(conn, None, limit))
+        self.with_read_conn(|conn| cursor_positions_of(conn, limit))
     }
 }
 
@@ -286,8 +286,7 @@ pub struct Applied {
 }
 
 /// The cursor of (account, stream), created at `initial` when absent, on a connection
-/// of the SQLite file (the daemon goes through [`CursorStore`]; the `active_inventory`
-/// snapshot, whose tables stay in the file, calls this directly).
+/// of the SQLite file (the daemon goes through [`CursorStore`]).
 pub fn load_or_init_cursor(
     conn: &mut Connection,
     account: &str,
@@ -433,8 +432,7 @@ pub fn apply_window(
     Ok(applied)
 }
 
-/// [`CursorStore::record_failure`] on a connection of the SQLite file (the
-/// `active_inventory` snapshot calls it directly: its cursor row stays in the file).
+/// [`CursorStore::record_failure`] on a connection of the SQLite file.
 pub fn record_failure(
     conn: &mut Connection,
     account: &str,
@@ -496,19 +494,16 @@ fn cursor_snapshot(
     }
 }
 
-/// The newest `limit` events, of one account or all, newest first; with `streams`, only
-/// those streams' (names are the store's constants, never input).
-pub(crate) fn recent_events_of(
+/// The newest `limit` events, of one account or all, newest first.
+fn recent_events_of(
     conn: &Connection,
     account: Option<&str>,
-    streams: Option<&[&str]>,
     limit: usize,
 ) -> Result<Vec<ChangeEvent>, LedgerError> {
-    let only = stream_filter(streams);
-    let mut statement = conn.prepare_cached(&format!(
+    let mut statement = conn.prepare_cached(
         "SELECT id, account, stream, resource_id, field, before, after, observed_at FROM events
-         WHERE (?1 IS NULL OR account = ?1){only} ORDER BY id DESC LIMIT ?2"
-    ))?;
+         WHERE (?1 IS NULL OR account = ?1) ORDER BY id DESC LIMIT ?2",
+    )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = statement.query_map(params![account, limit], |row| {
         Ok(ChangeEvent {
@@ -525,18 +520,15 @@ pub(crate) fn recent_events_of(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Every cursor by (account, stream), at most `limit`; with `streams`, only theirs.
-pub(crate) fn cursor_positions_of(
+/// Every cursor by (account, stream), at most `limit`.
+fn cursor_positions_of(
     conn: &Connection,
-    streams: Option<&[&str]>,
     limit: usize,
 ) -> Result<Vec<CursorPosition>, LedgerError> {
-    let only = stream_filter(streams);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT account, stream, cursor_ts FROM cursors WHERE 1 = 1{only}
-         ORDER BY account, stream LIMIT ?1"
-    ))?;
+    let mut statement = conn.prepare_cached(
+        "SELECT account, stream, cursor_ts FROM cursors ORDER BY account, stream LIMIT ?1",
+    )?;
     let rows = statement
         .query_map(params![limit], |row| {
             Ok(CursorPosition {
@@ -547,22 +539,6 @@ pub(crate) fn cursor_positions_of(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
-}
-
-/// ` AND stream IN (...)` for `streams` (constants of the store, quoted), or nothing.
-fn stream_filter(streams: Option<&[&str]>) -> String {
-    match streams {
-        None => String::new(),
-        Some(streams) => format!(
-            " AND stream IN ({})",
-            streams
-                .iter()
-                .map(|stream| format!("'{}'", stream.replace('\'', "''")))
-                .chain(std::iter::once("NULL".to_string()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
 
 fn latest_orders(

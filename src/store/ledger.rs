@@ -182,6 +182,7 @@ pub trait LedgerStore:
     super::reads::LedgerReads
     + super::supervision::SupervisionStore
     + super::cursors::CursorStore
+    + super::inventory::InventoryStore
     + super::jobs::JobStore
     + super::tracked::TrackedStore
     + Send

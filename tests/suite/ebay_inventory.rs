@@ -808,3 +808,187 @@ async fn ebay_inventory_an_interrupted_run_resumes_its_task() {
         .expect("pending task");
     assert_eq!(pending, None, "an applied task is forgotten");
 }
+
+/// With `[store] url_env` the daemon keeps `active_inventory` whole in PostgreSQL: two
+/// `sync --once` runs an hour of the simulator apart store every SKU and exactly the
+/// history between the snapshots there (its cursor row and fence too), and write nothing
+/// of the stream to the SQLite file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_inventory_on_postgresql_through_the_daemon_writes_nothing_to_sqlite() {
+    use marketsync::store::inventory::InventoryStore;
+    use marketsync::store::postgres::testing::TestDb;
+    use marketsync::store::postgres::{PgLedger, PgSettings};
+
+    const URL_VAR: &str = "TEST_INVENTORY_PG_URL";
+    let db = TestDb::create();
+    let sim = TestSim::start(sim_config(300)).await;
+    let config = sim_config(300).ebay;
+    let t0 = pinned_start();
+    let fixture = Fixture::new(&sim, t0);
+    fixture.set_now(t0).await;
+    let text = std::fs::read_to_string(fixture.dir.path().join("config.toml")).expect("config");
+    let config_path = fixture.dir.path().join("postgres.toml");
+    std::fs::write(
+        &config_path,
+        format!("{text}\n[store]\nurl_env = \"{URL_VAR}\"\n"),
+    )
+    .expect("write config");
+    let sync_once = || {
+        let mut command = crate::common::marketsync();
+        command
+            .env("TEST_EBAY_CLIENT_ID", "cli-client")
+            .env("TEST_EBAY_CLIENT_SECRET", "cli-secret")
+            .env("TEST_EBAY_REFRESH_TOKEN", SELLER)
+            .env(URL_VAR, &db.url)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["sync", "--once", "--timeout", "2m"]);
+        async move {
+            let output = tokio::time::timeout(
+                Duration::from_secs(150),
+                tokio::process::Command::from(command).output(),
+            )
+            .await
+            .expect("sync --once ends within its timeout")
+            .expect("sync --once");
+            let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+            assert_eq!(output.status.code(), Some(0), "{stderr}");
+        }
+    };
+    // The sync PostgreSQL client may not run on an async worker thread.
+    let read_pg = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            let pg = PgLedger::open(&url, &PgSettings::default()).expect("open pg");
+            let stored: BTreeMap<(String, String), (i64, String, String)> = pg
+                .inventory_of("shop")
+                .expect("inventory")
+                .into_iter()
+                .map(|sku| {
+                    (
+                        (sku.item_id, sku.sku),
+                        (sku.quantity, sku.price.unwrap_or_default(), sku.state),
+                    )
+                })
+                .collect();
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            let mut events: Vec<(String, String, Option<String>, Option<String>)> = client
+                .query(
+                    "SELECT resource_id, field, before, after FROM events
+                     WHERE account = 'shop' AND stream = 'active_inventory'",
+                    &[],
+                )
+                .expect("events")
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+                .collect();
+            events.sort();
+            let cursor = pg
+                .cursor_snapshot("shop", "active_inventory")
+                .expect("cursor")
+                .expect("the cursor row is in postgresql");
+            let fences: i64 = client
+                .query_one(
+                    "SELECT COUNT(*) FROM scope_fences WHERE account = 'shop' AND stream = 'active_inventory'",
+                    &[],
+                )
+                .expect("fences")
+                .get(0);
+            (stored, events, cursor, fences)
+        })
+    };
+    let nothing_in_sqlite = |fixture: &Fixture| {
+        fixture.ledger.with_conn(|conn| {
+            for sql in [
+                "SELECT COUNT(*) FROM ebay_inventory",
+                "SELECT COUNT(*) FROM ebay_inventory_snapshots",
+                "SELECT COUNT(*) FROM ebay_feed_tasks",
+                "SELECT COUNT(*) FROM cursors WHERE stream = 'active_inventory'",
+                "SELECT COUNT(*) FROM events WHERE stream = 'active_inventory'",
+                "SELECT COUNT(*) FROM scope_fences WHERE stream = 'active_inventory'",
+            ] {
+                let count: i64 = conn.query_row(sql, [], |row| row.get(0)).expect(sql);
+                assert_eq!(
+                    count, 0,
+                    "{sql}: nothing of active_inventory in the sqlite file"
+                );
+            }
+        });
+    };
+
+    sync_once().await;
+    let first = expected(&config, t0);
+    let (stored, events, cursor, fences) = read_pg(db.url.clone()).await.expect("read pg");
+    assert_eq!(
+        active(&stored),
+        first,
+        "every SKU of the report is in postgresql"
+    );
+    assert!(events.is_empty(), "first sight appends no history");
+    assert_eq!((cursor.failures, cursor.last_error), (0, None));
+    assert_eq!(cursor.resources, i64::try_from(first.len()).expect("count"));
+    assert_eq!(fences, 1, "the snapshot was fenced in postgresql");
+    nothing_in_sqlite(&fixture);
+
+    // An hour later (the simulator's) the inventory moved: the second run's history is
+    // exactly the changes, in postgresql. The daemon's clock is the machine's, so the
+    // snapshot is made due by moving its cursor row back past the interval.
+    let t1 = t0 + HOUR;
+    fixture.set_now(t1).await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let moved = client
+            .execute(
+                "UPDATE cursors SET cursor_ts = cursor_ts - 3 * 3600
+                 WHERE account = 'shop' AND stream = 'active_inventory'",
+                &[],
+            )
+            .expect("move the cursor back");
+        assert_eq!(moved, 1);
+    })
+    .await
+    .expect("moved");
+    sync_once().await;
+    let second = expected(&config, t1);
+    let (stored, events, cursor, _) = read_pg(db.url.clone()).await.expect("read pg");
+    assert_eq!(active(&stored), second);
+    let wanted = expected_events(&first, &second);
+    assert!(
+        !wanted.is_empty(),
+        "the simulated hour changes the inventory"
+    );
+    assert_eq!(events, wanted, "the history holds exactly the changes");
+    assert_eq!(cursor.events, i64::try_from(wanted.len()).expect("count"));
+    nothing_in_sqlite(&fixture);
+    // `status` counts the stream's SKUs and history from postgresql.
+    let output = crate::common::marketsync()
+        .env(URL_VAR, &db.url)
+        .env("TEST_EBAY_CLIENT_ID", "cli-client")
+        .env("TEST_EBAY_CLIENT_SECRET", "cli-secret")
+        .env("TEST_EBAY_REFRESH_TOKEN", SELLER)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    assert!(
+        output.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let stream = report["accounts"][0]["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|stream| stream["name"] == "active_inventory")
+        .expect("the stream in status")
+        .clone();
+    assert_eq!(
+        stream["cursor"]["resources"],
+        json!(stored.len()),
+        "{stream}"
+    );
+    assert_eq!(stream["cursor"]["events"], json!(wanted.len()), "{stream}");
+    drop(sim);
+}

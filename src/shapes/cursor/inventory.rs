@@ -11,9 +11,11 @@
 //! 3. getResultFile, streamed to `documents_dir` with a byte cap (`max_document_bytes`)
 //!    and a total deadline;
 //! 4. the file is parsed as a stream ([`crate::provider::ebay_feed::InventoryReader`]) and
-//!    applied in one transaction ([`crate::store::ebay_inventory::apply_snapshot_from`]): per-SKU
-//!    quantity and price upserted, changes and ended SKUs appended to the history. A
-//!    malformed, truncated or oversized file fails the run and applies nothing.
+//!    applied in one transaction of the hour ledger's engine
+//!    ([`crate::store::inventory::InventoryStore::apply_inventory_snapshot`]: the SQLite
+//!    file, or PostgreSQL with `[store] url_env`): per-SKU quantity and price upserted,
+//!    changes and ended SKUs appended to the history. A malformed, truncated or oversized
+//!    file fails the run and applies nothing.
 //!
 //! The task is recorded (`ebay_feed_tasks`) until its file is applied: a run interrupted
 //! while polling or downloading (shutdown, a 5xx, a lost lease) resumes the same task
@@ -41,10 +43,8 @@ use crate::provider::ebay_feed::{
 use crate::provider::ProviderError;
 use crate::quota::Priority;
 use crate::shapes::{retry_delay, CallError, RunOutcome, StreamContext, SyncError, QUOTA_WAIT_MAX};
-use crate::store::ebay_inventory::{
-    apply_snapshot_from, forget_task, pending_task, record_task, PendingTask, SnapshotApplied,
-    SnapshotError,
-};
+use crate::store::ebay_inventory::{PendingTask, SnapshotApplied, SnapshotError};
+use crate::store::inventory::{RowSource, SnapshotTarget};
 use crate::store::WriteFence;
 
 /// The stream's name in the configuration.
@@ -129,23 +129,27 @@ pub(super) async fn run_snapshot(
     let (account_db, stream_db, path_db) = (account.clone(), STREAM.to_string(), path.clone());
     let progress = context.progress.clone();
     let applied = runner
-        .on_db(move |conn| {
-            let open = || ebay_feed::open_result_file(&path_db, settings.max_xml_bytes);
+        .on_cursors(move |store| {
+            let mut open = || {
+                ebay_feed::open_result_file(&path_db, settings.max_xml_bytes)
+                    .map(|rows| {
+                        Box::new(rows.map(|row| row.map_err(|err| err.to_string()))) as RowSource
+                    })
+                    .map_err(|err| err.to_string())
+            };
             let bump = move || {
                 if let Some(progress) = &progress {
                     progress.bump();
                 }
             };
-            match apply_snapshot_from(
-                conn,
-                &account_db,
-                &stream_db,
+            let target = SnapshotTarget {
+                account: &account_db,
+                stream: &stream_db,
                 fence,
-                open,
                 taken_at,
-                crate::domain::now_ts(),
-                &bump,
-            ) {
+                now: crate::domain::now_ts(),
+            };
+            match store.apply_inventory_snapshot(target, &mut open, &bump) {
                 Ok(applied) => Ok(Ok(applied)),
                 Err(SnapshotError::Ledger(err)) => Err(err),
                 Err(source @ SnapshotError::Source(_)) => Ok(Err(source.to_string())),
@@ -195,7 +199,7 @@ async fn fetch_file(
     let timeout_secs = i64::try_from(settings.poll_timeout.as_secs()).unwrap_or(i64::MAX);
     let (account_db, stream_db) = (account.clone(), STREAM.to_string());
     let pending = runner
-        .on_db(move |conn| pending_task(conn, &account_db, &stream_db))
+        .on_cursors(move |store| store.pending_task(&account_db, &stream_db))
         .await
         .map_err(Stop::Sync)?
         .filter(|task| now.saturating_sub(task.created_at) < timeout_secs);
@@ -216,9 +220,8 @@ async fn fetch_file(
             let (account_db, stream_db, record) =
                 (account.clone(), STREAM.to_string(), task.clone());
             runner
-                .on_db(move |conn| {
-                    record_task(
-                        conn,
+                .on_cursors(move |store| {
+                    store.record_task(
                         &account_db,
                         &stream_db,
                         fence,
@@ -306,7 +309,9 @@ async fn forget(
 ) -> Result<(), SyncError> {
     let account = context.account.id.clone();
     runner
-        .on_db(move |conn| forget_task(conn, &account, STREAM, fence, crate::domain::now_ts()))
+        .on_cursors(move |store| {
+            store.forget_task(&account, STREAM, fence, crate::domain::now_ts())
+        })
         .await
 }
 
@@ -337,10 +342,8 @@ async fn fail(
     );
     let (account, text) = (context.account.id.clone(), message.to_string());
     runner
-        .on_db(move |conn| {
-            crate::store::cursors::record_failure(
-                conn, &account, STREAM, fence, &text, retry_at, now,
-            )
+        .on_cursors(move |store| {
+            store.record_failure(&account, STREAM, fence, &text, retry_at, now)
         })
         .await?;
     Ok(RunOutcome::Deferred {

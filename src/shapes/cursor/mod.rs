@@ -33,8 +33,7 @@
 //!
 //! Storage: the cursor rows, resource tables and history live with the hour ledger (the
 //! engine `store::hour_ledger` opens: PostgreSQL with `[store] url_env`, else the SQLite
-//! file), except `active_inventory`'s, whose snapshot tables stay in the SQLite file
-//! (its cursor row moves in the snapshot's SQLite transaction).
+//! file), `active_inventory`'s snapshot tables too ([`crate::store::inventory::InventoryStore`]).
 
 mod settings;
 pub use settings::{CursorSettings, FeedSettings};
@@ -137,10 +136,9 @@ impl Clock {
 pub struct CursorRunner {
     client: Arc<EbayClient>,
     pacer: Option<Pacer>,
-    /// The SQLite file: the `active_inventory` snapshot's tables and its cursor row.
-    ledger: Arc<SqliteLedger>,
-    /// The engine of every other stream's cursor, resources and history: the hour
-    /// ledger's (PostgreSQL with `[store] url_env`, else `ledger` itself).
+    /// The engine of every stream's cursor, resources and history (the
+    /// `active_inventory` snapshot's tables included): the hour ledger's (PostgreSQL with
+    /// `[store] url_env`, else the SQLite file).
     cursors: Arc<dyn LedgerStore>,
     adapters: HashMap<&'static str, Arc<dyn CursorAdapter>>,
     clock: Clock,
@@ -160,11 +158,10 @@ enum WindowError {
 impl CursorRunner {
     /// A runner for the built eBay streams, its tables in the SQLite file `ledger`.
     pub fn new(client: Arc<EbayClient>, pacer: Option<Pacer>, ledger: Arc<SqliteLedger>) -> Self {
-        let cursors: Arc<dyn LedgerStore> = Arc::clone(&ledger) as Arc<dyn LedgerStore>;
+        let cursors: Arc<dyn LedgerStore> = ledger;
         CursorRunner {
             client,
             pacer,
-            ledger,
             cursors,
             adapters: ebay::adapters()
                 .into_iter()
@@ -174,8 +171,8 @@ impl CursorRunner {
         }
     }
 
-    /// Keeps the cursor streams in `cursors` (the hour ledger's engine) instead of the
-    /// SQLite file; `active_inventory` stays in the file.
+    /// Keeps the cursor streams (every one) in `cursors` (the hour ledger's engine)
+    /// instead of the SQLite file.
     pub fn with_cursor_store(mut self, cursors: Arc<dyn LedgerStore>) -> Self {
         self.cursors = cursors;
         self
@@ -209,9 +206,7 @@ impl CursorRunner {
         let now = self.clock.now();
         let account = context.account.id.clone();
         let cursor = self
-            .on_cursors(stream, move |store| {
-                store.load_or_init_cursor(&account, stream, 0, now)
-            })
+            .on_cursors(move |store| store.load_or_init_cursor(&account, stream, 0, now))
             .await?;
         if let Some(retry_at) = cursor.retry_at.filter(|retry_at| *retry_at > now) {
             return Ok(Err(RunOutcome::Deferred {
@@ -223,31 +218,15 @@ impl CursorRunner {
         Ok(Ok((cursor, now)))
     }
 
-    /// Runs `work` on the blocking pool against the store `stream`'s cursor lives in:
-    /// the SQLite file for `active_inventory`, the cursor store for the rest.
-    async fn on_cursors<T, F>(&self, stream: &str, work: F) -> Result<T, SyncError>
+    /// Runs `work` on the blocking pool against the cursor store (the hour ledger's
+    /// engine), where every stream's cursor, resources and history live.
+    async fn on_cursors<T, F>(&self, work: F) -> Result<T, SyncError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
     {
-        let store: Arc<dyn LedgerStore> = if stream == inventory::STREAM {
-            Arc::clone(&self.ledger) as Arc<dyn LedgerStore>
-        } else {
-            Arc::clone(&self.cursors)
-        };
+        let store = Arc::clone(&self.cursors);
         crate::store::blocking(move || work(store.as_ref()))
-            .await
-            .map_err(|err| SyncError::Join(err.0))?
-            .map_err(SyncError::from)
-    }
-
-    async fn on_db<T, F>(&self, work: F) -> Result<T, SyncError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Connection) -> Result<T, LedgerError> + Send + 'static,
-    {
-        let ledger = Arc::clone(&self.ledger);
-        crate::store::blocking(move || ledger.with_conn(work))
             .await
             .map_err(|err| SyncError::Join(err.0))?
             .map_err(SyncError::from)
@@ -286,7 +265,7 @@ impl CursorRunner {
         let initial = now - stream.cursor().start.as_secs() as i64;
         let (account_db, stream_db) = (account.clone(), stream.name.clone());
         let cursor = self
-            .on_cursors(&stream.name, move |store| {
+            .on_cursors(move |store| {
                 store.load_or_init_cursor(&account_db, &stream_db, initial, now)
             })
             .await?;
@@ -356,7 +335,7 @@ impl CursorRunner {
             let spec = adapter.table();
             let count = resources.len();
             let result = self
-                .on_cursors(&stream.name, move |store| {
+                .on_cursors(move |store| {
                     store.apply_window(
                         &account_db,
                         &stream_db,
@@ -414,9 +393,7 @@ impl CursorRunner {
         };
         let account = context.account.id.clone();
         let oldest_opt = self
-            .on_cursors(&context.stream.name, move |store| {
-                store.oldest_open(&account, open)
-            })
+            .on_cursors(move |store| store.oldest_open(&account, open))
             .await?;
         let start = match oldest_opt {
             None => window.start,
@@ -569,7 +546,7 @@ impl CursorRunner {
             context.stream.name.clone(),
             message.to_string(),
         );
-        self.on_cursors(&context.stream.name, move |store| {
+        self.on_cursors(move |store| {
             store.record_failure(&account, &stream, fence, &text, retry_at, now)
         })
         .await?;
@@ -695,9 +672,8 @@ pub fn ebay_client(
 }
 
 /// The sync shape of an eBay account's streams: its client (paced by `pacer`) and the
-/// cursor runner. `ledger`: the SQLite file (the `active_inventory` snapshot's tables);
-/// `cursors`: the engine of the other streams' cursors, resources and history (the hour
-/// ledger's). `simulator`: the embedded simulator's address, for accounts served by it.
+/// cursor runner. `ledger`: the SQLite file; `cursors`: the engine of every stream's
+/// cursors, resources and history (the hour ledger's: `ledger` itself without `[store]`). `simulator`: the embedded simulator's address, for accounts served by it.
 pub fn stream_work(
     account: &AccountConfig,
     http: &reqwest::Client,

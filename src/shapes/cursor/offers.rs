@@ -302,7 +302,7 @@ pub(super) async fn run_snapshot(
     let count = resources.len();
     let account_db = account.clone();
     let applied = runner
-        .on_cursors(STREAM, move |store| {
+        .on_cursors(move |store| {
             store.apply_window(
                 &account_db,
                 STREAM,

@@ -328,6 +328,37 @@ const SPECS: &[TableSpec] = &[
         key: &["account", "order_id"],
     },
     TableSpec {
+        name: "ebay_inventory",
+        columns: &[
+            ("account", Kind::Text),
+            ("item_id", Kind::Text),
+            ("sku", Kind::Text),
+            ("quantity", Kind::Int),
+            ("price", Kind::Text),
+            ("currency", Kind::Text),
+            ("state", Kind::Text),
+            ("snapshot", Kind::Int),
+            ("first_seen_at", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["account", "item_id", "sku"],
+    },
+    TableSpec {
+        name: "ebay_inventory_snapshots",
+        columns: &[("account", Kind::Text), ("snapshot", Kind::Int)],
+        key: &["account"],
+    },
+    TableSpec {
+        name: "ebay_feed_tasks",
+        columns: &[
+            ("account", Kind::Text),
+            ("stream", Kind::Text),
+            ("task_id", Kind::Text),
+            ("created_at", Kind::Int),
+        ],
+        key: &["account", "stream"],
+    },
+    TableSpec {
         name: "jobs",
         columns: &[
             ("id", Kind::Int),

@@ -8,36 +8,28 @@
 //! - A window locks its cursor row (`FOR UPDATE`) before writing anything: two applies of
 //!   the same window take turns, and the second finds the cursor moved and writes nothing.
 //! - Text is compared and sorted in byte order (`COLLATE "C"`), as SQLite's BINARY does.
-//! - A stream whose resource table is not in PostgreSQL yet ([`TABLES`]: today
-//!   `active_inventory`, whose snapshot writes `ebay_inventory` and its cursor row in one
-//!   SQLite transaction) stays whole in the local SQLite file: its calls go there, and the
-//!   reads that span streams merge both.
+//! - Every stream lives here whole, `active_inventory` included: its snapshot
+//!   (`store::postgres::inventory`) moves the same `cursors` row and appends to the same
+//!   `events`.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
 
-use super::{check_fence, PgLedger, TABLES};
+use super::{check_fence, PgLedger};
 use crate::store::cursors::{
-    cursor_positions_of, recent_events_of, Applied, ChangeEvent, CursorRow, CursorSnapshot,
-    CursorStore, CursorWindow, OrderSummary, Resource, TableSpec,
+    Applied, ChangeEvent, CursorRow, CursorSnapshot, CursorStore, CursorWindow, OrderSummary,
+    Resource, TableSpec,
 };
 use crate::store::ebay_streams::OpenSpec;
-use crate::store::ebay_tables::{table_for_stream, CURSOR_STREAMS};
+use crate::store::ebay_tables::table_for_stream;
 use crate::store::history::CursorPosition;
-use crate::store::{LedgerError, SqliteLedger, WriteFence};
+use crate::store::{LedgerError, WriteFence};
 
 /// Resource columns that are integers in both schemas (the streams hand every value over
 /// as text; SQLite's INTEGER affinity converts it, PostgreSQL is told to). A test checks
 /// that no other column of a stream's table is an integer.
 pub(crate) const INTEGER_COLUMNS: &[(&str, &str)] = &[("ebay_payouts", "transaction_count")];
-
-/// Whether `stream`'s cursor, resources and events live in PostgreSQL: every stream
-/// whose resource table is in [`TABLES`] (and one without a table).
-pub(crate) fn stream_on_postgres(stream: &str) -> bool {
-    table_for_stream(stream).is_none_or(|spec| TABLES.contains(&spec.table))
-}
 
 const EVENT_COLUMNS: &str = "id, account, stream, resource_id, field, before, after, observed_at";
 
@@ -109,48 +101,6 @@ fn statements(spec: &TableSpec) -> (String, String) {
     (select, upsert)
 }
 
-impl PgLedger {
-    /// The local SQLite file when `stream` stays there (see the module doc).
-    fn local_for(&self, stream: &str) -> Option<&SqliteLedger> {
-        self.local_fences
-            .as_deref()
-            .filter(|_| !stream_on_postgres(stream))
-    }
-
-    /// The streams whose rows the local SQLite file holds (none without one).
-    fn local_streams(&self) -> Vec<&'static str> {
-        if self.local_fences.is_none() {
-            return Vec::new();
-        }
-        CURSOR_STREAMS
-            .iter()
-            .copied()
-            .filter(|stream| !stream_on_postgres(stream))
-            .collect()
-    }
-}
-
-/// Merges two lists each already in `order`, keeping each list's own order.
-fn merge<T>(first: Vec<T>, second: Vec<T>, order: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
-    let mut merged = Vec::with_capacity(first.len() + second.len());
-    let (mut first, mut second) = (first.into_iter().peekable(), second.into_iter().peekable());
-    loop {
-        let take_first = match (first.peek(), second.peek()) {
-            (Some(a), Some(b)) => order(a, b) != Ordering::Greater,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        let next = if take_first {
-            first.next()
-        } else {
-            second.next()
-        };
-        merged.extend(next);
-    }
-    merged
-}
-
 impl CursorStore for PgLedger {
     fn load_or_init_cursor(
         &self,
@@ -159,9 +109,6 @@ impl CursorStore for PgLedger {
         initial: i64,
         now: i64,
     ) -> Result<CursorRow, LedgerError> {
-        if let Some(local) = self.local_for(stream) {
-            return local.load_or_init_cursor(account, stream, initial, now);
-        }
         self.with_client(|client| {
             client.execute(
                 "INSERT INTO cursors (account, stream, cursor_ts, updated_at) VALUES ($1, $2, $3, $4)
@@ -190,9 +137,6 @@ impl CursorStore for PgLedger {
         window: CursorWindow,
         now: i64,
     ) -> Result<Applied, LedgerError> {
-        if let Some(local) = self.local_for(stream) {
-            return local.apply_window(account, stream, fence, spec, resources, window, now);
-        }
         let (select, upsert) = statements(spec);
         self.with_tx(|tx| {
             check_fence(tx, account, stream, fence, "cursor window apply", now)?;
@@ -298,9 +242,6 @@ impl CursorStore for PgLedger {
         retry_at: i64,
         now: i64,
     ) -> Result<(), LedgerError> {
-        if let Some(local) = self.local_for(stream) {
-            return local.record_failure(account, stream, fence, message, retry_at, now);
-        }
         self.with_tx(|tx| {
             check_fence(tx, account, stream, fence, "cursor failure record", now)?;
             tx.execute(
@@ -317,9 +258,6 @@ impl CursorStore for PgLedger {
         account: &str,
         stream: &str,
     ) -> Result<Option<CursorSnapshot>, LedgerError> {
-        if let Some(local) = self.local_for(stream) {
-            return local.cursor_snapshot(account, stream);
-        }
         self.with_client(|client| {
             let Some(row) = client.query_opt(
                 "SELECT cursor_ts, last_run_at, last_error, failures, retry_at FROM cursors
@@ -362,35 +300,21 @@ impl CursorStore for PgLedger {
         account: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ChangeEvent>, LedgerError> {
-        let local_streams = self.local_streams();
-        let ours = self.with_client(|client| {
+        self.with_client(|client| {
             client
                 .query(
                     format!(
                         "SELECT {EVENT_COLUMNS} FROM events
-                         WHERE ($1::text IS NULL OR account = $1) AND stream <> ALL($2::text[])
-                         ORDER BY id DESC LIMIT $3"
+                         WHERE ($1::text IS NULL OR account = $1)
+                         ORDER BY id DESC LIMIT $2"
                     )
                     .as_str(),
-                    &[&account, &local_streams, &sql_limit(limit)],
+                    &[&account, &sql_limit(limit)],
                 )?
                 .iter()
                 .map(row_to_event)
                 .collect::<Result<Vec<_>, _>>()
-        })?;
-        let Some(local) = self
-            .local_fences
-            .as_deref()
-            .filter(|_| !local_streams.is_empty())
-        else {
-            return Ok(ours);
-        };
-        let theirs = local
-            .with_read_conn(|conn| recent_events_of(conn, account, Some(&local_streams), limit))?;
-        // Ids are per engine: the two lists interleave by the time they were observed.
-        let mut merged = merge(ours, theirs, |a, b| b.observed_at.cmp(&a.observed_at));
-        merged.truncate(limit);
-        Ok(merged)
+        })
     }
 
     fn latest_orders(&self, account: &str, limit: usize) -> Result<Vec<OrderSummary>, LedgerError> {
@@ -421,13 +345,6 @@ impl CursorStore for PgLedger {
     }
 
     fn oldest_open(&self, account: &str, spec: &OpenSpec) -> Result<Option<String>, LedgerError> {
-        if let Some(local) = self
-            .local_fences
-            .as_deref()
-            .filter(|_| !TABLES.contains(&spec.table.table))
-        {
-            return local.oldest_open(account, spec);
-        }
         // Table and column names are the store's constants, never input.
         let sql = format!(
             "SELECT MIN({date} COLLATE \"C\") FROM {table} WHERE account = $1 AND {status} = ANY($2::text[])",
@@ -443,13 +360,12 @@ impl CursorStore for PgLedger {
     }
 
     fn cursor_positions(&self, limit: usize) -> Result<Vec<CursorPosition>, LedgerError> {
-        let local_streams = self.local_streams();
-        let ours = self.with_client(|client| {
+        self.with_client(|client| {
             client
                 .query(
-                    "SELECT account, stream, cursor_ts FROM cursors WHERE stream <> ALL($1::text[])
-                     ORDER BY account COLLATE \"C\", stream COLLATE \"C\" LIMIT $2",
-                    &[&local_streams, &sql_limit(limit)],
+                    "SELECT account, stream, cursor_ts FROM cursors
+                     ORDER BY account COLLATE \"C\", stream COLLATE \"C\" LIMIT $1",
+                    &[&sql_limit(limit)],
                 )?
                 .iter()
                 .map(|row| {
@@ -460,21 +376,6 @@ impl CursorStore for PgLedger {
                     })
                 })
                 .collect::<Result<Vec<_>, LedgerError>>()
-        })?;
-        let Some(local) = self
-            .local_fences
-            .as_deref()
-            .filter(|_| !local_streams.is_empty())
-        else {
-            return Ok(ours);
-        };
-        let theirs =
-            local.with_read_conn(|conn| cursor_positions_of(conn, Some(&local_streams), limit))?;
-        let mut merged = merge(ours, theirs, |a, b| {
-            (a.account.as_bytes(), a.stream.as_bytes())
-                .cmp(&(b.account.as_bytes(), b.stream.as_bytes()))
-        });
-        merged.truncate(limit);
-        Ok(merged)
+        })
     }
 }

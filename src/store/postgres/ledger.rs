@@ -223,10 +223,6 @@ impl LedgerStore for PgLedger {
                 .and_then(|fence| u64::try_from(fence).ok())
                 .unwrap_or(0))
         })
-        .and_then(|newest| match &self.local_fences {
-            Some(sqlite) => Ok(newest.max(sqlite.newest_fence(account, stream)?)),
-            None => Ok(newest),
-        })
     }
 
     fn set_report_id(&self, claim: &Claim, report_id: &str, now: i64) -> Result<(), LedgerError> {

@@ -1,10 +1,11 @@
 //! The PostgreSQL implementation of [`LedgerStore`] and its supertraits: the hour ledger
 //! (hours, claims, cooldowns, audits, sales, scope fences; [`LedgerReads`]), the
 //! supervision rows (`supervision`), the eBay cursor streams (cursors, resource tables,
-//! events; `cursors`) and the job queue with what it fills (jobs, market prices, Keepa
-//! snapshots, run records, the StockX and Alias catalog caches, tracked keys, scheduler
-//! passes: `jobs`, `tracked`) in a server database that several daemons on several
-//! hosts share. [`TABLES`] lists them; the rest of the daemon's state stays in the
+//! events; `cursors`), the `active_inventory` snapshot (per-SKU rows, snapshot counter,
+//! Feed task; `inventory`) and the job queue with what it fills (jobs, market prices,
+//! Keepa snapshots, run records, the StockX and Alias catalog caches, tracked keys,
+//! scheduler passes: `jobs`, `tracked`) in a server database that several daemons on
+//! several hosts share. [`TABLES`] lists them; the rest of the daemon's state stays in the
 //! SQLite file.
 //!
 //! - A pool of sync `postgres` connections (`r2d2`): `[store] pool_size` connections,
@@ -35,6 +36,7 @@ use super::{Claim, HourState, LedgerError, StoreDown, WriteFence};
 pub mod copy;
 pub(crate) mod cursors;
 mod export;
+mod inventory;
 mod jobs;
 mod ledger;
 mod reads;
@@ -68,6 +70,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_jobs",
         include_str!("../../../migrations/postgres/0004_jobs.sql"),
     ),
+    (
+        5,
+        "0005_inventory",
+        include_str!("../../../migrations/postgres/0005_inventory.sql"),
+    ),
 ];
 
 /// The tables the PostgreSQL store holds (the rest of the daemon's state stays in the
@@ -91,6 +98,9 @@ pub const TABLES: &[&str] = &[
     "ebay_cases",
     "ebay_inquiries",
     "ebay_purchases",
+    "ebay_inventory",
+    "ebay_inventory_snapshots",
+    "ebay_feed_tasks",
     "jobs",
     "market_prices",
     "keepa_products",
@@ -194,13 +204,6 @@ pub struct PgLedger {
     pool: Option<Pool>,
     /// The URL without its password, for messages.
     shown_url: String,
-    /// The SQLite file whose `scope_fences` the `active_inventory` snapshot still fences
-    /// its writes against (its tables stay there; fences recorded in the file before a
-    /// move still count): [`LedgerStore::newest_fence`] answers the newer of both, so a
-    /// lease is never granted below a fence either store saw. The cursor calls of a
-    /// stream whose resource table is not in [`TABLES`] (`active_inventory`) go to this
-    /// file too.
-    local_fences: Option<std::sync::Arc<crate::store::SqliteLedger>>,
     /// Set when a pool checkout fails, cleared by the next one that succeeds: what
     /// [`LedgerStore::unavailable`] answers.
     down: std::sync::Mutex<Option<StoreDown>>,
@@ -263,18 +266,10 @@ impl PgLedger {
         let ledger = PgLedger {
             pool: Some(pool),
             shown_url,
-            local_fences: None,
             down: std::sync::Mutex::new(None),
         };
         ledger.migrate()?;
         Ok(ledger)
-    }
-
-    /// Also consults `sqlite`'s fences in [`LedgerStore::newest_fence`], and serves the
-    /// cursor streams whose tables stay there from it (see the field).
-    pub fn with_local_fences(mut self, sqlite: std::sync::Arc<crate::store::SqliteLedger>) -> Self {
-        self.local_fences = Some(sqlite);
-        self
     }
 
     /// The URL this ledger connects to, without its password.

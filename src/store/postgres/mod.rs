@@ -138,7 +138,7 @@ pub struct PgSettings {
 impl Default for PgSettings {
     fn default() -> Self {
         PgSettings {
-            pool_size: 8,
+            pool_size: 16,
             checkout_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(60),

@@ -671,15 +671,8 @@ fn apply_merged(
         "SELECT item_id, sku, quantity, price, currency, state FROM ebay_inventory
          WHERE account = ?1 ORDER BY item_id, sku",
     )?;
-    let mut inserts = Inserts {
-        full: tx.prepare_cached(&insert_sql(INSERT_ROWS))?,
-        rows: Vec::with_capacity(INSERT_ROWS),
-    };
-    let mut update = tx.prepare_cached(
-        "UPDATE ebay_inventory SET quantity = ?4, price = ?5, currency = ?6, state = 'ACTIVE',
-             snapshot = ?7, updated_at = ?8
-         WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
-    )?;
+    let mut inserts = RowWrites::new(tx, insert_sql)?;
+    let mut updates = RowWrites::new(tx, update_sql)?;
     let mut end = tx.prepare_cached(
         "UPDATE ebay_inventory SET quantity = 0, state = 'ENDED', snapshot = ?4, updated_at = ?5
          WHERE account = ?1 AND item_id = ?2 AND sku = ?3",
@@ -727,7 +720,8 @@ fn apply_merged(
             copy_into(&mut last_sku, key.1);
             any = true;
             let quantity = quantity_of(&row);
-            let mut met = false;
+            // None: a new SKU; Some(changed) once met.
+            let mut met = None;
             while more {
                 match (stored.item_id.as_str(), stored.sku.as_str()).cmp(&key) {
                     std::cmp::Ordering::Less => {
@@ -735,7 +729,6 @@ fn apply_merged(
                         more = stored.advance(&mut walk)?;
                     }
                     std::cmp::Ordering::Equal => {
-                        met = true;
                         let changes = changes_of(
                             stored.quantity,
                             stored.price.as_deref(),
@@ -744,11 +737,11 @@ fn apply_merged(
                             &row,
                             quantity,
                         );
+                        met = Some(!changes.is_empty());
                         if changes.is_empty() {
                             applied.unchanged += 1;
                         } else {
                             history.append(tx, target, &row.resource_id(), changes, applied)?;
-                            write_row(&mut update, target, &row, quantity, snapshot)?;
                             applied.updated += 1;
                         }
                         more = stored.advance(&mut walk)?;
@@ -757,9 +750,13 @@ fn apply_merged(
                     std::cmp::Ordering::Greater => break,
                 }
             }
-            if !met {
-                applied.inserted += 1;
-                inserts.push(tx, target, snapshot, row)?;
+            match met {
+                None => {
+                    applied.inserted += 1;
+                    inserts.push(tx, target, snapshot, row)?;
+                }
+                Some(true) => updates.push(tx, target, snapshot, row)?,
+                Some(false) => {}
             }
         }
     }
@@ -768,6 +765,7 @@ fn apply_merged(
         more = stored.advance(&mut walk)?;
     }
     inserts.flush(tx, target, snapshot)?;
+    updates.flush(tx, target, snapshot)?;
     history.flush(tx, target)?;
     Ok(Ok(()))
 }
@@ -801,15 +799,44 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-/// The new SKUs a merge has met and not yet written ([`INSERT_ROWS`] at a time). They
-/// lie behind the walk (each was met before the stored key the walk is on), so writing
-/// them later neither shows them to the walk nor changes what it compares.
-struct Inserts<'t> {
+/// The changed SKUs' upsert of `rows` rows: [`insert_sql`] whose every row meets its
+/// stored one. A statement per changed SKU (an UPDATE by key) cost a statement, eight
+/// bindings and a descent of the primary key from its root per row, and made the
+/// merge's scan, whose table the UPDATE wrote, save its position and seek it again
+/// before its next row; [`INSERT_ROWS`] rows a statement do that once per group.
+fn update_sql(rows: usize) -> String {
+    let mut sql = insert_sql(rows);
+    sql.push_str(
+        " ON CONFLICT(account, item_id, sku) DO UPDATE SET quantity = excluded.quantity,
+             price = excluded.price, currency = excluded.currency, state = 'ACTIVE',
+             snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+    );
+    sql
+}
+
+/// The SKUs a merge has met and not yet written ([`INSERT_ROWS`] at a time): the new
+/// ones ([`insert_sql`]) or the changed ones ([`update_sql`]). They lie behind the walk
+/// (each was met at or before the stored key the walk is on, and the walk has moved
+/// past it), so writing them later neither shows them to the walk nor changes what it
+/// compares (a key shown again is passed over, see [`Stored::advance`]).
+struct RowWrites<'t> {
     full: rusqlite::CachedStatement<'t>,
+    sql: fn(usize) -> String,
     rows: Vec<InventoryRow>,
 }
 
-impl Inserts<'_> {
+impl<'t> RowWrites<'t> {
+    fn new(
+        tx: &'t rusqlite::Transaction<'_>,
+        sql: fn(usize) -> String,
+    ) -> rusqlite::Result<RowWrites<'t>> {
+        Ok(RowWrites {
+            full: tx.prepare_cached(&sql(INSERT_ROWS))?,
+            sql,
+            rows: Vec::with_capacity(INSERT_ROWS),
+        })
+    }
+
     fn push(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
@@ -837,7 +864,7 @@ impl Inserts<'_> {
         if self.rows.len() == INSERT_ROWS {
             Self::write(&mut self.full, target, snapshot, &self.rows)?;
         } else {
-            let mut partial = tx.prepare(&insert_sql(self.rows.len()))?;
+            let mut partial = tx.prepare(&(self.sql)(self.rows.len()))?;
             Self::write(&mut partial, target, snapshot, &self.rows)?;
         }
         self.rows.clear();

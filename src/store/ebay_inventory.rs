@@ -1369,6 +1369,127 @@ mod tests {
             && event.3.as_deref() == Some(STATE_ACTIVE)));
     }
 
+    /// Changed SKUs are written [`INSERT_ROWS`] to a statement, beside new ones and ended
+    /// ones: over snapshots of several hundred SKUs (groups of changed rows that cross
+    /// statement boundaries, interleaved with new, unchanged and ended SKUs) a merge
+    /// leaves the table and the history a lookup leaves, and keeps each SKU's first
+    /// sighting.
+    #[test]
+    fn a_merge_writes_groups_of_changed_skus_as_a_lookup_does() {
+        let count = INSERT_ROWS * 5 + 3;
+        let items: Vec<String> = (0..count)
+            .map(|index| format!("{}", 1000 + index))
+            .collect();
+        let prices = ["1.00", "2.50", "9.99"];
+        // Day d: SKU i listed unless i % 7 == d (ended, back the next day); its quantity
+        // moves on every third SKU, its price on every fifth.
+        let owned: Vec<Vec<(String, u64, String)>> = (0..4)
+            .map(|d: usize| {
+                items
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| index % 7 != d)
+                    .map(|(index, item)| {
+                        let quantity = if index % 3 == 0 {
+                            (index + d) as u64
+                        } else {
+                            1
+                        };
+                        let price = if index % 5 == 0 {
+                            prices[d % 3]
+                        } else {
+                            "1.00"
+                        };
+                        (item.clone(), quantity, price.to_string())
+                    })
+                    .collect()
+            })
+            .collect();
+        let rows_of_day = |d: usize| -> Vec<Result<InventoryRow, String>> {
+            owned[d]
+                .iter()
+                .map(|(item, quantity, price)| {
+                    Ok(InventoryRow {
+                        item_id: item.clone(),
+                        sku: String::new(),
+                        quantity: *quantity,
+                        price: Some(price.clone()),
+                        currency: Some("USD".to_string()),
+                    })
+                })
+                .collect()
+        };
+        let run = |merge: bool| {
+            let ledger = SqliteLedger::open_in_memory().expect("ledger");
+            ledger.with_conn(|conn| {
+                let mut reports = Vec::new();
+                for d in 0..4 {
+                    let now = 10 * (d as i64 + 1);
+                    let applied = if merge {
+                        apply_snapshot_from(
+                            conn,
+                            "a",
+                            "active_inventory",
+                            WriteFence::Unfenced,
+                            || Ok::<_, String>(rows_of_day(d)),
+                            now,
+                            now,
+                            &|| {},
+                        )
+                    } else {
+                        apply(conn, rows_of_day(d), now)
+                    };
+                    reports.push(applied.expect("applied"));
+                }
+                let mut events: Vec<EventRow> = conn
+                    .prepare("SELECT resource_id, field, before, after, observed_at FROM events")
+                    .expect("prepare")
+                    .query_map([], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    })
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("events");
+                events.sort();
+                let first_seen: Vec<(String, i64)> = conn
+                    .prepare("SELECT item_id, first_seen_at FROM ebay_inventory ORDER BY item_id")
+                    .expect("prepare")
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("first seen");
+                (
+                    inventory_of(conn, "a").expect("inventory"),
+                    events,
+                    reports,
+                    first_seen,
+                )
+            })
+        };
+        let merge = run(true);
+        let lookup = run(false);
+        assert_eq!(merge.0, lookup.0);
+        assert_eq!(merge.1, lookup.1);
+        assert_eq!(merge.2, lookup.2);
+        // More changed SKUs than one statement holds, on every day after the first.
+        assert!(merge.2[1..]
+            .iter()
+            .all(|applied| applied.updated > INSERT_ROWS as u64));
+        // Every SKU was first seen on the first day but those not listed that day
+        // (index % 7 == 0), first listed on the second.
+        assert!(merge.3.iter().all(|(item, seen)| {
+            let index: usize = item.parse::<usize>().expect("item") - 1000;
+            *seen == if index % 7 == 0 { 20 } else { 10 }
+        }));
+        assert_eq!(merge.3, lookup.3);
+    }
+
     /// Many more rows than the read-ahead holds all arrive, in order.
     #[test]
     fn a_snapshot_longer_than_the_read_ahead_is_applied_whole() {

@@ -1390,12 +1390,12 @@ mod tests {
                     .enumerate()
                     .filter(|(index, _)| index % 7 != d)
                     .map(|(index, item)| {
-                        let quantity = if index % 3 == 0 {
+                        let quantity = if index.is_multiple_of(3) {
                             (index + d) as u64
                         } else {
                             1
                         };
-                        let price = if index % 5 == 0 {
+                        let price = if index.is_multiple_of(5) {
                             prices[d % 3]
                         } else {
                             "1.00"
@@ -1485,7 +1485,7 @@ mod tests {
         // (index % 7 == 0), first listed on the second.
         assert!(merge.3.iter().all(|(item, seen)| {
             let index: usize = item.parse::<usize>().expect("item") - 1000;
-            *seen == if index % 7 == 0 { 20 } else { 10 }
+            *seen == if index.is_multiple_of(7) { 20 } else { 10 }
         }));
         assert_eq!(merge.3, lookup.3);
     }

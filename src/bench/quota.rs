@@ -266,7 +266,7 @@ pub async fn bench_quota(
     let prefix = format!("marketsync-bench-{}:", std::process::id());
     let spec = RateSpec { rate, burst };
     println!(
-        "quota efficiency: {calls} createReport calls, simulator bucket {rate}/s burst {burst}, {workers} callers per TokenManager, background priority (reserve 20%), rate margin {:.0}%",
+        "quota efficiency: {calls} createReport calls, simulator bucket {rate}/s burst {burst}, {workers} callers per TokenManager, background priority (reserve 20%), rate margin {}%",
         DEFAULT_RATE_MARGIN * 100.0
     );
     println!(

@@ -57,6 +57,10 @@ const RETRY_MAX: Duration = Duration::from_secs(3600);
 const INTERVAL: Duration = Duration::from_secs(15 * 60);
 const SAFETY_LAG: Duration = Duration::from_secs(5 * 60);
 
+/// The daemon binary the scenarios run (default: this executable), so two builds of
+/// the daemon can be compared against the same bench and simulator.
+const BENCH_DAEMON_ENV: &str = "MARKETSYNC_BENCH_DAEMON";
+
 /// The operations the daemon has `[quota.amazon.OPERATION]` tables for.
 const QUOTA_OPERATIONS: [&str; 3] = ["createReport", "getReport", "getReportDocument"];
 
@@ -807,7 +811,11 @@ fn write_config(dir: &Path, plan: &Plan, address: std::net::SocketAddr) -> anyho
 
 /// This executable on `config` with the sellers' credentials in its environment.
 fn daemon_command(config: &Path, sellers: usize) -> anyhow::Result<std::process::Command> {
-    let mut command = std::process::Command::new(std::env::current_exe()?);
+    let daemon = match std::env::var_os(BENCH_DAEMON_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?,
+    };
+    let mut command = std::process::Command::new(daemon);
     command
         .arg("--config")
         .arg(config)
@@ -861,6 +869,11 @@ struct Drawn {
     /// Per seller: how much later than the earliest the bucket allowed its last
     /// createReport was made.
     create_lag: Vec<f64>,
+    /// Per seller with more windows than createReport's burst: the first createReport
+    /// past the burst reached the simulator this long after the bucket there could pay
+    /// it (its first call plus one token interval; below 0 it met a 429 and was made
+    /// again later, which shows as a larger value). How close pacing came to a 429.
+    past_burst_slack: Vec<f64>,
     /// Per seller: its last DONE report's end minus its own drawn bound.
     behind: Vec<f64>,
     reports: usize,
@@ -919,6 +932,7 @@ fn drawn_bound(
         bound: 0.0,
         last_end: Vec::new(),
         create_lag: Vec::new(),
+        past_burst_slack: Vec::new(),
         behind: Vec::new(),
         reports: timeline.len(),
         not_done: timeline.iter().filter(|report| !report.done).count(),
@@ -937,6 +951,14 @@ fn drawn_bound(
             .fold(0.0, f64::max);
         drawn.last_end.push(last_end);
         drawn.behind.push(last_end - own);
+        let burst = create.burst.max(0.0) as usize;
+        if let (Some(first), Some(past)) = (reports.first(), reports.get(burst)) {
+            if create.rate > 0.0 {
+                drawn
+                    .past_burst_slack
+                    .push(past.created_at - first.created_at - 1.0 / create.rate);
+            }
+        }
         if let Some(last) = reports.last() {
             drawn
                 .create_lag
@@ -998,6 +1020,19 @@ fn drawn_rows(
                 quantile(&create_lag, 0.9),
                 quantile(&create_lag, 1.0)
             ),
+        ),
+        (
+            "first createReport past the burst, after its token".into(),
+            if drawn.past_burst_slack.is_empty() {
+                "no seller has more windows than the burst".to_string()
+            } else {
+                format!(
+                    "min {:.3}s, p10 {:.3}s, p50 {:.3}s (the simulator's refill starts at the first call's arrival)",
+                    quantile(&drawn.past_burst_slack, 0.0),
+                    quantile(&drawn.past_burst_slack, 0.1),
+                    quantile(&drawn.past_burst_slack, 0.5)
+                )
+            },
         ),
         (
             "last report end - own drawn bound".into(),

@@ -177,7 +177,7 @@ impl RawQuota {
             .unwrap_or(crate::quota::DEFAULT_RATE_MARGIN);
         if !(0.0..0.5).contains(&rate_margin) {
             return Err(format!(
-                "quota.rate_margin: {rate_margin} is out of range; use a number from 0 to 0.5, e.g. 0.02"
+                "quota.rate_margin: {rate_margin} is out of range; use a number from 0 to 0.5, e.g. 0.005"
             ));
         }
         let amazon = validate_buckets("amazon", self.amazon)?;

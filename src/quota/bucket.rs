@@ -14,6 +14,10 @@
 //!   `reserve = reserve_share * burst` (default share [`DEFAULT_RESERVE_SHARE`]). A cost so
 //!   large that `cost + reserve > burst` needs a full bucket instead, so it is never
 //!   impossible. Manual takes ([`Bucket::try_take`]) may use the reserve.
+//! - A take leaves the provider's bucket when its call arrives there, not at the grant:
+//!   at each answer ([`Bucket::answered`]) the level is lowered to the least the
+//!   provider's bucket can hold (after a take from a full bucket, its refill started up
+//!   to one round trip later than ours), so the model is never ahead of the provider.
 //! - A failed take returns how long to wait until it would succeed if nobody else takes
 //!   in between; it changes nothing.
 //!
@@ -56,6 +60,12 @@ pub struct Bucket {
     window: Option<WindowCap>,
     /// The takes still inside the window, oldest first: (when, tokens).
     log: VecDeque<(Duration, f64)>,
+    /// The takes no provider answer has followed yet, oldest first (at most
+    /// [`MAX_UNANSWERED`]). See [`Bucket::answered`].
+    unanswered: VecDeque<Unanswered>,
+    /// Tokens taken since the bucket was made: the tokens taken since an unanswered
+    /// take are this less its [`Unanswered::taken_before`].
+    taken_total: f64,
 }
 
 /// The most entries a window log keeps; beyond it the two oldest are merged into the
@@ -69,6 +79,26 @@ fn window_span(cap: &WindowCap) -> Duration {
     cap.length
         .saturating_add((cap.length / 1000).min(Duration::from_secs(1)))
 }
+
+/// A take of a bucket that no provider answer has followed yet ([`Bucket::answered`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Unanswered {
+    /// When it was granted.
+    granted: Duration,
+    /// The level before it.
+    before: f64,
+    /// [`Bucket`]'s `taken_total` before it.
+    taken_before: f64,
+}
+
+/// The most unanswered takes a bucket remembers (calls in flight at once); beyond it the
+/// oldest is forgotten (it then binds nothing).
+const MAX_UNANSWERED: usize = 4096;
+
+/// How long after its grant a take still waits for its answer: longer than a provider
+/// call lasts (the default call deadline is 2 minutes). A take older than this had no
+/// answer (its call failed before one came, or nobody observed it) and binds nothing.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(300);
 
 /// The smallest rate and burst a bucket accepts; smaller or non-finite settings are
 /// raised to it so every wait stays finite.
@@ -107,6 +137,8 @@ impl Bucket {
             updated_at: now,
             window: None,
             log: VecDeque::new(),
+            unanswered: VecDeque::new(),
+            taken_total: 0.0,
         }
     }
 
@@ -262,8 +294,70 @@ impl Bucket {
     /// Used once every bucket of a request agreed it can pay.
     pub fn take(&mut self, cost: f64, now: Duration) {
         self.refill(now);
+        let granted = now.max(self.updated_at);
+        // Takes whose answer never came (the call failed before the provider answered,
+        // or nobody observed it) bind nothing.
+        while self
+            .unanswered
+            .front()
+            .is_some_and(|oldest| granted.saturating_sub(oldest.granted) > ANSWER_WITHIN)
+        {
+            self.unanswered.pop_front();
+        }
+        if self.unanswered.len() >= MAX_UNANSWERED {
+            self.unanswered.pop_front();
+        }
+        self.unanswered.push_back(Unanswered {
+            granted,
+            before: self.tokens,
+            taken_before: self.taken_total,
+        });
+        self.taken_total += cost;
         self.tokens -= cost;
         self.log_take(cost, now);
+    }
+
+    /// A provider answered a call this bucket granted (its 2xx, or its 429 before
+    /// [`Bucket::correct`]): the level is brought down to what the provider's bucket
+    /// holds at least, which the refill since the grant may have overtaken.
+    ///
+    /// Why: a call takes its token from the provider's bucket when it *arrives* there,
+    /// somewhere between its grant and its answer, not at the grant. Below the cap that
+    /// does not matter (the bucket refills either way), but a bucket at its cap does not
+    /// refill: after a take from a full bucket the provider's refill starts only at the
+    /// arrival, while this model started it at the grant, and so ran ahead of the
+    /// provider by the refill of that gap. At the start of a run that gap is the whole
+    /// first round trip (connections set up while every account starts at once on a
+    /// loaded machine: hundreds of milliseconds), which a rate margin of 2% (20 ms at one
+    /// call a second) does not cover: the first call past the burst met a 429.
+    ///
+    /// The bound: with `granted` the oldest unanswered take, `before` the level before it
+    /// and `taken` the tokens taken since (it included), the provider's level
+    /// now is at least `min(before + rate * (now - granted), burst) - taken`, wherever in
+    /// between each of those calls arrived (a level refilled from `before`, or from the
+    /// cap, less at most every take since). The model's level is lowered to it, never
+    /// raised. While the bucket is drained the bound is the model's own level and nothing
+    /// changes; after a take from a full bucket it costs the refill of one round trip.
+    ///
+    /// Answers are matched to takes in order (each answer ends the oldest unanswered
+    /// take): exact when calls of a bucket go one at a time (the report lanes); with
+    /// several in flight and answered out of order a bound may come out too high, and
+    /// then it lowers nothing (never more than the model's own level). A take whose
+    /// answer never came is given up after [`ANSWER_WITHIN`].
+    pub fn answered(&mut self, now: Duration) {
+        let Some(oldest) = self.unanswered.pop_front() else {
+            return;
+        };
+        self.refill(now);
+        let flight = now.saturating_sub(oldest.granted);
+        if flight > ANSWER_WITHIN {
+            return;
+        }
+        let taken = self.taken_total - oldest.taken_before;
+        let bound = (oldest.before + self.rate * flight.as_secs_f64()).min(self.burst) - taken;
+        if bound.is_finite() && bound < self.tokens {
+            self.tokens = bound;
+        }
     }
 
     /// A manual take: succeeds while `level >= cost` (the reserve may be used);
@@ -511,6 +605,72 @@ mod tests {
         assert_eq!(plain.burst, 1.25);
         let bucket = crate::quota::BucketSpec::new(0.5, 2.0);
         assert_eq!(bucket.without_window(), bucket);
+    }
+
+    /// A client pacing with this bucket against a provider's bucket of the same rate and
+    /// burst that takes each call when it arrives (as SP-API's and the simulator's do):
+    /// the first call of each burst reaches the provider `first_leg` after its grant (a
+    /// connection set up on a loaded machine), the others 1 to 7 ms after theirs. Calls
+    /// go one at a time (one lane); 40 calls, then an idle minute (both buckets full
+    /// again), then 40 more. Returns the provider's refusals.
+    fn refusals_against_a_provider_reached_late(first_leg: Duration, answer: bool) -> usize {
+        let (rate, burst) = (1.002, 15.0);
+        let mut ours = Bucket::new(rate, burst, secs(0));
+        let mut theirs = Bucket::new(rate, burst, secs(0));
+        let mut now = secs(0);
+        let mut refused = 0;
+        for call in 0..80u64 {
+            if call == 40 {
+                now += secs(60);
+            }
+            if let Err(wait) = ours.try_take(1.0, now) {
+                now += wait;
+                assert_eq!(ours.try_take(1.0, now), Ok(()));
+            }
+            let out = if call % 40 == 0 {
+                first_leg
+            } else {
+                Duration::from_millis(1 + call * 37 % 7)
+            };
+            let arrival = now + out;
+            if theirs.try_take(1.0, arrival).is_err() {
+                refused += 1;
+            }
+            now = arrival + Duration::from_millis(2);
+            if answer {
+                ours.answered(now);
+            }
+        }
+        refused
+    }
+
+    #[test]
+    fn answers_keep_the_model_behind_a_provider_the_first_call_reached_late() {
+        // Without the answers the model starts refilling at the first grant, 400 ms
+        // before the provider does, and the first call past the burst is refused (each
+        // burst: 2).
+        assert_eq!(
+            refusals_against_a_provider_reached_late(Duration::from_millis(400), false),
+            2
+        );
+        for first_leg in [0, 3, 30, 400, 2500] {
+            assert_eq!(
+                refusals_against_a_provider_reached_late(Duration::from_millis(first_leg), true),
+                0,
+                "first call {first_leg} ms on its way"
+            );
+        }
+        // What it costs: one round trip of refill per take from a full bucket, nothing
+        // from a drained one.
+        let mut bucket = Bucket::new(1.0, 15.0, secs(0));
+        bucket.take(1.0, secs(0));
+        bucket.answered(Duration::from_millis(400));
+        assert!((bucket.level(Duration::from_millis(400)) - 14.0).abs() < 1e-9);
+        for _ in 0..14 {
+            bucket.take(1.0, Duration::from_millis(400));
+        }
+        bucket.answered(Duration::from_millis(900));
+        assert!((bucket.level(Duration::from_millis(900)) - 0.5).abs() < 1e-9);
     }
 
     #[test]

@@ -206,6 +206,11 @@ impl ManagerState {
         };
         self.ensure(&key, spec);
         let now = self.elapsed();
+        if let Buckets::Local(local) = &mut self.buckets {
+            // Every observation is a provider's answer to a call this bucket granted: the
+            // refill it cannot have had while that call was on its way goes first.
+            local.ensure(&key, spec, now).answered(now);
+        }
         let remote = match (&observation, &mut self.buckets) {
             (Observation::RateLimitHeader(rate), Buckets::Local(local)) => {
                 let bucket = local.ensure(&key, spec, now);

@@ -104,12 +104,15 @@ pub const AMAZON_THROTTLE_COOLDOWN: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_THROTTLE_COOLDOWN: Duration = Duration::from_secs(5 * 60);
 /// How long a "no cooldown" answer of the store is trusted before asking again.
 pub const DEFAULT_COOLDOWN_RECHECK: Duration = Duration::from_secs(5);
-/// The share of every rate the daemon leaves unused (`[quota] rate_margin`): a call
-/// granted exactly when our bucket holds a token may reach the provider a few
-/// milliseconds *earlier* (relative to the first call) than the grant spacing says,
-/// and find the provider's bucket a hair short. 2% of the rate is 20 ms at 1 call/s.
-/// [`QuotaConfig::new`] uses 0 (exact rates); the daemon uses this.
-pub const DEFAULT_RATE_MARGIN: f64 = 0.02;
+/// The share of every rate the daemon leaves unused (`[quota] rate_margin`): the
+/// rates a bucket is told are rounded (Amazon documents 0.0167/s for one call a minute,
+/// 0.2% above 1/60; 0.0222/s for 1/45, 0.1% above), and a model refilling faster than
+/// the provider's bucket runs ahead of it by that share of every token. Timing is not
+/// the margin's job: a call reaching the provider after its grant is what
+/// [`bucket::Bucket::answered`] corrects (it used to be 2%, 20 ms at one call a second,
+/// which covered neither a first call that took longer than that nor more than it
+/// had to). [`QuotaConfig::new`] uses 0 (exact rates); the daemon uses this.
+pub const DEFAULT_RATE_MARGIN: f64 = 0.005;
 /// How long after its deadline a caller still waits for the actor's own answer.
 const REPLY_GRACE: Duration = Duration::from_millis(250);
 /// The bound on the handle's other requests (cooldowns, stats).

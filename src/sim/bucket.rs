@@ -50,7 +50,6 @@ impl TokenBucket {
     }
 
     /// The level after refilling up to `now`.
-    #[cfg(test)]
     pub(crate) fn level(&mut self, now: f64) -> f64 {
         self.refill(now);
         self.tokens

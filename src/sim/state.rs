@@ -254,6 +254,9 @@ impl SimState {
         // faster than its simulated rate.
         let rate = bucket.rate() * config.time_scale();
         if !bucket.try_take(bucket_now) {
+            // Where a paced client and this bucket disagreed: the level it found (tokens
+            // on the simulated clock) and the real-clock time since the simulator started.
+            tracing::debug!(seller = %seller, operation = operation.name(), clock = now, level = bucket.level(bucket_now), "simulator bucket throttled");
             *self
                 .stats
                 .bucket_throttles
@@ -261,6 +264,7 @@ impl SimState {
                 .or_default() += 1;
             return Err(self.throttled(operation));
         }
+        tracing::trace!(seller = %seller, operation = operation.name(), clock = now, level = bucket.level(bucket_now), "simulator bucket took a token");
         Ok(Admitted {
             seller,
             rate,

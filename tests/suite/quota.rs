@@ -386,9 +386,9 @@ async fn a_wrong_configured_limit_converges_to_the_simulators_header() {
         .await
         .expect("bucket view")
         .expect("bucket exists");
-    // The simulator's 1/s, less the daemon's default 2% margin.
+    // The simulator's 1/s, less the daemon's default margin (0.5%).
     assert!(
-        (view.rate - 0.98).abs() < 1e-9,
+        (view.rate - 0.995).abs() < 1e-9,
         "learned rate {}",
         view.rate
     );

@@ -394,9 +394,12 @@ async fn server_errors_fail_only_their_chunk_and_retry_later() {
     let mut sim_config = fast_sim();
     sim_config.faults = schedule("createReport", 1, FaultKind::ServerError);
     let sim = TestSim::start(sim_config).await;
+    // retry_at is kept in whole seconds (now + the delay): with a 1 s delay a run that
+    // crossed a second boundary after the failure could claim the chunk again at once.
+    // 2 s leaves the retry at least 1 s away, longer than this first run.
     let fixture = Fixture::new(
         &sim,
-        "lookback = \"12h\"\nchunk = \"6h\"\nretry_base = \"1s\"\nretry_max = \"2s\"",
+        "lookback = \"12h\"\nchunk = \"6h\"\nretry_base = \"2s\"\nretry_max = \"2s\"",
     );
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());

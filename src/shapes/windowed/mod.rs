@@ -860,13 +860,6 @@ impl StreamContext {
                 }
                 Err(err) => return Poll::Error(err),
             }
-            // Asked again: a report requested before its kind had history waits for the
-            // median learned since like one requested after it.
-            let expected = self
-                .polls
-                .as_ref()
-                .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT))
-                .or(expected);
             let pause = PollSchedule::next_pause(
                 expected,
                 requested_at.map(|requested| requested.elapsed()),

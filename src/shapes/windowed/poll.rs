@@ -19,11 +19,7 @@
 //! [`FIRST_POLL_SHARE`] of the learned median latency. After that the pause grows with the
 //! report's age ([`AGE_SHARE`] of it, within `poll_min`..`poll_max`), so a report is seen
 //! DONE at most ~15 % after it finished, and a slow one is not polled every few seconds
-//! for ten minutes. A report requested before its kind had history, still younger than
-//! [`FIRST_POLL_SHARE`] of the median once one is learned, waits until then like a report
-//! requested after: a thousand accounts' first reports, all requested before the first
-//! finished, otherwise went on being polled every `poll_min` (11-12 getReports each in
-//! `bench reports --scenario head-of-line-1000`).
+//! for ten minutes.
 //!
 //! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
@@ -254,10 +250,6 @@ impl PollSchedule {
             (0, Some(expected), Some(age)) => {
                 expected.mul_f64(FIRST_POLL_SHARE).saturating_sub(age)
             }
-            (_, Some(expected), Some(age)) => expected
-                .mul_f64(FIRST_POLL_SHARE)
-                .saturating_sub(age)
-                .max(age.mul_f64(AGE_SHARE)),
             (_, _, Some(age)) => age.mul_f64(AGE_SHARE),
             // Age unknown (resumed after a restart): grow from poll_min.
             (_, _, None) => poll_min.saturating_mul(1u32 << polls.min(10)),
@@ -293,23 +285,6 @@ mod tests {
         }
         assert!(at <= latency.mul_f64(1.2), "seen at {at:?}");
         assert!(polls <= 12, "{polls} polls");
-    }
-
-    #[test]
-    fn a_report_polled_before_its_kind_had_history_waits_for_the_learned_median_after() {
-        // Polled twice without history (ages 0 to 4 s), then a 60 s median is learned:
-        // the next poll waits until 0.8 x 60 s of age, not 0.15 x age.
-        let expected = Some(Duration::from_secs(60));
-        let age = Duration::from_secs(4);
-        let pause = PollSchedule::next_pause(expected, Some(age), 2, MIN, MAX);
-        assert_eq!(pause, Duration::from_secs(44));
-        // Past 0.8 x the median the pause grows with the age as before.
-        let old = Duration::from_secs(100);
-        let pause = PollSchedule::next_pause(expected, Some(old), 5, MIN, MAX);
-        assert_eq!(pause, Duration::from_secs(15));
-        // Without history nothing changes.
-        let pause = PollSchedule::next_pause(None, Some(age), 2, MIN, MAX);
-        assert_eq!(pause, MIN);
     }
 
     #[test]

@@ -73,24 +73,7 @@ fn apply_orders(
     )
 }
 
-/// Runs a case against both engines.
-macro_rules! cursor_contract {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn sqlite() {
-                super::$case(&super::Engine::sqlite());
-            }
-
-            #[test]
-            fn postgres() {
-                super::$case(&super::Engine::postgres());
-            }
-        }
-    )*};
-}
-
-cursor_contract!(
+both_engines!(
     a_window_upserts_its_resources_and_moves_the_cursor,
     history_is_appended_only_when_a_tracked_field_changes,
     a_stale_fence_is_refused_and_nothing_is_written,

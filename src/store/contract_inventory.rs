@@ -112,24 +112,7 @@ fn event(resource: &str, field: &str, before: &str, after: &str, at: i64) -> Eve
     )
 }
 
-/// Runs a case against both engines.
-macro_rules! inventory_contract {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn sqlite() {
-                super::$case(&super::Engine::sqlite());
-            }
-
-            #[test]
-            fn postgres() {
-                super::$case(&super::Engine::postgres());
-            }
-        }
-    )*};
-}
-
-inventory_contract!(
+both_engines!(
     new_changed_unchanged_and_ended_skus_and_their_history,
     rows_in_any_order_apply_alike,
     a_failing_source_rolls_the_whole_snapshot_back,

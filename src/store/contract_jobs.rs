@@ -53,24 +53,7 @@ fn skus(jobs: &[Job]) -> Vec<&str> {
     jobs.iter().map(|job| job.sku.as_str()).collect()
 }
 
-/// Runs a case against both engines.
-macro_rules! contract_jobs {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn sqlite() {
-                super::$case(&super::Engine::sqlite());
-            }
-
-            #[test]
-            fn postgres() {
-                super::$case(&super::Engine::postgres());
-            }
-        }
-    )*};
-}
-
-contract_jobs!(
+both_engines!(
     enqueue_dedupes_by_key_and_raises_priority,
     claims_take_the_head_priority_oldest_first,
     finishing_writes_results_retries_with_backoff_and_gives_up,

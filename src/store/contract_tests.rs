@@ -105,24 +105,7 @@ fn sale(hour_utc: i64, asin: &str, units: i64, revenue: f64) -> SalesRow {
     }
 }
 
-/// Runs a case against both engines.
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn sqlite() {
-                super::$case(&super::Engine::sqlite());
-            }
-
-            #[test]
-            fn postgres() {
-                super::$case(&super::Engine::postgres());
-            }
-        }
-    )*};
-}
-
-contract!(
+both_engines!(
     seeding_is_idempotent,
     claims_take_contiguous_runs_newest_first,
     claims_oldest_first_take_the_oldest_run,

@@ -59,6 +59,26 @@ pub mod tracked;
 
 pub use blocking::{blocking, BlockingFailed};
 
+/// Runs each named contract case (`fn case(engine: &Engine)`, beside an `Engine` with
+/// `sqlite()` and `postgres()`) as one test per engine: `case::sqlite`, `case::postgres`.
+/// Textually scoped: the contract modules below see it.
+#[cfg(test)]
+macro_rules! both_engines {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[test]
+            fn sqlite() {
+                super::$case(&super::Engine::sqlite());
+            }
+
+            #[test]
+            fn postgres() {
+                super::$case(&super::Engine::postgres());
+            }
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod contract_cursors;
 #[cfg(test)]

@@ -260,7 +260,9 @@ async fn bench_locks(
                 Err(crate::lock::LockError::Busy { .. }) => {
                     // Exactly the daemon's wait after a busy lease (see daemon::run_stream).
                     let until = lease.expires_at_ms / 1000 + 1;
-                    let wait = (until - crate::domain::now_ts()).max(1) as u64;
+                    // At most the lease's TTL: an expiry further off is not this lease's.
+                    let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+                    let wait = (until - crate::domain::now_ts()).clamp(1, ttl_secs) as u64;
                     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
                 }
                 Err(err) => return Err(err.into()),

@@ -229,7 +229,9 @@ async fn scenario(
     let wall = drain(&clients, calls, workers).await?;
     Ok(DrainResult {
         wall,
-        minimum: Duration::from_secs_f64(((calls as f64 - burst).max(0.0)) / rate),
+        // --rate is checked finite and above 0, but a tiny one would overflow a Duration.
+        minimum: Duration::try_from_secs_f64(((calls as f64 - burst).max(0.0)) / rate)
+            .unwrap_or(Duration::MAX),
         throttled: sim.throttled() - before,
     })
 }

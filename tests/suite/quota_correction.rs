@@ -67,18 +67,7 @@ async fn sync_once_with_an_undersized_burst_takes_one_429_and_no_long_cooldown()
     // 72 hours in 6-hour chunks: 12 createReports, two more than the real burst.
     let fixture = Fixture::new(&sim, "lookback = \"72h\"\nchunk = \"6h\"");
     let started = std::time::Instant::now();
-    let output = marketsync()
-        .arg("--config")
-        .arg(&fixture.config_path)
-        .args(["sync", "--once", "--timeout", "60s"])
-        .output()
-        .expect("run sync --once");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "sync --once completes: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = sync_once(&fixture.config_path, "60s");
     assert!(stdout.contains("72 of 72 hours applied"), "{stdout}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -289,18 +278,7 @@ async fn sync_once_without_http_spends_the_whole_burst_on_its_backfill() {
         SLOW_REFILL_QUOTA,
         "lookback = \"15h\"\nchunk = \"1h\"\ndaily_audit = false",
     );
-    let output = marketsync()
-        .arg("--config")
-        .arg(&fixture.config_path)
-        .args(["sync", "--once", "--timeout", "120s"])
-        .output()
-        .expect("run sync --once");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "sync --once completes: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = sync_once(&fixture.config_path, "120s");
     assert!(stdout.contains("15 of 15 hours applied"), "{stdout}");
     assert_eq!(sim.stats().calls("createReport"), 15, "{:?}", sim.stats());
     let span = create_span(&sim);
@@ -404,18 +382,7 @@ async fn paced_calls_get_no_429_at_time_scale_60_when_the_first_call_arrives_lat
     );
     assert!(text.contains(&proxy), "endpoint rewritten");
     std::fs::write(&fixture.config_path, text).expect("write config");
-    let output = marketsync()
-        .arg("--config")
-        .arg(&fixture.config_path)
-        .args(["sync", "--once", "--timeout", "120s"])
-        .output()
-        .expect("run sync --once");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "sync --once completes: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = sync_once(&fixture.config_path, "120s");
     assert!(stdout.contains("20 of 20 hours applied"), "{stdout}");
     let stats = sim.stats();
     assert_eq!(stats.calls("createReport"), 20, "{stats:?}");
@@ -430,4 +397,21 @@ async fn paced_calls_get_no_429_at_time_scale_60_when_the_first_call_arrives_lat
         gap >= 1.0 / 1.002,
         "16th createReport {gap:.3}s after the first"
     );
+}
+
+/// `marketsync --config CONFIG sync --once --timeout TIMEOUT`, which must exit 0; its stdout.
+fn sync_once(config: &std::path::Path, timeout: &str) -> String {
+    let output = marketsync()
+        .arg("--config")
+        .arg(config)
+        .args(["sync", "--once", "--timeout", timeout])
+        .output()
+        .expect("run sync --once");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "sync --once completes: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }

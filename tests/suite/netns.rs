@@ -976,6 +976,31 @@ async fn assert_converges(net: &Net, hosts: &[Host]) {
     );
 }
 
+/// Waits until every host names the same owner for every account and each account runs
+/// on its owner (and, with `expected`, that the owners are those). An account actor may
+/// still be starting, or stopping on a host that lost it, for a moment after the ledger
+/// converged, so this waits (10 s) instead of reading once; a failure shows each host's
+/// view and its log.
+async fn assert_owners_settle(
+    hosts: &[Host],
+    expected: Option<&BTreeMap<String, String>>,
+    what: &str,
+) {
+    let settled = wait_until(Duration::from_secs(10), || {
+        agreed_owners(hosts).is_some_and(|now| expected.is_none_or(|expected| &now == expected))
+    })
+    .await;
+    assert!(
+        settled,
+        "{what}: expected {expected:?}, hosts say {:?}\n{}",
+        hosts
+            .iter()
+            .map(|host| (host.label.clone(), accounts_on(host)))
+            .collect::<Vec<_>>(),
+        logs(hosts)
+    );
+}
+
 /// (account, hour) -> the report id of the hours in flight (REQUESTED or DOWNLOADED).
 fn hours_in_flight(net: &Net, accounts: &BTreeSet<String>) -> BTreeMap<(String, i64), String> {
     let accounts: Vec<String> = accounts.iter().cloned().collect();
@@ -1329,10 +1354,7 @@ async fn a_postgres_restart_mid_run_is_waited_out_without_quarantine() {
         "every hour of every account applied {:?} after postgres came back",
         started.elapsed()
     );
-    assert!(
-        agreed_owners(&hosts).is_some(),
-        "every account runs on its owner"
-    );
+    assert_owners_settle(&hosts, None, "every account runs on its owner").await;
     assert_no_account_crashed(&hosts);
     assert_postgres_matches_simulator(&net);
 }
@@ -1648,10 +1670,7 @@ async fn a_member_cut_from_postgres_keeps_its_accounts_and_converges_after_the_h
         "every hour of every account applied {:?} after the heal",
         healed_at.elapsed()
     );
-    assert!(
-        agreed_owners(&hosts).is_some_and(|now| now == owners),
-        "the split holds"
-    );
+    assert_owners_settle(&hosts, Some(&owners), "the split holds").await;
     assert_no_account_crashed(&hosts);
     assert_postgres_matches_simulator(&net);
 }

@@ -94,6 +94,22 @@ struct Lanes {
     /// Nothing is left to claim: every window of the run is requested or in flight, so
     /// a stuck report is taken for stuck sooner ([`poll::IDLE_STUCK_FACTOR`]).
     idle: std::sync::atomic::AtomicBool,
+    /// Woken when `idle` turns true: a queued report waiting for its next poll (up to
+    /// 15 % of its age away) is looked at then, if it is past the idle limit already.
+    went_idle: tokio::sync::Notify,
+}
+
+impl Lanes {
+    fn is_idle(&self) -> bool {
+        self.idle.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_idle(&self, idle: bool) {
+        let was = self.idle.swap(idle, std::sync::atomic::Ordering::Relaxed);
+        if idle && !was {
+            self.went_idle.notify_waiters();
+        }
+    }
 }
 
 /// What the units of one run came to.
@@ -312,14 +328,12 @@ impl StreamContext {
                     None => match self.claim_next(fence).await? {
                         Some(claim) => claim,
                         None => {
-                            lanes.idle.store(true, std::sync::atomic::Ordering::Relaxed);
+                            lanes.set_idle(true);
                             break;
                         }
                     },
                 };
-                lanes
-                    .idle
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                lanes.set_idle(false);
                 units.push(self.process(client, &lanes, claim));
             }
             let Some(end) = units.next().await else {
@@ -792,6 +806,9 @@ impl StreamContext {
             .as_ref()
             .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
         let mut polls: u32 = 0;
+        // Whether the last answer said IN_QUEUE: only such a report can be taken for
+        // stuck, so only its wait is cut short at its stuck limit.
+        let mut queued = false;
         if let Some(requested) = requested_at {
             let pause = PollSchedule::next_pause(
                 expected,
@@ -839,18 +856,9 @@ impl StreamContext {
                     let age = requested_at.unwrap_or(started).elapsed();
                     // Asked at every poll: the kind's history may have grown meanwhile
                     // (a backfill's first reports are still in flight when it starts).
-                    let factor = if lanes.idle.load(std::sync::atomic::Ordering::Relaxed) {
-                        poll::IDLE_STUCK_FACTOR
-                    } else {
-                        poll::STUCK_FACTOR
-                    };
-                    let stuck_after = self.polls.as_ref().and_then(|polls| {
-                        polls.stuck_after_times(&self.account.id, VENDOR_RT_SALES_REPORT, factor)
-                    });
-                    if detect_stuck
-                        && status.processing_status == ProcessingStatus::InQueue
-                        && stuck_after.is_some_and(|limit| age > limit)
-                    {
+                    let (factor, stuck_after) = self.stuck_limit(lanes);
+                    queued = status.processing_status == ProcessingStatus::InQueue;
+                    if detect_stuck && queued && stuck_after.is_some_and(|limit| age > limit) {
                         return Poll::Stuck(age, factor);
                     }
                     debug!(report_id, status = ?status.processing_status, "report still in progress")
@@ -871,8 +879,14 @@ impl StreamContext {
             if started.elapsed() + pause > settings.poll_timeout {
                 return Poll::TimedOut(started.elapsed());
             }
+            let since = requested_at.unwrap_or(started);
             if !self
-                .wait_for_poll(tokio::time::Instant::now() + pause)
+                .wait_for_next_poll(
+                    lanes,
+                    tokio::time::Instant::now() + pause,
+                    since,
+                    detect_stuck && queued,
+                )
                 .await
             {
                 return Poll::Cancelled;
@@ -883,16 +897,27 @@ impl StreamContext {
     /// Waits in the daemon's poll schedule (or, without one, on a timer) until `at`.
     /// False when the run was aborted meanwhile.
     async fn wait_for_poll(&self, at: tokio::time::Instant) -> bool {
-        let wait = async {
-            match &self.polls {
-                Some(schedule) => schedule.wait_until(at).await,
-                None => tokio::time::sleep_until(at).await,
-            }
+        wait_for_poll(self.polls.as_deref(), &self.abort, at).await
+    }
+
+    /// [`wait_for_next_poll`] for this unit's account.
+    async fn wait_for_next_poll(
+        &self,
+        lanes: &Lanes,
+        at: tokio::time::Instant,
+        since: tokio::time::Instant,
+        queued: bool,
+    ) -> bool {
+        let waiter = PollWaiter {
+            schedule: self.polls.as_deref(),
+            abort: &self.abort,
+            account: &self.account.id,
         };
-        tokio::select! {
-            _ = self.abort.cancelled() => false,
-            _ = wait => true,
-        }
+        waiter.next_poll(lanes, at, since, queued).await
+    }
+
+    fn stuck_limit(&self, lanes: &Lanes) -> (f64, Option<Duration>) {
+        stuck_limit(self.polls.as_deref(), &self.account.id, lanes)
     }
 
     /// A work permit for a download and apply; `None` when the run was aborted while
@@ -1230,5 +1255,212 @@ impl StreamContext {
             ledger.release(&released, reason, now_ts())
         })
         .await
+    }
+}
+
+/// Waits in `schedule` (or, without one, on a timer) until `at`. False when `abort` was
+/// cancelled meanwhile.
+async fn wait_for_poll(
+    schedule: Option<&PollSchedule>,
+    abort: &CancellationToken,
+    at: tokio::time::Instant,
+) -> bool {
+    let wait = async {
+        match schedule {
+            Some(schedule) => schedule.wait_until(at).await,
+            None => tokio::time::sleep_until(at).await,
+        }
+    };
+    tokio::select! {
+        _ = abort.cancelled() => false,
+        _ = wait => true,
+    }
+}
+
+/// The factor of the kind's median latency after which a queued report is taken for
+/// stuck (lower once the stream is idle), and that limit if enough is learned.
+fn stuck_limit(
+    schedule: Option<&PollSchedule>,
+    account: &str,
+    lanes: &Lanes,
+) -> (f64, Option<Duration>) {
+    let factor = if lanes.is_idle() {
+        poll::IDLE_STUCK_FACTOR
+    } else {
+        poll::STUCK_FACTOR
+    };
+    let limit = schedule
+        .and_then(|schedule| schedule.stuck_after_times(account, VENDOR_RT_SALES_REPORT, factor));
+    (factor, limit)
+}
+
+/// What a unit waits for its next poll with.
+struct PollWaiter<'a> {
+    schedule: Option<&'a PollSchedule>,
+    abort: &'a CancellationToken,
+    account: &'a str,
+}
+
+impl PollWaiter<'_> {
+    /// Waits for the next poll at `at`. A report last seen IN_QUEUE (`queued`, aged
+    /// from `since`) is polled sooner when its stuck limit comes first, and looked at
+    /// again when its stream goes idle meanwhile (the limit drops to
+    /// [`poll::IDLE_STUCK_FACTOR`]): the pause grows with the age (15 % of it), so a
+    /// stuck report at the end of a backfill would otherwise be found up to that much
+    /// later, and its window requested again that much later. False when the run was
+    /// aborted meanwhile.
+    async fn next_poll(
+        &self,
+        lanes: &Lanes,
+        at: tokio::time::Instant,
+        since: tokio::time::Instant,
+        queued: bool,
+    ) -> bool {
+        if !queued {
+            return wait_for_poll(self.schedule, self.abort, at).await;
+        }
+        loop {
+            let went_idle = lanes.went_idle.notified();
+            tokio::pin!(went_idle);
+            // Registered before the flag is read, so a turn to idle in between is seen.
+            went_idle.as_mut().enable();
+            let idle = lanes.is_idle();
+            let (_, limit) = stuck_limit(self.schedule, self.account, lanes);
+            // Just past the limit: the poll then finds the report older than it.
+            let stuck_at = limit
+                .and_then(|limit| limit.checked_add(Duration::from_millis(1)))
+                .and_then(|limit| since.checked_add(limit));
+            let target = match stuck_at {
+                Some(stuck_at) => at.min(stuck_at),
+                None => at,
+            };
+            tokio::select! {
+                woke = wait_for_poll(self.schedule, self.abort, target) => return woke,
+                _ = &mut went_idle, if !idle => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real time, short durations (this crate's tokio has no `test-util`, so no paused
+    //! clock): each wake is asserted inside a window at least a second wide around where
+    //! it must fall, and apart from where it would fall without the rule under test.
+    use super::*;
+
+    /// The median these tests teach: a queued report is stuck after 2 s, or 600 ms once
+    /// its stream is idle.
+    const MEDIAN: Duration = Duration::from_millis(200);
+
+    fn learned() -> Arc<PollSchedule> {
+        let schedule = Arc::new(PollSchedule::new());
+        for _ in 0..poll::STUCK_MIN_SAMPLES {
+            schedule.learn("acct", VENDOR_RT_SALES_REPORT, MEDIAN);
+        }
+        schedule
+    }
+
+    /// Runs `next_poll` on a spawned task (the schedule's driver beside it) while
+    /// `meanwhile` runs; answers how long after the start it returned, and what.
+    async fn wait_next_poll(
+        schedule: &Arc<PollSchedule>,
+        lanes: &Arc<Lanes>,
+        at: Duration,
+        queued: bool,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> (Duration, bool) {
+        let stop = CancellationToken::new();
+        let driver = {
+            let (schedule, stop) = (Arc::clone(schedule), stop.clone());
+            tokio::spawn(async move { schedule.drive(stop).await })
+        };
+        let start = tokio::time::Instant::now();
+        let waiter = {
+            let (schedule, lanes) = (Arc::clone(schedule), Arc::clone(lanes));
+            tokio::spawn(async move {
+                let abort = CancellationToken::new();
+                let waiter = PollWaiter {
+                    schedule: Some(&schedule),
+                    abort: &abort,
+                    account: "acct",
+                };
+                let woke = waiter.next_poll(&lanes, start + at, start, queued).await;
+                (start.elapsed(), woke)
+            })
+        };
+        meanwhile.await;
+        let answer = waiter.await.expect("the waiter");
+        stop.cancel();
+        driver.await.expect("the driver");
+        answer
+    }
+
+    async fn idle_after(lanes: Arc<Lanes>, after: Duration) {
+        tokio::time::sleep(after).await;
+        lanes.set_idle(true);
+    }
+
+    #[tokio::test]
+    async fn a_queued_report_is_polled_at_its_stuck_limit_when_that_comes_before_its_pause() {
+        let (schedule, lanes) = (learned(), Arc::new(Lanes::default()));
+        let (after, woke) =
+            wait_next_poll(&schedule, &lanes, Duration::from_secs(60), true, async {}).await;
+        assert!(woke);
+        assert!(
+            (Duration::from_secs(2)..Duration::from_secs(20)).contains(&after),
+            "woke after {after:?}: 10 x the 200 ms median is 2 s, the pause 60 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_in_progress_waits_for_its_pause() {
+        let (schedule, lanes) = (learned(), Arc::new(Lanes::default()));
+        let (after, woke) =
+            wait_next_poll(&schedule, &lanes, Duration::from_secs(3), false, async {}).await;
+        assert!(woke);
+        assert!(
+            after >= Duration::from_secs(3),
+            "woke after {after:?}, before its 3 s pause (the 2 s stuck limit is for queued reports)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_report_past_the_idle_limit_is_polled_when_its_stream_goes_idle() {
+        let (schedule, lanes) = (learned(), Arc::new(Lanes::default()));
+        let meanwhile = idle_after(Arc::clone(&lanes), Duration::from_secs(1));
+        let (after, woke) =
+            wait_next_poll(&schedule, &lanes, Duration::from_secs(60), true, meanwhile).await;
+        assert!(woke);
+        assert!(
+            (Duration::from_secs(1)..Duration::from_secs(2)).contains(&after),
+            "woke after {after:?}: idle at 1 s, past 3 x the median (600 ms); the busy limit is 2 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_report_under_the_idle_limit_waits_for_it_when_its_stream_goes_idle() {
+        let (schedule, lanes) = (learned(), Arc::new(Lanes::default()));
+        let meanwhile = idle_after(Arc::clone(&lanes), Duration::from_millis(100));
+        let (after, _) =
+            wait_next_poll(&schedule, &lanes, Duration::from_secs(60), true, meanwhile).await;
+        assert!(
+            (Duration::from_millis(600)..Duration::from_secs(2)).contains(&after),
+            "woke after {after:?}: idle at 100 ms, so at 3 x the median (600 ms)"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_learned_latency_a_queued_report_waits_for_its_pause() {
+        let (schedule, lanes) = (Arc::new(PollSchedule::new()), Arc::new(Lanes::default()));
+        lanes.set_idle(true);
+        let (after, _) =
+            wait_next_poll(&schedule, &lanes, Duration::from_millis(700), true, async {
+            })
+            .await;
+        assert!(
+            (Duration::from_millis(700)..Duration::from_secs(20)).contains(&after),
+            "woke after {after:?}"
+        );
     }
 }

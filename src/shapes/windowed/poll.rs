@@ -25,7 +25,9 @@
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
 //! requested again, long before `poll_timeout` (Amazon's stuck reports sit queued for
 //! tens of minutes, then end CANCELLED or FATAL); after [`IDLE_STUCK_FACTOR`] times it
-//! when the stream has nothing else to request.
+//! when the stream has nothing else to request. A queued report's wait for its next poll
+//! ends at its limit when that comes first, and when its stream goes idle (the unit's
+//! `PollWaiter` in `windowed/mod.rs`), so the age-spaced pause does not delay the find.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};

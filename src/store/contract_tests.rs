@@ -107,6 +107,7 @@ fn sale(hour_utc: i64, asin: &str, units: i64, revenue: f64) -> SalesRow {
 
 both_engines!(
     seeding_is_idempotent,
+    seeding_a_window_longer_than_a_batch_inserts_every_hour_once,
     claims_take_contiguous_runs_newest_first,
     claims_oldest_first_take_the_oldest_run,
     a_gap_ends_the_run,
@@ -140,6 +141,27 @@ fn seeding_is_idempotent(engine: &Engine) {
     assert_eq!(
         ledger.snapshot("a", "s", T0).unwrap().counts,
         [7, 0, 0, 0, 0]
+    );
+}
+
+/// Both engines seed in batches of 10,000 hours, each one statement that generates its
+/// hours in SQL: the batch edges lose no hour and repeat none.
+fn seeding_a_window_longer_than_a_batch_inserts_every_hour_once(engine: &Engine) {
+    let ledger = engine.ledger.as_ref();
+    let hours: u64 = 10_000 * 2 + 7;
+    let span = i64::try_from(hours).expect("small") * HOUR;
+    let window = HourWindow::new(T0, T0 + span);
+    assert_eq!(ledger.seed("a", "s", window, T0).unwrap(), hours);
+    assert_eq!(ledger.seed("a", "s", window, T0).unwrap(), 0, "all there");
+    let wider = HourWindow::new(T0 - 3 * HOUR, T0 + span + HOUR);
+    assert_eq!(
+        ledger.seed("a", "s", wider, T0).unwrap(),
+        4,
+        "3 before, 1 after"
+    );
+    assert_eq!(
+        ledger.snapshot("a", "s", T0).unwrap().counts,
+        [hours + 4, 0, 0, 0, 0]
     );
 }
 

@@ -26,20 +26,24 @@ impl LedgerStore for SqliteLedger {
             let batch_end = batch_start
                 .saturating_add(SEED_BATCH_HOURS.saturating_mul(HOUR))
                 .min(window.end);
+            // One statement per batch, the hours generated in SQL (as PostgreSQL's
+            // generate_series does): a statement per hour cost about 20 µs a row, and a
+            // daemon starting with 200 accounts seeds 67,200 hours on its one writer
+            // before most accounts' first createReport.
             inserted += self.with_conn(|conn| -> Result<u64, LedgerError> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let mut batch = 0u64;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO ledger_hours (account, stream, hour_utc, state, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, 'MISSING', ?4, ?4)",
-                    )?;
-                    let mut hour = batch_start;
-                    while hour < batch_end {
-                        batch += insert.execute(params![account, stream, hour, now])? as u64;
-                        hour = hour.saturating_add(HOUR);
-                    }
-                }
+                let batch = tx
+                    .prepare_cached(
+                        "WITH RECURSIVE hours(hour) AS (
+                             SELECT ?3 WHERE ?3 < ?4
+                             UNION ALL
+                             SELECT hour + ?5 FROM hours WHERE hour + ?5 < ?4
+                         )
+                         INSERT OR IGNORE INTO ledger_hours (account, stream, hour_utc, state, created_at, updated_at)
+                         SELECT ?1, ?2, hour, 'MISSING', ?6, ?6 FROM hours",
+                    )?
+                    .execute(params![account, stream, batch_start, batch_end, HOUR, now])?
+                    as u64;
                 tx.commit()?;
                 Ok(batch)
             })?;

@@ -346,13 +346,25 @@ async fn download_document(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let query = query.map(|Query(fields)| fields).unwrap_or_default();
-    let expires = query.get("expires").map(String::as_str);
+    let expires = query.get("expires").cloned();
     let document_id = path_or_reject(path);
-    let response = match document_id
-        .as_deref()
-        .map_err(Clone::clone)
-        .and_then(|id| sim.download_document(id, expires))
-    {
+    // Building a document (gzip of up to millions of rows) is CPU work: off the async
+    // workers, so the simulator's other answers, and anything else on its runtime (a
+    // test's own client), do not wait for it.
+    let built = match document_id.clone() {
+        Ok(id) => {
+            let sim = Arc::clone(&sim);
+            tokio::task::spawn_blocking(move || sim.download_document(&id, expires.as_deref()))
+                .await
+                .unwrap_or_else(|err| {
+                    Err(Reject::Internal(format!(
+                        "building the document failed: {err}"
+                    )))
+                })
+        }
+        Err(reject) => Err(reject),
+    };
+    let response = match built {
         Ok(bytes) => (
             StatusCode::OK,
             [(CONTENT_TYPE, "application/octet-stream")],

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS lease_fences (
 pub struct SqliteLocks {
     /// Why std and not tokio: held only inside blocking calls, never across an await.
     conn: Arc<Mutex<Connection>>,
+    /// A read-only connection on the same file for [`Self::list`], opened on first use
+    /// (`None` in memory). Why not `conn`: a renewal holds `conn` while it waits for the
+    /// file's write lock, which a long apply on the ledger's connection holds for as long
+    /// as it writes; a listing behind it waited that long, and `/api/status` with it. In
+    /// WAL mode a reader never waits for a writer.
+    reader: Option<(std::path::PathBuf, Arc<Mutex<Option<Connection>>>)>,
 }
 
 impl SqliteLocks {
@@ -69,7 +75,9 @@ impl SqliteLocks {
         let conn = Connection::open(path).map_err(|err| {
             LockError::Unavailable(format!("cannot open {}: {err}", path.display()))
         })?;
-        Self::prepare(conn)
+        let mut locks = Self::prepare(conn)?;
+        locks.reader = Some((path.to_path_buf(), Arc::new(Mutex::new(None))));
+        Ok(locks)
     }
 
     /// Leases in a private in-memory database (one process only).
@@ -113,6 +121,7 @@ impl SqliteLocks {
         conn.execute_batch(SCHEMA).map_err(sqlite_error)?;
         Ok(SqliteLocks {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
         })
     }
 
@@ -316,13 +325,36 @@ impl SqliteLocks {
     }
 
     pub async fn list(&self) -> Result<Vec<LockInfo>, LockError> {
-        // A read: a deferred transaction takes no write lock, so listing never waits for a
-        // writer of the same file (a long apply) and never blocks one.
-        self.transaction_with(TransactionBehavior::Deferred, |tx| {
+        let list = |tx: &Transaction<'_>| -> Result<Vec<LockInfo>, LockError> {
             let now = local_now_ms();
             Ok(load_all(tx)?.iter().map(|lease| info(lease, now)).collect())
+        };
+        // A read: a deferred transaction takes no write lock, so listing never blocks a
+        // writer; on its own connection it never waits for one either (see `reader`).
+        let Some((path, reader)) = self.reader.clone() else {
+            return self
+                .transaction_with(TransactionBehavior::Deferred, list)
+                .await;
+        };
+        super::blocking(move || {
+            let mut guard = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let conn = match guard.as_mut() {
+                Some(conn) => conn,
+                None => {
+                    guard.insert(crate::store::sqlite::open_reader(&path).map_err(sqlite_error)?)
+                }
+            };
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(sqlite_error)?;
+            let listed = list(&tx)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(listed)
         })
         .await
+        .map_err(|err| LockError::Unavailable(format!("sqlite lock task failed: {err}")))?
     }
 
     pub async fn release_scope(

@@ -108,3 +108,62 @@ async fn sqlite_shares_the_ledger_database_file() {
     let _ledger = SqliteLedger::open(&path).expect("ledger again");
     assert_eq!(svc.list().await.expect("list").len(), 1);
 }
+
+/// A listing answers while another connection holds the file's write lock (a long apply
+/// on the ledger's connection) and a lease acquisition waits for it: the listing has its
+/// own read connection, so it does not queue behind the waiting writer, and
+/// `/api/status` (which lists the leases) does not wait for the apply either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_listing_does_not_wait_behind_a_lease_write_waiting_for_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("marketsync.db");
+    let locks = SqliteLocks::open(&path).expect("locks");
+    let svc = LockService::from(locks);
+    svc.acquire("acme/orders", "a:1@h1", LONG)
+        .await
+        .expect("acquire");
+    // The "apply": a write transaction on another connection, held for 3 s.
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut conn = rusqlite::Connection::open(&path).expect("open");
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .expect("write lock");
+            held_tx.send(()).expect("signal");
+            std::thread::sleep(Duration::from_secs(3));
+            tx.commit().expect("commit");
+        })
+    };
+    held.recv().expect("the write lock is held");
+    // A lease write now waits for the write lock, holding the lock backend's connection.
+    let waiting = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.acquire("acme/returns", "a:1@h1", LONG).await })
+    };
+    // Every listing while the write lock is held answers at once.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let mut listings = 0;
+    while std::time::Instant::now() < until {
+        let listed = tokio::time::timeout(Duration::from_millis(500), svc.list())
+            .await
+            .expect("a listing waited behind the lease write")
+            .expect("list");
+        assert_eq!(
+            listed.len(),
+            1,
+            "the write in flight is not seen: {listed:?}"
+        );
+        listings += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listings >= 2, "{listings} listings");
+    let acquired = waiting
+        .await
+        .expect("task")
+        .expect("the waiting write goes through after");
+    assert_eq!(acquired.scope, "acme/returns");
+    writer.join().expect("writer");
+    assert_eq!(svc.list().await.expect("list").len(), 2);
+}

@@ -900,7 +900,7 @@ impl StreamContext {
         wait_for_poll(self.polls.as_deref(), &self.abort, at).await
     }
 
-    /// [`wait_for_next_poll`] for this unit's account.
+    /// [`PollWaiter::next_poll`] for this unit's account.
     async fn wait_for_next_poll(
         &self,
         lanes: &Lanes,

@@ -316,31 +316,68 @@ impl StreamContext {
         // ends (a failed window may have become due meanwhile: a stuck report's window is
         // requested again while the rest are still in flight).
         let mut claiming = true;
+        // The ledger had nothing claimable at its last answer; asked again when a unit
+        // ends.
+        let mut exhausted = false;
+        // The claim on its way from the ledger. Why not awaited in turn: the units in
+        // flight are driven only while this loop waits on them, so a stream that claimed
+        // its `max_in_flight` windows one by one before its first createReport started
+        // that report after every one of those transactions (200 accounts at once: 1.5 s
+        // of queueing on SQLite's one writer, the bucket's burst idle meanwhile). A claim
+        // in progress is never dropped: its window would stay claimed by nobody's unit.
+        let mut pending: Option<BoxFuture<'_, Result<Option<Claim>, SyncError>>> = None;
         let mut tally = Tally::default();
         loop {
-            while claiming && units.len() < max_in_flight {
+            while claiming && !exhausted && pending.is_none() && units.len() < max_in_flight {
                 if self.cancel.is_cancelled() || self.abort.is_cancelled() {
                     claiming = false;
                     break;
                 }
-                let claim = match queue.pop_front() {
-                    Some(claim) => claim,
-                    None => match self.claim_next(fence).await? {
-                        Some(claim) => claim,
-                        None => {
-                            lanes.set_idle(true);
-                            break;
-                        }
-                    },
-                };
-                lanes.set_idle(false);
-                units.push(self.process(client, &lanes, claim));
+                match queue.pop_front() {
+                    Some(claim) => {
+                        lanes.set_idle(false);
+                        units.push(self.process(client, &lanes, claim));
+                    }
+                    None => pending = Some(Box::pin(self.claim_next(fence))),
+                }
             }
-            let Some(end) = units.next().await else {
+            if pending.is_none() && units.is_empty() {
                 break;
-            };
-            if !tally.record(end?) {
-                claiming = false;
+            }
+            tokio::select! {
+                claimed = async {
+                    match pending.as_mut() {
+                        Some(claim) => claim.await,
+                        None => std::future::pending().await,
+                    }
+                }, if pending.is_some() => {
+                    pending = None;
+                    match claimed? {
+                        Some(claim) if claiming => {
+                            lanes.set_idle(false);
+                            units.push(self.process(client, &lanes, claim));
+                        }
+                        // The run stopped requesting while the claim was on its way.
+                        // A lost lease leaves the window in flight for the scope's next
+                        // owner (which resumes it); otherwise it goes back unharmed.
+                        Some(_) if self.abort.is_cancelled() => {}
+                        Some(claim) => {
+                            let reason = if self.cancel.is_cancelled() { "shutdown" } else { "quota" };
+                            self.give_back(&claim, reason).await?;
+                        }
+                        None => {
+                            exhausted = true;
+                            lanes.set_idle(true);
+                        }
+                    }
+                }
+                end = units.next(), if !units.is_empty() => {
+                    let Some(end) = end else { continue };
+                    exhausted = false;
+                    if !tally.record(end?) {
+                        claiming = false;
+                    }
+                }
             }
         }
         if self.abort.is_cancelled() || tally.cancelled {

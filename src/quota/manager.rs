@@ -119,6 +119,10 @@ struct Cached {
 /// How many store answers are cached between sweeps of the stale ones.
 const COOLDOWN_CACHE_SWEEP_EVERY: usize = 1024;
 
+/// The most running cooldowns taken from one read of the store's list; past it (a bug,
+/// or a fleet far past 10,000 accounts all cooling down) each scope is asked alone.
+const MAX_LISTED_COOLDOWNS: usize = 100_000;
+
 /// The actor's state.
 pub struct ManagerState {
     clock: Clock,
@@ -133,6 +137,13 @@ pub struct ManagerState {
     /// 10,000 accounts the cache would otherwise keep ~4 such answers per account for
     /// the daemon's life (issue 3: RSS).
     cached_since_sweep: usize,
+    /// When the store's list of every running cooldown was last read into `cooldowns`
+    /// ([`CooldownStore::all_active`]): until `cooldown_recheck` after it, a scope not in
+    /// the cache has no cooldown, without asking the store. `None`: never read, or the
+    /// store cannot list (Redis), and each scope is asked on its own.
+    listed_at: Option<Instant>,
+    /// The store answered that it cannot list its cooldowns; not asked again.
+    cannot_list: bool,
     timer: Option<(Duration, u64, Timer)>,
     generation: u64,
     stats: QuotaStats,
@@ -501,6 +512,8 @@ impl Actor for TokenManager {
             store,
             cooldowns: HashMap::new(),
             cached_since_sweep: 0,
+            listed_at: None,
+            cannot_list: false,
             timer: None,
             generation: 0,
             stats: QuotaStats::default(),

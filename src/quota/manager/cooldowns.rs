@@ -15,7 +15,7 @@ impl ManagerState {
                 .filter(|cooldown| cooldown.until_at > wall)
         };
         match self.cooldowns.get(scope) {
-            None if self.store.is_none() => Some(None),
+            None if self.store.is_none() || self.listed_recently() => Some(None),
             None => None,
             Some(cached)
                 if self.store.is_none()
@@ -31,10 +31,67 @@ impl ManagerState {
             Some(_) => None,
         }
     }
+    /// Whether the store's list of running cooldowns was read within `cooldown_recheck`.
+    fn listed_recently(&self) -> bool {
+        self.listed_at.is_some_and(|at| {
+            self.clock.now().saturating_duration_since(at) < self.config.cooldown_recheck
+        })
+    }
+    /// Reads every running cooldown from the store into the cache (one read, instead of
+    /// one per scope). False when the store cannot list, failed, or listed more than
+    /// [`MAX_LISTED_COOLDOWNS`]; the caller then asks for the one scope.
+    async fn list_all(&mut self, wall: i64) -> bool {
+        if self.cannot_list {
+            return false;
+        }
+        let Some(store) = self.store.clone() else {
+            return false;
+        };
+        let listed = match store.all_active(wall).await {
+            Ok(Some(listed)) if listed.len() <= MAX_LISTED_COOLDOWNS => listed,
+            Ok(Some(listed)) => {
+                warn!(running = listed.len(), most = MAX_LISTED_COOLDOWNS, "more running cooldowns than the token manager caches from one read; asking the store per scope");
+                return false;
+            }
+            Ok(None) => {
+                self.cannot_list = true;
+                return false;
+            }
+            Err(err) => {
+                warn!(error = %err, "cooldown store failed to list running cooldowns");
+                return false;
+            }
+        };
+        // What the store said replaces what it said before; a cooldown it could not
+        // save stays (memory is its only record).
+        self.cooldowns.retain(|_, cached| cached.unsaved);
+        for found in listed {
+            if self.cooldowns.contains_key(&found.scope) {
+                continue;
+            }
+            let found = self.repair_persisted(store.clone(), found, wall).await;
+            self.cooldowns.insert(
+                found.scope.clone(),
+                Cached {
+                    cooldown: Some(found),
+                    checked_at: self.clock.now(),
+                    unsaved: false,
+                },
+            );
+        }
+        self.listed_at = Some(self.clock.now());
+        self.cached_since_sweep = 0;
+        true
+    }
     /// The running cooldown of `scope`: memory, or the store (then remembered).
     pub(super) async fn lookup(&mut self, scope: &str, wall: i64) -> Option<Cooldown> {
         if let Some(answer) = self.remembered(scope, wall) {
             return answer;
+        }
+        if self.list_all(wall).await {
+            if let Some(answer) = self.remembered(scope, wall) {
+                return answer;
+            }
         }
         let store = self.store.as_ref()?;
         let found = match store.active(scope, wall).await {

@@ -571,3 +571,141 @@ async fn three_429s_within_ten_minutes_for_one_bucket_escalate_to_the_hard_stop(
     assert_eq!(cooldown.until_at - wall, 30 * 60);
     stop(handle, join).await;
 }
+
+/// A cooldown store that counts what it is asked, over a real SQLite ledger.
+struct CountingStore {
+    ledger: Arc<dyn LedgerStore>,
+    /// Whether it answers [`CooldownStore::all_active`] (as the ledger does) or not (as
+    /// Redis does).
+    lists: bool,
+    per_scope: std::sync::atomic::AtomicUsize,
+    listings: std::sync::atomic::AtomicUsize,
+}
+
+impl CooldownStore for CountingStore {
+    fn set<'a>(
+        &'a self,
+        cooldown: &'a crate::store::Cooldown,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), QuotaError>> {
+        self.ledger.set(cooldown)
+    }
+
+    fn active<'a>(
+        &'a self,
+        scope: &'a str,
+        now: i64,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<crate::store::Cooldown>, QuotaError>>
+    {
+        self.per_scope
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.ledger.active(scope, now)
+    }
+
+    fn clear<'a>(
+        &'a self,
+        scope: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<bool, QuotaError>> {
+        self.ledger.clear(scope)
+    }
+
+    fn all_active(
+        &self,
+        now: i64,
+    ) -> futures_util::future::BoxFuture<'_, Result<Option<Vec<crate::store::Cooldown>>, QuotaError>>
+    {
+        if !self.lists {
+            return Box::pin(async { Ok(None) });
+        }
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.ledger.all_active(now)
+    }
+}
+
+/// Many accounts' first calls cost one read of the store's cooldowns per
+/// `cooldown_recheck`, not one per scope (the actor awaited each, and every grant of every
+/// account waited behind them); a cooldown another process writes is still seen once the
+/// recheck is due; a store that cannot list is asked per scope, as before.
+#[tokio::test]
+async fn running_cooldowns_are_read_once_per_recheck_not_once_per_scope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger: Arc<dyn LedgerStore> =
+        Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).expect("open"));
+    for lists in [true, false] {
+        let (clock, mut config) = manual();
+        let store = Arc::new(CountingStore {
+            ledger: ledger.clone(),
+            lists,
+            per_scope: Default::default(),
+            listings: Default::default(),
+        });
+        config.cooldown_store = Some(store.clone());
+        let recheck = config.cooldown_recheck;
+        let (handle, join) = start(config).await;
+        let accounts: Vec<String> = (0..40).map(|n| format!("acct-{lists}-{n}")).collect();
+        for account in &accounts {
+            handle
+                .acquire(
+                    vec![BucketKey::new("amazon", "getReport", account)],
+                    1.0,
+                    Priority::Background,
+                    Instant::now() + secs(5),
+                )
+                .await
+                .expect("granted: no cooldown runs");
+        }
+        let per_scope = store.per_scope.load(std::sync::atomic::Ordering::SeqCst);
+        let listings = store.listings.load(std::sync::atomic::Ordering::SeqCst);
+        if lists {
+            assert_eq!((listings, per_scope), (1, 0), "one listing for 40 accounts");
+        } else {
+            // The provider's scope once, then each account's and each bucket's.
+            assert_eq!((listings, per_scope), (0, 81));
+        }
+        // Another process (the sync runner, `marketsync` on the same file) starts a
+        // cooldown for one of them: seen once the recheck is due, not before.
+        let now = chrono::Utc::now().timestamp();
+        let cooling = &accounts[7];
+        ledger
+            .set_cooldown(&crate::store::Cooldown {
+                scope: crate::store::account_scope("amazon", cooling),
+                reason: "quota".to_string(),
+                started_at: now,
+                until_at: now + 600,
+                detail: None,
+            })
+            .expect("written by another process");
+        let ask = |account: &String| {
+            handle.acquire(
+                vec![BucketKey::new("amazon", "getReport", account)],
+                1.0,
+                Priority::Background,
+                Instant::now() + secs(5),
+            )
+        };
+        ask(cooling)
+            .await
+            .expect("within the recheck: the cached answer");
+        clock.advance(recheck + secs(1));
+        match ask(cooling).await {
+            Err(QuotaError::CoolingDown { scope, .. }) => {
+                assert_eq!(scope, crate::store::account_scope("amazon", cooling));
+            }
+            other => panic!("expected the other process's cooldown, got {other:?}"),
+        }
+        ask(&accounts[8])
+            .await
+            .expect("its neighbour is not cooling");
+        if lists {
+            assert_eq!(store.listings.load(std::sync::atomic::Ordering::SeqCst), 2);
+            assert_eq!(store.per_scope.load(std::sync::atomic::Ordering::SeqCst), 0);
+        }
+        assert!(
+            handle
+                .clear_cooldown(&crate::store::account_scope("amazon", cooling))
+                .await
+        );
+        ask(cooling).await.expect("granted once cleared");
+        stop(handle, join).await;
+    }
+}

@@ -854,7 +854,7 @@ impl StreamContext {
                 settings.poll_min,
                 settings.poll_max,
             );
-            if !self.wait_for_poll(started + pause).await {
+            if !self.poll_waiter().wait(started + pause).await {
                 return Poll::Cancelled;
             }
             polls = 1;
@@ -893,7 +893,7 @@ impl StreamContext {
                     let age = requested_at.unwrap_or(started).elapsed();
                     // Asked at every poll: the kind's history may have grown meanwhile
                     // (a backfill's first reports are still in flight when it starts).
-                    let (factor, stuck_after) = self.stuck_limit(lanes);
+                    let (factor, stuck_after) = self.poll_waiter().stuck_limit(lanes);
                     queued = status.processing_status == ProcessingStatus::InQueue;
                     if detect_stuck && queued && stuck_after.is_some_and(|limit| age > limit) {
                         return Poll::Stuck(age, factor);
@@ -918,7 +918,8 @@ impl StreamContext {
             }
             let since = requested_at.unwrap_or(started);
             if !self
-                .wait_for_next_poll(
+                .poll_waiter()
+                .next_poll(
                     lanes,
                     tokio::time::Instant::now() + pause,
                     since,
@@ -931,30 +932,13 @@ impl StreamContext {
         }
     }
 
-    /// Waits in the daemon's poll schedule (or, without one, on a timer) until `at`.
-    /// False when the run was aborted meanwhile.
-    async fn wait_for_poll(&self, at: tokio::time::Instant) -> bool {
-        wait_for_poll(self.polls.as_deref(), &self.abort, at).await
-    }
-
-    /// [`PollWaiter::next_poll`] for this unit's account.
-    async fn wait_for_next_poll(
-        &self,
-        lanes: &Lanes,
-        at: tokio::time::Instant,
-        since: tokio::time::Instant,
-        queued: bool,
-    ) -> bool {
-        let waiter = PollWaiter {
+    /// What this unit's polls wait with: the daemon's poll schedule, the run's abort.
+    fn poll_waiter(&self) -> PollWaiter<'_> {
+        PollWaiter {
             schedule: self.polls.as_deref(),
             abort: &self.abort,
             account: &self.account.id,
-        };
-        waiter.next_poll(lanes, at, since, queued).await
-    }
-
-    fn stuck_limit(&self, lanes: &Lanes) -> (f64, Option<Duration>) {
-        stuck_limit(self.polls.as_deref(), &self.account.id, lanes)
+        }
     }
 
     /// A work permit for a download and apply; `None` when the run was aborted while
@@ -1295,42 +1279,6 @@ impl StreamContext {
     }
 }
 
-/// Waits in `schedule` (or, without one, on a timer) until `at`. False when `abort` was
-/// cancelled meanwhile.
-async fn wait_for_poll(
-    schedule: Option<&PollSchedule>,
-    abort: &CancellationToken,
-    at: tokio::time::Instant,
-) -> bool {
-    let wait = async {
-        match schedule {
-            Some(schedule) => schedule.wait_until(at).await,
-            None => tokio::time::sleep_until(at).await,
-        }
-    };
-    tokio::select! {
-        _ = abort.cancelled() => false,
-        _ = wait => true,
-    }
-}
-
-/// The factor of the kind's median latency after which a queued report is taken for
-/// stuck (lower once the stream is idle), and that limit if enough is learned.
-fn stuck_limit(
-    schedule: Option<&PollSchedule>,
-    account: &str,
-    lanes: &Lanes,
-) -> (f64, Option<Duration>) {
-    let factor = if lanes.is_idle() {
-        poll::IDLE_STUCK_FACTOR
-    } else {
-        poll::STUCK_FACTOR
-    };
-    let limit = schedule
-        .and_then(|schedule| schedule.stuck_after_times(account, VENDOR_RT_SALES_REPORT, factor));
-    (factor, limit)
-}
-
 /// What a unit waits for its next poll with.
 struct PollWaiter<'a> {
     schedule: Option<&'a PollSchedule>,
@@ -1339,6 +1287,35 @@ struct PollWaiter<'a> {
 }
 
 impl PollWaiter<'_> {
+    /// Waits in the schedule (or, without one, on a timer) until `at`. False when the run
+    /// was aborted meanwhile.
+    async fn wait(&self, at: tokio::time::Instant) -> bool {
+        let wait = async {
+            match self.schedule {
+                Some(schedule) => schedule.wait_until(at).await,
+                None => tokio::time::sleep_until(at).await,
+            }
+        };
+        tokio::select! {
+            _ = self.abort.cancelled() => false,
+            _ = wait => true,
+        }
+    }
+
+    /// The factor of the kind's median latency after which a queued report is taken for
+    /// stuck (lower once the stream is idle), and that limit if enough is learned.
+    fn stuck_limit(&self, lanes: &Lanes) -> (f64, Option<Duration>) {
+        let factor = if lanes.is_idle() {
+            poll::IDLE_STUCK_FACTOR
+        } else {
+            poll::STUCK_FACTOR
+        };
+        let limit = self.schedule.and_then(|schedule| {
+            schedule.stuck_after_times(self.account, VENDOR_RT_SALES_REPORT, factor)
+        });
+        (factor, limit)
+    }
+
     /// Waits for the next poll at `at`. A report last seen IN_QUEUE (`queued`, aged
     /// from `since`) is polled sooner when its stuck limit comes first, and looked at
     /// again when its stream goes idle meanwhile (the limit drops to
@@ -1354,7 +1331,7 @@ impl PollWaiter<'_> {
         queued: bool,
     ) -> bool {
         if !queued {
-            return wait_for_poll(self.schedule, self.abort, at).await;
+            return self.wait(at).await;
         }
         loop {
             let went_idle = lanes.went_idle.notified();
@@ -1362,7 +1339,7 @@ impl PollWaiter<'_> {
             // Registered before the flag is read, so a turn to idle in between is seen.
             went_idle.as_mut().enable();
             let idle = lanes.is_idle();
-            let (_, limit) = stuck_limit(self.schedule, self.account, lanes);
+            let (_, limit) = self.stuck_limit(lanes);
             // Just past the limit: the poll then finds the report older than it.
             let stuck_at = limit
                 .and_then(|limit| limit.checked_add(Duration::from_millis(1)))
@@ -1372,7 +1349,7 @@ impl PollWaiter<'_> {
                 None => at,
             };
             tokio::select! {
-                woke = wait_for_poll(self.schedule, self.abort, target) => return woke,
+                woke = self.wait(target) => return woke,
                 _ = &mut went_idle, if !idle => {}
             }
         }

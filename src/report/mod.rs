@@ -39,7 +39,10 @@ pub use limits::{
     DocumentLimits, LimitExceeded, DEFAULT_MAX_DOCUMENT_BYTES, MAX_NUMBER_BYTES, MAX_STRING_BYTES,
 };
 use seeds::DocumentSeed;
-pub use staging::{read_staged_rows, stage_vendor_sales_document, staging_path};
+pub use staging::{
+    read_staged_rows, stage_spilling_after, stage_vendor_sales_document, staging_path, StagedRows,
+    MEMORY_STAGING_BYTES,
+};
 use validate::ParseState;
 
 /// Read buffer size; large enough that the gzip decoder is not called per token.

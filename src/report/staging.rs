@@ -1,14 +1,25 @@
-//! Validated rows staged in a file between the two passes of an apply.
+//! Validated rows staged between the two passes of an apply.
 //!
 //! The first pass ([`stage_vendor_sales_document`]) parses and validates the whole document
-//! with no database lock held and writes every accepted row to a staging file in a compact
-//! binary form; the second ([`read_staged_rows`]) feeds those rows to the store inside its
-//! transaction, doing no JSON or gzip work there. A document that does not validate never
-//! reaches the store, and the transaction lasts only as long as the inserts.
+//! with no database lock held and stages every accepted row in a compact binary form; the
+//! second ([`read_staged_rows`]) feeds those rows to the store inside its transaction,
+//! doing no JSON or gzip work there. A document that does not validate never reaches the
+//! store, and the transaction lasts only as long as the inserts.
+//!
+//! Where the rows wait ([`StagedRows`]): in memory up to [`MEMORY_STAGING_BYTES`] (most
+//! documents: a 6-hour window of a vendor's ASINs), else in a file beside the document
+//! (`<document>.staged`, readable by its owner only), so a document of any size is
+//! staged in bounded memory. Either way the staged rows live only as long as one apply:
+//! dropping them removes the file, and a crash between the passes leaves the hours
+//! DOWNLOADED, so the next run stages again from the document. That is why the file is
+//! not synced to disk: nothing ever reads it after a restart. (Before, every apply
+//! created, synced and removed one file; with a thousand small documents applied at once
+//! the file system was a tenth of the daemon's CPU time.)
 //!
 //! Format, per row (little endian): `hour_utc i64, ordered_units i64, ordered_revenue f64,
-//! asin_len u32, asin bytes`. The file is ours, but it is still read with bounds: an ASIN
-//! longer than [`super::MAX_STRING_BYTES`] or a cut row is an error, not an allocation.
+//! asin_len u32, asin bytes`. The bytes are ours, but they are still read with bounds: an
+//! ASIN longer than [`super::MAX_STRING_BYTES`] or a cut row is an error, not an
+//! allocation.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
@@ -20,6 +31,11 @@ use crate::domain::{HourWindow, SalesRow};
 
 const BUFFER_BYTES: usize = 64 * 1024;
 
+/// Staged rows up to this many bytes stay in memory (about 27,000 rows of a 10-character
+/// ASIN); beyond, they go to the staging file. With `daemon.max_concurrent_runs` applies
+/// at once (8 by default), at most 8 MiB of staged rows are in memory.
+pub const MEMORY_STAGING_BYTES: usize = 1024 * 1024;
+
 /// The staging file of a document: its path with `.staged` appended.
 pub fn staging_path(document: &Path) -> PathBuf {
     let mut name = document.as_os_str().to_os_string();
@@ -27,45 +43,151 @@ pub fn staging_path(document: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// First pass: reads and validates the document at `path` under `limits` and writes its
-/// full-hour rows to `staged`. On error the staging file is removed.
+/// A document's validated rows between the two passes: in memory, or in the staging file
+/// (removed when this is dropped).
+#[derive(Debug)]
+pub struct StagedRows {
+    place: Place,
+}
+
+#[derive(Debug)]
+enum Place {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+impl StagedRows {
+    /// The staging file, when the rows spilled to one.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Memory(_) => None,
+            Place::File(path) => Some(path),
+        }
+    }
+}
+
+impl Drop for StagedRows {
+    fn drop(&mut self) {
+        if let Place::File(path) = &self.place {
+            if let Err(err) = std::fs::remove_file(path) {
+                if err.kind() != ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove a staging file");
+                }
+            }
+        }
+    }
+}
+
+/// Where staged rows are being written: memory until `memory_bytes`, then `path`.
+struct StagingWriter<'a> {
+    path: &'a Path,
+    memory_bytes: usize,
+    memory: Vec<u8>,
+    file: Option<BufWriter<File>>,
+}
+
+impl Write for StagingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() && self.memory.len().saturating_add(bytes.len()) > self.memory_bytes
+        {
+            let mut file = BufWriter::with_capacity(BUFFER_BYTES, create_private(self.path)?);
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write(bytes),
+            None => {
+                self.memory.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// First pass: reads and validates the document at `path` under `limits` and stages its
+/// full-hour rows (in memory up to [`MEMORY_STAGING_BYTES`], beyond in the file `staged`).
+/// On error nothing stays staged: the file, if one was begun, is removed.
 pub fn stage_vendor_sales_document(
     path: &Path,
     gzip: bool,
     expected: HourWindow,
     limits: DocumentLimits,
     staged: &Path,
-) -> Result<ReportSummary, ReportError> {
-    let result = (|| {
-        let mut writer = BufWriter::with_capacity(BUFFER_BYTES, create_private(staged)?);
-        let summary = read_vendor_sales_document_with(path, gzip, expected, limits, |row| {
-            write_row(&mut writer, &row).map_err(ReportError::Io)
-        })?;
+) -> Result<(ReportSummary, StagedRows), ReportError> {
+    stage_spilling_after(path, gzip, expected, limits, staged, MEMORY_STAGING_BYTES)
+}
+
+/// [`stage_vendor_sales_document`] with the rows kept in memory up to `memory_bytes`.
+pub fn stage_spilling_after(
+    path: &Path,
+    gzip: bool,
+    expected: HourWindow,
+    limits: DocumentLimits,
+    staged: &Path,
+    memory_bytes: usize,
+) -> Result<(ReportSummary, StagedRows), ReportError> {
+    let mut writer = StagingWriter {
+        path: staged,
+        memory_bytes,
+        memory: Vec::new(),
+        file: None,
+    };
+    let summary = read_vendor_sales_document_with(path, gzip, expected, limits, |row| {
+        write_row(&mut writer, &row).map_err(ReportError::Io)
+    })
+    .and_then(|summary| {
         writer.flush()?;
-        writer.get_ref().sync_data()?;
         Ok(summary)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(staged);
-    }
-    result
+    });
+    let spilled = writer.file.is_some();
+    let rows = StagedRows {
+        place: if spilled {
+            Place::File(staged.to_path_buf())
+        } else {
+            Place::Memory(writer.memory)
+        },
+    };
+    drop(writer.file);
+    // On error `rows` is dropped here, and with it the file.
+    Ok((summary?, rows))
 }
 
 /// Second pass: hands every staged row to `on_row` in order; returns how many.
 pub fn read_staged_rows(
-    staged: &Path,
+    staged: &StagedRows,
+    on_row: impl FnMut(SalesRow) -> Result<(), ReportError>,
+) -> Result<u64, ReportError> {
+    match &staged.place {
+        Place::Memory(bytes) => read_rows(&mut bytes.as_slice(), "staged rows", on_row),
+        Place::File(path) => read_rows(
+            &mut BufReader::with_capacity(BUFFER_BYTES, File::open(path)?),
+            &format!("staging file {}", path.display()),
+            on_row,
+        ),
+    }
+}
+
+fn read_rows(
+    reader: &mut impl Read,
+    label: &str,
     mut on_row: impl FnMut(SalesRow) -> Result<(), ReportError>,
 ) -> Result<u64, ReportError> {
-    let mut reader = BufReader::with_capacity(BUFFER_BYTES, File::open(staged)?);
     let mut rows = 0u64;
     loop {
         let mut head = [0u8; 28];
-        match read_exact_or_end(&mut reader, &mut head)? {
+        match read_exact_or_end(reader, &mut head)? {
             Filled::End => return Ok(rows),
             Filled::Partial => {
                 return Err(ReportError::Truncated(format!(
-                    "staging file {} ends inside row {rows}",
-                    staged.display()
+                    "{label}: cut inside row {rows}"
                 )))
             }
             Filled::Full => {}
@@ -83,22 +205,17 @@ pub fn read_staged_rows(
         let asin_len = usize::try_from(u32::from_le_bytes(length)).unwrap_or(usize::MAX);
         if asin_len > MAX_STRING_BYTES {
             return Err(ReportError::Malformed(format!(
-                "staging file {} row {rows}: asin length {asin_len} exceeds {MAX_STRING_BYTES}",
-                staged.display()
+                "{label} row {rows}: asin length {asin_len} exceeds {MAX_STRING_BYTES}"
             )));
         }
         let mut asin = vec![0u8; asin_len];
-        if !matches!(read_exact_or_end(&mut reader, &mut asin)?, Filled::Full) {
+        if !matches!(read_exact_or_end(reader, &mut asin)?, Filled::Full) {
             return Err(ReportError::Truncated(format!(
-                "staging file {} ends inside row {rows}",
-                staged.display()
+                "{label}: cut inside row {rows}"
             )));
         }
         let asin = String::from_utf8(asin).map_err(|_| {
-            ReportError::Malformed(format!(
-                "staging file {} row {rows}: asin is not utf-8",
-                staged.display()
-            ))
+            ReportError::Malformed(format!("{label} row {rows}: asin is not utf-8"))
         })?;
         on_row(SalesRow {
             hour_utc,

@@ -581,12 +581,13 @@ fn staged_rows_round_trip_and_a_cut_staging_file_is_refused() {
     let path = write_file(&dir, "doc.json.gz", &gzip(&text));
     let staged = staging_path(&path);
     assert!(staged.to_string_lossy().ends_with("doc.json.gz.staged"));
-    let summary =
-        stage_vendor_sales_document(&path, true, window(), DocumentLimits::default(), &staged)
-            .unwrap();
+    // Spilling after 0 bytes: the rows go to the file.
+    let (summary, rows_staged) =
+        stage_spilling_after(&path, true, window(), DocumentLimits::default(), &staged, 0).unwrap();
     assert_eq!(summary.rows, 3);
+    assert_eq!(rows_staged.file(), Some(staged.as_path()));
     let mut rows = Vec::new();
-    let count = read_staged_rows(&staged, |row| {
+    let count = read_staged_rows(&rows_staged, |row| {
         rows.push(row);
         Ok(())
     })
@@ -601,11 +602,57 @@ fn staged_rows_round_trip_and_a_cut_staging_file_is_refused() {
     }
     let bytes = std::fs::read(&staged).unwrap();
     std::fs::write(&staged, &bytes[..bytes.len() - 3]).unwrap();
-    let result = read_staged_rows(&staged, |_| Ok(()));
+    let result = read_staged_rows(&rows_staged, |_| Ok(()));
     assert!(
         matches!(result, Err(ReportError::Truncated(_))),
         "{result:?}"
     );
+    // The staging file lives as long as the staged rows.
+    drop(rows_staged);
+    assert!(!staged.exists());
+}
+
+#[test]
+fn a_small_document_is_staged_in_memory_and_a_large_one_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = document(false, &spec_json(START, START + 6 * HOUR), &good_rows());
+    let path = write_file(&dir, "doc.json.gz", &gzip(&text));
+    let staged = staging_path(&path);
+    let (summary, in_memory) =
+        stage_vendor_sales_document(&path, true, window(), DocumentLimits::default(), &staged)
+            .unwrap();
+    assert_eq!(summary.rows, 3);
+    assert_eq!(in_memory.file(), None);
+    assert!(!staged.exists(), "no file for rows that fit in memory");
+    let mut rows = Vec::new();
+    assert_eq!(
+        read_staged_rows(&in_memory, |row| {
+            rows.push(row);
+            Ok(())
+        })
+        .unwrap(),
+        3
+    );
+    assert_eq!(rows, expected_rows());
+    // A limit below the rows' size: the first rows were in memory when the file began,
+    // and every row comes back, in order.
+    let (_, spilled) = stage_spilling_after(
+        &path,
+        true,
+        window(),
+        DocumentLimits::default(),
+        &staged,
+        40,
+    )
+    .unwrap();
+    assert!(staged.exists());
+    let mut again = Vec::new();
+    read_staged_rows(&spilled, |row| {
+        again.push(row);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(again, expected_rows());
 }
 
 #[test]
@@ -615,8 +662,8 @@ fn a_document_that_fails_validation_leaves_no_staging_file() {
     let bytes = gzip(&text);
     let path = write_file(&dir, "cut.json.gz", &bytes[..bytes.len() / 2]);
     let staged = staging_path(&path);
-    let result =
-        stage_vendor_sales_document(&path, true, window(), DocumentLimits::default(), &staged);
+    // Spilling at once, so a file was begun before the cut was found.
+    let result = stage_spilling_after(&path, true, window(), DocumentLimits::default(), &staged, 0);
     assert!(
         matches!(result, Err(ReportError::Truncated(_))),
         "{result:?}"

@@ -114,6 +114,7 @@ both_engines!(
     illegal_transitions_are_refused_and_change_nothing,
     a_failing_document_writes_nothing,
     applying_replaces_the_window_and_the_later_duplicate_wins,
+    a_small_document_replaces_the_window_in_one_step_too,
     failed_hours_wait_for_their_retry_time,
     release_returns_hours_without_an_attempt,
     in_flight_claims_come_back_unfenced_with_their_handles,
@@ -307,6 +308,80 @@ fn applying_replaces_the_window_and_the_later_duplicate_wins(engine: &Engine) {
     assert_eq!(
         engine.sql("SELECT COUNT(*) FROM ledger_claims WHERE outcome = 'applied'"),
         1
+    );
+}
+
+/// A document smaller than one staging batch (SQLite writes its rows in the apply's one
+/// transaction instead of a temp table): the same replacement and duplicate rule.
+fn a_small_document_replaces_the_window_in_one_step_too(engine: &Engine) {
+    let ledger = engine.seeded(1);
+    engine.sql(&format!(
+        "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
+         VALUES ('a', {T0}, 'B0OLD00000', 1, 1.0, 'old', {T0})"
+    ));
+    let mut unit = claim(ledger, 1, ClaimOrder::NewestFirst).unwrap();
+    ledger.set_report_id(&unit, "r-2", T0).unwrap();
+    unit.report_id = Some("r-2".to_string());
+    ledger
+        .mark_downloaded(&unit, "d-2", "/tmp/d-2", T0)
+        .unwrap();
+    let applied = ledger
+        .apply_sales(
+            &unit,
+            &mut |sink| {
+                sink(sale(T0, "B0DUP00000", 3, 9.5))?;
+                sink(sale(T0, "B0ONE00000", 2, 4.0))?;
+                sink(sale(T0, "B0DUP00000", 5, 15.0))?;
+                Ok(ReportSummary {
+                    rows: 3,
+                    ..ReportSummary::default()
+                })
+            },
+            T0 + 10,
+        )
+        .unwrap();
+    assert_eq!(applied.hours, 1);
+    assert_eq!(
+        engine.sql("SELECT COUNT(*) FROM vendor_realtime_sales WHERE report_id = 'r-2'"),
+        2,
+        "the old row is replaced, the duplicate kept once"
+    );
+    assert_eq!(engine.sql("SELECT COUNT(*) FROM vendor_realtime_sales"), 2);
+    assert_eq!(
+        engine.sql("SELECT ordered_units FROM vendor_realtime_sales WHERE asin = 'B0DUP00000'"),
+        5,
+        "the later row of a key wins"
+    );
+    assert_eq!(
+        ledger.snapshot("a", "s", T0).unwrap().counts[3],
+        1,
+        "APPLIED"
+    );
+    // A document that fails part way writes nothing, small or not.
+    ledger
+        .seed("a", "s", HourWindow::new(T0 + HOUR, T0 + 2 * HOUR), T0)
+        .unwrap();
+    let mut next = claim(ledger, 1, ClaimOrder::NewestFirst).unwrap();
+    ledger.set_report_id(&next, "r-3", T0).unwrap();
+    next.report_id = Some("r-3".to_string());
+    ledger
+        .mark_downloaded(&next, "d-3", "/tmp/d-3", T0)
+        .unwrap();
+    let failed = ledger.apply_sales(
+        &next,
+        &mut |sink| {
+            sink(sale(T0 + HOUR, "B0CUT00000", 1, 1.0))?;
+            Err(crate::report::ReportError::Truncated("cut".to_string()))
+        },
+        T0 + 10,
+    );
+    assert!(
+        matches!(failed, Err(LedgerError::Document(_))),
+        "{failed:?}"
+    );
+    assert_eq!(
+        engine.sql("SELECT COUNT(*) FROM vendor_realtime_sales WHERE report_id = 'r-3'"),
+        0
     );
 }
 

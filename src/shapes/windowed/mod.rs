@@ -1097,7 +1097,8 @@ impl StreamContext {
     /// while the store is held:
     /// 1. validate: the document is streamed, gunzipped and validated whole under the
     ///    stream's [`DocumentLimits`] (decompressed size, field sizes) with no database
-    ///    lock held, and its rows are staged to `<document>.staged`;
+    ///    lock held, and its rows are staged (in memory, or in `<document>.staged` for a
+    ///    large document: `report::staging`);
     /// 2. apply: one transaction replaces the window's rows with the staged ones (no JSON
     ///    or gzip work inside it) and marks the hours APPLIED.
     ///
@@ -1111,11 +1112,10 @@ impl StreamContext {
                 .await;
         };
         let path = PathBuf::from(&path_text);
-        let staged = staging_path(&path);
         let gzip = path_text.ends_with(".gz");
         let window = claim.window;
         let limits = DocumentLimits::new(self.stream.windowed().max_document_bytes);
-        let (document, staging) = (path.clone(), staged.clone());
+        let (document, staging) = (path.clone(), staging_path(&path));
         let validated = crate::store::blocking(move || {
             let started = std::time::Instant::now();
             let summary = stage_vendor_sales_document(&document, gzip, window, limits, &staging);
@@ -1123,10 +1123,10 @@ impl StreamContext {
         })
         .await
         .map_err(|err| SyncError::Join(err.0))?;
-        let summary = match validated {
-            (Ok(summary), elapsed) => {
-                debug!(window = %window, rows = summary.rows, validate_ms = elapsed.as_millis() as u64, "document validated and staged");
-                summary
+        let (summary, staged) = match validated {
+            (Ok((summary, staged)), elapsed) => {
+                debug!(window = %window, rows = summary.rows, validate_ms = elapsed.as_millis() as u64, staging_file = staged.file().is_some(), "document validated and staged");
+                (summary, staged)
             }
             (Err(err), _) => {
                 // The unit fails and is requested again; the document is of no more use.
@@ -1142,13 +1142,12 @@ impl StreamContext {
         }
         let applied_claim = claim.clone();
         let ledger = Arc::clone(&self.ledger);
-        let staging = staged.clone();
         let result = crate::store::blocking(move || {
             let started = std::time::Instant::now();
             let outcome = ledger.apply_sales(
                 &applied_claim,
                 &mut |sink| {
-                    let rows = read_staged_rows(&staging, sink)?;
+                    let rows = read_staged_rows(&staged, sink)?;
                     Ok(crate::report::ReportSummary {
                         rows,
                         ..summary.clone()
@@ -1156,9 +1155,11 @@ impl StreamContext {
                 },
                 now_ts(),
             );
+            // The staged rows go with `staged` here whatever happened (a retry stages
+            // again); the document stays when the store failed, for the retry.
+            drop(staged);
             if !matches!(&outcome, Err(err) if err.is_store_failure()) {
                 remove_document(&path);
-                remove_document(&staging);
             }
             (outcome, started.elapsed())
         })

@@ -6,6 +6,33 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::*;
 
+/// True when, on a read connection, the store's newest fence for (account, stream) is
+/// `fence` and no hour of the stream is claimable at `now`: a claim would find nothing
+/// and write nothing.
+fn nothing_to_claim(
+    ledger: &SqliteLedger,
+    account: &str,
+    stream: &str,
+    fence: i64,
+    now: i64,
+) -> Result<bool, LedgerError> {
+    ledger.with_read_conn(|conn| {
+        let newest: Option<i64> = conn
+            .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
+            .query_row(params![account, stream], |row| row.get(0))
+            .optional()?;
+        if newest != Some(fence) {
+            return Ok(false);
+        }
+        let claimable: bool = conn
+            .prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE})"
+            ))?
+            .query_row(params![account, stream, now], |row| row.get(0))?;
+        Ok(!claimable)
+    })
+}
+
 /// The most hours [`LedgerStore::seed`] inserts in one transaction.
 pub const SEED_BATCH_HOURS: i64 = 10_000;
 
@@ -65,6 +92,17 @@ impl LedgerStore for SqliteLedger {
         let max_hours = max_hours.max(1);
         // Checked by `check_fence` below: a fence above i64::MAX never gets here.
         let fence_value = fence.value().and_then(|fence| i64::try_from(fence).ok());
+        // A claim that finds nothing under a fence the store already holds writes
+        // nothing, so a read connection answers it without queueing for the writer: a
+        // run asks once more after its last window and again whenever a unit ends, and
+        // with a thousand streams starting together those empty claims were two thirds
+        // of the claim transactions. Anything else (something claimable, a fence new to
+        // the store or stale) takes the write path below, which decides.
+        if let Some(fence_db) = fence_value {
+            if nothing_to_claim(self, account, stream, fence_db, now)? {
+                return Ok(None);
+            }
+        }
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             check_fence(&tx, account, stream, fence, "claim", now)?;
@@ -278,17 +316,20 @@ impl LedgerStore for SqliteLedger {
     /// SELECT`, no parsing and no Rust per row) and marks the hours APPLIED. Partial data is
     /// never visible: the staged rows live only in the temp table (gone with the
     /// connection on a crash) until the final commit; on any error they are dropped.
+    ///
+    /// A document of fewer than `STAGE_BATCH_ROWS` rows (nearly every window: a few
+    /// hours of a vendor's ASINs) skips the temp table: its rows, already in memory, are
+    /// written by that one transaction itself, so the apply takes the writer once instead
+    /// of four times (create and clear the staging, stage, swap, clear).
     fn apply_sales(
         &self,
         claim: &Claim,
         feed: RowFeed<'_>,
         now: i64,
     ) -> Result<Applied, LedgerError> {
-        self.with_conn(|conn| {
-            conn.execute_batch(STAGED_SALES_SCHEMA)?;
-            clear_staged(conn, claim.claim_id)
-        })?;
-        let mut batch: Vec<crate::domain::SalesRow> = Vec::with_capacity(STAGE_BATCH_ROWS);
+        let mut batch: Vec<crate::domain::SalesRow> = Vec::new();
+        // Whether rows went to the temp table (the document outgrew one batch).
+        let mut staging = false;
         // A write failure is the store's, not the document's: keep it aside so it is
         // reported as such, and stop the feed with a placeholder error.
         let mut store_error: Option<rusqlite::Error> = None;
@@ -298,7 +339,19 @@ impl LedgerStore for SqliteLedger {
                 if batch.len() < STAGE_BATCH_ROWS {
                     return Ok(());
                 }
-                self.stage_batch(claim.claim_id, &mut batch).map_err(|err| {
+                let staged = if staging {
+                    self.stage_batch(claim.claim_id, &mut batch)
+                } else {
+                    staging = true;
+                    self.with_conn(|conn| {
+                        conn.execute_batch(STAGED_SALES_SCHEMA)?;
+                        conn.prepare_cached("DELETE FROM temp.staged_sales WHERE claim_id = ?1")?
+                            .execute(params![claim.claim_id])
+                            .map(|_| ())
+                    })
+                    .and_then(|()| self.stage_batch(claim.claim_id, &mut batch))
+                };
+                staged.map_err(|err| {
                     store_error = Some(err);
                     crate::report::ReportError::Io(std::io::Error::other("store write failed"))
                 })
@@ -308,15 +361,18 @@ impl LedgerStore for SqliteLedger {
         let staged = match (store_error, fed) {
             (Some(err), _) => Err(LedgerError::Sqlite(err)),
             (None, Err(err)) => Err(LedgerError::Document(err)),
-            (None, Ok(summary)) => self
+            (None, Ok(summary)) if staging => self
                 .stage_batch(claim.claim_id, &mut batch)
                 .map(|()| summary)
                 .map_err(LedgerError::Sqlite),
+            (None, Ok(summary)) => Ok(summary),
         };
         let summary = match staged {
             Ok(summary) => summary,
             Err(err) => {
-                let _ = self.with_conn(|conn| clear_staged(conn, claim.claim_id));
+                if staging {
+                    let _ = self.with_conn(|conn| clear_staged(conn, claim.claim_id));
+                }
                 return Err(err);
             }
         };
@@ -330,17 +386,40 @@ impl LedgerStore for SqliteLedger {
             .execute(params![claim.account, claim.window.start, claim.window.end])?;
             // Document order decides duplicates (the later row wins), as a row-by-row
             // upsert would; `WHERE true` lets SQLite parse the upsert after a SELECT.
-            tx.prepare_cached(
-                "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
-                 SELECT ?2, hour_utc, asin, ordered_units, ordered_revenue, ?3, ?4
-                 FROM temp.staged_sales WHERE claim_id = ?1 AND true ORDER BY seq
-                 ON CONFLICT (account, hour_utc, asin) DO UPDATE SET
-                    ordered_units = excluded.ordered_units,
-                    ordered_revenue = excluded.ordered_revenue,
-                    report_id = excluded.report_id,
-                    updated_at = excluded.updated_at",
-            )?
-            .execute(params![claim.claim_id, claim.account, claim.report_id, now])?;
+            if staging {
+                tx.prepare_cached(
+                    "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
+                     SELECT ?2, hour_utc, asin, ordered_units, ordered_revenue, ?3, ?4
+                     FROM temp.staged_sales WHERE claim_id = ?1 AND true ORDER BY seq
+                     ON CONFLICT (account, hour_utc, asin) DO UPDATE SET
+                        ordered_units = excluded.ordered_units,
+                        ordered_revenue = excluded.ordered_revenue,
+                        report_id = excluded.report_id,
+                        updated_at = excluded.updated_at",
+                )?
+                .execute(params![claim.claim_id, claim.account, claim.report_id, now])?;
+            } else {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (account, hour_utc, asin) DO UPDATE SET
+                        ordered_units = excluded.ordered_units,
+                        ordered_revenue = excluded.ordered_revenue,
+                        report_id = excluded.report_id,
+                        updated_at = excluded.updated_at",
+                )?;
+                for row in &batch {
+                    insert.execute(params![
+                        claim.account,
+                        row.hour_utc,
+                        row.asin,
+                        row.ordered_units,
+                        row.ordered_revenue,
+                        claim.report_id,
+                        now
+                    ])?;
+                }
+            }
             let hours = transition_claim(
                 &tx,
                 claim,
@@ -360,10 +439,13 @@ impl LedgerStore for SqliteLedger {
         tracing::debug!(
             claim_id = claim.claim_id,
             rows = summary_rows(&result),
+            staged_in_temp_table = staging,
             swap_ms = u64::try_from(swap_started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "staged rows swapped in"
         );
-        let _ = self.with_conn(|conn| clear_staged(conn, claim.claim_id));
+        if staging {
+            let _ = self.with_conn(|conn| clear_staged(conn, claim.claim_id));
+        }
         result
     }
 

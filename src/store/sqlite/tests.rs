@@ -45,6 +45,78 @@ fn reads_do_not_wait_for_the_writer() {
     reader.join().unwrap();
 }
 
+/// A claim that finds nothing under a fence the store holds is answered by a read
+/// connection: with the writer held (a long apply of another account), it still returns.
+/// One that finds work, or carries a new fence, waits for the writer as before.
+#[test]
+fn an_empty_claim_does_not_wait_for_the_writer() {
+    use std::sync::{mpsc, Arc};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
+    ledger
+        .seed("acct", "s", HourWindow::new(T0, T0 + HOUR), T0)
+        .unwrap();
+    let claim_under = |ledger: &SqliteLedger, fence: u64| {
+        ledger.claim(
+            "acct",
+            "s",
+            6,
+            crate::domain::ClaimOrder::NewestFirst,
+            "test:1@host",
+            WriteFence::Lease(fence),
+            T0,
+        )
+    };
+    assert!(claim_under(&ledger, 3).unwrap().is_some(), "the one hour");
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let writer = {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || {
+            ledger.with_conn(|_| {
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        })
+    };
+    held_rx.recv().unwrap();
+    let (claimed_tx, claimed_rx) = mpsc::channel();
+    let claimer = {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || {
+            claimed_tx
+                .send(claim_under(&ledger, 3).map(|claim| claim.is_none()))
+                .unwrap();
+            // A fence the store has not seen goes the write path, so it waits.
+            claimed_tx
+                .send(claim_under(&ledger, 4).map(|claim| claim.is_none()))
+                .unwrap();
+        })
+    };
+    let empty = claimed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the empty claim answered while the writer was held")
+        .unwrap();
+    assert!(empty, "nothing is claimable");
+    assert!(
+        claimed_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a claim under a new fence waits for the writer"
+    );
+    release_tx.send(()).unwrap();
+    let empty = claimed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the claim under the new fence answered once the writer was free")
+        .unwrap();
+    assert!(empty);
+    // An empty claim writes nothing, its fence included (as before the read path).
+    assert_eq!(ledger.newest_fence("acct", "s").unwrap(), 3);
+    // An older fence is refused as stale even when there is nothing to claim.
+    let err = claim_under(&ledger, 2).unwrap_err();
+    assert!(matches!(err, LedgerError::StaleFence { .. }), "{err}");
+    writer.join().unwrap();
+    claimer.join().unwrap();
+}
+
 // The engine-neutral behaviour of the ledger (claims, transitions, fencing, cooldowns)
 // runs against SQLite and PostgreSQL in `store::contract_tests`.
 

@@ -49,6 +49,10 @@ pub struct Metrics {
     /// Calls per (provider, operation) in the current UTC hour: the budgets page's
     /// "used this hour" (seed 002's market_budgets). A std Mutex: held for a map update.
     calls_this_hour: std::sync::Mutex<HashMap<(String, String), (i64, u64)>>,
+    stream_runs: Counter,
+    /// Bumped with `stream_runs`: what an in-process observer (`sync --once`) waits on
+    /// to look at the ledger as soon as a run ended, instead of on a timer only.
+    runs_ended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Metrics {
@@ -84,8 +88,16 @@ impl Metrics {
             "Tokens available in each quota bucket",
             tokens_available.clone(),
         );
+        let stream_runs = Counter::default();
+        registry.register(
+            "stream_runs",
+            "Stream runs ended (a pass over a stream's due work under its lease, whatever its outcome)",
+            stream_runs.clone(),
+        );
         Metrics {
             registry,
+            stream_runs,
+            runs_ended: tokio::sync::watch::Sender::new(0),
             provider_calls,
             provider_throttled,
             lock_takeovers,
@@ -93,6 +105,18 @@ impl Metrics {
             tokens_available,
             calls_this_hour: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A stream's run ended (the runner's pass, whatever its outcome).
+    pub fn run_ended(&self) {
+        self.stream_runs.inc();
+        self.runs_ended
+            .send_modify(|runs| *runs = runs.wrapping_add(1));
+    }
+
+    /// Changes each time a run ends ([`Metrics::run_ended`]).
+    pub fn watch_runs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.runs_ended.subscribe()
     }
 
     /// One provider API call was made (count every attempt, whatever its outcome).

@@ -13,6 +13,7 @@
 //! └── services             restarted with backoff (the `[supervisor]` policy):
 //!     ├── Housekeeping     claim-history pruning, every locks.hygiene_interval
 //!     ├── cooldown-watch   notices cooldowns cleared early
+//!     ├── wal-checkpoint   the SQLite file's WAL checkpoints, off the writer's commits
 //!     ├── http             the operator API, dashboard and metrics (when configured)
 //!     └── simulator        the embedded simulator (when enabled)
 //! ```

@@ -55,6 +55,7 @@ mod build;
 mod cooldown_watch;
 pub mod notify;
 mod sync_once;
+mod wal_checkpoint;
 
 use build::build_work;
 pub use build::{open_locks, quota_config};
@@ -94,6 +95,9 @@ pub struct Daemon {
     /// This daemon's cluster membership (`[cluster]`): left at shutdown, after the
     /// accounts stopped, so the others take them at once.
     pub membership: Option<crate::cluster::Membership>,
+    /// Changes each time a stream's run ends (`Metrics::run_ended`): `sync --once` looks
+    /// at the ledger then, not only on its timer.
+    pub runs_ended: watch::Receiver<u64>,
 }
 
 impl Daemon {
@@ -427,6 +431,11 @@ impl Daemon {
                 }),
             )
         });
+        // The SQLite file's WAL checkpoints, off the writer's commits.
+        services.insert(
+            0,
+            wal_checkpoint::service(Arc::clone(&ledger), chaos.clone()),
+        );
         services.insert(
             0,
             cooldown_watch::service(
@@ -520,6 +529,7 @@ impl Daemon {
             quota,
             quota_task,
             membership,
+            runs_ended: metrics.watch_runs(),
         })
     }
 

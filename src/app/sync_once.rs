@@ -14,6 +14,10 @@ use crate::shapes::blocking;
 
 use super::{Daemon, DEFAULT_GRACE};
 
+/// How often `sync --once` looks at the ledger when no run ended meanwhile.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+/// The soonest it looks again after a run ended.
+const LOOK_SOONEST: Duration = Duration::from_millis(50);
 /// Streams above which the per-stream look is not taken at every tick.
 const FULL_LOOK_STREAMS: usize = 20;
 /// How often the per-stream look is taken with more streams than that.
@@ -87,7 +91,12 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     // window requested again, a transient failure); later ones stop the sync.
     let deadline_unix =
         now_ts().saturating_add(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
-    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    // A look every LOOK_EVERY, and sooner (at most every LOOK_SOONEST) when a run ended:
+    // the last apply of a backfill is seen within LOOK_SOONEST, not a whole period later.
+    let mut ticker = tokio::time::interval(LOOK_SOONEST);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut runs_ended = daemon.runs_ended.clone();
+    let mut last_look: Option<tokio::time::Instant> = None;
     // The full look (five queries per stream) costs real CPU with hundreds of streams, so
     // with many it is taken every FULL_LOOK_MANY, or at once when every hour is APPLIED;
     // in between one count moves the progress bar.
@@ -99,6 +108,17 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     let mut last_full: Option<tokio::time::Instant> = None;
     let (applied, stopped) = loop {
         ticker.tick().await;
+        let ran = runs_ended.has_changed().unwrap_or(false);
+        if ran {
+            runs_ended.borrow_and_update();
+        }
+        if !ran
+            && last_look.is_some_and(|at| at.elapsed() < LOOK_EVERY)
+            && tokio::time::Instant::now() < deadline
+        {
+            continue;
+        }
+        last_look = Some(tokio::time::Instant::now());
         if let Some(last) = last_full {
             if last.elapsed() < full_every {
                 let hours = Arc::clone(&ledger);

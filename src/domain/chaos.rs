@@ -51,6 +51,7 @@ pub const SERVICES: &[&str] = &[
     "cooldown-watch",
     "token-manager",
     "freshness",
+    "wal-checkpoint",
 ];
 
 #[derive(Debug)]

@@ -93,7 +93,9 @@ async fn pass(
         let mut run_context = StreamContext::clone(context);
         run_context.abort = run_scope;
         run_context.permits = permits;
-        run_context.run_leased(keeper, ttl).await
+        let outcome = run_context.run_leased(keeper, ttl).await;
+        context.metrics.run_ended();
+        outcome
     };
     let wait = match outcome {
         Ok(LeasedOutcome::Busy { until_ms, .. }) => {

@@ -386,6 +386,35 @@ async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
     );
 }
 
+/// The `wal-checkpoint` service (the SQLite file's checkpoints, off the writer's
+/// commits) is supervised like the others: a panic in it is logged, counted and
+/// restarted, and the writes it would checkpoint go on meanwhile (the writer's backstop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_wal_checkpointer_is_restarted_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "{FAST_SUPERVISOR}[http]\nlisten = \"127.0.0.1:{port}\"\n[chaos]\nenabled = true\nservice = \"wal-checkpoint\"\nnth_unit = 1\n"
+    );
+    let config = embedded_config(dir.path(), &["first", "second"], &extra);
+    let mut daemon = DaemonProcess::spawn(&config);
+    wait_for_one_restart_and_both_synced(port, &config, "wal-checkpoint", &daemon).await;
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("chaos drill: service wal-checkpoint panics on step 1"),
+        "{logs}"
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit_code(Duration::from_secs(30)).await,
+        Some(0)
+    );
+}
+
 /// Issue 13 (point 7): a service that fails every time spends its restart budget
 /// (`supervisor.max_crashes` within `crash_window`), and only then does the daemon exit
 /// non-zero, naming the service.

@@ -200,7 +200,8 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn in_flight(&self, account: &str, stream: &str) -> Result<Vec<Claim>, LedgerError> {
-        self.with_conn(|conn| {
+        // A read: every run asks it at its start, so it does not queue for the writer.
+        self.with_read_conn(|conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT claim_id, MIN(hour_utc), MAX(hour_utc), MAX(state), MAX(report_id),
                         MAX(report_document_id), MAX(document_path), MAX(attempts), MAX(priority)
@@ -588,6 +589,17 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError> {
+        // Every run clears its lock conditions when it takes its lease, and there is
+        // nearly always none: a read connection says so without queueing for the writer
+        // (a cooldown set after this look was set after the clear, as if the clear had
+        // come a moment sooner).
+        let exists = self.with_read_conn(|conn| {
+            conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM cooldowns WHERE scope = ?1)")?
+                .query_row(params![scope], |row| row.get::<_, bool>(0))
+        })?;
+        if !exists {
+            return Ok(false);
+        }
         self.with_conn(|conn| {
             Ok(conn.execute("DELETE FROM cooldowns WHERE scope = ?1", params![scope])? > 0)
         })

@@ -63,6 +63,9 @@ pub struct SqliteLedger {
     readers: Vec<Mutex<Option<Connection>>>,
     /// Where the next read starts looking for a free reader.
     next_reader: AtomicUsize,
+    /// The connection [`SqliteLedger::checkpoint`] copies the WAL back with, opened on
+    /// first use (see `checkpoint.rs`).
+    checkpointer: Mutex<Option<Connection>>,
 }
 
 impl SqliteLedger {
@@ -151,6 +154,7 @@ impl SqliteLedger {
             path: None,
             readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
             next_reader: AtomicUsize::new(0),
+            checkpointer: Mutex::new(None),
         })
     }
 
@@ -448,10 +452,12 @@ fn tighten(_path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+mod checkpoint;
 mod ledger;
 mod queries;
 
 #[cfg(test)]
 mod tests;
 
+pub use checkpoint::{WalCheckpoint, BACKSTOP_WAL_PAGES, CHECKPOINT_EVERY};
 pub use queries::{ledger_cooldowns, FailedHour, HourDiagnostics};

@@ -204,3 +204,140 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
         1
     })
 }
+
+/// The server `bench ebay-inventory-postgres` uses when `--server-url-env` names no set
+/// variable: the machine's own cluster (trust auth), as the tests use it.
+pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database of its own on the server, dropped (with its connections) on drop: the bench
+/// never writes into a database it did not create.
+struct ScratchDatabase {
+    server_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    fn create(server_url: &str) -> anyhow::Result<ScratchDatabase> {
+        let name = format!("ms_bench_{:016x}", rand::random::<u64>());
+        let mut admin = connect(server_url)?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .with_context(|| format!("creating the scratch database {name}"))?;
+        Ok(ScratchDatabase {
+            url: crate::store::postgres::with_database(server_url, &name),
+            server_url: server_url.to_string(),
+            name,
+        })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = connect(&self.server_url) {
+            if let Err(err) = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )) {
+                eprintln!("cannot drop the scratch database {}: {err}", self.name);
+            }
+        }
+    }
+}
+
+fn connect(url: &str) -> anyhow::Result<postgres::Client> {
+    let redacted = crate::store::postgres::redact_url(url);
+    let mut config: postgres::Config = url
+        .parse()
+        .with_context(|| format!("{redacted} is not a PostgreSQL URL"))?;
+    config.connect_timeout(std::time::Duration::from_secs(5));
+    config.connect(postgres::NoTls).with_context(|| {
+        format!("postgresql is not reachable at {redacted}; start one or name its URL with --server-url-env")
+    })
+}
+
+/// `marketsync bench ebay-inventory-postgres`: the PostgreSQL apply of a large snapshot
+/// of `skus` SKUs, in a scratch database on the server at `server_url`: the first
+/// snapshot, the next with a tenth of the quantities changed and a hundredth of the SKUs
+/// ended, and that one again unchanged; time, rows/s and this process's peak RSS growth
+/// of each. A measurement with no target of its own: issue 14's targets are the SQLite
+/// file's (`bench ebay-inventory`); this says what the same snapshots cost in PostgreSQL.
+pub fn run_postgres(server_url: &str, skus: u64) -> anyhow::Result<i32> {
+    use crate::store::ebay_inventory::InventoryRow;
+    use crate::store::inventory::{InventoryStore, RowSource, SnapshotTarget};
+    use crate::store::postgres::{PgLedger, PgSettings};
+
+    // Off this thread: the sync client must not run on a thread that drives async work.
+    let scratch = std::thread::scope(|scope| {
+        scope
+            .spawn(|| ScratchDatabase::create(server_url))
+            .join()
+            .map_err(|_| anyhow::anyhow!("creating the scratch database panicked"))?
+    })?;
+    let ledger = PgLedger::open(&scratch.url, &PgSettings::default())
+        .context("opening the scratch database")?;
+    println!(
+        "postgresql apply of {skus} SKUs in the scratch database {} (dropped at the end)",
+        scratch.name
+    );
+    for (label, changed, now) in [
+        ("first", false, 10),
+        ("changed", true, 20),
+        ("unchanged", true, 30),
+    ] {
+        let mut open = move || {
+            Ok(Box::new((0..skus).filter_map(move |index| {
+                if changed && index % 100 == 99 {
+                    return None;
+                }
+                let quantity = if changed && index % 10 == 0 { 7 } else { 5 };
+                Some(Ok(InventoryRow {
+                    item_id: format!("{index:012}"),
+                    sku: "SKU".to_string(),
+                    quantity,
+                    price: Some("9.99".to_string()),
+                    currency: Some("USD".to_string()),
+                }))
+            })) as RowSource)
+        };
+        let reset = reset_peak();
+        let before = status_kb("VmRSS:").unwrap_or(0);
+        let started = Instant::now();
+        let applied = ledger
+            .apply_inventory_snapshot(
+                SnapshotTarget {
+                    account: "bench",
+                    stream: "active_inventory",
+                    fence: WriteFence::Lease(1),
+                    taken_at: now,
+                    now,
+                },
+                &mut open,
+                &|| {},
+            )
+            .with_context(|| format!("applying the {label} snapshot"))?;
+        let secs = started.elapsed().as_secs_f64();
+        let growth = if reset {
+            format!(
+                "{:.1} MB",
+                status_kb("VmHWM:").unwrap_or(0).saturating_sub(before) as f64 / 1024.0
+            )
+        } else {
+            "unknown (/proc/self/clear_refs refused)".to_string()
+        };
+        println!(
+            "{label:<10} {secs:>7.2}s {:>9.0} rows/s  peak RSS growth {growth}  ({} inserted, {} updated, {} unchanged, {} ended, {} history rows)",
+            applied.rows as f64 / secs.max(1e-9),
+            applied.inserted,
+            applied.updated,
+            applied.unchanged,
+            applied.ended,
+            applied.events,
+        );
+    }
+    drop(ledger);
+    std::thread::scope(|scope| {
+        let _ = scope.spawn(move || drop(scratch)).join();
+    });
+    Ok(0)
+}

@@ -132,6 +132,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 13_500_000)]
         listings: u32,
     },
+    /// The PostgreSQL apply of a large active-inventory snapshot (first, changed,
+    /// unchanged): time, rows/s and peak RSS growth, in a scratch database it creates on
+    /// the server and drops at the end.
+    EbayInventoryPostgres {
+        /// The variable holding the server's URL (any database on it; the bench creates
+        /// its own beside it). Unset or empty: postgres://postgres@127.0.0.1:5432/postgres.
+        #[arg(long, default_value = "MARKETSYNC_BENCH_PG_URL")]
+        server_url_env: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        skus: u64,
+    },
 }
 
 pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
@@ -182,6 +193,16 @@ pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
         }
         BenchCommand::Reports(args) => reports::run(args),
         BenchCommand::EbayInventory { listings } => inventory::run(dir.path(), listings),
+        BenchCommand::EbayInventoryPostgres {
+            server_url_env,
+            skus,
+        } => {
+            let url = std::env::var(&server_url_env)
+                .ok()
+                .filter(|url| !url.trim().is_empty())
+                .unwrap_or_else(|| inventory::DEFAULT_SERVER_URL.to_string());
+            inventory::run_postgres(&url, skus)
+        }
     }
 }
 

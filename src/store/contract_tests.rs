@@ -96,6 +96,18 @@ fn claim(ledger: &dyn LedgerStore, max: i64, order: ClaimOrder) -> Option<Claim>
         .expect("claim")
 }
 
+/// Claims up to `max` hours, records report `id` for them and their document `d-<id>`:
+/// a unit ready to apply.
+fn downloaded(ledger: &dyn LedgerStore, max: i64, id: &str) -> Claim {
+    let mut unit = claim(ledger, max, ClaimOrder::NewestFirst).expect("a claimable hour");
+    ledger.set_report_id(&unit, id, T0).unwrap();
+    unit.report_id = Some(id.to_string());
+    ledger
+        .mark_downloaded(&unit, &format!("d-{id}"), &format!("/tmp/d-{id}"), T0)
+        .unwrap();
+    unit
+}
+
 fn sale(hour_utc: i64, asin: &str, units: i64, revenue: f64) -> SalesRow {
     SalesRow {
         hour_utc,
@@ -256,12 +268,7 @@ fn applying_replaces_the_window_and_the_later_duplicate_wins(engine: &Engine) {
          VALUES ('a', {T0}, 'B0OLD00000', 1, 1.0, 'old', {T0})"
     ));
     assert_eq!(stale, 1);
-    let mut unit = claim(ledger, 2, ClaimOrder::NewestFirst).unwrap();
-    ledger.set_report_id(&unit, "r-1", T0).unwrap();
-    unit.report_id = Some("r-1".to_string());
-    ledger
-        .mark_downloaded(&unit, "d-1", "/tmp/d-1", T0)
-        .unwrap();
+    let unit = downloaded(ledger, 2, "r-1");
     // More rows than one batch, so the duplicate spans batches on both engines.
     let applied = ledger
         .apply_sales(
@@ -319,12 +326,7 @@ fn a_small_document_replaces_the_window_in_one_step_too(engine: &Engine) {
         "INSERT INTO vendor_realtime_sales (account, hour_utc, asin, ordered_units, ordered_revenue, report_id, updated_at)
          VALUES ('a', {T0}, 'B0OLD00000', 1, 1.0, 'old', {T0})"
     ));
-    let mut unit = claim(ledger, 1, ClaimOrder::NewestFirst).unwrap();
-    ledger.set_report_id(&unit, "r-2", T0).unwrap();
-    unit.report_id = Some("r-2".to_string());
-    ledger
-        .mark_downloaded(&unit, "d-2", "/tmp/d-2", T0)
-        .unwrap();
+    let unit = downloaded(ledger, 1, "r-2");
     let applied = ledger
         .apply_sales(
             &unit,
@@ -361,12 +363,7 @@ fn a_small_document_replaces_the_window_in_one_step_too(engine: &Engine) {
     ledger
         .seed("a", "s", HourWindow::new(T0 + HOUR, T0 + 2 * HOUR), T0)
         .unwrap();
-    let mut next = claim(ledger, 1, ClaimOrder::NewestFirst).unwrap();
-    ledger.set_report_id(&next, "r-3", T0).unwrap();
-    next.report_id = Some("r-3".to_string());
-    ledger
-        .mark_downloaded(&next, "d-3", "/tmp/d-3", T0)
-        .unwrap();
+    let next = downloaded(ledger, 1, "r-3");
     let failed = ledger.apply_sales(
         &next,
         &mut |sink| {

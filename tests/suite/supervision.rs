@@ -357,13 +357,12 @@ async fn wait_for_one_restart_and_both_synced(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let extra = format!(
-        "{FAST_SUPERVISOR}[locks]\nhygiene_interval = \"1s\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[chaos]\nenabled = true\nservice = \"housekeeping\"\nnth_unit = 1\n"
-    );
-    let config = embedded_config(dir.path(), &["first", "second"], &extra);
-    let mut daemon = DaemonProcess::spawn(&config);
-    wait_for_one_restart_and_both_synced(port, &config, "housekeeping", &daemon).await;
+    let mut daemon = panic_once_then_synced(
+        dir.path(),
+        "housekeeping",
+        "[locks]\nhygiene_interval = \"1s\"\n",
+    )
+    .await;
     // The counter moves before the restart is logged: wait for the line.
     let logged = wait_until(Duration::from_secs(10), || {
         daemon.logs().contains("service restarted")
@@ -375,6 +374,25 @@ async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
         "{logs}"
     );
     assert!(logged, "{logs}");
+    still_running_then_stops_cleanly(&mut daemon).await;
+}
+
+/// Starts a daemon (accounts `first` and `second`, `extra` config) whose `service`
+/// panics on its first step, and waits until that one restart is counted and both
+/// accounts synced.
+async fn panic_once_then_synced(dir: &Path, service: &str, extra: &str) -> DaemonProcess {
+    let port = free_port();
+    let extra = format!(
+        "{FAST_SUPERVISOR}{extra}[http]\nlisten = \"127.0.0.1:{port}\"\n[chaos]\nenabled = true\nservice = \"{service}\"\nnth_unit = 1\n"
+    );
+    let config = embedded_config(dir, &["first", "second"], &extra);
+    let daemon = DaemonProcess::spawn(&config);
+    wait_for_one_restart_and_both_synced(port, &config, service, &daemon).await;
+    daemon
+}
+
+/// The daemon is still running; SIGTERM stops it with exit code 0.
+async fn still_running_then_stops_cleanly(daemon: &mut DaemonProcess) {
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the daemon keeps running"
@@ -392,27 +410,13 @@ async fn a_panicking_service_is_restarted_and_accounts_keep_syncing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_wal_checkpointer_is_restarted_and_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let extra = format!(
-        "{FAST_SUPERVISOR}[http]\nlisten = \"127.0.0.1:{port}\"\n[chaos]\nenabled = true\nservice = \"wal-checkpoint\"\nnth_unit = 1\n"
-    );
-    let config = embedded_config(dir.path(), &["first", "second"], &extra);
-    let mut daemon = DaemonProcess::spawn(&config);
-    wait_for_one_restart_and_both_synced(port, &config, "wal-checkpoint", &daemon).await;
+    let mut daemon = panic_once_then_synced(dir.path(), "wal-checkpoint", "").await;
     let logs = daemon.logs();
     assert!(
         logs.contains("chaos drill: service wal-checkpoint panics on step 1"),
         "{logs}"
     );
-    assert!(
-        daemon.child.try_wait().unwrap().is_none(),
-        "the daemon keeps running"
-    );
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait_exit_code(Duration::from_secs(30)).await,
-        Some(0)
-    );
+    still_running_then_stops_cleanly(&mut daemon).await;
 }
 
 /// Issue 13 (point 7): a service that fails every time spends its restart budget

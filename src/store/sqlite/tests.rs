@@ -4,6 +4,26 @@ use super::*;
 
 const T0: i64 = 1_700_000_000 / HOUR * HOUR;
 
+/// Holds the ledger's writer on another thread (a long apply of another account) until
+/// the returned sender sends; returns once it is held.
+fn hold_writer(
+    ledger: &std::sync::Arc<SqliteLedger>,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let ledger = std::sync::Arc::clone(ledger);
+        std::thread::spawn(move || {
+            ledger.with_conn(|_| {
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        })
+    };
+    held_rx.recv().unwrap();
+    (release_tx, writer)
+}
+
 /// Issue 11: readers (status, doctor, dashboard, metrics) no longer queue behind the
 /// writer: with the writer's lock held (a long apply), a snapshot still answers.
 #[test]
@@ -14,18 +34,7 @@ fn reads_do_not_wait_for_the_writer() {
     ledger
         .seed("acct", "s", HourWindow::new(T0, T0 + 6 * HOUR), T0)
         .unwrap();
-    let (held_tx, held_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let writer = {
-        let ledger = Arc::clone(&ledger);
-        std::thread::spawn(move || {
-            ledger.with_conn(|_| {
-                held_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-            })
-        })
-    };
-    held_rx.recv().unwrap();
+    let (release_tx, writer) = hold_writer(&ledger);
     let (read_tx, read_rx) = mpsc::channel();
     let reader = {
         let ledger = Arc::clone(&ledger);
@@ -68,18 +77,7 @@ fn an_empty_claim_does_not_wait_for_the_writer() {
         )
     };
     assert!(claim_under(&ledger, 3).unwrap().is_some(), "the one hour");
-    let (held_tx, held_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let writer = {
-        let ledger = Arc::clone(&ledger);
-        std::thread::spawn(move || {
-            ledger.with_conn(|_| {
-                held_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-            })
-        })
-    };
-    held_rx.recv().unwrap();
+    let (release_tx, writer) = hold_writer(&ledger);
     let (claimed_tx, claimed_rx) = mpsc::channel();
     let claimer = {
         let ledger = Arc::clone(&ledger);

@@ -90,10 +90,13 @@ impl Write for StagingWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         if self.file.is_none() && self.memory.len().saturating_add(bytes.len()) > self.memory_bytes
         {
-            let mut file = BufWriter::with_capacity(BUFFER_BYTES, create_private(self.path)?);
-            file.write_all(&self.memory)?;
-            self.memory = Vec::new();
-            self.file = Some(file);
+            // Held before anything is written to it, so a failed write still leaves the
+            // file to be removed with the staged rows.
+            let file = self.file.insert(BufWriter::with_capacity(
+                BUFFER_BYTES,
+                create_private(self.path)?,
+            ));
+            file.write_all(&std::mem::take(&mut self.memory))?;
         }
         match &mut self.file {
             Some(file) => file.write(bytes),

@@ -209,53 +209,6 @@ pub fn run(dir: &Path, listings: u32) -> anyhow::Result<i32> {
 /// variable: the machine's own cluster (trust auth), as the tests use it.
 pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// A database of its own on the server, dropped (with its connections) on drop: the bench
-/// never writes into a database it did not create.
-struct ScratchDatabase {
-    server_url: String,
-    name: String,
-    url: String,
-}
-
-impl ScratchDatabase {
-    fn create(server_url: &str) -> anyhow::Result<ScratchDatabase> {
-        let name = format!("ms_bench_{:016x}", rand::random::<u64>());
-        let mut admin = connect(server_url)?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .with_context(|| format!("creating the scratch database {name}"))?;
-        Ok(ScratchDatabase {
-            url: crate::store::postgres::with_database(server_url, &name),
-            server_url: server_url.to_string(),
-            name,
-        })
-    }
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = connect(&self.server_url) {
-            if let Err(err) = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )) {
-                eprintln!("cannot drop the scratch database {}: {err}", self.name);
-            }
-        }
-    }
-}
-
-fn connect(url: &str) -> anyhow::Result<postgres::Client> {
-    let redacted = crate::store::postgres::redact_url(url);
-    let mut config: postgres::Config = url
-        .parse()
-        .with_context(|| format!("{redacted} is not a PostgreSQL URL"))?;
-    config.connect_timeout(std::time::Duration::from_secs(5));
-    config.connect(postgres::NoTls).with_context(|| {
-        format!("postgresql is not reachable at {redacted}; start one or name its URL with --server-url-env")
-    })
-}
-
 /// `marketsync bench ebay-inventory-postgres`: the PostgreSQL apply of a large snapshot
 /// of `skus` SKUs, in a scratch database on the server at `server_url`: the first
 /// snapshot, the next with a tenth of the quantities changed and a hundredth of the SKUs
@@ -267,13 +220,10 @@ pub fn run_postgres(server_url: &str, skus: u64) -> anyhow::Result<i32> {
     use crate::store::inventory::{InventoryStore, RowSource, SnapshotTarget};
     use crate::store::postgres::{PgLedger, PgSettings};
 
-    // Off this thread: the sync client must not run on a thread that drives async work.
-    let scratch = std::thread::scope(|scope| {
-        scope
-            .spawn(|| ScratchDatabase::create(server_url))
-            .join()
-            .map_err(|_| anyhow::anyhow!("creating the scratch database panicked"))?
-    })?;
+    // A database of its own, dropped at the end: the bench never writes into one it did
+    // not create.
+    let scratch = crate::store::postgres::scratch::ScratchDatabase::create(server_url, "ms_bench")
+        .map_err(|err| anyhow::anyhow!("{err}; or name its URL with --server-url-env"))?;
     let ledger = PgLedger::open(&scratch.url, &PgSettings::default())
         .context("opening the scratch database")?;
     println!(
@@ -336,8 +286,6 @@ pub fn run_postgres(server_url: &str, skus: u64) -> anyhow::Result<i32> {
         );
     }
     drop(ledger);
-    std::thread::scope(|scope| {
-        let _ = scope.spawn(move || drop(scratch)).join();
-    });
+    drop(scratch);
     Ok(0)
 }

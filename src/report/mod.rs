@@ -40,8 +40,8 @@ pub use limits::{
 };
 use seeds::DocumentSeed;
 pub use staging::{
-    read_staged_rows, stage_spilling_after, stage_vendor_sales_document, staging_path, StagedRows,
-    MEMORY_STAGING_BYTES,
+    read_staged_rows, remove_file_if_present, stage_spilling_after, stage_vendor_sales_document,
+    staging_path, StagedRows, MEMORY_STAGING_BYTES,
 };
 use validate::ParseState;
 

@@ -69,11 +69,17 @@ impl StagedRows {
 impl Drop for StagedRows {
     fn drop(&mut self) {
         if let Place::File(path) = &self.place {
-            if let Err(err) = std::fs::remove_file(path) {
-                if err.kind() != ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %err, "cannot remove a staging file");
-                }
-            }
+            remove_file_if_present(path, "staging file");
+        }
+    }
+}
+
+/// Removes a document or staging file the apply is done with; one already gone is fine,
+/// any other failure is logged (a file left behind is not worth failing the unit for).
+pub fn remove_file_if_present(path: &Path, what: &'static str) {
+    if let Err(err) = std::fs::remove_file(path) {
+        if err.kind() != ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %err, file = what, "cannot remove a file");
         }
     }
 }

@@ -216,11 +216,7 @@ fn describe_document_error(err: &ReportError) -> String {
 }
 
 fn remove_document(path: &Path) {
-    if let Err(err) = std::fs::remove_file(path) {
-        if err.kind() != std::io::ErrorKind::NotFound {
-            warn!(path = %path.display(), error = %err, "cannot remove applied document");
-        }
-    }
+    crate::report::remove_file_if_present(path, "applied document");
 }
 
 fn sanitize(text: &str) -> String {

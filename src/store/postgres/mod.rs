@@ -40,6 +40,7 @@ mod inventory;
 mod jobs;
 mod ledger;
 mod reads;
+pub mod scratch;
 mod supervision;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

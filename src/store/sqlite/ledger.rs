@@ -8,7 +8,7 @@ use super::*;
 
 /// True when, on a read connection, the store's newest fence for (account, stream) is
 /// `fence` and no hour of the stream is claimable at `now`: a claim would find nothing
-/// and write nothing.
+/// and write nothing. One statement, so both are read from one snapshot.
 fn nothing_to_claim(
     ledger: &SqliteLedger,
     account: &str,
@@ -17,19 +17,12 @@ fn nothing_to_claim(
     now: i64,
 ) -> Result<bool, LedgerError> {
     ledger.with_read_conn(|conn| {
-        let newest: Option<i64> = conn
-            .prepare_cached("SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2")?
-            .query_row(params![account, stream], |row| row.get(0))
-            .optional()?;
-        if newest != Some(fence) {
-            return Ok(false);
-        }
-        let claimable: bool = conn
+        Ok(conn
             .prepare_cached(&format!(
-                "SELECT EXISTS (SELECT 1 FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE})"
+                "SELECT coalesce((SELECT fence FROM scope_fences WHERE account = ?1 AND stream = ?2) = ?4, false)
+                    AND NOT EXISTS (SELECT 1 FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE})"
             ))?
-            .query_row(params![account, stream, now], |row| row.get(0))?;
-        Ok(!claimable)
+            .query_row(params![account, stream, now, fence], |row| row.get(0))?)
     })
 }
 
@@ -346,9 +339,7 @@ impl LedgerStore for SqliteLedger {
                     staging = true;
                     self.with_conn(|conn| {
                         conn.execute_batch(STAGED_SALES_SCHEMA)?;
-                        conn.prepare_cached("DELETE FROM temp.staged_sales WHERE claim_id = ?1")?
-                            .execute(params![claim.claim_id])
-                            .map(|_| ())
+                        clear_staged(conn, claim.claim_id)
                     })
                     .and_then(|()| self.stage_batch(claim.claim_id, &mut batch))
                 };
@@ -722,7 +713,7 @@ fn summary_rows(result: &Result<Applied, LedgerError>) -> u64 {
         .unwrap_or(0)
 }
 
-fn clear_staged(conn: &rusqlite::Connection, claim_id: i64) -> Result<(), LedgerError> {
+fn clear_staged(conn: &rusqlite::Connection, claim_id: i64) -> Result<(), rusqlite::Error> {
     conn.prepare_cached("DELETE FROM temp.staged_sales WHERE claim_id = ?1")?
         .execute(params![claim_id])?;
     Ok(())

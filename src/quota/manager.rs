@@ -277,19 +277,26 @@ impl ManagerState {
                     refill_rate_per_min: *refill_rate_per_min,
                 })
             }
-            (Observation::Throttled { .. }, Buckets::Redis(remote)) => {
-                // The shared bucket's burst goes down as in process; its level is drained
-                // (a Retry-After is honoured by the escalation rule, not held here).
+            (Observation::Throttled { retry_after }, Buckets::Redis(remote)) => {
+                // The shared bucket is corrected as in process: its burst goes down, its
+                // level to zero, and its next token comes after the Retry-After (every
+                // daemon sharing the bucket waits for it, not only this one).
+                let hold = retry_after.unwrap_or_default().min(super::MAX_COOLDOWN);
+                let mut burst = None;
                 if let Ok(Some(view)) = remote.view(&key).await {
                     let accepted = (view.burst - view.tokens - 1.0).floor().max(1.0);
                     if accepted.is_finite() && accepted < view.burst {
                         remote.set_burst(&key, accepted);
                         self.corrections.note_burst(&key, view.burst, accepted);
+                        burst = Some(accepted);
                     }
                 }
-                Some(RemoteObservation::Drain)
+                Some(RemoteObservation::Drain { hold, burst })
             }
-            (Observation::Capped { .. }, Buckets::Redis(_)) => Some(RemoteObservation::Drain),
+            (Observation::Capped { .. }, Buckets::Redis(_)) => Some(RemoteObservation::Drain {
+                hold: Duration::ZERO,
+                burst: None,
+            }),
         };
         if let (Some(remote), Buckets::Redis(buckets)) = (remote, &mut self.buckets) {
             // A failure was logged by the Redis layer; the next 2xx observes again.

@@ -119,7 +119,9 @@ return {1, '', 0}
 "#;
 
 /// KEYS: bucket. ARGV: mode ('rate' | 'keepa' | 'drain'), default rate, default burst,
-/// then for 'rate': rate; for 'keepa': tokens_left, refill_in_ms, refill_rate_per_min.
+/// then for 'rate': rate; for 'keepa': tokens_left, refill_in_ms, refill_rate_per_min;
+/// for 'drain': the hold in microseconds (the next token no sooner than that from now)
+/// and the corrected burst (0: unchanged; never raised).
 const LUA_OBSERVE: &str = r#"
 local b = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 local mode = ARGV[1]
@@ -135,6 +137,15 @@ elseif mode == 'keepa' then
   b.ts = now + tonumber(ARGV[5]) * 1000
 elseif mode == 'drain' then
   b.tokens = math.min(b.tokens, 0)
+  local hold = tonumber(ARGV[4]) or 0
+  local interval = 1000000 / b.rate
+  if hold > interval then
+    b.ts = math.max(b.ts, now + hold - interval)
+  end
+  local burst = tonumber(ARGV[5]) or 0
+  if burst >= 1 and burst < b.burst then
+    b.burst = burst
+  end
 end
 store(KEYS[1], b)
 return 1
@@ -251,7 +262,14 @@ pub(crate) enum RemoteObservation {
         refill_in_ms: u64,
         refill_rate_per_min: f64,
     },
-    Drain,
+    /// The level to zero; with a `hold` longer than one token interval, the next token
+    /// comes `hold` from now (a `Retry-After`), and a lower `burst` when the 429 corrected
+    /// it, as [`super::bucket::Bucket::correct`] does in process. The burst is written to
+    /// the shared bucket: every daemon sharing it learns it (never up).
+    Drain {
+        hold: Duration,
+        burst: Option<f64>,
+    },
 }
 
 impl RedisBuckets {
@@ -340,8 +358,17 @@ impl RedisBuckets {
                     .arg(refill_in_ms)
                     .arg(refill_rate_per_min);
             }
-            RemoteObservation::Drain => {
-                invocation.arg("drain").arg(spec.rate).arg(spec.burst);
+            RemoteObservation::Drain { hold, burst } => {
+                invocation
+                    .arg("drain")
+                    .arg(spec.rate)
+                    .arg(spec.burst)
+                    .arg(u64::try_from(hold.as_micros()).unwrap_or(u64::MAX))
+                    .arg(
+                        burst
+                            .filter(|burst| burst.is_finite() && *burst >= 1.0)
+                            .unwrap_or(0.0),
+                    );
             }
         }
         let result = self

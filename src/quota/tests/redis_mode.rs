@@ -172,6 +172,53 @@ async fn redis_keepa_negative_balance_waits_in_one_step() {
     stop(handle, join).await;
 }
 
+/// Issue 12 point 4 on the shared bucket: a 429 with `Retry-After` empties it, lowers its
+/// burst and holds its next token until the `Retry-After` has passed, for every manager
+/// sharing it (before, Redis mode only drained the level, so the other daemon's next call
+/// went one token interval later, inside the provider's Retry-After).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_correction_holds_the_retry_after_for_every_sharer() {
+    let server = RedisServer::start().expect("redis-server");
+    // 10/s: one token interval is 100 ms, the Retry-After 800 ms.
+    let spec = BucketSpec::new(10.0, 5.0);
+    let (one, join_one) = start(redis_config(&server, "t6:").with_spec("test", "op", spec)).await;
+    let (two, join_two) = start(redis_config(&server, "t6:").with_spec("test", "op", spec)).await;
+    let key = BucketKey::new("test", "op", "shared");
+    one.acquire(
+        vec![key.clone()],
+        1.0,
+        Priority::Manual,
+        Instant::now() + secs(5),
+    )
+    .await
+    .expect("creates the bucket");
+    let started = std::time::Instant::now();
+    one.observe(
+        key.clone(),
+        Observation::Throttled {
+            retry_after: Some(Duration::from_millis(800)),
+        },
+    );
+    // The observation is applied in order with the manager's other messages.
+    let view = one
+        .bucket(key.clone())
+        .await
+        .expect("view")
+        .expect("bucket");
+    assert!(view.burst < 5.0, "the burst went down: {view:?}");
+    two.acquire(vec![key], 1.0, Priority::Manual, Instant::now() + secs(5))
+        .await
+        .expect("granted");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(750),
+        "the other manager called {waited:?} after the 429, inside its Retry-After"
+    );
+    assert!(waited < Duration::from_millis(2500), "{waited:?}");
+    stop(one, join_one).await;
+    stop(two, join_two).await;
+}
+
 #[tokio::test]
 async fn redis_down_answers_unavailable_quickly() {
     let mut server = RedisServer::start().expect("redis-server");

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::diagnose::cooldowns::{clear, list, CooldownRow};
+use crate::diagnose::cooldowns::{clear, corrections, list, CooldownRow, CorrectionRow};
 use crate::diagnose::Deployment;
 
 #[derive(Debug, Subcommand)]
@@ -65,13 +65,17 @@ pub fn command(
                 if let Some(warning) = &warning {
                     eprintln!("marketsync: cannot read cooldowns from redis: {warning}; showing sqlite only");
                 }
+                let corrections = corrections(config).await?;
                 let text = if json {
-                    let mut text =
-                        serde_json::to_string_pretty(&serde_json::json!({ "cooldowns": rows }))?;
+                    let mut text = serde_json::to_string_pretty(
+                        &serde_json::json!({ "cooldowns": rows, "corrections": corrections }),
+                    )?;
                     text.push('\n');
                     text
                 } else {
-                    render_table(&rows)
+                    let mut text = render_table(&rows);
+                    text.push_str(&render_corrections(&corrections));
+                    text
                 };
                 super::write_stdout(text.as_bytes())?;
                 Ok(0)
@@ -91,6 +95,39 @@ pub fn command(
             }
         }
     })
+}
+
+/// The burst corrections under their own heading; nothing when there are none.
+pub fn render_corrections(rows: &[CorrectionRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let header = [
+        "BUCKET",
+        "CONFIGURED BURST",
+        "LEARNED BURST",
+        "CORRECTIONS",
+        "LAST",
+        "DETAIL",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.bucket.clone(),
+                format!("{}", row.configured_burst),
+                format!("{}", row.burst),
+                row.corrections.to_string(),
+                row.last_utc.clone(),
+                row.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = String::from(
+        "\nburst corrections (a 429 to a paced call emptied the bucket and lowered its burst; no stop):\n",
+    );
+    out.push_str(&crate::diagnose::table::render(&header, table, &[]));
+    out
 }
 
 /// An aligned table; `(no running cooldowns)` when empty.

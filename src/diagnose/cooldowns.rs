@@ -56,6 +56,39 @@ impl CooldownRow {
     }
 }
 
+/// One bucket's last burst correction, as `cooldowns --json` prints it under
+/// `corrections`: a 429 read as a correction of the bucket model (issue 12), no stop.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CorrectionRow {
+    /// `provider/operation/scope`, as `/api/budgets` names the bucket.
+    pub bucket: String,
+    pub configured_burst: f64,
+    /// The burst the last correction left (the daemon learns from there).
+    pub burst: f64,
+    pub corrections: u64,
+    pub first_utc: String,
+    pub last_utc: String,
+    pub detail: Option<String>,
+}
+
+/// The recorded burst corrections, the latest first.
+pub async fn corrections(config: &Deployment) -> anyhow::Result<Vec<CorrectionRow>> {
+    let ledger = open_ledger(config).await?;
+    Ok(ledger
+        .corrections()?
+        .into_iter()
+        .map(|correction| CorrectionRow {
+            bucket: correction.bucket,
+            configured_burst: correction.configured_burst,
+            burst: correction.burst,
+            corrections: correction.corrections,
+            first_utc: format_ts(correction.first_at),
+            last_utc: format_ts(correction.last_at),
+            detail: correction.detail,
+        })
+        .collect())
+}
+
 /// The Redis cooldown store of `config`, when `[redis]` is configured.
 pub fn redis_cooldowns(config: &Deployment) -> anyhow::Result<Option<RedisCooldowns>> {
     let Some(redis) = &config.redis else {

@@ -107,6 +107,24 @@ pub struct Cooldown {
     pub detail: Option<String>,
 }
 
+/// The last correction of one quota bucket (issue 12 point 4): a 429 to a paced call
+/// emptied it and lowered its learned burst instead of stopping for long. Recorded for
+/// `marketsync cooldowns`; the live burst is the TokenManager's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BurstCorrection {
+    /// `provider/operation/scope`, as `/api/budgets` names the bucket.
+    pub bucket: String,
+    /// Configured or documented, before any correction.
+    pub configured_burst: f64,
+    /// What the last correction left.
+    pub burst: f64,
+    /// 429s read as corrections of this bucket, counted over restarts.
+    pub corrections: u64,
+    pub first_at: i64,
+    pub last_at: i64,
+    pub detail: Option<String>,
+}
+
 /// Which end of the lookback window claims start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOrder {

@@ -13,7 +13,7 @@ pub mod ledger;
 pub mod provider;
 pub mod supervision;
 
-pub use ledger::{account_scope, ClaimOrder, Cooldown, HourState, Priority};
+pub use ledger::{account_scope, BurstCorrection, ClaimOrder, Cooldown, HourState, Priority};
 pub use provider::{Provider, Shape};
 
 use chrono::{DateTime, TimeZone, Utc};

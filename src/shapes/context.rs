@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::spec::{AccountConfig, StreamConfig};
 use super::windowed::WindowedRunner;
@@ -570,7 +570,71 @@ impl StreamContext {
 /// stop: a 429 to a paced SP-API call (issue 12). Never written to the ledger.
 pub const QUOTA_CORRECTION: &str = "quota_correction";
 
+/// Times one call is made again after 429s read as model corrections (issue 12) before
+/// the unit gives up on it. The TokenManager escalates sooner (3 429s of a bucket within
+/// 10 minutes start its hard stop), so this only bounds a misbehaving pacer.
+pub const CORRECTION_RETRIES: u32 = 3;
+
 impl StreamContext {
+    /// Whether a call that failed with `err` may be made again at once through its gate
+    /// (issue 12: "the call is retried after one token interval — no long stop"): `err`
+    /// is a 429 to a paced call that [`StreamContext::refusal_cooldown`] reads as a model
+    /// correction, and the TokenManager has not escalated it to its hard stop. The gate
+    /// then waits for the corrected bucket (its level at zero, its burst lowered, the
+    /// `Retry-After` held), so the retry needs no pause of its own.
+    ///
+    /// The correction is recorded in the ledger (`marketsync cooldowns` lists it with the
+    /// burst it left) whether or not the call may go again.
+    pub async fn may_retry_corrected(&self, err: &ProviderError) -> Result<bool, SyncError> {
+        let ProviderError::QuotaExceeded { operation, .. } = err else {
+            return Ok(false);
+        };
+        if self.refusal_cooldown(err).reason != QUOTA_CORRECTION {
+            return Ok(false);
+        }
+        self.record_correction(operation, err).await?;
+        Ok(self.active_cooldown().await?.is_none())
+    }
+
+    /// Writes the TokenManager's view of `operation`'s bucket after a correction to the
+    /// ledger (see [`crate::store::BurstCorrection`]). A TokenManager that does not answer
+    /// leaves nothing to record.
+    async fn record_correction(
+        &self,
+        operation: &str,
+        err: &ProviderError,
+    ) -> Result<(), SyncError> {
+        let Some(pacer) = self.work.pacer() else {
+            return Ok(());
+        };
+        let key = pacer.key(operation);
+        // The 429 was sent to the TokenManager before this question: its answer is the
+        // corrected bucket.
+        let Ok(Some(view)) = pacer.handle.bucket(key.clone()).await else {
+            return Ok(());
+        };
+        let now = now_ts();
+        let correction = crate::store::BurstCorrection {
+            bucket: format!("{}/{}/{}", key.provider, key.operation, key.scope),
+            configured_burst: view.configured_burst,
+            burst: view.burst,
+            corrections: 1,
+            first_at: now,
+            last_at: now,
+            detail: Some(err.to_string().chars().take(300).collect()),
+        };
+        info!(
+            bucket = %correction.bucket,
+            configured_burst = view.configured_burst,
+            burst = view.burst,
+            "429 to a paced call: the bucket was emptied and its burst corrected"
+        );
+        blocking(&self.ledger, move |ledger| {
+            ledger.record_correction(&correction)
+        })
+        .await
+    }
+
     /// [`RunOutcome::CoolingDown`] when a cooldown stops this account's calls now (see
     /// [`StreamContext::active_cooldown`]): every shape checks this before its first call.
     pub async fn cooling_down(&self) -> Result<Option<RunOutcome>, SyncError> {

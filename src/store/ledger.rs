@@ -16,7 +16,13 @@ use crate::domain::{HourWindow, SalesRow};
 use crate::report::{ReportError, ReportSummary};
 
 pub use crate::domain::lease::WriteFence;
-pub use crate::domain::{account_scope, ClaimOrder, Cooldown, HourState, Priority};
+pub use crate::domain::{
+    account_scope, BurstCorrection, ClaimOrder, Cooldown, HourState, Priority,
+};
+
+/// Most corrections [`LedgerStore::corrections`] lists (one row per bucket; a deployment
+/// has a few per seller).
+pub const MAX_CORRECTIONS_LISTED: usize = 200;
 
 /// Why a ledger operation failed. Callers branch on `Document` (the unit fails) versus
 /// the rest (infrastructure: retry later, do not blame the unit).
@@ -280,6 +286,12 @@ pub trait LedgerStore:
     /// The cooldown of `scope` if it is still running at `now`.
     fn active_cooldown(&self, scope: &str, now: i64) -> Result<Option<Cooldown>, LedgerError>;
     fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError>;
+
+    /// Records a bucket's correction: its burst now, one more correction counted (the
+    /// first one also sets `first_at` and the configured burst).
+    fn record_correction(&self, correction: &BurstCorrection) -> Result<(), LedgerError>;
+    /// The recorded corrections, the latest first (at most [`MAX_CORRECTIONS_LISTED`]).
+    fn corrections(&self) -> Result<Vec<BurstCorrection>, LedgerError>;
 
     fn last_audit(
         &self,

@@ -38,6 +38,13 @@ fn undersized_burst_sim() -> SimConfig {
 }
 
 fn cooldown_rows(config: &std::path::Path) -> Vec<serde_json::Value> {
+    cooldowns_json(config)["cooldowns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn cooldowns_json(config: &std::path::Path) -> serde_json::Value {
     let output = marketsync()
         .arg("--config")
         .arg(config)
@@ -49,8 +56,7 @@ fn cooldown_rows(config: &std::path::Path) -> Vec<serde_json::Value> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    listed["cooldowns"].as_array().cloned().unwrap_or_default()
+    serde_json::from_slice(&output.stdout).expect("json")
 }
 
 fn free_port() -> u16 {
@@ -85,6 +91,66 @@ async fn sync_once_with_an_undersized_burst_takes_one_429_and_no_long_cooldown()
         rows.iter()
             .all(|row| row["remaining_secs"].as_i64().unwrap_or(0) <= 1),
         "{rows:?}"
+    );
+}
+
+/// "No long stop" while reports are slow: the createReport that met the 429 is requested
+/// again one token interval later, not after the reports already in flight have ended
+/// (10 s here). Before, the stream stopped requesting until its in-flight units drained,
+/// so its last two windows were requested about a latency after the 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_requests_again_while_slow_reports_are_in_flight() {
+    let latency = Duration::from_secs(10);
+    let sim = TestSim::start(SimConfig {
+        processing_latency: latency,
+        ..undersized_burst_sim()
+    })
+    .await;
+    // 12 windows: two more than the simulator's real burst of 10.
+    let fixture = Fixture::new(&sim, "lookback = \"72h\"\nchunk = \"6h\"");
+    let stdout = sync_once(&fixture.config_path, "90s");
+    assert!(stdout.contains("72 of 72 hours applied"), "{stdout}");
+    let stats = sim.stats();
+    assert_eq!(stats.throttled("createReport"), 1, "{stats:?}");
+    assert_eq!(stats.calls("createReport"), 13, "{stats:?}");
+    // Ten at once, then one token interval (1 s) for each of the last two.
+    let span = create_span(&sim);
+    assert!(
+        span < latency.as_secs_f64() / 2.0,
+        "the last createReport came {span:.1}s after the first: the stream stopped requesting"
+    );
+    assert!(cooldown_rows(&fixture.config_path)
+        .iter()
+        .all(|row| row["remaining_secs"].as_i64().unwrap_or(0) <= 1));
+    // The correction is recorded: `cooldowns` shows the bucket's learned burst after the
+    // process that learned it has ended.
+    let listed = cooldowns_json(&fixture.config_path);
+    let corrections = listed["corrections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let create = corrections
+        .iter()
+        .find(|row| {
+            row["bucket"]
+                .as_str()
+                .is_some_and(|bucket| bucket.starts_with("amazon/createReport/"))
+        })
+        .unwrap_or_else(|| panic!("no createReport correction in {listed}"));
+    assert_eq!(create["configured_burst"], 15.0, "{create}");
+    let learned = create["burst"].as_f64().unwrap_or(f64::MAX);
+    assert!((1.0..15.0).contains(&learned), "{create}");
+    assert_eq!(create["corrections"], 1, "{create}");
+    let text = marketsync()
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .arg("cooldowns")
+        .output()
+        .expect("run cooldowns");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("burst corrections") && text.contains("amazon/createReport/"),
+        "{text}"
     );
 }
 

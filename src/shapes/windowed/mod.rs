@@ -3,9 +3,15 @@
 //! unit at a time per stream.
 //!
 //! Failure policy (seeds 000 and 001):
-//! - a `QuotaExceeded` from any call is a hard stop: a cooldown is persisted, the rest of
-//!   the run is abandoned and no attempt is consumed (a unit with a report id stays in
-//!   flight and resumes polling after the cooldown; one without goes back to MISSING);
+//! - a `QuotaExceeded` to a paced call is first a model correction (issue 12): the
+//!   TokenManager empties the bucket and lowers its burst, and the call is made again
+//!   through its gate (at most [`CORRECTION_RETRIES`] times), which waits one token
+//!   interval or the `Retry-After`: the stream goes on requesting;
+//! - a `QuotaExceeded` the TokenManager escalated (429s repeating despite the
+//!   correction), or to an unpaced call, is a hard stop: a cooldown is persisted, the
+//!   rest of the run is abandoned and no attempt is consumed (a unit with a report id
+//!   stays in flight and resumes polling after the cooldown; one without goes back to
+//!   MISSING);
 //! - any other error fails only its unit (backoff with jitter, capped) and the run goes on;
 //! - a document that does not validate fails its unit and nothing from it is applied.
 //!
@@ -41,7 +47,7 @@ use tracing::{debug, info, warn};
 
 use super::context::{
     blocking, retry_delay, CallError, QuotaStop, RunOutcome, ShapeRunner, StreamContext, SyncError,
-    DEFERRED_RETRY,
+    CORRECTION_RETRIES, DEFERRED_RETRY,
 };
 use crate::domain::{floor_hour, format_ts, now_ts, HourWindow, HOUR};
 use crate::provider::amazon::{ProcessingStatus, SpApiClient, VENDOR_RT_SALES_REPORT};
@@ -607,30 +613,44 @@ impl StreamContext {
             }
             // The access token first (see [`SpApiClient::warm_token`]); its failure is
             // the call's.
-            let warmed = client.warm_token().await;
-            let created = match warmed {
-                Err(err) => Err(err),
-                Ok(()) => match self.gate(OP_CREATE_REPORT, &claim, true).await {
-                    Ok(()) => {
-                        let result = client
-                            .create_report(
-                                VENDOR_RT_SALES_REPORT,
-                                &self.account.marketplace,
-                                claim.window,
-                            )
-                            .await;
-                        self.observe(OP_CREATE_REPORT, &result);
-                        result
-                    }
-                    Err(CallError::Provider(err)) => Err(err),
-                    Err(refused) => {
-                        let end = self.refused(&claim, refused).await?;
-                        if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
-                            lanes.stopped.cancel();
+            // A 429 read as a model correction is requested again through the gate, which
+            // waits for the corrected bucket: the stream goes on requesting (issue 12).
+            let mut corrections: u32 = 0;
+            let created = loop {
+                let attempt = match client.warm_token().await {
+                    Err(err) => Err(err),
+                    Ok(()) => match self.gate(OP_CREATE_REPORT, &claim, true).await {
+                        Ok(()) => {
+                            let result = client
+                                .create_report(
+                                    VENDOR_RT_SALES_REPORT,
+                                    &self.account.marketplace,
+                                    claim.window,
+                                )
+                                .await;
+                            self.observe(OP_CREATE_REPORT, &result);
+                            result
                         }
-                        return Ok(end);
+                        Err(CallError::Provider(err)) => Err(err),
+                        Err(refused) => {
+                            let end = self.refused(&claim, refused).await?;
+                            if matches!(end, UnitEnd::Quota { .. } | UnitEnd::Deferred { .. }) {
+                                lanes.stopped.cancel();
+                            }
+                            return Ok(end);
+                        }
+                    },
+                };
+                match attempt {
+                    Err(err)
+                        if corrections < CORRECTION_RETRIES
+                            && self.may_retry_corrected(&err).await? =>
+                    {
+                        corrections += 1;
+                        info!(window = %claim.window, attempt = corrections, error = %err, "createReport throttled; the bucket was corrected and the report is requested again when it allows");
                     }
-                },
+                    other => break other,
+                }
             };
             match created {
                 Ok(report_id) => {
@@ -705,12 +725,27 @@ impl StreamContext {
             Poll::Error(err) => return self.fail(&claim, &err.to_string()).await,
             Poll::Refused(refused) => return self.refused(&claim, refused).await,
             Poll::TimedOut(elapsed) => {
-                let (_, how) = self.cancel_stuck(client, &claim, &report_id).await;
-                let message = format!(
-                    "report {report_id} not finished after {} ({how}); the window is requested again",
-                    humantime::format_duration(elapsed)
-                );
-                return self.fail_stuck(&claim, &message).await;
+                let (cancelled, how) = self.cancel_stuck(client, &claim, &report_id).await;
+                // cancelReport is refused once a report has left IN_QUEUE: it may have
+                // finished meanwhile, and a finished report is never thrown away.
+                let finished = if cancelled {
+                    None
+                } else {
+                    self.finished_meanwhile(client, &claim, &report_id).await
+                };
+                match finished {
+                    Some(status) => {
+                        info!(window = %claim.window, report_id = %report_id, "a report past its poll timeout finished meanwhile; it is applied");
+                        status
+                    }
+                    None => {
+                        let message = format!(
+                            "report {report_id} not finished after {} ({how}); the window is requested again",
+                            humantime::format_duration(elapsed)
+                        );
+                        return self.fail_stuck(&claim, &message).await;
+                    }
+                }
             }
             Poll::Stuck(..) => {
                 return self
@@ -839,6 +874,7 @@ impl StreamContext {
             .as_ref()
             .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
         let mut polls: u32 = 0;
+        let mut corrections: u32 = 0;
         // Whether the last answer said IN_QUEUE: only such a report can be taken for
         // stuck, so only its wait is cut short at its stuck limit.
         let mut queued = false;
@@ -899,6 +935,10 @@ impl StreamContext {
                 Err(err) if err.is_transient() => {
                     warn!(report_id, error = %err, "getReport failed; polling again")
                 }
+                Err(err) if corrections < CORRECTION_RETRIES && self.corrected(&err).await => {
+                    corrections += 1;
+                    info!(report_id, attempt = corrections, error = %err, "getReport throttled; the bucket was corrected and the report is polled again when it allows");
+                }
                 Err(err) => return Poll::Error(err),
             }
             let pause = PollSchedule::next_pause(
@@ -924,6 +964,19 @@ impl StreamContext {
                 .await
             {
                 return Poll::Cancelled;
+            }
+        }
+    }
+
+    /// [`StreamContext::may_retry_corrected`] where the caller cannot end the run with a
+    /// ledger error: a failure to read the cooldowns is logged and read as no retry (the
+    /// 429 then stops the run, which meets the ledger's error itself).
+    async fn corrected(&self, err: &ProviderError) -> bool {
+        match self.may_retry_corrected(err).await {
+            Ok(retry) => retry,
+            Err(failure) => {
+                warn!(error = %failure, "cannot read the cooldowns; the 429 stops the run");
+                false
             }
         }
     }
@@ -974,6 +1027,25 @@ impl StreamContext {
         }
     }
 
+    /// One more getReport of a report past its poll timeout that could not be cancelled:
+    /// its status when it has finished meanwhile (DONE, FATAL or CANCELLED).
+    async fn finished_meanwhile(
+        &self,
+        client: &SpApiClient,
+        claim: &Claim,
+        report_id: &str,
+    ) -> Option<crate::provider::amazon::ReportStatus> {
+        self.gate(OP_GET_REPORT, claim, false).await.ok()?;
+        let result = client.get_report(report_id).await;
+        self.observe(OP_GET_REPORT, &result);
+        result.ok().filter(|status| {
+            !matches!(
+                status.processing_status,
+                ProcessingStatus::InQueue | ProcessingStatus::InProgress
+            )
+        })
+    }
+
     /// getReportDocument then the download, retried with backoff while the failure is
     /// one a finished report's document recovers from (a 5xx or transport failure of
     /// getReportDocument or of the download, an expired download url): a new
@@ -990,6 +1062,7 @@ impl StreamContext {
         document_id: &str,
     ) -> Result<(PathBuf, bool, Option<tokio::sync::OwnedSemaphorePermit>), CallError> {
         let mut attempt: u32 = 0;
+        let mut corrections: u32 = 0;
         loop {
             let attempted = async {
                 let document = self
@@ -1005,6 +1078,13 @@ impl StreamContext {
             }
             .await;
             match attempted {
+                // The gate waits for the corrected bucket: asked again without a pause.
+                Err(CallError::Provider(err))
+                    if corrections < CORRECTION_RETRIES && self.corrected(&err).await =>
+                {
+                    corrections += 1;
+                    info!(window = %claim.window, document_id, attempt = corrections, error = %err, "report document throttled; the bucket was corrected and it is asked for again when it allows");
+                }
                 Err(CallError::Provider(err))
                     if document_retryable(&err) && attempt + 1 < DOCUMENT_ATTEMPTS =>
                 {

@@ -515,6 +515,19 @@ const SPECS: &[TableSpec] = &[
         ],
         key: &["sku_key"],
     },
+    TableSpec {
+        name: "quota_corrections",
+        columns: &[
+            ("bucket", Kind::Text),
+            ("configured_burst", Kind::Real),
+            ("burst", Kind::Real),
+            ("corrections", Kind::Int),
+            ("first_at", Kind::Int),
+            ("last_at", Kind::Int),
+            ("detail", Kind::Text),
+        ],
+        key: &["bucket"],
+    },
 ];
 
 /// The identity columns of the copied tables: (table, column), moved past the ids copied

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::domain::{ClaimOrder, HourWindow, SalesRow, HOUR};
-use crate::store::{Applied, Cooldown, LedgerStore, Priority, RowFeed, StreamSnapshot};
+use crate::store::{
+    Applied, BurstCorrection, Cooldown, LedgerStore, Priority, RowFeed, StreamSnapshot,
+    MAX_CORRECTIONS_LISTED,
+};
 
 /// The most hours [`LedgerStore::seed`] inserts in one transaction.
 const SEED_BATCH_HOURS: i64 = 10_000;
@@ -485,6 +488,48 @@ impl LedgerStore for PgLedger {
     fn clear_cooldown(&self, scope: &str) -> Result<bool, LedgerError> {
         self.with_client(|client| {
             Ok(client.execute("DELETE FROM cooldowns WHERE scope = $1", &[&scope])? > 0)
+        })
+    }
+
+    fn record_correction(&self, correction: &BurstCorrection) -> Result<(), LedgerError> {
+        self.with_client(|client| {
+            client.execute(
+                "INSERT INTO quota_corrections (bucket, configured_burst, burst, corrections, first_at, last_at, detail)
+                 VALUES ($1, $2, $3, 1, $4, $4, $5)
+                 ON CONFLICT (bucket) DO UPDATE SET burst = excluded.burst,
+                    corrections = quota_corrections.corrections + 1,
+                    last_at = excluded.last_at, detail = excluded.detail",
+                &[
+                    &correction.bucket,
+                    &correction.configured_burst,
+                    &correction.burst,
+                    &correction.last_at,
+                    &correction.detail,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn corrections(&self) -> Result<Vec<BurstCorrection>, LedgerError> {
+        self.with_client(|client| {
+            let rows = client.query(
+                "SELECT bucket, configured_burst, burst, corrections, first_at, last_at, detail
+                 FROM quota_corrections ORDER BY last_at DESC, bucket LIMIT $1",
+                &[&(MAX_CORRECTIONS_LISTED as i64)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|row| BurstCorrection {
+                    bucket: row.get(0),
+                    configured_burst: row.get(1),
+                    burst: row.get(2),
+                    corrections: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                    first_at: row.get(4),
+                    last_at: row.get(5),
+                    detail: row.get(6),
+                })
+                .collect())
         })
     }
 

@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_inventory",
         include_str!("../../../migrations/postgres/0005_inventory.sql"),
     ),
+    (
+        6,
+        "0006_quota_corrections",
+        include_str!("../../../migrations/postgres/0006_quota_corrections.sql"),
+    ),
 ];
 
 /// The tables the PostgreSQL store holds (the rest of the daemon's state stays in the
@@ -112,6 +117,7 @@ pub const TABLES: &[&str] = &[
     "tracked_items",
     "market_job_runs",
     "alias_catalog",
+    "quota_corrections",
 ];
 
 /// The advisory lock key the migration runner holds (any constant unlikely to clash with

@@ -5,6 +5,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::*;
+use crate::store::{BurstCorrection, MAX_CORRECTIONS_LISTED};
 
 /// True when, on a read connection, the store's newest fence for (account, stream) is
 /// `fence` and no hour of the stream is claimable at `now`: a claim would find nothing
@@ -593,6 +594,47 @@ impl LedgerStore for SqliteLedger {
         }
         self.with_conn(|conn| {
             Ok(conn.execute("DELETE FROM cooldowns WHERE scope = ?1", params![scope])? > 0)
+        })
+    }
+
+    fn record_correction(&self, correction: &BurstCorrection) -> Result<(), LedgerError> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO quota_corrections (bucket, configured_burst, burst, corrections, first_at, last_at, detail)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5)
+                 ON CONFLICT (bucket) DO UPDATE SET burst = excluded.burst,
+                    corrections = quota_corrections.corrections + 1,
+                    last_at = excluded.last_at, detail = excluded.detail",
+                params![
+                    correction.bucket,
+                    correction.configured_burst,
+                    correction.burst,
+                    correction.last_at,
+                    correction.detail
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn corrections(&self) -> Result<Vec<BurstCorrection>, LedgerError> {
+        self.with_read_conn(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT bucket, configured_burst, burst, corrections, first_at, last_at, detail
+                 FROM quota_corrections ORDER BY last_at DESC, bucket LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![MAX_CORRECTIONS_LISTED as i64], |row| {
+                Ok(BurstCorrection {
+                    bucket: row.get(0)?,
+                    configured_burst: row.get(1)?,
+                    burst: row.get(2)?,
+                    corrections: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                    first_at: row.get(4)?,
+                    last_at: row.get(5)?,
+                    detail: row.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0011_ebay_inquiries_purchases.sql"),
     include_str!("../../../migrations/0013_ebay_inventory_merge.sql"),
     include_str!("../../../migrations/0014_alias_catalog.sql"),
+    include_str!("../../../migrations/0015_quota_corrections.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

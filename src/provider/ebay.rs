@@ -82,11 +82,15 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
     },
+    // The Sell Feed API's inventory tasks take the read-write scope only: the security
+    // of createInventoryTask, getInventoryTask and getInventoryTasks in eBay's
+    // sell_feed_v1_oas3 is `sell.inventory` (no `.readonly`), and getResultFile's scope
+    // "depends on the feed type" (sell.inventory for the LMS inventory feeds).
     StreamScope {
         stream: "active_inventory",
         operation: "createInventoryTask",
-        consent: INVENTORY_READONLY,
-        accepted: &[INVENTORY, INVENTORY_READONLY],
+        consent: INVENTORY,
+        accepted: &[INVENTORY],
     },
     StreamScope {
         stream: "offers",
@@ -705,6 +709,10 @@ mod tests {
     fn consent_asks_the_base_scope_and_each_stream_once() {
         let scopes = consent_scopes(["orders", "transactions", "finances"]).expect("known");
         assert_eq!(scopes, vec![PUBLIC_SCOPE, FULFILLMENT_READONLY, FINANCES]);
+        // The Feed API's inventory task needs the read-write scope; getOffers takes the
+        // read-only one, which the read-write scope covers: one scope for both.
+        let scopes = consent_scopes(["active_inventory", "offers"]).expect("known");
+        assert_eq!(scopes, vec![PUBLIC_SCOPE, INVENTORY, INVENTORY_READONLY]);
         assert!(consent_scopes(["telepathy"]).is_err());
     }
 

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 
 use super::{load_config_for, runtime, Cli};
 use crate::config::{Endpoints, Provider, Purpose};
-use crate::provider::ebay::{consent_scopes, exchange_code};
+use crate::provider::ebay::{consent_scopes, exchange_code, needs_user_token};
 
 /// The total deadline of the code exchange.
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(60);
@@ -70,7 +70,14 @@ pub(super) fn ebay(cli: &Cli, account_id: &str, code_opt: Option<&str>) -> anyho
     };
     let client_id = crate::provider::read_env(account_id, names.client_id_env.as_deref())?;
     let client_secret = crate::provider::read_env(account_id, names.client_secret_env.as_deref())?;
-    let scopes = consent_scopes(account.streams.iter().map(|stream| stream.name.as_str()))
+    let streams = || account.streams.iter().map(|stream| stream.name.as_str());
+    if !account.streams.is_empty() && !needs_user_token(streams()) {
+        bail!(
+            "account {account_id}: its streams ({}) call eBay with the application's own token (client-credentials grant), which needs no seller consent and no refresh_token_env",
+            streams().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let scopes = consent_scopes(streams())
         .map_err(|message| anyhow::anyhow!("account {account_id}: {message}"))?;
     let authorize = authorize_endpoint(api_base);
     let consent_url = format!(

@@ -38,11 +38,23 @@ pub const PUBLIC_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 /// The longest `refresh_token_expires_in` believed (eBay: 47,304,000 s, about 18 months).
 const MAX_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 365 * 86_400);
 
-/// What one eBay stream needs of a user token.
+/// Which token a stream's calls carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// A seller's user token (refresh-token grant): the seller consents to its scope.
+    User,
+    /// The application's own token (client-credentials grant, the base scope): no seller
+    /// and no consent.
+    Application,
+}
+
+/// What one eBay stream needs of its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamScope {
     /// The stream name (`[accounts.streams.NAME]`).
     pub stream: &'static str,
+    /// The token its calls carry.
+    pub grant: Grant,
     /// The operation its calls are paced and reported under.
     pub operation: &'static str,
     /// The scope `marketsync auth ebay` asks consent for.
@@ -65,12 +77,14 @@ const MESSAGE: &str = "https://api.ebay.com/oauth/api_scope/commerce.message";
 pub const STREAM_SCOPES: &[StreamScope] = &[
     StreamScope {
         stream: "orders",
+        grant: Grant::User,
         operation: "getOrders",
         consent: FULFILLMENT_READONLY,
         accepted: &[FULFILLMENT, FULFILLMENT_READONLY],
     },
     StreamScope {
         stream: "transactions",
+        grant: Grant::User,
         operation: "getTransactions",
         consent: FINANCES,
         accepted: &[FINANCES],
@@ -78,6 +92,7 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
     // Post-Order's reference names no OAuth scope: a user token with the base scope.
     StreamScope {
         stream: "returns",
+        grant: Grant::User,
         operation: "searchReturns",
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
@@ -88,24 +103,28 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
     // "depends on the feed type" (sell.inventory for the LMS inventory feeds).
     StreamScope {
         stream: "active_inventory",
+        grant: Grant::User,
         operation: "createInventoryTask",
         consent: INVENTORY,
         accepted: &[INVENTORY],
     },
     StreamScope {
         stream: "offers",
+        grant: Grant::User,
         operation: "getOffers",
         consent: INVENTORY_READONLY,
         accepted: &[INVENTORY, INVENTORY_READONLY],
     },
     StreamScope {
         stream: "finances",
+        grant: Grant::User,
         operation: "getPayouts",
         consent: FINANCES,
         accepted: &[FINANCES],
     },
     StreamScope {
         stream: "messages",
+        grant: Grant::User,
         operation: "getConversations",
         consent: MESSAGE,
         accepted: &[MESSAGE],
@@ -113,6 +132,7 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
     // Post-Order case search: like searchReturns, the base scope.
     StreamScope {
         stream: "cases",
+        grant: Grant::User,
         operation: "searchCases",
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
@@ -120,6 +140,7 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
     // Post-Order inquiry search: like searchReturns, the base scope.
     StreamScope {
         stream: "inquiries",
+        grant: Grant::User,
         operation: "searchInquiries",
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
@@ -128,13 +149,25 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
     // seller; its reference names no OAuth scope, so the base scope.
     StreamScope {
         stream: "purchases",
+        grant: Grant::User,
         operation: "tradingGetOrders",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
+    // Browse API item_summary/search (`provider::ebay_browse`): the application's own
+    // token, whose only scope is the base one (client-credentials grant). A seller's
+    // consent adds nothing for it.
+    StreamScope {
+        stream: "market_prices",
+        grant: Grant::Application,
+        operation: "itemSummarySearch",
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
     },
 ];
 
-/// The scopes a consent for `streams` asks for: the base scope, then each stream's, once.
+/// The scopes a consent for `streams` asks for: the base scope, then each user-token
+/// stream's, once (a stream on the application's token, `market_prices`, adds none).
 /// Err names a stream with no known scope.
 pub fn consent_scopes<'a>(
     streams: impl IntoIterator<Item = &'a str>,
@@ -146,11 +179,22 @@ pub fn consent_scopes<'a>(
                 "no eBay OAuth scope is known for stream {stream:?}; add it to provider::ebay::STREAM_SCOPES"
             ));
         };
-        if !scopes.contains(&entry.consent) {
+        if entry.grant == Grant::User && !scopes.contains(&entry.consent) {
             scopes.push(entry.consent);
         }
     }
     Ok(scopes)
+}
+
+/// Whether any of `streams` calls eBay with a seller's token (an unknown stream counts,
+/// so [`consent_scopes`] names it).
+pub fn needs_user_token<'a>(streams: impl IntoIterator<Item = &'a str>) -> bool {
+    streams.into_iter().any(|stream| {
+        STREAM_SCOPES
+            .iter()
+            .find(|entry| entry.stream == stream)
+            .is_none_or(|entry| entry.grant == Grant::User)
+    })
 }
 
 /// The scope entry of an operation, for naming what an access-denied answer lacks.
@@ -714,6 +758,16 @@ mod tests {
         let scopes = consent_scopes(["active_inventory", "offers"]).expect("known");
         assert_eq!(scopes, vec![PUBLIC_SCOPE, INVENTORY, INVENTORY_READONLY]);
         assert!(consent_scopes(["telepathy"]).is_err());
+        // market_prices reads the Browse API with the application's token: nothing to
+        // consent to beyond the base scope, and no error (auth ebay used to refuse it).
+        let scopes = consent_scopes(["orders", "market_prices"]).expect("known");
+        assert_eq!(scopes, vec![PUBLIC_SCOPE, FULFILLMENT_READONLY]);
+        assert_eq!(
+            consent_scopes(["market_prices"]).expect("known"),
+            vec![PUBLIC_SCOPE]
+        );
+        assert!(!needs_user_token(["market_prices"]));
+        assert!(needs_user_token(["market_prices", "returns"]));
     }
 
     #[test]

@@ -471,6 +471,44 @@ async fn ebay_auth_command_runs_on_the_account_check_config_refuses_for_want_of_
         .expect("orders with the new token");
 }
 
+/// Regression (issue 14 audit): `auth ebay` refused an account with a `market_prices`
+/// stream ("no eBay OAuth scope is known for stream market_prices"). That stream reads
+/// the Browse API with the application's own token: consent asks nothing for it, and an
+/// account with nothing else is told it needs no consent at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_auth_command_takes_an_account_with_market_prices() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &base, &["orders", "market_prices"], true);
+    // The base scope and the orders' scope only.
+    let run = run_auth(
+        &base,
+        &config,
+        "https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%20https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%2Fsell.fulfillment.readonly",
+    )
+    .await;
+    get_orders(&client(&base, Some(&run.field("refresh_token"))))
+        .await
+        .expect("orders with the new token");
+
+    let browse_only = tempfile::tempdir().expect("tempdir");
+    let config = write_config(browse_only.path(), &base, &["market_prices"], false);
+    let output = cli(&config)
+        .args(["auth", "ebay", "shop"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("market_prices") && stderr.contains("needs no seller consent"),
+        "{stderr}"
+    );
+    // Nothing was printed to open: no consent URL.
+    assert!(output.stdout.is_empty(), "{:?}", output.stdout);
+}
+
 fn at_text(at: i64) -> String {
     chrono::DateTime::from_timestamp(at, 0)
         .expect("time")

@@ -3,8 +3,10 @@
 //! 1. Prints the consent URL of the account's application: eBay's authorize endpoint
 //!    (`auth.ebay.com`, or `auth.sandbox.ebay.com` for a sandbox account) with
 //!    `client_id`, `redirect_uri` (the account's `ru_name`), `response_type=code` and
-//!    the space-separated scopes its enabled streams need
-//!    ([`crate::provider::ebay::STREAM_SCOPES`]).
+//!    the space-separated scopes of the operations its enabled streams call
+//!    ([`crate::provider::ebay::STREAM_SCOPES`], [`crate::provider::ebay::OPERATION_SCOPES`]).
+//!    It loads the configuration with [`crate::config::Purpose::EbayConsent`]: the
+//!    account may lack `refresh_token_env`, since this is how it gets the token.
 //! 2. Takes the URL eBay redirected the browser to (or the bare code), from `--code` or
 //!    one line of stdin.
 //! 3. Exchanges the code at the token endpoint (`grant_type=authorization_code`,

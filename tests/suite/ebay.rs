@@ -123,7 +123,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
     }
 
     /// A context for `stream` whose runner uses the fixture's clock, unpaced.
-    fn context_with(&self, stream: &str, refresh_token: &str) -> StreamContext {
+    pub(crate) fn context_with(&self, stream: &str, refresh_token: &str) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let stream = account.stream(stream).expect("stream configured").clone();
         let runner = CursorRunner::new(
@@ -1271,5 +1271,130 @@ async fn ebay_paced_catch_up_ends_its_run_once_the_cursor_reaches_now() {
         marketsync::domain::now_ts() - LAG - snapshot.cursor_ts < 60,
         "cursor at {}",
         marketsync::domain::format_ts(snapshot.cursor_ts)
+    );
+}
+
+/// A refresh token for `SELLER` that carries only `scopes`: eBay's consent (the
+/// simulator's stand-in for the sign-in page), then the authorization-code exchange.
+async fn consented_refresh_token(base: &str, scopes: &[&str]) -> String {
+    const RU_NAME: &str = "Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b";
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/oauth2/authorize"))
+        .query(&[
+            ("client_id", "test-client"),
+            ("redirect_uri", RU_NAME),
+            ("response_type", "code"),
+            ("scope", &scopes.join(" ")),
+            ("seller", SELLER),
+        ])
+        .send()
+        .await
+        .expect("authorize")
+        .json()
+        .await
+        .expect("json");
+    marketsync::provider::ebay::exchange_code(
+        &reqwest::Client::new(),
+        &format!("{base}/identity/v1/oauth2/token"),
+        "test-client",
+        "test-secret",
+        answer["code"].as_str().expect("code"),
+        RU_NAME,
+    )
+    .await
+    .expect("exchange")
+    .refresh_token
+}
+
+/// Regression (issue 14 audit): the scope table was keyed by one operation per stream,
+/// so the offers stream's refusal (its first call is getInventoryItems) named no scope;
+/// `status` showed `cooldown: auth` with nothing saying why; and the account's one auth
+/// cooldown kept only the last stream's text. A seller who consented to orders only:
+/// offers and transactions, running at once, are refused for different scopes, and
+/// status (JSON and table) names both scopes, as doctor does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_auth_cooldown_in_status_names_every_missing_scope() {
+    const INVENTORY_SCOPES: &str = "(https://api.ebay.com/oauth/api_scope/sell.inventory or https://api.ebay.com/oauth/api_scope/sell.inventory.readonly)";
+    const FINANCES_SCOPE: &str = "(https://api.ebay.com/oauth/api_scope/sell.finances)";
+    let ebay = EbaySimConfig {
+        inventory_listings: 10,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let t0 = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["transactions", "offers"], "", t0);
+    fixture.set_now(t0).await;
+    let token = consented_refresh_token(
+        &fixture.base,
+        &[
+            "https://api.ebay.com/oauth/api_scope",
+            "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly",
+        ],
+    )
+    .await;
+    let offers = fixture.context_with("offers", &token);
+    let transactions = fixture.context_with("transactions", &token);
+    // Both streams start before either is refused (they run at once): neither sees a
+    // cooldown yet.
+    assert_eq!(offers.cooling_down().await.expect("read"), None);
+    assert_eq!(transactions.cooling_down().await.expect("read"), None);
+    let outcome = offers.run_once().await.expect("run");
+    assert!(
+        matches!(&outcome, RunOutcome::CoolingDown { reason, .. } if reason == "auth"),
+        "{outcome:?}"
+    );
+    // The transactions stream's first call, refused meanwhile, ends its run the way
+    // every shape ends a refused run.
+    let refused = fixture
+        .client(&token)
+        .get_capped(
+            "getTransactions",
+            marketsync::provider::ebay::EbayApi::Finances,
+            "/sell/finances/v1/transaction",
+            &[("limit".to_string(), "20".to_string())],
+            1 << 20,
+        )
+        .await
+        .expect_err("no finances scope");
+    let outcome = transactions
+        .cool_down(transactions.refusal_cooldown(&refused), true, "test")
+        .await
+        .expect("cool down");
+    assert!(
+        matches!(&outcome, RunOutcome::CoolingDown { reason, .. } if reason == "auth"),
+        "{outcome:?}"
+    );
+
+    let output = ebay_cli(&fixture.config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    for name in ["offers", "transactions"] {
+        let cooldown = &shop_stream(&status, name)["cooldown"];
+        assert_eq!(cooldown["reason"], "auth", "{cooldown}");
+        let detail = cooldown["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&format!("getInventoryItems needs {INVENTORY_SCOPES}"))
+                && detail.contains(&format!("getTransactions needs {FINANCES_SCOPE}"))
+                && detail.contains("marketsync auth ebay"),
+            "{cooldown}"
+        );
+    }
+    let output = ebay_cli(&fixture.config_path)
+        .arg("status")
+        .output()
+        .expect("status");
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("shop: auth cooldown until "))
+        .collect();
+    assert_eq!(lines.len(), 1, "once per account:\n{table}");
+    assert!(
+        lines[0].contains(INVENTORY_SCOPES) && lines[0].contains(FINANCES_SCOPE),
+        "{table}"
     );
 }

@@ -56,6 +56,13 @@ async fn get_orders(client: &EbayClient) -> Result<serde_json::Value, ProviderEr
     Ok(serde_json::from_slice(&body).expect("json"))
 }
 
+/// An open-ended range's start: 30 days ago at midnight (the range then reaches now,
+/// eBay's open end being at most 90 days past its start).
+fn recent_start() -> String {
+    let now = chrono::Utc::now().timestamp();
+    marketsync::domain::format_millis((now - now.rem_euclid(86_400) - 30 * 86_400) * 1000)
+}
+
 async fn get_transactions(
     client: &EbayClient,
     limit: u32,
@@ -68,7 +75,7 @@ async fn get_transactions(
             &[
                 (
                     "filter".to_string(),
-                    "transactionDate:[2020-01-01T00:00:00.000Z..]".to_string(),
+                    format!("transactionDate:[{}..]", recent_start()),
                 ),
                 ("limit".to_string(), limit.to_string()),
             ],
@@ -263,8 +270,8 @@ async fn ebay_transactions_take_a_page_of_1000_and_links_are_encoded() {
     let href = page["href"].as_str().expect("href");
     assert!(
         href.starts_with(&format!(
-            "{base}/sell/finances/v1/transaction?filter=transactionDate:%5B2020-01-01T00:00:00.000Z..%5D&limit=1000"
-        )),
+            "{base}/sell/finances/v1/transaction?filter=transactionDate:%5B"
+        )) && href.contains(".000Z..%5D&limit=1000"),
         "{href}"
     );
     match get_transactions(&seller, 1001).await {

@@ -22,6 +22,113 @@ pub(super) struct Asked {
     pub(super) unfiltered: bool,
 }
 
+/// A request eBay refuses with 400: its `errorId`, `domain` and message.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct BadInput {
+    pub(super) error_id: u32,
+    pub(super) domain: &'static str,
+    pub(super) message: String,
+}
+
+impl BadInput {
+    pub(super) fn new(error_id: u32, domain: &'static str, message: String) -> BadInput {
+        BadInput {
+            error_id,
+            domain,
+            message,
+        }
+    }
+}
+
+/// A plain message: eBay's generic invalid-request error (`errorId` 2004).
+impl From<String> for BadInput {
+    fn from(message: String) -> BadInput {
+        BadInput::new(2004, "API_REQUEST", message)
+    }
+}
+
+/// The criteria of eBay's `filter` parameter: `name:value` parts separated by commas
+/// outside `[...]` and `{...}`, each trimmed (eBay's examples put a space after the
+/// comma). The name is as sent; the value still has its brackets or braces. `Err` for a
+/// part without `:` or for unbalanced brackets.
+pub(super) fn criteria(filter: &str) -> Result<Vec<(&str, &str)>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (index, byte) in filter.bytes().enumerate() {
+        match byte {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth -= 1,
+            b',' if depth == 0 => {
+                parts.push(&filter[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("filter {filter:?} has an unbalanced bracket"));
+        }
+    }
+    if depth != 0 {
+        return Err(format!("filter {filter:?} has an unbalanced bracket"));
+    }
+    parts.push(&filter[start..]);
+    parts
+        .into_iter()
+        .map(|part| {
+            let part = part.trim();
+            part.split_once(':')
+                .map(|(name, value)| (name.trim(), value.trim()))
+                .ok_or_else(|| format!("filter criterion {part:?} is not name:value"))
+        })
+        .collect()
+}
+
+/// The values of a `{A|B}` set criterion; `None` unless the value is braced and every
+/// member is non-empty.
+pub(super) fn set_values(value: &str) -> Option<Vec<&str>> {
+    let inner = value.strip_prefix('{')?.strip_suffix('}')?;
+    let members: Vec<&str> = inner.split('|').map(str::trim).collect();
+    members
+        .iter()
+        .all(|member| !member.is_empty())
+        .then_some(members)
+}
+
+/// A date range criterion's value `[FROM..TO]` (TO may be empty): `Err` says which of
+/// eBay's complaints applies.
+pub(super) enum RangeError {
+    /// Not `[...]` with `..` inside.
+    Shape,
+    /// No start date.
+    MissingStart,
+    /// A date that is not ISO 8601.
+    BadDate,
+    /// The start after the end.
+    Reversed,
+}
+
+/// Parses a range criterion's value into unix milliseconds (the end optional).
+pub(super) fn range_value(value: &str) -> Result<(i64, Option<i64>), RangeError> {
+    let inner = value
+        .strip_prefix('[')
+        .and_then(|value| value.strip_suffix(']'))
+        .ok_or(RangeError::Shape)?;
+    let (from, to) = inner.split_once("..").ok_or(RangeError::Shape)?;
+    let (from, to) = (from.trim(), to.trim());
+    if from.is_empty() {
+        return Err(RangeError::MissingStart);
+    }
+    let from = parse_millis(from).ok_or(RangeError::BadDate)?;
+    let to = match to {
+        "" => None,
+        text => Some(parse_millis(text).ok_or(RangeError::BadDate)?),
+    };
+    if to.is_some_and(|to| to < from) {
+        return Err(RangeError::Reversed);
+    }
+    Ok((from, to))
+}
+
 /// Parses `name:[FROM..TO]` (either bound may be empty) into unix milliseconds.
 pub(super) fn parse_range(filter: &str, name: &str) -> Result<(Option<i64>, Option<i64>), String> {
     let rest = filter

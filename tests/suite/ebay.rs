@@ -1589,6 +1589,9 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
         (page["total"].as_u64(), page["offset"].as_u64()),
         (Some(2), Some(0))
     );
+    // The links keep orderIds (they used to keep `filter` only).
+    let href = page["href"].as_str().unwrap_or_default();
+    assert!(href.contains(&format!("orderIds={ids}&")), "{href}");
     let too_many = (0..51)
         .map(|index| format!("00-00000-{index:05}"))
         .collect::<Vec<_>>()

@@ -216,7 +216,8 @@ pub(super) fn growing_page_of<T: Clone>(matching: Vec<T>, asked: &Asked) -> (u64
 /// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
 /// `items` under `key`, and `next`/`prev` links where there are such pages. Links are
 /// absolute on `origin` (the simulator's own address, never the request's `Host`) with
-/// the query percent-encoded, as eBay sends them.
+/// the query percent-encoded, as eBay sends them, and keep every parameter of the
+/// request (`filter`, `sort`, `orderIds`, ...; by name, then `limit` and `offset`).
 pub(super) fn offset_page(
     origin: &str,
     path: &str,
@@ -226,10 +227,7 @@ pub(super) fn offset_page(
     key: &str,
     items: Vec<Value>,
 ) -> Value {
-    let base_query = query
-        .get("filter")
-        .map(|filter| format!("filter={}&", percent_encode(filter)))
-        .unwrap_or_default();
+    let base_query = link_query(query);
     let (href, next, prev) = page_links(
         &format!("{origin}{path}"),
         &base_query,
@@ -247,6 +245,23 @@ pub(super) fn offset_page(
         body["prev"] = json!(prev);
     }
     body
+}
+
+/// The parameters of `query` but `limit` and `offset`, sorted by name, each
+/// `name=value&` percent-encoded: the part of a page link that stays from page to page.
+pub(super) fn link_query(query: &HashMap<String, String>) -> String {
+    let mut names: Vec<&String> = query
+        .keys()
+        .filter(|name| !matches!(name.as_str(), "limit" | "offset"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let value = query.get(name).map(String::as_str).unwrap_or_default();
+            format!("{}={}&", percent_encode(name), percent_encode(value))
+        })
+        .collect()
 }
 
 pub(super) fn parse_number(
@@ -364,6 +379,51 @@ mod tests {
         assert!(second > first && second > 100);
         let (last, page) = growing_page_of(items, &asked(u64::MAX));
         assert_eq!((last, page.len()), (u64::MAX, 50));
+    }
+
+    /// Regression (issue 14 audit): links kept `filter` only, so a getPayouts `sort` or
+    /// getOrders `orderIds` was lost on the next page.
+    #[test]
+    fn links_keep_every_parameter_of_the_request() {
+        let query: HashMap<String, String> = [
+            ("sort", "-payoutDate"),
+            ("filter", "payoutDate:[2026-11-01T00:00:00.000Z..]"),
+            ("limit", "2"),
+            ("offset", "2"),
+            ("orderIds", "01-20000-00001,01-20000-00002"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        let asked = Asked {
+            from_ms: None,
+            to_ms: None,
+            limit: 2,
+            offset: 2,
+            unfiltered: false,
+        };
+        let body = offset_page(
+            "http://127.0.0.1:9",
+            "/p",
+            &query,
+            &asked,
+            9,
+            "items",
+            vec![],
+        );
+        let kept = "filter=payoutDate:%5B2026-11-01T00:00:00.000Z..%5D&orderIds=01-20000-00001,01-20000-00002&sort=-payoutDate&limit=2";
+        assert_eq!(
+            body["href"],
+            format!("http://127.0.0.1:9/p?{kept}&offset=2")
+        );
+        assert_eq!(
+            body["next"],
+            format!("http://127.0.0.1:9/p?{kept}&offset=4")
+        );
+        assert_eq!(
+            body["prev"],
+            format!("http://127.0.0.1:9/p?{kept}&offset=0")
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! 1. Prints the consent URL of the account's application: eBay's authorize endpoint
 //!    (`auth.ebay.com`, or `auth.sandbox.ebay.com` for a sandbox account) with
 //!    `client_id`, `redirect_uri` (the account's `ru_name`), `response_type=code` and
-//!    the space-separated scopes its enabled streams need
-//!    ([`crate::provider::ebay::STREAM_SCOPES`]).
+//!    the space-separated scopes of the operations its enabled streams call
+//!    ([`crate::provider::ebay::STREAM_SCOPES`], [`crate::provider::ebay::OPERATION_SCOPES`]).
+//!    It loads the configuration with [`crate::config::Purpose::EbayConsent`]: the
+//!    account may lack `refresh_token_env`, since this is how it gets the token.
 //! 2. Takes the URL eBay redirected the browser to (or the bare code), from `--code` or
 //!    one line of stdin.
 //! 3. Exchanges the code at the token endpoint (`grant_type=authorization_code`,
@@ -17,9 +19,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::{load_config, runtime, Cli};
-use crate::config::{Endpoints, Provider};
-use crate::provider::ebay::{consent_scopes, exchange_code};
+use super::{load_config_for, runtime, Cli};
+use crate::config::{Endpoints, Provider, Purpose};
+use crate::provider::ebay::{consent_scopes, exchange_code, needs_user_token};
 
 /// The total deadline of the code exchange.
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(60);
@@ -29,7 +31,9 @@ const MAX_INPUT: usize = 16 * 1024;
 const MAX_CODE: usize = 4096;
 
 pub(super) fn ebay(cli: &Cli, account_id: &str, code_opt: Option<&str>) -> anyhow::Result<i32> {
-    let config = load_config(&cli.config, &cli.data_dir)?;
+    // The account need not name refresh_token_env yet: this command is how it gets the
+    // token (check-config and run still refuse it without one).
+    let config = load_config_for(&cli.config, &cli.data_dir, Purpose::EbayConsent)?;
     let Some(account) = config.account(account_id) else {
         bail!(
             "{}: no account {account_id:?}; expected one of {}",
@@ -68,7 +72,14 @@ pub(super) fn ebay(cli: &Cli, account_id: &str, code_opt: Option<&str>) -> anyho
     };
     let client_id = crate::provider::read_env(account_id, names.client_id_env.as_deref())?;
     let client_secret = crate::provider::read_env(account_id, names.client_secret_env.as_deref())?;
-    let scopes = consent_scopes(account.streams.iter().map(|stream| stream.name.as_str()))
+    let streams = || account.streams.iter().map(|stream| stream.name.as_str());
+    if !account.streams.is_empty() && !needs_user_token(streams()) {
+        bail!(
+            "account {account_id}: its streams ({}) call eBay with the application's own token (client-credentials grant), which needs no seller consent and no refresh_token_env",
+            streams().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let scopes = consent_scopes(streams())
         .map_err(|message| anyhow::anyhow!("account {account_id}: {message}"))?;
     let authorize = authorize_endpoint(api_base);
     let consent_url = format!(
@@ -114,20 +125,48 @@ pub(super) fn ebay(cli: &Cli, account_id: &str, code_opt: Option<&str>) -> anyho
         .checked_add_signed(lifetime)
         .context("refresh token expiry out of range")?
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let variable = names
-        .refresh_token_env
-        .as_deref()
-        .unwrap_or("the variable named by refresh_token_env");
+    let (variable, named) = match names.refresh_token_env.as_deref() {
+        Some(variable) => (variable.to_string(), true),
+        None => (
+            suggested_variable(account_id, names.client_id_env.as_deref()),
+            false,
+        ),
+    };
     println!("refresh_token: {}", grant.refresh_token);
     println!(
         "refresh_token_expires: {expires} (in {} days)",
         grant.refresh_token_lifetime.as_secs() / 86_400
     );
     println!("variable: {variable}");
+    if !named {
+        eprintln!(
+            "Account {account_id} names no variable for the token yet: add refresh_token_env = \"{variable}\" to its [accounts.credentials] (check-config and run refuse the account until then)."
+        );
+    }
     eprintln!(
         "Put the refresh token in the environment variable {variable} of the daemon (marketsync never stores it), add refresh_token_expires = \"{expires}\" to account {account_id} so status and doctor warn 14 days before it runs out, and restart the daemon."
     );
     Ok(0)
+}
+
+/// A name for the refresh token's variable when the account has none: the client id's
+/// variable with `CLIENT_ID` replaced (`ACME_EBAY_CLIENT_ID` → `ACME_EBAY_REFRESH_TOKEN`),
+/// else one made from the account id (`shop-1` → `SHOP_1_EBAY_REFRESH_TOKEN`).
+fn suggested_variable(account_id: &str, client_id_env: Option<&str>) -> String {
+    if let Some(prefix) = client_id_env.and_then(|name| name.strip_suffix("CLIENT_ID")) {
+        return format!("{prefix}REFRESH_TOKEN");
+    }
+    let stem: String = account_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stem}_EBAY_REFRESH_TOKEN")
 }
 
 /// eBay's authorize endpoint for an API base: production and sandbox by host, anything
@@ -248,5 +287,18 @@ mod tests {
             "http://127.0.0.1:4000/oauth2/authorize"
         );
         assert_eq!(percent_encode("a b:/"), "a%20b%3A%2F");
+    }
+
+    #[test]
+    fn a_missing_token_variable_gets_a_name_to_use() {
+        assert_eq!(
+            suggested_variable("shop", Some("ACME_EBAY_CLIENT_ID")),
+            "ACME_EBAY_REFRESH_TOKEN"
+        );
+        assert_eq!(
+            suggested_variable("shop-1.eu", Some("ACME_ID")),
+            "SHOP_1_EU_EBAY_REFRESH_TOKEN"
+        );
+        assert_eq!(suggested_variable("shop", None), "SHOP_EBAY_REFRESH_TOKEN");
     }
 }

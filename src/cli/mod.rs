@@ -463,8 +463,18 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 /// `--config`, else the embedded demo; `--data-dir` overrides the data directory.
 pub fn load_config(path: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> anyhow::Result<Config> {
+    load_config_for(path, data_dir, crate::config::Purpose::Sync)
+}
+
+/// [`load_config`] for `purpose` (`auth ebay` loads an eBay account that has no
+/// refresh token yet).
+pub fn load_config_for(
+    path: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    purpose: crate::config::Purpose,
+) -> anyhow::Result<Config> {
     let mut config = match path {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load_for(path, purpose)?,
         None => {
             info!("no --config given; using the embedded demo configuration");
             Config::embedded_demo()?

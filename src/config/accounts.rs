@@ -10,7 +10,7 @@ use super::validate::{
 };
 use super::{
     streams_of, AccountConfig, ClaimOrder, CredentialEnv, CursorSettings, Endpoints, FeedSettings,
-    JobsSettings, Provider, Shape, ShapeSettings, StreamConfig, WindowedSettings,
+    JobsSettings, Provider, Purpose, Shape, ShapeSettings, StreamConfig, WindowedSettings,
 };
 
 impl RawAccount {
@@ -18,6 +18,7 @@ impl RawAccount {
         self,
         key: &str,
         simulator_enabled: bool,
+        purpose: Purpose,
     ) -> Result<AccountConfig, String> {
         if !valid_id(&self.id) {
             return Err(format!(
@@ -108,6 +109,9 @@ impl RawAccount {
                 .streams
                 .keys()
                 .all(|name| name == crate::domain::provider::EBAY_MARKET_PRICES_STREAM);
+        // `auth ebay` is how an eBay account gets the refresh token: it loads the account
+        // without one (the check below is for everything that syncs).
+        let seller_token_optional = browse_only || purpose == Purpose::EbayConsent;
         let (required, optional): (&[&str], &[&str]) = match provider {
             "amazon" => (
                 &["client_id_env", "client_secret_env", "refresh_token_env"],
@@ -115,7 +119,7 @@ impl RawAccount {
             ),
             // eBay's seller APIs take a user token only (the refresh-token grant): without
             // refresh_token_env every call would be refused (403, errorId 1100).
-            "ebay" if browse_only => (
+            "ebay" if seller_token_optional => (
                 &["client_id_env", "client_secret_env"],
                 &["refresh_token_env"],
             ),
@@ -159,7 +163,7 @@ impl RawAccount {
                 if value.is_none()
                     && name == "refresh_token_env"
                     && provider == "ebay"
-                    && !browse_only
+                    && !seller_token_optional
                 {
                     return Err(format!(
                         "{key}.credentials.refresh_token_env: missing; eBay's seller APIs (orders, transactions, returns, ...) refuse an application token, so the account needs a seller's refresh token: run `marketsync auth ebay {}` (it needs {key}.ru_name), then name the variable holding the token here",

@@ -51,6 +51,18 @@ pub fn streams_of(provider: Provider) -> Vec<&'static str> {
     }
 }
 
+/// What a configuration is loaded for, which decides the one check that differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Syncing, and every command but `auth ebay` (`run`, `sync`, `check-config`,
+    /// `status`, ...): every check, so an eBay seller account outside the embedded
+    /// simulator needs `refresh_token_env`.
+    Sync,
+    /// `marketsync auth ebay`: the command that produces the refresh token `Sync` asks
+    /// for, so an eBay account may lack `refresh_token_env`; every other check holds.
+    EbayConsent,
+}
+
 /// A configuration error: where it is and what to do about it.
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}: {message}")]
@@ -155,14 +167,19 @@ pub struct SimulatorSettings {
 }
 
 impl Config {
-    /// Loads and validates a file.
+    /// Loads and validates a file for syncing ([`Purpose::Sync`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Purpose::Sync)
+    }
+
+    /// Loads and validates a file for `purpose`.
+    pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         let source_name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             source_name: source_name.clone(),
             message: format!("cannot read the file: {err}; check the path given to --config"),
         })?;
-        Config::parse(&text, &source_name)
+        Config::parse_for(&text, &source_name, purpose)
     }
 
     /// The embedded demo configuration.
@@ -170,8 +187,18 @@ impl Config {
         Config::parse(EMBEDDED_DEMO, "<embedded demo>")
     }
 
-    /// Parses and validates configuration text; `source_name` prefixes every error.
+    /// Parses and validates configuration text for syncing ([`Purpose::Sync`]);
+    /// `source_name` prefixes every error.
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        Config::parse_for(text, source_name, Purpose::Sync)
+    }
+
+    /// Parses and validates configuration text for `purpose`.
+    pub fn parse_for(
+        text: &str,
+        source_name: &str,
+        purpose: Purpose,
+    ) -> Result<Config, ConfigError> {
         let error = |message: String| ConfigError {
             source_name: source_name.to_string(),
             message,
@@ -201,7 +228,7 @@ impl Config {
             let path = err.path().to_string();
             describe(path, err.into_inner())
         })?;
-        let mut config = raw.validate().map_err(error)?;
+        let mut config = raw.validate(purpose).map_err(error)?;
         config.source_name = source_name.to_string();
         Ok(config)
     }

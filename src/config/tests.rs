@@ -267,6 +267,39 @@ fn ebay_oauth_keys_are_validated() {
     }
 }
 
+/// `auth ebay` loads the account check-config refuses for want of a refresh token (it is
+/// the command that gets one); everything else about the account is still checked.
+#[test]
+fn ebay_consent_loads_an_account_without_a_refresh_token() {
+    let without = |extra: &str| {
+        format!(
+            "[[accounts]]\nid = \"e\"\nprovider = \"ebay\"\nendpoint = \"https://api.ebay.com\"\nru_name = \"Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b\"\n[accounts.credentials]\nclient_id_env = \"E_ID\"\nclient_secret_env = \"E_SECRET\"\n{extra}[accounts.streams.orders]\n"
+        )
+    };
+    let text = without("");
+    let err = Config::parse(&text, "c.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("refresh_token_env: missing") && err.contains("marketsync auth ebay e"),
+        "{err}"
+    );
+    let config =
+        Config::parse_for(&text, "c.toml", Purpose::EbayConsent).expect("consent loads it");
+    let names = config.accounts[0]
+        .credentials
+        .as_ref()
+        .expect("credentials");
+    assert_eq!(names.refresh_token_env, None);
+    // Only the refresh token is let off: a bad variable name is still refused.
+    let err = Config::parse_for(
+        &without("api_key_env = \"E_KEY\"\n"),
+        "c.toml",
+        Purpose::EbayConsent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("credentials.api_key_env"), "{err}");
+}
+
 #[test]
 fn cluster_defaults_bounds_and_its_need_for_redis() {
     let base = r#"

@@ -13,13 +13,13 @@ use super::raw::{
     RawSimulator, RawStore,
 };
 use super::{
-    quota_operations, AccountConfig, ChaosSettings, Config, HttpSettings, LockSettings,
+    quota_operations, AccountConfig, ChaosSettings, Config, HttpSettings, LockSettings, Purpose,
     QuotaSettings, RedisSettings, RedisUrl, SimulatorProfile, SimulatorSettings,
 };
 use crate::store::postgres::{DatabaseUrl, PgSettings, StoreSettings};
 
 impl RawConfig {
-    pub(super) fn validate(self) -> Result<Config, String> {
+    pub(super) fn validate(self, purpose: Purpose) -> Result<Config, String> {
         let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "data".to_string()));
         let simulator = match self.simulator {
             Some(raw) if raw.enabled => Some(raw.validate()?),
@@ -29,7 +29,7 @@ impl RawConfig {
         let mut accounts = Vec::with_capacity(self.accounts.len());
         for (index, raw) in self.accounts.into_iter().enumerate() {
             let key = format!("accounts[{index}]");
-            let account = raw.validate(&key, simulator.is_some())?;
+            let account = raw.validate(&key, simulator.is_some(), purpose)?;
             if accounts
                 .iter()
                 .any(|other: &AccountConfig| other.id == account.id)

@@ -107,6 +107,11 @@ pub struct CooldownStatus {
     pub reason: String,
     #[schema(required = true)]
     pub until_utc: Option<String>,
+    /// What started the cooldown, when recorded: for `auth`, the provider's refusal
+    /// (eBay's access denied names every scope the account's token was found to lack),
+    /// the text doctor shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Reads the status of every configured account and stream; `locks` is the lease
@@ -204,10 +209,12 @@ pub fn collect(
                     Some(cooldown) => CooldownStatus {
                         reason: cooldown.reason.clone(),
                         until_utc: Some(format_ts(cooldown.until_at)),
+                        detail: cooldown.detail.clone(),
                     },
                     None => CooldownStatus {
                         reason: "none".to_string(),
                         until_utc: None,
+                        detail: None,
                     },
                 },
             });
@@ -345,6 +352,22 @@ pub fn render_table(report: &StatusReport) -> String {
         for warning in &account.warnings {
             errors.push(format!("{}: warning: {warning}", account.id));
         }
+        // A cooldown's text once per account and text (an account-wide cooldown shows
+        // on every stream's row): for `auth`, what was refused and which scope is missing.
+        let mut shown: Vec<&str> = Vec::new();
+        for stream in &account.streams {
+            let cooldown = &stream.cooldown;
+            let (Some(detail), Some(until)) = (&cooldown.detail, &cooldown.until_utc) else {
+                continue;
+            };
+            if !shown.contains(&detail.as_str()) {
+                shown.push(detail);
+                errors.push(format!(
+                    "{}: {} cooldown until {until}: {detail}",
+                    account.id, cooldown.reason
+                ));
+            }
+        }
         if let Some(supervisor) = &account.supervisor {
             if supervisor.state == "quarantined" || supervisor.state == "halted" {
                 errors.push(format!(
@@ -435,6 +458,7 @@ provider = "stockx"
                     cooldown: CooldownStatus {
                         reason: "none".to_string(),
                         until_utc: None,
+                        detail: None,
                     },
                     lock: None,
                 }],

@@ -38,12 +38,32 @@ pub const PUBLIC_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 /// The longest `refresh_token_expires_in` believed (eBay: 47,304,000 s, about 18 months).
 const MAX_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 365 * 86_400);
 
-/// What one eBay stream needs of a user token.
+/// Which token a stream's calls carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// A seller's user token (refresh-token grant): the seller consents to its scope.
+    User,
+    /// The application's own token (client-credentials grant, the base scope): no seller
+    /// and no consent.
+    Application,
+}
+
+/// What one eBay stream needs of its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamScope {
     /// The stream name (`[accounts.streams.NAME]`).
     pub stream: &'static str,
-    /// The operation its calls are paced and reported under.
+    /// The token its calls carry.
+    pub grant: Grant,
+    /// Every operation its calls are paced and reported under (each in
+    /// [`OPERATION_SCOPES`]).
+    pub operations: &'static [&'static str],
+}
+
+/// What one eBay operation needs of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationScope {
+    /// The operation name calls are paced and reported under (`ProviderError`s carry it).
     pub operation: &'static str,
     /// The scope `marketsync auth ebay` asks consent for.
     pub consent: &'static str,
@@ -59,79 +79,168 @@ const INVENTORY: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory";
 const INVENTORY_READONLY: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly";
 const MESSAGE: &str = "https://api.ebay.com/oauth/api_scope/commerce.message";
 
-/// The one table of stream → operation → OAuth scope, from each operation's "OAuth
-/// scope" in eBay's API reference (docs/ebay-wire.md, "Scopes"). A stream missing here
-/// cannot be consented to: `auth ebay` names it.
+/// Stream → the token it carries and every operation it calls (docs/ebay-wire.md,
+/// "Scopes"). A stream missing here cannot be consented to: `auth ebay` names it.
 pub const STREAM_SCOPES: &[StreamScope] = &[
     StreamScope {
         stream: "orders",
+        grant: Grant::User,
+        operations: &["getOrders"],
+    },
+    // The status re-read of recent transactions is getTransactions too.
+    StreamScope {
+        stream: "transactions",
+        grant: Grant::User,
+        operations: &["getTransactions"],
+    },
+    StreamScope {
+        stream: "returns",
+        grant: Grant::User,
+        operations: &["searchReturns"],
+    },
+    StreamScope {
+        stream: "active_inventory",
+        grant: Grant::User,
+        operations: &[
+            super::ebay_feed::OP_CREATE_INVENTORY_TASK,
+            super::ebay_feed::OP_GET_INVENTORY_TASK,
+            super::ebay_feed::OP_GET_RESULT_FILE,
+        ],
+    },
+    // A snapshot: the SKUs from getInventoryItems, then getOffers per SKU.
+    StreamScope {
+        stream: "offers",
+        grant: Grant::User,
+        operations: &["getInventoryItems", "getOffers"],
+    },
+    StreamScope {
+        stream: "finances",
+        grant: Grant::User,
+        operations: &["getPayouts"],
+    },
+    StreamScope {
+        stream: "messages",
+        grant: Grant::User,
+        operations: &["getConversations"],
+    },
+    StreamScope {
+        stream: "cases",
+        grant: Grant::User,
+        operations: &["searchCases"],
+    },
+    StreamScope {
+        stream: "inquiries",
+        grant: Grant::User,
+        operations: &["searchInquiries"],
+    },
+    StreamScope {
+        stream: "purchases",
+        grant: Grant::User,
+        operations: &["tradingGetOrders"],
+    },
+    // Browse API item_summary/search (`provider::ebay_browse`): the application's own
+    // token, whose only scope is the base one (client-credentials grant). A seller's
+    // consent adds nothing for it.
+    StreamScope {
+        stream: "market_prices",
+        grant: Grant::Application,
+        operations: &[super::ebay_browse::OP_SEARCH],
+    },
+];
+
+/// Operation → OAuth scope, the one table: from the `security` of each operation in
+/// eBay's OpenAPI definitions (the "OAuth scope" of its API reference). An
+/// access-denied answer (403 errorId 1100) names the scope of the operation refused.
+pub const OPERATION_SCOPES: &[OperationScope] = &[
+    // sell_fulfillment_v1_oas3 getOrders: sell.fulfillment or sell.fulfillment.readonly.
+    OperationScope {
         operation: "getOrders",
         consent: FULFILLMENT_READONLY,
         accepted: &[FULFILLMENT, FULFILLMENT_READONLY],
     },
-    StreamScope {
-        stream: "transactions",
+    // sell_finances_v1_oas3 getTransactions, getPayouts: sell.finances.
+    OperationScope {
         operation: "getTransactions",
         consent: FINANCES,
         accepted: &[FINANCES],
     },
-    // Post-Order's reference names no OAuth scope: a user token with the base scope.
-    StreamScope {
-        stream: "returns",
-        operation: "searchReturns",
-        consent: PUBLIC_SCOPE,
-        accepted: &[PUBLIC_SCOPE],
-    },
-    StreamScope {
-        stream: "active_inventory",
-        operation: "createInventoryTask",
-        consent: INVENTORY_READONLY,
-        accepted: &[INVENTORY, INVENTORY_READONLY],
-    },
-    StreamScope {
-        stream: "offers",
-        operation: "getOffers",
-        consent: INVENTORY_READONLY,
-        accepted: &[INVENTORY, INVENTORY_READONLY],
-    },
-    StreamScope {
-        stream: "finances",
+    OperationScope {
         operation: "getPayouts",
         consent: FINANCES,
         accepted: &[FINANCES],
     },
-    StreamScope {
-        stream: "messages",
+    // The Sell Feed API's inventory tasks take the read-write scope only: the security
+    // of createInventoryTask, getInventoryTask and getInventoryTasks in eBay's
+    // sell_feed_v1_oas3 is `sell.inventory` (no `.readonly`), and getResultFile's scope
+    // "depends on the feed type" (sell.inventory for the LMS inventory feeds).
+    OperationScope {
+        operation: super::ebay_feed::OP_CREATE_INVENTORY_TASK,
+        consent: INVENTORY,
+        accepted: &[INVENTORY],
+    },
+    OperationScope {
+        operation: super::ebay_feed::OP_GET_INVENTORY_TASK,
+        consent: INVENTORY,
+        accepted: &[INVENTORY],
+    },
+    OperationScope {
+        operation: super::ebay_feed::OP_GET_RESULT_FILE,
+        consent: INVENTORY,
+        accepted: &[INVENTORY],
+    },
+    // sell_inventory_v1_oas3 getInventoryItems, getOffers: sell.inventory.readonly or
+    // sell.inventory.
+    OperationScope {
+        operation: "getInventoryItems",
+        consent: INVENTORY_READONLY,
+        accepted: &[INVENTORY, INVENTORY_READONLY],
+    },
+    OperationScope {
+        operation: "getOffers",
+        consent: INVENTORY_READONLY,
+        accepted: &[INVENTORY, INVENTORY_READONLY],
+    },
+    OperationScope {
         operation: "getConversations",
         consent: MESSAGE,
         accepted: &[MESSAGE],
     },
-    // Post-Order case search: like searchReturns, the base scope.
-    StreamScope {
-        stream: "cases",
+    // Post-Order's reference names no OAuth scope (return, case and inquiry search): a
+    // user token with the base scope.
+    OperationScope {
+        operation: "searchReturns",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
+    OperationScope {
         operation: "searchCases",
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
     },
-    // Post-Order inquiry search: like searchReturns, the base scope.
-    StreamScope {
-        stream: "inquiries",
+    OperationScope {
         operation: "searchInquiries",
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
     },
     // Trading GetOrders (OrderRole=Buyer): Trading takes any user access token of the
     // seller; its reference names no OAuth scope, so the base scope.
-    StreamScope {
-        stream: "purchases",
+    OperationScope {
         operation: "tradingGetOrders",
+        consent: PUBLIC_SCOPE,
+        accepted: &[PUBLIC_SCOPE],
+    },
+    // Browse item_summary/search: the base scope, on the application's token.
+    OperationScope {
+        operation: super::ebay_browse::OP_SEARCH,
         consent: PUBLIC_SCOPE,
         accepted: &[PUBLIC_SCOPE],
     },
 ];
 
-/// The scopes a consent for `streams` asks for: the base scope, then each stream's, once.
-/// Err names a stream with no known scope.
+/// The scopes a consent for `streams` asks for: the base scope, then the scope of each
+/// operation of each user-token stream, once, unless one already asked for covers it (a
+/// stream on the application's token, `market_prices`, adds none). Err names a stream
+/// with no known scope.
 pub fn consent_scopes<'a>(
     streams: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<&'static str>, String> {
@@ -142,18 +251,83 @@ pub fn consent_scopes<'a>(
                 "no eBay OAuth scope is known for stream {stream:?}; add it to provider::ebay::STREAM_SCOPES"
             ));
         };
-        if !scopes.contains(&entry.consent) {
-            scopes.push(entry.consent);
+        if entry.grant != Grant::User {
+            continue;
+        }
+        for operation in entry.operations {
+            let Some(needs) = scope_of_operation(operation) else {
+                return Err(format!(
+                    "no eBay OAuth scope is known for operation {operation} of stream {stream:?}; add it to provider::ebay::OPERATION_SCOPES"
+                ));
+            };
+            if !scopes.iter().any(|scope| needs.accepted.contains(scope)) {
+                scopes.push(needs.consent);
+            }
         }
     }
     Ok(scopes)
 }
 
+/// Whether any of `streams` calls eBay with a seller's token (an unknown stream counts,
+/// so [`consent_scopes`] names it).
+pub fn needs_user_token<'a>(streams: impl IntoIterator<Item = &'a str>) -> bool {
+    streams.into_iter().any(|stream| {
+        STREAM_SCOPES
+            .iter()
+            .find(|entry| entry.stream == stream)
+            .is_none_or(|entry| entry.grant == Grant::User)
+    })
+}
+
 /// The scope entry of an operation, for naming what an access-denied answer lacks.
-pub fn scope_of_operation(operation: &str) -> Option<&'static StreamScope> {
-    STREAM_SCOPES
+pub fn scope_of_operation(operation: &str) -> Option<&'static OperationScope> {
+    OPERATION_SCOPES
         .iter()
         .find(|entry| entry.operation == operation)
+}
+
+/// What an access-denied text says is missing, between [`LACKS`] and
+/// [`OR_APPLICATION_TOKEN`]: clauses `the scope OPERATION needs (SCOPES)`, joined by
+/// [`AND`].
+const LACKS: &str = "the account's token lacks ";
+const OR_APPLICATION_TOKEN: &str = ", or it is an application token";
+const AND: &str = " and ";
+/// The most missing-scope clauses one merged text keeps (there are fewer operations).
+const MAX_MISSING_CLAUSES: usize = 16;
+/// The longest clause believed from a stored text.
+const MAX_CLAUSE: usize = 300;
+
+/// The missing-scope clauses of an access-denied text (as [`error_for_status`] words
+/// it) and where they sit in it; `None` for any other text.
+fn missing_clauses(text: &str) -> Option<(usize, usize, Vec<&str>)> {
+    let start = text.find(LACKS)? + LACKS.len();
+    let end = start + text.get(start..)?.find(OR_APPLICATION_TOKEN)?;
+    let clauses: Vec<&str> = text.get(start..end)?.split(AND).collect();
+    clauses
+        .iter()
+        .all(|clause| clause.starts_with("the scope ") && clause.len() <= MAX_CLAUSE)
+        .then_some((start, end, clauses))
+}
+
+/// `later`, an access-denied text, also naming what `earlier` said was missing: two
+/// streams of an account refused for different scopes share one auth cooldown, and its
+/// text should name both. `None` when either text is not an access-denied one (the
+/// caller keeps `later`). At most [`MAX_MISSING_CLAUSES`] clauses, each once.
+pub fn merge_access_denied(earlier: &str, later: &str) -> Option<String> {
+    let (_, _, old) = missing_clauses(earlier)?;
+    let (start, end, new) = missing_clauses(later)?;
+    let mut clauses: Vec<&str> = Vec::with_capacity(old.len() + new.len());
+    for clause in new.into_iter().chain(old) {
+        if !clauses.contains(&clause) && clauses.len() < MAX_MISSING_CLAUSES {
+            clauses.push(clause);
+        }
+    }
+    Some(format!(
+        "{}{}{}",
+        &later[..start],
+        clauses.join(AND),
+        &later[end..]
+    ))
 }
 
 /// OAuth credentials of an eBay application (and seller, with a refresh token).
@@ -464,12 +638,10 @@ fn error_for_status(
     if status == StatusCode::FORBIDDEN && first_error_id(body) == Some(ACCESS_DENIED_ERROR_ID) {
         let needs = match scope_of_operation(operation) {
             Some(entry) => format!(
-                "the account's token lacks the scope {operation} needs ({}), or it is an application token",
+                "{LACKS}the scope {operation} needs ({}){OR_APPLICATION_TOKEN}",
                 entry.accepted.join(" or ")
             ),
-            None => format!(
-                "the account's token lacks the scope {operation} needs, or it is an application token"
-            ),
+            None => format!("{LACKS}the scope {operation} needs{OR_APPLICATION_TOKEN}"),
         };
         return ProviderError::Auth {
             operation,
@@ -705,7 +877,111 @@ mod tests {
     fn consent_asks_the_base_scope_and_each_stream_once() {
         let scopes = consent_scopes(["orders", "transactions", "finances"]).expect("known");
         assert_eq!(scopes, vec![PUBLIC_SCOPE, FULFILLMENT_READONLY, FINANCES]);
+        // The Feed API's inventory task needs the read-write scope; getOffers takes the
+        // read-only one, which the read-write scope covers: one scope for both.
+        let scopes = consent_scopes(["active_inventory", "offers"]).expect("known");
+        assert_eq!(scopes, vec![PUBLIC_SCOPE, INVENTORY]);
+        let scopes = consent_scopes(["offers"]).expect("known");
+        assert_eq!(scopes, vec![PUBLIC_SCOPE, INVENTORY_READONLY]);
         assert!(consent_scopes(["telepathy"]).is_err());
+        // market_prices reads the Browse API with the application's token: nothing to
+        // consent to beyond the base scope, and no error (auth ebay used to refuse it).
+        let scopes = consent_scopes(["orders", "market_prices"]).expect("known");
+        assert_eq!(scopes, vec![PUBLIC_SCOPE, FULFILLMENT_READONLY]);
+        assert_eq!(
+            consent_scopes(["market_prices"]).expect("known"),
+            vec![PUBLIC_SCOPE]
+        );
+        assert!(!needs_user_token(["market_prices"]));
+        assert!(needs_user_token(["market_prices", "returns"]));
+    }
+
+    /// Regression (issue 14 audit): the table was keyed by one operation per stream, so
+    /// a refusal of getInventoryItems (offers), getInventoryTask or getResultFile named
+    /// no scope. Every operation a stream calls, and every eBay operation with a quota
+    /// bucket, has its scope.
+    #[test]
+    fn every_operation_of_every_stream_has_a_scope() {
+        let streams = crate::shapes::cursor::EBAY_STREAMS
+            .iter()
+            .copied()
+            .chain([crate::domain::provider::EBAY_MARKET_PRICES_STREAM]);
+        for stream in streams {
+            let entry = STREAM_SCOPES
+                .iter()
+                .find(|entry| entry.stream == stream)
+                .unwrap_or_else(|| panic!("{stream} has no StreamScope"));
+            for operation in entry.operations {
+                assert!(scope_of_operation(operation).is_some(), "{operation}");
+            }
+        }
+        let operations = crate::config::quota_operations("ebay").iter().chain([
+            &super::super::ebay_feed::OP_CREATE_INVENTORY_TASK,
+            &super::super::ebay_feed::OP_GET_INVENTORY_TASK,
+            &super::super::ebay_feed::OP_GET_RESULT_FILE,
+        ]);
+        for operation in operations {
+            let entry = scope_of_operation(operation)
+                .unwrap_or_else(|| panic!("{operation} has no OperationScope"));
+            assert!(entry.accepted.contains(&entry.consent), "{operation}");
+        }
+        for (operation, scope) in [
+            ("getInventoryItems", INVENTORY_READONLY),
+            ("getInventoryTask", INVENTORY),
+            ("getResultFile", INVENTORY),
+        ] {
+            let err = error_for_status(
+                operation,
+                StatusCode::FORBIDDEN,
+                &HeaderMap::new(),
+                crate::sim::ebay::ACCESS_DENIED_BODY,
+            );
+            let text = err.to_string();
+            assert!(text.contains(&format!("{operation} needs (")), "{text}");
+            assert!(text.contains(scope), "{text}");
+        }
+    }
+
+    #[test]
+    fn access_denied_texts_merge_every_missing_scope_once() {
+        let denied = |operation: &'static str| {
+            error_for_status(
+                operation,
+                StatusCode::FORBIDDEN,
+                &HeaderMap::new(),
+                crate::sim::ebay::ACCESS_DENIED_BODY,
+            )
+            .to_string()
+        };
+        let finances = denied("getTransactions");
+        let inventory = denied("getInventoryItems");
+        let merged = merge_access_denied(&finances, &inventory).expect("both are access denied");
+        assert!(merged.contains("the scope getInventoryItems needs (https://api.ebay.com/oauth/api_scope/sell.inventory or https://api.ebay.com/oauth/api_scope/sell.inventory.readonly) and the scope getTransactions needs (https://api.ebay.com/oauth/api_scope/sell.finances), or it is an application token"), "{merged}");
+        assert!(merged.contains("errorId 1100"), "{merged}");
+        // Merging again adds nothing; the clauses stay bounded.
+        let again = merge_access_denied(&merged, &finances).expect("merges");
+        assert_eq!(again.matches("getTransactions needs").count(), 1, "{again}");
+        assert_eq!(
+            again.matches("getInventoryItems needs").count(),
+            1,
+            "{again}"
+        );
+        let mut text = finances.clone();
+        for operation in OPERATION_SCOPES
+            .iter()
+            .map(|entry| entry.operation)
+            .cycle()
+            .take(40)
+        {
+            text = merge_access_denied(&text, &denied(operation)).expect("merges");
+        }
+        assert_eq!(
+            text.matches(" needs (").count(),
+            OPERATION_SCOPES.len().min(MAX_MISSING_CLAUSES)
+        );
+        // Anything else is left to the caller.
+        assert_eq!(merge_access_denied("quota exceeded", &finances), None);
+        assert_eq!(merge_access_denied(&finances, "invalid_grant"), None);
     }
 
     #[test]

@@ -566,6 +566,32 @@ impl StreamContext {
     }
 }
 
+/// `cooldown` as it should be stored: an auth cooldown over a running one of the same
+/// scope whose text names other missing eBay scopes (two streams of the account refused
+/// for different scopes, as they run at once) names them all, since the account has one
+/// auth cooldown and doctor and status show its text.
+fn with_running_auth_detail(
+    ledger: &dyn LedgerStore,
+    mut cooldown: Cooldown,
+) -> Result<Cooldown, LedgerError> {
+    if cooldown.reason != "auth" {
+        return Ok(cooldown);
+    }
+    let Some(new) = cooldown.detail.as_deref() else {
+        return Ok(cooldown);
+    };
+    if let Some(running) = ledger.active_cooldown(&cooldown.scope, cooldown.started_at)? {
+        let merged = match (&running.reason[..], running.detail.as_deref()) {
+            ("auth", Some(old)) => crate::provider::ebay::merge_access_denied(old, new),
+            _ => None,
+        };
+        if merged.is_some() {
+            cooldown.detail = merged;
+        }
+    }
+    Ok(cooldown)
+}
+
 /// The reason of a [`StreamContext::refusal_cooldown`] that is a model correction, not a
 /// stop: a 429 to a paced SP-API call (issue 12). Never written to the ledger.
 pub const QUOTA_CORRECTION: &str = "quota_correction";
@@ -754,7 +780,10 @@ impl StreamContext {
         );
         let (until, reason) = (cooldown.until_at, cooldown.reason.clone());
         if record {
-            blocking(&self.ledger, move |ledger| ledger.set_cooldown(&cooldown)).await?;
+            blocking(&self.ledger, move |ledger| {
+                ledger.set_cooldown(&with_running_auth_detail(ledger, cooldown)?)
+            })
+            .await?;
         }
         Ok(RunOutcome::CoolingDown { until, reason })
     }

@@ -123,7 +123,7 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
     }
 
     /// A context for `stream` whose runner uses the fixture's clock, unpaced.
-    fn context_with(&self, stream: &str, refresh_token: &str) -> StreamContext {
+    pub(crate) fn context_with(&self, stream: &str, refresh_token: &str) -> StreamContext {
         let account = self.config.accounts[0].clone();
         let stream = account.stream(stream).expect("stream configured").clone();
         let runner = CursorRunner::new(
@@ -1272,4 +1272,509 @@ async fn ebay_paced_catch_up_ends_its_run_once_the_cursor_reaches_now() {
         "cursor at {}",
         marketsync::domain::format_ts(snapshot.cursor_ts)
     );
+}
+
+/// A refresh token for `SELLER` that carries only `scopes`: eBay's consent (the
+/// simulator's stand-in for the sign-in page), then the authorization-code exchange.
+async fn consented_refresh_token(base: &str, scopes: &[&str]) -> String {
+    const RU_NAME: &str = "Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b";
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/oauth2/authorize"))
+        .query(&[
+            ("client_id", "test-client"),
+            ("redirect_uri", RU_NAME),
+            ("response_type", "code"),
+            ("scope", &scopes.join(" ")),
+            ("seller", SELLER),
+        ])
+        .send()
+        .await
+        .expect("authorize")
+        .json()
+        .await
+        .expect("json");
+    marketsync::provider::ebay::exchange_code(
+        &reqwest::Client::new(),
+        &format!("{base}/identity/v1/oauth2/token"),
+        "test-client",
+        "test-secret",
+        answer["code"].as_str().expect("code"),
+        RU_NAME,
+    )
+    .await
+    .expect("exchange")
+    .refresh_token
+}
+
+/// Regression (issue 14 audit): the scope table was keyed by one operation per stream,
+/// so the offers stream's refusal (its first call is getInventoryItems) named no scope;
+/// `status` showed `cooldown: auth` with nothing saying why; and the account's one auth
+/// cooldown kept only the last stream's text. A seller who consented to orders only:
+/// offers and transactions, running at once, are refused for different scopes, and
+/// status (JSON and table) names both scopes, as doctor does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_auth_cooldown_in_status_names_every_missing_scope() {
+    const INVENTORY_SCOPES: &str = "(https://api.ebay.com/oauth/api_scope/sell.inventory or https://api.ebay.com/oauth/api_scope/sell.inventory.readonly)";
+    const FINANCES_SCOPE: &str = "(https://api.ebay.com/oauth/api_scope/sell.finances)";
+    let ebay = EbaySimConfig {
+        inventory_listings: 10,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let t0 = pinned_start();
+    let fixture = EbayFixture::new(&sim, &["transactions", "offers"], "", t0);
+    fixture.set_now(t0).await;
+    let token = consented_refresh_token(
+        &fixture.base,
+        &[
+            "https://api.ebay.com/oauth/api_scope",
+            "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly",
+        ],
+    )
+    .await;
+    let offers = fixture.context_with("offers", &token);
+    let transactions = fixture.context_with("transactions", &token);
+    // Both streams start before either is refused (they run at once): neither sees a
+    // cooldown yet.
+    assert_eq!(offers.cooling_down().await.expect("read"), None);
+    assert_eq!(transactions.cooling_down().await.expect("read"), None);
+    let outcome = offers.run_once().await.expect("run");
+    assert!(
+        matches!(&outcome, RunOutcome::CoolingDown { reason, .. } if reason == "auth"),
+        "{outcome:?}"
+    );
+    // The transactions stream's first call, refused meanwhile, ends its run the way
+    // every shape ends a refused run.
+    let refused = fixture
+        .client(&token)
+        .get_capped(
+            "getTransactions",
+            marketsync::provider::ebay::EbayApi::Finances,
+            "/sell/finances/v1/transaction",
+            &[("limit".to_string(), "20".to_string())],
+            1 << 20,
+        )
+        .await
+        .expect_err("no finances scope");
+    let outcome = transactions
+        .cool_down(transactions.refusal_cooldown(&refused), true, "test")
+        .await
+        .expect("cool down");
+    assert!(
+        matches!(&outcome, RunOutcome::CoolingDown { reason, .. } if reason == "auth"),
+        "{outcome:?}"
+    );
+
+    let output = ebay_cli(&fixture.config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    for name in ["offers", "transactions"] {
+        let cooldown = &shop_stream(&status, name)["cooldown"];
+        assert_eq!(cooldown["reason"], "auth", "{cooldown}");
+        let detail = cooldown["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&format!("getInventoryItems needs {INVENTORY_SCOPES}"))
+                && detail.contains(&format!("getTransactions needs {FINANCES_SCOPE}"))
+                && detail.contains("marketsync auth ebay"),
+            "{cooldown}"
+        );
+    }
+    let output = ebay_cli(&fixture.config_path)
+        .arg("status")
+        .output()
+        .expect("status");
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("shop: auth cooldown until "))
+        .collect();
+    assert_eq!(lines.len(), 1, "once per account:\n{table}");
+    assert!(
+        lines[0].contains(INVENTORY_SCOPES) && lines[0].contains(FINANCES_SCOPE),
+        "{table}"
+    );
+}
+
+/// `GET {base}{path}` with `query` and a user token for `SELLER` (every scope): the
+/// status and the JSON body (`null` for an empty one).
+async fn sim_get(
+    fixture: &EbayFixture,
+    path: &str,
+    query: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let token: serde_json::Value = fixture
+        .http
+        .post(format!("{}/identity/v1/oauth2/token", fixture.base))
+        .basic_auth("test-client", Some("test-secret"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", SELLER)])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    let response = fixture
+        .http
+        .get(format!("{}{path}", fixture.base))
+        .query(query)
+        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("call");
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("body");
+    let json = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&body).expect("json")
+    };
+    (status, json)
+}
+
+/// The `field` of every item under `key`, in order.
+fn field_of(page: &serde_json::Value, key: &str, field: &str) -> Vec<String> {
+    page[key]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| item[field].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+/// Regression (issue 14 audit): the simulator's getOrders answered 400 to
+/// `creationdate:[..]` and `orderfulfillmentstatus:{NOT_STARTED|IN_PROGRESS}`, which
+/// eBay's getOrders reference documents, and ignored `orderIds`. Each criterion, their
+/// combinations and `orderIds` are served as eBay defines them, and what eBay refuses is
+/// refused with its errorId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 12,
+        orders_since: t0 - 10 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let fixture = EbayFixture::new(&sim, &["orders"], "", t0);
+    fixture.set_now(t0).await;
+    let at = |ts: i64| marketsync::domain::format_millis(ts * 1000);
+    let path = "/sell/fulfillment/v1/order";
+    let orders = orders_created(SEED, &ebay, SELLER, t0 - 10 * DAY, t0 + 1);
+    let created_between = |from: i64, to: i64| -> Vec<&marketsync::sim::ebay::SimOrder> {
+        orders
+            .iter()
+            .filter(|order| order.created >= from && order.created <= to)
+            .collect()
+    };
+
+    // creationdate, closed and open-ended.
+    let (from, to) = (t0 - 4 * DAY, t0 - 2 * DAY);
+    let expected = sorted(
+        created_between(from, to)
+            .iter()
+            .map(|order| order.order_id.clone())
+            .collect(),
+    );
+    assert!(expected.len() > 10, "{expected:?}");
+    let range = format!("creationdate:[{}..{}]", at(from), at(to));
+    let (status, page) = sim_get(&fixture, path, &[("filter", &range), ("limit", "200")]).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(sorted(field_of(&page, "orders", "orderId")), expected);
+    assert_eq!(page["total"], expected.len());
+    let open = format!("creationdate:[{}..]", at(t0 - 2 * DAY));
+    let (_, page) = sim_get(&fixture, path, &[("filter", &open), ("limit", "200")]).await;
+    assert_eq!(
+        sorted(field_of(&page, "orders", "orderId")),
+        sorted(
+            created_between(t0 - 2 * DAY, t0)
+                .iter()
+                .map(|order| order.order_id.clone())
+                .collect()
+        )
+    );
+    // With lastmodifieddate beside it, only creationdate is used (eBay's note).
+    let both = format!(
+        "creationdate:[{}..{}],lastmodifieddate:[{}..]",
+        at(from),
+        at(to),
+        at(t0 - 60)
+    );
+    let (_, page) = sim_get(&fixture, path, &[("filter", &both), ("limit", "200")]).await;
+    assert_eq!(sorted(field_of(&page, "orders", "orderId")), expected);
+
+    // orderfulfillmentstatus: both supported sets, in either order, with a date range
+    // (a space after the comma, as in eBay's example) and alone (the last 90 days).
+    for (set, members) in [
+        ("{NOT_STARTED|IN_PROGRESS}", ["NOT_STARTED", "IN_PROGRESS"]),
+        ("{IN_PROGRESS|FULFILLED}", ["FULFILLED", "IN_PROGRESS"]),
+    ] {
+        let filter = format!(
+            "creationdate:[{}..], orderfulfillmentstatus:{set}",
+            at(t0 - 3 * DAY)
+        );
+        let (status, page) =
+            sim_get(&fixture, path, &[("filter", &filter), ("limit", "200")]).await;
+        assert_eq!(status, 200, "{page}");
+        let wanted = sorted(
+            created_between(t0 - 3 * DAY, t0)
+                .iter()
+                .filter(|order| members.contains(&order.fulfillment_at(t0).0))
+                .map(|order| order.order_id.clone())
+                .collect(),
+        );
+        assert!(!wanted.is_empty(), "{set}");
+        assert_eq!(
+            sorted(field_of(&page, "orders", "orderId")),
+            wanted,
+            "{set}"
+        );
+        for state in field_of(&page, "orders", "orderFulfillmentStatus") {
+            assert!(members.contains(&state.as_str()), "{set}: {state}");
+        }
+        let alone = format!("orderfulfillmentstatus:{set}");
+        let (status, page) = sim_get(&fixture, path, &[("filter", &alone), ("limit", "200")]).await;
+        assert_eq!(status, 200, "{page}");
+        let wanted = orders
+            .iter()
+            .filter(|order| members.contains(&order.fulfillment_at(t0).0))
+            .count();
+        assert_eq!(page["total"], wanted, "{set}");
+    }
+
+    // orderIds: the new and the legacy id, an unknown one; filter, limit and offset are
+    // ignored.
+    let picked = created_between(from, to);
+    let (first, second) = (picked[0], picked[1]);
+    let legacy = format!(
+        "{}-{}",
+        110_000_000_000u64 + u64::from(second.index),
+        second.day
+    );
+    let ids = format!(
+        "{},{legacy},{},99-99999-00001",
+        first.order_id, first.order_id
+    );
+    let (status, page) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("orderIds", &ids),
+            (
+                "filter",
+                "creationdate:[2001-01-01T00:00:00.000Z..2001-01-02T00:00:00.000Z]",
+            ),
+            ("limit", "1"),
+            ("offset", "5"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        sorted(field_of(&page, "orders", "orderId")),
+        sorted(vec![first.order_id.clone(), second.order_id.clone()])
+    );
+    assert_eq!(
+        (page["total"].as_u64(), page["offset"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // The links keep orderIds (they used to keep `filter` only).
+    let href = page["href"].as_str().unwrap_or_default();
+    assert!(href.contains(&format!("orderIds={ids}&")), "{href}");
+    let too_many = (0..51)
+        .map(|index| format!("00-00000-{index:05}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (status, body) = sim_get(&fixture, path, &[("orderIds", &too_many)]).await;
+    assert_eq!(
+        (status, body["errors"][0]["errorId"].as_u64()),
+        (400, Some(30900)),
+        "{body}"
+    );
+
+    // What eBay refuses, with its errorIds.
+    for (filter, error_id) in [
+        ("creationdate:[..]".to_string(), 30820),
+        ("creationdate:[yesterday..]".to_string(), 30810),
+        (
+            format!("lastmodifieddate:[{}..{}]", at(to), at(from)),
+            30840,
+        ),
+        ("orderfulfillmentstatus:{NOT_STARTED}".to_string(), 30800),
+        (
+            "orderfulfillmentstatus:{NOT_STARTED|FULFILLED}".to_string(),
+            30800,
+        ),
+        ("creationdate:2026-01-01T00:00:00.000Z".to_string(), 30800),
+        (format!("shipdate:[{}..]", at(from)), 30700),
+    ] {
+        let (status, body) = sim_get(&fixture, path, &[("filter", &filter)]).await;
+        assert_eq!(status, 400, "{filter}: {body}");
+        assert_eq!(body["errors"][0]["errorId"], error_id, "{filter}: {body}");
+        assert_eq!(body["errors"][0]["domain"], "API_FULFILLMENT", "{filter}");
+    }
+}
+
+/// Regression (issue 14 audit): getTransactions answered 400 to
+/// `filter=transactionType:{SALE}`. Every criterion of eBay's getTransactions `filter` is
+/// served, combined, in one `filter` or repeated ones, against the same transactions
+/// the date range alone answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_sim_get_transactions_serves_every_documented_filter() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 12,
+        return_every: 3,
+        orders_since: t0 - 20 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let fixture = EbayFixture::new(&sim, &["transactions"], "", t0);
+    fixture.set_now(t0).await;
+    let at = |ts: i64| marketsync::domain::format_millis(ts * 1000);
+    let path = "/sell/finances/v1/transaction";
+    let range = format!("transactionDate:[{}..{}]", at(t0 - 20 * DAY), at(t0));
+    let (status, all) = sim_get(&fixture, path, &[("filter", &range), ("limit", "1000")]).await;
+    assert_eq!(status, 200, "{all}");
+    let transactions = all["transactions"].as_array().cloned().unwrap_or_default();
+    let ids_where = |keep: &dyn Fn(&serde_json::Value) -> bool| -> Vec<String> {
+        sorted(
+            transactions
+                .iter()
+                .filter(|transaction| keep(transaction))
+                .map(|transaction| {
+                    transaction["transactionId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect(),
+        )
+    };
+    let refunds = ids_where(&|transaction| transaction["transactionType"] == "REFUND");
+    assert!(!refunds.is_empty() && refunds.len() < transactions.len());
+
+    for (criterion, field, value) in [
+        ("transactionType:{SALE}", "transactionType", "SALE"),
+        ("transactionType:{REFUND}", "transactionType", "REFUND"),
+        ("transactionStatus:{PAYOUT}", "transactionStatus", "PAYOUT"),
+        (
+            "transactionStatus:{FUNDS_PROCESSING}",
+            "transactionStatus",
+            "FUNDS_PROCESSING",
+        ),
+    ] {
+        let filter = format!("{range},{criterion}");
+        let (status, page) =
+            sim_get(&fixture, path, &[("filter", &filter), ("limit", "1000")]).await;
+        let wanted = ids_where(&|transaction| transaction[field] == value);
+        assert!(!wanted.is_empty(), "{criterion}");
+        assert_eq!(status, 200, "{criterion}: {page}");
+        assert_eq!(
+            sorted(field_of(&page, "transactions", "transactionId")),
+            wanted,
+            "{criterion}"
+        );
+    }
+
+    // Without transactionDate: the last 90 days, here every transaction.
+    let (_, page) = sim_get(
+        &fixture,
+        path,
+        &[("filter", "transactionType:{SALE}"), ("limit", "1000")],
+    )
+    .await;
+    assert_eq!(
+        sorted(field_of(&page, "transactions", "transactionId")),
+        ids_where(&|t| t["transactionType"] == "SALE")
+    );
+
+    // A refund's order: orderId ignores `limit` and answers the order's sale and refund;
+    // buyerUsername narrows to that buyer; transactionId with transactionType in two
+    // `filter` parameters, as eBay's example sends them.
+    let refund = transactions
+        .iter()
+        .find(|t| t["transactionType"] == "REFUND")
+        .expect("a refund");
+    let order_id = refund["orderId"].as_str().expect("orderId");
+    let (status, page) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &format!("orderId:{{{order_id}}}")),
+            ("limit", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        sorted(field_of(&page, "transactions", "transactionId")),
+        ids_where(&|t| t["orderId"] == order_id)
+    );
+    assert_eq!(page["total"], 2, "{page}");
+    let buyer = refund["buyer"]["username"].as_str().expect("buyer");
+    let (_, page) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &format!("{range},buyerUsername:{{{buyer}}}")),
+            ("limit", "1000"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sorted(field_of(&page, "transactions", "transactionId")),
+        ids_where(&|t| t["buyer"]["username"] == buyer)
+    );
+    let refund_id = refund["transactionId"].as_str().expect("id");
+    let (status, page) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &format!("transactionId:{{{refund_id}}}")),
+            ("filter", "transactionType:{REFUND}"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        field_of(&page, "transactions", "transactionId"),
+        vec![refund_id.to_string()]
+    );
+    // The sale's id with type REFUND matches nothing: 204, no body.
+    let (status, page) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &format!("transactionId:{{{refund_id}}}")),
+            ("filter", "transactionType:{SALE}"),
+        ],
+    )
+    .await;
+    assert_eq!((status, page), (204, serde_json::Value::Null));
+
+    // What the reference does not allow.
+    for filter in [
+        format!("transactionId:{{{refund_id}}}"),
+        "transactionType:{BOGUS}".to_string(),
+        "transactionType:SALE".to_string(),
+        "transactionType:{SALE|REFUND}".to_string(),
+        "transactionStatus:{SHIPPED}".to_string(),
+        "paymentMethod:{CARD}".to_string(),
+        format!("transactionDate:[{}..{}]", at(t0), at(t0 - DAY)),
+    ] {
+        let (status, body) = sim_get(&fixture, path, &[("filter", &filter)]).await;
+        assert_eq!(status, 400, "{filter}: {body}");
+    }
 }

@@ -56,6 +56,13 @@ async fn get_orders(client: &EbayClient) -> Result<serde_json::Value, ProviderEr
     Ok(serde_json::from_slice(&body).expect("json"))
 }
 
+/// An open-ended range's start: 30 days ago at midnight (the range then reaches now,
+/// eBay's open end being at most 90 days past its start).
+fn recent_start() -> String {
+    let now = chrono::Utc::now().timestamp();
+    marketsync::domain::format_millis((now - now.rem_euclid(86_400) - 30 * 86_400) * 1000)
+}
+
 async fn get_transactions(
     client: &EbayClient,
     limit: u32,
@@ -68,7 +75,7 @@ async fn get_transactions(
             &[
                 (
                     "filter".to_string(),
-                    "transactionDate:[2020-01-01T00:00:00.000Z..]".to_string(),
+                    format!("transactionDate:[{}..]", recent_start()),
                 ),
                 ("limit".to_string(), limit.to_string()),
             ],
@@ -263,8 +270,8 @@ async fn ebay_transactions_take_a_page_of_1000_and_links_are_encoded() {
     let href = page["href"].as_str().expect("href");
     assert!(
         href.starts_with(&format!(
-            "{base}/sell/finances/v1/transaction?filter=transactionDate:%5B2020-01-01T00:00:00.000Z..%5D&limit=1000"
-        )),
+            "{base}/sell/finances/v1/transaction?filter=transactionDate:%5B"
+        )) && href.contains(".000Z..%5D&limit=1000"),
         "{href}"
     );
     match get_transactions(&seller, 1001).await {
@@ -273,16 +280,28 @@ async fn ebay_transactions_take_a_page_of_1000_and_links_are_encoded() {
     }
 }
 
-/// `marketsync auth ebay` as the real binary: it prints the consent URL, the test plays
-/// the seller (the simulator's consent step), pastes the redirected URL on stdin, and the
-/// refresh token it prints reads the seller's orders.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ebay_auth_command_walks_the_authorization_code_grant() {
-    let sim = start_sim().await;
-    let base = sim.base_url();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &base, &["orders", "transactions"], true);
-    let mut command = tokio::process::Command::from(cli(&config));
+/// What `marketsync auth ebay shop` printed after the consent.
+struct AuthRun {
+    /// stdout after the consent URL.
+    stdout: String,
+    stderr: String,
+}
+
+impl AuthRun {
+    fn field(&self, name: &str) -> String {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} in {}", self.stdout))
+            .to_string()
+    }
+}
+
+/// Runs `marketsync auth ebay shop` on `config` as the real binary: it prints the consent
+/// URL (whose scopes must end with `scopes`), the test plays the seller (the simulator's
+/// consent step) and pastes the redirected URL on stdin; the command must succeed.
+async fn run_auth(base: &str, config: &std::path::Path, scopes: &str) -> AuthRun {
+    let mut command = tokio::process::Command::from(cli(config));
     command
         .args(["auth", "ebay", "shop"])
         .stdin(Stdio::piped())
@@ -291,18 +310,24 @@ async fn ebay_auth_command_walks_the_authorization_code_grant() {
         .kill_on_drop(true);
     let mut child = command.spawn().expect("spawn");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stderr = child.stderr.take().expect("stderr");
     let mut consent_url = String::new();
-    tokio::time::timeout(STEP, stdout.read_line(&mut consent_url))
+    let read = tokio::time::timeout(STEP, stdout.read_line(&mut consent_url))
         .await
         .expect("the consent url in time")
         .expect("read");
+    if read == 0 {
+        let mut errors = String::new();
+        let _ = stderr.read_to_string(&mut errors).await;
+        panic!("auth ebay printed no consent url: {errors}");
+    }
     let consent_url = consent_url.trim().to_string();
     assert!(
         consent_url.starts_with(&format!("{base}/oauth2/authorize?client_id={CLIENT_ID}&redirect_uri={RU_NAME}&response_type=code&scope=")),
         "{consent_url}"
     );
     assert!(
-        consent_url.ends_with("scope=https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%20https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%2Fsell.fulfillment.readonly%20https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%2Fsell.finances"),
+        consent_url.ends_with(&format!("scope={scopes}")),
         "{consent_url}"
     );
     // The seller agrees (the simulator's stand-in for eBay's sign-in page).
@@ -329,24 +354,45 @@ async fn ebay_auth_command_walks_the_authorization_code_grant() {
     stdin.write_all(redirected.as_bytes()).await.expect("paste");
     drop(stdin);
     let mut rest = String::new();
-    tokio::time::timeout(STEP, stdout.read_to_string(&mut rest))
-        .await
-        .expect("output in time")
-        .expect("read");
+    let mut errors = String::new();
+    // Both at once: a child blocked on a full stderr pipe would never close stdout.
+    let (out, err) = tokio::time::timeout(STEP, async {
+        tokio::join!(
+            stdout.read_to_string(&mut rest),
+            stderr.read_to_string(&mut errors)
+        )
+    })
+    .await
+    .expect("output in time");
+    out.expect("read stdout");
+    err.expect("read stderr");
     let status = tokio::time::timeout(STEP, child.wait())
         .await
         .expect("exit in time")
         .expect("wait");
-    assert!(status.success(), "{rest}");
-    let field = |name: &str| {
-        rest.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("{name} in {rest}"))
-            .to_string()
-    };
-    let refresh_token = field("refresh_token");
-    assert_eq!(field("variable"), "AUTH_EBAY_REFRESH_TOKEN");
-    let expires = field("refresh_token_expires");
+    assert!(status.success(), "{rest}\n{errors}");
+    AuthRun {
+        stdout: rest,
+        stderr: errors,
+    }
+}
+
+/// The consent scopes of an account with `orders` and `transactions`, percent-encoded.
+const ORDERS_AND_TRANSACTIONS_SCOPES: &str = "https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%20https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%2Fsell.fulfillment.readonly%20https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%2Fsell.finances";
+
+/// `marketsync auth ebay` as the real binary: it prints the consent URL, the test plays
+/// the seller (the simulator's consent step), pastes the redirected URL on stdin, and the
+/// refresh token it prints reads the seller's orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_auth_command_walks_the_authorization_code_grant() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &base, &["orders", "transactions"], true);
+    let run = run_auth(&base, &config, ORDERS_AND_TRANSACTIONS_SCOPES).await;
+    let refresh_token = run.field("refresh_token");
+    assert_eq!(run.field("variable"), "AUTH_EBAY_REFRESH_TOKEN");
+    let expires = run.field("refresh_token_expires");
     let at = expires.split_whitespace().next().expect("expiry");
     let at = chrono::DateTime::parse_from_rfc3339(at)
         .expect("rfc 3339")
@@ -377,6 +423,97 @@ async fn ebay_auth_command_walks_the_authorization_code_grant() {
             .any(|request| request.seller == SELLER && request.status == 200),
         "{seen:?}"
     );
+}
+
+/// Regression (issue 14 audit): check-config refuses an eBay account without
+/// refresh_token_env and says to run `marketsync auth ebay`, which used to load the
+/// configuration through the same check and refuse too. `auth ebay` now walks the grant
+/// on exactly that configuration, names a variable to add, and with it added the
+/// configuration passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_auth_command_runs_on_the_account_check_config_refuses_for_want_of_a_token() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A production-shaped account (explicit endpoints, no [simulator]) on the simulator.
+    let config = write_config(dir.path(), &base, &["orders", "transactions"], false);
+    let refused = cli(&config).arg("check-config").output().expect("run");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refresh_token_env: missing")
+            && stderr.contains("marketsync auth ebay shop"),
+        "{stderr}"
+    );
+    let run = run_auth(&base, &config, ORDERS_AND_TRANSACTIONS_SCOPES).await;
+    let refresh_token = run.field("refresh_token");
+    // No variable is configured: the command names one to add, after the client id's.
+    assert_eq!(run.field("variable"), "AUTH_EBAY_REFRESH_TOKEN");
+    assert!(
+        run.stderr
+            .contains("add refresh_token_env = \"AUTH_EBAY_REFRESH_TOKEN\""),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(&refresh_token), "{}", run.stderr);
+    // With the variable added as told, check-config accepts the account.
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "client_secret_env = \"AUTH_EBAY_CLIENT_SECRET\"\n",
+        "client_secret_env = \"AUTH_EBAY_CLIENT_SECRET\"\nrefresh_token_env = \"AUTH_EBAY_REFRESH_TOKEN\"\n",
+    );
+    std::fs::write(&config, text).expect("write");
+    let accepted = cli(&config)
+        .env("AUTH_EBAY_REFRESH_TOKEN", &refresh_token)
+        .arg("check-config")
+        .output()
+        .expect("run");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    // And the token reads the consenting seller's orders.
+    get_orders(&client(&base, Some(&refresh_token)))
+        .await
+        .expect("orders with the new token");
+}
+
+/// Regression (issue 14 audit): `auth ebay` refused an account with a `market_prices`
+/// stream ("no eBay OAuth scope is known for stream market_prices"). That stream reads
+/// the Browse API with the application's own token: consent asks nothing for it, and an
+/// account with nothing else is told it needs no consent at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_auth_command_takes_an_account_with_market_prices() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &base, &["orders", "market_prices"], true);
+    // The base scope and the orders' scope only.
+    let run = run_auth(
+        &base,
+        &config,
+        "https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%20https%3A%2F%2Fapi.ebay.com%2Foauth%2Fapi_scope%2Fsell.fulfillment.readonly",
+    )
+    .await;
+    get_orders(&client(&base, Some(&run.field("refresh_token"))))
+        .await
+        .expect("orders with the new token");
+
+    let browse_only = tempfile::tempdir().expect("tempdir");
+    let config = write_config(browse_only.path(), &base, &["market_prices"], false);
+    let output = cli(&config)
+        .args(["auth", "ebay", "shop"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("market_prices") && stderr.contains("needs no seller consent"),
+        "{stderr}"
+    );
+    // Nothing was printed to open: no consent URL.
+    assert!(output.stdout.is_empty(), "{:?}", output.stdout);
 }
 
 fn at_text(at: i64) -> String {

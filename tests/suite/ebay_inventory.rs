@@ -188,6 +188,26 @@ max_document_bytes = 67108864
         format!("Bearer {}", token["access_token"].as_str().expect("token"))
     }
 
+    /// `Bearer <token>` of a user access token narrowed to `scope`.
+    async fn bearer_with_scope(&self, scope: &str) -> String {
+        let token: serde_json::Value = self
+            .http
+            .post(format!("{}/identity/v1/oauth2/token", self.base))
+            .basic_auth("test-client", Some("test-secret"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", SELLER),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("token json");
+        format!("Bearer {}", token["access_token"].as_str().expect("token"))
+    }
+
     async fn corrupt_next(&self, how: &str) {
         let response = self
             .http
@@ -543,6 +563,108 @@ async fn ebay_inventory_feed_refuses_application_tokens_unknown_tasks_and_feed_t
         .as_deref(),
         Some("task-1-2")
     );
+}
+
+const INVENTORY_SCOPE: &str = "https://api.ebay.com/oauth/api_scope/sell.inventory";
+const INVENTORY_READONLY_SCOPE: &str =
+    "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly";
+
+/// Regression (issue 14 audit): the stream asked consent for `sell.inventory.readonly`,
+/// but the Sell Feed API's inventory tasks take `sell.inventory` only (the `security` of
+/// createInventoryTask and getInventoryTask in sell_feed_v1_oas3), and the simulator let
+/// the read-only scope through. A read-only token is refused with eBay's 403 errorId
+/// 1100; a seller who consented to the read-only scope stops the stream on an auth
+/// cooldown naming the scope it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_inventory_feed_needs_the_read_write_inventory_scope() {
+    let sim = TestSim::start(sim_config(10)).await;
+    let t0 = pinned_start();
+    let fixture = Fixture::new(&sim, t0);
+    fixture.set_now(t0).await;
+    let create = |bearer: String| {
+        fixture
+            .http
+            .post(format!("{}/sell/feed/v1/inventory_task", fixture.base))
+            .header("Authorization", bearer)
+            .header("X-EBAY-C-MARKETPLACE-ID", "EBAY_US")
+            .json(&json!({"feedType": "LMS_ACTIVE_INVENTORY_REPORT", "schemaVersion": "1.0"}))
+            .send()
+    };
+    let readonly = fixture.bearer_with_scope(INVENTORY_READONLY_SCOPE).await;
+    let refused = create(readonly.clone()).await.expect("create task");
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.expect("error json");
+    assert_eq!(body["errors"][0]["errorId"], 1100, "{body}");
+    let full = fixture.bearer_with_scope(INVENTORY_SCOPE).await;
+    let created = create(full.clone()).await.expect("create task");
+    assert_eq!(created.status(), 202);
+    let location = created
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .expect("location")
+        .to_string();
+    // getInventoryTask of the same task: the read-only token is refused there too.
+    for (bearer, status) in [(&readonly, 403), (&full, 200)] {
+        let task = fixture
+            .http
+            .get(&location)
+            .header("Authorization", bearer)
+            .send()
+            .await
+            .expect("get task");
+        assert_eq!(task.status(), status, "{location}");
+    }
+
+    // A seller who consented to the read-only scope only (eBay's consent, then the
+    // authorization-code exchange): the stream stops on the auth cooldown, which names
+    // the scope the Feed API needs.
+    let answer: serde_json::Value = fixture
+        .http
+        .get(format!("{}/oauth2/authorize", fixture.base))
+        .query(&[
+            ("client_id", "test-client"),
+            ("redirect_uri", "Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b"),
+            ("response_type", "code"),
+            (
+                "scope",
+                &format!("https://api.ebay.com/oauth/api_scope {INVENTORY_READONLY_SCOPE}"),
+            ),
+            ("seller", SELLER),
+        ])
+        .send()
+        .await
+        .expect("authorize")
+        .json()
+        .await
+        .expect("json");
+    let grant = marketsync::provider::ebay::exchange_code(
+        &fixture.http,
+        &format!("{}/identity/v1/oauth2/token", fixture.base),
+        "test-client",
+        "test-secret",
+        answer["code"].as_str().expect("code"),
+        "Acme_Inc-AcmeSync-PRD-1a2b3c4d5-6e7f8a9b",
+    )
+    .await
+    .expect("exchange");
+    let outcome = fixture
+        .context(Some(&grant.refresh_token))
+        .run_once()
+        .await
+        .expect("run");
+    assert!(
+        matches!(&outcome, RunOutcome::CoolingDown { reason, .. } if reason == "auth"),
+        "{outcome:?}"
+    );
+    let cooldown = fixture
+        .ledger
+        .active_cooldown("ebay:shop", marketsync::domain::now_ts())
+        .expect("read")
+        .expect("an auth cooldown");
+    let detail = cooldown.detail.expect("detail");
+    assert!(detail.contains(&format!("({INVENTORY_SCOPE})")), "{detail}");
+    assert!(fixture.stored().is_empty());
 }
 
 /// Peak resident memory (`VmHWM`) and current (`VmRSS`) of this process, in bytes.

@@ -392,6 +392,19 @@ async fn ebay_streams_payouts_refuse_unknown_sorts_and_filters_and_default_to_ne
         .as_str()
         .expect("next")
         .starts_with(&format!("{base}/sell/finances/v1/payout?")));
+    // The links keep every parameter of the request: the next page of an ascending
+    // read is ascending too (they used to keep `filter` only).
+    let page: serde_json::Value = get(vec![("limit", "5"), ("sort", "payoutDate")])
+        .await
+        .expect("call")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        page["next"],
+        format!("{base}/sell/finances/v1/payout?sort=payoutDate&limit=5&offset=5"),
+        "{page}"
+    );
 }
 
 /// (offer id → (price, quantity)) the simulator serves at `now`.

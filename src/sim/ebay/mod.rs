@@ -441,8 +441,9 @@ fn admit(
     headers: &HeaderMap,
     operation: &'static str,
     api: &'static str,
-    asked: Result<Asked, String>,
+    asked: Result<Asked, impl Into<paging::BadInput>>,
 ) -> Result<(String, Asked), Box<Response>> {
+    let asked: Result<Asked, paging::BadInput> = asked.map_err(Into::into);
     Ebay::bump(&mut ebay.lock().stats.calls, operation);
     let log = |seller: &str, asked: Option<&Asked>, status: StatusCode| {
         let mut state = ebay.lock();
@@ -514,9 +515,15 @@ fn admit(
             log(&seller, Some(&asked), StatusCode::OK);
             Ok((seller, asked))
         }
-        Err(message) => {
+        Err(bad) => {
             log(&seller, None, StatusCode::BAD_REQUEST);
-            Err(Box::new(bad_request(&message)))
+            Err(Box::new(ebay_error(
+                StatusCode::BAD_REQUEST,
+                bad.error_id,
+                bad.domain,
+                "REQUEST",
+                &bad.message,
+            )))
         }
     }
 }

@@ -148,7 +148,11 @@ pub(super) fn required_scopes(api: &str) -> &'static [&'static str] {
         "finances" => &[SCOPE_FINANCES],
         // Post-Order's reference names no OAuth scope; every consent carries the base one.
         "postOrder" => &[SCOPE_BASE],
-        "feed" | "inventory" => &[SCOPE_INVENTORY, SCOPE_INVENTORY_READONLY],
+        // Sell Feed inventory tasks (createInventoryTask, getInventoryTask and their
+        // result file): `sell.inventory` only, as sell_feed_v1_oas3's security says.
+        "feed" => &[SCOPE_INVENTORY],
+        // Sell Inventory getInventoryItems and getOffers: either inventory scope.
+        "inventory" => &[SCOPE_INVENTORY, SCOPE_INVENTORY_READONLY],
         "message" => &[SCOPE_MESSAGE],
         _ => &[],
     }

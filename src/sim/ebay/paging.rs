@@ -22,6 +22,113 @@ pub(super) struct Asked {
     pub(super) unfiltered: bool,
 }
 
+/// A request eBay refuses with 400: its `errorId`, `domain` and message.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct BadInput {
+    pub(super) error_id: u32,
+    pub(super) domain: &'static str,
+    pub(super) message: String,
+}
+
+impl BadInput {
+    pub(super) fn new(error_id: u32, domain: &'static str, message: String) -> BadInput {
+        BadInput {
+            error_id,
+            domain,
+            message,
+        }
+    }
+}
+
+/// A plain message: eBay's generic invalid-request error (`errorId` 2004).
+impl From<String> for BadInput {
+    fn from(message: String) -> BadInput {
+        BadInput::new(2004, "API_REQUEST", message)
+    }
+}
+
+/// The criteria of eBay's `filter` parameter: `name:value` parts separated by commas
+/// outside `[...]` and `{...}`, each trimmed (eBay's examples put a space after the
+/// comma). The name is as sent; the value still has its brackets or braces. `Err` for a
+/// part without `:` or for unbalanced brackets.
+pub(super) fn criteria(filter: &str) -> Result<Vec<(&str, &str)>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (index, byte) in filter.bytes().enumerate() {
+        match byte {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth -= 1,
+            b',' if depth == 0 => {
+                parts.push(&filter[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("filter {filter:?} has an unbalanced bracket"));
+        }
+    }
+    if depth != 0 {
+        return Err(format!("filter {filter:?} has an unbalanced bracket"));
+    }
+    parts.push(&filter[start..]);
+    parts
+        .into_iter()
+        .map(|part| {
+            let part = part.trim();
+            part.split_once(':')
+                .map(|(name, value)| (name.trim(), value.trim()))
+                .ok_or_else(|| format!("filter criterion {part:?} is not name:value"))
+        })
+        .collect()
+}
+
+/// The values of a `{A|B}` set criterion; `None` unless the value is braced and every
+/// member is non-empty.
+pub(super) fn set_values(value: &str) -> Option<Vec<&str>> {
+    let inner = value.strip_prefix('{')?.strip_suffix('}')?;
+    let members: Vec<&str> = inner.split('|').map(str::trim).collect();
+    members
+        .iter()
+        .all(|member| !member.is_empty())
+        .then_some(members)
+}
+
+/// A date range criterion's value `[FROM..TO]` (TO may be empty): `Err` says which of
+/// eBay's complaints applies.
+pub(super) enum RangeError {
+    /// Not `[...]` with `..` inside.
+    Shape,
+    /// No start date.
+    MissingStart,
+    /// A date that is not ISO 8601.
+    BadDate,
+    /// The start after the end.
+    Reversed,
+}
+
+/// Parses a range criterion's value into unix milliseconds (the end optional).
+pub(super) fn range_value(value: &str) -> Result<(i64, Option<i64>), RangeError> {
+    let inner = value
+        .strip_prefix('[')
+        .and_then(|value| value.strip_suffix(']'))
+        .ok_or(RangeError::Shape)?;
+    let (from, to) = inner.split_once("..").ok_or(RangeError::Shape)?;
+    let (from, to) = (from.trim(), to.trim());
+    if from.is_empty() {
+        return Err(RangeError::MissingStart);
+    }
+    let from = parse_millis(from).ok_or(RangeError::BadDate)?;
+    let to = match to {
+        "" => None,
+        text => Some(parse_millis(text).ok_or(RangeError::BadDate)?),
+    };
+    if to.is_some_and(|to| to < from) {
+        return Err(RangeError::Reversed);
+    }
+    Ok((from, to))
+}
+
 /// Parses `name:[FROM..TO]` (either bound may be empty) into unix milliseconds.
 pub(super) fn parse_range(filter: &str, name: &str) -> Result<(Option<i64>, Option<i64>), String> {
     let rest = filter
@@ -109,7 +216,8 @@ pub(super) fn growing_page_of<T: Clone>(matching: Vec<T>, asked: &Asked) -> (u64
 /// An offset-paged answer of `path`: `href`, `total`, `limit`, `offset`, the page's
 /// `items` under `key`, and `next`/`prev` links where there are such pages. Links are
 /// absolute on `origin` (the simulator's own address, never the request's `Host`) with
-/// the query percent-encoded, as eBay sends them.
+/// the query percent-encoded, as eBay sends them, and keep every parameter of the
+/// request (`filter`, `sort`, `orderIds`, ...; by name, then `limit` and `offset`).
 pub(super) fn offset_page(
     origin: &str,
     path: &str,
@@ -119,10 +227,7 @@ pub(super) fn offset_page(
     key: &str,
     items: Vec<Value>,
 ) -> Value {
-    let base_query = query
-        .get("filter")
-        .map(|filter| format!("filter={}&", percent_encode(filter)))
-        .unwrap_or_default();
+    let base_query = link_query(query);
     let (href, next, prev) = page_links(
         &format!("{origin}{path}"),
         &base_query,
@@ -140,6 +245,23 @@ pub(super) fn offset_page(
         body["prev"] = json!(prev);
     }
     body
+}
+
+/// The parameters of `query` but `limit` and `offset`, sorted by name, each
+/// `name=value&` percent-encoded: the part of a page link that stays from page to page.
+pub(super) fn link_query(query: &HashMap<String, String>) -> String {
+    let mut names: Vec<&String> = query
+        .keys()
+        .filter(|name| !matches!(name.as_str(), "limit" | "offset"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let value = query.get(name).map(String::as_str).unwrap_or_default();
+            format!("{}={}&", percent_encode(name), percent_encode(value))
+        })
+        .collect()
 }
 
 pub(super) fn parse_number(
@@ -257,6 +379,51 @@ mod tests {
         assert!(second > first && second > 100);
         let (last, page) = growing_page_of(items, &asked(u64::MAX));
         assert_eq!((last, page.len()), (u64::MAX, 50));
+    }
+
+    /// Regression (issue 14 audit): links kept `filter` only, so a getPayouts `sort` or
+    /// getOrders `orderIds` was lost on the next page.
+    #[test]
+    fn links_keep_every_parameter_of_the_request() {
+        let query: HashMap<String, String> = [
+            ("sort", "-payoutDate"),
+            ("filter", "payoutDate:[2026-11-01T00:00:00.000Z..]"),
+            ("limit", "2"),
+            ("offset", "2"),
+            ("orderIds", "01-20000-00001,01-20000-00002"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        let asked = Asked {
+            from_ms: None,
+            to_ms: None,
+            limit: 2,
+            offset: 2,
+            unfiltered: false,
+        };
+        let body = offset_page(
+            "http://127.0.0.1:9",
+            "/p",
+            &query,
+            &asked,
+            9,
+            "items",
+            vec![],
+        );
+        let kept = "filter=payoutDate:%5B2026-11-01T00:00:00.000Z..%5D&orderIds=01-20000-00001,01-20000-00002&sort=-payoutDate&limit=2";
+        assert_eq!(
+            body["href"],
+            format!("http://127.0.0.1:9/p?{kept}&offset=2")
+        );
+        assert_eq!(
+            body["next"],
+            format!("http://127.0.0.1:9/p?{kept}&offset=4")
+        );
+        assert_eq!(
+            body["prev"],
+            format!("http://127.0.0.1:9/p?{kept}&offset=0")
+        );
     }
 
     #[test]

@@ -10,10 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 
-use super::data::{orders_created, transaction_ids, transaction_status_at, SimOrder, SimReturn};
-use super::paging::{filtered_ask, offset_page, page_of, paged_body, parse_number, Asked};
+use super::data::{
+    order, orders_created, transaction_ids, transaction_status_at, SimOrder, SimReturn,
+};
+use super::paging::{
+    criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
+    BadInput, RangeError,
+};
 use super::{
-    admit, Ebay, DAY, MAX_ORDER_SPAN, OP_GET_ORDERS, OP_GET_TRANSACTIONS, OP_SEARCH_RETURNS,
+    admit, bad_request, Ebay, DAY, MAX_ORDER_SPAN, MAX_TRANSACTIONS_LIMIT, OP_GET_ORDERS,
+    OP_GET_TRANSACTIONS, OP_SEARCH_RETURNS,
 };
 use crate::domain::{format_millis, parse_millis};
 use crate::sim::Simulator;
@@ -104,24 +110,234 @@ fn default_window(asked: Asked, now: i64) -> Asked {
 /// Days an unfiltered getOrders (and getTransactions) covers.
 const DEFAULT_WINDOW_DAYS: i64 = 90;
 
+/// The `domain` of the Fulfillment API's errors.
+const FULFILLMENT: &str = "API_FULFILLMENT";
+/// getOrders' `orderIds`: "maximum 50".
+const MAX_ORDER_IDS: usize = 50;
+/// getOrders' default `limit`.
+const ORDERS_DEFAULT_LIMIT: u64 = 50;
+/// The `orderfulfillmentstatus` sets getOrders supports: "only the combinations shown here
+/// are currently supported".
+const FULFILLMENT_SETS: [[&str; 2]; 2] =
+    [["NOT_STARTED", "IN_PROGRESS"], ["FULFILLED", "IN_PROGRESS"]];
+
+/// What a getOrders request selects, besides the range and page in [`Asked`].
+#[derive(Debug, Clone, PartialEq)]
+enum OrdersSelection {
+    /// `orderIds`: exactly these orders; every other parameter is ignored.
+    Ids(Vec<String>),
+    /// `filter`'s criteria (or none): by `creationdate` when `by_creation`, else by
+    /// `lastmodifieddate`; `statuses` from `orderfulfillmentstatus`.
+    Filter {
+        by_creation: bool,
+        statuses: Option<[&'static str; 2]>,
+    },
+}
+
+/// Parses getOrders' query as the Fulfillment API's getOrders reference defines it
+/// (sell_fulfillment_v1_oas3, `filter`, `orderIds`, `limit`, `offset`) and refuses what
+/// its 400 list names: 30700 "Invalid filter name", 30800 "Invalid filter value", 30810
+/// "Invalid date format", 30820 "Start date is missing", 30840 "Start date should be
+/// before end date", 30900 "Exceeded maximum number of order IDs".
+fn orders_query(query: &HashMap<String, String>) -> Result<(Asked, OrdersSelection), BadInput> {
+    let invalid_value = |name: &str, value: &str| {
+        BadInput::new(
+            30800,
+            FULFILLMENT,
+            format!("Invalid filter value {value} for filter {name}"),
+        )
+    };
+    if let Some(ids) = query.get("orderIds") {
+        // "If one or more order ID values are specified through the orderIds query
+        // parameter, all other query parameters will be ignored."
+        let ids: Vec<String> = ids
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect();
+        if ids.is_empty() {
+            return Err(invalid_value("orderIds", ""));
+        }
+        if ids.len() > MAX_ORDER_IDS {
+            return Err(BadInput::new(
+                30900,
+                FULFILLMENT,
+                format!(
+                    "Exceeded maximum number of order IDs (the current limit is {MAX_ORDER_IDS})"
+                ),
+            ));
+        }
+        let asked = Asked {
+            from_ms: None,
+            to_ms: None,
+            limit: ORDERS_DEFAULT_LIMIT,
+            offset: 0,
+            unfiltered: false,
+        };
+        return Ok((asked, OrdersSelection::Ids(ids)));
+    }
+    let limit = parse_number(query, "limit", ORDERS_DEFAULT_LIMIT)?;
+    let offset = parse_number(query, "offset", 0)?;
+    let Some(filter) = query.get("filter") else {
+        let asked = Asked {
+            from_ms: None,
+            to_ms: None,
+            limit,
+            offset,
+            unfiltered: true,
+        };
+        return Ok((
+            asked,
+            OrdersSelection::Filter {
+                by_creation: true,
+                statuses: None,
+            },
+        ));
+    };
+    let parts = criteria(filter)
+        .map_err(|_| BadInput::new(30800, FULFILLMENT, format!("Invalid filter {filter}")))?;
+    let (mut created, mut modified, mut statuses) = (None, None, None);
+    for (name, value) in parts {
+        let range = |value: &str| {
+            range_value(value).map_err(|err| match err {
+                RangeError::Shape => invalid_value(name, value),
+                RangeError::MissingStart => {
+                    BadInput::new(30820, FULFILLMENT, "Start date is missing".to_string())
+                }
+                RangeError::BadDate => {
+                    BadInput::new(30810, FULFILLMENT, "Invalid date format".to_string())
+                }
+                RangeError::Reversed => BadInput::new(
+                    30840,
+                    FULFILLMENT,
+                    "Start date should be before end date".to_string(),
+                ),
+            })
+        };
+        match name.to_ascii_lowercase().as_str() {
+            "creationdate" => created = Some(range(value)?),
+            "lastmodifieddate" => modified = Some(range(value)?),
+            "orderfulfillmentstatus" => {
+                let members = set_values(value).ok_or_else(|| invalid_value(name, value))?;
+                let set = FULFILLMENT_SETS
+                    .iter()
+                    .find(|set| {
+                        members.len() == set.len()
+                            && set.iter().all(|status| members.contains(status))
+                    })
+                    .ok_or_else(|| invalid_value(name, value))?;
+                statuses = Some(*set);
+            }
+            _ => {
+                return Err(BadInput::new(
+                    30700,
+                    FULFILLMENT,
+                    format!("Invalid filter name: {name}"),
+                ))
+            }
+        }
+    }
+    // "If creationdate and lastmodifieddate are both included, only creationdate is
+    // used." With neither, the last 90 days (by creation) as without a filter.
+    let (by_creation, range) = match (created, modified) {
+        (Some(range), _) => (true, Some(range)),
+        (None, Some(range)) => (false, Some(range)),
+        (None, None) => (true, None),
+    };
+    let asked = Asked {
+        from_ms: range.map(|(from, _)| from),
+        to_ms: range.and_then(|(_, to)| to),
+        limit,
+        offset,
+        unfiltered: range.is_none(),
+    };
+    Ok((
+        asked,
+        OrdersSelection::Filter {
+            by_creation,
+            statuses,
+        },
+    ))
+}
+
+/// The orders `ids` name (the order id, or the legacy `ITEMID-TRANSACTIONID` form eBay
+/// also takes) that `seller` has at `now`, each once.
+fn orders_by_id(sim: &Simulator, seller: &str, ids: &[String], now: i64) -> Vec<SimOrder> {
+    let config = &sim.config().ebay;
+    let mut found: Vec<SimOrder> = Vec::new();
+    for id in ids {
+        // `KK-DDDDD-IIIII` (the seller's key, the day, the index) or `110000000000+I-D`.
+        let (day, index) = match id.split('-').collect::<Vec<_>>()[..] {
+            [_, day, index] => (day.parse::<i64>().ok(), index.parse::<u32>().ok()),
+            [item, day] => (
+                day.parse::<i64>().ok(),
+                item.parse::<u64>()
+                    .ok()
+                    .and_then(|item| item.checked_sub(110_000_000_000))
+                    .and_then(|index| u32::try_from(index).ok()),
+            ),
+            _ => (None, None),
+        };
+        let (Some(day), Some(index)) = (day, index) else {
+            continue;
+        };
+        if index >= config.orders_per_day {
+            continue;
+        }
+        let order = order(sim.config().seed, config, seller, day, index);
+        let legacy = format!("{}-{}", 110_000_000_000u64 + u64::from(index), order.day);
+        let named = order.order_id == *id || legacy == *id;
+        let exists = order.created >= config.orders_since && order.created <= now;
+        if named && exists && !found.iter().any(|seen| seen.order_id == order.order_id) {
+            found.push(order);
+        }
+    }
+    found
+}
+
 pub(super) async fn get_orders(
     State(sim): State<Arc<Simulator>>,
     Extension(ebay): Extension<Arc<Ebay>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let asked = filtered_ask(&query, "lastmodifieddate", 50);
+    let parsed = orders_query(&query);
+    let (asked, selection) = match parsed {
+        Ok((asked, selection)) => (Ok(asked), Some(selection)),
+        Err(bad) => (Err(bad), None),
+    };
     let (seller, asked) = match admit(&sim, &ebay, &headers, OP_GET_ORDERS, "fulfillment", asked) {
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
+    let Some(selection) = selection else {
+        return bad_request("the request could not be read");
+    };
     let asked = default_window(asked, ebay.now(&sim));
-    let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
-    // Without a filter, eBay answers the orders created in the last 90 days.
-    let by_creation = asked.unfiltered;
+    let (now, from, to, candidates) = match &selection {
+        OrdersSelection::Ids(ids) => {
+            let now = ebay.now(&sim);
+            (
+                now,
+                i64::MIN,
+                i64::MAX,
+                orders_by_id(&sim, &seller, ids, now),
+            )
+        }
+        OrdersSelection::Filter { .. } => candidates(&sim, &ebay, &seller, &asked),
+    };
+    let (by_creation, statuses) = match selection {
+        OrdersSelection::Ids(_) => (true, None),
+        OrdersSelection::Filter {
+            by_creation,
+            statuses,
+        } => (by_creation, statuses),
+    };
     let mut matching: Vec<(i64, SimOrder)> = candidates
         .into_iter()
         .filter(|order| order.created <= now)
+        .filter(|order| statuses.is_none_or(|set| set.contains(&order.fulfillment_at(now).0)))
         .map(|order| (order.last_modified_at(now), order))
         .filter(|(modified, order)| {
             let at = if by_creation {
@@ -179,13 +395,160 @@ pub(super) fn transactions_of(order: &SimOrder, now: i64) -> Vec<(i64, Value)> {
         .collect()
 }
 
+/// getTransactions' `transactionType` values (sell_finances_v1_oas3, `filter`).
+const TRANSACTION_TYPES: &[&str] = &[
+    "SALE",
+    "REFUND",
+    "CREDIT",
+    "DISPUTE",
+    "NON_SALE_CHARGE",
+    "SHIPPING_LABEL",
+    "TRANSFER",
+];
+/// getTransactions' `transactionStatus` values.
+const TRANSACTION_STATUSES: &[&str] = &[
+    "PAYOUT",
+    "FUNDS_PROCESSING",
+    "FUNDS_AVAILABLE_FOR_PAYOUT",
+    "FUNDS_ON_HOLD",
+    "COMPLETED",
+    "FAILED",
+];
+/// How far an open-ended `transactionDate:[FROM..]` reaches: "the date range would
+/// include the starting date and up to 90 days past that date, or the current date".
+const OPEN_RANGE_DAYS: i64 = 90;
+
+/// What a getTransactions `filter` asks beyond the date range: (field of the
+/// transaction's JSON, the value it must have). `orderId`, `transactionId` and
+/// `payoutId` make eBay ignore `limit` (`ignores_limit`).
+#[derive(Debug, Default, PartialEq)]
+struct TransactionMatch {
+    fields: Vec<(&'static str, String)>,
+    ignores_limit: bool,
+}
+
+/// Parses getTransactions' `filter` criteria (every `filter` parameter, as eBay's own
+/// example repeats it: `filter=transactionId:{...}&filter=transactionType:{SALE}`) as
+/// the Finances getTransactions reference defines them: `transactionDate:[FROM..TO]`,
+/// and `transactionType`, `transactionStatus`, `buyerUsername`, `salesRecordReference`,
+/// `payoutId`, `transactionId` (only with `transactionType`), `orderId` as `{VALUE}`.
+fn transactions_query(
+    filters: &[&str],
+    query: &HashMap<String, String>,
+) -> Result<(Asked, TransactionMatch), String> {
+    let mut range = None;
+    let mut matched = TransactionMatch::default();
+    for filter in filters {
+        for (name, value) in criteria(filter)? {
+            let single = || {
+                set_values(value)
+                    .filter(|members| members.len() == 1)
+                    .map(|members| members[0].to_string())
+                    .ok_or_else(|| {
+                        format!("filter {name}: {value:?} is not one value in braces, like {name}:{{VALUE}}")
+                    })
+            };
+            let enumerated = |known: &[&str]| {
+                let chosen = single()?;
+                if known.contains(&chosen.as_str()) {
+                    Ok(chosen)
+                } else {
+                    Err(format!(
+                        "filter {name}: {chosen:?} is not one of {}",
+                        known.join(", ")
+                    ))
+                }
+            };
+            match name {
+                "transactionDate" => {
+                    let (from, to) = range_value(value).map_err(|_| {
+                        format!("filter transactionDate: {value:?} is not [FROM..TO] with ISO 8601 dates, FROM first")
+                    })?;
+                    range = Some((from, to));
+                }
+                "transactionType" => matched
+                    .fields
+                    .push(("transactionType", enumerated(TRANSACTION_TYPES)?)),
+                "transactionStatus" => matched
+                    .fields
+                    .push(("transactionStatus", enumerated(TRANSACTION_STATUSES)?)),
+                "buyerUsername" => matched.fields.push(("buyerUsername", single()?)),
+                "salesRecordReference" => {
+                    matched.fields.push(("salesRecordReference", single()?))
+                }
+                "orderId" | "transactionId" | "payoutId" => {
+                    let field = match name {
+                        "orderId" => "orderId",
+                        "transactionId" => "transactionId",
+                        _ => "payoutId",
+                    };
+                    matched.fields.push((field, single()?));
+                    matched.ignores_limit = true;
+                }
+                other => {
+                    return Err(format!(
+                        "filter {other:?} is not a getTransactions filter; use transactionDate, transactionType, transactionStatus, buyerUsername, salesRecordReference, payoutId, transactionId or orderId"
+                    ))
+                }
+            }
+        }
+    }
+    let named = |field: &str| matched.fields.iter().any(|(name, _)| *name == field);
+    if named("transactionId") && !named("transactionType") {
+        return Err(
+            "filter transactionId cannot be used alone; give transactionType too".to_string(),
+        );
+    }
+    // "If an orderId, transactionId, or payoutId filter is included in the request, any
+    // limit value will be ignored": every match on one page.
+    let limit = if matched.ignores_limit {
+        MAX_TRANSACTIONS_LIMIT
+    } else {
+        parse_number(query, "limit", 20)?
+    };
+    let asked = Asked {
+        from_ms: range.map(|(from, _)| from),
+        to_ms: range.map(|(from, to)| {
+            to.unwrap_or_else(|| from.saturating_add(OPEN_RANGE_DAYS * DAY * 1000))
+        }),
+        limit,
+        offset: parse_number(query, "offset", 0)?,
+        // Without transactionDate: "all monetary transactions from the last 90 days".
+        unfiltered: range.is_none(),
+    };
+    Ok((asked, matched))
+}
+
+/// The value of a transaction's `field` as a filter compares it.
+fn transaction_field<'a>(transaction: &'a Value, field: &str) -> &'a str {
+    match field {
+        "buyerUsername" => transaction["buyer"]["username"].as_str(),
+        other => transaction[other].as_str(),
+    }
+    .unwrap_or_default()
+}
+
 pub(super) async fn get_transactions(
     State(sim): State<Arc<Simulator>>,
     Extension(ebay): Extension<Arc<Ebay>>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let asked = filtered_ask(&query, "transactionDate", 20);
+    let filters: Vec<&str> = pairs
+        .iter()
+        .filter(|(key, _)| key == "filter")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let mut query: HashMap<String, String> = pairs.iter().cloned().collect();
+    if filters.len() > 1 {
+        // One `filter` for the links: eBay takes the criteria comma-separated too.
+        query.insert("filter".to_string(), filters.join(","));
+    }
+    let parsed = transactions_query(&filters, &query);
+    let (asked, matched) = match parsed {
+        Ok((asked, matched)) => (Ok(asked), matched),
+        Err(message) => (Err(message), TransactionMatch::default()),
+    };
     let (seller, asked) = match admit(
         &sim,
         &ebay,
@@ -203,6 +566,12 @@ pub(super) async fn get_transactions(
         .iter()
         .flat_map(|order| transactions_of(order, now))
         .filter(|(at, _)| *at >= from && *at <= to)
+        .filter(|(_, value)| {
+            matched
+                .fields
+                .iter()
+                .all(|(field, wanted)| transaction_field(value, field) == wanted.as_str())
+        })
         .map(|(at, value)| {
             (
                 at,

@@ -182,6 +182,29 @@ fn quota_section_parses_overrides_and_defaults() {
     );
 }
 
+/// Issue 12: `max_in_flight` defaults to what the createReport burst allows: the
+/// documented 15, or `[quota.amazon.createReport] burst` when configured; a stream's own
+/// setting wins.
+#[test]
+fn max_in_flight_defaults_to_the_configured_create_report_burst() {
+    let in_flight = |text: &str| {
+        let config = Config::parse(text, "c.toml").unwrap();
+        config.accounts[0]
+            .stream("vendor_rt_sales")
+            .expect("the stream")
+            .windowed()
+            .max_in_flight
+    };
+    let stream = "[accounts.streams.vendor_rt_sales]\nlookback = \"24h\"\n";
+    assert_eq!(in_flight(&format!("{ACCOUNT}{stream}")), 15);
+    let quota = "[quota.amazon.createReport]\nrate = 0.0167\nburst = 5.5\n";
+    assert_eq!(in_flight(&format!("{quota}{ACCOUNT}{stream}")), 5);
+    assert_eq!(
+        in_flight(&format!("{quota}{ACCOUNT}{stream}max_in_flight = 20\n")),
+        20
+    );
+}
+
 #[test]
 fn quota_errors_name_the_key_and_the_fix() {
     let cases = [

@@ -27,8 +27,18 @@ impl RawConfig {
         };
         check_count("accounts", self.accounts.len(), 0, limits::ACCOUNTS_MAX)?;
         let mut accounts = Vec::with_capacity(self.accounts.len());
+        // Per account, its streams that leave `max_in_flight` to the default (which
+        // follows a configured createReport burst; see below).
+        let mut in_flight_defaulted = Vec::with_capacity(self.accounts.len());
         for (index, raw) in self.accounts.into_iter().enumerate() {
             let key = format!("accounts[{index}]");
+            in_flight_defaulted.push(
+                raw.streams
+                    .iter()
+                    .filter(|(_, stream)| stream.max_in_flight.is_none())
+                    .map(|(name, _)| name.clone())
+                    .collect::<Vec<String>>(),
+            );
             let account = raw.validate(&key, simulator.is_some(), purpose)?;
             if accounts
                 .iter()
@@ -80,6 +90,7 @@ impl RawConfig {
             Some(raw) => raw.validate()?,
             None => QuotaSettings::default(),
         };
+        default_in_flight_to_the_burst(&mut accounts, &in_flight_defaulted, &quota);
         let freshness = match self.freshness {
             Some(raw) => raw.validate()?,
             None => crate::shapes::jobs::scheduler::FreshnessSettings::default(),
@@ -250,6 +261,41 @@ fn show_number(value: f64) -> String {
         format!("{value}")
     } else {
         format!("{value:?}")
+    }
+}
+
+/// A report stream's default `max_in_flight` is "what the createReport burst allows"
+/// (issue 12): the documented burst (15) unless `[quota.amazon.createReport] burst` says
+/// otherwise, in which case every Amazon windowed stream that does not set its own
+/// `max_in_flight` requests that many windows ahead (floored, 1 to
+/// [`limits::MAX_IN_FLIGHT`]). Windows past the burst would only wait at the gate.
+fn default_in_flight_to_the_burst(
+    accounts: &mut [AccountConfig],
+    defaulted: &[Vec<String>],
+    quota: &QuotaSettings,
+) {
+    let Some(spec) = quota.amazon.get("createReport") else {
+        return;
+    };
+    if !spec.burst.is_finite() {
+        return;
+    }
+    let in_flight = spec
+        .burst
+        .floor()
+        .clamp(1.0, f64::from(limits::MAX_IN_FLIGHT)) as u32;
+    for (account, defaulted) in accounts.iter_mut().zip(defaulted) {
+        if account.provider != crate::domain::Provider::Amazon {
+            continue;
+        }
+        for stream in &mut account.streams {
+            if !defaulted.contains(&stream.name) {
+                continue;
+            }
+            if let crate::shapes::spec::ShapeSettings::Windowed(windowed) = &mut stream.shape {
+                windowed.max_in_flight = in_flight;
+            }
+        }
     }
 }
 

@@ -415,7 +415,9 @@ async fn server_errors_are_retried_with_backoff_then_the_job_fails_and_reset_fai
     let sim = TestSim::start(config).await;
     let fixture = JobsFixture::new(
         "stockx",
-        "max_attempts = 3\nretry_base = \"1s\"\nretry_max = \"1s\"",
+        // 3 s: `not_before` is kept in whole seconds, so a 1 s backoff set late in a
+        // second can come due inside the same run.
+        "max_attempts = 3\nretry_base = \"3s\"\nretry_max = \"3s\"",
         &[("stockx", big())],
     )
     .await;

@@ -338,7 +338,9 @@ async fn alias_server_errors_cost_an_attempt_and_are_retried_after_the_backoff()
     let fixture = MarketFixture::new(
         "alias",
         "market_data",
-        "max_attempts = 3\nretry_base = \"1s\"\nretry_max = \"1s\"",
+        // 3 s: `not_before` is kept in whole seconds, so a 1 s backoff set late in a
+        // second came due a few milliseconds later, inside the same run (seen in CI).
+        "max_attempts = 3\nretry_base = \"3s\"\nretry_max = \"3s\"",
         &[("alias", big())],
     )
     .await;

@@ -329,7 +329,7 @@ pub enum FeedFileError {
 pub fn open_result_file(
     path: &Path,
     max_xml_bytes: u64,
-) -> Result<InventoryReader<Box<dyn BufRead + Send>>, FeedFileError> {
+) -> Result<InventoryReader<Inflated>, FeedFileError> {
     let mut file = File::open(path).map_err(|err| FeedFileError::Io(err.to_string()))?;
     let mut magic = [0u8; 4];
     let mut got = 0;
@@ -396,7 +396,8 @@ pub fn open_result_file(
         left: max_xml_bytes,
         limit: max_xml_bytes,
     };
-    Ok(InventoryReader::new(Box::new(Inflated::start(capped)?)))
+    // The inflate thread checks the markup runs itself: no guard on the parser's side.
+    Ok(InventoryReader::over(Inflated::start(capped)?))
 }
 
 /// Bytes of XML the inflate thread hands on at a time.
@@ -417,7 +418,11 @@ enum Chunk {
 /// ahead of the parser, so inflating and parsing overlap instead of adding up. The
 /// thread ends at the end of the XML, at its first error, or when this reader is
 /// dropped (its next hand-over fails). Spent chunks go back to it to be filled again.
-struct Inflated {
+///
+/// The thread also bounds the runs without markup ([`MarkupRuns`], as [`MarkupGuard`]
+/// does for other inputs): the XML a run passes [`MAX_TOKEN_BYTES`] in is handed on up
+/// to that byte, then the failure. That check costs the parser's thread nothing.
+pub struct Inflated {
     chunks: std::sync::mpsc::Receiver<Chunk>,
     spent: std::sync::mpsc::Sender<Vec<u8>>,
     current: Vec<u8>,
@@ -452,6 +457,7 @@ fn inflate_ahead(
     sender: &std::sync::mpsc::SyncSender<Chunk>,
     recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) {
+    let mut runs = MarkupRuns::default();
     loop {
         let mut buffer = recycled
             .try_recv()
@@ -475,7 +481,12 @@ fn inflate_ahead(
             }
         }
         buffer.truncate(filled);
-        if filled > 0 && sender.send(Chunk::Data(buffer)).is_err() {
+        if let Some(at) = runs.passes_limit(&buffer) {
+            // The bytes before the run's limit are XML like any other; then the failure.
+            buffer.truncate(at);
+            failure = Some(run_too_long());
+        }
+        if !buffer.is_empty() && sender.send(Chunk::Data(buffer)).is_err() {
             return;
         }
         if let Some(err) = failure {
@@ -499,8 +510,10 @@ impl Read for Inflated {
     }
 }
 
-impl BufRead for Inflated {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+impl Inflated {
+    /// [`BufRead::fill_buf`] once the current chunk is spent: the next one, the end, or
+    /// the failure (again at every later call).
+    fn next_chunk(&mut self) -> std::io::Result<&[u8]> {
         if let Some(message) = &self.failed {
             return Err(std::io::Error::other(message.clone()));
         }
@@ -528,7 +541,20 @@ impl BufRead for Inflated {
         }
         Ok(&self.current[self.at.min(self.current.len())..])
     }
+}
 
+impl BufRead for Inflated {
+    /// The parser asks for every few bytes of XML: the rest of the current chunk is
+    /// answered inline (a failure leaves no chunk, so it is always met below).
+    #[inline]
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.at < self.current.len() {
+            return Ok(&self.current[self.at..]);
+        }
+        self.next_chunk()
+    }
+
+    #[inline]
     fn consume(&mut self, amount: usize) {
         self.at = self.at.saturating_add(amount).min(self.current.len());
     }
@@ -636,10 +662,61 @@ impl std::error::Error for TooLargeMarker {}
 
 /// Fails once a run of more than [`MAX_TOKEN_BYTES`] bytes holds neither `<` nor `>`:
 /// the pull parser buffers one event (a text node, a tag) at a time, and this bounds it.
-struct MarkupGuard<R> {
+/// [`InventoryReader::new`] reads through it; a result file's [`Inflated`] checks the
+/// same on its own thread instead ([`MarkupRuns`]).
+pub struct MarkupGuard<R> {
     inner: R,
     run: usize,
     failed: bool,
+}
+
+/// The failure of a run without markup longer than [`MAX_TOKEN_BYTES`].
+fn run_too_long() -> std::io::Error {
+    std::io::Error::other(format!("more than {MAX_TOKEN_BYTES} bytes without markup"))
+}
+
+/// The run without `<` or `>` at the end of the XML seen so far, across chunks.
+#[derive(Debug, Default)]
+struct MarkupRuns {
+    run: usize,
+}
+
+impl MarkupRuns {
+    /// Where in `chunk` (the XML's next bytes) a run passes [`MAX_TOKEN_BYTES`], if it
+    /// does. Markup comes every few bytes in a report, so the chunk is first looked at a
+    /// block of half the limit at a time (a longer run holds a whole such block): only a
+    /// block without markup, or an edge of the chunk far from markup, is walked byte by
+    /// byte.
+    fn passes_limit(&mut self, chunk: &[u8]) -> Option<usize> {
+        const BLOCK: usize = MAX_TOKEN_BYTES / 2;
+        let markup = |bytes: &[u8]| memchr::memchr2(b'<', b'>', bytes);
+        if let (Some(first), Some(last)) = (markup(chunk), memchr::memrchr2(b'<', b'>', chunk)) {
+            let tail = chunk.len() - last - 1;
+            if self.run.saturating_add(first) <= MAX_TOKEN_BYTES
+                && tail <= MAX_TOKEN_BYTES
+                && chunk[first..=last]
+                    .chunks(BLOCK)
+                    .all(|block| markup(block).is_some())
+            {
+                self.run = tail;
+                return None;
+            }
+        }
+        let mut start = 0;
+        for at in memchr::memchr2_iter(b'<', b'>', chunk) {
+            if self.run.saturating_add(at - start) > MAX_TOKEN_BYTES {
+                return Some(start + (MAX_TOKEN_BYTES - self.run.min(MAX_TOKEN_BYTES)));
+            }
+            self.run = 0;
+            start = at + 1;
+        }
+        let tail = chunk.len() - start;
+        if self.run.saturating_add(tail) > MAX_TOKEN_BYTES {
+            return Some(start + (MAX_TOKEN_BYTES - self.run.min(MAX_TOKEN_BYTES)));
+        }
+        self.run = self.run.saturating_add(tail);
+        None
+    }
 }
 
 impl<R: BufRead> Read for MarkupGuard<R> {
@@ -655,9 +732,7 @@ impl<R: BufRead> Read for MarkupGuard<R> {
 impl<R: BufRead> BufRead for MarkupGuard<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         if self.failed {
-            return Err(std::io::Error::other(format!(
-                "more than {MAX_TOKEN_BYTES} bytes without markup"
-            )));
+            return Err(run_too_long());
         }
         self.inner.fill_buf()
     }
@@ -746,7 +821,7 @@ struct Partial {
 /// Events are read into one reused buffer and never copied; open elements are kept as
 /// [`Name`] tags (the innermost one's text, for a truncation message, is kept apart).
 pub struct InventoryReader<R: BufRead> {
-    reader: quick_xml::Reader<MarkupGuard<R>>,
+    reader: quick_xml::Reader<R>,
     buf: Vec<u8>,
     /// The open elements (at most [`MAX_DEPTH`]), each with where its name starts in
     /// `names`.
@@ -766,13 +841,21 @@ pub struct InventoryReader<R: BufRead> {
     done: bool,
 }
 
-impl<R: BufRead> InventoryReader<R> {
-    pub fn new(input: R) -> InventoryReader<R> {
-        let mut reader = quick_xml::Reader::from_reader(MarkupGuard {
+impl<R: BufRead> InventoryReader<MarkupGuard<R>> {
+    /// A reader of `input`, any XML source (its markup runs bounded by [`MarkupGuard`]).
+    pub fn new(input: R) -> InventoryReader<MarkupGuard<R>> {
+        InventoryReader::over(MarkupGuard {
             inner: input,
             run: 0,
             failed: false,
-        });
+        })
+    }
+}
+
+impl<R: BufRead> InventoryReader<R> {
+    /// A reader of `input`, whose markup runs are already bounded.
+    fn over(input: R) -> InventoryReader<R> {
+        let mut reader = quick_xml::Reader::from_reader(input);
         let config = reader.config_mut();
         config.trim_text(true);
         config.check_end_names = true;
@@ -1209,6 +1292,81 @@ mod tests {
         assert!(matches!(rows("<Other/>"), Err(FeedFileError::NoReport)));
         let failure = REPORT.replace("<Ack>Success</Ack>", "<Ack>Failure</Ack>");
         assert!(matches!(rows(&failure), Err(FeedFileError::Failure(_))));
+    }
+
+    #[test]
+    fn markup_runs_fail_where_a_run_passes_the_limit_in_any_chunk() {
+        let markup = |len: usize| "<a>".repeat(len / 3).into_bytes();
+        // A report-like chunk, runs of 1 byte: nothing.
+        let mut runs = MarkupRuns::default();
+        assert_eq!(runs.passes_limit(&markup(INFLATE_CHUNK)), None);
+        // A run of exactly the limit is allowed, one byte more is not, at that byte.
+        let mut chunk = markup(30);
+        chunk.extend(std::iter::repeat_n(b'x', MAX_TOKEN_BYTES));
+        chunk.extend(markup(30));
+        assert_eq!(MarkupRuns::default().passes_limit(&chunk), None);
+        let mut chunk = markup(30);
+        chunk.extend(std::iter::repeat_n(b'x', MAX_TOKEN_BYTES + 1));
+        chunk.extend(markup(30));
+        assert_eq!(
+            MarkupRuns::default().passes_limit(&chunk),
+            Some(30 + MAX_TOKEN_BYTES)
+        );
+        // A run carried over chunk ends: its head at the end of one chunk, its tail
+        // at the start of the next, and a chunk without any markup in between.
+        let mut runs = MarkupRuns::default();
+        let mut head = markup(30);
+        head.extend(std::iter::repeat_n(b'x', 1000));
+        assert_eq!(runs.passes_limit(&head), None);
+        assert_eq!(runs.passes_limit(&vec![b'y'; MAX_TOKEN_BYTES - 2000]), None);
+        let mut next = vec![b'z'; 999];
+        next.extend(markup(30));
+        assert_eq!(
+            runs.passes_limit(&next),
+            None,
+            "1000 + limit - 2000 + 999 bytes"
+        );
+        let mut runs = MarkupRuns::default();
+        assert_eq!(runs.passes_limit(&head), None);
+        assert_eq!(runs.passes_limit(&vec![b'y'; MAX_TOKEN_BYTES - 1000]), None);
+        assert_eq!(
+            runs.passes_limit(b"zz<a>"),
+            Some(0),
+            "one byte past the limit"
+        );
+        // A run at a chunk's tail, longer than the limit by itself.
+        let mut chunk = markup(30);
+        chunk.extend(std::iter::repeat_n(b'x', MAX_TOKEN_BYTES + 10));
+        assert_eq!(
+            MarkupRuns::default().passes_limit(&chunk),
+            Some(30 + MAX_TOKEN_BYTES)
+        );
+    }
+
+    #[test]
+    fn a_result_file_with_a_run_past_the_limit_fails_after_its_listings_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("report.xml");
+        // Text of an element the reader skips: only the run bounds it.
+        let note = format!("<Note>{}</Note><ItemID>", "x".repeat(MAX_TOKEN_BYTES * 3));
+        let huge_text = REPORT.replace("<ItemID>206349816964", &format!("{note}206349816964"));
+        std::fs::write(&path, huge_text).expect("write");
+        let rows: Vec<_> = open_result_file(&path, u64::MAX).expect("open").collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows[0].is_ok(), "the first listing is read: {rows:?}");
+        assert!(
+            matches!(&rows[1], Err(FeedFileError::Io(message)) if message.contains("without markup")),
+            "{rows:?}"
+        );
+        // The same XML read through the guard, a few KiB at a time as from a socket,
+        // fails alike.
+        let bytes = std::fs::read(&path).expect("read");
+        let through_guard: Result<Vec<_>, _> =
+            InventoryReader::new(BufReader::with_capacity(8192, &bytes[..])).collect();
+        assert!(
+            matches!(&through_guard, Err(FeedFileError::Io(message)) if message.contains("without markup")),
+            "{through_guard:?}"
+        );
     }
 
     #[test]

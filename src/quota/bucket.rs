@@ -442,9 +442,8 @@ impl Bucket {
     /// A provider said 429 to a call this bucket granted (issue 12): the model was
     /// wrong, so it is corrected instead of obeyed for half an hour. The level goes to
     /// zero (never up), and the burst goes down to what the provider really accepted
-    /// since the bucket was last full: `burst - level - cost` as of `now` (the throttled
-    /// call's `cost` was taken but not served), never below 1 and never up (a burst
-    /// already below 1 stays). When `hold` (the provider's `Retry-After`) is longer than
+    /// since the bucket was last full ([`accepted_burst`]), never below 1 and never up
+    /// (a burst already below 1 stays). When `hold` (the provider's `Retry-After`) is longer than
     /// one token interval, the refill starts late enough that the next token comes at
     /// `now + hold`; otherwise the next token comes one interval after `now`.
     /// Returns the burst before and after.
@@ -452,9 +451,9 @@ impl Bucket {
         self.refill(now);
         let before = self.burst;
         let cost = if cost.is_finite() { cost.max(0.0) } else { 1.0 };
-        let accepted = (self.burst - self.tokens - cost).floor();
-        if accepted.is_finite() && accepted.max(1.0) < self.burst {
-            self.burst = accepted.max(1.0);
+        let accepted = accepted_burst(self.burst, self.tokens, cost);
+        if accepted < self.burst {
+            self.burst = accepted;
         }
         self.tokens = self.tokens.min(0.0);
         let interval = secs_up(1.0 / self.rate);
@@ -470,6 +469,23 @@ impl Bucket {
         }
         self.tokens = self.level(now);
         self.updated_at = now;
+    }
+}
+
+/// The burst a 429 shows, as of the call it refused: the calls the provider served
+/// since the bucket was last full (`burst - level - cost`: the refused call's `cost` was
+/// taken but not served), less the tokens refilled meanwhile, of which only whole ones
+/// served a call. A provider whose bucket of burst B served `n` calls in a time that
+/// refilled `r` tokens and refused the next holds at most `ceil(n - r)`: that is the
+/// answer, so a bucket that served 10 calls in a second of a 1/min refill learns 10,
+/// not 9. Never below 1; a value that is not finite gives 1.
+pub fn accepted_burst(burst: f64, level: f64, cost: f64) -> f64 {
+    // A whole number a rounding error above itself is not rounded up.
+    let accepted = (burst - level - cost - 1e-9).ceil();
+    if accepted.is_finite() {
+        accepted.max(1.0)
+    } else {
+        1.0
     }
 }
 
@@ -536,6 +552,21 @@ mod tests {
         let mut bucket = Bucket::new(1.0, 15.0, secs(0));
         bucket.take(1.0, secs(0));
         assert_eq!(bucket.correct(1.0, Duration::ZERO, secs(0)), (15.0, 1.0));
+        // Served 10 while a fraction of a token refilled (a 1/min bucket, 1.5 s):
+        // the provider's burst is 10, not 9.
+        let mut bucket = Bucket::new(1.0 / 60.0, 15.0, secs(0));
+        for call in 0..11 {
+            bucket.take(1.0, Duration::from_millis(150 * call));
+        }
+        let now = Duration::from_millis(1500);
+        assert_eq!(bucket.correct(1.0, Duration::ZERO, now), (15.0, 10.0));
+        // Served 10 while more than a whole token refilled (a 1/s bucket, 1.5 s): 9
+        // calls of the burst and one of the refill.
+        let mut bucket = Bucket::new(1.0, 15.0, secs(0));
+        for call in 0..11 {
+            bucket.take(1.0, Duration::from_millis(150 * call));
+        }
+        assert_eq!(bucket.correct(1.0, Duration::ZERO, now), (15.0, 9.0));
         // Never up.
         let mut bucket = Bucket::new(1.0, 15.0, secs(0));
         bucket.resync_keepa(-1000, 0, 60.0, secs(0));

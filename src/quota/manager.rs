@@ -284,8 +284,8 @@ impl ManagerState {
                 let hold = retry_after.unwrap_or_default().min(super::MAX_COOLDOWN);
                 let mut burst = None;
                 if let Ok(Some(view)) = remote.view(&key).await {
-                    let accepted = (view.burst - view.tokens - 1.0).floor().max(1.0);
-                    if accepted.is_finite() && accepted < view.burst {
+                    let accepted = super::bucket::accepted_burst(view.burst, view.tokens, 1.0);
+                    if accepted < view.burst {
                         remote.set_burst(&key, accepted);
                         self.corrections.note_burst(&key, view.burst, accepted);
                         burst = Some(accepted);
@@ -317,7 +317,8 @@ impl ManagerState {
                     .throttled(&key, spec.burst, self.clock.now());
                 let escalate = recent >= super::THROTTLE_ESCALATE_AFTER;
                 let burst = self.corrections.burst_of(&key);
-                warn!(key = %key, configured_burst = spec.burst, burst, retry_after_ms = retry_after.map_or(0, |after| after.as_millis() as u64), recent, escalate, "429 read as a model correction");
+                let configured_burst = self.corrections.configured_burst_of(&key);
+                warn!(key = %key, configured_burst, burst, retry_after_ms = retry_after.map_or(0, |after| after.as_millis() as u64), recent, escalate, "429 read as a model correction");
                 escalate.then_some((retry_after, "repeated despite the correction"))
             }
             Observation::Capped { retry_after } => {

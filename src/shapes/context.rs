@@ -514,6 +514,16 @@ impl StreamContext {
             || retry_after.is_some_and(|after| after >= self.stream.quota_cooldown)
     }
 
+    /// Whether `err` is a 429 the TokenManager reads as a model correction: a paced call
+    /// of a provider whose 429 is a token bucket running dry, not a spent budget
+    /// ([`StreamContext::quota_is_a_budget`]). The one rule behind
+    /// [`StreamContext::refusal_cooldown`]'s [`QUOTA_CORRECTION`] and
+    /// [`StreamContext::may_retry_corrected`].
+    pub fn is_correction(&self, err: &ProviderError) -> bool {
+        matches!(err, ProviderError::QuotaExceeded { retry_after, .. }
+            if self.work.pacer().is_some() && !self.quota_is_a_budget(*retry_after))
+    }
+
     /// The cooldown a provider refusal starts under this account's scope: `quota` (the
     /// stream's `quota_cooldown`, or longer if the provider's Retry-After says so) or
     /// `auth` ([`AUTH_COOLDOWN`]: credentials do not heal by retrying every chunk; an
@@ -530,7 +540,7 @@ impl StreamContext {
     pub fn refusal_cooldown(&self, err: &ProviderError) -> Cooldown {
         let now = now_ts();
         if let ProviderError::QuotaExceeded { retry_after, .. } = err {
-            if self.work.pacer().is_some() && !self.quota_is_a_budget(*retry_after) {
+            if self.is_correction(err) {
                 let wait = retry_after
                     .unwrap_or_default()
                     .min(crate::quota::MAX_COOLDOWN)
@@ -561,7 +571,10 @@ impl StreamContext {
             reason: reason.to_string(),
             started_at: now,
             until_at: now.saturating_add(length),
-            detail: Some(err.to_string()),
+            detail: Some(crate::provider::ebay::name_the_account(
+                &err.to_string(),
+                &self.account.id,
+            )),
         }
     }
 }
@@ -615,7 +628,7 @@ impl StreamContext {
         let ProviderError::QuotaExceeded { operation, .. } = err else {
             return Ok(false);
         };
-        if self.refusal_cooldown(err).reason != QUOTA_CORRECTION {
+        if !self.is_correction(err) {
             return Ok(false);
         }
         self.record_correction(operation, err).await?;

@@ -60,6 +60,13 @@ impl Corrections {
         recent
     }
 
+    /// The burst before the first correction (0 for a bucket never corrected).
+    pub(super) fn configured_burst_of(&self, key: &BucketKey) -> f64 {
+        self.buckets
+            .get(key)
+            .map_or(0.0, |log| log.configured_burst)
+    }
+
     pub(super) fn burst_of(&self, key: &BucketKey) -> f64 {
         self.buckets.get(key).map_or(0.0, |log| log.burst)
     }

@@ -61,6 +61,14 @@ pub(super) fn ebay(cli: &Cli, account_id: &str, code_opt: Option<&str>) -> anyho
             "account {account_id} uses the embedded simulator, which needs no consent (its refresh token is the seller's name); give the account an endpoint to authorize it elsewhere"
         ),
     };
+    // Whether consent is needed at all comes before what consent needs.
+    let streams = || account.streams.iter().map(|stream| stream.name.as_str());
+    if !account.streams.is_empty() && !needs_user_token(streams()) {
+        bail!(
+            "account {account_id}: its streams ({}) call eBay with the application's own token (client-credentials grant), which needs no seller consent and no refresh_token_env",
+            streams().collect::<Vec<_>>().join(", ")
+        );
+    }
     let Some(ru_name) = account.ru_name.as_deref() else {
         bail!(
             "{}: account {account_id} has no ru_name; add the application's RuName (eBay developer portal, User Tokens, \"RuName (eBay Redirect URL name)\") as ru_name = \"...\" to the account",
@@ -72,13 +80,6 @@ pub(super) fn ebay(cli: &Cli, account_id: &str, code_opt: Option<&str>) -> anyho
     };
     let client_id = crate::provider::read_env(account_id, names.client_id_env.as_deref())?;
     let client_secret = crate::provider::read_env(account_id, names.client_secret_env.as_deref())?;
-    let streams = || account.streams.iter().map(|stream| stream.name.as_str());
-    if !account.streams.is_empty() && !needs_user_token(streams()) {
-        bail!(
-            "account {account_id}: its streams ({}) call eBay with the application's own token (client-credentials grant), which needs no seller consent and no refresh_token_env",
-            streams().collect::<Vec<_>>().join(", ")
-        );
-    }
     let scopes = consent_scopes(streams())
         .map_err(|message| anyhow::anyhow!("account {account_id}: {message}"))?;
     let authorize = authorize_endpoint(api_base);

@@ -22,8 +22,7 @@ pub(super) fn command(
             admin_url: config
                 .http
                 .as_ref()
-                .map(|http| format!("http://{}", http.listen))
-                .unwrap_or_else(|| "http://127.0.0.1:8080".to_string()),
+                .map(|http| format!("http://{}", http.listen)),
             admin_token_env: config
                 .http
                 .as_ref()

@@ -171,12 +171,14 @@ pub(crate) fn shell_word(text: &str) -> String {
     }
 }
 
-pub(crate) fn admin_call(options: &DoctorOptions, method_path: &str) -> String {
-    format!(
+/// The call to the daemon's HTTP API that does `method_path`, when it serves one.
+pub(crate) fn admin_call(options: &DoctorOptions, method_path: &str) -> Option<String> {
+    let url = options.admin_url.as_deref()?;
+    Some(format!(
         "curl -X POST -H \"Authorization: Bearer ${}\" {}{method_path}",
         options.admin_token_env,
-        options.admin_url.trim_end_matches('/')
-    )
+        url.trim_end_matches('/')
+    ))
 }
 
 pub(crate) fn day_of(hour: i64) -> String {
@@ -196,10 +198,13 @@ pub fn findings(
         let id = &account.id;
         let mut account_problem = false;
         let account_config = config.account(id);
-        if let Some(warning) =
-            account_config.and_then(|found| super::tokens::refresh_token_warning(found, now))
-        {
-            out.push(Finding::new(Severity::Action, id.clone(), warning));
+        if let Some((found, expiry)) = account_config.and_then(|found| {
+            super::tokens::refresh_token_expiry(found, now).map(|expiry| (found, expiry))
+        }) {
+            out.push(
+                Finding::new(Severity::Action, id.clone(), expiry)
+                    .fix(super::tokens::reauthorize_hint(found)),
+            );
         }
         if let Some(supervisor) = &account.supervisor {
             let reason = supervisor
@@ -270,8 +275,14 @@ pub fn findings(
                     ),
                 )),
                 "auth" => {
+                    // Through the daemon's HTTP API when it serves one; otherwise in
+                    // the store, where the daemon's cooldown watch sees it within a
+                    // second.
                     let clear =
-                        admin_call(options, &format!("/api/accounts/{id}/clear-cooldown"));
+                        admin_call(options, &format!("/api/accounts/{id}/clear-cooldown"))
+                            .unwrap_or_else(|| {
+                                format!("{cmd} cooldowns clear {}", shell_word(&cooldown.scope))
+                            });
                     // eBay's access denied: the token lacks a scope (the detail names it).
                     let fix = match account_config.filter(|_| {
                         cooldown

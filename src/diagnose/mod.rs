@@ -64,8 +64,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the fix commands of HTTP-only actions point; the daemon's `[http]` settings.
 #[derive(Debug, Clone)]
 pub struct DoctorOptions {
-    /// Base URL of the daemon's HTTP API, e.g. `http://127.0.0.1:8080`.
-    pub admin_url: String,
+    /// Base URL of the daemon's HTTP API, e.g. `http://127.0.0.1:8080`; `None` when the
+    /// configuration serves none (`[http]` absent): fixes then name the CLI instead.
+    pub admin_url: Option<String>,
     /// The environment variable holding the admin token (named, never printed).
     pub admin_token_env: String,
     /// How fix commands start, e.g. `marketsync --config prod.toml`; `None`: derived from
@@ -76,7 +77,7 @@ pub struct DoctorOptions {
 impl Default for DoctorOptions {
     fn default() -> Self {
         DoctorOptions {
-            admin_url: "http://127.0.0.1:8080".to_string(),
+            admin_url: None,
             admin_token_env: "MARKETSYNC_ADMIN_TOKEN".to_string(),
             command: None,
         }

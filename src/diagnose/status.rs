@@ -169,7 +169,11 @@ pub fn collect(
                         last_error = found.last_error.clone();
                         next_retry_at = found.retry_at;
                         cursor = Some(CursorStatus {
-                            position: format_ts(found.cursor_ts),
+                            position: if found.before_first_snapshot() {
+                                "no snapshot yet".to_string()
+                            } else {
+                                format_ts(found.cursor_ts)
+                            },
                             behind_seconds: found.behind(stream.safety_lag, now),
                             last_run_at: found.last_run_at.map(format_ts),
                             failures: found.failures,

@@ -13,6 +13,13 @@ pub const REFRESH_TOKEN_WARNING_SECS: i64 = 14 * 86_400;
 /// [`REFRESH_TOKEN_WARNING_SECS`] (or has expired); `None` when its expiry is unknown
 /// or further off.
 pub fn refresh_token_warning(account: &AccountConfig, now: i64) -> Option<String> {
+    let expiry = refresh_token_expiry(account, now)?;
+    Some(format!("{expiry}; {}", reauthorize_hint(account)))
+}
+
+/// [`refresh_token_warning`] without the fix: "eBay refresh token expires at ... (in
+/// ...)" or "... expired at ...", within [`REFRESH_TOKEN_WARNING_SECS`] of the expiry.
+pub fn refresh_token_expiry(account: &AccountConfig, now: i64) -> Option<String> {
     if account.provider != Provider::Ebay {
         return None;
     }
@@ -28,10 +35,7 @@ pub fn refresh_token_warning(account: &AccountConfig, now: i64) -> Option<String
         let hours = (left % 86_400) / 3_600;
         format!("expires at {} (in {days}d {hours}h)", format_ts(expires))
     };
-    Some(format!(
-        "eBay refresh token {when}; {}",
-        reauthorize_hint(account)
-    ))
+    Some(format!("eBay refresh token {when}"))
 }
 
 /// How to get a new refresh token for `account`.

@@ -55,6 +55,15 @@ pub(crate) fn shape_verdict(stream: &StreamFacts, now: i64) -> Option<(Verdict, 
             Verdict::Stalled,
             "no cursor yet: the daemon has not run this stream".to_string(),
         )),
+        ShapeFacts::Cursor(Some(cursor))
+            if cursor.before_first_snapshot() && cursor.failures == 0 =>
+        {
+            Some((
+                Verdict::Stalled,
+                "no snapshot applied yet: the daemon has not finished a run of this stream"
+                    .to_string(),
+            ))
+        }
         ShapeFacts::Cursor(Some(cursor)) => {
             let behind = cursor_behind(stream, cursor, now);
             if cursor.failures > 0 {

@@ -289,6 +289,18 @@ pub fn scope_of_operation(operation: &str) -> Option<&'static OperationScope> {
 /// What an access-denied text says is missing, between [`LACKS`] and
 /// [`OR_APPLICATION_TOKEN`]: clauses `the scope OPERATION needs (SCOPES)`, joined by
 /// [`AND`].
+/// How a provider error tells the fix of a seller's consent; the account is named where
+/// the error meets its account ([`name_the_account`]).
+pub const AUTH_EBAY_ACCOUNT: &str = "marketsync auth ebay ACCOUNT";
+
+/// `message` with [`AUTH_EBAY_ACCOUNT`] naming `account`.
+pub fn name_the_account(message: &str, account: &str) -> String {
+    message.replace(
+        AUTH_EBAY_ACCOUNT,
+        &format!("marketsync auth ebay {account}"),
+    )
+}
+
 const LACKS: &str = "the account's token lacks ";
 const OR_APPLICATION_TOKEN: &str = ", or it is an application token";
 const AND: &str = " and ";
@@ -646,7 +658,7 @@ fn error_for_status(
         return ProviderError::Auth {
             operation,
             message: format!(
-                "eBay denied access (errorId 1100, insufficient permissions): {needs}; run `marketsync auth ebay ACCOUNT` to consent again and put the new refresh token in the account's refresh_token_env"
+                "eBay denied access (errorId 1100, insufficient permissions): {needs}; run `{AUTH_EBAY_ACCOUNT}` to consent again and put the new refresh token in the account's refresh_token_env"
             ),
         };
     }

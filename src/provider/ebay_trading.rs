@@ -344,8 +344,9 @@ pub async fn trading_call(
             return Err(ProviderError::Auth {
                 operation,
                 message: format!(
-                    "eBay's Trading API refused the access token ({}): it takes a user token of the seller; run `marketsync auth ebay ACCOUNT` and put the refresh token in the account's refresh_token_env",
-                    ack.describe()
+                    "eBay's Trading API refused the access token ({}): it takes a user token of the seller; run `{}` and put the refresh token in the account's refresh_token_env",
+                    ack.describe(),
+                    super::ebay::AUTH_EBAY_ACCOUNT
                 ),
             });
         }

@@ -226,6 +226,12 @@ pub struct CursorSnapshot {
 }
 
 impl CursorSnapshot {
+    /// Nothing applied yet: a snapshot stream (`active_inventory`, `offers`) keeps its
+    /// cursor at 0 until its first snapshot (a cursor stream starts at its `start`).
+    pub fn before_first_snapshot(&self) -> bool {
+        self.cursor_ts <= 0
+    }
+
     /// Seconds the cursor is behind the newest time a window of a stream with
     /// `safety_lag` may end at (now minus the lag); 0 when caught up.
     pub fn behind(&self, safety_lag: std::time::Duration, now: i64) -> i64 {

@@ -514,6 +514,21 @@ async fn ebay_auth_command_takes_an_account_with_market_prices() {
     );
     // Nothing was printed to open: no consent URL.
     assert!(output.stdout.is_empty(), "{:?}", output.stdout);
+    // Such an account needs no RuName either: it is told so, not asked for one.
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(&format!("ru_name = \"{RU_NAME}\""), "");
+    std::fs::write(&config, text).expect("write");
+    let output = cli(&config)
+        .args(["auth", "ebay", "shop"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("needs no seller consent") && !stderr.contains("ru_name"),
+        "{stderr}"
+    );
 }
 
 fn at_text(at: i64) -> String {
@@ -576,6 +591,29 @@ async fn ebay_status_and_doctor_warn_before_the_refresh_token_expires() {
     let text = String::from_utf8_lossy(&doctor.stdout);
     assert_eq!(doctor.status.code(), Some(1), "{text}");
     assert!(text.contains("eBay refresh token expires at"), "{text}");
+    // The finding carries its fix as every action finding does.
+    let doctor = cli(&config)
+        .args(["doctor", "shop", "--json"])
+        .output()
+        .expect("doctor --json");
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("json");
+    let finding = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|finding| {
+            finding["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("refresh token expires at"))
+        })
+        .unwrap_or_else(|| panic!("an expiry finding in {report}"));
+    assert_eq!(finding["severity"], "action", "{finding}");
+    assert!(
+        finding["fix"]
+            .as_str()
+            .is_some_and(|fix| fix.contains("marketsync auth ebay shop")),
+        "{finding}"
+    );
 }
 
 /// A seller consented to orders only: the transactions stream stops on eBay's access
@@ -636,6 +674,14 @@ async fn ebay_doctor_names_the_missing_scope_after_access_denied() {
         "{text}"
     );
     assert!(text.contains("run `marketsync auth ebay shop`"), "{text}");
+    // The cooldown's own text names the account too.
+    assert!(!text.contains("auth ebay ACCOUNT"), "{text}");
+    // No `[http]` here: the cooldown is cleared through the CLI, not a curl to an API
+    // nothing serves.
+    assert!(
+        text.contains("cooldowns clear ebay:shop") && !text.contains("curl"),
+        "{text}"
+    );
     // The token itself never reaches the doctor's output.
     assert!(!text.contains(&grant.refresh_token), "{text}");
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::{load_config, runtime, Cli};
 
@@ -31,7 +31,13 @@ pub(super) fn command(cli: &Cli) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// First signal: tell the daemon. Second signal: exit 130 at once. No exit within
+/// A repeat of the first signal this soon after it is the same request delivered twice
+/// (GNU `timeout` signals the daemon and then its process group), not a person asking a
+/// second time: it is ignored.
+const DUPLICATE_SIGNAL_WINDOW: Duration = Duration::from_millis(250);
+
+/// First signal: tell the daemon. Second signal: exit 130 at once (the first one's kind
+/// again within [`DUPLICATE_SIGNAL_WINDOW`] is not a second signal). No exit within
 /// `grace` + 2 s of the first: exit 1.
 fn watch_signals(first_tx: tokio::sync::oneshot::Sender<()>, grace: Duration) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -48,20 +54,37 @@ fn watch_signals(first_tx: tokio::sync::oneshot::Sender<()>, grace: Duration) {
         // Registered once, before the first signal: a second signal arriving at any
         // moment after the first is seen.
         let mut signals = Signals::new();
-        signals.next().await;
+        let first = signals.next().await;
+        let first_at = tokio::time::Instant::now();
         let _ = first_tx.send(());
-        let backstop = grace.saturating_add(Duration::from_secs(2));
-        tokio::select! {
-            () = signals.next() => {
-                warn!("second signal: exiting now; the ledger resumes units in flight on the next start");
-                std::process::exit(130);
-            }
-            () = tokio::time::sleep(backstop) => {
-                error!(grace = %humantime::format_duration(grace), "shutdown did not finish within the grace period; exiting now (the ledger resumes units in flight on the next start)");
-                std::process::exit(1);
+        let backstop = tokio::time::sleep(grace.saturating_add(Duration::from_secs(2)));
+        tokio::pin!(backstop);
+        loop {
+            tokio::select! {
+                kind = signals.next() => {
+                    if kind == first && first_at.elapsed() < DUPLICATE_SIGNAL_WINDOW {
+                        debug!(signal = ?kind, "the first signal delivered again; ignored");
+                        continue;
+                    }
+                    warn!("second signal: exiting now; the ledger resumes units in flight on the next start");
+                    std::process::exit(130);
+                }
+                () = &mut backstop => {
+                    error!(grace = %humantime::format_duration(grace), "shutdown did not finish within the grace period; exiting now (the ledger resumes units in flight on the next start)");
+                    std::process::exit(1);
+                }
             }
         }
     });
+}
+
+/// Which stop signal came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere).
@@ -91,15 +114,16 @@ impl Signals {
         Signals {}
     }
 
-    async fn next(&mut self) {
+    /// The next signal, and which one it was.
+    async fn next(&mut self) -> StopSignal {
         #[cfg(unix)]
         if let Some((interrupt, terminate)) = &mut self.streams {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
+            return tokio::select! {
+                _ = interrupt.recv() => StopSignal::Interrupt,
+                _ = terminate.recv() => StopSignal::Terminate,
+            };
         }
         let _ = tokio::signal::ctrl_c().await;
+        StopSignal::Interrupt
     }
 }

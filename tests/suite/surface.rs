@@ -736,6 +736,35 @@ async fn data_dir_is_0700_and_database_and_documents_0600_new_or_tightened_at_st
     );
 }
 
+/// GNU `timeout` (and anything that signals the process and then its group) delivers
+/// the same signal twice at once: that is one request to stop, with its grace, not a
+/// second signal's hard exit.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_same_signal_delivered_twice_at_once_is_one_request_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _) = slow_daemon(dir.path(), "3s");
+    assert!(
+        wait_until(Duration::from_secs(15), || daemon
+            .logs()
+            .contains("report requested"))
+        .await,
+        "{}",
+        daemon.logs()
+    );
+    daemon.signal("TERM");
+    daemon.signal("TERM");
+    let code = daemon.wait_exit_code(Duration::from_secs(10)).await;
+    assert_ne!(code, Some(130), "{}", daemon.logs());
+    assert!(code.is_some(), "still running: {}", daemon.logs());
+    assert!(
+        !daemon.logs().contains("second signal"),
+        "{}",
+        daemon.logs()
+    );
+    assert!(daemon.logs().contains("shutting down"), "{}", daemon.logs());
+}
+
 /// A daemon whose reports never finish (the simulator takes an hour per report), so
 /// every runner is in the middle of a unit when the signal comes.
 fn slow_daemon(dir: &std::path::Path, grace: &str) -> (DaemonProcess, std::path::PathBuf) {

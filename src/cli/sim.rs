@@ -57,7 +57,7 @@ pub(super) fn command(args: SimArgs) -> anyhow::Result<i32> {
         ..crate::sim::SimConfig::default()
     };
     if unlimited {
-        for operation in ["createReport", "getReport", "getReportDocument"] {
+        for operation in crate::sim::SimConfig::RATE_LIMITED {
             config.rates.insert(
                 operation.to_string(),
                 crate::sim::RateSpec {

@@ -380,7 +380,7 @@ impl RawStream {
             .unwrap_or(CursorSettings::DEFAULT.page_limit);
         if !(1..=200).contains(&page_limit) {
             return Err(format!(
-                "{}: {page_limit} is out of range; eBay pages hold 1 to 200 items",
+                "{}: {page_limit} is out of range; marketsync asks eBay for 1 to 200 items a page (what every eBay stream's API accepts)",
                 field("page_limit")
             ));
         }

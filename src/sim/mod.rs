@@ -125,6 +125,15 @@ impl SimConfig {
         }
     }
 
+    /// The SP-API operations [`SimConfig::rate_for`] limits.
+    pub const RATE_LIMITED: [&'static str; 5] = [
+        "createReport",
+        "getReport",
+        "getReportDocument",
+        "getReports",
+        "cancelReport",
+    ];
+
     /// The rate limit in force for an SP-API operation: the override or Amazon's default.
     /// `None` for operations that are not rate limited (token, document download).
     pub fn rate_for(&self, operation: &str) -> Option<RateSpec> {

@@ -814,6 +814,10 @@ fn config_and_faults_round_trip_through_serde() {
         })
     );
     assert_eq!(config.rate_for("downloadDocument"), None);
+    // `sim --unlimited` lifts every limited operation: the list is the limited ones.
+    for operation in SimConfig::RATE_LIMITED {
+        assert!(config.rate_for(operation).is_some(), "{operation}");
+    }
     assert_eq!(config.faults.schedule[0].fault, FaultKind::ServerError);
     assert!(config.faults.validate().is_ok());
     assert!(serde_json::from_value::<SimConfig>(json!({"sed": 1})).is_err());

@@ -587,6 +587,8 @@ async fn ebay_inventory_feed_needs_the_read_write_inventory_scope() {
             .post(format!("{}/sell/feed/v1/inventory_task", fixture.base))
             .header("Authorization", bearer)
             .header("X-EBAY-C-MARKETPLACE-ID", "EBAY_US")
+            // The Location is on the simulator's own address, whatever Host says.
+            .header("Host", "elsewhere.example:1")
             .json(&json!({"feedType": "LMS_ACTIVE_INVENTORY_REPORT", "schemaVersion": "1.0"}))
             .send()
     };
@@ -604,6 +606,10 @@ async fn ebay_inventory_feed_needs_the_read_write_inventory_scope() {
         .and_then(|value| value.to_str().ok())
         .expect("location")
         .to_string();
+    assert!(
+        location.starts_with(&format!("{}/sell/feed/v1/inventory_task/", fixture.base)),
+        "{location}"
+    );
     // getInventoryTask of the same task: the read-only token is refused there too.
     for (bearer, status) in [(&readonly, 403), (&full, 200)] {
         let task = fixture

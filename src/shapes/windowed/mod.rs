@@ -704,7 +704,7 @@ impl StreamContext {
                     if cancelled {
                         let message = format!(
                             "report {report_id} still IN_QUEUE after {}, {factor}x its usual latency ({how}); the window is requested again",
-                            humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64 / 100 * 100)),
+                            shown(elapsed),
                         );
                         return self.fail_stuck(&claim, &message).await;
                     }
@@ -741,7 +741,7 @@ impl StreamContext {
                     None => {
                         let message = format!(
                             "report {report_id} not finished after {} ({how}); the window is requested again",
-                            humantime::format_duration(elapsed)
+                            shown(elapsed)
                         );
                         return self.fail_stuck(&claim, &message).await;
                     }
@@ -949,9 +949,12 @@ impl StreamContext {
                 settings.poll_max,
             );
             polls = polls.saturating_add(1);
-            if started.elapsed() + pause > settings.poll_timeout {
+            // The last poll comes at the deadline, not one pause before it.
+            let left = settings.poll_timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 return Poll::TimedOut(started.elapsed());
             }
+            let pause = pause.min(left);
             let since = requested_at.unwrap_or(started);
             if !self
                 .poll_waiter()
@@ -1431,6 +1434,12 @@ impl PollWaiter<'_> {
             }
         }
     }
+}
+
+/// A time a report waited, as a message shows it: to the tenth of a second.
+fn shown(elapsed: Duration) -> String {
+    let tenths = u64::try_from(elapsed.as_millis() / 100).unwrap_or(u64::MAX / 100);
+    humantime::format_duration(Duration::from_millis(tenths.saturating_mul(100))).to_string()
 }
 
 #[cfg(test)]

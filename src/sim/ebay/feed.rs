@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, LOCATION};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -434,11 +434,11 @@ async fn create_inventory_task(
         }
         task_id
     };
-    let host = headers
-        .get(HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("localhost");
-    let location = format!("http://{host}/sell/feed/v1/inventory_task/{task_id}");
+    // On the simulator's own address, never the request's Host (as every link it sends).
+    let location = format!(
+        "{}/sell/feed/v1/inventory_task/{task_id}",
+        super::sell::origin(&sim)
+    );
     let mut response = StatusCode::ACCEPTED.into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);

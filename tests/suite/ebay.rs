@@ -1626,6 +1626,115 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
     }
 }
 
+/// `at` (unix seconds) moved back `years` calendar years, in unix milliseconds.
+fn years_before_ms(at: i64, years: u32) -> i64 {
+    chrono::DateTime::from_timestamp(at, 0)
+        .and_then(|at| at.checked_sub_months(chrono::Months::new(12 * years)))
+        .expect("in range")
+        .timestamp_millis()
+}
+
+/// getOrders' date limits as eBay's current definition states them (sell_fulfillment_v1_oas3
+/// v1.20.4; release notes 1.19.19: "increased from 90 days to two years"): 30830 "Time
+/// range between start date and end date must be within '2' years." (an open end is
+/// now), 30850 "Start and end dates can't be in the future", and no order older than two
+/// years is served, by filter or by id. The 90-day rule of older definitions is gone: a
+/// range 100 days back is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_sim_get_orders_enforces_the_two_year_range_and_refuses_future_dates() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 2,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let fixture = EbayFixture::new(&sim, &["orders"], "", t0);
+    fixture.set_now(t0).await;
+    let at = marketsync::domain::format_millis;
+    let path = "/sell/fulfillment/v1/order";
+    let two_years = years_before_ms(t0, 2);
+    let now_ms = t0 * 1000;
+    // (filter, the errorId it is refused with, or None when it is answered)
+    let cases: Vec<(String, Option<u64>)> = vec![
+        (format!("creationdate:[{}..]", at(two_years)), None),
+        (
+            format!("creationdate:[{}..]", at(two_years - 1)),
+            Some(30830),
+        ),
+        (
+            format!(
+                "lastmodifieddate:[{}..{}]",
+                at(years_before_ms(t0 - DAY, 2) - 1),
+                at(now_ms - DAY * 1000)
+            ),
+            Some(30830),
+        ),
+        (
+            format!(
+                "creationdate:[{}..{}]",
+                at(now_ms - 100 * DAY * 1000),
+                at(now_ms - DAY * 1000)
+            ),
+            None,
+        ),
+        (format!("creationdate:[{}..]", at(now_ms)), None),
+        (format!("creationdate:[{}..]", at(now_ms + 1)), Some(30850)),
+        (
+            format!(
+                "lastmodifieddate:[{}..{}]",
+                at(now_ms - DAY * 1000),
+                at(now_ms + 1)
+            ),
+            Some(30850),
+        ),
+        // Future and over two years: the future is named first.
+        (
+            format!("creationdate:[{}..{}]", at(two_years - 1), at(now_ms + 1)),
+            Some(30850),
+        ),
+    ];
+    for (filter, refused) in &cases {
+        let (status, body) = sim_get(&fixture, path, &[("filter", filter)]).await;
+        match refused {
+            None => assert_eq!(status, 200, "{filter}: {body}"),
+            Some(error_id) => {
+                assert_eq!(status, 400, "{filter}: {body}");
+                let error = &body["errors"][0];
+                assert_eq!(error["errorId"], *error_id, "{filter}: {body}");
+                assert_eq!(error["domain"], "API_FULFILLMENT", "{filter}");
+                assert_eq!(error["category"], "REQUEST", "{filter}");
+                let message = if *error_id == 30830 {
+                    "Time range between start date and end date must be within '2' years."
+                } else {
+                    "Start and end dates can't be in the future"
+                };
+                assert_eq!(error["message"], message, "{filter}");
+            }
+        }
+    }
+
+    // A range older than two years but shorter than two years is answered, without the
+    // orders created more than two years ago; by id such an order is not served either.
+    let old_day = t0 - 800 * DAY;
+    let old_orders = orders_created(SEED, &ebay, SELLER, old_day, old_day + DAY);
+    let young_orders = orders_created(SEED, &ebay, SELLER, t0 - 700 * DAY, t0 - 699 * DAY);
+    let (old, young) = (&old_orders[0], &young_orders[0]);
+    let window = format!(
+        "creationdate:[{}..{}]",
+        at(old_day * 1000),
+        at((old_day + DAY) * 1000)
+    );
+    let (status, page) = sim_get(&fixture, path, &[("filter", &window)]).await;
+    assert_eq!((status, &page["total"]), (200, &json!(0)), "{page}");
+    let ids = format!("{},{}", old.order_id, young.order_id);
+    let (status, page) = sim_get(&fixture, path, &[("orderIds", &ids)]).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        field_of(&page, "orders", "orderId"),
+        vec![young.order_id.clone()]
+    );
+}
+
 /// Regression (issue 14 audit): getTransactions answered 400 to
 /// `filter=transactionType:{SALE}`. Every criterion of eBay's getTransactions `filter` is
 /// served, combined, in one `filter` or repeated ones, against the same transactions

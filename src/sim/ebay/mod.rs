@@ -281,6 +281,16 @@ impl Ebay {
             .unwrap_or_else(|| sim.unix_now().floor() as i64)
     }
 
+    /// The simulated now in unix milliseconds: the pinned second exactly, else the clock
+    /// to the millisecond (what a request's dates are compared with, e.g. getOrders'
+    /// "Start and end dates can't be in the future").
+    fn now_ms(&self, sim: &Simulator) -> i64 {
+        match self.lock().now_pinned {
+            Some(pinned) => pinned.saturating_mul(1000),
+            None => (sim.unix_now() * 1000.0).floor() as i64,
+        }
+    }
+
     fn bump(map: &mut BTreeMap<String, u64>, operation: &str) {
         *map.entry(operation.to_string()).or_default() += 1;
     }

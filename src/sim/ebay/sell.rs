@@ -134,12 +134,55 @@ enum OrdersSelection {
     },
 }
 
+/// How far back getOrders reaches, in years: "getOrders can return orders up to two years
+/// old" (sell_fulfillment_v1_oas3 v1.20.4, `filter`), and a date range may span at most
+/// this much (errorId 30830). eBay's release notes, Fulfillment API 1.19.19 (2023-02-16):
+/// "The date threshold for retrieving past orders has been increased from 90 days to two
+/// years."
+const ORDERS_HISTORY_YEARS: u32 = 2;
+
+/// `at_ms` moved back `years` calendar years (the 29th of February to the 28th), in unix
+/// milliseconds; `i64::MIN` when out of chrono's range.
+fn years_before(at_ms: i64, years: u32) -> i64 {
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .and_then(|at| at.checked_sub_months(chrono::Months::new(12 * years)))
+        .map_or(i64::MIN, |at| at.timestamp_millis())
+}
+
+/// eBay's limits on one getOrders date range `[from..to]` (an open end is now), as its
+/// 400 list words them: 30850 "Start and end dates can't be in the future", then 30830
+/// "Time range between start date and end date must be within '{allowedTime}' years."
+/// (`allowedTime` is [`ORDERS_HISTORY_YEARS`]).
+fn check_orders_range(from: i64, to: Option<i64>, now_ms: i64) -> Result<(), BadInput> {
+    if from > now_ms || to.is_some_and(|to| to > now_ms) {
+        return Err(BadInput::new(
+            30850,
+            FULFILLMENT,
+            "Start and end dates can't be in the future".to_string(),
+        ));
+    }
+    if from < years_before(to.unwrap_or(now_ms), ORDERS_HISTORY_YEARS) {
+        return Err(BadInput::new(
+            30830,
+            FULFILLMENT,
+            format!(
+                "Time range between start date and end date must be within '{ORDERS_HISTORY_YEARS}' years."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses getOrders' query as the Fulfillment API's getOrders reference defines it
-/// (sell_fulfillment_v1_oas3, `filter`, `orderIds`, `limit`, `offset`) and refuses what
-/// its 400 list names: 30700 "Invalid filter name", 30800 "Invalid filter value", 30810
-/// "Invalid date format", 30820 "Start date is missing", 30840 "Start date should be
-/// before end date", 30900 "Exceeded maximum number of order IDs".
-fn orders_query(query: &HashMap<String, String>) -> Result<(Asked, OrdersSelection), BadInput> {
+/// (sell_fulfillment_v1_oas3 v1.20.4, `filter`, `orderIds`, `limit`, `offset`) and
+/// refuses what its 400 list names: 30700 "Invalid filter name", 30800 "Invalid filter
+/// value", 30810 "Invalid date format", 30820 "Start date is missing", 30830 (a range
+/// over two years), 30840 "Start date should be before end date", 30850 (a date after
+/// `now_ms`), 30900 "Exceeded maximum number of order IDs".
+fn orders_query(
+    query: &HashMap<String, String>,
+    now_ms: i64,
+) -> Result<(Asked, OrdersSelection), BadInput> {
     let invalid_value = |name: &str, value: &str| {
         BadInput::new(
             30800,
@@ -215,9 +258,14 @@ fn orders_query(query: &HashMap<String, String>) -> Result<(Asked, OrdersSelecti
                 ),
             })
         };
+        let checked_range = |value: &str| {
+            let (from, to) = range(value)?;
+            check_orders_range(from, to, now_ms)?;
+            Ok::<_, BadInput>((from, to))
+        };
         match name.to_ascii_lowercase().as_str() {
-            "creationdate" => created = Some(range(value)?),
-            "lastmodifieddate" => modified = Some(range(value)?),
+            "creationdate" => created = Some(checked_range(value)?),
+            "lastmodifieddate" => modified = Some(checked_range(value)?),
             "orderfulfillmentstatus" => {
                 let members = set_values(value).ok_or_else(|| invalid_value(name, value))?;
                 let set = FULFILLMENT_SETS
@@ -302,7 +350,7 @@ pub(super) async fn get_orders(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let parsed = orders_query(&query);
+    let parsed = orders_query(&query, ebay.now_ms(&sim));
     let (asked, selection) = match parsed {
         Ok((asked, selection)) => (Ok(asked), Some(selection)),
         Err(bad) => (Err(bad), None),
@@ -334,9 +382,12 @@ pub(super) async fn get_orders(
             statuses,
         } => (by_creation, statuses),
     };
+    // "getOrders can return orders up to two years old": older ones are not served, by
+    // filter nor by id.
+    let oldest = years_before(now.saturating_mul(1000), ORDERS_HISTORY_YEARS).div_euclid(1000);
     let mut matching: Vec<(i64, SimOrder)> = candidates
         .into_iter()
-        .filter(|order| order.created <= now)
+        .filter(|order| order.created <= now && order.created >= oldest)
         .filter(|order| statuses.is_none_or(|set| set.contains(&order.fulfillment_at(now).0)))
         .map(|order| (order.last_modified_at(now), order))
         .filter(|(modified, order)| {

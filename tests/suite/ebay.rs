@@ -1735,6 +1735,69 @@ async fn ebay_sim_get_orders_enforces_the_two_year_range_and_refuses_future_date
     );
 }
 
+/// getOrders' `limit` is 1 to 200 (sell_fulfillment_v1_oas3 v1.20.4: "If a requested
+/// limit is more than 200, the call fails and returns an error"; older definitions said
+/// 1000), refused with the Fulfillment API's own 31100 "Invalid limit: {limitvalue}"; a
+/// bad `offset` is 31000; with `orderIds` both are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebay_sim_get_orders_limit_is_at_most_200_and_refused_with_31100() {
+    let t0 = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 100,
+        orders_since: t0 - 5 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay)).await;
+    let fixture = EbayFixture::new(&sim, &["orders"], "", t0);
+    fixture.set_now(t0).await;
+    let path = "/sell/fulfillment/v1/order";
+    // (limit, offset, the errorId and message of the refusal, or None: a page of `limit`)
+    let cases: [(&str, &str, Option<(u64, &str)>); 8] = [
+        ("200", "0", None),
+        ("1", "0", None),
+        ("201", "0", Some((31100, "Invalid limit: 201"))),
+        ("1000", "0", Some((31100, "Invalid limit: 1000"))),
+        ("0", "0", Some((31100, "Invalid limit: 0"))),
+        ("ten", "0", Some((31100, "Invalid limit: ten"))),
+        ("50", "-1", Some((31000, "Invalid offset: -1"))),
+        ("50", "x", Some((31000, "Invalid offset: x"))),
+    ];
+    for (limit, offset, refused) in cases {
+        let (status, body) = sim_get(&fixture, path, &[("limit", limit), ("offset", offset)]).await;
+        match refused {
+            None => {
+                assert_eq!(status, 200, "limit {limit}: {body}");
+                assert_eq!(body["limit"].to_string(), limit, "{body}");
+                assert_eq!(
+                    body["orders"]
+                        .as_array()
+                        .map(Vec::len)
+                        .unwrap_or_default()
+                        .to_string(),
+                    limit,
+                    "a full page of {limit}"
+                );
+            }
+            Some((error_id, message)) => {
+                assert_eq!(status, 400, "limit {limit} offset {offset}: {body}");
+                let error = &body["errors"][0];
+                assert_eq!(error["errorId"], error_id, "{body}");
+                assert_eq!(error["domain"], "API_FULFILLMENT", "{body}");
+                assert_eq!(error["message"], message, "{body}");
+            }
+        }
+    }
+    // "If the orderIds parameter is included in the request, this parameter will be
+    // ignored."
+    let (status, body) = sim_get(
+        &fixture,
+        path,
+        &[("orderIds", "00-00000-00001"), ("limit", "5000")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Regression (issue 14 audit): getTransactions answered 400 to
 /// `filter=transactionType:{SALE}`. Every criterion of eBay's getTransactions `filter` is
 /// served, combined, in one `filter` or repeated ones, against the same transactions

@@ -112,7 +112,8 @@ const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 /// Pacific time approximated as UTC-8 (no daylight saving) for the daily quota reset.
 const PACIFIC_OFFSET: i64 = -8 * HOUR;
-/// The largest page eBay serves (getOrders, Post-Order searches).
+/// The largest page eBay serves (Post-Order searches, getPayouts; getOrders refuses a
+/// larger `limit` itself, with its own errorId 31100).
 pub const MAX_LIMIT: u64 = 200;
 /// The largest page of Finances getTransactions (its `limit`: 1 to 1000, default 20).
 pub const MAX_TRANSACTIONS_LIMIT: u64 = 1000;

@@ -116,6 +116,10 @@ const FULFILLMENT: &str = "API_FULFILLMENT";
 const MAX_ORDER_IDS: usize = 50;
 /// getOrders' default `limit`.
 const ORDERS_DEFAULT_LIMIT: u64 = 50;
+/// getOrders' largest `limit`: "If a requested limit is more than 200, the call fails and
+/// returns an error. ... Maximum: 200" (sell_fulfillment_v1_oas3 v1.20.4, `limit`; the
+/// definitions up to v1.19.2 said "Maximum: 1000").
+const ORDERS_MAX_LIMIT: u64 = 200;
 /// The `orderfulfillmentstatus` sets getOrders supports: "only the combinations shown here
 /// are currently supported".
 const FULFILLMENT_SETS: [[&str; 2]; 2] =
@@ -178,7 +182,8 @@ fn check_orders_range(from: i64, to: Option<i64>, now_ms: i64) -> Result<(), Bad
 /// refuses what its 400 list names: 30700 "Invalid filter name", 30800 "Invalid filter
 /// value", 30810 "Invalid date format", 30820 "Start date is missing", 30830 (a range
 /// over two years), 30840 "Start date should be before end date", 30850 (a date after
-/// `now_ms`), 30900 "Exceeded maximum number of order IDs".
+/// `now_ms`), 30900 "Exceeded maximum number of order IDs", 31000 "Invalid offset",
+/// 31100 "Invalid limit" (outside 1..=[`ORDERS_MAX_LIMIT`]).
 fn orders_query(
     query: &HashMap<String, String>,
     now_ms: i64,
@@ -220,8 +225,21 @@ fn orders_query(
         };
         return Ok((asked, OrdersSelection::Ids(ids)));
     }
-    let limit = parse_number(query, "limit", ORDERS_DEFAULT_LIMIT)?;
-    let offset = parse_number(query, "offset", 0)?;
+    // 31100 "Invalid limit: {limitvalue}", 31000 "Invalid offset: {offsetvalue}".
+    let limit = match query.get("limit") {
+        None => ORDERS_DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|limit| (1..=ORDERS_MAX_LIMIT).contains(limit))
+            .ok_or_else(|| BadInput::new(31100, FULFILLMENT, format!("Invalid limit: {text}")))?,
+    };
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| BadInput::new(31000, FULFILLMENT, format!("Invalid offset: {text}")))?,
+    };
     let Some(filter) = query.get("filter") else {
         let asked = Asked {
             from_ms: None,

@@ -546,6 +546,124 @@ async fn ebay_streams_payouts_serve_the_status_attempt_and_reference_filters() {
     }
 }
 
+/// Simulated transactions carry `payoutId` (the payout that paid them, once it has begun;
+/// sell_finances_v1_oas3, Transaction.payoutId: "not returned if eBay has not yet begun
+/// processing the payout") and `salesRecordReference` (`0` for orders after February 1,
+/// 2020), so getTransactions' `payoutId:{...}` answers exactly a payout's
+/// `transactionCount` transactions, netting to its amount, and `salesRecordReference:{0}`
+/// every transaction.
+#[tokio::test]
+async fn ebay_streams_transactions_carry_their_payout_id_and_sales_record_reference() {
+    let now = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 6,
+        return_every: 3,
+        orders_since: now - 20 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let base = sim.base_url();
+    let http = reqwest::Client::new();
+    http.put(format!("{base}/_sim/ebay/control"))
+        .json(&serde_json::json!({"now_unix": now}))
+        .send()
+        .await
+        .expect("pin");
+    let token = user_token(&base).await;
+    let at = |ts: i64| marketsync::domain::format_millis(ts * 1000);
+    let range = format!("transactionDate:[{}..{}]", at(now - 20 * DAY), at(now));
+    let transactions = |filter: String| {
+        let request = http
+            .get(format!("{base}/sell/finances/v1/transaction"))
+            .query(&[("filter", filter.as_str()), ("limit", "1000")])
+            .bearer_auth(&token);
+        async move {
+            let response = request.send().await.expect("call");
+            let status = response.status().as_u16();
+            let body = response.bytes().await.expect("body");
+            let page: serde_json::Value = if body.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&body).expect("json")
+            };
+            (status, page)
+        }
+    };
+    let (status, all) = transactions(range.clone()).await;
+    assert_eq!(status, 200, "{all}");
+    let all = all["transactions"].as_array().cloned().unwrap_or_default();
+    let payouts = payouts_between(SEED, &ebay, SELLER, now - 20 * DAY, now + 1);
+    assert!(payouts.len() > 10, "{} payouts", payouts.len());
+    let known: BTreeSet<&str> = payouts.iter().map(|p| p.payout_id.as_str()).collect();
+    for transaction in &all {
+        assert_eq!(transaction["salesRecordReference"], "0", "{transaction}");
+        match transaction["payoutId"].as_str() {
+            Some(id) => {
+                assert!(known.contains(id), "{transaction}");
+                assert_eq!(transaction["transactionStatus"], "PAYOUT", "{transaction}");
+            }
+            None => assert!(
+                transaction["transactionStatus"] != "PAYOUT"
+                    || transaction["transactionDate"].as_str() > Some(at(now - 5 * DAY).as_str()),
+                "a PAYOUT transaction a day past its payout has its payoutId: {transaction}"
+            ),
+        }
+    }
+    assert!(
+        all.iter().any(|t| t["payoutId"].is_null()),
+        "some not yet paid out"
+    );
+
+    // (filter, the transactions it answers, as (id, signed cents, payoutId))
+    let cents = |transaction: &serde_json::Value| {
+        let text = transaction["amount"]["value"].as_str().expect("amount");
+        let cents: i64 = text.replace('.', "").parse().expect("cents");
+        if transaction["bookingEntry"] == "DEBIT" {
+            -cents
+        } else {
+            cents
+        }
+    };
+    for payout in &payouts {
+        let (status, page) = transactions(format!("payoutId:{{{}}}", payout.payout_id)).await;
+        assert_eq!(status, 200, "{}: {page}", payout.payout_id);
+        let paid = page["transactions"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            (paid.len() as u32, page["total"].as_u64()),
+            (
+                payout.transaction_count,
+                Some(u64::from(payout.transaction_count))
+            ),
+            "{}",
+            payout.payout_id
+        );
+        assert!(paid
+            .iter()
+            .all(|t| t["payoutId"] == payout.payout_id.as_str()));
+        assert_eq!(
+            paid.iter().map(cents).sum::<i64>(),
+            payout.amount_cents,
+            "{}",
+            payout.payout_id
+        );
+    }
+    // (filter, how many transactions it answers: 0 is 204 No Content)
+    let cases: Vec<(String, usize)> = vec![
+        (format!("{range},salesRecordReference:{{0}}"), all.len()),
+        (format!("{range},salesRecordReference:{{12345}}"), 0),
+        ("payoutId:{7999999999}".to_string(), 0),
+    ];
+    for (filter, count) in cases {
+        let (status, page) = transactions(filter.clone()).await;
+        if count == 0 {
+            assert_eq!((status, page), (204, serde_json::Value::Null), "{filter}");
+        } else {
+            assert_eq!(status, 200, "{filter}");
+            assert_eq!(page["total"], count, "{filter}");
+        }
+    }
+}
+
 /// (offer id → (price, quantity)) the simulator serves at `now`.
 fn served_offers(
     ebay: &EbaySimConfig,

@@ -1,7 +1,7 @@
 //! The simulated Sell APIs: getOrders, getTransactions and searchReturns, with the JSON of
 //! orders, transactions and returns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -17,6 +17,7 @@ use super::paging::{
     criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
     BadInput, RangeError,
 };
+use super::streams::{payout_date_for, payout_id, payouts_between};
 use super::{
     admit, bad_request, Ebay, DAY, MAX_ORDER_SPAN, MAX_TRANSACTIONS_LIMIT, OP_GET_ORDERS,
     OP_GET_TRANSACTIONS, OP_SEARCH_RETURNS,
@@ -41,7 +42,7 @@ pub(super) fn order_json(order: &SimOrder, seller: &str, now: i64) -> Value {
         "sellerId": seller,
         "buyer": {"username": order.buyer},
         "pricingSummary": {"total": {"value": order.total_text(), "currency": "USD"}},
-        "salesRecordReference": format!("{}", order.day * 1000 + i64::from(order.index)),
+        "salesRecordReference": sales_record_number(order),
         "lineItems": [{
             "lineItemId": format!("1{:05}{:05}", order.day.rem_euclid(100_000), order.index),
             "sku": order.sku,
@@ -440,26 +441,52 @@ pub(super) async fn get_orders(
     paged_body(&ebay, &sim, OP_GET_ORDERS, body)
 }
 
+/// The order's Selling Manager sales record number, as getOrders' `salesRecordReference`.
+fn sales_record_number(order: &SimOrder) -> String {
+    format!("{}", order.day * 1000 + i64::from(order.index))
+}
+
+/// 2020-02-01T00:00:00Z: getTransactions' `salesRecordReference` is `0` for orders from
+/// then on ("For all orders originating after February 1, 2020, a value of 0 will be
+/// returned in this field", sell_finances_v1_oas3, Transaction).
+const SALES_RECORD_ZERO_FROM: i64 = 1_580_515_200;
+
 /// A SALE at creation and, for returned orders, a REFUND when the return closes; the
-/// status of each follows [`transaction_status_at`].
-pub(super) fn transactions_of(order: &SimOrder, now: i64) -> Vec<(i64, Value)> {
+/// status of each follows [`transaction_status_at`]. `payoutId` is the payout that pays
+/// it once that payout has begun (its date is in `payouts`, the payouts existing now):
+/// "This field will not be returned if eBay has not yet begun processing the payout".
+/// `salesRecordReference` is the order's record number, `0` for orders from
+/// [`SALES_RECORD_ZERO_FROM`] on.
+pub(super) fn transactions_of(
+    order: &SimOrder,
+    now: i64,
+    payouts: &BTreeSet<i64>,
+) -> Vec<(i64, Value)> {
+    let sales_record = if order.created >= SALES_RECORD_ZERO_FROM {
+        "0".to_string()
+    } else {
+        sales_record_number(order)
+    };
     transaction_ids(order)
         .into_iter()
         .map(|(transaction_id, booked, kind)| {
             let sale = kind == "SALE";
-            (
-                booked,
-                json!({
-                    "transactionId": transaction_id,
-                    "orderId": order.order_id,
-                    "transactionType": kind,
-                    "transactionStatus": transaction_status_at(booked, now),
-                    "transactionDate": format_millis(booked * 1000),
-                    "amount": money(order.total_cents),
-                    "bookingEntry": if sale { "CREDIT" } else { "DEBIT" },
-                    "buyer": {"username": order.buyer},
-                }),
-            )
+            let mut value = json!({
+                "transactionId": transaction_id,
+                "orderId": order.order_id,
+                "transactionType": kind,
+                "transactionStatus": transaction_status_at(booked, now),
+                "transactionDate": format_millis(booked * 1000),
+                "amount": money(order.total_cents),
+                "bookingEntry": if sale { "CREDIT" } else { "DEBIT" },
+                "buyer": {"username": order.buyer},
+                "salesRecordReference": sales_record,
+            });
+            let paid_by = payout_date_for(booked);
+            if payouts.contains(&paid_by) {
+                value["payoutId"] = json!(payout_id(paid_by));
+            }
+            (booked, value)
         })
         .collect()
 }
@@ -631,9 +658,20 @@ pub(super) async fn get_transactions(
     };
     let asked = default_window(asked, ebay.now(&sim));
     let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
+    // The payouts that have begun and may pay a transaction dated in [from, to].
+    let payouts: BTreeSet<i64> = payouts_between(
+        sim.config().seed,
+        &sim.config().ebay,
+        &seller,
+        payout_date_for(from),
+        payout_date_for(to).min(now).saturating_add(1),
+    )
+    .into_iter()
+    .map(|payout| payout.date)
+    .collect();
     let mut matching: Vec<(i64, String, Value)> = candidates
         .iter()
-        .flat_map(|order| transactions_of(order, now))
+        .flat_map(|order| transactions_of(order, now, &payouts))
         .filter(|(at, _)| *at >= from && *at <= to)
         .filter(|(_, value)| {
             matched

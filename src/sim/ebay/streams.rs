@@ -73,6 +73,20 @@ impl SimPayout {
     }
 }
 
+/// The `payoutDate` of the payout that pays a transaction dated `booked`: the first
+/// [`PAYOUT_HOUR`] strictly after its PAYOUT moment (`booked` + [`PAYOUT_AFTER`]), so a
+/// payout pays what reached PAYOUT in the 24 hours before it.
+pub(super) fn payout_date_for(booked: i64) -> i64 {
+    let paid = booked + PAYOUT_AFTER;
+    let day = (paid - PAYOUT_HOUR).div_euclid(DAY) + 1;
+    day * DAY + PAYOUT_HOUR
+}
+
+/// The `payoutId` of the payout dated `date`.
+pub(super) fn payout_id(date: i64) -> String {
+    format!("7{:09}", date.div_euclid(DAY).rem_euclid(1_000_000_000))
+}
+
 /// The payouts of `seller` whose `payoutDate` is in `[from, to)`: one a UTC day, at
 /// [`PAYOUT_HOUR`], paying every transaction whose PAYOUT moment (its date plus
 /// [`PAYOUT_AFTER`]) fell in the 24 hours before; SALEs add, REFUNDs subtract. A day
@@ -93,10 +107,7 @@ pub fn payouts_between(
     let mut per_payout: BTreeMap<i64, (i64, u32)> = BTreeMap::new();
     for order in orders_created(seed, config, seller, oldest_order, to) {
         for (_, booked, kind) in transaction_ids(&order) {
-            let paid = booked + PAYOUT_AFTER;
-            // The first payout time at or after `paid`... strictly after: [date − DAY, date).
-            let day = (paid - PAYOUT_HOUR).div_euclid(DAY) + 1;
-            let date = day * DAY + PAYOUT_HOUR;
+            let date = payout_date_for(booked);
             if date < from || date >= to {
                 continue;
             }
@@ -113,7 +124,7 @@ pub fn payouts_between(
         .into_iter()
         .filter(|(_, (cents, count))| *cents > 0 && *count > 0)
         .map(|(date, (amount_cents, transaction_count))| SimPayout {
-            payout_id: format!("7{:09}", date.div_euclid(DAY).rem_euclid(1_000_000_000)),
+            payout_id: payout_id(date),
             date,
             succeeded_at: date + PAYOUT_SUCCEEDS_AFTER,
             amount_cents,

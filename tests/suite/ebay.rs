@@ -19,7 +19,7 @@ use marketsync::store::{LedgerStore, SqliteLedger};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{schedule, wait_until, DaemonProcess, TestSim};
+use crate::common::{ebay_user_token, schedule, wait_until, DaemonProcess, TestSim};
 
 pub(crate) const DAY: i64 = 86_400;
 pub(crate) const HOUR: i64 = 3_600;
@@ -1406,22 +1406,12 @@ async fn sim_get(
     path: &str,
     query: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
-    let token: serde_json::Value = fixture
-        .http
-        .post(format!("{}/identity/v1/oauth2/token", fixture.base))
-        .basic_auth("test-client", Some("test-secret"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", SELLER)])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
+    let token = ebay_user_token(&fixture.base, SELLER, None).await;
     let response = fixture
         .http
         .get(format!("{}{path}", fixture.base))
         .query(query)
-        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .bearer_auth(token)
         .send()
         .await
         .expect("call");

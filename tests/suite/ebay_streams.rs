@@ -15,7 +15,7 @@ use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{changes_between, payouts_between, EbayRequest, EbaySimConfig};
 
 use super::ebay::{pinned_start, sim_config, EbayFixture, DAY, HOUR, SEED, SELLER};
-use crate::common::TestSim;
+use crate::common::{ebay_user_token, TestSim};
 
 /// The getTransactions requests logged after the first `skip`, as (from, to) seconds.
 fn transaction_ranges(requests: &[EbayRequest], skip: usize) -> Vec<(i64, i64)> {
@@ -198,24 +198,7 @@ async fn user_token(base: &str) -> String {
 
 /// A user access token for the simulator's seller with `scope`.
 async fn user_token_for(base: &str, scope: &str) -> String {
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/identity/v1/oauth2/token"))
-        .basic_auth("test-client", Some("test-secret"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", SELLER),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    token["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
+    ebay_user_token(base, SELLER, Some(scope)).await
 }
 
 /// getTransactions: "If no monetary transactions match the input criteria, an http status

@@ -1469,40 +1469,52 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
             .collect()
     };
 
-    // creationdate, closed and open-ended.
+    // creationdate, closed and open-ended; with lastmodifieddate beside it, only
+    // creationdate is used (eBay's note). (what, filter, the order ids it answers)
     let (from, to) = (t0 - 4 * DAY, t0 - 2 * DAY);
-    let expected = sorted(
-        created_between(from, to)
-            .iter()
-            .map(|order| order.order_id.clone())
-            .collect(),
-    );
-    assert!(expected.len() > 10, "{expected:?}");
-    let range = format!("creationdate:[{}..{}]", at(from), at(to));
-    let (status, page) = sim_get(&fixture, path, &[("filter", &range), ("limit", "200")]).await;
-    assert_eq!(status, 200, "{page}");
-    assert_eq!(sorted(field_of(&page, "orders", "orderId")), expected);
-    assert_eq!(page["total"], expected.len());
-    let open = format!("creationdate:[{}..]", at(t0 - 2 * DAY));
-    let (_, page) = sim_get(&fixture, path, &[("filter", &open), ("limit", "200")]).await;
-    assert_eq!(
-        sorted(field_of(&page, "orders", "orderId")),
+    let ids_created = |from: i64, to: i64| -> Vec<String> {
         sorted(
-            created_between(t0 - 2 * DAY, t0)
+            created_between(from, to)
                 .iter()
                 .map(|order| order.order_id.clone())
-                .collect()
+                .collect(),
         )
-    );
-    // With lastmodifieddate beside it, only creationdate is used (eBay's note).
-    let both = format!(
-        "creationdate:[{}..{}],lastmodifieddate:[{}..]",
-        at(from),
-        at(to),
-        at(t0 - 60)
-    );
-    let (_, page) = sim_get(&fixture, path, &[("filter", &both), ("limit", "200")]).await;
-    assert_eq!(sorted(field_of(&page, "orders", "orderId")), expected);
+    };
+    let expected = ids_created(from, to);
+    assert!(expected.len() > 10, "{expected:?}");
+    let cases = [
+        (
+            "closed creationdate",
+            format!("creationdate:[{}..{}]", at(from), at(to)),
+            expected.clone(),
+        ),
+        (
+            "open creationdate",
+            format!("creationdate:[{}..]", at(t0 - 2 * DAY)),
+            ids_created(t0 - 2 * DAY, t0),
+        ),
+        (
+            "creationdate beside lastmodifieddate",
+            format!(
+                "creationdate:[{}..{}],lastmodifieddate:[{}..]",
+                at(from),
+                at(to),
+                at(t0 - 60)
+            ),
+            expected,
+        ),
+    ];
+    for (what, filter, wanted) in cases {
+        let (status, page) =
+            sim_get(&fixture, path, &[("filter", &filter), ("limit", "200")]).await;
+        assert_eq!(status, 200, "{what}: {page}");
+        assert_eq!(
+            sorted(field_of(&page, "orders", "orderId")),
+            wanted,
+            "{what}"
+        );
+        assert_eq!(page["total"], wanted.len(), "{what}");
+    }
 
     // orderfulfillmentstatus: both supported sets, in either order, with a date range
     // (a space after the comma, as in eBay's example) and alone (the last 90 days).
@@ -1742,7 +1754,7 @@ async fn ebay_sim_get_orders_limit_is_at_most_200_and_refused_with_31100() {
     fixture.set_now(t0).await;
     let path = "/sell/fulfillment/v1/order";
     // (limit, offset, the errorId and message of the refusal, or None: a page of `limit`)
-    let cases: [(&str, &str, Option<(u64, &str)>); 8] = [
+    let cases = [
         ("200", "0", None),
         ("1", "0", None),
         ("201", "0", Some((31100, "Invalid limit: 201"))),
@@ -1827,104 +1839,102 @@ async fn ebay_sim_get_transactions_serves_every_documented_filter() {
     let refunds = ids_where(&|transaction| transaction["transactionType"] == "REFUND");
     assert!(!refunds.is_empty() && refunds.len() < transactions.len());
 
-    for (criterion, field, value) in [
-        ("transactionType:{SALE}", "transactionType", "SALE"),
-        ("transactionType:{REFUND}", "transactionType", "REFUND"),
-        ("transactionStatus:{PAYOUT}", "transactionStatus", "PAYOUT"),
-        (
-            "transactionStatus:{FUNDS_PROCESSING}",
-            "transactionStatus",
-            "FUNDS_PROCESSING",
-        ),
-    ] {
-        let filter = format!("{range},{criterion}");
-        let (status, page) =
-            sim_get(&fixture, path, &[("filter", &filter), ("limit", "1000")]).await;
-        let wanted = ids_where(&|transaction| transaction[field] == value);
-        assert!(!wanted.is_empty(), "{criterion}");
-        assert_eq!(status, 200, "{criterion}: {page}");
-        assert_eq!(
-            sorted(field_of(&page, "transactions", "transactionId")),
-            wanted,
-            "{criterion}"
-        );
-    }
-
-    // Without transactionDate: the last 90 days, here every transaction.
-    let (_, page) = sim_get(
-        &fixture,
-        path,
-        &[("filter", "transactionType:{SALE}"), ("limit", "1000")],
-    )
-    .await;
-    assert_eq!(
-        sorted(field_of(&page, "transactions", "transactionId")),
-        ids_where(&|t| t["transactionType"] == "SALE")
-    );
-
     // A refund's order: orderId ignores `limit` and answers the order's sale and refund;
     // buyerUsername narrows to that buyer; transactionId with transactionType in two
-    // `filter` parameters, as eBay's example sends them.
+    // `filter` parameters, as eBay's example sends them; the sale's id with type REFUND
+    // matches nothing (204, no body). Without transactionDate: the last 90 days, here
+    // every transaction.
     let refund = transactions
         .iter()
         .find(|t| t["transactionType"] == "REFUND")
         .expect("a refund");
     let order_id = refund["orderId"].as_str().expect("orderId");
-    let (status, page) = sim_get(
-        &fixture,
-        path,
-        &[
-            ("filter", &format!("orderId:{{{order_id}}}")),
-            ("limit", "1"),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    assert_eq!(
-        sorted(field_of(&page, "transactions", "transactionId")),
-        ids_where(&|t| t["orderId"] == order_id)
-    );
-    assert_eq!(page["total"], 2, "{page}");
     let buyer = refund["buyer"]["username"].as_str().expect("buyer");
-    let (_, page) = sim_get(
-        &fixture,
-        path,
-        &[
-            ("filter", &format!("{range},buyerUsername:{{{buyer}}}")),
-            ("limit", "1000"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        sorted(field_of(&page, "transactions", "transactionId")),
-        ids_where(&|t| t["buyer"]["username"] == buyer)
-    );
     let refund_id = refund["transactionId"].as_str().expect("id");
-    let (status, page) = sim_get(
-        &fixture,
-        path,
-        &[
-            ("filter", &format!("transactionId:{{{refund_id}}}")),
-            ("filter", "transactionType:{REFUND}"),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
+    let with_range = |criterion: &str| vec![("filter", format!("{range},{criterion}"))];
+    // (what, the query, the transaction ids it answers: none is 204 No Content)
+    let cases = vec![
+        (
+            "SALE",
+            with_range("transactionType:{SALE}"),
+            ids_where(&|t| t["transactionType"] == "SALE"),
+        ),
+        (
+            "REFUND",
+            with_range("transactionType:{REFUND}"),
+            refunds.clone(),
+        ),
+        (
+            "PAYOUT",
+            with_range("transactionStatus:{PAYOUT}"),
+            ids_where(&|t| t["transactionStatus"] == "PAYOUT"),
+        ),
+        (
+            "FUNDS_PROCESSING",
+            with_range("transactionStatus:{FUNDS_PROCESSING}"),
+            ids_where(&|t| t["transactionStatus"] == "FUNDS_PROCESSING"),
+        ),
+        (
+            "no transactionDate",
+            vec![("filter", "transactionType:{SALE}".to_string())],
+            ids_where(&|t| t["transactionType"] == "SALE"),
+        ),
+        (
+            "orderId ignores limit",
+            vec![
+                ("filter", format!("orderId:{{{order_id}}}")),
+                ("limit", "1".to_string()),
+            ],
+            ids_where(&|t| t["orderId"] == order_id),
+        ),
+        (
+            "buyerUsername",
+            with_range(&format!("buyerUsername:{{{buyer}}}")),
+            ids_where(&|t| t["buyer"]["username"] == buyer),
+        ),
+        (
+            "transactionId and its type",
+            vec![
+                ("filter", format!("transactionId:{{{refund_id}}}")),
+                ("filter", "transactionType:{REFUND}".to_string()),
+            ],
+            vec![refund_id.to_string()],
+        ),
+        (
+            "transactionId and another type",
+            vec![
+                ("filter", format!("transactionId:{{{refund_id}}}")),
+                ("filter", "transactionType:{SALE}".to_string()),
+            ],
+            vec![],
+        ),
+    ];
+    for (what, mut query, wanted) in cases {
+        if !query.iter().any(|(name, _)| *name == "limit") {
+            query.push(("limit", "1000".to_string()));
+        }
+        let query: Vec<(&str, &str)> = query
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let (status, page) = sim_get(&fixture, path, &query).await;
+        if wanted.is_empty() {
+            assert_eq!((status, page), (204, serde_json::Value::Null), "{what}");
+            continue;
+        }
+        assert_eq!(status, 200, "{what}: {page}");
+        assert_eq!(
+            sorted(field_of(&page, "transactions", "transactionId")),
+            wanted,
+            "{what}"
+        );
+        assert_eq!(page["total"], wanted.len(), "{what}");
+    }
     assert_eq!(
-        field_of(&page, "transactions", "transactionId"),
-        vec![refund_id.to_string()]
+        ids_where(&|t| t["orderId"] == order_id).len(),
+        2,
+        "the order's sale and refund"
     );
-    // The sale's id with type REFUND matches nothing: 204, no body.
-    let (status, page) = sim_get(
-        &fixture,
-        path,
-        &[
-            ("filter", &format!("transactionId:{{{refund_id}}}")),
-            ("filter", "transactionType:{SALE}"),
-        ],
-    )
-    .await;
-    assert_eq!((status, page), (204, serde_json::Value::Null));
 
     // What the reference does not allow.
     for filter in [

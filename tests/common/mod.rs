@@ -56,6 +56,49 @@ impl Drop for TestSim {
     }
 }
 
+/// The client id and secret the eBay tests send (the simulator takes any).
+pub const EBAY_TEST_CLIENT: (&str, &str) = ("test-client", "test-secret");
+
+/// The eBay simulator's token call, `POST {base}/identity/v1/oauth2/token` with HTTP Basic
+/// `client` (id, secret) and `grant` as the form: its JSON answer (`access_token`,
+/// `token_type`, ...). Every eBay test mints its tokens here.
+pub async fn ebay_token_answer(
+    base: &str,
+    client: (&str, &str),
+    grant: &[(&str, &str)],
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{base}/identity/v1/oauth2/token"))
+        .basic_auth(client.0, Some(client.1))
+        .form(grant)
+        .send()
+        .await
+        .expect("token call")
+        .json()
+        .await
+        .expect("token json")
+}
+
+/// The access token of [`ebay_token_answer`].
+pub async fn ebay_token(base: &str, client: (&str, &str), grant: &[(&str, &str)]) -> String {
+    let answer = ebay_token_answer(base, client, grant).await;
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token in {answer}"))
+        .to_string()
+}
+
+/// A seller's user access token: the refresh-token grant with `seller` as the refresh
+/// token (the simulator's convention: a token it did not issue is the seller's name, with
+/// every scope), narrowed to `scope` when one is given.
+pub async fn ebay_user_token(base: &str, seller: &str, scope: Option<&str>) -> String {
+    let mut grant = vec![("grant_type", "refresh_token"), ("refresh_token", seller)];
+    if let Some(scope) = scope {
+        grant.push(("scope", scope));
+    }
+    ebay_token(base, EBAY_TEST_CLIENT, &grant).await
+}
+
 /// A simulator config whose reports finish immediately.
 pub fn fast_sim() -> SimConfig {
     SimConfig {

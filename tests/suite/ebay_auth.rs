@@ -12,7 +12,7 @@ use marketsync::sim::ebay::{EbayRequest, EbaySimConfig, ACCESS_DENIED_BODY};
 use marketsync::sim::SimConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::common::TestSim;
+use crate::common::{ebay_token_answer, TestSim};
 
 const CLIENT_ID: &str = "auth-client";
 const CLIENT_SECRET: &str = "auth-secret";
@@ -177,19 +177,15 @@ async fn ebay_application_token_is_refused_on_seller_apis_with_access_denied() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.iter().all(|request| request.status == 403), "{seen:?}");
     // The answer is eBay's, byte for byte.
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/identity/v1/oauth2/token"))
-        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-        .form(&[
+    let token = ebay_token_answer(
+        &base,
+        (CLIENT_ID, CLIENT_SECRET),
+        &[
             ("grant_type", "client_credentials"),
             ("scope", "https://api.ebay.com/oauth/api_scope"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+        ],
+    )
+    .await;
     assert_eq!(token["token_type"], "Application Access Token");
     let raw = reqwest::Client::new()
         .get(format!("{base}/sell/finances/v1/transaction"))

@@ -11,7 +11,7 @@ use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{cases_between, changes_between, EbaySimConfig};
 
 use super::ebay::{pinned_start, sim_config, EbayFixture, DAY, HOUR, LAG, SEED, SELLER};
-use crate::common::TestSim;
+use crate::common::{ebay_user_token, TestSim};
 
 const BASE_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 
@@ -123,24 +123,7 @@ async fn ebay_cases_stores_every_case_and_exactly_its_status_changes() {
 
 /// A user access token for the simulator's seller with the base scope (Post-Order).
 async fn user_token(base: &str) -> String {
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/identity/v1/oauth2/token"))
-        .basic_auth("test-client", Some("test-secret"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", SELLER),
-            ("scope", BASE_SCOPE),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    token["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
+    ebay_user_token(base, SELLER, Some(BASE_SCOPE)).await
 }
 
 /// The simulated case search skips `offset` entries (Post-Order's PaginationOutput),

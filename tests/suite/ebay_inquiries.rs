@@ -14,7 +14,7 @@ use marketsync::sim::ebay::{changes_between, inquiries_between, EbaySimConfig};
 use serde_json::json;
 
 use super::ebay::{pinned_start, sim_config, EbayFixture, DAY, HOUR, LAG, SEED, SELLER};
-use crate::common::TestSim;
+use crate::common::{ebay_token, ebay_user_token, TestSim, EBAY_TEST_CLIENT};
 
 const BASE_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 
@@ -141,23 +141,6 @@ async fn ebay_inquiries_store_every_inquiry_and_exactly_its_status_changes() {
     assert_eq!(recorded_set, expected);
 }
 
-async fn token(base: &str, grant: &[(&str, &str)]) -> String {
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/identity/v1/oauth2/token"))
-        .basic_auth("test-client", Some("test-secret"))
-        .form(grant)
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    token["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
-}
-
 /// The simulated inquiry search skips `offset` entries (Post-Order's PaginationOutput),
 /// answers `limit` above 200 with a 400 and refuses a filter it does not serve.
 #[tokio::test]
@@ -166,15 +149,7 @@ async fn ebay_inquiries_search_skips_offset_entries_and_refuses_what_it_does_not
     let ebay = config(t0);
     let sim = TestSim::start(sim_config(ebay.clone())).await;
     let base = sim.base_url();
-    let user = token(
-        &base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", SELLER),
-            ("scope", BASE_SCOPE),
-        ],
-    )
-    .await;
+    let user = ebay_user_token(&base, SELLER, Some(BASE_SCOPE)).await;
     let client = reqwest::Client::new();
     let from = marketsync::domain::format_millis((t0 - 14 * DAY) * 1000);
     let to = marketsync::domain::format_millis(t0 * 1000 - 1);
@@ -237,8 +212,9 @@ async fn ebay_inquiries_search_skips_offset_entries_and_refuses_what_it_does_not
 async fn ebay_inquiries_refuse_an_application_token() {
     let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
     let base = sim.base_url();
-    let app = token(
+    let app = ebay_token(
         &base,
+        EBAY_TEST_CLIENT,
         &[("grant_type", "client_credentials"), ("scope", BASE_SCOPE)],
     )
     .await;

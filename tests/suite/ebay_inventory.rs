@@ -21,7 +21,7 @@ use marketsync::store::{LedgerStore, SqliteLedger, WriteFence};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::TestSim;
+use crate::common::{ebay_user_token, TestSim};
 
 const SEED: u64 = 42;
 /// The refresh token the test account uses: the simulator's seller name.
@@ -174,38 +174,15 @@ max_document_bytes = 67108864
 
     /// `Bearer <token>` of a fresh user access token (refresh-token grant).
     async fn user_bearer(&self) -> String {
-        let token: serde_json::Value = self
-            .http
-            .post(format!("{}/identity/v1/oauth2/token", self.base))
-            .basic_auth("test-client", Some("test-secret"))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", SELLER)])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("token json");
-        format!("Bearer {}", token["access_token"].as_str().expect("token"))
+        format!("Bearer {}", ebay_user_token(&self.base, SELLER, None).await)
     }
 
     /// `Bearer <token>` of a user access token narrowed to `scope`.
     async fn bearer_with_scope(&self, scope: &str) -> String {
-        let token: serde_json::Value = self
-            .http
-            .post(format!("{}/identity/v1/oauth2/token", self.base))
-            .basic_auth("test-client", Some("test-secret"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", SELLER),
-                ("scope", scope),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("token json");
-        format!("Bearer {}", token["access_token"].as_str().expect("token"))
+        format!(
+            "Bearer {}",
+            ebay_user_token(&self.base, SELLER, Some(scope)).await
+        )
     }
 
     async fn corrupt_next(&self, how: &str) {

@@ -15,7 +15,7 @@ use marketsync::shapes::RunOutcome;
 use marketsync::sim::ebay::{changes_between, payouts_between, EbayRequest, EbaySimConfig};
 
 use super::ebay::{pinned_start, sim_config, EbayFixture, DAY, HOUR, SEED, SELLER};
-use crate::common::TestSim;
+use crate::common::{ebay_user_token, TestSim};
 
 /// The getTransactions requests logged after the first `skip`, as (from, to) seconds.
 fn transaction_ranges(requests: &[EbayRequest], skip: usize) -> Vec<(i64, i64)> {
@@ -198,24 +198,7 @@ async fn user_token(base: &str) -> String {
 
 /// A user access token for the simulator's seller with `scope`.
 async fn user_token_for(base: &str, scope: &str) -> String {
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/identity/v1/oauth2/token"))
-        .basic_auth("test-client", Some("test-secret"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", SELLER),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    token["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
+    ebay_user_token(base, SELLER, Some(scope)).await
 }
 
 /// getTransactions: "If no monetary transactions match the input criteria, an http status
@@ -334,11 +317,11 @@ async fn ebay_streams_finances_stores_every_payout_and_its_status_changes() {
         .any(|request| request.operation == "ebay.getPayouts"));
 }
 
-/// getPayouts refuses what eBay's reference does not define (a sort other than
-/// `payoutDate` / `-payoutDate`) and what the simulator does not serve (a status filter),
-/// with eBay's error body; without a sort it answers newest first.
+/// getPayouts refuses what eBay's reference does not define (a sort other than by
+/// payout date, a `limit` over 200), with eBay's error body; without a sort it answers
+/// newest first.
 #[tokio::test]
-async fn ebay_streams_payouts_refuse_unknown_sorts_and_filters_and_default_to_newest_first() {
+async fn ebay_streams_payouts_refuse_unknown_sorts_and_limits_and_default_to_newest_first() {
     let now = pinned_start();
     let ebay = EbaySimConfig {
         orders_per_day: 10,
@@ -360,18 +343,15 @@ async fn ebay_streams_payouts_refuse_unknown_sorts_and_filters_and_default_to_ne
             .bearer_auth(&token)
             .send()
     };
-    for query in [
-        vec![("sort", "payoutStatus")],
-        vec![(
-            "filter",
-            "payoutDate:[2026-01-01T00:00:00.000Z..],payoutStatus:{SUCCEEDED}",
-        )],
-        vec![("limit", "201")],
+    for (query, error_id) in [
+        (vec![("sort", "payoutStatus")], 135005),
+        (vec![("limit", "201")], 135003),
     ] {
         let response = get(query.clone()).await.expect("call");
         assert_eq!(response.status(), 400, "{query:?}");
         let body: serde_json::Value = response.json().await.expect("error json");
-        assert!(body["errors"][0]["errorId"].is_u64(), "{body}");
+        assert_eq!(body["errors"][0]["errorId"], error_id, "{body}");
+        assert_eq!(body["errors"][0]["domain"], "API_FINANCES", "{body}");
     }
     let page: serde_json::Value = get(vec![("limit", "5")])
         .await
@@ -405,6 +385,266 @@ async fn ebay_streams_payouts_refuse_unknown_sorts_and_filters_and_default_to_ne
         format!("{base}/sell/finances/v1/payout?sort=payoutDate&limit=5&offset=5"),
         "{page}"
     );
+}
+
+/// getPayouts serves every filter of its definition (sell_finances_v1_oas3, getPayouts
+/// `filter`) instead of refusing them: `payoutStatus:{...}` (one PayoutStatusEnum value,
+/// the status now), alone or with `payoutDate`; `lastAttemptedPayoutDate` beside
+/// `payoutStatus:{RETRYABLE_FAILED}` and `payoutReference` (mainland China split payouts),
+/// which no simulated payout has, answer the empty payload; an open-ended `payoutDate`
+/// reaches 90 days past its start. What the definition does not allow is refused with
+/// its 400 errorIds.
+#[tokio::test]
+async fn ebay_streams_payouts_serve_the_status_attempt_and_reference_filters() {
+    let now = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 6,
+        orders_since: now - 130 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let base = sim.base_url();
+    let http = reqwest::Client::new();
+    http.put(format!("{base}/_sim/ebay/control"))
+        .json(&serde_json::json!({"now_unix": now}))
+        .send()
+        .await
+        .expect("pin");
+    let token = user_token(&base).await;
+    let at = |ts: i64| marketsync::domain::format_millis(ts * 1000);
+    let all = payouts_between(SEED, &ebay, SELLER, now - 130 * DAY, now + 1);
+    let ids_where = |keep: &dyn Fn(&marketsync::sim::ebay::SimPayout) -> bool| {
+        let mut ids: Vec<String> = all
+            .iter()
+            .filter(|payout| keep(payout))
+            .map(|payout| payout.payout_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let succeeded = ids_where(&|payout| payout.status_at(now) == "SUCCEEDED");
+    let initiated = ids_where(&|payout| payout.status_at(now) == "INITIATED");
+    assert!(
+        succeeded.len() > 60 && !initiated.is_empty(),
+        "{initiated:?}"
+    );
+    let week = (now - 7 * DAY, now - DAY);
+    let open_from = now - 120 * DAY;
+    // (filter, the payout ids it answers: none is the empty payload)
+    let served: Vec<(String, Vec<String>)> = vec![
+        ("payoutStatus:{SUCCEEDED}".to_string(), succeeded.clone()),
+        ("payoutStatus:{INITIATED}".to_string(), initiated.clone()),
+        ("payoutStatus:{TERMINAL_FAILED}".to_string(), vec![]),
+        (
+            format!(
+                "payoutDate:[{}..{}],payoutStatus:{{SUCCEEDED}}",
+                at(week.0),
+                at(week.1)
+            ),
+            ids_where(&|payout| {
+                payout.date >= week.0
+                    && payout.date <= week.1
+                    && payout.status_at(now) == "SUCCEEDED"
+            }),
+        ),
+        (
+            format!(
+                "payoutStatus:{{RETRYABLE_FAILED}},lastAttemptedPayoutDate:[{}..]",
+                at(week.0)
+            ),
+            vec![],
+        ),
+        ("payoutReference:{5000000003}".to_string(), vec![]),
+        (
+            format!("payoutDate:[{}..]", at(open_from)),
+            ids_where(&|payout| payout.date >= open_from && payout.date <= open_from + 90 * DAY),
+        ),
+    ];
+    for (filter, wanted) in &served {
+        let response = http
+            .get(format!("{base}/sell/finances/v1/payout"))
+            .query(&[("filter", filter.as_str()), ("limit", "200")])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("call");
+        assert_eq!(response.status(), 200, "{filter}");
+        let page: serde_json::Value = response.json().await.expect("json");
+        let mut ids: Vec<String> = page["payouts"]
+            .as_array()
+            .map(|payouts| {
+                payouts
+                    .iter()
+                    .map(|payout| payout["payoutId"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        assert_eq!(&ids, wanted, "{filter}: {page}");
+        assert_eq!(page["total"], wanted.len(), "{filter}");
+        if wanted.is_empty() {
+            assert!(page.get("payouts").is_none(), "empty payload: {page}");
+        }
+    }
+
+    let too_many = (0..201)
+        .map(|index| format!("5{index:09}"))
+        .collect::<Vec<_>>()
+        .join("|");
+    // (filter, errorId)
+    let refused: Vec<(String, u64)> = vec![
+        ("payoutStatus:{PAID}".to_string(), 135002),
+        ("payoutStatus:{SUCCEEDED|INITIATED}".to_string(), 135002),
+        ("payoutStatus:SUCCEEDED".to_string(), 135002),
+        (
+            format!("lastAttemptedPayoutDate:[{}..]", at(week.0)),
+            135002,
+        ),
+        (
+            format!(
+                "payoutStatus:{{SUCCEEDED}},lastAttemptedPayoutDate:[{}..]",
+                at(week.0)
+            ),
+            135002,
+        ),
+        ("payoutDate:[yesterday..]".to_string(), 135004),
+        (
+            format!("payoutDate:[{}..{}]", at(week.1), at(week.0)),
+            135004,
+        ),
+        (format!("payoutReference:{{{too_many}}}"), 2004),
+        ("payoutMethod:{BANK}".to_string(), 2004),
+    ];
+    for (filter, error_id) in &refused {
+        let response = http
+            .get(format!("{base}/sell/finances/v1/payout"))
+            .query(&[("filter", filter.as_str())])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("call");
+        assert_eq!(response.status(), 400, "{filter}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["errors"][0]["errorId"], *error_id, "{filter}: {body}");
+    }
+}
+
+/// Simulated transactions carry `payoutId` (the payout that paid them, once it has begun;
+/// sell_finances_v1_oas3, Transaction.payoutId: "not returned if eBay has not yet begun
+/// processing the payout") and `salesRecordReference` (`0` for orders after February 1,
+/// 2020), so getTransactions' `payoutId:{...}` answers exactly a payout's
+/// `transactionCount` transactions, netting to its amount, and `salesRecordReference:{0}`
+/// every transaction.
+#[tokio::test]
+async fn ebay_streams_transactions_carry_their_payout_id_and_sales_record_reference() {
+    let now = pinned_start();
+    let ebay = EbaySimConfig {
+        orders_per_day: 6,
+        return_every: 3,
+        orders_since: now - 20 * DAY,
+        ..EbaySimConfig::default()
+    };
+    let sim = TestSim::start(sim_config(ebay.clone())).await;
+    let base = sim.base_url();
+    let http = reqwest::Client::new();
+    http.put(format!("{base}/_sim/ebay/control"))
+        .json(&serde_json::json!({"now_unix": now}))
+        .send()
+        .await
+        .expect("pin");
+    let token = user_token(&base).await;
+    let at = |ts: i64| marketsync::domain::format_millis(ts * 1000);
+    let range = format!("transactionDate:[{}..{}]", at(now - 20 * DAY), at(now));
+    let transactions = |filter: String| {
+        let request = http
+            .get(format!("{base}/sell/finances/v1/transaction"))
+            .query(&[("filter", filter.as_str()), ("limit", "1000")])
+            .bearer_auth(&token);
+        async move {
+            let response = request.send().await.expect("call");
+            let status = response.status().as_u16();
+            let body = response.bytes().await.expect("body");
+            let page: serde_json::Value = if body.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&body).expect("json")
+            };
+            (status, page)
+        }
+    };
+    let (status, all) = transactions(range.clone()).await;
+    assert_eq!(status, 200, "{all}");
+    let all = all["transactions"].as_array().cloned().unwrap_or_default();
+    let payouts = payouts_between(SEED, &ebay, SELLER, now - 20 * DAY, now + 1);
+    assert!(payouts.len() > 10, "{} payouts", payouts.len());
+    let known: BTreeSet<&str> = payouts.iter().map(|p| p.payout_id.as_str()).collect();
+    for transaction in &all {
+        assert_eq!(transaction["salesRecordReference"], "0", "{transaction}");
+        match transaction["payoutId"].as_str() {
+            Some(id) => {
+                assert!(known.contains(id), "{transaction}");
+                assert_eq!(transaction["transactionStatus"], "PAYOUT", "{transaction}");
+            }
+            None => assert!(
+                transaction["transactionStatus"] != "PAYOUT"
+                    || transaction["transactionDate"].as_str() > Some(at(now - 5 * DAY).as_str()),
+                "a PAYOUT transaction a day past its payout has its payoutId: {transaction}"
+            ),
+        }
+    }
+    assert!(
+        all.iter().any(|t| t["payoutId"].is_null()),
+        "some not yet paid out"
+    );
+
+    // (filter, the transactions it answers, as (id, signed cents, payoutId))
+    let cents = |transaction: &serde_json::Value| {
+        let text = transaction["amount"]["value"].as_str().expect("amount");
+        let cents: i64 = text.replace('.', "").parse().expect("cents");
+        if transaction["bookingEntry"] == "DEBIT" {
+            -cents
+        } else {
+            cents
+        }
+    };
+    for payout in &payouts {
+        let (status, page) = transactions(format!("payoutId:{{{}}}", payout.payout_id)).await;
+        assert_eq!(status, 200, "{}: {page}", payout.payout_id);
+        let paid = page["transactions"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            (paid.len() as u32, page["total"].as_u64()),
+            (
+                payout.transaction_count,
+                Some(u64::from(payout.transaction_count))
+            ),
+            "{}",
+            payout.payout_id
+        );
+        assert!(paid
+            .iter()
+            .all(|t| t["payoutId"] == payout.payout_id.as_str()));
+        assert_eq!(
+            paid.iter().map(cents).sum::<i64>(),
+            payout.amount_cents,
+            "{}",
+            payout.payout_id
+        );
+    }
+    // (filter, how many transactions it answers: 0 is 204 No Content)
+    let cases: Vec<(String, usize)> = vec![
+        (format!("{range},salesRecordReference:{{0}}"), all.len()),
+        (format!("{range},salesRecordReference:{{12345}}"), 0),
+        ("payoutId:{7999999999}".to_string(), 0),
+    ];
+    for (filter, count) in cases {
+        let (status, page) = transactions(filter.clone()).await;
+        if count == 0 {
+            assert_eq!((status, page), (204, serde_json::Value::Null), "{filter}");
+        } else {
+            assert_eq!(status, 200, "{filter}");
+            assert_eq!(page["total"], count, "{filter}");
+        }
+    }
 }
 
 /// (offer id → (price, quantity)) the simulator serves at `now`.

@@ -12,7 +12,7 @@ use marketsync::store::LedgerStore;
 use serde_json::{json, Value};
 
 use super::market_alias::{big, MarketFixture};
-use crate::common::TestSim;
+use crate::common::{ebay_token, TestSim};
 
 async fn fixture(extra: &str, specs: &[(&str, marketsync::quota::BucketSpec)]) -> MarketFixture {
     MarketFixture::new("ebay", "market_prices", extra, specs).await
@@ -149,25 +149,9 @@ async fn browse_refuses_a_call_without_a_valid_application_token() {
         "{}/buy/browse/v1/item_summary/search?q=DD1391-100&limit=10",
         sim.base_url()
     );
+    let base = sim.base_url();
     let token = |grant: &'static [(&'static str, &'static str)]| {
-        let http = http.clone();
-        let url = format!("{}/identity/v1/oauth2/token", sim.base_url());
-        async move {
-            let body: Value = http
-                .post(url)
-                .basic_auth("app-client", Some("app-secret"))
-                .form(grant)
-                .send()
-                .await
-                .expect("token")
-                .json()
-                .await
-                .expect("token json");
-            body["access_token"]
-                .as_str()
-                .expect("access token")
-                .to_string()
-        }
+        ebay_token(&base, ("app-client", "app-secret"), grant)
     };
     let error_id = |body: &Value| body["errors"][0]["errorId"].as_u64();
     // No token, a made-up one: 401 errorId 1001.

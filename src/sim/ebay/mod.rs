@@ -112,7 +112,8 @@ const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 /// Pacific time approximated as UTC-8 (no daylight saving) for the daily quota reset.
 const PACIFIC_OFFSET: i64 = -8 * HOUR;
-/// The largest page eBay serves (getOrders, Post-Order searches).
+/// The largest page eBay serves (Post-Order searches; getPayouts, which refuses a larger
+/// `limit` itself with errorId 135003; getOrders has its own, refused with 31100).
 pub const MAX_LIMIT: u64 = 200;
 /// The largest page of Finances getTransactions (its `limit`: 1 to 1000, default 20).
 pub const MAX_TRANSACTIONS_LIMIT: u64 = 1000;
@@ -279,6 +280,16 @@ impl Ebay {
         self.lock()
             .now_pinned
             .unwrap_or_else(|| sim.unix_now().floor() as i64)
+    }
+
+    /// The simulated now in unix milliseconds: the pinned second exactly, else the clock
+    /// to the millisecond (what a request's dates are compared with, e.g. getOrders'
+    /// "Start and end dates can't be in the future").
+    fn now_ms(&self, sim: &Simulator) -> i64 {
+        match self.lock().now_pinned {
+            Some(pinned) => pinned.saturating_mul(1000),
+            None => (sim.unix_now() * 1000.0).floor() as i64,
+        }
     }
 
     fn bump(map: &mut BTreeMap<String, u64>, operation: &str) {
@@ -595,7 +606,7 @@ async fn control(
 
 #[cfg(test)]
 mod tests {
-    use super::paging::parse_range;
+    use super::paging::{range_value, RangeError};
     use super::*;
 
     #[test]
@@ -622,12 +633,16 @@ mod tests {
 
     #[test]
     fn range_parsing_accepts_ebay_filters() {
-        let (from, to) = parse_range(
-            "lastmodifieddate:[2026-11-23T00:00:00.000Z..2026-11-23T23:59:59.999Z]",
-            "lastmodifieddate",
-        )
-        .expect("valid");
-        assert_eq!(to.unwrap() - from.unwrap(), DAY * 1000 - 1);
-        assert!(parse_range("creationdate:[..]", "lastmodifieddate").is_err());
+        let Ok((from, Some(to))) =
+            range_value("[2026-11-23T00:00:00.000Z..2026-11-23T23:59:59.999Z]")
+        else {
+            panic!("a closed range parses");
+        };
+        assert_eq!(to - from, DAY * 1000 - 1);
+        assert!(matches!(range_value("[..]"), Err(RangeError::MissingStart)));
+        assert!(matches!(
+            range_value("[2026-11-23..x]"),
+            Err(RangeError::BadDate)
+        ));
     }
 }

@@ -129,57 +129,6 @@ pub(super) fn range_value(value: &str) -> Result<(i64, Option<i64>), RangeError>
     Ok((from, to))
 }
 
-/// Parses `name:[FROM..TO]` (either bound may be empty) into unix milliseconds.
-pub(super) fn parse_range(filter: &str, name: &str) -> Result<(Option<i64>, Option<i64>), String> {
-    let rest = filter
-        .split(',')
-        .find_map(|part| {
-            let (key, value) = part.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then_some(value)
-        })
-        .ok_or_else(|| format!("filter must name {name}:[FROM..TO]"))?;
-    let inner = rest
-        .trim()
-        .strip_prefix('[')
-        .and_then(|value| value.strip_suffix(']'))
-        .ok_or_else(|| format!("{name} range must be [FROM..TO]"))?;
-    let (from, to) = inner
-        .split_once("..")
-        .ok_or_else(|| format!("{name} range must be [FROM..TO]"))?;
-    let bound = |text: &str| -> Result<Option<i64>, String> {
-        if text.trim().is_empty() {
-            return Ok(None);
-        }
-        parse_millis(text.trim()).map(Some).ok_or_else(|| {
-            format!("invalid date {text:?}; use ISO 8601 like 2026-11-23T10:00:00.000Z")
-        })
-    };
-    Ok((bound(from)?, bound(to)?))
-}
-
-/// A request paged by offset over the optional `filter={field}:[FROM..TO]` (`limit`
-/// defaults to `default_limit`). Without a filter the answer is `unfiltered`.
-pub(super) fn filtered_ask(
-    query: &HashMap<String, String>,
-    field: &str,
-    default_limit: u64,
-) -> Result<Asked, String> {
-    let (from_ms, to_ms, unfiltered) = match query.get("filter") {
-        None => (None, None, true),
-        Some(filter) => {
-            let (from_ms, to_ms) = parse_range(filter, field)?;
-            (from_ms, to_ms, false)
-        }
-    };
-    Ok(Asked {
-        from_ms,
-        to_ms,
-        limit: parse_number(query, "limit", default_limit)?,
-        offset: parse_number(query, "offset", 0)?,
-        unfiltered,
-    })
-}
-
 /// The page `asked` for out of `matching` (sorted already), and how many matched.
 pub(super) fn page_of<T>(matching: Vec<T>, asked: &Asked) -> (u64, Vec<T>) {
     let total = matching.len() as u64;

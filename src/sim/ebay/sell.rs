@@ -1,7 +1,7 @@
 //! The simulated Sell APIs: getOrders, getTransactions and searchReturns, with the JSON of
 //! orders, transactions and returns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -17,6 +17,7 @@ use super::paging::{
     criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
     BadInput, RangeError,
 };
+use super::streams::{payout_date_for, payout_id, payouts_between};
 use super::{
     admit, bad_request, Ebay, DAY, MAX_ORDER_SPAN, MAX_TRANSACTIONS_LIMIT, OP_GET_ORDERS,
     OP_GET_TRANSACTIONS, OP_SEARCH_RETURNS,
@@ -41,7 +42,7 @@ pub(super) fn order_json(order: &SimOrder, seller: &str, now: i64) -> Value {
         "sellerId": seller,
         "buyer": {"username": order.buyer},
         "pricingSummary": {"total": {"value": order.total_text(), "currency": "USD"}},
-        "salesRecordReference": format!("{}", order.day * 1000 + i64::from(order.index)),
+        "salesRecordReference": sales_record_number(order),
         "lineItems": [{
             "lineItemId": format!("1{:05}{:05}", order.day.rem_euclid(100_000), order.index),
             "sku": order.sku,
@@ -116,6 +117,10 @@ const FULFILLMENT: &str = "API_FULFILLMENT";
 const MAX_ORDER_IDS: usize = 50;
 /// getOrders' default `limit`.
 const ORDERS_DEFAULT_LIMIT: u64 = 50;
+/// getOrders' largest `limit`: "If a requested limit is more than 200, the call fails and
+/// returns an error. ... Maximum: 200" (sell_fulfillment_v1_oas3 v1.20.4, `limit`; the
+/// definitions up to v1.19.2 said "Maximum: 1000").
+const ORDERS_MAX_LIMIT: u64 = 200;
 /// The `orderfulfillmentstatus` sets getOrders supports: "only the combinations shown here
 /// are currently supported".
 const FULFILLMENT_SETS: [[&str; 2]; 2] =
@@ -134,12 +139,56 @@ enum OrdersSelection {
     },
 }
 
+/// How far back getOrders reaches, in years: "getOrders can return orders up to two years
+/// old" (sell_fulfillment_v1_oas3 v1.20.4, `filter`), and a date range may span at most
+/// this much (errorId 30830). eBay's release notes, Fulfillment API 1.19.19 (2023-02-16):
+/// "The date threshold for retrieving past orders has been increased from 90 days to two
+/// years."
+const ORDERS_HISTORY_YEARS: u32 = 2;
+
+/// `at_ms` moved back `years` calendar years (the 29th of February to the 28th), in unix
+/// milliseconds; `i64::MIN` when out of chrono's range.
+fn years_before(at_ms: i64, years: u32) -> i64 {
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .and_then(|at| at.checked_sub_months(chrono::Months::new(12 * years)))
+        .map_or(i64::MIN, |at| at.timestamp_millis())
+}
+
+/// eBay's limits on one getOrders date range `[from..to]` (an open end is now), as its
+/// 400 list words them: 30850 "Start and end dates can't be in the future", then 30830
+/// "Time range between start date and end date must be within '{allowedTime}' years."
+/// (`allowedTime` is [`ORDERS_HISTORY_YEARS`]).
+fn check_orders_range(from: i64, to: Option<i64>, now_ms: i64) -> Result<(), BadInput> {
+    if from > now_ms || to.is_some_and(|to| to > now_ms) {
+        return Err(BadInput::new(
+            30850,
+            FULFILLMENT,
+            "Start and end dates can't be in the future".to_string(),
+        ));
+    }
+    if from < years_before(to.unwrap_or(now_ms), ORDERS_HISTORY_YEARS) {
+        return Err(BadInput::new(
+            30830,
+            FULFILLMENT,
+            format!(
+                "Time range between start date and end date must be within '{ORDERS_HISTORY_YEARS}' years."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses getOrders' query as the Fulfillment API's getOrders reference defines it
-/// (sell_fulfillment_v1_oas3, `filter`, `orderIds`, `limit`, `offset`) and refuses what
-/// its 400 list names: 30700 "Invalid filter name", 30800 "Invalid filter value", 30810
-/// "Invalid date format", 30820 "Start date is missing", 30840 "Start date should be
-/// before end date", 30900 "Exceeded maximum number of order IDs".
-fn orders_query(query: &HashMap<String, String>) -> Result<(Asked, OrdersSelection), BadInput> {
+/// (sell_fulfillment_v1_oas3 v1.20.4, `filter`, `orderIds`, `limit`, `offset`) and
+/// refuses what its 400 list names: 30700 "Invalid filter name", 30800 "Invalid filter
+/// value", 30810 "Invalid date format", 30820 "Start date is missing", 30830 (a range
+/// over two years), 30840 "Start date should be before end date", 30850 (a date after
+/// `now_ms`), 30900 "Exceeded maximum number of order IDs", 31000 "Invalid offset",
+/// 31100 "Invalid limit" (outside 1..=[`ORDERS_MAX_LIMIT`]).
+fn orders_query(
+    query: &HashMap<String, String>,
+    now_ms: i64,
+) -> Result<(Asked, OrdersSelection), BadInput> {
     let invalid_value = |name: &str, value: &str| {
         BadInput::new(
             30800,
@@ -177,8 +226,21 @@ fn orders_query(query: &HashMap<String, String>) -> Result<(Asked, OrdersSelecti
         };
         return Ok((asked, OrdersSelection::Ids(ids)));
     }
-    let limit = parse_number(query, "limit", ORDERS_DEFAULT_LIMIT)?;
-    let offset = parse_number(query, "offset", 0)?;
+    // 31100 "Invalid limit: {limitvalue}", 31000 "Invalid offset: {offsetvalue}".
+    let limit = match query.get("limit") {
+        None => ORDERS_DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|limit| (1..=ORDERS_MAX_LIMIT).contains(limit))
+            .ok_or_else(|| BadInput::new(31100, FULFILLMENT, format!("Invalid limit: {text}")))?,
+    };
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| BadInput::new(31000, FULFILLMENT, format!("Invalid offset: {text}")))?,
+    };
     let Some(filter) = query.get("filter") else {
         let asked = Asked {
             from_ms: None,
@@ -215,9 +277,14 @@ fn orders_query(query: &HashMap<String, String>) -> Result<(Asked, OrdersSelecti
                 ),
             })
         };
+        let checked_range = |value: &str| {
+            let (from, to) = range(value)?;
+            check_orders_range(from, to, now_ms)?;
+            Ok::<_, BadInput>((from, to))
+        };
         match name.to_ascii_lowercase().as_str() {
-            "creationdate" => created = Some(range(value)?),
-            "lastmodifieddate" => modified = Some(range(value)?),
+            "creationdate" => created = Some(checked_range(value)?),
+            "lastmodifieddate" => modified = Some(checked_range(value)?),
             "orderfulfillmentstatus" => {
                 let members = set_values(value).ok_or_else(|| invalid_value(name, value))?;
                 let set = FULFILLMENT_SETS
@@ -302,7 +369,7 @@ pub(super) async fn get_orders(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let parsed = orders_query(&query);
+    let parsed = orders_query(&query, ebay.now_ms(&sim));
     let (asked, selection) = match parsed {
         Ok((asked, selection)) => (Ok(asked), Some(selection)),
         Err(bad) => (Err(bad), None),
@@ -334,9 +401,12 @@ pub(super) async fn get_orders(
             statuses,
         } => (by_creation, statuses),
     };
+    // "getOrders can return orders up to two years old": older ones are not served, by
+    // filter nor by id.
+    let oldest = years_before(now.saturating_mul(1000), ORDERS_HISTORY_YEARS).div_euclid(1000);
     let mut matching: Vec<(i64, SimOrder)> = candidates
         .into_iter()
-        .filter(|order| order.created <= now)
+        .filter(|order| order.created <= now && order.created >= oldest)
         .filter(|order| statuses.is_none_or(|set| set.contains(&order.fulfillment_at(now).0)))
         .map(|order| (order.last_modified_at(now), order))
         .filter(|(modified, order)| {
@@ -371,26 +441,52 @@ pub(super) async fn get_orders(
     paged_body(&ebay, &sim, OP_GET_ORDERS, body)
 }
 
+/// The order's Selling Manager sales record number, as getOrders' `salesRecordReference`.
+fn sales_record_number(order: &SimOrder) -> String {
+    format!("{}", order.day * 1000 + i64::from(order.index))
+}
+
+/// 2020-02-01T00:00:00Z: getTransactions' `salesRecordReference` is `0` for orders from
+/// then on ("For all orders originating after February 1, 2020, a value of 0 will be
+/// returned in this field", sell_finances_v1_oas3, Transaction).
+const SALES_RECORD_ZERO_FROM: i64 = 1_580_515_200;
+
 /// A SALE at creation and, for returned orders, a REFUND when the return closes; the
-/// status of each follows [`transaction_status_at`].
-pub(super) fn transactions_of(order: &SimOrder, now: i64) -> Vec<(i64, Value)> {
+/// status of each follows [`transaction_status_at`]. `payoutId` is the payout that pays
+/// it once that payout has begun (its date is in `payouts`, the payouts existing now):
+/// "This field will not be returned if eBay has not yet begun processing the payout".
+/// `salesRecordReference` is the order's record number, `0` for orders from
+/// [`SALES_RECORD_ZERO_FROM`] on.
+pub(super) fn transactions_of(
+    order: &SimOrder,
+    now: i64,
+    payouts: &BTreeSet<i64>,
+) -> Vec<(i64, Value)> {
+    let sales_record = if order.created >= SALES_RECORD_ZERO_FROM {
+        "0".to_string()
+    } else {
+        sales_record_number(order)
+    };
     transaction_ids(order)
         .into_iter()
         .map(|(transaction_id, booked, kind)| {
             let sale = kind == "SALE";
-            (
-                booked,
-                json!({
-                    "transactionId": transaction_id,
-                    "orderId": order.order_id,
-                    "transactionType": kind,
-                    "transactionStatus": transaction_status_at(booked, now),
-                    "transactionDate": format_millis(booked * 1000),
-                    "amount": money(order.total_cents),
-                    "bookingEntry": if sale { "CREDIT" } else { "DEBIT" },
-                    "buyer": {"username": order.buyer},
-                }),
-            )
+            let mut value = json!({
+                "transactionId": transaction_id,
+                "orderId": order.order_id,
+                "transactionType": kind,
+                "transactionStatus": transaction_status_at(booked, now),
+                "transactionDate": format_millis(booked * 1000),
+                "amount": money(order.total_cents),
+                "bookingEntry": if sale { "CREDIT" } else { "DEBIT" },
+                "buyer": {"username": order.buyer},
+                "salesRecordReference": sales_record,
+            });
+            let paid_by = payout_date_for(booked);
+            if payouts.contains(&paid_by) {
+                value["payoutId"] = json!(payout_id(paid_by));
+            }
+            (booked, value)
         })
         .collect()
 }
@@ -562,9 +658,20 @@ pub(super) async fn get_transactions(
     };
     let asked = default_window(asked, ebay.now(&sim));
     let (now, from, to, candidates) = candidates(&sim, &ebay, &seller, &asked);
+    // The payouts that have begun and may pay a transaction dated in [from, to].
+    let payouts: BTreeSet<i64> = payouts_between(
+        sim.config().seed,
+        &sim.config().ebay,
+        &seller,
+        payout_date_for(from),
+        payout_date_for(to).min(now).saturating_add(1),
+    )
+    .into_iter()
+    .map(|payout| payout.date)
+    .collect();
     let mut matching: Vec<(i64, String, Value)> = candidates
         .iter()
-        .flat_map(|order| transactions_of(order, now))
+        .flat_map(|order| transactions_of(order, now, &payouts))
         .filter(|(at, _)| *at >= from && *at <= to)
         .filter(|(_, value)| {
             matched

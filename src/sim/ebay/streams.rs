@@ -17,9 +17,12 @@ use serde_json::{json, Value};
 
 use super::data::{orders_created, transaction_ids, SimChange, PAYOUT_AFTER};
 use super::feed::inventory_listings;
-use super::paging::{filtered_ask, offset_page, page_of, paged_body, parse_number, Asked};
+use super::paging::{
+    criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
+    BadInput,
+};
 use super::sell::{money, origin, range_seconds};
-use super::{admit, bad_request, Ebay, EbaySimConfig, DAY, HOUR, MAX_ORDER_SPAN};
+use super::{admit, bad_request, Ebay, EbaySimConfig, DAY, HOUR, MAX_LIMIT, MAX_ORDER_SPAN};
 use crate::domain::format_millis;
 use crate::sim::Simulator;
 
@@ -70,6 +73,20 @@ impl SimPayout {
     }
 }
 
+/// The `payoutDate` of the payout that pays a transaction dated `booked`: the first
+/// [`PAYOUT_HOUR`] strictly after its PAYOUT moment (`booked` + [`PAYOUT_AFTER`]), so a
+/// payout pays what reached PAYOUT in the 24 hours before it.
+pub(super) fn payout_date_for(booked: i64) -> i64 {
+    let paid = booked + PAYOUT_AFTER;
+    let day = (paid - PAYOUT_HOUR).div_euclid(DAY) + 1;
+    day * DAY + PAYOUT_HOUR
+}
+
+/// The `payoutId` of the payout dated `date`.
+pub(super) fn payout_id(date: i64) -> String {
+    format!("7{:09}", date.div_euclid(DAY).rem_euclid(1_000_000_000))
+}
+
 /// The payouts of `seller` whose `payoutDate` is in `[from, to)`: one a UTC day, at
 /// [`PAYOUT_HOUR`], paying every transaction whose PAYOUT moment (its date plus
 /// [`PAYOUT_AFTER`]) fell in the 24 hours before; SALEs add, REFUNDs subtract. A day
@@ -90,10 +107,7 @@ pub fn payouts_between(
     let mut per_payout: BTreeMap<i64, (i64, u32)> = BTreeMap::new();
     for order in orders_created(seed, config, seller, oldest_order, to) {
         for (_, booked, kind) in transaction_ids(&order) {
-            let paid = booked + PAYOUT_AFTER;
-            // The first payout time at or after `paid`... strictly after: [date − DAY, date).
-            let day = (paid - PAYOUT_HOUR).div_euclid(DAY) + 1;
-            let date = day * DAY + PAYOUT_HOUR;
+            let date = payout_date_for(booked);
             if date < from || date >= to {
                 continue;
             }
@@ -110,7 +124,7 @@ pub fn payouts_between(
         .into_iter()
         .filter(|(_, (cents, count))| *cents > 0 && *count > 0)
         .map(|(date, (amount_cents, transaction_count))| SimPayout {
-            payout_id: format!("7{:09}", date.div_euclid(DAY).rem_euclid(1_000_000_000)),
+            payout_id: payout_id(date),
             date,
             succeeded_at: date + PAYOUT_SUCCEEDS_AFTER,
             amount_cents,
@@ -142,59 +156,189 @@ pub(super) fn payout_changes(
         .collect()
 }
 
-/// Finances `GET /sell/finances/v1/payout` (getPayouts): `filter=payoutDate:[FROM..TO]`,
-/// `limit` 1..200 (default 20), `offset`, `sort=payoutDate` (ascending) or
-/// `-payoutDate` (descending, the default).
+/// The `domain` of the Finances API's errors.
+const FINANCES: &str = "API_FINANCES";
+/// PayoutStatusEnum, the values of getPayouts' `payoutStatus` filter.
+const PAYOUT_STATUSES: &[&str] = &[
+    "INITIATED",
+    "SUCCEEDED",
+    "RETRYABLE_FAILED",
+    "TERMINAL_FAILED",
+    "REVERSED",
+];
+/// `payoutReference:{...}` "can support up to 200 payoutReference inputs".
+const MAX_PAYOUT_REFERENCES: usize = 200;
+/// How far an open-ended `payoutDate:[FROM..]` reaches: "up to 90 days past that date, or
+/// the current date if the starting date is less than 90 days in the past".
+const OPEN_RANGE_DAYS: i64 = 90;
+
+/// What a getPayouts request selects besides the `payoutDate` range and page in [`Asked`].
+#[derive(Debug, Default, PartialEq)]
+struct PayoutMatch {
+    /// `payoutStatus:{...}`: one PayoutStatusEnum value, the payout's status now.
+    status: Option<String>,
+    /// `payoutReference:{...}` was given: only the split payouts of mainland China
+    /// sellers carry one, and no simulated payout is such, so nothing matches.
+    by_reference: bool,
+    /// `sort`: newest first unless `payoutDate` / `lastAttemptedPayoutDate` (ascending).
+    descending: bool,
+}
+
+/// Parses getPayouts' query as the Finances API defines it (sell_finances_v1_oas3,
+/// getPayouts `filter`, `limit`, `offset`, `sort`): the criteria `payoutDate:[FROM..TO]`,
+/// `payoutStatus:{STATUS}`, `lastAttemptedPayoutDate:[FROM..TO]` (only beside
+/// `payoutStatus:{RETRYABLE_FAILED}`) and `payoutReference:{ID|...}`, comma-separated.
+/// Refused as its 400 list names them (domain `API_FINANCES`): 135002 "The value of
+/// payout status filter is invalid.", 135003 "The value of pagination is invalid.",
+/// 135004 "The value of payout date filter is invalid.", 135005 "The value of sorting
+/// is invalid."; a criterion the definition does not name is the generic 2004.
+fn payouts_query(query: &HashMap<String, String>) -> Result<(Asked, PayoutMatch), BadInput> {
+    let status_invalid = || {
+        BadInput::new(
+            135002,
+            FINANCES,
+            "The value of payout status filter is invalid.".to_string(),
+        )
+    };
+    let date_invalid = || {
+        BadInput::new(
+            135004,
+            FINANCES,
+            "The value of payout date filter is invalid.".to_string(),
+        )
+    };
+    let pagination_invalid = || {
+        BadInput::new(
+            135003,
+            FINANCES,
+            "The value of pagination is invalid.".to_string(),
+        )
+    };
+    let descending = match query.get("sort").map(String::as_str) {
+        None | Some("-payoutDate") | Some("-lastAttemptedPayoutDate") => true,
+        Some("payoutDate") | Some("lastAttemptedPayoutDate") => false,
+        Some(_) => {
+            return Err(BadInput::new(
+                135005,
+                FINANCES,
+                "The value of sorting is invalid.".to_string(),
+            ))
+        }
+    };
+    let limit = match query.get("limit") {
+        None => 20,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or_else(pagination_invalid)?,
+    };
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| pagination_invalid())?,
+    };
+    let mut matched = PayoutMatch {
+        descending,
+        ..PayoutMatch::default()
+    };
+    let (mut range, mut last_attempted) = (None, false);
+    if let Some(filter) = query.get("filter") {
+        for (name, value) in criteria(filter)? {
+            match name {
+                "payoutDate" => range = Some(range_value(value).map_err(|_| date_invalid())?),
+                "lastAttemptedPayoutDate" => {
+                    range_value(value).map_err(|_| date_invalid())?;
+                    last_attempted = true;
+                }
+                "payoutStatus" => {
+                    let status = set_values(value)
+                        .filter(|members| members.len() == 1)
+                        .map(|members| members[0])
+                        .filter(|status| PAYOUT_STATUSES.contains(status))
+                        .ok_or_else(status_invalid)?;
+                    matched.status = Some(status.to_string());
+                }
+                "payoutReference" => {
+                    let references = set_values(value).ok_or_else(|| {
+                        BadInput::from(format!(
+                            "filter payoutReference: {value:?} is not one or more ids in braces, like payoutReference:{{ID}}"
+                        ))
+                    })?;
+                    if references.len() > MAX_PAYOUT_REFERENCES {
+                        return Err(BadInput::from(format!(
+                            "filter payoutReference: {} ids, at most {MAX_PAYOUT_REFERENCES}",
+                            references.len()
+                        )));
+                    }
+                    matched.by_reference = true;
+                }
+                other => {
+                    return Err(BadInput::from(format!(
+                        "filter {other:?} is not a getPayouts filter; use payoutDate, payoutStatus, lastAttemptedPayoutDate or payoutReference"
+                    )))
+                }
+            }
+        }
+    }
+    // "In order to use this filter, the payoutStatus filter must also be used and its
+    // value must be set to RETRYABLE_FAILED."
+    if last_attempted && matched.status.as_deref() != Some("RETRYABLE_FAILED") {
+        return Err(status_invalid());
+    }
+    let asked = Asked {
+        from_ms: range.map(|(from, _)| from),
+        to_ms: range.map(|(from, to)| {
+            to.unwrap_or_else(|| from.saturating_add(OPEN_RANGE_DAYS * DAY * 1000))
+        }),
+        limit,
+        offset,
+        // Without payoutDate: every payout of the last five years (eBay's default).
+        unfiltered: range.is_none(),
+    };
+    Ok((asked, matched))
+}
+
+/// Finances `GET /sell/finances/v1/payout` (getPayouts): the filters, paging and sort of
+/// [`payouts_query`]; `-payoutDate` (newest first) by default.
 async fn get_payouts(
     State(sim): State<Arc<Simulator>>,
     Extension(ebay): Extension<Arc<Ebay>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let asked = filtered_ask(&query, "payoutDate", 20);
+    let parsed = payouts_query(&query);
+    let (asked, matched) = match parsed {
+        Ok((asked, matched)) => (Ok(asked), matched),
+        Err(bad) => (Err(bad), PayoutMatch::default()),
+    };
     let (seller, asked) = match admit(&sim, &ebay, &headers, OP_GET_PAYOUTS, "finances", asked) {
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
-    // Only the payoutDate filter is served: a status or reference filter beside it would
-    // silently answer more than eBay does, so it is refused (the client never sends one).
-    if let Some(filter) = query.get("filter") {
-        let other = filter.split(',').find(|part| {
-            let key = part.split_once(':').map_or(*part, |(key, _)| key);
-            !key.trim().eq_ignore_ascii_case("payoutDate")
-        });
-        if let Some(other) = other {
-            return bad_request(&format!(
-                "The simulator serves only the payoutDate filter; {other:?} is not supported."
-            ));
-        }
-    }
-    let descending = match query.get("sort").map(String::as_str) {
-        None | Some("-payoutDate") => true,
-        Some("payoutDate") => false,
-        Some(other) => {
-            return bad_request(&format!(
-                "The 'sort' value {other:?} is invalid; payouts sort only by payoutDate or -payoutDate."
-            ))
-        }
-    };
     let now = ebay.now(&sim);
-    // Without a filter: every payout of the last five years (eBay's default).
+    // Without a payoutDate range: every payout of the last five years (eBay's default).
     let from_ms = if asked.unfiltered {
         Some(now.saturating_sub(5 * 365 * DAY).saturating_mul(1000))
     } else {
         asked.from_ms
     };
     let (from, to) = range_seconds(from_ms, asked.to_ms, now);
-    let mut matching = payouts_between(
-        sim.config().seed,
-        &sim.config().ebay,
-        &seller,
-        from,
-        to.saturating_add(1),
-    );
+    let mut matching: Vec<SimPayout> = if matched.by_reference {
+        Vec::new()
+    } else {
+        payouts_between(
+            sim.config().seed,
+            &sim.config().ebay,
+            &seller,
+            from,
+            to.saturating_add(1),
+        )
+    };
+    if let Some(status) = &matched.status {
+        matching.retain(|payout| payout.status_at(now) == status.as_str());
+    }
     matching.sort_by(|a, b| (a.date, &a.payout_id).cmp(&(b.date, &b.payout_id)));
-    if descending {
+    if matched.descending {
         matching.reverse();
     }
     let (total, page) = page_of(matching, &asked);

@@ -980,9 +980,17 @@ impl<R: BufRead> InventoryReader<R> {
                             let attribute =
                                 attribute.map_err(|err| self.malformed(err.to_string()))?;
                             if attribute.key.local_name().as_ref() == b"currencyID" {
-                                let value = attribute
-                                    .unescape_value()
-                                    .map_err(|err| self.malformed(err.to_string()))?;
+                                // Unescaped only when it holds a reference at all.
+                                let value = if attribute.value.contains(&b'&') {
+                                    attribute
+                                        .unescape_value()
+                                        .map_err(|err| self.malformed(err.to_string()))?
+                                } else {
+                                    std::borrow::Cow::Borrowed(
+                                        std::str::from_utf8(&attribute.value)
+                                            .map_err(|err| self.malformed(err.to_string()))?,
+                                    )
+                                };
                                 currency = Some(check_currency(&value).ok_or_else(|| {
                                     self.malformed("Price has an invalid currencyID")
                                 })?);
@@ -1011,8 +1019,13 @@ impl<R: BufRead> InventoryReader<R> {
                     self.names.truncate(start);
                 }
                 if let Some(field) = self.field.take() {
-                    let text = std::mem::take(&mut self.text);
-                    self.set_field(field, text)?;
+                    // The buffer is lent to the field and kept for the next one: a field's
+                    // value is one allocation of its own size (the buffer's grows once).
+                    let mut text = std::mem::take(&mut self.text);
+                    let set = self.set_field(field, &text);
+                    text.clear();
+                    self.text = text;
+                    set?;
                     return Ok(false);
                 }
                 match name {
@@ -1101,28 +1114,18 @@ impl<R: BufRead> InventoryReader<R> {
         self.parent_is(Name::SkuDetails) || self.parent_is(Name::Variation)
     }
 
-    fn set_field(&mut self, field: Field, mut text: String) -> Result<(), FeedFileError> {
-        // trim_text already dropped the whitespace around the text events; what is left
-        // is trimmed in place (no new string).
-        let trimmed_end = text.trim_end().len();
-        text.truncate(trimmed_end);
-        let leading = text.len() - text.trim_start().len();
-        if leading > 0 {
-            text.drain(..leading);
-        }
+    fn set_field(&mut self, field: Field, text: &str) -> Result<(), FeedFileError> {
+        // trim_text already dropped the whitespace around the text events; a field
+        // split by an entity or CDATA may still hold some.
+        let text = text.trim();
         if field == Field::Ack {
             if text == "Failure" {
-                return Err(FeedFileError::Failure(text));
+                return Err(FeedFileError::Failure(text.to_string()));
             }
             return Ok(());
         }
         let quantity = if field == Field::Quantity {
-            let quantity =
-                parse_count(&text).ok_or_else(|| self.malformed("Quantity is not a count"))?;
-            // The buffer is kept for the next field.
-            text.clear();
-            self.text = std::mem::take(&mut text);
-            Some(quantity)
+            Some(parse_count(text).ok_or_else(|| self.malformed("Quantity is not a count"))?)
         } else {
             None
         };
@@ -1135,9 +1138,9 @@ impl<R: BufRead> InventoryReader<R> {
             return Ok(());
         };
         match field {
-            Field::ItemId => target.item_id = Some(text),
-            Field::Sku => target.sku = Some(text),
-            Field::Price => target.price = Some(text),
+            Field::ItemId => target.item_id = Some(text.to_string()),
+            Field::Sku => target.sku = Some(text.to_string()),
+            Field::Price => target.price = Some(text.to_string()),
             Field::Quantity => target.quantity = quantity,
             Field::Ack => {}
         }

@@ -1555,18 +1555,20 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
         assert_eq!(page["total"], wanted, "{set}");
     }
 
-    // orderIds: the new and the legacy id, an unknown one; filter, limit and offset are
-    // ignored.
+    // orderIds: two order ids (one twice), an unknown one, and the legacy
+    // `ITEMID-TRANSACTIONID` form of a third order, which names no order since
+    // Fulfillment API 1.20.6 decommissioned `legacyOrderId`; filter, limit and offset
+    // are ignored.
     let picked = created_between(from, to);
-    let (first, second) = (picked[0], picked[1]);
+    let (first, second, third) = (picked[0], picked[1], picked[2]);
     let legacy = format!(
         "{}-{}",
-        110_000_000_000u64 + u64::from(second.index),
-        second.day
+        110_000_000_000u64 + u64::from(third.index),
+        third.day
     );
     let ids = format!(
-        "{},{legacy},{},99-99999-00001",
-        first.order_id, first.order_id
+        "{},{legacy},{},{},99-99999-00001",
+        first.order_id, second.order_id, first.order_id
     );
     let (status, page) = sim_get(
         &fixture,
@@ -1591,6 +1593,13 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
         (page["total"].as_u64(), page["offset"].as_u64()),
         (Some(2), Some(0))
     );
+    // Regression: orders carried `legacyOrderId`, which eBay no longer sends (Fulfillment
+    // API release notes, 1.20.6, 2025-04-10: "Decommissioned the legacyOrderId field from
+    // the getOrder and getOrders methods").
+    for order in page["orders"].as_array().expect("orders") {
+        assert!(order.get("legacyOrderId").is_none(), "{order}");
+        assert!(order.get("orderId").is_some(), "{order}");
+    }
     // The links keep orderIds (they used to keep `filter` only).
     let href = page["href"].as_str().unwrap_or_default();
     assert!(href.contains(&format!("orderIds={ids}&")), "{href}");

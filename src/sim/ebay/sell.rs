@@ -33,8 +33,8 @@ pub(super) fn order_json(order: &SimOrder, seller: &str, now: i64) -> Value {
     let (fulfillment, _) = order.fulfillment_at(now);
     let (payment, _) = order.payment_at(now);
     json!({
+        // No `legacyOrderId`: Fulfillment API 1.20.6 (2025-04-10) decommissioned it.
         "orderId": order.order_id,
-        "legacyOrderId": format!("{}-{}", 110_000_000_000u64 + order.index as u64, order.day),
         "creationDate": format_millis(order.created * 1000),
         "lastModifiedDate": format_millis(order.last_modified_at(now) * 1000),
         "orderFulfillmentStatus": fulfillment,
@@ -328,22 +328,17 @@ fn orders_query(
     ))
 }
 
-/// The orders `ids` name (the order id, or the legacy `ITEMID-TRANSACTIONID` form eBay
-/// also takes) that `seller` has at `now`, each once.
+/// The orders `ids` name that `seller` has at `now`, each once. An id is an `orderId`
+/// (`KK-DDDDD-IIIII`: the seller's key, the day, the index); the current definition's
+/// `orderIds` takes "the unique identifiers of the orders" and no longer the legacy
+/// `ITEMID-TRANSACTIONID` form (its field, `legacyOrderId`, was decommissioned in 1.20.6),
+/// so such an id names no order and is left out like any unknown one.
 fn orders_by_id(sim: &Simulator, seller: &str, ids: &[String], now: i64) -> Vec<SimOrder> {
     let config = &sim.config().ebay;
     let mut found: Vec<SimOrder> = Vec::new();
     for id in ids {
-        // `KK-DDDDD-IIIII` (the seller's key, the day, the index) or `110000000000+I-D`.
         let (day, index) = match id.split('-').collect::<Vec<_>>()[..] {
             [_, day, index] => (day.parse::<i64>().ok(), index.parse::<u32>().ok()),
-            [item, day] => (
-                day.parse::<i64>().ok(),
-                item.parse::<u64>()
-                    .ok()
-                    .and_then(|item| item.checked_sub(110_000_000_000))
-                    .and_then(|index| u32::try_from(index).ok()),
-            ),
             _ => (None, None),
         };
         let (Some(day), Some(index)) = (day, index) else {
@@ -353,10 +348,11 @@ fn orders_by_id(sim: &Simulator, seller: &str, ids: &[String], now: i64) -> Vec<
             continue;
         }
         let order = order(sim.config().seed, config, seller, day, index);
-        let legacy = format!("{}-{}", 110_000_000_000u64 + u64::from(index), order.day);
-        let named = order.order_id == *id || legacy == *id;
         let exists = order.created >= config.orders_since && order.created <= now;
-        if named && exists && !found.iter().any(|seen| seen.order_id == order.order_id) {
+        if order.order_id == *id
+            && exists
+            && !found.iter().any(|seen| seen.order_id == order.order_id)
+        {
             found.push(order);
         }
     }

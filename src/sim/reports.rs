@@ -19,7 +19,12 @@ pub(super) struct ReportRequest {
     end: i64,
 }
 
-pub(super) fn parse_create_report(body: &[u8]) -> Result<ReportRequest, String> {
+/// Parses a createReport body (`CreateReportSpecification`, reports_2021-06-30) at
+/// `now` (unix seconds). `dataStartTime` and `dataEndTime` are optional: "The default is
+/// now. The value must be prior to or equal to the current date and time." A start equal
+/// to the end (both left out, for one) is a window that holds no full hour: the report's
+/// `reportData` is empty. A start after the end is refused.
+pub(super) fn parse_create_report(body: &[u8], now: i64) -> Result<ReportRequest, String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|err| format!("body: invalid JSON: {err}"))?;
     let Some(object) = value.as_object() else {
@@ -51,16 +56,22 @@ pub(super) fn parse_create_report(body: &[u8]) -> Result<ReportRequest, String> 
         None => return Err("marketplaceIds: missing or not an array".to_string()),
     };
     let timestamp = |field: &str| -> Result<i64, String> {
-        let text = object
-            .get(field)
-            .and_then(|value| value.as_str())
-            .ok_or_else(|| format!("{field}: missing or not a string"))?;
+        let Some(value) = object.get(field) else {
+            return Ok(now);
+        };
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("{field}: not a string"))?;
         parse_ts(text).ok_or_else(|| format!("{field}: {text:?} is not an RFC 3339 timestamp"))
     };
     let start = timestamp("dataStartTime")?;
     let end = timestamp("dataEndTime")?;
-    if start >= end {
-        return Err("dataStartTime: must be before dataEndTime".to_string());
+    if start > end {
+        return Err(format!(
+            "dataStartTime: {} is after dataEndTime {}",
+            format_ts(start),
+            format_ts(end)
+        ));
     }
     if end - start > MAX_REPORT_WINDOW {
         return Err("dataEndTime: a report covers at most 7 days after dataStartTime".to_string());
@@ -110,8 +121,11 @@ impl Simulator {
         let now = self.clock();
         let mut state = self.lock();
         let admitted = state.admit(Operation::CreateReport, access_token, now, &self.config)?;
-        let request = parse_create_report(body).map_err(Reject::InvalidInput)?;
-        // "The value must be prior to or equal to the current date and time."
+        // "The default is now" (whole seconds, as the timestamps are), and "The value must
+        // be prior to or equal to the current date and time" (a timestamp within the
+        // current second is not later than now).
+        let request = parse_create_report(body, self.unix_now().floor() as i64)
+            .map_err(Reject::InvalidInput)?;
         let now_unix = self.unix_now().ceil() as i64;
         for (field, value) in [
             ("dataStartTime", request.start),

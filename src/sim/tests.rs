@@ -482,12 +482,17 @@ async fn create_report_validates_its_input() {
             json!({"reportType": "GET_VENDOR_REAL_TIME_SALES_REPORT", "marketplaceIds": [MARKETPLACE], "dataStartTime": "yesterday", "dataEndTime": END}),
             "dataStartTime",
         ),
+        // dataEndTime defaults to now (reports_2021-06-30, CreateReportSpecification), so
+        // a dataStartTime after it is refused, as is a start after the end.
         (
-            json!({"reportType": "GET_VENDOR_REAL_TIME_SALES_REPORT", "marketplaceIds": [MARKETPLACE], "dataStartTime": START}),
-            "dataEndTime",
+            json!({"reportType": "GET_VENDOR_REAL_TIME_SALES_REPORT", "marketplaceIds": [MARKETPLACE], "dataEndTime": START, "dataStartTime": "2099-01-01T00:00:00Z"}),
+            "dataStartTime",
+        ),
+        (
+            json!({"reportType": "GET_VENDOR_REAL_TIME_SALES_REPORT", "marketplaceIds": [MARKETPLACE], "dataStartTime": 17}),
+            "dataStartTime",
         ),
         (report_request(END, START), "dataStartTime"),
-        (report_request(START, START), "dataStartTime"),
         (report_request(START, "2026-01-09T00:00:00Z"), "dataEndTime"),
         (json!([1, 2]), "body"),
     ];

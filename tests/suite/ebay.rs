@@ -1555,18 +1555,20 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
         assert_eq!(page["total"], wanted, "{set}");
     }
 
-    // orderIds: the new and the legacy id, an unknown one; filter, limit and offset are
-    // ignored.
+    // orderIds: two order ids (one twice), an unknown one, and the legacy
+    // `ITEMID-TRANSACTIONID` form of a third order, which names no order since
+    // Fulfillment API 1.20.6 decommissioned `legacyOrderId`; filter, limit and offset
+    // are ignored.
     let picked = created_between(from, to);
-    let (first, second) = (picked[0], picked[1]);
+    let (first, second, third) = (picked[0], picked[1], picked[2]);
     let legacy = format!(
         "{}-{}",
-        110_000_000_000u64 + u64::from(second.index),
-        second.day
+        110_000_000_000u64 + u64::from(third.index),
+        third.day
     );
     let ids = format!(
-        "{},{legacy},{},99-99999-00001",
-        first.order_id, first.order_id
+        "{},{legacy},{},{},99-99999-00001",
+        first.order_id, second.order_id, first.order_id
     );
     let (status, page) = sim_get(
         &fixture,
@@ -1591,6 +1593,13 @@ async fn ebay_sim_get_orders_serves_every_documented_filter_and_order_ids() {
         (page["total"].as_u64(), page["offset"].as_u64()),
         (Some(2), Some(0))
     );
+    // Regression: orders carried `legacyOrderId`, which eBay no longer sends (Fulfillment
+    // API release notes, 1.20.6, 2025-04-10: "Decommissioned the legacyOrderId field from
+    // the getOrder and getOrders methods").
+    for order in page["orders"].as_array().expect("orders") {
+        assert!(order.get("legacyOrderId").is_none(), "{order}");
+        assert!(order.get("orderId").is_some(), "{order}");
+    }
     // The links keep orderIds (they used to keep `filter` only).
     let href = page["href"].as_str().unwrap_or_default();
     assert!(href.contains(&format!("orderIds={ids}&")), "{href}");
@@ -1936,17 +1945,108 @@ async fn ebay_sim_get_transactions_serves_every_documented_filter() {
         "the order's sale and refund"
     );
 
-    // What the reference does not allow.
-    for filter in [
-        format!("transactionId:{{{refund_id}}}"),
-        "transactionType:{BOGUS}".to_string(),
-        "transactionType:SALE".to_string(),
-        "transactionType:{SALE|REFUND}".to_string(),
-        "transactionStatus:{SHIPPED}".to_string(),
-        "paymentMethod:{CARD}".to_string(),
-        format!("transactionDate:[{}..{}]", at(t0), at(t0 - DAY)),
-    ] {
-        let (status, body) = sim_get(&fixture, path, &[("filter", &filter)]).await;
-        assert_eq!(status, 400, "{filter}: {body}");
+    // Regression: all of these were the generic errorId 2004. What the reference does not
+    // allow is refused with the errorIds its getTransactions 400 list names
+    // (sell_finances_v1_oas3 v1.17.2, domain API_FINANCES); what it names no code for
+    // stays 2004.
+    let refusals: Vec<(Vec<(&str, String)>, u64)> = vec![
+        (
+            vec![("filter", format!("transactionId:{{{refund_id}}}"))],
+            135009,
+        ),
+        (
+            vec![("filter", "transactionType:{BOGUS}".to_string())],
+            135006,
+        ),
+        (vec![("filter", "transactionType:SALE".to_string())], 135006),
+        (
+            vec![("filter", "transactionType:{SALE|REFUND}".to_string())],
+            135006,
+        ),
+        (
+            vec![("filter", "transactionStatus:{SHIPPED}".to_string())],
+            135007,
+        ),
+        (
+            vec![(
+                "filter",
+                format!("transactionDate:[{}..{}]", at(t0), at(t0 - DAY)),
+            )],
+            135008,
+        ),
+        (
+            vec![("filter", "transactionDate:[yesterday..]".to_string())],
+            135008,
+        ),
+        (vec![("filter", "transactionDate:[..]".to_string())], 135008),
+        (vec![("limit", "0".to_string())], 135003),
+        (vec![("limit", "1001".to_string())], 135003),
+        (vec![("limit", "ten".to_string())], 135003),
+        (vec![("offset", "-1".to_string())], 135003),
+        (vec![("sort", "transactionType".to_string())], 135005),
+        (vec![("filter", "paymentMethod:{CARD}".to_string())], 2004),
+        (vec![("filter", "buyerUsername:someone".to_string())], 2004),
+    ];
+    for (query, error_id) in refusals {
+        let query: Vec<(&str, &str)> = query
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let (status, body) = sim_get(&fixture, path, &query).await;
+        let error = &body["errors"][0];
+        assert_eq!(
+            (status, error["errorId"].as_u64()),
+            (400, Some(error_id)),
+            "{query:?}: {body}"
+        );
+        let domain = if error_id == 2004 {
+            "API_REQUEST"
+        } else {
+            "API_FINANCES"
+        };
+        assert_eq!(
+            (error["domain"].as_str(), error["category"].as_str()),
+            (Some(domain), Some("REQUEST")),
+            "{query:?}: {body}"
+        );
     }
+    // An orderId makes eBay ignore `limit`, even one it would refuse.
+    let (status, body) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &format!("orderId:{{{order_id}}}")),
+            ("limit", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // `sort`: transactionDate is oldest first, -transactionDate newest first.
+    let dates = |page: &serde_json::Value| field_of(page, "transactions", "transactionDate");
+    let (status, oldest_first) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &range),
+            ("limit", "1000"),
+            ("sort", "transactionDate"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{oldest_first}");
+    let (status, newest_first) = sim_get(
+        &fixture,
+        path,
+        &[
+            ("filter", &range),
+            ("limit", "1000"),
+            ("sort", "-transactionDate"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{newest_first}");
+    let mut ascending = dates(&oldest_first);
+    assert!(ascending.windows(2).all(|pair| pair[0] <= pair[1]));
+    ascending.reverse();
+    assert_eq!(dates(&newest_first), ascending);
 }

@@ -511,6 +511,113 @@ async fn create_report_with_a_window_in_the_future_is_refused_with_invalid_input
         .await;
 }
 
+/// Regression: createReport answered 400 "missing" to a body without `dataStartTime` or
+/// `dataEndTime`, which reports_2021-06-30's `CreateReportSpecification` makes optional:
+/// "The default is now." Each left out is the simulator's now; a start equal to the end
+/// (both left out) is a window without a full hour, served DONE with no `reportData`; a
+/// start after the (defaulted) end is still refused.
+#[tokio::test]
+async fn create_report_defaults_data_start_and_end_time_to_now() {
+    let sim = TestSim::start(SimConfig {
+        processing_latency: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = Client::new(&sim, "seller-defaults").await;
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+    };
+    let parse = |value: &Value| {
+        marketsync::domain::parse_ts(value.as_str().expect("timestamp")).expect("RFC 3339")
+    };
+    let create = |body: Value| {
+        let request = client
+            .http
+            .post(format!("{}/reports/2021-06-30/reports", client.base))
+            .header("x-amz-access-token", &client.token)
+            .json(&body);
+        async move { request.send().await.expect("createReport call") }
+    };
+    let an_hour_back = marketsync::domain::format_ts(unix_now() - 3600);
+
+    // Neither: both are now, one and the same instant.
+    let before = unix_now();
+    let response = create(json!({"reportType": REPORT_TYPE, "marketplaceIds": [US]})).await;
+    let after = unix_now();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["reportId"]
+        .as_str()
+        .expect("reportId")
+        .to_string();
+    let report = client.report(&id).await;
+    let (start, end) = (
+        parse(&report["dataStartTime"]),
+        parse(&report["dataEndTime"]),
+    );
+    assert_eq!(start, end, "{report}");
+    assert!((before..=after).contains(&start), "{report}");
+    assert_eq!(report["processingStatus"], "DONE", "{report}");
+    let document_id = report["reportDocumentId"].as_str().expect("document");
+    let response = client
+        .get(&format!("/reports/2021-06-30/documents/{document_id}"))
+        .await;
+    let url = response.json::<Value>().await.expect("json")["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let gzipped = client
+        .http
+        .get(url)
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("bytes");
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzipped[..]), &mut text)
+        .expect("gzip");
+    let document: Value = serde_json::from_slice(&text).expect("document json");
+    assert_eq!(document["reportData"], json!([]), "{document}");
+
+    // Only dataStartTime: the end is now.
+    let before = unix_now();
+    let response = create(json!({
+        "reportType": REPORT_TYPE,
+        "marketplaceIds": [US],
+        "dataStartTime": an_hour_back,
+    }))
+    .await;
+    let after = unix_now();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["reportId"]
+        .as_str()
+        .expect("reportId")
+        .to_string();
+    let report = client.report(&id).await;
+    assert_eq!(report["dataStartTime"], an_hour_back.as_str());
+    assert!(
+        (before..=after).contains(&parse(&report["dataEndTime"])),
+        "{report}"
+    );
+
+    // Only dataEndTime, an hour back: the start (now) is after it.
+    let (status, code, message) = error_code(
+        create(json!({
+            "reportType": REPORT_TYPE,
+            "marketplaceIds": [US],
+            "dataEndTime": an_hour_back,
+        }))
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "InvalidInput"), "{message}");
+    assert!(message.starts_with("dataStartTime"), "{message}");
+}
+
 #[tokio::test]
 async fn every_answer_carries_a_distinct_x_amzn_request_id() {
     let sim = TestSim::start(SimConfig {

@@ -17,7 +17,7 @@ use super::paging::{
     criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
     BadInput, RangeError,
 };
-use super::streams::{payout_date_for, payout_id, payouts_between};
+use super::streams::{payout_date_for, payout_id, payouts_between, FINANCES};
 use super::{
     admit, bad_request, Ebay, DAY, MAX_ORDER_SPAN, MAX_TRANSACTIONS_LIMIT, OP_GET_ORDERS,
     OP_GET_TRANSACTIONS, OP_SEARCH_RETURNS,
@@ -33,8 +33,8 @@ pub(super) fn order_json(order: &SimOrder, seller: &str, now: i64) -> Value {
     let (fulfillment, _) = order.fulfillment_at(now);
     let (payment, _) = order.payment_at(now);
     json!({
+        // No `legacyOrderId`: Fulfillment API 1.20.6 (2025-04-10) decommissioned it.
         "orderId": order.order_id,
-        "legacyOrderId": format!("{}-{}", 110_000_000_000u64 + order.index as u64, order.day),
         "creationDate": format_millis(order.created * 1000),
         "lastModifiedDate": format_millis(order.last_modified_at(now) * 1000),
         "orderFulfillmentStatus": fulfillment,
@@ -328,22 +328,17 @@ fn orders_query(
     ))
 }
 
-/// The orders `ids` name (the order id, or the legacy `ITEMID-TRANSACTIONID` form eBay
-/// also takes) that `seller` has at `now`, each once.
+/// The orders `ids` name that `seller` has at `now`, each once. An id is an `orderId`
+/// (`KK-DDDDD-IIIII`: the seller's key, the day, the index); the current definition's
+/// `orderIds` takes "the unique identifiers of the orders" and no longer the legacy
+/// `ITEMID-TRANSACTIONID` form (its field, `legacyOrderId`, was decommissioned in 1.20.6),
+/// so such an id names no order and is left out like any unknown one.
 fn orders_by_id(sim: &Simulator, seller: &str, ids: &[String], now: i64) -> Vec<SimOrder> {
     let config = &sim.config().ebay;
     let mut found: Vec<SimOrder> = Vec::new();
     for id in ids {
-        // `KK-DDDDD-IIIII` (the seller's key, the day, the index) or `110000000000+I-D`.
         let (day, index) = match id.split('-').collect::<Vec<_>>()[..] {
             [_, day, index] => (day.parse::<i64>().ok(), index.parse::<u32>().ok()),
-            [item, day] => (
-                day.parse::<i64>().ok(),
-                item.parse::<u64>()
-                    .ok()
-                    .and_then(|item| item.checked_sub(110_000_000_000))
-                    .and_then(|index| u32::try_from(index).ok()),
-            ),
             _ => (None, None),
         };
         let (Some(day), Some(index)) = (day, index) else {
@@ -353,10 +348,11 @@ fn orders_by_id(sim: &Simulator, seller: &str, ids: &[String], now: i64) -> Vec<
             continue;
         }
         let order = order(sim.config().seed, config, seller, day, index);
-        let legacy = format!("{}-{}", 110_000_000_000u64 + u64::from(index), order.day);
-        let named = order.order_id == *id || legacy == *id;
         let exists = order.created >= config.orders_since && order.created <= now;
-        if named && exists && !found.iter().any(|seen| seen.order_id == order.order_id) {
+        if order.order_id == *id
+            && exists
+            && !found.iter().any(|seen| seen.order_id == order.order_id)
+        {
             found.push(order);
         }
     }
@@ -521,17 +517,29 @@ const OPEN_RANGE_DAYS: i64 = 90;
 struct TransactionMatch {
     fields: Vec<(&'static str, String)>,
     ignores_limit: bool,
+    /// `sort=-transactionDate`: newest first. Without `sort` the simulator answers oldest
+    /// first, as `sort=transactionDate` asks (eBay's default is newest first).
+    descending: bool,
 }
 
 /// Parses getTransactions' `filter` criteria (every `filter` parameter, as eBay's own
-/// example repeats it: `filter=transactionId:{...}&filter=transactionType:{SALE}`) as
-/// the Finances getTransactions reference defines them: `transactionDate:[FROM..TO]`,
-/// and `transactionType`, `transactionStatus`, `buyerUsername`, `salesRecordReference`,
-/// `payoutId`, `transactionId` (only with `transactionType`), `orderId` as `{VALUE}`.
+/// example repeats it: `filter=transactionId:{...}&filter=transactionType:{SALE}`),
+/// `sort`, `limit` and `offset` as the Finances definition (sell_finances_v1_oas3,
+/// getTransactions) defines them: `transactionDate:[FROM..TO]`, and `transactionType`,
+/// `transactionStatus`, `buyerUsername`, `salesRecordReference`, `payoutId`,
+/// `transactionId` (only with `transactionType`), `orderId` as `{VALUE}`.
+/// Refused as its 400 list names them (domain `API_FINANCES`): 135003 "The value of
+/// pagination is invalid.", 135005 "The value of sorting is invalid.", 135006 "The value
+/// of transaction type filter is invalid.", 135007 "The value of transaction status filter
+/// is invalid.", 135008 "The value of transaction date filter is invalid.", 135009
+/// "Transaction type filter is missing."; what the list names no code for (an unknown
+/// criterion, another criterion's value not in braces) is the generic 2004.
 fn transactions_query(
     filters: &[&str],
     query: &HashMap<String, String>,
-) -> Result<(Asked, TransactionMatch), String> {
+) -> Result<(Asked, TransactionMatch), BadInput> {
+    let finances =
+        |error_id: u32, message: &str| BadInput::new(error_id, FINANCES, message.to_string());
     let mut range = None;
     let mut matched = TransactionMatch::default();
     for filter in filters {
@@ -540,75 +548,87 @@ fn transactions_query(
                 set_values(value)
                     .filter(|members| members.len() == 1)
                     .map(|members| members[0].to_string())
-                    .ok_or_else(|| {
-                        format!("filter {name}: {value:?} is not one value in braces, like {name}:{{VALUE}}")
-                    })
             };
-            let enumerated = |known: &[&str]| {
-                let chosen = single()?;
-                if known.contains(&chosen.as_str()) {
-                    Ok(chosen)
-                } else {
-                    Err(format!(
-                        "filter {name}: {chosen:?} is not one of {}",
-                        known.join(", ")
-                    ))
-                }
+            let generic = || {
+                BadInput::from(format!(
+                    "filter {name}: {value:?} is not one value in braces, like {name}:{{VALUE}}"
+                ))
             };
+            let enumerated =
+                |known: &[&str]| single().filter(|chosen| known.contains(&chosen.as_str()));
             match name {
                 "transactionDate" => {
                     let (from, to) = range_value(value).map_err(|_| {
-                        format!("filter transactionDate: {value:?} is not [FROM..TO] with ISO 8601 dates, FROM first")
+                        finances(135008, "The value of transaction date filter is invalid.")
                     })?;
                     range = Some((from, to));
                 }
-                "transactionType" => matched
-                    .fields
-                    .push(("transactionType", enumerated(TRANSACTION_TYPES)?)),
-                "transactionStatus" => matched
-                    .fields
-                    .push(("transactionStatus", enumerated(TRANSACTION_STATUSES)?)),
-                "buyerUsername" => matched.fields.push(("buyerUsername", single()?)),
-                "salesRecordReference" => {
-                    matched.fields.push(("salesRecordReference", single()?))
+                "transactionType" => {
+                    let kind = enumerated(TRANSACTION_TYPES).ok_or_else(|| {
+                        finances(135006, "The value of transaction type filter is invalid.")
+                    })?;
+                    matched.fields.push(("transactionType", kind));
                 }
+                "transactionStatus" => {
+                    let status = enumerated(TRANSACTION_STATUSES).ok_or_else(|| {
+                        finances(135007, "The value of transaction status filter is invalid.")
+                    })?;
+                    matched.fields.push(("transactionStatus", status));
+                }
+                "buyerUsername" => matched
+                    .fields
+                    .push(("buyerUsername", single().ok_or_else(generic)?)),
+                "salesRecordReference" => matched
+                    .fields
+                    .push(("salesRecordReference", single().ok_or_else(generic)?)),
                 "orderId" | "transactionId" | "payoutId" => {
                     let field = match name {
                         "orderId" => "orderId",
                         "transactionId" => "transactionId",
                         _ => "payoutId",
                     };
-                    matched.fields.push((field, single()?));
+                    matched.fields.push((field, single().ok_or_else(generic)?));
                     matched.ignores_limit = true;
                 }
                 other => {
-                    return Err(format!(
+                    return Err(BadInput::from(format!(
                         "filter {other:?} is not a getTransactions filter; use transactionDate, transactionType, transactionStatus, buyerUsername, salesRecordReference, payoutId, transactionId or orderId"
-                    ))
+                    )))
                 }
             }
         }
     }
     let named = |field: &str| matched.fields.iter().any(|(name, _)| *name == field);
+    // transactionId "cannot be used alone; the transactionType must also be specified".
     if named("transactionId") && !named("transactionType") {
-        return Err(
-            "filter transactionId cannot be used alone; give transactionType too".to_string(),
-        );
+        return Err(finances(135009, "Transaction type filter is missing."));
     }
+    // "Transactions can only be sorted according to transaction date": `transactionDate`
+    // (oldest first), or with `-` newest first.
+    matched.descending = match query.get("sort").map(String::as_str) {
+        None | Some("transactionDate") => false,
+        Some("-transactionDate") => true,
+        Some(_) => return Err(finances(135005, "The value of sorting is invalid.")),
+    };
+    let pagination_invalid = || finances(135003, "The value of pagination is invalid.");
     // "If an orderId, transactionId, or payoutId filter is included in the request, any
-    // limit value will be ignored": every match on one page.
+    // limit value will be ignored": every match on one page, whatever `limit` says.
     let limit = if matched.ignores_limit {
         MAX_TRANSACTIONS_LIMIT
     } else {
-        parse_number(query, "limit", 20)?
+        parse_number(query, "limit", 20)
+            .ok()
+            .filter(|limit| (1..=MAX_TRANSACTIONS_LIMIT).contains(limit))
+            .ok_or_else(pagination_invalid)?
     };
+    let offset = parse_number(query, "offset", 0).map_err(|_| pagination_invalid())?;
     let asked = Asked {
         from_ms: range.map(|(from, _)| from),
         to_ms: range.map(|(from, to)| {
             to.unwrap_or_else(|| from.saturating_add(OPEN_RANGE_DAYS * DAY * 1000))
         }),
         limit,
-        offset: parse_number(query, "offset", 0)?,
+        offset,
         // Without transactionDate: "all monetary transactions from the last 90 days".
         unfiltered: range.is_none(),
     };
@@ -643,7 +663,7 @@ pub(super) async fn get_transactions(
     let parsed = transactions_query(&filters, &query);
     let (asked, matched) = match parsed {
         Ok((asked, matched)) => (Ok(asked), matched),
-        Err(message) => (Err(message), TransactionMatch::default()),
+        Err(bad) => (Err(bad), TransactionMatch::default()),
     };
     let (seller, asked) = match admit(
         &sim,
@@ -691,6 +711,9 @@ pub(super) async fn get_transactions(
         })
         .collect();
     matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    if matched.descending {
+        matching.reverse();
+    }
     let (total, page) = page_of(matching, &asked);
     if total == 0 {
         // getTransactions: "If no monetary transactions match the input criteria, an http

@@ -157,7 +157,7 @@ pub(super) fn payout_changes(
 }
 
 /// The `domain` of the Finances API's errors.
-const FINANCES: &str = "API_FINANCES";
+pub(super) const FINANCES: &str = "API_FINANCES";
 /// PayoutStatusEnum, the values of getPayouts' `payoutStatus` filter.
 const PAYOUT_STATUSES: &[&str] = &[
     "INITIATED",

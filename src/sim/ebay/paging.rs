@@ -22,6 +22,28 @@ pub(super) struct Asked {
     pub(super) unfiltered: bool,
 }
 
+/// How far an open-ended Finances date range (`transactionDate:[FROM..]`,
+/// `payoutDate:[FROM..]`) reaches: "the date range would include the starting date and
+/// up to 90 days past that date, or the current date".
+pub(super) const OPEN_RANGE_DAYS: i64 = 90;
+
+impl Asked {
+    /// The page and window a Finances request asks for: `range` (milliseconds; an open
+    /// end reaches [`OPEN_RANGE_DAYS`] past the start), or the operation's default
+    /// window without one.
+    pub(super) fn finances(range: Option<(i64, Option<i64>)>, limit: u64, offset: u64) -> Asked {
+        Asked {
+            from_ms: range.map(|(from, _)| from),
+            to_ms: range.map(|(from, to)| {
+                to.unwrap_or_else(|| from.saturating_add(OPEN_RANGE_DAYS * super::DAY * 1000))
+            }),
+            limit,
+            offset,
+            unfiltered: range.is_none(),
+        }
+    }
+}
+
 /// A request eBay refuses with 400: its `errorId`, `domain` and message.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct BadInput {

@@ -506,9 +506,6 @@ const TRANSACTION_STATUSES: &[&str] = &[
     "COMPLETED",
     "FAILED",
 ];
-/// How far an open-ended `transactionDate:[FROM..]` reaches: "the date range would
-/// include the starting date and up to 90 days past that date, or the current date".
-const OPEN_RANGE_DAYS: i64 = 90;
 
 /// What a getTransactions `filter` asks beyond the date range: (field of the
 /// transaction's JSON, the value it must have). `orderId`, `transactionId` and
@@ -622,17 +619,8 @@ fn transactions_query(
             .ok_or_else(pagination_invalid)?
     };
     let offset = parse_number(query, "offset", 0).map_err(|_| pagination_invalid())?;
-    let asked = Asked {
-        from_ms: range.map(|(from, _)| from),
-        to_ms: range.map(|(from, to)| {
-            to.unwrap_or_else(|| from.saturating_add(OPEN_RANGE_DAYS * DAY * 1000))
-        }),
-        limit,
-        offset,
-        // Without transactionDate: "all monetary transactions from the last 90 days".
-        unfiltered: range.is_none(),
-    };
-    Ok((asked, matched))
+    // Without transactionDate: "all monetary transactions from the last 90 days".
+    Ok((Asked::finances(range, limit, offset), matched))
 }
 
 /// The value of a transaction's `field` as a filter compares it.

@@ -168,9 +168,6 @@ const PAYOUT_STATUSES: &[&str] = &[
 ];
 /// `payoutReference:{...}` "can support up to 200 payoutReference inputs".
 const MAX_PAYOUT_REFERENCES: usize = 200;
-/// How far an open-ended `payoutDate:[FROM..]` reaches: "up to 90 days past that date, or
-/// the current date if the starting date is less than 90 days in the past".
-const OPEN_RANGE_DAYS: i64 = 90;
 
 /// What a getPayouts request selects besides the `payoutDate` range and page in [`Asked`].
 #[derive(Debug, Default, PartialEq)]
@@ -285,17 +282,8 @@ fn payouts_query(query: &HashMap<String, String>) -> Result<(Asked, PayoutMatch)
     if last_attempted && matched.status.as_deref() != Some("RETRYABLE_FAILED") {
         return Err(status_invalid());
     }
-    let asked = Asked {
-        from_ms: range.map(|(from, _)| from),
-        to_ms: range.map(|(from, to)| {
-            to.unwrap_or_else(|| from.saturating_add(OPEN_RANGE_DAYS * DAY * 1000))
-        }),
-        limit,
-        offset,
-        // Without payoutDate: every payout of the last five years (eBay's default).
-        unfiltered: range.is_none(),
-    };
-    Ok((asked, matched))
+    // Without payoutDate: every payout of the last five years (eBay's default).
+    Ok((Asked::finances(range, limit, offset), matched))
 }
 
 /// Finances `GET /sell/finances/v1/payout` (getPayouts): the filters, paging and sort of

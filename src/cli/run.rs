@@ -32,9 +32,9 @@ pub(super) fn command(cli: &Cli) -> anyhow::Result<i32> {
 }
 
 /// A repeat of the first signal this soon after it is the same request delivered twice
-/// (GNU `timeout` signals the daemon and then its process group), not a person asking a
-/// second time: it is ignored.
-const DUPLICATE_SIGNAL_WINDOW: Duration = Duration::from_millis(250);
+/// (GNU `timeout` signals the daemon and then its process group, two system calls
+/// apart), not a person or a supervisor asking a second time: it is ignored.
+const DUPLICATE_SIGNAL_WINDOW: Duration = Duration::from_millis(50);
 
 /// First signal: tell the daemon. Second signal: exit 130 at once (the first one's kind
 /// again within [`DUPLICATE_SIGNAL_WINDOW`] is not a second signal). No exit within
@@ -62,7 +62,7 @@ fn watch_signals(first_tx: tokio::sync::oneshot::Sender<()>, grace: Duration) {
         loop {
             tokio::select! {
                 kind = signals.next() => {
-                    if kind == first && first_at.elapsed() < DUPLICATE_SIGNAL_WINDOW {
+                    if is_duplicate(first, kind, first_at.elapsed()) {
                         debug!(signal = ?kind, "the first signal delivered again; ignored");
                         continue;
                     }
@@ -76,6 +76,11 @@ fn watch_signals(first_tx: tokio::sync::oneshot::Sender<()>, grace: Duration) {
             }
         }
     });
+}
+
+/// Whether `kind`, `after` the `first` signal, is that one delivered again.
+fn is_duplicate(first: StopSignal, kind: StopSignal, after: Duration) -> bool {
+    kind == first && after < DUPLICATE_SIGNAL_WINDOW
 }
 
 /// Which stop signal came.
@@ -125,5 +130,20 @@ impl Signals {
         }
         let _ = tokio::signal::ctrl_c().await;
         StopSignal::Interrupt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_signal_at_once_is_a_duplicate() {
+        let (term, int) = (StopSignal::Terminate, StopSignal::Interrupt);
+        assert!(is_duplicate(term, term, Duration::from_millis(1)));
+        assert!(!is_duplicate(term, term, DUPLICATE_SIGNAL_WINDOW));
+        assert!(!is_duplicate(term, term, Duration::from_secs(1)));
+        assert!(!is_duplicate(int, term, Duration::ZERO));
+        assert!(!is_duplicate(term, int, Duration::ZERO));
     }
 }

@@ -743,15 +743,7 @@ async fn data_dir_is_0700_and_database_and_documents_0600_new_or_tightened_at_st
 #[tokio::test]
 async fn the_same_signal_delivered_twice_at_once_is_one_request_to_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut daemon, _) = slow_daemon(dir.path(), "3s");
-    assert!(
-        wait_until(Duration::from_secs(15), || daemon
-            .logs()
-            .contains("report requested"))
-        .await,
-        "{}",
-        daemon.logs()
-    );
+    let mut daemon = slow_daemon_in_flight(dir.path(), "3s").await;
     // Both from one `kill`, microseconds apart, as `timeout` sends them.
     let pid = daemon.pid().to_string();
     let status = std::process::Command::new("kill")
@@ -770,24 +762,17 @@ async fn the_same_signal_delivered_twice_at_once_is_one_request_to_stop() {
     assert!(daemon.logs().contains("shutting down"), "{}", daemon.logs());
 }
 
-/// A daemon whose reports never finish (the simulator takes an hour per report), so
-/// every runner is in the middle of a unit when the signal comes.
-fn slow_daemon(dir: &std::path::Path, grace: &str) -> (DaemonProcess, std::path::PathBuf) {
+/// A daemon whose reports never finish (the simulator takes an hour per report), once
+/// its first report is in flight: every runner is in the middle of a unit when the
+/// signal comes.
+async fn slow_daemon_in_flight(dir: &std::path::Path, grace: &str) -> DaemonProcess {
     let config_path = dir.join("config.toml");
     let text = format!(
         "data_dir = \"{}\"\n[daemon]\nshutdown_grace = \"{grace}\"\n[simulator]\nenabled = true\nprocessing_latency = \"1h\"\n[[accounts]]\nid = \"acct\"\nprovider = \"amazon\"\nmarketplace = \"ATVPDKIKX0DER\"\n[accounts.streams.vendor_rt_sales]\nlookback = \"48h\"\nsafety_lag = \"0s\"\npoll_min = \"50ms\"\npoll_max = \"100ms\"\n",
         dir.join("data").display()
     );
     std::fs::write(&config_path, text).unwrap();
-    (DaemonProcess::spawn(&config_path), config_path)
-}
-
-#[cfg(unix)]
-#[tokio::test]
-async fn shutdown_keeps_its_grace_and_a_second_signal_exits_at_once() {
-    // First signal only: the units in flight never finish, the grace (3 s) ends it.
-    let dir = tempfile::tempdir().unwrap();
-    let (mut daemon, _) = slow_daemon(dir.path(), "3s");
+    let daemon = DaemonProcess::spawn(&config_path);
     assert!(
         wait_until(Duration::from_secs(15), || daemon
             .logs()
@@ -796,6 +781,15 @@ async fn shutdown_keeps_its_grace_and_a_second_signal_exits_at_once() {
         "{}",
         daemon.logs()
     );
+    daemon
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn shutdown_keeps_its_grace_and_a_second_signal_exits_at_once() {
+    // First signal only: the units in flight never finish, the grace (3 s) ends it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = slow_daemon_in_flight(dir.path(), "3s").await;
     let started = Instant::now();
     daemon.signal("TERM");
     let status = daemon.wait_exit(Duration::from_secs(10)).await;
@@ -813,15 +807,7 @@ async fn shutdown_keeps_its_grace_and_a_second_signal_exits_at_once() {
 
     // Two signals with the default 30 s grace: the second exits at once (130).
     let dir = tempfile::tempdir().unwrap();
-    let (mut daemon, _) = slow_daemon(dir.path(), "30s");
-    assert!(
-        wait_until(Duration::from_secs(15), || daemon
-            .logs()
-            .contains("report requested"))
-        .await,
-        "{}",
-        daemon.logs()
-    );
+    let mut daemon = slow_daemon_in_flight(dir.path(), "30s").await;
     daemon.signal("INT");
     assert!(
         wait_until(Duration::from_secs(5), || daemon

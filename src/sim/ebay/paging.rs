@@ -248,6 +248,31 @@ pub(super) fn parse_number(
     }
 }
 
+/// `limit` within `1..=max` (`default` when absent); `Err` holds the refused text, for
+/// the operation's own error (getOrders 31100, Finances 135003).
+pub(super) fn parse_limit(
+    query: &HashMap<String, String>,
+    default: u64,
+    max: u64,
+) -> Result<u64, String> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|limit| (1..=max).contains(limit))
+            .ok_or_else(|| text.clone()),
+    }
+}
+
+/// `offset` (0 when absent); `Err` holds the refused text, as [`parse_limit`].
+pub(super) fn parse_offset(query: &HashMap<String, String>) -> Result<u64, String> {
+    match query.get("offset") {
+        None => Ok(0),
+        Some(text) => text.parse::<u64>().map_err(|_| text.clone()),
+    }
+}
+
 /// A Post-Order search answer (`searchCases`, `inquiry/search`): the `(created, id, json)`
 /// members sorted by creation then id, the page `asked` for, eBay's `paginationOutput`,
 /// and the total once more under `total_field` (`totalNumberOfCases`, ...).

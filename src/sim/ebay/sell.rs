@@ -14,8 +14,8 @@ use super::data::{
     order, orders_created, transaction_ids, transaction_status_at, SimOrder, SimReturn,
 };
 use super::paging::{
-    criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
-    BadInput, RangeError,
+    criteria, offset_page, page_of, paged_body, parse_limit, parse_number, parse_offset,
+    range_value, set_values, Asked, BadInput, RangeError,
 };
 use super::streams::{payout_date_for, payout_id, payouts_between, FINANCES};
 use super::{
@@ -227,20 +227,10 @@ fn orders_query(
         return Ok((asked, OrdersSelection::Ids(ids)));
     }
     // 31100 "Invalid limit: {limitvalue}", 31000 "Invalid offset: {offsetvalue}".
-    let limit = match query.get("limit") {
-        None => ORDERS_DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|limit| (1..=ORDERS_MAX_LIMIT).contains(limit))
-            .ok_or_else(|| BadInput::new(31100, FULFILLMENT, format!("Invalid limit: {text}")))?,
-    };
-    let offset = match query.get("offset") {
-        None => 0,
-        Some(text) => text
-            .parse::<u64>()
-            .map_err(|_| BadInput::new(31000, FULFILLMENT, format!("Invalid offset: {text}")))?,
-    };
+    let limit = parse_limit(query, ORDERS_DEFAULT_LIMIT, ORDERS_MAX_LIMIT)
+        .map_err(|text| BadInput::new(31100, FULFILLMENT, format!("Invalid limit: {text}")))?;
+    let offset = parse_offset(query)
+        .map_err(|text| BadInput::new(31000, FULFILLMENT, format!("Invalid offset: {text}")))?;
     let Some(filter) = query.get("filter") else {
         let asked = Asked {
             from_ms: None,
@@ -613,12 +603,9 @@ fn transactions_query(
     let limit = if matched.ignores_limit {
         MAX_TRANSACTIONS_LIMIT
     } else {
-        parse_number(query, "limit", 20)
-            .ok()
-            .filter(|limit| (1..=MAX_TRANSACTIONS_LIMIT).contains(limit))
-            .ok_or_else(pagination_invalid)?
+        parse_limit(query, 20, MAX_TRANSACTIONS_LIMIT).map_err(|_| pagination_invalid())?
     };
-    let offset = parse_number(query, "offset", 0).map_err(|_| pagination_invalid())?;
+    let offset = parse_offset(query).map_err(|_| pagination_invalid())?;
     // Without transactionDate: "all monetary transactions from the last 90 days".
     Ok((Asked::finances(range, limit, offset), matched))
 }

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use super::data::{orders_created, transaction_ids, SimChange, PAYOUT_AFTER};
 use super::feed::inventory_listings;
 use super::paging::{
-    criteria, offset_page, page_of, paged_body, parse_number, range_value, set_values, Asked,
-    BadInput,
+    criteria, offset_page, page_of, paged_body, parse_limit, parse_number, parse_offset,
+    range_value, set_values, Asked, BadInput,
 };
 use super::sell::{money, origin, range_seconds};
 use super::{admit, bad_request, Ebay, EbaySimConfig, DAY, HOUR, MAX_LIMIT, MAX_ORDER_SPAN};
@@ -222,18 +222,8 @@ fn payouts_query(query: &HashMap<String, String>) -> Result<(Asked, PayoutMatch)
             ))
         }
     };
-    let limit = match query.get("limit") {
-        None => 20,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(pagination_invalid)?,
-    };
-    let offset = match query.get("offset") {
-        None => 0,
-        Some(text) => text.parse::<u64>().map_err(|_| pagination_invalid())?,
-    };
+    let limit = parse_limit(query, 20, MAX_LIMIT).map_err(|_| pagination_invalid())?;
+    let offset = parse_offset(query).map_err(|_| pagination_invalid())?;
     let mut matched = PayoutMatch {
         descending,
         ..PayoutMatch::default()

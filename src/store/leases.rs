@@ -27,6 +27,19 @@ use crate::domain::lease::{
     ttl_ms, Lease, LockError, LockInfo, Repair, RepairAction,
 };
 
+// Statements of hot paths, prepared once per connection (`prepare_cached`): parsing
+// them on every call (rusqlite's `execute`/`query_row`) was a visible share of the
+// writer's time with a thousand accounts starting at once (`bench reports --scenario
+// head-of-line-1000`).
+const SELECT_FENCE: &str = "SELECT fence FROM lease_fences WHERE scope = ?1";
+const UPSERT_FENCE: &str = "INSERT INTO lease_fences (scope, fence) VALUES (?1, ?2)
+     ON CONFLICT (scope) DO UPDATE SET fence = excluded.fence";
+const UPSERT_LEASE: &str = "INSERT OR REPLACE INTO leases
+     (scope, owner, token, fence, acquired_at_ms, expires_at_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SET_LEASE_EXPIRY: &str =
+    "UPDATE leases SET expires_at_ms = ?1 WHERE scope = ?2 AND token = ?3";
+
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -210,9 +223,7 @@ impl SqliteLocks {
                     }
                 }
                 let counted: Option<i64> = tx
-                    .query_row(
-                        "SELECT fence FROM lease_fences WHERE scope = ?1",
-                        params![scope],
+                    .prepare_cached(SELECT_FENCE).map_err(sqlite_error)?.query_row(params![scope],
                         |row| row.get(0),
                     )
                     .optional()
@@ -237,17 +248,10 @@ impl SqliteLocks {
                     expires_at_ms: now.saturating_add(ttl_ms),
                 };
                 let fence_db = fence_to_db(fence)?;
-                tx.execute(
-                    "INSERT INTO lease_fences (scope, fence) VALUES (?1, ?2)
-                     ON CONFLICT (scope) DO UPDATE SET fence = excluded.fence",
-                    params![scope, fence_db],
+                tx.prepare_cached(UPSERT_FENCE).map_err(sqlite_error)?.execute(params![scope, fence_db],
                 )
                 .map_err(sqlite_error)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO leases
-                     (scope, owner, token, fence, acquired_at_ms, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
+                tx.prepare_cached(UPSERT_LEASE).map_err(sqlite_error)?.execute(params![
                         lease.scope,
                         lease.owner,
                         lease.token,
@@ -297,10 +301,11 @@ impl SqliteLocks {
                 expires_at_ms: now.saturating_add(ttl_ms),
                 ..current
             };
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE leases SET expires_at_ms = ?1 WHERE scope = ?2 AND token = ?3",
-                params![renewed.expires_at_ms, renewed.scope, renewed.token],
             )
+            .map_err(sqlite_error)?
+            .execute(params![renewed.expires_at_ms, renewed.scope, renewed.token])
             .map_err(sqlite_error)?;
             Ok(renewed)
         })
@@ -312,10 +317,9 @@ impl SqliteLocks {
         let released = self
             .transaction(move |tx| {
                 let deleted = tx
-                    .execute(
-                        "DELETE FROM leases WHERE scope = ?1 AND token = ?2",
-                        params![scope, token],
-                    )
+                    .prepare_cached("DELETE FROM leases WHERE scope = ?1 AND token = ?2")
+                    .map_err(sqlite_error)?
+                    .execute(params![scope, token])
                     .map_err(sqlite_error)?;
                 Ok(deleted > 0)
             })
@@ -374,7 +378,9 @@ impl SqliteLocks {
                 if !info.stale && !force {
                     return Err(busy(&scope, &current.owner, Some(current.expires_at_ms)));
                 }
-                tx.execute("DELETE FROM leases WHERE scope = ?1", params![scope])
+                tx.prepare_cached("DELETE FROM leases WHERE scope = ?1")
+                    .map_err(sqlite_error)?
+                    .execute(params![scope])
                     .map_err(sqlite_error)?;
                 Ok(Some(info))
             })
@@ -403,18 +409,20 @@ impl SqliteLocks {
                 for lease in load_all(tx)? {
                     let remaining = lease.expires_at_ms.saturating_sub(now);
                     let action = if owner_is_dead_local(&lease.owner) {
-                        tx.execute(
-                            "DELETE FROM leases WHERE scope = ?1 AND token = ?2",
-                            params![lease.scope, lease.token],
-                        )
-                        .map_err(sqlite_error)?;
+                        tx.prepare_cached("DELETE FROM leases WHERE scope = ?1 AND token = ?2")
+                            .map_err(sqlite_error)?
+                            .execute(params![lease.scope, lease.token])
+                            .map_err(sqlite_error)?;
                         RepairAction::Deleted
                     } else if remaining > cap_ms {
-                        tx.execute(
-                            "UPDATE leases SET expires_at_ms = ?1 WHERE scope = ?2 AND token = ?3",
-                            params![now.saturating_add(cap_ms), lease.scope, lease.token],
-                        )
-                        .map_err(sqlite_error)?;
+                        tx.prepare_cached(SET_LEASE_EXPIRY)
+                            .map_err(sqlite_error)?
+                            .execute(params![
+                                now.saturating_add(cap_ms),
+                                lease.scope,
+                                lease.token
+                            ])
+                            .map_err(sqlite_error)?;
                         RepairAction::ExpirySetToCap
                     } else {
                         continue;
@@ -483,15 +491,13 @@ fn lease_from_row(row: Row) -> Result<Lease, LockError> {
 }
 
 fn load(tx: &Transaction<'_>, scope: &str) -> Result<Option<Lease>, LockError> {
-    tx.query_row(
-        &format!("{SELECT_LEASE} WHERE scope = ?1"),
-        params![scope],
-        read_row,
-    )
-    .optional()
-    .map_err(sqlite_error)?
-    .map(lease_from_row)
-    .transpose()
+    tx.prepare_cached(&format!("{SELECT_LEASE} WHERE scope = ?1"))
+        .map_err(sqlite_error)?
+        .query_row(params![scope], read_row)
+        .optional()
+        .map_err(sqlite_error)?
+        .map(lease_from_row)
+        .transpose()
 }
 
 fn load_all(tx: &Transaction<'_>) -> Result<Vec<Lease>, LockError> {

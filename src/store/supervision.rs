@@ -147,11 +147,12 @@ pub fn save(
 /// quarantine and the crash history and restarts it). Returns false when the account has
 /// no row or is not quarantined.
 pub fn request_resume(conn: &Connection, account: &str) -> Result<bool, rusqlite::Error> {
-    let changed = conn.execute(
-        "UPDATE account_supervision SET resume_requested = 1, updated_at = ?2
+    let changed = conn
+        .prepare_cached(
+            "UPDATE account_supervision SET resume_requested = 1, updated_at = ?2
          WHERE account = ?1 AND state = 'quarantined'",
-        params![account, Utc::now().timestamp()],
-    )?;
+        )?
+        .execute(params![account, Utc::now().timestamp()])?;
     Ok(changed > 0)
 }
 
@@ -192,12 +193,9 @@ pub fn statuses(conn: &Connection) -> Result<Vec<ChildStatus>, rusqlite::Error> 
 /// The stored state of `account` (`running`, `quarantined`, ...), if it was ever supervised.
 pub fn state_of(conn: &Connection, account: &str) -> rusqlite::Result<Option<String>> {
     use rusqlite::OptionalExtension;
-    conn.query_row(
-        "SELECT state FROM account_supervision WHERE account = ?1",
-        params![account],
-        |row| row.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT state FROM account_supervision WHERE account = ?1")?
+        .query_row(params![account], |row| row.get(0))
+        .optional()
 }
 
 /// Where the accounts supervisor keeps its rows: the SQLite file, or PostgreSQL when the

@@ -7,6 +7,31 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use super::*;
 use crate::store::{BurstCorrection, MAX_CORRECTIONS_LISTED};
 
+// Statements of hot paths, prepared once per connection (`prepare_cached`): parsing
+// them on every call (rusqlite's `execute`/`query_row`) was a visible share of the
+// writer's time with a thousand accounts starting at once (`bench reports --scenario
+// head-of-line-1000`).
+const PRUNE_APPLIED: &str = "DELETE FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND hour_utc < ?3 AND state = 'APPLIED'";
+const UPSERT_COOLDOWN: &str = "INSERT INTO cooldowns (scope, reason, started_at, until_at, detail) VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (scope) DO UPDATE SET reason = excluded.reason, started_at = excluded.started_at,
+     until_at = MAX(cooldowns.until_at, excluded.until_at), detail = excluded.detail";
+const SELECT_ACTIVE_COOLDOWN: &str = "SELECT scope, reason, started_at, until_at, detail FROM cooldowns WHERE scope = ?1 AND until_at > ?2";
+const UPSERT_CORRECTION: &str = "INSERT INTO quota_corrections (bucket, configured_burst, burst, corrections, first_at, last_at, detail)
+     VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5)
+     ON CONFLICT (bucket) DO UPDATE SET burst = excluded.burst,
+     corrections = quota_corrections.corrections + 1,
+     last_at = excluded.last_at, detail = excluded.detail";
+const SELECT_AUDIT: &str =
+    "SELECT last_run_at FROM audits WHERE account = ?1 AND stream = ?2 AND kind = ?3";
+const UPSERT_AUDIT: &str =
+    "INSERT INTO audits (account, stream, kind, last_run_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (account, stream, kind) DO UPDATE SET last_run_at = excluded.last_run_at";
+const SELECT_LAST_APPLIED: &str = "SELECT MAX(hour_utc) FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'APPLIED'";
+const SELECT_NEXT_RETRY: &str = "SELECT MIN(next_retry_at) FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'";
+const SELECT_LAST_ERROR: &str =
+    "SELECT last_error FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'
+     ORDER BY updated_at DESC LIMIT 1";
+
 /// True when, on a read connection, the store's newest fence for (account, stream) is
 /// `fence` and no hour of the stream is claimable at `now`: a claim would find nothing
 /// and write nothing. One statement, so both are read from one snapshot.
@@ -535,27 +560,21 @@ impl LedgerStore for SqliteLedger {
 
     fn prune(&self, account: &str, stream: &str, before: i64) -> Result<u64, LedgerError> {
         self.with_conn(|conn| {
-            Ok(conn.execute(
-                "DELETE FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND hour_utc < ?3 AND state = 'APPLIED'",
-                params![account, stream, before],
-            )? as u64)
+            Ok(conn
+                .prepare_cached(PRUNE_APPLIED)?
+                .execute(params![account, stream, before])? as u64)
         })
     }
 
     fn set_cooldown(&self, cooldown: &Cooldown) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
-            conn.execute(
-                "INSERT INTO cooldowns (scope, reason, started_at, until_at, detail) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (scope) DO UPDATE SET reason = excluded.reason, started_at = excluded.started_at,
-                    until_at = MAX(cooldowns.until_at, excluded.until_at), detail = excluded.detail",
-                params![
-                    cooldown.scope,
-                    cooldown.reason,
-                    cooldown.started_at,
-                    cooldown.until_at,
-                    cooldown.detail
-                ],
-            )?;
+            conn.prepare_cached(UPSERT_COOLDOWN)?.execute(params![
+                cooldown.scope,
+                cooldown.reason,
+                cooldown.started_at,
+                cooldown.until_at,
+                cooldown.detail
+            ])?;
             Ok(())
         })
     }
@@ -563,19 +582,16 @@ impl LedgerStore for SqliteLedger {
     fn active_cooldown(&self, scope: &str, now: i64) -> Result<Option<Cooldown>, LedgerError> {
         self.with_read_conn(|conn| {
             Ok(conn
-                .query_row(
-                    "SELECT scope, reason, started_at, until_at, detail FROM cooldowns WHERE scope = ?1 AND until_at > ?2",
-                    params![scope, now],
-                    |row| {
-                        Ok(Cooldown {
-                            scope: row.get(0)?,
-                            reason: row.get(1)?,
-                            started_at: row.get(2)?,
-                            until_at: row.get(3)?,
-                            detail: row.get(4)?,
-                        })
-                    },
-                )
+                .prepare_cached(SELECT_ACTIVE_COOLDOWN)?
+                .query_row(params![scope, now], |row| {
+                    Ok(Cooldown {
+                        scope: row.get(0)?,
+                        reason: row.get(1)?,
+                        started_at: row.get(2)?,
+                        until_at: row.get(3)?,
+                        detail: row.get(4)?,
+                    })
+                })
                 .optional()?)
         })
     }
@@ -593,26 +609,22 @@ impl LedgerStore for SqliteLedger {
             return Ok(false);
         }
         self.with_conn(|conn| {
-            Ok(conn.execute("DELETE FROM cooldowns WHERE scope = ?1", params![scope])? > 0)
+            Ok(conn
+                .prepare_cached("DELETE FROM cooldowns WHERE scope = ?1")?
+                .execute(params![scope])?
+                > 0)
         })
     }
 
     fn record_correction(&self, correction: &BurstCorrection) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
-            conn.execute(
-                "INSERT INTO quota_corrections (bucket, configured_burst, burst, corrections, first_at, last_at, detail)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5)
-                 ON CONFLICT (bucket) DO UPDATE SET burst = excluded.burst,
-                    corrections = quota_corrections.corrections + 1,
-                    last_at = excluded.last_at, detail = excluded.detail",
-                params![
-                    correction.bucket,
-                    correction.configured_burst,
-                    correction.burst,
-                    correction.last_at,
-                    correction.detail
-                ],
-            )?;
+            conn.prepare_cached(UPSERT_CORRECTION)?.execute(params![
+                correction.bucket,
+                correction.configured_burst,
+                correction.burst,
+                correction.last_at,
+                correction.detail
+            ])?;
             Ok(())
         })
     }
@@ -646,11 +658,8 @@ impl LedgerStore for SqliteLedger {
     ) -> Result<Option<i64>, LedgerError> {
         self.with_read_conn(|conn| {
             Ok(conn
-                .query_row(
-                    "SELECT last_run_at FROM audits WHERE account = ?1 AND stream = ?2 AND kind = ?3",
-                    params![account, stream, kind],
-                    |row| row.get(0),
-                )
+                .prepare_cached(SELECT_AUDIT)?
+                .query_row(params![account, stream, kind], |row| row.get(0))
                 .optional()?)
         })
     }
@@ -663,11 +672,8 @@ impl LedgerStore for SqliteLedger {
         at: i64,
     ) -> Result<(), LedgerError> {
         self.with_conn(|conn| {
-            conn.execute(
-                "INSERT INTO audits (account, stream, kind, last_run_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (account, stream, kind) DO UPDATE SET last_run_at = excluded.last_run_at",
-                params![account, stream, kind, at],
-            )?;
+            conn.prepare_cached(UPSERT_AUDIT)?
+                .execute(params![account, stream, kind, at])?;
             Ok(())
         })
     }
@@ -698,33 +704,23 @@ impl LedgerStore for SqliteLedger {
                     snapshot.counts[index] = count as u64;
                 }
             }
-            snapshot.last_applied_hour = conn.query_row(
-                "SELECT MAX(hour_utc) FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'APPLIED'",
-                params![account, stream],
-                |row| row.get(0),
-            )?;
+            snapshot.last_applied_hour = conn
+                .prepare_cached(SELECT_LAST_APPLIED)?
+                .query_row(params![account, stream], |row| row.get(0))?;
+            let next_claimable = format!(
+                "SELECT hour_utc FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
+                 ORDER BY priority DESC, hour_utc DESC LIMIT 1"
+            );
             snapshot.next_claimable_hour = conn
-                .query_row(
-                    &format!(
-                        "SELECT hour_utc FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND {CLAIMABLE}
-                         ORDER BY priority DESC, hour_utc DESC LIMIT 1"
-                    ),
-                    params![account, stream, now],
-                    |row| row.get(0),
-                )
+                .prepare_cached(&next_claimable)?
+                .query_row(params![account, stream, now], |row| row.get(0))
                 .optional()?;
-            snapshot.next_retry_at = conn.query_row(
-                "SELECT MIN(next_retry_at) FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'",
-                params![account, stream],
-                |row| row.get(0),
-            )?;
+            snapshot.next_retry_at = conn
+                .prepare_cached(SELECT_NEXT_RETRY)?
+                .query_row(params![account, stream], |row| row.get(0))?;
             snapshot.last_error = conn
-                .query_row(
-                    "SELECT last_error FROM ledger_hours WHERE account = ?1 AND stream = ?2 AND state = 'FAILED'
-                     ORDER BY updated_at DESC LIMIT 1",
-                    params![account, stream],
-                    |row| row.get(0),
-                )
+                .prepare_cached(SELECT_LAST_ERROR)?
+                .query_row(params![account, stream], |row| row.get(0))
                 .optional()?
                 .flatten();
             Ok(snapshot)

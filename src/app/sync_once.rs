@@ -91,10 +91,10 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     // window requested again, a transient failure); later ones stop the sync.
     let deadline_unix =
         now_ts().saturating_add(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
-    // A look every LOOK_EVERY, and sooner (at most every LOOK_SOONEST) when a run ended:
-    // the last apply of a backfill is seen within LOOK_SOONEST, not a whole period later.
-    let mut ticker = tokio::time::interval(LOOK_SOONEST);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A look every LOOK_EVERY, and sooner when a run ended: at once when the last look
+    // was at least LOOK_SOONEST ago, else when that spacing is up (a thousand runs
+    // ending at once cost one look per LOOK_SOONEST, not one each). The last apply of a
+    // backfill is seen as it ends, not at the next tick.
     let mut runs_ended = daemon.runs_ended.clone();
     let mut last_look: Option<tokio::time::Instant> = None;
     // The full look (five queries per stream) costs real CPU with hundreds of streams, so
@@ -105,18 +105,27 @@ pub async fn sync_once(config: Config, timeout: Duration) -> anyhow::Result<i32>
     } else {
         Duration::ZERO
     };
-    let mut last_full: Option<tokio::time::Instant> = None;
+    // With many streams the first full look, too, waits FULL_LOOK_MANY (or for every hour
+    // to be APPLIED): at the start nothing has run yet, and a thousand streams' queries
+    // would only compete with their first claims and requests.
+    let mut last_full: Option<tokio::time::Instant> =
+        (!full_every.is_zero()).then(tokio::time::Instant::now);
+    // Whether the daemon's run counter is gone (then only the periodic look is left).
+    let mut closed = false;
     let (applied, stopped) = loop {
-        ticker.tick().await;
-        let ran = runs_ended.has_changed().unwrap_or(false);
-        if ran {
-            runs_ended.borrow_and_update();
-        }
-        if !ran
-            && last_look.is_some_and(|at| at.elapsed() < LOOK_EVERY)
-            && tokio::time::Instant::now() < deadline
-        {
-            continue;
+        if let Some(last) = last_look {
+            let periodic = (last + LOOK_EVERY).min(deadline);
+            let ended = tokio::select! {
+                changed = runs_ended.changed(), if !closed => {
+                    closed = changed.is_err();
+                    !closed
+                }
+                _ = tokio::time::sleep_until(periodic) => false,
+            };
+            if ended {
+                tokio::time::sleep_until(last + LOOK_SOONEST).await;
+                runs_ended.borrow_and_update();
+            }
         }
         last_look = Some(tokio::time::Instant::now());
         if let Some(last) = last_full {

@@ -869,24 +869,17 @@ impl StreamContext {
     ) -> Poll {
         let started = tokio::time::Instant::now();
         let settings = self.stream.windowed();
-        let expected = self
-            .polls
-            .as_ref()
-            .and_then(|polls| polls.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
         let mut polls: u32 = 0;
         let mut corrections: u32 = 0;
         // Whether the last answer said IN_QUEUE: only such a report can be taken for
         // stuck, so only its wait is cut short at its stuck limit.
         let mut queued = false;
-        if let Some(requested) = requested_at {
-            let pause = PollSchedule::next_pause(
-                expected,
-                Some(requested.elapsed()),
-                0,
-                settings.poll_min,
-                settings.poll_max,
-            );
-            if !self.poll_waiter().wait(started + pause).await {
+        if requested_at.is_some() {
+            let pause = self.next_pause(requested_at, 0);
+            if !self
+                .wait_planned(lanes, started + pause, started, false, requested_at, 0)
+                .await
+            {
                 return Poll::Cancelled;
             }
             polls = 1;
@@ -941,13 +934,7 @@ impl StreamContext {
                 }
                 Err(err) => return Poll::Error(err),
             }
-            let pause = PollSchedule::next_pause(
-                expected,
-                requested_at.map(|requested| requested.elapsed()),
-                polls,
-                settings.poll_min,
-                settings.poll_max,
-            );
+            let pause = self.next_pause(requested_at, polls);
             polls = polls.saturating_add(1);
             // The last poll comes at the deadline, not one pause before it.
             let left = settings.poll_timeout.saturating_sub(started.elapsed());
@@ -957,16 +944,66 @@ impl StreamContext {
             let pause = pause.min(left);
             let since = requested_at.unwrap_or(started);
             if !self
-                .poll_waiter()
-                .next_poll(
+                .wait_planned(
                     lanes,
                     tokio::time::Instant::now() + pause,
                     since,
                     detect_stuck && queued,
+                    requested_at,
+                    polls,
                 )
                 .await
             {
                 return Poll::Cancelled;
+            }
+        }
+    }
+
+    /// The pause before the next poll of a report requested at `requested_at` (`None`:
+    /// resumed, age unknown) and polled `polls` times, by what the schedule has learned
+    /// so far ([`PollSchedule::next_pause`]).
+    fn next_pause(&self, requested_at: Option<tokio::time::Instant>, polls: u32) -> Duration {
+        let settings = self.stream.windowed();
+        let expected = self
+            .polls
+            .as_ref()
+            .and_then(|schedule| schedule.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
+        PollSchedule::next_pause(
+            expected,
+            requested_at.map(|requested| requested.elapsed()),
+            polls,
+            settings.poll_min,
+            settings.poll_max,
+        )
+    }
+
+    /// Waits for the next poll at `target` ([`PollWaiter::next_poll`]), and plans it
+    /// again, never later, when the report type's latency becomes known meanwhile
+    /// ([`PollSchedule::relearned`]). False when the run was aborted.
+    async fn wait_planned(
+        &self,
+        lanes: &Lanes,
+        mut target: tokio::time::Instant,
+        since: tokio::time::Instant,
+        queued: bool,
+        requested_at: Option<tokio::time::Instant>,
+        polls: u32,
+    ) -> bool {
+        let waiter = self.poll_waiter();
+        let Some(schedule) = self.polls.as_deref() else {
+            return waiter.next_poll(lanes, target, since, queued).await;
+        };
+        loop {
+            let relearned = schedule.relearned();
+            tokio::pin!(relearned);
+            // Registered before the wait starts, so a type learned in between is seen.
+            relearned.as_mut().enable();
+            tokio::select! {
+                woke = waiter.next_poll(lanes, target, since, queued) => return woke,
+                _ = &mut relearned => {
+                    let replanned = tokio::time::Instant::now() + self.next_pause(requested_at, polls);
+                    target = target.min(replanned);
+                }
             }
         }
     }

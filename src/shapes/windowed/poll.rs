@@ -19,7 +19,11 @@
 //! [`FIRST_POLL_SHARE`] of the learned median latency. After that the pause grows with the
 //! report's age ([`AGE_SHARE`] of it, within `poll_min`..`poll_max`), so a report is seen
 //! DONE at most ~15 % after it finished, and a slow one is not polled every few seconds
-//! for ten minutes.
+//! for ten minutes; while a report is younger than its kind's median, no pause goes past
+//! the median, so one that takes the usual time is seen as it finishes. The pause is
+//! planned again at every poll with what is learned by then, and at once for every
+//! waiting report when its type's latency first becomes known
+//! ([`PollSchedule::relearned`]).
 //!
 //! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
@@ -67,6 +71,9 @@ pub struct PollSchedule {
     inner: Mutex<Inner>,
     /// Wakes the driver when an entry earlier than its nap is added.
     changed: Notify,
+    /// Wakes every report waiting for a poll when a report type's latency becomes known
+    /// ([`PollSchedule::relearned`]).
+    relearned: Notify,
 }
 
 #[derive(Default)]
@@ -171,13 +178,29 @@ impl PollSchedule {
             samples.pop_front();
         }
         samples.push_back(seconds);
+        let mut known_now = false;
         if inner.by_type.len() < MAX_TYPES || inner.by_type.contains_key(report_type) {
             let samples = inner.by_type.entry(report_type.to_string()).or_default();
             if samples.len() >= TYPE_SAMPLES {
                 samples.pop_front();
             }
             samples.push_back(seconds);
+            known_now = samples.len() == STUCK_MIN_SAMPLES;
         }
+        drop(inner);
+        if known_now {
+            self.relearned.notify_waiters();
+        }
+    }
+
+    /// Completes when a report type's latency becomes known over every account (its
+    /// [`STUCK_MIN_SAMPLES`]-th report finished): a report waiting for its next poll then
+    /// plans that poll again by the learned median ([`Self::next_pause`]). Without it,
+    /// reports requested before any of their type finished (a daemon's first pass: a
+    /// thousand accounts at once) would keep their age-spaced pauses, and each would be
+    /// seen up to 15 % of its age late. Register (`enable`) before reading the schedule.
+    pub fn relearned(&self) -> tokio::sync::futures::Notified<'_> {
+        self.relearned.notified()
     }
 
     /// The latencies a kind goes by: its own once it has [`STUCK_MIN_SAMPLES`], else
@@ -248,13 +271,23 @@ impl PollSchedule {
         poll_min: Duration,
         poll_max: Duration,
     ) -> Duration {
-        let pause = match (polls, expected, age) {
-            (0, Some(expected), Some(age)) => {
-                expected.mul_f64(FIRST_POLL_SHARE).saturating_sub(age)
+        let pause = match (expected, age) {
+            (Some(expected), Some(age)) => {
+                let first = expected.mul_f64(FIRST_POLL_SHARE);
+                if age < first {
+                    // Not yet near the median: the first poll comes at its share.
+                    first - age
+                } else if age < expected {
+                    // Near it: the age-spaced pause, but no later than the median itself,
+                    // so a report that takes as long as its kind usually does is seen then.
+                    age.mul_f64(AGE_SHARE).min(expected - age)
+                } else {
+                    age.mul_f64(AGE_SHARE)
+                }
             }
-            (_, _, Some(age)) => age.mul_f64(AGE_SHARE),
+            (None, Some(age)) => age.mul_f64(AGE_SHARE),
             // Age unknown (resumed after a restart): grow from poll_min.
-            (_, _, None) => poll_min.saturating_mul(1u32 << polls.min(10)),
+            (_, None) => poll_min.saturating_mul(1u32 << polls.min(10)),
         };
         pause.clamp(poll_min, poll_max.max(poll_min))
     }
@@ -400,5 +433,52 @@ mod tests {
             inner.latencies[&("a".to_string(), "T".to_string())].len(),
             LATENCY_SAMPLES
         );
+    }
+
+    #[test]
+    fn no_pause_goes_past_the_median_of_a_report_younger_than_it() {
+        let expected = Some(Duration::from_secs(60));
+        // At 55 s, 15 % of the age (8.25 s) would pass the median: the poll comes at 60 s.
+        let near = PollSchedule::next_pause(expected, Some(Duration::from_secs(55)), 3, MIN, MAX);
+        assert_eq!(near, Duration::from_secs(5));
+        // Past the median, 15 % of the age again.
+        let past = PollSchedule::next_pause(expected, Some(Duration::from_secs(80)), 4, MIN, MAX);
+        assert_eq!(past, Duration::from_secs(12));
+        // Long before 80 % of it, even after polls (planned again once learned): at 48 s.
+        let early = PollSchedule::next_pause(expected, Some(Duration::from_secs(10)), 5, MIN, MAX);
+        assert_eq!(early, Duration::from_secs(38));
+        // Never below poll_min, however close the median.
+        let close =
+            PollSchedule::next_pause(expected, Some(Duration::from_millis(59_900)), 6, MIN, MAX);
+        assert_eq!(close, MIN);
+    }
+
+    #[tokio::test]
+    async fn waiting_reports_hear_when_their_type_becomes_known() {
+        let schedule = PollSchedule::new();
+        let relearned = schedule.relearned();
+        tokio::pin!(relearned);
+        relearned.as_mut().enable();
+        for _ in 0..STUCK_MIN_SAMPLES - 1 {
+            schedule.learn("a", "T", Duration::from_secs(60));
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), relearned.as_mut())
+                .await
+                .is_err(),
+            "woken before the type's latency is known"
+        );
+        schedule.learn("b", "T", Duration::from_secs(60));
+        tokio::time::timeout(Duration::from_secs(10), relearned)
+            .await
+            .expect("woken when the fifth latency of the type is learned");
+        // Only the transition wakes: later latencies of a known type do not.
+        let later = schedule.relearned();
+        tokio::pin!(later);
+        later.as_mut().enable();
+        schedule.learn("c", "T", Duration::from_secs(60));
+        assert!(tokio::time::timeout(Duration::from_millis(50), later)
+            .await
+            .is_err());
     }
 }

@@ -2021,7 +2021,7 @@ async fn ebay_sim_get_transactions_serves_every_documented_filter() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    // `sort`: transactionDate is oldest first, -transactionDate newest first.
+    // `sort`: transactionDate is oldest first, -transactionDate newest first, as is no sort.
     let dates = |page: &serde_json::Value| field_of(page, "transactions", "transactionDate");
     let (status, oldest_first) = sim_get(
         &fixture,
@@ -2049,4 +2049,9 @@ async fn ebay_sim_get_transactions_serves_every_documented_filter() {
     assert!(ascending.windows(2).all(|pair| pair[0] <= pair[1]));
     ascending.reverse();
     assert_eq!(dates(&newest_first), ascending);
+    // Without `sort`, eBay's default: newest first.
+    let (status, unsorted) =
+        sim_get(&fixture, path, &[("filter", &range), ("limit", "1000")]).await;
+    assert_eq!(status, 200, "{unsorted}");
+    assert_eq!(dates(&unsorted), ascending);
 }

@@ -175,6 +175,10 @@ impl CursorAdapter for TransactionsAdapter {
         let (from, to) = range(window);
         vec![
             ("filter".into(), format!("transactionDate:[{from}..{to}]")),
+            // Oldest first, said rather than left to eBay's default (newest first): a
+            // transaction dated into the window while it is paged then lands after the
+            // pages already read instead of shifting every later offset by one.
+            ("sort".into(), "transactionDate".into()),
             ("limit".into(), limit.to_string()),
             ("offset".into(), offset.to_string()),
         ]

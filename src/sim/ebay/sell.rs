@@ -504,8 +504,9 @@ const TRANSACTION_STATUSES: &[&str] = &[
 struct TransactionMatch {
     fields: Vec<(&'static str, String)>,
     ignores_limit: bool,
-    /// `sort=-transactionDate`: newest first. Without `sort` the simulator answers oldest
-    /// first, as `sort=transactionDate` asks (eBay's default is newest first).
+    /// Newest first: without `sort` ("By default, monetary transactions that match the
+    /// input criteria are sorted in descending order according to the transaction date")
+    /// and with `sort=-transactionDate`; `sort=transactionDate` is oldest first.
     descending: bool,
 }
 
@@ -591,10 +592,10 @@ fn transactions_query(
         return Err(finances(135009, "Transaction type filter is missing."));
     }
     // "Transactions can only be sorted according to transaction date": `transactionDate`
-    // (oldest first), or with `-` newest first.
+    // (oldest first), or with `-` newest first, as eBay answers without `sort`.
     matched.descending = match query.get("sort").map(String::as_str) {
-        None | Some("transactionDate") => false,
-        Some("-transactionDate") => true,
+        Some("transactionDate") => false,
+        None | Some("-transactionDate") => true,
         Some(_) => return Err(finances(135005, "The value of sorting is invalid.")),
     };
     let pagination_invalid = || finances(135003, "The value of pagination is invalid.");

@@ -496,10 +496,12 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
     }));
 
     let config = write_config(dir, plan, address)?;
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let offset = started.duration_since(sim_born).as_secs_f64();
     let outcome = run_sync_once(&config, plan.sellers, timeout);
     let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_row(cpu_before, cpu_seconds(), wall);
     let stats = sim.stats();
     let timeline = sim.report_timeline();
     let backfilled = matches!(outcome, Ok(Some(0)));
@@ -602,7 +604,10 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         long_cooldowns,
         interval,
         cooldowns.len(),
-        drawn_rows(&drawn, bound, wall, offset),
+        drawn_rows(&drawn, bound, wall, offset)
+            .into_iter()
+            .chain(cpu)
+            .collect(),
     );
     match steady {
         Some(Ok(lines)) => checks.extend(lines),
@@ -857,6 +862,43 @@ fn run_sync_once(config: &Path, sellers: usize, timeout: Duration) -> anyhow::Re
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// CPU seconds (user + system) of this process (the simulator and the bench) and of its
+/// waited-for children (the daemon), from `/proc/self/stat` (Linux; `None` elsewhere),
+/// in clock ticks of 1/100 s (USER_HZ).
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses (which may hold spaces): field 3 onwards.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse::<f64>().ok() };
+    let own = field(14)? + field(15)?;
+    let children = field(16)? + field(17)?;
+    Some((own / 100.0, children / 100.0))
+}
+
+/// The table row of where the CPU went during `sync --once`: the daemon against this
+/// process, and their sum against what the machine's cores give in `wall`. A wall time
+/// spent with the cores busy is bound by CPU, not by the engine's waits.
+fn cpu_row(
+    before: Option<(f64, f64)>,
+    after: Option<(f64, f64)>,
+    wall: f64,
+) -> Option<(String, String)> {
+    let ((own_before, daemon_before), (own_after, daemon_after)) = (before?, after?);
+    let (own, daemon) = (own_after - own_before, daemon_after - daemon_before);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = if wall > 0.0 {
+        100.0 * (own + daemon) / (wall * cores)
+    } else {
+        0.0
+    };
+    Some((
+        "CPU (user+sys) during sync --once".to_string(),
+        format!(
+            "daemon {daemon:.2}s, simulator and bench {own:.2}s: {share:.0}% of {cores} cores over the wall"
+        ),
+    ))
 }
 
 /// What the simulator's report timeline says about one backfill.
@@ -1364,6 +1406,20 @@ mod tests {
         let config = write_config(dir.path(), &plan, "127.0.0.1:9".parse().unwrap()).unwrap();
         let text = std::fs::read_to_string(config).unwrap();
         assert!(!text.contains("[quota"), "{text}");
+    }
+
+    #[test]
+    fn the_cpu_row_splits_the_daemon_from_this_process() {
+        let (own, children) = cpu_seconds().expect("/proc/self/stat on Linux");
+        assert!(own >= 0.0 && children >= 0.0, "{own} {children}");
+        let (name, text) =
+            cpu_row(Some((1.0, 2.0)), Some((1.5, 3.25)), 2.0).expect("both readings");
+        assert!(name.starts_with("CPU"), "{name}");
+        assert!(
+            text.starts_with("daemon 1.25s, simulator and bench 0.50s"),
+            "{text}"
+        );
+        assert!(cpu_row(None, Some((1.0, 1.0)), 1.0).is_none());
     }
 
     #[test]

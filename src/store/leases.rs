@@ -223,9 +223,9 @@ impl SqliteLocks {
                     }
                 }
                 let counted: Option<i64> = tx
-                    .prepare_cached(SELECT_FENCE).map_err(sqlite_error)?.query_row(params![scope],
-                        |row| row.get(0),
-                    )
+                    .prepare_cached(SELECT_FENCE)
+                    .map_err(sqlite_error)?
+                    .query_row(params![scope], |row| row.get(0))
                     .optional()
                     .map_err(sqlite_error)?;
                 let previous = counted
@@ -248,19 +248,21 @@ impl SqliteLocks {
                     expires_at_ms: now.saturating_add(ttl_ms),
                 };
                 let fence_db = fence_to_db(fence)?;
-                tx.prepare_cached(UPSERT_FENCE).map_err(sqlite_error)?.execute(params![scope, fence_db],
-                )
-                .map_err(sqlite_error)?;
-                tx.prepare_cached(UPSERT_LEASE).map_err(sqlite_error)?.execute(params![
+                tx.prepare_cached(UPSERT_FENCE)
+                    .map_err(sqlite_error)?
+                    .execute(params![scope, fence_db])
+                    .map_err(sqlite_error)?;
+                tx.prepare_cached(UPSERT_LEASE)
+                    .map_err(sqlite_error)?
+                    .execute(params![
                         lease.scope,
                         lease.owner,
                         lease.token,
                         fence_db,
                         lease.acquired_at_ms,
                         lease.expires_at_ms
-                    ],
-                )
-                .map_err(sqlite_error)?;
+                    ])
+                    .map_err(sqlite_error)?;
                 Ok((lease, current.map(|old| old.owner)))
             })
             .await?;
@@ -301,12 +303,10 @@ impl SqliteLocks {
                 expires_at_ms: now.saturating_add(ttl_ms),
                 ..current
             };
-            tx.prepare_cached(
-                "UPDATE leases SET expires_at_ms = ?1 WHERE scope = ?2 AND token = ?3",
-            )
-            .map_err(sqlite_error)?
-            .execute(params![renewed.expires_at_ms, renewed.scope, renewed.token])
-            .map_err(sqlite_error)?;
+            tx.prepare_cached(SET_LEASE_EXPIRY)
+                .map_err(sqlite_error)?
+                .execute(params![renewed.expires_at_ms, renewed.scope, renewed.token])
+                .map_err(sqlite_error)?;
             Ok(renewed)
         })
         .await

@@ -583,15 +583,7 @@ impl LedgerStore for SqliteLedger {
         self.with_read_conn(|conn| {
             Ok(conn
                 .prepare_cached(SELECT_ACTIVE_COOLDOWN)?
-                .query_row(params![scope, now], |row| {
-                    Ok(Cooldown {
-                        scope: row.get(0)?,
-                        reason: row.get(1)?,
-                        started_at: row.get(2)?,
-                        until_at: row.get(3)?,
-                        detail: row.get(4)?,
-                    })
-                })
+                .query_row(params![scope, now], cooldown_from_row)
                 .optional()?)
         })
     }

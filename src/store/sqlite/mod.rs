@@ -232,6 +232,17 @@ fn is_busy(err: &LedgerError) -> bool {
     )
 }
 
+/// A `cooldowns` row read as `scope, reason, started_at, until_at, detail`.
+fn cooldown_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Cooldown> {
+    Ok(Cooldown {
+        scope: row.get(0)?,
+        reason: row.get(1)?,
+        started_at: row.get(2)?,
+        until_at: row.get(3)?,
+        detail: row.get(4)?,
+    })
+}
+
 /// A read-only connection on the ledger's file (the writer already migrated it).
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open_with_flags(

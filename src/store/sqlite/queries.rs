@@ -184,15 +184,7 @@ pub fn ledger_cooldowns(ledger: &SqliteLedger, now: i64) -> Result<Vec<Cooldown>
             "SELECT scope, reason, started_at, until_at, detail FROM cooldowns
              WHERE until_at > ?1 ORDER BY scope",
         )?;
-        let rows = statement.query_map([now], |row| {
-            Ok(Cooldown {
-                scope: row.get(0)?,
-                reason: row.get(1)?,
-                started_at: row.get(2)?,
-                until_at: row.get(3)?,
-                detail: row.get(4)?,
-            })
-        })?;
+        let rows = statement.query_map([now], cooldown_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     })
 }

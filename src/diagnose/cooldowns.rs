@@ -130,7 +130,8 @@ pub async fn list(config: &Deployment) -> anyhow::Result<(Vec<CooldownRow>, Opti
 
 /// The scopes `cooldowns clear SCOPE` ends: SCOPE, and for an account or selling
 /// partner scope of a configured account, the seller's scope and every account scope
-/// of that seller.
+/// of that seller; for an account's own scope, the bucket scopes of its streams'
+/// operations too (see [`crate::provider::stream_stop_scopes`]).
 pub fn related_scopes(config: &Deployment, scope: &str) -> Vec<String> {
     let mut scopes = vec![scope.to_string()];
     let mut add = |scope: String| {
@@ -152,6 +153,20 @@ pub fn related_scopes(config: &Deployment, scope: &str) -> Vec<String> {
         for account in &config.accounts {
             if account.provider.as_str() == provider && account.quota_scope() == seller {
                 add(account_scope(provider, &account.id));
+            }
+        }
+    }
+    // An account's scope also ends the cooldowns of its single buckets (eBay's per-API
+    // hard stops, `ebay:ACCOUNT:OPERATION`): clearing the account resumes all of it.
+    for account in &config.accounts {
+        let own = account_scope(account.provider.as_str(), &account.id);
+        if scope == own {
+            for stream in &account.streams {
+                for bucket in
+                    crate::provider::stream_stop_scopes(account.provider, &own, &stream.name)
+                {
+                    add(bucket);
+                }
             }
         }
     }

@@ -59,6 +59,11 @@ pub struct StreamFacts {
     pub failed: Option<FailedFacts>,
     /// A lock condition recorded by a runner (`lock_busy`, `lock_unavailable`).
     pub lock_cooldown: Option<Cooldown>,
+    /// The running cooldown of one operation this stream calls, when its provider's hard
+    /// stop cools a single bucket (eBay's per-API budgets, see
+    /// [`crate::provider::stream_stop_scopes`]): this stream waits, the account's others
+    /// go on.
+    pub bucket_cooldown: Option<Cooldown>,
     pub lock: Option<LockInfo>,
     /// When the lease was acquired (epoch milliseconds), when the backend says.
     pub lock_acquired_at_ms: Option<i64>,
@@ -200,6 +205,23 @@ pub fn gather(
     Ok(accounts)
 }
 
+/// The first running cooldown of a bucket that stops `stream` of `account` (see
+/// [`StreamFacts::bucket_cooldown`]).
+pub(crate) fn bucket_cooldown(
+    hours: &dyn LedgerStore,
+    account: &AccountConfig,
+    stream: &str,
+    now: i64,
+) -> Result<Option<Cooldown>, LedgerError> {
+    let scope = account_scope(account.provider.as_str(), &account.id);
+    for bucket in crate::provider::stream_stop_scopes(account.provider, &scope, stream) {
+        if let Some(cooldown) = hours.active_cooldown(&bucket, now)? {
+            return Ok(Some(cooldown));
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn stream_facts(
     hours: &dyn LedgerStore,
     account: &AccountConfig,
@@ -225,6 +247,7 @@ pub(crate) fn hour_facts(
 ) -> Result<StreamFacts, LedgerError> {
     let snapshot = hour_ledger.snapshot(&account.id, &stream.name, now)?;
     let lock_cooldown = hour_ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?;
+    let bucket_cooldown = bucket_cooldown(hour_ledger, account, &stream.name, now)?;
     let scope = format!("{}/{}", account.id, stream.name);
     let lock = locks.iter().find(|info| info.scope == scope).cloned();
     let acquired = lock_acquired_at_ms.get(&scope).copied();
@@ -266,6 +289,7 @@ pub(crate) fn hour_facts(
         last_claim: hours.last_claim,
         failed,
         lock_cooldown,
+        bucket_cooldown,
         lock,
         lock_acquired_at_ms: acquired,
     })

@@ -405,6 +405,23 @@ pub(crate) fn stream_findings(
     let scope = stream.scope();
     let id = &account.id;
     let name = &stream.stream.name;
+    // 0. One operation's budget spent (eBay): this stream waits for its reset.
+    if let Some(cooldown) = &stream.bucket_cooldown {
+        out.push(
+            Finding::new(
+                Severity::Wait,
+                scope.clone(),
+                format!(
+                    "{}; the account's other streams go on",
+                    super::verdict::bucket_cooldown_line(cooldown)
+                ),
+            )
+            .fix(format!(
+                "wait for the provider's quota reset; if the quota was raised, {cmd} cooldowns clear {}",
+                shell_word(&cooldown.scope)
+            )),
+        );
+    }
     // 1. Lock busy.
     if let (Some(lock), Some(line)) = (&stream.lock, stream.lock_line()) {
         let owner_dead = crate::lock::owner_is_dead_local(&lock.owner);

@@ -140,9 +140,14 @@ pub fn collect(
         let mut streams = Vec::with_capacity(account.streams.len());
         for stream in &account.streams {
             let snapshot = hours.snapshot(&account.id, &stream.name, now)?;
+            // The account's cooldown, else one of a bucket the stream calls, else a
+            // lock condition: what stops this stream first.
             let lock_cooldown = match &cooldown {
                 Some(_) => None,
-                None => hours.active_cooldown(&lock_scope(&account.id, &stream.name), now)?,
+                None => match super::facts::bucket_cooldown(hours, account, &stream.name, now)? {
+                    Some(bucket) => Some(bucket),
+                    None => hours.active_cooldown(&lock_scope(&account.id, &stream.name), now)?,
+                },
             };
             let scope = format!("{}/{}", account.id, stream.name);
             let lock = locks

@@ -245,6 +245,15 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
             ),
         );
     }
+    if let Some(cooldown) = &stream.bucket_cooldown {
+        return (
+            Verdict::Cooldown,
+            format!(
+                "{}; the account's other streams go on",
+                bucket_cooldown_line(cooldown)
+            ),
+        );
+    }
     if let Some(cooldown) = &stream.lock_cooldown {
         match cooldown.reason.as_str() {
             "lock_busy" => {
@@ -395,4 +404,22 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
             ),
         ),
     }
+}
+
+/// "getOrders quota exceeded (429); this stream makes no getOrders calls until T: detail"
+/// for a bucket's cooldown (scope `{provider}:{account}:{operation}`).
+pub(crate) fn bucket_cooldown_line(cooldown: &crate::store::Cooldown) -> String {
+    let operation = cooldown
+        .scope
+        .rsplit_once(':')
+        .map_or(cooldown.scope.as_str(), |(_, operation)| operation);
+    let detail = cooldown
+        .detail
+        .as_ref()
+        .map(|detail| format!(": {detail}"))
+        .unwrap_or_default();
+    format!(
+        "{operation} quota exceeded (429); this stream makes no {operation} calls until {}{detail}",
+        format_ts(cooldown.until_at)
+    )
 }

@@ -148,6 +148,14 @@ pub const STREAM_SCOPES: &[StreamScope] = &[
     },
 ];
 
+/// The operations `stream` calls ([`STREAM_SCOPES`]; none for a stream not there).
+pub fn stream_operations(stream: &str) -> &'static [&'static str] {
+    STREAM_SCOPES
+        .iter()
+        .find(|entry| entry.stream == stream)
+        .map_or(&[], |entry| entry.operations)
+}
+
 /// Operation → OAuth scope, the one table: from the `security` of each operation in
 /// eBay's OpenAPI definitions (the "OAuth scope" of its API reference). An
 /// access-denied answer (403 errorId 1100) names the scope of the operation refused.

@@ -32,6 +32,29 @@ use tracing::warn;
 
 use crate::domain::now_ts;
 
+/// The cooldown scopes of single buckets that stop `stream` of the account whose
+/// cooldown scope is `account_scope` (`{provider}:{account}`): one
+/// `{account_scope}:{operation}` per operation the stream calls, for a provider whose
+/// hard stop cools one bucket ([`crate::quota::stops_per_bucket`]); none otherwise (an
+/// account-wide cooldown stops every stream).
+pub fn stream_stop_scopes(
+    provider: crate::domain::Provider,
+    account_scope: &str,
+    stream: &str,
+) -> Vec<String> {
+    if !crate::quota::stops_per_bucket(provider.as_str()) {
+        return Vec::new();
+    }
+    let operations = match provider {
+        crate::domain::Provider::Ebay => ebay::stream_operations(stream),
+        _ => &[],
+    };
+    operations
+        .iter()
+        .map(|operation| format!("{account_scope}:{operation}"))
+        .collect()
+}
+
 /// The longest provider text (chars) an error message keeps.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 300;
 /// The largest JSON body accepted from a successful call (paged and product answers

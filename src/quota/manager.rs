@@ -339,7 +339,7 @@ impl ManagerState {
                 .ok()
                 .and_then(|length| wall.checked_add_signed(length))
                 .unwrap_or(wall);
-            let scope = key.account_scope();
+            let scope = key.hard_stop_scope();
             warn!(key = %key, scope = %scope, until = %until.to_rfc3339(), "provider throttled; cooling down");
             let detail = Some(format!("throttled (429) on {key}: {why}"));
             // A store failure was logged; the cooldown holds in memory regardless.

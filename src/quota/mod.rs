@@ -151,6 +151,16 @@ impl BucketKey {
         format!("{}:{}:{}", self.provider, self.scope, self.operation)
     }
 
+    /// Where a hard stop on this key reaches (see [`stops_per_bucket`]): the bucket for
+    /// a provider whose budgets are per API, the account otherwise.
+    pub fn hard_stop_scope(&self) -> String {
+        if stops_per_bucket(&self.provider) {
+            self.bucket_scope()
+        } else {
+            self.account_scope()
+        }
+    }
+
     /// Every cooldown scope that stops this key: the provider, the account, the bucket.
     pub fn cooldown_scopes(&self) -> [String; 3] {
         [
@@ -159,6 +169,20 @@ impl BucketKey {
             self.bucket_scope(),
         ]
     }
+}
+
+/// Whether a hard stop (a spent budget, or 429s repeated despite the correction) of
+/// `provider` cools only the bucket that was refused instead of the whole account.
+///
+/// eBay counts its call limits per API, some per resource ("API Call Limits",
+/// developer.ebay.com/develop/api/sell/api_call_limits: "the limits on the total calls
+/// and the rate at which the calls can be made depend on the API"; Finances 15,000 a
+/// day, Analytics per resource), so a spent Post-Order quota says nothing about getOrders: the returns stream waits for its quota's reset
+/// while orders, finances and inventory go on. Amazon keeps seed 001's stop of every
+/// SP-API call of the account; Keepa's token balance and StockX's hourly budget are one
+/// budget per key, so every operation is refused alike.
+pub fn stops_per_bucket(provider: &str) -> bool {
+    provider == "ebay"
 }
 
 impl fmt::Display for BucketKey {

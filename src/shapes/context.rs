@@ -267,6 +267,17 @@ impl StreamContext {
         account_scope(self.account.provider.as_str(), &self.account.id)
     }
 
+    /// The scope a spent budget of `operation` stops: the operation's own bucket
+    /// (`{provider}:{account}:{operation}`) for a provider whose budgets are per API
+    /// ([`crate::quota::stops_per_bucket`]: eBay), else the account's.
+    pub fn hard_stop_scope(&self, operation: &str) -> String {
+        if crate::quota::stops_per_bucket(self.account.provider.as_str()) {
+            format!("{}:{operation}", self.scope())
+        } else {
+            self.scope()
+        }
+    }
+
     /// One run without a lease (single-process tools and tests): its writes say so with
     /// [`crate::store::WriteFence::Unfenced`]. The daemon's runner never uses this; it
     /// runs under its lease's fence (see [`Self::run_leased`]).
@@ -306,16 +317,37 @@ impl StreamContext {
     /// the ledger's cooldown of the account scope. A cooldown the TokenManager keeps
     /// elsewhere (Redis, or the seller's scope) is copied under the account's scope in
     /// the ledger, so `status` shows it.
+    ///
+    /// A cooldown of one bucket this stream calls (`{provider}:{account}:{operation}`,
+    /// see [`crate::provider::stream_stop_scopes`]) stops this stream too, and no other.
     pub async fn active_cooldown(&self) -> Result<Option<Cooldown>, SyncError> {
         let now = now_ts();
+        let buckets = crate::provider::stream_stop_scopes(
+            self.account.provider,
+            &self.scope(),
+            &self.stream.name,
+        );
         let Some(pacer) = self.work.pacer() else {
-            let scope = self.scope();
+            let mut scopes = vec![self.scope()];
+            scopes.extend(buckets);
             return blocking(&self.ledger, move |ledger| {
-                ledger.active_cooldown(&scope, now)
+                for scope in &scopes {
+                    if let Some(cooldown) = ledger.active_cooldown(scope, now)? {
+                        return Ok(Some(cooldown));
+                    }
+                }
+                Ok(None)
             })
             .await;
         };
-        let Some(cooldown) = pacer.cooldown(&self.account.id).await else {
+        let mut running = pacer.cooldown(&self.account.id).await;
+        for scope in &buckets {
+            if running.is_some() {
+                break;
+            }
+            running = pacer.handle.cooldown(scope).await;
+        }
+        let Some(cooldown) = running else {
             return Ok(None);
         };
         let (copy, record) =
@@ -336,8 +368,17 @@ impl StreamContext {
     /// `scope` (a copy for `status`), and whether to write it to the ledger: when the
     /// pacer mirrors its cooldowns there, or `scope` is another account's whose quota
     /// this one shares. Every shape that meets the TokenManager's cooldown uses this.
+    ///
+    /// A cooldown of one of this account's buckets (`{provider}:{account}:{operation}`,
+    /// see [`crate::quota::stops_per_bucket`]) keeps its scope: a copy under the
+    /// account's would stop every other stream of the account too.
     pub fn quota_cooldown_copy(&self, scope: &str, reason: &str, until: i64) -> (Cooldown, bool) {
-        let own = self.scope();
+        let account = self.scope();
+        let own = if is_bucket_of(scope, &account) {
+            scope.to_string()
+        } else {
+            account
+        };
         let record = scope != own
             || self
                 .work
@@ -554,20 +595,25 @@ impl StreamContext {
                 };
             }
         }
-        let (reason, length) = match err {
-            ProviderError::QuotaExceeded { retry_after, .. } => (
+        let (reason, length, scope) = match err {
+            ProviderError::QuotaExceeded {
+                retry_after,
+                operation,
+                ..
+            } => (
                 "quota",
                 self.stream
                     .quota_cooldown
                     .max(retry_after.unwrap_or_default()),
+                self.hard_stop_scope(operation),
             ),
-            ProviderError::Auth { .. } => ("auth", AUTH_COOLDOWN),
-            _ => ("quota", self.stream.quota_cooldown),
+            ProviderError::Auth { .. } => ("auth", AUTH_COOLDOWN, self.scope()),
+            _ => ("quota", self.stream.quota_cooldown, self.scope()),
         };
         let length = i64::try_from(length.min(crate::quota::MAX_COOLDOWN).as_secs().max(1))
             .unwrap_or(crate::quota::MAX_COOLDOWN_SECS);
         Cooldown {
-            scope: self.scope(),
+            scope,
             reason: reason.to_string(),
             started_at: now,
             until_at: now.saturating_add(length),
@@ -577,6 +623,15 @@ impl StreamContext {
             )),
         }
     }
+}
+
+/// Whether `scope` is one bucket of the account scope `account`
+/// (`{provider}:{account}:{operation}`).
+pub fn is_bucket_of(scope: &str, account: &str) -> bool {
+    scope
+        .strip_prefix(account)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|operation| !operation.is_empty() && !operation.contains(':'))
 }
 
 /// `cooldown` as it should be stored: an auth cooldown over a running one of the same

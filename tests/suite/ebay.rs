@@ -575,6 +575,8 @@ async fn ebay_oversized_response_fails_the_window_cleanly_with_nothing_applied()
     );
 }
 
+/// eBay's budgets are per API: a 429 on getOrders cools `ebay:shop:getOrders` only, so the
+/// orders stream waits and the account's transactions stream goes on.
 #[tokio::test]
 async fn ebay_429_cools_down_without_counting_a_failure() {
     let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;
@@ -584,7 +586,7 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     let now = pinned_start();
     let fixture = EbayFixture::new(
         &sim,
-        &["orders"],
+        &["orders", "transactions"],
         "start = \"3days\"\nquota_cooldown = \"10m\"",
         now,
     );
@@ -612,12 +614,20 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     );
     let cooldown = fixture
         .ledger
-        .active_cooldown("ebay:shop", real_now)
+        .active_cooldown("ebay:shop:getOrders", real_now)
         .expect("cooldown")
-        .expect("a cooldown is recorded");
+        .expect("a cooldown is recorded for getOrders");
     assert_eq!(cooldown.reason, "quota");
+    assert_eq!(
+        fixture
+            .ledger
+            .active_cooldown("ebay:shop", real_now)
+            .expect("cooldown"),
+        None,
+        "the account as a whole is not stopped"
+    );
 
-    // During the cooldown no call is made.
+    // During the cooldown no getOrders call is made.
     let again = fixture.context("orders").run_once().await.expect("run");
     assert!(matches!(again, RunOutcome::CoolingDown { .. }), "{again:?}");
     let stats = fixture.stats().await;
@@ -627,6 +637,80 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
             stats.throttled("ebay.getOrders")
         ),
         (2, 1)
+    );
+    // Finances' getTransactions has its own budget: that stream runs.
+    let transactions = fixture
+        .context("transactions")
+        .run_once()
+        .await
+        .expect("run");
+    assert!(
+        matches!(transactions, RunOutcome::Finished { failed: 0, .. }),
+        "{transactions:?}"
+    );
+    assert!(fixture.stats().await.calls("ebay.getTransactions") > 0);
+
+    // status and doctor say which stream waits, for which operation, and that the
+    // account's others go on.
+    let output = ebay_cli(&fixture.config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(
+        shop_stream(&status, "orders")["cooldown"]["reason"],
+        "quota"
+    );
+    assert_eq!(
+        shop_stream(&status, "transactions")["cooldown"]["reason"],
+        "none"
+    );
+    let output = ebay_cli(&fixture.config_path)
+        .args(["doctor", "--json"])
+        .output()
+        .expect("doctor --json");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("doctor --json: {err}: {output:?}"));
+    let findings = report["findings"].as_array().expect("findings");
+    let finding = findings
+        .iter()
+        .find(|finding| {
+            finding["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("getOrders quota exceeded"))
+        })
+        .unwrap_or_else(|| panic!("a getOrders quota finding in {report}"));
+    assert_eq!(finding["severity"], "wait", "{finding}");
+    assert_eq!(finding["scope"], "shop/orders", "{finding}");
+    let message = finding["message"].as_str().unwrap_or_default();
+    assert!(message.contains("other streams go on"), "{finding}");
+    assert!(
+        !findings
+            .iter()
+            .any(|finding| finding["scope"] == "shop/transactions"
+                && finding["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("quota"))),
+        "{report}"
+    );
+
+    // Clearing the account ends its buckets' cooldowns too.
+    let output = ebay_cli(&fixture.config_path)
+        .args(["cooldowns", "clear", "ebay:shop"])
+        .output()
+        .expect("cooldowns clear");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("ebay:shop:getOrders"),
+        "{output:?}"
+    );
+    assert_eq!(
+        fixture
+            .ledger
+            .active_cooldown("ebay:shop:getOrders", marketsync::domain::now_ts())
+            .expect("cooldown"),
+        None
     );
 }
 

@@ -307,7 +307,7 @@ async fn hostile_listings_are_bounded_and_rejected_one_by_one() {
 }
 
 #[tokio::test]
-async fn a_spent_daily_browse_quota_defers_the_job_and_cools_the_account_down() {
+async fn a_spent_daily_browse_quota_defers_the_job_and_cools_the_search_down() {
     let sim = TestSim::start(SimConfig::default()).await;
     set_listings(&sim, json!({"daily_calls": 0})).await;
     let fixture = fixture("", &[("ebay", big())]).await;
@@ -325,10 +325,18 @@ async fn a_spent_daily_browse_quota_defers_the_job_and_cools_the_account_down() 
     assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
     let cooldown = fixture
         .ledger
-        .active_cooldown("ebay:acct", now_ts())
+        .active_cooldown("ebay:acct:itemSummarySearch", now_ts())
         .expect("cooldown")
-        .expect("a cooldown is persisted");
+        .expect("a cooldown of the Browse search is persisted");
     assert_eq!(cooldown.reason, "quota");
+    // Browse's budget is its own: the account's other eBay APIs are not stopped.
+    assert_eq!(
+        fixture
+            .ledger
+            .active_cooldown("ebay:acct", now_ts())
+            .expect("cooldown"),
+        None
+    );
 }
 
 #[tokio::test]

@@ -254,6 +254,48 @@ async fn a_cap_starts_the_longer_of_configured_cooldown_and_retry_after() {
 }
 
 #[tokio::test]
+async fn an_ebay_cap_cools_only_the_bucket_that_was_refused() {
+    // eBay's budgets are per API: a spent Post-Order quota stops searchReturns, and
+    // getOrders of the same account goes on. (Amazon's stops the account, above.)
+    let (clock, config) = manual();
+    let (handle, join) = start(config).await;
+    let returns = BucketKey::new("ebay", "searchReturns", "shop");
+    let wall = clock.wall_now().timestamp();
+    handle.observe(
+        returns.clone(),
+        Observation::Capped {
+            retry_after: Some(secs(5 * 3600)),
+        },
+    );
+    let cooldown = handle
+        .cooldown("ebay:shop:searchReturns")
+        .await
+        .expect("the bucket cools down");
+    assert_eq!(
+        (cooldown.reason.as_str(), cooldown.until_at - wall),
+        ("quota", 5 * 3600)
+    );
+    assert_eq!(handle.cooldown("ebay:shop").await, None, "not the account");
+    let refused = handle
+        .acquire(vec![returns], 1.0, Priority::Manual, clock.now() + secs(1))
+        .await;
+    assert!(
+        matches!(&refused, Err(QuotaError::CoolingDown { scope, .. }) if scope == "ebay:shop:searchReturns"),
+        "{refused:?}"
+    );
+    handle
+        .acquire(
+            vec![BucketKey::new("ebay", "getOrders", "shop")],
+            1.0,
+            Priority::Manual,
+            clock.now() + secs(1),
+        )
+        .await
+        .expect("getOrders of the same account is granted");
+    stop(handle, join).await;
+}
+
+#[tokio::test]
 async fn a_cooldown_answers_queued_requests_in_its_scope() {
     let (clock, config) = manual();
     let config = config.with_spec("test", "op", BucketSpec::new(0.01, 1.0));

@@ -1136,7 +1136,8 @@ pub struct ClearCooldownDone {
 }
 
 /// `POST /api/accounts/{id}/clear-cooldown`: ends the account's provider cooldown
-/// (quota or auth) so the next run calls the provider again.
+/// (quota or auth), and those of its single buckets (an eBay API's spent quota), so the
+/// next run calls the provider again.
 #[utoipa::path(
     post,
     path = "/api/accounts/{id}/clear-cooldown",
@@ -1155,13 +1156,25 @@ pub async fn clear_cooldown(
 ) -> Result<Json<ClearCooldownDone>, ApiError> {
     let account = state.account(&id)?.clone();
     let scope = account_scope(account.provider.as_str(), &account.id);
-    let previous = {
-        let scope = scope.clone();
-        blocking(&state, move |state| {
-            Ok(state.hours.active_cooldown(&scope, now_ts())?)
-        })
-        .await?
-    };
+    // The account's own cooldown, else one of its buckets' (eBay's per-API stops),
+    // which the clear ends too.
+    let mut scopes = vec![scope.clone()];
+    for stream in &account.streams {
+        scopes.extend(crate::provider::stream_stop_scopes(
+            account.provider,
+            &scope,
+            &stream.name,
+        ));
+    }
+    let previous = blocking(&state, move |state| {
+        for scope in &scopes {
+            if let Some(cooldown) = state.hours.active_cooldown(scope, now_ts())? {
+                return Ok(Some(cooldown));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
     // The same clear as `marketsync cooldowns clear`: SQLite and, when configured, Redis
     // (the TokenManager's shared store), including the seller's related scopes.
     let cleared_scopes = crate::diagnose::cooldowns::clear(&state.config, &scope)

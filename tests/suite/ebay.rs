@@ -695,16 +695,34 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
         "{report}"
     );
 
-    // Clearing the account ends its buckets' cooldowns too.
-    let output = ebay_cli(&fixture.config_path)
-        .args(["cooldowns", "clear", "ebay:shop"])
-        .output()
-        .expect("cooldowns clear");
-    assert!(output.status.success(), "{output:?}");
+    // The HTTP API's verdicts say the same.
+    let server = super::http::Server::start(
+        &fixture.config,
+        Arc::clone(&fixture.ledger),
+        Some("admin-token"),
+    )
+    .await;
+    let (verdict, why) = api_verdict(&server, "orders").await;
+    assert_eq!(verdict, "cooldown", "{why}");
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("ebay:shop:getOrders"),
-        "{output:?}"
+        why.contains("getOrders quota exceeded") && why.contains("other streams go on"),
+        "{why}"
     );
+    let (verdict, why) = api_verdict(&server, "transactions").await;
+    assert_ne!(verdict, "cooldown", "{why}");
+
+    // Clearing the account (the HTTP API's clear-cooldown, or `marketsync cooldowns
+    // clear ebay:shop`: one function) ends its buckets' cooldowns too.
+    let (code, answer) = server
+        .post(
+            "/api/accounts/shop/clear-cooldown",
+            Some("admin-token"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["cleared"], true, "{answer}");
+    assert_eq!(answer["previous"]["reason"], "quota", "{answer}");
     assert_eq!(
         fixture
             .ledger

@@ -112,6 +112,11 @@ pub struct CooldownStatus {
     /// the text doctor shows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The scope cooling down, when it is one operation's bucket
+    /// (`{provider}:{account}:{operation}`, an eBay API's spent quota): only the streams
+    /// calling that operation wait. Absent for an account-wide cooldown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
 }
 
 /// Reads the status of every configured account and stream; `locks` is the lease
@@ -219,11 +224,17 @@ pub fn collect(
                         reason: cooldown.reason.clone(),
                         until_utc: Some(format_ts(cooldown.until_at)),
                         detail: cooldown.detail.clone(),
+                        bucket: crate::provider::is_bucket_of(
+                            &cooldown.scope,
+                            &account_scope(account.provider.as_str(), &account.id),
+                        )
+                        .then(|| cooldown.scope.clone()),
                     },
                     None => CooldownStatus {
                         reason: "none".to_string(),
                         until_utc: None,
                         detail: None,
+                        bucket: None,
                     },
                 },
             });
@@ -369,7 +380,16 @@ pub fn render_table(report: &StatusReport) -> String {
             let (Some(detail), Some(until)) = (&cooldown.detail, &cooldown.until_utc) else {
                 continue;
             };
-            if !shown.contains(&detail.as_str()) {
+            if let Some(bucket) = &cooldown.bucket {
+                // One operation's bucket: this stream's line, naming the operation.
+                let operation = bucket
+                    .rsplit_once(':')
+                    .map_or(bucket.as_str(), |(_, op)| op);
+                errors.push(format!(
+                    "{}/{}: {} cooldown of {operation} until {until} (the account's other streams go on): {detail}",
+                    account.id, stream.name, cooldown.reason
+                ));
+            } else if !shown.contains(&detail.as_str()) {
                 shown.push(detail);
                 errors.push(format!(
                     "{}: {} cooldown until {until}: {detail}",
@@ -468,6 +488,7 @@ provider = "stockx"
                         reason: "none".to_string(),
                         until_utc: None,
                         detail: None,
+                        bucket: None,
                     },
                     lock: None,
                 }],

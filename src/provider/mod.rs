@@ -32,6 +32,15 @@ use tracing::warn;
 
 use crate::domain::now_ts;
 
+/// Whether `scope` is one bucket of the account scope `account`
+/// (`{provider}:{account}:{operation}`).
+pub fn is_bucket_of(scope: &str, account: &str) -> bool {
+    scope
+        .strip_prefix(account)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|operation| !operation.is_empty() && !operation.contains(':'))
+}
+
 /// The cooldown scopes of single buckets that stop `stream` of the account whose
 /// cooldown scope is `account_scope` (`{provider}:{account}`): one
 /// `{account_scope}:{operation}` per operation the stream calls, for a provider whose
@@ -503,6 +512,30 @@ pub(crate) fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ebay_stream_is_stopped_by_the_buckets_of_its_operations_only() {
+        use crate::domain::Provider;
+        assert_eq!(
+            stream_stop_scopes(Provider::Ebay, "ebay:shop", "offers"),
+            ["ebay:shop:getInventoryItems", "ebay:shop:getOffers"]
+        );
+        assert_eq!(
+            stream_stop_scopes(Provider::Ebay, "ebay:shop", "returns"),
+            ["ebay:shop:searchReturns"]
+        );
+        // Amazon's hard stop is the account's: no bucket scopes.
+        assert!(stream_stop_scopes(Provider::Amazon, "amazon:acme", "vendor_rt_sales").is_empty());
+        assert!(is_bucket_of("ebay:shop:getOrders", "ebay:shop"));
+        for not_a_bucket in [
+            "ebay:shop",
+            "ebay:shop:",
+            "ebay:shopx:getOrders",
+            "ebay:shop:a:b",
+        ] {
+            assert!(!is_bucket_of(not_a_bucket, "ebay:shop"), "{not_a_bucket}");
+        }
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -374,7 +374,7 @@ impl StreamContext {
     /// account's would stop every other stream of the account too.
     pub fn quota_cooldown_copy(&self, scope: &str, reason: &str, until: i64) -> (Cooldown, bool) {
         let account = self.scope();
-        let own = if is_bucket_of(scope, &account) {
+        let own = if crate::provider::is_bucket_of(scope, &account) {
             scope.to_string()
         } else {
             account
@@ -623,15 +623,6 @@ impl StreamContext {
             )),
         }
     }
-}
-
-/// Whether `scope` is one bucket of the account scope `account`
-/// (`{provider}:{account}:{operation}`).
-pub fn is_bucket_of(scope: &str, account: &str) -> bool {
-    scope
-        .strip_prefix(account)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .is_some_and(|operation| !operation.is_empty() && !operation.contains(':'))
 }
 
 /// `cooldown` as it should be stored: an auth cooldown over a running one of the same

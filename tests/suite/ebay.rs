@@ -663,8 +663,29 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
         "quota"
     );
     assert_eq!(
+        shop_stream(&status, "orders")["cooldown"]["bucket"],
+        "ebay:shop:getOrders"
+    );
+    assert_eq!(
         shop_stream(&status, "transactions")["cooldown"]["reason"],
         "none"
+    );
+    let output = ebay_cli(&fixture.config_path)
+        .arg("status")
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.lines().any(|line| line
+            .starts_with("shop/orders: quota cooldown of getOrders until ")
+            && line.contains("the account's other streams go on")),
+        "{table}"
+    );
+    assert!(
+        !table
+            .lines()
+            .any(|line| line.starts_with("shop: quota cooldown")),
+        "{table}"
     );
     let output = ebay_cli(&fixture.config_path)
         .args(["doctor", "--json"])

@@ -652,12 +652,7 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
 
     // status and doctor say which stream waits, for which operation, and that the
     // account's others go on.
-    let output = ebay_cli(&fixture.config_path)
-        .args(["status", "--json"])
-        .output()
-        .expect("status --json");
-    assert!(output.status.success(), "{output:?}");
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let status = status_json(&fixture.config_path);
     assert_eq!(
         shop_stream(&status, "orders")["cooldown"]["reason"],
         "quota"
@@ -687,21 +682,8 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
             .any(|line| line.starts_with("shop: quota cooldown")),
         "{table}"
     );
-    let output = ebay_cli(&fixture.config_path)
-        .args(["doctor", "--json"])
-        .output()
-        .expect("doctor --json");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|err| panic!("doctor --json: {err}: {output:?}"));
+    let (report, finding, _) = doctor_finding(&fixture.config_path, "getOrders quota exceeded");
     let findings = report["findings"].as_array().expect("findings");
-    let finding = findings
-        .iter()
-        .find(|finding| {
-            finding["message"]
-                .as_str()
-                .is_some_and(|message| message.contains("getOrders quota exceeded"))
-        })
-        .unwrap_or_else(|| panic!("a getOrders quota finding in {report}"));
     assert_eq!(finding["severity"], "wait", "{finding}");
     assert_eq!(finding["scope"], "shop/orders", "{finding}");
     let message = finding["message"].as_str().unwrap_or_default();
@@ -1188,24 +1170,10 @@ async fn ebay_verdicts_move_from_stalled_to_syncing_to_caught_up_and_failing() {
 
     // `marketsync doctor` says the same; a failing window is retried by itself, so it is
     // a `wait` finding and the exit status stays 0 (1 only when a person must act).
-    let output = ebay_cli(&fixture.config_path)
-        .args(["doctor", "--json"])
-        .output()
-        .expect("doctor --json");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|err| panic!("doctor --json: {err}: {output:?}"));
-    let findings = report["findings"].as_array().expect("findings");
-    let finding = findings
-        .iter()
-        .find(|finding| {
-            finding["message"]
-                .as_str()
-                .is_some_and(|message| message.contains(&error))
-        })
-        .unwrap_or_else(|| panic!("a finding with {error:?} in {report}"));
+    let (report, finding, code) = doctor_finding(&fixture.config_path, &error);
     assert_eq!(finding["severity"], "wait", "{finding}");
     assert_eq!(report["needs_attention"], 0, "{report}");
-    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(code, Some(0), "{report}");
     let output = ebay_cli(&fixture.config_path)
         .arg("doctor")
         .output()
@@ -1488,12 +1456,7 @@ async fn ebay_auth_cooldown_in_status_names_every_missing_scope() {
         "{outcome:?}"
     );
 
-    let output = ebay_cli(&fixture.config_path)
-        .args(["status", "--json"])
-        .output()
-        .expect("status --json");
-    assert!(output.status.success(), "{output:?}");
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let status = status_json(&fixture.config_path);
     for name in ["offers", "transactions"] {
         let cooldown = &shop_stream(&status, name)["cooldown"];
         assert_eq!(cooldown["reason"], "auth", "{cooldown}");
@@ -1520,6 +1483,42 @@ async fn ebay_auth_cooldown_in_status_names_every_missing_scope() {
         lines[0].contains(INVENTORY_SCOPES) && lines[0].contains(FINANCES_SCOPE),
         "{table}"
     );
+}
+
+/// `marketsync status --json` on `config` (it must succeed).
+fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let output = ebay_cli(config)
+        .args(["status", "--json"])
+        .output()
+        .expect("status --json");
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+/// `marketsync doctor --json` on `config`: the report, its first finding whose message
+/// holds `needle` (the test fails without one) and the exit code.
+fn doctor_finding(
+    config: &std::path::Path,
+    needle: &str,
+) -> (serde_json::Value, serde_json::Value, Option<i32>) {
+    let output = ebay_cli(config)
+        .args(["doctor", "--json"])
+        .output()
+        .expect("doctor --json");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("doctor --json: {err}: {output:?}"));
+    let finding = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|finding| {
+            finding["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(needle))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("a finding with {needle:?} in {report}"));
+    (report, finding, output.status.code())
 }
 
 /// `GET {base}{path}` with `query` and a user token for `SELLER` (every scope): the

@@ -266,6 +266,9 @@ refresh_token_env = "TEST_EBAY_REFRESH_TOKEN"
 [accounts.streams.orders]
 start = "2days"
 quota_cooldown = "40m"
+
+[accounts.streams.transactions]
+start = "2days"
 "#,
         data = dir.path().display(),
     );
@@ -290,11 +293,43 @@ quota_cooldown = "40m"
         "the 429 stops the stream; logs:\n{}",
         daemon.logs()
     );
-    // Every quota cooldown (the ledger's and the TokenManager's) is the stream's 40m.
+    // Every quota cooldown (the ledger's and the TokenManager's) is the stream's 40m,
+    // and it is getOrders' bucket: eBay's budgets are per API.
     for row in quota_rows() {
         let remaining = row["remaining_secs"].as_i64().unwrap_or(0);
         assert!((39 * 60..=40 * 60).contains(&remaining), "{row}");
+        assert_eq!(row["scope"], "ebay:shop:getOrders", "{row}");
     }
+    // The account's transactions stream (the Finances API) runs on through it.
+    let stream = |name: &str| -> serde_json::Value {
+        let output = marketsync()
+            .arg("--config")
+            .arg(&config)
+            .args(["status", "--json"])
+            .output()
+            .expect("run status");
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        status["accounts"][0]["streams"]
+            .as_array()
+            .and_then(|streams| streams.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let transactions = stream("transactions");
+            transactions["cursor"]["last_run_at"].is_string()
+                && transactions["cursor"]["failures"] == 0
+                && transactions["cooldown"]["reason"] == "none"
+        })
+        .await,
+        "transactions is not stopped by getOrders' quota: {}; logs:\n{}",
+        stream("transactions"),
+        daemon.logs()
+    );
+    assert_eq!(
+        stream("orders")["cooldown"]["bucket"],
+        "ebay:shop:getOrders"
+    );
 }
 
 /// createReport at one token per 10 s with Amazon's burst of 15, told to the daemon;

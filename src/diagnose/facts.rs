@@ -59,8 +59,8 @@ pub struct StreamFacts {
     pub failed: Option<FailedFacts>,
     /// A lock condition recorded by a runner (`lock_busy`, `lock_unavailable`).
     pub lock_cooldown: Option<Cooldown>,
-    /// The running cooldown of one operation this stream calls, when its provider's hard
-    /// stop cools a single bucket (eBay's per-API budgets, see
+    /// The running cooldown of one API this stream calls, when its provider's hard stop
+    /// cools a single API (eBay's per-API budgets, see
     /// [`crate::provider::stream_stop_scopes`]): this stream waits, the account's others
     /// go on.
     pub bucket_cooldown: Option<Cooldown>,
@@ -205,7 +205,7 @@ pub fn gather(
     Ok(accounts)
 }
 
-/// The first running cooldown of a bucket that stops `stream` of `account` (see
+/// The first running cooldown of an API that stops `stream` of `account` (see
 /// [`StreamFacts::bucket_cooldown`]).
 pub(crate) fn bucket_cooldown(
     hours: &dyn LedgerStore,

@@ -405,7 +405,7 @@ pub(crate) fn stream_findings(
     let scope = stream.scope();
     let id = &account.id;
     let name = &stream.stream.name;
-    // 0. One operation's budget spent (eBay): this stream waits for its reset.
+    // 0. One API's budget spent (eBay): this stream waits for its reset.
     if let Some(cooldown) = &stream.bucket_cooldown {
         out.push(
             Finding::new(

@@ -112,11 +112,11 @@ pub struct CooldownStatus {
     /// the text doctor shows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// The scope cooling down, when it is one operation's bucket
-    /// (`{provider}:{account}:{operation}`, an eBay API's spent quota): only the streams
-    /// calling that operation wait. Absent for an account-wide cooldown.
+    /// The scope cooling down when it is narrower than the account: one API
+    /// (`{provider}:{account}:{api}`, an eBay API's spent quota), so only the streams
+    /// calling that API wait. Absent for an account-wide cooldown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
+    pub scope: Option<String>,
 }
 
 /// Reads the status of every configured account and stream; `locks` is the lease
@@ -145,7 +145,7 @@ pub fn collect(
         let mut streams = Vec::with_capacity(account.streams.len());
         for stream in &account.streams {
             let snapshot = hours.snapshot(&account.id, &stream.name, now)?;
-            // The account's cooldown, else one of a bucket the stream calls, else a
+            // The account's cooldown, else one of an API the stream calls, else a
             // lock condition: what stops this stream first.
             let lock_cooldown = match &cooldown {
                 Some(_) => None,
@@ -224,7 +224,7 @@ pub fn collect(
                         reason: cooldown.reason.clone(),
                         until_utc: Some(format_ts(cooldown.until_at)),
                         detail: cooldown.detail.clone(),
-                        bucket: crate::provider::is_bucket_of(
+                        scope: crate::provider::is_bucket_of(
                             &cooldown.scope,
                             &account_scope(account.provider.as_str(), &account.id),
                         )
@@ -234,7 +234,7 @@ pub fn collect(
                         reason: "none".to_string(),
                         until_utc: None,
                         detail: None,
-                        bucket: None,
+                        scope: None,
                     },
                 },
             });
@@ -380,13 +380,13 @@ pub fn render_table(report: &StatusReport) -> String {
             let (Some(detail), Some(until)) = (&cooldown.detail, &cooldown.until_utc) else {
                 continue;
             };
-            if let Some(bucket) = &cooldown.bucket {
-                // One operation's bucket: this stream's line, naming the operation.
-                let operation = bucket
+            if let Some(scope) = &cooldown.scope {
+                // One API: this stream's line, naming it.
+                let api = scope
                     .rsplit_once(':')
-                    .map_or(bucket.as_str(), |(_, op)| op);
+                    .map_or(scope.as_str(), |(_, api)| api);
                 errors.push(format!(
-                    "{}/{}: {} cooldown of {operation} until {until} (the account's other streams go on): {detail}",
+                    "{}/{}: {} cooldown of the {api} API until {until} (the account's other streams go on): {detail}",
                     account.id, stream.name, cooldown.reason
                 ));
             } else if !shown.contains(&detail.as_str()) {
@@ -488,7 +488,7 @@ provider = "stockx"
                         reason: "none".to_string(),
                         until_utc: None,
                         detail: None,
-                        bucket: None,
+                        scope: None,
                     },
                     lock: None,
                 }],

@@ -406,20 +406,20 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
     }
 }
 
-/// "getOrders quota exceeded (429); this stream makes no getOrders calls until T: detail"
-/// for a bucket's cooldown (scope `{provider}:{account}:{operation}`).
+/// "the fulfillment API's quota is spent (429): this stream makes no fulfillment calls
+/// until T: detail" for the cooldown of one API (scope `{provider}:{account}:{api}`).
 pub(crate) fn bucket_cooldown_line(cooldown: &crate::store::Cooldown) -> String {
-    let operation = cooldown
+    let api = cooldown
         .scope
         .rsplit_once(':')
-        .map_or(cooldown.scope.as_str(), |(_, operation)| operation);
+        .map_or(cooldown.scope.as_str(), |(_, api)| api);
     let detail = cooldown
         .detail
         .as_ref()
         .map(|detail| format!(": {detail}"))
         .unwrap_or_default();
     format!(
-        "{operation} quota exceeded (429); this stream makes no {operation} calls until {}{detail}",
+        "the {api} API's quota is spent (429): this stream makes no {api} calls until {}{detail}",
         format_ts(cooldown.until_at)
     )
 }

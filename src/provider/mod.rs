@@ -32,8 +32,8 @@ use tracing::warn;
 
 use crate::domain::now_ts;
 
-/// Whether `scope` is one bucket of the account scope `account`
-/// (`{provider}:{account}:{operation}`).
+/// Whether `scope` is one API or bucket of the account scope `account`
+/// (`{provider}:{account}:{api}`).
 pub fn is_bucket_of(scope: &str, account: &str) -> bool {
     scope
         .strip_prefix(account)
@@ -41,10 +41,10 @@ pub fn is_bucket_of(scope: &str, account: &str) -> bool {
         .is_some_and(|operation| !operation.is_empty() && !operation.contains(':'))
 }
 
-/// The cooldown scopes of single buckets that stop `stream` of the account whose
-/// cooldown scope is `account_scope` (`{provider}:{account}`): one
-/// `{account_scope}:{operation}` per operation the stream calls, for a provider whose
-/// hard stop cools one bucket ([`crate::quota::stops_per_bucket`]); none otherwise (an
+/// The cooldown scopes narrower than the account that stop `stream` of the account whose
+/// cooldown scope is `account_scope` (`{provider}:{account}`), for a provider whose hard
+/// stop cools one API ([`crate::quota::stops_per_bucket`]): one `{account_scope}:{api}`
+/// per API the stream calls ([`crate::quota::stop_group`]). None otherwise (an
 /// account-wide cooldown stops every stream).
 pub fn stream_stop_scopes(
     provider: crate::domain::Provider,
@@ -58,10 +58,17 @@ pub fn stream_stop_scopes(
         crate::domain::Provider::Ebay => ebay::stream_operations(stream),
         _ => &[],
     };
-    operations
-        .iter()
-        .map(|operation| format!("{account_scope}:{operation}"))
-        .collect()
+    let mut scopes: Vec<String> = Vec::new();
+    for operation in operations {
+        let scope = format!(
+            "{account_scope}:{}",
+            crate::quota::stop_group(provider.as_str(), operation)
+        );
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes
 }
 
 /// The longest provider text (chars) an error message keeps.
@@ -514,19 +521,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ebay_stream_is_stopped_by_the_buckets_of_its_operations_only() {
+    fn an_ebay_stream_is_stopped_by_the_apis_it_calls_only() {
         use crate::domain::Provider;
         assert_eq!(
             stream_stop_scopes(Provider::Ebay, "ebay:shop", "offers"),
-            ["ebay:shop:getInventoryItems", "ebay:shop:getOffers"]
+            ["ebay:shop:inventory"]
         );
         assert_eq!(
             stream_stop_scopes(Provider::Ebay, "ebay:shop", "returns"),
-            ["ebay:shop:searchReturns"]
+            ["ebay:shop:post_order"]
         );
+        assert_eq!(
+            stream_stop_scopes(Provider::Ebay, "ebay:shop", "cases"),
+            ["ebay:shop:post_order"]
+        );
+        // Every operation an eBay stream calls has its API.
+        for entry in ebay::STREAM_SCOPES {
+            for operation in entry.operations {
+                assert_ne!(
+                    crate::quota::stop_group("ebay", operation),
+                    *operation,
+                    "{operation} of {} has no API in quota::EBAY_APIS",
+                    entry.stream
+                );
+            }
+        }
         // Amazon's hard stop is the account's: no bucket scopes.
         assert!(stream_stop_scopes(Provider::Amazon, "amazon:acme", "vendor_rt_sales").is_empty());
-        assert!(is_bucket_of("ebay:shop:getOrders", "ebay:shop"));
+        assert!(is_bucket_of("ebay:shop:fulfillment", "ebay:shop"));
         for not_a_bucket in [
             "ebay:shop",
             "ebay:shop:",

@@ -151,38 +151,91 @@ impl BucketKey {
         format!("{}:{}:{}", self.provider, self.scope, self.operation)
     }
 
-    /// Where a hard stop on this key reaches (see [`stops_per_bucket`]): the bucket for
-    /// a provider whose budgets are per API, the account otherwise.
+    /// Where a hard stop on this key reaches (see [`stops_per_bucket`]): the API the
+    /// operation belongs to (`{provider}:{scope}:{api}`, [`stop_group`]) for a provider
+    /// whose budgets are per API, the account otherwise.
     pub fn hard_stop_scope(&self) -> String {
         if stops_per_bucket(&self.provider) {
-            self.bucket_scope()
+            self.group_scope()
         } else {
             self.account_scope()
         }
     }
 
-    /// Every cooldown scope that stops this key: the provider, the account, the bucket.
-    pub fn cooldown_scopes(&self) -> [String; 3] {
-        [
+    /// `{provider}:{scope}:{api}`: every operation of one API ([`stop_group`]; the
+    /// operation itself when it has no known API).
+    pub fn group_scope(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.provider,
+            self.scope,
+            stop_group(&self.provider, &self.operation)
+        )
+    }
+
+    /// Every cooldown scope that stops this key: the provider, the account, the bucket,
+    /// and the bucket's API when the provider has one ([`stop_group`]).
+    pub fn cooldown_scopes(&self) -> Vec<String> {
+        let mut scopes = vec![
             self.provider.clone(),
             self.account_scope(),
             self.bucket_scope(),
-        ]
+        ];
+        let group = self.group_scope();
+        if !scopes.contains(&group) {
+            scopes.push(group);
+        }
+        scopes
     }
 }
 
 /// Whether a hard stop (a spent budget, or 429s repeated despite the correction) of
-/// `provider` cools only the bucket that was refused instead of the whole account.
+/// `provider` cools only the refused operation's API ([`stop_group`]) instead of the
+/// whole account.
 ///
 /// eBay counts its call limits per API, some per resource ("API Call Limits",
 /// developer.ebay.com/develop/api/sell/api_call_limits: "the limits on the total calls
 /// and the rate at which the calls can be made depend on the API"; Finances 15,000 a
-/// day, Analytics per resource), so a spent Post-Order quota says nothing about getOrders: the returns stream waits for its quota's reset
-/// while orders, finances and inventory go on. Amazon keeps seed 001's stop of every
-/// SP-API call of the account; Keepa's token balance and StockX's hourly budget are one
-/// budget per key, so every operation is refused alike.
+/// day, Analytics per resource), so a spent Post-Order quota says nothing about getOrders:
+/// the returns, cases and inquiries streams wait for its reset while orders, finances
+/// and inventory go on. Amazon keeps seed 001's stop of every SP-API call of the account;
+/// Keepa's token balance and StockX's hourly budget are one budget per key, so every
+/// operation is refused alike.
 pub fn stops_per_bucket(provider: &str) -> bool {
     provider == "ebay"
+}
+
+/// eBay's API of each operation the daemon calls, as eBay counts its call limits (and as
+/// the simulator counts them: `[simulator.ebay]` `fulfillment_daily_calls`,
+/// `finances_daily_calls`, `post_order_daily_calls`). `provider::ebay` names the
+/// operations; its tests check that every operation a stream calls is listed here.
+const EBAY_APIS: &[(&str, &str)] = &[
+    ("getOrders", "fulfillment"),
+    ("getTransactions", "finances"),
+    ("getPayouts", "finances"),
+    ("searchReturns", "post_order"),
+    ("searchCases", "post_order"),
+    ("searchInquiries", "post_order"),
+    ("getInventoryItems", "inventory"),
+    ("getOffers", "inventory"),
+    ("createInventoryTask", "feed"),
+    ("getInventoryTask", "feed"),
+    ("getResultFile", "feed"),
+    ("getConversations", "message"),
+    ("tradingGetOrders", "trading"),
+    ("itemSummarySearch", "browse"),
+];
+
+/// The group of `operation` a hard stop of `provider` cools together: eBay's API (one
+/// spent daily quota refuses every operation of that API alike, so the first 429 stops
+/// them all), the operation itself otherwise.
+pub fn stop_group<'a>(provider: &str, operation: &'a str) -> &'a str {
+    if provider == "ebay" {
+        if let Some((_, api)) = EBAY_APIS.iter().find(|(known, _)| *known == operation) {
+            return api;
+        }
+    }
+    operation
 }
 
 impl fmt::Display for BucketKey {

@@ -267,12 +267,17 @@ impl StreamContext {
         account_scope(self.account.provider.as_str(), &self.account.id)
     }
 
-    /// The scope a spent budget of `operation` stops: the operation's own bucket
-    /// (`{provider}:{account}:{operation}`) for a provider whose budgets are per API
-    /// ([`crate::quota::stops_per_bucket`]: eBay), else the account's.
+    /// The scope a spent budget of `operation` stops: the operation's API
+    /// (`{provider}:{account}:{api}`, [`crate::quota::stop_group`]) for a provider whose
+    /// budgets are per API ([`crate::quota::stops_per_bucket`]: eBay), else the account's.
     pub fn hard_stop_scope(&self, operation: &str) -> String {
-        if crate::quota::stops_per_bucket(self.account.provider.as_str()) {
-            format!("{}:{operation}", self.scope())
+        let provider = self.account.provider.as_str();
+        if crate::quota::stops_per_bucket(provider) {
+            format!(
+                "{}:{}",
+                self.scope(),
+                crate::quota::stop_group(provider, operation)
+            )
         } else {
             self.scope()
         }
@@ -318,8 +323,9 @@ impl StreamContext {
     /// elsewhere (Redis, or the seller's scope) is copied under the account's scope in
     /// the ledger, so `status` shows it.
     ///
-    /// A cooldown of one bucket this stream calls (`{provider}:{account}:{operation}`,
-    /// see [`crate::provider::stream_stop_scopes`]) stops this stream too, and no other.
+    /// A cooldown of one API this stream calls (`{provider}:{account}:{api}`, see
+    /// [`crate::provider::stream_stop_scopes`]) stops this stream too, and no other
+    /// stream outside that API.
     pub async fn active_cooldown(&self) -> Result<Option<Cooldown>, SyncError> {
         let now = now_ts();
         let buckets = crate::provider::stream_stop_scopes(
@@ -369,9 +375,9 @@ impl StreamContext {
     /// pacer mirrors its cooldowns there, or `scope` is another account's whose quota
     /// this one shares. Every shape that meets the TokenManager's cooldown uses this.
     ///
-    /// A cooldown of one of this account's buckets (`{provider}:{account}:{operation}`,
-    /// see [`crate::quota::stops_per_bucket`]) keeps its scope: a copy under the
-    /// account's would stop every other stream of the account too.
+    /// A cooldown of one of this account's APIs (`{provider}:{account}:{api}`, see
+    /// [`crate::quota::stops_per_bucket`]) keeps its scope: a copy under the account's
+    /// would stop every other stream of the account too.
     pub fn quota_cooldown_copy(&self, scope: &str, reason: &str, until: i64) -> (Cooldown, bool) {
         let account = self.scope();
         let own = if crate::provider::is_bucket_of(scope, &account) {

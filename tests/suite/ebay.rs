@@ -575,7 +575,7 @@ async fn ebay_oversized_response_fails_the_window_cleanly_with_nothing_applied()
     );
 }
 
-/// eBay's budgets are per API: a 429 on getOrders cools `ebay:shop:getOrders` only, so the
+/// eBay's budgets are per API: a 429 on getOrders cools `ebay:shop:fulfillment` only, so the
 /// orders stream waits and the account's transactions stream goes on.
 #[tokio::test]
 async fn ebay_429_cools_down_without_counting_a_failure() {
@@ -614,9 +614,9 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     );
     let cooldown = fixture
         .ledger
-        .active_cooldown("ebay:shop:getOrders", real_now)
+        .active_cooldown("ebay:shop:fulfillment", real_now)
         .expect("cooldown")
-        .expect("a cooldown is recorded for getOrders");
+        .expect("a cooldown is recorded for the fulfillment API");
     assert_eq!(cooldown.reason, "quota");
     assert_eq!(
         fixture
@@ -658,8 +658,8 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
         "quota"
     );
     assert_eq!(
-        shop_stream(&status, "orders")["cooldown"]["bucket"],
-        "ebay:shop:getOrders"
+        shop_stream(&status, "orders")["cooldown"]["scope"],
+        "ebay:shop:fulfillment"
     );
     assert_eq!(
         shop_stream(&status, "transactions")["cooldown"]["reason"],
@@ -672,7 +672,7 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         table.lines().any(|line| line
-            .starts_with("shop/orders: quota cooldown of getOrders until ")
+            .starts_with("shop/orders: quota cooldown of the fulfillment API until ")
             && line.contains("the account's other streams go on")),
         "{table}"
     );
@@ -682,7 +682,8 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
             .any(|line| line.starts_with("shop: quota cooldown")),
         "{table}"
     );
-    let (report, finding, _) = doctor_finding(&fixture.config_path, "getOrders quota exceeded");
+    let (report, finding, _) =
+        doctor_finding(&fixture.config_path, "fulfillment API's quota is spent");
     let findings = report["findings"].as_array().expect("findings");
     assert_eq!(finding["severity"], "wait", "{finding}");
     assert_eq!(finding["scope"], "shop/orders", "{finding}");
@@ -708,7 +709,7 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     let (verdict, why) = api_verdict(&server, "orders").await;
     assert_eq!(verdict, "cooldown", "{why}");
     assert!(
-        why.contains("getOrders quota exceeded") && why.contains("other streams go on"),
+        why.contains("fulfillment API's quota is spent") && why.contains("other streams go on"),
         "{why}"
     );
     let (verdict, why) = api_verdict(&server, "transactions").await;
@@ -729,7 +730,7 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     assert_eq!(
         fixture
             .ledger
-            .active_cooldown("ebay:shop:getOrders", marketsync::domain::now_ts())
+            .active_cooldown("ebay:shop:fulfillment", marketsync::domain::now_ts())
             .expect("cooldown"),
         None
     );

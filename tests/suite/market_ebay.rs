@@ -325,7 +325,7 @@ async fn a_spent_daily_browse_quota_defers_the_job_and_cools_the_search_down() {
     assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
     let cooldown = fixture
         .ledger
-        .active_cooldown("ebay:acct:itemSummarySearch", now_ts())
+        .active_cooldown("ebay:acct:browse", now_ts())
         .expect("cooldown")
         .expect("a cooldown of the Browse search is persisted");
     assert_eq!(cooldown.reason, "quota");

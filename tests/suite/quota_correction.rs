@@ -294,11 +294,11 @@ start = "2days"
         daemon.logs()
     );
     // Every quota cooldown (the ledger's and the TokenManager's) is the stream's 40m,
-    // and it is getOrders' bucket: eBay's budgets are per API.
+    // and it is the fulfillment API's: eBay's budgets are per API.
     for row in quota_rows() {
         let remaining = row["remaining_secs"].as_i64().unwrap_or(0);
         assert!((39 * 60..=40 * 60).contains(&remaining), "{row}");
-        assert_eq!(row["scope"], "ebay:shop:getOrders", "{row}");
+        assert_eq!(row["scope"], "ebay:shop:fulfillment", "{row}");
     }
     // The account's transactions stream (the Finances API) runs on through it.
     let stream = |name: &str| -> serde_json::Value {
@@ -327,8 +327,8 @@ start = "2days"
         daemon.logs()
     );
     assert_eq!(
-        stream("orders")["cooldown"]["bucket"],
-        "ebay:shop:getOrders"
+        stream("orders")["cooldown"]["scope"],
+        "ebay:shop:fulfillment"
     );
 }
 

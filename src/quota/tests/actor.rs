@@ -254,9 +254,10 @@ async fn a_cap_starts_the_longer_of_configured_cooldown_and_retry_after() {
 }
 
 #[tokio::test]
-async fn an_ebay_cap_cools_only_the_bucket_that_was_refused() {
-    // eBay's budgets are per API: a spent Post-Order quota stops searchReturns, and
-    // getOrders of the same account goes on. (Amazon's stops the account, above.)
+async fn an_ebay_cap_cools_only_the_api_that_was_refused() {
+    // eBay's budgets are per API: a spent Post-Order quota stops searchReturns and
+    // searchCases (the same API), and getOrders of the same account goes on. (Amazon's
+    // stops the account, above.)
     let (clock, config) = manual();
     let (handle, join) = start(config).await;
     let returns = BucketKey::new("ebay", "searchReturns", "shop");
@@ -268,21 +269,28 @@ async fn an_ebay_cap_cools_only_the_bucket_that_was_refused() {
         },
     );
     let cooldown = handle
-        .cooldown("ebay:shop:searchReturns")
+        .cooldown("ebay:shop:post_order")
         .await
-        .expect("the bucket cools down");
+        .expect("the API cools down");
     assert_eq!(
         (cooldown.reason.as_str(), cooldown.until_at - wall),
         ("quota", 5 * 3600)
     );
     assert_eq!(handle.cooldown("ebay:shop").await, None, "not the account");
-    let refused = handle
-        .acquire(vec![returns], 1.0, Priority::Manual, clock.now() + secs(1))
-        .await;
-    assert!(
-        matches!(&refused, Err(QuotaError::CoolingDown { scope, .. }) if scope == "ebay:shop:searchReturns"),
-        "{refused:?}"
-    );
+    for operation in ["searchReturns", "searchCases"] {
+        let refused = handle
+            .acquire(
+                vec![BucketKey::new("ebay", operation, "shop")],
+                1.0,
+                Priority::Manual,
+                clock.now() + secs(1),
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(QuotaError::CoolingDown { scope, .. }) if scope == "ebay:shop:post_order"),
+            "{operation}: {refused:?}"
+        );
+    }
     handle
         .acquire(
             vec![BucketKey::new("ebay", "getOrders", "shop")],

@@ -736,6 +736,56 @@ async fn ebay_429_cools_down_without_counting_a_failure() {
     );
 }
 
+/// eBay's daily quota is per API: the simulator's spent Post-Order day answers the
+/// returns stream's first search with 429, which cools `ebay:shop:post_order`. The cases
+/// stream (Post-Order too) then stops before it calls, and orders (Fulfillment) runs.
+#[tokio::test]
+async fn a_spent_post_order_day_stops_its_three_streams_and_not_orders() {
+    let sim = TestSim::start(sim_config(EbaySimConfig {
+        post_order_daily_calls: 0,
+        ..EbaySimConfig::default()
+    }))
+    .await;
+    let now = pinned_start();
+    let fixture = EbayFixture::new(
+        &sim,
+        &["returns", "cases", "orders"],
+        "start = \"2days\"",
+        now,
+    );
+    fixture.set_now(now).await;
+    let returns = fixture.context("returns").run_once().await.expect("run");
+    assert!(
+        matches!(&returns, RunOutcome::CoolingDown { reason, .. } if reason == "quota"),
+        "{returns:?}"
+    );
+    let real_now = marketsync::domain::now_ts();
+    let cooldown = fixture
+        .ledger
+        .active_cooldown("ebay:shop:post_order", real_now)
+        .expect("cooldown")
+        .expect("the Post-Order API cools down");
+    assert!(cooldown.until_at > real_now, "{cooldown:?}");
+    let cases = fixture.context("cases").run_once().await.expect("run");
+    assert!(
+        matches!(&cases, RunOutcome::CoolingDown { reason, .. } if reason == "quota"),
+        "{cases:?}"
+    );
+    let orders = fixture.context("orders").run_once().await.expect("run");
+    assert!(
+        matches!(orders, RunOutcome::Finished { failed: 0, .. }),
+        "{orders:?}"
+    );
+    let stats = fixture.stats().await;
+    assert_eq!(stats.throttled("ebay.searchReturns"), 1, "{stats:?}");
+    assert_eq!(
+        stats.calls("ebay.searchCases"),
+        0,
+        "cases waits without a call: {stats:?}"
+    );
+    assert!(stats.calls("ebay.getOrders") > 0, "{stats:?}");
+}
+
 #[tokio::test]
 async fn ebay_refused_refresh_token_cools_down_for_auth() {
     let sim = TestSim::start(sim_config(EbaySimConfig::default())).await;

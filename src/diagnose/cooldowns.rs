@@ -130,8 +130,8 @@ pub async fn list(config: &Deployment) -> anyhow::Result<(Vec<CooldownRow>, Opti
 
 /// The scopes `cooldowns clear SCOPE` ends: SCOPE, and for an account or selling
 /// partner scope of a configured account, the seller's scope and every account scope
-/// of that seller; for an account's own scope, the bucket scopes of its streams'
-/// operations too (see [`crate::provider::stream_stop_scopes`]).
+/// of that seller; for an account's own scope, its API scopes too
+/// ([`account_api_scopes`]).
 pub fn related_scopes(config: &Deployment, scope: &str) -> Vec<String> {
     let mut scopes = vec![scope.to_string()];
     let mut add = |scope: String| {
@@ -159,14 +159,25 @@ pub fn related_scopes(config: &Deployment, scope: &str) -> Vec<String> {
     // An account's scope also ends the cooldowns of its single buckets (eBay's per-API
     // hard stops, `ebay:ACCOUNT:OPERATION`): clearing the account resumes all of it.
     for account in &config.accounts {
-        let own = account_scope(account.provider.as_str(), &account.id);
-        if scope == own {
-            for stream in &account.streams {
-                for bucket in
-                    crate::provider::stream_stop_scopes(account.provider, &own, &stream.name)
-                {
-                    add(bucket);
-                }
+        if scope == account_scope(account.provider.as_str(), &account.id) {
+            for api in account_api_scopes(account) {
+                add(api);
+            }
+        }
+    }
+    scopes
+}
+
+/// The API scopes of every stream of `account` (see
+/// [`crate::provider::stream_stop_scopes`]), each once: the cooldowns narrower than the
+/// account that clearing the account ends.
+pub fn account_api_scopes(account: &crate::shapes::spec::AccountConfig) -> Vec<String> {
+    let own = account_scope(account.provider.as_str(), &account.id);
+    let mut scopes: Vec<String> = Vec::new();
+    for stream in &account.streams {
+        for api in crate::provider::stream_stop_scopes(account.provider, &own, &stream.name) {
+            if !scopes.contains(&api) {
+                scopes.push(api);
             }
         }
     }

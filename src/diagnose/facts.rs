@@ -63,7 +63,7 @@ pub struct StreamFacts {
     /// cools a single API (eBay's per-API budgets, see
     /// [`crate::provider::stream_stop_scopes`]): this stream waits, the account's others
     /// go on.
-    pub bucket_cooldown: Option<Cooldown>,
+    pub api_cooldown: Option<Cooldown>,
     pub lock: Option<LockInfo>,
     /// When the lease was acquired (epoch milliseconds), when the backend says.
     pub lock_acquired_at_ms: Option<i64>,
@@ -206,16 +206,16 @@ pub fn gather(
 }
 
 /// The first running cooldown of an API that stops `stream` of `account` (see
-/// [`StreamFacts::bucket_cooldown`]).
-pub(crate) fn bucket_cooldown(
+/// [`StreamFacts::api_cooldown`]).
+pub(crate) fn api_cooldown(
     hours: &dyn LedgerStore,
     account: &AccountConfig,
     stream: &str,
     now: i64,
 ) -> Result<Option<Cooldown>, LedgerError> {
     let scope = account_scope(account.provider.as_str(), &account.id);
-    for bucket in crate::provider::stream_stop_scopes(account.provider, &scope, stream) {
-        if let Some(cooldown) = hours.active_cooldown(&bucket, now)? {
+    for api in crate::provider::stream_stop_scopes(account.provider, &scope, stream) {
+        if let Some(cooldown) = hours.active_cooldown(&api, now)? {
             return Ok(Some(cooldown));
         }
     }
@@ -247,7 +247,7 @@ pub(crate) fn hour_facts(
 ) -> Result<StreamFacts, LedgerError> {
     let snapshot = hour_ledger.snapshot(&account.id, &stream.name, now)?;
     let lock_cooldown = hour_ledger.active_cooldown(&lock_scope(&account.id, &stream.name), now)?;
-    let bucket_cooldown = bucket_cooldown(hour_ledger, account, &stream.name, now)?;
+    let api_cooldown = api_cooldown(hour_ledger, account, &stream.name, now)?;
     let scope = format!("{}/{}", account.id, stream.name);
     let lock = locks.iter().find(|info| info.scope == scope).cloned();
     let acquired = lock_acquired_at_ms.get(&scope).copied();
@@ -289,7 +289,7 @@ pub(crate) fn hour_facts(
         last_claim: hours.last_claim,
         failed,
         lock_cooldown,
-        bucket_cooldown,
+        api_cooldown,
         lock,
         lock_acquired_at_ms: acquired,
     })

@@ -406,14 +406,14 @@ pub(crate) fn stream_findings(
     let id = &account.id;
     let name = &stream.stream.name;
     // 0. One API's budget spent (eBay): this stream waits for its reset.
-    if let Some(cooldown) = &stream.bucket_cooldown {
+    if let Some(cooldown) = &stream.api_cooldown {
         out.push(
             Finding::new(
                 Severity::Wait,
                 scope.clone(),
                 format!(
                     "{}; the account's other streams go on",
-                    super::verdict::bucket_cooldown_line(cooldown)
+                    super::verdict::api_cooldown_line(cooldown)
                 ),
             )
             .fix(format!(

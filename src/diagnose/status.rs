@@ -149,8 +149,8 @@ pub fn collect(
             // lock condition: what stops this stream first.
             let lock_cooldown = match &cooldown {
                 Some(_) => None,
-                None => match super::facts::bucket_cooldown(hours, account, &stream.name, now)? {
-                    Some(bucket) => Some(bucket),
+                None => match super::facts::api_cooldown(hours, account, &stream.name, now)? {
+                    Some(api) => Some(api),
                     None => hours.active_cooldown(&lock_scope(&account.id, &stream.name), now)?,
                 },
             };
@@ -224,7 +224,7 @@ pub fn collect(
                         reason: cooldown.reason.clone(),
                         until_utc: Some(format_ts(cooldown.until_at)),
                         detail: cooldown.detail.clone(),
-                        scope: crate::provider::is_bucket_of(
+                        scope: crate::provider::is_api_scope_of(
                             &cooldown.scope,
                             &account_scope(account.provider.as_str(), &account.id),
                         )
@@ -382,9 +382,7 @@ pub fn render_table(report: &StatusReport) -> String {
             };
             if let Some(scope) = &cooldown.scope {
                 // One API: this stream's line, naming it.
-                let api = scope
-                    .rsplit_once(':')
-                    .map_or(scope.as_str(), |(_, api)| api);
+                let api = crate::quota::api_of_scope(scope);
                 errors.push(format!(
                     "{}/{}: {} cooldown of the {api} API until {until} (the account's other streams go on): {detail}",
                     account.id, stream.name, cooldown.reason

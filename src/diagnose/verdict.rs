@@ -245,12 +245,12 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
             ),
         );
     }
-    if let Some(cooldown) = &stream.bucket_cooldown {
+    if let Some(cooldown) = &stream.api_cooldown {
         return (
             Verdict::Cooldown,
             format!(
                 "{}; the account's other streams go on",
-                bucket_cooldown_line(cooldown)
+                api_cooldown_line(cooldown)
             ),
         );
     }
@@ -408,11 +408,8 @@ pub fn verdict(account: &AccountFacts, stream: &StreamFacts, now: i64) -> (Verdi
 
 /// "the fulfillment API's quota is spent (429): this stream makes no fulfillment calls
 /// until T: detail" for the cooldown of one API (scope `{provider}:{account}:{api}`).
-pub(crate) fn bucket_cooldown_line(cooldown: &crate::store::Cooldown) -> String {
-    let api = cooldown
-        .scope
-        .rsplit_once(':')
-        .map_or(cooldown.scope.as_str(), |(_, api)| api);
+pub(crate) fn api_cooldown_line(cooldown: &crate::store::Cooldown) -> String {
+    let api = crate::quota::api_of_scope(&cooldown.scope);
     let detail = cooldown
         .detail
         .as_ref()

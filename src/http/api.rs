@@ -1136,7 +1136,7 @@ pub struct ClearCooldownDone {
 }
 
 /// `POST /api/accounts/{id}/clear-cooldown`: ends the account's provider cooldown
-/// (quota or auth), and those of its single buckets (an eBay API's spent quota), so the
+/// (quota or auth), and those of its APIs (an eBay API's spent quota), so the
 /// next run calls the provider again.
 #[utoipa::path(
     post,
@@ -1156,16 +1156,10 @@ pub async fn clear_cooldown(
 ) -> Result<Json<ClearCooldownDone>, ApiError> {
     let account = state.account(&id)?.clone();
     let scope = account_scope(account.provider.as_str(), &account.id);
-    // The account's own cooldown, else one of its buckets' (eBay's per-API stops),
-    // which the clear ends too.
+    // The account's own cooldown, else one of its APIs' (eBay's per-API stops), which
+    // the clear ends too.
     let mut scopes = vec![scope.clone()];
-    for stream in &account.streams {
-        scopes.extend(crate::provider::stream_stop_scopes(
-            account.provider,
-            &scope,
-            &stream.name,
-        ));
-    }
+    scopes.extend(crate::diagnose::cooldowns::account_api_scopes(&account));
     let previous = blocking(&state, move |state| {
         for scope in &scopes {
             if let Some(cooldown) = state.hours.active_cooldown(scope, now_ts())? {

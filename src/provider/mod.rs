@@ -34,7 +34,7 @@ use crate::domain::now_ts;
 
 /// Whether `scope` is one API or bucket of the account scope `account`
 /// (`{provider}:{account}:{api}`).
-pub fn is_bucket_of(scope: &str, account: &str) -> bool {
+pub fn is_api_scope_of(scope: &str, account: &str) -> bool {
     scope
         .strip_prefix(account)
         .and_then(|rest| rest.strip_prefix(':'))
@@ -43,7 +43,7 @@ pub fn is_bucket_of(scope: &str, account: &str) -> bool {
 
 /// The cooldown scopes narrower than the account that stop `stream` of the account whose
 /// cooldown scope is `account_scope` (`{provider}:{account}`), for a provider whose hard
-/// stop cools one API ([`crate::quota::stops_per_bucket`]): one `{account_scope}:{api}`
+/// stop cools one API ([`crate::quota::stops_per_api`]): one `{account_scope}:{api}`
 /// per API the stream calls ([`crate::quota::stop_group`]). None otherwise (an
 /// account-wide cooldown stops every stream).
 pub fn stream_stop_scopes(
@@ -51,7 +51,7 @@ pub fn stream_stop_scopes(
     account_scope: &str,
     stream: &str,
 ) -> Vec<String> {
-    if !crate::quota::stops_per_bucket(provider.as_str()) {
+    if !crate::quota::stops_per_api(provider.as_str()) {
         return Vec::new();
     }
     let operations = match provider {
@@ -60,10 +60,7 @@ pub fn stream_stop_scopes(
     };
     let mut scopes: Vec<String> = Vec::new();
     for operation in operations {
-        let scope = format!(
-            "{account_scope}:{}",
-            crate::quota::stop_group(provider.as_str(), operation)
-        );
+        let scope = crate::quota::api_scope(provider.as_str(), account_scope, operation);
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
@@ -546,16 +543,19 @@ mod tests {
                 );
             }
         }
-        // Amazon's hard stop is the account's: no bucket scopes.
+        // Amazon's hard stop is the account's: no API scopes.
         assert!(stream_stop_scopes(Provider::Amazon, "amazon:acme", "vendor_rt_sales").is_empty());
-        assert!(is_bucket_of("ebay:shop:fulfillment", "ebay:shop"));
+        assert!(is_api_scope_of("ebay:shop:fulfillment", "ebay:shop"));
         for not_a_bucket in [
             "ebay:shop",
             "ebay:shop:",
             "ebay:shopx:getOrders",
             "ebay:shop:a:b",
         ] {
-            assert!(!is_bucket_of(not_a_bucket, "ebay:shop"), "{not_a_bucket}");
+            assert!(
+                !is_api_scope_of(not_a_bucket, "ebay:shop"),
+                "{not_a_bucket}"
+            );
         }
     }
 

@@ -10,7 +10,7 @@
 //! - `{provider}:{scope}:{operation}`: one bucket;
 //! - `{provider}:{scope}:{api}`: every operation of one API ([`super::stop_group`]). A
 //!   hard stop lands here for a provider whose budgets are per API (eBay,
-//!   [`super::stops_per_bucket`]), on the account scope otherwise.
+//!   [`super::stops_per_api`]), on the account scope otherwise.
 //!
 //! Persistence is behind [`CooldownStore`] (object safe, boxed futures):
 //! - `Arc<dyn LedgerStore>`: the SQLite `cooldowns` table, each call on the blocking pool;

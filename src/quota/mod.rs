@@ -151,12 +151,12 @@ impl BucketKey {
         format!("{}:{}:{}", self.provider, self.scope, self.operation)
     }
 
-    /// Where a hard stop on this key reaches (see [`stops_per_bucket`]): the API the
+    /// Where a hard stop on this key reaches (see [`stops_per_api`]): the API the
     /// operation belongs to (`{provider}:{scope}:{api}`, [`stop_group`]) for a provider
     /// whose budgets are per API, the account otherwise.
     pub fn hard_stop_scope(&self) -> String {
-        if stops_per_bucket(&self.provider) {
-            self.group_scope()
+        if stops_per_api(&self.provider) {
+            self.api_scope()
         } else {
             self.account_scope()
         }
@@ -164,13 +164,8 @@ impl BucketKey {
 
     /// `{provider}:{scope}:{api}`: every operation of one API ([`stop_group`]; the
     /// operation itself when it has no known API).
-    pub fn group_scope(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.provider,
-            self.scope,
-            stop_group(&self.provider, &self.operation)
-        )
+    pub fn api_scope(&self) -> String {
+        api_scope(&self.provider, &self.account_scope(), &self.operation)
     }
 
     /// Every cooldown scope that stops this key: the provider, the account, the bucket,
@@ -181,7 +176,7 @@ impl BucketKey {
             self.account_scope(),
             self.bucket_scope(),
         ];
-        let group = self.group_scope();
+        let group = self.api_scope();
         if !scopes.contains(&group) {
             scopes.push(group);
         }
@@ -201,7 +196,7 @@ impl BucketKey {
 /// and inventory go on. Amazon keeps seed 001's stop of every SP-API call of the account;
 /// Keepa's token balance and StockX's hourly budget are one budget per key, so every
 /// operation is refused alike.
-pub fn stops_per_bucket(provider: &str) -> bool {
+pub fn stops_per_api(provider: &str) -> bool {
     provider == "ebay"
 }
 
@@ -225,6 +220,19 @@ const EBAY_APIS: &[(&str, &str)] = &[
     ("tradingGetOrders", "trading"),
     ("itemSummarySearch", "browse"),
 ];
+
+/// `{account_scope}:{api}`: the scope of `operation`'s API ([`stop_group`]) within the
+/// account scope `account_scope` (`{provider}:{account}`). The one formula the
+/// TokenManager, the streams and the surfaces share.
+pub fn api_scope(provider: &str, account_scope: &str, operation: &str) -> String {
+    format!("{account_scope}:{}", stop_group(provider, operation))
+}
+
+/// The API of a scope narrower than the account (`{provider}:{account}:{api}`): its
+/// last part, as status and doctor name it.
+pub fn api_of_scope(scope: &str) -> &str {
+    scope.rsplit_once(':').map_or(scope, |(_, api)| api)
+}
 
 /// The group of `operation` a hard stop of `provider` cools together: eBay's API (one
 /// spent daily quota refuses every operation of that API alike, so the first 429 stops

@@ -269,15 +269,11 @@ impl StreamContext {
 
     /// The scope a spent budget of `operation` stops: the operation's API
     /// (`{provider}:{account}:{api}`, [`crate::quota::stop_group`]) for a provider whose
-    /// budgets are per API ([`crate::quota::stops_per_bucket`]: eBay), else the account's.
+    /// budgets are per API ([`crate::quota::stops_per_api`]: eBay), else the account's.
     pub fn hard_stop_scope(&self, operation: &str) -> String {
         let provider = self.account.provider.as_str();
-        if crate::quota::stops_per_bucket(provider) {
-            format!(
-                "{}:{}",
-                self.scope(),
-                crate::quota::stop_group(provider, operation)
-            )
+        if crate::quota::stops_per_api(provider) {
+            crate::quota::api_scope(provider, &self.scope(), operation)
         } else {
             self.scope()
         }
@@ -328,14 +324,14 @@ impl StreamContext {
     /// stream outside that API.
     pub async fn active_cooldown(&self) -> Result<Option<Cooldown>, SyncError> {
         let now = now_ts();
-        let buckets = crate::provider::stream_stop_scopes(
+        let apis = crate::provider::stream_stop_scopes(
             self.account.provider,
             &self.scope(),
             &self.stream.name,
         );
         let Some(pacer) = self.work.pacer() else {
             let mut scopes = vec![self.scope()];
-            scopes.extend(buckets);
+            scopes.extend(apis);
             return blocking(&self.ledger, move |ledger| {
                 for scope in &scopes {
                     if let Some(cooldown) = ledger.active_cooldown(scope, now)? {
@@ -347,7 +343,7 @@ impl StreamContext {
             .await;
         };
         let mut running = pacer.cooldown(&self.account.id).await;
-        for scope in &buckets {
+        for scope in &apis {
             if running.is_some() {
                 break;
             }
@@ -376,11 +372,11 @@ impl StreamContext {
     /// this one shares. Every shape that meets the TokenManager's cooldown uses this.
     ///
     /// A cooldown of one of this account's APIs (`{provider}:{account}:{api}`, see
-    /// [`crate::quota::stops_per_bucket`]) keeps its scope: a copy under the account's
+    /// [`crate::quota::stops_per_api`]) keeps its scope: a copy under the account's
     /// would stop every other stream of the account too.
     pub fn quota_cooldown_copy(&self, scope: &str, reason: &str, until: i64) -> (Cooldown, bool) {
         let account = self.scope();
-        let own = if crate::provider::is_bucket_of(scope, &account) {
+        let own = if crate::provider::is_api_scope_of(scope, &account) {
             scope.to_string()
         } else {
             account

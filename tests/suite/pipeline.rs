@@ -299,16 +299,17 @@ async fn an_interrupted_request_without_a_report_is_requested_again() {
 
 /// Point 5: a report stuck past `poll_timeout` is cancelled with cancelReport and its
 /// window fails, to be requested again (it is not applied as empty): at once after its
-/// first stuck report (the report failed, not the window), with the backoff after the
-/// second.
+/// first and second stuck reports (the report failed, not the window), with the
+/// backoff after the third.
 #[tokio::test]
 async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
     let fixture = Fixture::new(
         &sim,
-        // Polls at least 50 ms apart: a 10 ms pause would make ~17 getReports in
-        // 300 ms, past the sim's burst of 15, and the 429 would stop the run instead.
-        "lookback = \"6h\"\nchunk = \"6h\"\npoll_timeout = \"300ms\"\npoll_min = \"50ms\"\npoll_max = \"100ms\"\nretry_base = \"1h\"",
+        // Polls 100 ms apart: three reports of 300 ms each make ~12 getReports, within
+        // the sim's burst of 15 (more would wait for getReport's 2/s refill and stop
+        // the run on its quota instead).
+        "lookback = \"6h\"\nchunk = \"6h\"\npoll_timeout = \"300ms\"\npoll_min = \"100ms\"\npoll_max = \"100ms\"\nretry_base = \"1h\"",
     );
     let ledger = fixture.open_ledger();
     let context = fixture.context(&ledger, CancellationToken::new());
@@ -317,15 +318,15 @@ async fn a_stuck_report_is_cancelled_and_its_window_requested_again() {
         outcome,
         RunOutcome::Finished {
             applied: 0,
-            failed: 2
+            failed: 3
         }
     );
     let stats = sim.stats();
-    assert_eq!(stats.calls("cancelReport"), 2, "{stats:?}");
+    assert_eq!(stats.calls("cancelReport"), 3, "{stats:?}");
     assert_eq!(
         stats.calls("createReport"),
-        2,
-        "requested again at once after the first stuck report, then backing off (retry_base 1h): {stats:?}"
+        3,
+        "requested again at once after the first and second stuck reports, then backing off (retry_base 1h): {stats:?}"
     );
     assert_eq!(stats.duplicate_reports(), 0, "each was cancelled first");
     let state = counts(&ledger);
@@ -365,14 +366,16 @@ fn client(sim: &TestSim) -> SpApiClient {
 
 /// A report still IN_QUEUE after ten times the latency learned for its kind (three
 /// times once its stream has nothing else to request, as here: one window) is taken for
-/// stuck long before `poll_timeout`: cancelled, its window requested again at once, and
-/// after a second stuck report with the backoff.
+/// stuck long before `poll_timeout`: cancelled, its window requested again at once
+/// twice, and after a third stuck report with the backoff.
 #[tokio::test]
 async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
     let sim = TestSim::start(slow_sim(Duration::from_secs(60))).await;
     let fixture = Fixture::new(
         &sim,
-        "lookback = \"6h\"\nchunk = \"6h\"\nretry_base = \"1h\"",
+        // Polls at least 40 ms apart: three reports stay within getReport's burst of 15
+        // (this context has no TokenManager, so a 429 would stop the run).
+        "lookback = \"6h\"\nchunk = \"6h\"\npoll_min = \"40ms\"\nretry_base = \"1h\"",
     );
     let ledger = fixture.open_ledger();
     let mut context = fixture.context(&ledger, CancellationToken::new());
@@ -392,11 +395,11 @@ async fn a_report_queued_ten_times_its_usual_latency_is_cancelled_early() {
         outcome,
         RunOutcome::Finished {
             applied: 0,
-            failed: 2
+            failed: 3
         }
     );
-    assert_eq!(sim.stats().calls("cancelReport"), 2);
-    assert_eq!(sim.stats().calls("createReport"), 2);
+    assert_eq!(sim.stats().calls("cancelReport"), 3);
+    assert_eq!(sim.stats().calls("createReport"), 3);
     stop.cancel();
     driver.await.unwrap();
     let failures = ledger.recent_failures(10).unwrap();

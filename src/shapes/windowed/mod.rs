@@ -182,6 +182,14 @@ fn document_retryable(err: &ProviderError) -> bool {
 /// doubles from the stream's `poll_min` up to [`DOCUMENT_RETRY_MAX`].
 const DOCUMENT_ATTEMPTS: u32 = 5;
 const DOCUMENT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// A window's stuck reports requested again at once, before it backs off like any
+/// failure. Two, not one: a queued report taken for stuck once its stream is idle
+/// ([`poll::IDLE_STUCK_FACTOR`] × the median) is more often merely slow than stuck under a
+/// production-shaped latency (`sim::profile`: of the reports still IN_QUEUE at three
+/// medians, about 3 in 5 end DONE), so a second such guess in a row is no evidence yet
+/// that the window is what fails, and a backoff there only lengthens a backfill's tail.
+/// A third one in a row is; each request is paced by the quota either way.
+const STUCK_AT_ONCE: i64 = 2;
 /// getReports pages read looking for interrupted requests (100 reports each).
 const ORPHAN_PAGES: usize = 5;
 /// Seconds before a claim's time that getReports looks from (clock skew).
@@ -1307,11 +1315,11 @@ impl StreamContext {
     }
 
     /// A unit whose report was stuck (cancelled, or past `poll_timeout`): the report
-    /// failed, not the window, so the window's first stuck report has it requested
-    /// again at once, with no backoff; a window whose reports keep getting stuck backs
-    /// off like any failure.
+    /// failed, not the window, so the window's first [`STUCK_AT_ONCE`] stuck reports
+    /// have it requested again at once, with no backoff; a window whose reports keep
+    /// getting stuck backs off like any failure.
     async fn fail_stuck(&self, claim: &Claim, message: &str) -> Result<UnitEnd, SyncError> {
-        if claim.attempts > 0 {
+        if claim.attempts >= STUCK_AT_ONCE {
             return self.fail(claim, message).await;
         }
         let now = now_ts();

@@ -131,6 +131,10 @@ pub enum BenchCommand {
     EbayInventory {
         #[arg(long, default_value_t = 13_500_000)]
         listings: u32,
+        /// Days of changed reports applied after the first two snapshots, one after the
+        /// other (1 to 30): whether a day's apply slows as the history grows.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=30))]
+        days: u32,
     },
     /// The PostgreSQL apply of a large active-inventory snapshot (first, changed,
     /// unchanged): time, rows/s and peak RSS growth, in a scratch database it creates on
@@ -192,7 +196,9 @@ pub fn run(which: BenchCommand) -> anyhow::Result<i32> {
             runtime.block_on(bench_locks(dir.path(), scopes, concurrency, ttl.into()))
         }
         BenchCommand::Reports(args) => reports::run(args),
-        BenchCommand::EbayInventory { listings } => inventory::run(dir.path(), listings),
+        BenchCommand::EbayInventory { listings, days } => {
+            inventory::run(dir.path(), listings, days)
+        }
         BenchCommand::EbayInventoryPostgres {
             server_url_env,
             skus,

@@ -1123,6 +1123,43 @@ mod tests {
         )
     }
 
+    /// Migration 0016: the history's second index is in append order, so a day's
+    /// history rows go at the end of their stream's range (not beside each SKU's earlier
+    /// rows across the whole index), and the stream's history (status's count, one
+    /// resource's rows) is still read through it.
+    #[test]
+    fn the_history_is_indexed_in_the_order_it_is_appended() {
+        let ledger = SqliteLedger::open_in_memory().expect("ledger");
+        ledger
+            .with_conn(|conn| {
+                let indexes: Vec<String> = conn
+                    .prepare("SELECT name FROM pragma_index_list('events') ORDER BY name")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                assert_eq!(indexes, ["events_by_account", "events_by_stream"]);
+                let columns: Vec<String> = conn
+                    .prepare("SELECT name FROM pragma_index_info('events_by_stream') ORDER BY seqno")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                assert_eq!(columns, ["account", "stream", "id"]);
+                for query in [
+                    "SELECT COUNT(*) FROM events WHERE account = 'a' AND stream = 'active_inventory'",
+                    "SELECT * FROM events WHERE account = 'a' AND stream = 'active_inventory' AND resource_id = '1/x' ORDER BY id",
+                ] {
+                    let plan: Vec<String> = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {query}"))?
+                        .query_map([], |row| row.get(3))?
+                        .collect::<Result<_, _>>()?;
+                    assert!(
+                        plan.iter().any(|step| step.contains("events_by_stream")),
+                        "{query}: {plan:?}"
+                    );
+                }
+                Ok::<(), rusqlite::Error>(())
+            })
+            .expect("index");
+    }
+
     #[test]
     fn changes_and_ends_go_to_the_history_a_failed_source_applies_nothing() {
         let ledger = SqliteLedger::open_in_memory().expect("ledger");

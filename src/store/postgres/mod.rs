@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_quota_corrections",
         include_str!("../../../migrations/postgres/0006_quota_corrections.sql"),
     ),
+    (
+        7,
+        "0007_events_by_stream",
+        include_str!("../../../migrations/postgres/0007_events_by_stream.sql"),
+    ),
 ];
 
 /// The tables the PostgreSQL store holds (the rest of the daemon's state stays in the

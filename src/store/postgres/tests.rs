@@ -221,6 +221,33 @@ fn concurrent_opens_migrate_once() {
     assert_eq!(recorded, MIGRATIONS.len() as i64);
 }
 
+/// Migration 7: the history's second index is in append order (account, stream, id), as
+/// on SQLite, and the one by resource is gone.
+#[test]
+fn the_history_is_indexed_in_the_order_it_is_appended() {
+    let db = TestDb::create();
+    drop(open(&db));
+    let indexes: Vec<(String, String)> = db
+        .client()
+        .query(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events' ORDER BY indexname",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let names: Vec<&str> = indexes.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["events_by_account", "events_by_stream", "events_pkey"]
+    );
+    assert!(
+        indexes[1].1.ends_with("(account, stream, id)"),
+        "{indexes:?}"
+    );
+}
+
 #[test]
 fn a_database_from_a_newer_binary_is_refused() {
     let db = TestDb::create();

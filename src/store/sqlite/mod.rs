@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0013_ebay_inventory_merge.sql"),
     include_str!("../../../migrations/0014_alias_catalog.sql"),
     include_str!("../../../migrations/0015_quota_corrections.sql"),
+    include_str!("../../../migrations/0016_events_by_stream.sql"),
 ];
 
 /// How long a writer waits for another process's transaction before `SQLITE_BUSY`.

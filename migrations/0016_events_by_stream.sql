@@ -5,9 +5,10 @@
 -- Each day's active-inventory snapshot appends a history row for most changed SKUs, in
 -- SKU order. Under (account, stream, resource_id) every one of them went beside the same
 -- SKU's earlier rows, so a day's apply rewrote pages across the whole index and grew
--- slower as the history grew (1M listings, half of them changed a day: 6.4 s on the
--- first changed day, 10.0 s on the fifth). Appended by id, a day's rows fill new pages
--- at the end of the stream's range, and the fifth day costs what the first did.
+-- slower as the history grew (1M listings, half of them changed a day: 5.0–5.9 s on
+-- the first changed day, 8.3–8.7 s on the fifth). Appended by id, a day's rows fill new
+-- pages at the end of the stream's range, and the fifth day costs about what the first
+-- did (4.8–6.3 s a day).
 --
 -- What the daemon asks of the index is unchanged: the history of a stream
 -- (`WHERE account = ? AND stream = ?`, counted by status), in append order. One

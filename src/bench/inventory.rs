@@ -22,6 +22,8 @@ use crate::store::{SqliteLedger, WriteFence};
 /// Targets of issue 14.
 const MAX_PEAK_GROWTH_MB: f64 = 64.0;
 const MIN_XML_MB_PER_S: f64 = 100.0;
+/// The simulator's seed for the bench's listings.
+const BENCH_SEED: u64 = 42;
 
 fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -39,24 +41,11 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
         inventory_listings: listings,
         ..EbaySimConfig::default()
     };
-    let (seed, seller, now) = (42, "bench-seller", 1_800_000_000);
+    let (seller, now) = ("bench-seller", 1_800_000_000);
     let zip_path = dir.join("ActiveInventoryReport.zip");
     let started = Instant::now();
-    write_result_zip(
-        &zip_path,
-        inventory_listings(seed, &config, seller, now),
-        "2027-01-15T08:00:00.000Z",
-        None,
-    )
-    .context("writing the report")?;
-    let xml_bytes = {
-        let file = std::fs::File::open(&zip_path)?;
-        let mut archive = zip::ZipArchive::new(file).context("reading the zip back")?;
-        let size = archive.by_index(0).context("the report entry")?.size();
-        size
-    };
+    let xml_mb = write_report(&zip_path, &config, seller, now).context("writing the report")?;
     let zip_bytes = std::fs::metadata(&zip_path)?.len();
-    let xml_mb = xml_bytes as f64 / (1024.0 * 1024.0);
     println!(
         "report: {listings} listings, {xml_mb:.0} MB of XML ({} MB zipped), written in {:.1}s (not timed below)",
         zip_bytes >> 20,
@@ -131,19 +120,8 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
     for day in 1..=i64::from(days) {
         let taken = now + day * 86_400;
         let started = Instant::now();
-        write_result_zip(
-            &changed_path,
-            inventory_listings(seed, &config, seller, taken),
-            "2027-01-16T08:00:00.000Z",
-            None,
-        )
-        .context("writing the next day's report")?;
-        let day_mb = {
-            let file = std::fs::File::open(&changed_path)?;
-            let mut archive = zip::ZipArchive::new(file).context("reading the zip back")?;
-            let size = archive.by_index(0).context("the report entry")?.size();
-            size as f64 / (1024.0 * 1024.0)
-        };
+        let day_mb = write_report(&changed_path, &config, seller, taken)
+            .with_context(|| format!("writing day {day}'s report"))?;
         println!(
             "day {day}'s report: {day_mb:.0} MB of XML, written in {:.1}s (not timed below); the history holds {history_rows} rows before it",
             started.elapsed().as_secs_f64()
@@ -233,6 +211,27 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
     } else {
         1
     })
+}
+
+/// Writes the simulator's zipped report of `seller`'s listings on day `taken` (the
+/// bench's seed) to `path` and returns the size of its XML in MB.
+fn write_report(
+    path: &Path,
+    config: &EbaySimConfig,
+    seller: &str,
+    taken: i64,
+) -> anyhow::Result<f64> {
+    let created = crate::domain::format_millis(taken.saturating_mul(1000));
+    write_result_zip(
+        path,
+        inventory_listings(BENCH_SEED, config, seller, taken),
+        &created,
+        None,
+    )?;
+    let file = std::fs::File::open(path)?;
+    let mut archive = zip::ZipArchive::new(file).context("reading the zip back")?;
+    let size = archive.by_index(0).context("the report entry")?.size();
+    Ok(size as f64 / (1024.0 * 1024.0))
 }
 
 /// The server `bench ebay-inventory-postgres` uses when `--server-url-env` names no set

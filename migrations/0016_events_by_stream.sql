@@ -12,7 +12,7 @@
 --
 -- What the daemon asks of the index is unchanged: the history of a stream
 -- (`WHERE account = ? AND stream = ?`, counted by status), in append order. One
--- resource's history is that range filtered by resource_id (README: "The change
--- history").
+-- resource's history is that range filtered by resource_id (README, "Active inventory
+-- (eBay)": what that costs, and the index a user may add).
 DROP INDEX IF EXISTS events_by_resource;
 CREATE INDEX IF NOT EXISTS events_by_stream ON events (account, stream, id);

@@ -181,7 +181,7 @@ async fn bench(args: BenchCatalogArgs) -> anyhow::Result<i32> {
         warm_calls.variants,
         warm_calls.market,
         warm_calls.total() as f64 / warm.max(1) as f64,
-        warm as f64 / warm_secs.max(1e-9)
+        super::ratio(warm as f64, warm_secs)
     );
     for product in 0..args.relist.min(products) {
         http.post(format!("{base}/_sim/stockx/catalog/relist"))
@@ -211,7 +211,7 @@ async fn bench(args: BenchCatalogArgs) -> anyhow::Result<i32> {
     println!(
         "  calls per market-data lookup after warm-up: {ratio:.4} (floor 1.0000, target <= 1.05: {}), {:.0} lookups/s",
         if ratio <= 1.05 { "met" } else { "MISSED" },
-        lookups as f64 / secs.max(1e-9)
+        super::ratio(lookups as f64, secs)
     );
     stop.cancel();
     // A simulator that panicked spoils the figures: say so and fail the bench.

@@ -238,7 +238,7 @@ pub fn run(args: BenchClusterArgs) -> anyhow::Result<i32> {
         println!(
             "postgresql took {claims} claims in {:.1} s: {:.0} claims/s over the run (a claim is one window requested, reported, downloaded and applied)",
             wall.as_secs_f64(),
-            claims as f64 / wall.as_secs_f64().max(1e-9)
+            super::ratio(claims as f64, wall.as_secs_f64())
         );
         run
     };
@@ -250,7 +250,7 @@ pub fn run(args: BenchClusterArgs) -> anyhow::Result<i32> {
         accounts as u64 * windows_per_account,
     );
     println!("load average (1/5/15 min): {}", load_average());
-    let ratio = cluster.wall.as_secs_f64() / single.wall.as_secs_f64().max(1e-9);
+    let ratio = super::ratio(cluster.wall.as_secs_f64(), single.wall.as_secs_f64());
     let ok = ratio <= 1.1;
     println!(
         "cluster / single daemon: {ratio:.3} (target <= 1.1 when quota-bound) {}",
@@ -266,7 +266,7 @@ fn report(label: &str, run: &RunOutcome, baseline: Option<&RunOutcome>, bound: f
         .map(|base| {
             format!(
                 ", {:.3}x the single daemon",
-                run.wall.as_secs_f64() / base.wall.as_secs_f64().max(1e-9)
+                super::ratio(run.wall.as_secs_f64(), base.wall.as_secs_f64())
             )
         })
         .unwrap_or_default();
@@ -274,7 +274,7 @@ fn report(label: &str, run: &RunOutcome, baseline: Option<&RunOutcome>, bound: f
     println!(
         "{label:<34} caught up in {:.1} s = {:.3}x the quota-bound minimum{against}; createReport {creates} for {windows} windows ({} duplicates), 429s: createReport {} getReport {} getReportDocument {}",
         run.wall.as_secs_f64(),
-        run.wall.as_secs_f64() / bound.max(1e-9),
+        super::ratio(run.wall.as_secs_f64(), bound),
         run.stats.duplicate_reports(),
         run.stats.throttled("createReport"),
         run.stats.throttled("getReport"),

@@ -198,7 +198,7 @@ page_limit = {limit}
     println!("  orders stored        {}", snapshot.resources);
     println!(
         "  wall time            {seconds:.2} s ({:.0} orders/s)",
-        snapshot.resources as f64 / seconds.max(1e-9)
+        super::ratio(snapshot.resources as f64, seconds)
     );
     println!(
         "  quota-bound minimum  {minimum:.2} s = ({calls} calls - burst {}) / {}/s; wall/minimum {:.3}",

@@ -13,9 +13,9 @@
 //! printed against the same rate without deciding the status. An unchanged day passes it
 //! on a quiet machine. A day on which half the SKUs change does not on two cores, and no
 //! split of the work between them could make it: at the size that day is about
-//! 45 s of the writer's time (6.8M upserts and 8.3M history rows through SQLite's one
-//! writer) beside 11.5 s of parsing, against the 2 × 19.8 CPU-seconds that 100 MB/s of
-//! 1,977 MB leaves (README, "Active inventory").
+//! 45 s of the writer's CPU (6.8M upserts and 8.3M history rows through SQLite's one
+//! writer) beside 13 s of parsing and 1 s of inflating, against the 2 × 19.8 CPU-seconds
+//! that 100 MB/s of 1,977 MB leaves (README, "Active inventory").
 
 use std::path::Path;
 use std::time::Instant;
@@ -70,7 +70,7 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
         std::io::copy(&mut entry, &mut std::io::sink()).context("inflating the report")?
     };
     let inflate_secs = started.elapsed().as_secs_f64();
-    let inflate_rate = inflated as f64 / (1024.0 * 1024.0) / inflate_secs.max(1e-9);
+    let inflate_rate = super::ratio(inflated as f64 / (1024.0 * 1024.0), inflate_secs);
     println!("inflate only:    {inflate_rate:.0} MB/s of XML (zip entry read to a sink; the ceiling for parsing)");
 
     // Parse only: the streaming reader's speed.
@@ -118,7 +118,7 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
         again.unchanged == again.rows && again.events == 0,
         "the second snapshot of the same report changed rows: {again:?}"
     );
-    let again_rate = xml_mb / again_secs.max(1e-9);
+    let again_rate = super::ratio(xml_mb, again_secs);
 
     // The next days' reports (the simulator's quantities and prices move, a few listings
     // end and others come back): applied as snapshots three and on, with their history.
@@ -147,32 +147,32 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
     // The slowest day stands for the changed snapshot.
     let Some(&(changed, changed_secs, changed_mb)) = changed_days
         .iter()
-        .min_by(|a, b| (a.2 / a.1.max(1e-9)).total_cmp(&(b.2 / b.1.max(1e-9))))
+        .min_by(|a, b| super::ratio(a.2, a.1).total_cmp(&super::ratio(b.2, b.1)))
     else {
         anyhow::bail!("no changed day was applied");
     };
-    let changed_rate = changed_mb / changed_secs.max(1e-9);
+    let changed_rate = super::ratio(changed_mb, changed_secs);
     let apply_growth = apply_growth.max(again_growth).max(changed_growth);
 
-    let parse_rate = xml_mb / parse_secs.max(1e-9);
-    let apply_rate = xml_mb / apply_secs.max(1e-9);
+    let parse_rate = super::ratio(xml_mb, parse_secs);
+    let apply_rate = super::ratio(xml_mb, apply_secs);
     let peak_mb = parse_growth.max(apply_growth) as f64 / 1024.0;
     println!(
         "parse only:      {rows} rows in {parse_secs:.1}s = {parse_rate:.0} MB/s of XML ({:.2} of inflate only), peak RSS growth {:.1} MB",
-        parse_rate / inflate_rate.max(1e-9),
+        super::ratio(parse_rate, inflate_rate),
         parse_growth as f64 / 1024.0
     );
     println!(
         "parse and apply: {} rows in {apply_secs:.1}s = {apply_rate:.0} MB/s of XML ({:.0} rows/s, {:.2} of parse only), peak RSS growth {:.1} MB",
         applied.rows,
-        applied.rows as f64 / apply_secs.max(1e-9),
-        apply_rate / parse_rate.max(1e-9),
+        super::ratio(applied.rows as f64, apply_secs),
+        super::ratio(apply_rate, parse_rate),
         apply_growth as f64 / 1024.0
     );
     println!(
         "apply again:     {} rows in {again_secs:.1}s = {again_rate:.0} MB/s of XML (the next snapshot, every row unchanged; {:.2} of parse only)",
         again.rows,
-        again_rate / parse_rate.max(1e-9),
+        super::ratio(again_rate, parse_rate),
     );
     println!(
         "apply changed:   {} rows in {changed_secs:.1}s = {changed_rate:.0} MB/s of XML (the next day's report, the slowest day: {} updated, {} inserted, {} ended, {} history rows; {:.2} of parse only)",
@@ -181,14 +181,14 @@ pub fn run(dir: &Path, listings: u32, days: u32) -> anyhow::Result<i32> {
         changed.inserted,
         changed.ended,
         changed.events,
-        changed_rate / parse_rate.max(1e-9),
+        super::ratio(changed_rate, parse_rate),
     );
     if days > 1 {
         for (day, (applied, secs, mb)) in changed_days.iter().enumerate() {
             println!(
                 "  day {}: {secs:.1}s = {:.0} MB/s of XML ({} updated, {} inserted, {} ended, {} history rows)",
                 day + 1,
-                mb / secs.max(1e-9),
+                super::ratio(*mb, *secs),
                 applied.updated,
                 applied.inserted,
                 applied.ended,
@@ -324,7 +324,7 @@ pub fn run_postgres(server_url: &str, skus: u64) -> anyhow::Result<i32> {
         };
         println!(
             "{label:<10} {secs:>7.2}s {:>9.0} rows/s  peak RSS growth {growth}  ({} inserted, {} updated, {} unchanged, {} ended, {} history rows)",
-            applied.rows as f64 / secs.max(1e-9),
+            super::ratio(applied.rows as f64, secs),
             applied.inserted,
             applied.updated,
             applied.unchanged,

@@ -163,8 +163,10 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                 })
                 .await??;
             }
-            enqueue_rates
-                .push(args.jobs as f64 / enqueue_started.elapsed().as_secs_f64().max(1e-9));
+            enqueue_rates.push(super::ratio(
+                args.jobs as f64,
+                enqueue_started.elapsed().as_secs_f64(),
+            ));
             let started = Instant::now();
             let outcome = context.run_once().await?;
             let secs = started.elapsed().as_secs_f64();
@@ -177,7 +179,7 @@ async fn bench(args: BenchJobsArgs) -> anyhow::Result<i32> {
                     args.jobs
                 );
             }
-            drain_rates.push(applied as f64 / secs.max(1e-9));
+            drain_rates.push(super::ratio(applied as f64, secs));
             let runs = {
                 let ledger = Arc::clone(&ledger);
                 tokio::task::spawn_blocking(move || store::recent_runs(&*ledger, 1)).await??

@@ -56,7 +56,7 @@ struct Outcome {
 
 impl Outcome {
     fn rate(&self) -> f64 {
-        self.claims as f64 / self.secs.max(1e-9)
+        super::ratio(self.claims as f64, self.secs)
     }
 }
 
@@ -117,7 +117,12 @@ pub fn run(args: BenchStoreClaimsArgs) -> anyhow::Result<i32> {
 
 fn report(label: &str, outcome: &Outcome, writers: usize, baseline: Option<&Outcome>) {
     let ratio = baseline
-        .map(|base| format!(" ({:.2}x sqlite)", outcome.rate() / base.rate().max(1e-9)))
+        .map(|base| {
+            format!(
+                " ({:.2}x sqlite)",
+                super::ratio(outcome.rate(), base.rate())
+            )
+        })
         .unwrap_or_default();
     println!(
         "{label:<26} {writers:>3} writers: {} claims in {:.2}s = {:.0} claims/s{ratio}",

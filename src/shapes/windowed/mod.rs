@@ -882,10 +882,19 @@ impl StreamContext {
         // Whether the last answer said IN_QUEUE: only such a report can be taken for
         // stuck, so only its wait is cut short at its stuck limit.
         let mut queued = false;
+        // This report's place among its type's probes, while the type has no latency
+        // learned ([`PollSchedule::probe`]).
+        let mut probe: Option<poll::Probe> = None;
         if requested_at.is_some() {
-            let pause = self.next_pause(requested_at, 0);
+            let pause = self.next_pause(requested_at, started, 0, &mut probe);
+            let planned = Planned {
+                requested_at,
+                at: started,
+                polls: 0,
+                probe: &mut probe,
+            };
             if !self
-                .wait_planned(lanes, started + pause, started, false, requested_at, 0)
+                .wait_planned(lanes, started + pause, started, false, planned)
                 .await
             {
                 return Poll::Cancelled;
@@ -942,7 +951,8 @@ impl StreamContext {
                 }
                 Err(err) => return Poll::Error(err),
             }
-            let pause = self.next_pause(requested_at, polls);
+            let planned_at = tokio::time::Instant::now();
+            let pause = self.next_pause(requested_at, planned_at, polls, &mut probe);
             polls = polls.saturating_add(1);
             // The last poll comes at the deadline, not one pause before it.
             let left = settings.poll_timeout.saturating_sub(started.elapsed());
@@ -951,14 +961,19 @@ impl StreamContext {
             }
             let pause = pause.min(left);
             let since = requested_at.unwrap_or(started);
+            let planned = Planned {
+                requested_at,
+                at: planned_at,
+                polls,
+                probe: &mut probe,
+            };
             if !self
                 .wait_planned(
                     lanes,
-                    tokio::time::Instant::now() + pause,
+                    planned_at + pause,
                     since,
                     detect_stuck && queued,
-                    requested_at,
-                    polls,
+                    planned,
                 )
                 .await
             {
@@ -967,18 +982,35 @@ impl StreamContext {
         }
     }
 
-    /// The pause before the next poll of a report requested at `requested_at` (`None`:
-    /// resumed, age unknown) and polled `polls` times, by what the schedule has learned
-    /// so far ([`PollSchedule::next_pause`]).
-    fn next_pause(&self, requested_at: Option<tokio::time::Instant>, polls: u32) -> Duration {
+    /// The pause, from `at`, before the next poll of a report requested at
+    /// `requested_at` (`None`: resumed, age unknown) and polled `polls` times, by what
+    /// the schedule has learned so far ([`PollSchedule::next_pause`]). While nothing is
+    /// learned of its type, a report without a place among the type's probes (taken
+    /// into `probe` when one is free) waits `poll_max`, or until the first of its type
+    /// finishes ([`PollSchedule::probe`]).
+    fn next_pause(
+        &self,
+        requested_at: Option<tokio::time::Instant>,
+        at: tokio::time::Instant,
+        polls: u32,
+        probe: &mut Option<poll::Probe>,
+    ) -> Duration {
         let settings = self.stream.windowed();
         let expected = self
             .polls
             .as_ref()
             .and_then(|schedule| schedule.expected(&self.account.id, VENDOR_RT_SALES_REPORT));
+        if let (None, Some(_), Some(schedule)) = (expected, requested_at, &self.polls) {
+            if probe.is_none() {
+                *probe = schedule.probe(VENDOR_RT_SALES_REPORT);
+            }
+            if probe.is_none() {
+                return settings.poll_max.max(settings.poll_min);
+            }
+        }
         PollSchedule::next_pause(
             expected,
-            requested_at.map(|requested| requested.elapsed()),
+            requested_at.map(|requested| at.saturating_duration_since(requested)),
             polls,
             settings.poll_min,
             settings.poll_max,
@@ -987,15 +1019,17 @@ impl StreamContext {
 
     /// Waits for the next poll at `target` ([`PollWaiter::next_poll`]), and plans it
     /// again, never later, when the report type's latency becomes known meanwhile
-    /// ([`PollSchedule::relearned`]). False when the run was aborted.
+    /// ([`PollSchedule::relearned`]): from when it was planned, with what is known now,
+    /// so a report already older than its type's first latency is polled at once, and a
+    /// younger one at the age it would have been given had that latency been known.
+    /// False when the run was aborted.
     async fn wait_planned(
         &self,
         lanes: &Lanes,
         mut target: tokio::time::Instant,
         since: tokio::time::Instant,
         queued: bool,
-        requested_at: Option<tokio::time::Instant>,
-        polls: u32,
+        planned: Planned<'_>,
     ) -> bool {
         let waiter = self.poll_waiter();
         let Some(schedule) = self.polls.as_deref() else {
@@ -1009,8 +1043,14 @@ impl StreamContext {
             tokio::select! {
                 woke = waiter.next_poll(lanes, target, since, queued) => return woke,
                 _ = &mut relearned => {
-                    let replanned = tokio::time::Instant::now() + self.next_pause(requested_at, polls);
-                    target = target.min(replanned);
+                    let pause = self.next_pause(
+                        planned.requested_at,
+                        planned.at,
+                        planned.polls,
+                        planned.probe,
+                    );
+                    // In the past: the wait ends at once.
+                    target = target.min(planned.at + pause);
                 }
             }
         }
@@ -1479,6 +1519,15 @@ impl PollWaiter<'_> {
             }
         }
     }
+}
+
+/// When a report's next poll was planned and what that plan went by: what
+/// [`StreamContext::wait_planned`] plans again with when its type's latency becomes known.
+struct Planned<'p> {
+    requested_at: Option<tokio::time::Instant>,
+    at: tokio::time::Instant,
+    polls: u32,
+    probe: &'p mut Option<poll::Probe>,
 }
 
 /// A time a report waited, as a message shows it: to the tenth of a second.

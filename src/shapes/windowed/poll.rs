@@ -25,6 +25,14 @@
 //! waiting report when its type's latency first becomes known
 //! ([`PollSchedule::relearned`]).
 //!
+//! Probes ([`PollSchedule::probe`]): while no report of a type has been seen finished,
+//! only [`PROBES_PER_TYPE`] of its reports poll on the age-spaced schedule; every other
+//! one polls once per `poll_max` and is woken when the first report of its type finishes
+//! (the type's quickest latency is then what it goes by until five are known). A first
+//! pass of a thousand accounts requests a thousand reports of one type within a second:
+//! polled each on its own, from `poll_min`, they made 11,751 getReport calls for 1,000
+//! reports (`bench reports --scenario head-of-line-1000`); the probes learn for all.
+//!
 //! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window
 //! requested again, long before `poll_timeout` (Amazon's stuck reports sit queued for
@@ -34,7 +42,7 @@
 //! `PollWaiter` in `windowed/mod.rs`), so the age-spaced pause does not delay the find.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
@@ -55,6 +63,9 @@ pub const STUCK_FACTOR: f64 = 10.0;
 pub const IDLE_STUCK_FACTOR: f64 = 3.0;
 /// Latencies known before a report can be taken for stuck.
 pub const STUCK_MIN_SAMPLES: usize = 5;
+/// Reports of a type never seen finished that poll on the age-spaced schedule at once
+/// ([`PollSchedule::probe`]).
+pub const PROBES_PER_TYPE: usize = 3;
 /// Latencies remembered per (account, report type).
 const LATENCY_SAMPLES: usize = 16;
 /// Latencies remembered per report type over every account.
@@ -86,6 +97,31 @@ struct Inner {
     /// too little history of its own goes by (a restarted daemon, an account that
     /// requests one report an hour).
     by_type: HashMap<String, VecDeque<f64>>,
+    /// Probes polling now, per report type ([`PollSchedule::probe`]).
+    probing: HashMap<String, usize>,
+}
+
+/// A report's place among the [`PROBES_PER_TYPE`] probes of its type; the place is given
+/// back when the report stops polling (dropped).
+pub struct Probe {
+    schedule: Arc<PollSchedule>,
+    /// `None`: a probe beyond the types counted ([`MAX_TYPES`]), which gives back nothing.
+    report_type: Option<String>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let Some(report_type) = &self.report_type else {
+            return;
+        };
+        let mut inner = self.schedule.lock();
+        if let Some(count) = inner.probing.get_mut(report_type) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                inner.probing.remove(report_type);
+            }
+        }
+    }
 }
 
 impl PollSchedule {
@@ -185,7 +221,9 @@ impl PollSchedule {
                 samples.pop_front();
             }
             samples.push_back(seconds);
-            known_now = samples.len() == STUCK_MIN_SAMPLES;
+            // The type's first latency (what its followers wait for) and its fifth (a
+            // median, and stuck limits).
+            known_now = samples.len() == 1 || samples.len() == STUCK_MIN_SAMPLES;
         }
         drop(inner);
         if known_now {
@@ -193,9 +231,10 @@ impl PollSchedule {
         }
     }
 
-    /// Completes when a report type's latency becomes known over every account (its
-    /// [`STUCK_MIN_SAMPLES`]-th report finished): a report waiting for its next poll then
-    /// plans that poll again by the learned median ([`Self::next_pause`]). Without it,
+    /// Completes when a report type's latency becomes known over every account: when its
+    /// first report finished (its followers stop waiting, see [`Self::probe`]) and its
+    /// [`STUCK_MIN_SAMPLES`]-th (a median). A report waiting for its next poll then plans
+    /// that poll again by what is learned ([`Self::next_pause`]). Without it,
     /// reports requested before any of their type finished (a daemon's first pass: a
     /// thousand accounts at once) would keep their age-spaced pauses, and each would be
     /// seen up to 15 % of its age late. Register (`enable`) before reading the schedule.
@@ -225,11 +264,43 @@ impl PollSchedule {
 
     /// The median latency learned for `report_type` of `account` (or, while that kind
     /// has fewer than [`STUCK_MIN_SAMPLES`], of the report type over every account), if
-    /// any.
+    /// any. A kind with no history of its own whose type has fewer than
+    /// [`STUCK_MIN_SAMPLES`] goes by the quickest of the type's: no report is then polled
+    /// later than the quickest of its type finished, even if that one was a tail.
     pub fn expected(&self, account: &str, report_type: &str) -> Option<Duration> {
         let inner = self.lock();
-        let samples = Self::samples(&inner, account, report_type)?;
-        median(samples).map(Duration::from_secs_f64)
+        let latency = match Self::samples(&inner, account, report_type) {
+            Some(samples) => median(samples),
+            None => inner
+                .by_type
+                .get(report_type)
+                .and_then(|samples| samples.iter().copied().reduce(f64::min)),
+        };
+        latency.map(Duration::from_secs_f64)
+    }
+
+    /// A place among the probes of `report_type`, while fewer than [`PROBES_PER_TYPE`]
+    /// of its reports hold one (`None`: poll as a follower, see the module doc). Only
+    /// asked for a report whose type has no latency learned yet.
+    pub fn probe(self: &Arc<Self>, report_type: &str) -> Option<Probe> {
+        let mut inner = self.lock();
+        if !inner.probing.contains_key(report_type) && inner.probing.len() >= MAX_TYPES {
+            // Beyond the types counted: every report polls as a probe, uncounted.
+            return Some(Probe {
+                schedule: Arc::clone(self),
+                report_type: None,
+            });
+        }
+        let count = inner.probing.entry(report_type.to_string()).or_default();
+        if *count >= PROBES_PER_TYPE {
+            return None;
+        }
+        *count += 1;
+        drop(inner);
+        Some(Probe {
+            schedule: Arc::clone(self),
+            report_type: Some(report_type.to_string()),
+        })
     }
 
     /// How long a report of `report_type` for `account` may stay IN_QUEUE before it is
@@ -453,32 +524,74 @@ mod tests {
         assert_eq!(close, MIN);
     }
 
+    /// Whether `notified` completes within 50 ms.
+    async fn heard(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), notified)
+            .await
+            .is_ok()
+    }
+
     #[tokio::test]
     async fn waiting_reports_hear_when_their_type_becomes_known() {
         let schedule = PollSchedule::new();
-        let relearned = schedule.relearned();
-        tokio::pin!(relearned);
-        relearned.as_mut().enable();
-        for _ in 0..STUCK_MIN_SAMPLES - 1 {
+        // The type's first latency wakes (its followers stop waiting for poll_max).
+        let first = schedule.relearned();
+        tokio::pin!(first);
+        first.as_mut().enable();
+        schedule.learn("a", "T", Duration::from_secs(60));
+        assert!(heard(first).await, "not woken by the type's first latency");
+        // The second to fourth do not; the fifth (a median, stuck limits) does.
+        let fifth = schedule.relearned();
+        tokio::pin!(fifth);
+        fifth.as_mut().enable();
+        for _ in 1..STUCK_MIN_SAMPLES - 1 {
             schedule.learn("a", "T", Duration::from_secs(60));
         }
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), relearned.as_mut())
-                .await
-                .is_err(),
-            "woken before the type's latency is known"
+            !heard(fifth.as_mut()).await,
+            "woken before the fifth latency"
         );
         schedule.learn("b", "T", Duration::from_secs(60));
-        tokio::time::timeout(Duration::from_secs(10), relearned)
-            .await
-            .expect("woken when the fifth latency of the type is learned");
-        // Only the transition wakes: later latencies of a known type do not.
+        assert!(heard(fifth).await, "not woken by the fifth latency");
+        // Later latencies of a known type do not wake.
         let later = schedule.relearned();
         tokio::pin!(later);
         later.as_mut().enable();
         schedule.learn("c", "T", Duration::from_secs(60));
-        assert!(tokio::time::timeout(Duration::from_millis(50), later)
-            .await
-            .is_err());
+        assert!(!heard(later).await);
+    }
+
+    #[test]
+    fn only_a_few_reports_of_a_new_type_probe_and_a_finished_one_gives_its_place_back() {
+        let schedule = Arc::new(PollSchedule::new());
+        let mut probes: Vec<Probe> = (0..PROBES_PER_TYPE)
+            .map(|_| schedule.probe("T").expect("a place"))
+            .collect();
+        assert!(schedule.probe("T").is_none(), "a probe beyond the limit");
+        // Another type has places of its own.
+        let other = schedule.probe("U").expect("another type's place");
+        drop(probes.pop());
+        let again = schedule.probe("T").expect("the place given back");
+        assert!(schedule.probe("T").is_none());
+        drop((other, again));
+        assert_eq!(schedule.lock().probing.get("U"), None);
+    }
+
+    #[test]
+    fn a_type_with_fewer_than_five_latencies_is_expected_at_its_quickest() {
+        let schedule = PollSchedule::new();
+        assert_eq!(schedule.expected("new", "T"), None);
+        for (account, seconds) in [("a", 300), ("b", 45), ("c", 90)] {
+            schedule.learn(account, "T", Duration::from_secs(seconds));
+        }
+        // No history of its own: the type's quickest, not a median of three.
+        assert_eq!(schedule.expected("new", "T"), Some(Duration::from_secs(45)));
+        // A kind with history of its own goes by it.
+        assert_eq!(schedule.expected("a", "T"), Some(Duration::from_secs(300)));
+        // Five of the type: their median.
+        for account in ["d", "e"] {
+            schedule.learn(account, "T", Duration::from_secs(60));
+        }
+        assert_eq!(schedule.expected("new", "T"), Some(Duration::from_secs(60)));
     }
 }

@@ -30,8 +30,9 @@
 //! one polls once per `poll_max` and is woken when the first report of its type finishes
 //! (the type's quickest latency is then what it goes by until five are known). A first
 //! pass of a thousand accounts requests a thousand reports of one type within a second:
-//! polled each on its own, from `poll_min`, they made 11,751 getReport calls for 1,000
-//! reports (`bench reports --scenario head-of-line-1000`); the probes learn for all.
+//! polled each on its own, from `poll_min`, they made 12,900–14,100 getReport calls for
+//! 1,000 reports (`bench reports --scenario head-of-line-1000`), and 2,400–2,700 with
+//! the probes learning for all.
 //!
 //! Stuck reports ([`PollSchedule::stuck_after`]): a report still IN_QUEUE after
 //! [`STUCK_FACTOR`] times the median latency of its kind is cancelled and its window

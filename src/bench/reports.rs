@@ -26,7 +26,9 @@
 //!   simulator, rates not told to the daemon. Target: ≤ 1 429 per bucket, no cooldown
 //!   longer than one token interval, `sync --once` completes, ≤ 1.10 × the minimum.
 //!
-//! The bound each wall time is compared to is [`quota_bound_minimum`].
+//! The bound each wall time is compared to is [`quota_bound_minimum`]. The head-of-line
+//! scenarios also measure [`calls_floor`], the same calls without the engine, in the same
+//! run: where a target lies below it, no engine meets it on this machine.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -158,6 +160,8 @@ struct Plan {
     poll: (Option<Duration>, Option<Duration>),
     /// `[quota] reserve_share`, when not the daemon's default.
     reserve_share: Option<f64>,
+    /// Whether to measure [`calls_floor`] after the run (head-of-line).
+    calls_floor: bool,
 }
 
 impl Plan {
@@ -325,6 +329,7 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
         bound_from_draws: false,
         poll: (args.poll_min.map(Into::into), args.poll_max.map(Into::into)),
         reserve_share: args.reserve_share,
+        calls_floor: false,
     };
     let plan = match scenario {
         Scenario::HeadOfLine | Scenario::HeadOfLine1000 => {
@@ -372,6 +377,7 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
                 // and rates must be scaled to mean the same thing.
                 tell_rates: time_scale != 1.0,
                 notes,
+                calls_floor: true,
                 ..base
             }
         }
@@ -456,6 +462,127 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
+/// The calls alone, as the theoretical limit of any engine on this machine at this
+/// moment: every seller's calls made by the daemon's own [`SpApiClient`] from this
+/// process, all sellers at once, against a fresh simulator of the plan's config served
+/// in this process. Per seller: an LWA token, createReport, one getReport once the
+/// report's latency has passed (polled again every 10 ms only if it is not DONE yet),
+/// getReportDocument and the download to a file. No ledger, no quota, no process start;
+/// every report's latency is known in advance (no engine can know it).
+async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
+    use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+    use futures_util::StreamExt as _;
+    let sim = Simulator::new(plan.sim.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the floor's simulator to 127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(crate::sim::serve(listener, Arc::clone(&sim), async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the floor's http client")?;
+    let documents = dir.join("floor-documents");
+    std::fs::create_dir_all(&documents)?;
+    let latency = Duration::from_secs_f64(plan.real_latency_secs());
+    let end = crate::domain::floor_hour(crate::domain::now_ts());
+    let window = crate::domain::HourWindow::new(end - 6 * crate::domain::HOUR, end);
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let flows = (0..plan.sellers).map(|seller| {
+        let client = SpApiClient::new(
+            http.clone(),
+            SpApiEndpoints {
+                api_base: format!("http://{address}"),
+                lwa_token_url: format!("http://{address}/auth/o2/token"),
+            },
+            LwaCredentials {
+                client_id: "bench-client".to_string(),
+                client_secret: "bench-secret".to_string(),
+                refresh_token: format!("bench-seller-{seller:04}"),
+            },
+        );
+        let dest = documents.join(format!("{seller}.doc"));
+        async move {
+            client.warm_token().await?;
+            let report_id = client
+                .create_report(
+                    crate::provider::amazon::VENDOR_RT_SALES_REPORT,
+                    "ATVPDKIKX0DER",
+                    window,
+                )
+                .await?;
+            let created = started.elapsed().as_secs_f64();
+            tokio::time::sleep(latency).await;
+            let document_id = loop {
+                let status = client.get_report(&report_id).await?;
+                match status.report_document_id {
+                    Some(id) => break id,
+                    None => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            let document = client.get_report_document(&document_id).await?;
+            client.download_document(&document, &dest, 1 << 30).await?;
+            Ok::<f64, crate::provider::ProviderError>(created)
+        }
+    });
+    let mut flows: futures_util::stream::FuturesUnordered<_> = flows.collect();
+    let mut last_created: f64 = 0.0;
+    while let Some(flow) = flows.next().await {
+        last_created = last_created.max(flow.context("a call of the calls-only floor failed")?);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, cpu_seconds()) {
+        (Some((before, _)), Some((after, _))) => Some(after - before),
+        _ => None,
+    };
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&documents);
+    Ok(Floor {
+        wall,
+        last_created,
+        cpu,
+    })
+}
+
+/// What [`calls_floor`] measured, in seconds from its start.
+struct Floor {
+    wall: f64,
+    /// When the last createReport was answered.
+    last_created: f64,
+    /// CPU seconds (user + sys) of this process, client and simulator, meanwhile.
+    cpu: Option<f64>,
+}
+
+/// The row of [`calls_floor`]: its wall, and the run's wall against it.
+fn floor_row(floor: anyhow::Result<Floor>, wall: f64, bound: f64) -> (String, String) {
+    let name =
+        "calls-only floor (same calls, all sellers at once, no ledger or quota, latency known)"
+            .to_string();
+    match floor {
+        Ok(floor) => (
+            name,
+            format!(
+                "{:.2}s = {:.3} x the bound (the last createReport answered at {:.2}s, then the latency, then {:.2}s of getReports, documents and downloads; CPU of client and simulator {}); wall/floor {:.3}",
+                floor.wall,
+                floor.wall / bound,
+                floor.last_created,
+                (floor.wall - floor.last_created - bound).max(0.0),
+                floor.cpu.map_or("unknown".to_string(), |cpu| {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                    format!("{cpu:.2}s, {:.0}% of {cores} cores over the floor's wall", 100.0 * cpu / (cores * floor.wall).max(f64::MIN_POSITIVE))
+                }),
+                wall / floor.wall
+            ),
+        ),
+        Err(err) => (name, format!("not measured: {err:#}")),
+    }
+}
+
 /// Runs one scenario; `true` when every target is met.
 fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Result<bool> {
     let bound = plan.bound_secs();
@@ -504,6 +631,15 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
     let cpu = cpu_row(cpu_before, cpu_seconds(), wall);
     let stats = sim.stats();
     let timeline = sim.report_timeline();
+    let floor = if plan.calls_floor {
+        Some(
+            runtime
+                .block_on(calls_floor(dir, plan))
+                .context("measuring the calls-only floor"),
+        )
+    } else {
+        None
+    };
     let backfilled = matches!(outcome, Ok(Some(0)));
     let steady = if plan.steady_hours > 0 && backfilled {
         Some(run_steady_state(plan, &config, &sim))
@@ -607,6 +743,7 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         drawn_rows(&drawn, bound, wall, offset)
             .into_iter()
             .chain(cpu)
+            .chain(floor.map(|floor| floor_row(floor, wall, bound)))
             .collect(),
     );
     match steady {
@@ -1437,5 +1574,38 @@ mod tests {
         };
         let err = plan(Scenario::Realistic, &args).err().unwrap().to_string();
         assert!(err.contains("head-of-line only"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_calls_floor_makes_every_sellers_calls_over_http_and_waits_out_the_latency() {
+        let args = BenchReportsArgs {
+            scenario: Scenario::HeadOfLine,
+            accounts: Some(3),
+            latency: Some(Duration::from_secs(2).into()),
+            time_scale: Some(10.0),
+            poll_min: None,
+            poll_max: None,
+            timeout: None,
+            reserve_share: None,
+            steady_hours: 0,
+        };
+        let plan = plan(Scenario::HeadOfLine, &args).unwrap();
+        assert!(plan.calls_floor);
+        let dir = tempfile::tempdir().unwrap();
+        let floor = calls_floor(dir.path(), &plan).await.unwrap();
+        // 2 s of provider time at time_scale 10: each report is DONE 200 ms after its
+        // createReport, and the floor cannot end before that.
+        assert!(floor.wall >= 0.2, "{}", floor.wall);
+        assert!(
+            floor.last_created < floor.wall,
+            "{} {}",
+            floor.last_created,
+            floor.wall
+        );
+        // The documents were downloaded into a directory of its own, removed after.
+        assert!(!dir.path().join("floor-documents").exists());
+        let (name, text) = floor_row(Ok(floor), 1.0, 0.2);
+        assert!(name.starts_with("calls-only floor"), "{name}");
+        assert!(text.contains("wall/floor"), "{text}");
     }
 }

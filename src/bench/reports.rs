@@ -470,7 +470,7 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
 /// getReportDocument and the download to a file. No ledger, no quota, no process start;
 /// every report's latency is known in advance (no engine can know it).
 async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
-    use crate::provider::amazon::{LwaCredentials, SpApiClient, SpApiEndpoints};
+    use crate::provider::amazon::{LwaCredentials, ProcessingStatus, SpApiClient, SpApiEndpoints};
     use futures_util::StreamExt as _;
     let sim = Simulator::new(plan.sim.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -487,7 +487,12 @@ async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
         .context("building the floor's http client")?;
     let documents = dir.join("floor-documents");
     std::fs::create_dir_all(&documents)?;
-    let latency = Duration::from_secs_f64(plan.real_latency_secs());
+    let latency = Duration::try_from_secs_f64(plan.real_latency_secs()).unwrap_or(Duration::ZERO);
+    // A report that never ends (CANCELLED, FATAL, a simulator gone wrong) ends the floor
+    // with an error instead of polling for ever.
+    let deadline = latency
+        .saturating_mul(20)
+        .saturating_add(Duration::from_secs(120));
     let end = crate::domain::floor_hour(crate::domain::now_ts());
     let window = crate::domain::HourWindow::new(end - 6 * crate::domain::HOUR, end);
     let cpu_before = cpu_seconds();
@@ -519,21 +524,30 @@ async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
             tokio::time::sleep(latency).await;
             let document_id = loop {
                 let status = client.get_report(&report_id).await?;
-                match status.report_document_id {
-                    Some(id) => break id,
-                    None => tokio::time::sleep(Duration::from_millis(10)).await,
+                match (status.processing_status, status.report_document_id) {
+                    (ProcessingStatus::Done, Some(id)) => break id,
+                    (ProcessingStatus::InQueue | ProcessingStatus::InProgress, _) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    (other, _) => anyhow::bail!("report {report_id} ended {other:?}"),
                 }
             };
             let document = client.get_report_document(&document_id).await?;
-            client.download_document(&document, &dest, 1 << 30).await?;
-            Ok::<f64, crate::provider::ProviderError>(created)
+            client
+                .download_document(&document, &dest, FLOOR_MAX_DOCUMENT)
+                .await?;
+            Ok::<f64, anyhow::Error>(created)
         }
     });
     let mut flows: futures_util::stream::FuturesUnordered<_> = flows.collect();
     let mut last_created: f64 = 0.0;
-    while let Some(flow) = flows.next().await {
-        last_created = last_created.max(flow.context("a call of the calls-only floor failed")?);
-    }
+    let all = async {
+        while let Some(flow) = flows.next().await {
+            last_created = last_created.max(flow.context("a call of the calls-only floor failed")?);
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let finished = tokio::time::timeout(deadline, all).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = match (cpu_before, cpu_seconds()) {
         (Some((before, _)), Some((after, _))) => Some(after - before),
@@ -542,12 +556,21 @@ async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
     let _ = stop.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&documents);
+    finished.map_err(|_| {
+        anyhow::anyhow!(
+            "the calls did not end within {}",
+            humantime::format_duration(deadline)
+        )
+    })??;
     Ok(Floor {
         wall,
         last_created,
         cpu,
     })
 }
+
+/// The largest document [`calls_floor`] downloads (the bench's are a few KB).
+const FLOOR_MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
 
 /// What [`calls_floor`] measured, in seconds from its start.
 struct Floor {

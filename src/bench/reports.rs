@@ -462,6 +462,45 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
+/// A simulator served on `127.0.0.1:0` by a task of the current runtime, until
+/// [`ServedSim::stop`].
+struct ServedSim {
+    sim: Arc<Simulator>,
+    address: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServedSim {
+    async fn start(sim: Arc<Simulator>) -> anyhow::Result<ServedSim> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the simulator to 127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        let server = tokio::spawn(crate::sim::serve(listener, Arc::clone(&sim), async move {
+            let _ = stopped.await;
+        }));
+        Ok(ServedSim {
+            sim,
+            address,
+            stop,
+            server,
+        })
+    }
+
+    /// Stops serving and waits for the task; a task that failed or panicked is reported
+    /// (the figures of the run are printed all the same).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("warning: the simulator stopped serving: {err}"),
+            Err(err) => eprintln!("warning: the simulator's task failed: {err}"),
+        }
+    }
+}
+
 /// The calls alone, as the theoretical limit of any engine on this machine at this
 /// moment: every seller's calls made by the daemon's own [`SpApiClient`] from this
 /// process, all sellers at once, against a fresh simulator of the plan's config served
@@ -472,15 +511,8 @@ fn plan(scenario: Scenario, args: &BenchReportsArgs) -> anyhow::Result<Plan> {
 async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
     use crate::provider::amazon::{LwaCredentials, ProcessingStatus, SpApiClient, SpApiEndpoints};
     use futures_util::StreamExt as _;
-    let sim = Simulator::new(plan.sim.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the floor's simulator to 127.0.0.1:0")?;
-    let address = listener.local_addr()?;
-    let server = tokio::spawn(crate::sim::serve(listener, Arc::clone(&sim), async move {
-        let _ = stopped.await;
-    }));
+    let served = ServedSim::start(Simulator::new(plan.sim.clone())).await?;
+    let address = served.address;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -553,8 +585,7 @@ async fn calls_floor(dir: &Path, plan: &Plan) -> anyhow::Result<Floor> {
         (Some((before, _)), Some((after, _))) => Some(after - before),
         _ => None,
     };
-    let _ = stop.send(());
-    let _ = server.await;
+    served.stop().await;
     let _ = std::fs::remove_dir_all(&documents);
     finished.map_err(|_| {
         anyhow::anyhow!(
@@ -635,15 +666,8 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
         .build()?;
     // The simulator's clock starts here; `offset` below turns it into time since start.
     let sim_born = Instant::now();
-    let sim = Simulator::new(plan.sim.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .context("binding the simulator to 127.0.0.1:0")?;
-    let address = listener.local_addr()?;
-    let server = runtime.spawn(crate::sim::serve(listener, Arc::clone(&sim), async move {
-        let _ = stopped.await;
-    }));
+    let served = runtime.block_on(ServedSim::start(Simulator::new(plan.sim.clone())))?;
+    let (sim, address) = (Arc::clone(&served.sim), served.address);
 
     let config = write_config(dir, plan, address)?;
     let cpu_before = cpu_seconds();
@@ -669,8 +693,7 @@ fn run_plan(dir: &Path, plan: &Plan, timeout: Option<Duration>) -> anyhow::Resul
     } else {
         None
     };
-    let _ = stop.send(());
-    let _ = runtime.block_on(server);
+    runtime.block_on(served.stop());
     let exit = outcome?;
     let drawn = drawn_bound(
         &timeline,

@@ -277,7 +277,7 @@ impl PollSchedule {
                 .get(report_type)
                 .and_then(|samples| samples.iter().copied().reduce(f64::min)),
         };
-        latency.map(Duration::from_secs_f64)
+        latency.and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
     }
 
     /// A place among the probes of `report_type`, while fewer than [`PROBES_PER_TYPE`]
